@@ -1,0 +1,36 @@
+"""vidtx: video transformers (ViViT, TimeSformer, X-ViT) in JAX/Flax."""
+
+import setuptools
+
+# Exact pins: the versions vidtx is tested with. jax 0.10 changed defaults that
+# ordinary Flax code relies on, and TensorFlow/protobuf pairs are fragile.
+INSTALL_REQUIRES = [
+    "jax[cpu]==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "ml-collections==1.1.0",
+    "clu==0.0.12",
+    "tensorboard==2.21.0",  # clu's metric writers need it.
+    "tensorflow-cpu==2.21.0",
+    "tensorflow-datasets==4.9.10",
+    "importlib_resources",
+    "av",
+    "numpy",
+    "absl-py",
+]
+
+TESTS_REQUIRE = [
+    "pytest",
+    "pytest-xdist",
+]
+
+setuptools.setup(
+    name="vidtx",
+    version="0.1.0",
+    description="Video transformers (ViViT, TimeSformer, X-ViT) in JAX/Flax.",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["vidtx", "vidtx.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TESTS_REQUIRE},
+)
