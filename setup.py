@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
 TESTS_REQUIRE = [
     "pytest",
     "pytest-xdist",
+    "ruff",
 ]
 
 setuptools.setup(

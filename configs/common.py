@@ -1,0 +1,77 @@
+"""Pieces shared by the recipe configs: each recipe file composes these, nothing is copy-pasted."""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
+  """Parses the `path.py:key=value,key2=value2` argument of a config file against its defaults."""
+  parsed = ml_collections.ConfigDict(dict(defaults))
+  for item in (arg or "").split(","):
+    if not item.strip():
+      continue
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or key not in defaults:
+      raise ValueError(f"Config argument {item!r}: expected key=value with key in "
+                       f"{sorted(defaults)}.")
+    parsed[key] = value.strip()
+  return parsed
+
+
+def training(config: ml_collections.ConfigDict, *, batch_size: int, steps: int | None,
+             base_learning_rate: float, warmup_steps: int) -> None:
+  """Optimizer, schedule, logging, checkpointing and evaluation fields, set on `config`."""
+  config.rng_seed = 0
+  config.batch_size = batch_size
+  config.eval_batch_size = batch_size
+  # Durations: *_steps wins over *_epochs when both are set (vidtx.optim.resolve_steps).
+  config.num_training_steps = config_dict.placeholder(int)
+  config.num_training_epochs = config_dict.placeholder(float)
+  if steps is not None:
+    config.num_training_steps = steps
+
+  config.optimizer = "momentum"
+  config.optimizer_configs = ml_collections.ConfigDict(
+      dict(momentum=0.9, nesterov=False, weight_decay=0.0))
+  config.max_grad_norm = 1.0
+  config.label_smoothing = 0.1
+  config.lr_configs = ml_collections.ConfigDict(dict(
+      schedule="cosine", base_learning_rate=base_learning_rate, warmup_steps=warmup_steps,
+      end_learning_rate=0.0))
+
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 500
+  config.max_checkpoints_to_keep = 3
+  config.eval_every_steps = 0  # 0: evaluate only at the end.
+  # How the views of a video are combined: mean_logits (ViViT), sum_logits (TimeSformer, X-ViT),
+  # mean_softmax (MMAction2).
+  config.eval_aggregation = "mean_logits"
+
+
+def synthetic_dataset(task: str = "motion") -> ml_collections.ConfigDict:
+  """The embedded synthetic video dataset (vidtx.data.synthetic), scenic field names."""
+  num_classes = {"motion": 4, "rotation": 2, "order": 2, "appearance": 4}
+  if task not in num_classes:
+    raise ValueError(f"Synthetic task {task!r}: expected one of {sorted(num_classes)}.")
+  return ml_collections.ConfigDict(dict(
+      # Empty: generated once into ~/.cache/vidtx/synthetic/ ($VIDTX_CACHE relocates it).
+      base_dir="",
+      task=task,
+      tables={"train": "train.tfrecord@4", "validation": "validation.tfrecord@2"},
+      examples_per_subset={"train": 6144, "validation": 512},
+      num_classes=num_classes[task],
+      video_length=20,
+      video_size=36,
+      seed=0,
+      num_frames=8,
+      stride=2,
+      min_resize=36,
+      crop_size=32,
+      zero_centering=True,
+      # Off: a horizontal flip turns 'left' into 'right' and clockwise into anticlockwise.
+      random_flip=False,
+      num_test_clips=4,
+      do_three_spatial_crops=False,
+      label_offset=0,
+  ))

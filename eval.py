@@ -1,0 +1,78 @@
+r"""Multi-view evaluation of the newest checkpoint in --workdir.
+
+  python eval.py --config=configs/synthetic_timesformer.py --workdir=runs/ts \
+      --config.dataset_configs.num_test_clips=4 --config.eval_aggregation=mean_softmax
+
+Prints top-1 / top-5 and writes them to WORKDIR/eval_<split>.json. Uses the same evaluator as
+train.py, so the numbers are those train.py reports for the same views and aggregation.
+"""
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from vidtx import data as vidtx_data
+from vidtx import evaluator as evaluator_lib
+from vidtx import models, optim, sharding
+from vidtx import train_state as state_lib
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             split: str = "validation") -> dict[str, Any]:
+  """Restores the newest checkpoint of `workdir`, evaluates it on `split`, writes the JSON."""
+  mesh = sharding.make_mesh()
+  dataset_configs = vidtx_data.prepare_dataset(config)
+  if split not in dataset_configs.tables:
+    raise ValueError(f"--split={split!r} is not in config.dataset_configs.tables "
+                     f"({sorted(dataset_configs.tables)}).")
+  model = models.build(config.model_name, config.model, dataset_configs.num_classes)
+
+  # The abstract state is built exactly as train.py builds it, so the checkpoint restores as is.
+  total_steps = max(optim.resolve_steps(config, "num_training",
+                                        dataset_configs.examples_per_subset["train"],
+                                        config.batch_size), 1)
+  tx = optim.make_optimizer(config, optim.make_schedule(config.lr_configs, total_steps))
+  input_shape = (1, dataset_configs.num_frames, dataset_configs.crop_size,
+                 dataset_configs.crop_size, 3)
+  abstract_state = state_lib.abstract_train_state(model, tx, input_shape, mesh)
+  manager = state_lib.checkpoint_manager(workdir, read_only=True)
+  state = state_lib.restore_latest(manager, abstract_state)
+  if state is None:
+    raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
+                            "train first with train.py --workdir=" + workdir)
+
+  evaluator = evaluator_lib.MultiViewEvaluator(
+      model, dataset_configs, split, batch_size=config.eval_batch_size, mesh=mesh,
+      aggregation=config.eval_aggregation)
+  results = evaluator.run(state.params)
+  results.update(step=int(state.step), split=split, aggregation=config.eval_aggregation,
+                 num_test_clips=dataset_configs.num_test_clips,
+                 three_spatial_crops=bool(dataset_configs.do_three_spatial_crops))
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, f"eval_{split}.json")
+    with open(path + ".tmp", "w") as f:
+      json.dump(results, f, indent=2)
+    os.replace(path + ".tmp", path)
+    print(f"step {results['step']}: top-1 {results['top1']:.2%}  top-5 {results['top5']:.2%} on "
+          f"{results['num_videos']} {split} videos x {results['views_per_video']} views "
+          f"({config.eval_aggregation}); written to {path}", flush=True)
+  return results
+
+
+def main(argv):
+  del argv
+  evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split)
+
+
+if __name__ == "__main__":
+  # Flags are defined here, not at import, so tests can import train.py and eval.py together.
+  config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory holding checkpoints/ from train.py.")
+  flags.DEFINE_string("split", "validation", "Split of config.dataset_configs.tables.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,164 @@
+"""train.py and eval.py end to end on a tiny synthetic dataset in temporary directories."""
+
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _import(name: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+train = _import("train")
+eval_script = _import("eval")
+
+
+def tiny_config(data_dir: str, steps: int = 1, attention: str = "divided"):
+  spec = importlib.util.spec_from_file_location(
+      "cfg", os.path.join(REPO, "configs", "synthetic_timesformer.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(f"attention={attention}")
+  ds = config.dataset_configs
+  ds.base_dir = data_dir
+  ds.tables = {"train": "train.tfrecord@2", "validation": "validation.tfrecord@1"}
+  ds.examples_per_subset = {"train": 24, "validation": 10}
+  ds.video_length, ds.video_size = 10, 20
+  ds.num_frames, ds.stride, ds.min_resize, ds.crop_size = 4, 2, 20, 16
+  ds.num_test_clips = 2
+  config.model.update(hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
+  config.batch_size = 4
+  config.eval_batch_size = 4  # 10 videos: the last batch is padded.
+  config.num_training_steps = steps
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 2
+  config.lr_configs.warmup_steps = 1
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  config = tiny_config(data_dir, steps=1)
+  results = train.train_and_evaluate(config, workdir)
+  return config, workdir, results
+
+
+def _read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _restore_params(workdir, step):
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
+    return manager.restore(step, args=ocp.args.StandardRestore())["params"]
+
+
+def test_one_step_train_writes_metrics_checkpoint_and_evaluates(trained):
+  config, workdir, results = trained
+  lines = _read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  train_line = lines[0]
+  assert train_line["step"] == 1
+  for key in ("loss", "learning_rate", "clips_per_sec", "steps_per_sec", "accuracy"):
+    assert np.isfinite(train_line[key]), key
+  # The final evaluation is logged too, with every validation video counted once.
+  eval_line = lines[-1]
+  assert eval_line["val_num_videos"] == 10
+  assert 0.0 <= eval_line["val_top1"] <= eval_line["val_top5"] <= 1.0
+  assert results["num_videos"] == 10 and results["views_per_video"] == 2
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "1"))
+  assert glob.glob(os.path.join(workdir, "**", "events.out.tfevents.*"), recursive=True)
+
+
+def test_eval_reproduces_the_final_evaluation_of_train(trained):
+  config, workdir, results = trained
+  evaluated = eval_script.evaluate(config, workdir)
+  assert evaluated["step"] == 1
+  assert evaluated["top1"] == pytest.approx(results["top1"])
+  assert evaluated["top5"] == pytest.approx(results["top5"])
+  with open(os.path.join(workdir, "eval_validation.json")) as f:
+    assert json.load(f)["top1"] == pytest.approx(results["top1"])
+
+
+def test_eval_aggregations_and_three_crops(trained):
+  config, workdir, _ = trained
+  config = config.copy_and_resolve_references()
+  config.dataset_configs.do_three_spatial_crops = True
+  for aggregation in ("mean_logits", "sum_logits", "mean_softmax"):
+    config.eval_aggregation = aggregation
+    out = eval_script.evaluate(config, workdir)
+    assert out["views_per_video"] == 6 and out["num_videos"] == 10
+
+
+def test_resume_continues_at_the_right_step_with_identical_state(data_dir, tmp_path):
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train.train_and_evaluate(tiny_config(data_dir, steps=4), straight)
+  train.train_and_evaluate(tiny_config(data_dir, steps=2), resumed)
+  first_half = _restore_params(resumed, 2)
+  train.train_and_evaluate(tiny_config(data_dir, steps=4), resumed)
+
+  # The resumed run started from exactly the saved state ...
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(_restore_params(straight, 2)),
+               jax.device_get(first_half))
+  # ... and, reading the data stream from where it stopped, ends where the straight run ends.
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(_restore_params(straight, 4)),
+               jax.device_get(_restore_params(resumed, 4)))
+  steps = [line["step"] for line in _read_jsonl(os.path.join(resumed, "metrics.jsonl"))
+           if "loss" in line]
+  assert steps == [1, 2, 3, 4]
+
+
+def test_eval_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
+  with pytest.raises(FileNotFoundError, match="No checkpoint"):
+    eval_script.evaluate(tiny_config(data_dir), str(tmp_path / "empty"))
+
+
+def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
+  """The two scripts as users call them, with --config.x=y overrides."""
+  workdir = str(tmp_path / "cli")
+  common = [f"--config.dataset_configs.base_dir={data_dir}",
+            "--config.dataset_configs.examples_per_subset.train=24",
+            "--config.dataset_configs.examples_per_subset.validation=10",
+            "--config.dataset_configs.tables.train=train.tfrecord@2",
+            "--config.dataset_configs.tables.validation=validation.tfrecord@1",
+            "--config.dataset_configs.video_length=10", "--config.dataset_configs.video_size=20",
+            "--config.dataset_configs.num_frames=4", "--config.dataset_configs.min_resize=20",
+            "--config.dataset_configs.crop_size=16", "--config.dataset_configs.num_test_clips=1",
+            "--config.model.hidden_size=32", "--config.model.num_layers=1",
+            "--config.model.num_heads=2", "--config.model.mlp_dim=64",
+            "--config.batch_size=4", "--config.eval_batch_size=4"]
+  config_arg = "--config=" + os.path.join(REPO, "configs", "synthetic_timesformer.py") + \
+      ":attention=space"
+  out = subprocess.run(
+      [sys.executable, os.path.join(REPO, "train.py"), config_arg, f"--workdir={workdir}",
+       "--config.num_training_steps=2", "--config.log_every_steps=1"] + common,
+      capture_output=True, text=True, cwd=str(tmp_path))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "step 2/2" in out.stdout and "ETA" in out.stdout
+  final = json.loads(out.stdout.strip().splitlines()[-1])
+  out = subprocess.run(
+      [sys.executable, os.path.join(REPO, "eval.py"), config_arg, f"--workdir={workdir}"]
+      + common, capture_output=True, text=True, cwd=str(tmp_path))
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(os.path.join(workdir, "eval_validation.json")) as f:
+    evaluated = json.load(f)
+  assert evaluated["step"] == 2
+  assert evaluated["top1"] == pytest.approx(final["top1"])

@@ -1,0 +1,177 @@
+r"""Trains a video transformer; resumes from the newest checkpoint in --workdir.
+
+  python train.py --config=configs/synthetic_timesformer.py --workdir=runs/ts
+  python train.py --config=configs/synthetic_timesformer.py:attention=space --workdir=runs/space \
+      --config.num_training_steps=100
+
+Every config field can be overridden with --config.a.b=value. The phases below run top to bottom:
+mesh -> data -> model -> sharded init -> step -> checkpoint -> loop -> final evaluation.
+"""
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import app, flags
+from clu import metric_writers
+from ml_collections import config_flags
+
+from vidtx import data as vidtx_data
+from vidtx import evaluator as evaluator_lib
+from vidtx import losses, models, optim, sharding
+from vidtx import train_state as state_lib
+from vidtx.progress import MetricsLog, Progress
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the final eval."""
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+
+  # --- Mesh: every device on the 'data' axis.
+  mesh = sharding.make_mesh()
+  local_batch_size = sharding.check_batch_size(config.batch_size, mesh)
+
+  # --- Data: the synthetic dataset is generated on first use (cached).
+  dataset_configs = vidtx_data.prepare_dataset(config)
+  num_classes = dataset_configs.num_classes
+  total_steps = optim.resolve_steps(config, "num_training",
+                                    dataset_configs.examples_per_subset["train"],
+                                    config.batch_size)
+  if total_steps <= 0:
+    raise ValueError("Set config.num_training_steps or config.num_training_epochs (> 0).")
+
+  # --- Model and optimizer.
+  model = models.build(config.model_name, config.model, num_classes)
+  schedule = optim.make_schedule(config.lr_configs, total_steps)
+  tx = optim.make_optimizer(config, schedule)
+
+  # --- Sharded init, then resume from the newest checkpoint if there is one.
+  input_shape = (local_batch_size, dataset_configs.num_frames, dataset_configs.crop_size,
+                 dataset_configs.crop_size, 3)
+  rng = jax.random.key(config.rng_seed)
+  init_rng, dropout_rng = jax.random.split(rng)
+  state, abstract_state = state_lib.create_train_state(model, tx, input_shape, mesh, init_rng)
+  manager = state_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
+  restored = state_lib.restore_latest(manager, abstract_state)
+  if restored is not None:
+    state = restored
+  start_step = int(state.step)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  if is_main:
+    print(f"{config.model_name} ({num_params / 1e6:.2f} M params) on {mesh.devices.size} "
+          f"device(s); {'resuming at step ' + str(start_step) if start_step else 'from scratch'}"
+          f", {total_steps} steps of {config.batch_size} clips.", flush=True)
+
+  # The stream is deterministic for the seed; a resumed run skips the batches already consumed
+  # (read, not decoded), so it sees exactly the clips an uninterrupted run would have seen.
+  train_iter = vidtx_data.build_train_dataset(
+      dataset_configs, batch_size=local_batch_size, seed=config.rng_seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      skip_batches=start_step).as_numpy_iterator()
+  evaluator = evaluator_lib.MultiViewEvaluator(
+      model, dataset_configs, "validation", batch_size=config.eval_batch_size, mesh=mesh,
+      aggregation=config.eval_aggregation)
+
+  # --- The training step: one jit, state donated, batch sharded on 'data'.
+  def train_step(state: state_lib.TrainState,
+                 batch: dict[str, jax.Array]) -> tuple[state_lib.TrainState, dict[str, Any]]:
+    step_rng = jax.random.fold_in(dropout_rng, state.step)
+
+    def loss_fn(params):
+      logits, _ = model.apply({"params": params}, batch["inputs"], train=True,
+                              rngs={"dropout": step_rng})
+      targets = losses.smoothed_one_hot(batch["label"], num_classes, config.label_smoothing)
+      return jnp.mean(losses.softmax_cross_entropy(logits, targets)), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              opt_state=opt_state)
+    metrics = {
+        "loss": loss,
+        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+        "learning_rate": schedule(state.step),
+        "grad_norm": optax.global_norm(grads),
+    }
+    return new_state, metrics
+
+  state_shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
+  train_step = jax.jit(train_step, donate_argnums=0,
+                       out_shardings=(state_shardings, sharding.replicated(mesh)))
+
+  # --- Loop: log, checkpoint, evaluate.
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=is_main,
+                           drop_after_step=start_step)
+  progress = Progress(total_steps, start_step, config.batch_size, enabled=is_main)
+  pending = []  # device metrics since the last log, fetched together to avoid host syncs.
+
+  def evaluate(step: int) -> dict[str, Any]:
+    results = evaluator.run(state.params)
+    scalars = {f"val_{k}": v for k, v in results.items()}
+    writer.write_scalars(step, scalars)
+    metrics_log.write(step, scalars)
+    if is_main:
+      print(f"[eval step {step}] top-1 {results['top1']:.2%}  top-5 {results['top5']:.2%} "
+            f"({results['num_videos']} videos x {results['views_per_video']} views, "
+            f"{config.eval_aggregation})", flush=True)
+    return results
+
+  for step in range(start_step + 1, total_steps + 1):
+    batch = sharding.to_global(next(train_iter), mesh)
+    state, step_metrics = train_step(state, batch)
+    pending.append(step_metrics)
+
+    if step % config.log_every_steps == 0 or step == total_steps:
+      fetched = jax.device_get(pending)
+      summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+      summary["learning_rate"] = float(fetched[-1]["learning_rate"])
+      if not np.isfinite(summary["loss"]):
+        raise FloatingPointError(f"Loss is {summary['loss']} at step {step}; the last good "
+                                 f"checkpoint is {manager.latest_step()}.")
+      summary.update(progress.update(step))
+      if is_main:
+        print(progress.line(step, summary), flush=True)
+      writer.write_scalars(step, summary)
+      metrics_log.write(step, summary)
+      pending = []
+
+    if step % config.checkpoint_every_steps == 0 or step == total_steps:
+      manager.save(step, args=ocp.args.StandardSave(state))
+
+    if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
+      evaluate(step)
+
+  # --- Final evaluation (also when resuming a finished run: it is cheap and answers the question).
+  manager.wait_until_finished()
+  results = evaluate(total_steps)
+  if is_main:
+    print(f"Final: top-1 {results['top1']:.2%}, top-5 {results['top5']:.2%} on "
+          f"{results['num_videos']} validation videos (chance {1 / num_classes:.2%}).",
+          flush=True)
+  writer.flush()
+  return results
+
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
+  results = train_and_evaluate(config, flags.FLAGS.workdir)
+  if jax.process_index() == 0:
+    print(json.dumps({"top1": results["top1"], "top5": results["top5"]}))
+
+
+if __name__ == "__main__":
+  # Flags are defined here, not at import, so tests can import train.py and eval.py together.
+  config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,227 @@
+"""DMVR / MediaSequence video format: vidtx's own writer and reader.
+
+One video is one `tf.train.SequenceExample`:
+  feature list `image/encoded`   one JPEG string per frame
+  context `clip/label/index`     int64 label index (or several, multi-label)
+  context `clip/label/text`      optional class name
+  context `video/filename`       optional video id
+Shards are named `name.tfrecord-00000-of-00016`; a table `name.tfrecord@16` refers to all of them.
+This is the format scenic's ViViT reads, so datasets written here and by DMVR converters are
+interchangeable.
+"""
+
+import functools
+import os
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_KEY = "image/encoded"
+LABEL_INDEX_KEY = "clip/label/index"
+LABEL_TEXT_KEY = "clip/label/text"
+VIDEO_ID_KEY = "video/filename"
+
+_SHARDED_TABLE = re.compile(r"^(?P<name>.+)@(?P<num_shards>\d+)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing.
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _jpeg_encoder(quality: int):
+  """A compiled batch JPEG encoder; one graph call is much cheaper than one eager op per frame."""
+
+  @tf.function(
+      input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
+  def encode(frames):
+    return tf.map_fn(
+        lambda frame: tf.io.encode_jpeg(frame, quality=quality),
+        frames,
+        fn_output_signature=tf.string,
+        parallel_iterations=16)
+
+  return encode
+
+
+def encode_jpegs(frames: np.ndarray, quality: int = 90) -> list[bytes]:
+  """Encodes uint8 frames (N, H, W, 3) as a list of N JPEG strings."""
+  frames = np.asarray(frames)
+  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(
+        f"frames must be uint8 with shape (N, H, W, 3), got {frames.dtype} {frames.shape}.")
+  if not 1 <= quality <= 100:
+    raise ValueError(f"jpeg_quality must be in [1, 100], got {quality}.")
+  if frames.shape[0] == 0:
+    return []
+  return list(_jpeg_encoder(int(quality))(frames).numpy())
+
+
+def sequence_example_from_jpegs(
+    jpegs: Sequence[bytes],
+    labels: int | Sequence[int],
+    *,
+    label_text: str | None = None,
+    video_id: str | None = None,
+) -> bytes:
+  """Serialises already encoded frames and labels as a DMVR SequenceExample."""
+  if len(jpegs) == 0:
+    raise ValueError("A video needs at least one frame, got none.")
+  labels = [int(labels)] if np.ndim(labels) == 0 else [int(x) for x in labels]
+  if not labels:
+    raise ValueError("labels must hold at least one label index, got an empty sequence.")
+  example = tf.train.SequenceExample()
+  context = example.context.feature
+  context[LABEL_INDEX_KEY].int64_list.value.extend(labels)
+  if label_text is not None:
+    context[LABEL_TEXT_KEY].bytes_list.value.append(label_text.encode("utf-8"))
+  if video_id is not None:
+    context[VIDEO_ID_KEY].bytes_list.value.append(video_id.encode("utf-8"))
+  frame_list = example.feature_lists.feature_list[IMAGE_KEY]
+  for jpeg in jpegs:
+    frame_list.feature.add().bytes_list.value.append(jpeg)
+  return example.SerializeToString()
+
+
+def make_sequence_example(
+    frames: np.ndarray,
+    labels: int | Sequence[int],
+    *,
+    label_text: str | None = None,
+    video_id: str | None = None,
+    jpeg_quality: int = 90,
+) -> bytes:
+  """Encodes uint8 frames (T, H, W, 3) as JPEGs and serialises one DMVR SequenceExample."""
+  return sequence_example_from_jpegs(
+      encode_jpegs(frames, jpeg_quality), labels, label_text=label_text, video_id=video_id)
+
+
+def shard_names(path: str, num_shards: int) -> list[str]:
+  """`path-00000-of-0000N` for every shard, as DMVR names them."""
+  return [f"{path}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
+
+
+def write_shards(serialized_examples: Iterable[bytes], path: str, num_shards: int) -> list[str]:
+  """Writes examples round-robin into `num_shards` TFRecord files named `path-0000i-of-0000N`.
+
+  Each shard is written under a temporary name in the same directory and renamed only once every
+  shard is complete, so a crash never leaves a half-written file under a final name.
+
+  Returns:
+    The shard file names.
+  """
+  if num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+  directory = os.path.dirname(path)
+  if directory:
+    tf.io.gfile.makedirs(directory)
+  final_names = shard_names(path, num_shards)
+  # A unique suffix keeps two concurrent writers of the same dataset from sharing temp files.
+  suffix = f".tmp-{uuid.uuid4().hex[:12]}"
+  temp_names = [name + suffix for name in final_names]
+  writers = [tf.io.TFRecordWriter(name) for name in temp_names]
+  try:
+    for i, serialized in enumerate(serialized_examples):
+      writers[i % num_shards].write(serialized)
+    for writer in writers:
+      writer.close()
+    for temp, final in zip(temp_names, final_names, strict=True):
+      tf.io.gfile.rename(temp, final, overwrite=True)
+  except BaseException:
+    for writer in writers:
+      writer.close()
+    for temp in temp_names:
+      if tf.io.gfile.exists(temp):
+        tf.io.gfile.remove(temp)
+    raise
+  return final_names
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading.
+# ---------------------------------------------------------------------------------------------
+
+
+def is_sharded_table(table: str) -> bool:
+  """Whether `table` is written `name@num_shards`."""
+  return _SHARDED_TABLE.match(table) is not None
+
+
+def expand_table(base_dir: str, table: str | Sequence[str]) -> list[str]:
+  """The files of a table: `name@N` -> its N shards; otherwise a glob; a list -> those files.
+
+  Names are relative to `base_dir` (absolute names and gs:// paths are kept as they are).
+  """
+  if not isinstance(table, str):
+    files = []
+    for entry in table:
+      files.extend(expand_table(base_dir, entry))
+    return files
+  match = _SHARDED_TABLE.match(table)
+  if match:
+    num_shards = int(match.group("num_shards"))
+    if num_shards < 1:
+      raise ValueError(f"Table {table!r} asks for {num_shards} shards; expected at least 1.")
+    files = shard_names(os.path.join(base_dir, match.group("name")), num_shards)
+    missing = [name for name in files if not tf.io.gfile.exists(name)]
+    if missing:
+      raise ValueError(
+          f"Shard {missing[0]} of table {table!r} does not exist ({len(missing)} of its "
+          f"{num_shards} shards are missing; base_dir={base_dir!r}).")
+    return files
+  pattern = os.path.join(base_dir, table)
+  files = sorted(tf.io.gfile.glob(pattern))
+  if not files:
+    raise ValueError(
+        f"Table {table!r} matches no file: {pattern} does not exist (base_dir={base_dir!r}).")
+  return files
+
+
+def parse_example(
+    serialized: tf.Tensor,
+    *,
+    num_classes: int | None = None,
+    label_offset: int = 0,
+    source: str | tf.Tensor = "",
+) -> dict[str, tf.Tensor]:
+  """Parses one serialised SequenceExample inside tf.data.
+
+  Args:
+    serialized: scalar string tensor.
+    num_classes: when given, every label index (after subtracting `label_offset`) must be in
+      [0, num_classes).
+    label_offset: subtracted from the stored indices (for 1-indexed datasets).
+    source: where the example comes from (split, file name); it is printed in error messages.
+
+  Returns:
+    {'frames': string (T,) JPEGs, 'label': int32 (L,) label indices}. Fails at run time with
+    InvalidArgumentError naming `source` when the example has no frames, no label or a label out of
+    range.
+  """
+  context, sequence = tf.io.parse_single_sequence_example(
+      serialized,
+      context_features={LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64)},
+      # allow_missing: a video without the feature list reaches the clear check below.
+      sequence_features={
+          IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)})
+  frames = sequence[IMAGE_KEY]
+  label = tf.cast(tf.sparse.to_dense(context[LABEL_INDEX_KEY]), tf.int32) - label_offset
+  checks = [
+      tf.debugging.Assert(
+          tf.shape(frames)[0] > 0,
+          [f"Video has no frames (empty feature list {IMAGE_KEY!r}) in", source]),
+      tf.debugging.Assert(
+          tf.size(label) > 0, [f"Video has no label (context {LABEL_INDEX_KEY!r}) in", source]),
+  ]
+  if num_classes is not None:
+    checks.append(
+        tf.debugging.Assert(
+            tf.reduce_all((label >= 0) & (label < num_classes)),
+            [f"Label index out of range: expected values in [0, {num_classes}) after subtracting "
+             f"label_offset={label_offset}; got", label, "in", source]))
+  with tf.control_dependencies(checks):
+    return {"frames": tf.identity(frames), "label": tf.identity(label)}

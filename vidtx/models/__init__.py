@@ -1,0 +1,54 @@
+"""Video transformer models: `build(model_name, model_config, num_classes)`.
+
+    model = vidtx.models.build('timesformer', config.model, num_classes=400)
+    variables = model.init({'params': key, 'dropout': key}, video, train=False)
+    logits, out = model.apply(variables, video, train=True, rngs={'dropout': key})
+
+`video` is float (B, T, H, W, C); `logits` float32 (B, num_classes); `out` a dict of named
+intermediates, at least 'pre_logits' (B, D). `default_config(model_name)` lists every model
+field with its default; a config only needs to override what differs.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import ml_collections
+
+from vidtx.models import common, timesformer, vivit
+
+
+class _Model(NamedTuple):
+  default_config: Callable[[], ml_collections.ConfigDict]
+  make_config: Callable[[Any], Any]
+  module: type[nn.Module]
+
+
+# The one place models are selected by name.
+MODELS = {
+  "timesformer": _Model(
+    timesformer.default_config, timesformer.make_config, timesformer.TimeSformer
+  ),
+  "vivit": _Model(vivit.default_config, vivit.make_config, vivit.ViViT),
+}
+
+
+def _lookup(model_name: str) -> _Model:
+  if model_name not in MODELS:
+    raise ValueError(f"model_name={model_name!r}: unknown model; expected one of {sorted(MODELS)}.")
+  return MODELS[model_name]
+
+
+def default_config(model_name: str) -> ml_collections.ConfigDict:
+  """All fields of `model_name`'s config with their defaults."""
+  return _lookup(model_name).default_config()
+
+
+def build(
+  model_name: str, model_config: ml_collections.ConfigDict | Mapping[str, Any], num_classes: int
+) -> nn.Module:
+  """Validates `model_config` (fields not given take their defaults) and builds the model."""
+  entry = _lookup(model_name)
+  if not common.is_int(num_classes) or num_classes < 1:
+    raise ValueError(f"num_classes={num_classes!r}: expected a positive integer.")
+  return entry.module(config=entry.make_config(model_config), num_classes=num_classes)

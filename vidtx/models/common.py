@@ -1,0 +1,424 @@
+"""Pieces shared by the video transformers.
+
+- `parse_variant`, `ModelConfig`, `make_config`: sizes from a variant string, validated once.
+- `dot_product_attention`: THE attention core; every attention in vidtx goes through it.
+- `MultiHeadAttention`, `MlpBlock`, `DropPath`, `EncoderBlock`, `Encoder`: a pre-LN ViT
+  encoder whose attention pattern (see attention.py) is a parameter.
+- `AddPositionEmbedding`: learned embedding added along one token axis.
+
+Initialisers follow ViT (vit_jax): xavier_uniform kernels, normal(1e-6) MLP biases,
+normal(0.02) position embeddings, zero class token and zero head.
+"""
+
+import dataclasses
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vidtx.models import attention
+
+KERNEL_INIT = nn.initializers.xavier_uniform()
+MLP_BIAS_INIT = nn.initializers.normal(stddev=1e-6)
+POSEMB_INIT = nn.initializers.normal(stddev=0.02)
+
+# ViT sizes: hidden size, depth, heads, MLP width (ViT paper Table 1; Ti and S from DeiT).
+VIT_SIZES = {
+  "Ti": dict(hidden_size=192, num_layers=12, num_heads=3, mlp_dim=768),
+  "S": dict(hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536),
+  "B": dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072),
+  "L": dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096),
+  "H": dict(hidden_size=1280, num_layers=32, num_heads=16, mlp_dim=5120),
+}
+
+_VARIANT_RE = re.compile(r"^(?P<size>[A-Za-z]+)/(?P<patch>\d+)(?:x(?P<tubelet>\d+))?$")
+
+
+def parse_variant(variant: str) -> dict[str, int]:
+  """'B/16x2' -> ViT-Base sizes, 16x16 patches, tubelet length 2 ('B/16' = length 1)."""
+  match = _VARIANT_RE.match(variant) if isinstance(variant, str) else None
+  if match is None or match["size"] not in VIT_SIZES:
+    raise ValueError(
+      f'model.variant={variant!r}: expected "<size>/<patch>[x<tubelet>]" with size in '
+      f'{list(VIT_SIZES)}, e.g. "B/16" or "B/16x2".'
+    )
+  patch_size = int(match["patch"])
+  tubelet_size = int(match["tubelet"] or 1)
+  if patch_size < 1 or tubelet_size < 1:
+    raise ValueError(f"model.variant={variant!r}: patch and tubelet sizes must be >= 1.")
+  return dict(VIT_SIZES[match["size"]], patch_size=patch_size, tubelet_size=tubelet_size)
+
+
+# ----------------------------------------------------------------------------------------
+# Configuration.
+# ----------------------------------------------------------------------------------------
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The fields every model has, with their defaults (the models add their own)."""
+  return ml_collections.ConfigDict(
+    dict(
+      variant="B/16",
+      # None: take the value from the variant.
+      hidden_size=None,
+      num_layers=None,
+      num_heads=None,
+      mlp_dim=None,
+      attention="",  # Each model sets its own default and list of patterns.
+      classifier="token",  # 'token': class token; 'gap': average of the tokens.
+      dropout_rate=0.0,
+      attention_dropout_rate=0.0,
+      # Drop-path rate of the last layer; rises linearly from 0 at the first layer.
+      stochastic_depth=0.0,
+      gelu_approximate=False,  # False: exact erf GELU; True: tanh approximation.
+      dtype="float32",  # Compute dtype; parameters are always float32.
+    )
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Validated model hyper-parameters, sizes resolved from the variant."""
+
+  variant: str
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  patch_size: int
+  tubelet_size: int
+  attention: str
+  classifier: str
+  dropout_rate: float
+  attention_dropout_rate: float
+  stochastic_depth: float
+  gelu_approximate: bool
+  dtype: str
+
+
+def make_config(
+  config_cls: type,
+  defaults: ml_collections.ConfigDict,
+  overrides: ml_collections.ConfigDict | Mapping[str, Any],
+  *,
+  model_name: str,
+  attentions: Iterable[str],
+) -> Any:
+  """Merges `overrides` into `defaults`, validates the common fields, returns config_cls.
+
+  Model-specific fields are copied through; their model checks them.
+  """
+  if isinstance(overrides, ml_collections.ConfigDict):
+    overrides = overrides.to_dict()
+  fields = defaults.to_dict()
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ValueError(
+      f"{model_name} model config: unknown field(s) {unknown}; known fields: {sorted(fields)}."
+    )
+  fields.update(overrides)
+
+  sizes = parse_variant(fields["variant"])
+  for key in ("hidden_size", "num_layers", "num_heads", "mlp_dim"):
+    if fields[key] is None:
+      fields[key] = sizes[key]
+    if not is_int(fields[key]) or fields[key] < 1:
+      raise ValueError(f"model.{key}={fields[key]!r}: expected a positive integer.")
+  fields["patch_size"] = sizes["patch_size"]
+  fields["tubelet_size"] = sizes["tubelet_size"]
+  if fields["hidden_size"] % fields["num_heads"]:
+    raise ValueError(
+      f"model.hidden_size={fields['hidden_size']} is not divisible by "
+      f"model.num_heads={fields['num_heads']}."
+    )
+
+  attentions = list(attentions)
+  if fields["attention"] not in attentions:
+    raise ValueError(
+      f"model.attention={fields['attention']!r} is not a {model_name} "
+      f"attention; expected one of {attentions}."
+    )
+  if fields["classifier"] not in ("token", "gap"):
+    raise ValueError(f'model.classifier={fields["classifier"]!r}: expected "token" or "gap".')
+  for key in ("dropout_rate", "attention_dropout_rate", "stochastic_depth"):
+    rate = fields[key]
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+      raise ValueError(f"model.{key}={rate!r}: expected a number in [0, 1).")
+    fields[key] = float(rate)
+  if not isinstance(fields["gelu_approximate"], bool):
+    raise ValueError(
+      f"model.gelu_approximate={fields['gelu_approximate']!r}: expected True or False."
+    )
+  if fields["dtype"] not in ("float32", "bfloat16"):
+    raise ValueError(f'model.dtype={fields["dtype"]!r}: expected "float32" or "bfloat16".')
+  return config_cls(**fields)
+
+
+def is_int(value: Any) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def drop_path_rates(rate: float, num_layers: int) -> list[float]:
+  """Per-layer drop-path rates rising linearly from 0 at the first layer to `rate` at the last.
+
+  Linear in depth as ViViT Eq. 10; indexed from 0 as in the official TimeSformer and scenic.
+  """
+  return [rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
+
+
+# ----------------------------------------------------------------------------------------
+# Attention.
+# ----------------------------------------------------------------------------------------
+
+
+def dot_product_attention(
+  query: jax.Array,
+  key: jax.Array,
+  value: jax.Array,
+  *,
+  mask: jax.Array | None = None,
+  dropout_rate: float = 0.0,
+  dropout_rng: jax.Array | None = None,
+  deterministic: bool = True,
+) -> jax.Array:
+  """The attention core: softmax(q k^T / sqrt(Dh)) v per head.
+
+  query: (batch, q_length, heads, head_dim); key, value: (batch, kv_length, heads,
+  head_dim); mask: optional boolean, broadcastable to (batch, heads, q_length, kv_length),
+  True = may attend. Returns (batch, q_length, heads, head_dim).
+  """
+  if deterministic or dropout_rate == 0.0:
+    # jax's attention with its default implementation, which is XLA's in jax 0.10 (the
+    # cuDNN flash kernel must be asked for with implementation='cudnn').
+    return jax.nn.dot_product_attention(query, key, value, mask=mask)
+  if dropout_rng is None:
+    raise ValueError("dot_product_attention: attention dropout needs a dropout_rng.")
+  # Attention dropout acts on the weights, which the fused kernel never materialises, so
+  # this path forms them; like the fused path it takes logits and softmax in float32.
+  scale = 1.0 / np.sqrt(query.shape[-1])
+  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32) * scale
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+  weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(value.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head self-attention on already-arranged tokens (batch, length, D).
+
+  Kernels are laid out as in vit_jax: query/key/value [D, heads, head_dim], out
+  [heads, head_dim, D], so ViT checkpoints load without reshaping. `attention_fn` is the
+  core by default; patterns that regroup heads (e.g. ViViT Model 4) wrap it.
+  """
+
+  num_heads: int
+  dropout_rate: float = 0.0  # Attention dropout (on the attention weights).
+  dtype: Any = jnp.float32
+  attention_fn: Callable[..., jax.Array] = dot_product_attention
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, *, deterministic: bool, mask: jax.Array | None = None
+  ) -> jax.Array:
+    features = x.shape[-1]
+    if features % self.num_heads:
+      raise ValueError(
+        f"MultiHeadAttention: {features} channels are not divisible by {self.num_heads} heads."
+      )
+    projection = functools.partial(
+      nn.DenseGeneral,
+      features=(self.num_heads, features // self.num_heads),
+      axis=-1,
+      dtype=self.dtype,
+      kernel_init=KERNEL_INIT,
+    )
+    # (batch, length, D) -> (batch, length, heads, head_dim)
+    query = projection(name="query")(x)
+    key = projection(name="key")(x)
+    value = projection(name="value")(x)
+    use_dropout = not deterministic and self.dropout_rate > 0.0
+    y = self.attention_fn(
+      query,
+      key,
+      value,
+      mask=mask,
+      dropout_rate=self.dropout_rate,
+      dropout_rng=self.make_rng("dropout") if use_dropout else None,
+      deterministic=deterministic,
+    )
+    # (batch, length, heads, head_dim) -> (batch, length, D)
+    return nn.DenseGeneral(
+      features, axis=(-2, -1), dtype=self.dtype, kernel_init=KERNEL_INIT, name="out"
+    )(y)
+
+
+# ----------------------------------------------------------------------------------------
+# Encoder.
+# ----------------------------------------------------------------------------------------
+
+
+class MlpBlock(nn.Module):
+  """Dense -> GELU -> dropout -> Dense -> dropout, on the last axis."""
+
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  gelu_approximate: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    dense = functools.partial(
+      nn.Dense, dtype=self.dtype, kernel_init=KERNEL_INIT, bias_init=MLP_BIAS_INIT
+    )
+    y = dense(self.mlp_dim, name="Dense_0")(x)
+    y = nn.gelu(y, approximate=self.gelu_approximate)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = dense(x.shape[-1], name="Dense_1")(y)
+    return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops a residual branch for whole examples (axis 0).
+
+  Kept branches are scaled by 1 / (1 - rate), as in timm and the official TimeSformer,
+  so evaluation needs no rescaling.
+  """
+
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep_prob = 1.0 - self.rate
+    keep = jax.random.bernoulli(
+      self.make_rng("dropout"), keep_prob, (x.shape[0],) + (1,) * (x.ndim - 1)
+    )
+    return jnp.where(keep, x / keep_prob, 0.0).astype(x.dtype)
+
+
+def regularise_branch(
+  y: jax.Array, *, dropout_rate: float, drop_path_rate: float, deterministic: bool
+) -> jax.Array:
+  """Dropout then stochastic depth on a residual branch (call inside a compact method)."""
+  y = nn.Dropout(dropout_rate)(y, deterministic=deterministic)
+  return DropPath(drop_path_rate)(y, deterministic=deterministic)
+
+
+def attention_module(config: ModelConfig, name: str) -> MultiHeadAttention:
+  """The multi-head attention of a model (call inside a compact method)."""
+  return MultiHeadAttention(
+    num_heads=config.num_heads,
+    dropout_rate=config.attention_dropout_rate,
+    dtype=jnp.dtype(config.dtype),
+    name=name,
+  )
+
+
+def mlp_module(config: ModelConfig, name: str = "mlp") -> MlpBlock:
+  """The MLP of a model's blocks (call inside a compact method)."""
+  return MlpBlock(
+    mlp_dim=config.mlp_dim,
+    dropout_rate=config.dropout_rate,
+    gelu_approximate=config.gelu_approximate,
+    dtype=jnp.dtype(config.dtype),
+    name=name,
+  )
+
+
+def layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
+  """LayerNorm (eps 1e-6 as in ViT and TimeSformer); statistics are taken in float32."""
+  return nn.LayerNorm(epsilon=1e-6, dtype=jnp.dtype(config.dtype), name=name)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LN transformer block; `pattern` (attention.py) decides who attends to whom.
+
+  x = x + DropPath(Dropout(pattern(Attention, LN(x)))); x = x + DropPath(MLP(LN(x))).
+  Tokens may have any layout the pattern accepts, e.g. (B, L, D) or (B, T, N, D).
+  """
+
+  config: ModelConfig
+  drop_path_rate: float = 0.0
+  pattern: Callable[..., jax.Array] = attention.joint_attention
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    config = self.config
+    regularise = functools.partial(
+      regularise_branch,
+      dropout_rate=config.dropout_rate,
+      drop_path_rate=self.drop_path_rate,
+      deterministic=deterministic,
+    )
+    attend = functools.partial(attention_module(config, "attention"), deterministic=deterministic)
+    y = self.pattern(attend, layer_norm(config, "norm_attention")(x))
+    x = x + regularise(y)
+    y = mlp_module(config)(layer_norm(config, "norm_mlp")(x), deterministic=deterministic)
+    return x + DropPath(self.drop_path_rate)(y, deterministic=deterministic)
+
+
+class Encoder(nn.Module):
+  """`num_layers` EncoderBlocks with linearly rising stochastic depth, then LayerNorm."""
+
+  config: ModelConfig
+  num_layers: int
+  pattern: Callable[..., jax.Array] = attention.joint_attention
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    rates = drop_path_rates(self.config.stochastic_depth, self.num_layers)
+    for i, rate in enumerate(rates):
+      x = EncoderBlock(self.config, rate, self.pattern, name=f"encoderblock_{i}")(
+        x, deterministic=deterministic
+      )
+    return layer_norm(self.config, "encoder_norm")(x)
+
+
+# ----------------------------------------------------------------------------------------
+# Embeddings and heads.
+# ----------------------------------------------------------------------------------------
+
+
+class AddPositionEmbedding(nn.Module):
+  """Adds a learned embedding of shape (tokens[axis], D) along `axis` of the tokens.
+
+  axis=-2 on (B, T, N, D) gives a spatial embedding shared by all frames; axis=1 gives a
+  temporal embedding shared by all spatial positions; on (B, L, D) it is the usual 1D one.
+  """
+
+  axis: int = -2
+  embedding_init: Callable[..., jax.Array] = POSEMB_INIT
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    axis = self.axis % x.ndim
+    if axis in (0, x.ndim - 1):
+      raise ValueError(
+        f"AddPositionEmbedding: axis {self.axis} of tokens {x.shape} is the batch or channel axis."
+      )
+    embedding = self.param("embedding", self.embedding_init, (x.shape[axis], x.shape[-1]))
+    # (L, D) -> (1, .., L, .., D), broadcastable against the tokens.
+    shape = [1] * x.ndim
+    shape[axis], shape[-1] = x.shape[axis], x.shape[-1]
+    return x + embedding.reshape(shape).astype(x.dtype)
+
+
+def class_token(module: nn.Module, name: str, hidden_size: int) -> jax.Array:
+  """A zero-initialised (1, 1, D) class token parameter of `module` (vit_jax layout)."""
+  return module.param(name, nn.initializers.zeros, (1, 1, hidden_size))
+
+
+def classification_head(pre_logits: jax.Array, num_classes: int) -> jax.Array:
+  """Zero-initialised linear head, in float32 whatever the compute dtype."""
+  return nn.Dense(num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros, name="head")(
+    pre_logits.astype(jnp.float32)
+  )
