@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vidtx import data as vidtx_data
@@ -66,6 +66,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split)
 
 

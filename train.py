@@ -10,7 +10,6 @@ mesh -> data -> model -> sharded init -> step -> checkpoint -> loop -> final eva
 
 import json
 import os
-import time
 from typing import Any
 
 import jax
@@ -19,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from absl import app, flags
+from absl import app, flags, logging
 from clu import metric_writers
 from ml_collections import config_flags
 
@@ -93,8 +92,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              opt_state=opt_state)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     metrics = {
         "loss": loss,
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
@@ -163,6 +162,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def main(argv):
   del argv
+  # Orbax and clu log every save and metric at INFO; the progress line says what matters.
+  logging.set_verbosity(logging.WARNING)
   config = flags.FLAGS.config
   results = train_and_evaluate(config, flags.FLAGS.workdir)
   if jax.process_index() == 0:

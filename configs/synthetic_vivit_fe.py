@@ -29,5 +29,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.spatial_layers = 3
   config.model.temporal_layers = 2
 
-  common.training(config, batch_size=32, steps=1200, base_learning_rate=0.1, warmup_steps=100)
+  common.training(config, batch_size=32, steps=1000, base_learning_rate=0.05, warmup_steps=100)
   return config

@@ -514,3 +514,26 @@ def test_bad_video_raises(model_name, video_shape, message):
     jax.eval_shape(
       lambda: model.init({"params": key, "dropout": key}, jnp.zeros(video_shape), train=False)
     )
+
+
+def test_temporal_init_image_starts_at_zero_random_does_not():
+  """'image' (official) zeroes the time embedding and temporal_fc; 'random' (from scratch) makes
+  the model sensitive to frame order from the first step."""
+  video = _video()
+  reversed_video = video[:, ::-1]
+  for temporal_init in ("image", "random"):
+    model = models.build("timesformer", dict(TINY, temporal_init=temporal_init), NUM_CLASSES)
+    params = jax.jit(lambda v, m=model: m.init(jax.random.key(0), v, train=False))(video)["params"]
+    time_embedding = params["time_embedding"]["embedding"]
+    fc = params["encoderblock_0"]["temporal_fc"]["kernel"]
+    # The zero-initialised head hides differences: look at the features instead.
+    out = model.apply({"params": params}, video, train=False)[1]["pre_logits"]
+    out_reversed = model.apply({"params": params}, reversed_video, train=False)[1]["pre_logits"]
+    if temporal_init == "image":
+      assert not np.any(time_embedding) and not np.any(fc)
+      np.testing.assert_allclose(out, out_reversed, atol=1e-5)
+    else:
+      assert 0.3 < float(jnp.std(time_embedding)) < 0.8 and np.any(fc)
+      assert float(jnp.max(jnp.abs(out - out_reversed))) > 1e-2
+  with pytest.raises(ValueError, match="temporal_init"):
+    models.build("timesformer", dict(TINY, temporal_init="xavier"), NUM_CLASSES)

@@ -44,7 +44,7 @@ def test_topk_correct_against_brute_force():
   scores = rng.randn(50, 7).astype(np.float32)
   labels = rng.randint(0, 7, size=50)
   for k in (1, 3, 5, 10):
-    expected = [label in np.argsort(-row)[:k] for row, label in zip(scores, labels)]
+    expected = [label in np.argsort(-row)[:k] for row, label in zip(scores, labels, strict=True)]
     got = evaluator.topk_correct(jnp.asarray(scores), jnp.asarray(labels), k)
     np.testing.assert_array_equal(np.asarray(got, bool), expected)
 

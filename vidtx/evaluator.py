@@ -6,7 +6,8 @@ the views of a video are aggregated, and top-1 / top-5 are counted per video.
 
 import math
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -81,7 +82,7 @@ class MultiViewEvaluator:
         process_index=jax.process_index(), process_count=jax.process_count())
     template = None
     iterator = dataset.as_numpy_iterator()
-    for i in range(self.num_batches):
+    for _ in range(self.num_batches):
       batch = next(iterator, None)
       if batch is None:
         if template is None:

@@ -6,7 +6,8 @@ share of the global batch; `jax.make_array_from_process_local_data` stitches the
 global `jax.Array`, so the training step is written as if it saw the whole batch.
 """
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np

@@ -1,7 +1,8 @@
 """Training state: creation sharded on the mesh, and orbax checkpoints that resume it."""
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import flax.linen as nn

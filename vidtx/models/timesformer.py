@@ -20,6 +20,7 @@ attention_spatial, norm_mlp, mlp}, encoder_norm, head. The spatial/MLP names are
 for both schemes, so an image ViT or a space-only model maps onto a divided one by name.
 """
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from typing import Any
@@ -41,13 +42,39 @@ def default_config() -> ml_collections.ConfigDict:
   config.attention = "divided"
   config.stochastic_depth = 0.1  # Hard-coded in the official model.
   config.gelu_approximate = False  # Official and Hugging Face use exact GELU.
+  # 'image' (official): time embedding and temporal_fc start at zero, so with image-ViT weights
+  # the model starts as the image model. 'random' (time embedding normal(0.5), temporal_fc
+  # xavier) for training from scratch: at the zero start every block is blind to frame order
+  # and the gated temporal branch gets almost no gradient, a point training does not leave.
+  config.temporal_init = "image"
   return config
 
 
-def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> common.ModelConfig:
+@dataclasses.dataclass(frozen=True)
+class TimeSformerConfig(common.ModelConfig):
+  """ModelConfig plus the initialisation of the time embedding."""
+
+  temporal_init: str
+
+
+# model.temporal_init -> (time embedding init, temporal_fc kernel init).
+_TEMPORAL_INITS = {
+  "image": (nn.initializers.zeros, nn.initializers.zeros),
+  # std 0.5: the scale of freshly embedded patch tokens, so frame order is visible from step 0.
+  # (ViT's 0.02 is too faint here: the model learns the order-free shortcut first and stays.)
+  "random": (nn.initializers.normal(0.5), nn.initializers.xavier_uniform()),
+}
+
+
+def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> TimeSformerConfig:
   config = common.make_config(
-    common.ModelConfig, default_config(), overrides, model_name="timesformer", attentions=ATTENTIONS
+    TimeSformerConfig, default_config(), overrides, model_name="timesformer", attentions=ATTENTIONS
   )
+  if config.temporal_init not in _TEMPORAL_INITS:
+    raise ValueError(
+      f"model.temporal_init={config.temporal_init!r}: expected one of "
+      f"{sorted(_TEMPORAL_INITS)}."
+    )
   if config.tubelet_size != 1:
     raise ValueError(
       f"model.variant={config.variant!r}: TimeSformer embeds single frames; "
@@ -73,11 +100,11 @@ def _temporal_stage(
   y = common.regularise_branch(
     y, dropout_rate=config.dropout_rate, drop_path_rate=drop_path_rate, deterministic=deterministic
   )
-  # Zero-initialised: the temporal branch is off at initialisation (official code).
+  # Zero-initialised by default: the temporal branch is off at initialisation (official code).
   y = nn.Dense(
     x.shape[-1],
     dtype=jnp.dtype(config.dtype),
-    kernel_init=nn.initializers.zeros,
+    kernel_init=_TEMPORAL_INITS[config.temporal_init][1],
     name="temporal_fc",
   )(y)
   return x + y
@@ -166,7 +193,7 @@ class TimeSformer(nn.Module):
   patch tokens (before the final LayerNorm and, for 'space', before averaging frames).
   """
 
-  config: common.ModelConfig
+  config: TimeSformerConfig
   num_classes: int
 
   @nn.compact
@@ -194,7 +221,9 @@ class TimeSformer(nn.Module):
         # Every frame holds the same class token; keep it apart: (B, 1, D).
         cls, x = x[:, 0, :1], x[:, :, 1:]
       x = common.AddPositionEmbedding(
-        axis=1, embedding_init=nn.initializers.zeros, name="time_embedding"
+        axis=1,
+        embedding_init=_TEMPORAL_INITS[config.temporal_init][0],
+        name="time_embedding",
       )(x)
       if cls is not None:
         cls = nn.Dropout(config.dropout_rate)(cls, deterministic=deterministic)
