@@ -68,8 +68,13 @@ def _read_jsonl(path):
 
 
 def _restore_params(workdir, step):
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-    return manager.restore(step, args=ocp.args.StandardRestore())["params"]
+  """Params of a checkpoint, onto this process's first device (whatever mesh saved them)."""
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
+                             item_handlers=ocp.StandardCheckpointHandler()) as manager:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          manager.item_metadata(step))
+    return manager.restore(step, args=ocp.args.StandardRestore(target))["params"]
 
 
 def test_one_step_train_writes_metrics_checkpoint_and_evaluates(trained):
@@ -162,3 +167,27 @@ def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
     evaluated = json.load(f)
   assert evaluated["step"] == 2
   assert evaluated["top1"] == pytest.approx(final["top1"])
+
+
+def test_two_devices_train_like_one(data_dir, tmp_path):
+  """The batch split over a 2-device 'data' mesh gives the same training as one device."""
+  script = f"""
+import importlib.util, sys, jax, numpy as np
+sys.path.insert(0, {REPO!r})
+spec = importlib.util.spec_from_file_location("e2e", {os.path.abspath(__file__)!r})
+e2e = importlib.util.module_from_spec(spec); spec.loader.exec_module(e2e)
+workdir = sys.argv[1]
+e2e.train.train_and_evaluate(e2e.tiny_config({data_dir!r}, steps=2), workdir)
+print("DEVICES", jax.device_count())
+"""
+  params = {}
+  for devices in (1, 2):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    workdir = str(tmp_path / f"devices{devices}")
+    out = subprocess.run([sys.executable, "-c", script, workdir], capture_output=True, text=True,
+                         env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"DEVICES {devices}" in out.stdout
+    params[devices] = jax.device_get(_restore_params(workdir, 2))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               params[1], params[2])
