@@ -75,3 +75,37 @@ def synthetic_dataset(task: str = "motion") -> ml_collections.ConfigDict:
       do_three_spatial_crops=False,
       label_offset=0,
   ))
+
+
+# Kinetics-400 split sizes of scenic's ViViT configs (scenic/projects/vivit/configs/kinetics400/
+# vivit_base_k400.py): Kinetics shrinks as YouTube videos disappear, so set these to your copy's
+# counts (the ViViT paper, §4.1, had ~267,000 videos in all). They only size epochs and eval loops.
+KINETICS_400_EXAMPLES = {"train": 214834, "validation": 17637}
+
+
+def kinetics_dataset(num_frames: int, stride: int) -> ml_collections.ConfigDict:
+  """Kinetics-400 in DMVR TFRecords (scenic field names); set config.dataset_name = 'dmvr'.
+
+  base_dir is empty: point it at your shards (--config.dataset_configs.base_dir=/data/k400).
+  `tables` name the shards as `file@count`; override them to match yours, e.g.
+  --config.dataset_configs.tables.validation=validation.tfrecord@1024 (scenic's K400 uses @1024
+  for every split). Evaluation follows ViViT: 4 temporal clips x 3 spatial crops of 224 from
+  frames whose short side is resized to 256, logits averaged.
+  """
+  if num_frames < 1 or stride < 1:
+    raise ValueError(f"kinetics_dataset: num_frames={num_frames} and stride={stride} must be >= 1.")
+  return ml_collections.ConfigDict(dict(
+      base_dir="",
+      tables={"train": "train.tfrecord@1024", "validation": "validation.tfrecord@64"},
+      examples_per_subset=dict(KINETICS_400_EXAMPLES),
+      num_classes=400,
+      num_frames=num_frames,
+      stride=stride,
+      min_resize=256,
+      crop_size=224,
+      zero_centering=True,
+      random_flip=True,
+      num_test_clips=4,
+      do_three_spatial_crops=True,
+      label_offset=0,
+  ))
