@@ -3,19 +3,26 @@ r"""TimeSformer on the embedded synthetic motion task: trains in minutes on a 2-
   python train.py --config=configs/synthetic_timesformer.py --workdir=runs/ts_divided
   python train.py --config=configs/synthetic_timesformer.py:attention=space --workdir=runs/ts_space
 
-Argument: attention=divided|space (default divided), task=motion|rotation|order|appearance.
+Argument: attention=divided|space|joint|local_global|axial|space_first|parallel (default
+divided; see vidtx.models.timesformer), task=motion|rotation|order|appearance.
 Expected (README): divided >= 90% top-1 on the motion validation split; space-only attention
 sees each frame alone and stays near chance (25%), the paper's Table 1 finding in miniature.
+The 32x32 crops make a 4x4 grid of 8x8 patches over 8 frames, so local_global's 2x2 windows
+and stride-2 global groups apply as at 224 (there 14x14 patches).
 """
 
 import ml_collections
 
 from configs import common
 from vidtx import models
+from vidtx.models import timesformer
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="divided", task="motion")
+  if args.attention not in timesformer.ATTENTIONS:
+    raise ValueError(f"Config argument attention={args.attention!r}: expected one of "
+                     f"{list(timesformer.ATTENTIONS)}.")
   config = ml_collections.ConfigDict()
   config.experiment_name = f"synthetic_{args.task}_timesformer_{args.attention}"
 

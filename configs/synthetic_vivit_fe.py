@@ -1,21 +1,32 @@
-r"""ViViT Model 2 (factorised encoder) on the embedded synthetic motion task, CPU-sized.
+r"""ViViT on the embedded synthetic motion task, CPU-sized; Model 2 (factorised encoder) by default.
 
   python train.py --config=configs/synthetic_vivit_fe.py --workdir=runs/vivit_fe
+  python train.py --config=configs/synthetic_vivit_fe.py:attention=spatio_temporal \
+      --workdir=runs/vivit_st
 
-Argument: task=motion|rotation|order|appearance. Tubelets of 2 frames (ViViT's 'x2'), a spatial
-encoder per tubelet index and a temporal encoder over their class tokens.
+Arguments: attention=factorised_encoder|spatio_temporal|factorised_self_attention|
+factorised_dot_product (ViViT Models 2, 1, 3, 4; see vidtx.models.vivit), task=motion|rotation|
+order|appearance. Tubelets of 2 frames (ViViT's 'x2'). Model 2: a spatial encoder (3 layers) per
+tubelet index and a temporal encoder (2 layers) over their class tokens. Models 1, 3, 4: 4 layers;
+Models 3 and 4 have no class token and classify the average token.
 """
 
 import ml_collections
 
 from configs import common
 from vidtx import models
+from vidtx.models import vivit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, task="motion")
+  args = common.parse_arg(arg, attention="factorised_encoder", task="motion")
+  if args.attention not in vivit.ATTENTIONS:
+    raise ValueError(f"Config argument attention={args.attention!r}: expected one of "
+                     f"{list(vivit.ATTENTIONS)}.")
   config = ml_collections.ConfigDict()
-  config.experiment_name = f"synthetic_{args.task}_vivit_fe"
+  short = {"factorised_encoder": "fe", "spatio_temporal": "st", "factorised_self_attention": "fsa",
+           "factorised_dot_product": "fdp"}[args.attention]
+  config.experiment_name = f"synthetic_{args.task}_vivit_{short}"
 
   config.dataset_name = "synthetic"
   config.dataset_configs = common.synthetic_dataset(args.task)
@@ -26,8 +37,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.hidden_size = 96
   config.model.num_heads = 4
   config.model.mlp_dim = 384
-  config.model.spatial_layers = 3
-  config.model.temporal_layers = 2
+  config.model.attention = args.attention
+  if args.attention == "factorised_encoder":
+    config.model.spatial_layers = 3
+    config.model.temporal_layers = 2
+  else:
+    config.model.num_layers = 4
+  if args.attention in vivit.GAP_ONLY:
+    config.model.classifier = "gap"
 
   common.training(config, batch_size=32, steps=1000, base_learning_rate=0.05, warmup_steps=100)
   return config

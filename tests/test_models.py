@@ -482,7 +482,7 @@ def test_default_config_and_variants():
 @pytest.mark.parametrize(
   "model_name,overrides,message",
   [
-    ("transformer", {}, "unknown model; expected one of \\['timesformer', 'vivit'\\]"),
+    ("transformer", {}, "unknown model; expected one of \\['timesformer', 'vivit', 'xvit'\\]"),
     ("timesformer", dict(attention="joint_space_time"), "expected one of \\['divided', 'space'"),
     ("timesformer", dict(hidden_size=100), "hidden_size=100 is not divisible"),
     ("timesformer", dict(variant="B/16x2"), "TimeSformer embeds single frames"),
@@ -492,7 +492,11 @@ def test_default_config_and_variants():
     ("timesformer", dict(dropout_rate=1.5), "model.dropout_rate"),
     ("timesformer", dict(dtype="float16"), "model.dtype"),
     ("timesformer", dict(num_layers=0), "model.num_layers"),
-    ("vivit", dict(attention="divided"), "expected one of \\['factorised_encoder'\\]"),
+    (
+      "vivit",
+      dict(attention="divided"),
+      "expected one of \\['spatio_temporal', 'factorised_encoder', ",
+    ),
     ("vivit", dict(temporal_layers=-1), "model.temporal_layers"),
   ],
 )

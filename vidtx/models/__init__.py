@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import ml_collections
 
-from vidtx.models import common, timesformer, vivit
+from vidtx.models import common, timesformer, vivit, xvit
 
 
 class _Model(NamedTuple):
@@ -30,6 +30,7 @@ MODELS = {
     timesformer.default_config, timesformer.make_config, timesformer.TimeSformer
   ),
   "vivit": _Model(vivit.default_config, vivit.make_config, vivit.ViViT),
+  "xvit": _Model(xvit.default_config, xvit.make_config, xvit.XViT),
 }
 
 

@@ -5,19 +5,59 @@ Frames are embedded as ViT patches; a class token and a spatial positional embed
 embedding on the patch tokens. Each block mixes tokens with the configured space-time
 attention scheme, then applies the MLP. The final LayerNorm'd class token is classified.
 
-Schemes (`model.attention`):
-- 'divided' (T+S): temporal attention over the patch tokens at each spatial location (the
-  class token does not take part) -> `temporal_fc` (zero-initialised, so the block starts
-  as an image ViT block) -> residual; then spatial attention within each frame, with the
-  class token copied into every frame and its T updates averaged; then the MLP.
-- 'space' (S): an image ViT applied to every frame (each frame has its own copy of the
-  class token, no time embedding); all tokens are averaged over frames before the final
-  LayerNorm, as in the official code.
+A block is a sequence of attention *stages*; a stage is pre-LN multi-head attention within
+the groups of one pattern (vidtx.models.attention), with its own parameters
+`norm_<stage>`, `attention_<stage>` and, for the stages below marked "projected",
+`<stage>_fc`. Class-token rule (the official divided block's, applied to every scheme):
 
-Parameters: embedding, cls, pos_embedding, time_embedding ('divided' only),
-encoderblock_{i}/{norm_temporal, attention_temporal, temporal_fc, norm_spatial,
-attention_spatial, norm_mlp, mlp}, encoder_norm, head. The spatial/MLP names are the same
-for both schemes, so an image ViT or a space-only model maps onto a divided one by name.
+- a projected stage acts on the patch tokens only and its result passes through a linear
+  `<stage>_fc`, zero-initialised (model.temporal_init='image'), so the stage starts switched
+  off and the block starts as its last, unprojected stage;
+- an unprojected stage also carries the class token: a copy of it joins every group of the
+  pattern (so every patch also attends to it) and the copies' updates are averaged.
+
+Schemes (`model.attention`), x the patch tokens, c the class token, z' = z + stage(z):
+- 'space' (S, Table 1): an image ViT on every frame (each frame has its own copy of the class
+  token, no time embedding); all tokens are averaged over frames before the final LayerNorm,
+  as in the official code.
+- 'joint' (ST, Eq. 5): one stage 'joint' in which the class token and all T*N patch tokens
+  attend to each other (official `joint_space_time`).
+- 'divided' (T+S, Eq. 11 then Eq. 6, official `divided_space_time`): projected 'temporal'
+  (a patch attends to the patches at its location in every frame), then 'spatial' (within its
+  frame; the class token's T per-frame updates are averaged).
+- 'space_first' (supplementary, "spatial attention first, then temporal"): 'spatial' then
+  projected 'temporal'; the same parameters as 'divided'.
+- 'parallel' (supplementary, "parallel space-time self-attention"): both stages read the block
+  input, and their residual updates are summed: x' = x + temporal_fc(T(x)) + S([c, x]),
+  c' = c + S_c([c, x]); the same parameters as 'divided'.
+- 'local_global' (L+G): projected 'local', attention within F x h/2 x w/2 windows (the
+  frame's h x w patch grid cut into 2 x 2 non-overlapping windows, each spanning all F
+  frames), then 'global', sparse attention over the whole clip with stride 2 in time, height
+  and width (a patch attends to the patches whose frame, row and column have its own parity;
+  8 groups of F/2 x h/2 x w/2). Needs an even number of frames and of patches per side.
+  The class token joins each of the 8 global groups, which together cover the clip. Both
+  follow the local and strided patterns of Child et al. (2019), which the paper cites: fixed
+  windows rather than one centred on each patch (every patch then has exactly F x h/2 x w/2
+  neighbours, even at the border), and phase groups rather than one subsampled set of keys for
+  all queries (every token is then a key of the global stage).
+- 'axial' (T+W+H): projected 'temporal', projected 'width' (within a row of patches of a
+  frame), then 'height' (within a column of a frame); the class token joins every column.
+The paper defines L+G and axial only in words and Fig. 1-2 (they were never released) and
+says nothing about their class token, hence the rule above. Table 1's counts fix how many
+projections they have: 'local_global' has the parameters of 'divided' (121.4 M: one of its two
+stages is projected) and 'axial' two projected stages (156.8 M). As in 'divided', the first
+stages are the projected ones and the last stage, which carries the class token, is not.
+(Table 1 counts a 174-class head, Something-Something-V2's: with 400 classes the counts are
+0.17 M higher, e.g. 121.57 M for 'divided'.)
+
+Positional embeddings (`model.positional_embedding`, Table 4): 'space_time' (default) the
+spatial embedding plus the time embedding; 'space' the spatial one only; 'none' neither. The
+space-only scheme never has a time embedding (official), so there 'space_time' == 'space'.
+
+Parameters: embedding, cls, pos_embedding, time_embedding, encoderblock_{i}/{stages...,
+norm_mlp, mlp}, encoder_norm, head. 'divided' blocks hold norm_temporal, attention_temporal,
+temporal_fc, norm_spatial, attention_spatial: the spatial/MLP names are the same for 'space',
+so an image ViT or a space-only model maps onto a divided one by name.
 """
 
 import dataclasses
@@ -34,6 +74,8 @@ from vidtx.models import attention, common, tokenizer
 
 Tokens = tuple[jax.Array, jax.Array | None]
 
+POSITIONAL_EMBEDDINGS = ("none", "space", "space_time")
+
 
 def default_config() -> ml_collections.ConfigDict:
   """TimeSformer-B/16 with divided space-time attention, as released."""
@@ -42,22 +84,25 @@ def default_config() -> ml_collections.ConfigDict:
   config.attention = "divided"
   config.stochastic_depth = 0.1  # Hard-coded in the official model.
   config.gelu_approximate = False  # Official and Hugging Face use exact GELU.
-  # 'image' (official): time embedding and temporal_fc start at zero, so with image-ViT weights
-  # the model starts as the image model. 'random' (time embedding normal(0.5), temporal_fc
-  # xavier) for training from scratch: at the zero start every block is blind to frame order
-  # and the gated temporal branch gets almost no gradient, a point training does not leave.
+  # 'image' (official): time embedding and the stage projections (temporal_fc, ...) start at
+  # zero, so with image-ViT weights the model starts as the image model. 'random' (time
+  # embedding normal(0.5), projections xavier) for training from scratch: at the zero start
+  # every block is blind to frame order and the gated branches get almost no gradient, a
+  # point training does not leave.
   config.temporal_init = "image"
+  config.positional_embedding = "space_time"  # 'space_time' | 'space' | 'none' (Table 4).
   return config
 
 
 @dataclasses.dataclass(frozen=True)
 class TimeSformerConfig(common.ModelConfig):
-  """ModelConfig plus the initialisation of the time embedding."""
+  """ModelConfig plus the initialisation of the temporal parts and the positional embedding."""
 
   temporal_init: str
+  positional_embedding: str
 
 
-# model.temporal_init -> (time embedding init, temporal_fc kernel init).
+# model.temporal_init -> (time embedding init, stage projection kernel init).
 _TEMPORAL_INITS = {
   "image": (nn.initializers.zeros, nn.initializers.zeros),
   # std 0.5: the scale of freshly embedded patch tokens, so frame order is visible from step 0.
@@ -75,6 +120,11 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> Tim
       f"model.temporal_init={config.temporal_init!r}: expected one of "
       f"{sorted(_TEMPORAL_INITS)}."
     )
+  if config.positional_embedding not in POSITIONAL_EMBEDDINGS:
+    raise ValueError(
+      f"model.positional_embedding={config.positional_embedding!r}: expected one of "
+      f"{list(POSITIONAL_EMBEDDINGS)}."
+    )
   if config.tubelet_size != 1:
     raise ValueError(
       f"model.variant={config.variant!r}: TimeSformer embeds single frames; "
@@ -84,70 +134,118 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> Tim
 
 
 # ----------------------------------------------------------------------------------------
-# Token mixing stages. Each runs inside TimeSformerBlock's compact call and maps patch
-# tokens x (B, T, N, D) and the class token cls (B, 1, D) or None to updated ones.
+# Attention stages. They run inside TimeSformerBlock's compact call; x are the patch tokens
+# (B, T, N, D), cls the class token (B, 1, D) or None; `grid` is the frame's (h, w) patches.
 # ----------------------------------------------------------------------------------------
 
-
-def _temporal_stage(
-  x: jax.Array, *, config: common.ModelConfig, drop_path_rate: float, deterministic: bool
-) -> jax.Array:
-  """Temporal attention over the patch tokens, projected by temporal_fc, residual."""
-  attend = functools.partial(
-    common.attention_module(config, "attention_temporal"), deterministic=deterministic
-  )
-  y = attention.temporal_attention(attend, common.layer_norm(config, "norm_temporal")(x))
-  y = common.regularise_branch(
-    y, dropout_rate=config.dropout_rate, drop_path_rate=drop_path_rate, deterministic=deterministic
-  )
-  # Zero-initialised by default: the temporal branch is off at initialisation (official code).
-  y = nn.Dense(
-    x.shape[-1],
-    dtype=jnp.dtype(config.dtype),
-    kernel_init=_TEMPORAL_INITS[config.temporal_init][1],
-    name="temporal_fc",
-  )(y)
-  return x + y
+# Stage name -> grouping of the tokens (attention.py); names the stage's parameters.
+_GROUPINGS = {
+  "spatial": attention.frame_groups,
+  "temporal": attention.location_groups,
+  "joint": attention.clip_groups,
+  "local": attention.window_groups,
+  "global": attention.strided_groups,
+  "width": attention.row_groups,
+  "height": attention.column_groups,
+}
 
 
-def _spatial_stage(
+def _residual(
   x: jax.Array,
   cls: jax.Array | None,
+  stage: str,
   *,
-  config: common.ModelConfig,
+  config: TimeSformerConfig,
+  grid: attention.Grid,
   drop_path_rate: float,
   deterministic: bool,
 ) -> Tokens:
-  """Attention within each frame; the class token joins every frame."""
-  b, t, n, d = x.shape
+  """The residual branch of one stage: updates (B, T, N, D) and (B, 1, D) or None."""
+  groups, ungroup = _GROUPINGS[stage](x, grid)  # (B, G, L, D)
   if cls is not None:
-    # (B, 1, D) -> (B, T, 1, D) copies, prepended in every frame: (B, T, 1+N, D)
-    copies = jnp.broadcast_to(cls[:, None], (b, t, 1, d))
-    x = jnp.concatenate([copies, x], axis=2)
+    groups = attention.prepend_class_token(groups, cls)  # (B, G, 1+L, D)
   attend = functools.partial(
-    common.attention_module(config, "attention_spatial"), deterministic=deterministic
+    common.attention_module(config, f"attention_{stage}"), deterministic=deterministic
   )
-  y = attention.spatial_attention(attend, common.layer_norm(config, "norm_spatial")(x))
-  y = common.regularise_branch(
-    y, dropout_rate=config.dropout_rate, drop_path_rate=drop_path_rate, deterministic=deterministic
+  y = attention.attend_in_groups(attend, common.layer_norm(config, f"norm_{stage}")(groups))
+  regularise = functools.partial(
+    common.regularise_branch,
+    dropout_rate=config.dropout_rate,
+    drop_path_rate=drop_path_rate,
+    deterministic=deterministic,
   )
   if cls is None:
-    return x + y, None
-  # The class token's T per-frame updates are averaged: (B, T, D) -> (B, 1, D)
-  cls = cls + jnp.mean(y[:, :, 0], axis=1, keepdims=True)
-  return x[:, :, 1:] + y[:, :, 1:], cls
+    return regularise(ungroup(y)), None  # Dropout masks drawn in the (B, T, N, D) layout.
+  # Regularised with the class-token copies, so that stochastic depth drops the whole example.
+  y, y_cls = attention.average_class_token(regularise(y))
+  return ungroup(y), y_cls
 
 
-def _divided(x, cls, **kwargs) -> Tokens:
-  return _spatial_stage(_temporal_stage(x, **kwargs), cls, **kwargs)
+def _projected(x: jax.Array, stage: str, **kwargs) -> jax.Array:
+  """A projected stage's update of the patch tokens: <stage>_fc(attention)."""
+  y, _ = _residual(x, None, stage, **kwargs)
+  config = kwargs["config"]
+  # Zero-initialised by default: the stage is off at initialisation (official temporal_fc).
+  return nn.Dense(
+    x.shape[-1],
+    dtype=jnp.dtype(config.dtype),
+    kernel_init=_TEMPORAL_INITS[config.temporal_init][1],
+    name=f"{stage}_fc",
+  )(y)
+
+
+def _plain(x: jax.Array, cls: jax.Array | None, stage: str, **kwargs) -> Tokens:
+  """An unprojected stage, carrying the class token: z' = z + stage(z)."""
+  y, y_cls = _residual(x, cls, stage, **kwargs)
+  return x + y, None if cls is None else cls + y_cls
 
 
 def _space(x, cls, **kwargs) -> Tokens:
-  return _spatial_stage(x, cls, **kwargs)
+  return _plain(x, cls, "spatial", **kwargs)
+
+
+def _joint(x, cls, **kwargs) -> Tokens:
+  return _plain(x, cls, "joint", **kwargs)
+
+
+def _divided(x, cls, **kwargs) -> Tokens:
+  x = x + _projected(x, "temporal", **kwargs)
+  return _plain(x, cls, "spatial", **kwargs)
+
+
+def _space_first(x, cls, **kwargs) -> Tokens:
+  x, cls = _plain(x, cls, "spatial", **kwargs)
+  return x + _projected(x, "temporal", **kwargs), cls
+
+
+def _parallel(x, cls, **kwargs) -> Tokens:
+  # Both branches read the block input; their updates are summed.
+  temporal = _projected(x, "temporal", **kwargs)
+  spatial, spatial_cls = _residual(x, cls, "spatial", **kwargs)
+  return x + temporal + spatial, None if cls is None else cls + spatial_cls
+
+
+def _local_global(x, cls, **kwargs) -> Tokens:
+  x = x + _projected(x, "local", **kwargs)
+  return _plain(x, cls, "global", **kwargs)
+
+
+def _axial(x, cls, **kwargs) -> Tokens:
+  x = x + _projected(x, "temporal", **kwargs)
+  x = x + _projected(x, "width", **kwargs)
+  return _plain(x, cls, "height", **kwargs)
 
 
 # model.attention -> token mixing of one block. A new scheme is one function here.
-_MIXERS = {"divided": _divided, "space": _space}
+_MIXERS = {
+  "divided": _divided,
+  "space": _space,
+  "joint": _joint,
+  "space_first": _space_first,
+  "parallel": _parallel,
+  "local_global": _local_global,
+  "axial": _axial,
+}
 ATTENTIONS = tuple(_MIXERS)
 # Schemes that process every frame as an independent image (no time embedding, one class
 # token per frame, frames averaged at the end).
@@ -158,17 +256,24 @@ class TimeSformerBlock(nn.Module):
   """Space-time token mixing (config.attention), then the MLP.
 
   x: patch tokens (B, T, N, D); cls: class token (B, 1, D), or None when there is none
-  or it is part of x (space-only model).
+  or it is part of x (space-only model); grid: the (h, w) patches of a frame.
   """
 
-  config: common.ModelConfig
+  config: TimeSformerConfig
   drop_path_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, cls: jax.Array | None, *, deterministic: bool) -> Tokens:
+  def __call__(
+    self, x: jax.Array, cls: jax.Array | None, *, grid: attention.Grid, deterministic: bool
+  ) -> Tokens:
     config = self.config
     x, cls = _MIXERS[config.attention](
-      x, cls, config=config, drop_path_rate=self.drop_path_rate, deterministic=deterministic
+      x,
+      cls,
+      config=config,
+      grid=grid,
+      drop_path_rate=self.drop_path_rate,
+      deterministic=deterministic,
     )
     b, t, n, d = x.shape
     # (B, T, N, D) -> (B, T*N, D), with the class token in front: (B, 1+T*N, D).
@@ -208,23 +313,32 @@ class TimeSformer(nn.Module):
       video, hidden_size=config.hidden_size, patch_size=config.patch_size, dtype=dtype
     )
     b, t, n, d = x.shape
+    grid = (video.shape[2] // config.patch_size, video.shape[3] // config.patch_size)
+    if config.attention == "local_global" and (t % 2 or grid[0] % 2 or grid[1] % 2):
+      raise ValueError(
+        "model.attention='local_global' cuts each frame into 2 x 2 windows and strides by 2 "
+        "in time, height and width: it needs an even number of frames and of patches per "
+        f"side, got {t} frames of {grid[0]} x {grid[1]} patches."
+      )
     if use_cls:
       cls = common.class_token(self, "cls", d).astype(x.dtype)
       # (1, 1, D) -> (B, T, 1, D); tokens (B, T, 1+N, D)
       x = jnp.concatenate([jnp.broadcast_to(cls[:, None], (b, t, 1, d)), x], axis=2)
-    # One spatial embedding (class token first) shared by all frames.
-    x = common.AddPositionEmbedding(axis=2, name="pos_embedding")(x)
+    if config.positional_embedding != "none":
+      # One spatial embedding (class token first) shared by all frames.
+      x = common.AddPositionEmbedding(axis=2, name="pos_embedding")(x)
 
     cls = None
     if not per_frame:
       if use_cls:
         # Every frame holds the same class token; keep it apart: (B, 1, D).
         cls, x = x[:, 0, :1], x[:, :, 1:]
-      x = common.AddPositionEmbedding(
-        axis=1,
-        embedding_init=_TEMPORAL_INITS[config.temporal_init][0],
-        name="time_embedding",
-      )(x)
+      if config.positional_embedding == "space_time":
+        x = common.AddPositionEmbedding(
+          axis=1,
+          embedding_init=_TEMPORAL_INITS[config.temporal_init][0],
+          name="time_embedding",
+        )(x)
       if cls is not None:
         cls = nn.Dropout(config.dropout_rate)(cls, deterministic=deterministic)
     x = nn.Dropout(config.dropout_rate)(x, deterministic=deterministic)
@@ -232,7 +346,7 @@ class TimeSformer(nn.Module):
     rates = common.drop_path_rates(config.stochastic_depth, config.num_layers)
     for i, rate in enumerate(rates):
       x, cls = TimeSformerBlock(config, rate, name=f"encoderblock_{i}")(
-        x, cls, deterministic=deterministic
+        x, cls, grid=grid, deterministic=deterministic
       )
 
     if per_frame:

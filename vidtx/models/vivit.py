@@ -1,23 +1,47 @@
 """ViViT (Arnab et al., 2021, "ViViT: A Video Vision Transformer").
 
-Model 2, the factorised encoder (Sec. 3.3, `model.attention='factorised_encoder'`):
-tubelet embedding (Sec. 3.2); a spatial encoder of L_s layers applied to each temporal
-index separately, with its own class token and spatial positional embedding; one
-representation per temporal index (its class token, or the average of its tokens for
-classifier 'gap'); a temporal encoder of L_t layers over those, with its own class token
-and 1D positional embedding; LayerNorm (the last layer of each encoder); linear head.
-L_t = 0 is the "average pooling baseline" of Table 2: the per-frame representations are
-averaged and classified.
+Every model embeds t x P x P tubelets (Sec. 3.2; `model.kernel_init_method` chooses the
+kernel's initialisation, see tokenizer.py), adds learned positional embeddings, runs its
+encoder, and classifies the final LayerNorm'd class token (classifier 'token') or the average
+of the tokens ('gap') with a linear head. `model.attention` picks the model (Sec. 3.3):
 
-Parameters: embedding, spatial_cls, spatial_pos_embedding, spatial_encoder/{encoderblock_i,
-encoder_norm}, temporal_cls, temporal_pos_embedding, temporal_encoder/{...} (L_t > 0),
-head; blocks hold norm_attention, attention, norm_mlp, mlp.
+- 'spatio_temporal' (Model 1): one encoder with joint attention over all n_t * n_h * n_w
+  tokens, a class token in front; one positional embedding over all tokens (1 + n_t*n_h*n_w).
+- 'factorised_encoder' (Model 2): a spatial encoder of L_s layers applied to each temporal
+  index separately, with its own class token and spatial positional embedding; one
+  representation per temporal index (its class token, or the average of its tokens for
+  'gap'); a temporal encoder of L_t layers over those, with its own class token and 1D
+  positional embedding. L_t = 0 is the "average pooling baseline" of Table 2: the
+  per-frame representations are averaged and classified.
+- 'factorised_self_attention' (Model 3): each block is spatial self-attention (tokens of
+  the same temporal index), then temporal self-attention (tokens of the same spatial index),
+  each with its own LayerNorm and residual (Eqs. 4-5), then the MLP (Eq. 6);
+  `model.attention_order='time_space'` swaps the two. No class token (the paper: it would
+  be ambiguous between the spatial and temporal reshapes), so classifier must be 'gap'.
+  The temporal attention starts at zero (Sec. 3.4) so the model starts as the image model:
+  its output projection is zero-initialised. (The paper zeroes every temporal weight; with
+  zero queries, keys, values AND output, no temporal weight ever gets a gradient, as each
+  one's gradient is a product with another zero, so the query/key/value kernels keep their
+  usual random initialisation.)
+- 'factorised_dot_product' (Model 4): the blocks of Model 1 (same parameters), but half of
+  each attention's heads attend over space and the other half over time (attention.py
+  `factorised_dot_product_attention`). No class token (a token outside the space-time grid
+  has no frame nor spatial index to attend within), so classifier must be 'gap'.
+
+Parameters: embedding; Models 1, 3, 4: cls (Model 1 'token'), pos_embedding,
+encoder/{encoderblock_i, encoder_norm}, head. Model 1 and 4 blocks hold norm_attention,
+attention, norm_mlp, mlp (as in Model 2's encoders); Model 3 blocks hold norm_spatial,
+attention_spatial, norm_temporal, attention_temporal, norm_mlp, mlp. Model 2: spatial_cls,
+spatial_pos_embedding, spatial_encoder/{encoderblock_i, encoder_norm}, temporal_cls,
+temporal_pos_embedding, temporal_encoder/{...} (L_t > 0), head.
 """
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,7 +49,15 @@ import ml_collections
 
 from vidtx.models import attention, common, tokenizer
 
-ATTENTIONS = ("factorised_encoder",)
+ATTENTIONS = (
+  "spatio_temporal",
+  "factorised_encoder",
+  "factorised_self_attention",
+  "factorised_dot_product",
+)
+ATTENTION_ORDERS = ("space_time", "time_space")
+# Models whose encoder reshapes tokens between space and time: no class token (Sec. 3.3).
+GAP_ONLY = ("factorised_self_attention", "factorised_dot_product")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -34,17 +66,22 @@ def default_config() -> ml_collections.ConfigDict:
   config.variant = "B/16x2"
   config.attention = "factorised_encoder"
   config.gelu_approximate = True  # scenic (Flax nn.gelu) and Hugging Face use tanh GELU.
-  config.spatial_layers = None  # L_s; None: num_layers (the variant's depth by default).
-  config.temporal_layers = 4  # L_t; 0: average-pool the per-frame representations.
+  config.spatial_layers = None  # Model 2's L_s; None: num_layers (the variant's depth).
+  config.temporal_layers = 4  # Model 2's L_t; 0: average-pool the per-frame representations.
+  config.attention_order = "space_time"  # Model 3: 'space_time' (the paper's) or 'time_space'.
+  # Tubelet kernel: 'random', 'inflate' (Eq. 8) or 'central_frame' (Eq. 9); tokenizer.py.
+  config.kernel_init_method = "random"
   return config
 
 
 @dataclasses.dataclass(frozen=True)
 class ViViTConfig(common.ModelConfig):
-  """ModelConfig plus the depths of the factorised encoder's two encoders."""
+  """ModelConfig plus the ViViT-specific fields (see default_config)."""
 
   spatial_layers: int
   temporal_layers: int
+  attention_order: str
+  kernel_init_method: str
 
 
 def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> ViViTConfig:
@@ -63,14 +100,199 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> ViV
       f"model.temporal_layers={config.temporal_layers!r}: expected an "
       "integer >= 0 (0 = average-pool baseline)."
     )
+  if config.attention_order not in ATTENTION_ORDERS:
+    raise ValueError(
+      f"model.attention_order={config.attention_order!r}: expected one of {list(ATTENTION_ORDERS)}."
+    )
+  if config.kernel_init_method not in tokenizer.KERNEL_INIT_METHODS:
+    raise ValueError(
+      f"model.kernel_init_method={config.kernel_init_method!r}: expected one of "
+      f"{list(tokenizer.KERNEL_INIT_METHODS)}."
+    )
+  if config.attention in GAP_ONLY and config.classifier != "gap":
+    raise ValueError(
+      f"model.classifier={config.classifier!r} with model.attention={config.attention!r}: "
+      "this ViViT model has no class token (Sec. 3.3); set model.classifier='gap'."
+    )
+  if config.attention == "factorised_dot_product" and config.num_heads % 2:
+    raise ValueError(
+      f"model.num_heads={config.num_heads}: model.attention='factorised_dot_product' splits "
+      "the heads into a spatial and a temporal half; expected an even number."
+    )
   return config
+
+
+# ----------------------------------------------------------------------------------------
+# Models 3 and 4: blocks on (B, T, N, D) tokens.
+# ----------------------------------------------------------------------------------------
+
+
+def _zero_output_projection(variables: Mapping[str, Any]) -> dict[str, Any]:
+  """Zeroes the `out` kernel of freshly created attention parameters (its bias starts at 0)."""
+  variables = flax.core.unfreeze(variables)
+  params = variables.get("params", {})
+  if "out" in params:
+    params["out"]["kernel"] = jnp.zeros_like(params["out"]["kernel"])
+  return variables
+
+
+# MultiHeadAttention whose output projection starts at zero: map_variables applies the
+# transform whenever 'params' is writable, i.e. when init creates them; an apply that reads
+# given parameters leaves them as they are. (Parameter names are unchanged.)
+ZeroOutputAttention = nn.map_variables(
+  common.MultiHeadAttention,
+  "params",
+  trans_out_fn=_zero_output_projection,
+  init=True,
+  mutable=True,
+)
+
+# Model 3's two attentions: model.attention_order axis -> (name, pattern, module).
+_FACTORISED_STAGES = {
+  "space": ("spatial", attention.spatial_attention, common.MultiHeadAttention),
+  "time": ("temporal", attention.temporal_attention, ZeroOutputAttention),
+}
+
+
+class FactorisedBlock(nn.Module):
+  """A Model 3 or Model 4 block (config.attention) on tokens (B, T, N, D).
+
+  Model 3: x += SA_space(LN(x)); x += SA_time(LN(x)) (or time first); x += MLP(LN(x)).
+  Model 4: x += FDPA(LN(x)); x += MLP(LN(x)), FDPA splitting the heads over space and time.
+  """
+
+  config: ViViTConfig
+  drop_path_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    config = self.config
+    regularise = functools.partial(
+      common.regularise_branch,
+      dropout_rate=config.dropout_rate,
+      drop_path_rate=self.drop_path_rate,
+      deterministic=deterministic,
+    )
+    heads = dict(
+      num_heads=config.num_heads,
+      dropout_rate=config.attention_dropout_rate,
+      dtype=jnp.dtype(config.dtype),
+    )
+    if config.attention == "factorised_self_attention":
+      for axis in config.attention_order.split("_"):  # e.g. 'space_time' -> space, then time.
+        name, pattern, module = _FACTORISED_STAGES[axis]
+        attend = functools.partial(
+          module(**heads, name=f"attention_{name}"), deterministic=deterministic
+        )
+        y = pattern(attend, common.layer_norm(config, f"norm_{name}")(x))
+        x = x + regularise(y)
+    else:
+      # The projections act on the last axis, so query/key/value come out (B, T, N, H, Dh):
+      # the head split needs both token axes.
+      attend = common.MultiHeadAttention(
+        **heads,
+        attention_fn=functools.partial(
+          attention.factorised_dot_product_attention, common.dot_product_attention
+        ),
+        name="attention",
+      )
+      y = attend(common.layer_norm(config, "norm_attention")(x), deterministic=deterministic)
+      x = x + regularise(y)
+    y = common.mlp_module(config)(
+      common.layer_norm(config, "norm_mlp")(x), deterministic=deterministic
+    )
+    return x + common.DropPath(self.drop_path_rate)(y, deterministic=deterministic)
+
+
+class FactorisedEncoder(nn.Module):
+  """config.num_layers FactorisedBlocks with linearly rising stochastic depth, then LayerNorm."""
+
+  config: ViViTConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    rates = common.drop_path_rates(self.config.stochastic_depth, self.config.num_layers)
+    for i, rate in enumerate(rates):
+      x = FactorisedBlock(self.config, rate, name=f"encoderblock_{i}")(
+        x, deterministic=deterministic
+      )
+    return common.layer_norm(self.config, "encoder_norm")(x)
+
+
+# ----------------------------------------------------------------------------------------
+# The models. Each runs inside ViViT's compact call and maps tubelet tokens (B, T, N, D) to
+# (pre_logits (B, D), extra outputs).
+# ----------------------------------------------------------------------------------------
+
+
+def _single_encoder(
+  module: nn.Module, x: jax.Array, config: ViViTConfig, deterministic: bool
+) -> tuple[jax.Array, dict]:
+  """Models 1, 3 and 4: one positional embedding over all tokens, one encoder."""
+  use_cls = config.classifier == "token"
+  b, t, n, d = x.shape
+  # (B, T, N, D) -> (B, T*N, D), temporal index major.
+  tokens = x.reshape(b, t * n, d)
+  if use_cls:
+    cls = common.class_token(module, "cls", d).astype(tokens.dtype)
+    # (B, T*N, D) -> (B, 1+T*N, D)
+    tokens = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), tokens], axis=1)
+  tokens = common.AddPositionEmbedding(axis=1, name="pos_embedding")(tokens)
+  tokens = nn.Dropout(config.dropout_rate)(tokens, deterministic=deterministic)
+  if config.attention == "spatio_temporal":
+    tokens = common.Encoder(config, config.num_layers, attention.joint_attention, name="encoder")(
+      tokens, deterministic=deterministic
+    )
+  else:
+    # Models 3 and 4 (no class token): (B, T*N, D) -> (B, T, N, D) -> (B, T*N, D)
+    tokens = FactorisedEncoder(config, name="encoder")(
+      tokens.reshape(b, t, n, d), deterministic=deterministic
+    ).reshape(b, t * n, d)
+  pre_logits = tokens[:, 0] if use_cls else jnp.mean(tokens, axis=1)  # (B, L, D) -> (B, D)
+  return pre_logits, {}
+
+
+def _factorised_encoder(
+  module: nn.Module, x: jax.Array, config: ViViTConfig, deterministic: bool
+) -> tuple[jax.Array, dict]:
+  """Model 2: spatial encoder per temporal index, then a temporal encoder (or averaging)."""
+  use_cls = config.classifier == "token"
+  b, t, n, d = x.shape
+  if use_cls:
+    cls = common.class_token(module, "spatial_cls", d).astype(x.dtype)
+    # (1, 1, D) -> (B, T, 1, D); tokens (B, T, 1+N, D)
+    x = jnp.concatenate([jnp.broadcast_to(cls[:, None], (b, t, 1, d)), x], axis=2)
+  x = common.AddPositionEmbedding(axis=2, name="spatial_pos_embedding")(x)
+  x = nn.Dropout(config.dropout_rate)(x, deterministic=deterministic)
+  # Spatial attention keeps temporal indices apart: one image encoder per index.
+  x = common.Encoder(
+    config, config.spatial_layers, attention.spatial_attention, name="spatial_encoder"
+  )(x, deterministic=deterministic)
+  # (B, T, 1+N, D) -> (B, T, D)
+  frames = x[:, :, 0] if use_cls else jnp.mean(x, axis=2)
+
+  if config.temporal_layers == 0:
+    pre_logits = jnp.mean(frames, axis=1)  # (B, T, D) -> (B, D)
+  else:
+    h = frames
+    if use_cls:
+      cls = common.class_token(module, "temporal_cls", d).astype(h.dtype)
+      # (B, T, D) -> (B, 1+T, D)
+      h = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), h], axis=1)
+    h = common.AddPositionEmbedding(axis=1, name="temporal_pos_embedding")(h)
+    h = nn.Dropout(config.dropout_rate)(h, deterministic=deterministic)
+    h = common.Encoder(
+      config, config.temporal_layers, attention.joint_attention, name="temporal_encoder"
+    )(h, deterministic=deterministic)
+    pre_logits = h[:, 0] if use_cls else jnp.mean(h, axis=1)  # (B, 1+T, D) -> (B, D)
+  return pre_logits, {"frame_representations": frames.astype(jnp.float32)}
 
 
 class ViViT(nn.Module):
   """ViViT classifier: video (B, T, H, W, C) -> logits (B, num_classes), outputs.
 
-  outputs: 'pre_logits' (B, D) and 'frame_representations' (B, T/t, D), the spatial
-  encoder's representation of each temporal index (h_i in the paper), both float32.
+  outputs: 'pre_logits' (B, D), float32; Model 2 adds 'frame_representations' (B, T/t, D),
+  the spatial encoder's representation of each temporal index (h_i in the paper).
   """
 
   config: ViViTConfig
@@ -79,45 +301,16 @@ class ViViT(nn.Module):
   @nn.compact
   def __call__(self, video: jax.Array, *, train: bool) -> tuple[jax.Array, dict]:
     config = self.config
-    deterministic = not train
-    use_cls = config.classifier == "token"
-
     x = tokenizer.tubelet_embedding(
       video,
       hidden_size=config.hidden_size,
       patch_size=config.patch_size,
       tubelet_size=config.tubelet_size,
       dtype=jnp.dtype(config.dtype),
+      kernel_init_method=config.kernel_init_method,
     )
-    b, t, n, d = x.shape
-    if use_cls:
-      cls = common.class_token(self, "spatial_cls", d).astype(x.dtype)
-      # (1, 1, D) -> (B, T, 1, D); tokens (B, T, 1+N, D)
-      x = jnp.concatenate([jnp.broadcast_to(cls[:, None], (b, t, 1, d)), x], axis=2)
-    x = common.AddPositionEmbedding(axis=2, name="spatial_pos_embedding")(x)
-    x = nn.Dropout(config.dropout_rate)(x, deterministic=deterministic)
-    # Spatial attention keeps temporal indices apart: one image encoder per index.
-    x = common.Encoder(
-      config, config.spatial_layers, attention.spatial_attention, name="spatial_encoder"
-    )(x, deterministic=deterministic)
-    # (B, T, 1+N, D) -> (B, T, D)
-    frames = x[:, :, 0] if use_cls else jnp.mean(x, axis=2)
-
-    if config.temporal_layers == 0:
-      pre_logits = jnp.mean(frames, axis=1)  # (B, T, D) -> (B, D)
-    else:
-      h = frames
-      if use_cls:
-        cls = common.class_token(self, "temporal_cls", d).astype(h.dtype)
-        # (B, T, D) -> (B, 1+T, D)
-        h = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), h], axis=1)
-      h = common.AddPositionEmbedding(axis=1, name="temporal_pos_embedding")(h)
-      h = nn.Dropout(config.dropout_rate)(h, deterministic=deterministic)
-      h = common.Encoder(
-        config, config.temporal_layers, attention.joint_attention, name="temporal_encoder"
-      )(h, deterministic=deterministic)
-      pre_logits = h[:, 0] if use_cls else jnp.mean(h, axis=1)  # (B, 1+T, D) -> (B, D)
-
+    encode = _factorised_encoder if config.attention == "factorised_encoder" else _single_encoder
+    pre_logits, outputs = encode(self, x, config, not train)
     pre_logits = pre_logits.astype(jnp.float32)
     logits = common.classification_head(pre_logits, self.num_classes)
-    return logits, {"pre_logits": pre_logits, "frame_representations": frames.astype(jnp.float32)}
+    return logits, {"pre_logits": pre_logits, **outputs}

@@ -1,0 +1,51 @@
+r"""X-ViT on the embedded synthetic motion task, CPU-sized.
+
+  python train.py --config=configs/synthetic_xvit.py --workdir=runs/xvit
+  python train.py --config=configs/synthetic_xvit.py:attention=tsm,aggregation=mean \
+      --workdir=runs/tsm_vit
+
+Arguments: attention=space_time_mixing|tsm (default space_time_mixing: X-ViT; tsm: the
+supplementary's TSM-ViT baseline), aggregation=temporal_attention|mean, summary_tokens=R (default
+0: off), task=motion|rotation|order|appearance. The model sees frames only through spatial
+attention within each frame; time enters through the channels its keys and values (or, for tsm,
+its block inputs) borrow from the neighbouring frames, 1/4 of them over +-1 frame, and through
+the temporal-attention head.
+"""
+
+import ml_collections
+
+from configs import common
+from vidtx import models
+from vidtx.models import xvit
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = common.parse_arg(arg, attention="space_time_mixing", aggregation="temporal_attention",
+                          summary_tokens="0", task="motion")
+  if args.attention not in xvit.ATTENTIONS:
+    raise ValueError(f"Config argument attention={args.attention!r}: expected one of "
+                     f"{list(xvit.ATTENTIONS)}.")
+  if not args.summary_tokens.isdigit():
+    raise ValueError(f"Config argument summary_tokens={args.summary_tokens!r}: expected an "
+                     "integer >= 0.")
+  config = ml_collections.ConfigDict()
+  config.experiment_name = f"synthetic_{args.task}_xvit_{args.attention}_{args.aggregation}"
+
+  config.dataset_name = "synthetic"
+  config.dataset_configs = common.synthetic_dataset(args.task)
+
+  config.model_name = "xvit"
+  config.model = models.default_config("xvit")
+  config.model.variant = "Ti/8"  # 8x8 patches: 4x4 = 16 tokens per 32x32 frame.
+  config.model.hidden_size = 96
+  config.model.num_layers = 4
+  config.model.num_heads = 4
+  config.model.mlp_dim = 384
+  config.model.attention = args.attention
+  config.model.aggregation = args.aggregation
+  config.model.summary_tokens = int(args.summary_tokens)  # 16 patches: R in 1, 2, 4, 8, 16.
+  config.model.mixing_fraction = 0.25  # 12 of 96 channels from t + 1, 12 from t - 1.
+
+  common.training(config, batch_size=32, steps=1000, base_learning_rate=0.05, warmup_steps=100)
+  config.eval_aggregation = "sum_logits"  # X-ViT sums the views' logits.
+  return config
