@@ -2,15 +2,24 @@
 TimeSformer initialisation claim, and the build/config/dtype contract."""
 
 import functools
-import math
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from scipy import special
+from reference import (
+  as_float64,
+  init_shapes,
+  jitted_apply,
+  num_params,
+  random_attention,
+  random_like,
+  ref_attention,
+  ref_layer_norm,
+  ref_mlp,
+  ref_patches,
+)
 
 from vidtx import models
 from vidtx.models import attention, common
@@ -28,24 +37,8 @@ def _video(seed=0, shape=VIDEO_SHAPE):
   return jax.random.normal(jax.random.key(seed), shape)
 
 
-def _count(tree):
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
-
-
 def _init_shapes(model, video_shape=VIDEO_SHAPE):
-  """Parameter shapes and dtypes of `model`, via jax.eval_shape: nothing is computed."""
-  key = jax.random.key(0)
-  return jax.eval_shape(
-    lambda: model.init({"params": key, "dropout": key}, jnp.zeros(video_shape), train=False)
-  )["params"]
-
-
-def _random_like(tree, seed=1, scale=0.3):
-  """Random float32 arrays shaped like `tree` (numpy, so nothing is compiled)."""
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(
-    lambda x: jnp.asarray(scale * rng.standard_normal(x.shape), jnp.float32), tree
-  )
+  return init_shapes(model, video_shape)
 
 
 @functools.cache
@@ -57,12 +50,7 @@ def _tiny(model_name, **overrides):
   """
   config = dict(TINY_VIVIT if model_name == "vivit" else TINY, **overrides)
   model = models.build(model_name, config, NUM_CLASSES)
-  return model, _random_like(_init_shapes(model))
-
-
-@functools.cache
-def _jitted_apply(model, train=False):
-  return jax.jit(functools.partial(model.apply, train=train))
+  return model, random_like(_init_shapes(model))
 
 
 # ----------------------------------------------------------------------------------------
@@ -70,51 +58,9 @@ def _jitted_apply(model, train=False):
 # ----------------------------------------------------------------------------------------
 
 
-def _np(tree):
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), flax.core.unfreeze(tree))
-
-
-def ref_layer_norm(x, p):
-  mean = x.mean(-1, keepdims=True)
-  var = ((x - mean) ** 2).mean(-1, keepdims=True)
-  return (x - mean) / np.sqrt(var + 1e-6) * p["scale"] + p["bias"]
-
-
-def ref_attention(x, p, mask):
-  """Plain softmax attention of tokens x (L, D); mask (L, L), True = may attend."""
-  q, k, v = (
-    np.einsum("ld,dhc->lhc", x, p[n]["kernel"]) + p[n]["bias"] for n in ("query", "key", "value")
-  )
-  logits = np.einsum("qhc,khc->hqk", q, k) / np.sqrt(q.shape[-1])
-  logits = np.where(mask[None], logits, -np.inf)
-  weights = np.exp(logits - logits.max(-1, keepdims=True))
-  weights /= weights.sum(-1, keepdims=True)
-  y = np.einsum("hqk,khc->qhc", weights, v)
-  return np.einsum("qhc,hcd->qd", y, p["out"]["kernel"]) + p["out"]["bias"]
-
-
-def ref_mlp(x, p, approximate):
-  h = x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
-  if approximate:
-    h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
-  else:
-    h = 0.5 * h * (1 + special.erf(h / np.sqrt(2)))
-  return h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
-
-
-def ref_patches(video, p, t=1):
-  """(T, H, W, C) -> (T/t, N, D) by flattening t x P x P tubes and one matmul."""
-  kernel = p["kernel"].reshape((t,) + p["kernel"].shape[-4:])
-  T, H, W, C = video.shape
-  P = kernel.shape[1]
-  x = video.reshape(T // t, t, H // P, P, W // P, P, C).transpose(0, 2, 4, 1, 3, 5, 6)
-  x = x.reshape(T // t, (H // P) * (W // P), t * P * P * C)
-  return x @ kernel.reshape(-1, kernel.shape[-1]) + p["bias"]
-
-
 def ref_timesformer(params, video, scheme):
   """TimeSformer on one clip (T, H, W, C) as attention over ALL tokens with masks."""
-  p = _np(params)
+  p = as_float64(params)
   x = ref_patches(np.asarray(video, np.float64), p["embedding"])  # (T, N, D)
   T, N, D = x.shape
   pos = p["pos_embedding"]["embedding"]
@@ -170,7 +116,7 @@ def ref_encoder(z, p, num_layers, approximate):
 
 def ref_vivit(params, video):
   """ViViT factorised encoder (classifier 'token') on one clip (T, H, W, C)."""
-  p = _np(params)
+  p = as_float64(params)
   x = ref_patches(np.asarray(video, np.float64), p["embedding"], t=2)  # (T', N, D)
   pos = p["spatial_pos_embedding"]["embedding"]
   frames = []
@@ -190,11 +136,7 @@ def ref_vivit(params, video):
 
 def _param_count(model_name, overrides, num_classes, video_shape):
   model = models.build(model_name, overrides, num_classes)
-  key = jax.random.key(0)
-  shapes = jax.eval_shape(
-    lambda: model.init({"params": key, "dropout": key}, jnp.zeros(video_shape), train=False)
-  )
-  return _count(shapes["params"])
+  return num_params(init_shapes(model, video_shape))
 
 
 # TimeSformer Table 1 / ViViT Table 2, in millions. The TimeSformer figures are those of the
@@ -238,11 +180,7 @@ def test_timesformer_parameter_count_exact():
 def test_pattern_equals_masked_full_attention(pattern):
   b, t, n, d = 2, 3, 4, 8
   x = _video(shape=(b, t, n, d))
-  mha = common.MultiHeadAttention(num_heads=2)
-  params = _random_like(
-    jax.eval_shape(functools.partial(mha.init, deterministic=True), jax.random.key(0), x[:, 0]),
-    seed=2,
-  )
+  mha, params = random_attention(x[:, 0])
 
   def attend(tokens):
     return mha.apply(params, tokens, deterministic=True)
@@ -254,7 +192,7 @@ def test_pattern_equals_masked_full_attention(pattern):
     "temporal": place[:, None] == place[None, :],
     "joint": np.ones((t * n, t * n), bool),
   }[pattern]
-  p = _np(params["params"])
+  p = as_float64(params["params"])
   want = np.stack(
     [ref_attention(np.asarray(xb, np.float64).reshape(t * n, d), p, mask) for xb in x]
   )
@@ -295,7 +233,7 @@ def test_drop_path_drops_whole_examples():
 def test_timesformer_equals_masked_reference(scheme):
   model, params = _tiny("timesformer", attention=scheme)
   video = _video(3)
-  logits, _ = _jitted_apply(model)({"params": params}, video)
+  logits, _ = jitted_apply(model)({"params": params}, video)
   want = np.stack([ref_timesformer(params, clip, scheme) for clip in video])
   np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
 
@@ -303,7 +241,7 @@ def test_timesformer_equals_masked_reference(scheme):
 def test_vivit_equals_reference():
   model, params = _tiny("vivit")
   video = _video(4)
-  logits, out = _jitted_apply(model)({"params": params}, video)
+  logits, out = jitted_apply(model)({"params": params}, video)
   want = np.stack([ref_vivit(params, clip) for clip in video])
   np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
   assert out["frame_representations"].shape == (2, 2, 16)
@@ -315,7 +253,7 @@ def test_vivit_average_pool_baseline():
   model, params = _tiny("vivit", temporal_layers=0)
   assert not any(k.startswith("temporal") for k in params)
   video = _video(5)
-  apply = _jitted_apply(model)
+  apply = jitted_apply(model)
   _, out = apply({"params": params}, video)
   np.testing.assert_allclose(out["pre_logits"], out["frame_representations"].mean(1), atol=1e-6)
   _, changed = apply({"params": params}, video.at[:, 2:].add(1.0))  # Tubelet 1 only.
@@ -328,14 +266,14 @@ def test_frame_order_space_invariant_divided_not():
   video = _video(6)
   permuted = video[:, ::-1]
   model, params = _tiny("timesformer", attention="space")
-  apply = _jitted_apply(model)
+  apply = jitted_apply(model)
   np.testing.assert_allclose(
     apply({"params": params}, permuted)[0], apply({"params": params}, video)[0], atol=1e-5
   )
   # Divided attention sees frame order through the time embedding (non-zero here, as
   # temporal_fc is); with both at zero it would be permutation invariant too.
   model, params = _tiny("timesformer", attention="divided")
-  apply = _jitted_apply(model)
+  apply = jitted_apply(model)
   assert not np.allclose(
     apply({"params": params}, permuted)[0], apply({"params": params}, video)[0], atol=1e-3
   )
@@ -354,7 +292,7 @@ def test_divided_at_init_equals_space_only_on_static_clip():
     b = params[f"encoderblock_{block}"]
     assert not np.any(b["temporal_fc"]["kernel"]) and not np.any(b["temporal_fc"]["bias"])
   assert not np.any(params["time_embedding"]["embedding"])
-  params["head"] = _random_like(params["head"], scale=1.0)  # The head starts at zero.
+  params["head"] = random_like(params["head"], scale=1.0)  # The head starts at zero.
   shared = {k: v for k, v in params.items() if k != "time_embedding"}
   for block in range(TINY["num_layers"]):
     shared[f"encoderblock_{block}"] = {
@@ -367,8 +305,8 @@ def test_divided_at_init_equals_space_only_on_static_clip():
 
   image = _video(7, (2, 1, 8, 8, 3))
   clip = jnp.broadcast_to(image, VIDEO_SHAPE)
-  logits_divided, out_divided = _jitted_apply(divided)({"params": params}, clip)
-  logits_space, out_space = _jitted_apply(space)({"params": shared}, clip)
+  logits_divided, out_divided = jitted_apply(divided)({"params": params}, clip)
+  logits_space, out_space = jitted_apply(space)({"params": shared}, clip)
   assert np.abs(logits_space).max() > 0.1
   np.testing.assert_allclose(logits_divided, logits_space, atol=1e-5)
   np.testing.assert_allclose(out_divided["pre_logits"], out_space["pre_logits"], atol=1e-5)
@@ -391,7 +329,7 @@ def test_divided_at_init_equals_space_only_on_static_clip():
 def test_shapes_and_jit(model_name, overrides, eager):
   model, params = _tiny(model_name, **overrides)
   video = _video(8)
-  logits, out = _jitted_apply(model)({"params": params}, video)
+  logits, out = jitted_apply(model)({"params": params}, video)
   assert logits.shape == (2, NUM_CLASSES) and logits.dtype == jnp.float32
   assert out["pre_logits"].shape == (2, 16) and out["pre_logits"].dtype == jnp.float32
   if eager:  # Op by op: slow on CPU, so once per model family.
@@ -437,7 +375,7 @@ def test_dropout_only_in_training(model_name):
     model_name, dropout_rate=0.3, attention_dropout_rate=0.3, stochastic_depth=0.3, **one_layer
   )
   video = _video(9)
-  evaluate, train = _jitted_apply(model), _jitted_apply(model, train=True)
+  evaluate, train = jitted_apply(model), jitted_apply(model, train=True)
   # 'rbg' keys: threefry random bits take seconds to compile on CPU.
   rngs = [{"dropout": jax.random.key(i, impl="rbg")} for i in range(2)]
   eval_logits = [evaluate({"params": params}, video, rngs=r)[0] for r in rngs]
@@ -452,9 +390,9 @@ def test_bfloat16_compute(model_name):
   bf16_model, _ = _tiny(model_name, dtype="bfloat16")
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(_init_shapes(bf16_model)))
   video = _video(10)
-  logits, out = _jitted_apply(bf16_model)({"params": params}, video)
+  logits, out = jitted_apply(bf16_model)({"params": params}, video)
   assert logits.dtype == jnp.float32 and out["pre_logits"].dtype == jnp.float32
-  want, _ = _jitted_apply(model)({"params": params}, video)
+  want, _ = jitted_apply(model)({"params": params}, video)
   np.testing.assert_allclose(logits, want, rtol=0.1, atol=0.1)
 
 
@@ -515,11 +453,8 @@ def test_bad_config_raises(model_name, overrides, message):
 )
 def test_bad_video_raises(model_name, video_shape, message):
   model = models.build(model_name, TINY_VIVIT if model_name == "vivit" else TINY, 10)
-  key = jax.random.key(0)
   with pytest.raises(ValueError, match=message):
-    jax.eval_shape(
-      lambda: model.init({"params": key, "dropout": key}, jnp.zeros(video_shape), train=False)
-    )
+    init_shapes(model, video_shape)
 
 
 def test_temporal_init_image_starts_at_zero_random_does_not():

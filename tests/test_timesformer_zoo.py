@@ -16,11 +16,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import special
+from reference import (
+  as_float64,
+  init_shapes,
+  jitted_apply,
+  num_params,
+  random_attention,
+  random_like,
+  ref_attention,
+  ref_layer_norm,
+  ref_mlp,
+  ref_patches,
+)
 
 from configs import k400_timesformer, synthetic_timesformer
 from vidtx import models
-from vidtx.models import attention, common, timesformer
+from vidtx.models import attention, timesformer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -37,24 +48,8 @@ def _video(seed=0, shape=VIDEO_SHAPE):
   return jax.random.normal(jax.random.key(seed), shape)
 
 
-def _count(tree):
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
-
-
 def _init_shapes(model, video_shape=VIDEO_SHAPE):
-  """Parameter shapes of `model`, via jax.eval_shape: nothing is computed."""
-  key = jax.random.key(0)
-  return jax.eval_shape(
-    lambda: model.init({"params": key, "dropout": key}, jnp.zeros(video_shape), train=False)
-  )["params"]
-
-
-def _random_like(tree, seed=1, scale=0.3):
-  """Random float32 arrays shaped like `tree` (numpy, so nothing is compiled)."""
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(
-    lambda x: jnp.asarray(scale * rng.standard_normal(x.shape), jnp.float32), tree
-  )
+  return init_shapes(model, video_shape)
 
 
 @functools.cache
@@ -62,56 +57,12 @@ def _tiny(**overrides):
   """(module, random parameters) of a tiny TimeSformer. Every parameter is random, so that
   the zero initialisers (head, projections, time embedding) take part in the comparisons."""
   model = models.build("timesformer", dict(TINY, **overrides), NUM_CLASSES)
-  return model, _random_like(_init_shapes(model))
-
-
-@functools.cache
-def _jitted_apply(model):
-  return jax.jit(functools.partial(model.apply, train=False))
-
-
-def _np(tree):
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), flax.core.unfreeze(tree))
+  return model, random_like(_init_shapes(model))
 
 
 # ----------------------------------------------------------------------------------------
 # Numpy float64 reference: attention over the full token sequence with explicit masks.
 # ----------------------------------------------------------------------------------------
-
-
-def ref_layer_norm(x, p):
-  mean = x.mean(-1, keepdims=True)
-  var = ((x - mean) ** 2).mean(-1, keepdims=True)
-  return (x - mean) / np.sqrt(var + 1e-6) * p["scale"] + p["bias"]
-
-
-def ref_attention(x, p, mask):
-  """Plain softmax attention of tokens x (L, D); mask (L, L), True = may attend."""
-  q, k, v = (
-    np.einsum("ld,dhc->lhc", x, p[n]["kernel"]) + p[n]["bias"] for n in ("query", "key", "value")
-  )
-  logits = np.einsum("qhc,khc->hqk", q, k) / np.sqrt(q.shape[-1])
-  logits = np.where(mask[None], logits, -np.inf)
-  weights = np.exp(logits - logits.max(-1, keepdims=True))
-  weights /= weights.sum(-1, keepdims=True)
-  y = np.einsum("hqk,khc->qhc", weights, v)
-  return np.einsum("qhc,hcd->qd", y, p["out"]["kernel"]) + p["out"]["bias"]
-
-
-def ref_mlp(x, p):
-  h = x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
-  h = 0.5 * h * (1 + special.erf(h / np.sqrt(2)))  # TimeSformer's exact GELU.
-  return h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
-
-
-def ref_patches(video, p):
-  """(T, H, W, C) -> (T, N, D): flattened P x P patches in raster order, one matmul."""
-  kernel = p["kernel"]  # (P, P, C, D)
-  t, height, width, c = video.shape
-  size = kernel.shape[0]
-  x = video.reshape(t, height // size, size, width // size, size, c).transpose(0, 1, 3, 2, 4, 5)
-  x = x.reshape(t, (height // size) * (width // size), size * size * c)
-  return x @ kernel.reshape(-1, kernel.shape[-1]) + p["bias"]
 
 
 def group_labels(stage, t, h, w, splits=2, stride=2):
@@ -168,7 +119,7 @@ REF_STAGES = {
 
 def ref_timesformer(params, video, scheme):
   """TimeSformer (classifier 'token') on one clip (T, H, W, C), attention with masks."""
-  p = _np(params)
+  p = as_float64(params)
   x = ref_patches(np.asarray(video, np.float64), p["embedding"])  # (T, N, D)
   t, n, d = x.shape
   h = int(round(math.sqrt(n)))  # Square frames.
@@ -248,14 +199,8 @@ def _pattern(stage, attend, x, grid, **kwargs):
 
 def _attend_fn(d=8, seed=2):
   """A random 2-head attention (B, L, D) -> (B, L, D) and its float64 parameters."""
-  mha = common.MultiHeadAttention(num_heads=2)
-  params = _random_like(
-    jax.eval_shape(
-      functools.partial(mha.init, deterministic=True), jax.random.key(0), jnp.zeros((1, 3, d))
-    ),
-    seed=seed,
-  )
-  return functools.partial(mha.apply, params, deterministic=True), _np(params["params"])
+  mha, params = random_attention(jnp.zeros((1, 3, d)), seed=seed)
+  return functools.partial(mha.apply, params, deterministic=True), as_float64(params["params"])
 
 
 @pytest.mark.parametrize("stage,shape,kwargs", PATTERN_CASES)
@@ -334,7 +279,7 @@ def test_grouping_errors():
 def test_model_equals_masked_reference(scheme):
   model, params = _tiny(attention=scheme)
   video = _video(5)
-  logits, out = _jitted_apply(model)({"params": params}, video)
+  logits, out = jitted_apply(model)({"params": params}, video)
   want = np.stack([ref_timesformer(params, clip, scheme) for clip in video])
   np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
   assert out["encoded_tokens"].shape == (2, 4, 16, 16)
@@ -343,7 +288,7 @@ def test_model_equals_masked_reference(scheme):
 def test_model_without_positional_embedding_equals_reference():
   model, params = _tiny(attention="divided", positional_embedding="none")
   video = _video(6)
-  logits, _ = _jitted_apply(model)({"params": params}, video)
+  logits, _ = jitted_apply(model)({"params": params}, video)
   want = np.stack([ref_timesformer(params, clip, "divided") for clip in video])
   np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
 
@@ -355,7 +300,7 @@ def test_model_without_positional_embedding_equals_reference():
 
 def _param_count(attention_name, num_classes, **overrides):
   model = models.build("timesformer", dict(attention=attention_name, **overrides), num_classes)
-  return _count(_init_shapes(model, (1, 8, 224, 224, 3)))
+  return num_params(_init_shapes(model, (1, 8, 224, 224, 3)))
 
 
 # TimeSformer-B/16, 8 frames of 224. Table 1's figures are those of a 174-class head
@@ -436,8 +381,8 @@ def test_positional_embedding_options_change_the_tree(scheme):
   assert "time_embedding" not in trees["space"] and "time_embedding" not in trees["none"]
   assert "pos_embedding" in trees["space"] and "pos_embedding" not in trees["none"]
   t, n, d = 4, 16, 16
-  assert _count(trees["space_time"]) - _count(trees["space"]) == (t * d if has_time else 0)
-  assert _count(trees["space"]) - _count(trees["none"]) == (n + 1) * d
+  assert num_params(trees["space_time"]) - num_params(trees["space"]) == (t * d if has_time else 0)
+  assert num_params(trees["space"]) - num_params(trees["none"]) == (n + 1) * d
   others = lambda tree: {k: v for k, v in tree.items() if not k.endswith("embedding")}  # noqa
   assert others(trees["none"]) == others(trees["space_time"])
 
@@ -452,7 +397,7 @@ def test_positional_embeddings_decide_what_the_model_sees():
 
   def logits(model_params, v):
     model, params = model_params
-    return np.asarray(_jitted_apply(model)({"params": params}, v)[0])
+    return np.asarray(jitted_apply(model)({"params": params}, v)[0])
 
   space_time = _tiny(attention="divided")
   space_only = _tiny(attention="divided", positional_embedding="space")
@@ -474,7 +419,7 @@ def test_positional_embeddings_decide_what_the_model_sees():
 def test_space_only_is_invariant_to_frame_order():
   model, params = _tiny(attention="space")
   video = _video(8)
-  apply = _jitted_apply(model)
+  apply = jitted_apply(model)
   for order in ([3, 2, 1, 0], [1, 3, 0, 2]):
     np.testing.assert_allclose(
       apply({"params": params}, video[:, jnp.array(order)])[0],
@@ -504,8 +449,8 @@ def test_zero_temporal_weights_on_a_static_clip_give_the_image_model(scheme):
 
   image = _video(9, (2, 1) + VIDEO_SHAPE[2:])
   clip = jnp.broadcast_to(image, VIDEO_SHAPE)
-  logits, out = _jitted_apply(model)({"params": params}, clip)
-  logits_space, out_space = _jitted_apply(space)({"params": shared}, clip)
+  logits, out = jitted_apply(model)({"params": params}, clip)
+  logits_space, out_space = jitted_apply(space)({"params": shared}, clip)
   assert np.abs(logits_space).max() > 0.1
   np.testing.assert_allclose(logits, logits_space, atol=1e-5)
   np.testing.assert_allclose(out["pre_logits"], out_space["pre_logits"], atol=1e-5)
@@ -588,7 +533,7 @@ def test_k400_config():
   assert config.eval_aggregation == "sum_logits"
   model = models.build(config.model_name, config.model, dc.num_classes)
   shape = (1, dc.num_frames, dc.crop_size, dc.crop_size, 3)
-  assert _count(_init_shapes(model, shape)) == 121_566_352  # Divided, 400 classes.
+  assert num_params(_init_shapes(model, shape)) == 121_566_352  # Divided, 400 classes.
   for scheme in SCHEMES:
     config = k400_timesformer.get_config(f"attention={scheme}")
     assert models.build(config.model_name, config.model, 400).config.attention == scheme

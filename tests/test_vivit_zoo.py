@@ -11,6 +11,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import (
+  as_float64,
+  init_shapes,
+  jitted_apply,
+  num_params,
+  random_attention,
+  random_like,
+  ref_attention,
+  ref_layer_norm,
+  ref_mlp,
+  ref_patches,
+)
 
 from vidtx import models
 from vidtx.models import attention, common, tokenizer
@@ -37,16 +49,8 @@ def _video(seed=0, shape=VIDEO_SHAPE):
   return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
 
 
-def _count(tree):
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
-
-
 def _init_shapes(model, video_shape=VIDEO_SHAPE):
-  """Parameter shapes of `model` via jax.eval_shape: nothing is computed."""
-  key = jax.random.key(0)
-  return jax.eval_shape(
-    lambda: model.init({"params": key, "dropout": key}, jnp.zeros(video_shape), train=False)
-  )["params"]
+  return init_shapes(model, video_shape)
 
 
 def _init(model, video_shape=VIDEO_SHAPE):
@@ -55,64 +59,13 @@ def _init(model, video_shape=VIDEO_SHAPE):
   return flax.core.unfreeze(init({"params": KEY, "dropout": KEY}, jnp.zeros(video_shape))["params"])
 
 
-def _random_like(tree, seed=1, scale=0.3):
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(
-    lambda x: jnp.asarray(scale * rng.standard_normal(x.shape), jnp.float32), tree
-  )
-
-
 def _build(**config):
   return models.build("vivit", config, NUM_CLASSES)
-
-
-@functools.cache
-def _apply(model, train=False):
-  return jax.jit(functools.partial(model.apply, train=train))
 
 
 # ----------------------------------------------------------------------------------------
 # Numpy float64 reference: every model as attention over ALL tokens with explicit masks.
 # ----------------------------------------------------------------------------------------
-
-
-def _np(tree):
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), flax.core.unfreeze(tree))
-
-
-def ref_layer_norm(x, p):
-  mean = x.mean(-1, keepdims=True)
-  var = ((x - mean) ** 2).mean(-1, keepdims=True)
-  return (x - mean) / np.sqrt(var + 1e-6) * p["scale"] + p["bias"]
-
-
-def ref_attention(x, p, mask):
-  """Softmax attention of tokens x (L, D); mask (L, L) or per head (H, L, L), True = attend."""
-  q, k, v = (
-    np.einsum("ld,dhc->lhc", x, p[n]["kernel"]) + p[n]["bias"] for n in ("query", "key", "value")
-  )
-  logits = np.einsum("qhc,khc->hqk", q, k) / np.sqrt(q.shape[-1])
-  logits = np.where(mask if mask.ndim == 3 else mask[None], logits, -np.inf)
-  weights = np.exp(logits - logits.max(-1, keepdims=True))
-  weights /= weights.sum(-1, keepdims=True)
-  y = np.einsum("hqk,khc->qhc", weights, v)
-  return np.einsum("qhc,hcd->qd", y, p["out"]["kernel"]) + p["out"]["bias"]
-
-
-def ref_mlp(x, p):
-  h = x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
-  h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))  # ViViT: tanh GELU.
-  return h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
-
-
-def ref_tubelets(video, p, t):
-  """(T, H, W, C) -> (T/t * N, D): flattened t x P x P tubes times the kernel, t-major order."""
-  kernel = p["kernel"]
-  T, H, W, C = video.shape
-  P = kernel.shape[1]
-  x = video.reshape(T // t, t, H // P, P, W // P, P, C).transpose(0, 2, 4, 1, 3, 5, 6)
-  x = x.reshape((T // t) * (H // P) * (W // P), t * P * P * C)
-  return x @ kernel.reshape(-1, kernel.shape[-1]) + p["bias"]
 
 
 # Token i of the T'*N sequence sits at frame i // N and spatial index i % N.
@@ -124,8 +77,9 @@ SAME_PLACE = _PLACE[:, None] == _PLACE[None, :]
 
 def ref_vivit(params, video, config):
   """Models 1, 3, 4 on one clip (T, H, W, C)."""
-  p = _np(params)
-  z = ref_tubelets(np.asarray(video, np.float64), p["embedding"], t=2)  # (T'*N, D)
+  p = as_float64(params)
+  z = ref_patches(np.asarray(video, np.float64), p["embedding"], t=2)  # (T', N, D)
+  z = z.reshape(-1, z.shape[-1])  # (T'*N, D), t-major.
   token = config.get("classifier", "token") == "token"
   if token:
     z = np.concatenate([p["cls"][0], z])
@@ -145,7 +99,7 @@ def ref_vivit(params, video, config):
       for name in order:
         name, mask = {"space": ("spatial", SAME_FRAME), "time": ("temporal", SAME_PLACE)}[name]
         z = z + ref_attention(ref_layer_norm(z, b[f"norm_{name}"]), b[f"attention_{name}"], mask)
-    z = z + ref_mlp(ref_layer_norm(z, b["norm_mlp"]), b["mlp"])
+    z = z + ref_mlp(ref_layer_norm(z, b["norm_mlp"]), b["mlp"], approximate=True)  # tanh GELU.
   z = ref_layer_norm(z, p["encoder"]["encoder_norm"])
   pre_logits = z[0] if token else z.mean(0)
   return pre_logits @ p["head"]["kernel"] + p["head"]["bias"]
@@ -164,9 +118,9 @@ def ref_vivit(params, video, config):
 )
 def test_model_equals_masked_reference(config):
   model = _build(**config)
-  params = _random_like(_init_shapes(model))  # Zero-initialised parameters take part too.
+  params = random_like(_init_shapes(model))  # Zero-initialised parameters take part too.
   video = _video(3)
-  logits, out = _apply(model)({"params": params}, video)
+  logits, out = jitted_apply(model)({"params": params}, video)
   want = np.stack([ref_vivit(params, clip, config) for clip in video])
   np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
   assert out["pre_logits"].shape == (2, 16) and out["pre_logits"].dtype == jnp.float32
@@ -179,11 +133,10 @@ def test_factorised_dot_product_attention_equals_head_masks():
   b, t, n, d, heads = 2, T_TOKENS, N_TOKENS, 12, 6
   x = _video(shape=(b, t, n, d))
   fdpa = functools.partial(attention.factorised_dot_product_attention, common.dot_product_attention)
-  mha = common.MultiHeadAttention(num_heads=heads, attention_fn=fdpa)
-  params = _random_like(jax.eval_shape(functools.partial(mha.init, deterministic=True), KEY, x))
+  mha, params = random_attention(x, num_heads=heads, attention_fn=fdpa, seed=1)
   got = jax.jit(functools.partial(mha.apply, deterministic=True))(params, x)
   mask = np.stack([SAME_FRAME] * 3 + [SAME_PLACE] * 3)
-  p = _np(params["params"])
+  p = as_float64(params["params"])
   want = np.stack(
     [ref_attention(np.asarray(xb, np.float64).reshape(t * n, d), p, mask) for xb in x]
   )
@@ -213,7 +166,7 @@ TABLE_2 = [
 
 def _table2_count(overrides):
   model = models.build("vivit", overrides, 400)
-  return _count(_init_shapes(model, (1, 32, 224, 224, 3)))
+  return num_params(_init_shapes(model, (1, 32, 224, 224, 3)))
 
 
 @pytest.mark.parametrize(
@@ -284,7 +237,7 @@ def test_model3_at_init_is_the_image_model_on_a_static_clip(order):
   # An image model's spatial embedding, repeated over the T' temporal indices.
   spatial_pos = params["pos_embedding"]["embedding"][:N_TOKENS]
   params["pos_embedding"]["embedding"] = jnp.tile(spatial_pos, (T_TOKENS, 1))
-  params["head"] = _random_like(params["head"], scale=1.0)  # The head starts at zero.
+  params["head"] = random_like(params["head"], scale=1.0)  # The head starts at zero.
 
   image_model = _build(**dict(TINY, **ONE_LAYER, classifier="gap", temporal_layers=0))
   # The same weights under the image model's names: the spatial attention is its attention.
@@ -308,8 +261,8 @@ def test_model3_at_init_is_the_image_model_on_a_static_clip(order):
 
   image = _video(7, (2, 2, 8, 8, 3))  # One tubelet: the image model's input.
   clip = jnp.tile(image, (1, 3, 1, 1, 1))  # (B, 2, ...) -> (B, 6, ...): 3 identical tubelets.
-  want, _ = _apply(image_model)({"params": image_params}, image)
-  got, _ = _apply(model3)({"params": params}, clip)
+  want, _ = jitted_apply(image_model)({"params": image_params}, image)
+  got, _ = jitted_apply(model3)({"params": params}, clip)
   assert np.abs(want).max() > 0.1
   np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -340,7 +293,7 @@ def test_tubelet_kernel_init_claims(t):
   image as the 2D embedding of that image."""
   video = _video(11, (2, 2 * t, 8, 8, 3))
   embed_2d = jax.jit(_Embed(0).apply)
-  bias = _random_like(jnp.zeros(16))  # Zero at init: make it take part.
+  bias = random_like(jnp.zeros(16))  # Zero at init: make it take part.
 
   central = _Embed(t, "central_frame")
   params = flax.core.unfreeze(central.init(KEY, video))
@@ -373,7 +326,7 @@ def test_tubelet_kernel_init_claims(t):
 
 
 def test_kernel_rules_on_a_given_2d_kernel():
-  k2 = _random_like(jnp.zeros((4, 4, 3, 8)))
+  k2 = random_like(jnp.zeros((4, 4, 3, 8)))
   inflated = tokenizer.inflate_kernel(k2, 4)
   assert inflated.shape == (4, 4, 4, 3, 8)
   for i in range(4):
@@ -399,13 +352,13 @@ def test_central_frame_model_is_uniform_frame_sampling_at_init(attention_name):
   config = dict(TINY, **ONE_LAYER, attention=attention_name, temporal_layers=1)
   tubelet = _build(**config, kernel_init_method="central_frame")
   params = _init(tubelet)
-  params["head"] = _random_like(params["head"], scale=1.0)  # The head starts at zero.
+  params["head"] = random_like(params["head"], scale=1.0)  # The head starts at zero.
   kernel = params["embedding"]["kernel"]
   frames = _build(**dict(config, variant="Ti/4"))
   frame_params = dict(params, embedding=dict(params["embedding"], kernel=kernel[1:2]))
   video = _video(12)
-  want, _ = _apply(frames)({"params": frame_params}, video[:, 1::2])  # Frames 1, 3, 5.
-  got, _ = _apply(tubelet)({"params": params}, video)
+  want, _ = jitted_apply(frames)({"params": frame_params}, video[:, 1::2])  # Frames 1, 3, 5.
+  got, _ = jitted_apply(tubelet)({"params": params}, video)
   assert np.abs(want).max() > 0.1
   np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -421,10 +374,10 @@ def test_dropout_only_in_training(config):
     config, num_layers=1, dropout_rate=0.3, attention_dropout_rate=0.3, stochastic_depth=0.3
   )
   model = _build(**regularised)
-  params = _random_like(_init_shapes(model))
+  params = random_like(_init_shapes(model))
   video = _video(9)
   rngs = [{"dropout": jax.random.key(i, impl="rbg")} for i in range(2)]
-  evaluate, train = _apply(model), _apply(model, train=True)
+  evaluate, train = jitted_apply(model), jitted_apply(model, train=True)
   np.testing.assert_array_equal(
     evaluate({"params": params}, video, rngs=rngs[0])[0],
     evaluate({"params": params}, video, rngs=rngs[1])[0],

@@ -3,13 +3,22 @@ explicit key/value constructions in numpy, the whole model against a float64 ref
 temporal receptive field, the parameter count, and the build/config/dtype contract."""
 
 import functools
-import math
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import (
+  as_float64,
+  init_shapes,
+  jitted_apply,
+  num_params,
+  random_attention,
+  random_like,
+  ref_layer_norm,
+  ref_mlp,
+  ref_patches,
+)
 from scipy import special
 
 from vidtx import models
@@ -27,64 +36,19 @@ def _video(seed=0, shape=VIDEO_SHAPE):
   return jax.random.normal(jax.random.key(seed), shape)
 
 
-def _count(tree):
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
-
-
 def _init_shapes(model, video_shape=VIDEO_SHAPE):
-  """Parameter shapes of `model` via jax.eval_shape: nothing is computed."""
-  key = jax.random.key(0)
-  return jax.eval_shape(
-    lambda: model.init({"params": key, "dropout": key}, jnp.zeros(video_shape), train=False)
-  )["params"]
-
-
-def _random_like(tree, seed=1, scale=0.3):
-  """Random float32 arrays shaped like `tree`, so the zero initialisers take part too."""
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(
-    lambda x: jnp.asarray(scale * rng.standard_normal(x.shape), jnp.float32), tree
-  )
+  return init_shapes(model, video_shape)
 
 
 @functools.cache
 def _tiny(**overrides):
   model = models.build("xvit", dict(TINY, **overrides), NUM_CLASSES)
-  return model, _random_like(_init_shapes(model))
-
-
-@functools.cache
-def _jitted_apply(model, train=False):
-  return jax.jit(functools.partial(model.apply, train=train))
+  return model, random_like(_init_shapes(model))
 
 
 # ----------------------------------------------------------------------------------------
 # Numpy float64 reference: keys and values built channel by channel.
 # ----------------------------------------------------------------------------------------
-
-
-def _np(tree):
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), flax.core.unfreeze(tree))
-
-
-def ref_layer_norm(x, p):
-  mean = x.mean(-1, keepdims=True)
-  var = ((x - mean) ** 2).mean(-1, keepdims=True)
-  return (x - mean) / np.sqrt(var + 1e-6) * p["scale"] + p["bias"]
-
-
-def ref_mlp(x, p):
-  h = x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
-  h = 0.5 * h * (1 + special.erf(h / np.sqrt(2)))  # Exact GELU, as X-ViT.
-  return h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
-
-
-def ref_patches(video, p):
-  """(T, H, W, C) -> (T, N, D) by flattening P x P patches and one matmul."""
-  P, _, C, D = p["kernel"].shape
-  T, H, W, _ = video.shape
-  x = video.reshape(T, H // P, P, W // P, P, C).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(T, (H // P) * (W // P), P * P * C) @ p["kernel"].reshape(-1, D) + p["bias"]
 
 
 def ref_channel_offsets(num_channels, fraction, window):
@@ -152,7 +116,7 @@ def ref_xvit(params, video, **overrides):
   """X-ViT on one clip (T, H, W, C), written out token by token."""
   cfg = models.default_config("xvit")
   cfg.update(dict(TINY, **overrides))
-  p = _np(params)
+  p = as_float64(params)
   x = ref_patches(np.asarray(video, np.float64), p["embedding"])  # (T, N, D)
   T, N, D = x.shape
   use_cls = cfg.classifier == "token"
@@ -225,12 +189,6 @@ def test_released_shift_layout():
   np.testing.assert_array_equal(y[:, 200], [0, 1, 2])
 
 
-def _attention_params(x, attention_fn=common.dot_product_attention, seed=2):
-  mha = common.MultiHeadAttention(num_heads=2, attention_fn=attention_fn)
-  shapes = jax.eval_shape(functools.partial(mha.init, deterministic=True), jax.random.key(0), x)
-  return mha, _random_like(shapes, seed=seed)
-
-
 @pytest.mark.parametrize(
   "fraction,window,summaries,prefix",
   [(0.25, 1, 0, 1), (0.5, 2, 0, 1), (0.25, 1, 1, 1), (0.5, 2, 2, 1), (0.25, 1, 5, 0)],
@@ -246,12 +204,12 @@ def test_space_time_mixing_equals_explicit_keys_and_values(fraction, window, sum
     summary_tokens=summaries,
     num_prefix_tokens=prefix,
   )
-  mha, params = _attention_params(x[0], attention_fn)
+  mha, params = random_attention(x[0], attention_fn=attention_fn)
   # (B, T, L, D) -> (B*T, L, D): frames of a clip consecutive on the batch axis.
   got = jax.jit(functools.partial(mha.apply, deterministic=True))(
     params, x.reshape(b * t, length, d)
   )
-  p = _np(params["params"])
+  p = as_float64(params["params"])
   want = np.stack(
     [
       ref_mixing_attention(np.asarray(clip, np.float64), p, fraction, window, summaries, prefix)
@@ -267,7 +225,7 @@ def test_zero_mixing_fraction_is_spatial_attention():
   attention_fn = functools.partial(
     xvit.space_time_mixing_attention, num_frames=t, mixing_fraction=0.0
   )
-  mixing, params = _attention_params(x[0], attention_fn)
+  mixing, params = random_attention(x[0], attention_fn=attention_fn)
   plain = common.MultiHeadAttention(num_heads=2)  # Same parameter names and shapes.
   got = mixing.apply(params, x.reshape(b * t, length, d), deterministic=True).reshape(x.shape)
   want = attention.spatial_attention(
@@ -300,7 +258,7 @@ def test_zero_mixing_fraction_is_spatial_attention():
 def test_xvit_equals_reference(overrides):
   model, params = _tiny(**overrides)
   video = _video(3)
-  logits, out = _jitted_apply(model)({"params": params}, video)
+  logits, out = jitted_apply(model)({"params": params}, video)
   want = np.stack([ref_xvit(params, clip, **overrides) for clip in video])
   np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
   assert out["frame_representations"].shape == (2, 4, 16)
@@ -320,7 +278,7 @@ def test_temporal_receptive_field(overrides, changed):
   """One block sees +-window frames (X-ViT's local window); summary tokens see the whole clip."""
   model, params = _tiny(num_layers=1, aggregation="mean", **overrides)
   video = _video(4)
-  apply = _jitted_apply(model)
+  apply = jitted_apply(model)
   frames = apply({"params": params}, video)[1]["frame_representations"]
   perturbed = apply({"params": params}, video.at[:, 0].add(1.0))[1]["frame_representations"]
   difference = np.abs(np.asarray(perturbed - frames)).max(axis=(0, 2))  # Per frame.
@@ -340,7 +298,7 @@ def test_parameter_count_xvit_b16():
   shape = (1, 8, 224, 224, 3)
 
   def count(overrides):
-    return _count(_init_shapes(models.build("xvit", overrides, k), shape))
+    return num_params(_init_shapes(models.build("xvit", overrides, k), shape))
 
   assert count({}) == backbone + head == 93_793_168
   assert count(dict(attention="tsm", summary_tokens=1)) == 93_793_168  # Both are free.
@@ -392,7 +350,7 @@ def test_initial_time_embedding_and_head_are_zero():
 def test_shapes_jit_and_eager():
   model, params = _tiny(num_layers=1, summary_tokens=1)  # One layer: eager is slow on CPU.
   video = _video(5)
-  logits, out = _jitted_apply(model)({"params": params}, video)
+  logits, out = jitted_apply(model)({"params": params}, video)
   assert logits.shape == (2, NUM_CLASSES) and logits.dtype == jnp.float32
   assert out["pre_logits"].shape == (2, 16) and out["pre_logits"].dtype == jnp.float32
   eager_logits, _ = model.apply({"params": params}, video, train=False)
@@ -406,9 +364,9 @@ def test_bfloat16_compute():
   bf16_model, _ = _tiny(dtype="bfloat16")
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(_init_shapes(bf16_model)))
   video = _video(6)
-  logits, out = _jitted_apply(bf16_model)({"params": params}, video)
+  logits, out = jitted_apply(bf16_model)({"params": params}, video)
   assert logits.dtype == jnp.float32 and out["pre_logits"].dtype == jnp.float32
-  want, _ = _jitted_apply(model)({"params": params}, video)
+  want, _ = jitted_apply(model)({"params": params}, video)
   np.testing.assert_allclose(logits, want, rtol=0.1, atol=0.1)
 
 
@@ -421,7 +379,7 @@ def test_dropout_only_in_training():
     head_dropout_rate=0.5,
   )
   video = _video(7)
-  evaluate, train = _jitted_apply(model), _jitted_apply(model, train=True)
+  evaluate, train = jitted_apply(model), jitted_apply(model, train=True)
   # 'rbg' keys: threefry random bits take seconds to compile on CPU.
   rngs = [{"dropout": jax.random.key(i, impl="rbg")} for i in range(2)]
   eval_logits = [evaluate({"params": params}, video, rngs=r)[0] for r in rngs]
@@ -472,8 +430,5 @@ def test_bad_config_raises(overrides, message):
 
 def test_summary_tokens_must_divide_patches():
   model = models.build("xvit", dict(TINY, summary_tokens=3), 10)  # N = 4 patches.
-  key = jax.random.key(0)
   with pytest.raises(ValueError, match="summary_tokens=3 does not divide the 4 patch tokens"):
-    jax.eval_shape(
-      lambda: model.init({"params": key, "dropout": key}, jnp.zeros(VIDEO_SHAPE), train=False)
-    )
+    _init_shapes(model)
