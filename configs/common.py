@@ -117,11 +117,27 @@ def kinetics_dataset(num_frames: int, stride: int) -> ml_collections.ConfigDict:
 def vivit_kinetics400(attention: str) -> ml_collections.ConfigDict:
   """ViViT-B/16x2 on Kinetics-400 as in vivit.txt Table 2 / Table 7 (configs/k400_vivit_*.py).
 
-  32 frames at stride 2, 224 crops, 400 classes; central-frame tubelet initialisation (Sec. 4.2:
-  used for every experiment after Table 1); synchronous SGD with momentum 0.9, batch 64, base
-  learning rate 0.1, cosine schedule after 2.5 epochs of linear warm-up, 30 epochs, no
-  stochastic depth, label smoothing or mixup for Kinetics (Table 7); gradients clipped to norm 1
-  (scenic's K400 config). Models 3 and 4 classify the average token (no class token).
+  32 frames at stride 2, 224 crops, 400 classes, central-frame tubelet initialisation (Sec. 4.2);
+  gradients clipped to norm 1 (scenic's K400 config); Models 3 and 4 classify the average token.
+
+  Recipe (vivit.txt Table 7, K400 column): synchronous SGD with
+  momentum 0.9, batch 64, base learning rate 0.1, 2.5 epochs of linear warm-up then cosine decay,
+  30 epochs; no stochastic depth, label smoothing or mixup for Kinetics. Differences from the
+  paper, and why:
+  - Augmentation: the paper adds scale jitter (0.9-1.33, probability 1) and colour jitter
+    (probability 0.8); the vidtx reader has random crops and flips only.
+  - Initialisation: the paper starts from an ImageNet-21K ViT-B/16 (Sec. 3.4: positional
+    embedding repeated over time, central-frame tubelets, Model 3's temporal attention at zero).
+    vidtx has no checkpoint loader yet, so this config trains from random initialisation and
+    will not reach the paper's accuracy.
+  - Dataset size: epochs and the warm-up are counted with scenic's Kinetics-400 sizes
+    (configs.common.KINETICS_400_EXAMPLES); set --config.dataset_configs.examples_per_subset.train
+    (and --config.lr_configs.warmup_steps, 2.5 epochs) to your copy's.
+
+  Hardware: the paper trains on TPU-v3 (Sec. 4.1; the number of chips is not given). Batch 64 of
+  32 x 224 x 224 clips needs several accelerators (e.g. 8 GPUs of 40-80 GB, 8 clips each): the
+  batch is sharded over every local device. With fewer devices, lower --config.batch_size and
+  scale --config.lr_configs.base_learning_rate with it.
   """
   if attention not in vivit.ATTENTIONS:
     raise ValueError(f"vivit_kinetics400: attention={attention!r}; expected one of "
