@@ -22,6 +22,21 @@ def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
   return parsed
 
 
+def check_attention(attention: str, choices: tuple[str, ...]) -> None:
+  """The `attention=` argument of a config file must be one its model accepts."""
+  if attention not in choices:
+    raise ValueError(f"Config argument attention={attention!r}: expected one of "
+                     f"{list(choices)}.")
+
+
+def cpu_model(model_name: str, variant: str) -> ml_collections.ConfigDict:
+  """The model config of `model_name` at the size every synthetic recipe trains on a CPU:
+  D = 96, 4 heads, MLP 384, 4 layers (8x8 patches: 16 tokens per 32x32 frame)."""
+  config = models.default_config(model_name)
+  config.update(variant=variant, hidden_size=96, num_heads=4, mlp_dim=384, num_layers=4)
+  return config
+
+
 def training(config: ml_collections.ConfigDict, *, batch_size: int, steps: int | None,
              base_learning_rate: float, warmup_steps: int) -> None:
   """Optimizer, schedule, logging, checkpointing and evaluation fields, set on `config`."""

@@ -54,9 +54,7 @@ EPOCHS = 15  # Supplementary §1.
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="divided")
-  if args.attention not in timesformer.ATTENTIONS:
-    raise ValueError(f"Config argument attention={args.attention!r}: expected one of "
-                     f"{list(timesformer.ATTENTIONS)}.")
+  common.check_attention(args.attention, timesformer.ATTENTIONS)
   config = ml_collections.ConfigDict()
   config.experiment_name = f"k400_timesformer_{args.attention}"
 

@@ -57,9 +57,7 @@ BATCH_SIZE = 64
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="space_time_mixing")
-  if args.attention not in xvit.ATTENTIONS:
-    raise ValueError(f"Config argument attention={args.attention!r}: expected one of "
-                     f"{list(xvit.ATTENTIONS)}.")
+  common.check_attention(args.attention, xvit.ATTENTIONS)
   config = ml_collections.ConfigDict()
   config.experiment_name = f"k400_xvit_{args.attention}"
 

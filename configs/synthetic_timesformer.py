@@ -14,15 +14,12 @@ and stride-2 global groups apply as at 224 (there 14x14 patches).
 import ml_collections
 
 from configs import common
-from vidtx import models
 from vidtx.models import timesformer
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="divided", task="motion")
-  if args.attention not in timesformer.ATTENTIONS:
-    raise ValueError(f"Config argument attention={args.attention!r}: expected one of "
-                     f"{list(timesformer.ATTENTIONS)}.")
+  common.check_attention(args.attention, timesformer.ATTENTIONS)
   config = ml_collections.ConfigDict()
   config.experiment_name = f"synthetic_{args.task}_timesformer_{args.attention}"
 
@@ -30,12 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset_configs = common.synthetic_dataset(args.task)
 
   config.model_name = "timesformer"
-  config.model = models.default_config("timesformer")
-  config.model.variant = "Ti/8"  # 8x8 patches: 4x4 = 16 tokens per 32x32 frame.
-  config.model.hidden_size = 96
-  config.model.num_layers = 4
-  config.model.num_heads = 4
-  config.model.mlp_dim = 384
+  config.model = common.cpu_model("timesformer", "Ti/8")
   config.model.attention = args.attention
   config.model.stochastic_depth = 0.0  # Tiny model, short run: nothing to regularise.
   config.model.temporal_init = "random"  # From scratch (see vidtx.models.timesformer).

@@ -14,15 +14,12 @@ Models 3 and 4 have no class token and classify the average token.
 import ml_collections
 
 from configs import common
-from vidtx import models
 from vidtx.models import vivit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="factorised_encoder", task="motion")
-  if args.attention not in vivit.ATTENTIONS:
-    raise ValueError(f"Config argument attention={args.attention!r}: expected one of "
-                     f"{list(vivit.ATTENTIONS)}.")
+  common.check_attention(args.attention, vivit.ATTENTIONS)
   config = ml_collections.ConfigDict()
   short = {"factorised_encoder": "fe", "spatio_temporal": "st", "factorised_self_attention": "fsa",
            "factorised_dot_product": "fdp"}[args.attention]
@@ -32,17 +29,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset_configs = common.synthetic_dataset(args.task)
 
   config.model_name = "vivit"
-  config.model = models.default_config("vivit")
-  config.model.variant = "Ti/8x2"
-  config.model.hidden_size = 96
-  config.model.num_heads = 4
-  config.model.mlp_dim = 384
+  config.model = common.cpu_model("vivit", "Ti/8x2")
   config.model.attention = args.attention
   if args.attention == "factorised_encoder":
     config.model.spatial_layers = 3
     config.model.temporal_layers = 2
-  else:
-    config.model.num_layers = 4
   if args.attention in vivit.GAP_ONLY:
     config.model.classifier = "gap"
 

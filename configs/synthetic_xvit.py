@@ -15,16 +15,13 @@ the temporal-attention head.
 import ml_collections
 
 from configs import common
-from vidtx import models
 from vidtx.models import xvit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="space_time_mixing", aggregation="temporal_attention",
                           summary_tokens="0", task="motion")
-  if args.attention not in xvit.ATTENTIONS:
-    raise ValueError(f"Config argument attention={args.attention!r}: expected one of "
-                     f"{list(xvit.ATTENTIONS)}.")
+  common.check_attention(args.attention, xvit.ATTENTIONS)
   if not args.summary_tokens.isdigit():
     raise ValueError(f"Config argument summary_tokens={args.summary_tokens!r}: expected an "
                      "integer >= 0.")
@@ -35,12 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset_configs = common.synthetic_dataset(args.task)
 
   config.model_name = "xvit"
-  config.model = models.default_config("xvit")
-  config.model.variant = "Ti/8"  # 8x8 patches: 4x4 = 16 tokens per 32x32 frame.
-  config.model.hidden_size = 96
-  config.model.num_layers = 4
-  config.model.num_heads = 4
-  config.model.mlp_dim = 384
+  config.model = common.cpu_model("xvit", "Ti/8")
   config.model.attention = args.attention
   config.model.aggregation = args.aggregation
   config.model.summary_tokens = int(args.summary_tokens)  # 16 patches: R in 1, 2, 4, 8, 16.
