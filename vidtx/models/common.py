@@ -77,6 +77,8 @@ def base_config() -> ml_collections.ConfigDict:
       # Drop-path rate of the last layer; rises linearly from 0 at the first layer.
       stochastic_depth=0.0,
       gelu_approximate=False,  # False: exact erf GELU; True: tanh approximation.
+      # ViT, TimeSformer, scenic and timm use 1e-6; Hugging Face ViT folders record 1e-12.
+      layer_norm_epsilon=1e-6,
       dtype="float32",  # Compute dtype; parameters are always float32.
     )
   )
@@ -99,6 +101,7 @@ class ModelConfig:
   attention_dropout_rate: float
   stochastic_depth: float
   gelu_approximate: bool
+  layer_norm_epsilon: float
   dtype: str
 
 
@@ -155,6 +158,10 @@ def make_config(
     raise ValueError(
       f"model.gelu_approximate={fields['gelu_approximate']!r}: expected True or False."
     )
+  eps = fields["layer_norm_epsilon"]
+  if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1e-2:
+    raise ValueError(f"model.layer_norm_epsilon={eps!r}: expected a small positive number.")
+  fields["layer_norm_epsilon"] = float(eps)
   if fields["dtype"] not in ("float32", "bfloat16"):
     raise ValueError(f'model.dtype={fields["dtype"]!r}: expected "float32" or "bfloat16".')
   return config_cls(**fields)
@@ -335,8 +342,8 @@ def mlp_module(config: ModelConfig, name: str = "mlp") -> MlpBlock:
 
 
 def layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
-  """LayerNorm (eps 1e-6 as in ViT and TimeSformer); statistics are taken in float32."""
-  return nn.LayerNorm(epsilon=1e-6, dtype=jnp.dtype(config.dtype), name=name)
+  """LayerNorm (eps model.layer_norm_epsilon); statistics are taken in float32."""
+  return nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=jnp.dtype(config.dtype), name=name)
 
 
 class EncoderBlock(nn.Module):

@@ -1,0 +1,183 @@
+"""The converted-checkpoint directory that `vidtx.convert` writes and train.py (init_from),
+eval.py (--checkpoint) and `vidtx.predict` read.
+
+    DIR/vidtx_model.json   what the model is and how its inputs are prepared (below)
+    DIR/params/            the parameters, an orbax checkpoint of the Flax params tree
+
+vidtx_model.json:
+    model_name      'timesformer' | 'vivit' | 'xvit'
+    model           model config overrides (vidtx.models.build fills in the rest)
+    num_classes     classes of the head
+    labels          class names (index i is class i) or null
+    preprocessing   how a video becomes the model's input, as the source model was evaluated:
+                    num_frames, stride (frames between sampled frames at the video's rate),
+                    min_resize (short side before cropping), crop_size, mean and std (per
+                    channel, for pixels in [0, 1]: input = (pixel - mean) / std),
+                    num_test_clips, do_three_spatial_crops, aggregation (of the views' logits)
+    source          where it came from: path, format, notes on numerics
+
+The directory is written under a temporary name and renamed when complete, so a directory
+with this layout is always whole.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from vidtx import models
+
+MODEL_FILE = "vidtx_model.json"
+PARAMS_DIR = "params"
+
+PREPROCESSING_FIELDS = ("num_frames", "stride", "min_resize", "crop_size", "mean", "std",
+                        "num_test_clips", "do_three_spatial_crops", "aggregation")
+
+
+@dataclasses.dataclass
+class Converted:
+  """A model with its parameters, as stored in a converted-checkpoint directory."""
+
+  model_name: str
+  model_config: dict[str, Any]
+  num_classes: int
+  params: Any  # Nested dict of numpy arrays (the Flax params tree).
+  preprocessing: dict[str, Any]
+  labels: list[str] | None = None
+  source: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def build_model(self) -> nn.Module:
+    return models.build(self.model_name, self.model_config, self.num_classes)
+
+  def dataset_overrides(self) -> dict[str, Any]:
+    """The preprocessing as dataset_configs fields of the reader (vidtx.data.pipeline)."""
+    p = self.preprocessing
+    return dict(num_frames=p["num_frames"], stride=p["stride"], min_resize=p["min_resize"],
+                crop_size=p["crop_size"], mean=list(p["mean"]), std=list(p["std"]),
+                num_test_clips=p["num_test_clips"],
+                do_three_spatial_crops=p["do_three_spatial_crops"])
+
+
+def is_converted_dir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, MODEL_FILE))
+
+
+def _check_preprocessing(preprocessing: Mapping[str, Any], where: str) -> dict[str, Any]:
+  missing = [k for k in PREPROCESSING_FIELDS if k not in preprocessing]
+  if missing:
+    raise ValueError(f"{where}: preprocessing lacks {missing}; expected all of "
+                     f"{list(PREPROCESSING_FIELDS)}.")
+  for key in ("mean", "std"):
+    values = preprocessing[key]
+    if len(values) != 3 or (key == "std" and min(values) <= 0):
+      raise ValueError(f"{where}: preprocessing.{key}={values!r}: expected 3 per-channel values"
+                       + (" > 0." if key == "std" else "."))
+  return {k: preprocessing[k] for k in PREPROCESSING_FIELDS}
+
+
+def save(out_dir: str, converted: Converted, *, overwrite: bool = False) -> str:
+  """Writes `converted` to out_dir atomically; refuses an existing out_dir unless overwrite."""
+  out_dir = os.path.abspath(out_dir)
+  if os.path.exists(out_dir) and not overwrite:
+    raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
+  # The model must build and its parameters must be exactly those it expects.
+  model = converted.build_model()
+  check_params(model, converted.params, converted.preprocessing, where=out_dir)
+  info = dict(
+      model_name=converted.model_name,
+      model=dict(converted.model_config),
+      num_classes=int(converted.num_classes),
+      labels=list(converted.labels) if converted.labels is not None else None,
+      preprocessing=_check_preprocessing(converted.preprocessing, out_dir),
+      source=dict(converted.source, written=datetime.datetime.now(datetime.UTC).isoformat(
+          timespec="seconds")),
+  )
+  if info["labels"] is not None and len(info["labels"]) != info["num_classes"]:
+    raise ValueError(f"{out_dir}: {len(info['labels'])} labels for {info['num_classes']} classes.")
+
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
+  try:
+    os.makedirs(tmp)
+    params = jax.tree.map(np.asarray, converted.params)
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
+      checkpointer.wait_until_finished()
+    with open(os.path.join(tmp, MODEL_FILE), "w") as f:
+      json.dump(info, f, indent=2)
+    if os.path.exists(out_dir):
+      # Replace: move the old one aside first, so a failure here never leaves neither.
+      old = tmp + ".old"
+      os.rename(out_dir, old)
+      os.rename(tmp, out_dir)
+      shutil.rmtree(old)
+    else:
+      os.rename(tmp, out_dir)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+  return out_dir
+
+
+def load(path: str) -> Converted:
+  """Reads a directory written by `save` (vidtx.convert)."""
+  model_file = os.path.join(path, MODEL_FILE)
+  if not os.path.isfile(model_file):
+    raise FileNotFoundError(f"{path} is not a converted checkpoint: no {MODEL_FILE} in it "
+                            "(make one with python -m vidtx.convert).")
+  with open(model_file) as f:
+    try:
+      info = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{model_file}: not valid JSON ({e}).") from e
+  for key in ("model_name", "model", "num_classes", "preprocessing"):
+    if key not in info:
+      raise ValueError(f"{model_file}: field {key!r} is missing.")
+  with ocp.StandardCheckpointer() as checkpointer:
+    params = checkpointer.restore(os.path.abspath(os.path.join(path, PARAMS_DIR)))
+  params = jax.tree.map(np.asarray, params)
+  converted = Converted(
+      model_name=info["model_name"], model_config=info["model"],
+      num_classes=int(info["num_classes"]), params=params,
+      preprocessing=_check_preprocessing(info["preprocessing"], model_file),
+      labels=info.get("labels"), source=info.get("source", {}))
+  return converted
+
+
+def expected_shapes(model: nn.Module, num_frames: int, crop_size: int) -> dict[str, tuple]:
+  """Flat 'a/b/c' -> shape of the params `model` creates for clips of this size."""
+  video = jax.ShapeDtypeStruct((1, num_frames, crop_size, crop_size, 3), np.float32)
+  shapes = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), video)
+  flat = flax.traverse_util.flatten_dict(shapes["params"], sep="/")
+  return {k: tuple(v.shape) for k, v in flat.items()}
+
+
+def check_params(model: nn.Module, params: Any, preprocessing: Mapping[str, Any],
+                 where: str) -> None:
+  """Raises ValueError listing every missing, unexpected or misshapen parameter."""
+  expected = expected_shapes(model, preprocessing["num_frames"], preprocessing["crop_size"])
+  got = {k: tuple(np.shape(v)) for k, v in
+         flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/").items()}
+  problems = [f"missing: {k} {expected[k]}" for k in sorted(set(expected) - set(got))]
+  problems += [f"unexpected: {k} {got[k]}" for k in sorted(set(got) - set(expected))]
+  problems += [f"shape of {k}: {got[k]}, the model expects {expected[k]}"
+               for k in sorted(set(got) & set(expected)) if got[k] != expected[k]]
+  if problems:
+    raise ValueError(f"{where}: the parameters do not fit the model "
+                     f"({len(problems)} problem(s)):\n  " + "\n  ".join(problems))
+
+
+def model_config_dict(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
+  return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
