@@ -1,7 +1,12 @@
-r"""Multi-view evaluation of the newest checkpoint in --workdir.
+r"""Multi-view evaluation of the newest checkpoint in --workdir, or of a converted checkpoint.
 
   python eval.py --config=configs/synthetic_timesformer.py --workdir=runs/ts \
       --config.dataset_configs.num_test_clips=4 --config.eval_aggregation=mean_softmax
+  python eval.py --config=configs/k400_timesformer.py --checkpoint=ckpt/timesformer_k400 \
+      --config.dataset_configs.base_dir=/data/k400 [--workdir=runs/eval_converted]
+
+With --checkpoint (a directory from python -m vidtx.convert) the model and its parameters come
+from the checkpoint, and the dataset, views and aggregation from the config.
 
 Prints top-1 / top-5 and writes them to WORKDIR/eval_<split>.json. Uses the same evaluator as
 train.py, so the numbers are those train.py reports for the same views and aggregation.
@@ -20,16 +25,29 @@ from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
 from vidtx import models, optim, sharding
 from vidtx import train_state as state_lib
+from vidtx.checkpoints import store
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str,
-             split: str = "validation") -> dict[str, Any]:
-  """Restores the newest checkpoint of `workdir`, evaluates it on `split`, writes the JSON."""
+def evaluate(config: ml_collections.ConfigDict, workdir: str | None,
+             split: str = "validation", checkpoint: str | None = None) -> dict[str, Any]:
+  """Evaluates the newest checkpoint of `workdir` (or the converted `checkpoint`) on `split`;
+  writes WORKDIR/eval_<split>.json when there is a workdir."""
   mesh = sharding.make_mesh()
   dataset_configs = vidtx_data.prepare_dataset(config)
   if split not in dataset_configs.tables:
     raise ValueError(f"--split={split!r} is not in config.dataset_configs.tables "
                      f"({sorted(dataset_configs.tables)}).")
+  if checkpoint:
+    converted = store.load(checkpoint)
+    if converted.num_classes != dataset_configs.num_classes:
+      raise ValueError(f"--checkpoint={checkpoint} has {converted.num_classes} classes, "
+                       f"config.dataset_configs.num_classes={dataset_configs.num_classes}.")
+    model = converted.build_model()
+    store.check_params(model, converted.params, dict(
+        num_frames=dataset_configs.num_frames, crop_size=dataset_configs.crop_size),
+        where=f"--checkpoint={checkpoint} with the config's clips")
+    params = jax.device_put(converted.params, sharding.replicated(mesh))
+    return _evaluate_params(config, model, params, dataset_configs, mesh, split, workdir, step=0)
   model = models.build(config.model_name, config.model, dataset_configs.num_classes)
 
   # The abstract state is built exactly as train.py builds it, so the checkpoint restores as is.
@@ -46,34 +64,49 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
                             "train first with train.py --workdir=" + workdir)
 
+  return _evaluate_params(config, model, state.params, dataset_configs, mesh, split, workdir,
+                          step=int(state.step))
+
+
+def _evaluate_params(config: ml_collections.ConfigDict, model: Any, params: Any,
+                     dataset_configs: ml_collections.ConfigDict, mesh: Any, split: str,
+                     workdir: str | None, step: int) -> dict[str, Any]:
   evaluator = evaluator_lib.MultiViewEvaluator(
       model, dataset_configs, split, batch_size=config.eval_batch_size, mesh=mesh,
       aggregation=config.eval_aggregation)
-  results = evaluator.run(state.params)
-  results.update(step=int(state.step), split=split, aggregation=config.eval_aggregation,
+  results = evaluator.run(params)
+  results.update(step=step, split=split, aggregation=config.eval_aggregation,
                  num_test_clips=dataset_configs.num_test_clips,
                  three_spatial_crops=bool(dataset_configs.do_three_spatial_crops))
   if jax.process_index() == 0:
-    path = os.path.join(workdir, f"eval_{split}.json")
-    with open(path + ".tmp", "w") as f:
-      json.dump(results, f, indent=2)
-    os.replace(path + ".tmp", path)
+    written = ""
+    if workdir:
+      os.makedirs(workdir, exist_ok=True)
+      path = os.path.join(workdir, f"eval_{split}.json")
+      with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=2)
+      os.replace(path + ".tmp", path)
+      written = f"; written to {path}"
     print(f"step {results['step']}: top-1 {results['top1']:.2%}  top-5 {results['top5']:.2%} on "
           f"{results['num_videos']} {split} videos x {results['views_per_video']} views "
-          f"({config.eval_aggregation}); written to {path}", flush=True)
+          f"({config.eval_aggregation}){written}", flush=True)
   return results
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split)
+  if not flags.FLAGS.workdir and not flags.FLAGS.checkpoint:
+    raise app.UsageError("Pass --workdir (a train.py run) or --checkpoint (a converted one).")
+  evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split, flags.FLAGS.checkpoint)
 
 
 if __name__ == "__main__":
   # Flags are defined here, not at import, so tests can import train.py and eval.py together.
   config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Directory holding checkpoints/ from train.py.")
+  flags.DEFINE_string("workdir", None, "Directory holding checkpoints/ from train.py (with "
+                      "--checkpoint: where eval_<split>.json goes, optional).")
+  flags.DEFINE_string("checkpoint", None, "A converted checkpoint directory (vidtx.convert).")
   flags.DEFINE_string("split", "validation", "Split of config.dataset_configs.tables.")
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.mark_flags_as_required(["config"])
   app.run(main)

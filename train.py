@@ -26,6 +26,7 @@ from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
 from vidtx import losses, models, optim, sharding
 from vidtx import train_state as state_lib
+from vidtx.checkpoints import init_from
 from vidtx.progress import MetricsLog, Progress
 
 
@@ -62,6 +63,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   restored = state_lib.restore_latest(manager, abstract_state)
   if restored is not None:
     state = restored
+  elif config.get("init_from") and config.init_from.get("checkpoint_path"):
+    # A fresh run starts from a pretrained checkpoint by the papers' rules (image ViT) or by
+    # name (a video model of the same family); a resumed run has its own parameters already.
+    params, report = init_from.initialise(
+        jax.device_get(state.params), model_name=config.model_name, model_config=model.config,
+        init_config=config.init_from, num_frames=dataset_configs.num_frames,
+        crop_size=dataset_configs.crop_size)
+    if is_main:
+      print(report.summary(), flush=True)
+    state = state_lib.replace_params(state, params, tx, abstract_state)
   start_step = int(state.step)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   if is_main:

@@ -61,6 +61,13 @@ def training(config: ml_collections.ConfigDict, *, batch_size: int, steps: int |
   config.log_every_steps = 50
   config.checkpoint_every_steps = 500
   config.max_checkpoints_to_keep = 3
+  # Start from a pretrained checkpoint (vidtx.checkpoints.init_from): a converted directory
+  # (python -m vidtx.convert) or any format vidtx reads; '' trains from scratch.
+  config.init_from = ml_collections.ConfigDict(dict(
+      checkpoint_path="", checkpoint_format="auto",
+      positional_embed_size_change="resize_tile",  # 'tile' | 'resize' | 'resize_tile'
+      kernel_init_method="central_frame",  # ViViT tubelets from a 2D kernel: Eq. 9 or 'inflate'
+      skip_patterns=()))  # regexes of parameter names to keep freshly initialised
   config.eval_every_steps = 0  # 0: evaluate only at the end.
   # How the views of a video are combined: mean_logits (ViViT), sum_logits (TimeSformer, X-ViT),
   # mean_softmax (MMAction2).

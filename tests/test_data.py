@@ -212,6 +212,46 @@ def test_eval_single_clip_centre_crop_and_zero_centering(coded_dir):
   np.testing.assert_allclose(pixels[..., 2].mean(), 115, atol=5)
 
 
+def test_normalisation_presets_and_explicit_mean_std(coded_dir):
+  def views(**overrides):
+    configs = reader_configs(coded_dir, num_classes=11, num_test_clips=2,
+                             do_three_spatial_crops=True, **overrides)
+    ds = data.build_eval_dataset(configs, "validation", batch_size=11)
+    return next(ds.as_numpy_iterator())["inputs"]
+
+  unit = views(zero_centering=False)  # [0, 1]
+  # Legacy zero_centering=True is bit-identical to the former pixel / 255 * 2 - 1.
+  np.testing.assert_array_equal(views(zero_centering=True), unit * np.float32(2) - np.float32(1))
+  np.testing.assert_allclose(views(normalization="timesformer"), (unit - 0.45) / 0.225,
+                             atol=1e-5)
+  # A preset wins over zero_centering; explicit mean / std win over both.
+  np.testing.assert_array_equal(views(zero_centering=True, normalization="none"), unit)
+  mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(
+      views(zero_centering=True, normalization="vit", mean=list(mean), std=list(std)),
+      (unit - mean) / std, atol=1e-5)
+  assert pipeline.normalisation(ml_collections.ConfigDict()) == pipeline.NORMALIZATIONS["vit"]
+  assert pipeline.normalisation(ml_collections.ConfigDict({"normalization": "imagenet"})) == (
+      (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(std=[0.2, 0.0, 0.2], mean=[0.5] * 3), r"dataset_configs.std=\[0.2, 0.0, 0.2\]: expected "
+     "3 positive numbers"),
+    (dict(mean=[0.5, 0.5], std=[0.2] * 3), r"dataset_configs.mean=\[0.5, 0.5\]: expected 3"),
+    (dict(mean="0.5", std=[0.2] * 3), "dataset_configs.mean='0.5': expected 3"),
+    (dict(mean=[0.5] * 3), "dataset_configs.mean is set but dataset_configs.std is not"),
+    (dict(normalization="kinetics"), "dataset_configs.normalization='kinetics': expected one of "
+     r"\['imagenet', 'none', 'timesformer', 'vit'\]"),
+])
+def test_bad_normalisation_raises_naming_the_field(coded_dir, overrides, message):
+  configs = reader_configs(coded_dir, **overrides)
+  with pytest.raises(ValueError, match=message):
+    pipeline.normalisation(configs)
+  with pytest.raises(ValueError, match=message):
+    data.build_eval_dataset(configs, "validation", batch_size=1)
+
+
 @pytest.mark.parametrize("num_files", [3, 1])
 def test_processes_read_disjoint_shares(tmp_path, num_files):
   write_split(str(tmp_path), "validation.tfrecord", [coded_video(i, 4) for i in range(11)],

@@ -51,6 +51,16 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
   return state, abstract
 
 
+def replace_params(state: TrainState, params: Any, tx: optax.GradientTransformation,
+                   abstract_state: TrainState) -> TrainState:
+  """`state` with new (host) params placed in their shardings and a fresh optimizer state."""
+  param_shardings = jax.tree.map(lambda s: s.sharding, abstract_state.params)
+  params = jax.device_put(params, param_shardings)
+  opt_shardings = jax.tree.map(lambda s: s.sharding, abstract_state.opt_state)
+  opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+  return state.replace(params=params, opt_state=opt_state)
+
+
 def checkpoint_manager(workdir: str, *, max_to_keep: int = 3,
                        read_only: bool = False) -> ocp.CheckpointManager:
   """Checkpoints under WORKDIR/checkpoints/<step>; orbax writes each to a temporary directory

@@ -158,7 +158,8 @@ def hf_block(keys: Keys, prefix: str, num_heads: int) -> Tree:
           tuple(p + f"attention.attention.{n}" for n in ("query", "key", "value")),
           p + "attention.output.dense", num_heads),
       "norm_mlp": torch_layer_norm(keys, p + "layernorm_after"),
-      "mlp": _mlp(torch_dense(keys, p + "intermediate.dense"), torch_dense(keys, p + "output.dense")),
+      "mlp": _mlp(torch_dense(keys, p + "intermediate.dense"),
+                  torch_dense(keys, p + "output.dense")),
   }
   if p + "temporal_layernorm.weight" in keys:
     block["norm_temporal"] = torch_layer_norm(keys, p + "temporal_layernorm")
@@ -210,12 +211,16 @@ def flax_dense(keys: Keys, prefix: str) -> Tree | None:
 
 # Hugging Face transformers 5 renames some layers in memory (the hub files keep the old names);
 # both spellings are read as the old ones.
+_HF_LAYER = r"(.*?)layers\.(\d+)\."
 HF_NEW_NAMES = [
-    (r"(.*?)layers\.(\d+)\.attention\.q_proj\.(\w+)", r"\1encoder.layer.\2.attention.attention.query.\3"),
-    (r"(.*?)layers\.(\d+)\.attention\.k_proj\.(\w+)", r"\1encoder.layer.\2.attention.attention.key.\3"),
-    (r"(.*?)layers\.(\d+)\.attention\.v_proj\.(\w+)", r"\1encoder.layer.\2.attention.attention.value.\3"),
-    (r"(.*?)layers\.(\d+)\.attention\.o_proj\.(\w+)", r"\1encoder.layer.\2.attention.output.dense.\3"),
-    (r"(.*?)layers\.(\d+)\.mlp\.fc1\.(\w+)", r"\1encoder.layer.\2.intermediate.dense.\3"),
-    (r"(.*?)layers\.(\d+)\.mlp\.fc2\.(\w+)", r"\1encoder.layer.\2.output.dense.\3"),
-    (r"(.*?)layers\.(\d+)\.(layernorm_before|layernorm_after)\.(\w+)", r"\1encoder.layer.\2.\3.\4"),
+    (_HF_LAYER + new, r"\1encoder.layer.\2." + old)
+    for new, old in [
+        (r"attention\.q_proj\.(\w+)", r"attention.attention.query.\3"),
+        (r"attention\.k_proj\.(\w+)", r"attention.attention.key.\3"),
+        (r"attention\.v_proj\.(\w+)", r"attention.attention.value.\3"),
+        (r"attention\.o_proj\.(\w+)", r"attention.output.dense.\3"),
+        (r"mlp\.fc1\.(\w+)", r"intermediate.dense.\3"),
+        (r"mlp\.fc2\.(\w+)", r"output.dense.\3"),
+        (r"(layernorm_before|layernorm_after)\.(\w+)", r"\3.\4"),
+    ]
 ]

@@ -321,11 +321,12 @@ def from_scenic(source: Source, *, attention: str | None = None,
     for i in range(num_layers):
       p = f"Transformer/encoderblock_{i}"
       if factorised:
+        attention_name = f"{p}/MultiHeadDotProductAttention_"
         blocks[f"encoderblock_{i}"] = {
             "norm_spatial": names.flax_layer_norm(keys, f"{p}/LayerNorm_space"),
-            "attention_spatial": names.flax_attention(keys, f"{p}/MultiHeadDotProductAttention_space"),
+            "attention_spatial": names.flax_attention(keys, attention_name + "space"),
             "norm_temporal": names.flax_layer_norm(keys, f"{p}/LayerNorm_time"),
-            "attention_temporal": names.flax_attention(keys, f"{p}/MultiHeadDotProductAttention_time"),
+            "attention_temporal": names.flax_attention(keys, attention_name + "time"),
             "norm_mlp": names.flax_layer_norm(keys, f"{p}/LayerNorm_mlp"),
             "mlp": {"Dense_0": names.flax_dense(keys, f"{p}/MlpBlock/Dense_0"),
                     "Dense_1": names.flax_dense(keys, f"{p}/MlpBlock/Dense_1")},

@@ -4,6 +4,12 @@ Training batches: {'inputs': float32 (B, T, H, W, 3), 'label': int32 (B,)}, infi
 Evaluation batches: {'inputs': float32 (B, V, T, H, W, 3), 'label': int32 (B,),
 'batch_mask': float32 (B,)}, exactly one pass; the last batch is padded with batch_mask 0.
 V = num_test_clips * (3 if do_three_spatial_crops else 1), clip-major (clip 0: crops 0, 1, 2, ...).
+`eval_views` builds one video's views from its decoded clips; `python -m vidtx.predict` uses it too,
+so a video file is prepared exactly as the evaluation prepares the same frames.
+
+Pixels are normalised per channel, input = (pixel / 255 - mean) / std: `normalisation` resolves
+mean and std from dataset_configs (explicit mean/std, else a preset in `NORMALIZATIONS`, else the
+legacy zero_centering).
 
 Training is deterministic for a seed, even with parallel map: the file order and the shuffle
 buffer are seeded, the order of elements is fixed (options.deterministic), and every random choice
@@ -11,12 +17,63 @@ for an element (clip offset, crop, flip) comes from stateless ops seeded by (see
 index).
 """
 
+import math
+from collections.abc import Sequence
+
 import ml_collections
 import tensorflow as tf
 
 from vidtx.data import dmvr
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+# dataset_configs.normalization presets: per-channel (mean, std) for pixels in [0, 1].
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "vit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # [-1, 1]: ViT / ViViT (zero_centering=True).
+    "timesformer": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),  # TimeSformer, X-ViT.
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # [0, 1] (zero_centering=False).
+}
+
+
+def _three_numbers(dataset_configs: ml_collections.ConfigDict, field: str,
+                   positive: bool) -> tuple[float, float, float]:
+  value = dataset_configs.get(field)
+  expected = "3 positive numbers" if positive else "3 finite numbers"
+  try:
+    numbers = () if isinstance(value, str) else tuple(float(x) for x in value)
+  except (TypeError, ValueError):
+    numbers = ()
+  if (len(numbers) != 3 or not all(math.isfinite(x) for x in numbers)
+      or (positive and min(numbers) <= 0)):
+    raise ValueError(f"dataset_configs.{field}={value!r}: expected {expected} (per channel, for "
+                     "pixels in [0, 1]).")
+  return numbers[0], numbers[1], numbers[2]
+
+
+def normalisation(dataset_configs: ml_collections.ConfigDict
+                  ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+  """Per-channel (mean, std) of the reader: input = (pixel / 255 - mean) / std.
+
+  Explicit dataset_configs.mean and std (both) win; else the preset dataset_configs.normalization
+  (a key of NORMALIZATIONS); else the legacy zero_centering (default True: 'vit', [-1, 1]; False:
+  'none', [0, 1]). Raises ValueError naming the field when a value is invalid.
+  """
+  dc = dataset_configs
+  mean, std = dc.get("mean"), dc.get("std")
+  if mean is not None or std is not None:
+    if mean is None or std is None:
+      given, missing = ("mean", "std") if std is None else ("std", "mean")
+      raise ValueError(f"dataset_configs.{given} is set but dataset_configs.{missing} is not; "
+                       "set both (or neither, to use dataset_configs.normalization).")
+    return _three_numbers(dc, "mean", positive=False), _three_numbers(dc, "std", positive=True)
+  name = dc.get("normalization")
+  if name is not None:
+    if name not in NORMALIZATIONS:
+      raise ValueError(f"dataset_configs.normalization={name!r}: expected one of "
+                       f"{sorted(NORMALIZATIONS)}.")
+    return NORMALIZATIONS[name]
+  return NORMALIZATIONS["vit" if bool(dc.get("zero_centering", True)) else "none"]
 
 
 def validate_dataset_configs(dataset_configs: ml_collections.ConfigDict) -> None:
@@ -34,6 +91,7 @@ def validate_dataset_configs(dataset_configs: ml_collections.ConfigDict) -> None
                      f"side min_resize={dc.min_resize}; expected crop_size <= min_resize.")
   if int(dc.get("num_test_clips", 1)) < 1:
     raise ValueError(f"dataset_configs.num_test_clips must be >= 1, got {dc.num_test_clips}.")
+  normalisation(dc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,9 +163,16 @@ def _resize_short_side(frames: tf.Tensor, min_resize: int) -> tf.Tensor:
   return tf.cond(short == min_resize, lambda: tf.cast(frames, tf.float32), resize)
 
 
-def _normalise(frames: tf.Tensor, zero_centering: bool) -> tf.Tensor:
-  frames = frames / 255.0
-  return frames * 2.0 - 1.0 if zero_centering else frames
+def _normalise(frames: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
+  """float32 (..., 3) pixels in [0, 255] -> (pixel / 255 - mean) / std per channel.
+
+  With mean = std = 0.5 this is bit-identical to the former pixel / 255 * 2 - 1 (subtracting 0.5
+  and dividing by 0.5 round exactly as doubling and subtracting 1 do), and with mean 0, std 1 to
+  pixel / 255.
+  """
+  mean = tf.constant(mean, tf.float32)
+  std = tf.constant(std, tf.float32)
+  return (frames / 255.0 - mean) / std
 
 
 def _check_split(dataset_configs: ml_collections.ConfigDict, split: str, batch_size: int) -> None:
@@ -181,6 +246,7 @@ def build_train_dataset(dataset_configs: ml_collections.ConfigDict, *, batch_siz
   validate_dataset_configs(dc)
   _check_split(dc, "train", batch_size)
   num_frames, stride, crop = int(dc.num_frames), int(dc.stride), int(dc.crop_size)
+  mean, std = normalisation(dc)
   seed = int(seed)
   ds = _records(dc, "train", process_index=process_index, process_count=process_count, seed=seed)
   ds = ds.repeat()
@@ -207,7 +273,7 @@ def build_train_dataset(dataset_configs: ml_collections.ConfigDict, *, batch_siz
       flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
       frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
     frames = tf.ensure_shape(frames, [num_frames, crop, crop, 3])
-    return {"inputs": _normalise(frames, bool(dc.get("zero_centering", True))), "label": label}
+    return {"inputs": _normalise(frames, mean, std), "label": label}
 
   ds = ds.map(process, num_parallel_calls=AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=True)
@@ -228,38 +294,56 @@ def _three_crops(frames: tf.Tensor, crop: int) -> tf.Tensor:
   return tf.stack(crops)
 
 
+def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) -> tf.Tensor:
+  """The evaluation views of one video: uint8 clips -> normalised float32 (V, T, crop, crop, 3).
+
+  `frames`: the decoded clips (num_test_clips, num_frames, H, W, 3), uint8, as selected by
+  `eval_clip_indices`. Every frame's short side is resized to min_resize (bilinear), then each clip
+  is centre-cropped, or cropped three times (start, centre and end of the long side) when
+  do_three_spatial_crops; V = num_test_clips * (3 or 1), clip-major. Pixels are normalised with
+  `normalisation(dataset_configs)`. The TFRecord reader and vidtx.predict both call this.
+  """
+  dc = dataset_configs
+  num_frames, crop = int(dc["num_frames"]), int(dc["crop_size"])
+  num_clips = int(dc.get("num_test_clips", 1))
+  three_crops = bool(dc.get("do_three_spatial_crops", False))
+  num_views = num_clips * (3 if three_crops else 1)
+  mean, std = normalisation(dc)
+  frames = tf.ensure_shape(tf.convert_to_tensor(frames, tf.uint8),
+                           [num_clips, num_frames, None, None, 3])
+  shape = tf.shape(frames)
+  # (clips, T, H, W, 3) -> (clips*T, H, W, 3): resize every frame at once.
+  frames = _resize_short_side(tf.reshape(frames, [-1, shape[2], shape[3], 3]),
+                              int(dc["min_resize"]))
+  # (clips*T, H', W', 3) -> (clips, T, H', W', 3)
+  frames = tf.reshape(frames, tf.concat([[num_clips, num_frames], tf.shape(frames)[1:]], 0))
+  if three_crops:
+    views = _three_crops(frames, crop)  # (3, clips, T, crop, crop, 3)
+    views = tf.transpose(views, [1, 0, 2, 3, 4, 5])  # -> (clips, 3, T, crop, crop, 3)
+    views = tf.reshape(views, [num_views, num_frames, crop, crop, 3])  # -> (V, T, ...)
+  else:
+    top = (tf.shape(frames)[2] - crop) // 2
+    left = (tf.shape(frames)[3] - crop) // 2
+    views = frames[:, :, top:top + crop, left:left + crop, :]  # (V, T, crop, crop, 3)
+  views = tf.ensure_shape(views, [num_views, num_frames, crop, crop, 3])
+  return _normalise(views, mean, std)
+
+
 def build_eval_dataset(dataset_configs: ml_collections.ConfigDict, split: str, *, batch_size: int,
                        process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """One pass over this process's share of `split`; the last batch is padded (batch_mask 0)."""
   dc = dataset_configs
   validate_dataset_configs(dc)
   _check_split(dc, split, batch_size)
-  num_frames, stride, crop = int(dc.num_frames), int(dc.stride), int(dc.crop_size)
+  num_frames, stride = int(dc.num_frames), int(dc.stride)
   num_clips = int(dc.get("num_test_clips", 1))
-  three_crops = bool(dc.get("do_three_spatial_crops", False))
-  num_views = num_clips * (3 if three_crops else 1)
   ds = _records(dc, split, process_index=process_index, process_count=process_count, seed=None)
 
   def process(file, serialized):
     jpegs, label = _parse(dc, split, file, serialized)
     indices = eval_clip_indices(tf.shape(jpegs)[0], num_frames, stride, num_clips)
-    frames = _decode_frames(jpegs, indices)  # (clips, T, H, W, 3)
-    shape = tf.shape(frames)
-    # (clips, T, H, W, 3) -> (clips*T, H, W, 3): resize every frame at once.
-    frames = _resize_short_side(tf.reshape(frames, [-1, shape[2], shape[3], 3]),
-                                int(dc.min_resize))
-    frames = tf.reshape(frames, tf.concat([[num_clips, num_frames], tf.shape(frames)[1:]], 0))
-    if three_crops:
-      views = _three_crops(frames, crop)  # (3, clips, T, crop, crop, 3)
-      views = tf.transpose(views, [1, 0, 2, 3, 4, 5])  # -> (clips, 3, T, crop, crop, 3)
-      views = tf.reshape(views, [num_views, num_frames, crop, crop, 3])  # -> (V, T, ...)
-    else:
-      top = (tf.shape(frames)[2] - crop) // 2
-      left = (tf.shape(frames)[3] - crop) // 2
-      views = frames[:, :, top:top + crop, left:left + crop, :]  # (V, T, crop, crop, 3)
-    views = tf.ensure_shape(views, [num_views, num_frames, crop, crop, 3])
-    return {"inputs": _normalise(views, bool(dc.get("zero_centering", True))),
-            "label": label, "batch_mask": tf.constant(1.0, tf.float32)}
+    views = eval_views(_decode_frames(jpegs, indices), dc)  # (clips, T, H, W, 3) -> (V, ...)
+    return {"inputs": views, "label": label, "batch_mask": tf.constant(1.0, tf.float32)}
 
   def pad_batch(batch):
     # The last batch is short: pad every field with zeros (batch_mask 0) up to batch_size.

@@ -1,0 +1,119 @@
+r"""Converts a peer's checkpoint into a vidtx converted-checkpoint directory.
+
+  python -m vidtx.convert --src PATH --out DIR [--format auto|hf|timesformer|scenic|vit_npz|
+      big_vision|timm] [--overwrite] [--ignore REGEX ...] [--num_heads H] [--num_classes C]
+      [--attention A] [--attention_order O] [--crop_size S] [--normalization vit|timesformer|
+      imagenet] [--labels FILE]
+
+DIR gets the parameters (orbax) and vidtx_model.json (model, preprocessing, labels, source;
+vidtx.checkpoints.store), which train.py (config.init_from.checkpoint_path=DIR), eval.py
+(--checkpoint=DIR) and `python -m vidtx.predict --checkpoint=DIR` read.
+
+- The model config is inferred from the checkpoint and its config; options fill in what a
+  format does not record (timm / official TimeSformer: --num_heads for non-standard widths;
+  scenic: --attention for checkpoints without a class token, --attention_order for Model 3,
+  --crop_size for Models 1, 3, 4 when not 224).
+- Unknown or missing names, or parameters of the wrong shape, fail with the full list;
+  --ignore REGEX drops source names on purpose (e.g. 'pre_logits/.*').
+- DIR is written under a temporary name and renamed when complete; an existing DIR is only
+  replaced with --overwrite.
+"""
+
+import os
+import sys
+import time
+from typing import Any
+
+from vidtx.checkpoints import convert_source, readers, store, vit
+
+
+def convert(src: str, out: str, *, format: str = "auto", overwrite: bool = False,
+            ignore: tuple[str, ...] = (), num_heads: int | None = None,
+            num_classes: int | None = None, attention: str | None = None,
+            attention_order: str | None = None, crop_size: int | None = None,
+            normalization: str | None = None, labels_file: str | None = None) -> store.Converted:
+  """Converts `src` and writes `out`; returns what was written."""
+  out = os.path.abspath(out)
+  if os.path.exists(out) and not overwrite:
+    # Checked before the (possibly long) conversion.
+    raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+  converted = convert_source(src, format, ignore=ignore, num_heads=num_heads,
+                             num_classes=num_classes, attention=attention,
+                             attention_order=attention_order, crop_size=crop_size)
+  if normalization:
+    if normalization not in vit.NORMALIZATIONS:
+      raise ValueError(f"--normalization={normalization!r}: expected one of "
+                       f"{sorted(vit.NORMALIZATIONS)}.")
+    mean, std = vit.NORMALIZATIONS[normalization]
+    converted.preprocessing.update(mean=list(mean), std=list(std))
+    converted.source.setdefault("notes", []).append(f"--normalization={normalization}")
+  if labels_file:
+    with open(labels_file) as f:
+      labels = [line.strip() for line in f if line.strip()]
+    if len(labels) != converted.num_classes:
+      raise ValueError(f"--labels {labels_file}: {len(labels)} names for a head of "
+                       f"{converted.num_classes} classes.")
+    converted.labels = labels
+  store.save(out, converted, overwrite=overwrite)
+  return converted
+
+
+def describe(converted: store.Converted, out: str) -> str:
+  config = converted.model_config
+  p = converted.preprocessing
+  lines = [
+      f"wrote {out}",
+      f"  model: {converted.model_name} {config.get('attention')} "
+      f"D={config.get('hidden_size')} L={config.get('num_layers')} H={config.get('num_heads')} "
+      f"patch {config.get('variant')}, {converted.num_classes} classes"
+      + (" (with names)" if converted.labels else ""),
+      f"  input: {p['num_frames']} frames at stride {p['stride']}, short side {p['min_resize']}, "
+      f"{p['crop_size']} crop, mean {p['mean']} std {p['std']}; eval {p['num_test_clips']} clip(s)"
+      f" x {3 if p['do_three_spatial_crops'] else 1} crop(s), {p['aggregation']}",
+  ]
+  lines += [f"  note: {note}" for note in converted.source.get("notes", [])]
+  return "\n".join(lines)
+
+
+def _flags() -> Any:
+  from absl import flags
+
+  flags.DEFINE_string("src", None, "Checkpoint file or folder to convert.")
+  flags.DEFINE_string("out", None, "Output directory.")
+  flags.DEFINE_enum("format", "auto", ["auto", *readers.FORMATS], "Source format.")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
+  flags.DEFINE_multi_string("ignore", [], "Regex of source names to drop (repeatable).")
+  flags.DEFINE_integer("num_heads", None, "Heads, where the source does not record them.")
+  flags.DEFINE_integer("num_classes", None, "Classes of a zero head for head-less sources.")
+  flags.DEFINE_string("attention", None, "scenic without class token: spatio_temporal | "
+                      "factorised_dot_product.")
+  flags.DEFINE_string("attention_order", None, "scenic Model 3: space_time | time_space.")
+  flags.DEFINE_integer("crop_size", None, "scenic Models 1, 3, 4: the crop size (default 224).")
+  flags.DEFINE_string("normalization", None, "Override the input normalisation: vit | "
+                      "timesformer | imagenet.")
+  flags.DEFINE_string("labels", None, "Class names, one per line, to store with the model.")
+  flags.mark_flags_as_required(["src", "out"])
+  return flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  f = FLAGS
+  start = time.time()
+  try:
+    converted = convert(f.src, f.out, format=f.format, overwrite=f.overwrite,
+                        ignore=tuple(f.ignore), num_heads=f.num_heads, num_classes=f.num_classes,
+                        attention=f.attention, attention_order=f.attention_order,
+                        crop_size=f.crop_size, normalization=f.normalization,
+                        labels_file=f.labels)
+  except (ValueError, FileExistsError, FileNotFoundError, KeyError, ImportError) as e:
+    print(f"vidtx.convert: error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(describe(converted, os.path.abspath(f.out)) + f"\n  ({time.time() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+  from absl import app
+
+  FLAGS = _flags()
+  app.run(main)
