@@ -16,11 +16,17 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
     "importlib_resources",
     "av",
+    "safetensors==0.8.0",  # Hugging Face and timm .safetensors weights (numpy reader, no torch).
     "numpy",
     "absl-py",
 ]
 
-TESTS_REQUIRE = [
+# PyTorch reads .pth/.bin/.pyth checkpoints (vidtx.convert); pinned exactly: a range pulls a
+# multi-GB CUDA build. transformers is the reference of the conversion parity tests.
+TORCH_REQUIRE = ["torch==2.13.0"]
+
+TESTS_REQUIRE = TORCH_REQUIRE + [
+    "transformers==5.23.0",
     "pytest",
     "pytest-xdist",
     "ruff",
@@ -33,5 +39,5 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["vidtx", "vidtx.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TESTS_REQUIRE},
+    extras_require={"torch": TORCH_REQUIRE, "test": TESTS_REQUIRE},
 )

@@ -149,9 +149,11 @@ def vivit_kinetics400(attention: str) -> ml_collections.ConfigDict:
   - Augmentation: the paper adds scale jitter (0.9-1.33, probability 1) and colour jitter
     (probability 0.8); the vidtx reader has random crops and flips only.
   - Initialisation: the paper starts from an ImageNet-21K ViT-B/16 (Sec. 3.4: positional
-    embedding repeated over time, central-frame tubelets, Model 3's temporal attention at zero).
-    vidtx has no checkpoint loader yet, so this config trains from random initialisation and
-    will not reach the paper's accuracy.
+    embedding repeated over time, central-frame tubelets, Model 3's temporal attention at zero),
+    which init_from does with these rules: convert the ViT once
+    (python -m vidtx.convert --src ViT-B_16.npz --out ckpt/vit_b16_in21k) and pass
+    --config.init_from.checkpoint_path=ckpt/vit_b16_in21k (or the .npz itself). Left empty,
+    the config trains from random initialisation and will not reach the paper's accuracy.
   - Dataset size: epochs and the warm-up are counted with scenic's Kinetics-400 sizes
     (configs.common.KINETICS_400_EXAMPLES); set --config.dataset_configs.examples_per_subset.train
     (and --config.lr_configs.warmup_steps, 2.5 epochs) to your copy's.

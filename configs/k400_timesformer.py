@@ -21,14 +21,16 @@ ViT-Base with stochastic depth 0.1 (official code). What this config does differ
 - Frames: the reader resizes the short side to min_resize=256 for training and evaluation and
   takes 224 crops (the paper: random short side in [256, 320] for training, 224 for
   evaluation; --config.dataset_configs.min_resize=224 evaluates as the paper does).
-- Pixels: the reader maps them to [-1, 1] (zero_centering=True, the input range of ViT image
-  checkpoints); the official code normalises with mean 0.45, std 0.225.
+- Pixels: normalised with mean 0.45, std 0.225 as the official code
+  (dataset_configs.normalization='timesformer').
 - Frame rate: stride=32 is the paper's 1/32 for shards that keep the native frame rate
   (25-30 fps); for 10-fps shards (DMVR's converters) use --config.dataset_configs.stride=10.
 - Initialisation: the paper starts from an ImageNet-21K ViT-B/16 (temporal attention copied
-  from the spatial one, temporal_fc and time embedding at zero: temporal_init='image'). vidtx
-  has no checkpoint loader yet, so this config trains from random initialisation; from scratch
-  --config.model.temporal_init=random trains the temporal parts (see vidtx.models.timesformer).
+  from the spatial one, temporal_fc and time embedding at zero: temporal_init='image'), which
+  init_from does: python -m vidtx.convert --src ViT-B_16.npz --out ckpt/vit_b16_in21k, then
+  --config.init_from.checkpoint_path=ckpt/vit_b16_in21k. Left empty, the config trains from
+  random initialisation; from scratch --config.model.temporal_init=random trains the temporal
+  parts (see vidtx.models.timesformer).
 
 Evaluation (§4): one temporal clip from the middle of the video x 3 spatial crops along the
 long side; logits summed as in the official code (the supplementary speaks of averaging
@@ -63,6 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # TimeSformer's views: the middle clip x 3 crops (ViViT's 4 x 3 is kinetics_dataset's default).
   config.dataset_configs.num_test_clips = 1
   config.dataset_configs.do_three_spatial_crops = True
+  config.dataset_configs.normalization = "timesformer"  # mean 0.45, std 0.225 (official).
 
   config.model_name = "timesformer"
   config.model = models.default_config("timesformer")  # B/16, stochastic depth 0.1, exact GELU.

@@ -26,7 +26,8 @@ zero_centering), random flips. What this config does differently, and why:
   side in [256, 320] for training, 224 for evaluation).
 - Not in vidtx: mixup (alpha 0.4) and AutoAugment; warm-up starts from 0, not from 0.01.
 - Initialisation: the release starts from ImageNet-21K ViT-B/16 (timm vit_base_patch16_224_in21k;
-  time embedding and head new). vidtx has no checkpoint loader yet, so this config trains from
+  time embedding and head new): --config.init_from.checkpoint_path=PATH with that timm
+  checkpoint (or its converted directory) does the same. Left empty, the config trains from
   random initialisation, which needs a far longer schedule to be competitive.
 - The released temporal block has no q/k/v biases; ours has them (2,304 more parameters).
 

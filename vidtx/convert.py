@@ -98,6 +98,9 @@ def _flags() -> Any:
 
 def main(argv: list[str]) -> None:
   del argv
+  from absl import logging
+
+  logging.set_verbosity(logging.WARNING)  # orbax logs every write at INFO.
   f = FLAGS
   start = time.time()
   try:
