@@ -32,7 +32,6 @@ from typing import Any
 import flax
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -177,7 +176,3 @@ def check_params(model: nn.Module, params: Any, preprocessing: Mapping[str, Any]
   if problems:
     raise ValueError(f"{where}: the parameters do not fit the model "
                      f"({len(problems)} problem(s)):\n  " + "\n  ".join(problems))
-
-
-def model_config_dict(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
-  return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)

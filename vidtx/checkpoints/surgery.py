@@ -16,7 +16,7 @@ The papers' initialisation rules (ViViT Sec. 3.4, TimeSformer Sec. 3):
 """
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -186,14 +186,3 @@ def rename(tensors: Mapping[str, np.ndarray],
         break
     out[key] = value
   return out
-
-
-def take(tensors: dict[str, np.ndarray], key: str, where: str) -> np.ndarray:
-  """Pops `key`, or raises KeyError naming the checkpoint; the leftovers are reported later."""
-  if key not in tensors:
-    raise KeyError(f"{where}: expected parameter {key!r} is missing.")
-  return tensors.pop(key)
-
-
-def map_leaves(tree: Mapping, fn: Callable[[np.ndarray], np.ndarray]) -> dict:
-  return {k: map_leaves(v, fn) if isinstance(v, Mapping) else fn(v) for k, v in tree.items()}
