@@ -36,7 +36,7 @@ setuptools.setup(
     name="vidtx",
     version="0.1.0",
     description="Video transformers (ViViT, TimeSformer, X-ViT) in JAX/Flax.",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=setuptools.find_packages(include=["vidtx", "vidtx.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"torch": TORCH_REQUIRE, "test": TESTS_REQUIRE},

@@ -74,7 +74,7 @@ def detect_format(path: str) -> str:
   if name.endswith(".safetensors"):
     return "timm"
   if name.endswith(TORCH_SUFFIXES):
-    state = _torch_load(path)
+    state = _torch_load(path, unwrap=False)
     return "timesformer" if "model_state" in state else "timm"
   if re.match(r"checkpoint_\d+$", name) or _is_msgpack(path):
     return "scenic"
@@ -211,7 +211,7 @@ def _strip(name: str, prefix: str) -> str:
 
 
 def _scenic_files(path: str) -> list[str]:
-  files = [f for f in glob.glob(os.path.join(path, "checkpoint_*"))
+  files = [f for f in glob.glob(os.path.join(glob.escape(path), "checkpoint_*"))
            if re.match(r"checkpoint_\d+$", os.path.basename(f)) and os.path.isfile(f)]
   return sorted(files, key=lambda f: int(f.rsplit("_", 1)[1]))
 
@@ -224,17 +224,21 @@ def _is_msgpack(path: str) -> bool:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """Every tensor of a .safetensors file; bfloat16 and float16 come back float32, as from .pth."""
   from safetensors import safe_open
 
   tensors = {}
   try:
     with safe_open(path, framework="numpy") as f:
       for key in f.keys():
-        tensors[key] = f.get_tensor(key)
+        value = f.get_tensor(key)
+        if value.dtype.kind == "V" or value.dtype.name in ("bfloat16", "float16"):
+          value = value.astype(np.float32)
+        tensors[key] = value
   except (TypeError, ValueError) as e:
     if "bf16" not in str(e).lower() and "bfloat16" not in str(e).lower():
       raise ValueError(f"{path}: cannot read as safetensors ({e}).") from e
-    # numpy has no bfloat16: read through torch and upcast.
+    # A numpy without bfloat16 support: read through torch and upcast.
     torch = _import_torch(path)
     with safe_open(path, framework="pt") as f:
       for key in f.keys():

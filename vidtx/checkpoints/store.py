@@ -90,15 +90,16 @@ def save(out_dir: str, converted: Converted, *, overwrite: bool = False) -> str:
   out_dir = os.path.abspath(out_dir)
   if os.path.exists(out_dir) and not overwrite:
     raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
+  preprocessing = _check_preprocessing(converted.preprocessing, out_dir)
   # The model must build and its parameters must be exactly those it expects.
   model = converted.build_model()
-  check_params(model, converted.params, converted.preprocessing, where=out_dir)
+  check_params(model, converted.params, preprocessing, where=out_dir)
   info = dict(
       model_name=converted.model_name,
       model=dict(converted.model_config),
       num_classes=int(converted.num_classes),
       labels=list(converted.labels) if converted.labels is not None else None,
-      preprocessing=_check_preprocessing(converted.preprocessing, out_dir),
+      preprocessing=preprocessing,
       source=dict(converted.source, written=datetime.datetime.now(datetime.UTC).isoformat(
           timespec="seconds")),
   )
