@@ -63,7 +63,8 @@ def test_conv2d_kernel_matches_torch_conv2d(kernel_size):
   assert kernel.shape == (*kernel_size, 3, 8)
   x = jnp.asarray(image.numpy().transpose(0, 2, 3, 1))  # NHWC
   by_lax = jax.lax.conv_general_dilated(x, jnp.asarray(kernel), kernel_size, "VALID",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  by_lax = by_lax + bias[None, None, None]  # (D,) -> (1, 1, 1, D)
   np.testing.assert_allclose(np.asarray(by_lax), want, rtol=1e-4, atol=1e-5)
   flax_conv = nn.Conv(8, kernel_size, strides=kernel_size, padding="VALID")
   by_flax = flax_conv.apply({"params": {"kernel": kernel, "bias": bias}}, x)

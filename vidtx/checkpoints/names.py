@@ -170,6 +170,21 @@ def hf_block(keys: Keys, prefix: str, num_heads: int) -> Tree:
   return block
 
 
+def hf_encoder(source: Any, model_prefix: str,
+               ignore: Iterable[str]) -> tuple[Keys, str, list[Tree]]:
+  """A Hugging Face folder's Keys, its names' prefix ('vit.', or '' for a bare backbone) and
+  its layers (`source` a readers.Source with config.json as .config)."""
+  tensors = surgery.rename(source.tensors, HF_NEW_NAMES)
+  prefix = model_prefix if any(k.startswith(model_prefix) for k in tensors) else ""
+  keys = Keys(tensors, source.path)
+  # A bare backbone's pooler (Dense + tanh) is not part of the classifier.
+  keys.ignore([r"pooler\..*", *ignore])
+  heads = int(source.config["num_attention_heads"])
+  num_layers = keys.count(rf"{prefix}encoder\.layer\.(\d+)\.")
+  blocks = [hf_block(keys, f"{prefix}encoder.layer.{i}", heads) for i in range(num_layers)]
+  return keys, prefix, blocks
+
+
 def timm_block(keys: Keys, prefix: str, num_heads: int) -> Tree:
   """A timm ViT block at `prefix` ('blocks.3'), with the official TimeSformer's temporal parts."""
   p = prefix + "."

@@ -84,12 +84,8 @@ def from_hf_timesformer(source: Source, *, num_classes: int | None = None,
     raise ValueError(f"{source.path}/config.json: attention_type={attention_type!r}; expected "
                      f"one of {list(TIMESFORMER_ATTENTIONS)}.")
   attention = TIMESFORMER_ATTENTIONS[attention_type]
-  prefix = "timesformer." if any(k.startswith("timesformer.") for k in source.tensors) else ""
-  keys = names.Keys(source.tensors, source.path)
-  keys.ignore(ignore)
-  heads = int(config["num_attention_heads"])
-  num_layers = keys.count(rf"{prefix}encoder\.layer\.(\d+)\.")
-  blocks = [names.hf_block(keys, f"{prefix}encoder.layer.{i}", heads) for i in range(num_layers)]
+  keys, prefix, blocks = names.hf_encoder(source, "timesformer.", ignore)
+  heads, num_layers = int(config["num_attention_heads"]), len(blocks)
   e = prefix + "embeddings."
   params = dict(
       kernel=surgery.conv2d_kernel(keys.get(e + "patch_embeddings.projection.weight")),
@@ -184,13 +180,8 @@ def from_hf_vivit(source: Source, *, num_classes: int | None = None,
                   ignore: tuple[str, ...] = ()) -> Converted:
   """Hugging Face ViViT (Model 1, spatio-temporal attention, class token)."""
   config = source.config
-  tensors = surgery.rename(source.tensors, names.HF_NEW_NAMES)
-  prefix = "vivit." if any(k.startswith("vivit.") for k in tensors) else ""
-  keys = names.Keys(tensors, source.path)
-  keys.ignore([r"pooler\..*", *ignore])
-  heads = int(config["num_attention_heads"])
-  num_layers = keys.count(rf"{prefix}encoder\.layer\.(\d+)\.")
-  blocks = [names.hf_block(keys, f"{prefix}encoder.layer.{i}", heads) for i in range(num_layers)]
+  keys, prefix, blocks = names.hf_encoder(source, "vivit.", ignore)
+  heads, num_layers = int(config["num_attention_heads"]), len(blocks)
   e = prefix + "embeddings."
   weight = keys.get(e + "patch_embeddings.projection.weight")
   params = {

@@ -1,7 +1,7 @@
 """Image ViT checkpoints (vit_jax / big_vision .npz, timm state dicts, Hugging Face ViT folders)
 -> a vidtx model: the space-only TimeSformer, which is an image ViT applied to every frame
-(one frame: exactly the ViT; several: the ViT's logits... of the frame-averaged tokens, as
-the official space-only TimeSformer).
+(on one frame it is exactly the ViT; on several, the frames' tokens are averaged before the
+final LayerNorm, as in the official space-only TimeSformer).
 
 This converted form is also what `init_from` reads an image ViT as: parameter names
 `embedding`, `cls`, `pos_embedding/embedding` [(1+)N, D], `encoderblock_i/{norm_spatial,
@@ -233,14 +233,8 @@ def from_hf_vit(source: Source, *, num_classes: int | None = None,
                 ignore: tuple[str, ...] = ()) -> Converted:
   """Hugging Face ViT folder (ViTForImageClassification or ViTModel) -> space-only TimeSformer."""
   config = source.config
-  tensors = surgery.rename(source.tensors, names.HF_NEW_NAMES)
-  prefix = "vit." if any(k.startswith("vit.") for k in tensors) else ""
-  keys = names.Keys(tensors, source.path)
-  # ViTModel's pooler (Dense + tanh) is not part of the classifier.
-  keys.ignore([r"pooler\..*", *ignore])
+  keys, prefix, blocks = names.hf_encoder(source, "vit.", ignore)
   heads = int(config["num_attention_heads"])
-  num_layers = keys.count(rf"{prefix}encoder\.layer\.(\d+)\.")
-  blocks = [names.hf_block(keys, f"{prefix}encoder.layer.{i}", heads) for i in range(num_layers)]
   e = prefix + "embeddings."
   head = names.torch_dense(keys, "classifier") if "classifier.weight" in keys else None
   parts = dict(kernel=surgery.conv2d_kernel(keys.get(e + "patch_embeddings.projection.weight")),
