@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from vidtx.checkpoints import convert_source, readers, store, vit
+from vidtx.checkpoints import convert_source, readers, store
 
 
 def convert(src: str, out: str, *, format: str = "auto", overwrite: bool = False,
@@ -41,10 +41,12 @@ def convert(src: str, out: str, *, format: str = "auto", overwrite: bool = False
                              num_classes=num_classes, attention=attention,
                              attention_order=attention_order, crop_size=crop_size)
   if normalization:
-    if normalization not in vit.NORMALIZATIONS:
+    from vidtx.data import pipeline  # The reader's presets (imports TensorFlow: only here).
+
+    if normalization not in pipeline.NORMALIZATIONS:
       raise ValueError(f"--normalization={normalization!r}: expected one of "
-                       f"{sorted(vit.NORMALIZATIONS)}.")
-    mean, std = vit.NORMALIZATIONS[normalization]
+                       f"{sorted(pipeline.NORMALIZATIONS)}.")
+    mean, std = pipeline.NORMALIZATIONS[normalization]
     converted.preprocessing.update(mean=list(mean), std=list(std))
     converted.source.setdefault("notes", []).append(f"--normalization={normalization}")
   if labels_file:
@@ -90,7 +92,7 @@ def _flags() -> Any:
   flags.DEFINE_string("attention_order", None, "scenic Model 3: space_time | time_space.")
   flags.DEFINE_integer("crop_size", None, "scenic Models 1, 3, 4: the crop size (default 224).")
   flags.DEFINE_string("normalization", None, "Override the input normalisation: vit | "
-                      "timesformer | imagenet.")
+                      "timesformer | imagenet | none.")
   flags.DEFINE_string("labels", None, "Class names, one per line, to store with the model.")
   flags.mark_flags_as_required(["src", "out"])
   return flags.FLAGS

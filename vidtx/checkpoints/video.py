@@ -116,8 +116,9 @@ def from_hf_timesformer(source: Source, *, num_classes: int | None = None,
   labels = None
   if params.get("head") is not None:
     labels = vit.labels_from_hf(config, params["head"]["kernel"].shape[1])
-  return _finish("timesformer", params, model_config, source, num_classes=num_classes,
-                 labels=labels, preprocessing=preprocessing, notes=notes)
+  return vit.finish_converted(
+      "timesformer", params, model_config, source, num_classes=num_classes, labels=labels,
+      preprocessing=preprocessing, notes=notes)
 
 
 def from_official_timesformer(source: Source, *, num_heads: int | None = None,
@@ -167,8 +168,9 @@ def from_official_timesformer(source: Source, *, num_heads: int | None = None,
   notes = [f"official TimeSformer ({attention}): exact GELU, LayerNorm epsilon 1e-6",
            "cfg read from the checkpoint" if cfg else
            "no cfg in the checkpoint: frames, stride and normalisation are the paper's defaults"]
-  return _finish("timesformer", params, model_config, source, num_classes=num_classes,
-                 labels=None, preprocessing=preprocessing, notes=notes)
+  return vit.finish_converted(
+      "timesformer", params, model_config, source, num_classes=num_classes, labels=None,
+      preprocessing=preprocessing, notes=notes)
 
 
 # ----------------------------------------------------------------------------------------
@@ -220,8 +222,9 @@ def from_hf_vivit(source: Source, *, num_classes: int | None = None,
   labels = None
   if "head" in params:
     labels = vit.labels_from_hf(config, params["head"]["kernel"].shape[1])
-  return _finish("vivit", params, model_config, source, num_classes=num_classes, labels=labels,
-                 preprocessing=preprocessing, notes=notes)
+  return vit.finish_converted(
+      "vivit", params, model_config, source, num_classes=num_classes, labels=labels,
+      preprocessing=preprocessing, notes=notes)
 
 
 _SCENIC_BLOCK = dict(norm_attention="LayerNorm_0", attention="MultiHeadDotProductAttention_0",
@@ -382,22 +385,6 @@ def from_scenic(source: Source, *, attention: str | None = None,
     notes.append("Model 4: scenic's temporal half of the heads comes first; swapped to vidtx's "
                  "space-first order")
   preprocessing = vivit_preprocessing(num_tokens_t * tubelet, crop)
-  return _finish("vivit", params, model_config, source, num_classes=num_classes, labels=None,
-                 preprocessing=preprocessing, notes=notes)
-
-
-def _finish(model_name: str, params: dict[str, Any], model_config: dict[str, Any],
-            source: Source, *, num_classes: int | None, labels: list[str] | None,
-            preprocessing: dict[str, Any], notes: list[str]) -> Converted:
-  if params.get("head") is None:
-    params.pop("head", None)
-    if not num_classes:
-      raise ValueError(f"{source.path}: the checkpoint has no classification head; pass "
-                       "--num_classes to add a zero-initialised one.")
-    params["head"] = {"kernel": np.zeros((model_config["hidden_size"], num_classes), np.float32),
-                      "bias": np.zeros(num_classes, np.float32)}
-    notes.append(f"no head in the source: a zero head of {num_classes} classes was added")
-  return Converted(model_name=model_name, model_config=model_config,
-                   num_classes=int(params["head"]["kernel"].shape[1]), params=params,
-                   preprocessing=preprocessing, labels=labels,
-                   source=dict(path=source.path, format=source.format, notes=notes))
+  return vit.finish_converted(
+      "vivit", params, model_config, source, num_classes=num_classes, labels=None,
+      preprocessing=preprocessing, notes=notes)

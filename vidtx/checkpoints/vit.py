@@ -30,11 +30,6 @@ HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 # ViT image preprocessing: [-1, 1] inputs (vit_jax, big_vision, the Google HF ViTs).
 VIT_MEAN_STD = ([0.5] * 3, [0.5] * 3)
-NORMALIZATIONS = {
-    "vit": VIT_MEAN_STD,
-    "timesformer": ([0.45] * 3, [0.225] * 3),
-    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-}
 
 
 def num_heads_for(width: int, num_heads: int | None, where: str) -> int:
@@ -127,24 +122,24 @@ def assemble_space_model(*, kernel, bias, cls, posemb, blocks, encoder_norm, hea
   return params, model_config
 
 
-def _finish(params: dict[str, Any], model_config: dict[str, Any], source: Source,
-            keys: names.Keys, *, num_classes: int | None, labels: list[str] | None,
-            preprocessing: dict[str, Any], notes: list[str]) -> Converted:
-  keys.finish()
-  if "head" not in params:
+def finish_converted(model_name: str, params: dict[str, Any], model_config: dict[str, Any],
+                     source: Source, *, num_classes: int | None, labels: list[str] | None,
+                     preprocessing: dict[str, Any], notes: list[str]) -> Converted:
+  """The Converted of mapped `params`; a head-less source (a backbone) gets a zero head of
+  `num_classes` classes (--num_classes), or an error saying so."""
+  if params.get("head") is None:
+    params.pop("head", None)
     if not num_classes:
       raise ValueError(f"{source.path}: the checkpoint has no classification head (a backbone); "
                        "pass --num_classes to add a zero-initialised one, or use it via "
                        "init_from.")
-    width = model_config["hidden_size"]
-    params["head"] = {"kernel": np.zeros((width, num_classes), np.float32),
+    params["head"] = {"kernel": np.zeros((model_config["hidden_size"], num_classes), np.float32),
                       "bias": np.zeros(num_classes, np.float32)}
     notes.append(f"no head in the source: a zero head of {num_classes} classes was added")
-  classes = params["head"]["kernel"].shape[1]
-  return Converted(
-      model_name="timesformer", model_config=model_config, num_classes=int(classes),
-      params=params, preprocessing=preprocessing, labels=labels,
-      source=dict(path=source.path, format=source.format, notes=notes))
+  return Converted(model_name=model_name, model_config=model_config,
+                   num_classes=int(params["head"]["kernel"].shape[1]), params=params,
+                   preprocessing=preprocessing, labels=labels,
+                   source=dict(path=source.path, format=source.format, notes=notes))
 
 
 # ----------------------------------------------------------------------------------------
@@ -185,8 +180,9 @@ def from_flax_npz(source: Source, *, num_classes: int | None = None,
   image_size = kernel.shape[0] * _grid_of(params["pos_embedding"]["embedding"], "cls" in params,
                                           source.path)[1]
   notes = ["Flax nn.gelu (tanh approximation)", "LayerNorm epsilon 1e-6"]
-  return _finish(params, model_config, source, keys, num_classes=num_classes, labels=None,
-                 preprocessing=image_preprocessing(image_size), notes=notes)
+  return finish_converted(
+      "timesformer", params, model_config, source, num_classes=num_classes, labels=None,
+      preprocessing=image_preprocessing(image_size), notes=notes)
 
 
 def _unscan(tensors: dict[str, np.ndarray], scanned: str) -> dict[str, np.ndarray]:
@@ -225,8 +221,9 @@ def from_timm(source: Source, *, num_heads: int | None = None, num_classes: int 
   notes = ["timm: exact GELU, LayerNorm epsilon 1e-6",
            "preprocessing mean/std 0.5 assumed (timm's augreg ViTs); DeiT and other ImageNet-"
            "normalised models need --normalization=imagenet"]
-  return _finish(params, model_config, source, keys, num_classes=num_classes, labels=None,
-                 preprocessing=image_preprocessing(image_size), notes=notes)
+  return finish_converted(
+      "timesformer", params, model_config, source, num_classes=num_classes, labels=None,
+      preprocessing=image_preprocessing(image_size), notes=notes)
 
 
 def from_hf_vit(source: Source, *, num_classes: int | None = None,
@@ -252,5 +249,6 @@ def from_hf_vit(source: Source, *, num_classes: int | None = None,
   labels = labels_from_hf(config, head["kernel"].shape[1]) if head is not None else None
   notes = [f"Hugging Face ViT: hidden_act {config.get('hidden_act', 'gelu')!r}, "
            f"layer_norm_eps {eps}"]
-  return _finish(params, model_config, source, keys, num_classes=num_classes, labels=labels,
-                 preprocessing=preprocessing, notes=notes)
+  return finish_converted(
+      "timesformer", params, model_config, source, num_classes=num_classes, labels=labels,
+      preprocessing=preprocessing, notes=notes)
