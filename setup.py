@@ -19,6 +19,9 @@ INSTALL_REQUIRES = [
     "safetensors==0.8.0",  # Hugging Face and timm .safetensors weights (numpy reader, no torch).
     "numpy",
     "absl-py",
+    # Pictures: attention rollout images (vidtx.rollout, predict --rollout) and the colabs' plots.
+    "pillow",
+    "matplotlib==3.11.2",
 ]
 
 # PyTorch reads .pth/.bin/.pyth checkpoints (vidtx.convert); pinned exactly: a range pulls a

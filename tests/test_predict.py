@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
+from PIL import Image
 
-from vidtx import models, predict
+from vidtx import models, predict, rollout
 from vidtx.checkpoints import store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,9 +232,12 @@ def test_command_end_to_end(converted, checkpoint_dir, tmp_path):
   video = write_video(str(tmp_path / "clip.mp4"), moving_square(), "libx264")
   probabilities, _ = predict.predict_video(converted, video)
   logits_out = str(tmp_path / "logits")  # No .npy suffix: written exactly here.
+  picture = tmp_path / "pictures" / "rollout.png"  # The folder is made.
   result = command(f"--checkpoint={checkpoint_dir}", f"--video={video}", "--top_k=2",
-                   f"--logits_out={logits_out}")
+                   f"--logits_out={logits_out}", f"--rollout={picture}")
   assert result.returncode == 0, result.stderr
+  assert f"attention rollout (mean over heads) of 6 view(s) written to {picture}" in result.stdout
+  assert Image.open(picture).format == "PNG"
   lines = result.stdout.splitlines()
   assert "20 frames decoded (64x48); 6 views = 2 clip(s) x 3 crops" in lines[0]
   assert "aggregation sum_logits" in lines[0]
@@ -248,3 +252,44 @@ def test_command_end_to_end(converted, checkpoint_dir, tmp_path):
   assert result.returncode != 0
   assert f"{garbage}: cannot decode" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_rollout_picture_shows_every_view(converted, checkpoint_dir, tmp_path):
+  video = write_video(str(tmp_path / "clip.mp4"), moving_square(), "libx264")
+  path = str(tmp_path / "rollout.png")
+  logits = predict.run(checkpoint_dir, video=video, rollout_out=path, batch_size=4)
+  _, view_logits = predict.predict_video(converted, video)
+  np.testing.assert_allclose(logits, view_logits, atol=1e-5)  # The same model call's logits.
+  views = predict.video_views(predict.decode_video(video), converted)  # (6, 4, 32, 32, 3)
+  _, heat = rollout.rollout(converted.build_model(), converted.params, views)
+  expected = rollout.rollout_image(predict.display_frames(views, converted.preprocessing), heat,
+                                   ["x"] * 6)
+  image = Image.open(path)
+  # 6 views of 4 frames, 32-pixel frames enlarged 3 times: titles, frames, heat rows.
+  assert image.size == expected.size == (4 * 96 + 3 * 4, 6 * (16 + 2 * 96 + 4) + 5 * 8)
+  # Below the titles the pictures are exactly those of the views and their rollout.
+  got, want = np.asarray(image), np.asarray(expected)
+  for v in range(6):
+    top = v * (16 + 2 * 96 + 4 + 8) + 16
+    np.testing.assert_array_equal(got[top:top + 2 * 96 + 4], want[top:top + 2 * 96 + 4])
+  # The first frame tile is the view's pixels, denormalised with the checkpoint's mean / std.
+  pixels = np.clip(np.round((views[0, 0] * STD + MEAN) * 255), 0, 255).astype(np.uint8)
+  np.testing.assert_array_equal(got[16:16 + 96:3, 0:96:3], pixels)
+  assert predict.view_names(converted.preprocessing)[:4] == [
+      "clip 1, start crop", "clip 1, centre crop", "clip 1, end crop", "clip 2, start crop"]
+
+
+def test_rollout_of_clips_and_bad_requests(converted, checkpoint_dir, tmp_path):
+  clips = np.random.default_rng(0).normal(size=(3, 4, 32, 32, 3)).astype(np.float32)
+  np.save(tmp_path / "clips.npy", clips)
+  path = tmp_path / "clips.jpg"
+  logits = predict.run(checkpoint_dir, input_path=str(tmp_path / "clips.npy"),
+                       rollout_out=str(path), head_fusion="max")
+  np.testing.assert_allclose(logits, predict.model_logits(converted, clips), atol=1e-5)
+  assert Image.open(path).format == "JPEG" and Image.open(path).size[1] == 3 * 212 + 2 * 8
+  with pytest.raises(ValueError, match="unknown image extension '.picture'"):
+    predict.run(checkpoint_dir, input_path=str(tmp_path / "clips.npy"),
+                rollout_out=str(tmp_path / "x.picture"))
+  with pytest.raises(ValueError, match="--head_fusion='sum'"):
+    predict.run(checkpoint_dir, input_path=str(tmp_path / "clips.npy"),
+                rollout_out=str(tmp_path / "x.png"), head_fusion="sum")

@@ -1,9 +1,9 @@
 r"""Classify a video file (or a prepared clip) with a converted checkpoint.
 
   python -m vidtx.predict --checkpoint=DIR --video=FILE [--top_k=5] [--labels=FILE] \
-      [--logits_out=OUT.npy] [--batch_size=8]
+      [--logits_out=OUT.npy] [--batch_size=8] [--rollout=OUT.png [--head_fusion=mean]]
   python -m vidtx.predict --checkpoint=DIR --input=CLIP.npy [--top_k=5] [--labels=FILE] \
-      [--logits_out=OUT.npy] [--batch_size=8]
+      [--logits_out=OUT.npy] [--batch_size=8] [--rollout=OUT.png [--head_fusion=mean]]
 
 DIR is a converted-checkpoint directory (vidtx.checkpoints.store, written by vidtx.convert).
 
@@ -21,12 +21,17 @@ preprocessing); T, H = W and C must be what the checkpoint was made for (num_fra
 saves the raw logits (B, num_classes).
 
 Class names: --labels (one per line), else the checkpoint's labels, else "class <i>".
+
+--rollout OUT.png shows what the model looked at: for every view (or clip), its sampled frames
+and below them the attention rollout (vidtx.rollout; Abnar & Zuidema, as in TimeSformer's
+supplementary Fig. 1) laid over them as a heat map, titled with the view's top-1. The logits are
+those of the same model call. TimeSformer (every attention) and ViViT Models 1-3.
 """
 
 import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import av
@@ -37,8 +42,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
+from PIL import Image
 
-from vidtx import evaluator
+from vidtx import evaluator, rollout
 from vidtx.checkpoints import store
 from vidtx.data import pipeline
 
@@ -145,21 +151,41 @@ def _jitted_apply(model: nn.Module):
   return jax.jit(lambda params, clips: model.apply({"params": params}, clips, train=False)[0])
 
 
-def model_logits(converted: store.Converted, clips: np.ndarray, batch_size: int = 8) -> np.ndarray:
-  """float32 logits (B, num_classes) of clips (B, T, H, W, C), `batch_size` clips at a time."""
+def _in_batches(apply: Callable[[Any, np.ndarray], Any], params: Any, clips: np.ndarray,
+                batch_size: int) -> list[np.ndarray]:
+  """apply(params, batch) over `clips` (B, ...) `batch_size` at a time; its outputs (one array or
+  a tuple) concatenated along the batch axis, as a list of float32 arrays."""
   if batch_size < 1 or len(clips) < 1:
     raise ValueError(f"batch_size={batch_size}, {len(clips)} clips: expected >= 1 of each.")
-  apply = _jitted_apply(converted.build_model())
-  params = jax.device_put(converted.params)  # Once, not per batch.
+  params = jax.device_put(params)  # Once, not per batch.
   size = min(batch_size, len(clips))
-  logits = []
+  outputs = []
   for start in range(0, len(clips), size):
     batch = clips[start:start + size]
     real = len(batch)
     # The last batch is padded to the same size, so the model compiles for one shape only.
     batch = np.concatenate([batch, np.zeros((size - real,) + batch.shape[1:], batch.dtype)])
-    logits.append(np.asarray(apply(params, batch), np.float32)[:real])
-  return np.concatenate(logits)  # batches x (size, K) -> (B, K)
+    out = apply(params, batch)
+    outputs.append([np.asarray(x, np.float32)[:real] for x in
+                    (out if isinstance(out, tuple) else (out,))])
+  return [np.concatenate(parts) for parts in zip(*outputs, strict=True)]
+
+
+def model_logits(converted: store.Converted, clips: np.ndarray, batch_size: int = 8) -> np.ndarray:
+  """float32 logits (B, num_classes) of clips (B, T, H, W, C), `batch_size` clips at a time."""
+  apply = _jitted_apply(converted.build_model())
+  return _in_batches(apply, converted.params, clips, batch_size)[0]
+
+
+def model_rollout(converted: store.Converted, clips: np.ndarray, batch_size: int = 8,
+                  head_fusion: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+  """Logits (B, num_classes) and attention rollout heat (B, T', h, w) of clips (B, T, H, W, C)
+  (vidtx.rollout), `batch_size` clips at a time."""
+  model = converted.build_model()
+  rollout.plans(model, clips.shape)  # An unsupported model fails here, before any work.
+  apply = functools.partial(rollout.rollout, model, head_fusion=head_fusion)
+  logits, heat = _in_batches(apply, converted.params, clips, batch_size)
+  return logits, heat
 
 
 def _check_aggregation(aggregation: str) -> None:
@@ -205,6 +231,42 @@ def predict_array(converted: store.Converted, array: np.ndarray, batch_size: int
 # ---------------------------------------------------------------------------------------------
 # Output.
 # ---------------------------------------------------------------------------------------------
+
+
+def display_frames(clips: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
+  """Normalised clips (..., 3) back to uint8 pixels with the checkpoint's mean / std."""
+  mean = np.asarray(preprocessing["mean"], np.float32)
+  std = np.asarray(preprocessing["std"], np.float32)
+  return np.clip(np.round((clips * std + mean) * 255.0), 0, 255).astype(np.uint8)
+
+
+def view_names(preprocessing: dict[str, Any]) -> list[str]:
+  """The views' names in eval_views order (clip-major): 'clip 1, centre crop', ..."""
+  crops = (["start crop", "centre crop", "end crop"] if preprocessing["do_three_spatial_crops"]
+           else ["centre crop"])
+  return [f"clip {c + 1}, {crop}" for c in range(preprocessing["num_test_clips"])
+          for crop in crops]
+
+
+def save_rollout(path: str, clips: np.ndarray, heat: np.ndarray, logits: np.ndarray,
+                 names: Sequence[str], preprocessing: dict[str, Any],
+                 clip_names: Sequence[str]) -> None:
+  """The rollout picture (vidtx.rollout.rollout_image) of clips with their top-1, written
+  atomically in the format of the file's extension (.png, .jpg, ...)."""
+  extension = os.path.splitext(path)[1].lower()
+  image_format = Image.registered_extensions().get(extension)
+  if image_format is None:
+    raise ValueError(f"--rollout {path}: unknown image extension {extension!r}; expected e.g. "
+                     ".png or .jpg.")
+  probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
+  titles = [f"{clip_name}: {names[int(np.argmax(p))]} {np.max(p):.0%}"
+            for clip_name, p in zip(clip_names, probabilities, strict=True)]
+  image = rollout.rollout_image(display_frames(clips, preprocessing), heat, titles)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp")
+  image.save(temporary, format=image_format)
+  os.replace(temporary, path)
 
 
 def class_names(converted: store.Converted, labels_file: str | None = None) -> list[str]:
@@ -253,29 +315,51 @@ def _save(path: str, logits: np.ndarray) -> None:
 
 def run(checkpoint: str, *, video: str | None = None, input_path: str | None = None,
         top_k: int = 5, labels: str | None = None, logits_out: str | None = None,
-        batch_size: int = 8) -> np.ndarray:
+        batch_size: int = 8, rollout_out: str | None = None,
+        head_fusion: str = "mean") -> np.ndarray:
   """The command: prints the predictions, returns the logits ((V, K) or (B, K)) it saves."""
   if (video is None) == (input_path is None):
     raise ValueError("Give exactly one of --video FILE or --input CLIP.npy.")
   if top_k < 1 or batch_size < 1:
     raise ValueError(f"--top_k={top_k}, --batch_size={batch_size}: expected both >= 1.")
+  if rollout_out and head_fusion not in rollout.HEAD_FUSIONS:
+    raise ValueError(f"--head_fusion={head_fusion!r}: expected one of "
+                     f"{sorted(rollout.HEAD_FUSIONS)}.")
   converted = store.load(checkpoint)
   names = class_names(converted, labels)
+  if rollout_out:
+    # Before decoding or running anything: a model rollout cannot describe fails now.
+    rollout.plans(converted.build_model(), (1,) + _expected_clip(converted.preprocessing))
+
+  def logits_of(clips: np.ndarray) -> np.ndarray:
+    if not rollout_out:
+      return model_logits(converted, clips, batch_size)
+    logits, heat = model_rollout(converted, clips, batch_size, head_fusion)
+    clip_names = (view_names(converted.preprocessing) if video is not None
+                  else [f"clip {i + 1}" for i in range(len(clips))])
+    save_rollout(rollout_out, clips, heat, logits, names, converted.preprocessing, clip_names)
+    return logits
+
   if video is not None:
-    _check_aggregation(converted.preprocessing["aggregation"])  # Before the decoding.
+    aggregation = converted.preprocessing["aggregation"]
+    _check_aggregation(aggregation)  # Before the decoding.
     frames = decode_video(video)
-    probabilities, logits = predict_frames(converted, frames, batch_size)
+    logits = logits_of(video_views(frames, converted))
+    probabilities = aggregate(logits, aggregation)
     print(f"{video}: {len(frames)} frames decoded ({frames.shape[2]}x{frames.shape[1]}); "
           f"{describe_preprocessing(converted.preprocessing)}")
     print(f"top-{min(top_k, len(names))}:\n" + format_top_k(probabilities, names, top_k))
   else:
     clips = load_clip(input_path, converted)  # Checked before the model is built.
-    logits = model_logits(converted, clips, batch_size)
+    logits = logits_of(clips)
     print(f"{input_path}: {len(clips)} clip(s) {clips.shape[1:]}, used as they are "
           "(no preprocessing)")
     probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
     for row, p in enumerate(probabilities):
       print(f"clip {row} top-{min(top_k, len(names))}:\n" + format_top_k(p, names, top_k))
+  if rollout_out:
+    print(f"attention rollout ({head_fusion} over heads) of {len(logits)} "
+          f"{'view' if video is not None else 'clip'}(s) written to {rollout_out}")
   if logits_out:
     _save(logits_out, logits)
     print(f"logits {logits.shape} written to {logits_out}")
@@ -291,7 +375,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError("Give exactly one of --video FILE or --input CLIP.npy.")
   try:
     run(f.checkpoint, video=f.video, input_path=f.input, top_k=f.top_k, labels=f.labels,
-        logits_out=f.logits_out, batch_size=f.batch_size)
+        logits_out=f.logits_out, batch_size=f.batch_size, rollout_out=f.rollout,
+        head_fusion=f.head_fusion)
   except (ValueError, FileNotFoundError) as e:
     # Bad inputs are the user's to fix: the message, not a traceback.
     print(f"error: {e}", file=sys.stderr)
@@ -309,5 +394,9 @@ if __name__ == "__main__":
   flags.DEFINE_string("logits_out", None, "Write the logits here (.npy, float32): per view for "
                       "--video (V, K), per clip for --input (B, K).")
   flags.DEFINE_integer("batch_size", 8, "Clips per model call.", lower_bound=1)
+  flags.DEFINE_string("rollout", None, "Save the attention rollout over the sampled frames of "
+                      "every view (or clip) as one image here (.png, .jpg).")
+  flags.DEFINE_enum("head_fusion", "mean", ["mean", "max", "min"], "How --rollout fuses the "
+                    "attention heads (mean: Abnar & Zuidema).")
   flags.mark_flags_as_required(["checkpoint"])
   app.run(main)

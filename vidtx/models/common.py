@@ -207,15 +207,25 @@ def dot_product_attention(
   if dropout_rng is None:
     raise ValueError("dot_product_attention: attention dropout needs a dropout_rng.")
   # Attention dropout acts on the weights, which the fused kernel never materialises, so
-  # this path forms them; like the fused path it takes logits and softmax in float32.
+  # this path forms them.
+  weights = attention_weights(query, key, mask)
+  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+  weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(value.dtype)
+  return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+
+
+def attention_weights(
+  query: jax.Array, key: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+  """softmax(q k^T / sqrt(Dh)) per head, float32 (batch, heads, q_length, kv_length).
+
+  Shapes as `dot_product_attention`; logits and softmax in float32 as in the fused path.
+  """
   scale = 1.0 / np.sqrt(query.shape[-1])
   logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32) * scale
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1)
-  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-  weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(value.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
+  return jax.nn.softmax(logits, axis=-1)
 
 
 class MultiHeadAttention(nn.Module):
@@ -224,12 +234,18 @@ class MultiHeadAttention(nn.Module):
   Kernels are laid out as in vit_jax: query/key/value [D, heads, head_dim], out
   [heads, head_dim, D], so ViT checkpoints load without reshaping. `attention_fn` is the
   core by default; patterns that regroup heads (e.g. ViViT Model 4) wrap it.
+
+  Attention maps on request: with `apply(..., mutable=["intermediates"])` the module sows its
+  weights, float32 (batch, heads, length, length), as intermediates `attention_weights`
+  (vidtx.rollout reads them). They are formed only then, as the fused core never materialises
+  them, and only for the plain core: a wrapped `attention_fn` mixes keys in its own way.
   """
 
   num_heads: int
   dropout_rate: float = 0.0  # Attention dropout (on the attention weights).
   dtype: Any = jnp.float32
   attention_fn: Callable[..., jax.Array] = dot_product_attention
+  out_kernel_init: Callable[..., jax.Array] = KERNEL_INIT  # Zeros: the branch starts switched off.
 
   @nn.compact
   def __call__(
@@ -251,6 +267,8 @@ class MultiHeadAttention(nn.Module):
     query = projection(name="query")(x)
     key = projection(name="key")(x)
     value = projection(name="value")(x)
+    if self.attention_fn is dot_product_attention and self.is_mutable_collection("intermediates"):
+      self.sow("intermediates", "attention_weights", attention_weights(query, key, mask))
     use_dropout = not deterministic and self.dropout_rate > 0.0
     y = self.attention_fn(
       query,
@@ -263,7 +281,7 @@ class MultiHeadAttention(nn.Module):
     )
     # (batch, length, heads, head_dim) -> (batch, length, D)
     return nn.DenseGeneral(
-      features, axis=(-2, -1), dtype=self.dtype, kernel_init=KERNEL_INIT, name="out"
+      features, axis=(-2, -1), dtype=self.dtype, kernel_init=self.out_kernel_init, name="out"
     )(y)
 
 

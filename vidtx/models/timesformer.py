@@ -63,7 +63,7 @@ so an image ViT or a space-only model maps onto a divided one by name.
 import dataclasses
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -139,7 +139,7 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> Tim
 # ----------------------------------------------------------------------------------------
 
 # Stage name -> grouping of the tokens (attention.py); names the stage's parameters.
-_GROUPINGS = {
+GROUPINGS = {
   "spatial": attention.frame_groups,
   "temporal": attention.location_groups,
   "joint": attention.clip_groups,
@@ -161,7 +161,7 @@ def _residual(
   deterministic: bool,
 ) -> Tokens:
   """The residual branch of one stage: updates (B, T, N, D) and (B, 1, D) or None."""
-  groups, ungroup = _GROUPINGS[stage](x, grid)  # (B, G, L, D)
+  groups, ungroup = GROUPINGS[stage](x, grid)  # (B, G, L, D)
   if cls is not None:
     groups = attention.prepend_class_token(groups, cls)  # (B, G, 1+L, D)
   attend = functools.partial(
@@ -194,59 +194,45 @@ def _projected(x: jax.Array, stage: str, **kwargs) -> jax.Array:
   )(y)
 
 
-def _plain(x: jax.Array, cls: jax.Array | None, stage: str, **kwargs) -> Tokens:
-  """An unprojected stage, carrying the class token: z' = z + stage(z)."""
-  y, y_cls = _residual(x, cls, stage, **kwargs)
-  return x + y, None if cls is None else cls + y_cls
+class Stage(NamedTuple):
+  """One attention stage of a block: its grouping (`GROUPINGS`) and parameters' name, and
+  whether it is projected (patch tokens only, through `<name>_fc`) or carries the class token."""
+
+  name: str
+  projected: bool
 
 
-def _space(x, cls, **kwargs) -> Tokens:
-  return _plain(x, cls, "spatial", **kwargs)
-
-
-def _joint(x, cls, **kwargs) -> Tokens:
-  return _plain(x, cls, "joint", **kwargs)
-
-
-def _divided(x, cls, **kwargs) -> Tokens:
-  x = x + _projected(x, "temporal", **kwargs)
-  return _plain(x, cls, "spatial", **kwargs)
-
-
-def _space_first(x, cls, **kwargs) -> Tokens:
-  x, cls = _plain(x, cls, "spatial", **kwargs)
-  return x + _projected(x, "temporal", **kwargs), cls
-
-
-def _parallel(x, cls, **kwargs) -> Tokens:
-  # Both branches read the block input; their updates are summed.
-  temporal = _projected(x, "temporal", **kwargs)
-  spatial, spatial_cls = _residual(x, cls, "spatial", **kwargs)
-  return x + temporal + spatial, None if cls is None else cls + spatial_cls
-
-
-def _local_global(x, cls, **kwargs) -> Tokens:
-  x = x + _projected(x, "local", **kwargs)
-  return _plain(x, cls, "global", **kwargs)
-
-
-def _axial(x, cls, **kwargs) -> Tokens:
-  x = x + _projected(x, "temporal", **kwargs)
-  x = x + _projected(x, "width", **kwargs)
-  return _plain(x, cls, "height", **kwargs)
-
-
-# model.attention -> token mixing of one block. A new scheme is one function here.
-_MIXERS = {
-  "divided": _divided,
-  "space": _space,
-  "joint": _joint,
-  "space_first": _space_first,
-  "parallel": _parallel,
-  "local_global": _local_global,
-  "axial": _axial,
+# model.attention -> the stages of one block, in order. A new scheme is one entry here.
+SCHEMES = {
+  "divided": (Stage("temporal", True), Stage("spatial", False)),
+  "space": (Stage("spatial", False),),
+  "joint": (Stage("joint", False),),
+  "space_first": (Stage("spatial", False), Stage("temporal", True)),
+  "parallel": (Stage("temporal", True), Stage("spatial", False)),
+  "local_global": (Stage("local", True), Stage("global", False)),
+  "axial": (Stage("temporal", True), Stage("width", True), Stage("height", False)),
 }
-ATTENTIONS = tuple(_MIXERS)
+ATTENTIONS = tuple(SCHEMES)
+# Schemes whose stages all read the block input and sum their updates; the others chain them.
+PARALLEL = ("parallel",)
+
+
+def _mix(x: jax.Array, cls: jax.Array | None, **kwargs) -> Tokens:
+  """The token mixing of one block: the stages of SCHEMES[model.attention]."""
+  attention_scheme = kwargs["config"].attention
+  new_x, new_cls = x, cls
+  for stage in SCHEMES[attention_scheme]:
+    # A parallel scheme's stages read the block input, a chained one's the previous stage's.
+    x_in, cls_in = (x, cls) if attention_scheme in PARALLEL else (new_x, new_cls)
+    if stage.projected:
+      new_x = new_x + _projected(x_in, stage.name, **kwargs)
+      continue
+    y, y_cls = _residual(x_in, cls_in, stage.name, **kwargs)
+    new_x = new_x + y
+    new_cls = None if cls is None else new_cls + y_cls
+  return new_x, new_cls
+
+
 # Schemes that process every frame as an independent image (no time embedding, one class
 # token per frame, frames averaged at the end).
 _PER_FRAME = ("space",)
@@ -267,7 +253,7 @@ class TimeSformerBlock(nn.Module):
     self, x: jax.Array, cls: jax.Array | None, *, grid: attention.Grid, deterministic: bool
   ) -> Tokens:
     config = self.config
-    x, cls = _MIXERS[config.attention](
+    x, cls = _mix(
       x,
       cls,
       config=config,

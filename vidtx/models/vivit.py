@@ -41,7 +41,6 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -127,24 +126,9 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> ViV
 # ----------------------------------------------------------------------------------------
 
 
-def _zero_output_projection(variables: Mapping[str, Any]) -> dict[str, Any]:
-  """Zeroes the `out` kernel of freshly created attention parameters (its bias starts at 0)."""
-  variables = flax.core.unfreeze(variables)
-  params = variables.get("params", {})
-  if "out" in params:
-    params["out"]["kernel"] = jnp.zeros_like(params["out"]["kernel"])
-  return variables
-
-
-# MultiHeadAttention whose output projection starts at zero: map_variables applies the
-# transform whenever 'params' is writable, i.e. when init creates them; an apply that reads
-# given parameters leaves them as they are. (Parameter names are unchanged.)
-ZeroOutputAttention = nn.map_variables(
-  common.MultiHeadAttention,
-  "params",
-  trans_out_fn=_zero_output_projection,
-  init=True,
-  mutable=True,
+# Model 3's temporal attention starts at zero (Sec. 3.4): its output projection does.
+ZeroOutputAttention = functools.partial(
+  common.MultiHeadAttention, out_kernel_init=nn.initializers.zeros
 )
 
 # Model 3's two attentions: model.attention_order axis -> (name, pattern, module).
