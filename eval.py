@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
-from vidtx import models, optim, sharding
+from vidtx import sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import store
 
@@ -48,16 +48,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None,
         where=f"--checkpoint={checkpoint} with the config's clips")
     params = jax.device_put(converted.params, sharding.replicated(mesh))
     return _evaluate_params(config, model, params, dataset_configs, mesh, split, workdir, step=0)
-  model = models.build(config.model_name, config.model, dataset_configs.num_classes)
-
   # The abstract state is built exactly as train.py builds it, so the checkpoint restores as is.
-  total_steps = max(optim.resolve_steps(config, "num_training",
-                                        dataset_configs.examples_per_subset["train"],
-                                        config.batch_size), 1)
-  tx = optim.make_optimizer(config, optim.make_schedule(config.lr_configs, total_steps))
-  input_shape = (1, dataset_configs.num_frames, dataset_configs.crop_size,
-                 dataset_configs.crop_size, 3)
-  abstract_state = state_lib.abstract_train_state(model, tx, input_shape, mesh)
+  model, abstract_state = state_lib.abstract_state_from_config(config, dataset_configs, mesh)
   manager = state_lib.checkpoint_manager(workdir, read_only=True)
   state = state_lib.restore_latest(manager, abstract_state)
   if state is None:

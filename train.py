@@ -5,7 +5,8 @@ r"""Trains a video transformer; resumes from the newest checkpoint in --workdir.
       --config.num_training_steps=100
 
 Every config field can be overridden with --config.a.b=value. The phases below run top to bottom:
-mesh -> data -> model -> sharded init -> step -> checkpoint -> loop -> final evaluation.
+config.json -> mesh -> data -> model -> sharded init -> step -> checkpoint -> loop -> final
+evaluation. Export a run for vidtx.predict with python -m vidtx.convert --src WORKDIR --out DIR.
 """
 
 import json
@@ -27,6 +28,7 @@ from vidtx import evaluator as evaluator_lib
 from vidtx import losses, models, optim, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import init_from
+from vidtx.checkpoints import run as run_lib
 from vidtx.progress import MetricsLog, Progress
 
 
@@ -34,6 +36,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the final eval."""
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
+
+  # --- Config: WORKDIR/config.json, rewritten at every start (a resumed run may override
+  # fields), lets vidtx.convert export the run without its data.
+  if is_main:
+    run_lib.write_config(config, workdir)
 
   # --- Mesh: every device on the 'data' axis.
   mesh = sharding.make_mesh()

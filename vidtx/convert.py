@@ -1,14 +1,19 @@
-r"""Converts a peer's checkpoint into a vidtx converted-checkpoint directory.
+r"""Converts a peer's checkpoint, or exports a train.py run, into a vidtx converted-checkpoint
+directory.
 
-  python -m vidtx.convert --src PATH --out DIR [--format auto|hf|timesformer|scenic|vit_npz|
+  python -m vidtx.convert --src PATH --out DIR [--format auto|run|hf|timesformer|scenic|vit_npz|
       big_vision|timm] [--overwrite] [--ignore REGEX ...] [--num_heads H] [--num_classes C]
       [--attention A] [--attention_order O] [--crop_size S] [--normalization vit|timesformer|
       imagenet] [--labels FILE]
+  python -m vidtx.convert --src RUN --out DIR [--step N]     # RUN: a train.py --workdir
 
 DIR gets the parameters (orbax) and vidtx_model.json (model, preprocessing, labels, source;
 vidtx.checkpoints.store), which train.py (config.init_from.checkpoint_path=DIR), eval.py
 (--checkpoint=DIR) and `python -m vidtx.predict --checkpoint=DIR` read.
 
+- A train.py run (RUN/config.json and RUN/checkpoints/; vidtx.checkpoints.run) exports the
+  parameters of its newest checkpoint, or of --step N, with the model, input preprocessing,
+  view aggregation and class names of its config; its dataset is not needed.
 - The model config is inferred from the checkpoint and its config; options fill in what a
   format does not record (timm / official TimeSformer: --num_heads for non-standard widths;
   scenic: --attention for checkpoints without a class token, --attention_order for Model 3,
@@ -24,22 +29,25 @@ import sys
 import time
 from typing import Any
 
-from vidtx.checkpoints import convert_source, readers, store
+from vidtx import checkpoints
+from vidtx.checkpoints import convert_source, store
 
 
 def convert(src: str, out: str, *, format: str = "auto", overwrite: bool = False,
             ignore: tuple[str, ...] = (), num_heads: int | None = None,
             num_classes: int | None = None, attention: str | None = None,
             attention_order: str | None = None, crop_size: int | None = None,
-            normalization: str | None = None, labels_file: str | None = None) -> store.Converted:
-  """Converts `src` and writes `out`; returns what was written."""
+            normalization: str | None = None, labels_file: str | None = None,
+            step: int | None = None) -> store.Converted:
+  """Converts `src` (`step`: the checkpoint of a train.py run) and writes `out`; returns what
+  was written."""
   out = os.path.abspath(out)
   if os.path.exists(out) and not overwrite:
     # Checked before the (possibly long) conversion.
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
   converted = convert_source(src, format, ignore=ignore, num_heads=num_heads,
                              num_classes=num_classes, attention=attention,
-                             attention_order=attention_order, crop_size=crop_size)
+                             attention_order=attention_order, crop_size=crop_size, step=step)
   if normalization:
     from vidtx.data import pipeline  # The reader's presets (imports TensorFlow: only here).
 
@@ -80,9 +88,10 @@ def describe(converted: store.Converted, out: str) -> str:
 def _flags() -> Any:
   from absl import flags
 
-  flags.DEFINE_string("src", None, "Checkpoint file or folder to convert.")
+  flags.DEFINE_string("src", None, "Checkpoint file or folder to convert, or a train.py "
+                      "--workdir to export.")
   flags.DEFINE_string("out", None, "Output directory.")
-  flags.DEFINE_enum("format", "auto", ["auto", *readers.FORMATS], "Source format.")
+  flags.DEFINE_enum("format", "auto", ["auto", *checkpoints.FORMATS], "Source format.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
   flags.DEFINE_multi_string("ignore", [], "Regex of source names to drop (repeatable).")
   flags.DEFINE_integer("num_heads", None, "Heads, where the source does not record them.")
@@ -94,6 +103,8 @@ def _flags() -> Any:
   flags.DEFINE_string("normalization", None, "Override the input normalisation: vit | "
                       "timesformer | imagenet | none.")
   flags.DEFINE_string("labels", None, "Class names, one per line, to store with the model.")
+  flags.DEFINE_integer("step", None, "A train.py run's checkpoint to export (default: the "
+                       "newest).")
   flags.mark_flags_as_required(["src", "out"])
   return flags.FLAGS
 
@@ -110,7 +121,7 @@ def main(argv: list[str]) -> None:
                         ignore=tuple(f.ignore), num_heads=f.num_heads, num_classes=f.num_classes,
                         attention=f.attention, attention_order=f.attention_order,
                         crop_size=f.crop_size, normalization=f.normalization,
-                        labels_file=f.labels)
+                        labels_file=f.labels, step=f.step)
   except (ValueError, FileExistsError, FileNotFoundError, KeyError, ImportError) as e:
     print(f"vidtx.convert: error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -8,11 +8,12 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
-from vidtx import sharding
+from vidtx import models, optim, sharding
 
 
 @flax.struct.dataclass
@@ -41,6 +42,26 @@ def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
       shapes)
 
 
+def abstract_state_from_config(config: ml_collections.ConfigDict,
+                               dataset_configs: ml_collections.ConfigDict,
+                               mesh: Mesh) -> tuple[nn.Module, TrainState]:
+  """The model of `config` and the abstract state of train.py's checkpoints for it.
+
+  Built from config fields only (model, optimizer, schedule; dataset_configs.num_classes,
+  num_frames, crop_size and examples_per_subset['train']), so a run's checkpoints restore as
+  they are without reading any data (eval.py, vidtx.checkpoints.run).
+  """
+  model = models.build(config.model_name, config.model, dataset_configs.num_classes)
+  # The schedule's length does not change the state's structure; at least 1 so it builds.
+  total_steps = max(optim.resolve_steps(config, "num_training",
+                                        dataset_configs.examples_per_subset["train"],
+                                        config.batch_size), 1)
+  tx = optim.make_optimizer(config, optim.make_schedule(config.lr_configs, total_steps))
+  input_shape = (1, dataset_configs.num_frames, dataset_configs.crop_size,
+                 dataset_configs.crop_size, 3)
+  return model, abstract_train_state(model, tx, input_shape, mesh)
+
+
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
                        input_shape: tuple[int, ...], mesh: Mesh,
                        rng: jax.Array) -> tuple[TrainState, TrainState]:
@@ -65,8 +86,10 @@ def checkpoint_manager(workdir: str, *, max_to_keep: int = 3,
                        read_only: bool = False) -> ocp.CheckpointManager:
   """Checkpoints under WORKDIR/checkpoints/<step>; orbax writes each to a temporary directory
   and renames it when complete, so an interrupted save never looks like a checkpoint."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                         read_only=read_only)
+  # Read-only: no saving and no pruning (orbax warns when it has to switch these off itself).
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=None if read_only else max_to_keep, create=not read_only, read_only=read_only,
+      save_interval_steps=0 if read_only else 1)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                options=options)
 
@@ -75,8 +98,12 @@ def restore_latest(manager: ocp.CheckpointManager,
                    abstract_state: TrainState) -> TrainState | None:
   """The newest checkpoint restored into `abstract_state`'s shapes and shardings, or None."""
   step = manager.latest_step()
-  if step is None:
-    return None
+  return None if step is None else restore_step(manager, abstract_state, step)
+
+
+def restore_step(manager: ocp.CheckpointManager, abstract_state: TrainState,
+                 step: int) -> TrainState:
+  """Checkpoint `step` (one of manager.all_steps()) restored into `abstract_state`."""
   try:
     return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
   except (ValueError, KeyError) as e:

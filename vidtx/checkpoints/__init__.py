@@ -9,25 +9,44 @@
 - surgery.py: the pure array functions (layouts, positional-embedding resize and tiling).
 - init_from.py: the papers' rules to start any vidtx model from an image ViT or a video model.
 - store.py: the converted-checkpoint directory.
+- run.py: a train.py workdir (config.json + checkpoints/) as a converted checkpoint.
 """
 
+import os
 from typing import Any
 
-from vidtx.checkpoints import readers, video, vit
+from vidtx.checkpoints import readers, run, video, vit
 from vidtx.checkpoints.store import Converted
 
-__all__ = ["Converted", "convert_source"]
+__all__ = ["FORMATS", "Converted", "convert_source"]
+
+# What convert_source reads: a train.py run, and every peer format of readers.py.
+FORMATS = ("run", *readers.FORMATS)
 
 
 def convert_source(path: str, format: str = "auto", **options: Any) -> Converted:
   """Reads `path` in `format` and maps it to a vidtx model (see vidtx.convert for options).
 
   options: num_heads, num_classes, attention, attention_order, crop_size, ignore (regexes of
-  source names to drop). Options a format has no use for are ignored.
+  source names to drop), step (the checkpoint of a run; runs only). Options a format has no use
+  for are ignored.
   """
+  if format != "auto" and format not in FORMATS:
+    raise ValueError(f"--format={format!r}: expected 'auto' or one of {list(FORMATS)}.")
+  num_classes = options.get("num_classes")
+  # Before readers' detection: a run has a config.json too, which would read as 'hf'.
+  if format == "run" or (format == "auto" and _looks_like_run(path)):
+    if num_classes is not None:
+      raise ValueError(f"--num_classes={num_classes}: {path} is a train.py run, whose head has "
+                       "the classes it was trained on (config.dataset_configs.num_classes); "
+                       "leave --num_classes out (to train a new head, use the run as "
+                       "config.init_from.checkpoint_path of a new run).")
+    return run.export_run(path, step=options.get("step"))
+  if options.get("step") is not None:
+    raise ValueError(f"--step={options['step']} picks a checkpoint of a train.py run; {path} is "
+                     "not one (expected a directory with config.json and checkpoints/).")
   source = readers.read(path, format)
   ignore = tuple(options.get("ignore") or ())
-  num_classes = options.get("num_classes")
   if source.format == "hf":
     model_type = (source.config or {}).get("model_type")
     mappers = {"vit": vit.from_hf_vit, "timesformer": video.from_hf_timesformer,
@@ -48,3 +67,12 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> Converted
                            attention_order=options.get("attention_order"),
                            crop_size=options.get("crop_size"), num_classes=num_classes,
                            ignore=ignore)
+
+
+def _looks_like_run(path: str) -> bool:
+  """A train.py workdir; also one without config.json (from before train.py wrote it), so that
+  export_run says how to add it. The peer formats' folders have no checkpoints/ subfolder
+  (Hugging Face: config.json and weights; scenic: checkpoint_<step> files)."""
+  return run.is_run_dir(path) or (
+      os.path.isdir(os.path.join(path, run.CHECKPOINTS_DIR))
+      and not os.path.exists(os.path.join(path, run.CONFIG_FILE)))
