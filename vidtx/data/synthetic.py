@@ -189,6 +189,14 @@ def generate_motion(rng: np.random.Generator, video_length: int, size: int, *,
                     stride: int = 1) -> tuple[np.ndarray, int]:
   """An object of random shape moves left / right / up / down on the torus; static background."""
   del num_frames, stride  # Any clip shows the motion.
+  frames, label, _ = motion_with_mask(rng, video_length, size, label=label)
+  return frames, label
+
+
+def motion_with_mask(rng: np.random.Generator, video_length: int, size: int, *,
+                     label: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+  """`generate_motion`'s video (the same one for the same rng), its label and where the object is:
+  coverage float32 (T, size, size) in [0, 1]. Tells how much attention lands on the object."""
   label = _pick_label(rng, label, 4)
   dark = bool(rng.random() < 0.5)
   background = _background(rng, size, dark)
@@ -199,7 +207,7 @@ def generate_motion(rng: np.random.Generator, video_length: int, size: int, *,
   t = np.arange(video_length, dtype=np.float32)[:, None]
   centres = (start + speed * t * _DIRECTIONS[label]) % size  # (T, 2)
   colour, mask = _object_layer(obj, centres, np.full(video_length, angle), size)
-  return _to_uint8(_composite(background, colour, mask)), label
+  return _to_uint8(_composite(background, colour, mask)), label, mask[..., 0]
 
 
 def generate_rotation(rng: np.random.Generator, video_length: int, size: int, *,
