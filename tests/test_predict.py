@@ -55,14 +55,7 @@ def moving_square(num_frames: int = 20, height: int = 48, width: int = 64) -> np
 
 
 def write_video(path: str, frames: np.ndarray, codec: str, pix_fmt: str = "yuv420p") -> str:
-  with av.open(path, "w") as container:
-    stream = container.add_stream(codec, rate=10)
-    stream.height, stream.width = frames.shape[1:3]
-    stream.pix_fmt = pix_fmt
-    for frame in frames:
-      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-    container.mux(stream.encode())  # Flush.
-  return path
+  return predict.encode_video(path, frames, fps=10, codec=codec, pix_fmt=pix_fmt)
 
 
 @pytest.fixture(scope="module", params=[("mp4", "libx264"), ("webm", "libvpx")])

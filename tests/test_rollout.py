@@ -261,17 +261,18 @@ def test_unsupported_models_say_why(model_name, overrides, match):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_overlay_leaves_cold_pixels_and_colours_the_hottest():
+def test_overlay_greys_cold_pixels_and_colours_the_hottest():
   frames = np.full((2, 8, 8, 3), 100, np.uint8)
   heat = np.zeros((2, 2, 2), np.float32)
-  heat[1, 0, 0] = 3.0  # Frame 1, top-left patch: the clip's maximum.
+  heat[1, 0, 0] = 3.0  # Frame 1, top-left patch: the clip's maximum (the minimum is 0).
+  frames[..., 0] = 200  # Colour (200, 100, 100): grey 0.299 * 200 + 0.701 * 100 = 129.9.
   out = rollout.heat_overlay(frames, heat, alpha=0.6)
-  np.testing.assert_array_equal(out[0], frames[0])  # No heat: the frame as it is.
-  np.testing.assert_array_equal(out[1, 6:, 6:], frames[1, 6:, 6:])
+  np.testing.assert_array_equal(out[0], 130)  # No heat: the frame in grey.
+  np.testing.assert_array_equal(out[1, 6:, 6:], 130)
   import matplotlib
 
   top = np.asarray(matplotlib.colormaps["inferno"](1.0)[:3]) * 255
-  np.testing.assert_allclose(out[1, 0, 0], 0.4 * 100 + 0.6 * top, atol=1)
+  np.testing.assert_allclose(out[1, 0, 0], 0.4 * 129.9 + 0.6 * top, atol=1)
   with pytest.raises(ValueError, match="uint8"):
     rollout.heat_overlay(frames.astype(np.float32), heat)
   with pytest.raises(ValueError, match="dividing"):

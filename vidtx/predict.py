@@ -81,16 +81,17 @@ def decode_video(path: str) -> np.ndarray:
   return np.stack(frames)  # N x (H, W, 3) -> (N, H, W, 3)
 
 
-def encode_video(path: str, frames: np.ndarray, fps: int = 10, codec: str = "libx264") -> str:
-  """Writes uint8 RGB frames (N, H, W, 3) as a video file (yuv420p): demos and tests make the
-  files that `decode_video` reads. Returns `path`."""
+def encode_video(path: str, frames: np.ndarray, fps: int = 10, codec: str = "libx264",
+                 pix_fmt: str = "yuv420p") -> str:
+  """Writes uint8 RGB frames (N, H, W, 3) as a video file: demos and tests make the files that
+  `decode_video` reads. Returns `path`."""
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
     raise ValueError(f"{path}: frames {frames.dtype} {frames.shape}; expected uint8 (N, H, W, 3).")
   with av.open(path, "w") as container:
     stream = container.add_stream(codec, rate=fps)
     stream.height, stream.width = frames.shape[1:3]
-    stream.pix_fmt = "yuv420p"
+    stream.pix_fmt = pix_fmt
     for frame in frames:
       container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
     container.mux(stream.encode())  # Flush the encoder's buffered frames.

@@ -331,13 +331,15 @@ def rollout(model: nn.Module, params: Any, clips: jax.Array | np.ndarray,
 # ---------------------------------------------------------------------------------------------
 
 
-def heat_overlay(frames: np.ndarray, heat: np.ndarray, *, alpha: float = 0.6,
+def heat_overlay(frames: np.ndarray, heat: np.ndarray, *, alpha: float = 0.8,
                  colormap: str = "inferno") -> np.ndarray:
   """uint8 frames (T, H, W, 3) with the clip's heat (T', h, w) laid over them: uint8 (T, H, W, 3).
 
-  The heat is scaled by its maximum over the whole clip (so frames compare), resized to the
-  frame bilinearly, coloured with `colormap` and blended in proportion to its strength; frame
-  t shows temporal index t * T' // T (a tubelet covers several frames).
+  The heat is scaled to [0, 1] between its minimum and maximum over the whole clip (so frames
+  compare, and the share every token keeps through the residual connections drops out), resized
+  to the frame bilinearly, coloured with `colormap` and blended, in proportion to its strength,
+  over the frame in grey; frame t shows temporal index t * T' // T (a tubelet covers several
+  frames).
   """
   import matplotlib  # Imported here: only pictures need it.
 
@@ -350,7 +352,7 @@ def heat_overlay(frames: np.ndarray, heat: np.ndarray, *, alpha: float = 0.6,
     raise ValueError(f"heat_overlay: heat {heat.shape} for {frames.shape[0]} frames; expected "
                      "(T', h, w) with T' dividing the number of frames.")
   num_frames, height, width, _ = frames.shape
-  heat = heat / max(float(heat.max()), 1e-12)
+  heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
   cmap = matplotlib.colormaps[colormap]
   out = np.empty_like(frames)
   for t in range(num_frames):
@@ -359,8 +361,11 @@ def heat_overlay(frames: np.ndarray, heat: np.ndarray, *, alpha: float = 0.6,
     strength = np.asarray(Image.fromarray(heat[index]).resize((width, height), Image.BILINEAR))
     strength = np.clip(strength, 0.0, 1.0)[..., None]  # (H, W, 1)
     colour = cmap(strength[..., 0])[..., :3] * 255.0  # (H, W, 3)
+    # On the frame in grey, so the colours read as heat and not as the scene's own colours.
+    grey = frames[t].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
     blend = alpha * strength
-    out[t] = np.clip(frames[t] * (1 - blend) + colour * blend, 0, 255).round().astype(np.uint8)
+    out[t] = np.clip(grey[..., None] * (1 - blend) + colour * blend, 0, 255).round().astype(
+        np.uint8)
   return out
 
 

@@ -5,7 +5,13 @@
     logits, out = model.apply(variables, video, train=True, rngs={'dropout': key})
 
 `video` is float (B, T, H, W, C); `logits` float32 (B, num_classes); `out` a dict of named
-intermediates, at least 'pre_logits' (B, D). `default_config(model_name)` lists every model
+intermediates, at least 'pre_logits' (B, D). Attention maps on request:
+
+    (logits, out), state = model.apply(variables, video, train=False, mutable=['intermediates'])
+
+puts every attention's weights (batch, heads, L, L) in state['intermediates'] under the
+module's path (…/attention_<stage>/attention_weights); vidtx.rollout turns them into rollout
+heat maps. `default_config(model_name)` lists every model
 field with its default; a config only needs to override what differs.
 """
 
