@@ -3,8 +3,10 @@
 
 Config (config.init_from):
     checkpoint_path               '' (train from scratch), a converted-checkpoint directory
-                                  (python -m vidtx.convert), or any format vidtx reads
-    checkpoint_format             'auto' or a format of vidtx.checkpoints.readers.FORMATS
+                                  (python -m vidtx.convert), a train.py workdir, or any format
+                                  vidtx reads
+    checkpoint_format             'auto' or a format of vidtx.checkpoints.FORMATS ('run' or a
+                                  peer's format)
     positional_embed_size_change  'tile' | 'resize' | 'resize_tile' (surgery.posemb_for_video)
     kernel_init_method            'central_frame' (Eq. 9) | 'inflate' (Eq. 8): ViViT's tubelet
                                   kernel from the ViT's 2D one
