@@ -13,6 +13,8 @@ import reference
 from vidtx import models, rollout
 from vidtx.models import common
 
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
 T, SIZE, PATCH = 4, 16, 8  # 4 frames of 16 x 16: a 2 x 2 patch grid.
 H = W = SIZE // PATCH
 N = H * W
@@ -58,9 +60,9 @@ def test_sown_weights_reproduce_the_attention_output(with_mask):
   if with_mask:
     assert np.all(np.asarray(weights)[:, :, ~np.tril(np.ones((5, 5), bool))] == 0)
   # The output written out from the weights: out(sum_k w_qk v_k).
-  value = jnp.einsum("bld,dhc->blhc", x, p["value"]["kernel"]) + p["value"]["bias"]
+  value = jnp.einsum("bld,dhc->blhc", x, p["value"]["kernel"]) + p["value"]["bias"][None, None]
   mixed = jnp.einsum("bhqk,bkhc->bqhc", weights, value)
-  expected = jnp.einsum("bqhc,hcd->bqd", mixed, p["out"]["kernel"]) + p["out"]["bias"]
+  expected = jnp.einsum("bqhc,hcd->bqd", mixed, p["out"]["kernel"]) + p["out"]["bias"][None, None]
   np.testing.assert_allclose(out, expected, atol=1e-5)
   # Not asked for: nothing is sown and the output is the same.
   plain = attention.apply(variables, x, deterministic=True, mask=mask)

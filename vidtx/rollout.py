@@ -258,7 +258,7 @@ def propagate(plan: Plan, intermediates: Any, batch: int,
     for stage in step:
       counts[np.unique(stage.positions)] += 1
     # rows @ (I + sum_s A_s) / (1 + counts): scale the rows first, then residual + each stage.
-    scaled = rows / (1.0 + counts)
+    scaled = rows / (1.0 + counts)[None, None]  # (B, K, M) / (1, 1, M)
     new_rows = scaled
     for stage in step:
       g, length = stage.positions.shape
@@ -269,7 +269,7 @@ def propagate(plan: Plan, intermediates: Any, batch: int,
       # (B*G, heads, L, L) -> (B, G, heads, L, L) -> (B, G, L, L)
       weights = fuse(weights.reshape((batch, g) + weights.shape[1:]))
       # Rows at the group members (B, K, G, L); a class token's copies share its row.
-      members = scaled[:, :, stage.positions] * stage.scale
+      members = scaled[:, :, stage.positions] * stage.scale[None, None]  # (B, K, G, L)
       flow = jnp.einsum("bkgi,bgij->bkgj", members, weights)
       new_rows = new_rows.at[:, :, stage.positions].add(flow)  # Copies add up at their token.
     rows = new_rows
