@@ -412,7 +412,9 @@ if __name__ == "__main__":
                       "--video (V, K), per clip for --input (B, K).")
   flags.DEFINE_integer("batch_size", 8, "Clips per model call.", lower_bound=1)
   flags.DEFINE_string("rollout", None, "Save the attention rollout over the sampled frames of "
-                      "every view (or clip) as one image here (.png, .jpg).")
+                      "every view (or clip) as one image here (.png, .jpg). It holds every "
+                      "layer's attention maps per clip: for joint attention at 224 (1569 "
+                      "tokens) use a small --batch_size.")
   flags.DEFINE_enum("head_fusion", "mean", ["mean", "max", "min"], "How --rollout fuses the "
                     "attention heads (mean: Abnar & Zuidema).")
   flags.mark_flags_as_required(["checkpoint"])
