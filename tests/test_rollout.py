@@ -140,25 +140,24 @@ def test_divided_equals_dense_reference():
     np.testing.assert_allclose(heat[b], expected, atol=1e-5)
 
 
-def test_joint_equals_dense_reference():
-  model, params, clips = build("timesformer", attention="joint")
+@pytest.mark.parametrize("model_name,overrides,block_path", [
+    ("timesformer", dict(attention="joint"), ("encoderblock_{i}", "attention_joint")),
+    # ViViT Model 1, tubelets of 1 frame: the same token layout, its encoder's own paths.
+    ("vivit", dict(attention="spatio_temporal"), ("encoder", "encoderblock_{i}", "attention")),
+], ids=["timesformer-joint", "vivit-model-1"])
+def test_joint_equals_dense_reference(model_name, overrides, block_path):
+  model, params, clips = build(model_name, **overrides)
   _, inter = sown(model, params, clips)
   _, heat = rollout.rollout(model, params, clips)
-  for b in range(SHAPE[0]):
-    stages = [mixing(dense_joint(fused(inter[f"encoderblock_{i}"]["attention_joint"]
-                                       ["attention_weights"]), b))
-              for i in range(TINY["num_layers"])]
-    np.testing.assert_allclose(heat[b], dense_heat(stages, np.eye(1 + T * N)[0]), atol=1e-5)
 
+  def weights(i):
+    node = inter
+    for key in block_path:
+      node = node[key.format(i=i)]
+    return fused(node["attention_weights"])
 
-def test_vivit_model_1_equals_dense_reference():
-  model, params, clips = build("vivit", attention="spatio_temporal")  # Tubelets of 1 frame.
-  _, inter = sown(model, params, clips)
-  _, heat = rollout.rollout(model, params, clips)
   for b in range(SHAPE[0]):
-    stages = [mixing(dense_joint(fused(inter["encoder"][f"encoderblock_{i}"]["attention"]
-                                       ["attention_weights"]), b))
-              for i in range(TINY["num_layers"])]
+    stages = [mixing(dense_joint(weights(i), b)) for i in range(TINY["num_layers"])]
     np.testing.assert_allclose(heat[b], dense_heat(stages, np.eye(1 + T * N)[0]), atol=1e-5)
 
 

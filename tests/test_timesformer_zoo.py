@@ -179,15 +179,8 @@ PATTERN_CASES = [
   ("width", (2, 3, 4, 5), {}),
   ("height", (2, 3, 4, 5), {}),
 ]
-GROUPINGS = {
-  "spatial": attention.frame_groups,
-  "temporal": attention.location_groups,
-  "joint": attention.clip_groups,
-  "local": attention.window_groups,
-  "global": attention.strided_groups,
-  "width": attention.row_groups,
-  "height": attention.column_groups,
-}
+# The model's own stage -> grouping table: each stage name is checked against its mask.
+GROUPINGS = timesformer.GROUPINGS
 
 
 def _pattern(stage, attend, x, grid, **kwargs):

@@ -198,9 +198,8 @@ def model_rollout(converted: store.Converted, clips: np.ndarray, batch_size: int
                   head_fusion: str = "mean") -> tuple[np.ndarray, np.ndarray]:
   """Logits (B, num_classes) and attention rollout heat (B, T', h, w) of clips (B, T, H, W, C)
   (vidtx.rollout), `batch_size` clips at a time."""
-  model = converted.build_model()
-  rollout.plans(model, clips.shape)  # An unsupported model fails here, before any work.
-  apply = functools.partial(rollout.rollout, model, head_fusion=head_fusion)
+  # rollout.rollout checks the model on the first batch, before any work.
+  apply = functools.partial(rollout.rollout, converted.build_model(), head_fusion=head_fusion)
   logits, heat = _in_batches(apply, converted.params, clips, batch_size)
   return logits, heat
 
