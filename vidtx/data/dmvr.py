@@ -23,6 +23,11 @@ IMAGE_KEY = "image/encoded"
 LABEL_INDEX_KEY = "clip/label/index"
 LABEL_TEXT_KEY = "clip/label/text"
 VIDEO_ID_KEY = "video/filename"
+START_KEY = "clip/start/timestamp"  # microseconds, as DMVR writes them
+END_KEY = "clip/end/timestamp"
+# Not in DMVR's schema (other readers ignore it): the rate the frames were stored at, which
+# TimeSformer's sampling needs to turn "1 frame in 32 at 30 fps" into frame indices.
+FRAME_RATE_KEY = "video/frame_rate"
 
 _SHARDED_TABLE = re.compile(r"^(?P<name>.+)@(?P<num_shards>\d+)$")
 
@@ -67,8 +72,15 @@ def sequence_example_from_jpegs(
     *,
     label_text: str | None = None,
     video_id: str | None = None,
+    start_us: int | None = None,
+    end_us: int | None = None,
+    frame_rate: float | None = None,
 ) -> bytes:
-  """Serialises already encoded frames and labels as a DMVR SequenceExample."""
+  """Serialises already encoded frames and labels as a DMVR SequenceExample.
+
+  `start_us` / `end_us`: where the clip sits in its source video (microseconds); `frame_rate`:
+  frames per second of the stored frames.
+  """
   if len(jpegs) == 0:
     raise ValueError("A video needs at least one frame, got none.")
   labels = [int(labels)] if np.ndim(labels) == 0 else [int(x) for x in labels]
@@ -81,6 +93,14 @@ def sequence_example_from_jpegs(
     context[LABEL_TEXT_KEY].bytes_list.value.append(label_text.encode("utf-8"))
   if video_id is not None:
     context[VIDEO_ID_KEY].bytes_list.value.append(video_id.encode("utf-8"))
+  if start_us is not None:
+    context[START_KEY].int64_list.value.append(int(start_us))
+  if end_us is not None:
+    context[END_KEY].int64_list.value.append(int(end_us))
+  if frame_rate is not None:
+    if not frame_rate > 0:
+      raise ValueError(f"frame_rate must be > 0, got {frame_rate}.")
+    context[FRAME_RATE_KEY].float_list.value.append(float(frame_rate))
   frame_list = example.feature_lists.feature_list[IMAGE_KEY]
   for jpeg in jpegs:
     frame_list.feature.add().bytes_list.value.append(jpeg)
@@ -94,10 +114,15 @@ def make_sequence_example(
     label_text: str | None = None,
     video_id: str | None = None,
     jpeg_quality: int = 90,
+    **context,
 ) -> bytes:
-  """Encodes uint8 frames (T, H, W, 3) as JPEGs and serialises one DMVR SequenceExample."""
+  """Encodes uint8 frames (T, H, W, 3) as JPEGs and serialises one DMVR SequenceExample.
+
+  `context`: start_us, end_us, frame_rate, as `sequence_example_from_jpegs` takes them.
+  """
   return sequence_example_from_jpegs(
-      encode_jpegs(frames, jpeg_quality), labels, label_text=label_text, video_id=video_id)
+      encode_jpegs(frames, jpeg_quality), labels, label_text=label_text, video_id=video_id,
+      **context)
 
 
 def shard_names(path: str, num_shards: int) -> list[str]:
