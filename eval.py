@@ -19,11 +19,12 @@ from typing import Any
 import jax
 import ml_collections
 from absl import app, flags, logging
+from clu import metric_writers
 from ml_collections import config_flags
 
 from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
-from vidtx import sharding
+from vidtx import metrics, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import store
 
@@ -63,9 +64,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None,
 def _evaluate_params(config: ml_collections.ConfigDict, model: Any, params: Any,
                      dataset_configs: ml_collections.ConfigDict, mesh: Any, split: str,
                      workdir: str | None, step: int) -> dict[str, Any]:
+  class_names = vidtx_data.class_names(dataset_configs)
   evaluator = evaluator_lib.MultiViewEvaluator(
       model, dataset_configs, split, batch_size=config.eval_batch_size, mesh=mesh,
-      aggregation=config.eval_aggregation)
+      aggregation=config.eval_aggregation, class_names=class_names)
   results = evaluator.run(params)
   results.update(step=step, split=split, aggregation=config.eval_aggregation,
                  num_test_clips=dataset_configs.num_test_clips,
@@ -78,9 +80,18 @@ def _evaluate_params(config: ml_collections.ConfigDict, model: Any, params: Any,
       with open(path + ".tmp", "w") as f:
         json.dump(results, f, indent=2)
       os.replace(path + ".tmp", path)
-      written = f"; written to {path}"
-    print(f"step {results['step']}: top-1 {results['top1']:.2%}  top-5 {results['top5']:.2%} on "
-          f"{results['num_videos']} {split} videos x {results['views_per_video']} views "
+      videos = evaluator.write_videos(os.path.join(workdir, f"eval_{split}_videos.jsonl"))
+      written = f"; written to {path} (per video: {videos})"
+      # TensorBoard: the scalars and the confusion matrix under WORKDIR/eval_<split>.
+      writer = metric_writers.create_default_writer(os.path.join(workdir, f"eval_{split}"))
+      writer.write_scalars(step, {k: v for k, v in results.items()
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+      if evaluator.confusion is not None:
+        writer.write_images(step, {"confusion_matrix": metrics.confusion_matrix_image(
+            evaluator.confusion, class_names)[None]})
+      writer.flush()
+    print(f"step {results['step']}: {evaluator_lib.summary(results)} on "
+          f"{results['num_videos']} {split} videos x {results['views_per_video']:g} views "
           f"({config.eval_aggregation}){written}", flush=True)
   return results
 

@@ -21,14 +21,16 @@ import optax
 import orbax.checkpoint as ocp
 from absl import app, flags, logging
 from clu import metric_writers
+from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
-from vidtx import losses, models, optim, sharding
+from vidtx import losses, metrics, models, optim, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import init_from
 from vidtx.checkpoints import run as run_lib
+from vidtx.data import pipeline
 from vidtx.progress import MetricsLog, Progress
 
 
@@ -49,6 +51,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # --- Data: the synthetic dataset is generated on first use (cached).
   dataset_configs = vidtx_data.prepare_dataset(config)
   num_classes = dataset_configs.num_classes
+  label_kind = dict(class_splits=pipeline.class_splits(dataset_configs),
+                    multi_label=bool(dataset_configs.get("multi_label", False)))
+  mixup_alpha = float(config.get("mixup", {}).get("alpha", 0.0) or 0.0)
   total_steps = optim.resolve_steps(config, "num_training",
                                     dataset_configs.examples_per_subset["train"],
                                     config.batch_size)
@@ -87,26 +92,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f"device(s); {'resuming at step ' + str(start_step) if start_step else 'from scratch'}"
           f", {total_steps} steps of {config.batch_size} clips.", flush=True)
 
-  # The stream is deterministic for the seed; a resumed run skips the batches already consumed
-  # (read, not decoded), so it sees exactly the clips an uninterrupted run would have seen.
+  # The stream is deterministic for the seed; a resumed run starts it at the position saved
+  # with the checkpoint, so it sees exactly the clips an uninterrupted run would have seen.
+  position = _stream_start(manager, start_step, local_batch_size, dataset_configs)
   train_iter = vidtx_data.build_train_dataset(
       dataset_configs, batch_size=local_batch_size, seed=config.rng_seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      skip_batches=start_step).as_numpy_iterator()
+      start_position=position).as_numpy_iterator()
+  class_names = vidtx_data.class_names(dataset_configs)
   evaluator = evaluator_lib.MultiViewEvaluator(
       model, dataset_configs, "validation", batch_size=config.eval_batch_size, mesh=mesh,
-      aggregation=config.eval_aggregation)
+      aggregation=config.eval_aggregation, class_names=class_names)
 
   # --- The training step: one jit, state donated, batch sharded on 'data'.
   def train_step(state: state_lib.TrainState,
                  batch: dict[str, jax.Array]) -> tuple[state_lib.TrainState, dict[str, Any]]:
-    step_rng = jax.random.fold_in(dropout_rng, state.step)
+    step_rng, mixup_rng = jax.random.split(jax.random.fold_in(dropout_rng, state.step))
 
     def loss_fn(params):
-      logits, _ = model.apply({"params": params}, batch["inputs"], train=True,
-                              rngs={"dropout": step_rng})
-      targets = losses.smoothed_one_hot(batch["label"], num_classes, config.label_smoothing)
-      return jnp.mean(losses.softmax_cross_entropy(logits, targets)), logits
+      targets = losses.targets(batch["label"], num_classes, config.label_smoothing, **label_kind)
+      inputs = batch["inputs"]
+      if mixup_alpha > 0:
+        inputs, targets, _ = losses.mixup(mixup_rng, inputs, targets, mixup_alpha)
+      logits, _ = model.apply({"params": params}, inputs, train=True, rngs={"dropout": step_rng})
+      return jnp.mean(losses.loss(logits, targets, **label_kind)), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -114,7 +123,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     metrics = {
         "loss": loss,
-        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+        "accuracy": jnp.mean(losses.correct(logits, batch["label"], **label_kind)),
         "learning_rate": schedule(state.step),
         "grad_norm": optax.global_norm(grads),
     }
@@ -130,27 +139,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                            drop_after_step=start_step)
   progress = Progress(total_steps, start_step, config.batch_size, enabled=is_main)
   pending = []  # device metrics since the last log, fetched together to avoid host syncs.
+  skipped_records = 0  # bad records dropped (dataset_configs.skip_bad_records) since the start
 
-  def evaluate(step: int) -> dict[str, Any]:
+  def evaluate(step: int, final: bool = False) -> dict[str, Any]:
     results = evaluator.run(state.params)
     scalars = {f"val_{k}": v for k, v in results.items()}
     writer.write_scalars(step, scalars)
+    if evaluator.confusion is not None and is_main:
+      writer.write_images(step, {"val_confusion_matrix": metrics.confusion_matrix_image(
+          evaluator.confusion, class_names)[None]})
     metrics_log.write(step, scalars)
+    if final:
+      evaluator.write_videos(os.path.join(workdir, "eval_validation_videos.jsonl"))
     if is_main:
-      print(f"[eval step {step}] top-1 {results['top1']:.2%}  top-5 {results['top5']:.2%} "
-            f"({results['num_videos']} videos x {results['views_per_video']} views, "
+      print(f"[eval step {step}] {evaluator_lib.summary(results)} "
+            f"({results['num_videos']} videos x {results['views_per_video']:g} views, "
             f"{config.eval_aggregation})", flush=True)
     return results
 
   for step in range(start_step + 1, total_steps + 1):
-    batch = sharding.to_global(next(train_iter), mesh)
-    state, step_metrics = train_step(state, batch)
+    device_batch, host = pipeline.split_host_fields(next(train_iter))
+    position = pipeline.next_position(host)
+    skipped_records += int(host["skipped"].sum())
+    state, step_metrics = train_step(state, sharding.to_global(device_batch, mesh))
     pending.append(step_metrics)
 
     if step % config.log_every_steps == 0 or step == total_steps:
       fetched = jax.device_get(pending)
       summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
       summary["learning_rate"] = float(fetched[-1]["learning_rate"])
+      if skipped_records:
+        summary["skipped_records"] = skipped_records
       if not np.isfinite(summary["loss"]):
         raise FloatingPointError(f"Loss is {summary['loss']} at step {step}; the last good "
                                  f"checkpoint is {manager.latest_step()}.")
@@ -162,20 +181,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       pending = []
 
     if step % config.checkpoint_every_steps == 0 or step == total_steps:
-      manager.save(step, args=ocp.args.StandardSave(state))
+      state_lib.save(manager, step, state, _data_state(position))
 
     if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
       evaluate(step)
 
   # --- Final evaluation (also when resuming a finished run: it is cheap and answers the question).
   manager.wait_until_finished()
-  results = evaluate(total_steps)
+  results = evaluate(total_steps, final=True)
   if is_main:
-    print(f"Final: top-1 {results['top1']:.2%}, top-5 {results['top5']:.2%} on "
-          f"{results['num_videos']} validation videos (chance {1 / num_classes:.2%}).",
-          flush=True)
+    print(f"Final: {evaluator_lib.summary(results)} on {results['num_videos']} validation "
+          f"videos (chance top-1 {1 / num_classes:.2%}).", flush=True)
+    if skipped_records:
+      print(f"Skipped {skipped_records} bad training record(s) (skip_bad_records); the reasons "
+            "are in the log above.", flush=True)
   writer.flush()
   return results
+
+
+def _stream_start(manager: ocp.CheckpointManager, step: int, local_batch_size: int,
+                  dataset_configs: ml_collections.ConfigDict) -> tuple[int, int]:
+  """Where this process's training stream resumes: the position saved with checkpoint `step`."""
+  if not step:
+    return 0, 0
+  data_state = state_lib.restore_data_state(manager, step)
+  if data_state and data_state["process_count"] == jax.process_count():
+    epoch, index = data_state["positions"][jax.process_index()]
+    return int(epoch), int(index)
+  # A checkpoint without a position (older vidtx), or another number of processes (other
+  # shares): count the examples consumed; the stream then differs from an uninterrupted run.
+  per_process = max(dataset_configs.examples_per_subset["train"] // jax.process_count(), 1)
+  epoch, index = divmod(step * local_batch_size, per_process)
+  print(f"Checkpoint {step} has no input position for {jax.process_count()} process(es); the "
+        f"stream restarts at epoch {epoch}, record {index}, counted from the step.", flush=True)
+  return epoch, index
+
+
+def _data_state(position: tuple[int, int]) -> dict[str, Any]:
+  """The input position of every process, saved with a checkpoint (JSON)."""
+  positions = np.asarray([position], np.int64)
+  if jax.process_count() > 1:
+    positions = multihost_utils.process_allgather(np.asarray(position, np.int64))
+  return {"positions": np.asarray(positions).reshape(-1, 2).tolist(),
+          "process_count": jax.process_count()}
 
 
 def main(argv):

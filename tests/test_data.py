@@ -69,7 +69,9 @@ def test_write_read_round_trip(tmp_path):
   videos = [smooth_frames(rng, 3 + i, 12, 20) for i in range(7)]
   labels = [i % 4 for i in range(7)]
   examples = [
-      dmvr.make_sequence_example(v, [label, 9], label_text=f"class{label}", video_id=f"vid{i}")
+      dmvr.make_sequence_example(v, [label, 9], label_text=f"class{label}", video_id=f"vid{i}",
+                                 start_us=1_000_000 * i, end_us=1_000_000 * i + 500_000,
+                                 frame_rate=12.5)
       for i, (v, label) in enumerate(zip(videos, labels, strict=True))]
   files = dmvr.write_shards(examples, str(tmp_path / "train.tfrecord"), 3)
 
@@ -85,17 +87,21 @@ def test_write_read_round_trip(tmp_path):
     expected = list(range(shard, 7, 3))  # Round-robin.
     assert len(records) == len(expected)
     for i, record in zip(expected, records, strict=True):
-      parsed = dmvr.parse_example(tf.constant(record), num_classes=10)
-      assert parsed["label"].numpy().tolist() == [labels[i], 9]
-      decoded = np.stack([tf.io.decode_jpeg(j).numpy() for j in parsed["frames"].numpy()])
+      parsed = dmvr.parse_sequence_example(tf.constant(record))
+      assert parsed["labels"].numpy().tolist() == [labels[i], 9]
+      assert parsed["video_id"].numpy() == f"vid{i}".encode()
+      assert parsed["frame_rate"].numpy() == 12.5
+      decoded = np.stack([tf.io.decode_jpeg(j).numpy() for j in parsed["jpegs"].numpy()])
       assert decoded.shape == videos[i].shape
       error = np.abs(decoded.astype(float) - videos[i])
       assert error.mean() < 3 and error.max() < 40
       context, _ = tf.io.parse_single_sequence_example(record, context_features={
           dmvr.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string),
-          dmvr.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string)})
+          dmvr.START_KEY: tf.io.FixedLenFeature([], tf.int64),
+          dmvr.END_KEY: tf.io.FixedLenFeature([], tf.int64)})
       assert context[dmvr.LABEL_TEXT_KEY].numpy() == f"class{labels[i]}".encode()
-      assert context[dmvr.VIDEO_ID_KEY].numpy() == f"vid{i}".encode()
+      assert (context[dmvr.START_KEY].numpy(), context[dmvr.END_KEY].numpy()) == (
+          1_000_000 * i, 1_000_000 * i + 500_000)
 
 
 def test_interrupted_write_leaves_no_files(tmp_path):
@@ -117,15 +123,13 @@ def test_missing_table_files_raise(tmp_path):
     dmvr.expand_table(str(tmp_path), "val*")
 
 
-def test_parse_rejects_videos_without_frames():
+def test_parse_leaves_empty_videos_to_the_reader():
   example = tf.train.SequenceExample()
-  example.context.feature[dmvr.LABEL_INDEX_KEY].int64_list.value.append(0)
-  with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)no frames.*somewhere"):
-    dmvr.parse_example(tf.constant(example.SerializeToString()), source="somewhere")
-  example.feature_lists.feature_list[dmvr.IMAGE_KEY].feature.add()  # A list with no frames.
-  example.feature_lists.feature_list[dmvr.IMAGE_KEY].ClearField("feature")
-  with pytest.raises(tf.errors.InvalidArgumentError, match="no frames"):
-    dmvr.parse_example(tf.constant(example.SerializeToString()))
+  parsed = dmvr.parse_sequence_example(tf.constant(example.SerializeToString()))
+  assert parsed["jpegs"].shape == (0,) and parsed["labels"].shape == (0,)
+  assert parsed["video_id"].numpy() == b"" and parsed["frame_rate"].numpy() == 0
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    dmvr.parse_sequence_example(tf.constant(b"not a proto"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,16 +290,19 @@ def test_train_batches_are_deterministic_for_a_seed(tmp_path):
   # 16 clips of an infinite stream over 12 videos: the stream repeats the data.
   assert sum(len(b["label"]) for b in first) == 16
   # Skipping batches continues the same stream (a resumed run).
-  skipped = data.build_train_dataset(configs, batch_size=4, seed=0, skip_batches=2)
-  for a, b in zip(first[2:], skipped.take(2).as_numpy_iterator(), strict=True):
+  position = pipeline.next_position(first[1])
+  resumed = data.build_train_dataset(configs, batch_size=4, seed=0, start_position=position)
+  for a, b in zip(first[2:], resumed.take(2).as_numpy_iterator(), strict=True):
     np.testing.assert_array_equal(a["inputs"], b["inputs"])
 
 
 def test_out_of_range_label_names_split_and_range(coded_dir, tmp_path):
   write_split(str(tmp_path), "validation.tfrecord", [coded_video(0, 4)], [5], 1)
   configs = reader_configs(str(tmp_path))
-  with pytest.raises(tf.errors.InvalidArgumentError, match=r"(?s)\[0, 4\).*split=validation"):
-    next(data.build_eval_dataset(configs, "validation", batch_size=1).as_numpy_iterator())
+  batch = next(data.build_eval_dataset(configs, "validation", batch_size=1).as_numpy_iterator())
+  with pytest.raises(ValueError, match=r"(?s)split=validation, file=.*-00000-of-00001, record 0: "
+                     r"label index out of range: expected values in \[0, 4\).*got \[5\]"):
+    pipeline.split_host_fields(batch)
   # label_offset shifts 1-indexed labels into range.
   configs = reader_configs(str(tmp_path), label_offset=2)
   batch = next(data.build_eval_dataset(configs, "validation", batch_size=1).as_numpy_iterator())

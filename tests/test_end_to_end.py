@@ -69,12 +69,12 @@ def _read_jsonl(path):
 
 def _restore_params(workdir, step):
   """Params of a checkpoint, onto this process's first device (whatever mesh saved them)."""
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
-                             item_handlers=ocp.StandardCheckpointHandler()) as manager:
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          manager.item_metadata(step))
-    return manager.restore(step, args=ocp.args.StandardRestore(target))["params"]
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        dict(checkpointer.metadata(path).item_metadata.tree))
+  return checkpointer.restore(path, target)["params"]
 
 
 def test_one_step_train_writes_metrics_checkpoint_and_evaluates(trained):

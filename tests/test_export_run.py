@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
 def _restore_params(workdir, step):
   """The params of checkpoint `step` as orbax saved them, read without vidtx's code."""
   with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(os.path.join(workdir, "checkpoints", str(step), "default"))
+    state = checkpointer.restore(os.path.join(workdir, "checkpoints", str(step), "state"))
   return jax.device_get(state["params"])
 
 

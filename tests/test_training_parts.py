@@ -18,42 +18,33 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_aggregations_match_their_definitions():
+def test_aggregations_match_their_definitions_over_the_unmasked_views():
   logits = np.random.RandomState(0).randn(3, 4, 5).astype(np.float32)  # (B, V, K)
-  np.testing.assert_allclose(evaluator.AGGREGATIONS["mean_logits"](logits), logits.mean(1),
-                             rtol=1e-6)
-  np.testing.assert_allclose(evaluator.AGGREGATIONS["sum_logits"](logits), logits.sum(1),
-                             rtol=1e-6)
+  mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], np.float32)  # (B, V)
   softmax = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-  np.testing.assert_allclose(evaluator.AGGREGATIONS["mean_softmax"](logits), softmax.mean(1),
-                             rtol=1e-5)
+  for b, views in enumerate((4, 2, 1)):
+    def agg(name):
+      return evaluator.aggregate(logits, mask, name)[b]  # noqa: B023 (used at once)
+    np.testing.assert_allclose(agg("mean_logits"), logits[b, :views].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(agg("sum_logits"), logits[b, :views].sum(0), rtol=1e-6)
+    np.testing.assert_allclose(agg("mean_softmax"), softmax[b, :views].mean(0), rtol=1e-5)
+  # Class splits take a softmax per split; multi-label models a sigmoid.
+  split = evaluator.aggregate(logits, mask, "mean_softmax", class_splits=(3, 2))
+  np.testing.assert_allclose(split[:, :3].sum(-1), 1, rtol=1e-6)
+  np.testing.assert_allclose(split[:, 3:].sum(-1), 1, rtol=1e-6)
+  sigmoid = evaluator.aggregate(logits, mask, "mean_softmax", multi_label=True)
+  np.testing.assert_allclose(sigmoid[0], (1 / (1 + np.exp(-logits[0]))).mean(0), rtol=1e-5)
 
 
 def test_mean_of_softmax_can_disagree_with_mean_of_logits():
   # View 1 is confidently class 0, views 2-3 mildly prefer class 1.
-  logits = jnp.array([[[10.0, 0.0], [0.0, 6.0], [0.0, 6.0]]])
-  assert int(jnp.argmax(evaluator.AGGREGATIONS["mean_logits"](logits), -1)[0]) == 1
-  assert int(jnp.argmax(evaluator.AGGREGATIONS["mean_softmax"](logits), -1)[0]) == 1
-  logits = jnp.array([[[20.0, 0.0], [0.0, 6.0], [0.0, 6.0]]])
-  assert int(jnp.argmax(evaluator.AGGREGATIONS["mean_logits"](logits), -1)[0]) == 0
-  assert int(jnp.argmax(evaluator.AGGREGATIONS["mean_softmax"](logits), -1)[0]) == 1
-
-
-def test_topk_correct_against_brute_force():
-  rng = np.random.RandomState(1)
-  scores = rng.randn(50, 7).astype(np.float32)
-  labels = rng.randint(0, 7, size=50)
-  for k in (1, 3, 5, 10):
-    expected = [label in np.argsort(-row)[:k] for row, label in zip(scores, labels, strict=True)]
-    got = evaluator.topk_correct(jnp.asarray(scores), jnp.asarray(labels), k)
-    np.testing.assert_array_equal(np.asarray(got, bool), expected)
-
-
-def test_topk_ties_do_not_count_as_correct():
-  # A model with equal logits (zero-initialised head) predicts class 0, it is not always right.
-  scores = jnp.zeros((4, 10))
-  got = evaluator.topk_correct(scores, jnp.array([0, 1, 2, 9]), 1)
-  np.testing.assert_array_equal(np.asarray(got), [1, 0, 0, 0])
+  mask = np.ones((1, 3), np.float32)
+  logits = np.array([[[10.0, 0.0], [0.0, 6.0], [0.0, 6.0]]])
+  assert np.argmax(evaluator.aggregate(logits, mask, "mean_logits")[0]) == 1
+  assert np.argmax(evaluator.aggregate(logits, mask, "mean_softmax")[0]) == 1
+  logits = np.array([[[20.0, 0.0], [0.0, 6.0], [0.0, 6.0]]])
+  assert np.argmax(evaluator.aggregate(logits, mask, "mean_logits")[0]) == 0
+  assert np.argmax(evaluator.aggregate(logits, mask, "mean_softmax")[0]) == 1
 
 
 def test_label_smoothing_targets_and_cross_entropy():

@@ -1,12 +1,17 @@
 """Multi-view evaluation shared by train.py and eval.py.
 
-Each validation video arrives as V = num_test_clips x (1 or 3) views; the model scores every view,
-the views of a video are aggregated, and top-1 / top-5 are counted per video.
+Each validation video arrives as views (num_test_clips x 1 or 3 crops; with 'whole_video'
+sampling, as many clips as cover it, over several elements). The model scores every view on the
+devices; the host combines the views of each video (`AGGREGATIONS`) and computes the metrics of
+the label kind (vidtx.metrics): top-1 / top-5 / mean per-class accuracy and a confusion matrix
+for single-label data; per split and "action" accuracy for class splits (EPIC-Kitchens); mAP for
+multi-label data. Per-video results are kept for the results file.
 """
 
-import math
+import json
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -14,34 +19,60 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from vidtx import data as vidtx_data
-from vidtx import sharding
+from vidtx import metrics, sharding
+from vidtx.data import pipeline
 
 # How the views of one video are combined (REFERENCE.md: ViViT mean of logits, TimeSformer and
-# X-ViT sum of logits, MMAction2 mean of softmax). Input (B, V, K) -> (B, K).
-AGGREGATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "mean_logits": lambda logits: jnp.mean(logits, axis=1),
-    "sum_logits": lambda logits: jnp.sum(logits, axis=1),
-    "mean_softmax": lambda logits: jnp.mean(jax.nn.softmax(logits, axis=-1), axis=1),
+# X-ViT sum of logits, MMAction2 mean of softmax): (per-view transform, average over the views?).
+# The softmax is per class split (EPIC's noun and verb heads), a sigmoid for multi-label models.
+AGGREGATIONS: dict[str, tuple[str, bool]] = {
+    "mean_logits": ("logits", True),
+    "sum_logits": ("logits", False),
+    "mean_softmax": ("probabilities", True),
 }
 
 
-def topk_correct(scores: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """(B, K) scores, (B,) labels -> (B,) 1.0 where the label is among the k best scores."""
-  k = min(k, scores.shape[-1])
-  # lax.top_k breaks ties by the lower class index, like argmax: an untrained model with equal
-  # logits is then scored as predicting class 0, not as right about everything.
-  _, top_indices = jax.lax.top_k(scores, k)  # (B, k)
-  return jnp.any(top_indices == labels[:, None], axis=-1).astype(jnp.float32)
+def view_scores(logits: np.ndarray, aggregation: str, *, class_splits: tuple[int, ...] = (),
+                multi_label: bool = False) -> np.ndarray:
+  """(..., K) per-view logits -> the per-view scores `aggregation` adds up."""
+  logits = np.asarray(logits, np.float64)
+  if AGGREGATIONS[aggregation][0] == "logits":
+    return logits
+  if multi_label:
+    return 1.0 / (1.0 + np.exp(-logits))
+  parts = []
+  for start, size in zip(np.cumsum((0,) + tuple(class_splits[:-1])), class_splits or
+                         (logits.shape[-1],), strict=True):
+    part = logits[..., start:start + size]
+    part = np.exp(part - part.max(axis=-1, keepdims=True))
+    parts.append(part / part.sum(axis=-1, keepdims=True))
+  return np.concatenate(parts, axis=-1)
+
+
+def aggregate(logits: np.ndarray, view_mask: np.ndarray, aggregation: str, *,
+              class_splits: tuple[int, ...] = (), multi_label: bool = False) -> np.ndarray:
+  """(B, V, K) logits of V views, (B, V) mask -> (B, K) video scores."""
+  scores = view_scores(logits, aggregation, class_splits=class_splits, multi_label=multi_label)
+  total = np.einsum("bvk,bv->bk", scores, view_mask)
+  if AGGREGATIONS[aggregation][1]:
+    total = total / np.maximum(view_mask.sum(axis=1, keepdims=True), 1.0)
+  return total
 
 
 class MultiViewEvaluator:
-  """Evaluates params on one split: `run(params) -> {'top1', 'top5', 'num_videos', ...}`."""
+  """Evaluates params on one split: `run(params) -> {'top1', 'top5', 'num_videos', ...}`.
+
+  After a run, `videos` holds this process's per-video rows (vidtx.metrics.per_video_rows) and
+  `confusion` the confusion matrix (single-label data), for the caller to write.
+  """
 
   def __init__(self, model: nn.Module, dataset_configs: ml_collections.ConfigDict, split: str,
-               *, batch_size: int, mesh: Mesh, aggregation: str = "mean_logits"):
+               *, batch_size: int, mesh: Mesh, aggregation: str = "mean_logits",
+               class_names: list[str] | None = None):
     if aggregation not in AGGREGATIONS:
       raise ValueError(f"config.eval_aggregation={aggregation!r}: expected one of "
                        f"{sorted(AGGREGATIONS)}.")
@@ -51,10 +82,15 @@ class MultiViewEvaluator:
     self.batch_size = batch_size
     self.mesh = mesh
     self.aggregation = aggregation
-    self.num_videos = int(dataset_configs.examples_per_subset[split])
-    self.num_batches = math.ceil(self.num_videos / batch_size)
+    self.class_names = class_names
+    self.class_splits = pipeline.class_splits(dataset_configs)
+    self.multi_label = bool(dataset_configs.get("multi_label", False))
+    self.skip_bad_records = bool(dataset_configs.get("skip_bad_records", False))
+    self.expected_videos = dataset_configs.get("examples_per_subset", {}).get(split)
     self._local_batch_size = sharding.check_batch_size(batch_size, mesh, "eval_batch_size")
     self._eval_step = jax.jit(self._step, out_shardings=sharding.replicated(mesh))
+    self.videos: list[dict[str, Any]] = []
+    self.confusion: np.ndarray | None = None
 
   def _step(self, params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     views = batch["inputs"]
@@ -63,54 +99,131 @@ class MultiViewEvaluator:
     clips = views.reshape((b * v,) + views.shape[2:])
     logits, _ = self.model.apply({"params": params}, clips, train=False)
     logits = logits.astype(jnp.float32).reshape(b, v, -1)  # (B*V, K) -> (B, V, K)
-    scores = AGGREGATIONS[self.aggregation](logits)
-    mask = batch["batch_mask"]
-    return {
-        "top1": jnp.sum(topk_correct(scores, batch["label"], 1) * mask),
-        "top5": jnp.sum(topk_correct(scores, batch["label"], 5) * mask),
-        "count": jnp.sum(mask),
-    }
+    # Replicated out: every process gets the whole global batch and aggregates all videos.
+    return {"logits": logits, "label": batch["label"], "video_index": batch["video_index"],
+            "view_mask": batch["view_mask"] * batch["batch_mask"][:, None]}
 
-  def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-    """Exactly `num_batches` local batches on every process, padding with fully masked ones.
+  def _batches(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """(device batch, host fields) until every process has run out of data.
 
-    Processes can hold different numbers of videos; all of them must run the same number of
-    steps or the collective in the jitted step would wait forever.
+    Processes can hold different numbers of videos (and whole videos different numbers of
+    chunks); all of them must run the same number of steps or the collective in the jitted step
+    would wait forever, so a process that has finished feeds fully masked batches.
     """
     dataset = vidtx_data.build_eval_dataset(
         self.dataset_configs, self.split, batch_size=self._local_batch_size,
         process_index=jax.process_index(), process_count=jax.process_count())
-    template = None
     iterator = dataset.as_numpy_iterator()
-    for _ in range(self.num_batches):
+    template = None
+    while True:
       batch = next(iterator, None)
+      has_data = batch is not None
+      if jax.process_count() > 1:
+        has_data = bool(np.any(multihost_utils.process_allgather(np.array(has_data))))
+      if not has_data:
+        return
       if batch is None:
-        if template is None:
-          raise ValueError(
-              f"Split {self.split!r} produced no batches on process {jax.process_index()}: "
-              f"examples_per_subset[{self.split!r}]={self.num_videos} does not match the data.")
         batch = {k: np.zeros_like(x) for k, x in template.items()}
       template = batch
-      yield batch
-    if next(iterator, None) is not None:
-      raise ValueError(
-          f"Split {self.split!r} has more than examples_per_subset[{self.split!r}]="
-          f"{self.num_videos} videos; set config.dataset_configs.examples_per_subset to the "
-          "true count so that every video is evaluated.")
+      yield pipeline.split_host_fields(batch, skip_bad_records=self.skip_bad_records)
 
-  def run(self, params: Any) -> dict[str, float]:
+  def run(self, params: Any) -> dict[str, Any]:
     start = time.time()
-    totals = {"top1": 0.0, "top5": 0.0, "count": 0.0}
-    for batch in self._batches():
-      out = self._eval_step(params, sharding.to_global(batch, self.mesh))
-      for k in totals:
-        totals[k] += float(out[k])
-    count = max(totals["count"], 1.0)
-    return {
-        "top1": totals["top1"] / count,
-        "top5": totals["top5"] / count,
-        "num_videos": int(totals["count"]),
-        "views_per_video": int(self.dataset_configs.num_test_clips
-                               * (3 if self.dataset_configs.do_three_spatial_crops else 1)),
-        "eval_seconds": time.time() - start,
-    }
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, float] = {}
+    labels: dict[int, np.ndarray] = {}
+    ids: dict[int, str] = {}
+    bad: dict[int, str] = {}
+    for device_batch, host in self._batches():
+      out = jax.device_get(self._eval_step(params, sharding.to_global(device_batch, self.mesh)))
+      scores = view_scores(out["logits"], self.aggregation, class_splits=self.class_splits,
+                           multi_label=self.multi_label)
+      per_element = np.einsum("bvk,bv->bk", scores, out["view_mask"])
+      for row, index in enumerate(out["video_index"].tolist()):
+        if out["view_mask"][row].sum() == 0:
+          continue  # padding, or a bad record skipped
+        sums[index] = sums.get(index, 0.0) + per_element[row]
+        counts[index] = counts.get(index, 0.0) + float(out["view_mask"][row].sum())
+        labels[index] = out["label"][row]
+      local = device_batch["batch_mask"] > 0
+      for row in np.flatnonzero(local):
+        index = int(device_batch["video_index"][row])
+        ids[index] = pipeline._text(host["video_id"][row]) or pipeline._text(host["source"][row])
+      for row in np.flatnonzero(host["bad"]):
+        bad[int(device_batch["video_index"][row])] = (
+            f"{pipeline._text(host['source'][row])}: {pipeline._text(host['error'][row])}")
+    for index in bad:  # A video with one unreadable chunk is left out entirely.
+      sums.pop(index, None)
+    order = sorted(sums)
+    if not order:
+      raise ValueError(f"Split {self.split!r} produced no video to evaluate.")
+    scores = np.stack([sums[i] for i in order])
+    if AGGREGATIONS[self.aggregation][1]:
+      scores = scores / np.array([counts[i] for i in order])[:, None]
+    targets = np.stack([labels[i] for i in order])
+    results = self._metrics(scores, targets)
+    views = [counts[i] for i in order]
+    results.update(
+        num_videos=len(order), views_per_video=float(np.mean(views)),
+        bad_videos=len(bad), eval_seconds=time.time() - start)
+    if bad:
+      print(f"Evaluation skipped {len(bad)} bad video(s) of split {self.split!r}, e.g. "
+            f"{next(iter(bad.values()))}", flush=True)
+    if self.expected_videos is not None and len(order) + len(bad) != int(self.expected_videos):
+      print(f"Note: split {self.split!r} has {len(order) + len(bad)} videos, "
+            f"examples_per_subset says {self.expected_videos}.", flush=True)
+    mine = [row for row, i in enumerate(order) if i in ids]  # this process's videos
+    self.videos = metrics.per_video_rows(
+        [ids[order[row]] for row in mine], scores[mine], targets[mine], k=5,
+        class_names=self.class_names)
+    return results
+
+  def write_videos(self, path: str) -> str:
+    """Writes this process's per-video rows of the last run as JSON lines, atomically.
+
+    With several processes each writes its own videos to PATH with '.process<i>' before the
+    extension. Returns the path written.
+    """
+    if jax.process_count() > 1:
+      root, ext = os.path.splitext(path)
+      path = f"{root}.process{jax.process_index()}{ext}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      for row in self.videos:
+        f.write(json.dumps(row) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+  def _metrics(self, scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    num_classes = scores.shape[1]
+    if self.multi_label:
+      results = metrics.multilabel_metrics(scores, targets)
+      top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+      results["top5"] = float(np.mean(np.take_along_axis(targets, top5, 1).max(axis=1) > 0))
+      self.confusion = None
+      return results
+    if self.class_splits:
+      names = pipeline.split_names(self.dataset_configs)
+      results = metrics.split_metrics(scores, targets, self.class_splits, names,
+                                      logits=AGGREGATIONS[self.aggregation][0] == "logits")
+      # The headline numbers of a split model are its action accuracies (all splits right).
+      results.update(top1=results["action_top1"], top5=results["action_top5"])
+      self.confusion = None
+      return results
+    labels = targets.astype(np.int64)
+    results = metrics.classification_metrics(scores, labels)
+    self.confusion = metrics.confusion_matrix(np.argmax(scores, axis=1), labels, num_classes)
+    return results
+
+
+
+def summary(results: dict[str, Any]) -> str:
+  """One line of the headline metrics of `results` (whichever label kind produced them)."""
+  parts = [f"top-1 {results['top1']:.2%}", f"top-5 {results['top5']:.2%}"]
+  if "mean_class_accuracy" in results:
+    parts.append(f"mean class accuracy {results['mean_class_accuracy']:.2%}")
+  if "mAP" in results:
+    parts.append(f"mAP {results['mAP']:.2%}")
+  parts += [f"{key[:-len('_top1')]} top-1 {value:.2%}" for key, value in results.items()
+            if key.endswith("_top1") and key != "action_top1"]
+  return "  ".join(parts)

@@ -37,7 +37,6 @@ from typing import Any
 import av
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -112,8 +111,7 @@ def video_views(frames: np.ndarray, converted: store.Converted) -> np.ndarray:
   """uint8 frames (N, H, W, 3) of a whole video -> the evaluation views, float32
   (V, num_frames, crop, crop, 3), exactly as the TFRecord reader makes them."""
   configs = dataset_configs(converted)
-  indices = pipeline.eval_clip_indices(tf.constant(len(frames)), int(configs.num_frames),
-                                       int(configs.stride), int(configs.num_test_clips))
+  indices = pipeline.eval_clip_indices_for(configs, tf.constant(len(frames)))
   clips = frames[indices.numpy()]  # (N, H, W, 3) -> (clips, T, H, W, 3)
   return pipeline.eval_views(clips, configs).numpy()
 
@@ -217,8 +215,9 @@ def aggregate(view_logits: np.ndarray, aggregation: str) -> np.ndarray:
   the views' probabilities.
   """
   _check_aggregation(aggregation)
-  # (V, K) -> (1, V, K): the evaluator's aggregations take a batch of videos.
-  scores = evaluator.AGGREGATIONS[aggregation](jnp.asarray(view_logits, jnp.float32)[None])[0]
+  # (V, K) -> (1, V, K): the evaluator aggregates a batch of videos.
+  view_logits = np.asarray(view_logits, np.float32)[None]
+  scores = evaluator.aggregate(view_logits, np.ones(view_logits.shape[:2]), aggregation)[0]
   probabilities = scores if aggregation == "mean_softmax" else jax.nn.softmax(scores)
   return np.asarray(probabilities, np.float32)
 

@@ -94,6 +94,13 @@ def checkpoint_manager(workdir: str, *, max_to_keep: int = 3,
                                options=options)
 
 
+def save(manager: ocp.CheckpointManager, step: int, state: TrainState,
+         data_state: dict[str, Any]) -> None:
+  """Saves `state` and the input stream's position (JSON) as checkpoint `step` (asynchronous)."""
+  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                             data=ocp.args.JsonSave(data_state)))
+
+
 def restore_latest(manager: ocp.CheckpointManager,
                    abstract_state: TrainState) -> TrainState | None:
   """The newest checkpoint restored into `abstract_state`'s shapes and shardings, or None."""
@@ -101,12 +108,30 @@ def restore_latest(manager: ocp.CheckpointManager,
   return None if step is None else restore_step(manager, abstract_state, step)
 
 
+def _legacy_item(manager: ocp.CheckpointManager, step: int) -> str | None:
+  """The state's directory in a checkpoint written before the data position was saved with it."""
+  path = os.path.join(str(manager.directory), str(step), "default")
+  return path if os.path.isdir(path) else None
+
+
 def restore_step(manager: ocp.CheckpointManager, abstract_state: TrainState,
                  step: int) -> TrainState:
   """Checkpoint `step` (one of manager.all_steps()) restored into `abstract_state`."""
   try:
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    legacy = _legacy_item(manager, step)
+    if legacy:
+      return ocp.StandardCheckpointer().restore(legacy, abstract_state)
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+    return restored.state
   except (ValueError, KeyError) as e:
     raise ValueError(
         f"Checkpoint {manager.directory}/{step} does not match the model built from the config "
         f"(a different model or optimizer?): {e}") from e
+
+
+def restore_data_state(manager: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:
+  """The input stream's position saved with checkpoint `step`; None for older checkpoints."""
+  if _legacy_item(manager, step):
+    return None
+  return manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data

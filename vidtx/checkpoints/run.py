@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 from vidtx import sharding
 from vidtx import train_state as state_lib
+from vidtx.checkpoints import store
 from vidtx.checkpoints.store import Converted
 
 CONFIG_FILE = "config.json"
@@ -132,7 +133,8 @@ def _preprocessing(config: ml_collections.ConfigDict, config_path: str) -> dict[
               mean=[float(x) for x in mean], std=[float(x) for x in std],
               num_test_clips=int(dc.get("num_test_clips", 1)),
               do_three_spatial_crops=bool(dc.get("do_three_spatial_crops", False)),
-              aggregation=config.eval_aggregation)
+              aggregation=config.eval_aggregation,
+              **{k: dc[k] for k in store.SAMPLING_FIELDS if dc.get(k) is not None})
 
 
 def _labels(config: ml_collections.ConfigDict, config_path: str,

@@ -42,6 +42,9 @@ PARAMS_DIR = "params"
 
 PREPROCESSING_FIELDS = ("num_frames", "stride", "min_resize", "crop_size", "mean", "std",
                         "num_test_clips", "do_three_spatial_crops", "aggregation")
+# Kept when present: how the clips are sampled, if not scenic's stride (vidtx.data.pipeline).
+SAMPLING_FIELDS = ("train_sampling", "eval_sampling", "sampling_rate", "target_fps",
+                   "frame_rate")
 
 
 @dataclasses.dataclass
@@ -65,7 +68,8 @@ class Converted:
     return dict(num_frames=p["num_frames"], stride=p["stride"], min_resize=p["min_resize"],
                 crop_size=p["crop_size"], mean=list(p["mean"]), std=list(p["std"]),
                 num_test_clips=p["num_test_clips"],
-                do_three_spatial_crops=p["do_three_spatial_crops"])
+                do_three_spatial_crops=p["do_three_spatial_crops"],
+                **{k: p[k] for k in SAMPLING_FIELDS if k in p})
 
 
 def is_converted_dir(path: str) -> bool:
@@ -82,7 +86,8 @@ def _check_preprocessing(preprocessing: Mapping[str, Any], where: str) -> dict[s
     if len(values) != 3 or (key == "std" and min(values) <= 0):
       raise ValueError(f"{where}: preprocessing.{key}={values!r}: expected 3 per-channel values"
                        + (" > 0." if key == "std" else "."))
-  return {k: preprocessing[k] for k in PREPROCESSING_FIELDS}
+  return {k: preprocessing[k] for k in PREPROCESSING_FIELDS + SAMPLING_FIELDS
+          if k in preprocessing}
 
 
 def save(out_dir: str, converted: Converted, *, overwrite: bool = False) -> str:

@@ -1,4 +1,6 @@
-"""Video data: DMVR TFRecords (vidtx.data.dmvr), the synthetic dataset, the tf.data reader.
+"""Video data: DMVR TFRecords (vidtx.data.dmvr), the synthetic dataset, TFDS datasets
+(vidtx.data.tfds_data), the tf.data reader (vidtx.data.pipeline), augmentation
+(vidtx.data.augment) and the converter from video files (python -m vidtx.data.convert).
 
   dataset_configs = prepare_dataset(config)   # generates the synthetic data on first use
   train = build_train_dataset(dataset_configs, batch_size=32, seed=0)
@@ -21,11 +23,12 @@ __all__ = [
     "DATASETS",
     "build_eval_dataset",
     "build_train_dataset",
+    "class_names",
     "prepare_dataset",
     "read_label_names",
 ]
 
-DATASETS = ("synthetic", "dmvr")
+DATASETS = ("synthetic", "dmvr", "tfds:NAME")
 
 
 def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -33,11 +36,18 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
   'synthetic': generates the dataset unless cached (vidtx.data.synthetic.ensure_dataset) and
   checks num_classes against the task. 'dmvr': checks that base_dir and every table's files exist.
+  'tfds:NAME': a TFDS dataset prepared locally; tables map split names to TFDS splits (default
+  train and validation), num_classes and examples_per_subset come from its info when unset.
+  The source's name is recorded as dataset_configs.dataset_name for the reader.
   """
   name = config.get("dataset_name")
-  if name not in DATASETS:
+  if not isinstance(name, str) or (name not in DATASETS[:2] and not name.startswith("tfds:")):
     raise ValueError(f"Unknown config.dataset_name {name!r}; expected one of {list(DATASETS)}.")
   dataset_configs = ml_collections.ConfigDict(config.dataset_configs.to_dict())
+  with dataset_configs.unlocked():
+    dataset_configs.dataset_name = name
+  if name.startswith("tfds:"):
+    return _prepare_tfds(name, dataset_configs)
   validate_dataset_configs(dataset_configs)  # Before the (slow) generation.
   if name == "synthetic":
     task_name = dataset_configs.get("task", "motion")
@@ -68,6 +78,33 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return dataset_configs
 
 
+def _prepare_tfds(name: str, dataset_configs: ml_collections.ConfigDict
+                  ) -> ml_collections.ConfigDict:
+  from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
+
+  dc = dataset_configs
+  info = tfds_data.info(name[len("tfds:"):], dc)  # Raises ValueError when not prepared.
+  with dc.unlocked():
+    if not dc.get("tables"):
+      dc.tables = {"train": "train", "validation": "validation"}
+    if dc.get("num_classes") is None:
+      dc.num_classes = info["num_classes"]
+    elif int(dc.num_classes) != info["num_classes"]:
+      raise ValueError(f"config.dataset_configs.num_classes={dc.num_classes} but {name} has "
+                       f"{info['num_classes']} classes.")
+    examples = dict(dc.get("examples_per_subset") or {})
+    for split, tfds_split in dict(dc.tables).items():
+      if tfds_split not in info["examples_per_subset"]:
+        raise ValueError(f"config.dataset_configs.tables.{split}={tfds_split!r}: {name} has "
+                         f"the splits {sorted(info['examples'])}.")
+      examples.setdefault(split, info["examples_per_subset"][tfds_split])
+    dc.examples_per_subset = examples
+    if not dc.get("base_dir"):
+      dc.base_dir = dc.get("tfds_data_dir") or ""
+  validate_dataset_configs(dc)
+  return dc
+
+
 def read_label_names(base_dir: str) -> list[str]:
   """Class names, one per line of base_dir/labels.txt (line i is class i)."""
   path = os.path.join(base_dir, "labels.txt")
@@ -75,3 +112,18 @@ def read_label_names(base_dir: str) -> list[str]:
     raise ValueError(f"No labels.txt in {base_dir!r}; expected one class name per line.")
   with tf.io.gfile.GFile(path) as f:
     return [line.rstrip("\n") for line in f.read().splitlines() if line.strip()]
+
+
+def class_names(dataset_configs: ml_collections.ConfigDict) -> list[str] | None:
+  """Class names for the confusion matrix and per-video results, when the dataset has them."""
+  if dataset_configs.get("dataset_name") == "synthetic":
+    return list(synthetic.get_task(dataset_configs.get("task", "motion")).class_names)
+  if dataset_configs.dataset_name.startswith("tfds:"):
+    from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
+    return tfds_data.info(dataset_configs.dataset_name[len("tfds:"):],
+                          dataset_configs)["class_names"]
+  try:
+    names = read_label_names(dataset_configs.base_dir)
+  except ValueError:
+    return None
+  return names if len(names) == dataset_configs.num_classes else None

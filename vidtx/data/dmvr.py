@@ -206,47 +206,27 @@ def expand_table(base_dir: str, table: str | Sequence[str]) -> list[str]:
   return files
 
 
-def parse_example(
-    serialized: tf.Tensor,
-    *,
-    num_classes: int | None = None,
-    label_offset: int = 0,
-    source: str | tf.Tensor = "",
-) -> dict[str, tf.Tensor]:
-  """Parses one serialised SequenceExample inside tf.data.
+def parse_sequence_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+  """Parses one serialised DMVR SequenceExample inside tf.data, without judging it.
 
-  Args:
-    serialized: scalar string tensor.
-    num_classes: when given, every label index (after subtracting `label_offset`) must be in
-      [0, num_classes).
-    label_offset: subtracted from the stored indices (for 1-indexed datasets).
-    source: where the example comes from (split, file name); it is printed in error messages.
-
-  Returns:
-    {'frames': string (T,) JPEGs, 'label': int32 (L,) label indices}. Fails at run time with
-    InvalidArgumentError naming `source` when the example has no frames, no label or a label out of
-    range.
+  Returns {'jpegs': string (T,) encoded frames, 'labels': int64 (L,) label indices,
+  'video_id': string (), 'frame_rate': float32 () (0 when the record does not say)}. A video
+  without frames or labels parses to empty tensors; the reader decides what to do with it. A
+  string that is not a SequenceExample fails (InvalidArgumentError).
   """
   context, sequence = tf.io.parse_single_sequence_example(
       serialized,
-      context_features={LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64)},
-      # allow_missing: a video without the feature list reaches the clear check below.
+      context_features={
+          LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64),
+          VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+          FRAME_RATE_KEY: tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+      },
+      # allow_missing: a video without the feature list reaches the reader's clear check.
       sequence_features={
           IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)})
-  frames = sequence[IMAGE_KEY]
-  label = tf.cast(tf.sparse.to_dense(context[LABEL_INDEX_KEY]), tf.int32) - label_offset
-  checks = [
-      tf.debugging.Assert(
-          tf.shape(frames)[0] > 0,
-          [f"Video has no frames (empty feature list {IMAGE_KEY!r}) in", source]),
-      tf.debugging.Assert(
-          tf.size(label) > 0, [f"Video has no label (context {LABEL_INDEX_KEY!r}) in", source]),
-  ]
-  if num_classes is not None:
-    checks.append(
-        tf.debugging.Assert(
-            tf.reduce_all((label >= 0) & (label < num_classes)),
-            [f"Label index out of range: expected values in [0, {num_classes}) after subtracting "
-             f"label_offset={label_offset}; got", label, "in", source]))
-  with tf.control_dependencies(checks):
-    return {"frames": tf.identity(frames), "label": tf.identity(label)}
+  return {
+      "jpegs": sequence[IMAGE_KEY],
+      "labels": tf.sparse.to_dense(context[LABEL_INDEX_KEY]),
+      "video_id": context[VIDEO_ID_KEY],
+      "frame_rate": context[FRAME_RATE_KEY],
+  }
