@@ -18,13 +18,15 @@ ViT-Base with stochastic depth 0.1 (official code). What this config does differ
 - Schedule: vidtx.optim has cosine and constant schedules, not the paper's steps; this uses
   cosine decay from 0.005 to 0 over the 15 epochs, without warm-up (the paper has none).
 - No label smoothing and no gradient clipping (the paper mentions neither).
-- Frames: the reader resizes the short side to min_resize=256 for training and evaluation and
-  takes 224 crops (the paper: random short side in [256, 320] for training, 224 for
-  evaluation; --config.dataset_configs.min_resize=224 evaluates as the paper does).
+- Frames as the paper: training resizes the short side to a random value in [256, 320]
+  (min_resize 256, scale jitter 1-1.25) and takes a random 224 crop, flipped with probability
+  0.5; evaluation resizes the short side to 224 (eval_min_resize) and takes 3 crops.
 - Pixels: normalised with mean 0.45, std 0.225 as the official code
   (dataset_configs.normalization='timesformer').
-- Frame rate: stride=32 is the paper's 1/32 for shards that keep the native frame rate
-  (25-30 fps); for 10-fps shards (DMVR's converters) use --config.dataset_configs.stride=10.
+- Sampling as PySlowFast (train_sampling='timesformer'): 8 frames spread over a window of
+  8 x 32 frames at 30 fps (8.5 s), converted to the shards' frame rate (the record's
+  video/frame_rate written by vidtx.data.convert, else dataset_configs.frame_rate); the
+  middle window at evaluation.
 - Initialisation: the paper starts from an ImageNet-21K ViT-B/16 (temporal attention copied
   from the spatial one, temporal_fc and time embedding at zero: temporal_init='image'), which
   init_from does: python -m vidtx.convert --src ViT-B_16.npz --out ckpt/vit_b16_in21k, then
@@ -66,6 +68,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset_configs.num_test_clips = 1
   config.dataset_configs.do_three_spatial_crops = True
   config.dataset_configs.normalization = "timesformer"  # mean 0.45, std 0.225 (official).
+  config.dataset_configs.update(
+      train_sampling="timesformer", eval_sampling="timesformer", sampling_rate=32,
+      target_fps=30.0, frame_rate=30.0, min_resize=256, eval_min_resize=224)
+  # Short side uniform in [256, 320] (supplementary §1), no colour jitter.
+  config.dataset_configs.augmentation_params = ml_collections.ConfigDict(dict(
+      do_jitter_scale=True, scale_min_factor=1.0, scale_max_factor=1.25, prob_scale_jitter=1.0))
 
   config.model_name = "timesformer"
   config.model = models.default_config("timesformer")  # B/16, stochastic depth 0.1, exact GELU.

@@ -191,3 +191,52 @@ print("DEVICES", jax.device_count())
     params[devices] = jax.device_get(_restore_params(workdir, 2))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                params[1], params[2])
+
+
+def test_epic_style_training_with_the_paper_regularisers(tmp_path):
+  """Class splits (noun, verb), mixup, label smoothing, RandAugment, colour jitter, random
+  erasing, a corrupt record skipped and counted, whole-video evaluation, per-video results."""
+  from vidtx.data import dmvr
+
+  rng = np.random.default_rng(0)
+  videos = [rng.integers(0, 255, (6 + 3 * i, 20, 20, 3), dtype=np.uint8) for i in range(8)]
+  examples = [dmvr.make_sequence_example(v, [i % 3, 3 + i % 2], video_id=f"clip{i}")
+              for i, v in enumerate(videos)]
+  corrupt = dmvr.sequence_example_from_jpegs([b"\xff\xd8 not a jpeg"] * 6, [0, 3])
+  dmvr.write_shards(examples + [corrupt], str(tmp_path / "data" / "train.tfrecord"), 1)
+  dmvr.write_shards(examples[:4], str(tmp_path / "data" / "validation.tfrecord"), 1)
+
+  config = tiny_config(str(tmp_path / "data"), steps=3)
+  config.dataset_name = "dmvr"
+  ds = config.dataset_configs
+  ds.tables = {"train": "train.tfrecord@1", "validation": "validation.tfrecord@1"}
+  ds.examples_per_subset = {"train": 9, "validation": 4}
+  ds.update(num_classes=5, class_splits=[3, 2], split_names=["noun", "verb"],
+            skip_bad_records=True, eval_sampling="whole_video", shuffle_buffer_size=16,
+            random_flip=True)
+  ds.augmentation_params = dict(do_jitter_scale=True, do_color_augment=True,
+                                do_rand_augment=True, rand_augment_magnitude=15.0,
+                                random_erasing_probability=0.5)
+  config.mixup = dict(alpha=0.3)
+  config.label_smoothing = 0.2
+  config.checkpoint_every_steps = 3
+  workdir = str(tmp_path / "run")
+  results = train.train_and_evaluate(config, workdir)
+
+  assert results["num_videos"] == 4
+  for key in ("noun_top1", "verb_top1", "action_top1", "noun_mean_class_accuracy"):
+    assert 0.0 <= results[key] <= 1.0, key
+  assert results["top1"] == results["action_top1"] <= min(results["noun_top1"],
+                                                          results["verb_top1"])
+  lines = _read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  assert lines[-2]["skipped_records"] >= 1  # the corrupt record, counted
+  rows = _read_jsonl(os.path.join(workdir, "eval_validation_videos.jsonl"))
+  assert sorted(row["id"] for row in rows) == [f"clip{i}" for i in range(4)]
+  assert all(len(row["labels"]) == 2 for row in rows)
+  # The checkpoint carries the input position of the stream: 12 good clips read = epoch 0's 8
+  # and 4 of epoch 1, plus the corrupt record if it came before them.
+  with open(os.path.join(workdir, "checkpoints", "3", "data", "metadata")) as f:
+    data_state = json.load(f)
+  assert data_state["process_count"] == 1
+  [(epoch, index)] = data_state["positions"]
+  assert epoch == 1 and index in (4, 5)

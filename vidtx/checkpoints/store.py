@@ -42,9 +42,9 @@ PARAMS_DIR = "params"
 
 PREPROCESSING_FIELDS = ("num_frames", "stride", "min_resize", "crop_size", "mean", "std",
                         "num_test_clips", "do_three_spatial_crops", "aggregation")
-# Kept when present: how the clips are sampled, if not scenic's stride (vidtx.data.pipeline).
+# Kept when present: how clips are sampled (if not scenic's stride) and resized for evaluation.
 SAMPLING_FIELDS = ("train_sampling", "eval_sampling", "sampling_rate", "target_fps",
-                   "frame_rate")
+                   "frame_rate", "eval_min_resize")
 
 
 @dataclasses.dataclass

@@ -157,9 +157,10 @@ def validate_dataset_configs(dataset_configs: ml_collections.ConfigDict) -> None
   for field in ("num_classes", "num_frames", "stride", "min_resize", "crop_size"):
     if int(dc[field]) < 1:
       raise ValueError(f"dataset_configs.{field} must be >= 1, got {dc[field]}.")
-  if dc.crop_size > dc.min_resize:
-    raise ValueError(f"dataset_configs.crop_size={dc.crop_size} is larger than the resized short "
-                     f"side min_resize={dc.min_resize}; expected crop_size <= min_resize.")
+  for field in ("min_resize", "eval_min_resize"):
+    if dc.get(field) is not None and dc.crop_size > dc[field]:
+      raise ValueError(f"dataset_configs.crop_size={dc.crop_size} is larger than the resized "
+                       f"short side {field}={dc[field]}; expected crop_size <= {field}.")
   if int(dc.get("num_test_clips", 1)) < 1:
     raise ValueError(f"dataset_configs.num_test_clips must be >= 1, got {dc.num_test_clips}.")
   train_sampling = dc.get("train_sampling", "stride")
@@ -715,9 +716,10 @@ def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) ->
   """The evaluation views of one video: uint8 clips -> normalised float32 (V, T, crop, crop, 3).
 
   `frames`: the decoded clips (C, num_frames, H, W, 3), uint8, as selected by
-  `eval_clip_indices_for` (C = num_test_clips, or any count for whole videos). Every frame's short
-  side is resized to min_resize (bilinear), then each clip is centre-cropped, or cropped three
-  times (start, centre and end of the long side) when do_three_spatial_crops; V = C * (3 or 1),
+  `eval_clip_indices_for` (C = num_test_clips, or any count for whole videos). Every frame's
+  short side is resized to eval_min_resize (default min_resize; bilinear), then each clip is
+  centre-cropped, or cropped three times (start, centre and end of the long side) when
+  do_three_spatial_crops; V = C * (3 or 1),
   clip-major. Pixels are normalised with `normalisation(dataset_configs)`. The TFRecord reader
   and vidtx.predict both call this.
   """
@@ -731,8 +733,9 @@ def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) ->
   num_views = None if num_clips is None else num_clips * (3 if three_crops else 1)
   shape = tf.shape(frames)
   # (C, T, H, W, 3) -> (C*T, H, W, 3): resize every frame at once.
-  frames = augment.resize_short_side(tf.reshape(frames, [-1, shape[2], shape[3], 3]),
-                                     int(dc["min_resize"]))
+  # eval_min_resize: TimeSformer trains on short sides of 256-320 but evaluates at 224.
+  short_side = int(dc.get("eval_min_resize") or dc["min_resize"])
+  frames = augment.resize_short_side(tf.reshape(frames, [-1, shape[2], shape[3], 3]), short_side)
   # (C*T, H', W', 3) -> (C, T, H', W', 3)
   frames = tf.reshape(frames, tf.concat([[shape[0], num_frames], tf.shape(frames)[1:]], 0))
   if three_crops:
