@@ -104,7 +104,9 @@ def sequence_example_from_jpegs(
   frame_list = example.feature_lists.feature_list[IMAGE_KEY]
   for jpeg in jpegs:
     frame_list.feature.add().bytes_list.value.append(jpeg)
-  return example.SerializeToString()
+  # deterministic: the same video serialises to the same bytes in every process (reproducible
+  # shards from parallel converters).
+  return example.SerializeToString(deterministic=True)
 
 
 def make_sequence_example(

@@ -1,0 +1,408 @@
+"""vidtx.data.convert: annotation files and video folders -> DMVR shards, read back with tf.data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vidtx.data import convert, dmvr
+from vidtx.predict import decode_video, encode_video
+
+H, W = 32, 48
+# Frame k of every test video has brightness BASE + STEP * k (a red corner shows the channel
+# order), so the frames read back tell which source frames were kept.
+BASE, STEP = 20, 8
+
+
+def frames_of(num_frames: int, height: int = H, width: int = W) -> np.ndarray:
+  frames = np.zeros((num_frames, height, width, 3), np.uint8)
+  for k in range(num_frames):
+    frames[k] = BASE + STEP * k
+    frames[k, :height // 4, :width // 4] = (200, 30, 30)
+  return frames
+
+
+def frame_index(frame: np.ndarray) -> int:
+  """Which source frame a decoded frame is, from the brightness of its lower half."""
+  return int(round((frame[frame.shape[0] // 2:].mean() - BASE) / STEP))
+
+
+def write_video(path: str, num_frames: int, fps: int = 30, **size) -> str:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  codec = "libvpx-vp9" if path.endswith(".webm") else "libx264"
+  return encode_video(path, frames_of(num_frames, **size), fps=fps, codec=codec)
+
+
+def read_table(output_dir: str, table: str) -> list[dict]:
+  """Every example of a table, in shard order, with its frames decoded."""
+  files = dmvr.expand_table(str(output_dir), table)
+  examples = []
+  for serialized in tf.data.TFRecordDataset(files):
+    context, sequence = tf.io.parse_single_sequence_example(
+        serialized,
+        context_features={
+            dmvr.LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64),
+            dmvr.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+            dmvr.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string),
+            dmvr.START_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+            dmvr.END_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+            dmvr.FRAME_RATE_KEY: tf.io.FixedLenFeature([], tf.float32),
+        },
+        sequence_features={dmvr.IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)})
+    frames = np.stack([tf.io.decode_jpeg(jpeg).numpy() for jpeg in sequence[dmvr.IMAGE_KEY]])
+    examples.append({
+        "frames": frames,
+        "indices": [frame_index(f) for f in frames],
+        "labels": tf.sparse.to_dense(context[dmvr.LABEL_INDEX_KEY]).numpy().tolist(),
+        "text": context[dmvr.LABEL_TEXT_KEY].numpy().decode(),
+        "id": context[dmvr.VIDEO_ID_KEY].numpy().decode(),
+        "start": int(context[dmvr.START_KEY]),
+        "end": int(context[dmvr.END_KEY]),
+        "fps": float(context[dmvr.FRAME_RATE_KEY]),
+    })
+  return examples
+
+
+def by_id(examples: list[dict]) -> dict[str, dict]:
+  return {e["id"]: e for e in examples}
+
+
+def read_report(output_dir, split: str) -> dict[str, str]:
+  with open(os.path.join(output_dir, f"{split}_report.txt")) as f:
+    return {line.split("\t")[0]: line.rstrip("\n").split("\t")[2] for line in f}
+
+
+def write_lines(path, lines) -> str:
+  with open(path, "w") as f:
+    f.write("".join(line + "\n" for line in lines))
+  return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame selection and decoding.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sample_frames_follows_the_fps_filter_rule():
+  def sample(times, **kwargs):
+    options = dict(start=None, end=None, fps=0, frame_duration=1 / 30, tolerance=1e-3)
+    return list(convert.sample_frames([(t, i) for i, t in enumerate(times)],
+                                      **{**options, **kwargs}))
+
+  times = [k / 30 for k in range(24)]
+  assert sample(times) == list(range(24))
+  assert sample(times, fps=10) == list(range(0, 24, 3))
+  assert sample(times, start=0.2, end=0.5) == list(range(6, 15))
+  assert sample(times, start=0.2, end=0.5, fps=10) == [6, 9, 12]
+  # Up-sampling repeats frames: 0..0.8 s at 60 fps shows each 30 fps frame twice.
+  assert sample(times, fps=60) == [k // 2 for k in range(48)]
+  # Millisecond timestamps (WebM) round 1/30 s up or down; the tolerance absorbs it.
+  assert sample([round(t, 3) for t in times], fps=15) == list(range(0, 24, 2))
+  # A start between frames takes the frame shown then (the one before it).
+  assert sample(times, start=0.11, end=0.3, fps=10) == [3, 6]
+  # Output times before the first frame show the first frame.
+  assert sample([t + 0.05 for t in times], start=0.0, end=0.2, fps=20) == [0, 0, 1, 3]
+
+
+def test_frame_to_rgb_converts_gray_and_resizes_to_the_first_frame_size():
+  gray = av.VideoFrame.from_ndarray(np.full((20, 30), 128, np.uint8), format="gray")
+  rgb = convert.frame_to_rgb(gray, 12, 8)
+  assert rgb.shape == (8, 12, 3) and rgb.dtype == np.uint8
+  np.testing.assert_allclose(rgb, 128, atol=2)
+  larger = av.VideoFrame.from_ndarray(np.full((40, 60, 3), 90, np.uint8), format="rgb24")
+  assert convert.frame_to_rgb(larger, 12, 8).shape == (8, 12, 3)
+
+
+def test_read_frames_resamples_and_resizes_mp4_and_webm(tmp_path):
+  for name in ("a.mp4", "a.webm"):
+    path = write_video(str(tmp_path / name), 24, fps=30)
+    frames, rate = convert.read_frames(path)
+    assert frames.shape == (24, H, W, 3) and rate == 30
+    # H.264 / VP9 loss: small on average, larger at the red corner's edges.
+    np.testing.assert_allclose(frames, frames_of(24), atol=32)
+    assert np.abs(frames.astype(float) - frames_of(24)).mean() < 3
+    assert frames[0, 2, 2, 0] > 150 > frames[0, 2, 2, 1]  # RGB, not BGR.
+    frames, rate = convert.read_frames(path, fps=10, short_side=16)
+    assert frames.shape == (8, 16, 24, 3) and rate == 10  # A third of the frames, 32x48 -> 16x24.
+    assert [frame_index(f) for f in frames] == list(range(0, 24, 3))
+  portrait = write_video(str(tmp_path / "portrait.mp4"), 4, height=48, width=32)
+  assert convert.read_frames(portrait, short_side=16)[0].shape == (4, 24, 16, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_kinetics_round_trip(tmp_path):
+  videos = tmp_path / "videos"
+  # A full video cut to [1, 2) s, a pre-cut clip in its label's folder, a WebM full video.
+  write_video(str(videos / "fullvid_001.mp4"), 30, fps=10)
+  write_video(str(videos / "riding bike" / "clipvid_002_000005_000015.mp4"), 12, fps=10)
+  write_video(str(videos / "webmvid_003.webm"), 30, fps=10)
+  annotations = write_lines(tmp_path / "kinetics_train.csv", [
+      "label,youtube_id,time_start,time_end,split",
+      "abseiling,fullvid_001,1,2,train",
+      "riding bike,clipvid_002,5,15,train",
+      "abseiling,webmvid_003,2,3,train",
+      "abseiling,gone_004,0,10,train",
+  ])
+  source = convert.kinetics_source(annotations, str(videos))
+  assert source.split == "train"
+  out = tmp_path / "out"
+  summary = convert.convert(source.items, str(out), source.split, num_shards=2, progress=False)
+  assert summary["table"] == "train.tfrecord@2"
+  assert (summary["examples"], summary["bad"], summary["num_classes"]) == (3, 1, 2)
+  assert convert.read_labels(str(out / "labels.txt")) == ["abseiling", "riding bike"]
+  examples = by_id(read_table(out, "train.tfrecord@2"))
+  full = examples["fullvid_001_000001_000002"]
+  assert full["indices"] == list(range(10, 20))
+  assert (full["labels"], full["text"], full["fps"]) == ([0], "abseiling", 10)
+  assert (full["start"], full["end"]) == (1_000_000, 2_000_000)
+  # The stored JPEGs hold the decoded frames up to JPEG loss (which rings at the red corner).
+  decoded = decode_video(str(videos / "fullvid_001.mp4"))[10:20].astype(float)
+  assert np.abs(full["frames"] - decoded).mean() < 2
+  np.testing.assert_allclose(full["frames"][:, H // 2:], decoded[:, H // 2:], atol=6)
+  clip = examples["clipvid_002_000005_000015"]
+  assert clip["indices"] == list(range(12))  # Pre-cut: every frame of the file.
+  assert (clip["labels"], clip["text"], clip["start"], clip["end"]) == (
+      [1], "riding bike", 5_000_000, 15_000_000)
+  assert examples["webmvid_003_000002_000003"]["indices"] == list(range(20, 30))
+  assert read_report(out, "train")["gone_004_000000_000010"].startswith("missing")
+  with open(out / "train_summary.json") as f:
+    assert json.load(f)["examples"] == 3
+
+  unlabelled = write_lines(tmp_path / "test.csv", ["youtube_id,time_start,time_end,split",
+                                                   "fullvid_001,0,1,test"])
+  source = convert.kinetics_source(unlabelled, str(videos))
+  assert source.split == "test" and source.items[0].labels == ()
+  convert.convert(source.items, str(out), "test", num_shards=1, progress=False)
+  (example,) = read_table(out, "test.tfrecord@1")
+  assert example["labels"] == [-1] and example["indices"] == list(range(10))
+
+
+def test_ssv2_maps_templates_to_label_indices(tmp_path):
+  videos = tmp_path / "videos"
+  for video_id in ("101", "102"):
+    write_video(str(videos / f"{video_id}.webm"), 6, fps=12)
+  labels = tmp_path / "something-something-v2-labels.json"
+  labels.write_text(json.dumps({"Holding something next to something": "1",
+                                "Pushing something from left to right": "0"}))
+  split = tmp_path / "something-something-v2-validation.json"
+  split.write_text(json.dumps([
+      {"id": "101", "label": "holding pen next to cup",
+       "template": "Holding [something] next to [something]", "placeholders": ["pen", "cup"]},
+      {"id": "102", "label": "pushing box from left to right",
+       "template": "Pushing [something] from left to right", "placeholders": ["box"]},
+  ]))
+  source = convert.ssv2_source(str(split), str(labels), str(videos))
+  assert source.split == "validation"
+  out = tmp_path / "out"
+  convert.convert(source.items, str(out), source.split, num_shards=1,
+                  class_names=source.class_names, progress=False)
+  assert convert.read_labels(str(out / "labels.txt")) == [
+      "Pushing something from left to right", "Holding something next to something"]
+  examples = by_id(read_table(out, "validation.tfrecord@1"))
+  assert examples["101"]["labels"] == [1] and examples["102"]["labels"] == [0]
+  assert examples["101"]["text"] == "Holding something next to something"
+  assert examples["101"]["fps"] == 12 and len(examples["101"]["frames"]) == 6
+
+  test_split = tmp_path / "something-something-v2-test.json"
+  test_split.write_text(json.dumps([{"id": "103"}]))
+  with pytest.raises(ValueError, match="no 'template'"):
+    convert.ssv2_source(str(test_split), str(labels), str(videos))
+
+
+def test_epic_labels_are_noun_then_300_plus_verb(tmp_path):
+  videos = tmp_path / "EPIC-KITCHENS"
+  write_video(str(videos / "P01" / "videos" / "P01_01.MP4"), 30, fps=10)
+  annotations = write_lines(tmp_path / "EPIC_100_validation.csv", [
+      "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,"
+      "start_frame,stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,"
+      "all_noun_classes",
+      "P01_01_0,P01,P01_01,00:00:00.50,00:00:00.50,00:00:01.20,25,60,open door,open,3,door,8,"
+      "['door'],[8]",
+      "P01_01_1,P01,P01_01,00:00:01.50,00:00:01.50,00:00:02.50,75,125,take cup,take,0,cup,13,"
+      "['cup'],[13]",
+      "P02_01_0,P02,P02_01,00:00:01.00,00:00:01.00,00:00:02.00,50,100,filter filter,filter,5,"
+      "filter,20,['filter'],[20]",
+  ])
+  nouns = write_lines(tmp_path / "EPIC_100_noun_classes.csv",
+                      ["id,key,instances,category", "8,door,\"['door']\",furniture"])
+  source = convert.epic_source(annotations, str(videos), noun_classes=nouns)
+  assert source.split == "validation" and source.class_splits == [300, 97]
+  out = tmp_path / "out"
+  summary = convert.convert(source.items, str(out), source.split, num_shards=1,
+                            class_names=source.class_names, class_splits=source.class_splits,
+                            progress=False)
+  assert (summary["examples"], summary["bad"], summary["num_classes"]) == (2, 1, 397)
+  names = convert.read_labels(str(out / "labels.txt"))
+  assert len(names) == 397
+  assert (names[8], names[13], names[0], names[300 + 3], names[300]) == (
+      "door", "cup", "noun_0", "open", "take")
+  assert names[20] == names[305] == "filter"  # A noun and a verb may share a name.
+  examples = by_id(read_table(out, "validation.tfrecord@1"))
+  opening = examples["P01_01_0"]
+  assert opening["labels"] == [8, 303] and opening["text"] == "open door"
+  assert (opening["start"], opening["end"]) == (500_000, 1_200_000)
+  assert opening["indices"] == list(range(5, 12))
+  taking = examples["P01_01_1"]
+  assert taking["labels"] == [13, 300] and taking["indices"] == list(range(15, 25))
+  assert read_report(out, "validation")["P02_01_0"].startswith("missing")
+  assert "class_splits = [300, 97]" in convert.config_snippet(str(out))
+
+
+def test_bad_videos_are_reported_and_the_rest_converts(tmp_path):
+  videos = tmp_path / "videos"
+  good = write_video(str(videos / "good.mp4"), 24)
+  write_video(str(videos / "short.mp4"), 3)
+  with open(good, "rb") as f:
+    data = f.read()
+  (videos / "truncated.mp4").write_bytes(data[:len(data) // 2])
+  (videos / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+  (videos / "empty.mp4").write_bytes(b"")
+  annotations = write_lines(tmp_path / "videos.csv", [
+      "path,label",
+      "good.mp4,jump",
+      "short.mp4,jump",
+      "truncated.mp4,jump",
+      "garbage.mp4,jump",
+      "empty.mp4,jump",
+      "missing.mp4,jump",
+      "good.mp4,fly",
+      "good.mp4,1",
+      "good.mp4,7",
+      "good.mp4,jump,0.5,0.6",
+      "good.mp4,jump,5,6",
+  ])
+  label_map = write_lines(tmp_path / "classes.txt", ["jump", "swim"])
+  source = convert.csv_source(annotations, str(videos))
+  assert source.split == "videos"
+  out = tmp_path / "out"
+  summary = convert.convert(source.items, str(out), "train", num_shards=3, min_frames=4,
+                            label_map=label_map, progress=False)
+  assert (summary["examples"], summary["bad"]) == (2, 9)
+  reasons = [row[3] for row in summary["bad_videos"]]
+  assert [row[0] for row in summary["bad_videos"]] == [1, 2, 3, 4, 5, 6, 8, 9, 10]
+  assert reasons[0].startswith("too short: 3 frame(s)")
+  assert reasons[1].startswith("cannot decode") and reasons[2].startswith("cannot decode")
+  assert reasons[3] == "empty file" and reasons[4].startswith("missing")
+  assert reasons[5].startswith("unknown label 'fly'")
+  assert reasons[6].startswith("label index 7 outside [0, 2)")
+  assert reasons[7].startswith("too short: 3 frame(s)")  # 0.5..0.6 s at 30 fps.
+  assert "outside the video" in reasons[8]
+  with open(out / "train_report.txt") as f:
+    lines = f.read().splitlines()
+  assert len(lines) == 9 and lines[0] == f"short.mp4\t{videos / 'short.mp4'}\t{reasons[0]}"
+  examples = read_table(out, "train.tfrecord@3")
+  assert sorted((e["id"], e["labels"][0], e["text"]) for e in examples) == [
+      ("good.mp4", 0, "jump"), ("good.mp4", 1, "swim")]  # An index gets its name as text.
+  assert convert.read_labels(str(out / "labels.txt")) == ["jump", "swim"]
+
+
+def test_resume_rewrites_only_the_missing_shard(tmp_path, capsys):
+  videos = tmp_path / "videos"
+  for i in range(6):
+    write_video(str(videos / f"v{i}.mp4"), 4)
+  annotations = write_lines(tmp_path / "train.csv", [f"v{i}.mp4,c{i % 2}" for i in range(5)]
+                            + ["missing.mp4,c0"])
+  items = convert.csv_source(annotations, str(videos)).items
+  out = tmp_path / "out"
+  convert.convert(items, str(out), "train", num_shards=3, progress=False)
+  shards = dmvr.shard_names(str(out / "train.tfrecord"), 3)
+  first = [open(shard, "rb").read() for shard in shards]
+  os.utime(shards[0], (1, 1))
+  os.utime(shards[2], (1, 1))
+  os.remove(shards[1])
+  stray = out / ".train.tfrecord-00001-of-00003.tmp-0123456789ab"
+  stray.write_bytes(b"half a shard")
+  summary = convert.convert(items, str(out), "train", num_shards=3)
+  assert "skipping the 2 of 3 shards that exist" in capsys.readouterr().err
+  assert (summary["shards_written"], summary["shards_skipped"]) == (1, 2)
+  # The report and the counts still cover the skipped shards (from their stats files).
+  assert (summary["examples"], summary["bad"]) == (5, 1)
+  assert list(read_report(out, "train")) == ["missing.mp4"]
+  assert os.path.getmtime(shards[0]) == os.path.getmtime(shards[2]) == 1
+  assert [open(shard, "rb").read() for shard in shards] == first
+  assert not stray.exists()
+  assert sorted(os.listdir(out)) == sorted(
+      [os.path.basename(s) for s in shards]
+      + ["labels.txt", "train_report.txt", "train_summary.json", "train_shards"])
+  assert len(read_table(out, "train.tfrecord@3")) == 5
+  # Other options leave the shards as they are, with a warning.
+  convert.convert(items, str(out), "train", num_shards=3, fps=10)
+  assert capsys.readouterr().err.count("delete it to convert it again") == 3
+  assert [open(shard, "rb").read() for shard in shards] == first
+
+
+def test_parallel_workers_write_the_same_shards(tmp_path, capsys):
+  videos = tmp_path / "videos"
+  for i in range(4):
+    write_video(str(videos / f"v{i}.webm" if i % 2 else videos / f"v{i}.mp4"), 6 + i)
+  names = [f"v{i}.webm" if i % 2 else f"v{i}.mp4" for i in range(4)]
+  annotations = write_lines(tmp_path / "train.csv", [f"{n},c{i % 3}" for i, n in enumerate(names)]
+                            + ["broken.mp4,c0"])
+  items = convert.csv_source(annotations, str(videos)).items
+  shards = {}
+  for workers in (1, 2):
+    out = tmp_path / f"out{workers}"
+    summary = convert.convert(items, str(out), "train", num_shards=3, num_workers=workers,
+                              fps=15, short_side=16)
+    assert (summary["examples"], summary["bad"]) == (4, 1)
+    assert "train: 5/5 videos" in capsys.readouterr().err
+    # Parsed, not bytes: protobuf writes the context map in an order that varies by process.
+    shards[workers] = [[tf.train.SequenceExample.FromString(record.numpy())
+                        for record in tf.data.TFRecordDataset(shard)]
+                       for shard in dmvr.shard_names(str(out / "train.tfrecord"), 3)]
+  assert [len(examples) for examples in shards[2]] == [2, 1, 1]
+  assert shards[1] == shards[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_missing_inputs_name_the_flag(tmp_path, capsys):
+  common = ["--video_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")]
+  with pytest.raises(SystemExit):
+    convert.main(["--source", "kinetics", "--input", str(tmp_path / "nope.csv"), *common])
+  assert f"--input {tmp_path / 'nope.csv'}: no such file" in capsys.readouterr().err
+  annotations = write_lines(tmp_path / "a.csv", ["v.mp4,x"])
+  with pytest.raises(SystemExit):
+    convert.main(["--source", "csv", "--input", annotations, "--video_dir",
+                  str(tmp_path / "nodir"), "--output_dir", str(tmp_path / "out")])
+  assert "--video_dir" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    convert.main(["--source", "ssv2", "--input", annotations, *common])
+  assert "--labels_json is required" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    convert.main(["--source", "csv", "--input", annotations, "--num_shards", "0", *common])
+  assert "--num_shards=0: expected >= 1" in capsys.readouterr().err
+  assert not (tmp_path / "out").exists()  # Nothing was started.
+
+
+def test_command_line(tmp_path):
+  videos = tmp_path / "videos"
+  write_video(str(videos / "a.mp4"), 9)
+  write_video(str(videos / "b.mp4"), 9)
+  annotations = write_lines(tmp_path / "diving_train.csv", ["path,label", "a.mp4,0", "b.mp4,1"])
+  out = tmp_path / "out"
+  result = subprocess.run(
+      [sys.executable, "-m", "vidtx.data.convert", "--source=csv", f"--input={annotations}",
+       f"--video_dir={videos}", f"--output_dir={out}", "--num_shards=2", "--num_workers=1",
+       "--fps=10", "--short_side=16"],
+      capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert result.returncode == 0, result.stderr
+  assert "train.tfrecord@2: 2 examples of 2 videos, 0 bad" in result.stdout
+  assert "config.dataset_configs.tables = {'train': 'train.tfrecord@2'}" in result.stdout
+  assert "--config.dataset_configs.num_classes=2" in result.stdout
+  assert "train: 2/2 videos" in result.stderr
+  examples = read_table(out, "train.tfrecord@2")
+  assert [e["frames"].shape for e in examples] == [(3, 16, 24, 3)] * 2
+  assert convert.read_labels(str(out / "labels.txt")) == ["class_0", "class_1"]
