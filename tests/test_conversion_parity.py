@@ -557,7 +557,7 @@ def test_train_py_starts_from_a_converted_vit(hf_vit, tmp_path, capsys):
   assert "init_from" in capsys.readouterr().out
   restored = store.load(converted_dir).params
   with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(str(tmp_path / "run" / "checkpoints" / "1" / "default"))
+    state = checkpointer.restore(str(tmp_path / "run" / "checkpoints" / "1" / "state"))
   block = state["params"]["encoderblock_1"]
   np.testing.assert_array_equal(np.asarray(block["attention_temporal"]["key"]["kernel"]),
                                 restored["encoderblock_1"]["attention_spatial"]["key"]["kernel"])

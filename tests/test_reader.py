@@ -17,6 +17,8 @@ from vidtx import evaluator as evaluator_lib
 from vidtx import losses, sharding
 from vidtx.data import dmvr, pipeline
 
+jax.config.update("jax_numpy_rank_promotion", "raise")  # As other modules do in the workers.
+
 
 def configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
   dc = ml_collections.ConfigDict(dict(
@@ -118,7 +120,7 @@ class ColourModel(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (self.num_classes,))
     red, green = clips[..., 0].mean(axis=(1, 2, 3)), clips[..., 1].mean(axis=(1, 2, 3))
     colours = jnp.stack([red, green], axis=-1)  # (B, 2)
-    return jnp.pad(colours, ((0, 0), (0, self.num_classes - 2))) + bias, {}
+    return jnp.pad(colours, ((0, 0), (0, self.num_classes - 2))) + bias[None, :], {}
 
 
 def run_evaluator(dc, aggregation="mean_logits", batch_size=2):
