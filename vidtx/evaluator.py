@@ -148,10 +148,11 @@ class MultiViewEvaluator:
       local = device_batch["batch_mask"] > 0
       for row in np.flatnonzero(local):
         index = int(device_batch["video_index"][row])
-        ids[index] = pipeline._text(host["video_id"][row]) or pipeline._text(host["source"][row])
+        ids[index] = (pipeline.as_text(host["video_id"][row])
+                      or pipeline.as_text(host["source"][row]))
       for row in np.flatnonzero(host["bad"]):
         bad[int(device_batch["video_index"][row])] = (
-            f"{pipeline._text(host['source'][row])}: {pipeline._text(host['error'][row])}")
+            f"{pipeline.as_text(host['source'][row])}: {pipeline.as_text(host['error'][row])}")
     for index in bad:  # A video with one unreadable chunk is left out entirely.
       sums.pop(index, None)
     order = sorted(sums)
@@ -198,8 +199,6 @@ class MultiViewEvaluator:
     num_classes = scores.shape[1]
     if self.multi_label:
       results = metrics.multilabel_metrics(scores, targets)
-      top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
-      results["top5"] = float(np.mean(np.take_along_axis(targets, top5, 1).max(axis=1) > 0))
       self.confusion = None
       return results
     if self.class_splits:

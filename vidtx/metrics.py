@@ -181,11 +181,11 @@ def average_precision(scores: ArrayLike, targets: ArrayLike) -> np.ndarray:
 
 
 def multilabel_metrics(scores: ArrayLike, targets: ArrayLike) -> dict[str, float]:
-  """{'mAP', 'top1', 'num_videos', 'num_classes_with_positives'} of multi-label videos.
+  """{'mAP', 'top1', 'top5', 'num_videos', 'num_classes_with_positives'} of multi-label videos.
 
   mAP: mean of `average_precision` over the classes with at least one positive (classes with none
-  have no defined AP). top1: fraction of videos whose best class is one of its positives; a video
-  with no positive can never be hit and still counts in the denominator.
+  have no defined AP). top1 / top5: fraction of videos with one of its positives among its best
+  1 / 5 classes; a video with no positive can never be hit and still counts in the denominator.
   """
   scores = _check_scores(scores)
   targets = _check_multi_hot(targets, scores.shape)
@@ -193,9 +193,12 @@ def multilabel_metrics(scores: ArrayLike, targets: ArrayLike) -> dict[str, float
   evaluated = ~np.isnan(ap)
   best = np.argmax(scores, axis=1)
   hit = targets[np.arange(len(best)), best] > 0
+  top5 = _topk_indices(scores, min(5, scores.shape[1]))  # (N, 5)
+  hit5 = np.take_along_axis(targets, top5, axis=1).max(axis=1) > 0
   return {
       "mAP": float(np.mean(ap[evaluated])) if evaluated.any() else float("nan"),
       "top1": float(np.mean(hit)),
+      "top5": float(np.mean(hit5)),
       "num_videos": scores.shape[0],
       "num_classes_with_positives": int(evaluated.sum()),
   }

@@ -494,13 +494,6 @@ def _temporary_name(path: str) -> str:
   return os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
 
 
-def _write_text(path: str, text: str) -> None:
-  temporary = _temporary_name(path)
-  with open(temporary, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(temporary, path)
-
-
 def write_shard(shard: str, entries: Sequence[tuple[int, Item, list[int] | None, str | None]],
                 options: Options, on_video: Callable[[bool], None] = lambda bad: None
                 ) -> dict[str, Any]:
@@ -530,7 +523,7 @@ def write_shard(shard: str, entries: Sequence[tuple[int, Item, list[int] | None,
              "options": dataclasses.asdict(options)}
     stats_path = _stats_path(shard)
     os.makedirs(os.path.dirname(stats_path), exist_ok=True)
-    _write_text(stats_path, json.dumps(stats, indent=1) + "\n")
+    dmvr.write_text_atomically(stats_path, json.dumps(stats, indent=1) + "\n")
     os.replace(temporary, shard)
   except BaseException:
     writer.close()
@@ -646,7 +639,7 @@ def resolve_label_map(items: Sequence[Item], output_dir: str, label_map: str | N
                        "one class name per line (line i = class i).")
     names = names_given or [f"class_{i}" for i in range(max(indices, default=-1) + 1)]
   if names and existing is None:
-    _write_text(path, "".join(f"{name}\n" for name in names))
+    dmvr.write_text_atomically(path, "".join(f"{name}\n" for name in names))
   return names
 
 
@@ -743,7 +736,7 @@ def convert(items: Sequence[Item], output_dir: str, split: str, *, num_shards: i
   meter.finish(len(items), len(bad_videos))
 
   report = "".join(f"{video_id}\t{path}\t{reason}\n" for _, video_id, path, reason in bad_videos)
-  _write_text(os.path.join(output_dir, f"{split}_report.txt"), report)
+  dmvr.write_text_atomically(os.path.join(output_dir, f"{split}_report.txt"), report)
   seconds = time.time() - started
   converted = sum(s["videos"] for s in new_stats)
   summary = {
@@ -767,7 +760,7 @@ def convert(items: Sequence[Item], output_dir: str, split: str, *, num_shards: i
     summary["class_splits"] = list(class_splits)
   if any(not item.labels for item in items):
     summary["unlabelled"] = True
-  _write_text(os.path.join(output_dir, f"{split}_summary.json"),
+  dmvr.write_text_atomically(os.path.join(output_dir, f"{split}_summary.json"),
               json.dumps(summary, indent=1) + "\n")
   return {**summary, "bad_videos": bad_videos}
 

@@ -127,6 +127,15 @@ def make_sequence_example(
       **context)
 
 
+def write_text_atomically(path: str, text: str) -> None:
+  """Writes `text` to `path` (local or gs://) through a temporary file renamed into place, so a
+  reader never sees half of it (labels.txt, dataset summaries)."""
+  temporary = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+  with tf.io.gfile.GFile(temporary, "w") as f:
+    f.write(text)
+  tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
 def shard_names(path: str, num_shards: int) -> list[str]:
   """`path-00000-of-0000N` for every shard, as DMVR names them."""
   return [f"{path}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]

@@ -675,7 +675,7 @@ def split_host_fields(batch: dict[str, np.ndarray], *, skip_bad_records: bool = 
     if len(bad) and not skip_bad_records:
       i = bad[0]
       raise ValueError(
-          f"Bad record in {_text(host['source'][i])}: {_text(host['error'][i])}. Fix or remove "
+          f"Bad record in {as_text(host['source'][i])}: {as_text(host['error'][i])}. Fix or remove "
           "it, or set config.dataset_configs.skip_bad_records=True to skip such records (they "
           "are counted and reported).")
     if len(bad) and "batch_mask" in device:
@@ -688,7 +688,8 @@ def next_position(host: dict[str, np.ndarray]) -> tuple[int, int]:
   return int(host["epoch"][-1]), int(host["index"][-1]) + 1
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+  """A string field of a numpy batch (bytes) as text."""
   return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 

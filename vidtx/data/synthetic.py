@@ -431,13 +431,6 @@ def _serialized_split(params: dict, split: str, chunk: int = 64) -> Iterator[byt
     yield from serialise(videos, start)
 
 
-def _write_text_atomically(path: str, text: str) -> None:
-  temp = f"{path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(temp, "w") as f:
-    f.write(text)
-  tf.io.gfile.rename(temp, path, overwrite=True)
-
-
 def ensure_dataset(dataset_configs: ml_collections.ConfigDict) -> str:
   """Generates the synthetic dataset unless it is already there; returns its directory.
 
@@ -464,7 +457,7 @@ def ensure_dataset(dataset_configs: ml_collections.ConfigDict) -> str:
     print(f"vidtx synthetic '{params['task']}': wrote {spec['num_examples']} {split} videos to "
           f"{directory} in {elapsed:.1f} s ({spec['num_examples'] / elapsed:.0f} videos/s)",
           flush=True)
-  _write_text_atomically(os.path.join(directory, "labels.txt"),
+  dmvr.write_text_atomically(os.path.join(directory, "labels.txt"),
                          "".join(name + "\n" for name in params["class_names"]))
-  _write_text_atomically(info_path, json.dumps(params, indent=2, sort_keys=True))
+  dmvr.write_text_atomically(info_path, json.dumps(params, indent=2, sort_keys=True))
   return directory

@@ -62,10 +62,9 @@ def measure(dataset_configs: ml_collections.ConfigDict, split: str, *, batch_siz
   """Times `batches` batches of the reader after `warmup`; clips and frames per second."""
   if split == "train":
     dataset = vidtx_data.build_train_dataset(dataset_configs, batch_size=batch_size, seed=0)
-  else:
-    dataset = vidtx_data.build_eval_dataset(dataset_configs, split, batch_size=batch_size)
-  iterator = dataset.repeat().as_numpy_iterator() if split != "train" else (
-      dataset.as_numpy_iterator())
+  else:  # One pass: repeated, so that any number of batches can be timed.
+    dataset = vidtx_data.build_eval_dataset(dataset_configs, split, batch_size=batch_size).repeat()
+  iterator = dataset.as_numpy_iterator()
   for _ in range(warmup):
     next(iterator)
   start = time.perf_counter()
