@@ -55,6 +55,9 @@ import tensorflow as tf
 from vidtx.data import augment, dmvr
 
 AUTOTUNE = tf.data.AUTOTUNE
+# The reader's functions branch on tensors with tf.cond, never with Python control flow, so they
+# need no AutoGraph; its conversion of the nested closures below fails with a warning per function.
+_no_autograph = tf.autograph.experimental.do_not_convert
 
 SAMPLINGS = ("stride", "timesformer", "segment")
 EVAL_SAMPLINGS = SAMPLINGS + ("whole_video",)
@@ -504,6 +507,9 @@ def _protected_map(ds: tf.data.Dataset, fn: Callable[..., Any],
   Each element runs in a one-element dataset that drops its own error; parallel interleave keeps
   the decoding as parallel as a map, and the order deterministic.
   """
+  fn, fallback = _no_autograph(fn), _no_autograph(fallback)
+
+  @_no_autograph
   def attempt(*element):
     tried = tf.data.Dataset.from_tensors(element).map(fn).ignore_errors()
     return tried.concatenate(tf.data.Dataset.from_tensors(fallback(*element))).take(1)
@@ -809,10 +815,12 @@ def build_eval_dataset(dataset_configs: ml_collections.ConfigDict, split: str, *
     return _eval_element(video, tf.zeros([num_views, num_frames, crop, crop, 3]),
                          tf.zeros([num_views]), tf.constant(_UNREADABLE))
 
+  @_no_autograph
   def chunks(video):
     num_chunks = tf.maximum(
         (tf.shape(video["indices"])[0] + clips_per_element - 1) // clips_per_element, 1)
-    ks = tf.data.Dataset.range(tf.cast(num_chunks, tf.int64)).map(lambda k: (video, k))
+    ks = tf.data.Dataset.range(tf.cast(num_chunks, tf.int64)).map(
+        _no_autograph(lambda k: (video, k)))
     return _protected_map(ks, chunk, unreadable_chunk)
 
   ds = _protected_map(ds, plan, unreadable_plan)
