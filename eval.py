@@ -23,8 +23,8 @@ from clu import metric_writers
 from ml_collections import config_flags
 
 from vidtx import data as vidtx_data
+from vidtx import distributed, metrics, sharding
 from vidtx import evaluator as evaluator_lib
-from vidtx import metrics, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import store
 
@@ -33,7 +33,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None,
              split: str = "validation", checkpoint: str | None = None) -> dict[str, Any]:
   """Evaluates the newest checkpoint of `workdir` (or the converted `checkpoint`) on `split`;
   writes WORKDIR/eval_<split>.json when there is a workdir."""
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(config.get("mesh"))
   dataset_configs = vidtx_data.prepare_dataset(config)
   if split not in dataset_configs.tables:
     raise ValueError(f"--split={split!r} is not in config.dataset_configs.tables "
@@ -57,8 +57,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None,
     raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
                             "train first with train.py --workdir=" + workdir)
 
-  return _evaluate_params(config, model, state.params, dataset_configs, mesh, split, workdir,
-                          step=int(state.step))
+  # A run that keeps an EMA of its parameters (config.ema_decay) is evaluated with it.
+  return _evaluate_params(config, model, state_lib.eval_params(state), dataset_configs, mesh,
+                          split, workdir, step=int(state.step))
 
 
 def _evaluate_params(config: ml_collections.ConfigDict, model: Any, params: Any,
@@ -101,6 +102,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if not flags.FLAGS.workdir and not flags.FLAGS.checkpoint:
     raise app.UsageError("Pass --workdir (a train.py run) or --checkpoint (a converted one).")
+  distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                         flags.FLAGS.process_id)
   evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split, flags.FLAGS.checkpoint)
 
 
@@ -111,5 +114,9 @@ if __name__ == "__main__":
                       "--checkpoint: where eval_<split>.json goes, optional).")
   flags.DEFINE_string("checkpoint", None, "A converted checkpoint directory (vidtx.convert).")
   flags.DEFINE_string("split", "validation", "Split of config.dataset_configs.tables.")
+  # Multi-host launches (vidtx.distributed), as train.py.
+  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes in the job.")
+  flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
   flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -14,10 +14,8 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from absl import app, flags, logging
 from clu import metric_writers
@@ -25,8 +23,8 @@ from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 from vidtx import data as vidtx_data
+from vidtx import distributed, metrics, models, optim, sharding
 from vidtx import evaluator as evaluator_lib
-from vidtx import losses, metrics, models, optim, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import init_from
 from vidtx.checkpoints import run as run_lib
@@ -35,7 +33,11 @@ from vidtx.progress import MetricsLog, Progress
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the final eval."""
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the final eval.
+
+  Returns {'preempted': True, 'step': N} instead when SIGTERM/SIGINT (or JAX's multi-host
+  preemption notice) stopped the run after saving checkpoint N.
+  """
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
 
@@ -44,16 +46,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_main:
     run_lib.write_config(config, workdir)
 
-  # --- Mesh: every device on the 'data' axis.
-  mesh = sharding.make_mesh()
+  # --- Mesh: ('data', 'fsdp', 'model') sizes from config.mesh (vidtx.sharding).
+  mesh = sharding.make_mesh(config.get("mesh"))
   local_batch_size = sharding.check_batch_size(config.batch_size, mesh)
 
   # --- Data: the synthetic dataset is generated on first use (cached).
   dataset_configs = vidtx_data.prepare_dataset(config)
   num_classes = dataset_configs.num_classes
-  label_kind = dict(class_splits=pipeline.class_splits(dataset_configs),
-                    multi_label=bool(dataset_configs.get("multi_label", False)))
-  mixup_alpha = float(config.get("mixup", {}).get("alpha", 0.0) or 0.0)
   total_steps = optim.resolve_steps(config, "num_training",
                                     dataset_configs.examples_per_subset["train"],
                                     config.batch_size)
@@ -62,19 +61,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # --- Model and optimizer.
   model = models.build(config.model_name, config.model, num_classes)
-  schedule = optim.make_schedule(config.lr_configs, total_steps)
-  tx = optim.make_optimizer(config, schedule)
+  tx, schedule = state_lib.optimizer_from_config(config, dataset_configs)
+  ema_decay = float(config.get("ema_decay") or 0.0)
 
-  # --- Sharded init, then resume from the newest checkpoint if there is one.
+  # --- Sharded init (parameters and optimizer state laid out by vidtx.sharding.RULES), then
+  # resume from the newest checkpoint if there is one.
   input_shape = (local_batch_size, dataset_configs.num_frames, dataset_configs.crop_size,
                  dataset_configs.crop_size, 3)
-  rng = jax.random.key(config.rng_seed)
-  init_rng, dropout_rng = jax.random.split(rng)
-  state, abstract_state = state_lib.create_train_state(model, tx, input_shape, mesh, init_rng)
-  manager = state_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep)
+  state, abstract_state = state_lib.create_train_state(
+      model, tx, input_shape, mesh, jax.random.key(config.rng_seed), ema=ema_decay > 0)
+  best_metric = config.get("best_checkpoint_metric") or ""
+  manager = state_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep,
+                                         best_metric=best_metric)
   restored = state_lib.restore_latest(manager, abstract_state)
   if restored is not None:
-    state = restored
+    # Checkpoints of older vidtx hold no rng: the seed's, as they drew it.
+    state = restored if restored.rng is not None else restored.replace(rng=state.rng)
   elif config.get("init_from") and config.init_from.get("checkpoint_path"):
     # A fresh run starts from a pretrained checkpoint by the papers' rules (image ViT) or by
     # name (a video model of the same family); a resumed run has its own parameters already.
@@ -89,8 +91,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   if is_main:
     print(f"{config.model_name} ({num_params / 1e6:.2f} M params) on {mesh.devices.size} "
-          f"device(s); {'resuming at step ' + str(start_step) if start_step else 'from scratch'}"
-          f", {total_steps} steps of {config.batch_size} clips.", flush=True)
+          f"device(s) of {jax.process_count()} process(es), mesh {dict(mesh.shape)}: "
+          f"{sharding.describe(abstract_state, mesh)}; "
+          f"{'resuming at step ' + str(start_step) if start_step else 'from scratch'}, "
+          f"{total_steps} steps of {config.batch_size} clips.", flush=True)
 
   # The stream is deterministic for the seed; a resumed run starts it at the position saved
   # with the checkpoint, so it sees exactly the clips an uninterrupted run would have seen.
@@ -104,45 +108,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       model, dataset_configs, "validation", batch_size=config.eval_batch_size, mesh=mesh,
       aggregation=config.eval_aggregation, class_names=class_names)
 
-  # --- The training step: one jit, state donated, batch sharded on 'data'.
-  def train_step(state: state_lib.TrainState,
-                 batch: dict[str, jax.Array]) -> tuple[state_lib.TrainState, dict[str, Any]]:
-    step_rng, mixup_rng = jax.random.split(jax.random.fold_in(dropout_rng, state.step))
+  # --- The training step: one jit with explicit shardings, the state donated, the batch split
+  # over the data-parallel axes, gradients accumulated over config.grad_accum_steps.
+  train_step = state_lib.make_train_step(
+      model, tx, schedule, abstract_state, mesh, num_classes=num_classes,
+      label_smoothing=config.label_smoothing,
+      class_splits=pipeline.class_splits(dataset_configs),
+      multi_label=bool(dataset_configs.get("multi_label", False)),
+      mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
+      grad_accum_steps=int(config.get("grad_accum_steps") or 1), ema_decay=ema_decay)
 
-    def loss_fn(params):
-      targets = losses.targets(batch["label"], num_classes, config.label_smoothing, **label_kind)
-      inputs = batch["inputs"]
-      if mixup_alpha > 0:
-        inputs, targets, _ = losses.mixup(mixup_rng, inputs, targets, mixup_alpha)
-      logits, _ = model.apply({"params": params}, inputs, train=True, rngs={"dropout": step_rng})
-      return jnp.mean(losses.loss(logits, targets, **label_kind)), logits
-
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    metrics = {
-        "loss": loss,
-        "accuracy": jnp.mean(losses.correct(logits, batch["label"], **label_kind)),
-        "learning_rate": schedule(state.step),
-        "grad_norm": optax.global_norm(grads),
-    }
-    return new_state, metrics
-
-  state_shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
-  train_step = jax.jit(train_step, donate_argnums=0,
-                       out_shardings=(state_shardings, sharding.replicated(mesh)))
-
-  # --- Loop: log, checkpoint, evaluate.
+  # --- Loop: log, checkpoint, evaluate; stop cleanly on SIGTERM/SIGINT.
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=is_main,
                            drop_after_step=start_step)
   progress = Progress(total_steps, start_step, config.batch_size, enabled=is_main)
-  pending = []  # device metrics since the last log, fetched together to avoid host syncs.
+  pending = []  # (step, device metrics) since the last fetch, fetched together (no host syncs).
   skipped_records = 0  # bad records dropped (dataset_configs.skip_bad_records) since the start
+  stop = distributed.StopRequest()
+
+  def fetch_and_check() -> list[dict[str, float]]:
+    """The pending metrics on the host; stops at the first non-finite loss or gradient."""
+    nonlocal pending
+    fetched = [(s, jax.device_get(m)) for s, m in pending]
+    pending = []
+    for s, m in fetched:
+      if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+        # Nothing after the last good step is saved; async saves in flight finish first.
+        manager.wait_until_finished()
+        raise FloatingPointError(
+            f"Non-finite training at step {s}: loss {float(m['loss'])}, gradient norm "
+            f"{float(m['grad_norm'])}. Stopped without saving; the last good checkpoint is "
+            f"{manager.latest_step()} in {manager.directory} (lower the learning rate or "
+            "enable config.max_grad_norm, then resume).")
+    return [m for _, m in fetched]
 
   def evaluate(step: int, final: bool = False) -> dict[str, Any]:
-    results = evaluator.run(state.params)
+    results = evaluator.run(state_lib.eval_params(state))
     scalars = {f"val_{k}": v for k, v in results.items()}
     writer.write_scalars(step, scalars)
     if evaluator.confusion is not None and is_main:
@@ -154,41 +156,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if is_main:
       print(f"[eval step {step}] {evaluator_lib.summary(results)} "
             f"({results['num_videos']} videos x {results['views_per_video']:g} views, "
-            f"{config.eval_aggregation})", flush=True)
+            f"{config.eval_aggregation}{', EMA parameters' if ema_decay else ''})", flush=True)
+    if best_metric and best_metric not in results:
+      raise ValueError(f"config.best_checkpoint_metric={best_metric!r} is not an evaluation "
+                       f"result; expected one of {sorted(results)} or ''.")
     return results
 
-  for step in range(start_step + 1, total_steps + 1):
-    device_batch, host = pipeline.split_host_fields(next(train_iter))
-    position = pipeline.next_position(host)
-    skipped_records += int(host["skipped"].sum())
-    state, step_metrics = train_step(state, sharding.to_global(device_batch, mesh))
-    pending.append(step_metrics)
+  def save(step: int, results: dict[str, Any] | None = None) -> None:
+    fetch_and_check()  # Never save parameters that went non-finite since the last log.
+    if step in manager.all_steps():  # A finished run resumed: its last step is saved already.
+      return
+    state_lib.save(manager, step, state, _data_state(position),
+                   metrics={best_metric: float(results[best_metric])}
+                   if results is not None and best_metric else None)
 
-    if step % config.log_every_steps == 0 or step == total_steps:
-      fetched = jax.device_get(pending)
-      summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-      summary["learning_rate"] = float(fetched[-1]["learning_rate"])
-      if skipped_records:
-        summary["skipped_records"] = skipped_records
-      if not np.isfinite(summary["loss"]):
-        raise FloatingPointError(f"Loss is {summary['loss']} at step {step}; the last good "
-                                 f"checkpoint is {manager.latest_step()}.")
-      summary.update(progress.update(step))
-      if is_main:
-        print(progress.line(step, summary), flush=True)
-      writer.write_scalars(step, summary)
-      metrics_log.write(step, summary)
-      pending = []
+  try:
+    for step in range(start_step + 1, total_steps + 1):
+      device_batch, host = pipeline.split_host_fields(next(train_iter))
+      position = pipeline.next_position(host)
+      skipped_records += int(host["skipped"].sum())
+      state, step_metrics = train_step(state, sharding.to_global(device_batch, mesh))
+      pending.append((step, step_metrics))
 
-    if step % config.checkpoint_every_steps == 0 or step == total_steps:
-      state_lib.save(manager, step, state, _data_state(position))
+      if step % config.log_every_steps == 0 or step == total_steps:
+        fetched = fetch_and_check()
+        summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        summary["learning_rate"] = float(fetched[-1]["learning_rate"])
+        if skipped_records:
+          summary["skipped_records"] = skipped_records
+        summary.update(progress.update(step))
+        if is_main:
+          print(progress.line(step, summary), flush=True)
+        writer.write_scalars(step, summary)
+        metrics_log.write(step, summary)
 
-    if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
-      evaluate(step)
+      if step == total_steps:
+        break  # Saved after the final evaluation below, which ranks it.
+      results = None
+      if config.eval_every_steps and step % config.eval_every_steps == 0:
+        results = evaluate(step)
+      if step % config.checkpoint_every_steps == 0 or results is not None:
+        save(step, results)
+      if stop.requested(step, sync=step % config.log_every_steps == 0):
+        save(step)
+        manager.wait_until_finished()
+        if is_main:
+          print(f"Stopped by {stop.reason} at step {step}; checkpoint {step} is saved. Run the "
+                "same command to resume.", flush=True)
+        writer.flush()
+        return {"preempted": True, "step": step}
 
-  # --- Final evaluation (also when resuming a finished run: it is cheap and answers the question).
-  manager.wait_until_finished()
-  results = evaluate(total_steps, final=True)
+    # --- Final evaluation (also when resuming a finished run: it is cheap and answers the
+    # question), then the last checkpoint, ranked by it.
+    results = evaluate(total_steps, final=True)
+    save(total_steps, results)
+  finally:
+    manager.wait_until_finished()
+    stop.restore()
   if is_main:
     print(f"Final: {evaluator_lib.summary(results)} on {results['num_videos']} validation "
           f"videos (chance top-1 {1 / num_classes:.2%}).", flush=True)
@@ -230,9 +254,11 @@ def main(argv):
   del argv
   # Orbax and clu log every save and metric at INFO; the progress line says what matters.
   logging.set_verbosity(logging.WARNING)
+  distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
+                         flags.FLAGS.process_id)
   config = flags.FLAGS.config
   results = train_and_evaluate(config, flags.FLAGS.workdir)
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and not results.get("preempted"):
     print(json.dumps({"top1": results["top1"], "top5": results["top5"]}))
 
 
@@ -240,5 +266,9 @@ if __name__ == "__main__":
   # Flags are defined here, not at import, so tests can import train.py and eval.py together.
   config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+  # Multi-host launches (vidtx.distributed): all three, or none for JAX's auto-detection.
+  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes in the job.")
+  flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

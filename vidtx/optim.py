@@ -1,9 +1,56 @@
-"""Learning-rate schedules, optimizers and the steps/epochs helper."""
+"""Learning-rate schedules, optimizers with weight-decay masks, an EMA of parameters and the
+steps/epochs helper.
 
+Schedules (`config.lr_configs.schedule`), all optionally after a linear warmup from 0 over
+`lr_configs.warmup_steps`:
+- 'cosine': cosine decay from `base_learning_rate` to `end_learning_rate` (default 0) at the
+  last step (ViViT, X-ViT).
+- 'constant': `base_learning_rate`.
+- 'steps': `base_learning_rate` multiplied by `decay_factor` (default 0.1) at each boundary of
+  `decay_steps` (steps) or `decay_epochs` (epochs, counted from 0; needs `steps_per_epoch`).
+  TimeSformer: 0.005, divided by 10 at epochs 11 and 14 of 15.
+
+Optimizers (`config.optimizer`, settings in `config.optimizer_configs`):
+- 'momentum': SGD with `momentum` (and `nesterov`); `weight_decay` is coupled L2, added to the
+  gradient before momentum as PyTorch's SGD and scenic do.
+- 'adamw': `beta1`, `beta2`; `adamw_weight_decay` is decoupled (Loshchilov & Hutter). A
+  `weight_decay` set as well is added to the gradient as for 'momentum'.
+Both decays skip the parameters whose '/'-joined name matches a regex of
+`optimizer_configs.no_decay_patterns` (default `NO_DECAY_PATTERNS`: positional embeddings,
+class tokens, LayerNorms). `config.max_grad_norm` (0 or None: off) clips the global gradient
+norm before anything else.
+
+The papers' recipes (configs/k400_*.py):
+- ViViT: SGD momentum 0.9, cosine schedule with linear warmup, no weight decay.
+- TimeSformer: SGD momentum 0.9, weight decay 1e-4, lr 0.005 divided by 10 at epochs 11 and 14.
+- X-ViT: SGD momentum 0.9 (Nesterov), weight decay 1e-5, cosine schedule with linear warmup.
+"""
+
+import functools
 import math
+import re
+from collections.abc import Sequence
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
+
+PyTree = Any
+
+SCHEDULES = ("cosine", "constant", "steps")
+
+# Parameters weight decay skips by default: regexes searched in the '/'-joined parameter name,
+# so they also match scanned layouts (encoder/encoderblocks/norm_mlp/scale). Biases of Dense
+# and Conv layers are decayed, as in the papers' code; add r"/bias$" to skip them too.
+NO_DECAY_PATTERNS = (
+    r"pos_embedding",  # pos_embedding, spatial_pos_embedding, temporal_pos_embedding
+    r"time_embedding",
+    r"(^|/)embedding$",  # the parameter of any AddPositionEmbedding module, whatever its name
+    r"(^|/)[^/]*cls(_token)?$",  # class tokens: cls, spatial_cls, temporal_cls
+    r"(^|/)[^/]*[Nn]orm[^/]*/(scale|bias)$",  # LayerNorms: norm_*, encoder_norm, LayerNorm_0
+)
 
 
 def resolve_steps(config: ml_collections.ConfigDict, prefix: str, examples: int,
@@ -21,37 +68,152 @@ def resolve_steps(config: ml_collections.ConfigDict, prefix: str, examples: int,
   return 0
 
 
-def make_schedule(lr_configs: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 to `base_learning_rate`, then cosine decay to `end_learning_rate`."""
+def _decay_boundaries(lr_configs: ml_collections.ConfigDict,
+                      steps_per_epoch: float | None) -> list[int]:
+  """The steps at which the 'steps' schedule decays; explicit steps win over epochs."""
+  decay_steps = lr_configs.get("decay_steps")
+  decay_epochs = lr_configs.get("decay_epochs")
+  for field, value in (("decay_steps", decay_steps), ("decay_epochs", decay_epochs)):
+    if value is not None and not isinstance(value, (tuple, list)):
+      raise ValueError(f"config.lr_configs.{field}={value!r}: expected a tuple of boundaries, "
+                       "e.g. (11, 14).")
+  if decay_steps is not None:
+    field, boundaries = "decay_steps", [int(s) for s in decay_steps]
+  elif decay_epochs is not None:
+    if not steps_per_epoch or steps_per_epoch <= 0:
+      raise ValueError(
+          f"config.lr_configs.decay_epochs={tuple(decay_epochs)!r} needs the number of steps per "
+          f"epoch: pass make_schedule(..., steps_per_epoch=examples / batch_size) (got "
+          f"{steps_per_epoch!r}), or set config.lr_configs.decay_steps instead.")
+    # Epoch e starts at step round(e * steps_per_epoch); epochs are counted from 0.
+    field, boundaries = "decay_epochs", [round(e * steps_per_epoch) for e in decay_epochs]
+  else:
+    raise ValueError("config.lr_configs.schedule='steps' needs its boundaries: set "
+                     "config.lr_configs.decay_epochs (e.g. (11, 14)) or decay_steps.")
+  if not boundaries:
+    raise ValueError(f"config.lr_configs.{field} is empty: expected at least one boundary.")
+  if boundaries[0] < 0 or any(b >= c for b, c in zip(boundaries, boundaries[1:], strict=False)):
+    raise ValueError(f"config.lr_configs.{field}={tuple(lr_configs.get(field))!r} (steps "
+                     f"{boundaries}): expected strictly increasing, non-negative boundaries.")
+  return boundaries
+
+
+def _steps_schedule(base: float, boundaries: Sequence[int], factor: float,
+                    warmup: int) -> optax.Schedule:
+  """`base * factor**k` from the k-th boundary on, times a linear warmup from 0 if any."""
+  bounds = jnp.asarray(boundaries, jnp.int32)
+
+  def schedule(step):
+    step = jnp.asarray(step)
+    # PySlowFast's 'steps_with_relative_lrs': the decay applies from the boundary step itself
+    # (optax.piecewise_constant_schedule would apply it one step later).
+    lr = base * factor ** jnp.sum(step >= bounds)
+    if warmup > 0:
+      lr = lr * jnp.minimum(step / warmup, 1.0)
+    return lr
+
+  return schedule
+
+
+def make_schedule(lr_configs: ml_collections.ConfigDict, total_steps: int, *,
+                  steps_per_epoch: float | None = None) -> optax.Schedule:
+  """The learning rate per step for `lr_configs` (see the module docstring).
+
+  'steps' schedule: the lr is `base_learning_rate` for steps < b_1, times `decay_factor` for
+  b_1 <= step < b_2, and so on. `lr_configs.decay_steps` gives the b_i directly; otherwise
+  `lr_configs.decay_epochs` gives epochs e_i and b_i = round(e_i * steps_per_epoch), the first
+  step of epoch e_i counting from 0 (PySlowFast's SOLVER.STEPS). A warmup multiplies the
+  schedule by step / warmup_steps until warmup_steps.
+  """
   base = lr_configs.base_learning_rate
-  warmup = min(int(lr_configs.warmup_steps), max(total_steps - 1, 0))
-  if lr_configs.schedule == "constant":
+  warmup = int(lr_configs.get("warmup_steps") or 0)
+  schedule_name = lr_configs.get("schedule")
+  if schedule_name == "steps":
+    boundaries = _decay_boundaries(lr_configs, steps_per_epoch)
+    factor = lr_configs.get("decay_factor")
+    factor = 0.1 if factor is None else float(factor)
+    if factor <= 0:
+      raise ValueError(f"config.lr_configs.decay_factor={factor!r}: expected a number > 0.")
+    return _steps_schedule(base, boundaries, factor, warmup)
+  # The warmup must end before the last step for the cosine to have a length.
+  warmup = min(warmup, max(total_steps - 1, 0))
+  if schedule_name == "constant":
     return optax.join_schedules(
         [optax.linear_schedule(0.0, base, max(warmup, 1)), optax.constant_schedule(base)],
         [warmup])
-  if lr_configs.schedule != "cosine":
-    raise ValueError(f"config.lr_configs.schedule={lr_configs.schedule!r}: expected 'cosine' "
-                     "or 'constant'.")
+  if schedule_name != "cosine":
+    raise ValueError(f"config.lr_configs.schedule={schedule_name!r}: expected one of "
+                     f"{', '.join(repr(s) for s in SCHEDULES)}.")
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=base, warmup_steps=warmup,
       decay_steps=max(total_steps, warmup + 1), end_value=lr_configs.get("end_learning_rate", 0.0))
 
 
+def decay_mask(params: PyTree, patterns: Sequence[str] = NO_DECAY_PATTERNS) -> PyTree:
+  """A pytree like `params` of bools: True where weight decay applies, False where a regex of
+  `patterns` is found in the parameter's '/'-joined name (e.g. 'encoder/encoder_norm/scale')."""
+  compiled = [re.compile(p) for p in patterns]
+
+  def decays(path, _):
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    return not any(p.search(name) for p in compiled)
+
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def _no_decay_patterns(opt: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """`optimizer_configs.no_decay_patterns` checked; the default when absent or None."""
+  patterns = opt.get("no_decay_patterns")
+  if patterns is None:
+    return NO_DECAY_PATTERNS
+  # A bare string would be read character by character.
+  if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+    raise ValueError(f"config.optimizer_configs.no_decay_patterns={patterns!r}: expected a "
+                     "tuple of regexes, e.g. (r'pos_embedding', r'/bias$').")
+  for p in patterns:
+    try:
+      re.compile(p)
+    except re.error as e:
+      raise ValueError(f"config.optimizer_configs.no_decay_patterns: {p!r} is not a valid "
+                       f"regex ({e}).") from e
+  return tuple(patterns)
+
+
 def make_optimizer(config: ml_collections.ConfigDict,
                    schedule: optax.Schedule) -> optax.GradientTransformation:
-  """The optimizer of `config.optimizer`, with optional global-norm clipping and weight decay."""
+  """The optimizer of `config.optimizer`: global-norm clipping first, then weight decay masked by
+  `optimizer_configs.no_decay_patterns`, then the update (see the module docstring)."""
   opt = config.optimizer_configs
+  for field in ("weight_decay", "adamw_weight_decay"):
+    if (opt.get(field) or 0) < 0:
+      raise ValueError(f"config.optimizer_configs.{field}={opt.get(field)!r}: expected >= 0.")
+  patterns = _no_decay_patterns(opt)
+  # No patterns: no mask, and the optimizer state keeps the unmasked structure.
+  mask = functools.partial(decay_mask, patterns=patterns) if patterns else None
   parts = []
   if config.get("max_grad_norm"):
     parts.append(optax.clip_by_global_norm(config.max_grad_norm))
   if opt.get("weight_decay"):
     # Coupled L2 (as scenic's SGD recipes): added to the gradient before momentum.
-    parts.append(optax.add_decayed_weights(opt.weight_decay))
+    parts.append(optax.add_decayed_weights(opt.weight_decay, mask=mask))
   if config.optimizer == "momentum":
     parts.append(optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.get("nesterov", False)))
   elif config.optimizer == "adamw":
+    adamw_decay = opt.get("adamw_weight_decay") or 0.0
     parts.append(optax.adamw(schedule, b1=opt.get("beta1", 0.9), b2=opt.get("beta2", 0.999),
-                             weight_decay=opt.get("adamw_weight_decay", 0.0)))
+                             weight_decay=adamw_decay, mask=mask if adamw_decay else None))
   else:
     raise ValueError(f"config.optimizer={config.optimizer!r}: expected 'momentum' or 'adamw'.")
   return optax.chain(*parts)
+
+
+def ema_update(ema_params: PyTree, params: PyTree, decay: float) -> PyTree:
+  """One step of an exponential moving average of parameters, leaf-wise:
+  `decay * ema + (1 - decay) * params` in the EMA's dtype (float32, even for bf16 params).
+
+  Pure, for use inside the jitted train step; `decay` is typically 0.9999. Whether the EMA is
+  kept at all (decay 0: off) is the caller's decision.
+  """
+  return jax.tree.map(
+      lambda e, p: (decay * e + (1.0 - decay) * p.astype(e.dtype)).astype(e.dtype),
+      ema_params, params)

@@ -42,7 +42,7 @@ class MetricsLog:
   """Appends one JSON object per logged step to WORKDIR/metrics.jsonl.
 
   On resume, lines of steps after the restored checkpoint (logged before a crash, then redone)
-  are dropped so that every step appears once.
+  are dropped so that every step appears once, and so is a line torn by a kill mid-write.
   """
 
   def __init__(self, path: str, enabled: bool = True, drop_after_step: int | None = None):
@@ -50,8 +50,7 @@ class MetricsLog:
     self.enabled = enabled
     if enabled and drop_after_step is not None and os.path.exists(path):
       with open(path) as f:
-        kept = [line for line in f if line.strip()
-                and json.loads(line).get("step", 0) <= drop_after_step]
+        kept = [line for line in f if _step(line) is not None and _step(line) <= drop_after_step]
       tmp = path + ".tmp"
       with open(tmp, "w") as f:
         f.writelines(kept)
@@ -62,3 +61,11 @@ class MetricsLog:
       return
     with open(self.path, "a") as f:
       f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def _step(line: str) -> int | None:
+  """The step of a metrics.jsonl line; None for a blank or torn (partly written) one."""
+  try:
+    return int(json.loads(line).get("step", 0))
+  except (ValueError, AttributeError):
+    return None

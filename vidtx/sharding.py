@@ -1,50 +1,194 @@
-"""Device mesh and the host-to-device hand-over of input batches.
+"""Device mesh, the rule table that shards parameters, and the hand-over of input batches.
 
-The batch axis of every input lives on the mesh axis 'data'; parameters and optimizer state are
-replicated (model-parallel axes come with the pod-scale work). Each process feeds only its own
-share of the global batch; `jax.make_array_from_process_local_data` stitches the shares into one
-global `jax.Array`, so the training step is written as if it saw the whole batch.
+The mesh has three axes (config.mesh):
+- 'data': data parallelism; parameters replicated along it.
+- 'fsdp': data parallelism too (the batch is split over data x fsdp), but parameters and
+  optimizer state are split along it (ZeRO-3 / FSDP): each device keeps 1/fsdp of them and XLA
+  gathers a layer's weights when it needs them.
+- 'model': tensor parallelism over attention heads and the MLP's hidden units (Megatron-style:
+  query/key/value and the first MLP layer split by columns, the output projections by rows, so a
+  block needs one reduction for attention and one for the MLP).
+One table, `RULES`, maps parameter names to these axes; optimizer state follows its parameter
+(momentum of `…/query/kernel` is sharded as `…/query/kernel`). A dimension that does not divide
+by its axis size stays whole: a Ti model's 3 heads on a 2-way 'model' axis are replicated.
+
+Each process feeds only its share of the global batch; `jax.make_array_from_process_local_data`
+stitches the shares into one global `jax.Array`, so the training step is written as if it saw
+the whole batch.
 """
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+MODEL_AXIS = "model"
+MESH_AXES = (DATA_AXIS, FSDP_AXIS, MODEL_AXIS)
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # The batch is split over both data-parallel axes.
+
+# (regex searched in the '/'-joined parameter path, axes of the parameter's LAST dimensions).
+# Scanned layers (model.scan_layers) have a leading layer axis, which stays whole. Kernels as in
+# vidtx.models.common: query/key/value (D, heads, head_dim), out (heads, head_dim, D),
+# MLP Dense_0 (D, mlp_dim), Dense_1 (mlp_dim, D).
+RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
+  (r"(^|/)(query|key|value)/kernel$", (FSDP_AXIS, MODEL_AXIS, None)),
+  (r"(^|/)(query|key|value)/bias$", (MODEL_AXIS, None)),
+  (r"(^|/)out/kernel$", (MODEL_AXIS, None, FSDP_AXIS)),
+  (r"(^|/)Dense_0/kernel$", (FSDP_AXIS, MODEL_AXIS)),
+  (r"(^|/)Dense_0/bias$", (MODEL_AXIS,)),
+  (r"(^|/)Dense_1/kernel$", (MODEL_AXIS, FSDP_AXIS)),
+)
+# Any other parameter with at least this many elements is split over 'fsdp' along its largest
+# dimension that divides; smaller ones (norms, biases, class tokens) are replicated: splitting
+# them saves nothing and costs a gather each.
+FSDP_MIN_SIZE = 2**14
 
 
-def make_mesh() -> Mesh:
-  """A 1-D mesh over every device of every process, axis name 'data'."""
-  # Built directly: jax.make_mesh defaults to Explicit axis types in jax 0.10, which ordinary
-  # Flax modules do not handle.
-  devices = np.asarray(jax.devices())
-  return Mesh(devices, (DATA_AXIS,))
+def mesh_shape(mesh_config: Mapping[str, int] | None, num_devices: int) -> tuple[int, int, int]:
+  """(data, fsdp, model) sizes from config.mesh; one axis may be -1 (all remaining devices)."""
+  mesh_config = dict(mesh_config or {})
+  unknown = sorted(set(mesh_config) - set(MESH_AXES))
+  if unknown:
+    raise ValueError(f"config.mesh: unknown axis {unknown}; expected {list(MESH_AXES)}.")
+  sizes = [int(mesh_config.get(axis, -1 if axis == DATA_AXIS else 1)) for axis in MESH_AXES]
+  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"config.mesh={mesh_config}: sizes must be positive, at most one -1.")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if num_devices % known:
+      raise ValueError(f"config.mesh={mesh_config}: {num_devices} devices are not divisible by "
+                       f"the fixed axes' product {known}.")
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f"config.mesh={mesh_config}: data x fsdp x model = {math.prod(sizes)}, but "
+                     f"there are {num_devices} devices.")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_config: Mapping[str, int] | ml_collections.ConfigDict | None = None,
+              devices: list[Any] | None = None) -> Mesh:
+  """The ('data', 'fsdp', 'model') mesh of config.mesh over every device of every process.
+
+  Without a config every device is on 'data'. Devices are laid out by
+  `mesh_utils.create_device_mesh` (TPU topology-aware; process order elsewhere), so 'model' and
+  'fsdp', the innermost axes, stay within a host or a TPU slice's fast links where they fit.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if isinstance(mesh_config, ml_collections.ConfigDict):
+    mesh_config = mesh_config.to_dict()
+  shape = mesh_shape(mesh_config, len(devices))
+  if shape[2] > 1 and jax.process_count() > 1 and shape[2] > jax.local_device_count():
+    raise ValueError(f"config.mesh.model={shape[2]} is larger than the {jax.local_device_count()} "
+                     "devices of a process: tensor parallelism must stay within a host.")
+  try:
+    device_grid = mesh_utils.create_device_mesh(shape, devices, contiguous_submeshes=False)
+  except (ValueError, NotImplementedError, AssertionError):
+    # Shapes the topology-aware layout cannot place (e.g. odd slices): plain process order.
+    device_grid = np.asarray(devices).reshape(shape)
+  # Built directly with the default (Auto) axis types: jax.make_mesh defaults to Explicit axis
+  # types in jax 0.10, which ordinary Flax modules do not handle.
+  return Mesh(device_grid, MESH_AXES)
+
+
+def _axis_size(mesh: Mesh, axis: str | None) -> int:
+  return mesh.shape.get(axis, 1) if axis else 1
+
+
+def batch_size_divisor(mesh: Mesh) -> int:
+  """How many ways the batch is split: the product of the data-parallel axes."""
+  return math.prod(_axis_size(mesh, a) for a in BATCH_AXES)
+
+
+def _batch_axes(mesh: Mesh) -> tuple[str, ...]:
+  return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over 'data', everything else whole."""
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+  """Leading (batch) axis split over the data-parallel axes, everything else whole."""
+  return NamedSharding(mesh, PartitionSpec(_batch_axes(mesh)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def path_name(path: tuple[Any, ...]) -> str:
+  """'a/b/c' for a jax tree path (dict keys, dataclass fields, sequence indices)."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)
+
+
+def partition_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
+  """The PartitionSpec of a parameter (or its optimizer state) called `name` on `mesh`."""
+  for pattern, axes in RULES:
+    if re.search(pattern, name) and len(shape) >= len(axes):
+      # Leading axes beyond the rule (a scanned layer axis) stay whole.
+      axes = (None,) * (len(shape) - len(axes)) + tuple(axes)
+      return PartitionSpec(*(
+        axis if axis and dim % _axis_size(mesh, axis) == 0 and _axis_size(mesh, axis) > 1
+        else None for axis, dim in zip(axes, shape, strict=True)))
+  fsdp = _axis_size(mesh, FSDP_AXIS)
+  if fsdp > 1 and math.prod(shape) >= FSDP_MIN_SIZE:
+    divisible = [i for i, dim in enumerate(shape) if dim % fsdp == 0]
+    if divisible:
+      largest = max(divisible, key=lambda i: shape[i])
+      return PartitionSpec(*(FSDP_AXIS if i == largest else None for i in range(len(shape))))
+  return PartitionSpec()
+
+
+def tree_shardings(tree: Any, mesh: Mesh) -> Any:
+  """NamedShardings for every leaf of `tree` (arrays or ShapeDtypeStructs) by `RULES`.
+
+  Works on a whole train state: optimizer-state leaves carry their parameter's path as a
+  suffix (…/trace/encoder/encoderblock_0/attention/query/kernel), so they match the same rule;
+  scalars (step counts) are replicated.
+  """
+  def leaf_sharding(path, leaf):
+    return NamedSharding(mesh, partition_spec(path_name(path), tuple(leaf.shape), mesh))
+  return jax.tree_util.tree_map_with_path(leaf_sharding, tree)
+
+
+def describe(tree: Any, mesh: Mesh) -> str:
+  """How `tree` is laid out: bytes per device against the total, and how many leaves are split."""
+  shardings = tree_shardings(tree, mesh)
+  leaves, specs = jax.tree.leaves(tree), jax.tree.leaves(shardings)
+  total = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves)
+  per_device = sum(
+    math.prod(s.shard_shape(tuple(x.shape))) * np.dtype(x.dtype).itemsize
+    for x, s in zip(leaves, specs, strict=True))
+  split = sum(1 for s in specs if any(a is not None for a in s.spec))
+  return (f"{total / 2**20:.1f} MiB of state, {per_device / 2**20:.1f} MiB per device "
+          f"({split}/{len(leaves)} arrays split)")
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "batch_size") -> int:
   """Returns the per-process batch size, or explains why the global one does not split."""
-  num_devices = mesh.devices.size
-  if global_batch_size % num_devices:
+  ways = batch_size_divisor(mesh)
+  if global_batch_size % ways or global_batch_size % jax.process_count():
     raise ValueError(
-        f"config.{what}={global_batch_size} must be divisible by the number of devices "
-        f"({num_devices}) because the batch is split over the mesh axis '{DATA_AXIS}'.")
+        f"config.{what}={global_batch_size} must be divisible by the number of data-parallel "
+        f"devices ({ways} = mesh axes {'x'.join(_batch_axes(mesh))}) and of processes "
+        f"({jax.process_count()}): the batch is split over them.")
   return global_batch_size // jax.process_count()
 
 
 def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
-  """Host-local numpy batch -> global jax.Arrays sharded on 'data' along axis 0."""
+  """Host-local numpy batch -> global jax.Arrays split over the data-parallel axes on axis 0."""
   sharding = data_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in batch.items()}

@@ -1,4 +1,4 @@
-"""Training state: creation sharded on the mesh, and orbax checkpoints that resume it."""
+"""Training state: creation sharded on the mesh, the training step, and orbax checkpoints."""
 
 import os
 from collections.abc import Callable
@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
-from vidtx import models, optim, sharding
+from vidtx import losses, models, optim, sharding
 
 
 @flax.struct.dataclass
@@ -21,25 +22,37 @@ class TrainState:
   step: jax.Array  # int32 scalar: number of optimizer updates applied so far.
   params: Any
   opt_state: Any
+  # uint32 (2,): the key data every step's randomness (dropout, stochastic depth, mixup) is
+  # folded from with the step; saved so a resumed run draws what the uninterrupted one drew.
+  rng: jax.Array
+  # Exponential moving average of the parameters (config.ema_decay > 0), else None.
+  ema_params: Any = None
 
 
-def _init_fn(model: nn.Module, tx: optax.GradientTransformation,
-             input_shape: tuple[int, ...]) -> Callable[[jax.Array], TrainState]:
+def _init_fn(model: nn.Module, tx: optax.GradientTransformation, input_shape: tuple[int, ...],
+             ema: bool) -> Callable[[jax.Array], TrainState]:
   def init(rng: jax.Array) -> TrainState:
+    init_rng, train_rng = jax.random.split(rng)
     dummy = jnp.zeros(input_shape, jnp.float32)
-    params = model.init({"params": rng, "dropout": rng}, dummy, train=False)["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    params = model.init({"params": init_rng, "dropout": init_rng}, dummy, train=False)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=jax.random.key_data(train_rng),
+                      ema_params=jax.tree.map(jnp.copy, params) if ema else None)
   return init
 
 
 def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
-                         input_shape: tuple[int, ...], mesh: Mesh) -> TrainState:
-  """Shapes, dtypes and shardings of the state, without memory: what checkpoints restore into."""
-  shapes = jax.eval_shape(_init_fn(model, tx, input_shape), jax.random.key(0))
-  # Everything replicated for now; model-parallel rules replace this tree, not the code around it.
-  return jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding.replicated(mesh)),
-      shapes)
+                         input_shape: tuple[int, ...], mesh: Mesh, *,
+                         ema: bool = False) -> TrainState:
+  """Shapes, dtypes and shardings of the state, without memory: what checkpoints restore into.
+
+  Shardings follow vidtx.sharding.RULES (replicated, FSDP or tensor-parallel per parameter;
+  optimizer state as its parameter).
+  """
+  shapes = jax.eval_shape(_init_fn(model, tx, input_shape, ema), jax.random.key(0))
+  shardings = sharding.tree_shardings(shapes, mesh)
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, shardings)
 
 
 def abstract_state_from_config(config: ml_collections.ConfigDict,
@@ -52,53 +65,179 @@ def abstract_state_from_config(config: ml_collections.ConfigDict,
   they are without reading any data (eval.py, vidtx.checkpoints.run).
   """
   model = models.build(config.model_name, config.model, dataset_configs.num_classes)
-  # The schedule's length does not change the state's structure; at least 1 so it builds.
-  total_steps = max(optim.resolve_steps(config, "num_training",
-                                        dataset_configs.examples_per_subset["train"],
-                                        config.batch_size), 1)
-  tx = optim.make_optimizer(config, optim.make_schedule(config.lr_configs, total_steps))
+  tx, _ = optimizer_from_config(config, dataset_configs)
   input_shape = (1, dataset_configs.num_frames, dataset_configs.crop_size,
                  dataset_configs.crop_size, 3)
-  return model, abstract_train_state(model, tx, input_shape, mesh)
+  return model, abstract_train_state(model, tx, input_shape, mesh,
+                                     ema=bool(config.get("ema_decay")))
+
+
+def optimizer_from_config(config: ml_collections.ConfigDict,
+                          dataset_configs: ml_collections.ConfigDict
+                          ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimizer and learning-rate schedule of `config`, sized by the training split."""
+  examples = dataset_configs.examples_per_subset["train"]
+  # The schedule's length does not change the state's structure; at least 1 so it builds.
+  total_steps = max(optim.resolve_steps(config, "num_training", examples, config.batch_size), 1)
+  schedule = optim.make_schedule(config.lr_configs, total_steps,
+                                 steps_per_epoch=examples / config.batch_size)
+  return optim.make_optimizer(config, schedule), schedule
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
-                       input_shape: tuple[int, ...], mesh: Mesh,
-                       rng: jax.Array) -> tuple[TrainState, TrainState]:
+                       input_shape: tuple[int, ...], mesh: Mesh, rng: jax.Array, *,
+                       ema: bool = False) -> tuple[TrainState, TrainState]:
   """Initialises the state directly in its sharding; returns (state, abstract state)."""
-  abstract = abstract_train_state(model, tx, input_shape, mesh)
+  abstract = abstract_train_state(model, tx, input_shape, mesh, ema=ema)
   shardings = jax.tree.map(lambda s: s.sharding, abstract)
-  state = jax.jit(_init_fn(model, tx, input_shape), out_shardings=shardings)(rng)
+  state = jax.jit(_init_fn(model, tx, input_shape, ema), out_shardings=shardings)(rng)
   return state, abstract
+
+
+def eval_params(state: TrainState) -> Any:
+  """The parameters a run is evaluated and exported with: the EMA when it keeps one."""
+  return state.params if state.ema_params is None else state.ema_params
 
 
 def replace_params(state: TrainState, params: Any, tx: optax.GradientTransformation,
                    abstract_state: TrainState) -> TrainState:
-  """`state` with new (host) params placed in their shardings and a fresh optimizer state."""
+  """`state` with new (host) params placed in their shardings, a fresh optimizer state and the
+  EMA (if kept) starting from them."""
   param_shardings = jax.tree.map(lambda s: s.sharding, abstract_state.params)
   params = jax.device_put(params, param_shardings)
   opt_shardings = jax.tree.map(lambda s: s.sharding, abstract_state.opt_state)
   opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
-  return state.replace(params=params, opt_state=opt_state)
+  ema_params = None
+  if state.ema_params is not None:
+    ema_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=param_shardings)(params)
+  return state.replace(params=params, opt_state=opt_state, ema_params=ema_params)
 
 
-def checkpoint_manager(workdir: str, *, max_to_keep: int = 3,
+# ----------------------------------------------------------------------------------------
+# The training step.
+# ----------------------------------------------------------------------------------------
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, abstract_state: TrainState, mesh: Mesh, *,
+                    num_classes: int, label_smoothing: float = 0.0,
+                    class_splits: tuple[int, ...] = (), multi_label: bool = False,
+                    mixup_alpha: float = 0.0, grad_accum_steps: int = 1,
+                    ema_decay: float = 0.0) -> Callable[..., tuple[TrainState, dict[str, Any]]]:
+  """The jitted training step `(state, batch) -> (state, metrics)`.
+
+  The state keeps the shardings of `abstract_state` (in and out) and is donated; the batch
+  ({'inputs', 'label'}) is split over the mesh's data-parallel axes; metrics are replicated
+  scalars. With `grad_accum_steps` = k the batch is processed as k micro-batches of B/k clips
+  whose gradients are averaged before one update (same mean loss and gradient as the whole
+  batch, at the activation memory of B/k clips; mixup pairs clips within a micro-batch).
+  """
+  label_kind = dict(class_splits=class_splits, multi_label=multi_label)
+  k = int(grad_accum_steps)
+  if k < 1:
+    raise ValueError(f"config.grad_accum_steps={grad_accum_steps}: expected an integer >= 1.")
+
+  def loss_and_grads(params, batch, rng):
+    dropout_rng, mixup_rng = jax.random.split(rng)
+
+    def loss_fn(params):
+      targets = losses.targets(batch["label"], num_classes, label_smoothing, **label_kind)
+      inputs = batch["inputs"]
+      if mixup_alpha > 0:
+        inputs, targets, _ = losses.mixup(mixup_rng, inputs, targets, mixup_alpha)
+      logits, _ = model.apply({"params": params}, inputs, train=True,
+                              rngs={"dropout": dropout_rng})
+      return jnp.mean(losses.loss(logits, targets, **label_kind)), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    accuracy = jnp.mean(losses.correct(logits, batch["label"], **label_kind))
+    return loss, accuracy, grads
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array]
+                 ) -> tuple[TrainState, dict[str, Any]]:
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    if k == 1:
+      loss, accuracy, grads = loss_and_grads(state.params, batch, rng)
+    else:
+      batch_size = batch["inputs"].shape[0]
+      if batch_size % k:
+        raise ValueError(f"config.grad_accum_steps={k} does not divide the batch of "
+                         f"{batch_size} clips.")
+      # (B, ...) -> (B/k, k, ...) -> (k, B/k, ...): micro-batch j holds rows j, j+k, j+2k...,
+      # so every device keeps its own rows and nothing moves between devices.
+      micro = jax.tree.map(
+          lambda x: jnp.swapaxes(x.reshape((batch_size // k, k) + x.shape[1:]), 0, 1), batch)
+      micro = jax.lax.with_sharding_constraint(
+          micro, NamedSharding(mesh, PartitionSpec(None, sharding.data_sharding(mesh).spec[0])))
+
+      def accumulate(carry, xs):
+        micro_batch, j = xs
+        loss, accuracy, grads = loss_and_grads(state.params, micro_batch,
+                                               jax.random.fold_in(rng, j))
+        total_loss, total_accuracy, total_grads = carry
+        return (total_loss + loss, total_accuracy + accuracy,
+                jax.tree.map(jnp.add, total_grads, grads)), None
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (loss, accuracy, grads), _ = jax.lax.scan(
+          accumulate, (jnp.zeros(()), jnp.zeros(()), zeros), (micro, jnp.arange(k)))
+      loss, accuracy = loss / k, accuracy / k
+      grads = jax.tree.map(lambda g: g / k, grads)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema_params = state.ema_params
+    if ema_params is not None:
+      ema_params = optim.ema_update(ema_params, params, ema_decay)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              ema_params=ema_params)
+    metrics = {"loss": loss, "accuracy": accuracy, "learning_rate": schedule(state.step),
+               "grad_norm": optax.global_norm(grads)}
+    return new_state, metrics
+
+  state_shardings = jax.tree.map(lambda s: s.sharding, abstract_state)
+  batch_sharding = sharding.data_sharding(mesh)
+  return jax.jit(train_step, donate_argnums=0,
+                 in_shardings=(state_shardings, batch_sharding),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)))
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoints.
+# ----------------------------------------------------------------------------------------
+
+
+def checkpoint_manager(workdir: str, *, max_to_keep: int = 3, best_metric: str = "",
                        read_only: bool = False) -> ocp.CheckpointManager:
-  """Checkpoints under WORKDIR/checkpoints/<step>; orbax writes each to a temporary directory
-  and renames it when complete, so an interrupted save never looks like a checkpoint."""
-  # Read-only: no saving and no pruning (orbax warns when it has to switch these off itself).
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=None if read_only else max_to_keep, create=not read_only, read_only=read_only,
-      save_interval_steps=0 if read_only else 1)
+  """Checkpoints under WORKDIR/checkpoints/<step>, written asynchronously.
+
+  Keeps the newest `max_to_keep` and, with `best_metric`, also the one whose evaluation had the
+  highest value of it (saved with `save(..., metrics=...)`). Orbax writes each checkpoint to a
+  temporary directory and renames it when complete, so an interrupted save (even kill -9) never
+  looks like a checkpoint.
+  """
+  if read_only:
+    # No saving and no pruning (orbax warns when it has to switch these off itself).
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+  else:
+    keep = [preservation.LatestN(n=max_to_keep)]
+    if best_metric:
+      keep.append(preservation.BestN(get_metric_fn=lambda m: m[best_metric], n=1,
+                                     keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        create=True, save_interval_steps=1, enable_async_checkpointing=True,
+        preservation_policy=preservation.AnyPreservationPolicy(keep))
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: TrainState,
-         data_state: dict[str, Any]) -> None:
-  """Saves `state` and the input stream's position (JSON) as checkpoint `step` (asynchronous)."""
+         data_state: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
+  """Saves `state` and the input stream's position (JSON) as checkpoint `step`, in the
+  background; `metrics` (an evaluation of this step) rank it for the best-checkpoint rule."""
   manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             data=ocp.args.JsonSave(data_state)))
+                                             data=ocp.args.JsonSave(data_state)),
+               metrics=metrics, force=True)
 
 
 def restore_latest(manager: ocp.CheckpointManager,
@@ -114,20 +253,46 @@ def _legacy_item(manager: ocp.CheckpointManager, step: int) -> str | None:
   return path if os.path.isdir(path) else None
 
 
+def _saved_fields(manager: ocp.CheckpointManager, step: int) -> dict[str, bool]:
+  """The TrainState fields checkpoint `step` holds -> whether with a value (older vidtx saved
+  no rng and no EMA; a run without EMA saves it as None)."""
+  path = _legacy_item(manager, step) or os.path.join(str(manager.directory), str(step), "state")
+  tree = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+  return {name: getattr(value, "value_type", None) != "None" for name, value in tree.items()}
+
+
 def restore_step(manager: ocp.CheckpointManager, abstract_state: TrainState,
                  step: int) -> TrainState:
-  """Checkpoint `step` (one of manager.all_steps()) restored into `abstract_state`."""
+  """Checkpoint `step` (one of manager.all_steps()) restored into `abstract_state`.
+
+  Checkpoints of older vidtx (no rng or EMA saved) restore too: the rng then comes from the
+  seed as they drew it (the caller fills `rng`, which is None here), and an EMA starts from the
+  parameters.
+  """
+  fields = _saved_fields(manager, step)
+  # The checkpoint's own structure: fields it holds as None stay None.
+  target = {name: getattr(abstract_state, name) if has_value else None
+            for name, has_value in fields.items()}
   try:
     legacy = _legacy_item(manager, step)
     if legacy:
-      return ocp.StandardCheckpointer().restore(legacy, abstract_state)
-    restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-    return restored.state
+      restored = ocp.StandardCheckpointer().restore(legacy, target)
+    else:
+      restored = manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
   except (ValueError, KeyError) as e:
     raise ValueError(
         f"Checkpoint {manager.directory}/{step} does not match the model built from the config "
-        f"(a different model or optimizer?): {e}") from e
+        f"(a different model, optimizer or config.ema_decay?): {e}") from e
+  if "rng" not in restored:
+    print(f"Checkpoint {step} has no rng (older vidtx); training continues with the seed's.",
+          flush=True)
+  state = TrainState(step=restored["step"], params=restored["params"],
+                     opt_state=restored["opt_state"],
+                     rng=restored.get("rng"), ema_params=restored.get("ema_params"))
+  if abstract_state.ema_params is not None and state.ema_params is None:
+    state = state.replace(ema_params=jax.tree.map(jnp.copy, state.params))
+  return state
 
 
 def restore_data_state(manager: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:

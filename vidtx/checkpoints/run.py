@@ -104,7 +104,8 @@ def export_run(workdir: str, step: int | None = None) -> Converted:
                                                              mesh)
     state = state_lib.restore_step(manager, abstract_state, step)
   # The optimizer state stays behind: a converted checkpoint holds the parameters only.
-  params = jax.tree.map(np.asarray, jax.device_get(state.params))
+  # A run that keeps an EMA (config.ema_decay) is evaluated with it, so that is what it exports.
+  params = jax.tree.map(np.asarray, jax.device_get(state_lib.eval_params(state)))
 
   dataset = config.dataset_name
   if dataset == "synthetic":
