@@ -26,7 +26,8 @@ What the models imply:
 
 Supported: every TimeSformer scheme, ViViT Models 1-3. ViViT Model 4 splits each attention's
 heads between space and time, and X-ViT shifts channels between frames inside its attention,
-so no single weight matrix per stage describes them: they raise ValueError.
+so no single weight matrix per stage describes them: they raise ValueError. Models with
+model.scan_layers work too (their stacked maps are split per layer).
 
     logits, heat = rollout(model, params, clips)        # heat (B, T', h, w), see `rollout`
     image = rollout_image(frames, heat)                 # PIL image: frames above, heat below
@@ -43,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vidtx.checkpoints import scan
 from vidtx.models import attention, timesformer, vivit
 
 # How the heads' weights (..., heads, L, L) become one row-stochastic matrix (..., L, L). Abnar &
@@ -282,6 +284,9 @@ def rollout_from_intermediates(model: nn.Module, intermediates: Any, clip_shape:
   if head_fusion not in HEAD_FUSIONS:
     raise ValueError(f"head_fusion={head_fusion!r}: expected one of {sorted(HEAD_FUSIONS)}.")
   batch = clip_shape[0]
+  # A model with scan_layers sows each stack's maps stacked on a layer axis under
+  # `encoderblocks`; the plans name per-layer blocks.
+  intermediates = scan.unstack_layers(intermediates)
   model_plans = plans(model, clip_shape)
   first = model_plans[0]
   rows = propagate(first, intermediates, batch, head_fusion)  # (B, K, M)

@@ -33,6 +33,11 @@ From an image ViT (vit_jax, big_vision, timm, HF ViT, or a converted space-only 
 From a video checkpoint of the same family (e.g. a converted Kinetics-400 TimeSformer for
 Something-Something): every parameter by name; positional and time embeddings resized when
 the patch grid or frame count differ; the head fresh when the class count differs.
+
+Scanned layers (model.scan_layers): the rules work on per-layer names (encoderblock_{i}). The
+model's parameters and the checkpoint's are brought to that layout first (vidtx.checkpoints.scan)
+and the result is stacked back for a scanned model, so either layout initialises either model.
+Report names and init_from.skip_patterns use the per-layer names.
 """
 
 import dataclasses
@@ -43,7 +48,7 @@ from typing import Any
 import flax
 import numpy as np
 
-from vidtx.checkpoints import store, surgery
+from vidtx.checkpoints import scan, store, surgery
 from vidtx.models import tokenizer
 
 KERNEL_INIT_METHODS = ("central_frame", "inflate")
@@ -103,13 +108,17 @@ def initialise(params: Any, *, model_name: str, model_config: Any, init_config: 
   """`params` (a fresh init of the model) with what the checkpoint provides; and a Report.
 
   model_config: the validated config of the model (vidtx.models.*.make_config). num_frames,
-  crop_size: the clips the model is built for.
+  crop_size: the clips the model is built for. The returned parameters have the layout of
+  `params` (stacked `encoderblocks` with model.scan_layers), the report per-layer names.
   """
   path = init_config["checkpoint_path"]
   if source is None:
     source = load_source(path, init_config.get("checkpoint_format", "auto") or "auto")
+  # The rules below work on per-layer blocks: unstack scanned layouts (a no-op otherwise).
+  per_layer = scan.unstack_layers(flax.core.unfreeze(params))
   target = {k: np.asarray(v) for k, v in
-            flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/").items()}
+            flax.traverse_util.flatten_dict(per_layer, sep="/").items()}
+  source = dataclasses.replace(source, params=scan.unstack_layers(source.params))
   source_flat = flax.traverse_util.flatten_dict(source.params, sep="/")
   geometry = dict(patch=model_config.patch_size, tubelet=model_config.tubelet_size,
                   num_frames=num_frames, crop=crop_size)
@@ -125,7 +134,10 @@ def initialise(params: Any, *, model_name: str, model_config: Any, init_config: 
     report = Report(path, f"video {source.model_name}")
     proposal, adapted = _from_video(source, source_flat, target, geometry)
   _check_numerics(source, model_config, report)
-  return _merge(target, proposal, adapted, init_config, report), report
+  merged = _merge(target, proposal, adapted, init_config, report)
+  if getattr(model_config, "scan_layers", False):
+    merged = scan.stack_layers(merged)
+  return merged, report
 
 
 def _check_numerics(source: store.Converted, model_config: Any, report: Report) -> None:

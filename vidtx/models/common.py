@@ -4,6 +4,15 @@
 - `dot_product_attention`: THE attention core; every attention in vidtx goes through it.
 - `MultiHeadAttention`, `MlpBlock`, `DropPath`, `EncoderBlock`, `Encoder`: a pre-LN ViT
   encoder whose attention pattern (see attention.py) is a parameter.
+- `stack_blocks`: THE loop over a stack of identical blocks, used by every model, which applies
+  the two memory/compile-time options of the config:
+  - `model.remat_policy` ('none' | 'full' | 'dots' | 'dots_no_batch', see REMAT_POLICIES):
+    rematerialise each block in the backward pass; trades extra compute (about 30% more for
+    'full') for activation memory (long clips, large models).
+  - `model.scan_layers`: run the blocks of a stack under `nn.scan`, so XLA compiles one block
+    instead of L (faster compiles for L/H models, same maths). The stack's parameters then live
+    under one name `encoderblocks` with a leading layer axis instead of `encoderblock_{i}`;
+    vidtx.checkpoints.scan converts between the two layouts.
 - `AddPositionEmbedding`: learned embedding added along one token axis.
 
 Initialisers follow ViT (vit_jax): xavier_uniform kernels, normal(1e-6) MLP biases,
@@ -80,8 +89,24 @@ def base_config() -> ml_collections.ConfigDict:
       # ViT, TimeSformer, scenic and timm use 1e-6; Hugging Face ViT folders record 1e-12.
       layer_norm_epsilon=1e-6,
       dtype="float32",  # Compute dtype; parameters are always float32.
+      # Recompute each block in the backward pass instead of keeping its activations: 'none',
+      # 'full' (keep nothing; ~30% more compute, least memory), 'dots' (keep matmul outputs),
+      # 'dots_no_batch' (keep matmul outputs without batch dims). See REMAT_POLICIES.
+      remat_policy="none",
+      # True: run the identical blocks of each stack under nn.scan (XLA compiles one block
+      # instead of L: fast compiles for L/H models); parameters stacked under `encoderblocks`.
+      scan_layers=False,
     )
   )
+
+
+# model.remat_policy -> what a rematerialised block keeps for the backward pass (None: no remat).
+REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
+  "none": None,
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.dots_saveable,
+  "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +128,8 @@ class ModelConfig:
   gelu_approximate: bool
   layer_norm_epsilon: float
   dtype: str
+  remat_policy: str
+  scan_layers: bool
 
 
 def make_config(
@@ -164,6 +191,12 @@ def make_config(
   fields["layer_norm_epsilon"] = float(eps)
   if fields["dtype"] not in ("float32", "bfloat16"):
     raise ValueError(f'model.dtype={fields["dtype"]!r}: expected "float32" or "bfloat16".')
+  if not isinstance(fields["remat_policy"], str) or fields["remat_policy"] not in REMAT_POLICIES:
+    raise ValueError(
+      f"model.remat_policy={fields['remat_policy']!r}: expected one of {list(REMAT_POLICIES)}."
+    )
+  if not isinstance(fields["scan_layers"], bool):
+    raise ValueError(f"model.scan_layers={fields['scan_layers']!r}: expected True or False.")
   return config_cls(**fields)
 
 
@@ -314,24 +347,29 @@ class DropPath(nn.Module):
   """Stochastic depth: drops a residual branch for whole examples (axis 0).
 
   Kept branches are scaled by 1 / (1 - rate), as in timm and the official TimeSformer,
-  so evaluation needs no rescaling.
+  so evaluation needs no rescaling. `rate` is a Python float, or a scalar array where the rate
+  is a traced input (blocks under nn.scan get their layer's rate that way).
   """
 
-  rate: float
+  rate: float | jax.Array
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    if deterministic or self.rate == 0.0:
+    is_python = isinstance(self.rate, (int, float))
+    if deterministic or (is_python and self.rate == 0.0):
       return x
     keep_prob = 1.0 - self.rate
     keep = jax.random.bernoulli(
       self.make_rng("dropout"), keep_prob, (x.shape[0],) + (1,) * (x.ndim - 1)
     )
+    if not is_python:
+      # Divide in x's dtype, as the weakly typed Python float does.
+      keep_prob = keep_prob.astype(x.dtype)
     return jnp.where(keep, x / keep_prob, 0.0).astype(x.dtype)
 
 
 def regularise_branch(
-  y: jax.Array, *, dropout_rate: float, drop_path_rate: float, deterministic: bool
+  y: jax.Array, *, dropout_rate: float, drop_path_rate: float | jax.Array, deterministic: bool
 ) -> jax.Array:
   """Dropout then stochastic depth on a residual branch (call inside a compact method)."""
   y = nn.Dropout(dropout_rate)(y, deterministic=deterministic)
@@ -364,31 +402,92 @@ def layer_norm(config: ModelConfig, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=jnp.dtype(config.dtype), name=name)
 
 
+def stack_blocks(
+  block: type[nn.Module],
+  carry: Any,
+  *,
+  config: ModelConfig,
+  num_layers: int,
+  deterministic: bool,
+  **fields: Any,
+) -> Any:
+  """`num_layers` blocks `block(config=config, **fields)` one after the other on `carry`.
+
+  Call inside a compact method; the blocks become its children. Every block follows one
+  protocol: `carry = block(carry, drop_path_rate, deterministic)`, all positional (remat makes
+  Python arguments static by position). `carry` is any pytree: tokens x, or TimeSformer's
+  (x, cls) with cls possibly None. Layer i's drop-path rate is
+  drop_path_rates(config.stochastic_depth, num_layers)[i].
+
+  - config.scan_layers False: children `encoderblock_0` .. `encoderblock_{L-1}`; the rates are
+    Python floats.
+  - config.scan_layers True: one child `encoderblocks` run under nn.scan; its parameters (and
+    sown intermediates, e.g. attention maps) have a leading axis of length L, the 'params' and
+    'dropout' rngs are split per layer. The rates are a scanned (L,) array input; without
+    stochastic depth a broadcast Python 0.0, so that no layer asks for a 'dropout' rng for it.
+  - config.remat_policy other than 'none': each block is wrapped in nn.remat with the policy of
+    REMAT_POLICIES.
+  """
+  rates = drop_path_rates(config.stochastic_depth, num_layers)
+  # Traced rates only where they must be: scanned layers with stochastic depth.
+  traced_rates = config.scan_layers and config.stochastic_depth > 0
+  if config.remat_policy != "none":
+    block = nn.remat(
+      block,
+      policy=REMAT_POLICIES[config.remat_policy],
+      # Inside scan the loop already keeps XLA from merging the recomputation away.
+      prevent_cse=not config.scan_layers,
+      # Positions count self: 1 carry, 2 drop_path_rate, 3 deterministic.
+      static_argnums=(3,) if traced_rates else (2, 3),
+    )
+  if not config.scan_layers:
+    for i, rate in enumerate(rates):
+      carry = block(config=config, **fields, name=f"encoderblock_{i}")(carry, rate, deterministic)
+    return carry
+
+  def body(module: nn.Module, carry: Any, rate: jax.Array | float) -> tuple[Any, None]:
+    return module(carry, rate, deterministic), None
+
+  scan = nn.scan(
+    body,
+    variable_axes={"params": 0, "intermediates": 0},
+    split_rngs={"params": True, "dropout": True},
+    in_axes=0 if traced_rates else nn.broadcast,
+    length=num_layers,
+  )
+  # (L,) rates, one per scan step.
+  scanned = jnp.asarray(rates, jnp.float32) if traced_rates else 0.0
+  carry, _ = scan(block(config=config, **fields, name="encoderblocks"), carry, scanned)
+  return carry
+
+
 class EncoderBlock(nn.Module):
   """Pre-LN transformer block; `pattern` (attention.py) decides who attends to whom.
 
   x = x + DropPath(Dropout(pattern(Attention, LN(x)))); x = x + DropPath(MLP(LN(x))).
   Tokens may have any layout the pattern accepts, e.g. (B, L, D) or (B, T, N, D).
+  Called as `stack_blocks` calls blocks: block(x, drop_path_rate, deterministic).
   """
 
   config: ModelConfig
-  drop_path_rate: float = 0.0
   pattern: Callable[..., jax.Array] = attention.joint_attention
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, drop_path_rate: float | jax.Array, deterministic: bool
+  ) -> jax.Array:
     config = self.config
     regularise = functools.partial(
       regularise_branch,
       dropout_rate=config.dropout_rate,
-      drop_path_rate=self.drop_path_rate,
+      drop_path_rate=drop_path_rate,
       deterministic=deterministic,
     )
     attend = functools.partial(attention_module(config, "attention"), deterministic=deterministic)
     y = self.pattern(attend, layer_norm(config, "norm_attention")(x))
     x = x + regularise(y)
     y = mlp_module(config)(layer_norm(config, "norm_mlp")(x), deterministic=deterministic)
-    return x + DropPath(self.drop_path_rate)(y, deterministic=deterministic)
+    return x + DropPath(drop_path_rate)(y, deterministic=deterministic)
 
 
 class Encoder(nn.Module):
@@ -400,11 +499,14 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    rates = drop_path_rates(self.config.stochastic_depth, self.num_layers)
-    for i, rate in enumerate(rates):
-      x = EncoderBlock(self.config, rate, self.pattern, name=f"encoderblock_{i}")(
-        x, deterministic=deterministic
-      )
+    x = stack_blocks(
+      EncoderBlock,
+      x,
+      config=self.config,
+      num_layers=self.num_layers,
+      deterministic=deterministic,
+      pattern=self.pattern,
+    )
     return layer_norm(self.config, "encoder_norm")(x)
 
 

@@ -57,7 +57,8 @@ space-only scheme never has a time embedding (official), so there 'space_time' =
 Parameters: embedding, cls, pos_embedding, time_embedding, encoderblock_{i}/{stages...,
 norm_mlp, mlp}, encoder_norm, head. 'divided' blocks hold norm_temporal, attention_temporal,
 temporal_fc, norm_spatial, attention_spatial: the spatial/MLP names are the same for 'space',
-so an image ViT or a space-only model maps onto a divided one by name.
+so an image ViT or a space-only model maps onto a divided one by name. With model.scan_layers
+the encoderblock_i are one `encoderblocks` with a leading layer axis (common.stack_blocks).
 """
 
 import dataclasses
@@ -157,7 +158,7 @@ def _residual(
   *,
   config: TimeSformerConfig,
   grid: attention.Grid,
-  drop_path_rate: float,
+  drop_path_rate: float | jax.Array,
   deterministic: bool,
 ) -> Tokens:
   """The residual branch of one stage: updates (B, T, N, D) and (B, 1, D) or None."""
@@ -241,24 +242,26 @@ _PER_FRAME = ("space",)
 class TimeSformerBlock(nn.Module):
   """Space-time token mixing (config.attention), then the MLP.
 
+  Called as common.stack_blocks calls blocks: block((x, cls), drop_path_rate, deterministic).
   x: patch tokens (B, T, N, D); cls: class token (B, 1, D), or None when there is none
   or it is part of x (space-only model); grid: the (h, w) patches of a frame.
   """
 
   config: TimeSformerConfig
-  drop_path_rate: float = 0.0
+  grid: attention.Grid
 
   @nn.compact
   def __call__(
-    self, x: jax.Array, cls: jax.Array | None, *, grid: attention.Grid, deterministic: bool
+    self, carry: Tokens, drop_path_rate: float | jax.Array, deterministic: bool
   ) -> Tokens:
     config = self.config
+    x, cls = carry
     x, cls = _mix(
       x,
       cls,
       config=config,
-      grid=grid,
-      drop_path_rate=self.drop_path_rate,
+      grid=self.grid,
+      drop_path_rate=drop_path_rate,
       deterministic=deterministic,
     )
     b, t, n, d = x.shape
@@ -270,7 +273,7 @@ class TimeSformerBlock(nn.Module):
     y = common.mlp_module(config)(
       common.layer_norm(config, "norm_mlp")(tokens), deterministic=deterministic
     )
-    tokens = tokens + common.DropPath(self.drop_path_rate)(y, deterministic=deterministic)
+    tokens = tokens + common.DropPath(drop_path_rate)(y, deterministic=deterministic)
     if cls is not None:
       cls, tokens = tokens[:, :1], tokens[:, 1:]
     # (B, T*N, D) -> (B, T, N, D)
@@ -329,11 +332,14 @@ class TimeSformer(nn.Module):
         cls = nn.Dropout(config.dropout_rate)(cls, deterministic=deterministic)
     x = nn.Dropout(config.dropout_rate)(x, deterministic=deterministic)
 
-    rates = common.drop_path_rates(config.stochastic_depth, config.num_layers)
-    for i, rate in enumerate(rates):
-      x, cls = TimeSformerBlock(config, rate, name=f"encoderblock_{i}")(
-        x, cls, grid=grid, deterministic=deterministic
-      )
+    x, cls = common.stack_blocks(
+      TimeSformerBlock,
+      (x, cls),
+      config=config,
+      num_layers=config.num_layers,
+      deterministic=deterministic,
+      grid=grid,
+    )
 
     if per_frame:
       # Official space-only model: average all tokens over frames, then normalise.

@@ -33,7 +33,8 @@ encoder/{encoderblock_i, encoder_norm}, head. Model 1 and 4 blocks hold norm_att
 attention, norm_mlp, mlp (as in Model 2's encoders); Model 3 blocks hold norm_spatial,
 attention_spatial, norm_temporal, attention_temporal, norm_mlp, mlp. Model 2: spatial_cls,
 spatial_pos_embedding, spatial_encoder/{encoderblock_i, encoder_norm}, temporal_cls,
-temporal_pos_embedding, temporal_encoder/{...} (L_t > 0), head.
+temporal_pos_embedding, temporal_encoder/{...} (L_t > 0), head. With model.scan_layers each
+stack's encoderblock_i are one `encoderblocks` with a leading layer axis (common.stack_blocks).
 """
 
 import dataclasses
@@ -143,18 +144,20 @@ class FactorisedBlock(nn.Module):
 
   Model 3: x += SA_space(LN(x)); x += SA_time(LN(x)) (or time first); x += MLP(LN(x)).
   Model 4: x += FDPA(LN(x)); x += MLP(LN(x)), FDPA splitting the heads over space and time.
+  Called as common.stack_blocks calls blocks: block(x, drop_path_rate, deterministic).
   """
 
   config: ViViTConfig
-  drop_path_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, drop_path_rate: float | jax.Array, deterministic: bool
+  ) -> jax.Array:
     config = self.config
     regularise = functools.partial(
       common.regularise_branch,
       dropout_rate=config.dropout_rate,
-      drop_path_rate=self.drop_path_rate,
+      drop_path_rate=drop_path_rate,
       deterministic=deterministic,
     )
     heads = dict(
@@ -185,7 +188,7 @@ class FactorisedBlock(nn.Module):
     y = common.mlp_module(config)(
       common.layer_norm(config, "norm_mlp")(x), deterministic=deterministic
     )
-    return x + common.DropPath(self.drop_path_rate)(y, deterministic=deterministic)
+    return x + common.DropPath(drop_path_rate)(y, deterministic=deterministic)
 
 
 class FactorisedEncoder(nn.Module):
@@ -195,11 +198,13 @@ class FactorisedEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    rates = common.drop_path_rates(self.config.stochastic_depth, self.config.num_layers)
-    for i, rate in enumerate(rates):
-      x = FactorisedBlock(self.config, rate, name=f"encoderblock_{i}")(
-        x, deterministic=deterministic
-      )
+    x = common.stack_blocks(
+      FactorisedBlock,
+      x,
+      config=self.config,
+      num_layers=self.config.num_layers,
+      deterministic=deterministic,
+    )
     return common.layer_norm(self.config, "encoder_norm")(x)
 
 

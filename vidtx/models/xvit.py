@@ -49,7 +49,8 @@ Parameters: embedding, cls, pos_embedding, time_embedding, encoderblock_{i}/{nor
 attention, norm_mlp, mlp}, encoder_norm, then for 'temporal_attention' temporal_cls,
 temporal_pos_embedding (optional), temporal_encoder/{encoderblock_i, encoder_norm},
 head_hidden (head_mlp_dim > 0); and head. The backbone names are those of common.EncoderBlock,
-so an image ViT maps onto it by name.
+so an image ViT maps onto it by name. With model.scan_layers each stack's encoderblock_i are one
+`encoderblocks` with a leading layer axis (common.stack_blocks).
 """
 
 import dataclasses
@@ -302,14 +303,18 @@ def space_time_mixing_attention(
 
 
 class XViTBlock(nn.Module):
-  """Pre-LN block on per-frame tokens x (B, T, L, D): shift (TSM) -> mixing attention -> MLP."""
+  """Pre-LN block on per-frame tokens x (B, T, L, D): shift (TSM) -> mixing attention -> MLP.
+
+  Called as common.stack_blocks calls blocks: block(x, drop_path_rate, deterministic).
+  """
 
   config: XViTConfig
-  drop_path_rate: float = 0.0
   num_prefix_tokens: int = 1  # Class tokens in front of each frame's patch tokens.
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, drop_path_rate: float | jax.Array, deterministic: bool
+  ) -> jax.Array:
     config = self.config
     b, t, length, d = x.shape
     shift = functools.partial(
@@ -341,13 +346,13 @@ class XViTBlock(nn.Module):
     x = x + common.regularise_branch(
       y,
       dropout_rate=config.dropout_rate,
-      drop_path_rate=self.drop_path_rate,
+      drop_path_rate=drop_path_rate,
       deterministic=deterministic,
     )
     y = common.mlp_module(config)(
       common.layer_norm(config, "norm_mlp")(x), deterministic=deterministic
     )
-    return x + common.DropPath(self.drop_path_rate)(y, deterministic=deterministic)
+    return x + common.DropPath(drop_path_rate)(y, deterministic=deterministic)
 
 
 class XViT(nn.Module):
@@ -385,11 +390,14 @@ class XViT(nn.Module):
       axis=1, embedding_init=nn.initializers.zeros, name="time_embedding"
     )(x)
 
-    rates = common.drop_path_rates(config.stochastic_depth, config.num_layers)
-    for i, rate in enumerate(rates):
-      x = XViTBlock(config, rate, int(use_cls), name=f"encoderblock_{i}")(
-        x, deterministic=deterministic
-      )
+    x = common.stack_blocks(
+      XViTBlock,
+      x,
+      config=config,
+      num_layers=config.num_layers,
+      deterministic=deterministic,
+      num_prefix_tokens=int(use_cls),
+    )
     x = common.layer_norm(config, "encoder_norm")(x)
     # (B, T, 1+N, D) -> (B, T, D)
     frames = x[:, :, 0] if use_cls else jnp.mean(x, axis=2)
