@@ -6,9 +6,10 @@ r"""ViViT on the embedded synthetic motion task, CPU-sized; Model 2 (factorised 
 
 Arguments: attention=factorised_encoder|spatio_temporal|factorised_self_attention|
 factorised_dot_product (ViViT Models 2, 1, 3, 4; see vidtx.models.vivit), task=motion|rotation|
-order|appearance. Tubelets of 2 frames (ViViT's 'x2'). Model 2: a spatial encoder (3 layers) per
-tubelet index and a temporal encoder (2 layers) over their class tokens. Models 1, 3, 4: 4 layers;
-Models 3 and 4 have no class token and classify the average token.
+order|appearance, shrink=1 (a seconds-long smoke test, configs.common.shrink). Tubelets of 2
+frames (ViViT's 'x2'). Model 2: a spatial encoder (3 layers) per tubelet index and a temporal
+encoder (2 layers) over their class tokens. Models 1, 3, 4: 4 layers; Models 3 and 4 have no
+class token and classify the average token.
 """
 
 import ml_collections
@@ -38,4 +39,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.classifier = "gap"
 
   common.training(config, batch_size=32, steps=1000, base_learning_rate=0.05, warmup_steps=100)
-  return config
+  return common.finish(config, args)

@@ -6,10 +6,10 @@ r"""X-ViT on the embedded synthetic motion task, CPU-sized.
 
 Arguments: attention=space_time_mixing|tsm (default space_time_mixing: X-ViT; tsm: the
 supplementary's TSM-ViT baseline), aggregation=temporal_attention|mean, summary_tokens=R (default
-0: off), task=motion|rotation|order|appearance. The model sees frames only through spatial
-attention within each frame; time enters through the channels its keys and values (or, for tsm,
-its block inputs) borrow from the neighbouring frames, 1/4 of them over +-1 frame, and through
-the temporal-attention head.
+0: off), task=motion|rotation|order|appearance, shrink=1 (a seconds-long smoke test,
+configs.common.shrink). The model sees frames only through spatial attention within each frame;
+time enters through the channels its keys and values (or, for tsm, its block inputs) borrow from
+the neighbouring frames, 1/4 of them over +-1 frame, and through the temporal-attention head.
 """
 
 import ml_collections
@@ -40,4 +40,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   common.training(config, batch_size=32, steps=1000, base_learning_rate=0.05, warmup_steps=100)
   config.eval_aggregation = "sum_logits"  # X-ViT sums the views' logits.
-  return config
+  return common.finish(config, args)
