@@ -120,19 +120,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def path_name(path: tuple[Any, ...]) -> str:
-  """'a/b/c' for a jax tree path (dict keys, dataclass fields, sequence indices)."""
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
-
-
 def partition_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
   """The PartitionSpec of a parameter (or its optimizer state) called `name` on `mesh`."""
   for pattern, axes in RULES:
@@ -159,7 +146,8 @@ def tree_shardings(tree: Any, mesh: Mesh) -> Any:
   scalars (step counts) are replicated.
   """
   def leaf_sharding(path, leaf):
-    return NamedSharding(mesh, partition_spec(path_name(path), tuple(leaf.shape), mesh))
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    return NamedSharding(mesh, partition_spec(name, tuple(leaf.shape), mesh))
   return jax.tree_util.tree_map_with_path(leaf_sharding, tree)
 
 

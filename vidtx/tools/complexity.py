@@ -96,7 +96,7 @@ def count_macs(fn: Callable[..., Any], params: Any, *inputs: Any) -> MacCount:
     lowering_platforms=("cpu",)
   )
   param_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  sources = [_path_name(path) for path, _ in param_leaves]
+  sources = [jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in param_leaves]
   sources += [None] * len(jax.tree.leaves(inputs))
   return count_module_macs(lowered.compiler_ir("stablehlo"), sources)
 
@@ -114,19 +114,6 @@ def count_module_macs(module: ir.Module, sources: Sequence[str | None]) -> MacCo
     counts = walker.count_function("main", tuple(sources))
   breakdown = {k: counts[k] for k in CATEGORIES if counts[k]}
   return MacCount(total=sum(breakdown.values()), breakdown=breakdown)
-
-
-def _path_name(path: Sequence[Any]) -> str:
-  """A pytree key path as 'encoderblock_0/mlp/Dense_0/kernel'."""
-  names = []
-  for key in path:
-    for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
-      if hasattr(key, attr):
-        names.append(str(getattr(key, attr)))
-        break
-    else:
-      names.append(str(key))
-  return "/".join(names)
 
 
 def _category_of_parameter(path: str) -> str:
