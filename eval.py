@@ -33,6 +33,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None,
              split: str = "validation", checkpoint: str | None = None) -> dict[str, Any]:
   """Evaluates the newest checkpoint of `workdir` (or the converted `checkpoint`) on `split`;
   writes WORKDIR/eval_<split>.json when there is a workdir."""
+  if workdir:
+    state_lib.check_workdir(workdir)
   mesh = sharding.make_mesh(config.get("mesh"))
   dataset_configs = vidtx_data.prepare_dataset(config)
   if split not in dataset_configs.tables:

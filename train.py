@@ -38,6 +38,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns {'preempted': True, 'step': N} instead when SIGTERM/SIGINT (or JAX's multi-host
   preemption notice) stopped the run after saving checkpoint N.
   """
+  state_lib.check_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
 

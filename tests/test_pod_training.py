@@ -159,6 +159,17 @@ def test_distributed_flags_go_together(monkeypatch):
   assert distributed._cluster_environment() == "SLURM"  # The first match wins.
 
 
+def test_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+  # os.makedirs("gs://b/run") would silently make a local ./gs:/b/run.
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(ValueError, match=r"--workdir=gs://bucket/run: a URL.*gcsfuse"):
+    state_lib.check_workdir("gs://bucket/run")
+  with pytest.raises(ValueError, match="--workdir=s3://b/r: a URL"):
+    state_lib.checkpoint_manager("s3://b/r", read_only=True)
+  assert list(tmp_path.iterdir()) == []
+  state_lib.check_workdir(str(tmp_path / "run"))  # A path is fine.
+
+
 def test_stop_request_catches_sigint_and_restores_the_handler():
   before = signal.getsignal(signal.SIGINT)
   stop = distributed.StopRequest()
@@ -204,6 +215,34 @@ def test_gradient_accumulation_equals_the_whole_batch():
   with pytest.raises(ValueError, match="grad_accum_steps=0"):
     state_lib.make_train_step(model, tx, optax.constant_schedule(0.5), abstract, mesh,
                               num_classes=3, grad_accum_steps=0)
+
+
+def test_bfloat16_computes_in_bf16_and_keeps_state_and_loss_in_float32():
+  batch = {"inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),
+           "label": jnp.arange(8) % 3}
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    model = models.build("vivit", dict(variant="Ti/8x2", hidden_size=32, num_heads=2,
+                                       mlp_dim=64, num_layers=1, attention="spatio_temporal",
+                                       dtype=dtype), 3)
+    tx = optax.sgd(0.5, momentum=0.9)
+    state, abstract = state_lib.create_train_state(model, tx, (8, 4, 16, 16, 3), mesh,
+                                                   jax.random.key(0))
+    step = state_lib.make_train_step(model, tx, optax.constant_schedule(0.5), abstract, mesh,
+                                     num_classes=3)
+    if dtype == "bfloat16":
+      # The matmuls run in bf16: the compiled step's dot products take bf16 operands.
+      hlo = step.lower(state, batch).as_text()
+      assert "bf16" in hlo and "dot_general" in hlo
+    state, metrics = step(state, batch)
+    for leaf in jax.tree.leaves((state.params, state.opt_state)):
+      if jnp.issubdtype(leaf.dtype, jnp.floating):
+        assert leaf.dtype == jnp.float32, dtype
+    assert metrics["loss"].dtype == jnp.float32
+    losses[dtype] = float(metrics["loss"])
+  # Same parameters, bf16 rounding only.
+  np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
 
 
 def test_ema_follows_the_formula_and_is_what_evaluation_uses():

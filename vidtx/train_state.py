@@ -207,6 +207,17 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 # ----------------------------------------------------------------------------------------
 
 
+def check_workdir(workdir: str) -> None:
+  """Refuses a URL workdir (gs://, s3://): metrics.jsonl, config.json and the checkpoints are
+  written with POSIX files (appends, atomic renames), which object stores do not have. On a TPU
+  pod or cluster mount the bucket on every host (gcsfuse) or use a shared file system."""
+  if "://" in workdir:
+    raise ValueError(f"--workdir={workdir}: a URL; the workdir must be a directory on a file "
+                     "system (on several hosts a shared one: NFS, Filestore, or a bucket mounted "
+                     "with gcsfuse, e.g. /gcs/BUCKET/runs/NAME). Data may stay in the bucket: "
+                     "dataset_configs.base_dir=gs://... is read directly.")
+
+
 def checkpoint_manager(workdir: str, *, max_to_keep: int = 3, best_metric: str = "",
                        read_only: bool = False) -> ocp.CheckpointManager:
   """Checkpoints under WORKDIR/checkpoints/<step>, written asynchronously.
@@ -227,6 +238,7 @@ def checkpoint_manager(workdir: str, *, max_to_keep: int = 3, best_metric: str =
     options = ocp.CheckpointManagerOptions(
         create=True, save_interval_steps=1, enable_async_checkpointing=True,
         preservation_policy=preservation.AnyPreservationPolicy(keep))
+  check_workdir(workdir)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                options=options)
 
