@@ -77,7 +77,8 @@ def _config_file(tmp_path, data_dir: str) -> str:
 
 
 def _env(devices: int) -> dict[str, str]:
-  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  return dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                     f"--xla_force_host_platform_device_count={devices}",
               PYTHONPATH=REPO)
 
 
