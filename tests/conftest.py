@@ -18,7 +18,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # Tests compile hundreds of tiny programs and run each a few times: XLA:CPU's LLVM optimisation
 # costs more than it saves there (a cold suite is mostly compilation). HLO passes, hence the
-# programs' arithmetic, are unchanged. Appended, so a user's flags stay; subprocesses inherit.
+# programs' arithmetic, are unchanged. Appended, so a user's flags stay; subprocesses inherit
+# them (and get fake devices through JAX_NUM_CPU_DEVICES, not XLA_FLAGS).
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAGS}".strip()

@@ -182,8 +182,7 @@ print("DEVICES", jax.device_count())
 """
   params = {}
   for devices in (1, 2):
-    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
-                     f"--xla_force_host_platform_device_count={devices}")
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices))
     workdir = str(tmp_path / f"devices{devices}")
     out = subprocess.run([sys.executable, "-c", script, workdir], capture_output=True, text=True,
                          env=env, cwd=REPO)

@@ -77,9 +77,7 @@ def _config_file(tmp_path, data_dir: str) -> str:
 
 
 def _env(devices: int) -> dict[str, str]:
-  return dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
-                     f"--xla_force_host_platform_device_count={devices}",
-              PYTHONPATH=REPO)
+  return dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), PYTHONPATH=REPO)
 
 
 @pytest.fixture(scope="module")

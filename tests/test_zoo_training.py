@@ -76,8 +76,7 @@ for name, attention in zoo.ZOO:
   results = train.train_and_evaluate(config, workdir)
   print("RESULT", json.dumps([name, attention, results["num_videos"]]))
 """
-  env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
-                     f"--xla_force_host_platform_device_count=8")
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="8")
   out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                        cwd=REPO)
   assert out.returncode == 0, out.stderr[-4000:]
