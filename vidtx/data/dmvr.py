@@ -141,11 +141,14 @@ def shard_names(path: str, num_shards: int) -> list[str]:
   return [f"{path}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
 
 
-def write_shards(serialized_examples: Iterable[bytes], path: str, num_shards: int) -> list[str]:
+def write_shards(serialized_examples: Iterable[bytes], path: str, num_shards: int, *,
+                 overwrite: bool = False) -> list[str]:
   """Writes examples round-robin into `num_shards` TFRecord files named `path-0000i-of-0000N`.
 
   Each shard is written under a temporary name in the same directory and renamed only once every
-  shard is complete, so a crash never leaves a half-written file under a final name.
+  shard is complete, so a crash never leaves a half-written file under a final name. An existing
+  shard is replaced only with `overwrite` (a caller that owns the directory: vidtx.ownership);
+  otherwise FileExistsError names it before anything is written.
 
   Returns:
     The shard file names.
@@ -156,6 +159,10 @@ def write_shards(serialized_examples: Iterable[bytes], path: str, num_shards: in
   if directory:
     tf.io.gfile.makedirs(directory)
   final_names = shard_names(path, num_shards)
+  existing = [name for name in final_names if tf.io.gfile.exists(name)]
+  if existing and not overwrite:
+    raise FileExistsError(f"{existing[0]} exists ({len(existing)} of the {num_shards} shards "
+                          "do); vidtx does not replace shards it was not asked to replace.")
   # A unique suffix keeps two concurrent writers of the same dataset from sharing temp files.
   suffix = f".tmp-{uuid.uuid4().hex[:12]}"
   temp_names = [name + suffix for name in final_names]
