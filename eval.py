@@ -22,10 +22,11 @@ from absl import app, flags, logging
 from clu import metric_writers
 from ml_collections import config_flags
 
+from vidtx import cli, distributed, metrics, ownership, sharding
 from vidtx import data as vidtx_data
-from vidtx import distributed, metrics, sharding
 from vidtx import evaluator as evaluator_lib
 from vidtx import train_state as state_lib
+from vidtx.checkpoints import run as run_lib
 from vidtx.checkpoints import store
 
 
@@ -67,6 +68,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None,
 def _evaluate_params(config: ml_collections.ConfigDict, model: Any, params: Any,
                      dataset_configs: ml_collections.ConfigDict, mesh: Any, split: str,
                      workdir: str | None, step: int) -> dict[str, Any]:
+  if workdir and jax.process_index() == 0:
+    # Results go only into a run's directory or a new/empty one (vidtx.ownership).
+    ownership.claim(workdir, "run", legacy=run_lib.is_earlier_run,
+                    hint="Pass a new --workdir for the evaluation results.")
   class_names = vidtx_data.class_names(dataset_configs)
   evaluator = evaluator_lib.MultiViewEvaluator(
       model, dataset_configs, split, batch_size=config.eval_batch_size, mesh=mesh,
@@ -78,7 +83,6 @@ def _evaluate_params(config: ml_collections.ConfigDict, model: Any, params: Any,
   if jax.process_index() == 0:
     written = ""
     if workdir:
-      os.makedirs(workdir, exist_ok=True)
       path = os.path.join(workdir, f"eval_{split}.json")
       with open(path + ".tmp", "w") as f:
         json.dump(results, f, indent=2)
@@ -121,4 +125,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_processes", None, "Number of processes in the job.")
   flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)

@@ -17,13 +17,13 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import app, flags, logging
+from absl import flags, logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
+from vidtx import cli, distributed, metrics, models, optim, ownership, sharding
 from vidtx import data as vidtx_data
-from vidtx import distributed, metrics, models, optim, sharding
 from vidtx import evaluator as evaluator_lib
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import init_from
@@ -32,20 +32,40 @@ from vidtx.data import pipeline
 from vidtx.progress import MetricsLog, Progress
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       skip_damaged_checkpoints: bool = False) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the final eval.
 
   Returns {'preempted': True, 'step': N} instead when SIGTERM/SIGINT (or JAX's multi-host
-  preemption notice) stopped the run after saving checkpoint N.
+  preemption notice) stopped the run after saving checkpoint N; a signal before the first step
+  raises distributed.Stopped (nothing saved). `skip_damaged_checkpoints`: resume from the newest
+  intact checkpoint when newer ones are damaged (they are moved aside, not deleted).
   """
-  state_lib.check_workdir(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  is_main = jax.process_index() == 0
+  # Until the loop starts a signal stops the run at once (nothing to save yet).
+  stop = distributed.StopRequest(immediate=True)
+  try:
+    # --- Workdir: new, empty, or a run's (vidtx.ownership); never a folder of someone's files.
+    state_lib.check_workdir(workdir)
+    if jax.process_index() == 0:
+      ownership.claim(workdir, "run", legacy=run_lib.is_earlier_run,
+                      hint="Choose a new --workdir for the run.")
+    else:
+      os.makedirs(workdir, exist_ok=True)
+    manager = state_lib.checkpoint_manager(
+        workdir, max_to_keep=config.max_checkpoints_to_keep,
+        best_metric=config.get("best_checkpoint_metric") or "")
+    try:
+      return _train_and_evaluate(config, workdir, stop, manager, skip_damaged_checkpoints)
+    finally:
+      manager.close()  # Also after an error: no background save is left to fail at exit.
+  finally:
+    stop.restore()
 
-  # --- Config: WORKDIR/config.json, rewritten at every start (a resumed run may override
-  # fields), lets vidtx.convert export the run without its data.
-  if is_main:
-    run_lib.write_config(config, workdir)
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        stop: distributed.StopRequest, manager: ocp.CheckpointManager,
+                        skip_damaged_checkpoints: bool) -> dict[str, Any]:
+  is_main = jax.process_index() == 0
 
   # --- Mesh: ('data', 'fsdp', 'model') sizes from config.mesh (vidtx.sharding).
   mesh = sharding.make_mesh(config.get("mesh"))
@@ -54,6 +74,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # --- Data: the synthetic dataset is generated on first use (cached).
   dataset_configs = vidtx_data.prepare_dataset(config)
   num_classes = dataset_configs.num_classes
+  class_names = vidtx_data.class_names(dataset_configs)
   total_steps = optim.resolve_steps(config, "num_training",
                                     dataset_configs.examples_per_subset["train"],
                                     config.batch_size)
@@ -72,9 +93,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state, abstract_state = state_lib.create_train_state(
       model, tx, input_shape, mesh, jax.random.key(config.rng_seed), ema=ema_decay > 0)
   best_metric = config.get("best_checkpoint_metric") or ""
-  manager = state_lib.checkpoint_manager(workdir, max_to_keep=config.max_checkpoints_to_keep,
-                                         best_metric=best_metric)
-  restored = state_lib.restore_latest(manager, abstract_state)
+  restored = state_lib.restore_newest_intact(manager, abstract_state,
+                                             skip_damaged=skip_damaged_checkpoints)
   if restored is not None:
     # Checkpoints of older vidtx hold no rng: the seed's, as they drew it.
     state = restored if restored.rng is not None else restored.replace(rng=state.rng)
@@ -84,11 +104,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     params, report = init_from.initialise(
         jax.device_get(state.params), model_name=config.model_name, model_config=model.config,
         init_config=config.init_from, num_frames=dataset_configs.num_frames,
-        crop_size=dataset_configs.crop_size)
+        crop_size=dataset_configs.crop_size, class_names=class_names)
     if is_main:
       print(report.summary(), flush=True)
     state = state_lib.replace_params(state, params, tx, abstract_state)
   start_step = int(state.step)
+  # --- Config: WORKDIR/config.json, rewritten at every start (a resumed run may override
+  # fields) once its checkpoint restored, so a failed resume leaves the run's record intact;
+  # it lets vidtx.convert export the run without its data.
+  if is_main:
+    run_lib.write_config(config, workdir)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   if is_main:
     print(f"{config.model_name} ({num_params / 1e6:.2f} M params) on {mesh.devices.size} "
@@ -104,7 +129,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       dataset_configs, batch_size=local_batch_size, seed=config.rng_seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       start_position=position).as_numpy_iterator()
-  class_names = vidtx_data.class_names(dataset_configs)
   evaluator = evaluator_lib.MultiViewEvaluator(
       model, dataset_configs, "validation", batch_size=config.eval_batch_size, mesh=mesh,
       aggregation=config.eval_aggregation, class_names=class_names)
@@ -126,7 +150,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   progress = Progress(total_steps, start_step, config.batch_size, enabled=is_main)
   pending = []  # (step, device metrics) since the last fetch, fetched together (no host syncs).
   skipped_records = 0  # bad records dropped (dataset_configs.skip_bad_records) since the start
-  stop = distributed.StopRequest()
 
   def fetch_and_check() -> list[dict[str, float]]:
     """The pending metrics on the host; stops at the first non-finite loss or gradient."""
@@ -171,9 +194,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    metrics={best_metric: float(results[best_metric])}
                    if results is not None and best_metric else None)
 
+  def stop_here(step: int) -> dict[str, Any]:
+    """Saves `step` (the last one done) and stops; before any step there is nothing to save."""
+    if step == start_step:
+      raise distributed.Stopped(stop.reason)
+    save(step)
+    manager.wait_until_finished()
+    if is_main:
+      print(f"Stopped by {stop.reason} at step {step}; checkpoint {step} is saved. Run the "
+            "same command to resume.", flush=True)
+    writer.flush()
+    return {"preempted": True, "step": step}
+
+  stop.begin_loop()  # From here a signal saves the last step done, then stops.
   try:
     for step in range(start_step + 1, total_steps + 1):
-      device_batch, host = pipeline.split_host_fields(next(train_iter))
+      try:
+        batch = distributed.next_or_stop(train_iter, stop)
+      except Exception as e:  # noqa: BLE001 - the reader's errors, named (pipeline.reader_error).
+        raise pipeline.reader_error(e, dataset_configs, "train") from e
+      if batch is None:  # A signal while waiting for data (which may never come).
+        return stop_here(step - 1)
+      device_batch, host = pipeline.split_host_fields(batch)
       position = pipeline.next_position(host)
       skipped_records += int(host["skipped"].sum())
       state, step_metrics = train_step(state, sharding.to_global(device_batch, mesh))
@@ -199,13 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if step % config.checkpoint_every_steps == 0 or results is not None:
         save(step, results)
       if stop.requested(step, sync=step % config.log_every_steps == 0):
-        save(step)
-        manager.wait_until_finished()
-        if is_main:
-          print(f"Stopped by {stop.reason} at step {step}; checkpoint {step} is saved. Run the "
-                "same command to resume.", flush=True)
-        writer.flush()
-        return {"preempted": True, "step": step}
+        return stop_here(step)
 
     # --- Final evaluation (also when resuming a finished run: it is cheap and answers the
     # question), then the last checkpoint, ranked by it.
@@ -213,7 +249,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     save(total_steps, results)
   finally:
     manager.wait_until_finished()
-    stop.restore()
   if is_main:
     print(f"Final: {evaluator_lib.summary(results)} on {results['num_videos']} validation "
           f"videos (chance top-1 {1 / num_classes:.2%}).", flush=True)
@@ -258,7 +293,8 @@ def main(argv):
   distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
                          flags.FLAGS.process_id)
   config = flags.FLAGS.config
-  results = train_and_evaluate(config, flags.FLAGS.workdir)
+  results = train_and_evaluate(config, flags.FLAGS.workdir,
+                               skip_damaged_checkpoints=flags.FLAGS.skip_damaged_checkpoints)
   if jax.process_index() == 0 and not results.get("preempted"):
     print(json.dumps({"top1": results["top1"], "top5": results["top5"]}))
 
@@ -271,5 +307,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
   flags.DEFINE_integer("num_processes", None, "Number of processes in the job.")
   flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
+  flags.DEFINE_bool("skip_damaged_checkpoints", False, "Resume from the newest intact "
+                    "checkpoint when newer ones are damaged (moved to damaged_checkpoints/).")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

@@ -11,6 +11,9 @@ collectives move the data. Launches:
 
 import os
 import signal
+import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -57,8 +60,23 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         f"local device(s), {jax.device_count()} in all.", flush=True)
 
 
+class Stopped(Exception):
+  """A signal stopped the run where nothing could be saved (before its first step)."""
+
+  def __init__(self, reason: str):
+    super().__init__(f"stopped by {reason}")
+    self.reason = reason
+    self.exit_code = 128 + int(getattr(signal, reason, signal.SIGTERM))
+
+
 class StopRequest:
   """SIGTERM / SIGINT turn into a request that the training loop honours between steps.
+
+  With `immediate` (train.py's set-up: data, compilation, restore) a signal raises `Stopped` as
+  soon as the main thread runs Python again; if it stays inside native code (XLA compiling, a
+  blocked reader) for `grace_s`, a watcher thread ends the process with exit code 128 + signal.
+  In the loop (`immediate` False) a signal only sets `reason`, and the loop saves and stops; a
+  second signal ends the process at once.
 
   With one process the signal handlers set a flag. With several, every process must stop after
   the same step: SIGTERM (how schedulers announce preemption) goes through JAX's preemption
@@ -66,9 +84,14 @@ class StopRequest:
   (e.g. Ctrl-C on one) is shared at `sync` steps, which the loop passes at every log step.
   """
 
-  def __init__(self):
+  def __init__(self, immediate: bool = False, grace_s: float = 5.0):
     self.reason: str | None = None
+    self.immediate = immediate
+    self._grace_s = grace_s
+    self._handled = threading.Event()  # The main thread ran the Python handler.
     self._previous: dict[int, Any] = {}
+    self._wakeup: tuple[int, int] | None = None
+    self._previous_wakeup = -1
     signals = [signal.SIGINT]
     if jax.process_count() == 1:
       # With several processes JAX's preemption service owns SIGTERM.
@@ -78,10 +101,61 @@ class StopRequest:
         self._previous[sig] = signal.signal(sig, self._handle)
       except ValueError:  # Not the main thread (e.g. a notebook's worker): no handlers.
         pass
+    if self._previous:
+      self._start_watcher()
+
+  def _start_watcher(self) -> None:
+    """Python handlers run only when the main thread is back in Python; the wakeup fd is written
+    by the C-level handler at once, so a thread reading it sees every signal."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    if previous != -1:  # Someone else's (an asyncio loop in a notebook): leave theirs.
+      signal.set_wakeup_fd(previous)
+      os.close(read_fd)
+      os.close(write_fd)
+      return
+    self._wakeup = (read_fd, write_fd)
+    threading.Thread(target=self._watch, args=(read_fd,), daemon=True,
+                     name="vidtx-stop-watcher").start()
+
+  def _watch(self, read_fd: int) -> None:
+    received = 0
+    while True:
+      try:
+        data = os.read(read_fd, 64)
+      except OSError:
+        return
+      if not data:  # restore() closed the pipe.
+        return
+      for signum in data:
+        if signum not in self._previous:
+          continue
+        received += 1
+        name = signal.Signals(signum).name
+        if received > 1:
+          self._exit(name, "a second signal: exiting now without saving")
+        elif self.immediate and not self._handled.wait(self._grace_s):
+          self._exit(name, f"the main thread did not stop within {self._grace_s:g} s (busy "
+                     "in native code); exiting without saving")
+
+  @staticmethod
+  def _exit(name: str, why: str) -> None:
+    print(f"vidtx: {name}: {why}.", file=sys.stderr, flush=True)
+    os._exit(128 + int(getattr(signal, name)))
 
   def _handle(self, signum: int, frame: Any) -> None:
     del frame
     self.reason = signal.Signals(signum).name
+    self._handled.set()
+    if self.immediate:
+      raise Stopped(self.reason)
+
+  def begin_loop(self) -> None:
+    """From now on a signal asks the loop to save and stop; one that came before stops here."""
+    if self.reason is not None:
+      raise Stopped(self.reason)
+    self.immediate = False
 
   def requested(self, step: int, sync: bool = True) -> bool:
     """Whether to save and stop after `step`; every process must call this at every step."""
@@ -106,3 +180,33 @@ class StopRequest:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
     self._previous = {}
+    if self._wakeup is not None:
+      signal.set_wakeup_fd(-1)
+      for fd in self._wakeup:
+        os.close(fd)
+      self._wakeup = None
+
+
+def next_or_stop(iterator: Iterator[Any], stop: StopRequest, poll_s: float = 0.2) -> Any | None:
+  """next(iterator), waiting in a way a signal can interrupt: None when `stop` was requested
+  (one process) before the element came. The reader's next() runs in native code, where the
+  Python signal handler cannot run until it returns, which it may never do."""
+  if jax.process_count() > 1:
+    return next(iterator)  # Every process must take the same steps: the loop decides when.
+  result: dict[str, Any] = {}
+  done = threading.Event()
+
+  def fetch() -> None:
+    try:
+      result["value"] = next(iterator)
+    except BaseException as e:  # Re-raised in the main thread.
+      result["error"] = e
+    done.set()
+
+  threading.Thread(target=fetch, daemon=True, name="vidtx-next-batch").start()
+  while not done.wait(poll_s):
+    if stop.reason is not None:
+      return None
+  if "error" in result:
+    raise result["error"]
+  return result["value"]

@@ -166,6 +166,9 @@ def describe(tree: Any, mesh: Mesh) -> str:
 
 def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "batch_size") -> int:
   """Returns the per-process batch size, or explains why the global one does not split."""
+  if not isinstance(global_batch_size, int) or global_batch_size < 1:
+    raise ValueError(f"config.{what}={global_batch_size!r}: expected a positive integer (clips "
+                     "per step, over all devices).")
   ways = batch_size_divisor(mesh)
   if global_batch_size % ways or global_batch_size % jax.process_count():
     raise ValueError(

@@ -259,6 +259,96 @@ def restore_latest(manager: ocp.CheckpointManager,
   return None if step is None else restore_step(manager, abstract_state, step)
 
 
+class DamagedCheckpointError(ValueError):
+  """The newest checkpoint(s) cannot be read; older ones can."""
+
+
+def restore_newest_intact(manager: ocp.CheckpointManager, abstract_state: TrainState, *,
+                          skip_damaged: bool = False) -> TrainState | None:
+  """Like `restore_latest`, but a damaged newest checkpoint (files missing or corrupt) is named.
+
+  Then, with `skip_damaged`, the newest intact checkpoint is restored and the damaged ones are
+  moved to WORKDIR/damaged_checkpoints/ (kept, never deleted: they may be repairable);
+  otherwise DamagedCheckpointError says which are damaged and which is the newest intact one.
+  A checkpoint of another model fails as ValueError naming the parameters that differ.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  damaged: list[tuple[int, str]] = []
+  for step in steps:
+    try:
+      state = restore_step(manager, abstract_state, step)
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # noqa: BLE001 - any failure to read it: a missing file, bad bytes.
+      damaged.append((step, _first_line(e)))
+      continue
+    if damaged:
+      _report_damaged(manager, damaged, step, skip_damaged)
+    return state
+  if damaged:
+    step, reason = damaged[0]
+    raise DamagedCheckpointError(
+        f"No checkpoint in {manager.directory} can be restored: checkpoint {step}: {reason} "
+        f"(all {len(damaged)} fail). Nothing was changed; restore a copy of the workdir or "
+        "start in a new --workdir.")
+  return None
+
+
+def _first_line(error: BaseException) -> str:
+  text = f"{type(error).__name__}: {error}".strip()
+  line = text.splitlines()[0] if text else type(error).__name__
+  return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _report_damaged(manager: ocp.CheckpointManager, damaged: list[tuple[int, str]],
+                    intact: int, skip_damaged: bool) -> None:
+  directory = str(manager.directory)
+  names = ", ".join(str(step) for step, _ in damaged)
+  reasons = "; ".join(f"checkpoint {step}: {reason}" for step, reason in damaged)
+  if not skip_damaged:
+    raise DamagedCheckpointError(
+        f"Checkpoint(s) {names} in {directory} are damaged ({reasons}). The newest intact one is "
+        f"{intact}: rerun with --skip_damaged_checkpoints to resume from it (the damaged ones "
+        "are then moved to damaged_checkpoints/ in the workdir, not deleted).")
+  aside = os.path.join(os.path.dirname(directory), "damaged_checkpoints")
+  os.makedirs(aside, exist_ok=True)
+  for step, _ in damaged:
+    target = os.path.join(aside, str(step))
+    suffix = 1
+    while os.path.exists(target):
+      target, suffix = os.path.join(aside, f"{step}.{suffix}"), suffix + 1
+    os.rename(os.path.join(directory, str(step)), target)
+  manager.reload()
+  print(f"Checkpoint(s) {names} in {directory} are damaged ({reasons}); moved to {aside}. "
+        f"Resuming from checkpoint {intact}.", flush=True)
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint that is readable but of another model or optimizer than the config's."""
+
+
+def _shape_differences(manager: ocp.CheckpointManager, step: int,
+                       target: dict[str, Any]) -> list[str]:
+  """'name: checkpoint (a, b), config (c, d)' for parameters that differ (metadata only)."""
+  path = _legacy_item(manager, step) or os.path.join(str(manager.directory), str(step), "state")
+  try:
+    saved = ocp.StandardCheckpointer().metadata(path).item_metadata.tree.get("params")
+  except Exception:  # noqa: BLE001 - unreadable metadata: restoring says how.
+    return []
+  if not isinstance(saved, dict) or target.get("params") is None:
+    return []
+  flat_saved = flax.traverse_util.flatten_dict(saved, sep="/")
+  flat_target = flax.traverse_util.flatten_dict(flax.core.unfreeze(target["params"]), sep="/")
+  problems = [f"{k}: only in the config, {tuple(flat_target[k].shape)}"
+              for k in sorted(set(flat_target) - set(flat_saved))]
+  problems += [f"{k}: only in the checkpoint, {tuple(flat_saved[k].shape)}"
+               for k in sorted(set(flat_saved) - set(flat_target))]
+  problems += [f"{k}: checkpoint {tuple(flat_saved[k].shape)}, config "
+               f"{tuple(flat_target[k].shape)}" for k in sorted(set(flat_saved) & set(flat_target))
+               if tuple(flat_saved[k].shape) != tuple(flat_target[k].shape)]
+  return problems
+
+
 def _legacy_item(manager: ocp.CheckpointManager, step: int) -> str | None:
   """The state's directory in a checkpoint written before the data position was saved with it."""
   path = os.path.join(str(manager.directory), str(step), "default")
@@ -285,6 +375,14 @@ def restore_step(manager: ocp.CheckpointManager, abstract_state: TrainState,
   # The checkpoint's own structure: fields it holds as None stay None.
   target = {name: getattr(abstract_state, name) if has_value else None
             for name, has_value in fields.items()}
+  differences = _shape_differences(manager, step, target)
+  if differences:
+    shown = "; ".join(differences[:4]) + (f"; ... ({len(differences)} in all)"
+                                          if len(differences) > 4 else "")
+    raise CheckpointMismatchError(
+        f"Checkpoint {manager.directory}/{step} is of another model than the config ({shown}). "
+        "Resume with the run's own config (its config.json lists it), or train the new config "
+        "in a new --workdir.")
   try:
     legacy = _legacy_item(manager, step)
     if legacy:
@@ -293,9 +391,11 @@ def restore_step(manager: ocp.CheckpointManager, abstract_state: TrainState,
       restored = manager.restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
   except (ValueError, KeyError) as e:
-    raise ValueError(
-        f"Checkpoint {manager.directory}/{step} does not match the model built from the config "
-        f"(a different model, optimizer or config.ema_decay?): {e}") from e
+    if _is_damage(e):
+      raise
+    raise CheckpointMismatchError(
+        f"Checkpoint {manager.directory}/{step} does not match the state built from the config "
+        f"(a different optimizer or config.ema_decay?): {_first_line(e)}") from e
   if "rng" not in restored:
     print(f"Checkpoint {step} has no rng (older vidtx); training continues with the seed's.",
           flush=True)
@@ -305,6 +405,13 @@ def restore_step(manager: ocp.CheckpointManager, abstract_state: TrainState,
   if abstract_state.ema_params is not None and state.ema_params is None:
     state = state.replace(ema_params=jax.tree.map(jnp.copy, state.params))
   return state
+
+
+def _is_damage(error: BaseException) -> bool:
+  """Whether a restore failed on the files themselves (missing, truncated, corrupt)."""
+  text = str(error)
+  return any(word in text for word in ("NOT_FOUND", "DATA_LOSS", "No such file", "not found",
+                                       "does not exist", "corrupt", "Truncated", "truncated"))
 
 
 def restore_data_state(manager: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:

@@ -165,3 +165,9 @@ def _labels(config: ml_collections.ConfigDict, config_path: str,
                  "classes: not used")
     return None
   return names
+
+
+def is_earlier_run(path: str) -> bool:
+  """A train.py workdir written before vidtx marked its directories (vidtx.ownership)."""
+  return is_run_dir(path) or (os.path.isdir(os.path.join(path, CHECKPOINTS_DIR))
+                              and os.path.isfile(os.path.join(path, "metrics.jsonl")))
