@@ -357,7 +357,7 @@ def test_ensure_dataset_writes_once_and_is_deterministic(tmp_path, monkeypatch, 
   assert directory.startswith(str(tmp_path / "cache" / "synthetic" / "motion-"))
   assert "12 train videos" in capsys.readouterr().out
   assert sorted(os.listdir(directory)) == [
-      "dataset_info.json", "labels.txt", "train.tfrecord-00000-of-00002",
+      ".vidtx", "dataset_info.json", "labels.txt", "train.tfrecord-00000-of-00002",
       "train.tfrecord-00001-of-00002", "validation.tfrecord-00000-of-00001"]
   assert data.read_label_names(directory) == ["left", "right", "up", "down"]
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from absl import app, flags
 
-from vidtx import distributed
+from vidtx import distributed, ownership
 
 # Exceptions that carry a message written for the user (vidtx raises these for bad input).
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, PermissionError,
-               NotADirectoryError, IsADirectoryError, FloatingPointError)
+               NotADirectoryError, IsADirectoryError, FloatingPointError,
+               ownership.UnwritableError)
 
 
 def _program() -> str:

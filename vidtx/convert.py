@@ -21,7 +21,10 @@ vidtx.checkpoints.store), which train.py (config.init_from.checkpoint_path=DIR),
 - Unknown or missing names, or parameters of the wrong shape, fail with the full list;
   --ignore REGEX drops source names on purpose (e.g. 'pre_logits/.*').
 - DIR is written under a temporary name and renamed when complete; an existing DIR is only
-  replaced with --overwrite.
+  replaced with --overwrite, and only when it is a converted checkpoint (its .vidtx marker says
+  so, or it has this layout from before the marker) or empty: never the source (a run given as
+  --src and --out), a directory holding the source, nor any other folder. This is checked before
+  the conversion starts.
 """
 
 import os
@@ -42,9 +45,9 @@ def convert(src: str, out: str, *, format: str = "auto", overwrite: bool = False
   """Converts `src` (`step`: the checkpoint of a train.py run) and writes `out`; returns what
   was written."""
   out = os.path.abspath(out)
-  if os.path.exists(out) and not overwrite:
-    # Checked before the (possibly long) conversion.
-    raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+  # Before the (possibly long) conversion: an existing out is refused, or with --overwrite
+  # replaced only when it is a converted checkpoint other than the source and its parents.
+  store.check_out_dir(out, overwrite=overwrite, source=src)
   converted = convert_source(src, format, ignore=ignore, num_heads=num_heads,
                              num_classes=num_classes, attention=attention,
                              attention_order=attention_order, crop_size=crop_size, step=step)
@@ -92,7 +95,8 @@ def _flags() -> Any:
                       "--workdir to export.")
   flags.DEFINE_string("out", None, "Output directory.")
   flags.DEFINE_enum("format", "auto", ["auto", *checkpoints.FORMATS], "Source format.")
-  flags.DEFINE_bool("overwrite", False, "Replace an existing --out.")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing --out that is a converted "
+                    "checkpoint (never the source or another folder).")
   flags.DEFINE_multi_string("ignore", [], "Regex of source names to drop (repeatable).")
   flags.DEFINE_integer("num_heads", None, "Heads, where the source does not record them.")
   flags.DEFINE_integer("num_classes", None, "Classes of a zero head for head-less sources.")
@@ -122,7 +126,7 @@ def main(argv: list[str]) -> None:
                         attention=f.attention, attention_order=f.attention_order,
                         crop_size=f.crop_size, normalization=f.normalization,
                         labels_file=f.labels, step=f.step)
-  except (ValueError, FileExistsError, FileNotFoundError, KeyError, ImportError) as e:
+  except (ValueError, OSError, KeyError, ImportError) as e:
     print(f"vidtx.convert: error: {e}", file=sys.stderr)
     sys.exit(1)
   print(describe(converted, os.path.abspath(f.out)) + f"\n  ({time.time() - start:.1f} s)")

@@ -3,6 +3,8 @@ eval.py (--checkpoint) and `vidtx.predict` read.
 
     DIR/vidtx_model.json   what the model is and how its inputs are prepared (below)
     DIR/params/            the parameters, an orbax checkpoint of the Flax params tree
+    DIR/.vidtx             vidtx's marker (kind 'converted', vidtx.ownership): only such a
+                           directory is ever replaced (--overwrite)
 
 vidtx_model.json:
     model_name      'timesformer' | 'vivit' | 'xvit'
@@ -17,7 +19,9 @@ vidtx_model.json:
     source          where it came from: path, format, notes on numerics
 
 The directory is written under a temporary name and renamed when complete, so a directory
-with this layout is always whole.
+with this layout is always whole. An existing directory is replaced only when asked to
+(`overwrite`) and only when it is a converted checkpoint itself (marked, or of this layout from
+before the marker), never the source it was converted from nor a directory holding that source.
 """
 
 import dataclasses
@@ -35,7 +39,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vidtx import models
+from vidtx import models, ownership
 
 MODEL_FILE = "vidtx_model.json"
 PARAMS_DIR = "params"
@@ -76,6 +80,32 @@ def is_converted_dir(path: str) -> bool:
   return os.path.isfile(os.path.join(path, MODEL_FILE))
 
 
+def is_legacy_converted_dir(path: str) -> bool:
+  """A converted checkpoint written before the marker: vidtx_model.json and nothing but this
+  layout (a user's folder that merely holds a vidtx_model.json is not one)."""
+  names = set(os.listdir(path)) if os.path.isdir(path) else set()
+  return MODEL_FILE in names and names <= {MODEL_FILE, PARAMS_DIR}
+
+
+def check_out_dir(out_dir: str, *, overwrite: bool, source: str | None = None) -> None:
+  """Raises unless `out_dir` may receive a converted checkpoint: it does not exist, or
+  `overwrite` is set and it is a converted checkpoint (or an empty directory) that is neither
+  `source` nor holds it. Cheap: callers run it before a long conversion."""
+  if not os.path.exists(out_dir):
+    return
+  try:
+    ownership.check_removable(out_dir, "converted", protected=(source,),
+                              legacy=is_legacy_converted_dir)
+  except ownership.NotOwnedError as e:
+    if overwrite:
+      raise
+    # Not only "pass --overwrite": that would be refused too.
+    raise FileExistsError(f"{out_dir} exists; choose a new output directory (--overwrite would "
+                          f"not replace it: {e})") from e
+  if not overwrite:
+    raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
+
+
 def _check_preprocessing(preprocessing: Mapping[str, Any], where: str) -> dict[str, Any]:
   missing = [k for k in PREPROCESSING_FIELDS if k not in preprocessing]
   if missing:
@@ -91,10 +121,10 @@ def _check_preprocessing(preprocessing: Mapping[str, Any], where: str) -> dict[s
 
 
 def save(out_dir: str, converted: Converted, *, overwrite: bool = False) -> str:
-  """Writes `converted` to out_dir atomically; refuses an existing out_dir unless overwrite."""
+  """Writes `converted` to out_dir atomically; an existing out_dir is replaced only with
+  `overwrite` and only when it is a converted checkpoint (check_out_dir)."""
   out_dir = os.path.abspath(out_dir)
-  if os.path.exists(out_dir) and not overwrite:
-    raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
+  check_out_dir(out_dir, overwrite=overwrite, source=converted.source.get("path"))
   preprocessing = _check_preprocessing(converted.preprocessing, out_dir)
   # The model must build and its parameters must be exactly those it expects.
   model = converted.build_model()
@@ -122,12 +152,18 @@ def save(out_dir: str, converted: Converted, *, overwrite: bool = False) -> str:
       checkpointer.wait_until_finished()
     with open(os.path.join(tmp, MODEL_FILE), "w") as f:
       json.dump(info, f, indent=2)
+    ownership.write_marker(tmp, "converted")
     if os.path.exists(out_dir):
+      # Checked again: the conversion may have taken long and the directory changed meanwhile.
+      check_out_dir(out_dir, overwrite=overwrite, source=converted.source.get("path"))
       # Replace: move the old one aside first, so a failure here never leaves neither.
       old = tmp + ".old"
       os.rename(out_dir, old)
       os.rename(tmp, out_dir)
-      shutil.rmtree(old)
+      if os.path.islink(old):  # out_dir was a link: the link is replaced, not its target.
+        os.remove(old)
+      else:
+        shutil.rmtree(old)
     else:
       os.rename(tmp, out_dir)
   finally:

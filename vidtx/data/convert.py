@@ -2,7 +2,8 @@ r"""Converts downloaded video datasets into DMVR TFRecord shards (vidtx.data.dmv
 
   python -m vidtx.data.convert --source=kinetics --input=k400/train.csv --video_dir=k400/train \
       --output_dir=/data/k400 [--split=train] [--num_shards=16] [--fps=0] [--short_side=256] \
-      [--jpeg_quality=90] [--num_workers=N] [--max_frames=0] [--min_frames=1] [--label_map=FILE]
+      [--jpeg_quality=90] [--num_workers=N] [--max_frames=0] [--min_frames=1] [--label_map=FILE] \
+      [--duplicates=skip|keep|error] [--conflicts=error|skip|merge|keep]
   python -m vidtx.data.convert --source=ssv2 --input=something-something-v2-train.json \
       --labels_json=something-something-v2-labels.json --video_dir=20bn-something-something-v2 ...
   python -m vidtx.data.convert --source=epic --input=EPIC_100_train.csv --video_dir=EPIC-KITCHENS \
@@ -29,10 +30,28 @@ else an existing labels.txt, so later splits reuse the training split's map, els
 own list or the sorted class names of the input); `{split}_report.txt` (the videos left out and
 why); `{split}_summary.json`; `{split}_shards/` (one JSON per shard: its counts and bad videos).
 
+--output_dir must be new, empty, or a directory this tool wrote (its `.vidtx` marker, or from
+before the marker a `{split}_summary.json` of this tool): anything else is refused before the
+annotations are read, so a folder of other files is never written into (vidtx.ownership).
+
 A shard is written under a hidden temporary name and renamed when complete; a rerun skips the
 shards that exist, so an interrupted conversion resumes where it stopped. A bad video (missing,
 empty, corrupt, too short, a segment outside it, an unknown label) is listed in the report and
 never stops the conversion.
+
+Repeated rows: rows for the same video and segment (the same id, file, start and end; input rows
+are numbered from 1, a header not counted) are checked before anything is written.
+  --duplicates  rows that repeat an earlier row's labels too. skip (default): left out, listed in
+                the report as "duplicate of input row N" and counted as bad; keep: written again;
+                error: stop.
+  --conflicts   rows that give a video and segment other labels than an earlier row. error
+                (default): stop, naming the first of them (a single-label dataset should not have
+                any); skip: leave all of that video's rows out (reported, counted as bad); merge:
+                one example with all the labels, in the order of the rows (a multi-label dataset
+                listed one label per row, read with dataset_configs.multi_label=True); keep: one
+                example per row, each with its own label.
+The summary counts them ('duplicates': repeated rows, 'conflicts': videos with conflicting
+labels, 'merged': rows folded into an earlier row's example) and the final line says so.
 """
 
 import argparse
@@ -57,6 +76,7 @@ import numpy as np
 import tensorflow as tf
 from av.video.reformatter import VideoReformatter
 
+from vidtx import ownership
 from vidtx.data import dmvr
 from vidtx.progress import format_duration
 
@@ -64,6 +84,9 @@ SOURCES = ("kinetics", "ssv2", "epic", "csv")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")
 EPIC_NUM_NOUNS = 300
 EPIC_NUM_VERBS = 97
+DUPLICATE_MODES = ("skip", "keep", "error")
+CONFLICT_MODES = ("error", "skip", "merge", "keep")
+_OUTPUT_HINT = "Pass a new or empty --output_dir."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -612,8 +635,9 @@ def read_labels(path: str) -> list[str]:
 
 
 def resolve_label_map(items: Sequence[Item], output_dir: str, label_map: str | None = None,
-                      class_names: Sequence[str] | None = None) -> list[str]:
-  """The class names, line i = class i, and OUT/labels.txt written when it is new.
+                      class_names: Sequence[str] | None = None, *,
+                      write: bool = True) -> list[str]:
+  """The class names, line i = class i, and OUT/labels.txt written when it is new (and `write`).
 
   --label_map, else an existing OUT/labels.txt (the training split's, for later splits), else
   the dataset's own `class_names`, else the sorted class names of `items` (`class_<i>` names
@@ -638,7 +662,7 @@ def resolve_label_map(items: Sequence[Item], output_dir: str, label_map: str | N
       raise ValueError("The labels mix class names and class indices; pass --label_map with "
                        "one class name per line (line i = class i).")
     names = names_given or [f"class_{i}" for i in range(max(indices, default=-1) + 1)]
-  if names and existing is None:
+  if names and existing is None and write:
     dmvr.write_text_atomically(path, "".join(f"{name}\n" for name in names))
   return names
 
@@ -660,6 +684,121 @@ def _label_indices(item: Item, index_of: dict[str, int | None],
     else:
       indices.append(int(label))
   return indices, None
+
+
+@dataclasses.dataclass
+class Repeats:
+  """Rows for the same video and segment (input row = index + 1).
+
+  duplicates: row index -> the earlier row whose video, segment and labels it repeats.
+  conflicts: one list per video and segment that comes with different labels: every row of it,
+    in input order (duplicates included).
+  """
+
+  duplicates: dict[int, int]
+  conflicts: list[list[int]]
+
+
+def find_repeats(items: Sequence[Item],
+                 labels: Sequence[Sequence[int] | None]) -> Repeats:
+  """The repeated rows of `items` with their label indices (None: a label error, not checked)."""
+  first_of: dict[tuple, dict[tuple[int, ...], int]] = {}
+  rows: dict[tuple, list[int]] = {}
+  duplicates = {}
+  for index, (item, indices) in enumerate(zip(items, labels, strict=True)):
+    if indices is None:
+      continue  # Reported as a bad label already.
+    key = (item.video_id, item.path, item.start, item.end)
+    seen = first_of.setdefault(key, {})
+    rows.setdefault(key, []).append(index)
+    if tuple(indices) in seen:
+      duplicates[index] = seen[tuple(indices)]
+    else:
+      seen[tuple(indices)] = index
+  conflicts = [rows[key] for key, seen in first_of.items() if len(seen) > 1]
+  return Repeats(duplicates=duplicates, conflicts=conflicts)
+
+
+def _label_names(indices: Sequence[int], names: Sequence[str]) -> str:
+  return repr("+".join(names[i] if 0 <= i < len(names) else "unlabelled" for i in indices))
+
+
+def _conflict_text(rows: list[int], items: Sequence[Item], labels: Sequence[Sequence[int] | None],
+                   names: Sequence[str]) -> str:
+  shown, seen = [], set()
+  for row in rows:
+    if tuple(labels[row]) not in seen:
+      seen.add(tuple(labels[row]))
+      shown.append(f"{_label_names(labels[row], names)} (row {row + 1})")
+  item = items[rows[0]]
+  segment = ("" if item.start is None and item.end is None
+             else f" [{item.start if item.start is not None else ''}, "
+                  f"{item.end if item.end is not None else ''}) s")
+  return f"{item.video_id!r}{segment} as " + " and ".join(shown)
+
+
+def apply_repeats(items: Sequence[Item], labels: list[list[int] | None],
+                  errors: list[str | None], names: Sequence[str], duplicates: str = "skip",
+                  conflicts: str = "error") -> tuple[set[int], dict[str, int]]:
+  """Applies --duplicates and --conflicts: sets `errors` of the rows left out and `labels` of
+  merged rows in place. Returns the rows folded into another row's example (merge) and the
+  counts for the summary. Raises ValueError, naming the first repeats, for 'error'."""
+  if duplicates not in DUPLICATE_MODES:
+    raise ValueError(f"--duplicates={duplicates!r}: expected one of {list(DUPLICATE_MODES)}.")
+  if conflicts not in CONFLICT_MODES:
+    raise ValueError(f"--conflicts={conflicts!r}: expected one of {list(CONFLICT_MODES)}.")
+  repeats = find_repeats(items, labels)
+  if repeats.duplicates and duplicates == "error":
+    shown = "; ".join(f"row {row + 1} repeats row {first + 1} ({items[row].video_id!r})"
+                      for row, first in list(repeats.duplicates.items())[:3])
+    raise ValueError(f"{len(repeats.duplicates)} input row(s) repeat an earlier row (the same "
+                     f"video, segment and labels): {shown}; pass --duplicates=skip to leave the "
+                     "repeats out or --duplicates=keep to write them again.")
+  if repeats.conflicts and conflicts == "error":
+    shown = "; ".join(_conflict_text(rows, items, labels, names)
+                      for rows in repeats.conflicts[:3])
+    raise ValueError(
+        f"{len(repeats.conflicts)} video(s) are listed under different labels for the same "
+        f"segment: {shown}{'; ...' if len(repeats.conflicts) > 3 else ''}. Fix the input, or "
+        "pass --conflicts=skip to leave them out, --conflicts=merge for one multi-label example "
+        "per video, or --conflicts=keep for one example per row.")
+  if duplicates == "skip":
+    for row, first in repeats.duplicates.items():
+      errors[row] = (f"duplicate of input row {first + 1} (the same video, segment and labels; "
+                     "--duplicates=keep writes it again)")
+  merged = set()
+  for rows in repeats.conflicts:
+    if conflicts == "skip":
+      text = _conflict_text(rows, items, labels, names)
+      for row in rows:
+        errors[row] = f"conflicting labels: {text} (--conflicts=skip)"
+    elif conflicts == "merge":
+      kept = [row for row in rows if errors[row] is None]
+      union = list(dict.fromkeys(i for row in kept for i in labels[row]))
+      labels[kept[0]] = union
+      merged.update(kept[1:])
+  counts = {"duplicates": len(repeats.duplicates), "conflicts": len(repeats.conflicts)}
+  if merged:
+    counts["merged"] = len(merged)
+  return merged, counts
+
+
+def is_legacy_shards_dir(directory: str) -> bool:
+  """Shards written by this tool before the ownership marker: a `{split}_summary.json` of it, or
+  (a conversion interrupted before its summary) a shard's stats `{split}_shards/*.json`."""
+  escaped = glob.escape(directory)
+  for pattern, fields in (("*_summary.json", {"split", "table", "num_shards", "shards_written"}),
+                          ("*_shards/*.tfrecord-*.json", {"shard", "videos", "examples", "bad"})):
+    for path in glob.glob(os.path.join(escaped, pattern)):
+      found = ownership.read_json(path)
+      if found and fields <= set(found):
+        return True
+  return False
+
+
+def check_output_dir(output_dir: str) -> None:
+  """Raises ownership.NotOwnedError unless the shards may go into `output_dir`; writes nothing."""
+  ownership.check_claimable(output_dir, "shards", legacy=is_legacy_shards_dir, hint=_OUTPUT_HINT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -690,31 +829,51 @@ def convert(items: Sequence[Item], output_dir: str, split: str, *, num_shards: i
             fps: float = 0, short_side: int = 0, jpeg_quality: int = 90, num_workers: int = 1,
             max_frames: int | None = None, min_frames: int = 1, label_map: str | None = None,
             class_names: Sequence[str] | None = None, class_splits: Sequence[int] | None = None,
+            duplicates: str = "skip", conflicts: str = "error",
             progress: bool = True) -> dict[str, Any]:
   """Writes `items` as the table `{split}.tfrecord@{num_shards}` in `output_dir`; see the
   module doc. Shards that exist are kept (resume). Returns the summary also written to
   `{split}_summary.json` (plus 'bad_videos': [index, video_id, path, reason] rows).
+
+  Raises ownership.NotOwnedError when `output_dir` is not this tool's (new, empty or marked),
+  and ValueError for repeated rows that `duplicates` / `conflicts` say stop; both before
+  anything is written.
   """
   options = Options(fps=fps, short_side=short_side, jpeg_quality=jpeg_quality,
                     max_frames=max_frames or None, min_frames=min_frames)
   _check_options(split, num_shards, num_workers, options)
   started = time.time()
-  os.makedirs(output_dir, exist_ok=True)
-  for stale in glob.glob(os.path.join(glob.escape(output_dir), f".{glob.escape(split)}.tfrecord-*"
-                                      ".tmp-*")):
-    os.remove(stale)  # Left by an interrupted run: shards are only ever renamed when complete.
-  names = resolve_label_map(items, output_dir, label_map, class_names)
+  check_output_dir(output_dir)
+  names = resolve_label_map(items, output_dir, label_map, class_names, write=False)
   # A name may come twice (Epic-Kitchens has a noun and a verb 'filter'): as a label it is
   # ambiguous (None), as an index it is fine.
   counts = collections.Counter(names)
   index_of = {name: i if counts[name] == 1 else None for i, name in enumerate(names)}
+  resolved = [_label_indices(item, index_of, len(names)) for item in items]
+  labels = [indices for indices, _ in resolved]
+  errors = [error for _, error in resolved]
+  merged, repeat_counts = apply_repeats(items, labels, errors, names, duplicates, conflicts)
+
+  ownership.claim(output_dir, "shards", legacy=is_legacy_shards_dir, hint=_OUTPUT_HINT)
+  for stale in glob.glob(os.path.join(glob.escape(output_dir), f".{glob.escape(split)}.tfrecord-*"
+                                      ".tmp-*")):
+    os.remove(stale)  # Left by an interrupted run: shards are only ever renamed when complete.
+  labels_path = os.path.join(output_dir, "labels.txt")
+  if names and not os.path.exists(labels_path):
+    dmvr.write_text_atomically(labels_path, "".join(f"{name}\n" for name in names))
   shards = dmvr.shard_names(os.path.join(output_dir, f"{split}.tfrecord"), num_shards)
   entries = [[] for _ in range(num_shards)]
   for index, item in enumerate(items):
-    labels, error = _label_indices(item, index_of, len(names))
-    if item.label_text is None and labels and len(labels) == 1 and labels[0] >= 0:
-      item = dataclasses.replace(item, label_text=names[labels[0]])
-    entries[index % num_shards].append((index, item, labels, error))
+    if index in merged:
+      continue  # Its labels are in an earlier row's example (--conflicts=merge).
+    indices, error = labels[index], errors[index]
+    if indices and len(indices) > 1 and not item.labels[1:]:
+      # Merged single-label rows: the text names every label.
+      item = dataclasses.replace(item, label_text="+".join(names[i] for i in indices))
+    if item.label_text is None and indices and len(indices) == 1 and indices[0] >= 0:
+      item = dataclasses.replace(item, label_text=names[indices[0]])
+    # Shard by the input row, whatever is merged or left out: a rerun finds the same shards.
+    entries[index % num_shards].append((index, item, indices, error))
 
   done_stats, tasks = [], []
   for shard, shard_entries in zip(shards, entries, strict=True):
@@ -727,13 +886,13 @@ def convert(items: Sequence[Item], output_dir: str, split: str, *, num_shards: i
                                                               else "")
     print(f"{split}: skipping the {len(done_stats)} of {num_shards} shards that exist "
           f"({skipped})", file=sys.stderr)
-  meter = _Progress(split, len(items), sum(s["videos"] for s in done_stats),
+  meter = _Progress(split, len(items) - len(merged), sum(s["videos"] for s in done_stats),
                     sum(len(s["bad"]) for s in done_stats), enabled=progress)
   new_stats = _run_tasks(tasks, min(num_workers, len(tasks)), meter.add)
   stats = done_stats + new_stats
   bad_videos = sorted(row for s in stats for row in s["bad"])
   examples = sum(s["examples"] for s in stats)
-  meter.finish(len(items), len(bad_videos))
+  meter.finish(len(items) - len(merged), len(bad_videos))
 
   report = "".join(f"{video_id}\t{path}\t{reason}\n" for _, video_id, path, reason in bad_videos)
   dmvr.write_text_atomically(os.path.join(output_dir, f"{split}_report.txt"), report)
@@ -756,6 +915,7 @@ def convert(items: Sequence[Item], output_dir: str, split: str, *, num_shards: i
       "seconds": round(seconds, 2),
       "videos_per_second": round(converted / seconds, 2) if converted else None,
   }
+  summary.update({key: value for key, value in repeat_counts.items() if value})
   if class_splits:
     summary["class_splits"] = list(class_splits)
   if any(not item.labels for item in items):
@@ -816,16 +976,35 @@ def config_snippet(output_dir: str) -> str:
   if class_splits:
     # One label per group (EPIC: a noun in [0, 300), a verb in [300, 397)), as scenic reads them.
     lines.append(f"config.dataset_configs.class_splits = {class_splits!r}")
+  elif any(s.get("merged") for s in summaries):
+    # --conflicts=merge wrote examples with several labels: the reader takes them multi-hot.
+    lines.append("config.dataset_configs.multi_label = True")
   flags = ["--config.dataset_name=dmvr", f"--config.dataset_configs.base_dir={base_dir}"]
   flags += [f"--config.dataset_configs.tables.{k}={v}" for k, v in tables.items()]
   flags += [f"--config.dataset_configs.examples_per_subset.{k}={v}" for k, v in examples.items()]
   flags.append(f"--config.dataset_configs.num_classes={num_classes}")
+  if not class_splits and any(s.get("merged") for s in summaries):
+    flags.append("--config.dataset_configs.multi_label=True")
   return "\n".join(lines) + "\n\n# or as train.py / eval.py flags:\n" + " \\\n  ".join(flags)
 
 
 # ---------------------------------------------------------------------------------------------
 # The command.
 # ---------------------------------------------------------------------------------------------
+
+
+def describe_repeats(summary: dict[str, Any], duplicates: str, conflicts: str) -> str:
+  """'  repeated rows: ...' for the final lines, or '' when the input had none."""
+  parts = []
+  if summary.get("duplicates"):
+    done = "left out (bad)" if duplicates == "skip" else "written again"
+    parts.append(f"{summary['duplicates']} duplicate row(s) {done} (--duplicates={duplicates})")
+  if summary.get("conflicts"):
+    done = {"skip": "left out (bad)", "merge": f"merged ({summary.get('merged', 0)} row(s) "
+            "folded into multi-label examples)", "keep": "written once per label"}[conflicts]
+    parts.append(f"{summary['conflicts']} video(s) under conflicting labels {done} "
+                 f"(--conflicts={conflicts})")
+  return "  repeated rows: " + "; ".join(parts) if parts else ""
 
 
 def load_source(source: str, input_path: str, video_dir: str, *, labels_json: str | None = None,
@@ -874,6 +1053,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help="Keep at most this many frames per video (0: all).")
   parser.add_argument("--min_frames", type=int, default=1,
                       help="Videos with fewer frames are left out as too short.")
+  parser.add_argument("--duplicates", choices=DUPLICATE_MODES, default="skip",
+                      help="Rows repeating an earlier row (same video, segment and labels): "
+                      "skip (default: left out and reported), keep, or error.")
+  parser.add_argument("--conflicts", choices=CONFLICT_MODES, default="error",
+                      help="Rows giving a video and segment other labels than an earlier row: "
+                      "error (default), skip (leave them out, reported), merge (one multi-label "
+                      "example), or keep (one example per row).")
   return parser.parse_args(argv)
 
 
@@ -884,6 +1070,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   try:
     # Before the annotations are read and the video folder is walked (minutes on a big one).
     _check_options(args.split or "train", args.num_shards, args.num_workers, options)
+    check_output_dir(args.output_dir)
     source = load_source(args.source, args.input, args.video_dir, labels_json=args.labels_json,
                          epic_noun_classes=args.epic_noun_classes,
                          epic_verb_classes=args.epic_verb_classes)
@@ -892,15 +1079,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
                       num_workers=args.num_workers, max_frames=args.max_frames,
                       min_frames=args.min_frames, label_map=args.label_map,
-                      class_names=source.class_names, class_splits=source.class_splits)
-  except (ValueError, FileNotFoundError) as e:
-    # Bad inputs are the user's to fix: the message, not a traceback.
+                      class_names=source.class_names, class_splits=source.class_splits,
+                      duplicates=args.duplicates, conflicts=args.conflicts)
+  except (ValueError, OSError) as e:
+    # Bad inputs (and an output the system refuses) are the user's to fix: the message, not a
+    # traceback.
     print(f"vidtx.data.convert: error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except tf.errors.OpError as e:  # TensorFlow's file errors (a shard that cannot be written).
+    print(f"vidtx.data.convert: error: {e.message}", file=sys.stderr)
     sys.exit(1)
   out = os.path.abspath(args.output_dir)
   print(f"{summary['table']}: {summary['examples']} examples of {summary['videos']} videos, "
         f"{summary['bad']} bad (listed in {os.path.join(out, split + '_report.txt')}), "
         f"{summary['num_classes']} classes, {summary['seconds']:.1f} s")
+  repeats = describe_repeats(summary, args.duplicates, args.conflicts)
+  if repeats:
+    print(repeats)
   print("\n" + config_snippet(args.output_dir))
   return summary
 

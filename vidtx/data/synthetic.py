@@ -24,6 +24,10 @@ random-noise background, drawn with wrap-around at the frame edges, i.e. on a to
 
 `ensure_dataset` writes the train / validation splits as DMVR TFRecord shards plus labels.txt and
 dataset_info.json, once per set of generator parameters (a cache under ~/.cache/vidtx/synthetic).
+A `dataset_configs.base_dir` is written only when it is vidtx's (vidtx.ownership): new, empty,
+marked as a synthetic dataset, or a synthetic dataset written before the marker (its
+dataset_info.json has the generator's fields). Anything else, e.g. a folder of real shards, is an
+error that says to set dataset_name='dmvr' to read them: a synthetic config never overwrites data.
 """
 
 import functools
@@ -39,6 +43,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from vidtx import ownership
 from vidtx.data import dmvr
 
 # Bump when the pictures change: it is part of the cache key, so old caches are not reused.
@@ -431,33 +436,61 @@ def _serialized_split(params: dict, split: str, chunk: int = 64) -> Iterator[byt
     yield from serialise(videos, start)
 
 
+def is_legacy_dataset_dir(directory: str) -> bool:
+  """A synthetic dataset written before the ownership marker: its dataset_info.json holds the
+  generator's fields (a DMVR dataset's own dataset_info.json does not)."""
+  info = ownership.read_json(os.path.join(directory, "dataset_info.json"))
+  return bool(info) and {"generator_version", "task", "class_names", "splits"} <= set(info)
+
+
+def _claim(directory: str, in_cache: bool) -> None:
+  hint = (f"To train on the data in {directory}, set --config.dataset_name=dmvr (with its "
+          "dataset_configs.tables, examples_per_subset and num_classes) to read these shards; to "
+          "generate the synthetic dataset, leave dataset_configs.base_dir empty (vidtx's cache) "
+          "or name a new directory.")
+  # The cache path (<cache>/synthetic/<task>-<hash>) is vidtx's by construction: whatever is there
+  # (e.g. an interrupted generation from before the marker) was written by vidtx.
+  ownership.claim(directory, "synthetic", hint=hint,
+                  legacy=(lambda _: True) if in_cache else is_legacy_dataset_dir)
+
+
 def ensure_dataset(dataset_configs: ml_collections.ConfigDict) -> str:
   """Generates the synthetic dataset unless it is already there; returns its directory.
 
   Writes every split of `dataset_configs.tables` (sizes from `examples_per_subset`), labels.txt
   and dataset_info.json into `dataset_configs.base_dir`, or into the cache directory when
   base_dir is empty. dataset_info.json is written last: a matching one means the data is complete.
+  Raises ownership.NotOwnedError (a ValueError) when base_dir holds anything but vidtx's
+  synthetic data, before anything is written.
   """
   params = dataset_parameters(dataset_configs)
-  directory = dataset_configs.get("base_dir") or cache_dir(params)
+  base_dir = dataset_configs.get("base_dir")
+  directory = base_dir or cache_dir(params)
   info_path = os.path.join(directory, "dataset_info.json")
+  if ownership.read_json(info_path) == params:
+    # Complete (only vidtx writes these fields). Marked on the way, if the directory can be
+    # written: a read-only copy of the dataset is still read.
+    try:
+      _claim(directory, in_cache=not base_dir)
+    except ownership.UnwritableError:
+      pass
+    return directory
+  _claim(directory, in_cache=not base_dir)
   if tf.io.gfile.exists(info_path):
-    with tf.io.gfile.GFile(info_path) as f:
-      if json.load(f) == params:
-        return directory
-    # Stale or foreign: remove it first, so an interrupted regeneration never looks complete.
+    # Stale: remove it first, so an interrupted regeneration never looks complete.
     tf.io.gfile.remove(info_path)
-  tf.io.gfile.makedirs(directory)
   for split, spec in params["splits"].items():
     start = time.time()
     name, num_shards = spec["table"].rsplit("@", 1)
+    # overwrite: the directory is vidtx's synthetic dataset (claimed above); older shards of the
+    # same names are generated data of other parameters.
     dmvr.write_shards(_serialized_split(params, split), os.path.join(directory, name),
-                      int(num_shards))
+                      int(num_shards), overwrite=True)
     elapsed = time.time() - start
     print(f"vidtx synthetic '{params['task']}': wrote {spec['num_examples']} {split} videos to "
           f"{directory} in {elapsed:.1f} s ({spec['num_examples'] / elapsed:.0f} videos/s)",
           flush=True)
   dmvr.write_text_atomically(os.path.join(directory, "labels.txt"),
-                         "".join(name + "\n" for name in params["class_names"]))
+                             "".join(name + "\n" for name in params["class_names"]))
   dmvr.write_text_atomically(info_path, json.dumps(params, indent=2, sort_keys=True))
   return directory
