@@ -22,6 +22,9 @@ saves the raw logits (B, num_classes).
 
 Class names: --labels (one per line), else the checkpoint's labels, else "class <i>".
 
+A NaN or inf in the --input array, in a video's views or in the logits is an error naming the
+file (and the clips or views), not a top-k of NaN.
+
 --rollout OUT.png shows what the model looked at: for every view (or clip), its sampled frames
 and below them the attention rollout (vidtx.rollout; Abnar & Zuidema, as in TimeSformer's
 supplementary Fig. 1) laid over them as a heat map, titled with the view's top-1. The logits are
@@ -137,7 +140,34 @@ def check_clip(array: Any, preprocessing: dict[str, Any], source: str) -> np.nda
                                                                  and array.shape[0] < 1):
     raise ValueError(f"{source}: shape {array.shape}; expected {wanted} (the checkpoint's "
                      "num_frames and crop_size, RGB).")
-  return array[None] if array.ndim == 4 else array  # (T, H, W, C) -> (1, T, H, W, C)
+  clips = array[None] if array.ndim == 4 else array  # (T, H, W, C) -> (1, T, H, W, C)
+  # A NaN would give NaN logits and a meaningless top-k with exit 0: refuse it here.
+  finite = np.isfinite(clips)
+  bad = ~finite.reshape(len(clips), -1).all(axis=1)
+  if bad.any():
+    count = int(finite.size - np.count_nonzero(finite))
+    raise ValueError(f"{source}: {count} non-finite value(s) (NaN or inf) in clip(s) "
+                     f"{_some(np.flatnonzero(bad).tolist())}; expected finite pixel values.")
+  return clips
+
+
+def _some(items: Sequence[Any], limit: int = 8) -> str:
+  """'0, 3, 5', or the first `limit` and 'and 4 more': short enough for a one-line message."""
+  shown = ", ".join(str(x) for x in items[:limit])
+  return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_finite(values: np.ndarray, source: str, what: str, names: Sequence[str]) -> np.ndarray:
+  """`values` (N, ...), one row per view or clip named by `names`; ValueError naming `source`
+  and the rows that hold a NaN or inf (`what`: 'logits', 'views')."""
+  bad = ~np.isfinite(np.asarray(values)).reshape(len(values), -1).all(axis=1)
+  if bad.any():
+    rows = [f"'{names[i]}'" for i in np.flatnonzero(bad)]
+    hint = ("check the checkpoint's preprocessing mean and std" if what == "views" else
+            "the checkpoint's parameters hold a NaN or inf, or overflow on this input")
+    raise ValueError(f"{source}: non-finite {what} (NaN or inf) for {len(rows)} of "
+                     f"{len(values)}: {_some(rows)}; {hint}.")
+  return values
 
 
 def load_clip(path: str, converted: store.Converted) -> np.ndarray:
@@ -222,25 +252,40 @@ def aggregate(view_logits: np.ndarray, aggregation: str) -> np.ndarray:
   return np.asarray(probabilities, np.float32)
 
 
-def predict_frames(converted: store.Converted, frames: np.ndarray,
-                   batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-  """Decoded frames (N, H, W, 3) uint8 -> (probabilities (K,), view logits (V, K))."""
+def predict_frames(converted: store.Converted, frames: np.ndarray, batch_size: int = 8,
+                   source: str = "the video") -> tuple[np.ndarray, np.ndarray]:
+  """Decoded frames (N, H, W, 3) uint8 -> (probabilities (K,), view logits (V, K)).
+
+  Raises ValueError naming `source` and the views when the views or logits are not finite.
+  """
   aggregation = converted.preprocessing["aggregation"]
   _check_aggregation(aggregation)  # Before the work, not after it.
-  view_logits = model_logits(converted, video_views(frames, converted), batch_size)
+  names = view_names(converted.preprocessing)
+  views = check_finite(video_views(frames, converted), source, "views", names)
+  view_logits = check_finite(model_logits(converted, views, batch_size), source, "logits", names)
   return aggregate(view_logits, aggregation), view_logits
 
 
 def predict_video(converted: store.Converted, path: str,
                   batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
   """The video file at `path` -> (probabilities (K,), view logits (V, K)); see the module doc."""
-  return predict_frames(converted, decode_video(path), batch_size)
+  return predict_frames(converted, decode_video(path), batch_size, source=path)
 
 
 def predict_array(converted: store.Converted, array: np.ndarray, batch_size: int = 8,
                   source: str = "the input array") -> np.ndarray:
-  """Logits (B, K) of a float32 clip (T, H, W, C) or clips (B, T, H, W, C), used as they are."""
-  return model_logits(converted, check_clip(array, converted.preprocessing, source), batch_size)
+  """Logits (B, K) of a float32 clip (T, H, W, C) or clips (B, T, H, W, C), used as they are.
+
+  Raises ValueError naming `source` (and the clips) on a NaN or inf in the input or logits.
+  """
+  clips = check_clip(array, converted.preprocessing, source)
+  return check_finite(model_logits(converted, clips, batch_size), source, "logits",
+                      _clip_names(len(clips)))
+
+
+def _clip_names(count: int) -> list[str]:
+  # 0-based, as the command prints the rows of an --input array.
+  return [f"clip {i}" for i in range(count)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,10 +391,15 @@ def run(checkpoint: str, *, video: str | None = None, input_path: str | None = N
     # Before decoding or running anything: a model rollout cannot describe fails now.
     rollout.plans(converted.build_model(), (1,) + _expected_clip(converted.preprocessing))
 
+  source = video if video is not None else input_path
+
   def logits_of(clips: np.ndarray) -> np.ndarray:
+    rows = (view_names(converted.preprocessing) if video is not None
+            else _clip_names(len(clips)))
     if not rollout_out:
-      return model_logits(converted, clips, batch_size)
+      return check_finite(model_logits(converted, clips, batch_size), source, "logits", rows)
     logits, heat = model_rollout(converted, clips, batch_size, head_fusion)
+    check_finite(logits, source, "logits", rows)  # Before a picture titled with NaN.
     clip_names = (view_names(converted.preprocessing) if video is not None
                   else [f"clip {i + 1}" for i in range(len(clips))])
     save_rollout(rollout_out, clips, heat, logits, names, converted.preprocessing, clip_names)
@@ -359,7 +409,9 @@ def run(checkpoint: str, *, video: str | None = None, input_path: str | None = N
     aggregation = converted.preprocessing["aggregation"]
     _check_aggregation(aggregation)  # Before the decoding.
     frames = decode_video(video)
-    logits = logits_of(video_views(frames, converted))
+    views = check_finite(video_views(frames, converted), video, "views",
+                         view_names(converted.preprocessing))
+    logits = logits_of(views)
     probabilities = aggregate(logits, aggregation)
     print(f"{video}: {len(frames)} frames decoded ({frames.shape[2]}x{frames.shape[1]}); "
           f"{describe_preprocessing(converted.preprocessing)}")

@@ -34,15 +34,23 @@ From a video checkpoint of the same family (e.g. a converted Kinetics-400 TimeSf
 Something-Something): every parameter by name; positional and time embeddings resized when
 the patch grid or frame count differ; the head fresh when the class count differs.
 
+The head's classes (initialise(class_names=...), the run's class names): when the checkpoint
+has class names too, the head's columns are matched by name, not by index: a checkpoint whose
+classes are in another order is permuted, one that shares only some classes gives those
+columns (the others stay fresh), one that shares none gives a fresh head; each case is noted in
+the report. When either side has no names, a head of the same shape is kept by index, with a
+note that the names could not be compared.
+
 Scanned layers (model.scan_layers): the rules work on per-layer names (encoderblock_{i}). The
 model's parameters and the checkpoint's are brought to that layout first (vidtx.checkpoints.scan)
 and the result is stacked back for a scanned model, so either layout initialises either model.
 Report names and init_from.skip_patterns use the per-layer names.
 """
 
+import collections
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax
@@ -104,12 +112,15 @@ def is_image_vit(converted: store.Converted) -> bool:
 
 def initialise(params: Any, *, model_name: str, model_config: Any, init_config: Mapping,
                num_frames: int, crop_size: int,
-               source: store.Converted | None = None) -> tuple[dict[str, Any], Report]:
+               source: store.Converted | None = None,
+               class_names: Sequence[str] | None = None) -> tuple[dict[str, Any], Report]:
   """`params` (a fresh init of the model) with what the checkpoint provides; and a Report.
 
   model_config: the validated config of the model (vidtx.models.*.make_config). num_frames,
-  crop_size: the clips the model is built for. The returned parameters have the layout of
-  `params` (stacked `encoderblocks` with model.scan_layers), the report per-layer names.
+  crop_size: the clips the model is built for. class_names: the run's classes (index i is
+  class i), matched by name against the checkpoint's labels to place the head's columns. The
+  returned parameters have the layout of `params` (stacked `encoderblocks` with
+  model.scan_layers), the report per-layer names.
   """
   path = init_config["checkpoint_path"]
   if source is None:
@@ -133,6 +144,7 @@ def initialise(params: Any, *, model_name: str, model_config: Any, init_config: 
           "model; start from an image ViT (or a converted space-only TimeSformer) instead.")
     report = Report(path, f"video {source.model_name}")
     proposal, adapted = _from_video(source, source_flat, target, geometry)
+  _match_classes(proposal, adapted, target, source.labels, class_names, init_config, report)
   _check_numerics(source, model_config, report)
   merged = _merge(target, proposal, adapted, init_config, report)
   if getattr(model_config, "scan_layers", False):
@@ -147,6 +159,90 @@ def _check_numerics(source: store.Converted, model_config: Any, report: Report) 
     if theirs is not None and theirs != ours:
       report.notes.append(f"the checkpoint was trained with model.{field}={theirs}, this model "
                           f"uses {ours}")
+
+
+def _head_leaves(target: Mapping[str, np.ndarray], skip: Sequence[re.Pattern]) -> list[str]:
+  """The classification head's leaves (the last axis is the class axis), unless skipped.
+
+  Every family names its classifier 'head' (common.classification_head); X-ViT's MLP before it
+  is 'head_hidden', whose last axis is not the classes.
+  """
+  num_classes = target["head/kernel"].shape[-1]
+  return [name for name, value in target.items() if name.startswith("head/")
+          and value.shape[-1:] == (num_classes,) and not any(p.search(name) for p in skip)]
+
+
+def _match_classes(proposal: dict[str, np.ndarray], adapted: set[str],
+                   target: Mapping[str, np.ndarray], source_labels: Sequence[str] | None,
+                   class_names: Sequence[str] | None, init_config: Mapping,
+                   report: Report) -> None:
+  """Places the checkpoint's head columns by class name (in `proposal`), noting what it did.
+
+  A head left in `proposal` with another class count is re-initialised by _merge.
+  """
+  if "head/kernel" not in target:
+    return
+  ours = target["head/kernel"].shape[-1]
+  if class_names is not None and len(class_names) != ours:
+    raise ValueError(f"init_from {report.source}: {len(class_names)} class names for a model of "
+                     f"{ours} classes; pass one name per class of the run.")
+  skip = [re.compile(p) for p in (init_config.get("skip_patterns") or ())]
+  heads = [name for name in _head_leaves(target, skip) if name in proposal]
+  if not heads:
+    return
+  theirs = proposal[heads[0]].shape[-1]
+  if any(proposal[n].shape[:-1] != target[n].shape[:-1] or proposal[n].shape[-1] != theirs
+         for n in heads):
+    return  # Not a head of this model's width: _merge reports it.
+  why = None
+  if class_names is None or source_labels is None:
+    why = ("neither has class names" if class_names is None and source_labels is None
+           else "the checkpoint has no class names (labels)" if source_labels is None
+           else "the run passed no class names")
+  elif len(source_labels) != theirs:
+    why = f"the checkpoint's {len(source_labels)} labels do not fit its {theirs}-class head"
+  else:
+    for side, names in (("the run's", class_names), ("the checkpoint's", source_labels)):
+      repeated = sorted(n for n, count in collections.Counter(map(str, names)).items()
+                        if count > 1)
+      if repeated:
+        why = f"{side} class names repeat {repeated[:3]}"
+  if why is not None:
+    if theirs == ours:
+      report.notes.append(f"head: kept by index; the class names could not be compared ({why})")
+    return  # Another class count: _merge re-initialises the head.
+
+  ours_names, theirs_names = [str(n) for n in class_names], [str(n) for n in source_labels]
+  if ours_names == theirs_names:
+    return  # The same classes in the same order: kept as it is.
+  index = {name: j for j, name in enumerate(theirs_names)}
+  pairs = [(i, index[name]) for i, name in enumerate(ours_names) if name in index]
+  if not pairs:
+    for name in heads:
+      del proposal[name]  # _merge keeps the fresh initialisation and reports it.
+    report.notes.append(
+        f"head re-initialised: none of the run's {ours} class names is among the checkpoint's "
+        f"{theirs} (the checkpoint: {_some(theirs_names)}; the run: {_some(ours_names)})")
+    return
+  rows, columns = (np.array(x) for x in zip(*pairs, strict=True))
+  for name in heads:
+    head = np.array(target[name])  # A copy: the unmatched classes keep their fresh values.
+    head[..., rows] = proposal[name][..., columns]
+    proposal[name] = head
+    adapted.add(name)
+  if len(pairs) == ours == theirs:
+    report.notes.append(f"head: {ours} classes remapped by name (the checkpoint's order differs)")
+  else:
+    missing = [name for name in ours_names if name not in index]
+    report.notes.append(
+        f"head: {len(pairs)} of the run's {ours} classes taken from the checkpoint's {theirs} by "
+        f"name, {len(missing)} fresh" + (f" ({_some(missing)})" if missing else ""))
+
+
+def _some(names: Sequence[str], limit: int = 5) -> str:
+  """'a', 'b', 'c' and 2 more."""
+  shown = ", ".join(repr(n) for n in names[:limit])
+  return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _merge(target: dict[str, np.ndarray], proposal: dict[str, np.ndarray], adapted: set[str],

@@ -22,6 +22,8 @@ import glob
 import json
 import os
 import re
+import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -65,8 +67,7 @@ def detect_format(path: str) -> str:
         "--format.")
   name = os.path.basename(path)
   if name.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as npz:
-      keys = list(npz.keys())
+    keys = list(_read_npz_file(path, keys_only=True))
     return "big_vision" if any(k.startswith(("params/", "opt/target/")) for k in keys) \
         else "vit_npz"
   if name.endswith(".pyth"):
@@ -149,8 +150,7 @@ def _read_timm(path: str) -> Source:
 
 
 def _read_npz(path: str, format: str) -> Source:
-  with np.load(path, allow_pickle=False) as npz:
-    tensors = {k: np.asarray(npz[k]) for k in npz.keys()}
+  tensors = _read_npz_file(path)
   if format == "big_vision":
     for prefix in ("params/", "opt/target/"):
       if any(k.startswith(prefix) for k in tensors):
@@ -174,7 +174,8 @@ def _read_scenic(path: str) -> Source:
     try:
       state = serialization.msgpack_restore(f.read())
     except Exception as e:  # msgpack raises several unrelated types on bad input.
-      raise ValueError(f"{path}: not a Flax msgpack checkpoint ({type(e).__name__}: {e}).") from e
+      raise ValueError(f"{path}: not a Flax msgpack checkpoint, or truncated or corrupt "
+                       f"({type(e).__name__}: {e}).") from e
   if not isinstance(state, dict):
     raise ValueError(f"{path}: a Flax checkpoint holds a dict, got {type(state).__name__}.")
   for keys in (("optimizer", "target"), ("params",)):
@@ -225,7 +226,7 @@ def _is_msgpack(path: str) -> bool:
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
   """Every tensor of a .safetensors file; bfloat16 and float16 come back float32, as from .pth."""
-  from safetensors import safe_open
+  from safetensors import SafetensorError, safe_open
 
   tensors = {}
   try:
@@ -235,6 +236,9 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
         if value.dtype.kind == "V" or value.dtype.name in ("bfloat16", "float16"):
           value = value.astype(np.float32)
         tensors[key] = value
+  except SafetensorError as e:
+    # The header is checked against the file's size on opening: a cut-off download lands here.
+    raise ValueError(_corrupt(path, "a .safetensors", e)) from e
   except (TypeError, ValueError) as e:
     if "bf16" not in str(e).lower() and "bfloat16" not in str(e).lower():
       raise ValueError(f"{path}: cannot read as safetensors ({e}).") from e
@@ -244,6 +248,31 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
       for key in f.keys():
         tensors[key] = f.get_tensor(key).to(torch.float32).numpy()
   return tensors
+
+
+def _read_npz_file(path: str, keys_only: bool = False) -> dict[str, np.ndarray | None]:
+  """Every array of an .npz (or only its names, values None), ValueError naming the file if
+  it is truncated or corrupt (zip reports a cut-off file as 'not a zip file', a damaged
+  member as a bad CRC, only when it is read)."""
+  with open(path, "rb") as f:
+    head = f.read(4)
+  # np.load takes a file without the zip signature for a pickle, and says so: misleading here.
+  if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+    raise ValueError(_corrupt(path, "an .npz", "no zip signature at its start"))
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      return {k: None if keys_only else np.asarray(npz[k]) for k in npz.keys()}
+  except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+    raise ValueError(_corrupt(path, "an .npz", e)) from e
+  except ValueError as e:  # E.g. object arrays, which need pickle.
+    raise ValueError(f"{path}: cannot read it as an .npz file of arrays ({e}).") from e
+
+
+def _corrupt(path: str, kind: str, error: BaseException | str) -> str:
+  """One line: `path` cannot be read as `kind`, probably cut off, with the library's reason."""
+  reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+  return (f"{path}: cannot read it as {kind} file: it is truncated or corrupt ({reason}); "
+          "download or write it again.")
 
 
 def _import_torch(path: str):
@@ -263,7 +292,10 @@ def _torch_load(path: str, unwrap: bool = True) -> dict[str, Any]:
     # weights_only: never run code from a checkpoint file.
     state = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises many types for unreadable or unsafe files.
-    raise ValueError(f"{path}: cannot read as a PyTorch checkpoint ({type(e).__name__}: "
+    # A refused (unsafe) pickle is whole; anything else is most often a cut-off download.
+    why = ("" if "weights only" in str(e).lower()
+           else ": truncated, corrupt or not a torch.save file")
+    raise ValueError(f"{path}: cannot read as a PyTorch checkpoint{why} ({type(e).__name__}: "
                      f"{str(e).splitlines()[0] if str(e) else ''}).") from e
   if not isinstance(state, dict):
     raise ValueError(f"{path}: expected a dict (a state dict), got {type(state).__name__}.")
