@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorflow as tf
 from absl import flags, logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
@@ -211,8 +212,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     for step in range(start_step + 1, total_steps + 1):
       try:
         batch = distributed.next_or_stop(train_iter, stop)
-      except Exception as e:  # noqa: BLE001 - the reader's errors, named (pipeline.reader_error).
-        raise pipeline.reader_error(e, dataset_configs, "train") from e
+      except tf.errors.OpError as error:  # Named: the file and record, the split, the counts.
+        raise pipeline.reader_error(
+            error, dataset_configs, "train", process_index=jax.process_index(),
+            process_count=jax.process_count()) from error
       if batch is None:  # A signal while waiting for data (which may never come).
         return stop_here(step - 1)
       device_batch, host = pipeline.split_host_fields(batch)

@@ -10,7 +10,8 @@ A recipe file is `get_config(arg=None)`:
   file also accepts `shrink=1` (see `shrink`).
 - Datasets: `DATASETS` holds what the recipes need to know about each dataset (classes, label
   kind, split sizes, whether a horizontal flip keeps the label) and `dmvr_dataset` turns an entry
-  into dataset_configs (scenic's field names) for DMVR shards.
+  into dataset_configs (scenic's field names) for DMVR shards; `reader_fields` adds the reader's
+  fields every dataset has (label kind, bad-record handling), so the command line can set them.
 - One recipe builder per paper, taking the dataset: `vivit_recipe` (vivit.txt Table 7),
   `timesformer_recipe` (timesformer.txt and its supplementary), `xvit_recipe` (the released
   X-ViT configs). Each builder's docstring lists the recipe, its hardware and what differs from
@@ -260,6 +261,21 @@ def training(config: ml_collections.ConfigDict, *, batch_size: int, steps: int |
 # ---------------------------------------------------------------------------------------------
 
 
+def reader_fields() -> dict:
+  """The reader's dataset_configs fields that every dataset has, at the reader's defaults: an
+  error message may suggest any of them on the command line, where a field must exist."""
+  return dict(
+      multi_label=False,  # True: several label indices per video, multi-hot targets.
+      # Bad records (no frames, a corrupt JPEG, a label out of range) stop the run naming them;
+      # skip_bad_records=True drops and counts them instead, until more than max_bad_fraction
+      # of the records read are bad (from 10 bad records on; 1.0: no such cap) or, when set,
+      # more than max_bad_records in all (vidtx.data.pipeline).
+      skip_bad_records=False,
+      max_bad_fraction=0.1,
+      max_bad_records=config_dict.placeholder(int),
+  )
+
+
 def synthetic_dataset(task: str = "motion") -> ml_collections.ConfigDict:
   """The embedded synthetic video dataset (vidtx.data.synthetic), scenic field names."""
   num_classes = {"motion": 4, "rotation": 2, "order": 2, "appearance": 4}
@@ -285,6 +301,7 @@ def synthetic_dataset(task: str = "motion") -> ml_collections.ConfigDict:
       num_test_clips=4,
       do_three_spatial_crops=False,
       label_offset=0,
+      **reader_fields(),
   ))
 
 
@@ -354,6 +371,7 @@ def dmvr_dataset(name: str, *, num_frames: int, stride: int) -> ml_collections.C
       num_test_clips=1,
       do_three_spatial_crops=True,
       label_offset=0,
+      **reader_fields(),
   ))
   if spec.class_splits:
     dc.class_splits = spec.class_splits

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tensorflow as tf
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
@@ -116,7 +117,12 @@ class MultiViewEvaluator:
     iterator = dataset.as_numpy_iterator()
     template = None
     while True:
-      batch = next(iterator, None)
+      try:
+        batch = next(iterator, None)
+      except tf.errors.OpError as error:  # Named: the file and record, or the empty split.
+        raise pipeline.reader_error(
+            error, self.dataset_configs, self.split, process_index=jax.process_index(),
+            process_count=jax.process_count()) from error
       has_data = batch is not None
       if jax.process_count() > 1:
         has_data = bool(np.any(multihost_utils.process_allgather(np.array(has_data))))

@@ -186,8 +186,14 @@ def load(path: str) -> Converted:
   for key in ("model_name", "model", "num_classes", "preprocessing"):
     if key not in info:
       raise ValueError(f"{model_file}: field {key!r} is missing.")
-  with ocp.StandardCheckpointer() as checkpointer:
-    params = checkpointer.restore(os.path.abspath(os.path.join(path, PARAMS_DIR)))
+  params_dir = os.path.abspath(os.path.join(path, PARAMS_DIR))
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      params = checkpointer.restore(params_dir)
+  except Exception as e:  # noqa: BLE001 - files missing, truncated or corrupt.
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    raise ValueError(f"{params_dir}: cannot be read: files missing, truncated or corrupt "
+                     f"({reason}); convert the checkpoint again.") from e
   params = jax.tree.map(np.asarray, params)
   converted = Converted(
       model_name=info["model_name"], model_config=info["model"],

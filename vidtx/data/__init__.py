@@ -12,10 +12,11 @@ import os
 import ml_collections
 import tensorflow as tf
 
-from vidtx.data import dmvr, synthetic
+from vidtx.data import dmvr, pipeline, synthetic
 from vidtx.data.pipeline import (
   build_eval_dataset,
   build_train_dataset,
+  reader_error,
   validate_dataset_configs,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "class_names",
     "prepare_dataset",
     "read_label_names",
+    "reader_error",
 ]
 
 DATASETS = ("synthetic", "dmvr", "tfds:NAME")
@@ -38,7 +40,8 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   checks num_classes against the task. 'dmvr': checks that base_dir and every table's files exist.
   'tfds:NAME': a TFDS dataset prepared locally; tables map split names to TFDS splits (default
   train and validation), num_classes and examples_per_subset come from its info when unset.
-  The source's name is recorded as dataset_configs.dataset_name for the reader.
+  The source's name is recorded as dataset_configs.dataset_name for the reader. A split that
+  holds no record raises ValueError naming it (and its files).
   """
   name = config.get("dataset_name")
   if not isinstance(name, str) or (name not in DATASETS[:2] and not name.startswith("tfds:")):
@@ -73,8 +76,10 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     if not tables:
       raise ValueError("config.dataset_configs.tables is empty; expected e.g. "
                        "{'train': 'train.tfrecord@16', 'validation': 'validation.tfrecord@4'}.")
-    for table in tables.values():
+    for split, table in tables.items():
       dmvr.expand_table(base_dir, table)  # Raises ValueError naming the missing file.
+      # A split of 0-byte files would train forever on nothing: name it before any compile.
+      pipeline.check_split_has_records(dataset_configs, split, whole_split=True)
   return dataset_configs
 
 
@@ -97,6 +102,11 @@ def _prepare_tfds(name: str, dataset_configs: ml_collections.ConfigDict
       if tfds_split not in info["examples_per_subset"]:
         raise ValueError(f"config.dataset_configs.tables.{split}={tfds_split!r}: {name} has "
                          f"the splits {sorted(info['examples'])}.")
+      if not info["examples_per_subset"][tfds_split]:
+        raise ValueError(f"config.dataset_configs.tables.{split}={tfds_split!r}: this split of "
+                         f"{name} holds no example (tfds_data_dir="
+                         f"{dc.get('tfds_data_dir') or 'the TFDS default'}); "
+                         "prepare it again or point the table at another split.")
       examples.setdefault(split, info["examples_per_subset"][tfds_split])
     dc.examples_per_subset = examples
     if not dc.get("base_dir"):

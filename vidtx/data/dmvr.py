@@ -13,8 +13,10 @@ interchangeable.
 import functools
 import os
 import re
+import struct
 import uuid
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -248,3 +250,103 @@ def parse_sequence_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
       "video_id": context[VIDEO_ID_KEY],
       "frame_rate": context[FRAME_RATE_KEY],
   }
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking TFRecord files (after a read error: TF's messages name no file).
+# ---------------------------------------------------------------------------------------------
+
+# A TFRecord is a sequence of [length: uint64 LE][masked CRC32C of length: uint32 LE][data]
+# [masked CRC32C of data: uint32 LE]; a file with a record has at least these 16 bytes.
+RECORD_HEADER_BYTES = 12
+MIN_RECORD_BYTES = RECORD_HEADER_BYTES + 4
+
+
+@functools.cache
+def _crc32c_table() -> tuple[int, ...]:
+  table = []
+  for byte in range(256):
+    crc = byte
+    for _ in range(8):
+      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)  # Castagnoli, reflected.
+    table.append(crc)
+  return tuple(table)
+
+
+def _masked_crc32c(data: bytes) -> int:
+  """TFRecord's checksum: CRC32C, rotated and offset ("masked"). Pure Python: only ever run on
+  the 8 bytes of a record's length."""
+  table, crc = _crc32c_table(), 0xFFFFFFFF
+  for byte in data:
+    crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+  crc ^= 0xFFFFFFFF
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+class TFRecordCheck(NamedTuple):
+  """What `check_tfrecord` found in one file."""
+
+  path: str
+  size: int  # bytes
+  records: int  # complete records before the damage (all of them when ok)
+  ok: bool
+  problem: str = ""  # what is wrong, when not ok
+  record_index: int | None = None  # the damaged record (= records), when not ok
+  offset: int | None = None  # the byte where the damaged record starts, when not ok
+
+
+def _headers(path: str, size: int) -> Iterable[tuple[int, int, int | None, str]]:
+  """(record index, offset, data length or None, problem) of each record header of the
+  `size`-byte file, in order; a damaged one (problem set) ends the walk. Seeks past the data
+  instead of reading it."""
+  index = offset = 0
+  with tf.io.gfile.GFile(path, "rb") as f:
+    while offset < size:
+      f.seek(offset)
+      header = f.read(RECORD_HEADER_BYTES)
+      if len(header) < RECORD_HEADER_BYTES:
+        # TF's reader takes this for the end of the file: the rest is silently lost.
+        yield index, offset, None, (
+            f"truncated in the header of record {index} at byte {offset}: the file ends "
+            f"{size - offset} bytes into its {RECORD_HEADER_BYTES}-byte header")
+        return
+      length, crc = struct.unpack("<QI", header)
+      if _masked_crc32c(header[:8]) != crc:
+        yield index, offset, None, (
+            f"the header of record {index} at byte {offset} is corrupt (its length checksum "
+            "does not match: overwritten bytes, or not a TFRecord file)")
+        return
+      end = offset + RECORD_HEADER_BYTES + length + 4
+      if end > size:
+        yield index, offset, length, (
+            f"truncated in the data of record {index} at byte {offset}: the record needs "
+            f"{end - offset} bytes, the file has {size - offset} left")
+        return
+      yield index, offset, length, ""
+      index, offset = index + 1, end
+
+
+def check_tfrecord(path: str) -> TFRecordCheck:
+  """Walks the record headers of the TFRecord file `path` (local or gs://): whether it ends
+  cleanly after its last record and, if not, which record is damaged, where and how (truncated
+  in a header or in the data, or a corrupt header). Reads 12 bytes per record, not the data
+  (whose checksums are therefore not checked: `record_with_data_at` finds the record of TF's
+  "corrupted record at N")."""
+  size = tf.io.gfile.stat(path).length
+  records = 0
+  for index, offset, _, problem in _headers(path, size):
+    if problem:
+      return TFRecordCheck(path, size, index, False, problem, index, offset)
+    records = index + 1
+  return TFRecordCheck(path, size, records, True)
+
+
+def record_with_data_at(path: str, data_offset: int) -> int | None:
+  """The index of the record of `path` whose data starts at byte `data_offset` (TF's
+  "corrupted record at N" of a data checksum), or None when no record's data starts there."""
+  for index, offset, _, problem in _headers(path, tf.io.gfile.stat(path).length):
+    if problem or offset + RECORD_HEADER_BYTES > data_offset:
+      return None
+    if offset + RECORD_HEADER_BYTES == data_offset:
+      return index
+  return None

@@ -39,13 +39,25 @@ it are not read at all, the records before it in its epoch are read but not deco
 
 Bad records (no frames, a corrupt JPEG, labels out of range, a string that is not a
 SequenceExample) stop the reader with an error naming the file and the record index; with
-dataset_configs.skip_bad_records they are dropped, counted and reported instead. Grayscale, RGBA
-(PNG) and frames of different sizes within a video are converted (RGB, the first frame's size).
+dataset_configs.skip_bad_records they are dropped, counted and reported instead, up to a cap:
+the training stream stops once more than max_bad_fraction (default 0.1) of the records it read
+were bad, counted from MIN_BAD_RECORDS (10) bad records on (1.0 or None: no such check), or
+more than max_bad_records (default None: no limit) in all, or when a whole epoch held no good
+record. Grayscale, RGBA (PNG) and frames of different sizes within a video are converted (RGB,
+the first frame's size).
+
+Never a hang: a split whose files hold no record (a TFRecord without records is a 0-byte file)
+is named before its stream is built, and a training epoch that yields no record at all stops
+the stream instead of spinning over empty epochs. Such stream errors are raised inside tf.data;
+`reader_error` turns what `next(iterator)` raises into one clean ValueError (and names the file
+and record of a truncated or corrupt shard, which TF's own message does not).
 """
 
 import math
+import re
 import sys
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from typing import Any
 
 import ml_collections
@@ -62,6 +74,11 @@ _no_autograph = tf.autograph.experimental.do_not_convert
 SAMPLINGS = ("stride", "timesformer", "segment")
 EVAL_SAMPLINGS = SAMPLINGS + ("whole_video",)
 HOST_FIELDS = ("ok", "error", "source", "video_id", "epoch", "index", "skipped")
+
+# With skip_bad_records, the fraction cap applies from this many bad records on, so that one
+# bad record among the first few read does not stop a run.
+MIN_BAD_RECORDS = 10
+DEFAULT_MAX_BAD_FRACTION = 0.1
 
 # dataset_configs.normalization presets: per-channel (mean, std) for pixels in [0, 1].
 NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
@@ -198,6 +215,14 @@ def validate_dataset_configs(dataset_configs: ml_collections.ConfigDict) -> None
     if len(pair) != 2 or not all(0 <= int(c) < int(dc.num_classes) for c in pair):
       raise ValueError(f"dataset_configs.flip_label_pairs entry {pair!r}: expected a pair of "
                        f"class indices in [0, {dc.num_classes}).")
+  fraction = dc.get("max_bad_fraction", DEFAULT_MAX_BAD_FRACTION)
+  if fraction is not None and not 0.0 <= float(fraction) <= 1.0:
+    raise ValueError(f"dataset_configs.max_bad_fraction={fraction}: expected a fraction in "
+                     "[0, 1] (1.0 or None: no fraction cap).")
+  cap = dc.get("max_bad_records")
+  if cap is not None and (isinstance(cap, bool) or not float(cap).is_integer() or cap < 0):
+    raise ValueError(f"dataset_configs.max_bad_records={cap}: expected an integer >= 0 (None: "
+                     "no limit).")
   augmentation_params(dc)
   normalisation(dc)
 
@@ -440,6 +465,71 @@ def _labels(dc: ml_collections.ConfigDict, raw: tf.Tensor) -> tuple[tf.Tensor, t
   return value, error
 
 
+def _check_process(process_index: int, process_count: int) -> None:
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must be in [0, process_count="
+                     f"{process_count}).")
+
+
+def _share_files(dc: ml_collections.ConfigDict, split: str, process_index: int,
+                 process_count: int) -> tuple[list[str], bool]:
+  """(the files this process reads, whether processes read different files) of a DMVR split."""
+  files = dmvr.expand_table(dc.base_dir, dc.tables[split])
+  shard_files = len(files) >= process_count
+  return (files[process_index::process_count] if shard_files else files), shard_files
+
+
+def _share_text(process_index: int, process_count: int, shard_files: bool) -> str:
+  if process_count == 1:
+    return "one process reads them all"
+  if shard_files:
+    return f"process {process_index} of {process_count}'s share of the split's files"
+  return (f"every process reads them all and keeps one record in {process_count}; this is "
+          f"process {process_index}")
+
+
+def _files_text(files: Sequence[str], limit: int = 3) -> str:
+  shown = ", ".join(files[:limit])
+  return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+def check_split_has_records(dataset_configs: ml_collections.ConfigDict, split: str, *,
+                            process_index: int = 0, process_count: int = 1,
+                            whole_split: bool = False) -> None:
+  """Raises ValueError naming the split, base_dir and files when this process's share of a DMVR
+  split's files (with `whole_split`, all of them) holds no record: every file is shorter than
+  one record (a TFRecord without records is a 0-byte file). Stats files only up to the first
+  one that can hold a record, so a healthy split costs one stat. TFDS splits are checked by
+  their reader (tfds_data.records) from the split sizes.
+  """
+  dc = dataset_configs
+  _check_process(process_index, process_count)
+  if _is_tfds(dc):
+    return
+  if whole_split:
+    files = dmvr.expand_table(dc.base_dir, dc.tables[split])
+    share = "the whole split"
+  else:
+    files, shard_files = _share_files(dc, split, process_index, process_count)
+    share = _share_text(process_index, process_count, shard_files)
+  sizes = []
+  for name in files:
+    size = tf.io.gfile.stat(name).length
+    if size >= dmvr.MIN_RECORD_BYTES:
+      return
+    sizes.append(size)
+  expected = (dc.get("examples_per_subset") or {}).get(split)
+  said = f"; examples_per_subset.{split} says {expected}" if expected is not None else ""
+  raise ValueError(
+      f"Split {split!r} holds no record: its {len(files)} file(s) ({share}) have "
+      f"{sum(sizes)} bytes in all, and a TFRecord file with a record has at least "
+      f"{dmvr.MIN_RECORD_BYTES}{said}: "
+      f"{_files_text(files)} (base_dir={dc.base_dir!r}, "
+      f"config.dataset_configs.tables.{split}={dc.tables[split]!r}). Write the split again (e.g. "
+      f"python -m vidtx.data.convert) or point config.dataset_configs.tables.{split} at files "
+      "that hold its records.")
+
+
 def _dmvr_records(dc: ml_collections.ConfigDict, split: str, *, process_index: int,
                   process_count: int, shuffle_seed: tf.Tensor | None) -> tf.data.Dataset:
   """{'serialized', 'source'} of this process's share of a DMVR split.
@@ -448,10 +538,7 @@ def _dmvr_records(dc: ml_collections.ConfigDict, split: str, *, process_index: i
   otherwise every process reads all files in the same order and keeps every
   `process_count`-th record. `shuffle_seed` ((2,) int64) permutes the file order.
   """
-  files = dmvr.expand_table(dc.base_dir, dc.tables[split])
-  shard_files = len(files) >= process_count
-  if shard_files:
-    files = files[process_index::process_count]
+  files, shard_files = _share_files(dc, split, process_index, process_count)
   files = tf.constant(files)
   if shuffle_seed is not None:
     files = tf.random.experimental.stateless_shuffle(files, seed=shuffle_seed)
@@ -479,9 +566,7 @@ def _is_tfds(dc: ml_collections.ConfigDict) -> bool:
 def _records(dc: ml_collections.ConfigDict, split: str, *, process_index: int,
              process_count: int, shuffle_seed: tf.Tensor | None) -> tf.data.Dataset:
   """This process's share of `split`, one dict per video, from the configured source."""
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must be in [0, process_count="
-                     f"{process_count}).")
+  _check_process(process_index, process_count)
   if _is_tfds(dc):
     from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
     # TFDS reads in its own order (the shuffle buffer shuffles): it takes no tensor seed.
@@ -607,7 +692,10 @@ def build_train_dataset(dataset_configs: ml_collections.ConfigDict, *, batch_siz
   label_spec = _label_spec(dc)
 
   shares = dict(process_index=process_index, process_count=process_count)
+  # An empty share would make the infinite epoch loop below spin without end: name it now.
+  check_split_has_records(dc, "train", **shares)
   tfds_share = _records(dc, "train", **shares, shuffle_seed=None) if _is_tfds(dc) else None
+  empty_epoch = _empty_epoch_message(dc, "train", process_index, process_count)
 
   def epoch_records(epoch):
     epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
@@ -617,6 +705,9 @@ def build_train_dataset(dataset_configs: ml_collections.ConfigDict, *, batch_siz
     shuffle_seed = tf.random.stateless_uniform([], epoch_seed, minval=None, maxval=None,
                                                dtype=tf.int64)
     ds = ds.shuffle(buffer_size, seed=shuffle_seed, reshuffle_each_iteration=False)
+    # Before the resumed epoch's skip, which may leave nothing of an epoch that had records.
+    ds = _fail_when_empty(ds, tf.strings.join(
+        [empty_epoch[0], tf.strings.as_string(epoch), empty_epoch[1]]))
     ds = ds.enumerate()
     # Before parsing: the records of a resumed epoch that were already used are never decoded.
     ds = ds.skip(tf.where(epoch == start_epoch, tf.constant(start_index, tf.int64), 0))
@@ -644,24 +735,133 @@ def build_train_dataset(dataset_configs: ml_collections.ConfigDict, *, batch_siz
             "index": index, "ok": tf.constant(False), "error": tf.constant(_UNREADABLE),
             "source": raw["source"], "video_id": tf.constant("")}
 
-  def count_skipped(skipped, element):
-    # Bad records dropped since the previous good one ride on the next good one to the host.
-    def report():
-      tf.print("vidtx: skipping a bad record:", element["source"], "-", element["error"],
-               output_stream=sys.stderr)
-      return skipped + 1
-    new_count = tf.cond(element["ok"], lambda: tf.constant(0, tf.int64), report)
-    return new_count, {**element, "skipped": tf.where(element["ok"], skipped, 0)}
-
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records)
   ds = _protected_map(ds, process, unreadable)
   if skip_bad:
-    ds = ds.scan(tf.constant(0, tf.int64), count_skipped).filter(lambda el: el["ok"])
+    count_skipped, initial = _skip_counter(dc, "train", process_index, process_count,
+                                           start_position=(start_epoch, start_index))
+    ds = ds.scan(initial, count_skipped).filter(lambda el: el["ok"])
   else:
     # Bad records reach the host, which stops with their file and record index.
     ds = ds.map(lambda el: {**el, "skipped": tf.constant(0, tf.int64)})
   ds = ds.batch(batch_size, drop_remainder=True)
   return ds.prefetch(AUTOTUNE).with_options(_options())
+
+
+# In-graph errors carry their message between these marks, for `reader_error` to find it in
+# TF's text (which adds the op, the function and a stack).
+_MARK = "@vidtx@"
+
+
+def _empty_epoch_message(dc: ml_collections.ConfigDict, split: str, process_index: int,
+                         process_count: int) -> tuple[str, str]:
+  """The message of an epoch without a record, in two parts around the epoch number."""
+  if _is_tfds(dc):
+    where = (f"{dc.dataset_name} split {dc.tables[split]!r} (process {process_index} of "
+             f"{process_count}'s share)")
+  else:
+    files, shard_files = _share_files(dc, split, process_index, process_count)
+    where = (f"its {len(files)} file(s) ({_share_text(process_index, process_count, shard_files)})"
+             f": {_files_text(files)} (base_dir={dc.base_dir!r})")
+  return (f"{_MARK}Split {split!r} yielded no record in epoch ",
+          f": {where}. Check config.dataset_configs.tables.{split}; with several processes, "
+          f"every process needs at least one record.{_MARK}")
+
+
+def _fail_when_empty(ds: tf.data.Dataset, message: tf.Tensor) -> tf.data.Dataset:
+  """`ds`, failing in-graph (InvalidArgumentError with `message`) when it ends without an
+  element: an end marker follows the last element, and the marker at position 0 means none."""
+  end = tf.nest.map_structure(
+      lambda spec: tf.zeros([0 if d is None else d for d in spec.shape], spec.dtype),
+      ds.element_spec)
+  marked = ds.map(lambda raw: (raw, tf.constant(False))).concatenate(
+      tf.data.Dataset.from_tensors((end, tf.constant(True))))
+
+  def keep(position, element):
+    check = tf.debugging.Assert(~(element[1] & (position == 0)), [message])
+    with tf.control_dependencies([check]):
+      return tf.logical_not(element[1])
+
+  return marked.enumerate().filter(keep).map(lambda position, element: element[0])
+
+
+def _skip_counter(dc: ml_collections.ConfigDict, split: str, process_index: int,
+                  process_count: int, start_position: tuple[int, int]
+                  ) -> tuple[Callable[..., Any], dict[str, tf.Tensor]]:
+  """(scan function, initial state) that counts and reports the bad records the stream drops
+  and stops it in-graph (InvalidArgumentError) when there are too many (the module docstring)."""
+  fraction = dc.get("max_bad_fraction", DEFAULT_MAX_BAD_FRACTION)
+  fraction = None if fraction is None or float(fraction) >= 1.0 else float(fraction)
+  cap = dc.get("max_bad_records")
+  cap = None if cap is None else int(cap)
+  start_epoch, start_index = start_position
+  who = f"process {process_index} of {process_count}"
+  zero = tf.constant(0, tf.int64)
+  initial = {"since_good": zero, "read": zero, "bad": zero, "epoch": tf.constant(-1, tf.int64),
+             "epoch_read": zero, "epoch_good": zero, "source": tf.constant(""),
+             "error": tf.constant("")}
+
+  def count_skipped(state, element):
+    ok = element["ok"]
+    new_epoch = element["epoch"] != state["epoch"]
+    # The epoch that just ended was read from its start (a resumed one may not have been) and
+    # gave no good record: skipping can never produce a batch from this data.
+    barren = (new_epoch & (state["epoch"] >= 0) & (state["epoch_good"] == 0)
+              & ((state["epoch"] != start_epoch) | (start_index == 0)))
+    read, bad = state["read"] + 1, state["bad"] + tf.cast(~ok, tf.int64)
+    too_many_fraction = tf.constant(False)
+    if fraction is not None:
+      too_many_fraction = (~ok & (bad >= MIN_BAD_RECORDS)
+                           & (tf.cast(bad, tf.float64) > fraction * tf.cast(read, tf.float64)))
+    too_many = tf.constant(False) if cap is None else ~ok & (bad > cap)
+
+    def message():
+      last = [element["source"], " - ", element["error"]]
+      counts = [tf.strings.as_string(bad), " of the ", tf.strings.as_string(read),
+                f" records read so far ({who}) were bad"]
+      fraction_text = tf.strings.join(
+          [f"{_MARK}Split {split!r}: too many bad records with skip_bad_records=True: "] + counts
+          + [f", more than max_bad_fraction={fraction} of them. The last one: "] + last
+          + [". Fix or remove the bad records, or raise config.dataset_configs.max_bad_fraction "
+             f"(1.0 turns this check off).{_MARK}"])
+      cap_text = tf.strings.join(
+          [f"{_MARK}Split {split!r}: more than max_bad_records={cap} bad records with "
+           "skip_bad_records=True: "] + counts + [". The last one: "] + last
+          + [". Fix or remove the bad records, or raise config.dataset_configs.max_bad_records "
+             f"(None: no limit).{_MARK}"])
+      barren_text = tf.strings.join(
+          [f"{_MARK}Split {split!r}: epoch ", tf.strings.as_string(state["epoch"]),
+           " held no good record: all ", tf.strings.as_string(state["epoch_read"]),
+           f" records of this process's share ({who}) were bad, so skip_bad_records=True "
+           "can never fill a batch. The last one: ", state["source"], " - ", state["error"],
+           f". Fix or remove the bad records.{_MARK}"])
+      return tf.where(barren, barren_text, tf.where(too_many_fraction, fraction_text, cap_text))
+
+    def report():
+      tf.print("vidtx: skipping a bad record:", element["source"], "-", element["error"],
+               output_stream=sys.stderr)
+      return state["since_good"] + 1
+
+    failed = barren | too_many_fraction | too_many
+    check = tf.debugging.Assert(~failed, [tf.cond(failed, message, lambda: tf.constant(""))])
+    # After the check: the record that stops the stream is in its message, not printed; and
+    # prefetching threads that try the next records after the error print nothing either.
+    with tf.control_dependencies([check]):
+      # Bad records dropped since the previous good one ride on the next good one to the host.
+      since_good = tf.cond(ok, lambda: zero, report)
+    good = tf.cast(ok, tf.int64)
+    new_state = {
+        "since_good": since_good, "read": read, "bad": bad, "epoch": element["epoch"],
+        "epoch_read": tf.where(new_epoch, tf.constant(1, tf.int64), state["epoch_read"] + 1),
+        "epoch_good": tf.where(new_epoch, good, state["epoch_good"] + good),
+        "source": tf.where(ok, state["source"], element["source"]),
+        "error": tf.where(ok, state["error"], element["error"])}
+    with tf.control_dependencies([check]):
+      new_state = tf.nest.map_structure(tf.identity, new_state)
+      return new_state, {**element,
+                         "skipped": tf.identity(tf.where(ok, state["since_good"], 0))}
+
+  return _no_autograph(count_skipped), initial
 
 
 def split_host_fields(batch: dict[str, np.ndarray], *, skip_bad_records: bool = False
@@ -687,6 +887,90 @@ def split_host_fields(batch: dict[str, np.ndarray], *, skip_bad_records: bool = 
     if len(bad) and "batch_mask" in device:
       device["batch_mask"] = np.where(host["bad"], 0, device["batch_mask"]).astype(np.float32)
   return device, host
+
+
+def reader_error(error: tf.errors.OpError, dataset_configs: ml_collections.ConfigDict,
+                 split: str, *, process_index: int = 0, process_count: int = 1) -> ValueError:
+  """One clean ValueError for what `next(iterator)` of either reader raised.
+
+  The reader's own in-graph errors (an epoch without a record, too many bad records skipped)
+  come back as their message alone, without TF's op names and stack. A tf.errors.DataLossError
+  (a truncated or corrupt TFRecord: TF names neither the file nor the record) makes it walk the
+  record headers of this process's share of `split` (dmvr.check_tfrecord) and name the damaged
+  file(s), record index and byte. Anything else becomes "Reading split ... failed:" and TF's
+  first line. Raise the result `from error`, which keeps TF's full text in the chain.
+  """
+  text = str(getattr(error, "message", "") or error)
+  marked = re.search(f"{_MARK}(.*?){_MARK}", text, re.S)
+  if marked:
+    return ValueError(_unescape(marked.group(1)))
+  tf_text = _tf_first_line(text)
+  if isinstance(error, tf.errors.DataLossError) and not _is_tfds(dataset_configs):
+    try:
+      return ValueError(_damage_report(dataset_configs, split, tf_text, process_index,
+                                       process_count))
+    except Exception as walk_error:  # The reader's error matters more than the walk's.
+      tf_text += f" (the files could not be checked: {walk_error})"
+  return ValueError(f"Reading split {split!r} failed: {tf_text} ({type(error).__name__}).")
+
+
+def _unescape(text: str) -> str:
+  """A string of a failed tf.debugging.Assert as it was: TF C-escapes quotes, backslashes and
+  control characters (and may write other bytes in octal or hex)."""
+  out, position = bytearray(), 0
+  for escape in re.finditer(r"\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)", text, re.S):
+    out += text[position:escape.start()].encode()
+    code = escape.group(1)
+    if code[0] == "x":
+      out.append(int(code[1:], 16))
+    elif code[0] in "01234567":
+      out.append(int(code, 8) & 0xFF)
+    else:
+      out += {"n": b"\n", "t": b"\t", "r": b"\r"}.get(code, code.encode())
+    position = escape.end()
+  out += text[position:].encode()
+  return out.decode("utf-8", "replace")
+
+
+def _tf_first_line(text: str) -> str:
+  """TF's message without its function name prefix, op suffix and stack."""
+  line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text.strip()).split("\n")[0]
+  return re.sub(r"\s*\[Op:[^\]]*\].*$", "", line).strip()
+
+
+def _damage_report(dc: ml_collections.ConfigDict, split: str, tf_text: str, process_index: int,
+                   process_count: int) -> str:
+  """The message of a DataLossError: the damaged files of this process's share, found by
+  walking their record headers (only now, after the error: a walk reads 12 bytes a record)."""
+  files, shard_files = _share_files(dc, split, process_index, process_count)
+  share = f"{len(files)} file(s), {_share_text(process_index, process_count, shard_files)}"
+  fix = (f"Re-create the shard (e.g. python -m vidtx.data.convert) or leave it out of "
+         f"config.dataset_configs.tables.{split} (TF said: {tf_text}).")
+  with futures.ThreadPoolExecutor(16) as pool:  # Remote files: one round trip per header.
+    checks = list(pool.map(dmvr.check_tfrecord, files))
+  damaged = [check for check in checks if not check.ok]
+  if damaged:
+    described = "; ".join(f"{c.path}: {c.problem} ({c.records} complete record(s) before it)"
+                          for c in damaged[:3])
+    more = f"; and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+    return (f"Split {split!r} has {len(damaged)} damaged TFRecord file(s) among {share}: "
+            f"{described}{more}. {fix}")
+  corrupted = re.search(r"corrupted record at (\d+)", tf_text)
+  if corrupted:  # A data checksum: find the files with a record's data at that byte.
+    offset = int(corrupted.group(1))
+    with futures.ThreadPoolExecutor(16) as pool:
+      found = list(pool.map(lambda f: dmvr.record_with_data_at(f, offset), files))
+    candidates = [f"record {i} of {f}" for f, i in zip(files, found, strict=True)
+                  if i is not None]
+    if candidates:
+      which = (candidates[0] if len(candidates) == 1
+               else "one of " + _files_text(candidates, limit=5))
+      return (f"Split {split!r}: the data of {which} (from byte {offset}) fails its "
+              f"checksum: the shard is corrupt. {fix}")
+  return (f"Split {split!r}: {tf_text}, but no file of this process's share ({share}: "
+          f"{_files_text(files)}) is truncated or has a corrupt record header; a file may have "
+          f"changed while it was read. Check the files of config.dataset_configs.tables.{split} "
+          f"(base_dir={dc.base_dir!r}).")
 
 
 def next_position(host: dict[str, np.ndarray]) -> tuple[int, int]:
@@ -777,6 +1061,10 @@ def build_eval_dataset(dataset_configs: ml_collections.ConfigDict, split: str, *
   crops = 3 if dc.get("do_three_spatial_crops", False) else 1
   num_views = clips_per_element * crops
   label_spec = _label_spec(dc)
+  # The whole split: a process whose share is empty while others have videos is fine (the
+  # evaluator feeds it masked batches), a split without a video is not.
+  check_split_has_records(dc, split, process_index=process_index, process_count=process_count,
+                          whole_split=True)
   ds = _records(dc, split, process_index=process_index, process_count=process_count,
                 shuffle_seed=None).enumerate()
 
