@@ -286,3 +286,26 @@ def test_truncated_npz_and_msgpack_files_are_named(tmp_path):
   with pytest.raises(ValueError, match=f"^{re.escape(path)}: not a Flax msgpack checkpoint, or "
                      "truncated"):
     readers.read(path)
+
+
+class _CodeInPickle:
+  """Unpickling this would create the file `path`: a checkpoint that carries code."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def __reduce__(self):
+    return (open, (self.path, "w"))
+
+
+def test_a_pickle_with_code_is_refused_and_never_run(tmp_path):
+  import torch
+
+  ran = tmp_path / "code_ran"
+  checkpoint = tmp_path / "model.pth"
+  torch.save({"model": {"head.weight": _CodeInPickle(str(ran))}}, checkpoint)
+  assert not ran.exists()
+  with pytest.raises(ValueError, match="model.pth") as error:
+    readers.read(str(checkpoint))
+  assert "\n" not in str(error.value)
+  assert not ran.exists()

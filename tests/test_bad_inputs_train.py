@@ -250,3 +250,42 @@ def test_sigterm_while_waiting_for_data_exits_within_seconds(tmp_path):
   assert process.returncode == 128 + signal.SIGTERM, stderr
   assert "stopped by SIGTERM; nothing was saved" in stderr.strip().splitlines()[-1]
   assert not os.listdir(workdir / "checkpoints")
+
+
+def _dmvr_dataset(tmp_path, train_records: list[bytes]) -> str:
+  """A 2-shard train split of `train_records` and a good validation split; returns the config
+  file (the synthetic TimeSformer recipe reading them as DMVR)."""
+  data = tmp_path / "data"
+  data.mkdir()
+  video = lambda label: dmvr.make_sequence_example(  # noqa: E731
+      np.full((6, 16, 16, 3), 40 * label, np.uint8), label)
+  dmvr.write_shards([video(i % 4) for i in range(4)], str(data / "validation.tfrecord"), 1)
+  dmvr.write_shards(train_records, str(data / "train.tfrecord"), 2)
+  (data / "labels.txt").write_text("a\nb\nc\nd\n")
+  config = tmp_path / "dmvr_config.py"
+  config.write_text(textwrap.dedent(_FIFO_CONFIG.format(
+      config=os.path.join(REPO, "configs", "synthetic_timesformer.py"), data=str(data))))
+  return str(config)
+
+
+@pytest.mark.parametrize("case", ["zero_byte_shards", "every_record_bad"])
+def test_data_that_cannot_give_a_batch_ends_with_a_named_error(tmp_path, case):
+  """No record (0-byte shards), or every record bad with skip_bad_records set from the command
+  line: a named error within a minute instead of a spin at 100% CPU or a flood of lines."""
+  records = [] if case == "zero_byte_shards" else [b"not a SequenceExample"] * 8
+  config = _dmvr_dataset(tmp_path, records)
+  start = time.time()
+  result = _train_cli(f"--config={config}", f"--workdir={tmp_path / 'run'}",
+                      "--config.dataset_configs.skip_bad_records=True", timeout=60)
+  assert time.time() - start < 60
+  assert result.returncode == 1, result.stderr
+  # TF's C++ log may still print from reader threads after the error: find the error line.
+  [last] = [line for line in result.stderr.splitlines() if line.startswith("train.py: error:")]
+  if case == "zero_byte_shards":
+    assert "Split 'train' holds no record: its 2 file(s)" in last and "0 bytes" in last
+    assert "train.tfrecord-00000-of-00002" in last
+  else:
+    assert "Split 'train': epoch 0 held no good record: all 8 records" in last
+    assert "train.tfrecord-0000" in last and "Fix or remove the bad records" in last
+    assert result.stderr.count("skipping a bad record") < 10
+  assert "Traceback" not in result.stderr
