@@ -110,7 +110,11 @@ def main(argv):
     raise app.UsageError("Pass --workdir (a train.py run) or --checkpoint (a converted one).")
   distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
                          flags.FLAGS.process_id)
-  evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split, flags.FLAGS.checkpoint)
+  stop = distributed.StopRequest(immediate=True)  # A signal ends it at once, in one line.
+  try:
+    evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split, flags.FLAGS.checkpoint)
+  finally:
+    stop.restore()
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ r"""Trains a video transformer; resumes from the newest checkpoint in --workdir.
       --config.num_training_steps=100
 
 Every config field can be overridden with --config.a.b=value. The phases below run top to bottom:
-config.json -> mesh -> data -> model -> sharded init -> step -> checkpoint -> loop -> final
-evaluation. Export a run for vidtx.predict with python -m vidtx.convert --src WORKDIR --out DIR.
+workdir -> mesh -> data -> model -> sharded init and resume -> config.json -> step -> loop ->
+final evaluation. The workdir must be new, empty or a run's (vidtx.ownership); a damaged newest
+checkpoint is named (--skip_damaged_checkpoints resumes from the newest intact one). Export a run
+for vidtx.predict with python -m vidtx.convert --src WORKDIR --out DIR.
 """
 
 import json

@@ -69,7 +69,7 @@ def run(main: Callable[[list[str]], Any]) -> None:
     try:
       return main(argv)
     except distributed.Stopped as e:
-      _fail(f"{e}; nothing was saved (stopped before the first training step).", e.exit_code)
+      _fail(f"{e}; nothing was saved.", e.exit_code)
     except USER_ERRORS as e:
       if os.environ.get("VIDTX_TRACEBACK"):
         raise
