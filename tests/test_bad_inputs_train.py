@@ -116,6 +116,11 @@ def test_a_workdir_holding_someone_elses_files_is_refused(run_dir, tmp_path):
   with pytest.raises(ownership.NotOwnedError, match="a_file is a file, not a directory"):
     train.train_and_evaluate(config, str(a_file))
   assert a_file.read_text() == "mine"
+  # A workdir that cannot be created (a file in the way; root ignores permissions, so this is
+  # the read-only case every user can meet).
+  with pytest.raises(ownership.UnwritableError, match=r"a_file/run: cannot create this "
+                     r"directory: .*a_file is a file"):
+    train.train_and_evaluate(config, str(a_file / "run"))
 
 
 def test_a_negative_batch_size_is_named():
