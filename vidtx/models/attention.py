@@ -241,6 +241,7 @@ def factorised_dot_product_attention(
   dropout_rate: float = 0.0,
   dropout_rng: jax.Array | None = None,
   deterministic: bool = True,
+  implementation: str = "auto",
 ) -> jax.Array:
   """ViViT Model 4: the first half of the heads attend over space, the second over time.
 
@@ -249,8 +250,8 @@ def factorised_dot_product_attention(
   their own frame (Y_s), heads [H/2, H) to the tokens at their own spatial index (Y_t); the
   halves are concatenated in that order, Concat(Y_s, Y_t) as in the paper (scenic's code puts
   the temporal half first), and the module's out projection mixes them. `core` is
-  common.dot_product_attention (passed in: common imports this module). Returns
-  (B, T, N, heads, head_dim).
+  common.dot_product_attention (passed in: common imports this module); `implementation`
+  (model.attention_implementation) is passed on to it. Returns (B, T, N, heads, head_dim).
   """
   if query.ndim != 5:
     raise ValueError(
@@ -265,7 +266,15 @@ def factorised_dot_product_attention(
   rngs = [None, None] if dropout_rng is None else list(jax.random.split(dropout_rng))
 
   def attend(q, k, v, rng):
-    return core(q, k, v, dropout_rate=dropout_rate, dropout_rng=rng, deterministic=deterministic)
+    return core(
+      q,
+      k,
+      v,
+      dropout_rate=dropout_rate,
+      dropout_rng=rng,
+      deterministic=deterministic,
+      implementation=implementation,
+    )
 
   # Space heads: (B, T, N, H/2, c) -> (B*T, N, H/2, c), one sequence per frame.
   space = [x[..., :half, :].reshape(b * t, n, half, c) for x in (query, key, value)]

@@ -127,15 +127,11 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> ViV
 # ----------------------------------------------------------------------------------------
 
 
-# Model 3's temporal attention starts at zero (Sec. 3.4): its output projection does.
-ZeroOutputAttention = functools.partial(
-  common.MultiHeadAttention, out_kernel_init=nn.initializers.zeros
-)
-
-# Model 3's two attentions: model.attention_order axis -> (name, pattern, module).
+# Model 3's two attentions: model.attention_order axis -> (name, pattern, output projection
+# init). The temporal attention starts at zero (Sec. 3.4): its output projection does.
 _FACTORISED_STAGES = {
-  "space": ("spatial", attention.spatial_attention, common.MultiHeadAttention),
-  "time": ("temporal", attention.temporal_attention, ZeroOutputAttention),
+  "space": ("spatial", attention.spatial_attention, common.KERNEL_INIT),
+  "time": ("temporal", attention.temporal_attention, nn.initializers.zeros),
 }
 
 
@@ -160,28 +156,24 @@ class FactorisedBlock(nn.Module):
       drop_path_rate=drop_path_rate,
       deterministic=deterministic,
     )
-    heads = dict(
-      num_heads=config.num_heads,
-      dropout_rate=config.attention_dropout_rate,
-      dtype=jnp.dtype(config.dtype),
-    )
     if config.attention == "factorised_self_attention":
       for axis in config.attention_order.split("_"):  # e.g. 'space_time' -> space, then time.
-        name, pattern, module = _FACTORISED_STAGES[axis]
-        attend = functools.partial(
-          module(**heads, name=f"attention_{name}"), deterministic=deterministic
+        name, pattern, out_kernel_init = _FACTORISED_STAGES[axis]
+        module = common.attention_module(
+          config, f"attention_{name}", out_kernel_init=out_kernel_init
         )
+        attend = functools.partial(module, deterministic=deterministic)
         y = pattern(attend, common.layer_norm(config, f"norm_{name}")(x))
         x = x + regularise(y)
     else:
       # The projections act on the last axis, so query/key/value come out (B, T, N, H, Dh):
       # the head split needs both token axes.
-      attend = common.MultiHeadAttention(
-        **heads,
+      attend = common.attention_module(
+        config,
+        "attention",
         attention_fn=functools.partial(
           attention.factorised_dot_product_attention, common.dot_product_attention
         ),
-        name="attention",
       )
       y = attend(common.layer_norm(config, "norm_attention")(x), deterministic=deterministic)
       x = x + regularise(y)

@@ -250,14 +250,16 @@ def space_time_mixing_attention(
   dropout_rate: float = 0.0,
   dropout_rng: jax.Array | None = None,
   deterministic: bool = True,
+  implementation: str = "auto",
 ) -> jax.Array:
   """An `attention_fn` for common.MultiHeadAttention on per-frame tokens (B*T, L, ...).
 
   query, key, value: (B*T, L, heads, head_dim), frames of a clip consecutive along the batch
   axis. Builds frame t's keys and values from frames t - w .. t + w (temporal_channel_shift on
   the flattened heads x head_dim channels), appends the summary tokens' keys and values (of
-  the L - num_prefix_tokens patch tokens) if any, and calls the one attention core. `mask`
-  (over the L keys) is only supported without summary tokens.
+  the L - num_prefix_tokens patch tokens) if any, and calls the one attention core with
+  `implementation` (model.attention_implementation). `mask` (over the L keys) is only supported
+  without summary tokens.
   """
   bt, length, heads, head_dim = key.shape
   if bt % num_frames:
@@ -294,6 +296,7 @@ def space_time_mixing_attention(
     dropout_rate=dropout_rate,
     dropout_rng=dropout_rng,
     deterministic=deterministic,
+    implementation=implementation,
   )
 
 
@@ -333,13 +336,7 @@ class XViTBlock(nn.Module):
       summary_tokens=config.summary_tokens,
       num_prefix_tokens=self.num_prefix_tokens,
     )
-    attend = common.MultiHeadAttention(
-      num_heads=config.num_heads,
-      dropout_rate=config.attention_dropout_rate,
-      dtype=jnp.dtype(config.dtype),
-      attention_fn=attention_fn,
-      name="attention",
-    )
+    attend = common.attention_module(config, "attention", attention_fn=attention_fn)
     y = common.layer_norm(config, "norm_attention")(x)
     # Queries attend within their own frame: (B, T, L, D) -> (B*T, L, D) -> (B, T, L, D)
     y = attend(y.reshape(b * t, length, d), deterministic=deterministic).reshape(b, t, length, d)
