@@ -28,8 +28,10 @@ INSTALL_REQUIRES = [
 # multi-GB CUDA build. transformers is the reference of the conversion parity tests.
 TORCH_REQUIRE = ["torch==2.13.0"]
 
-TESTS_REQUIRE = TORCH_REQUIRE + [
-    "transformers==5.23.0",
+# The Hugging Face PyTorch models `vidtx.tools.benchmark --peer hf` runs side by side.
+PEER_REQUIRE = TORCH_REQUIRE + ["transformers==5.23.0"]
+
+TESTS_REQUIRE = PEER_REQUIRE + [
     "pytest",
     "pytest-xdist",
     "ruff",
@@ -42,5 +44,15 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["vidtx", "vidtx.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"torch": TORCH_REQUIRE, "test": TESTS_REQUIRE},
+    extras_require={
+        "torch": TORCH_REQUIRE,
+        "peer": PEER_REQUIRE,
+        "test": TESTS_REQUIRE,
+        # Accelerators: the same jax with its GPU plugin (CUDA 12 or 13 and its pip-installed
+        # CUDA libraries) or libtpu, all on PyPI. install_requires' jax[cpu] stays: it adds
+        # only jaxlib, which these need too.
+        "cuda12": ["jax[cuda12]==0.10.2"],
+        "cuda13": ["jax[cuda13]==0.10.2"],
+        "tpu": ["jax[tpu]==0.10.2"],
+    },
 )

@@ -34,6 +34,7 @@ import jax.extend.backend  # `import jax` leaves jax.extend out.
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from ml_collections import config_dict
 
 from vidtx.models import attention
 
@@ -78,11 +79,12 @@ def base_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
     dict(
       variant="B/16",
-      # None: take the value from the variant.
-      hidden_size=None,
-      num_layers=None,
-      num_heads=None,
-      mlp_dim=None,
+      # None: take the value from the variant. Typed placeholders, so that the command line can
+      # set them (--config.model.hidden_size=384): a plain None field has no type to parse to.
+      hidden_size=config_dict.placeholder(int),
+      num_layers=config_dict.placeholder(int),
+      num_heads=config_dict.placeholder(int),
+      mlp_dim=config_dict.placeholder(int),
       attention="",  # Each model sets its own default and list of patterns.
       classifier="token",  # 'token': class token; 'gap': average of the tokens.
       dropout_rate=0.0,
