@@ -12,8 +12,8 @@ A recipe file is `get_config(arg=None)`:
   kind, split sizes, whether a horizontal flip keeps the label) and `dmvr_dataset` turns an entry
   into dataset_configs (scenic's field names) for DMVR shards; `reader_fields` adds the reader's
   fields every dataset has (label kind, bad-record handling), so the command line can set them.
-- One recipe builder per paper, taking the dataset: `vivit_recipe` (vivit.txt Table 7),
-  `timesformer_recipe` (timesformer.txt and its supplementary), `xvit_recipe` (the released
+- One recipe builder per paper, taking the dataset: `vivit_recipe` (ViViT 2103.15691 Table 7),
+  `timesformer_recipe` (TimeSformer 2102.05095 and its supplementary), `xvit_recipe` (the released
   X-ViT configs). Each builder's docstring lists the recipe, its hardware and what differs from
   the paper; the recipe files add the paper's results for their dataset.
 - `training` sets the optimizer, schedule, logging, checkpointing, evaluation and mesh fields
@@ -323,11 +323,11 @@ class Dataset(NamedTuple):
 
 DATASETS: dict[str, Dataset] = {
     "k400": Dataset("Kinetics-400", 400, {"train": 214834, "validation": 17637},
-                    "scenic's ViViT Kinetics-400 configs (vivit.txt §4.1: ~267,000 videos)"),
+                    "scenic's ViViT Kinetics-400 configs (ViViT 2103.15691 §4.1: ~267,000 videos)"),
     "k600": Dataset("Kinetics-600", 600, {"train": 363213, "validation": 27676},
-                    "scenic's ViViT Kinetics-600 config (vivit.txt §4.1: ~446,000 videos)"),
+                    "scenic's ViViT Kinetics-600 config (ViViT 2103.15691 §4.1: ~446,000 videos)"),
     "mit": Dataset("Moments in Time", 339, {"train": 802264, "validation": 33900},
-                   "the Moments in Time v1 release (vivit.txt §4.1: 800,000 clips of 3 s)"),
+                   "the Moments in Time v1 release (ViViT 2103.15691 §4.1: 800,000 clips of 3 s)"),
     # EPIC-100 labels as the converter writes them: [noun, 300 + verb] (vidtx.data.convert).
     "ek": Dataset("EPIC-Kitchens-100", 397, {"train": 67217, "validation": 9668},
                   "scenic's ViViT EPIC-Kitchens config", class_splits=(300, 97),
@@ -335,10 +335,10 @@ DATASETS: dict[str, Dataset] = {
     "ssv2": Dataset("Something-Something-V2", 174, {"train": 168913, "validation": 24777},
                     "scenic's ViViT SSv2 config", flip_keeps_label=False),
     "diving48": Dataset("Diving-48", 48, {"train": 16000, "validation": 3000},
-                        "timesformer_supplementary.txt (16K training, 3K testing videos)"),
-    # timesformer.txt §4.6: tasks with >= 100 videos, randomly split 85K / 35K.
+                        "TimeSformer 2102.05095 supplementary (16K training, 3K testing videos)"),
+    # TimeSformer 2102.05095 §4.6: tasks with >= 100 videos, randomly split 85K / 35K.
     "howto100m": Dataset("HowTo100M tasks", 1059, {"train": 85000, "validation": 35000},
-                         "timesformer.txt §4.6 (85K training, 35K testing videos)"),
+                         "TimeSformer 2102.05095 §4.6 (85K training, 35K testing videos)"),
 }
 
 
@@ -405,7 +405,7 @@ def _is_large(variant: str) -> bool:
 
 
 class VivitRecipe(NamedTuple):
-  """One column of vivit.txt Table 7, and the clips and views of the dataset."""
+  """One column of ViViT 2103.15691 Table 7, and the clips and views of the dataset."""
 
   base_learning_rate: float
   epochs: float
@@ -418,8 +418,8 @@ class VivitRecipe(NamedTuple):
   spatial_crops: int  # evaluation: 4 temporal clips x this many crops
 
 
-# vivit.txt Table 7. Clips: §4.1 (32 frames at stride 2, 4 views); EPIC and SSv2 at stride 1 as
-# scenic's released configs for them, EPIC evaluated on 4 x 1 views as scenic's model zoo.
+# ViViT 2103.15691 Table 7. Clips: §4.1 (32 frames at stride 2, 4 views); EPIC and SSv2 at stride 1
+# as scenic's released configs for them, EPIC evaluated on 4 x 1 views as scenic's model zoo.
 VIVIT_RECIPES: dict[str, VivitRecipe] = {
     "k400": VivitRecipe(0.1, 30, True, None, 0.0, 0.0, 0.0, stride=2, spatial_crops=3),
     "k600": VivitRecipe(0.1, 30, True, None, 0.0, 0.0, 0.0, stride=2, spatial_crops=3),
@@ -435,7 +435,7 @@ VIVIT_ATTENTION_NAMES = {"spatio_temporal": "st", "factorised_encoder": "fe",
 
 def vivit_augmentation(*, color: bool, rand_augment: tuple[int, float] | None = None
                        ) -> ml_collections.ConfigDict:
-  """dataset_configs.augmentation_params of vivit.txt Table 7: scale jitter 0.9-1.33 always;
+  """dataset_configs.augmentation_params of ViViT 2103.15691 Table 7: scale jitter 0.9-1.33 always;
   colour jitter (p 0.8) for K400/K600/MiT; RandAugment (layers, magnitude) for EK and SSv2."""
   params = ml_collections.ConfigDict(dict(
       do_jitter_scale=True, scale_min_factor=0.9, scale_max_factor=1.33, prob_scale_jitter=1.0,
@@ -448,7 +448,8 @@ def vivit_augmentation(*, color: bool, rand_augment: tuple[int, float] | None = 
 
 
 def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collections.ConfigDict:
-  """ViViT-`variant` with `attention` (Models 1-4) on `dataset`, as vivit.txt Table 7 trains it.
+  """ViViT-`variant` with `attention` (Models 1-4) on `dataset`, as ViViT 2103.15691 Table 7 trains
+  it.
 
   Recipe (Table 7 and §4.1): 32 frames (stride 2; 1 for EPIC and SSv2, as scenic's configs),
   224 x 224 crops, central-frame tubelet initialisation (Eq. 9), synchronous SGD with momentum
@@ -541,7 +542,7 @@ def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collection
 
 @dataclasses.dataclass(frozen=True)
 class TimesformerVariant:
-  """A TimeSformer of timesformer.txt §4.3 / Table 3, sizes from the official configs."""
+  """A TimeSformer of TimeSformer 2102.05095 §4.3 / Table 3, sizes from the official configs."""
 
   num_frames: int  # Kinetics, Diving-48, HowTo100M
   segment_frames: int  # Something-Something-V2 (configs/SSv2/TimeSformer_divST_{8,16,64}_*)
@@ -573,7 +574,7 @@ def timesformer_variant(name: str) -> str:
 
 def timesformer_recipe(dataset: str, *, variant: str = "base", attention: str = "divided",
                        num_frames: int | None = None) -> ml_collections.ConfigDict:
-  """TimeSformer-`variant` with `attention` on `dataset`, as timesformer.txt trains it.
+  """TimeSformer-`variant` with `attention` on `dataset`, as TimeSformer 2102.05095 trains it.
 
   Recipe (supplementary §1 "Training"; the official configs): ViT-Base, 16 x 16 patches,
   stochastic depth 0.1; 15 epochs of synchronized SGD with momentum 0.9, weight decay 1e-4,

@@ -22,7 +22,7 @@ and action top-1 is the headline metric (config.best_checkpoint_metric 'top1' is
 top-1). 32 frames at stride 1 and 224 x 224 crops, evaluation on 4 temporal clips x 1 crop
 (scenic's released EPIC config and model zoo), logits averaged.
 
-Recipe (vivit.txt Table 7, EK column; Table 4 ablates it): synchronous SGD with momentum 0.9,
+Recipe (ViViT 2103.15691 Table 7, EK column; Table 4 ablates it): synchronous SGD with momentum 0.9,
 batch 64, base learning rate 0.5, 2.5 warm-up epochs then cosine decay, 50 epochs; random crop
 after scale jitter 0.9-1.33, flip 0.5, no colour jitter, RandAugment 2 layers of magnitude 15,
 stochastic depth 0.2, label smoothing 0.2, mixup alpha 0.1. Shared with every ViViT config,

@@ -20,10 +20,10 @@ per index), then a 4-layer temporal encoder (L_t = 4) over the 16 index represen
 The average-pooling baseline of Table 2 (L_t = 0: 75.8 top-1, 86.7 M parameters, 283.9 GFLOPs):
 --config.model.temporal_layers=0.
 
-Recipe (vivit.txt Table 7, K400 column: SGD momentum 0.9, batch 64, lr 0.1, 2.5 warm-up epochs,
-cosine, 30 epochs, scale jitter, flip and colour jitter, no other regulariser), the differences
-from the paper and the hardware it needs: the docstring of configs.common.vivit_recipe, which
-every ViViT config shares.
+Recipe (ViViT 2103.15691 Table 7, K400 column: SGD momentum 0.9, batch 64, lr 0.1, 2.5 warm-up
+epochs, cosine, 30 epochs, scale jitter, flip and colour jitter, no other regulariser), the
+differences from the paper and the hardware it needs: the docstring of configs.common.vivit_recipe,
+which every ViViT config shares.
 
 Hardware: TPU-v3 in the paper (§4.1; the chip count is not given). Batch 64 of 32 x 224 x 224
 clips needs several accelerators, e.g. 8 GPUs of 40-80 GB for ViViT-B (more for ViViT-L), or

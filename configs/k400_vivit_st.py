@@ -17,10 +17,10 @@ class token.
 32 frames at stride 2, 224 x 224 crops, 16 x 16 x 2 tubelets (central-frame initialised, Eq. 9),
 400 classes. Parameters: 88.95 M (Table 2: 88.9).
 
-Recipe (vivit.txt Table 7, K400 column: SGD momentum 0.9, batch 64, lr 0.1, 2.5 warm-up epochs,
-cosine, 30 epochs, scale jitter, flip and colour jitter, no other regulariser), the differences
-from the paper and the hardware it needs: the docstring of configs.common.vivit_recipe, which
-every ViViT config shares.
+Recipe (ViViT 2103.15691 Table 7, K400 column: SGD momentum 0.9, batch 64, lr 0.1, 2.5 warm-up
+epochs, cosine, 30 epochs, scale jitter, flip and colour jitter, no other regulariser), the
+differences from the paper and the hardware it needs: the docstring of configs.common.vivit_recipe,
+which every ViViT config shares.
 
 Hardware: TPU-v3 in the paper (§4.1; the chip count is not given). Batch 64 of 32 x 224 x 224
 clips needs several accelerators, e.g. 8 GPUs of 40-80 GB for ViViT-B (more for ViViT-L), or

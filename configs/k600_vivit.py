@@ -15,8 +15,8 @@ recipe: configs.common.shrink).
 Data: 600 classes, 32 frames at stride 2, 224 x 224 crops; evaluation on 4 temporal clips x 3
 crops, logits averaged.
 
-Recipe (vivit.txt Table 7, K600 column, as K400): synchronous SGD with momentum 0.9, batch 64,
-base learning rate 0.1, 2.5 warm-up epochs then cosine decay, 30 epochs; random crop after scale
+Recipe (ViViT 2103.15691 Table 7, K600 column, as K400): synchronous SGD with momentum 0.9, batch
+64, base learning rate 0.1, 2.5 warm-up epochs then cosine decay, 30 epochs; random crop after scale
 jitter 0.9-1.33, flip 0.5, colour jitter with probability 0.8; no stochastic depth, label
 smoothing or mixup. Shared with every ViViT config, with the hardware it needs and the
 differences from the paper (initialisation from an ImageNet-21K ViT-L/16 is needed for the

@@ -16,7 +16,7 @@ Data: Moments in Time (§4.1: 800,000 YouTube clips of 3 s; the v1 release: 802,
 33,900 validation clips), 339 classes, one label per clip; 32 frames at stride 2, 224 x 224
 crops; evaluation on 4 temporal clips x 3 crops, logits averaged.
 
-Recipe (vivit.txt Table 7, MiT column): synchronous SGD with momentum 0.9, batch 64, base
+Recipe (ViViT 2103.15691 Table 7, MiT column): synchronous SGD with momentum 0.9, batch 64, base
 learning rate 0.25, 2.5 warm-up epochs then cosine decay, 10 epochs; random crop after scale
 jitter 0.9-1.33, flip 0.5, colour jitter with probability 0.8; no stochastic depth, label
 smoothing or mixup (§4.2: the large datasets need only the first row of Table 4). Shared with

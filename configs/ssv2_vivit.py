@@ -14,7 +14,7 @@ Data: 174 classes (scenic's split sizes: 168,913 training, 24,777 validation vid
 at stride 1 (scenic's released SSv2 config) and 224 x 224 crops; evaluation on 4 temporal clips
 x 3 crops, logits averaged.
 
-Recipe (vivit.txt Table 7, SSv2 column): synchronous SGD with momentum 0.9, batch 64, base
+Recipe (ViViT 2103.15691 Table 7, SSv2 column): synchronous SGD with momentum 0.9, batch 64, base
 learning rate 0.5, 2.5 warm-up epochs then cosine decay, 35 epochs; random crop after scale
 jitter 0.9-1.33, flip 0.5, no colour jitter, RandAugment 2 layers of magnitude 20, stochastic
 depth 0.3, label smoothing 0.3, mixup alpha 0.3 (§4.2: these regularisers gain about 5% on

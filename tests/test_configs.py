@@ -160,7 +160,7 @@ def _params(config):
     ("divided", 121.4), ("space", 85.9), ("joint", 85.9), ("local_global", 121.4),
     ("axial", 156.8)])
 def test_timesformer_parameters_match_table_1(attention, millions):
-  # timesformer.txt Table 1 counts the Something-Something-V2 head (174 classes).
+  # TimeSformer 2102.05095 Table 1 counts the Something-Something-V2 head (174 classes).
   config = get_config("ssv2_timesformer", f"attention={attention}")
   assert round(_params(config) / 1e6, 1) == millions
 
@@ -193,7 +193,7 @@ def test_vivit_l_factorised_encoder_is_vit_l_plus_a_temporal_encoder():
 
 
 def test_recipes_follow_the_papers_tables():
-  # vivit.txt Table 7.
+  # ViViT 2103.15691 Table 7.
   table7 = {"k400": (0.1, 30, None, 0.0, 0.0, 0.0), "k600": (0.1, 30, None, 0.0, 0.0, 0.0),
             "mit": (0.25, 10, None, 0.0, 0.0, 0.0), "ek": (0.5, 50, 15, 0.2, 0.2, 0.1),
             "ssv2": (0.5, 35, 20, 0.3, 0.3, 0.3)}

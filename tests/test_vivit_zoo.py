@@ -1,4 +1,4 @@
-"""Tests of the ViViT family (Models 1-4, vivit.txt Sec. 3.3) and tubelet initialisation
+"""Tests of the ViViT family (Models 1-4, ViViT 2103.15691 Sec. 3.3) and tubelet initialisation
 (Sec. 3.2, 3.4): numpy float64 references with explicit attention masks over the whole token
 sequence, Table 2 parameter counts, and the paper's initialisation claims."""
 

@@ -27,8 +27,9 @@ from vidtx import data as vidtx_data
 from vidtx import metrics, sharding
 from vidtx.data import pipeline
 
-# How the views of one video are combined (REFERENCE.md: ViViT mean of logits, TimeSformer and
-# X-ViT sum of logits, MMAction2 mean of softmax): (per-view transform, average over the views?).
+# How the views of one video are combined (as each project's code does: ViViT mean of logits,
+# TimeSformer and X-ViT sum of logits, MMAction2 mean of softmax): (per-view transform, average
+# over the views?).
 # The softmax is per class split (EPIC's noun and verb heads), a sigmoid for multi-label models.
 AGGREGATIONS: dict[str, tuple[str, bool]] = {
     "mean_logits": ("logits", True),

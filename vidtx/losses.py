@@ -28,7 +28,7 @@ def _split_slices(class_splits: Sequence[int]) -> list[slice]:
 
 def targets(labels: jax.Array, num_classes: int, label_smoothing: float = 0.0, *,
             class_splits: Sequence[int] = (), multi_label: bool = False) -> jax.Array:
-  """The reader's labels as (B, K) float32 targets, smoothed (vivit.txt Eq. 11).
+  """The reader's labels as (B, K) float32 targets, smoothed (ViViT 2103.15691 Eq. 11).
 
   Smoothing mixes each distribution with the uniform one over its own classes: all K classes,
   each split's classes, or, for independent sigmoid outputs, 0.5.
@@ -45,7 +45,7 @@ def targets(labels: jax.Array, num_classes: int, label_smoothing: float = 0.0, *
 
 def mixup(rng: jax.Array, inputs: jax.Array, batch_targets: jax.Array,
           alpha: float) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Mixup (vivit.txt Eq. 12) on the device: every clip mixed with the batch reversed.
+  """Mixup (ViViT 2103.15691 Eq. 12) on the device: every clip mixed with the batch reversed.
 
   One λ ~ Beta(α, α) per batch, as in Zhang et al.; x̃ = λ x + (1 - λ) x_rev and the same for
   the targets. Returns (inputs, targets, λ).

@@ -19,14 +19,14 @@ goes to the devices): 'ok', 'error', 'source' (file and record index), 'video_id
 'epoch', 'index' (the element's position in its epoch: the stream position a checkpoint saves)
 and 'skipped' (bad records dropped before this element, with skip_bad_records).
 
-Sampling (vivit.txt, timesformer.txt §4 and Table 8): `train_sampling` 'stride' (scenic: frames at
-`stride` from a random offset, looping short videos), 'timesformer' (num_frames frames spread over
-a window of num_frames * sampling_rate frames at target_fps, as PySlowFast samples "at a rate of
-1/32"), 'segment' (one random frame in each of num_frames equal segments, TSN / SSv2);
-`eval_sampling` the same three with num_test_clips evenly spaced clips (one: the middle), or
-'whole_video' (as many consecutive non-overlapping clips as cover the video).
+Sampling (ViViT 2103.15691, TimeSformer 2102.05095 §4 and Table 8): `train_sampling` 'stride'
+(scenic: frames at `stride` from a random offset, looping short videos), 'timesformer' (num_frames
+frames spread over a window of num_frames * sampling_rate frames at target_fps, as PySlowFast
+samples "at a rate of 1/32"), 'segment' (one random frame in each of num_frames equal segments,
+TSN / SSv2); `eval_sampling` the same three with num_test_clips evenly spaced clips (one: the
+middle), or 'whole_video' (as many consecutive non-overlapping clips as cover the video).
 
-Augmentation (vivit.txt Table 7; vidtx.data.augment) uses scenic's field names under
+Augmentation (ViViT 2103.15691 Table 7; vidtx.data.augment) uses scenic's field names under
 dataset_configs.augmentation_params; every random choice is made once per clip, so all frames
 get the same transform. Pixels are normalised per channel, input = (pixel / 255 - mean) / std
 (`normalisation`: explicit mean/std, else a preset in `NORMALIZATIONS`, else zero_centering).
