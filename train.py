@@ -170,8 +170,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             "enable config.max_grad_norm, then resume).")
     return [m for _, m in fetched]
 
+  # One process can leave an evaluation for a signal; several must finish it together.
+  should_stop = (lambda: stop.reason is not None) if jax.process_count() == 1 else None
+
   def evaluate(step: int, final: bool = False) -> dict[str, Any]:
-    results = evaluator.run(state_lib.eval_params(state))
+    results = evaluator.run(state_lib.eval_params(state), should_stop=should_stop)
     scalars = {f"val_{k}": v for k, v in results.items()}
     writer.write_scalars(step, scalars)
     if evaluator.confusion is not None and is_main:
@@ -242,7 +245,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         break  # Saved after the final evaluation below, which ranks it.
       results = None
       if config.eval_every_steps and step % config.eval_every_steps == 0:
-        results = evaluate(step)
+        try:
+          results = evaluate(step)
+        except evaluator_lib.EvaluationStopped:
+          return stop_here(step)
       if step % config.checkpoint_every_steps == 0 or results is not None:
         save(step, results)
       if stop.requested(step, sync=step % config.log_every_steps == 0):
@@ -250,7 +256,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     # --- Final evaluation (also when resuming a finished run: it is cheap and answers the
     # question), then the last checkpoint, ranked by it.
-    results = evaluate(total_steps, final=True)
+    try:
+      results = evaluate(total_steps, final=True)
+    except evaluator_lib.EvaluationStopped:  # Resuming repeats the final evaluation.
+      return stop_here(total_steps)
     save(total_steps, results)
   finally:
     manager.wait_until_finished()

@@ -183,7 +183,11 @@ def test_next_or_stop_returns_when_a_signal_comes_during_a_blocked_read():
   finally:
     signal.signal(signal.SIGALRM, previous)
     stop.restore()
-  assert distributed.next_or_stop(iter([7]), distributed.StopRequest()) == 7
+  stop = distributed.StopRequest()
+  try:
+    assert distributed.next_or_stop(iter([7]), stop) == 7
+  finally:
+    stop.restore()
 
 
 _FIFO_CONFIG = """
@@ -283,3 +287,33 @@ def test_data_that_cannot_give_a_batch_ends_with_a_named_error(tmp_path, case):
     assert "train.tfrecord-0000" in last and "Fix or remove the bad records" in last
     assert result.stderr.count("skipping a bad record") < 10
   assert "Traceback" not in result.stderr
+
+
+def test_a_signal_during_evaluation_stops_it_between_batches(run_dir, tmp_path, monkeypatch):
+  """A finished run resumed repeats its final evaluation; SIGTERM while its first batch is read
+  stops it before that batch is evaluated (not after hours of evaluation), saving nothing new."""
+  from vidtx import evaluator as evaluator_lib
+
+  config, _ = run_dir
+  workdir = _copy(run_dir, tmp_path)
+  videos = os.path.join(workdir, "eval_validation_videos.jsonl")
+  with open(videos, "rb") as f:
+    before = f.read()
+  batches_seen = []
+  original = evaluator_lib.MultiViewEvaluator._batches
+
+  def batches_then_a_signal(self):
+    for batch in original(self):
+      batches_seen.append(1)
+      if len(batches_seen) == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)  # The handler runs: it only records the request in the loop phase.
+      yield batch
+
+  monkeypatch.setattr(evaluator_lib.MultiViewEvaluator, "_batches", batches_then_a_signal)
+  with pytest.raises(distributed.Stopped) as error:
+    train.train_and_evaluate(config, workdir)
+  assert error.value.reason == "SIGTERM"
+  assert len(batches_seen) == 1  # 10 videos in batches of 4: 3 batches when not stopped.
+  with open(videos, "rb") as f:
+    assert f.read() == before

@@ -11,7 +11,7 @@ multi-label data. Per-video results are kept for the results file.
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -63,6 +63,10 @@ def aggregate(logits: np.ndarray, view_mask: np.ndarray, aggregation: str, *,
   if AGGREGATIONS[aggregation][1]:
     total = total / np.maximum(view_mask.sum(axis=1, keepdims=True), 1.0)
   return total
+
+
+class EvaluationStopped(Exception):
+  """`run`'s should_stop() said to stop (a signal): the evaluation was left unfinished."""
 
 
 class MultiViewEvaluator:
@@ -134,7 +138,9 @@ class MultiViewEvaluator:
       template = batch
       yield pipeline.split_host_fields(batch, skip_bad_records=self.skip_bad_records)
 
-  def run(self, params: Any) -> dict[str, Any]:
+  def run(self, params: Any, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """The evaluation of `params`; with `should_stop` (one process), EvaluationStopped as soon as
+    it returns True between batches: a signal need not wait for hours of evaluation."""
     start = time.time()
     sums: dict[int, np.ndarray] = {}
     counts: dict[int, float] = {}
@@ -142,6 +148,8 @@ class MultiViewEvaluator:
     ids: dict[int, str] = {}
     bad: dict[int, str] = {}
     for device_batch, host in self._batches():
+      if should_stop is not None and should_stop():
+        raise EvaluationStopped()
       out = jax.device_get(self._eval_step(params, sharding.to_global(device_batch, self.mesh)))
       scores = view_scores(out["logits"], self.aggregation, class_splits=self.class_splits,
                            multi_label=self.multi_label)
