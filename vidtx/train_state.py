@@ -327,14 +327,10 @@ class CheckpointMismatchError(ValueError):
   """A checkpoint that is readable but of another model or optimizer than the config's."""
 
 
-def _shape_differences(manager: ocp.CheckpointManager, step: int,
-                       target: dict[str, Any]) -> list[str]:
-  """'name: checkpoint (a, b), config (c, d)' for parameters that differ (metadata only)."""
-  path = _legacy_item(manager, step) or os.path.join(str(manager.directory), str(step), "state")
-  try:
-    saved = ocp.StandardCheckpointer().metadata(path).item_metadata.tree.get("params")
-  except Exception:  # noqa: BLE001 - unreadable metadata: restoring says how.
-    return []
+def _shape_differences(tree: dict[str, Any], target: dict[str, Any]) -> list[str]:
+  """'name: checkpoint (a, b), config (c, d)' for parameters that differ, from the checkpoint's
+  metadata `tree` (`_metadata_tree`)."""
+  saved = tree.get("params")
   if not isinstance(saved, dict) or target.get("params") is None:
     return []
   flat_saved = flax.traverse_util.flatten_dict(saved, sep="/")
@@ -355,11 +351,15 @@ def _legacy_item(manager: ocp.CheckpointManager, step: int) -> str | None:
   return path if os.path.isdir(path) else None
 
 
-def _saved_fields(manager: ocp.CheckpointManager, step: int) -> dict[str, bool]:
-  """The TrainState fields checkpoint `step` holds -> whether with a value (older vidtx saved
-  no rng and no EMA; a run without EMA saves it as None)."""
+def _metadata_tree(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """Checkpoint `step`'s saved state as orbax describes it (shapes, dtypes), without arrays."""
   path = _legacy_item(manager, step) or os.path.join(str(manager.directory), str(step), "state")
-  tree = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+  return ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+
+
+def _saved_fields(tree: dict[str, Any]) -> dict[str, bool]:
+  """The TrainState fields of a checkpoint's metadata `tree` -> whether with a value (older
+  vidtx saved no rng and no EMA; a run without EMA saves it as None)."""
   return {name: getattr(value, "value_type", None) != "None" for name, value in tree.items()}
 
 
@@ -371,11 +371,11 @@ def restore_step(manager: ocp.CheckpointManager, abstract_state: TrainState,
   seed as they drew it (the caller fills `rng`, which is None here), and an EMA starts from the
   parameters.
   """
-  fields = _saved_fields(manager, step)
+  tree = _metadata_tree(manager, step)  # Read once: unreadable metadata is a damaged checkpoint.
   # The checkpoint's own structure: fields it holds as None stay None.
   target = {name: getattr(abstract_state, name) if has_value else None
-            for name, has_value in fields.items()}
-  differences = _shape_differences(manager, step, target)
+            for name, has_value in _saved_fields(tree).items()}
+  differences = _shape_differences(tree, target)
   if differences:
     shown = "; ".join(differences[:4]) + (f"; ... ({len(differences)} in all)"
                                           if len(differences) > 4 else "")
