@@ -30,8 +30,12 @@ from vidtx.checkpoints import run as run_lib
 from vidtx.checkpoints import store
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str | None,
-             split: str = "validation", checkpoint: str | None = None) -> dict[str, Any]:
+def evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str | None,
+  split: str = "validation",
+  checkpoint: str | None = None,
+) -> dict[str, Any]:
   """Evaluates the newest checkpoint of `workdir` (or the converted `checkpoint`) on `split`;
   writes WORKDIR/eval_<split>.json when there is a workdir."""
   if workdir:
@@ -39,17 +43,24 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None,
   mesh = sharding.make_mesh(config.get("mesh"))
   dataset_configs = vidtx_data.prepare_dataset(config)
   if split not in dataset_configs.tables:
-    raise ValueError(f"--split={split!r} is not in config.dataset_configs.tables "
-                     f"({sorted(dataset_configs.tables)}).")
+    raise ValueError(
+      f"--split={split!r} is not in config.dataset_configs.tables "
+      f"({sorted(dataset_configs.tables)})."
+    )
   if checkpoint:
     converted = store.load(checkpoint)
     if converted.num_classes != dataset_configs.num_classes:
-      raise ValueError(f"--checkpoint={checkpoint} has {converted.num_classes} classes, "
-                       f"config.dataset_configs.num_classes={dataset_configs.num_classes}.")
+      raise ValueError(
+        f"--checkpoint={checkpoint} has {converted.num_classes} classes, "
+        f"config.dataset_configs.num_classes={dataset_configs.num_classes}."
+      )
     model = converted.build_model()
-    store.check_params(model, converted.params, dict(
-        num_frames=dataset_configs.num_frames, crop_size=dataset_configs.crop_size),
-        where=f"--checkpoint={checkpoint} with the config's clips")
+    store.check_params(
+      model,
+      converted.params,
+      dict(num_frames=dataset_configs.num_frames, crop_size=dataset_configs.crop_size),
+      where=f"--checkpoint={checkpoint} with the config's clips",
+    )
     params = jax.device_put(converted.params, sharding.replicated(mesh))
     return _evaluate_params(config, model, params, dataset_configs, mesh, split, workdir, step=0)
   # The abstract state is built exactly as train.py builds it, so the checkpoint restores as is.
@@ -57,29 +68,60 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | None,
   manager = state_lib.checkpoint_manager(workdir, read_only=True)
   state = state_lib.restore_latest(manager, abstract_state)
   if state is None:
-    raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
-                            "train first with train.py --workdir=" + workdir)
+    raise FileNotFoundError(
+      f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
+      "train first with train.py --workdir=" + workdir
+    )
 
   # A run that keeps an EMA of its parameters (config.ema_decay) is evaluated with it.
-  return _evaluate_params(config, model, state_lib.eval_params(state), dataset_configs, mesh,
-                          split, workdir, step=int(state.step))
+  return _evaluate_params(
+    config,
+    model,
+    state_lib.eval_params(state),
+    dataset_configs,
+    mesh,
+    split,
+    workdir,
+    step=int(state.step),
+  )
 
 
-def _evaluate_params(config: ml_collections.ConfigDict, model: Any, params: Any,
-                     dataset_configs: ml_collections.ConfigDict, mesh: Any, split: str,
-                     workdir: str | None, step: int) -> dict[str, Any]:
+def _evaluate_params(
+  config: ml_collections.ConfigDict,
+  model: Any,
+  params: Any,
+  dataset_configs: ml_collections.ConfigDict,
+  mesh: Any,
+  split: str,
+  workdir: str | None,
+  step: int,
+) -> dict[str, Any]:
   if workdir and jax.process_index() == 0:
     # Results go only into a run's directory or a new/empty one (vidtx.ownership).
-    ownership.claim(workdir, "run", legacy=run_lib.is_earlier_run,
-                    hint="Pass a new --workdir for the evaluation results.")
+    ownership.claim(
+      workdir,
+      "run",
+      legacy=run_lib.is_earlier_run,
+      hint="Pass a new --workdir for the evaluation results.",
+    )
   class_names = vidtx_data.class_names(dataset_configs)
   evaluator = evaluator_lib.MultiViewEvaluator(
-      model, dataset_configs, split, batch_size=config.eval_batch_size, mesh=mesh,
-      aggregation=config.eval_aggregation, class_names=class_names)
+    model,
+    dataset_configs,
+    split,
+    batch_size=config.eval_batch_size,
+    mesh=mesh,
+    aggregation=config.eval_aggregation,
+    class_names=class_names,
+  )
   results = evaluator.run(params)
-  results.update(step=step, split=split, aggregation=config.eval_aggregation,
-                 num_test_clips=dataset_configs.num_test_clips,
-                 three_spatial_crops=bool(dataset_configs.do_three_spatial_crops))
+  results.update(
+    step=step,
+    split=split,
+    aggregation=config.eval_aggregation,
+    num_test_clips=dataset_configs.num_test_clips,
+    three_spatial_crops=bool(dataset_configs.do_three_spatial_crops),
+  )
   if jax.process_index() == 0:
     written = ""
     if workdir:
@@ -91,15 +133,30 @@ def _evaluate_params(config: ml_collections.ConfigDict, model: Any, params: Any,
       written = f"; written to {path} (per video: {videos})"
       # TensorBoard: the scalars and the confusion matrix under WORKDIR/eval_<split>.
       writer = metric_writers.create_default_writer(os.path.join(workdir, f"eval_{split}"))
-      writer.write_scalars(step, {k: v for k, v in results.items()
-                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+      writer.write_scalars(
+        step,
+        {
+          k: v
+          for k, v in results.items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool)
+        },
+      )
       if evaluator.confusion is not None:
-        writer.write_images(step, {"confusion_matrix": metrics.confusion_matrix_image(
-            evaluator.confusion, class_names)[None]})
+        writer.write_images(
+          step,
+          {
+            "confusion_matrix": metrics.confusion_matrix_image(evaluator.confusion, class_names)[
+              None
+            ]
+          },
+        )
       writer.flush()
-    print(f"step {results['step']}: {evaluator_lib.summary(results)} on "
-          f"{results['num_videos']} {split} videos x {results['views_per_video']:g} views "
-          f"({config.eval_aggregation}){written}", flush=True)
+    print(
+      f"step {results['step']}: {evaluator_lib.summary(results)} on "
+      f"{results['num_videos']} {split} videos x {results['views_per_video']:g} views "
+      f"({config.eval_aggregation}){written}",
+      flush=True,
+    )
   return results
 
 
@@ -108,8 +165,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if not flags.FLAGS.workdir and not flags.FLAGS.checkpoint:
     raise app.UsageError("Pass --workdir (a train.py run) or --checkpoint (a converted one).")
-  distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
-                         flags.FLAGS.process_id)
+  distributed.initialize(
+    flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id
+  )
   stop = distributed.StopRequest(immediate=True)  # A signal ends it at once, in one line.
   try:
     evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split, flags.FLAGS.checkpoint)
@@ -120,8 +178,12 @@ def main(argv):
 if __name__ == "__main__":
   # Flags are defined here, not at import, so tests can import train.py and eval.py together.
   config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Directory holding checkpoints/ from train.py (with "
-                      "--checkpoint: where eval_<split>.json goes, optional).")
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "Directory holding checkpoints/ from train.py (with "
+    "--checkpoint: where eval_<split>.json goes, optional).",
+  )
   flags.DEFINE_string("checkpoint", None, "A converted checkpoint directory (vidtx.convert).")
   flags.DEFINE_string("split", "validation", "Split of config.dataset_configs.tables.")
   # Multi-host launches (vidtx.distributed), as train.py.

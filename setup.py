@@ -5,23 +5,23 @@ import setuptools
 # Exact pins: the versions vidtx is tested with. jax 0.10 changed defaults that
 # ordinary Flax code relies on, and TensorFlow/protobuf pairs are fragile.
 INSTALL_REQUIRES = [
-    "jax[cpu]==0.10.2",
-    "flax==0.12.8",
-    "optax==0.2.8",
-    "orbax-checkpoint==0.12.8",
-    "ml-collections==1.1.0",
-    "clu==0.0.12",
-    "tensorboard==2.21.0",  # clu's metric writers need it.
-    "tensorflow-cpu==2.21.0",
-    "tensorflow-datasets==4.9.10",
-    "importlib_resources",
-    "av",
-    "safetensors==0.8.0",  # Hugging Face and timm .safetensors weights (numpy reader, no torch).
-    "numpy",
-    "absl-py",
-    # Pictures: attention rollout images (vidtx.rollout, predict --rollout) and the colabs' plots.
-    "pillow",
-    "matplotlib==3.11.2",
+  "jax[cpu]==0.10.2",
+  "flax==0.12.8",
+  "optax==0.2.8",
+  "orbax-checkpoint==0.12.8",
+  "ml-collections==1.1.0",
+  "clu==0.0.12",
+  "tensorboard==2.21.0",  # clu's metric writers need it.
+  "tensorflow-cpu==2.21.0",
+  "tensorflow-datasets==4.9.10",
+  "importlib_resources",
+  "av",
+  "safetensors==0.8.0",  # Hugging Face and timm .safetensors weights (numpy reader, no torch).
+  "numpy",
+  "absl-py",
+  # Pictures: attention rollout images (vidtx.rollout, predict --rollout) and the colabs' plots.
+  "pillow",
+  "matplotlib==3.11.2",
 ]
 
 # PyTorch reads .pth/.bin/.pyth checkpoints (vidtx.convert); pinned exactly: a range pulls a
@@ -32,27 +32,27 @@ TORCH_REQUIRE = ["torch==2.13.0"]
 PEER_REQUIRE = TORCH_REQUIRE + ["transformers==5.23.0"]
 
 TESTS_REQUIRE = PEER_REQUIRE + [
-    "pytest",
-    "pytest-xdist",
-    "ruff",
+  "pytest",
+  "pytest-xdist",
+  "ruff",
 ]
 
 setuptools.setup(
-    name="vidtx",
-    version="0.1.0",
-    description="Video transformers (ViViT, TimeSformer, X-ViT) in JAX/Flax.",
-    python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["vidtx", "vidtx.*"]),
-    install_requires=INSTALL_REQUIRES,
-    extras_require={
-        "torch": TORCH_REQUIRE,
-        "peer": PEER_REQUIRE,
-        "test": TESTS_REQUIRE,
-        # Accelerators: the same jax with its GPU plugin (CUDA 12 or 13 and its pip-installed
-        # CUDA libraries) or libtpu, all on PyPI. install_requires' jax[cpu] stays: it adds
-        # only jaxlib, which these need too.
-        "cuda12": ["jax[cuda12]==0.10.2"],
-        "cuda13": ["jax[cuda13]==0.10.2"],
-        "tpu": ["jax[tpu]==0.10.2"],
-    },
+  name="vidtx",
+  version="0.1.0",
+  description="Video transformers (ViViT, TimeSformer, X-ViT) in JAX/Flax.",
+  python_requires=">=3.11",
+  packages=setuptools.find_packages(include=["vidtx", "vidtx.*"]),
+  install_requires=INSTALL_REQUIRES,
+  extras_require={
+    "torch": TORCH_REQUIRE,
+    "peer": PEER_REQUIRE,
+    "test": TESTS_REQUIRE,
+    # Accelerators: the same jax with its GPU plugin (CUDA 12 or 13 and its pip-installed
+    # CUDA libraries) or libtpu, all on PyPI. install_requires' jax[cpu] stays: it adds
+    # only jaxlib, which these need too.
+    "cuda12": ["jax[cuda12]==0.10.2"],
+    "cuda13": ["jax[cuda13]==0.10.2"],
+    "tpu": ["jax[tpu]==0.10.2"],
+  },
 )

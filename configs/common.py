@@ -73,8 +73,9 @@ def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
     key, sep, value = item.partition("=")
     key = key.strip()
     if not sep or key not in values:
-      raise ValueError(f"Config argument {item!r}: expected key=value with key in "
-                       f"{sorted(values)}.")
+      raise ValueError(
+        f"Config argument {item!r}: expected key=value with key in {sorted(values)}."
+      )
     values[key] = value.strip()
   if values["shrink"].lower() not in _SWITCH:
     raise ValueError(f"Config argument shrink={values['shrink']!r}: expected 0 or 1.")
@@ -93,15 +94,25 @@ def check_attention(attention: str, choices: tuple[str, ...]) -> None:
   check_choice("attention", attention, choices)
 
 
-def finish(config: ml_collections.ConfigDict,
-           args: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def finish(
+  config: ml_collections.ConfigDict, args: ml_collections.ConfigDict
+) -> ml_collections.ConfigDict:
   """The last line of every get_config: the recipe, shrunk when the arguments say shrink=1."""
   return shrink(config) if args.shrink else config
 
 
 # The shrunk recipe's sizes (see the module docstring).
-SHRUNK_DATA = dict(video_length=12, video_size=20, num_frames=4, min_resize=18, crop_size=16,
-                   train_examples=8, validation_examples=4, max_stride=2, max_test_clips=2)
+SHRUNK_DATA = dict(
+  video_length=12,
+  video_size=20,
+  num_frames=4,
+  min_resize=18,
+  crop_size=16,
+  train_examples=8,
+  validation_examples=4,
+  max_stride=2,
+  max_test_clips=2,
+)
 SHRUNK_MODEL = dict(patch_size=8, hidden_size=32, num_heads=2, mlp_dim=64, num_layers=1)
 SHRUNK_RUN = dict(batch_size=4, steps=2)
 
@@ -130,8 +141,7 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def _shrunk_dataset(dataset_name: str,
-                    dc: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def _shrunk_dataset(dataset_name: str, dc: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The synthetic dataset with the sampling, augmentation, views and label kind of `dc`."""
   sizes = SHRUNK_DATA
   # A synthetic recipe keeps its task; the others get 'appearance', whose labels survive flips.
@@ -139,15 +149,24 @@ def _shrunk_dataset(dataset_name: str,
   synthetic = synthetic_dataset(task)
   shrunk = copy.deepcopy(dc)
   shrunk.update(
-      base_dir="", task=task, tables=dict(synthetic.tables), seed=0,
-      examples_per_subset={"train": sizes["train_examples"],
-                           "validation": sizes["validation_examples"]},
-      num_classes=synthetic.num_classes, video_length=sizes["video_length"],
-      video_size=sizes["video_size"], num_frames=sizes["num_frames"],
-      stride=min(int(dc.stride), sizes["max_stride"]), min_resize=sizes["min_resize"],
-      crop_size=sizes["crop_size"],
-      num_test_clips=min(int(dc.get("num_test_clips", 1)), sizes["max_test_clips"]),
-      shuffle_buffer_size=sizes["train_examples"])
+    base_dir="",
+    task=task,
+    tables=dict(synthetic.tables),
+    seed=0,
+    examples_per_subset={
+      "train": sizes["train_examples"],
+      "validation": sizes["validation_examples"],
+    },
+    num_classes=synthetic.num_classes,
+    video_length=sizes["video_length"],
+    video_size=sizes["video_size"],
+    num_frames=sizes["num_frames"],
+    stride=min(int(dc.stride), sizes["max_stride"]),
+    min_resize=sizes["min_resize"],
+    crop_size=sizes["crop_size"],
+    num_test_clips=min(int(dc.get("num_test_clips", 1)), sizes["max_test_clips"]),
+    shuffle_buffer_size=sizes["train_examples"],
+  )
   if dc.get("eval_min_resize") is not None:  # Evaluated at the crop size (TimeSformer, X-ViT).
     shrunk.eval_min_resize = sizes["crop_size"]
   if dc.get("sampling_rate") is not None:  # PySlowFast windows: 4 frames over 8.
@@ -167,8 +186,13 @@ def _shrunk_model(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   tubelet = model_common.parse_variant(model.variant)["tubelet_size"]
   size = SHRUNK_MODEL
   model.variant = f"Ti/{size['patch_size']}" + (f"x{tubelet}" if tubelet > 1 else "")
-  model.update(hidden_size=size["hidden_size"], num_heads=size["num_heads"],
-               mlp_dim=size["mlp_dim"], num_layers=size["num_layers"], dtype="float32")
+  model.update(
+    hidden_size=size["hidden_size"],
+    num_heads=size["num_heads"],
+    mlp_dim=size["mlp_dim"],
+    num_layers=size["num_layers"],
+    dtype="float32",
+  )
   if model.get("spatial_layers") is not None:  # ViViT Model 2.
     model.spatial_layers = size["num_layers"]
   if model.get("temporal_layers"):  # ViViT Model 2 (0: average pool), X-ViT's head.
@@ -203,8 +227,14 @@ def cpu_model(model_name: str, variant: str) -> ml_collections.ConfigDict:
   return config
 
 
-def training(config: ml_collections.ConfigDict, *, batch_size: int, steps: int | None,
-             base_learning_rate: float, warmup_steps: int) -> None:
+def training(
+  config: ml_collections.ConfigDict,
+  *,
+  batch_size: int,
+  steps: int | None,
+  base_learning_rate: float,
+  warmup_steps: int,
+) -> None:
   """Optimizer, schedule, logging, checkpointing, evaluation and mesh fields, set on `config`."""
   config.rng_seed = 0
   config.batch_size = batch_size
@@ -222,15 +252,21 @@ def training(config: ml_collections.ConfigDict, *, batch_size: int, steps: int |
   # Weight decay skips positional embeddings, class tokens and norms unless
   # optimizer_configs.no_decay_patterns says otherwise (vidtx.optim.NO_DECAY_PATTERNS).
   config.optimizer_configs = ml_collections.ConfigDict(
-      dict(momentum=0.9, nesterov=False, weight_decay=0.0))
+    dict(momentum=0.9, nesterov=False, weight_decay=0.0)
+  )
   config.max_grad_norm = 1.0
   config.label_smoothing = 0.1
   config.mixup = ml_collections.ConfigDict(dict(alpha=0.0))  # 0: off; else Beta(alpha, alpha).
   # schedule: 'cosine' | 'constant' | 'steps' (with decay_epochs or decay_steps, decay_factor),
   # each after a linear warm-up of warmup_steps (vidtx.optim.make_schedule).
-  config.lr_configs = ml_collections.ConfigDict(dict(
-      schedule="cosine", base_learning_rate=base_learning_rate, warmup_steps=warmup_steps,
-      end_learning_rate=0.0))
+  config.lr_configs = ml_collections.ConfigDict(
+    dict(
+      schedule="cosine",
+      base_learning_rate=base_learning_rate,
+      warmup_steps=warmup_steps,
+      end_learning_rate=0.0,
+    )
+  )
   config.ema_decay = 0.0  # Exponential moving average of the parameters; 0: off.
 
   # Device mesh (vidtx.sharding): the batch on 'data' (and 'fsdp'), parameters on 'fsdp' and
@@ -245,11 +281,15 @@ def training(config: ml_collections.ConfigDict, *, batch_size: int, steps: int |
   # Start from a pretrained checkpoint (vidtx.checkpoints.init_from): a converted directory
   # (python -m vidtx.convert), a train.py workdir or any format vidtx reads; '' trains from
   # scratch.
-  config.init_from = ml_collections.ConfigDict(dict(
-      checkpoint_path="", checkpoint_format="auto",
+  config.init_from = ml_collections.ConfigDict(
+    dict(
+      checkpoint_path="",
+      checkpoint_format="auto",
       positional_embed_size_change="resize_tile",  # 'tile' | 'resize' | 'resize_tile'
       kernel_init_method="central_frame",  # ViViT tubelets from a 2D kernel: Eq. 9 or 'inflate'
-      skip_patterns=()))  # regexes of parameter names to keep freshly initialised
+      skip_patterns=(),
+    )
+  )  # regexes of parameter names to keep freshly initialised
   config.eval_every_steps = 0  # 0: evaluate only at the end.
   # How the views of a video are combined: mean_logits (ViViT), sum_logits (TimeSformer, X-ViT),
   # mean_softmax (MMAction2).
@@ -265,14 +305,14 @@ def reader_fields() -> dict:
   """The reader's dataset_configs fields that every dataset has, at the reader's defaults: an
   error message may suggest any of them on the command line, where a field must exist."""
   return dict(
-      multi_label=False,  # True: several label indices per video, multi-hot targets.
-      # Bad records (no frames, a corrupt JPEG, a label out of range) stop the run naming them;
-      # skip_bad_records=True drops and counts them instead, until more than max_bad_fraction
-      # of the records read are bad (from 10 bad records on; 1.0: no such cap) or, when set,
-      # more than max_bad_records in all (vidtx.data.pipeline).
-      skip_bad_records=False,
-      max_bad_fraction=0.1,
-      max_bad_records=config_dict.placeholder(int),
+    multi_label=False,  # True: several label indices per video, multi-hot targets.
+    # Bad records (no frames, a corrupt JPEG, a label out of range) stop the run naming them;
+    # skip_bad_records=True drops and counts them instead, until more than max_bad_fraction
+    # of the records read are bad (from 10 bad records on; 1.0: no such cap) or, when set,
+    # more than max_bad_records in all (vidtx.data.pipeline).
+    skip_bad_records=False,
+    max_bad_fraction=0.1,
+    max_bad_records=config_dict.placeholder(int),
   )
 
 
@@ -281,7 +321,8 @@ def synthetic_dataset(task: str = "motion") -> ml_collections.ConfigDict:
   num_classes = {"motion": 4, "rotation": 2, "order": 2, "appearance": 4}
   if task not in num_classes:
     raise ValueError(f"Synthetic task {task!r}: expected one of {sorted(num_classes)}.")
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       # Empty: generated once into ~/.cache/vidtx/synthetic/ ($VIDTX_CACHE relocates it).
       base_dir="",
       task=task,
@@ -302,7 +343,8 @@ def synthetic_dataset(task: str = "motion") -> ml_collections.ConfigDict:
       do_three_spatial_crops=False,
       label_offset=0,
       **reader_fields(),
-  ))
+    )
+  )
 
 
 class Dataset(NamedTuple):
@@ -322,23 +364,53 @@ class Dataset(NamedTuple):
 
 
 DATASETS: dict[str, Dataset] = {
-    "k400": Dataset("Kinetics-400", 400, {"train": 214834, "validation": 17637},
-                    "scenic's ViViT Kinetics-400 configs (ViViT 2103.15691 §4.1: ~267,000 videos)"),
-    "k600": Dataset("Kinetics-600", 600, {"train": 363213, "validation": 27676},
-                    "scenic's ViViT Kinetics-600 config (ViViT 2103.15691 §4.1: ~446,000 videos)"),
-    "mit": Dataset("Moments in Time", 339, {"train": 802264, "validation": 33900},
-                   "the Moments in Time v1 release (ViViT 2103.15691 §4.1: 800,000 clips of 3 s)"),
-    # EPIC-100 labels as the converter writes them: [noun, 300 + verb] (vidtx.data.convert).
-    "ek": Dataset("EPIC-Kitchens-100", 397, {"train": 67217, "validation": 9668},
-                  "scenic's ViViT EPIC-Kitchens config", class_splits=(300, 97),
-                  split_names=("noun", "verb")),
-    "ssv2": Dataset("Something-Something-V2", 174, {"train": 168913, "validation": 24777},
-                    "scenic's ViViT SSv2 config", flip_keeps_label=False),
-    "diving48": Dataset("Diving-48", 48, {"train": 16000, "validation": 3000},
-                        "TimeSformer 2102.05095 supplementary (16K training, 3K testing videos)"),
-    # TimeSformer 2102.05095 §4.6: tasks with >= 100 videos, randomly split 85K / 35K.
-    "howto100m": Dataset("HowTo100M tasks", 1059, {"train": 85000, "validation": 35000},
-                         "TimeSformer 2102.05095 §4.6 (85K training, 35K testing videos)"),
+  "k400": Dataset(
+    "Kinetics-400",
+    400,
+    {"train": 214834, "validation": 17637},
+    "scenic's ViViT Kinetics-400 configs (ViViT 2103.15691 §4.1: ~267,000 videos)",
+  ),
+  "k600": Dataset(
+    "Kinetics-600",
+    600,
+    {"train": 363213, "validation": 27676},
+    "scenic's ViViT Kinetics-600 config (ViViT 2103.15691 §4.1: ~446,000 videos)",
+  ),
+  "mit": Dataset(
+    "Moments in Time",
+    339,
+    {"train": 802264, "validation": 33900},
+    "the Moments in Time v1 release (ViViT 2103.15691 §4.1: 800,000 clips of 3 s)",
+  ),
+  # EPIC-100 labels as the converter writes them: [noun, 300 + verb] (vidtx.data.convert).
+  "ek": Dataset(
+    "EPIC-Kitchens-100",
+    397,
+    {"train": 67217, "validation": 9668},
+    "scenic's ViViT EPIC-Kitchens config",
+    class_splits=(300, 97),
+    split_names=("noun", "verb"),
+  ),
+  "ssv2": Dataset(
+    "Something-Something-V2",
+    174,
+    {"train": 168913, "validation": 24777},
+    "scenic's ViViT SSv2 config",
+    flip_keeps_label=False,
+  ),
+  "diving48": Dataset(
+    "Diving-48",
+    48,
+    {"train": 16000, "validation": 3000},
+    "TimeSformer 2102.05095 supplementary (16K training, 3K testing videos)",
+  ),
+  # TimeSformer 2102.05095 §4.6: tasks with >= 100 videos, randomly split 85K / 35K.
+  "howto100m": Dataset(
+    "HowTo100M tasks",
+    1059,
+    {"train": 85000, "validation": 35000},
+    "TimeSformer 2102.05095 §4.6 (85K training, 35K testing videos)",
+  ),
 }
 
 
@@ -357,7 +429,8 @@ def dmvr_dataset(name: str, *, num_frames: int, stride: int) -> ml_collections.C
   if num_frames < 1 or stride < 1:
     raise ValueError(f"dmvr_dataset: num_frames={num_frames} and stride={stride} must be >= 1.")
   spec = DATASETS[name]
-  dc = ml_collections.ConfigDict(dict(
+  dc = ml_collections.ConfigDict(
+    dict(
       base_dir="",
       tables={"train": "train.tfrecord@1024", "validation": "validation.tfrecord@64"},
       examples_per_subset=dict(spec.examples),
@@ -372,7 +445,8 @@ def dmvr_dataset(name: str, *, num_frames: int, stride: int) -> ml_collections.C
       do_three_spatial_crops=True,
       label_offset=0,
       **reader_fields(),
-  ))
+    )
+  )
   if spec.class_splits:
     dc.class_splits = spec.class_splits
     dc.split_names = spec.split_names
@@ -386,9 +460,14 @@ def short_side_jitter(min_short_side: int, max_short_side: int) -> ml_collection
   """augmentation_params of PySlowFast's TRAIN_JITTER_SCALES [min, max] (TimeSformer, X-ViT):
   the short side resized to a random value in [min, max] (from min_resize = min) before the
   random crop; no colour augmentation."""
-  return ml_collections.ConfigDict(dict(
-      do_jitter_scale=True, scale_min_factor=1.0,
-      scale_max_factor=max_short_side / min_short_side, prob_scale_jitter=1.0))
+  return ml_collections.ConfigDict(
+    dict(
+      do_jitter_scale=True,
+      scale_min_factor=1.0,
+      scale_max_factor=max_short_side / min_short_side,
+      prob_scale_jitter=1.0,
+    )
+  )
 
 
 def _variant_slug(variant: str) -> str:
@@ -421,27 +500,41 @@ class VivitRecipe(NamedTuple):
 # ViViT 2103.15691 Table 7. Clips: §4.1 (32 frames at stride 2, 4 views); EPIC and SSv2 at stride 1
 # as scenic's released configs for them, EPIC evaluated on 4 x 1 views as scenic's model zoo.
 VIVIT_RECIPES: dict[str, VivitRecipe] = {
-    "k400": VivitRecipe(0.1, 30, True, None, 0.0, 0.0, 0.0, stride=2, spatial_crops=3),
-    "k600": VivitRecipe(0.1, 30, True, None, 0.0, 0.0, 0.0, stride=2, spatial_crops=3),
-    "mit": VivitRecipe(0.25, 10, True, None, 0.0, 0.0, 0.0, stride=2, spatial_crops=3),
-    "ek": VivitRecipe(0.5, 50, False, (2, 15), 0.2, 0.2, 0.1, stride=1, spatial_crops=1),
-    "ssv2": VivitRecipe(0.5, 35, False, (2, 20), 0.3, 0.3, 0.3, stride=1, spatial_crops=3),
+  "k400": VivitRecipe(0.1, 30, True, None, 0.0, 0.0, 0.0, stride=2, spatial_crops=3),
+  "k600": VivitRecipe(0.1, 30, True, None, 0.0, 0.0, 0.0, stride=2, spatial_crops=3),
+  "mit": VivitRecipe(0.25, 10, True, None, 0.0, 0.0, 0.0, stride=2, spatial_crops=3),
+  "ek": VivitRecipe(0.5, 50, False, (2, 15), 0.2, 0.2, 0.1, stride=1, spatial_crops=1),
+  "ssv2": VivitRecipe(0.5, 35, False, (2, 20), 0.3, 0.3, 0.3, stride=1, spatial_crops=3),
 }
 VIVIT_BATCH_SIZE = 64
 VIVIT_WARMUP_EPOCHS = 2.5
-VIVIT_ATTENTION_NAMES = {"spatio_temporal": "st", "factorised_encoder": "fe",
-                         "factorised_self_attention": "fsa", "factorised_dot_product": "fdp"}
+VIVIT_ATTENTION_NAMES = {
+  "spatio_temporal": "st",
+  "factorised_encoder": "fe",
+  "factorised_self_attention": "fsa",
+  "factorised_dot_product": "fdp",
+}
 
 
-def vivit_augmentation(*, color: bool, rand_augment: tuple[int, float] | None = None
-                       ) -> ml_collections.ConfigDict:
+def vivit_augmentation(
+  *, color: bool, rand_augment: tuple[int, float] | None = None
+) -> ml_collections.ConfigDict:
   """dataset_configs.augmentation_params of ViViT 2103.15691 Table 7: scale jitter 0.9-1.33 always;
   colour jitter (p 0.8) for K400/K600/MiT; RandAugment (layers, magnitude) for EK and SSv2."""
-  params = ml_collections.ConfigDict(dict(
-      do_jitter_scale=True, scale_min_factor=0.9, scale_max_factor=1.33, prob_scale_jitter=1.0,
-      do_color_augment=color, prob_color_augment=0.8, prob_color_drop=0.0,
-      do_rand_augment=rand_augment is not None, rand_augment_num_layers=2,
-      rand_augment_magnitude=15.0))
+  params = ml_collections.ConfigDict(
+    dict(
+      do_jitter_scale=True,
+      scale_min_factor=0.9,
+      scale_max_factor=1.33,
+      prob_scale_jitter=1.0,
+      do_color_augment=color,
+      prob_color_augment=0.8,
+      prob_color_drop=0.0,
+      do_rand_augment=rand_augment is not None,
+      rand_augment_num_layers=2,
+      rand_augment_magnitude=15.0,
+    )
+  )
   if rand_augment is not None:
     params.rand_augment_num_layers, params.rand_augment_magnitude = rand_augment
   return params
@@ -496,22 +589,23 @@ def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collection
     flips off.
   """
   if dataset not in VIVIT_RECIPES:
-    raise ValueError(f"vivit_recipe: dataset={dataset!r}; expected one of "
-                     f"{sorted(VIVIT_RECIPES)}.")
+    raise ValueError(f"vivit_recipe: dataset={dataset!r}; expected one of {sorted(VIVIT_RECIPES)}.")
   check_attention(attention, vivit.ATTENTIONS)
   model_common.parse_variant(variant)  # Raises ValueError naming the variant when invalid.
   recipe = VIVIT_RECIPES[dataset]
   config = ml_collections.ConfigDict()
-  config.experiment_name = (f"{dataset}_vivit_{_variant_slug(variant)}_"
-                            f"{VIVIT_ATTENTION_NAMES[attention]}")
+  config.experiment_name = (
+    f"{dataset}_vivit_{_variant_slug(variant)}_{VIVIT_ATTENTION_NAMES[attention]}"
+  )
 
   config.dataset_name = "dmvr"
   dc = dmvr_dataset(dataset, num_frames=32, stride=recipe.stride)
   dc.num_test_clips = 4
   dc.do_three_spatial_crops = recipe.spatial_crops == 3
   dc.random_flip = True  # Table 7: flip probability 0.5 on every dataset.
-  dc.augmentation_params = vivit_augmentation(color=recipe.colour_jitter,
-                                              rand_augment=recipe.rand_augment)
+  dc.augmentation_params = vivit_augmentation(
+    color=recipe.colour_jitter, rand_augment=recipe.rand_augment
+  )
   config.dataset_configs = dc
 
   config.model_name = "vivit"
@@ -525,9 +619,13 @@ def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collection
     config.model.remat_policy = "full"
 
   train_examples = dc.examples_per_subset["train"]
-  training(config, batch_size=VIVIT_BATCH_SIZE, steps=None,
-           base_learning_rate=recipe.base_learning_rate,
-           warmup_steps=epochs_to_steps(VIVIT_WARMUP_EPOCHS, train_examples, VIVIT_BATCH_SIZE))
+  training(
+    config,
+    batch_size=VIVIT_BATCH_SIZE,
+    steps=None,
+    base_learning_rate=recipe.base_learning_rate,
+    warmup_steps=epochs_to_steps(VIVIT_WARMUP_EPOCHS, train_examples, VIVIT_BATCH_SIZE),
+  )
   config.num_training_epochs = float(recipe.epochs)
   config.label_smoothing = recipe.label_smoothing
   config.mixup.alpha = recipe.mixup_alpha
@@ -552,9 +650,9 @@ class TimesformerVariant:
 
 
 TIMESFORMER_VARIANTS = {
-    "base": TimesformerVariant(8, 8, 224, (256, 320), 32),  # TimeSformer: 8 x 224 x 224
-    "HR": TimesformerVariant(16, 16, 448, (448, 512), 16),  # TimeSformer-HR: 16 x 448 x 448
-    "L": TimesformerVariant(96, 64, 224, (256, 320), 4),  # TimeSformer-L: 96 x 224 x 224
+  "base": TimesformerVariant(8, 8, 224, (256, 320), 32),  # TimeSformer: 8 x 224 x 224
+  "HR": TimesformerVariant(16, 16, 448, (448, 512), 16),  # TimeSformer-HR: 16 x 448 x 448
+  "L": TimesformerVariant(96, 64, 224, (256, 320), 4),  # TimeSformer-L: 96 x 224 x 224
 }
 # Something-Something-V2 and Diving-48 are short and "temporally heavy": one frame per segment.
 TIMESFORMER_SEGMENT_DATASETS = ("ssv2", "diving48")
@@ -567,13 +665,16 @@ def timesformer_variant(name: str) -> str:
   """The `variant=` argument of a TimeSformer recipe, case-insensitive: 'base', 'HR' or 'L'."""
   by_lower = {key.lower(): key for key in TIMESFORMER_VARIANTS}
   if name.lower() not in by_lower:
-    raise ValueError(f"Config argument variant={name!r}: expected one of "
-                     f"{list(TIMESFORMER_VARIANTS)} (in any case).")
+    raise ValueError(
+      f"Config argument variant={name!r}: expected one of "
+      f"{list(TIMESFORMER_VARIANTS)} (in any case)."
+    )
   return by_lower[name.lower()]
 
 
-def timesformer_recipe(dataset: str, *, variant: str = "base", attention: str = "divided",
-                       num_frames: int | None = None) -> ml_collections.ConfigDict:
+def timesformer_recipe(
+  dataset: str, *, variant: str = "base", attention: str = "divided", num_frames: int | None = None
+) -> ml_collections.ConfigDict:
   """TimeSformer-`variant` with `attention` on `dataset`, as TimeSformer 2102.05095 trains it.
 
   Recipe (supplementary §1 "Training"; the official configs): ViT-Base, 16 x 16 patches,
@@ -613,8 +714,9 @@ def timesformer_recipe(dataset: str, *, variant: str = "base", attention: str = 
     than the 8.5 s window, so it is sampled as SSv2, one frame per segment.
   """
   if dataset not in TIMESFORMER_DATASETS:
-    raise ValueError(f"timesformer_recipe: dataset={dataset!r}; expected one of "
-                     f"{list(TIMESFORMER_DATASETS)}.")
+    raise ValueError(
+      f"timesformer_recipe: dataset={dataset!r}; expected one of {list(TIMESFORMER_DATASETS)}."
+    )
   check_attention(attention, timesformer.ATTENTIONS)
   size = TIMESFORMER_VARIANTS[timesformer_variant(variant)]
   segments = dataset in TIMESFORMER_SEGMENT_DATASETS
@@ -626,14 +728,24 @@ def timesformer_recipe(dataset: str, *, variant: str = "base", attention: str = 
   config.dataset_name = "dmvr"
   dc = dmvr_dataset(dataset, num_frames=num_frames, stride=size.sampling_rate)
   dc.normalization = "timesformer"  # Mean 0.45, std 0.225 (official).
-  dc.update(min_resize=size.short_side[0], crop_size=size.crop_size,
-            eval_min_resize=size.crop_size, num_test_clips=1, do_three_spatial_crops=True)
+  dc.update(
+    min_resize=size.short_side[0],
+    crop_size=size.crop_size,
+    eval_min_resize=size.crop_size,
+    num_test_clips=1,
+    do_three_spatial_crops=True,
+  )
   dc.augmentation_params = short_side_jitter(*size.short_side)
   if segments:
     dc.update(train_sampling="segment", eval_sampling="segment")
   else:
-    dc.update(train_sampling="timesformer", eval_sampling="timesformer",
-              sampling_rate=size.sampling_rate, target_fps=30.0, frame_rate=30.0)
+    dc.update(
+      train_sampling="timesformer",
+      eval_sampling="timesformer",
+      sampling_rate=size.sampling_rate,
+      target_fps=30.0,
+      frame_rate=30.0,
+    )
   config.dataset_configs = dc
 
   config.model_name = "timesformer"
@@ -646,8 +758,9 @@ def timesformer_recipe(dataset: str, *, variant: str = "base", attention: str = 
   batch_size = 16
   training(config, batch_size=batch_size, steps=None, base_learning_rate=0.005, warmup_steps=0)
   config.num_training_epochs = float(TIMESFORMER_EPOCHS)
-  config.lr_configs.update(schedule="steps", decay_epochs=TIMESFORMER_DECAY_EPOCHS,
-                           decay_factor=0.1)
+  config.lr_configs.update(
+    schedule="steps", decay_epochs=TIMESFORMER_DECAY_EPOCHS, decay_factor=0.1
+  )
   config.optimizer_configs.weight_decay = 1e-4
   config.max_grad_norm = 0.0  # 0: no clipping.
   config.label_smoothing = 0.0
@@ -674,11 +787,11 @@ class XvitRecipe(NamedTuple):
 
 
 XVIT_RECIPES: dict[str, XvitRecipe] = {
-    # configs/Kinetics/xvit_B16_16x16_k{400,600}.yaml
-    "k400": XvitRecipe(30, 1e-5, 0.3, 0.4, 0.25, segments=False, test_clips=1, random_flip=True),
-    "k600": XvitRecipe(30, 1e-5, 0.3, 0.4, 0.25, segments=False, test_clips=1, random_flip=True),
-    # configs/SSv2/xvit_B16_16x16.yaml
-    "ssv2": XvitRecipe(35, 1e-4, 0.0, 0.0, 0.5, segments=True, test_clips=2, random_flip=False),
+  # configs/Kinetics/xvit_B16_16x16_k{400,600}.yaml
+  "k400": XvitRecipe(30, 1e-5, 0.3, 0.4, 0.25, segments=False, test_clips=1, random_flip=True),
+  "k600": XvitRecipe(30, 1e-5, 0.3, 0.4, 0.25, segments=False, test_clips=1, random_flip=True),
+  # configs/SSv2/xvit_B16_16x16.yaml
+  "ssv2": XvitRecipe(35, 1e-4, 0.0, 0.0, 0.5, segments=True, test_clips=2, random_flip=False),
 }
 XVIT_BATCH_SIZE = 64
 XVIT_WARMUP_EPOCHS = 5
@@ -729,14 +842,23 @@ def xvit_recipe(dataset: str, *, attention: str, num_frames: int) -> ml_collecti
   config.dataset_name = "dmvr"
   rate = XVIT_SPAN // num_frames
   dc = dmvr_dataset(dataset, num_frames=num_frames, stride=rate)
-  dc.update(eval_min_resize=224, num_test_clips=recipe.test_clips, do_three_spatial_crops=True,
-            random_flip=recipe.random_flip)
+  dc.update(
+    eval_min_resize=224,
+    num_test_clips=recipe.test_clips,
+    do_three_spatial_crops=True,
+    random_flip=recipe.random_flip,
+  )
   dc.augmentation_params = short_side_jitter(256, 320)
   if recipe.segments:
     dc.update(train_sampling="segment", eval_sampling="segment")
   else:
-    dc.update(train_sampling="timesformer", eval_sampling="timesformer", sampling_rate=rate,
-              target_fps=30.0, frame_rate=30.0)
+    dc.update(
+      train_sampling="timesformer",
+      eval_sampling="timesformer",
+      sampling_rate=rate,
+      target_fps=30.0,
+      frame_rate=30.0,
+    )
   config.dataset_configs = dc
 
   config.model_name = "xvit"
@@ -745,9 +867,15 @@ def xvit_recipe(dataset: str, *, attention: str, num_frames: int) -> ml_collecti
   config.model.mixing_fraction = recipe.mixing_fraction
   config.model.head_dropout_rate = 0.5
 
-  training(config, batch_size=XVIT_BATCH_SIZE, steps=None, base_learning_rate=0.03,
-           warmup_steps=epochs_to_steps(XVIT_WARMUP_EPOCHS, dc.examples_per_subset["train"],
-                                        XVIT_BATCH_SIZE))
+  training(
+    config,
+    batch_size=XVIT_BATCH_SIZE,
+    steps=None,
+    base_learning_rate=0.03,
+    warmup_steps=epochs_to_steps(
+      XVIT_WARMUP_EPOCHS, dc.examples_per_subset["train"], XVIT_BATCH_SIZE
+    ),
+  )
   config.num_training_epochs = float(recipe.epochs)
   config.optimizer_configs.nesterov = True
   config.optimizer_configs.weight_decay = recipe.weight_decay

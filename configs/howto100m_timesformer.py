@@ -54,7 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = common.timesformer_recipe("howto100m", num_frames=int(args.frames))
   config.experiment_name = f"howto100m_timesformer_{args.frames}f"
   # Whole videos: consecutive clips of the training geometry, 4 per element, one centre crop.
-  config.dataset_configs.update(eval_sampling="whole_video", num_test_clips=4,
-                                do_three_spatial_crops=False)
+  config.dataset_configs.update(
+    eval_sampling="whole_video", num_test_clips=4, do_three_spatial_crops=False
+  )
   config.eval_aggregation = "mean_softmax"
   return common.finish(config, args)

@@ -22,8 +22,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="factorised_encoder", task="motion")
   common.check_attention(args.attention, vivit.ATTENTIONS)
   config = ml_collections.ConfigDict()
-  short = {"factorised_encoder": "fe", "spatio_temporal": "st", "factorised_self_attention": "fsa",
-           "factorised_dot_product": "fdp"}[args.attention]
+  short = {
+    "factorised_encoder": "fe",
+    "spatio_temporal": "st",
+    "factorised_self_attention": "fsa",
+    "factorised_dot_product": "fdp",
+  }[args.attention]
   config.experiment_name = f"synthetic_{args.task}_vivit_{short}"
 
   config.dataset_name = "synthetic"

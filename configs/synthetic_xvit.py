@@ -19,12 +19,18 @@ from vidtx.models import xvit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = common.parse_arg(arg, attention="space_time_mixing", aggregation="temporal_attention",
-                          summary_tokens="0", task="motion")
+  args = common.parse_arg(
+    arg,
+    attention="space_time_mixing",
+    aggregation="temporal_attention",
+    summary_tokens="0",
+    task="motion",
+  )
   common.check_attention(args.attention, xvit.ATTENTIONS)
   if not args.summary_tokens.isdigit():
-    raise ValueError(f"Config argument summary_tokens={args.summary_tokens!r}: expected an "
-                     "integer >= 0.")
+    raise ValueError(
+      f"Config argument summary_tokens={args.summary_tokens!r}: expected an integer >= 0."
+    )
   config = ml_collections.ConfigDict()
   config.experiment_name = f"synthetic_{args.task}_xvit_{args.attention}_{args.aggregation}"
 

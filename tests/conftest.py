@@ -11,8 +11,9 @@ import tempfile
 import jax
 
 CACHE_DIR = os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR",
-    os.path.join(tempfile.gettempdir(), f"vidtx-tests-xla-cache-{os.getuid()}"))
+  "JAX_COMPILATION_CACHE_DIR",
+  os.path.join(tempfile.gettempdir(), f"vidtx-tests-xla-cache-{os.getuid()}"),
+)
 # Subprocesses started by tests inherit these through the environment.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

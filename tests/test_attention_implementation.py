@@ -229,9 +229,7 @@ LONG = dict(q_length=1569, kv_length=1569, head_dim=64)
 def _choose(requested="auto", platform="cuda", dtype=jnp.bfloat16, **overrides):
   kwargs = dict(LONG, has_mask=False, dropout=False)
   kwargs.update(overrides)
-  return common.choose_attention_implementation(
-    requested, platform=platform, dtype=dtype, **kwargs
-  )
+  return common.choose_attention_implementation(requested, platform=platform, dtype=dtype, **kwargs)
 
 
 @pytest.mark.parametrize(

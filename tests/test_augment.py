@@ -46,7 +46,8 @@ def untall(image: Image.Image, shape) -> np.ndarray:
 
 def per_frame_pil(clip: np.ndarray, fn) -> np.ndarray:
   return np.stack([np.asarray(fn(Image.fromarray(f.astype(np.uint8)))) for f in clip]).astype(
-      np.float32)
+    np.float32
+  )
 
 
 def project_reference(frames: np.ndarray, transform) -> np.ndarray:
@@ -86,17 +87,21 @@ def test_resize_short_side_is_one_bilinear_resize():
   np.testing.assert_array_equal(resized.numpy(), expected.numpy())
   tall_clip = np.transpose(clip, [0, 2, 1, 3])  # 32 x 24 -> 28 x 21 for short side 21
   np.testing.assert_array_equal(
-      augment.resize_short_side(tall_clip, 21).numpy(),
-      tf.image.resize(tall_clip.astype(np.float32), [28, 21], method="bilinear").numpy())
+    augment.resize_short_side(tall_clip, 21).numpy(),
+    tf.image.resize(tall_clip.astype(np.float32), [28, 21], method="bilinear").numpy(),
+  )
   # Already the right size: no resize, the pixels are only cast.
   np.testing.assert_array_equal(augment.resize_short_side(clip, 24).numpy(), clip)
 
 
 def find_crop(resized: np.ndarray, crop: np.ndarray) -> tuple[int, int]:
   size = crop.shape[1]
-  matches = [(top, left) for top in range(resized.shape[1] - size + 1)
-             for left in range(resized.shape[2] - size + 1)
-             if np.array_equal(resized[:, top:top + size, left:left + size], crop)]
+  matches = [
+    (top, left)
+    for top in range(resized.shape[1] - size + 1)
+    for left in range(resized.shape[2] - size + 1)
+    if np.array_equal(resized[:, top : top + size, left : left + size], crop)
+  ]
   assert len(matches) == 1, matches
   return matches[0]
 
@@ -104,8 +109,9 @@ def find_crop(resized: np.ndarray, crop: np.ndarray) -> tuple[int, int]:
 def test_scale_jitter_crop_without_jitter_is_resize_then_crop_anywhere():
   clip = random_clip(1)
   resized = augment.resize_short_side(clip, 16).numpy()  # 16 x 21
-  crop_fn = tf.function(lambda seed: augment.scale_jitter_crop(
-      clip, min_resize=16, crop_size=12, seed=seed))
+  crop_fn = tf.function(
+    lambda seed: augment.scale_jitter_crop(clip, min_resize=16, crop_size=12, seed=seed)
+  )
   positions = set()
   for i in range(120):
     out = crop_fn(seed_of(i)).numpy()
@@ -116,8 +122,11 @@ def test_scale_jitter_crop_without_jitter_is_resize_then_crop_anywhere():
 
 
 def test_jittered_short_side_range_and_coverage():
-  draw = tf.function(lambda seed: augment.jittered_short_side(
-      min_resize=256, crop_size=224, min_scale=0.9, max_scale=1.33, seed=seed))
+  draw = tf.function(
+    lambda seed: augment.jittered_short_side(
+      min_resize=256, crop_size=224, min_scale=0.9, max_scale=1.33, seed=seed
+    )
+  )
   sides = np.array([int(draw(seed_of(i))) for i in range(400)])
   assert sides.min() >= round(256 * 0.9) and sides.max() <= round(256 * 1.33)
   assert sides.min() <= 233 and sides.max() >= 337
@@ -125,13 +134,28 @@ def test_jittered_short_side_range_and_coverage():
   counts = np.histogram(sides, bins=3, range=(230, 341))[0]
   assert counts.min() > 90, counts
   # Never below the crop; probability 0 -> always min_resize.
-  big_crop = [int(augment.jittered_short_side(min_resize=256, crop_size=240, min_scale=0.9,
-                                              max_scale=1.33, seed=seed_of(i)))
-              for i in range(40)]
+  big_crop = [
+    int(
+      augment.jittered_short_side(
+        min_resize=256, crop_size=240, min_scale=0.9, max_scale=1.33, seed=seed_of(i)
+      )
+    )
+    for i in range(40)
+  ]
   assert min(big_crop) == 240
-  never = {int(augment.jittered_short_side(min_resize=256, crop_size=224, min_scale=0.9,
-                                           max_scale=1.33, probability=0.0, seed=seed_of(i)))
-           for i in range(20)}
+  never = {
+    int(
+      augment.jittered_short_side(
+        min_resize=256,
+        crop_size=224,
+        min_scale=0.9,
+        max_scale=1.33,
+        probability=0.0,
+        seed=seed_of(i),
+      )
+    )
+    for i in range(20)
+  }
   assert never == {256}
 
 
@@ -139,24 +163,29 @@ def test_scale_jitter_crop_uses_the_drawn_short_side():
   clip = random_clip(2)
   for i in range(6):
     seed = seed_of(i)
-    out = augment.scale_jitter_crop(clip, min_resize=16, crop_size=12, min_scale=0.8,
-                                    max_scale=1.5, seed=seed).numpy()
+    out = augment.scale_jitter_crop(
+      clip, min_resize=16, crop_size=12, min_scale=0.8, max_scale=1.5, seed=seed
+    ).numpy()
     scale_seed = tf.random.experimental.stateless_split(seed, 3)[0]
-    side = augment.jittered_short_side(min_resize=16, crop_size=12, min_scale=0.8,
-                                       max_scale=1.5, seed=scale_seed)
+    side = augment.jittered_short_side(
+      min_resize=16, crop_size=12, min_scale=0.8, max_scale=1.5, seed=scale_seed
+    )
     find_crop(augment.resize_short_side(clip, side).numpy(), out)
 
 
 def test_scale_jitter_crop_is_temporally_consistent_and_deterministic():
-  crop_fn = tf.function(lambda clip, seed: augment.scale_jitter_crop(
-      clip, min_resize=16, crop_size=12, min_scale=0.9, max_scale=1.33, seed=seed))
+  crop_fn = tf.function(
+    lambda clip, seed: augment.scale_jitter_crop(
+      clip, min_resize=16, crop_size=12, min_scale=0.9, max_scale=1.33, seed=seed
+    )
+  )
   still = still_clip()
   for i in range(10):
     assert_frames_identical(crop_fn(still, seed_of(i)).numpy())
   clip = random_clip(3)
   whole = crop_fn(clip, SEED).numpy()
   for t in range(T):
-    np.testing.assert_array_equal(crop_fn(clip[t:t + 1], SEED).numpy()[0], whole[t])
+    np.testing.assert_array_equal(crop_fn(clip[t : t + 1], SEED).numpy()[0], whole[t])
   np.testing.assert_array_equal(crop_fn(clip, SEED).numpy(), whole)
   assert not np.array_equal(crop_fn(clip, seed_of(99)).numpy(), whole)
 
@@ -170,13 +199,15 @@ def test_color_jitter_probability_and_determinism():
   clip = random_clip(4)
   for i in range(5):
     np.testing.assert_array_equal(
-        augment.color_jitter(clip, probability=0.0, seed=seed_of(i)).numpy(), clip)
+      augment.color_jitter(clip, probability=0.0, seed=seed_of(i)).numpy(), clip
+    )
   out = augment.color_jitter(clip, probability=1.0, seed=SEED).numpy()
   assert out.min() >= 0.0 and out.max() <= 255.0 and not np.array_equal(out, clip)
   np.testing.assert_array_equal(augment.color_jitter(clip, probability=1.0, seed=SEED), out)
   assert not np.array_equal(augment.color_jitter(clip, probability=1.0, seed=seed_of(5)), out)
-  applied = [not np.array_equal(augment.color_jitter(clip, seed=seed_of(i)), clip)
-             for i in range(40)]
+  applied = [
+    not np.array_equal(augment.color_jitter(clip, seed=seed_of(i)), clip) for i in range(40)
+  ]
   assert 0.6 <= np.mean(applied) < 1.0  # default probability 0.8
 
 
@@ -190,7 +221,7 @@ def test_color_jitter_is_temporally_consistent():
   clip[1] = np.clip(clip[1] * 0.5 + 100, 0, 255)  # frames with different means
   whole = jitter(clip, SEED).numpy()
   for t in range(T):
-    np.testing.assert_allclose(jitter(clip[t:t + 1], SEED).numpy()[0], whole[t], atol=1e-3)
+    np.testing.assert_allclose(jitter(clip[t : t + 1], SEED).numpy()[0], whole[t], atol=1e-3)
 
 
 def test_color_jitter_components_against_explicit_formulas():
@@ -199,15 +230,17 @@ def test_color_jitter_components_against_explicit_formulas():
   clip[1] = clip[1] * 0.5 + 40  # a darker frame: per-frame and clip-wide means differ
   deltas = []
   for i in range(30):
-    out = augment.color_jitter(clip, probability=1.0, contrast=None, saturation=None, hue=None,
-                               seed=seed_of(i)).numpy()
+    out = augment.color_jitter(
+      clip, probability=1.0, contrast=None, saturation=None, hue=None, seed=seed_of(i)
+    ).numpy()
     delta = out - clip
     np.testing.assert_allclose(delta, delta.flat[0], atol=1e-4)  # one shift for the clip
     deltas.append(delta.flat[0])
   assert max(np.abs(deltas)) <= 32.0 and min(deltas) < -16 and max(deltas) > 16
   for i in range(10):
-    out = augment.color_jitter(clip, probability=1.0, brightness=None, saturation=None,
-                               hue=None, seed=seed_of(i)).numpy()
+    out = augment.color_jitter(
+      clip, probability=1.0, brightness=None, saturation=None, hue=None, seed=seed_of(i)
+    ).numpy()
     mean = clip.mean(axis=(1, 2), keepdims=True)  # per frame and channel
     factor = (out - mean).std() / (clip - mean).std()
     assert 0.6 <= factor <= 1.4
@@ -226,17 +259,21 @@ def clip():
   return frames
 
 
-@pytest.mark.parametrize("name, ours, reference", [
+@pytest.mark.parametrize(
+  "name, ours, reference",
+  [
     ("autocontrast", augment.auto_contrast, ImageOps.autocontrast),
     ("equalize", augment.equalize, ImageOps.equalize),
     ("invert", augment.invert, ImageOps.invert),
-])
+  ],
+)
 def test_parameterless_ops_match_pil_over_the_whole_clip(clip, name, ours, reference):
   expected = untall(reference(tall(clip)), clip.shape)
   np.testing.assert_array_equal(ours(tf.constant(clip)).numpy(), expected, err_msg=name)
   frame = clip[:1]
-  np.testing.assert_array_equal(ours(tf.constant(frame)).numpy(),
-                                untall(reference(tall(frame)), frame.shape))
+  np.testing.assert_array_equal(
+    ours(tf.constant(frame)).numpy(), untall(reference(tall(frame)), frame.shape)
+  )
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 6, 8])
@@ -254,16 +291,18 @@ def test_solarize_matches_pil(clip, threshold):
 @pytest.mark.parametrize("addition", [0, 33, 110, 220])
 def test_solarize_add_matches_numpy(clip, addition):
   expected = np.where(clip < 128, np.minimum(clip + addition, 255), clip)
-  np.testing.assert_array_equal(augment.solarize_add(tf.constant(clip), addition).numpy(),
-                                expected)
+  np.testing.assert_array_equal(augment.solarize_add(tf.constant(clip), addition).numpy(), expected)
 
 
 @pytest.mark.parametrize("factor", [0.0, 0.1, 0.64, 1.0, 1.9, 2.8, 3.7])
-@pytest.mark.parametrize("name, ours, enhancer", [
+@pytest.mark.parametrize(
+  "name, ours, enhancer",
+  [
     ("color", augment.color, ImageEnhance.Color),
     ("contrast", augment.contrast, ImageEnhance.Contrast),
     ("brightness", augment.brightness, ImageEnhance.Brightness),
-])
+  ],
+)
 def test_enhance_ops_match_pil(clip, factor, name, ours, enhancer):
   # Contrast's mean grey spans the clip: PIL on the clip as one tall image.
   expected = untall(enhancer(tall(clip)).enhance(factor), clip.shape)
@@ -286,24 +325,32 @@ def test_rotate_matches_numpy_nearest(clip, degrees):
 
 @pytest.mark.parametrize("amount", [0.09, -0.3, 0.45, -0.6])
 def test_shear_matches_numpy_nearest(clip, amount):
-  np.testing.assert_array_equal(augment.shear_x(tf.constant(clip), amount).numpy(),
-                                project_reference(clip, [1, amount, 0, 0, 1, 0]))
-  np.testing.assert_array_equal(augment.shear_y(tf.constant(clip), amount).numpy(),
-                                project_reference(clip, [1, 0, 0, amount, 1, 0]))
+  np.testing.assert_array_equal(
+    augment.shear_x(tf.constant(clip), amount).numpy(),
+    project_reference(clip, [1, amount, 0, 0, 1, 0]),
+  )
+  np.testing.assert_array_equal(
+    augment.shear_y(tf.constant(clip), amount).numpy(),
+    project_reference(clip, [1, 0, 0, amount, 1, 0]),
+  )
 
 
 @pytest.mark.parametrize("pixels", [3.0, -7.0, 20.0, -31.0])
 def test_translate_matches_numpy_nearest(clip, pixels):
-  np.testing.assert_array_equal(augment.translate_x(tf.constant(clip), pixels).numpy(),
-                                project_reference(clip, [1, 0, pixels, 0, 1, 0]))
-  np.testing.assert_array_equal(augment.translate_y(tf.constant(clip), pixels).numpy(),
-                                project_reference(clip, [1, 0, 0, 0, 1, pixels]))
+  np.testing.assert_array_equal(
+    augment.translate_x(tf.constant(clip), pixels).numpy(),
+    project_reference(clip, [1, 0, pixels, 0, 1, 0]),
+  )
+  np.testing.assert_array_equal(
+    augment.translate_y(tf.constant(clip), pixels).numpy(),
+    project_reference(clip, [1, 0, 0, 0, 1, pixels]),
+  )
   # The content moves left (x) or up (y) by `pixels`, grey fills the rest.
   if pixels > 0:
     shift = int(pixels)
     moved = augment.translate_x(tf.constant(clip), pixels).numpy()
-    np.testing.assert_array_equal(moved[:, :, :W - shift], clip[:, :, shift:])
-    assert (moved[:, :, W - shift:] == 128).all()
+    np.testing.assert_array_equal(moved[:, :, : W - shift], clip[:, :, shift:])
+    assert (moved[:, :, W - shift :] == 128).all()
 
 
 def test_cutout_is_one_grey_square_in_every_frame(clip):
@@ -314,7 +361,7 @@ def test_cutout_is_one_grey_square_in_every_frame(clip):
     rows, columns = np.nonzero(covered)
     if rows.size:
       # The grey area is a rectangle (a 10 x 10 square cut at the borders), same in all frames.
-      assert covered[rows.min():rows.max() + 1, columns.min():columns.max() + 1].all()
+      assert covered[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1].all()
       assert rows.max() - rows.min() < 10 and columns.max() - columns.min() < 10
     assert not (changed & ~covered).any()
 
@@ -326,17 +373,31 @@ def test_cutout_is_one_grey_square_in_every_frame(clip):
 
 def test_rand_augment_ops_are_the_reference_sixteen():
   assert list(augment.RAND_AUGMENT_OPS) == [
-      "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color",
-      "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY",
-      "Cutout", "SolarizeAdd"]
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+    "Rotate",
+    "Posterize",
+    "Solarize",
+    "Color",
+    "Contrast",
+    "Brightness",
+    "Sharpness",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Cutout",
+    "SolarizeAdd",
+  ]
 
 
 SIGNED = {
-    "Rotate": (augment.rotate, lambda level: level / 10 * 30),
-    "ShearX": (augment.shear_x, lambda level: level / 10 * 0.3),
-    "ShearY": (augment.shear_y, lambda level: level / 10 * 0.3),
-    "TranslateX": (augment.translate_x, lambda level: min(level / 10 * 100, W - 1)),
-    "TranslateY": (augment.translate_y, lambda level: min(level / 10 * 100, H - 1)),
+  "Rotate": (augment.rotate, lambda level: level / 10 * 30),
+  "ShearX": (augment.shear_x, lambda level: level / 10 * 0.3),
+  "ShearY": (augment.shear_y, lambda level: level / 10 * 0.3),
+  "TranslateX": (augment.translate_x, lambda level: min(level / 10 * 100, W - 1)),
+  "TranslateY": (augment.translate_y, lambda level: min(level / 10 * 100, H - 1)),
 }
 
 
@@ -358,7 +419,9 @@ def test_signed_ops_scale_with_level_and_take_both_signs(clip, name, level):
   assert signs == {1, -1}
 
 
-@pytest.mark.parametrize("name, level, expected", [
+@pytest.mark.parametrize(
+  "name, level, expected",
+  [
     ("Posterize", 3.0, lambda x: augment.posterize(x, 1)),
     ("Posterize", 15.0, lambda x: augment.posterize(x, 6)),
     ("Posterize", 20.0, lambda x: x),  # 8 bits: the reference's posterize vanishes
@@ -374,11 +437,13 @@ def test_signed_ops_scale_with_level_and_take_both_signs(clip, name, level):
     ("Color", 15.0, lambda x: augment.color(x, 2.8)),
     ("Sharpness", 20.0, lambda x: augment.sharpness(x, 3.7)),
     ("Invert", 15.0, augment.invert),
-])
+  ],
+)
 def test_level_to_parameters(clip, name, level, expected):
   x = tf.constant(clip)
-  np.testing.assert_array_equal(augment.RAND_AUGMENT_OPS[name](x, level, SEED).numpy(),
-                                np.asarray(expected(x)))
+  np.testing.assert_array_equal(
+    augment.RAND_AUGMENT_OPS[name](x, level, SEED).numpy(), np.asarray(expected(x))
+  )
 
 
 def test_cutout_size_follows_level(clip):
@@ -403,7 +468,7 @@ def test_each_op_is_temporally_consistent(name):
   assert whole.min() >= 0 and whole.max() <= 255 and (whole == np.floor(whole)).all()
   if name not in CLIP_WIDE_OPS:
     for t in range(T):
-      np.testing.assert_array_equal(op(clip[t:t + 1], SEED).numpy()[0], whole[t])
+      np.testing.assert_array_equal(op(clip[t : t + 1], SEED).numpy()[0], whole[t])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,17 +483,19 @@ def test_rand_augment_picks_every_op_and_nothing_uniformly():
   for name, op in augment.RAND_AUGMENT_OPS.items():
     if name in SIGNED:
       function, parameter = SIGNED[name]
-      candidates[name] = [function(x, parameter(level)).numpy(),
-                          function(x, -parameter(level)).numpy()]
+      candidates[name] = [
+        function(x, parameter(level)).numpy(),
+        function(x, -parameter(level)).numpy(),
+      ]
     elif name != "Cutout":
       candidates[name] = [op(x, level, SEED).numpy()]
-  one_layer = tf.function(lambda seed: augment.rand_augment(x, num_layers=1, magnitude=level,
-                                                            seed=seed))
+  one_layer = tf.function(
+    lambda seed: augment.rand_augment(x, num_layers=1, magnitude=level, seed=seed)
+  )
   counts = dict.fromkeys([*candidates, "Cutout"], 0)
   for i in range(250):
     out = one_layer(seed_of(i)).numpy()
-    names = [name for name, outs in candidates.items()
-             if any(np.array_equal(out, o) for o in outs)]
+    names = [name for name, outs in candidates.items() if any(np.array_equal(out, o) for o in outs)]
     if not names:  # Cutout: only a grey patch changed
       changed = (out != x.numpy()).any(axis=(0, 3))
       assert (out[:, changed] == 128).all()
@@ -439,8 +506,7 @@ def test_rand_augment_picks_every_op_and_nothing_uniformly():
 
 
 def test_rand_augment_consistency_determinism_and_range():
-  ra = tf.function(lambda x, seed: augment.rand_augment(x, num_layers=2, magnitude=15.0,
-                                                        seed=seed))
+  ra = tf.function(lambda x, seed: augment.rand_augment(x, num_layers=2, magnitude=15.0, seed=seed))
   still = still_clip(14)
   for i in range(30):
     out = ra(still, seed_of(i)).numpy()
@@ -451,10 +517,13 @@ def test_rand_augment_consistency_determinism_and_range():
   np.testing.assert_array_equal(ra(clip, SEED).numpy(), out)
   assert any(not np.array_equal(ra(clip, seed_of(i)).numpy(), out) for i in range(3))
   np.testing.assert_array_equal(
-      augment.rand_augment(clip, num_layers=0, magnitude=15.0, seed=SEED).numpy(),
-      np.floor(np.clip(clip, 0, 255)))
-  assert augment.rand_augment(clip.astype(np.uint8), num_layers=2, magnitude=20.0,
-                              seed=SEED).dtype == tf.float32
+    augment.rand_augment(clip, num_layers=0, magnitude=15.0, seed=SEED).numpy(),
+    np.floor(np.clip(clip, 0, 255)),
+  )
+  assert (
+    augment.rand_augment(clip.astype(np.uint8), num_layers=2, magnitude=20.0, seed=SEED).dtype
+    == tf.float32
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,16 +546,17 @@ def test_random_erasing_one_rectangle_of_shared_noise():
   for i in range(60):
     out = erase(seed_of(i)).numpy()
     top, left, height, width = erased_box(out, clip)
-    patch = out[:, top:top + height, left:left + width]
+    patch = out[:, top : top + height, left : left + width]
     # Every pixel of the rectangle is noise (not the clip), the same in every frame.
-    assert (patch != clip[:, top:top + height, left:left + width]).all()
+    assert (patch != clip[:, top : top + height, left : left + width]).all()
     assert_frames_identical(patch)
     outside = np.ones((40, 48), bool)
-    outside[top:top + height, left:left + width] = False
+    outside[top : top + height, left : left + width] = False
     np.testing.assert_array_equal(out[:, outside], clip[:, outside])
     # Sides are rounded: allow half a pixel on each.
     assert (height - 0.5) * (width - 0.5) <= area / 3 and (height + 0.5) * (width + 0.5) >= (
-        0.02 * area)
+      0.02 * area
+    )
     fractions.append(height * width / area)
     aspects.append(height / width)
     noise.append(patch[0].ravel())
@@ -508,20 +578,26 @@ def test_erasing_and_flip_treat_every_frame_alike(name):
     assert_frames_identical(op(still, seed_of(i)).numpy())
     whole = op(clip, seed_of(i)).numpy()
     for t in range(T):
-      np.testing.assert_array_equal(op(clip[t:t + 1], seed_of(i)).numpy()[0], whole[t])
+      np.testing.assert_array_equal(op(clip[t : t + 1], seed_of(i)).numpy()[0], whole[t])
 
 
 def test_random_erasing_probability_dtype_and_no_fit():
   clip = np.random.default_rng(17).normal(size=(T, H, W, 3)).astype(np.float32)
   for i in range(5):
     np.testing.assert_array_equal(
-        augment.random_erasing(clip, probability=0.0, seed=seed_of(i)).numpy(), clip)
+      augment.random_erasing(clip, probability=0.0, seed=seed_of(i)).numpy(), clip
+    )
     # The whole frame's area never fits strictly inside it: no-op after max_attempts.
     np.testing.assert_array_equal(
-        augment.random_erasing(clip, probability=1.0, min_area=1.0, max_area=1.0,
-                               seed=seed_of(i)).numpy(), clip)
-  applied = [not np.array_equal(augment.random_erasing(clip, seed=seed_of(i)).numpy(), clip)
-             for i in range(60)]
+      augment.random_erasing(
+        clip, probability=1.0, min_area=1.0, max_area=1.0, seed=seed_of(i)
+      ).numpy(),
+      clip,
+    )
+  applied = [
+    not np.array_equal(augment.random_erasing(clip, seed=seed_of(i)).numpy(), clip)
+    for i in range(60)
+  ]
   assert 0.1 <= np.mean(applied) <= 0.45  # default probability 0.25
   half = augment.random_erasing(tf.constant(clip, tf.bfloat16), probability=1.0, seed=SEED)
   assert half.dtype == tf.bfloat16 and half.shape == clip.shape
@@ -552,8 +628,9 @@ def test_horizontal_flip():
 def test_invalid_arguments_raise():
   clip = random_clip()
   with pytest.raises(ValueError, match="min_scale"):
-    augment.scale_jitter_crop(clip, min_resize=16, crop_size=12, min_scale=1.2, max_scale=1.0,
-                              seed=SEED)
+    augment.scale_jitter_crop(
+      clip, min_resize=16, crop_size=12, min_scale=1.2, max_scale=1.0, seed=SEED
+    )
   with pytest.raises(ValueError, match="probability"):
     augment.color_jitter(clip, probability=1.5, seed=SEED)
   with pytest.raises(ValueError, match="magnitude"):
@@ -575,13 +652,18 @@ def test_everything_runs_in_tf_data_with_dynamic_shapes():
       yield random_clip(20 + i, t, h, w).astype(np.uint8)
 
   ds = tf.data.Dataset.from_generator(
-      clips, output_signature=tf.TensorSpec([None, None, None, 3], tf.uint8)).enumerate()
+    clips, output_signature=tf.TensorSpec([None, None, None, 3], tf.uint8)
+  ).enumerate()
 
   def process(index, frames):
-    seeds = tf.unstack(tf.random.experimental.stateless_split(
-        tf.random.experimental.stateless_fold_in(SEED, index), 6))
-    frames = augment.scale_jitter_crop(frames, min_resize=18, crop_size=16, min_scale=0.9,
-                                       max_scale=1.33, seed=seeds[0])
+    seeds = tf.unstack(
+      tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(SEED, index), 6
+      )
+    )
+    frames = augment.scale_jitter_crop(
+      frames, min_resize=18, crop_size=16, min_scale=0.9, max_scale=1.33, seed=seeds[0]
+    )
     frames = augment.color_jitter(frames, probability=1.0, seed=seeds[1])
     frames = augment.rand_augment(frames, num_layers=3, magnitude=15.0, seed=seeds[2])
     ops = [op(frames, 20.0, seeds[3]) for op in augment.RAND_AUGMENT_OPS.values()]

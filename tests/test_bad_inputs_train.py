@@ -27,8 +27,14 @@ def _env() -> dict[str, str]:
 
 
 def _train_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=_env(),
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "train.py", *args],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +75,7 @@ def test_a_failed_resume_leaves_the_run_byte_identical(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["metadata", "blobs"])
-def test_a_damaged_newest_checkpoint_is_named_and_an_intact_one_offered(run_dir, tmp_path,
-                                                                         damage):
+def test_a_damaged_newest_checkpoint_is_named_and_an_intact_one_offered(run_dir, tmp_path, damage):
   config, _ = run_dir
   workdir = _copy(run_dir, tmp_path)
   state_dir = os.path.join(workdir, "checkpoints", "6", "state")
@@ -94,7 +99,8 @@ def test_a_damaged_newest_checkpoint_is_named_and_an_intact_one_offered(run_dir,
   assert results["num_videos"] == 10
   aside = os.path.join(workdir, "damaged_checkpoints", "6")
   assert {k for k in before if k.startswith("checkpoints/6/")} == {
-      "checkpoints/6/" + k for k in digests(aside)}
+    "checkpoints/6/" + k for k in digests(aside)
+  }
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "6"))  # Retrained and saved.
 
 
@@ -118,8 +124,11 @@ def test_a_workdir_holding_someone_elses_files_is_refused(run_dir, tmp_path):
   assert a_file.read_text() == "mine"
   # A workdir that cannot be created (a file in the way; root ignores permissions, so this is
   # the read-only case every user can meet).
-  with pytest.raises(ownership.UnwritableError, match=r"a_file/run: cannot create this "
-                     r"directory: .*a_file is a file"):
+  with pytest.raises(
+    ownership.UnwritableError,
+    match=r"a_file/run: cannot create this "
+    r"directory: .*a_file is a file",
+  ):
     train.train_and_evaluate(config, str(a_file / "run"))
 
 
@@ -134,13 +143,18 @@ def test_a_negative_batch_size_is_named():
 def test_command_line_mistakes_are_one_line(tmp_path):
   """A misspelt config field: the did-you-mean hint on one line, no traceback; a workdir that
   is a file: one line naming it."""
-  result = _train_cli("--config=configs/synthetic_timesformer.py", "--config.modle.dtype=x",
-                      f"--workdir={tmp_path / 'run'}")
+  result = _train_cli(
+    "--config=configs/synthetic_timesformer.py",
+    "--config.modle.dtype=x",
+    f"--workdir={tmp_path / 'run'}",
+  )
   assert result.returncode == 1, result.stderr
   assert "Traceback" not in result.stderr
   last = result.stderr.strip().splitlines()[-1]
-  assert last == ("train.py: error: --config.modle.dtype: the config has no field 'modle'. "
-                  'Did you mean "model" instead of "modle"?')
+  assert last == (
+    "train.py: error: --config.modle.dtype: the config has no field 'modle'. "
+    'Did you mean "model" instead of "modle"?'
+  )
   assert not (tmp_path / "run").exists()
 
 
@@ -218,7 +232,8 @@ def test_sigterm_while_waiting_for_data_exits_within_seconds(tmp_path):
   data = tmp_path / "data"
   data.mkdir()
   video = lambda label: dmvr.make_sequence_example(  # noqa: E731
-      np.full((6, 16, 16, 3), 40 * label, np.uint8), label)
+    np.full((6, 16, 16, 3), 40 * label, np.uint8), label
+  )
   dmvr.write_shards([video(i % 4) for i in range(4)], str(data / "validation.tfrecord"), 1)
   dmvr.write_shards([video(i % 4) for i in range(8)], str(data / "train.tfrecord"), 2)
   fifo = data / "train.tfrecord-00001-of-00002"
@@ -226,12 +241,22 @@ def test_sigterm_while_waiting_for_data_exits_within_seconds(tmp_path):
   os.mkfifo(fifo)
   (data / "labels.txt").write_text("a\nb\nc\nd\n")
   config = tmp_path / "fifo_config.py"
-  config.write_text(textwrap.dedent(_FIFO_CONFIG.format(
-      config=os.path.join(REPO, "configs", "synthetic_timesformer.py"), data=str(data))))
+  config.write_text(
+    textwrap.dedent(
+      _FIFO_CONFIG.format(
+        config=os.path.join(REPO, "configs", "synthetic_timesformer.py"), data=str(data)
+      )
+    )
+  )
   workdir = tmp_path / "run"
   process = subprocess.Popen(
-      [sys.executable, "train.py", f"--config={config}", f"--workdir={workdir}"], cwd=REPO,
-      env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    [sys.executable, "train.py", f"--config={config}", f"--workdir={workdir}"],
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   try:
     for line in process.stdout:  # The start-up line: the loop is about to read data.
       if "from scratch" in line:
@@ -256,13 +281,19 @@ def _dmvr_dataset(tmp_path, train_records: list[bytes]) -> str:
   data = tmp_path / "data"
   data.mkdir()
   video = lambda label: dmvr.make_sequence_example(  # noqa: E731
-      np.full((6, 16, 16, 3), 40 * label, np.uint8), label)
+    np.full((6, 16, 16, 3), 40 * label, np.uint8), label
+  )
   dmvr.write_shards([video(i % 4) for i in range(4)], str(data / "validation.tfrecord"), 1)
   dmvr.write_shards(train_records, str(data / "train.tfrecord"), 2)
   (data / "labels.txt").write_text("a\nb\nc\nd\n")
   config = tmp_path / "dmvr_config.py"
-  config.write_text(textwrap.dedent(_FIFO_CONFIG.format(
-      config=os.path.join(REPO, "configs", "synthetic_timesformer.py"), data=str(data))))
+  config.write_text(
+    textwrap.dedent(
+      _FIFO_CONFIG.format(
+        config=os.path.join(REPO, "configs", "synthetic_timesformer.py"), data=str(data)
+      )
+    )
+  )
   return str(config)
 
 
@@ -273,8 +304,12 @@ def test_data_that_cannot_give_a_batch_ends_with_a_named_error(tmp_path, case):
   records = [] if case == "zero_byte_shards" else [b"not a SequenceExample"] * 8
   config = _dmvr_dataset(tmp_path, records)
   start = time.time()
-  result = _train_cli(f"--config={config}", f"--workdir={tmp_path / 'run'}",
-                      "--config.dataset_configs.skip_bad_records=True", timeout=60)
+  result = _train_cli(
+    f"--config={config}",
+    f"--workdir={tmp_path / 'run'}",
+    "--config.dataset_configs.skip_bad_records=True",
+    timeout=60,
+  )
   assert time.time() - start < 60
   assert result.returncode == 1, result.stderr
   # TF's C++ log may still print from reader threads after the error: find the error line.

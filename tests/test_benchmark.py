@@ -19,8 +19,9 @@ from vidtx.tools import benchmark, complexity, hf_peer
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("e2e", os.path.join(REPO, "tests",
-                                                                   "test_end_to_end.py"))
+_spec = importlib.util.spec_from_file_location(
+  "e2e", os.path.join(REPO, "tests", "test_end_to_end.py")
+)
 e2e = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(e2e)
 
@@ -46,17 +47,21 @@ def test_known_peaks_apply_to_bfloat16_only():
   h100 = types.SimpleNamespace(device_kind="NVIDIA H100 80GB HBM3")
   assert benchmark.default_peak_tflops(h100, "bfloat16") == 989.0
   assert benchmark.default_peak_tflops(h100, "float32") is None
-  assert benchmark.default_peak_tflops(types.SimpleNamespace(device_kind="cpu"),
-                                       "bfloat16") is None
+  assert benchmark.default_peak_tflops(types.SimpleNamespace(device_kind="cpu"), "bfloat16") is None
 
 
 # --------------------------------------------------------------------------------------------
 # Without TensorFlow, and side by side with the Hugging Face PyTorch peer.
 # --------------------------------------------------------------------------------------------
 
-TINY = ["--config.model.hidden_size=32", "--config.model.num_layers=2",
-        "--config.model.num_heads=2", "--config.model.mlp_dim=64",
-        "--config.dataset_configs.num_frames=4", "--config.dataset_configs.crop_size=32"]
+TINY = [
+  "--config.model.hidden_size=32",
+  "--config.model.num_layers=2",
+  "--config.model.num_heads=2",
+  "--config.model.mlp_dim=64",
+  "--config.dataset_configs.num_frames=4",
+  "--config.dataset_configs.crop_size=32",
+]
 
 
 def _tiny(config: ml_collections.ConfigDict, **model: object) -> ml_collections.ConfigDict:
@@ -74,12 +79,16 @@ def _vidtx_params(config: ml_collections.ConfigDict) -> int:
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(shapes["params"]))
 
 
-@pytest.mark.parametrize("make", [
-  lambda: _tiny(k400_timesformer.get_config()),  # divided, B/16: 2 x 2 patches.
-  lambda: _tiny(k400_timesformer.get_config("attention=space")),
-  lambda: _tiny(k400_timesformer.get_config("attention=joint")),
-  lambda: _tiny(k400_vivit_st.get_config(), variant="B/16x2"),  # ViViT Model 1.
-], ids=["timesformer_divided", "timesformer_space", "timesformer_joint", "vivit_model1"])
+@pytest.mark.parametrize(
+  "make",
+  [
+    lambda: _tiny(k400_timesformer.get_config()),  # divided, B/16: 2 x 2 patches.
+    lambda: _tiny(k400_timesformer.get_config("attention=space")),
+    lambda: _tiny(k400_timesformer.get_config("attention=joint")),
+    lambda: _tiny(k400_vivit_st.get_config(), variant="B/16x2"),  # ViViT Model 1.
+  ],
+  ids=["timesformer_divided", "timesformer_space", "timesformer_joint", "vivit_model1"],
+)
 def test_peer_spec_is_the_same_model(make):
   """The HF model peer_spec describes has exactly vidtx's parameters, and its optimizer."""
   config = make()
@@ -95,8 +104,11 @@ def test_peer_spec_is_the_same_model(make):
   assert spec["optimizer"]["weight_decay"] == (config.optimizer_configs.get("weight_decay") or 0)
   assert spec["dtype"] == "float32" and spec["batch_size"] == 2 and spec["differences"] == []
   if config.model_name == "timesformer":
-    attention = {"divided": "divided_space_time", "space": "space_only",
-                 "joint": "joint_space_time"}[config.model.attention]
+    attention = {
+      "divided": "divided_space_time",
+      "space": "space_only",
+      "joint": "joint_space_time",
+    }[config.model.attention]
     assert hf.config.attention_type == attention and hf.config.drop_path_rate == 0.1
   else:
     assert list(hf.config.tubelet_size) == [2, 16, 16]
@@ -106,19 +118,29 @@ def test_peer_spec_maps_dtype_and_adamw():
   config = _tiny(k400_timesformer.get_config(), dtype="bfloat16")
   with config.unlocked():
     config.optimizer = "adamw"
-    config.optimizer_configs.update(beta1=0.8, beta2=0.95, adamw_weight_decay=0.05,
-                                    weight_decay=0.0)
+    config.optimizer_configs.update(
+      beta1=0.8, beta2=0.95, adamw_weight_decay=0.05, weight_decay=0.0
+    )
   spec = benchmark.peer_spec(config)
   assert spec["dtype"] == "bfloat16"
-  assert spec["optimizer"] == {"name": "adamw", "lr": config.lr_configs.base_learning_rate,
-                               "betas": [0.8, 0.95], "eps": 1e-8, "weight_decay": 0.05}
+  assert spec["optimizer"] == {
+    "name": "adamw",
+    "lr": config.lr_configs.base_learning_rate,
+    "betas": [0.8, 0.95],
+    "eps": 1e-8,
+    "weight_decay": 0.05,
+  }
 
 
-@pytest.mark.parametrize("make", [
-  lambda: k400_timesformer.get_config("attention=axial"),
-  lambda: _tiny(k400_vivit_st.get_config(), attention="factorised_encoder"),
-  synthetic_xvit.get_config,
-], ids=["timesformer_axial", "vivit_model2", "xvit"])
+@pytest.mark.parametrize(
+  "make",
+  [
+    lambda: k400_timesformer.get_config("attention=axial"),
+    lambda: _tiny(k400_vivit_st.get_config(), attention="factorised_encoder"),
+    synthetic_xvit.get_config,
+  ],
+  ids=["timesformer_axial", "vivit_model2", "xvit"],
+)
 def test_peer_refuses_models_without_a_peer(make):
   config = make()
   with pytest.raises(ValueError, match="has no Hugging Face peer"):
@@ -136,10 +158,21 @@ def _without_tensorflow(tmp_path) -> dict[str, str]:
 
 def _run_benchmark(tmp_path, *args: str) -> tuple[str, dict]:
   out = subprocess.run(
-      [sys.executable, "-m", "vidtx.tools.benchmark",
-       "--config=" + os.path.join(REPO, "configs", "synthetic_timesformer.py"),
-       "--batch_size=2", *TINY, *args],
-      capture_output=True, text=True, cwd=REPO, env=_without_tensorflow(tmp_path), timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "vidtx.tools.benchmark",
+      "--config=" + os.path.join(REPO, "configs", "synthetic_timesformer.py"),
+      "--batch_size=2",
+      *TINY,
+      *args,
+    ],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    env=_without_tensorflow(tmp_path),
+    timeout=300,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   return out.stdout, json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -152,8 +185,9 @@ def test_compute_mode_runs_without_tensorflow(tmp_path):
 
 def test_peer_hf_side_by_side(tmp_path):
   """--peer hf (on an image without TensorFlow): both sides timed, their ratio, one JSON line."""
-  stdout, result = _run_benchmark(tmp_path, "--peer=hf", "--steps=2", "--warmup=1",
-                                  "--peer_rounds=2")
+  stdout, result = _run_benchmark(
+    tmp_path, "--peer=hf", "--steps=2", "--warmup=1", "--peer_rounds=2"
+  )
   peer = result["peer"]
   assert "end_to_end" not in result  # --peer times the compute mode unless --mode says both.
   assert peer["hf"]["model"] == "TimesformerForVideoClassification"
@@ -164,8 +198,10 @@ def test_peer_hf_side_by_side(tmp_path):
       assert len(peer[side][f"{key}_seconds_all"]) == 2
       assert peer[side][f"{key}_seconds"] == np.median(peer[side][f"{key}_seconds_all"]) > 0
   for key in ("train_step", "forward"):
-    np.testing.assert_allclose(peer["speedup"][key], peer["hf"][f"{key}_seconds"]
-                               / peer["vidtx"][f"{key}_seconds"])
-  np.testing.assert_allclose(result["compute"]["steps_per_sec"],
-                             1 / peer["vidtx"]["train_step_seconds"])
+    np.testing.assert_allclose(
+      peer["speedup"][key], peer["hf"][f"{key}_seconds"] / peer["vidtx"][f"{key}_seconds"]
+    )
+  np.testing.assert_allclose(
+    result["compute"]["steps_per_sec"], 1 / peer["vidtx"]["train_step_seconds"]
+  )
   assert "HF PyTorch" in stdout and "speedup" in stdout

@@ -23,9 +23,17 @@ from vidtx.models import common, tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(variant="Ti/16", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
-PREPROCESSING = dict(num_frames=2, stride=1, min_resize=32, crop_size=32, mean=[0.5] * 3,
-                     std=[0.5] * 3, num_test_clips=1, do_three_spatial_crops=False,
-                     aggregation="mean_logits")
+PREPROCESSING = dict(
+  num_frames=2,
+  stride=1,
+  min_resize=32,
+  crop_size=32,
+  mean=[0.5] * 3,
+  std=[0.5] * 3,
+  num_test_clips=1,
+  do_three_spatial_crops=False,
+  aggregation="mean_logits",
+)
 
 
 def _torch_rng(seed: int) -> torch.Generator:
@@ -33,8 +41,10 @@ def _torch_rng(seed: int) -> torch.Generator:
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
-  return {k: np.asarray(v) for k, v in
-          flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/").items()}
+  return {
+    k: np.asarray(v)
+    for k, v in flax.traverse_util.flatten_dict(flax.core.unfreeze(tree), sep="/").items()
+  }
 
 
 # ----------------------------------------------------------------------------------------
@@ -62,8 +72,9 @@ def test_conv2d_kernel_matches_torch_conv2d(kernel_size):
   bias = conv.bias.detach().numpy()
   assert kernel.shape == (*kernel_size, 3, 8)
   x = jnp.asarray(image.numpy().transpose(0, 2, 3, 1))  # NHWC
-  by_lax = jax.lax.conv_general_dilated(x, jnp.asarray(kernel), kernel_size, "VALID",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  by_lax = jax.lax.conv_general_dilated(
+    x, jnp.asarray(kernel), kernel_size, "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   by_lax = by_lax + bias[None, None, None]  # (D,) -> (1, 1, 1, D)
   np.testing.assert_allclose(np.asarray(by_lax), want, rtol=1e-4, atol=1e-5)
   flax_conv = nn.Conv(8, kernel_size, strides=kernel_size, padding="VALID")
@@ -98,8 +109,9 @@ def test_split_qkv_and_attention_output_match_torch_attention():
     want = proj((weights @ v).transpose(1, 2).reshape(batch, length, width)).numpy()
 
   params = surgery.split_qkv(qkv.weight.detach().numpy(), qkv.bias.detach().numpy(), heads)
-  params["out"] = surgery.attention_output(proj.weight.detach().numpy(),
-                                           proj.bias.detach().numpy(), heads)
+  params["out"] = surgery.attention_output(
+    proj.weight.detach().numpy(), proj.bias.detach().numpy(), heads
+  )
   assert params["query"]["kernel"].shape == (width, heads, head_dim)
   assert params["query"]["bias"].shape == (heads, head_dim)
   assert params["out"]["kernel"].shape == (heads, head_dim, width)
@@ -125,7 +137,7 @@ def test_split_qkv_without_bias_gives_three_zero_biases():
   got = surgery.split_qkv(weight, None, num_heads=1)
   for i, name in enumerate(("query", "key", "value")):
     np.testing.assert_array_equal(got[name]["bias"], np.zeros((1, 2)))
-    np.testing.assert_array_equal(got[name]["kernel"][:, 0], weight[2 * i:2 * i + 2].T)
+    np.testing.assert_array_equal(got[name]["kernel"][:, 0], weight[2 * i : 2 * i + 2].T)
 
 
 # ----------------------------------------------------------------------------------------
@@ -136,6 +148,7 @@ def test_split_qkv_without_bias_gives_three_zero_biases():
 def _bilinear_reference(grid: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
   """[h, w, D] -> [new_h, new_w, D]: half-pixel centres, source coordinates clamped to the
   edge, linear in each axis (float64 numpy, independent of jax)."""
+
   def weights(old: int, new: int) -> np.ndarray:
     m = np.zeros((new, old))
     for i in range(new):
@@ -146,8 +159,12 @@ def _bilinear_reference(grid: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
       m[i, hi] += src - lo
     return m
 
-  return np.einsum("ai,bj,ijd->abd", weights(grid.shape[0], new_h),
-                   weights(grid.shape[1], new_w), grid.astype(np.float64))
+  return np.einsum(
+    "ai,bj,ijd->abd",
+    weights(grid.shape[0], new_h),
+    weights(grid.shape[1], new_w),
+    grid.astype(np.float64),
+  )
 
 
 def test_resize_posemb_grid_identity_for_the_same_grid():
@@ -163,8 +180,7 @@ def test_resize_posemb_grid_2x2_to_4x4_is_bilinear():
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
   # Written out for channel 0 (grid [[0, 1], [2, 3]]): axis weights (1, .75/.25, .25/.75, 1).
   axis = np.array([[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]])
-  np.testing.assert_allclose(got[:, 0].reshape(4, 4), axis @ [[0, 1], [2, 3]] @ axis.T,
-                             atol=1e-6)
+  np.testing.assert_allclose(got[:, 0].reshape(4, 4), axis @ [[0, 1], [2, 3]] @ axis.T, atol=1e-6)
 
 
 def test_resize_posemb_grid_3x3_to_5x4_matches_reference():
@@ -197,43 +213,55 @@ def test_tile_posemb_repeats_every_block():
   got = surgery.tile_posemb(posemb, 3)
   assert got.shape == (18, 4)
   for t in range(3):
-    np.testing.assert_array_equal(got[6 * t:6 * (t + 1)], posemb)
+    np.testing.assert_array_equal(got[6 * t : 6 * (t + 1)], posemb)
 
 
 def test_posemb_for_video_methods():
   posemb = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
   # 'tile' keeps the grid.
   np.testing.assert_array_equal(
-      surgery.posemb_for_video(posemb, old_grid=(2, 2), new_grid=(2, 2), num_frames=3,
-                               method="tile"), np.tile(posemb, (3, 1)))
+    surgery.posemb_for_video(posemb, old_grid=(2, 2), new_grid=(2, 2), num_frames=3, method="tile"),
+    np.tile(posemb, (3, 1)),
+  )
   with pytest.raises(ValueError, match="resize_tile"):
-    surgery.posemb_for_video(posemb, old_grid=(2, 2), new_grid=(3, 3), num_frames=2,
-                             method="tile")
+    surgery.posemb_for_video(posemb, old_grid=(2, 2), new_grid=(3, 3), num_frames=2, method="tile")
   with pytest.raises(ValueError, match="temporal indices"):
-    surgery.posemb_for_video(posemb, old_grid=(2, 2), new_grid=(3, 3), num_frames=2,
-                             method="resize")
+    surgery.posemb_for_video(
+      posemb, old_grid=(2, 2), new_grid=(3, 3), num_frames=2, method="resize"
+    )
   with pytest.raises(ValueError, match="expected one of"):
-    surgery.posemb_for_video(posemb, old_grid=(2, 2), new_grid=(2, 2), num_frames=1,
-                             method="bicubic")
+    surgery.posemb_for_video(
+      posemb, old_grid=(2, 2), new_grid=(2, 2), num_frames=1, method="bicubic"
+    )
   resized = _bilinear_reference(posemb.reshape(2, 2, 3), 3, 3).reshape(9, 3)
-  got = surgery.posemb_for_video(posemb, old_grid=(2, 2), new_grid=(3, 3), num_frames=1,
-                                 method="resize")
+  got = surgery.posemb_for_video(
+    posemb, old_grid=(2, 2), new_grid=(3, 3), num_frames=1, method="resize"
+  )
   np.testing.assert_allclose(got, resized, atol=1e-6)
-  got = surgery.posemb_for_video(posemb, old_grid=(2, 2), new_grid=(3, 3), num_frames=2,
-                                 method="resize_tile")
+  got = surgery.posemb_for_video(
+    posemb, old_grid=(2, 2), new_grid=(3, 3), num_frames=2, method="resize_tile"
+  )
   assert got.shape == (18, 3)
   np.testing.assert_allclose(got, np.concatenate([resized, resized]), atol=1e-6)
   np.testing.assert_array_equal(
-      got, surgery.tile_posemb(surgery.resize_posemb_grid(posemb, (2, 2), (3, 3)), 2))
+    got, surgery.tile_posemb(surgery.resize_posemb_grid(posemb, (2, 2), (3, 3)), 2)
+  )
 
 
-@pytest.mark.parametrize("old, new", [(8, 4), (4, 8), (8, 3), (3, 8), (5, 7), (7, 5), (16, 6),
-                                      (6, 16), (1, 4), (4, 1), (3, 3)])
+@pytest.mark.parametrize(
+  "old, new",
+  [(8, 4), (4, 8), (8, 3), (3, 8), (5, 7), (7, 5), (16, 6), (6, 16), (1, 4), (4, 1), (3, 3)],
+)
 def test_resize_1d_matches_torch_nearest(old, new):
   embedding = np.random.default_rng(old * 100 + new).standard_normal((old, 3)).astype(np.float32)
   # interpolate works on (N, C, L): [L, D] -> (1, D, L).
-  want = torch.nn.functional.interpolate(torch.from_numpy(embedding.T[None].copy()), size=new,
-                                         mode="nearest")[0].numpy().T
+  want = (
+    torch.nn.functional.interpolate(
+      torch.from_numpy(embedding.T[None].copy()), size=new, mode="nearest"
+    )[0]
+    .numpy()
+    .T
+  )
   np.testing.assert_array_equal(surgery.resize_1d(embedding, new), want)
 
 
@@ -256,9 +284,15 @@ def hf_vit_dir(tmp_path_factory) -> str:
   import transformers
 
   torch.manual_seed(0)
-  config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                  intermediate_size=64, image_size=32, patch_size=16,
-                                  num_labels=3)
+  config = transformers.ViTConfig(
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=16,
+    num_labels=3,
+  )
   model = transformers.ViTForImageClassification(config)
   path = str(tmp_path_factory.mktemp("hf") / "vit")
   model.save_pretrained(path)
@@ -270,15 +304,26 @@ def _timm_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
   images, 3 classes."""
   g = _torch_rng(seed)
   shapes = {
-      "cls_token": (1, 1, 32), "pos_embed": (1, 5, 32),
-      "patch_embed.proj.weight": (32, 3, 16, 16), "patch_embed.proj.bias": (32,),
-      "blocks.0.norm1.weight": (32,), "blocks.0.norm1.bias": (32,),
-      "blocks.0.attn.qkv.weight": (96, 32), "blocks.0.attn.qkv.bias": (96,),
-      "blocks.0.attn.proj.weight": (32, 32), "blocks.0.attn.proj.bias": (32,),
-      "blocks.0.norm2.weight": (32,), "blocks.0.norm2.bias": (32,),
-      "blocks.0.mlp.fc1.weight": (64, 32), "blocks.0.mlp.fc1.bias": (64,),
-      "blocks.0.mlp.fc2.weight": (32, 64), "blocks.0.mlp.fc2.bias": (32,),
-      "norm.weight": (32,), "norm.bias": (32,), "head.weight": (3, 32), "head.bias": (3,),
+    "cls_token": (1, 1, 32),
+    "pos_embed": (1, 5, 32),
+    "patch_embed.proj.weight": (32, 3, 16, 16),
+    "patch_embed.proj.bias": (32,),
+    "blocks.0.norm1.weight": (32,),
+    "blocks.0.norm1.bias": (32,),
+    "blocks.0.attn.qkv.weight": (96, 32),
+    "blocks.0.attn.qkv.bias": (96,),
+    "blocks.0.attn.proj.weight": (32, 32),
+    "blocks.0.attn.proj.bias": (32,),
+    "blocks.0.norm2.weight": (32,),
+    "blocks.0.norm2.bias": (32,),
+    "blocks.0.mlp.fc1.weight": (64, 32),
+    "blocks.0.mlp.fc1.bias": (64,),
+    "blocks.0.mlp.fc2.weight": (32, 64),
+    "blocks.0.mlp.fc2.bias": (32,),
+    "norm.weight": (32,),
+    "norm.bias": (32,),
+    "head.weight": (3, 32),
+    "head.bias": (3,),
   }
   return {name: 0.1 * torch.randn(shape, generator=g) for name, shape in shapes.items()}
 
@@ -294,16 +339,23 @@ def test_detect_format_hf_folder(hf_vit_dir):
 def test_detect_format_and_read_npz(tmp_path):
   kernel = np.arange(6, dtype=np.float32).reshape(2, 3)
   vit_npz = str(tmp_path / "vit.npz")
-  np.savez(vit_npz, **{"Transformer/encoder_norm/scale": np.ones(3, np.float32),
-                       "embedding/kernel": kernel})
+  np.savez(
+    vit_npz,
+    **{"Transformer/encoder_norm/scale": np.ones(3, np.float32), "embedding/kernel": kernel},
+  )
   assert readers.detect_format(vit_npz) == "vit_npz"
   source = readers.read(vit_npz)
   assert source.format == "vit_npz"
   assert sorted(source.tensors) == ["Transformer/encoder_norm/scale", "embedding/kernel"]
 
   big_vision = str(tmp_path / "bv.npz")
-  np.savez(big_vision, **{"params/embedding/kernel": kernel,
-                          "params/Transformer/encoder_norm/scale": np.ones(3, np.float32)})
+  np.savez(
+    big_vision,
+    **{
+      "params/embedding/kernel": kernel,
+      "params/Transformer/encoder_norm/scale": np.ones(3, np.float32),
+    },
+  )
   assert readers.detect_format(big_vision) == "big_vision"
   source = readers.read(big_vision)
   assert source.format == "big_vision"
@@ -311,8 +363,13 @@ def test_detect_format_and_read_npz(tmp_path):
   np.testing.assert_array_equal(source.tensors["embedding/kernel"], kernel)
 
   two_tower = str(tmp_path / "siglip.npz")
-  np.savez(two_tower, **{"params/img/embedding/kernel": kernel,
-                         "params/img/Transformer/encoder_norm/scale": np.ones(3, np.float32)})
+  np.savez(
+    two_tower,
+    **{
+      "params/img/embedding/kernel": kernel,
+      "params/img/Transformer/encoder_norm/scale": np.ones(3, np.float32),
+    },
+  )
   source = readers.read(two_tower)
   assert source.format == "big_vision"
   assert sorted(source.tensors) == ["Transformer/encoder_norm/scale", "embedding/kernel"]
@@ -322,9 +379,16 @@ def test_detect_format_and_read_npz(tmp_path):
 def test_read_official_timesformer_pyth(tmp_path):
   weight = torch.arange(6, dtype=torch.float32).reshape(2, 3)
   path = str(tmp_path / "TimeSformer_divST_8x32_224_K400.pyth")
-  torch.save({"model_state": {"model.patch_embed.proj.weight": weight,
-                              "model.cls_token": torch.zeros(1, 1, 3)},
-              "cfg": "DATA:\n  NUM_FRAMES: 8\n"}, path)
+  torch.save(
+    {
+      "model_state": {
+        "model.patch_embed.proj.weight": weight,
+        "model.cls_token": torch.zeros(1, 1, 3),
+      },
+      "cfg": "DATA:\n  NUM_FRAMES: 8\n",
+    },
+    path,
+  )
   assert readers.detect_format(path) == "timesformer"
   source = readers.read(path)
   assert source.format == "timesformer"
@@ -335,16 +399,26 @@ def test_read_official_timesformer_pyth(tmp_path):
 
 def test_detect_format_official_timesformer_by_contents(tmp_path):
   pth = str(tmp_path / "official.pth")
-  torch.save({"model_state": {"model.patch_embed.proj.weight": torch.zeros(2, 3)},
-              "cfg": "DATA:\n  NUM_FRAMES: 8\n"}, pth)
+  torch.save(
+    {
+      "model_state": {"model.patch_embed.proj.weight": torch.zeros(2, 3)},
+      "cfg": "DATA:\n  NUM_FRAMES: 8\n",
+    },
+    pth,
+  )
   assert readers.detect_format(pth) == "timesformer"
 
 
 def test_read_timm_pth_strips_module_and_upcasts_bf16(tmp_path):
   path = str(tmp_path / "vit.pth")
   weight = torch.tensor([[1.5, -2.25], [3.0, 0.125]], dtype=torch.bfloat16)
-  torch.save({"module.patch_embed.proj.weight": weight,
-              "module.cls_token": torch.ones(1, 1, 2, dtype=torch.float16)}, path)
+  torch.save(
+    {
+      "module.patch_embed.proj.weight": weight,
+      "module.cls_token": torch.ones(1, 1, 2, dtype=torch.float16),
+    },
+    path,
+  )
   assert readers.detect_format(path) == "timm"
   source = readers.read(path)
   assert source.format == "timm"
@@ -358,8 +432,13 @@ def test_read_safetensors(tmp_path):
   from safetensors.torch import save_file
 
   path = str(tmp_path / "model.safetensors")
-  save_file({"module.head.weight": torch.tensor([[0.5, 1.0]]),
-             "module.norm.weight": torch.tensor([2.5, -1.0])}, path)
+  save_file(
+    {
+      "module.head.weight": torch.tensor([[0.5, 1.0]]),
+      "module.norm.weight": torch.tensor([2.5, -1.0]),
+    },
+    path,
+  )
   assert readers.detect_format(path) == "timm"
   source = readers.read(path)
   assert source.format == "timm"
@@ -380,9 +459,15 @@ def test_read_safetensors_bf16_comes_back_float32(tmp_path):
 
 def test_read_scenic_file_and_directory(tmp_path):
   def write(path, value):
-    state = {"optimizer": {"target": {"Transformer": {"encoder_norm": {
-        "scale": np.full(3, value, np.float32)}}, "cls": np.zeros((1, 1, 3), np.float32)}},
-        "step": 7}
+    state = {
+      "optimizer": {
+        "target": {
+          "Transformer": {"encoder_norm": {"scale": np.full(3, value, np.float32)}},
+          "cls": np.zeros((1, 1, 3), np.float32),
+        }
+      },
+      "step": 7,
+    }
     with open(path, "wb") as f:
       f.write(flax.serialization.msgpack_serialize(state))
 
@@ -438,8 +523,12 @@ def test_detect_format_unknown_and_missing(tmp_path):
 
 
 def test_keys_finish_lists_every_missing_and_unknown_name():
-  tensors = {"a.weight": np.zeros((2, 3)), "b.weight": np.zeros(4), "c.bias": np.zeros(5),
-             "extra.weight": np.zeros(1)}
+  tensors = {
+    "a.weight": np.zeros((2, 3)),
+    "b.weight": np.zeros(4),
+    "c.bias": np.zeros(5),
+    "extra.weight": np.zeros(1),
+  }
   keys = names.Keys(tensors, "ckpt.pth")
   assert keys.get("a.weight") is tensors["a.weight"]
   assert keys.get("x.weight") is None and keys.get("y.bias") is None
@@ -448,16 +537,25 @@ def test_keys_finish_lists_every_missing_and_unknown_name():
     keys.finish()
   message = str(error.value)
   assert "ckpt.pth" in message and "2 missing, 3 unknown" in message
-  for line in ("missing: x.weight", "missing: y.bias", "unknown: b.weight (4,)",
-               "unknown: c.bias (5,)", "unknown: extra.weight (1,)"):
+  for line in (
+    "missing: x.weight",
+    "missing: y.bias",
+    "unknown: b.weight (4,)",
+    "unknown: c.bias (5,)",
+    "unknown: extra.weight (1,)",
+  ):
     assert line in message
   assert "z.bias" not in message
   assert "missing: a.weight" not in message and "unknown: a.weight" not in message
 
 
 def test_keys_ignore_suppresses_unknowns_by_full_match():
-  tensors = {"a.weight": np.zeros(1), "pre_logits.weight": np.zeros(1),
-             "pre_logits.bias": np.zeros(1), "extra.weight": np.zeros(1)}
+  tensors = {
+    "a.weight": np.zeros(1),
+    "pre_logits.weight": np.zeros(1),
+    "pre_logits.bias": np.zeros(1),
+    "extra.weight": np.zeros(1),
+  }
   keys = names.Keys(tensors, "ckpt")
   keys.get("a.weight")
   keys.ignore([r"pre_logits\..*", "extra"])  # 'extra' does not match all of 'extra.weight'
@@ -470,8 +568,9 @@ def test_keys_ignore_suppresses_unknowns_by_full_match():
 
 
 def test_keys_count_and_shape():
-  keys = names.Keys({"blocks.0.w": np.zeros(1), "blocks.1.w": np.zeros((2, 3)),
-                     "blocks.1.b": np.zeros(1)}, "ckpt")
+  keys = names.Keys(
+    {"blocks.0.w": np.zeros(1), "blocks.1.w": np.zeros((2, 3)), "blocks.1.b": np.zeros(1)}, "ckpt"
+  )
   assert keys.count(r"blocks\.(\d+)\.") == 2
   assert keys.shape("blocks.1.w") == (2, 3)
   with pytest.raises(ValueError, match="'blocks.2.w' is missing"):
@@ -489,12 +588,19 @@ def test_keys_count_and_shape():
 @pytest.fixture(scope="module")
 def tiny_converted() -> store.Converted:
   model = models.build("timesformer", TINY, 3)
-  params = model.init(jax.random.key(0), np.zeros((1, 2, 32, 32, 3), np.float32),
-                       train=False)["params"]
+  params = model.init(jax.random.key(0), np.zeros((1, 2, 32, 32, 3), np.float32), train=False)[
+    "params"
+  ]
   params = jax.tree.map(np.asarray, flax.core.unfreeze(params))
-  return store.Converted(model_name="timesformer", model_config=dict(TINY), num_classes=3,
-                         params=params, preprocessing=dict(PREPROCESSING),
-                         labels=["run", "jump", "sit"], source=dict(path="x", format="timm"))
+  return store.Converted(
+    model_name="timesformer",
+    model_config=dict(TINY),
+    num_classes=3,
+    params=params,
+    preprocessing=dict(PREPROCESSING),
+    labels=["run", "jump", "sit"],
+    source=dict(path="x", format="timm"),
+  )
 
 
 def _with(converted: store.Converted, **changes) -> store.Converted:
@@ -573,8 +679,10 @@ def test_store_rejects_labels_that_do_not_match_the_classes(tmp_path, tiny_conve
   with pytest.raises(ValueError, match="2 labels for 3 classes"):
     store.save(str(tmp_path / "tiny"), _with(tiny_converted, labels=["a", "b"]))
   with pytest.raises(ValueError, match="preprocessing.std"):
-    store.save(str(tmp_path / "tiny"),
-               _with(tiny_converted, preprocessing=dict(PREPROCESSING, std=[0.5, 0.0, 0.5])))
+    store.save(
+      str(tmp_path / "tiny"),
+      _with(tiny_converted, preprocessing=dict(PREPROCESSING, std=[0.5, 0.0, 0.5])),
+    )
   assert os.listdir(tmp_path) == []
 
 
@@ -596,8 +704,14 @@ def test_store_load_of_a_plain_directory(tmp_path):
 
 def _start(*args: str) -> subprocess.Popen:
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.Popen([sys.executable, "-m", "vidtx.convert", *args], cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, "-m", "vidtx.convert", *args],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def _finish(process: subprocess.Popen) -> tuple[int, str, str]:
@@ -627,8 +741,9 @@ def test_convert_cli(tmp_path, hf_vit_dir):
   assert not os.path.exists(timm_out)
 
   again = _start("--src", hf_vit_dir, "--out", out)
-  ignored = _start("--src", timm_path, "--out", timm_out, "--num_heads", "2", "--ignore",
-                   r"extra\..*")
+  ignored = _start(
+    "--src", timm_path, "--out", timm_out, "--num_heads", "2", "--ignore", r"extra\..*"
+  )
   code, stdout, stderr = _finish(again)
   assert code == 1
   assert "exists" in stderr and "--overwrite" in stderr and "Traceback" not in stderr
@@ -636,8 +751,9 @@ def test_convert_cli(tmp_path, hf_vit_dir):
   assert code == 0, stderr
   assert f"wrote {timm_out}" in stdout
   converted = store.load(timm_out)
-  np.testing.assert_allclose(converted.params["head"]["kernel"],
-                             state["head.weight"].numpy().T, rtol=0, atol=0)
+  np.testing.assert_allclose(
+    converted.params["head"]["kernel"], state["head.weight"].numpy().T, rtol=0, atol=0
+  )
   assert sorted(os.listdir(tmp_path)) == ["hf_out", "timm_out", "vit.pth"]
 
 
@@ -646,8 +762,15 @@ def test_convert_cli(tmp_path, hf_vit_dir):
 # ----------------------------------------------------------------------------------------
 
 VIT_CONFIG = dict(TINY, num_layers=2, attention="space")
-VIVIT_CONFIG = dict(variant="Ti/16x2", hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
-                    attention="spatio_temporal", classifier="token")
+VIVIT_CONFIG = dict(
+  variant="Ti/16x2",
+  hidden_size=32,
+  num_layers=2,
+  num_heads=2,
+  mlp_dim=64,
+  attention="spatio_temporal",
+  classifier="token",
+)
 
 
 @pytest.fixture(scope="module")
@@ -657,19 +780,36 @@ def image_vit() -> store.Converted:
   model = models.build("timesformer", VIT_CONFIG, 3)
   params = reference.random_like(reference.init_shapes(model, (1, 1, 32, 32, 3)), seed=5)
   params = jax.tree.map(np.asarray, flax.core.unfreeze(params))
-  return store.Converted(model_name="timesformer", model_config=dict(VIT_CONFIG), num_classes=3,
-                         params=params, preprocessing=dict(PREPROCESSING, num_frames=1))
+  return store.Converted(
+    model_name="timesformer",
+    model_config=dict(VIT_CONFIG),
+    num_classes=3,
+    params=params,
+    preprocessing=dict(PREPROCESSING, num_frames=1),
+  )
 
 
 def _init_vivit(image_vit, variant="Ti/16x2", **init_config):
   model = models.build("vivit", dict(VIVIT_CONFIG, variant=variant), 5)
   fresh = model.init(jax.random.key(1), np.zeros((1, 4, 32, 32, 3), np.float32), train=False)
   fresh = jax.tree.map(np.asarray, flax.core.unfreeze(fresh["params"]))
-  init_config = dict(dict(checkpoint_path="vit_dir", positional_embed_size_change="resize_tile",
-                          kernel_init_method="central_frame"), **init_config)
-  params, report = init_from.initialise(fresh, model_name="vivit", model_config=model.config,
-                                        init_config=init_config, num_frames=4, crop_size=32,
-                                        source=image_vit)
+  init_config = dict(
+    dict(
+      checkpoint_path="vit_dir",
+      positional_embed_size_change="resize_tile",
+      kernel_init_method="central_frame",
+    ),
+    **init_config,
+  )
+  params, report = init_from.initialise(
+    fresh,
+    model_name="vivit",
+    model_config=model.config,
+    init_config=init_config,
+    num_frames=4,
+    crop_size=32,
+    source=image_vit,
+  )
   return _flat(fresh), _flat(params), report
 
 
@@ -692,20 +832,30 @@ def test_init_from_image_vit_into_vivit_model_1(image_vit):
   vit_posemb = vit["pos_embedding/embedding"]
   assert vit_posemb.shape == (5, 32) and got["pos_embedding/embedding"].shape == (9, 32)
   np.testing.assert_array_equal(
-      got["pos_embedding/embedding"],
-      np.concatenate([vit_posemb[:1], vit_posemb[1:], vit_posemb[1:]]))
+    got["pos_embedding/embedding"], np.concatenate([vit_posemb[:1], vit_posemb[1:], vit_posemb[1:]])
+  )
 
   # Block 0 skipped by pattern: exactly the fresh initialisation, and reported.
   skipped = sorted(k for k in fresh if k.startswith("encoder/encoderblock_0/"))
   assert skipped and sorted(report.skipped) == skipped
   for name in skipped:
     np.testing.assert_array_equal(got[name], fresh[name], err_msg=name)
-    assert not np.array_equal(got[name], vit[name.replace("encoder/", "").replace(
-        "/norm_attention/", "/norm_spatial/").replace("/attention/", "/attention_spatial/")])
+    assert not np.array_equal(
+      got[name],
+      vit[
+        name.replace("encoder/", "")
+        .replace("/norm_attention/", "/norm_spatial/")
+        .replace("/attention/", "/attention_spatial/")
+      ],
+    )
 
   # Block 1 and the final norm from the ViT's (norm_spatial -> norm_attention, ...).
-  ours_to_theirs = {"norm_attention": "norm_spatial", "attention": "attention_spatial",
-                    "norm_mlp": "norm_mlp", "mlp": "mlp"}
+  ours_to_theirs = {
+    "norm_attention": "norm_spatial",
+    "attention": "attention_spatial",
+    "norm_mlp": "norm_mlp",
+    "mlp": "mlp",
+  }
   block_1 = [k for k in got if k.startswith("encoder/encoderblock_1/")]
   assert len(block_1) == len(skipped)
   for name in block_1:
@@ -713,8 +863,7 @@ def test_init_from_image_vit_into_vivit_model_1(image_vit):
     theirs = name.replace("encoder/", "", 1).replace(f"/{ours}/", f"/{ours_to_theirs[ours]}/")
     np.testing.assert_array_equal(got[name], vit[theirs], err_msg=name)
   for leaf in ("scale", "bias"):
-    np.testing.assert_array_equal(got[f"encoder/encoder_norm/{leaf}"],
-                                  vit[f"encoder_norm/{leaf}"])
+    np.testing.assert_array_equal(got[f"encoder/encoder_norm/{leaf}"], vit[f"encoder_norm/{leaf}"])
 
   # A head for 5 classes from a 3-class ViT: fresh, with a note.
   for leaf in ("kernel", "bias"):
@@ -730,8 +879,7 @@ def test_init_from_image_vit_inflate_kernel(image_vit):
   vit = _flat(image_vit.params)
   _, got, _ = _init_vivit(image_vit, kernel_init_method="inflate")
   for t in range(2):
-    np.testing.assert_allclose(got["embedding/kernel"][t], vit["embedding/kernel"] / 2,
-                               rtol=1e-6)
+    np.testing.assert_allclose(got["embedding/kernel"][t], vit["embedding/kernel"] / 2, rtol=1e-6)
 
 
 def test_init_from_image_vit_rejects_another_patch_size(image_vit):

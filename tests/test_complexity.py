@@ -46,8 +46,10 @@ def test_matmul():
 def test_einsum_with_batch_dims():
   b, h, q, k, d = 2, 3, 5, 7, 4
   count = _macs(
-    lambda p, x, y: jnp.einsum("bhqd,bhkd->bhqk", x, y), {}, S((b, h, q, d), F32),
-    S((b, h, k, d), F32)
+    lambda p, x, y: jnp.einsum("bhqd,bhkd->bhqk", x, y),
+    {},
+    S((b, h, q, d), F32),
+    S((b, h, k, d), F32),
   )
   assert count.total == b * h * q * k * d
 
@@ -55,7 +57,11 @@ def test_einsum_with_batch_dims():
 def test_convolution_with_stride_and_feature_groups():
   def conv(p, x):
     return jax.lax.conv_general_dilated(
-      x, p["embedding"]["kernel"], (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      x,
+      p["embedding"]["kernel"],
+      (2, 2),
+      "VALID",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=2,
     )
 
@@ -160,8 +166,10 @@ func.func public @main(%arg0: tensor<3xf32>) -> tensor<3xf32> {
 
 @pytest.mark.parametrize(
   "text, error",
-  [(_REDUCE_THAT_MULTIPLIES, "stablehlo.reduce region"),
-   (_UNKNOWN_CUSTOM_CALL, "custom call 'fused_attention'")],
+  [
+    (_REDUCE_THAT_MULTIPLIES, "stablehlo.reduce region"),
+    (_UNKNOWN_CUSTOM_CALL, "custom call 'fused_attention'"),
+  ],
 )
 def test_uncountable_programs_are_an_error(text, error):
   """Products whose repetition is unknown, and kernels of unknown cost, are refused."""
@@ -260,26 +268,105 @@ def test_vivit_factorised_encoder_hand_count():
 # 7.14 TFLOPs for 3 views.
 VIVIT = dict(variant="B/16x2")
 PAPER_ROWS = [
-  ("vivit_model1", "vivit", dict(VIVIT, attention="spatio_temporal"), 400, 32, 224, 1, 88.9,
-   455.2, True),
-  ("vivit_model2", "vivit", dict(VIVIT, attention="factorised_encoder", temporal_layers=4), 400,
-   32, 224, 1, 115.1, 284.4, False),
-  ("vivit_model2_avgpool", "vivit", dict(VIVIT, attention="factorised_encoder", temporal_layers=0),
-   400, 32, 224, 1, 86.7, 283.9, False),
-  ("vivit_model3", "vivit",
-   dict(VIVIT, attention="factorised_self_attention", classifier="gap"), 400, 32, 224, 1, 117.3,
-   372.3, True),
-  ("vivit_model4", "vivit", dict(VIVIT, attention="factorised_dot_product", classifier="gap"),
-   400, 32, 224, 1, 88.9, 277.1, True),
+  (
+    "vivit_model1",
+    "vivit",
+    dict(VIVIT, attention="spatio_temporal"),
+    400,
+    32,
+    224,
+    1,
+    88.9,
+    455.2,
+    True,
+  ),
+  (
+    "vivit_model2",
+    "vivit",
+    dict(VIVIT, attention="factorised_encoder", temporal_layers=4),
+    400,
+    32,
+    224,
+    1,
+    115.1,
+    284.4,
+    False,
+  ),
+  (
+    "vivit_model2_avgpool",
+    "vivit",
+    dict(VIVIT, attention="factorised_encoder", temporal_layers=0),
+    400,
+    32,
+    224,
+    1,
+    86.7,
+    283.9,
+    False,
+  ),
+  (
+    "vivit_model3",
+    "vivit",
+    dict(VIVIT, attention="factorised_self_attention", classifier="gap"),
+    400,
+    32,
+    224,
+    1,
+    117.3,
+    372.3,
+    True,
+  ),
+  (
+    "vivit_model4",
+    "vivit",
+    dict(VIVIT, attention="factorised_dot_product", classifier="gap"),
+    400,
+    32,
+    224,
+    1,
+    88.9,
+    277.1,
+    True,
+  ),
   ("timesformer_space", "timesformer", dict(attention="space"), 174, 8, 224, 3, 85.9, None, False),
   ("timesformer_joint", "timesformer", dict(attention="joint"), 174, 8, 224, 3, 85.9, None, True),
-  ("timesformer_divided", "timesformer", dict(attention="divided"), 174, 8, 224, 3, 121.4, 590.0,
-   False),
-  ("timesformer_local_global", "timesformer", dict(attention="local_global"), 174, 8, 224, 3,
-   121.4, None, True),
+  (
+    "timesformer_divided",
+    "timesformer",
+    dict(attention="divided"),
+    174,
+    8,
+    224,
+    3,
+    121.4,
+    590.0,
+    False,
+  ),
+  (
+    "timesformer_local_global",
+    "timesformer",
+    dict(attention="local_global"),
+    174,
+    8,
+    224,
+    3,
+    121.4,
+    None,
+    True,
+  ),
   ("timesformer_axial", "timesformer", dict(attention="axial"), 174, 8, 224, 3, 156.8, None, True),
-  ("timesformer_hr", "timesformer", dict(attention="divided"), 400, 16, 448, 3, None, 5110.0,
-   False),
+  (
+    "timesformer_hr",
+    "timesformer",
+    dict(attention="divided"),
+    400,
+    16,
+    448,
+    3,
+    None,
+    5110.0,
+    False,
+  ),
   ("timesformer_l", "timesformer", dict(attention="divided"), 400, 96, 224, 3, None, 7140.0, False),
 ]
 
@@ -304,8 +391,9 @@ def _skip_if_attention_not_yet_accepted(model_name, overrides, num_classes):
   [row[1:] for row in PAPER_ROWS],
   ids=[row[0] for row in PAPER_ROWS],
 )
-def test_papers(model_name, overrides, num_classes, frames, crop, views, paper_params,
-                paper_gmacs, pending):
+def test_papers(
+  model_name, overrides, num_classes, frames, crop, views, paper_params, paper_gmacs, pending
+):
   if pending:
     _skip_if_attention_not_yet_accepted(model_name, overrides, num_classes)
   result = complexity.model_complexity(
@@ -365,9 +453,18 @@ def test_command_line_with_override():
   assert config.model.num_layers == 4
 
   proc = subprocess.run(
-    [sys.executable, "-m", "vidtx.tools.complexity",
-     "--config=configs/synthetic_timesformer.py:attention=space", "--config.model.num_layers=2"],
-    cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    [
+      sys.executable,
+      "-m",
+      "vidtx.tools.complexity",
+      "--config=configs/synthetic_timesformer.py:attention=space",
+      "--config.model.num_layers=2",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
   )
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.strip().splitlines()

@@ -21,32 +21,37 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(
-    name[:-3] for name in os.listdir(os.path.join(REPO, "configs"))
-    if name.endswith(".py") and name not in ("__init__.py", "common.py"))
+  name[:-3]
+  for name in os.listdir(os.path.join(REPO, "configs"))
+  if name.endswith(".py") and name not in ("__init__.py", "common.py")
+)
 
 # The argument combinations the recipes document beyond their defaults (built, not trained).
 ARGUMENTS = {
-    "k400_vivit_fe": ["variant=L/16x2"],
-    "k400_vivit_st": ["variant=L/16x2"],
-    "k600_vivit": ["variant=B/16x2", "attention=spatio_temporal"],
-    "mit_vivit": ["attention=spatio_temporal"],
-    "ek_vivit": ["variant=B/16x2"],
-    "ssv2_vivit": ["variant=B/16x2"],
-    "k400_timesformer": ([f"attention={a}" for a in timesformer.ATTENTIONS if a != "divided"]
-                         + ["variant=HR", "variant=L"]),
-    "k600_timesformer": ["variant=HR", "variant=L"],
-    "ssv2_timesformer": ["attention=space", "variant=HR", "variant=L"],
-    "diving48_timesformer": ["variant=HR", "variant=L"],
-    "howto100m_timesformer": ["frames=32", "frames=64", "frames=96"],
-    "k400_xvit": ["attention=tsm", "frames=16"],
-    "k600_xvit": ["frames=8"],
-    "ssv2_xvit": ["attention=tsm", "frames=8"],
-    "synthetic_timesformer": ["attention=space"],
-    "synthetic_vivit_fe": ["attention=factorised_dot_product"],
-    "synthetic_xvit": ["attention=tsm,aggregation=mean"],
+  "k400_vivit_fe": ["variant=L/16x2"],
+  "k400_vivit_st": ["variant=L/16x2"],
+  "k600_vivit": ["variant=B/16x2", "attention=spatio_temporal"],
+  "mit_vivit": ["attention=spatio_temporal"],
+  "ek_vivit": ["variant=B/16x2"],
+  "ssv2_vivit": ["variant=B/16x2"],
+  "k400_timesformer": (
+    [f"attention={a}" for a in timesformer.ATTENTIONS if a != "divided"]
+    + ["variant=HR", "variant=L"]
+  ),
+  "k600_timesformer": ["variant=HR", "variant=L"],
+  "ssv2_timesformer": ["attention=space", "variant=HR", "variant=L"],
+  "diving48_timesformer": ["variant=HR", "variant=L"],
+  "howto100m_timesformer": ["frames=32", "frames=64", "frames=96"],
+  "k400_xvit": ["attention=tsm", "frames=16"],
+  "k600_xvit": ["frames=8"],
+  "ssv2_xvit": ["attention=tsm", "frames=8"],
+  "synthetic_timesformer": ["attention=space"],
+  "synthetic_vivit_fe": ["attention=factorised_dot_product"],
+  "synthetic_xvit": ["attention=tsm,aggregation=mean"],
 }
 ALL_ARGS = [(name, None) for name in RECIPES] + [
-    (name, arg) for name, args in sorted(ARGUMENTS.items()) for arg in args]
+  (name, arg) for name, args in sorted(ARGUMENTS.items()) for arg in args
+]
 
 
 def get_config(name, arg=None):
@@ -96,18 +101,44 @@ def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
   assert dict(shrunk.mesh) == dict(common.default_mesh())
   # Kept: the recipe's kind.
   assert shrunk.model_name == config.model_name
-  for field in ("attention", "classifier", "stochastic_depth", "remat_policy", "scan_layers",
-                "kernel_init_method", "temporal_init", "mixing_fraction", "aggregation"):
+  for field in (
+    "attention",
+    "classifier",
+    "stochastic_depth",
+    "remat_policy",
+    "scan_layers",
+    "kernel_init_method",
+    "temporal_init",
+    "mixing_fraction",
+    "aggregation",
+  ):
     assert shrunk.model.get(field) == config.model.get(field), field
   assert tiny.tubelet_size == model.config.tubelet_size
-  for field in ("optimizer", "optimizer_configs", "max_grad_norm", "label_smoothing", "mixup",
-                "eval_aggregation", "ema_decay", "grad_accum_steps", "best_checkpoint_metric"):
+  for field in (
+    "optimizer",
+    "optimizer_configs",
+    "max_grad_norm",
+    "label_smoothing",
+    "mixup",
+    "eval_aggregation",
+    "ema_decay",
+    "grad_accum_steps",
+    "best_checkpoint_metric",
+  ):
     assert shrunk.get(field) == config.get(field), field
   for field in ("schedule", "base_learning_rate", "decay_epochs", "decay_factor"):
     assert shrunk.lr_configs.get(field) == config.lr_configs.get(field), field
   assert bool(shrunk.lr_configs.warmup_steps) == bool(config.lr_configs.warmup_steps)
-  for field in ("train_sampling", "eval_sampling", "augmentation_params", "random_flip",
-                "do_three_spatial_crops", "normalization", "zero_centering", "multi_label"):
+  for field in (
+    "train_sampling",
+    "eval_sampling",
+    "augmentation_params",
+    "random_flip",
+    "do_three_spatial_crops",
+    "normalization",
+    "zero_centering",
+    "multi_label",
+  ):
     assert sc.get(field) == dc.get(field), field
   assert pipeline.normalisation(sc) == pipeline.normalisation(dc)
   assert bool(pipeline.class_splits(sc)) == bool(pipeline.class_splits(dc))
@@ -139,8 +170,9 @@ def test_arguments_are_checked():
   with pytest.raises(ValueError, match="model.variant='Z/16x2'"):
     get_config("ek_vivit", "variant=Z/16x2")
   # Case-insensitive TimeSformer variants; shrink=0 is the recipe itself.
-  assert get_config("k600_timesformer", "variant=hr") == get_config("k600_timesformer",
-                                                                     "variant=HR")
+  assert get_config("k600_timesformer", "variant=hr") == get_config(
+    "k600_timesformer", "variant=HR"
+  )
   assert get_config("mit_vivit", "shrink=0") == get_config("mit_vivit")
 
 
@@ -153,21 +185,29 @@ def _params(config):
   dc = config.dataset_configs
   model = models.build(config.model_name, config.model, dc.num_classes)
   return reference.num_params(
-      reference.init_shapes(model, (1, dc.num_frames, dc.crop_size, dc.crop_size, 3)))
+    reference.init_shapes(model, (1, dc.num_frames, dc.crop_size, dc.crop_size, 3))
+  )
 
 
-@pytest.mark.parametrize("attention, millions", [
-    ("divided", 121.4), ("space", 85.9), ("joint", 85.9), ("local_global", 121.4),
-    ("axial", 156.8)])
+@pytest.mark.parametrize(
+  "attention, millions",
+  [("divided", 121.4), ("space", 85.9), ("joint", 85.9), ("local_global", 121.4), ("axial", 156.8)],
+)
 def test_timesformer_parameters_match_table_1(attention, millions):
   # TimeSformer 2102.05095 Table 1 counts the Something-Something-V2 head (174 classes).
   config = get_config("ssv2_timesformer", f"attention={attention}")
   assert round(_params(config) / 1e6, 1) == millions
 
 
-@pytest.mark.parametrize("name, millions", [
-    ("k400_vivit_st", 88.9), ("k400_vivit_fe", 115.1), ("k400_vivit_fsa", 117.3),
-    ("k400_vivit_fdp", 88.9)])
+@pytest.mark.parametrize(
+  "name, millions",
+  [
+    ("k400_vivit_st", 88.9),
+    ("k400_vivit_fe", 115.1),
+    ("k400_vivit_fsa", 117.3),
+    ("k400_vivit_fdp", 88.9),
+  ],
+)
 def test_vivit_parameters_match_table_2(name, millions):
   # Within 0.06 M: Models 1 and 4 have 88.95 M, which the paper prints as 88.9.
   assert abs(_params(get_config(name)) / 1e6 - millions) < 0.06
@@ -184,26 +224,41 @@ def test_vivit_l_factorised_encoder_is_vit_l_plus_a_temporal_encoder():
   config = get_config("k600_vivit")  # ViViT-L/16x2 FE, 600 classes.
   d, mlp = 1024, 4096
   block = 4 * (d * d + d) + 2 * d * mlp + mlp + d + 4 * d  # attention, MLP, two LayerNorms
-  expected = (2 * 16 * 16 * 3 * d + d  # tubelet embedding
-              + 197 * d + d + 24 * block + 2 * d  # spatial: posemb (class token's too), cls, norm
-              + 17 * d + d + 4 * block + 2 * d  # temporal encoder over the 16 tubelet indices
-              + d * 600 + 600)  # head
+  expected = (
+    2 * 16 * 16 * 3 * d
+    + d  # tubelet embedding
+    + 197 * d
+    + d
+    + 24 * block
+    + 2 * d  # spatial: posemb (class token's too), cls, norm
+    + 17 * d
+    + d
+    + 4 * block
+    + 2 * d  # temporal encoder over the 16 tubelet indices
+    + d * 600
+    + 600
+  )  # head
   assert _params(config) == expected
   assert config.model.remat_policy == "full"
 
 
 def test_recipes_follow_the_papers_tables():
   # ViViT 2103.15691 Table 7.
-  table7 = {"k400": (0.1, 30, None, 0.0, 0.0, 0.0), "k600": (0.1, 30, None, 0.0, 0.0, 0.0),
-            "mit": (0.25, 10, None, 0.0, 0.0, 0.0), "ek": (0.5, 50, 15, 0.2, 0.2, 0.1),
-            "ssv2": (0.5, 35, 20, 0.3, 0.3, 0.3)}
+  table7 = {
+    "k400": (0.1, 30, None, 0.0, 0.0, 0.0),
+    "k600": (0.1, 30, None, 0.0, 0.0, 0.0),
+    "mit": (0.25, 10, None, 0.0, 0.0, 0.0),
+    "ek": (0.5, 50, 15, 0.2, 0.2, 0.1),
+    "ssv2": (0.5, 35, 20, 0.3, 0.3, 0.3),
+  }
   for dataset, (lr, epochs, magnitude, droplayer, smoothing, mixup) in table7.items():
     config = get_config("k400_vivit_fe" if dataset == "k400" else f"{dataset}_vivit")
     aug = config.dataset_configs.augmentation_params
     assert config.lr_configs.base_learning_rate == lr and config.num_training_epochs == epochs
     assert config.batch_size == 64 and config.lr_configs.schedule == "cosine"
     assert config.lr_configs.warmup_steps == math.ceil(
-        2.5 * config.dataset_configs.examples_per_subset["train"] / 64)
+      2.5 * config.dataset_configs.examples_per_subset["train"] / 64
+    )
     assert aug.do_rand_augment == (magnitude is not None)
     assert aug.do_color_augment == (magnitude is None)
     if magnitude is not None:
@@ -212,22 +267,40 @@ def test_recipes_follow_the_papers_tables():
     assert config.label_smoothing == smoothing and config.mixup.alpha == mixup
   ek = get_config("ek_vivit").dataset_configs
   assert tuple(ek.class_splits) == (300, 97) and tuple(ek.split_names) == ("noun", "verb")
-  classes = {"k600_vivit": 600, "mit_vivit": 339, "ssv2_vivit": 174, "k600_timesformer": 600,
-             "ssv2_timesformer": 174, "diving48_timesformer": 48, "howto100m_timesformer": 1059,
-             "k600_xvit": 600, "ssv2_xvit": 174}
+  classes = {
+    "k600_vivit": 600,
+    "mit_vivit": 339,
+    "ssv2_vivit": 174,
+    "k600_timesformer": 600,
+    "ssv2_timesformer": 174,
+    "diving48_timesformer": 48,
+    "howto100m_timesformer": 1059,
+    "k600_xvit": 600,
+    "ssv2_xvit": 174,
+  }
   for name, num_classes in classes.items():
     assert get_config(name).dataset_configs.num_classes == num_classes, name
 
   # TimeSformer: supplementary §1 and §4.3.
-  for name in ("k400_timesformer", "k600_timesformer", "ssv2_timesformer",
-               "diving48_timesformer", "howto100m_timesformer"):
+  for name in (
+    "k400_timesformer",
+    "k600_timesformer",
+    "ssv2_timesformer",
+    "diving48_timesformer",
+    "howto100m_timesformer",
+  ):
     config = get_config(name)
-    assert (config.lr_configs.schedule, tuple(config.lr_configs.decay_epochs)) == ("steps",
-                                                                                   (11, 14))
+    assert (config.lr_configs.schedule, tuple(config.lr_configs.decay_epochs)) == (
+      "steps",
+      (11, 14),
+    )
     assert config.lr_configs.base_learning_rate == 0.005 and config.num_training_epochs == 15
     assert config.batch_size == 16 and config.optimizer_configs.weight_decay == 1e-4
-  for arg, frames, crop in (("variant=base", 8, 224), ("variant=HR", 16, 448),
-                            ("variant=L", 96, 224)):
+  for arg, frames, crop in (
+    ("variant=base", 8, 224),
+    ("variant=HR", 16, 448),
+    ("variant=L", 96, 224),
+  ):
     dc = get_config("k400_timesformer", arg).dataset_configs
     assert (dc.num_frames, dc.crop_size, dc.eval_min_resize) == (frames, crop, crop)
     assert dc.num_frames * dc.sampling_rate in (256, 384)  # rates 1/32, 1/16, 1/4
@@ -270,8 +343,9 @@ def data_root(tmp_path_factory):
 def test_shrunk_recipe_trains_and_evaluates(name, train, data_root, tmp_path):
   config = get_config(name, "shrink=1")
   dc = config.dataset_configs
-  dc.base_dir = os.path.join(data_root, os.path.basename(
-      synthetic.cache_dir(synthetic.dataset_parameters(dc))))
+  dc.base_dir = os.path.join(
+    data_root, os.path.basename(synthetic.cache_dir(synthetic.dataset_parameters(dc)))
+  )
   results = train.train_and_evaluate(config, str(tmp_path))
   assert results["num_videos"] == 4
   for key in ("top1", "top5"):

@@ -45,8 +45,9 @@ def _apply(converted, x):
 
 
 def _hf_timesformer(tmp_path_factory, attention_type, seed=0):
-  config = transformers.TimesformerConfig(image_size=32, patch_size=16, num_frames=4,
-                                          num_labels=5, attention_type=attention_type, **SIZES)
+  config = transformers.TimesformerConfig(
+    image_size=32, patch_size=16, num_frames=4, num_labels=5, attention_type=attention_type, **SIZES
+  )
   model = _randomise(transformers.TimesformerForVideoClassification(config), seed)
   path = str(tmp_path_factory.mktemp(f"hf_timesformer_{attention_type}"))
   model.save_pretrained(path)
@@ -56,8 +57,9 @@ def _hf_timesformer(tmp_path_factory, attention_type, seed=0):
 @pytest.fixture(scope="module")
 def hf_vit(tmp_path_factory):
   # layer_norm_eps 1e-6 so that the timm-named copy (timm's 1e-6) computes the same function.
-  config = transformers.ViTConfig(image_size=32, patch_size=16, num_labels=5,
-                                  layer_norm_eps=1e-6, **SIZES)
+  config = transformers.ViTConfig(
+    image_size=32, patch_size=16, num_labels=5, layer_norm_eps=1e-6, **SIZES
+  )
   model = _randomise(transformers.ViTForImageClassification(config), 1)
   path = str(tmp_path_factory.mktemp("hf_vit"))
   model.save_pretrained(path)
@@ -76,8 +78,10 @@ def _vit_features(hf_model, images):
 # ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("attention_type,vidtx_attention",
-                         [("divided_space_time", "divided"), ("joint_space_time", "joint")])
+@pytest.mark.parametrize(
+  "attention_type,vidtx_attention",
+  [("divided_space_time", "divided"), ("joint_space_time", "joint")],
+)
 def test_hf_timesformer_logits(tmp_path_factory, attention_type, vidtx_attention):
   hf_model, path = _hf_timesformer(tmp_path_factory, attention_type)
   converted = convert_source(path)
@@ -115,8 +119,9 @@ def test_hf_timesformer_space_only_per_frame_and_official_average(tmp_path_facto
 
 
 def test_hf_vivit_logits(tmp_path_factory):
-  config = transformers.VivitConfig(image_size=32, num_frames=4, tubelet_size=[2, 16, 16],
-                                    num_labels=5, **SIZES)
+  config = transformers.VivitConfig(
+    image_size=32, num_frames=4, tubelet_size=[2, 16, 16], num_labels=5, **SIZES
+  )
   hf_model = _randomise(transformers.VivitForVideoClassification(config), 2)
   path = str(tmp_path_factory.mktemp("hf_vivit"))
   hf_model.save_pretrained(path)
@@ -132,8 +137,9 @@ def test_hf_vivit_logits(tmp_path_factory):
 
 
 def test_hf_vit_logits_and_labels(tmp_path_factory):
-  config = transformers.ViTConfig(image_size=32, patch_size=16, num_labels=3,
-                                  id2label={0: "cat", 1: "dog", 2: "eel"}, **SIZES)
+  config = transformers.ViTConfig(
+    image_size=32, patch_size=16, num_labels=3, id2label={0: "cat", 1: "dog", 2: "eel"}, **SIZES
+  )
   hf_model = _randomise(transformers.ViTForImageClassification(config), 3)
   path = str(tmp_path_factory.mktemp("hf_vit_labels"))
   hf_model.save_pretrained(path)
@@ -158,17 +164,22 @@ def _hf_vit_state(hf_model):
 
 def _timm_names(state, num_layers):
   """HF ViT -> timm names (fused qkv)."""
-  out = {"cls_token": state["vit.embeddings.cls_token"],
-         "pos_embed": state["vit.embeddings.position_embeddings"],
-         "patch_embed.proj.weight": state["vit.embeddings.patch_embeddings.projection.weight"],
-         "patch_embed.proj.bias": state["vit.embeddings.patch_embeddings.projection.bias"],
-         "norm.weight": state["vit.layernorm.weight"], "norm.bias": state["vit.layernorm.bias"],
-         "head.weight": state["classifier.weight"], "head.bias": state["classifier.bias"]}
+  out = {
+    "cls_token": state["vit.embeddings.cls_token"],
+    "pos_embed": state["vit.embeddings.position_embeddings"],
+    "patch_embed.proj.weight": state["vit.embeddings.patch_embeddings.projection.weight"],
+    "patch_embed.proj.bias": state["vit.embeddings.patch_embeddings.projection.bias"],
+    "norm.weight": state["vit.layernorm.weight"],
+    "norm.bias": state["vit.layernorm.bias"],
+    "head.weight": state["classifier.weight"],
+    "head.bias": state["classifier.bias"],
+  }
   for i in range(num_layers):
     h, t = f"vit.layers.{i}.", f"blocks.{i}."
     for leaf in ("weight", "bias"):
       out[t + "attn.qkv." + leaf] = np.concatenate(
-          [state[h + f"attention.{x}_proj.{leaf}"] for x in ("q", "k", "v")])
+        [state[h + f"attention.{x}_proj.{leaf}"] for x in ("q", "k", "v")]
+      )
       out[t + "attn.proj." + leaf] = state[h + f"attention.o_proj.{leaf}"]
       out[t + "norm1." + leaf] = state[h + f"layernorm_before.{leaf}"]
       out[t + "norm2." + leaf] = state[h + f"layernorm_after.{leaf}"]
@@ -209,13 +220,17 @@ def _flax_vit_names(state, num_layers, num_heads, big_vision):
   attention = "MultiHeadDotProductAttention_0" if big_vision else "MultiHeadDotProductAttention_1"
   ln2, mlp = ("LayerNorm_1", "MlpBlock_0") if big_vision else ("LayerNorm_2", "MlpBlock_3")
   posemb = state["vit.embeddings.position_embeddings"]
-  out = {"embedding/kernel": state["vit.embeddings.patch_embeddings.projection.weight"]
-         .transpose(2, 3, 1, 0),
-         "embedding/bias": state["vit.embeddings.patch_embeddings.projection.bias"],
-         "cls": state["vit.embeddings.cls_token"],
-         "Transformer/encoder_norm/scale": state["vit.layernorm.weight"],
-         "Transformer/encoder_norm/bias": state["vit.layernorm.bias"],
-         "head/kernel": state["classifier.weight"].T, "head/bias": state["classifier.bias"]}
+  out = {
+    "embedding/kernel": state["vit.embeddings.patch_embeddings.projection.weight"].transpose(
+      2, 3, 1, 0
+    ),
+    "embedding/bias": state["vit.embeddings.patch_embeddings.projection.bias"],
+    "cls": state["vit.embeddings.cls_token"],
+    "Transformer/encoder_norm/scale": state["vit.layernorm.weight"],
+    "Transformer/encoder_norm/bias": state["vit.layernorm.bias"],
+    "head/kernel": state["classifier.weight"].T,
+    "head/bias": state["classifier.bias"],
+  }
   if big_vision:
     out["pos_embedding"] = posemb[:, 1:]  # big_vision: no entry for the class token.
   else:
@@ -226,13 +241,17 @@ def _flax_vit_names(state, num_layers, num_heads, big_vision):
     layer = {}
     for x, name in (("q", "query"), ("k", "key"), ("v", "value")):
       layer[f"{attention}/{name}/kernel"], layer[f"{attention}/{name}/bias"] = qkv(
-          state[h + f"attention.{x}_proj.weight"], state[h + f"attention.{x}_proj.bias"])
+        state[h + f"attention.{x}_proj.weight"], state[h + f"attention.{x}_proj.bias"]
+      )
     layer[f"{attention}/out/kernel"] = state[h + "attention.o_proj.weight"].T.reshape(
-        num_heads, dh, d)
+      num_heads, dh, d
+    )
     layer[f"{attention}/out/bias"] = state[h + "attention.o_proj.bias"]
     for norm, hf in (("LayerNorm_0", "layernorm_before"), (ln2, "layernorm_after")):
-      layer[f"{norm}/scale"], layer[f"{norm}/bias"] = state[h + hf + ".weight"], state[
-          h + hf + ".bias"]
+      layer[f"{norm}/scale"], layer[f"{norm}/bias"] = (
+        state[h + hf + ".weight"],
+        state[h + hf + ".bias"],
+      )
     for j, fc in ((0, "fc1"), (1, "fc2")):
       layer[f"{mlp}/Dense_{j}/kernel"] = state[h + f"mlp.{fc}.weight"].T
       layer[f"{mlp}/Dense_{j}/bias"] = state[h + f"mlp.{fc}.bias"]
@@ -270,37 +289,49 @@ def _official_timesformer_state(hf_model, num_layers):
   """HF TimeSformer (divided) -> the official .pyth names."""
   s = {k: v.detach().numpy().copy() for k, v in hf_model.state_dict().items()}
   e = "timesformer.embeddings."
-  out = {"model.cls_token": s[e + "cls_token"], "model.pos_embed": s[e + "position_embeddings"],
-         "model.time_embed": s[e + "time_embeddings"],
-         "model.patch_embed.proj.weight": s[e + "patch_embeddings.projection.weight"],
-         "model.patch_embed.proj.bias": s[e + "patch_embeddings.projection.bias"],
-         "model.norm.weight": s["timesformer.layernorm.weight"],
-         "model.norm.bias": s["timesformer.layernorm.bias"],
-         "model.head.weight": s["classifier.weight"], "model.head.bias": s["classifier.bias"]}
-  pairs = [("layernorm_before", "norm1"), ("layernorm_after", "norm2"),
-           ("attention.attention.qkv", "attn.qkv"), ("attention.output.dense", "attn.proj"),
-           ("temporal_layernorm", "temporal_norm1"),
-           ("temporal_attention.attention.qkv", "temporal_attn.qkv"),
-           ("temporal_attention.output.dense", "temporal_attn.proj"),
-           ("temporal_dense", "temporal_fc"), ("intermediate.dense", "mlp.fc1"),
-           ("output.dense", "mlp.fc2")]
+  out = {
+    "model.cls_token": s[e + "cls_token"],
+    "model.pos_embed": s[e + "position_embeddings"],
+    "model.time_embed": s[e + "time_embeddings"],
+    "model.patch_embed.proj.weight": s[e + "patch_embeddings.projection.weight"],
+    "model.patch_embed.proj.bias": s[e + "patch_embeddings.projection.bias"],
+    "model.norm.weight": s["timesformer.layernorm.weight"],
+    "model.norm.bias": s["timesformer.layernorm.bias"],
+    "model.head.weight": s["classifier.weight"],
+    "model.head.bias": s["classifier.bias"],
+  }
+  pairs = [
+    ("layernorm_before", "norm1"),
+    ("layernorm_after", "norm2"),
+    ("attention.attention.qkv", "attn.qkv"),
+    ("attention.output.dense", "attn.proj"),
+    ("temporal_layernorm", "temporal_norm1"),
+    ("temporal_attention.attention.qkv", "temporal_attn.qkv"),
+    ("temporal_attention.output.dense", "temporal_attn.proj"),
+    ("temporal_dense", "temporal_fc"),
+    ("intermediate.dense", "mlp.fc1"),
+    ("output.dense", "mlp.fc2"),
+  ]
   for i in range(num_layers):
     for hf, official in pairs:
       for leaf in ("weight", "bias"):
-        out[f"model.blocks.{i}.{official}.{leaf}"] = s[
-            f"timesformer.encoder.layer.{i}.{hf}.{leaf}"]
+        out[f"model.blocks.{i}.{official}.{leaf}"] = s[f"timesformer.encoder.layer.{i}.{hf}.{leaf}"]
   return out
 
 
 def test_official_timesformer_pyth_logits(tmp_path_factory, tmp_path):
   hf_model, _ = _hf_timesformer(tmp_path_factory, "divided_space_time", seed=5)
   state = _official_timesformer_state(hf_model, 2)
-  cfg = ("DATA:\n  NUM_FRAMES: 4\n  SAMPLING_RATE: 16\n  TEST_CROP_SIZE: 32\n"
-         "  MEAN: [0.45, 0.45, 0.45]\n  STD: [0.225, 0.225, 0.225]\n"
-         "TIMESFORMER:\n  ATTENTION_TYPE: divided_space_time\n")
+  cfg = (
+    "DATA:\n  NUM_FRAMES: 4\n  SAMPLING_RATE: 16\n  TEST_CROP_SIZE: 32\n"
+    "  MEAN: [0.45, 0.45, 0.45]\n  STD: [0.225, 0.225, 0.225]\n"
+    "TIMESFORMER:\n  ATTENTION_TYPE: divided_space_time\n"
+  )
   path = str(tmp_path / "TimeSformer_divST_tiny.pyth")
-  torch.save({"epoch": 15, "model_state": {k: torch.from_numpy(v) for k, v in state.items()},
-              "cfg": cfg}, path)
+  torch.save(
+    {"epoch": 15, "model_state": {k: torch.from_numpy(v) for k, v in state.items()}, "cfg": cfg},
+    path,
+  )
   converted = convert_source(path, num_heads=2)
   assert converted.model_config["attention"] == "divided"
   assert converted.preprocessing["stride"] == 16 and converted.preprocessing["num_frames"] == 4
@@ -316,36 +347,46 @@ def _write_scenic(path, params):
   """A scenic (flax msgpack) checkpoint: params under optimizer/target, as scenic writes them."""
   tree = flax.traverse_util.unflatten_dict(params, sep="/")
   with open(path, "wb") as f:
-    f.write(flax.serialization.msgpack_serialize(
-        {"optimizer": {"target": tree, "state": {"step": 7}}, "global_step": 7}))
+    f.write(
+      flax.serialization.msgpack_serialize(
+        {"optimizer": {"target": tree, "state": {"step": 7}}, "global_step": 7}
+      )
+    )
 
 
 def test_scenic_model1_equals_hf_vivit(tmp_path_factory, tmp_path):
   """HF's ViViT is scenic's Model 1 ported: scenic names written from its weights convert back
   to the same logits."""
-  config = transformers.VivitConfig(image_size=32, num_frames=4, tubelet_size=[2, 16, 16],
-                                    num_labels=5, **SIZES)
+  config = transformers.VivitConfig(
+    image_size=32, num_frames=4, tubelet_size=[2, 16, 16], num_labels=5, **SIZES
+  )
   hf_model = _randomise(transformers.VivitForVideoClassification(config), 7)
   s = {k: v.detach().numpy().copy() for k, v in hf_model.state_dict().items()}
   d, heads = 32, 2
-  params = {"cls": s["vivit.embeddings.cls_token"],
-            "embedding/kernel": s["vivit.embeddings.patch_embeddings.projection.weight"]
-            .transpose(2, 3, 4, 1, 0),
-            "embedding/bias": s["vivit.embeddings.patch_embeddings.projection.bias"],
-            "Transformer/posembed_input/pos_embedding": s["vivit.embeddings.position_embeddings"],
-            "Transformer/encoder_norm/scale": s["vivit.layernorm.weight"],
-            "Transformer/encoder_norm/bias": s["vivit.layernorm.bias"],
-            "output_projection/kernel": s["classifier.weight"].T,
-            "output_projection/bias": s["classifier.bias"]}
+  params = {
+    "cls": s["vivit.embeddings.cls_token"],
+    "embedding/kernel": s["vivit.embeddings.patch_embeddings.projection.weight"].transpose(
+      2, 3, 4, 1, 0
+    ),
+    "embedding/bias": s["vivit.embeddings.patch_embeddings.projection.bias"],
+    "Transformer/posembed_input/pos_embedding": s["vivit.embeddings.position_embeddings"],
+    "Transformer/encoder_norm/scale": s["vivit.layernorm.weight"],
+    "Transformer/encoder_norm/bias": s["vivit.layernorm.bias"],
+    "output_projection/kernel": s["classifier.weight"].T,
+    "output_projection/bias": s["classifier.bias"],
+  }
   for i in range(2):
     h, p = f"vivit.layers.{i}.", f"Transformer/encoderblock_{i}/"
     for x, name in (("q", "query"), ("k", "key"), ("v", "value")):
       params[p + f"MultiHeadDotProductAttention_0/{name}/kernel"] = s[
-          h + f"attention.{x}_proj.weight"].T.reshape(d, heads, d // heads)
+        h + f"attention.{x}_proj.weight"
+      ].T.reshape(d, heads, d // heads)
       params[p + f"MultiHeadDotProductAttention_0/{name}/bias"] = s[
-          h + f"attention.{x}_proj.bias"].reshape(heads, d // heads)
+        h + f"attention.{x}_proj.bias"
+      ].reshape(heads, d // heads)
     params[p + "MultiHeadDotProductAttention_0/out/kernel"] = s[
-        h + "attention.o_proj.weight"].T.reshape(heads, d // heads, d)
+      h + "attention.o_proj.weight"
+    ].T.reshape(heads, d // heads, d)
     params[p + "MultiHeadDotProductAttention_0/out/bias"] = s[h + "attention.o_proj.bias"]
     for norm, hf in (("LayerNorm_0", "layernorm_before"), ("LayerNorm_1", "layernorm_after")):
       params[p + f"{norm}/scale"] = s[h + hf + ".weight"]
@@ -366,13 +407,20 @@ def test_scenic_model1_equals_hf_vivit(tmp_path_factory, tmp_path):
 
 
 # scenic names of vidtx's ViViT parameters (Models 2-4), written out here.
-_SCENIC_BLOCK = {"norm_attention": "LayerNorm_0", "attention": "MultiHeadDotProductAttention_0",
-                 "norm_mlp": "LayerNorm_1", "mlp": "MlpBlock_0"}
-_SCENIC_M3_BLOCK = {"norm_spatial": "LayerNorm_space",
-                    "attention_spatial": "MultiHeadDotProductAttention_space",
-                    "norm_temporal": "LayerNorm_time",
-                    "attention_temporal": "MultiHeadDotProductAttention_time",
-                    "norm_mlp": "LayerNorm_mlp", "mlp": "MlpBlock"}
+_SCENIC_BLOCK = {
+  "norm_attention": "LayerNorm_0",
+  "attention": "MultiHeadDotProductAttention_0",
+  "norm_mlp": "LayerNorm_1",
+  "mlp": "MlpBlock_0",
+}
+_SCENIC_M3_BLOCK = {
+  "norm_spatial": "LayerNorm_space",
+  "attention_spatial": "MultiHeadDotProductAttention_space",
+  "norm_temporal": "LayerNorm_time",
+  "attention_temporal": "MultiHeadDotProductAttention_time",
+  "norm_mlp": "LayerNorm_mlp",
+  "mlp": "MlpBlock",
+}
 
 
 def _to_scenic(flat, model):
@@ -384,16 +432,26 @@ def _to_scenic(flat, model):
     elif parts[0] in ("embedding",):
       out[name] = value
     elif parts[0] in ("cls", "spatial_cls", "temporal_cls"):
-      out[{"cls": "cls", "spatial_cls": "cls_SpatialTransformer",
-           "temporal_cls": "cls_TemporalTransformer"}[parts[0]]] = value[None] if \
-          value.ndim == 2 else value
+      out[
+        {
+          "cls": "cls",
+          "spatial_cls": "cls_SpatialTransformer",
+          "temporal_cls": "cls_TemporalTransformer",
+        }[parts[0]]
+      ] = value[None] if value.ndim == 2 else value
     elif parts[0].endswith("pos_embedding"):
-      encoder = {"pos_embedding": "Transformer", "spatial_pos_embedding": "SpatialTransformer",
-                 "temporal_pos_embedding": "TemporalTransformer"}[parts[0]]
+      encoder = {
+        "pos_embedding": "Transformer",
+        "spatial_pos_embedding": "SpatialTransformer",
+        "temporal_pos_embedding": "TemporalTransformer",
+      }[parts[0]]
       out[f"{encoder}/posembed_input/pos_embedding"] = value[None]
     else:
-      encoder = {"encoder": "Transformer", "spatial_encoder": "SpatialTransformer",
-                 "temporal_encoder": "TemporalTransformer"}[parts[0]]
+      encoder = {
+        "encoder": "Transformer",
+        "spatial_encoder": "SpatialTransformer",
+        "temporal_encoder": "TemporalTransformer",
+      }[parts[0]]
       if parts[1] == "encoder_norm":
         out[f"{encoder}/{'/'.join(parts[1:])}"] = value
         continue
@@ -408,16 +466,26 @@ def _to_scenic(flat, model):
   return out
 
 
-@pytest.mark.parametrize("attention,extra", [
+@pytest.mark.parametrize(
+  "attention,extra",
+  [
     ("factorised_encoder", dict(classifier="token", temporal_layers=1)),
     ("factorised_self_attention", dict(classifier="gap", attention_order="time_space")),
     ("factorised_dot_product", dict(classifier="gap")),
-])
+  ],
+)
 def test_scenic_models_2_3_4(tmp_path, attention, extra):
   import reference
 
-  config = dict(variant="Ti/16x2", hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
-                attention=attention, **extra)
+  config = dict(
+    variant="Ti/16x2",
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    mlp_dim=64,
+    attention=attention,
+    **extra,
+  )
   model = models.build("vivit", config, 5)
   params = reference.random_like(reference.init_shapes(model, (1, 4, 32, 32, 3)), seed=3)
   params = jax.tree.map(np.asarray, params)
@@ -452,42 +520,65 @@ def test_scenic_models_2_3_4(tmp_path, attention, extra):
 
 def _init_model(model_name, config, num_frames=4, path=None, **init_config):
   model = models.build(model_name, config, 7)
-  fresh = model.init(jax.random.key(0), np.zeros((1, num_frames, 32, 32, 3), np.float32),
-                     train=False)["params"]
+  fresh = model.init(
+    jax.random.key(0), np.zeros((1, num_frames, 32, 32, 3), np.float32), train=False
+  )["params"]
   params, report = init_from.initialise(
-      fresh, model_name=model_name, model_config=model.config,
-      init_config=dict(checkpoint_path=path, **init_config), num_frames=num_frames,
-      crop_size=32)
+    fresh,
+    model_name=model_name,
+    model_config=model.config,
+    init_config=dict(checkpoint_path=path, **init_config),
+    num_frames=num_frames,
+    crop_size=32,
+  )
   return model, params, report
 
 
 @pytest.mark.parametrize("through_convert", [False, True])
-def test_timesformer_from_vit_on_a_static_clip_gives_the_vit_features(hf_vit, tmp_path,
-                                                                     through_convert):
+def test_timesformer_from_vit_on_a_static_clip_gives_the_vit_features(
+  hf_vit, tmp_path, through_convert
+):
   hf_model, path = hf_vit
   if through_convert:
     path = store.save(str(tmp_path / "vit_converted"), convert_source(path))
-  config = dict(variant="B/16", hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
-                attention="divided", layer_norm_epsilon=1e-6)
+  config = dict(
+    variant="B/16",
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    mlp_dim=64,
+    attention="divided",
+    layer_norm_epsilon=1e-6,
+  )
   model, params, report = _init_model("timesformer", config, path=path)
   assert "time_embedding/embedding" in report.fresh
   assert any("re-initialised" in note for note in report.notes)
   images = _clip(frames=1, seed=10)[:, 0]
   clip = np.repeat(images[:, None], 4, axis=1)  # (B, H, W, C) -> (B, T, H, W, C)
   _, out = model.apply({"params": params}, clip, train=False)
-  np.testing.assert_allclose(np.asarray(out["pre_logits"]), _vit_features(hf_model, images),
-                             atol=TOL, rtol=0)
+  np.testing.assert_allclose(
+    np.asarray(out["pre_logits"]), _vit_features(hf_model, images), atol=TOL, rtol=0
+  )
   # The temporal attention starts as a copy of the spatial one (the official rule).
   block = params["encoderblock_0"]
-  np.testing.assert_array_equal(block["attention_temporal"]["query"]["kernel"],
-                                block["attention_spatial"]["query"]["kernel"])
+  np.testing.assert_array_equal(
+    block["attention_temporal"]["query"]["kernel"], block["attention_spatial"]["query"]["kernel"]
+  )
 
 
 @pytest.mark.parametrize("method", ["central_frame", "inflate"])
 def test_vivit_factorised_encoder_from_vit_gives_the_vit_features_per_frame(hf_vit, method):
   hf_model, path = hf_vit
-  config = dict(variant="B/16x2", hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
-                attention="factorised_encoder", temporal_layers=1, gelu_approximate=False)
+  config = dict(
+    variant="B/16x2",
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    mlp_dim=64,
+    attention="factorised_encoder",
+    temporal_layers=1,
+    gelu_approximate=False,
+  )
   model, params, report = _init_model("vivit", config, path=path, kernel_init_method=method)
   assert "embedding/kernel" in report.adapted
   images = _clip(frames=1, seed=11)[:, 0]
@@ -495,24 +586,32 @@ def test_vivit_factorised_encoder_from_vit_gives_the_vit_features_per_frame(hf_v
   _, out = model.apply({"params": params}, clip, train=False)
   features = _vit_features(hf_model, images)
   for t in range(2):  # A static clip: both tubelets embed as the image does.
-    np.testing.assert_allclose(np.asarray(out["frame_representations"][:, t]), features,
-                               atol=TOL, rtol=0)
+    np.testing.assert_allclose(
+      np.asarray(out["frame_representations"][:, t]), features, atol=TOL, rtol=0
+    )
 
 
 def test_vivit_model1_posemb_tiled_and_resized(hf_vit):
   _, path = hf_vit
   vit = flax.traverse_util.flatten_dict(convert_source(path).params, sep="/")
-  config = dict(variant="B/8x2", hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
-                attention="spatio_temporal")
+  config = dict(
+    variant="B/8x2",
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    mlp_dim=64,
+    attention="spatio_temporal",
+  )
   with pytest.raises(ValueError, match="patches"):  # 16x16 ViT, 8x8 model.
     _init_model("vivit", config, path=path)
   config["variant"] = "B/16x2"
-  model, params, _ = _init_model("vivit", config, path=path, num_frames=6,
-                                 positional_embed_size_change="tile")
+  model, params, _ = _init_model(
+    "vivit", config, path=path, num_frames=6, positional_embed_size_change="tile"
+  )
   posemb = params["pos_embedding"]["embedding"]  # (1 + 3 * 4, D)
   np.testing.assert_array_equal(posemb[0], vit["pos_embedding/embedding"][0])
   for t in range(3):
-    np.testing.assert_array_equal(posemb[1 + 4 * t:5 + 4 * t], vit["pos_embedding/embedding"][1:])
+    np.testing.assert_array_equal(posemb[1 + 4 * t : 5 + 4 * t], vit["pos_embedding/embedding"][1:])
   with pytest.raises(ValueError, match="cannot fill"):
     _init_model("vivit", config, path=path, positional_embed_size_change="resize")
 
@@ -520,16 +619,20 @@ def test_vivit_model1_posemb_tiled_and_resized(hf_vit):
 def test_init_from_a_video_checkpoint_resizes_time_and_resets_the_head(tmp_path_factory):
   _, path = _hf_timesformer(tmp_path_factory, "divided_space_time", seed=12)
   source = convert_source(path)
-  config = dict(variant="B/16", hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
-                attention="divided")
+  config = dict(
+    variant="B/16", hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, attention="divided"
+  )
   model, params, report = _init_model("timesformer", config, num_frames=8, path=path)
   time = params["time_embedding"]["embedding"]
-  np.testing.assert_array_equal(time, np.repeat(source.params["time_embedding"]["embedding"],
-                                                2, axis=0))  # Nearest: 4 -> 8 frames.
+  np.testing.assert_array_equal(
+    time, np.repeat(source.params["time_embedding"]["embedding"], 2, axis=0)
+  )  # Nearest: 4 -> 8 frames.
   assert "time_embedding/embedding" in report.adapted
   assert report.fresh == ["head/kernel", "head/bias"]  # 5 classes -> 7.
-  np.testing.assert_array_equal(params["encoderblock_1"]["temporal_fc"]["kernel"],
-                                source.params["encoderblock_1"]["temporal_fc"]["kernel"])
+  np.testing.assert_array_equal(
+    params["encoderblock_1"]["temporal_fc"]["kernel"],
+    source.params["encoderblock_1"]["temporal_fc"]["kernel"],
+  )
   with pytest.raises(ValueError, match="cannot initialise a vivit"):
     _init_model("vivit", dict(config, variant="B/16x2", attention="spatio_temporal"), path=path)
 
@@ -549,8 +652,9 @@ def test_train_py_starts_from_a_converted_vit(hf_vit, tmp_path, capsys):
   config = tiny_config(str(tmp_path / "data"), steps=1)
   config.dataset_configs.crop_size = config.dataset_configs.min_resize = 32
   config.dataset_configs.video_size = 32
-  config.model.update(variant="B/16", hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
-                      temporal_init="image")
+  config.model.update(
+    variant="B/16", hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64, temporal_init="image"
+  )
   config.lr_configs.base_learning_rate = 0.0
   config.init_from.checkpoint_path = converted_dir
   train.train_and_evaluate(config, str(tmp_path / "run"))
@@ -559,7 +663,11 @@ def test_train_py_starts_from_a_converted_vit(hf_vit, tmp_path, capsys):
   with ocp.StandardCheckpointer() as checkpointer:
     state = checkpointer.restore(str(tmp_path / "run" / "checkpoints" / "1" / "state"))
   block = state["params"]["encoderblock_1"]
-  np.testing.assert_array_equal(np.asarray(block["attention_temporal"]["key"]["kernel"]),
-                                restored["encoderblock_1"]["attention_spatial"]["key"]["kernel"])
-  np.testing.assert_array_equal(np.asarray(state["params"]["pos_embedding"]["embedding"]),
-                                restored["pos_embedding"]["embedding"])
+  np.testing.assert_array_equal(
+    np.asarray(block["attention_temporal"]["key"]["kernel"]),
+    restored["encoderblock_1"]["attention_spatial"]["key"]["kernel"],
+  )
+  np.testing.assert_array_equal(
+    np.asarray(state["params"]["pos_embedding"]["embedding"]),
+    restored["pos_embedding"]["embedding"],
+  )

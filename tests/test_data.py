@@ -15,22 +15,38 @@ from vidtx.data import dmvr, pipeline, synthetic
 
 
 def reader_configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
-  configs = ml_collections.ConfigDict(dict(
+  configs = ml_collections.ConfigDict(
+    dict(
       base_dir=base_dir,
       tables={"train": "train.tfrecord@2", "validation": "validation.tfrecord@1"},
       examples_per_subset={"train": 12, "validation": 11},
-      num_classes=4, num_frames=4, stride=2, min_resize=16, crop_size=16,
-      zero_centering=False, random_flip=False, num_test_clips=1,
-      do_three_spatial_crops=False, label_offset=0))
+      num_classes=4,
+      num_frames=4,
+      stride=2,
+      min_resize=16,
+      crop_size=16,
+      zero_centering=False,
+      random_flip=False,
+      num_test_clips=1,
+      do_three_spatial_crops=False,
+      label_offset=0,
+    )
+  )
   configs.update(overrides)
   return configs
 
 
 def synthetic_configs(base_dir: str, task: str = "appearance", **overrides):
   configs = reader_configs(
-      base_dir, task=task, video_length=10, video_size=20, seed=0, min_resize=20,
-      num_classes=len(synthetic.TASKS[task].class_names),
-      examples_per_subset={"train": 12, "validation": 6})
+    base_dir,
+    task=task,
+    video_length=10,
+    video_size=20,
+    seed=0,
+    min_resize=20,
+    num_classes=len(synthetic.TASKS[task].class_names),
+    examples_per_subset={"train": 12, "validation": 6},
+  )
   configs.update(overrides)
   return configs
 
@@ -52,10 +68,10 @@ def coded_video(video: int, length: int, height: int = 16, width: int = 24) -> n
   return frames
 
 
-def write_split(base_dir: str, name: str, videos: list[np.ndarray], labels: list[int],
-                num_shards: int) -> list[str]:
-  examples = [dmvr.make_sequence_example(v, label) for v, label in zip(videos, labels,
-                                                                       strict=True)]
+def write_split(
+  base_dir: str, name: str, videos: list[np.ndarray], labels: list[int], num_shards: int
+) -> list[str]:
+  examples = [dmvr.make_sequence_example(v, label) for v, label in zip(videos, labels, strict=True)]
   return dmvr.write_shards(examples, os.path.join(base_dir, name), num_shards)
 
 
@@ -69,15 +85,24 @@ def test_write_read_round_trip(tmp_path):
   videos = [smooth_frames(rng, 3 + i, 12, 20) for i in range(7)]
   labels = [i % 4 for i in range(7)]
   examples = [
-      dmvr.make_sequence_example(v, [label, 9], label_text=f"class{label}", video_id=f"vid{i}",
-                                 start_us=1_000_000 * i, end_us=1_000_000 * i + 500_000,
-                                 frame_rate=12.5)
-      for i, (v, label) in enumerate(zip(videos, labels, strict=True))]
+    dmvr.make_sequence_example(
+      v,
+      [label, 9],
+      label_text=f"class{label}",
+      video_id=f"vid{i}",
+      start_us=1_000_000 * i,
+      end_us=1_000_000 * i + 500_000,
+      frame_rate=12.5,
+    )
+    for i, (v, label) in enumerate(zip(videos, labels, strict=True))
+  ]
   files = dmvr.write_shards(examples, str(tmp_path / "train.tfrecord"), 3)
 
   assert [os.path.basename(f) for f in files] == [
-      "train.tfrecord-00000-of-00003", "train.tfrecord-00001-of-00003",
-      "train.tfrecord-00002-of-00003"]
+    "train.tfrecord-00000-of-00003",
+    "train.tfrecord-00001-of-00003",
+    "train.tfrecord-00002-of-00003",
+  ]
   assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(f) for f in files)  # No temps.
   assert dmvr.expand_table(str(tmp_path), "train.tfrecord@3") == files
   assert dmvr.expand_table(str(tmp_path), "train.tfrecord-*") == files
@@ -95,13 +120,19 @@ def test_write_read_round_trip(tmp_path):
       assert decoded.shape == videos[i].shape
       error = np.abs(decoded.astype(float) - videos[i])
       assert error.mean() < 3 and error.max() < 40
-      context, _ = tf.io.parse_single_sequence_example(record, context_features={
+      context, _ = tf.io.parse_single_sequence_example(
+        record,
+        context_features={
           dmvr.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string),
           dmvr.START_KEY: tf.io.FixedLenFeature([], tf.int64),
-          dmvr.END_KEY: tf.io.FixedLenFeature([], tf.int64)})
+          dmvr.END_KEY: tf.io.FixedLenFeature([], tf.int64),
+        },
+      )
       assert context[dmvr.LABEL_TEXT_KEY].numpy() == f"class{labels[i]}".encode()
       assert (context[dmvr.START_KEY].numpy(), context[dmvr.END_KEY].numpy()) == (
-          1_000_000 * i, 1_000_000 * i + 500_000)
+        1_000_000 * i,
+        1_000_000 * i + 500_000,
+      )
 
 
 def test_interrupted_write_leaves_no_files(tmp_path):
@@ -172,16 +203,21 @@ def test_random_clip_indices_cover_every_offset():
 def coded_dir(tmp_path_factory):
   """11 validation videos (video i has label i) and 12 training videos with coded pixels."""
   base_dir = str(tmp_path_factory.mktemp("coded"))
-  write_split(base_dir, "validation.tfrecord", [coded_video(i, 10) for i in range(11)],
-              list(range(11)), 1)
-  write_split(base_dir, "train.tfrecord", [coded_video(i, 10) for i in range(12)],
-              [i % 4 for i in range(12)], 2)
+  write_split(
+    base_dir, "validation.tfrecord", [coded_video(i, 10) for i in range(11)], list(range(11)), 1
+  )
+  write_split(
+    base_dir,
+    "train.tfrecord",
+    [coded_video(i, 10) for i in range(12)],
+    [i % 4 for i in range(12)],
+    2,
+  )
   return base_dir
 
 
 def test_eval_returns_every_video_once_with_all_views(coded_dir):
-  configs = reader_configs(coded_dir, num_classes=11, num_test_clips=2,
-                           do_three_spatial_crops=True)
+  configs = reader_configs(coded_dir, num_classes=11, num_test_clips=2, do_three_spatial_crops=True)
   batches = list(data.build_eval_dataset(configs, "validation", batch_size=4).as_numpy_iterator())
   assert len(batches) == 3
   for batch in batches:
@@ -205,49 +241,64 @@ def test_eval_returns_every_video_once_with_all_views(coded_dir):
 
 
 def test_eval_single_clip_centre_crop_and_zero_centering(coded_dir):
-  configs = reader_configs(coded_dir, num_classes=11, zero_centering=True, crop_size=8,
-                           min_resize=8)
+  configs = reader_configs(
+    coded_dir, num_classes=11, zero_centering=True, crop_size=8, min_resize=8
+  )
   batch = next(data.build_eval_dataset(configs, "validation", batch_size=11).as_numpy_iterator())
   assert batch["inputs"].shape == (11, 1, 4, 8, 8, 3)
   pixels = (batch["inputs"] + 1) * 127.5
   # Middle clip (offset 3 // 2 = 1) of the 8 x 12 resized video: the centre 8 x 8 crop.
-  np.testing.assert_allclose(pixels[..., 0].mean(axis=(0, 1, 3, 4)),
-                             20 * np.array([1, 3, 5, 7]) + 10, atol=4)
+  np.testing.assert_allclose(
+    pixels[..., 0].mean(axis=(0, 1, 3, 4)), 20 * np.array([1, 3, 5, 7]) + 10, atol=4
+  )
   np.testing.assert_allclose(pixels[..., 2].mean(), 115, atol=5)
 
 
 def test_normalisation_presets_and_explicit_mean_std(coded_dir):
   def views(**overrides):
-    configs = reader_configs(coded_dir, num_classes=11, num_test_clips=2,
-                             do_three_spatial_crops=True, **overrides)
+    configs = reader_configs(
+      coded_dir, num_classes=11, num_test_clips=2, do_three_spatial_crops=True, **overrides
+    )
     ds = data.build_eval_dataset(configs, "validation", batch_size=11)
     return next(ds.as_numpy_iterator())["inputs"]
 
   unit = views(zero_centering=False)  # [0, 1]
   # Legacy zero_centering=True is bit-identical to the former pixel / 255 * 2 - 1.
   np.testing.assert_array_equal(views(zero_centering=True), unit * np.float32(2) - np.float32(1))
-  np.testing.assert_allclose(views(normalization="timesformer"), (unit - 0.45) / 0.225,
-                             atol=1e-5)
+  np.testing.assert_allclose(views(normalization="timesformer"), (unit - 0.45) / 0.225, atol=1e-5)
   # A preset wins over zero_centering; explicit mean / std win over both.
   np.testing.assert_array_equal(views(zero_centering=True, normalization="none"), unit)
   mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
   np.testing.assert_allclose(
-      views(zero_centering=True, normalization="vit", mean=list(mean), std=list(std)),
-      (unit - mean) / std, atol=1e-5)
+    views(zero_centering=True, normalization="vit", mean=list(mean), std=list(std)),
+    (unit - mean) / std,
+    atol=1e-5,
+  )
   assert pipeline.normalisation(ml_collections.ConfigDict()) == pipeline.NORMALIZATIONS["vit"]
   assert pipeline.normalisation(ml_collections.ConfigDict({"normalization": "imagenet"})) == (
-      (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    (0.485, 0.456, 0.406),
+    (0.229, 0.224, 0.225),
+  )
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(std=[0.2, 0.0, 0.2], mean=[0.5] * 3), r"dataset_configs.std=\[0.2, 0.0, 0.2\]: expected "
-     "3 positive numbers"),
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
+    (
+      dict(std=[0.2, 0.0, 0.2], mean=[0.5] * 3),
+      r"dataset_configs.std=\[0.2, 0.0, 0.2\]: expected "
+      "3 positive numbers",
+    ),
     (dict(mean=[0.5, 0.5], std=[0.2] * 3), r"dataset_configs.mean=\[0.5, 0.5\]: expected 3"),
     (dict(mean="0.5", std=[0.2] * 3), "dataset_configs.mean='0.5': expected 3"),
     (dict(mean=[0.5] * 3), "dataset_configs.mean is set but dataset_configs.std is not"),
-    (dict(normalization="kinetics"), "dataset_configs.normalization='kinetics': expected one of "
-     r"\['imagenet', 'none', 'timesformer', 'vit'\]"),
-])
+    (
+      dict(normalization="kinetics"),
+      "dataset_configs.normalization='kinetics': expected one of "
+      r"\['imagenet', 'none', 'timesformer', 'vit'\]",
+    ),
+  ],
+)
 def test_bad_normalisation_raises_naming_the_field(coded_dir, overrides, message):
   configs = reader_configs(coded_dir, **overrides)
   with pytest.raises(ValueError, match=message):
@@ -258,14 +309,21 @@ def test_bad_normalisation_raises_naming_the_field(coded_dir, overrides, message
 
 @pytest.mark.parametrize("num_files", [3, 1])
 def test_processes_read_disjoint_shares(tmp_path, num_files):
-  write_split(str(tmp_path), "validation.tfrecord", [coded_video(i, 4) for i in range(11)],
-              list(range(11)), num_files)
-  configs = reader_configs(str(tmp_path), num_classes=11,
-                           tables={"validation": f"validation.tfrecord@{num_files}"})
+  write_split(
+    str(tmp_path),
+    "validation.tfrecord",
+    [coded_video(i, 4) for i in range(11)],
+    list(range(11)),
+    num_files,
+  )
+  configs = reader_configs(
+    str(tmp_path), num_classes=11, tables={"validation": f"validation.tfrecord@{num_files}"}
+  )
   seen = []
   for process in range(2):
-    ds = data.build_eval_dataset(configs, "validation", batch_size=4, process_index=process,
-                                 process_count=2)
+    ds = data.build_eval_dataset(
+      configs, "validation", batch_size=4, process_index=process, process_count=2
+    )
     for batch in ds.as_numpy_iterator():
       seen += batch["label"][batch["batch_mask"] == 1].tolist()
   assert sorted(seen) == list(range(11))
@@ -285,8 +343,9 @@ def test_train_batches_are_deterministic_for_a_seed(tmp_path):
   for a, b in zip(first, again, strict=True):
     np.testing.assert_array_equal(a["inputs"], b["inputs"])
     np.testing.assert_array_equal(a["label"], b["label"])
-  assert any(not np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(first, other,
-                                                                          strict=True))
+  assert any(
+    not np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(first, other, strict=True)
+  )
   # 16 clips of an infinite stream over 12 videos: the stream repeats the data.
   assert sum(len(b["label"]) for b in first) == 16
   # Skipping batches continues the same stream (a resumed run).
@@ -300,8 +359,11 @@ def test_out_of_range_label_names_split_and_range(coded_dir, tmp_path):
   write_split(str(tmp_path), "validation.tfrecord", [coded_video(0, 4)], [5], 1)
   configs = reader_configs(str(tmp_path))
   batch = next(data.build_eval_dataset(configs, "validation", batch_size=1).as_numpy_iterator())
-  with pytest.raises(ValueError, match=r"(?s)split=validation, file=.*-00000-of-00001, record 0: "
-                     r"label index out of range: expected values in \[0, 4\).*got \[5\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"(?s)split=validation, file=.*-00000-of-00001, record 0: "
+    r"label index out of range: expected values in \[0, 4\).*got \[5\]",
+  ):
     pipeline.split_host_fields(batch)
   # label_offset shifts 1-indexed labels into range.
   configs = reader_configs(str(tmp_path), label_offset=2)
@@ -315,8 +377,9 @@ def test_out_of_range_label_names_split_and_range(coded_dir, tmp_path):
 
 
 def test_prepare_dataset_errors(tmp_path, coded_dir):
-  config = ml_collections.ConfigDict(dict(dataset_name="kinetics",
-                                          dataset_configs=reader_configs(coded_dir)))
+  config = ml_collections.ConfigDict(
+    dict(dataset_name="kinetics", dataset_configs=reader_configs(coded_dir))
+  )
   with pytest.raises(ValueError, match="'synthetic', 'dmvr'"):
     data.prepare_dataset(config)
   config.dataset_name = "dmvr"
@@ -332,8 +395,9 @@ def test_prepare_dataset_errors(tmp_path, coded_dir):
   with pytest.raises(ValueError, match="not a directory"):
     data.prepare_dataset(config)
 
-  config = ml_collections.ConfigDict(dict(
-      dataset_name="synthetic", dataset_configs=synthetic_configs(str(tmp_path), task="motion")))
+  config = ml_collections.ConfigDict(
+    dict(dataset_name="synthetic", dataset_configs=synthetic_configs(str(tmp_path), task="motion"))
+  )
   config.dataset_configs.num_classes = 3
   with pytest.raises(ValueError, match="num_classes=3.*4 classes"):
     data.prepare_dataset(config)
@@ -350,20 +414,28 @@ def test_prepare_dataset_errors(tmp_path, coded_dir):
 
 def test_ensure_dataset_writes_once_and_is_deterministic(tmp_path, monkeypatch, capsys):
   monkeypatch.setenv("VIDTX_CACHE", str(tmp_path / "cache"))
-  config = ml_collections.ConfigDict(dict(
-      dataset_name="synthetic", dataset_configs=synthetic_configs("", task="motion")))
+  config = ml_collections.ConfigDict(
+    dict(dataset_name="synthetic", dataset_configs=synthetic_configs("", task="motion"))
+  )
   configs = data.prepare_dataset(config)
   directory = configs.base_dir
   assert directory.startswith(str(tmp_path / "cache" / "synthetic" / "motion-"))
   assert "12 train videos" in capsys.readouterr().out
   assert sorted(os.listdir(directory)) == [
-      ".vidtx", "dataset_info.json", "labels.txt", "train.tfrecord-00000-of-00002",
-      "train.tfrecord-00001-of-00002", "validation.tfrecord-00000-of-00001"]
+    ".vidtx",
+    "dataset_info.json",
+    "labels.txt",
+    "train.tfrecord-00000-of-00002",
+    "train.tfrecord-00001-of-00002",
+    "validation.tfrecord-00000-of-00001",
+  ]
   assert data.read_label_names(directory) == ["left", "right", "up", "down"]
 
   def digests(d):
-    return {os.path.basename(f): hashlib.sha256(open(f, "rb").read()).hexdigest()
-            for f in glob.glob(os.path.join(d, "*.tfrecord-*"))}
+    return {
+      os.path.basename(f): hashlib.sha256(open(f, "rb").read()).hexdigest()
+      for f in glob.glob(os.path.join(d, "*.tfrecord-*"))
+    }
 
   before = {f: os.path.getmtime(os.path.join(directory, f)) for f in os.listdir(directory)}
   assert data.prepare_dataset(config).base_dir == directory  # Cached: nothing rewritten.
@@ -373,15 +445,16 @@ def test_ensure_dataset_writes_once_and_is_deterministic(tmp_path, monkeypatch, 
   # The same parameters elsewhere give the same bytes; another seed gives other videos.
   same = synthetic.ensure_dataset(synthetic_configs(str(tmp_path / "same"), task="motion"))
   assert digests(same) == digests(directory)
-  other = synthetic.ensure_dataset(synthetic_configs(str(tmp_path / "other"), task="motion",
-                                                     seed=1))
+  other = synthetic.ensure_dataset(
+    synthetic_configs(str(tmp_path / "other"), task="motion", seed=1)
+  )
   assert digests(other) != digests(directory)
   # Balanced labels; train and validation are different videos.
   configs.num_test_clips = 1
   labels = []
   for split in ("train", "validation"):
     ds = data.build_eval_dataset(configs, split, batch_size=12)
-    labels.append(next(ds.as_numpy_iterator())["label"][:configs.examples_per_subset[split]])
+    labels.append(next(ds.as_numpy_iterator())["label"][: configs.examples_per_subset[split]])
   assert np.bincount(labels[0]).tolist() == [3, 3, 3, 3]
   params = synthetic.dataset_parameters(configs)
   train = [f for f, _ in synthetic.generate_split(params, "train")]
@@ -400,15 +473,21 @@ def test_generators_are_deterministic_and_well_formed():
     assert not np.array_equal(a, c)
 
 
-def render_without_background(monkeypatch, task: str, label: int, count: int, length: int,
-                              size: int, **clip) -> np.ndarray:
+def render_without_background(
+  monkeypatch, task: str, label: int, count: int, length: int, size: int, **clip
+) -> np.ndarray:
   """float frames (count, T, S, S, 3) with the background at -1000, so objects can be located."""
-  monkeypatch.setattr(synthetic, "_background",
-                      lambda rng, size, dark: np.full((size, size, 3), -1000.0, np.float32))
+  monkeypatch.setattr(
+    synthetic, "_background", lambda rng, size, dark: np.full((size, size, 3), -1000.0, np.float32)
+  )
   monkeypatch.setattr(synthetic, "_to_uint8", lambda frames: frames)
   generate = synthetic.TASKS[task].generate
-  return np.stack([generate(np.random.default_rng([label, i]), length, size, label=label,
-                            **clip)[0] for i in range(count)])
+  return np.stack(
+    [
+      generate(np.random.default_rng([label, i]), length, size, label=label, **clip)[0]
+      for i in range(count)
+    ]
+  )
 
 
 def circular_centroid(mask: np.ndarray) -> np.ndarray:
@@ -474,16 +553,18 @@ def test_order_flashes_fall_inside_every_clip(monkeypatch):
   first, last = synthetic.event_window(length, num_frames, stride)
   assert (first, last) == (5, 14)
   for label in (0, 1):
-    videos = render_without_background(monkeypatch, "order", label, 15, length, size,
-                                       num_frames=num_frames, stride=stride)
+    videos = render_without_background(
+      monkeypatch, "order", label, 15, length, size, num_frames=num_frames, stride=stride
+    )
     for video in videos:
       changed = np.abs(video - np.median(video, axis=0)).sum(-1) > 30  # (T, S, S)
       times = np.flatnonzero(changed.any(axis=(1, 2)))
       assert first <= times.min() and times.max() <= last
       # Two flashes of exactly `stride` frames each (possibly back to back: a new flash starts
       # where the changed region changes); the disc is the rounder one.
-      starts = [t for t in times
-                if t - 1 not in times or not np.array_equal(changed[t], changed[t - 1])]
+      starts = [
+        t for t in times if t - 1 not in times or not np.array_equal(changed[t], changed[t - 1])
+      ]
       assert len(starts) == 2 and len(times) == 2 * stride
       shapes = []
       for start in starts:

@@ -23,13 +23,13 @@ def frames_of(num_frames: int, height: int = H, width: int = W) -> np.ndarray:
   frames = np.zeros((num_frames, height, width, 3), np.uint8)
   for k in range(num_frames):
     frames[k] = BASE + STEP * k
-    frames[k, :height // 4, :width // 4] = (200, 30, 30)
+    frames[k, : height // 4, : width // 4] = (200, 30, 30)
   return frames
 
 
 def frame_index(frame: np.ndarray) -> int:
   """Which source frame a decoded frame is, from the brightness of its lower half."""
-  return int(round((frame[frame.shape[0] // 2:].mean() - BASE) / STEP))
+  return int(round((frame[frame.shape[0] // 2 :].mean() - BASE) / STEP))
 
 
 def write_video(path: str, num_frames: int, fps: int = 30, **size) -> str:
@@ -44,18 +44,20 @@ def read_table(output_dir: str, table: str) -> list[dict]:
   examples = []
   for serialized in tf.data.TFRecordDataset(files):
     context, sequence = tf.io.parse_single_sequence_example(
-        serialized,
-        context_features={
-            dmvr.LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64),
-            dmvr.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-            dmvr.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string),
-            dmvr.START_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-            dmvr.END_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-            dmvr.FRAME_RATE_KEY: tf.io.FixedLenFeature([], tf.float32),
-        },
-        sequence_features={dmvr.IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)})
+      serialized,
+      context_features={
+        dmvr.LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64),
+        dmvr.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        dmvr.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string),
+        dmvr.START_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        dmvr.END_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        dmvr.FRAME_RATE_KEY: tf.io.FixedLenFeature([], tf.float32),
+      },
+      sequence_features={dmvr.IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)},
+    )
     frames = np.stack([tf.io.decode_jpeg(jpeg).numpy() for jpeg in sequence[dmvr.IMAGE_KEY]])
-    examples.append({
+    examples.append(
+      {
         "frames": frames,
         "indices": [frame_index(f) for f in frames],
         "labels": tf.sparse.to_dense(context[dmvr.LABEL_INDEX_KEY]).numpy().tolist(),
@@ -64,7 +66,8 @@ def read_table(output_dir: str, table: str) -> list[dict]:
         "start": int(context[dmvr.START_KEY]),
         "end": int(context[dmvr.END_KEY]),
         "fps": float(context[dmvr.FRAME_RATE_KEY]),
-    })
+      }
+    )
   return examples
 
 
@@ -91,8 +94,9 @@ def write_lines(path, lines) -> str:
 def test_sample_frames_follows_the_fps_filter_rule():
   def sample(times, **kwargs):
     options = dict(start=None, end=None, fps=0, frame_duration=1 / 30, tolerance=1e-3)
-    return list(convert.sample_frames([(t, i) for i, t in enumerate(times)],
-                                      **{**options, **kwargs}))
+    return list(
+      convert.sample_frames([(t, i) for i, t in enumerate(times)], **{**options, **kwargs})
+    )
 
   times = [k / 30 for k in range(24)]
   assert sample(times) == list(range(24))
@@ -145,13 +149,16 @@ def test_kinetics_round_trip(tmp_path):
   write_video(str(videos / "fullvid_001.mp4"), 30, fps=10)
   write_video(str(videos / "riding bike" / "clipvid_002_000005_000015.mp4"), 12, fps=10)
   write_video(str(videos / "webmvid_003.webm"), 30, fps=10)
-  annotations = write_lines(tmp_path / "kinetics_train.csv", [
+  annotations = write_lines(
+    tmp_path / "kinetics_train.csv",
+    [
       "label,youtube_id,time_start,time_end,split",
       "abseiling,fullvid_001,1,2,train",
       "riding bike,clipvid_002,5,15,train",
       "abseiling,webmvid_003,2,3,train",
       "abseiling,gone_004,0,10,train",
-  ])
+    ],
+  )
   source = convert.kinetics_source(annotations, str(videos))
   assert source.split == "train"
   out = tmp_path / "out"
@@ -167,18 +174,23 @@ def test_kinetics_round_trip(tmp_path):
   # The stored JPEGs hold the decoded frames up to JPEG loss (which rings at the red corner).
   decoded = decode_video(str(videos / "fullvid_001.mp4"))[10:20].astype(float)
   assert np.abs(full["frames"] - decoded).mean() < 2
-  np.testing.assert_allclose(full["frames"][:, H // 2:], decoded[:, H // 2:], atol=6)
+  np.testing.assert_allclose(full["frames"][:, H // 2 :], decoded[:, H // 2 :], atol=6)
   clip = examples["clipvid_002_000005_000015"]
   assert clip["indices"] == list(range(12))  # Pre-cut: every frame of the file.
   assert (clip["labels"], clip["text"], clip["start"], clip["end"]) == (
-      [1], "riding bike", 5_000_000, 15_000_000)
+    [1],
+    "riding bike",
+    5_000_000,
+    15_000_000,
+  )
   assert examples["webmvid_003_000002_000003"]["indices"] == list(range(20, 30))
   assert read_report(out, "train")["gone_004_000000_000010"].startswith("missing")
   with open(out / "train_summary.json") as f:
     assert json.load(f)["examples"] == 3
 
-  unlabelled = write_lines(tmp_path / "test.csv", ["youtube_id,time_start,time_end,split",
-                                                   "fullvid_001,0,1,test"])
+  unlabelled = write_lines(
+    tmp_path / "test.csv", ["youtube_id,time_start,time_end,split", "fullvid_001,0,1,test"]
+  )
   source = convert.kinetics_source(unlabelled, str(videos))
   assert source.split == "test" and source.items[0].labels == ()
   convert.convert(source.items, str(out), "test", num_shards=1, progress=False)
@@ -191,22 +203,45 @@ def test_ssv2_maps_templates_to_label_indices(tmp_path):
   for video_id in ("101", "102"):
     write_video(str(videos / f"{video_id}.webm"), 6, fps=12)
   labels = tmp_path / "something-something-v2-labels.json"
-  labels.write_text(json.dumps({"Holding something next to something": "1",
-                                "Pushing something from left to right": "0"}))
+  labels.write_text(
+    json.dumps(
+      {"Holding something next to something": "1", "Pushing something from left to right": "0"}
+    )
+  )
   split = tmp_path / "something-something-v2-validation.json"
-  split.write_text(json.dumps([
-      {"id": "101", "label": "holding pen next to cup",
-       "template": "Holding [something] next to [something]", "placeholders": ["pen", "cup"]},
-      {"id": "102", "label": "pushing box from left to right",
-       "template": "Pushing [something] from left to right", "placeholders": ["box"]},
-  ]))
+  split.write_text(
+    json.dumps(
+      [
+        {
+          "id": "101",
+          "label": "holding pen next to cup",
+          "template": "Holding [something] next to [something]",
+          "placeholders": ["pen", "cup"],
+        },
+        {
+          "id": "102",
+          "label": "pushing box from left to right",
+          "template": "Pushing [something] from left to right",
+          "placeholders": ["box"],
+        },
+      ]
+    )
+  )
   source = convert.ssv2_source(str(split), str(labels), str(videos))
   assert source.split == "validation"
   out = tmp_path / "out"
-  convert.convert(source.items, str(out), source.split, num_shards=1,
-                  class_names=source.class_names, progress=False)
+  convert.convert(
+    source.items,
+    str(out),
+    source.split,
+    num_shards=1,
+    class_names=source.class_names,
+    progress=False,
+  )
   assert convert.read_labels(str(out / "labels.txt")) == [
-      "Pushing something from left to right", "Holding something next to something"]
+    "Pushing something from left to right",
+    "Holding something next to something",
+  ]
   examples = by_id(read_table(out, "validation.tfrecord@1"))
   assert examples["101"]["labels"] == [1] and examples["102"]["labels"] == [0]
   assert examples["101"]["text"] == "Holding something next to something"
@@ -221,7 +256,9 @@ def test_ssv2_maps_templates_to_label_indices(tmp_path):
 def test_epic_labels_are_noun_then_300_plus_verb(tmp_path):
   videos = tmp_path / "EPIC-KITCHENS"
   write_video(str(videos / "P01" / "videos" / "P01_01.MP4"), 30, fps=10)
-  annotations = write_lines(tmp_path / "EPIC_100_validation.csv", [
+  annotations = write_lines(
+    tmp_path / "EPIC_100_validation.csv",
+    [
       "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,"
       "start_frame,stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,"
       "all_noun_classes",
@@ -231,20 +268,34 @@ def test_epic_labels_are_noun_then_300_plus_verb(tmp_path):
       "['cup'],[13]",
       "P02_01_0,P02,P02_01,00:00:01.00,00:00:01.00,00:00:02.00,50,100,filter filter,filter,5,"
       "filter,20,['filter'],[20]",
-  ])
-  nouns = write_lines(tmp_path / "EPIC_100_noun_classes.csv",
-                      ["id,key,instances,category", "8,door,\"['door']\",furniture"])
+    ],
+  )
+  nouns = write_lines(
+    tmp_path / "EPIC_100_noun_classes.csv",
+    ["id,key,instances,category", "8,door,\"['door']\",furniture"],
+  )
   source = convert.epic_source(annotations, str(videos), noun_classes=nouns)
   assert source.split == "validation" and source.class_splits == [300, 97]
   out = tmp_path / "out"
-  summary = convert.convert(source.items, str(out), source.split, num_shards=1,
-                            class_names=source.class_names, class_splits=source.class_splits,
-                            progress=False)
+  summary = convert.convert(
+    source.items,
+    str(out),
+    source.split,
+    num_shards=1,
+    class_names=source.class_names,
+    class_splits=source.class_splits,
+    progress=False,
+  )
   assert (summary["examples"], summary["bad"], summary["num_classes"]) == (2, 1, 397)
   names = convert.read_labels(str(out / "labels.txt"))
   assert len(names) == 397
   assert (names[8], names[13], names[0], names[300 + 3], names[300]) == (
-      "door", "cup", "noun_0", "open", "take")
+    "door",
+    "cup",
+    "noun_0",
+    "open",
+    "take",
+  )
   assert names[20] == names[305] == "filter"  # A noun and a verb may share a name.
   examples = by_id(read_table(out, "validation.tfrecord@1"))
   opening = examples["P01_01_0"]
@@ -263,10 +314,12 @@ def test_bad_videos_are_reported_and_the_rest_converts(tmp_path):
   write_video(str(videos / "short.mp4"), 3)
   with open(good, "rb") as f:
     data = f.read()
-  (videos / "truncated.mp4").write_bytes(data[:len(data) // 2])
+  (videos / "truncated.mp4").write_bytes(data[: len(data) // 2])
   (videos / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
   (videos / "empty.mp4").write_bytes(b"")
-  annotations = write_lines(tmp_path / "videos.csv", [
+  annotations = write_lines(
+    tmp_path / "videos.csv",
+    [
       "path,label",
       "good.mp4,jump",
       "short.mp4,jump",
@@ -279,14 +332,23 @@ def test_bad_videos_are_reported_and_the_rest_converts(tmp_path):
       "good.mp4,7",
       "good.mp4,jump,0.5,0.6",
       "good.mp4,jump,5,6",
-  ])
+    ],
+  )
   label_map = write_lines(tmp_path / "classes.txt", ["jump", "swim"])
   source = convert.csv_source(annotations, str(videos))
   assert source.split == "videos"
   out = tmp_path / "out"
   # good.mp4 comes as 'jump' and as class 1: kept as two examples on purpose.
-  summary = convert.convert(source.items, str(out), "train", num_shards=3, min_frames=4,
-                            label_map=label_map, conflicts="keep", progress=False)
+  summary = convert.convert(
+    source.items,
+    str(out),
+    "train",
+    num_shards=3,
+    min_frames=4,
+    label_map=label_map,
+    conflicts="keep",
+    progress=False,
+  )
   assert (summary["examples"], summary["bad"]) == (2, 9)
   reasons = [row[3] for row in summary["bad_videos"]]
   assert [row[0] for row in summary["bad_videos"]] == [1, 2, 3, 4, 5, 6, 8, 9, 10]
@@ -302,7 +364,9 @@ def test_bad_videos_are_reported_and_the_rest_converts(tmp_path):
   assert len(lines) == 9 and lines[0] == f"short.mp4\t{videos / 'short.mp4'}\t{reasons[0]}"
   examples = read_table(out, "train.tfrecord@3")
   assert sorted((e["id"], e["labels"][0], e["text"]) for e in examples) == [
-      ("good.mp4", 0, "jump"), ("good.mp4", 1, "swim")]  # An index gets its name as text.
+    ("good.mp4", 0, "jump"),
+    ("good.mp4", 1, "swim"),
+  ]  # An index gets its name as text.
   assert convert.read_labels(str(out / "labels.txt")) == ["jump", "swim"]
 
 
@@ -310,8 +374,9 @@ def test_resume_rewrites_only_the_missing_shard(tmp_path, capsys):
   videos = tmp_path / "videos"
   for i in range(6):
     write_video(str(videos / f"v{i}.mp4"), 4)
-  annotations = write_lines(tmp_path / "train.csv", [f"v{i}.mp4,c{i % 2}" for i in range(5)]
-                            + ["missing.mp4,c0"])
+  annotations = write_lines(
+    tmp_path / "train.csv", [f"v{i}.mp4,c{i % 2}" for i in range(5)] + ["missing.mp4,c0"]
+  )
   items = convert.csv_source(annotations, str(videos)).items
   out = tmp_path / "out"
   convert.convert(items, str(out), "train", num_shards=3, progress=False)
@@ -332,8 +397,9 @@ def test_resume_rewrites_only_the_missing_shard(tmp_path, capsys):
   assert [open(shard, "rb").read() for shard in shards] == first
   assert not stray.exists()
   assert sorted(os.listdir(out)) == sorted(
-      [os.path.basename(s) for s in shards]
-      + [".vidtx", "labels.txt", "train_report.txt", "train_summary.json", "train_shards"])
+    [os.path.basename(s) for s in shards]
+    + [".vidtx", "labels.txt", "train_report.txt", "train_summary.json", "train_shards"]
+  )
   assert len(read_table(out, "train.tfrecord@3")) == 5
   # Other options leave the shards as they are, with a warning.
   convert.convert(items, str(out), "train", num_shards=3, fps=10)
@@ -346,20 +412,26 @@ def test_parallel_workers_write_the_same_shards(tmp_path, capsys):
   for i in range(4):
     write_video(str(videos / f"v{i}.webm" if i % 2 else videos / f"v{i}.mp4"), 6 + i)
   names = [f"v{i}.webm" if i % 2 else f"v{i}.mp4" for i in range(4)]
-  annotations = write_lines(tmp_path / "train.csv", [f"{n},c{i % 3}" for i, n in enumerate(names)]
-                            + ["broken.mp4,c0"])
+  annotations = write_lines(
+    tmp_path / "train.csv", [f"{n},c{i % 3}" for i, n in enumerate(names)] + ["broken.mp4,c0"]
+  )
   items = convert.csv_source(annotations, str(videos)).items
   shards = {}
   for workers in (1, 2):
     out = tmp_path / f"out{workers}"
-    summary = convert.convert(items, str(out), "train", num_shards=3, num_workers=workers,
-                              fps=15, short_side=16)
+    summary = convert.convert(
+      items, str(out), "train", num_shards=3, num_workers=workers, fps=15, short_side=16
+    )
     assert (summary["examples"], summary["bad"]) == (4, 1)
     assert "train: 5/5 videos" in capsys.readouterr().err
     # Parsed, not bytes: protobuf writes the context map in an order that varies by process.
-    shards[workers] = [[tf.train.SequenceExample.FromString(record.numpy())
-                        for record in tf.data.TFRecordDataset(shard)]
-                       for shard in dmvr.shard_names(str(out / "train.tfrecord"), 3)]
+    shards[workers] = [
+      [
+        tf.train.SequenceExample.FromString(record.numpy())
+        for record in tf.data.TFRecordDataset(shard)
+      ]
+      for shard in dmvr.shard_names(str(out / "train.tfrecord"), 3)
+    ]
   assert [len(examples) for examples in shards[2]] == [2, 1, 1]
   assert shards[1] == shards[2]
 
@@ -376,8 +448,18 @@ def test_missing_inputs_name_the_flag(tmp_path, capsys):
   assert f"--input {tmp_path / 'nope.csv'}: no such file" in capsys.readouterr().err
   annotations = write_lines(tmp_path / "a.csv", ["v.mp4,x"])
   with pytest.raises(SystemExit):
-    convert.main(["--source", "csv", "--input", annotations, "--video_dir",
-                  str(tmp_path / "nodir"), "--output_dir", str(tmp_path / "out")])
+    convert.main(
+      [
+        "--source",
+        "csv",
+        "--input",
+        annotations,
+        "--video_dir",
+        str(tmp_path / "nodir"),
+        "--output_dir",
+        str(tmp_path / "out"),
+      ]
+    )
   assert "--video_dir" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     convert.main(["--source", "ssv2", "--input", annotations, *common])
@@ -395,10 +477,24 @@ def test_command_line(tmp_path):
   annotations = write_lines(tmp_path / "diving_train.csv", ["path,label", "a.mp4,0", "b.mp4,1"])
   out = tmp_path / "out"
   result = subprocess.run(
-      [sys.executable, "-m", "vidtx.data.convert", "--source=csv", f"--input={annotations}",
-       f"--video_dir={videos}", f"--output_dir={out}", "--num_shards=2", "--num_workers=1",
-       "--fps=10", "--short_side=16"],
-      capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    [
+      sys.executable,
+      "-m",
+      "vidtx.data.convert",
+      "--source=csv",
+      f"--input={annotations}",
+      f"--video_dir={videos}",
+      f"--output_dir={out}",
+      "--num_shards=2",
+      "--num_workers=1",
+      "--fps=10",
+      "--short_side=16",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    cwd=os.path.dirname(os.path.dirname(__file__)),
+  )
   assert result.returncode == 0, result.stderr
   assert "train.tfrecord@2: 2 examples of 2 videos, 0 bad" in result.stdout
   assert "config.dataset_configs.tables = {'train': 'train.tfrecord@2'}" in result.stdout

@@ -28,7 +28,8 @@ eval_script = _import("eval")
 
 def tiny_config(data_dir: str, steps: int = 1, attention: str = "divided"):
   spec = importlib.util.spec_from_file_location(
-      "cfg", os.path.join(REPO, "configs", "synthetic_timesformer.py"))
+    "cfg", os.path.join(REPO, "configs", "synthetic_timesformer.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(f"attention={attention}")
@@ -72,8 +73,10 @@ def _restore_params(workdir, step):
   path = os.path.join(workdir, "checkpoints", str(step), "state")
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        dict(checkpointer.metadata(path).item_metadata.tree))
+  target = jax.tree.map(
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+    dict(checkpointer.metadata(path).item_metadata.tree),
+  )
   return checkpointer.restore(path, target)["params"]
 
 
@@ -121,13 +124,20 @@ def test_resume_continues_at_the_right_step_with_identical_state(data_dir, tmp_p
   train.train_and_evaluate(tiny_config(data_dir, steps=4), resumed)
 
   # The resumed run started from exactly the saved state ...
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(_restore_params(straight, 2)),
-               jax.device_get(first_half))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(_restore_params(straight, 2)),
+    jax.device_get(first_half),
+  )
   # ... and, reading the data stream from where it stopped, ends where the straight run ends.
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(_restore_params(straight, 4)),
-               jax.device_get(_restore_params(resumed, 4)))
-  steps = [line["step"] for line in _read_jsonl(os.path.join(resumed, "metrics.jsonl"))
-           if "loss" in line]
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(_restore_params(straight, 4)),
+    jax.device_get(_restore_params(resumed, 4)),
+  )
+  steps = [
+    line["step"] for line in _read_jsonl(os.path.join(resumed, "metrics.jsonl")) if "loss" in line
+  ]
   assert steps == [1, 2, 3, 4]
 
 
@@ -139,29 +149,51 @@ def test_eval_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
 def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
   """The two scripts as users call them, with --config.x=y overrides."""
   workdir = str(tmp_path / "cli")
-  common = [f"--config.dataset_configs.base_dir={data_dir}",
-            "--config.dataset_configs.examples_per_subset.train=24",
-            "--config.dataset_configs.examples_per_subset.validation=10",
-            "--config.dataset_configs.tables.train=train.tfrecord@2",
-            "--config.dataset_configs.tables.validation=validation.tfrecord@1",
-            "--config.dataset_configs.video_length=10", "--config.dataset_configs.video_size=20",
-            "--config.dataset_configs.num_frames=4", "--config.dataset_configs.min_resize=20",
-            "--config.dataset_configs.crop_size=16", "--config.dataset_configs.num_test_clips=1",
-            "--config.model.hidden_size=32", "--config.model.num_layers=1",
-            "--config.model.num_heads=2", "--config.model.mlp_dim=64",
-            "--config.batch_size=4", "--config.eval_batch_size=4"]
-  config_arg = "--config=" + os.path.join(REPO, "configs", "synthetic_timesformer.py") + \
-      ":attention=space"
+  common = [
+    f"--config.dataset_configs.base_dir={data_dir}",
+    "--config.dataset_configs.examples_per_subset.train=24",
+    "--config.dataset_configs.examples_per_subset.validation=10",
+    "--config.dataset_configs.tables.train=train.tfrecord@2",
+    "--config.dataset_configs.tables.validation=validation.tfrecord@1",
+    "--config.dataset_configs.video_length=10",
+    "--config.dataset_configs.video_size=20",
+    "--config.dataset_configs.num_frames=4",
+    "--config.dataset_configs.min_resize=20",
+    "--config.dataset_configs.crop_size=16",
+    "--config.dataset_configs.num_test_clips=1",
+    "--config.model.hidden_size=32",
+    "--config.model.num_layers=1",
+    "--config.model.num_heads=2",
+    "--config.model.mlp_dim=64",
+    "--config.batch_size=4",
+    "--config.eval_batch_size=4",
+  ]
+  config_arg = (
+    "--config=" + os.path.join(REPO, "configs", "synthetic_timesformer.py") + ":attention=space"
+  )
   out = subprocess.run(
-      [sys.executable, os.path.join(REPO, "train.py"), config_arg, f"--workdir={workdir}",
-       "--config.num_training_steps=2", "--config.log_every_steps=1"] + common,
-      capture_output=True, text=True, cwd=str(tmp_path))
+    [
+      sys.executable,
+      os.path.join(REPO, "train.py"),
+      config_arg,
+      f"--workdir={workdir}",
+      "--config.num_training_steps=2",
+      "--config.log_every_steps=1",
+    ]
+    + common,
+    capture_output=True,
+    text=True,
+    cwd=str(tmp_path),
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "step 2/2" in out.stdout and "ETA" in out.stdout
   final = json.loads(out.stdout.strip().splitlines()[-1])
   out = subprocess.run(
-      [sys.executable, os.path.join(REPO, "eval.py"), config_arg, f"--workdir={workdir}"]
-      + common, capture_output=True, text=True, cwd=str(tmp_path))
+    [sys.executable, os.path.join(REPO, "eval.py"), config_arg, f"--workdir={workdir}"] + common,
+    capture_output=True,
+    text=True,
+    cwd=str(tmp_path),
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   with open(os.path.join(workdir, "eval_validation.json")) as f:
     evaluated = json.load(f)
@@ -184,13 +216,15 @@ print("DEVICES", jax.device_count())
   for devices in (1, 2):
     env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices))
     workdir = str(tmp_path / f"devices{devices}")
-    out = subprocess.run([sys.executable, "-c", script, workdir], capture_output=True, text=True,
-                         env=env, cwd=REPO)
+    out = subprocess.run(
+      [sys.executable, "-c", script, workdir], capture_output=True, text=True, env=env, cwd=REPO
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"DEVICES {devices}" in out.stdout
     params[devices] = jax.device_get(_restore_params(workdir, 2))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               params[1], params[2])
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params[1], params[2]
+  )
 
 
 def test_epic_style_training_with_the_paper_regularisers(tmp_path):
@@ -200,8 +234,10 @@ def test_epic_style_training_with_the_paper_regularisers(tmp_path):
 
   rng = np.random.default_rng(0)
   videos = [rng.integers(0, 255, (6 + 3 * i, 20, 20, 3), dtype=np.uint8) for i in range(8)]
-  examples = [dmvr.make_sequence_example(v, [i % 3, 3 + i % 2], video_id=f"clip{i}")
-              for i, v in enumerate(videos)]
+  examples = [
+    dmvr.make_sequence_example(v, [i % 3, 3 + i % 2], video_id=f"clip{i}")
+    for i, v in enumerate(videos)
+  ]
   corrupt = dmvr.sequence_example_from_jpegs([b"\xff\xd8 not a jpeg"] * 6, [0, 3])
   dmvr.write_shards(examples + [corrupt], str(tmp_path / "data" / "train.tfrecord"), 1)
   dmvr.write_shards(examples[:4], str(tmp_path / "data" / "validation.tfrecord"), 1)
@@ -211,12 +247,22 @@ def test_epic_style_training_with_the_paper_regularisers(tmp_path):
   ds = config.dataset_configs
   ds.tables = {"train": "train.tfrecord@1", "validation": "validation.tfrecord@1"}
   ds.examples_per_subset = {"train": 9, "validation": 4}
-  ds.update(num_classes=5, class_splits=[3, 2], split_names=["noun", "verb"],
-            skip_bad_records=True, eval_sampling="whole_video", shuffle_buffer_size=16,
-            random_flip=True)
-  ds.augmentation_params = dict(do_jitter_scale=True, do_color_augment=True,
-                                do_rand_augment=True, rand_augment_magnitude=15.0,
-                                random_erasing_probability=0.5)
+  ds.update(
+    num_classes=5,
+    class_splits=[3, 2],
+    split_names=["noun", "verb"],
+    skip_bad_records=True,
+    eval_sampling="whole_video",
+    shuffle_buffer_size=16,
+    random_flip=True,
+  )
+  ds.augmentation_params = dict(
+    do_jitter_scale=True,
+    do_color_augment=True,
+    do_rand_augment=True,
+    rand_augment_magnitude=15.0,
+    random_erasing_probability=0.5,
+  )
   config.mixup = dict(alpha=0.3)
   config.label_smoothing = 0.2
   config.checkpoint_every_steps = 3
@@ -226,8 +272,9 @@ def test_epic_style_training_with_the_paper_regularisers(tmp_path):
   assert results["num_videos"] == 4
   for key in ("noun_top1", "verb_top1", "action_top1", "noun_mean_class_accuracy"):
     assert 0.0 <= results[key] <= 1.0, key
-  assert results["top1"] == results["action_top1"] <= min(results["noun_top1"],
-                                                          results["verb_top1"])
+  assert (
+    results["top1"] == results["action_top1"] <= min(results["noun_top1"], results["verb_top1"])
+  )
   lines = _read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   assert lines[-2]["skipped_records"] >= 1  # the corrupt record, counted
   rows = _read_jsonl(os.path.join(workdir, "eval_validation_videos.jsonl"))

@@ -56,8 +56,10 @@ def test_train_writes_the_full_config_as_json(trained):
   assert restored.to_dict() == json.loads(json.dumps(config.to_dict()))
   assert restored.num_training_steps == 2 and restored.checkpoint_every_steps == 1
   assert restored.dataset_configs.crop_size == 16 and restored.model.hidden_size == 32
-  assert models.build(restored.model_name, restored.model, 4).config == \
-      models.build(config.model_name, config.model, 4).config
+  assert (
+    models.build(restored.model_name, restored.model, 4).config
+    == models.build(config.model_name, config.model, 4).config
+  )
 
 
 def test_a_resumed_run_rewrites_its_config(trained, tmp_path):
@@ -73,8 +75,7 @@ def test_a_resumed_run_rewrites_its_config(trained, tmp_path):
   assert checkpoints.convert_source(resumed).preprocessing["aggregation"] == "sum_logits"
 
 
-def test_convert_exports_the_newest_checkpoint_without_the_data(trained, tmp_path,
-                                                                monkeypatch):
+def test_convert_exports_the_newest_checkpoint_without_the_data(trained, tmp_path, monkeypatch):
   config, workdir = trained
 
   def no_data(*args, **kwargs):
@@ -90,9 +91,16 @@ def test_convert_exports_the_newest_checkpoint_without_the_data(trained, tmp_pat
   assert loaded.model_name == "timesformer" and loaded.num_classes == 4
   assert loaded.model_config == config.model.to_dict()
   assert loaded.preprocessing == dict(
-      num_frames=4, stride=2, min_resize=20, crop_size=16,
-      mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5],  # zero_centering: the ViT's [-1, 1].
-      num_test_clips=2, do_three_spatial_crops=False, aggregation="mean_logits")
+    num_frames=4,
+    stride=2,
+    min_resize=20,
+    crop_size=16,
+    mean=[0.5, 0.5, 0.5],
+    std=[0.5, 0.5, 0.5],  # zero_centering: the ViT's [-1, 1].
+    num_test_clips=2,
+    do_three_spatial_crops=False,
+    aggregation="mean_logits",
+  )
   assert loaded.labels == ["left", "right", "up", "down"]
   assert loaded.source["format"] == "run" and loaded.source["step"] == 2
   assert loaded.source["path"] == os.path.abspath(workdir)
@@ -121,16 +129,29 @@ def test_step_exports_an_older_checkpoint(trained, tmp_path):
   _assert_params_equal(older.params, _restore_params(workdir, 1))
   assert older.source["step"] == 1
   newest = _flat(_restore_params(workdir, 2))
-  assert any(not np.array_equal(older_value, np.asarray(newest[name]))
-             for name, older_value in _flat(older.params).items())
+  assert any(
+    not np.array_equal(older_value, np.asarray(newest[name]))
+    for name, older_value in _flat(older.params).items()
+  )
 
 
 def test_cli_exports_a_run_with_format_and_step(trained, tmp_path):
   _, workdir = trained
   out = str(tmp_path / "ckpt")
   result = subprocess.run(
-      [sys.executable, "-m", "vidtx.convert", f"--src={workdir}", f"--out={out}",
-       "--format=run", "--step=1"], capture_output=True, text=True, cwd=REPO)
+    [
+      sys.executable,
+      "-m",
+      "vidtx.convert",
+      f"--src={workdir}",
+      f"--out={out}",
+      "--format=run",
+      "--step=1",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"wrote {out}" in result.stdout and "step 1" in result.stdout
   assert store.load(out).source["step"] == 1
@@ -140,8 +161,11 @@ def test_cli_exports_a_run_with_format_and_step(trained, tmp_path):
 def test_errors_name_the_problem(trained, tmp_path):
   _, workdir = trained
   out = str(tmp_path / "out")
-  with pytest.raises(ValueError, match=r"--step=7: .*checkpoints has no checkpoint of that "
-                                       r"step; it has step\(s\) \[1, 2\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"--step=7: .*checkpoints has no checkpoint of that "
+    r"step; it has step\(s\) \[1, 2\]",
+  ):
     convert.convert(src=workdir, out=out, step=7)
   with pytest.raises(ValueError, match="--num_classes=10: .* is a train.py run"):
     convert.convert(src=workdir, out=out, num_classes=10)

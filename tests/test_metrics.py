@@ -119,13 +119,18 @@ def test_per_class_and_mean_class_accuracy_match_loop(seed):
 
 def test_classification_metrics_hand_computed():
   # Video 0: class 0 right. Video 1: label 2, ranked 2nd. Video 2: label 1, ranked last.
-  scores = np.array([[0.9, 0.05, 0.05, 0.0],
-                     [0.6, 0.1, 0.3, 0.0],
-                     [0.5, 0.1, 0.2, 0.2]])
+  scores = np.array([[0.9, 0.05, 0.05, 0.0], [0.6, 0.1, 0.3, 0.0], [0.5, 0.1, 0.2, 0.2]])
   labels = np.array([0, 2, 1])
   result = metrics.classification_metrics(scores, labels, topk=(1, 2, 5))
-  assert result == pytest.approx({"top1": 1 / 3, "top2": 2 / 3, "top5": 1.0,
-                                  "mean_class_accuracy": (1 + 0 + 0) / 3, "num_videos": 3})
+  assert result == pytest.approx(
+    {
+      "top1": 1 / 3,
+      "top2": 2 / 3,
+      "top5": 1.0,
+      "mean_class_accuracy": (1 + 0 + 0) / 3,
+      "num_videos": 3,
+    }
+  )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -141,9 +146,7 @@ def test_classification_metrics_match_loop(seed):
 def test_confusion_matrix_known_example():
   labels = [0, 0, 1, 2, 2, 2]
   predictions = [0, 1, 1, 2, 0, 2]
-  expected = [[1, 1, 0],
-              [0, 1, 0],
-              [1, 0, 2]]
+  expected = [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
   got = metrics.confusion_matrix(predictions, labels, 4)
   assert got.dtype == np.int64
   np.testing.assert_array_equal(got[:3, :3], expected)
@@ -158,8 +161,7 @@ def test_confusion_matrix_sums(seed):
   matrix = metrics.confusion_matrix(predictions, labels, num_classes)
   assert matrix.sum() == len(labels)
   np.testing.assert_array_equal(matrix.sum(axis=1), np.bincount(labels, minlength=num_classes))
-  np.testing.assert_array_equal(matrix.sum(axis=0),
-                                np.bincount(predictions, minlength=num_classes))
+  np.testing.assert_array_equal(matrix.sum(axis=0), np.bincount(predictions, minlength=num_classes))
   with np.errstate(invalid="ignore"):
     recall = np.diag(matrix) / matrix.sum(axis=1)
   np.testing.assert_allclose(recall, metrics.per_class_accuracy(scores, labels))
@@ -199,12 +201,8 @@ def test_average_precision_and_map_match_brute_force(seed):
 
 
 def test_multilabel_metrics_hand_computed():
-  scores = np.array([[0.9, 0.1, 0.0],
-                     [0.2, 0.7, 0.1],
-                     [0.3, 0.3, 0.4]])
-  targets = np.array([[1, 0, 0],
-                      [1, 0, 0],
-                      [0, 1, 0]])
+  scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4]])
+  targets = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]])
   # Class 0: ranking 0.9(+), 0.3(-), 0.2(+) -> (1 + 2/3) / 2. Class 1: 0.7(-), 0.3(+), 0.1 -> 1/2.
   # Video 2 ties classes 0 and 1 below class 2, so its top-1 (class 2) misses.
   result = metrics.multilabel_metrics(scores, targets)
@@ -236,11 +234,11 @@ def test_split_metrics_match_loop(seed, class_splits):
 
   action_right = []
   for n in range(len(scores)):
-    rows = [scores[n, offsets[s]:offsets[s + 1]] for s in range(len(class_splits))]
+    rows = [scores[n, offsets[s] : offsets[s + 1]] for s in range(len(class_splits))]
     action_right.append(all(brute_argmax(r) == local[n, s] for s, r in enumerate(rows)))
   assert result["action_top1"] == pytest.approx(np.mean(action_right))
   for s, name in enumerate(names):
-    piece = scores[:, offsets[s]:offsets[s + 1]]
+    piece = scores[:, offsets[s] : offsets[s + 1]]
     ranks = [brute_rank(row, label) for row, label in zip(piece, local[:, s], strict=True)]
     assert result[f"{name}_top1"] == pytest.approx(np.mean([r < 1 for r in ranks]))
     assert result[f"{name}_top5"] == pytest.approx(np.mean([r < 5 for r in ranks]))
@@ -258,7 +256,7 @@ def test_action_top5_matches_enumeration_of_tuples(seed, class_splits, monkeypat
   names = [f"s{s}" for s in range(len(class_splits))]
   expected = []
   for n in range(len(scores)):
-    rows = [scores[n, offsets[s]:offsets[s + 1]] for s in range(len(class_splits))]
+    rows = [scores[n, offsets[s] : offsets[s + 1]] for s in range(len(class_splits))]
     expected.append(brute_action_topk(rows, local[n], 5))
   result = metrics.split_metrics(scores, global_labels, class_splits, names)
   assert result["action_top5"] == pytest.approx(np.mean(expected))
@@ -268,17 +266,22 @@ def test_action_top5_of_probabilities_skips_softmax():
   rng = np.random.default_rng(0)
   probs = np.concatenate([rng.dirichlet(np.ones(5), 20), rng.dirichlet(np.ones(3), 20)], axis=1)
   local = np.stack([rng.integers(0, 5, 20), rng.integers(0, 3, 20)], axis=1)
-  expected = [brute_action_topk([probs[n, :5], probs[n, 5:]], local[n], 5, logits=False)
-              for n in range(20)]
+  expected = [
+    brute_action_topk([probs[n, :5], probs[n, 5:]], local[n], 5, logits=False) for n in range(20)
+  ]
   result = metrics.split_metrics(probs, local + [0, 5], (5, 3), ("noun", "verb"), logits=False)
   assert result["action_top5"] == pytest.approx(np.mean(expected))
 
 
 def test_split_metrics_hand_computed_epic():
   # 3 nouns then 2 verbs. EPIC global labels [noun, 3 + verb].
-  scores = np.array([[5.0, 1.0, 0.0, 2.0, 0.0],    # noun 0 right, verb 0 right -> action right
-                     [0.0, 4.0, 1.0, 0.0, 3.0],    # noun 1 right, verb 0 wrong -> action wrong
-                     [0.0, 0.0, 0.0, 1.0, 1.0]])   # ties: predicts noun 0, verb 0
+  scores = np.array(
+    [
+      [5.0, 1.0, 0.0, 2.0, 0.0],  # noun 0 right, verb 0 right -> action right
+      [0.0, 4.0, 1.0, 0.0, 3.0],  # noun 1 right, verb 0 wrong -> action wrong
+      [0.0, 0.0, 0.0, 1.0, 1.0],
+    ]
+  )  # ties: predicts noun 0, verb 0
   labels = np.array([[0, 3], [1, 3], [0, 4]])
   result = metrics.split_metrics(scores, labels, (3, 2), ("noun", "verb"))
   assert result["noun_top1"] == pytest.approx(1.0)
@@ -313,10 +316,14 @@ def test_split_metrics_equal_logits_predict_first_classes():
 # ----------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("call, message", [
+@pytest.mark.parametrize(
+  "call, message",
+  [
     (lambda: metrics.topk_correct(np.zeros((3, 4)), [0, 1], 1), r"labels: expected shape \(3,\)"),
-    (lambda: metrics.topk_correct(np.zeros((3, 4)), [0, 1, 4], 1),
-     r"labels: expected class indices in \[0, 4\), got 4"),
+    (
+      lambda: metrics.topk_correct(np.zeros((3, 4)), [0, 1, 4], 1),
+      r"labels: expected class indices in \[0, 4\), got 4",
+    ),
     (lambda: metrics.topk_correct(np.zeros((3, 4)), [0, -1, 2], 1), r"labels: .*got -1"),
     (lambda: metrics.topk_correct(np.zeros((3, 4)), [0.0, 1.0, 2.0], 1), "labels: expected int"),
     (lambda: metrics.topk_correct(np.zeros(4), [0], 1), r"scores: expected a \(num_videos"),
@@ -326,27 +333,46 @@ def test_split_metrics_equal_logits_predict_first_classes():
     (lambda: metrics.mean_class_accuracy(np.zeros((2, 3)), [0, 3]), r"labels: .*\[0, 3\)"),
     (lambda: metrics.confusion_matrix([0, 5], [0, 1], 3), r"predictions: .*\[0, 3\), got 5"),
     (lambda: metrics.confusion_matrix([0, 1], [0, 1, 2], 3), r"predictions: expected shape"),
-    (lambda: metrics.multilabel_metrics(np.zeros((2, 3)), np.zeros((2, 4))),
-     r"targets: expected a multi-hot array of shape \(2, 3\)"),
-    (lambda: metrics.multilabel_metrics(np.zeros((2, 3)), np.full((2, 3), 0.5)),
-     r"targets: expected multi-hot values"),
-    (lambda: metrics.split_metrics(np.zeros((2, 5)), [[0, 3], [0, 3]], (3, 3), ("n", "v")),
-     r"class_splits: expected sizes summing to the 5"),
-    (lambda: metrics.split_metrics(np.zeros((2, 5)), [[0, 3], [0, 3]], (3, 2), ("n",)),
-     "split_names: expected one name per split"),
-    (lambda: metrics.split_metrics(np.zeros((2, 5)), [[0, 1], [0, 3]], (3, 2), ("n", "v")),
-     r"labels: expected column 1 in the global range \[3, 5\)"),
-    (lambda: metrics.split_metrics(np.zeros((2, 5)), [0, 3], (3, 2), ("n", "v")),
-     r"labels: expected int \(2, 2\) global indices or multi-hot \(2, 5\)"),
-    (lambda: metrics.split_metrics(np.zeros((1, 5)), [[1, 1, 0, 1, 0]], (3, 2), ("n", "v")),
-     "labels: expected exactly one 1 per split"),
+    (
+      lambda: metrics.multilabel_metrics(np.zeros((2, 3)), np.zeros((2, 4))),
+      r"targets: expected a multi-hot array of shape \(2, 3\)",
+    ),
+    (
+      lambda: metrics.multilabel_metrics(np.zeros((2, 3)), np.full((2, 3), 0.5)),
+      r"targets: expected multi-hot values",
+    ),
+    (
+      lambda: metrics.split_metrics(np.zeros((2, 5)), [[0, 3], [0, 3]], (3, 3), ("n", "v")),
+      r"class_splits: expected sizes summing to the 5",
+    ),
+    (
+      lambda: metrics.split_metrics(np.zeros((2, 5)), [[0, 3], [0, 3]], (3, 2), ("n",)),
+      "split_names: expected one name per split",
+    ),
+    (
+      lambda: metrics.split_metrics(np.zeros((2, 5)), [[0, 1], [0, 3]], (3, 2), ("n", "v")),
+      r"labels: expected column 1 in the global range \[3, 5\)",
+    ),
+    (
+      lambda: metrics.split_metrics(np.zeros((2, 5)), [0, 3], (3, 2), ("n", "v")),
+      r"labels: expected int \(2, 2\) global indices or multi-hot \(2, 5\)",
+    ),
+    (
+      lambda: metrics.split_metrics(np.zeros((1, 5)), [[1, 1, 0, 1, 0]], (3, 2), ("n", "v")),
+      "labels: expected exactly one 1 per split",
+    ),
     (lambda: metrics.confusion_matrix_image(np.zeros((3, 4))), "matrix: expected a square"),
-    (lambda: metrics.confusion_matrix_image(np.eye(3), ["a", "b"]),
-     "class_names: expected 3 names"),
+    (
+      lambda: metrics.confusion_matrix_image(np.eye(3), ["a", "b"]),
+      "class_names: expected 3 names",
+    ),
     (lambda: metrics.per_video_rows(["a"], np.zeros((2, 3)), [0, 1]), "video_ids: expected 2"),
-    (lambda: metrics.per_video_rows(["a", "b"], np.zeros((2, 3)), [0, 3]),
-     r"labels_or_targets: expected class indices in \[0, 3\)"),
-])
+    (
+      lambda: metrics.per_video_rows(["a", "b"], np.zeros((2, 3)), [0, 3]),
+      r"labels_or_targets: expected class indices in \[0, 3\)",
+    ),
+  ],
+)
 def test_bad_inputs_raise_value_error_naming_the_argument(call, message):
   with pytest.raises(ValueError, match=message):
     call()
@@ -382,10 +408,12 @@ def test_confusion_matrix_image_large_without_labels():
 
 
 def test_confusion_matrix_image_needs_no_pyplot_or_backend():
-  code = ("import sys, numpy as np; from vidtx import metrics; "
-          "image = metrics.confusion_matrix_image(np.eye(4)); "
-          "assert image.shape[2] == 3 and image.dtype == np.uint8; "
-          "assert 'matplotlib.pyplot' not in sys.modules")
+  code = (
+    "import sys, numpy as np; from vidtx import metrics; "
+    "image = metrics.confusion_matrix_image(np.eye(4)); "
+    "assert image.shape[2] == 3 and image.dtype == np.uint8; "
+    "assert 'matplotlib.pyplot' not in sys.modules"
+  )
   for backend in ("Agg", None):
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     if backend:
@@ -395,15 +423,28 @@ def test_confusion_matrix_image_needs_no_pyplot_or_backend():
 
 def test_per_video_rows_single_label_json_ready():
   scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.5, 0.0]], dtype=np.float32)
-  rows = metrics.per_video_rows(np.array([b"vid_a", b"vid_b"], dtype=object), scores, [1, 1],
-                                k=2, class_names=["a", "b", "c"])
+  rows = metrics.per_video_rows(
+    np.array([b"vid_a", b"vid_b"], dtype=object), scores, [1, 1], k=2, class_names=["a", "b", "c"]
+  )
   assert rows == [
-      {"id": "vid_a", "label": 1, "label_name": "b", "predicted": [1, 2],
-       "predicted_scores": pytest.approx([0.7, 0.2]), "predicted_names": ["b", "c"],
-       "top1_correct": True},
-      {"id": "vid_b", "label": 1, "label_name": "b", "predicted": [0, 1],
-       "predicted_scores": pytest.approx([0.5, 0.5]), "predicted_names": ["a", "b"],
-       "top1_correct": False},  # the tie goes to class 0, as in topk_correct
+    {
+      "id": "vid_a",
+      "label": 1,
+      "label_name": "b",
+      "predicted": [1, 2],
+      "predicted_scores": pytest.approx([0.7, 0.2]),
+      "predicted_names": ["b", "c"],
+      "top1_correct": True,
+    },
+    {
+      "id": "vid_b",
+      "label": 1,
+      "label_name": "b",
+      "predicted": [0, 1],
+      "predicted_scores": pytest.approx([0.5, 0.5]),
+      "predicted_names": ["a", "b"],
+      "top1_correct": False,
+    },  # the tie goes to class 0, as in topk_correct
   ]
   for row in rows:
     json.dumps(row)

@@ -46,35 +46,55 @@ def test_steps_schedule_with_epoch_boundaries_counts_epochs_from_zero():
   np.testing.assert_allclose(_values(schedule, steps), expected, rtol=1e-6)
   # Whole epochs: epoch 11 starts at step 11 * 100.
   schedule = optim.make_schedule(_lr(decay_epochs=(11, 14)), 1500, steps_per_epoch=100)
-  np.testing.assert_allclose(_values(schedule, [1099, 1100, 1399, 1400]),
-                             [BASE, BASE * 0.1, BASE * 0.1, BASE * 0.01], rtol=1e-6)
+  np.testing.assert_allclose(
+    _values(schedule, [1099, 1100, 1399, 1400]),
+    [BASE, BASE * 0.1, BASE * 0.1, BASE * 0.01],
+    rtol=1e-6,
+  )
 
 
 def test_steps_schedule_steps_win_over_epochs_and_decay_factor():
   # decay_steps set: decay_epochs is ignored, so no steps_per_epoch is needed.
   schedule = optim.make_schedule(
-      _lr(decay_steps=(10,), decay_epochs=(11, 14), decay_factor=0.5), 100)
-  np.testing.assert_allclose(_values(schedule, [9, 10, 1100, 1400]),
-                             [BASE, BASE / 2, BASE / 2, BASE / 2], rtol=1e-6)
+    _lr(decay_steps=(10,), decay_epochs=(11, 14), decay_factor=0.5), 100
+  )
+  np.testing.assert_allclose(
+    _values(schedule, [9, 10, 1100, 1400]), [BASE, BASE / 2, BASE / 2, BASE / 2], rtol=1e-6
+  )
 
 
 def test_steps_schedule_with_warmup():
   schedule = optim.make_schedule(_lr(warmup_steps=10, decay_steps=(20, 30)), 40)
   steps = [0, 5, 9, 10, 19, 20, 29, 30, 39]
-  expected = [0.0, BASE / 2, BASE * 0.9, BASE, BASE, BASE * 0.1, BASE * 0.1, BASE * 0.01,
-              BASE * 0.01]
+  expected = [
+    0.0,
+    BASE / 2,
+    BASE * 0.9,
+    BASE,
+    BASE,
+    BASE * 0.1,
+    BASE * 0.1,
+    BASE * 0.01,
+    BASE * 0.01,
+  ]
   np.testing.assert_allclose(_values(schedule, steps), expected, rtol=1e-6, atol=1e-12)
   # A boundary inside the warmup: the warmup multiplies the decayed rate.
   schedule = optim.make_schedule(_lr(warmup_steps=10, decay_steps=(5,)), 40)
-  np.testing.assert_allclose(_values(schedule, [4, 5, 10, 20]),
-                             [BASE * 0.4, BASE * 0.1 * 0.5, BASE * 0.1, BASE * 0.1], rtol=1e-6)
+  np.testing.assert_allclose(
+    _values(schedule, [4, 5, 10, 20]),
+    [BASE * 0.4, BASE * 0.1 * 0.5, BASE * 0.1, BASE * 0.1],
+    rtol=1e-6,
+  )
   # Epoch boundaries with warmup.
   schedule = optim.make_schedule(_lr(warmup_steps=4, decay_epochs=(1,)), 30, steps_per_epoch=8)
-  np.testing.assert_allclose(_values(schedule, [2, 4, 7, 8]),
-                             [BASE / 2, BASE, BASE, BASE * 0.1], rtol=1e-6)
+  np.testing.assert_allclose(
+    _values(schedule, [2, 4, 7, 8]), [BASE / 2, BASE, BASE, BASE * 0.1], rtol=1e-6
+  )
 
 
-@pytest.mark.parametrize("fields, steps_per_epoch, match", [
+@pytest.mark.parametrize(
+  "fields, steps_per_epoch, match",
+  [
     (dict(), None, "decay_epochs .*or decay_steps"),
     (dict(decay_epochs=(11, 14)), None, "steps per epoch"),
     (dict(decay_epochs=(11, 14)), 0, "steps per epoch"),
@@ -84,15 +104,17 @@ def test_steps_schedule_with_warmup():
     (dict(decay_steps=()), None, "decay_steps is empty"),
     (dict(decay_epochs=11), 10, "decay_epochs=11: expected a tuple"),
     (dict(decay_steps=(10,), decay_factor=0.0), None, "decay_factor"),
-])
+  ],
+)
 def test_steps_schedule_errors(fields, steps_per_epoch, match):
   with pytest.raises(ValueError, match="config.lr_configs.*" + match):
     optim.make_schedule(_lr(**fields), 100, steps_per_epoch=steps_per_epoch)
 
 
 def test_unknown_schedule_lists_the_three_names():
-  with pytest.raises(ValueError, match="config.lr_configs.schedule='linear'.*"
-                     "'cosine', 'constant', 'steps'"):
+  with pytest.raises(
+    ValueError, match="config.lr_configs.schedule='linear'.*'cosine', 'constant', 'steps'"
+  ):
     optim.make_schedule(_lr(schedule="linear"), 100)
 
 
@@ -102,22 +124,26 @@ def test_unknown_schedule_lists_the_three_names():
 def test_cosine_schedule_closed_form():
   base, end, warmup, total = 0.4, 0.01, 10, 110
   schedule = optim.make_schedule(
-      _lr(schedule="cosine", base_learning_rate=base, warmup_steps=warmup,
-          end_learning_rate=end), total)
+    _lr(schedule="cosine", base_learning_rate=base, warmup_steps=warmup, end_learning_rate=end),
+    total,
+  )
   for step in (0, 3, 10, 25, 60, 97, 110):
     if step < warmup:
       expected = base * step / warmup
     else:
-      expected = end + (base - end) * 0.5 * (1 + math.cos(math.pi * (step - warmup) /
-                                                           (total - warmup)))
+      expected = end + (base - end) * 0.5 * (
+        1 + math.cos(math.pi * (step - warmup) / (total - warmup))
+      )
     np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5, atol=1e-7)
 
 
 def test_constant_schedule_closed_form():
-  schedule = optim.make_schedule(_lr(schedule="constant", base_learning_rate=0.2,
-                                     warmup_steps=4), 100)
-  np.testing.assert_allclose(_values(schedule, [0, 1, 2, 4, 50, 99]),
-                             [0.0, 0.05, 0.1, 0.2, 0.2, 0.2], rtol=1e-6)
+  schedule = optim.make_schedule(
+    _lr(schedule="constant", base_learning_rate=0.2, warmup_steps=4), 100
+  )
+  np.testing.assert_allclose(
+    _values(schedule, [0, 1, 2, 4, 50, 99]), [0.0, 0.05, 0.1, 0.2, 0.2, 0.2], rtol=1e-6
+  )
   schedule = optim.make_schedule(_lr(schedule="constant", base_learning_rate=0.2), 100)
   np.testing.assert_allclose(_values(schedule, [0, 1, 99]), [0.2] * 3, rtol=1e-6)
 
@@ -126,17 +152,23 @@ def test_constant_schedule_closed_form():
 
 TINY = dict(variant="Ti/8", hidden_size=32, num_heads=2, mlp_dim=64, num_layers=2)
 MODELS = [
-    ("timesformer", dict(attention="divided")),
-    ("timesformer", dict(attention="axial", num_layers=1)),
-    ("timesformer", dict(attention="local_global", num_layers=1)),
-    ("vivit", dict(variant="Ti/8x2", attention="spatio_temporal")),
-    ("vivit", dict(variant="Ti/8x2", attention="factorised_encoder", num_layers=1,
-                   temporal_layers=1)),
-    ("vivit", dict(variant="Ti/8x2", attention="factorised_self_attention", classifier="gap",
-                   num_layers=1)),
-    ("vivit", dict(variant="Ti/8x2", attention="factorised_dot_product", classifier="gap",
-                   num_layers=1)),
-    ("xvit", dict(num_layers=1, temporal_pos_embedding=True)),
+  ("timesformer", dict(attention="divided")),
+  ("timesformer", dict(attention="axial", num_layers=1)),
+  ("timesformer", dict(attention="local_global", num_layers=1)),
+  ("vivit", dict(variant="Ti/8x2", attention="spatio_temporal")),
+  (
+    "vivit",
+    dict(variant="Ti/8x2", attention="factorised_encoder", num_layers=1, temporal_layers=1),
+  ),
+  (
+    "vivit",
+    dict(variant="Ti/8x2", attention="factorised_self_attention", classifier="gap", num_layers=1),
+  ),
+  (
+    "vivit",
+    dict(variant="Ti/8x2", attention="factorised_dot_product", classifier="gap", num_layers=1),
+  ),
+  ("xvit", dict(num_layers=1, temporal_pos_embedding=True)),
 ]
 
 
@@ -188,39 +220,53 @@ def test_decay_mask_covers_every_embedding_and_token_name():
   for name, overrides in MODELS:
     mask = traverse_util.flatten_dict(optim.decay_mask(_param_shapes(name, overrides)), sep="/")
     names |= {k for k, v in mask.items() if not v}
-  for expected in ["pos_embedding/embedding", "time_embedding/embedding",
-                   "spatial_pos_embedding/embedding", "temporal_pos_embedding/embedding", "cls",
-                   "spatial_cls", "temporal_cls", "encoder_norm/scale", "encoder/encoder_norm/bias",
-                   "encoderblock_0/norm_temporal/scale", "encoder/encoderblock_0/norm_mlp/bias"]:
+  for expected in [
+    "pos_embedding/embedding",
+    "time_embedding/embedding",
+    "spatial_pos_embedding/embedding",
+    "temporal_pos_embedding/embedding",
+    "cls",
+    "spatial_cls",
+    "temporal_cls",
+    "encoder_norm/scale",
+    "encoder/encoder_norm/bias",
+    "encoderblock_0/norm_temporal/scale",
+    "encoder/encoderblock_0/norm_mlp/bias",
+  ]:
     assert expected in names, expected
 
 
 def test_decay_mask_on_a_scanned_layout():
   layers, d = 3, 4
   params = {
-      "embedding": {"kernel": np.zeros((8, 8, 3, d)), "bias": np.zeros(d)},
-      "cls": np.zeros((1, 1, d)),
-      "pos_embedding": {"embedding": np.zeros((16, d))},
-      "encoder": {
-          "encoderblocks": {
-              "norm_attention": {"scale": np.zeros((layers, d)), "bias": np.zeros((layers, d))},
-              "attention": {"query": {"kernel": np.zeros((layers, d, 2, 2)),
-                                      "bias": np.zeros((layers, 2, 2))}},
-              "norm_mlp": {"scale": np.zeros((layers, d)), "bias": np.zeros((layers, d))},
-              "mlp": {"Dense_0": {"kernel": np.zeros((layers, d, 8)),
-                                  "bias": np.zeros((layers, 8))}},
-          },
-          "encoder_norm": {"scale": np.zeros(d), "bias": np.zeros(d)},
+    "embedding": {"kernel": np.zeros((8, 8, 3, d)), "bias": np.zeros(d)},
+    "cls": np.zeros((1, 1, d)),
+    "pos_embedding": {"embedding": np.zeros((16, d))},
+    "encoder": {
+      "encoderblocks": {
+        "norm_attention": {"scale": np.zeros((layers, d)), "bias": np.zeros((layers, d))},
+        "attention": {
+          "query": {"kernel": np.zeros((layers, d, 2, 2)), "bias": np.zeros((layers, 2, 2))}
+        },
+        "norm_mlp": {"scale": np.zeros((layers, d)), "bias": np.zeros((layers, d))},
+        "mlp": {"Dense_0": {"kernel": np.zeros((layers, d, 8)), "bias": np.zeros((layers, 8))}},
       },
-      "head": {"kernel": np.zeros((d, 10)), "bias": np.zeros(10)},
+      "encoder_norm": {"scale": np.zeros(d), "bias": np.zeros(d)},
+    },
+    "head": {"kernel": np.zeros((d, 10)), "bias": np.zeros(10)},
   }
   mask = traverse_util.flatten_dict(optim.decay_mask(params), sep="/")
   skipped = {k for k, v in mask.items() if not v}
   assert skipped == {
-      "cls", "pos_embedding/embedding",
-      "encoder/encoderblocks/norm_attention/scale", "encoder/encoderblocks/norm_attention/bias",
-      "encoder/encoderblocks/norm_mlp/scale", "encoder/encoderblocks/norm_mlp/bias",
-      "encoder/encoder_norm/scale", "encoder/encoder_norm/bias"}
+    "cls",
+    "pos_embedding/embedding",
+    "encoder/encoderblocks/norm_attention/scale",
+    "encoder/encoderblocks/norm_attention/bias",
+    "encoder/encoderblocks/norm_mlp/scale",
+    "encoder/encoderblocks/norm_mlp/bias",
+    "encoder/encoder_norm/scale",
+    "encoder/encoder_norm/bias",
+  }
   # Dense and Conv biases are decayed unless asked otherwise.
   biases = optim.decay_mask(params, optim.NO_DECAY_PATTERNS + (r"/bias$",))
   skipped = {k for k, v in traverse_util.flatten_dict(biases, sep="/").items() if not v}
@@ -237,17 +283,21 @@ LR, WD = 0.5, 0.1
 
 def _toy_params() -> dict:
   return {
-      "dense": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.full((3,), -1.0)},
-      "norm_mlp": {"scale": jnp.full((3,), 3.0), "bias": jnp.full((3,), 0.5)},
-      "pos_embedding": {"embedding": jnp.full((4, 3), 1.5)},
-      "cls": jnp.full((1, 1, 3), 0.7),
+    "dense": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.full((3,), -1.0)},
+    "norm_mlp": {"scale": jnp.full((3,), 3.0), "bias": jnp.full((3,), 0.5)},
+    "pos_embedding": {"embedding": jnp.full((4, 3), 1.5)},
+    "cls": jnp.full((1, 1, 3), 0.7),
   }
 
 
 def _config(optimizer: str, **opt) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      optimizer=optimizer, max_grad_norm=None,
-      optimizer_configs=dict(momentum=0.9, nesterov=False) | opt))
+  return ml_collections.ConfigDict(
+    dict(
+      optimizer=optimizer,
+      max_grad_norm=None,
+      optimizer_configs=dict(momentum=0.9, nesterov=False) | opt,
+    )
+  )
 
 
 def _one_update(config, params, grads=None):
@@ -264,21 +314,31 @@ def _expect_decay_on(params, updates, decayed):
     np.testing.assert_allclose(u, expected, rtol=1e-6, err_msg=path)
 
 
-@pytest.mark.parametrize("optimizer, fields", [
+@pytest.mark.parametrize(
+  "optimizer, fields",
+  [
     ("momentum", dict(weight_decay=WD)),  # coupled L2 through momentum's first step
     ("adamw", dict(adamw_weight_decay=WD)),  # decoupled: not normalised by Adam
-])
+  ],
+)
 def test_masked_weight_decay_moves_only_decayed_params(optimizer, fields):
   params = _toy_params()
-  _expect_decay_on(params, _one_update(_config(optimizer, **fields), params),
-                   decayed={"dense/kernel", "dense/bias"})
+  _expect_decay_on(
+    params,
+    _one_update(_config(optimizer, **fields), params),
+    decayed={"dense/kernel", "dense/bias"},
+  )
   # Custom patterns replace the default; () decays everything.
   config = _config(optimizer, no_decay_patterns=(r"/bias$",), **fields)
-  _expect_decay_on(params, _one_update(config, params),
-                   decayed={"dense/kernel", "norm_mlp/scale", "pos_embedding/embedding", "cls"})
+  _expect_decay_on(
+    params,
+    _one_update(config, params),
+    decayed={"dense/kernel", "norm_mlp/scale", "pos_embedding/embedding", "cls"},
+  )
   config = _config(optimizer, no_decay_patterns=(), **fields)
-  _expect_decay_on(params, _one_update(config, params),
-                   decayed=set(traverse_util.flatten_dict(params, sep="/")))
+  _expect_decay_on(
+    params, _one_update(config, params), decayed=set(traverse_util.flatten_dict(params, sep="/"))
+  )
 
 
 def test_coupled_weight_decay_goes_through_momentum():
@@ -297,11 +357,13 @@ def test_coupled_weight_decay_goes_through_momentum():
 def test_no_decay_patterns_errors():
   params = _toy_params()
   with pytest.raises(ValueError, match="config.optimizer_configs.no_decay_patterns.*tuple"):
-    optim.make_optimizer(_config("momentum", weight_decay=WD, no_decay_patterns="/bias$"),
-                         optax.constant_schedule(LR))
+    optim.make_optimizer(
+      _config("momentum", weight_decay=WD, no_decay_patterns="/bias$"), optax.constant_schedule(LR)
+    )
   with pytest.raises(ValueError, match="config.optimizer_configs.no_decay_patterns.*regex"):
-    optim.make_optimizer(_config("momentum", weight_decay=WD, no_decay_patterns=("(",)),
-                         optax.constant_schedule(LR))
+    optim.make_optimizer(
+      _config("momentum", weight_decay=WD, no_decay_patterns=("(",)), optax.constant_schedule(LR)
+    )
   with pytest.raises(ValueError, match="config.optimizer_configs.weight_decay=-0.1"):
     _one_update(_config("momentum", weight_decay=-0.1), params)
 
@@ -320,22 +382,26 @@ def test_optimizer_state_on_a_real_model_tree():
 
 def test_clipping_scales_the_gradient_to_max_grad_norm_first():
   params = _toy_params()
-  grads = jax.tree.map(lambda p: jnp.arange(p.size, dtype=jnp.float32).reshape(p.shape) - 2.0,
-                       params)
+  grads = jax.tree.map(
+    lambda p: jnp.arange(p.size, dtype=jnp.float32).reshape(p.shape) - 2.0, params
+  )
   norm = optax.global_norm(grads)
   grads = jax.tree.map(lambda g: g * 10.0 / norm, grads)  # global norm 10
   unit = jax.tree.map(lambda g: g / 10.0, grads)  # global norm 1
   clipped = _config("momentum", weight_decay=WD)
   clipped.max_grad_norm = 1.0
   expected = _one_update(_config("momentum", weight_decay=WD), params, unit)
-  for a, b in zip(jax.tree.leaves(_one_update(clipped, params, grads)),
-                  jax.tree.leaves(expected), strict=True):
+  for a, b in zip(
+    jax.tree.leaves(_one_update(clipped, params, grads)), jax.tree.leaves(expected), strict=True
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   # Clipping happens before the decay is added: the decay term is not clipped.
   small = jax.tree.map(lambda g: g / 100.0, grads)  # norm 0.1: untouched by clipping
-  for a, b in zip(jax.tree.leaves(_one_update(clipped, params, small)),
-                  jax.tree.leaves(_one_update(_config("momentum", weight_decay=WD), params,
-                                              small)), strict=True):
+  for a, b in zip(
+    jax.tree.leaves(_one_update(clipped, params, small)),
+    jax.tree.leaves(_one_update(_config("momentum", weight_decay=WD), params, small)),
+    strict=True,
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-6)
 
 

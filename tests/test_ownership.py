@@ -38,8 +38,9 @@ def digests(root) -> dict[str, str]:
 
 def run_command(args: list[str], tmp_path, timeout: int = 180) -> subprocess.CompletedProcess:
   env = dict(os.environ, JAX_PLATFORMS="cpu", VIDTX_CACHE=str(tmp_path / "cache"))
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+  )
 
 
 def write_files(directory, files: dict[str, bytes]) -> None:
@@ -111,8 +112,9 @@ def test_check_removable_protects_the_source_and_other_folders(tmp_path):
     ownership.check_removable(str(out), "converted", protected=(str(out / "a" / "run"),))
   # Through another spelling of the same path.
   with pytest.raises(ownership.NotOwnedError, match="it contains the source"):
-    ownership.check_removable(str(tmp_path / "x" / ".." / "out"), "converted",
-                              protected=(str(out / "run"),))
+    ownership.check_removable(
+      str(tmp_path / "x" / ".." / "out"), "converted", protected=(str(out / "run"),)
+    )
   users = tmp_path / "users"
   users_shards(users)
   with pytest.raises(ownership.NotOwnedError, match="not vidtx's output"):
@@ -125,20 +127,37 @@ def test_check_removable_protects_the_source_and_other_folders(tmp_path):
 
 
 def tiny_synthetic(base_dir: str, **changes) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(dict(
-      base_dir=base_dir, task="motion", tables={"train": "train.tfrecord@4",
-                                                "validation": "validation.tfrecord@2"},
-      examples_per_subset={"train": 4, "validation": 2}, video_length=4, video_size=12, seed=0,
-      num_frames=2, stride=1), **changes))
+  return ml_collections.ConfigDict(
+    dict(
+      dict(
+        base_dir=base_dir,
+        task="motion",
+        tables={"train": "train.tfrecord@4", "validation": "validation.tfrecord@2"},
+        examples_per_subset={"train": 4, "validation": 2},
+        video_length=4,
+        video_size=12,
+        seed=0,
+        num_frames=2,
+        stride=1,
+      ),
+      **changes,
+    )
+  )
 
 
 def test_synthetic_config_refuses_a_folder_of_shards(tmp_path):
   users = tmp_path / "mine"
   users_shards(users)
   before = digests(users)
-  result = run_command(["train.py", "--config=configs/synthetic_timesformer.py",
-                        f"--config.dataset_configs.base_dir={users}",
-                        f"--workdir={tmp_path / 'run'}"], tmp_path)
+  result = run_command(
+    [
+      "train.py",
+      "--config=configs/synthetic_timesformer.py",
+      f"--config.dataset_configs.base_dir={users}",
+      f"--workdir={tmp_path / 'run'}",
+    ],
+    tmp_path,
+  )
   assert result.returncode != 0
   assert str(users) in result.stderr and "dataset_name=dmvr" in result.stderr, result.stderr[-3000:]
   assert digests(users) == before
@@ -184,12 +203,15 @@ def test_synthetic_generation_into_its_own_directories_still_works(tmp_path, mon
 
 def fake_run(directory) -> None:
   """What a train.py run holds; the refusals come before it is read, so its bytes are enough."""
-  write_files(directory, {
+  write_files(
+    directory,
+    {
       "config.json": json.dumps({"model_name": "timesformer"}).encode(),
       "checkpoints/2/state/manifest.ocdbt": os.urandom(500),
       "checkpoints/2/_CHECKPOINT_METADATA": b"{}",
       "metrics.jsonl": b'{"step": 2, "loss": 1.3}\n',
-  })
+    },
+  )
   assert run.is_run_dir(str(directory))
 
 
@@ -201,14 +223,14 @@ def test_convert_overwrite_never_removes_the_source_or_a_users_folder(tmp_path):
   write_files(users, {"a.txt": b"mine\n", "b/c.bin": os.urandom(100)})
   before = digests(tmp_path)
   cases = [
-      (sandbox / "run", sandbox / "run",
-       f"Refusing to replace {sandbox / 'run'}: it is the source"),
-      (sandbox / "run", sandbox, f"Refusing to replace {sandbox}: it contains the source"),
-      (sandbox / "run", users, f"Refusing to replace {users}: it is not vidtx's output"),
+    (sandbox / "run", sandbox / "run", f"Refusing to replace {sandbox / 'run'}: it is the source"),
+    (sandbox / "run", sandbox, f"Refusing to replace {sandbox}: it contains the source"),
+    (sandbox / "run", users, f"Refusing to replace {users}: it is not vidtx's output"),
   ]
   for src, out, message in cases:
-    result = run_command(["-m", "vidtx.convert", f"--src={src}", f"--out={out}", "--overwrite"],
-                         tmp_path, timeout=120)
+    result = run_command(
+      ["-m", "vidtx.convert", f"--src={src}", f"--out={out}", "--overwrite"], tmp_path, timeout=120
+    )
     assert result.returncode == 1, result.stderr[-3000:]
     # One line, and this one: the fake run would fail otherwise, so nothing was converted.
     assert result.stderr.startswith(f"vidtx.convert: error: {message}"), result.stderr[-3000:]
@@ -217,20 +239,34 @@ def test_convert_overwrite_never_removes_the_source_or_a_users_folder(tmp_path):
 
 
 TINY = dict(variant="Ti/16", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
-PREPROCESSING = dict(num_frames=2, stride=1, min_resize=32, crop_size=32, mean=[0.5] * 3,
-                     std=[0.5] * 3, num_test_clips=1, do_three_spatial_crops=False,
-                     aggregation="mean_logits")
+PREPROCESSING = dict(
+  num_frames=2,
+  stride=1,
+  min_resize=32,
+  crop_size=32,
+  mean=[0.5] * 3,
+  std=[0.5] * 3,
+  num_test_clips=1,
+  do_three_spatial_crops=False,
+  aggregation="mean_logits",
+)
 
 
 @pytest.fixture(scope="module")
 def tiny_converted() -> store.Converted:
   model = models.build("timesformer", TINY, 3)
-  params = model.init(jax.random.key(0), np.zeros((1, 2, 32, 32, 3), np.float32),
-                      train=False)["params"]
-  return store.Converted(model_name="timesformer", model_config=dict(TINY), num_classes=3,
-                         params=jax.tree.map(np.asarray, params),
-                         preprocessing=dict(PREPROCESSING), labels=["a", "b", "c"],
-                         source=dict(path="model.npz", format="timm"))
+  params = model.init(jax.random.key(0), np.zeros((1, 2, 32, 32, 3), np.float32), train=False)[
+    "params"
+  ]
+  return store.Converted(
+    model_name="timesformer",
+    model_config=dict(TINY),
+    num_classes=3,
+    params=jax.tree.map(np.asarray, params),
+    preprocessing=dict(PREPROCESSING),
+    labels=["a", "b", "c"],
+    source=dict(path="model.npz", format="timm"),
+  )
 
 
 def test_overwrite_replaces_converted_checkpoints_only(tmp_path, tiny_converted, monkeypatch):
@@ -259,9 +295,13 @@ def test_overwrite_replaces_converted_checkpoints_only(tmp_path, tiny_converted,
   write_files(source, {"model.npz": b"weights"})
   source_files = digests(source)
   with pytest.raises(ownership.NotOwnedError, match="contains the source"):
-    store.save(str(source), dataclasses.replace(
-        tiny_converted, source=dict(path=str(source / "model.npz"), format="timm")),
-        overwrite=True)
+    store.save(
+      str(source),
+      dataclasses.replace(
+        tiny_converted, source=dict(path=str(source / "model.npz"), format="timm")
+      ),
+      overwrite=True,
+    )
   assert digests(users) == before and digests(source) == source_files
 
   # vidtx.convert refuses before converting (which may take minutes).
@@ -292,8 +332,13 @@ def test_data_convert_writes_only_into_its_own_directory(tmp_path, videos, capsy
   users = tmp_path / "mine"
   users_shards(users)
   before = digests(users)
-  args = ["--source=csv", f"--input={annotations}", f"--video_dir={videos}", "--num_shards=2",
-          "--num_workers=1"]
+  args = [
+    "--source=csv",
+    f"--input={annotations}",
+    f"--video_dir={videos}",
+    "--num_shards=2",
+    "--num_workers=1",
+  ]
   with pytest.raises(SystemExit) as exit_info:
     data_convert.main([*args, f"--output_dir={users}"])
   assert exit_info.value.code == 1
@@ -304,6 +349,7 @@ def test_data_convert_writes_only_into_its_own_directory(tmp_path, videos, capsy
   out = tmp_path / "out"
   data_convert.main([*args, f"--output_dir={out}"])
   assert ownership.marker_kind(str(out)) == "shards"
+
   def shards():
     return {k: v for k, v in digests(out).items() if ".tfrecord-" in k}
 
@@ -325,17 +371,22 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
   items = data_convert.csv_source(write_lines(tmp_path / "train.csv", rows), str(videos)).items
   out = tmp_path / "out"
   # By default a video under two labels stops the conversion, naming it, before any writing.
-  with pytest.raises(ValueError, match=r"1 video\(s\) are listed under different labels .*"
-                                       r"'c.mp4' as 'walk' \(row 4\) and 'run' \(row 5\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"1 video\(s\) are listed under different labels .*"
+    r"'c.mp4' as 'walk' \(row 4\) and 'run' \(row 5\)",
+  ):
     data_convert.convert(items, str(out), "train", num_shards=2, progress=False)
   assert not out.exists()
   with pytest.raises(ValueError, match=r"row 3 repeats row 1 \('a.mp4'\)"):
-    data_convert.convert(items, str(out), "train", num_shards=2, duplicates="error",
-                         conflicts="keep", progress=False)
+    data_convert.convert(
+      items, str(out), "train", num_shards=2, duplicates="error", conflicts="keep", progress=False
+    )
   assert not out.exists()
 
-  summary = data_convert.convert(items, str(out / "skip"), "train", num_shards=2,
-                                 conflicts="skip", progress=False)
+  summary = data_convert.convert(
+    items, str(out / "skip"), "train", num_shards=2, conflicts="skip", progress=False
+  )
   assert (summary["examples"], summary["bad"]) == (3, 3)
   assert (summary["duplicates"], summary["conflicts"]) == (1, 1)
   reasons = {row[0]: row[3] for row in summary["bad_videos"]}
@@ -346,28 +397,49 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
   with open(out / "skip" / "train_report.txt") as f:
     assert len(f.read().splitlines()) == 3
 
-  summary = data_convert.convert(items, str(out / "merge"), "train", num_shards=2,
-                                 conflicts="merge", progress=False)
+  summary = data_convert.convert(
+    items, str(out / "merge"), "train", num_shards=2, conflicts="merge", progress=False
+  )
   assert (summary["examples"], summary["bad"], summary["merged"]) == (4, 1, 1)
-  labels = {(e["id"], e["start"]): (e["labels"], e["text"])
-            for e in read_table(out / "merge", "train.tfrecord@2")}
+  labels = {
+    (e["id"], e["start"]): (e["labels"], e["text"])
+    for e in read_table(out / "merge", "train.tfrecord@2")
+  }
   assert labels[("c.mp4", -1)] == ([1, 0], "walk+run")  # labels.txt: run, walk.
   assert "config.dataset_configs.multi_label = True" in data_convert.config_snippet(
-      str(out / "merge"))
+    str(out / "merge")
+  )
 
-  summary = data_convert.convert(items, str(out / "keep"), "train", num_shards=2,
-                                 duplicates="keep", conflicts="keep", progress=False)
+  summary = data_convert.convert(
+    items,
+    str(out / "keep"),
+    "train",
+    num_shards=2,
+    duplicates="keep",
+    conflicts="keep",
+    progress=False,
+  )
   assert (summary["examples"], summary["bad"], summary["duplicates"]) == (6, 0, 1)
 
   # The command's last lines say so.
   capsys.readouterr()
-  data_convert.main(["--source=csv", f"--input={tmp_path / 'train.csv'}",
-                     f"--video_dir={videos}", f"--output_dir={out / 'cli'}", "--num_shards=2",
-                     "--num_workers=1", "--conflicts=skip"])
+  data_convert.main(
+    [
+      "--source=csv",
+      f"--input={tmp_path / 'train.csv'}",
+      f"--video_dir={videos}",
+      f"--output_dir={out / 'cli'}",
+      "--num_shards=2",
+      "--num_workers=1",
+      "--conflicts=skip",
+    ]
+  )
   printed = capsys.readouterr().out
   assert "train.tfrecord@2: 3 examples of 6 videos, 3 bad" in printed
-  assert ("repeated rows: 1 duplicate row(s) left out (bad) (--duplicates=skip); 1 video(s) "
-          "under conflicting labels left out (bad) (--conflicts=skip)") in printed
+  assert (
+    "repeated rows: 1 duplicate row(s) left out (bad) (--duplicates=skip); 1 video(s) "
+    "under conflicting labels left out (bad) (--conflicts=skip)"
+  ) in printed
 
 
 def test_unwritable_output_dir_is_one_line(tmp_path, videos):
@@ -375,13 +447,25 @@ def test_unwritable_output_dir_is_one_line(tmp_path, videos):
   # A file where the output's parent should be: refused for every user, root included.
   blocker = tmp_path / "blocker"
   blocker.write_text("not a directory\n")
-  result = run_command(["-m", "vidtx.data.convert", "--source=csv", f"--input={annotations}",
-                        f"--video_dir={videos}", f"--output_dir={blocker / 'out'}",
-                        "--num_workers=1"], tmp_path, timeout=120)
+  result = run_command(
+    [
+      "-m",
+      "vidtx.data.convert",
+      "--source=csv",
+      f"--input={annotations}",
+      f"--video_dir={videos}",
+      f"--output_dir={blocker / 'out'}",
+      "--num_workers=1",
+    ],
+    tmp_path,
+    timeout=120,
+  )
   assert result.returncode == 1
   lines = [line for line in result.stderr.splitlines() if line.startswith("vidtx.data.convert")]
-  assert lines == [f"vidtx.data.convert: error: {blocker / 'out'}: cannot create this directory: "
-                   f"{blocker} is a file, not a directory; choose another output directory."]
+  assert lines == [
+    f"vidtx.data.convert: error: {blocker / 'out'}: cannot create this directory: "
+    f"{blocker} is a file, not a directory; choose another output directory."
+  ]
   assert "Traceback" not in result.stderr
   assert blocker.read_text() == "not a directory\n"
   if os.geteuid() != 0:  # Root writes through permissions: only testable as another user.

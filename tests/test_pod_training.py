@@ -25,8 +25,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THIS = os.path.abspath(__file__)
-_spec = importlib.util.spec_from_file_location("e2e", os.path.join(REPO, "tests",
-                                                                   "test_end_to_end.py"))
+_spec = importlib.util.spec_from_file_location(
+  "e2e", os.path.join(REPO, "tests", "test_end_to_end.py")
+)
 e2e = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(e2e)
 # Fields that depend on wall-clock time; everything else in metrics.jsonl must reproduce.
@@ -67,12 +68,13 @@ def _config_file(tmp_path, data_dir: str) -> str:
   """A config file train.py can load: exact_config of this module, steps from the argument."""
   path = tmp_path / "exact_config.py"
   path.write_text(
-      "import importlib.util\n"
-      f"spec = importlib.util.spec_from_file_location('pod', {THIS!r})\n"
-      "pod = importlib.util.module_from_spec(spec)\n"
-      "spec.loader.exec_module(pod)\n"
-      "def get_config(arg=None):\n"
-      f"  return pod.exact_config({data_dir!r}, steps=int(arg or 1))\n")
+    "import importlib.util\n"
+    f"spec = importlib.util.spec_from_file_location('pod', {THIS!r})\n"
+    "pod = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(pod)\n"
+    "def get_config(arg=None):\n"
+    f"  return pod.exact_config({data_dir!r}, steps=int(arg or 1))\n"
+  )
   return str(path)
 
 
@@ -84,6 +86,7 @@ def _env(devices: int) -> dict[str, str]:
 def data_dir(tmp_path_factory):
   """The exact config's data, generated once before any subprocess reads it."""
   from vidtx import data as vidtx_data
+
   directory = str(tmp_path_factory.mktemp("data"))
   vidtx_data.prepare_dataset(exact_config(directory, 1))
   return directory
@@ -96,27 +99,31 @@ def data_dir(tmp_path_factory):
 MESH_222 = types.SimpleNamespace(shape={"data": 2, "fsdp": 2, "model": 2})
 
 
-@pytest.mark.parametrize("name,shape,expected", [
-    ("params/encoder/encoderblock_0/attention/query/kernel", (64, 4, 16),
-     ("fsdp", "model", None)),
+@pytest.mark.parametrize(
+  "name,shape,expected",
+  [
+    ("params/encoder/encoderblock_0/attention/query/kernel", (64, 4, 16), ("fsdp", "model", None)),
     ("params/encoder/encoderblock_0/attention/value/bias", (4, 16), ("model", None)),
     ("params/encoder/encoderblock_0/attention/out/kernel", (4, 16, 64), ("model", None, "fsdp")),
     ("params/encoder/encoderblock_0/mlp/Dense_0/kernel", (64, 256), ("fsdp", "model")),
     ("params/encoder/encoderblock_0/mlp/Dense_0/bias", (256,), ("model",)),
     ("params/encoder/encoderblock_0/mlp/Dense_1/kernel", (256, 64), ("model", "fsdp")),
     # Optimizer state follows its parameter.
-    ("opt_state/1/trace/encoder/encoderblock_0/mlp/Dense_1/kernel", (256, 64),
-     ("model", "fsdp")),
+    ("opt_state/1/trace/encoder/encoderblock_0/mlp/Dense_1/kernel", (256, 64), ("model", "fsdp")),
     # Scanned layers: the leading layer axis stays whole.
-    ("params/encoder/encoderblocks/attention/query/kernel", (12, 64, 4, 16),
-     (None, "fsdp", "model", None)),
+    (
+      "params/encoder/encoderblocks/attention/query/kernel",
+      (12, 64, 4, 16),
+      (None, "fsdp", "model", None),
+    ),
     # 3 heads do not split 2 ways: replicated along 'model', still FSDP.
     ("params/encoder/encoderblock_0/attention/key/kernel", (48, 3, 16), ("fsdp", None, None)),
     # Large other parameters: FSDP on their largest divisible axis; small ones replicated.
     ("params/pos_embedding", (197, 768), (None, "fsdp")),
     ("params/encoder/encoder_norm/scale", (768,), ()),
     ("step", (), ()),
-])
+  ],
+)
 def test_rule_table(name, shape, expected):
   spec = sharding.partition_spec(name, shape, MESH_222)
   assert tuple(spec) == expected
@@ -124,8 +131,14 @@ def test_rule_table(name, shape, expected):
 
 def test_no_fsdp_or_model_axis_means_replicated():
   mesh = types.SimpleNamespace(shape={"data": 8, "fsdp": 1, "model": 1})
-  assert tuple(sharding.partition_spec(
-      "params/encoder/encoderblock_0/attention/query/kernel", (64, 4, 16), mesh)) == (None,) * 3
+  assert (
+    tuple(
+      sharding.partition_spec(
+        "params/encoder/encoderblock_0/attention/query/kernel", (64, 4, 16), mesh
+      )
+    )
+    == (None,) * 3
+  )
   assert tuple(sharding.partition_spec("params/pos_embedding", (197, 768), mesh)) == ()
 
 
@@ -146,8 +159,14 @@ def test_distributed_flags_go_together(monkeypatch):
     distributed.initialize("127.0.0.1:1234", None, None)
   with pytest.raises(ValueError, match="process_id=2"):
     distributed.initialize("127.0.0.1:1234", 2, 2)
-  for var in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS",
-              "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"):
+  for var in (
+    "JAX_COORDINATOR_ADDRESS",
+    "SLURM_NTASKS",
+    "SLURM_STEP_NUM_TASKS",
+    "OMPI_COMM_WORLD_SIZE",
+    "TPU_WORKER_HOSTNAMES",
+    "MEGASCALE_COORDINATOR_ADDRESS",
+  ):
     monkeypatch.delenv(var, raising=False)
   assert distributed._cluster_environment() is None
   monkeypatch.setenv("SLURM_NTASKS", "1")
@@ -187,49 +206,88 @@ def test_stop_request_catches_sigint_and_restores_the_handler():
 
 def _tiny_state(ema: bool):
   mesh = sharding.make_mesh(devices=jax.devices()[:1])
-  model = models.build("vivit", dict(variant="Ti/8x2", hidden_size=32, num_heads=2, mlp_dim=64,
-                                     num_layers=1, attention="spatio_temporal"), 3)
+  model = models.build(
+    "vivit",
+    dict(
+      variant="Ti/8x2",
+      hidden_size=32,
+      num_heads=2,
+      mlp_dim=64,
+      num_layers=1,
+      attention="spatio_temporal",
+    ),
+    3,
+  )
   tx = optax.sgd(0.5, momentum=0.9)
-  state, abstract = state_lib.create_train_state(model, tx, (8, 4, 16, 16, 3), mesh,
-                                                 jax.random.key(0), ema=ema)
+  state, abstract = state_lib.create_train_state(
+    model, tx, (8, 4, 16, 16, 3), mesh, jax.random.key(0), ema=ema
+  )
   return model, tx, mesh, state, abstract
 
 
 def test_gradient_accumulation_equals_the_whole_batch():
-  batch = {"inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),
-           "label": jnp.arange(8) % 3}
+  batch = {
+    "inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),
+    "label": jnp.arange(8) % 3,
+  }
   results = {}
   for k in (1, 2, 4):
     model, tx, mesh, state, abstract = _tiny_state(ema=False)
-    step = state_lib.make_train_step(model, tx, optax.constant_schedule(0.5), abstract, mesh,
-                                     num_classes=3, label_smoothing=0.1, grad_accum_steps=k)
+    step = state_lib.make_train_step(
+      model,
+      tx,
+      optax.constant_schedule(0.5),
+      abstract,
+      mesh,
+      num_classes=3,
+      label_smoothing=0.1,
+      grad_accum_steps=k,
+    )
     for _ in range(2):
       state, step_metrics = step(state, batch)
     results[k] = jax.device_get((state.params, step_metrics))
   for k in (2, 4):
     np.testing.assert_allclose(results[k][1]["loss"], results[1][1]["loss"], rtol=1e-5)
     np.testing.assert_allclose(results[k][1]["grad_norm"], results[1][1]["grad_norm"], rtol=1e-4)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 results[k][0], results[1][0])
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+      results[k][0],
+      results[1][0],
+    )
   with pytest.raises(ValueError, match="grad_accum_steps=0"):
-    state_lib.make_train_step(model, tx, optax.constant_schedule(0.5), abstract, mesh,
-                              num_classes=3, grad_accum_steps=0)
+    state_lib.make_train_step(
+      model, tx, optax.constant_schedule(0.5), abstract, mesh, num_classes=3, grad_accum_steps=0
+    )
 
 
 def test_bfloat16_computes_in_bf16_and_keeps_state_and_loss_in_float32():
-  batch = {"inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),
-           "label": jnp.arange(8) % 3}
+  batch = {
+    "inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),
+    "label": jnp.arange(8) % 3,
+  }
   losses = {}
   for dtype in ("float32", "bfloat16"):
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
-    model = models.build("vivit", dict(variant="Ti/8x2", hidden_size=32, num_heads=2,
-                                       mlp_dim=64, num_layers=1, attention="spatio_temporal",
-                                       dtype=dtype), 3)
+    model = models.build(
+      "vivit",
+      dict(
+        variant="Ti/8x2",
+        hidden_size=32,
+        num_heads=2,
+        mlp_dim=64,
+        num_layers=1,
+        attention="spatio_temporal",
+        dtype=dtype,
+      ),
+      3,
+    )
     tx = optax.sgd(0.5, momentum=0.9)
-    state, abstract = state_lib.create_train_state(model, tx, (8, 4, 16, 16, 3), mesh,
-                                                   jax.random.key(0))
-    step = state_lib.make_train_step(model, tx, optax.constant_schedule(0.5), abstract, mesh,
-                                     num_classes=3)
+    state, abstract = state_lib.create_train_state(
+      model, tx, (8, 4, 16, 16, 3), mesh, jax.random.key(0)
+    )
+    step = state_lib.make_train_step(
+      model, tx, optax.constant_schedule(0.5), abstract, mesh, num_classes=3
+    )
     if dtype == "bfloat16":
       # The matmuls run in bf16: the compiled step's dot products take bf16 operands.
       hlo = step.lower(state, batch).as_text()
@@ -247,14 +305,21 @@ def test_bfloat16_computes_in_bf16_and_keeps_state_and_loss_in_float32():
 def test_ema_follows_the_formula_and_is_what_evaluation_uses():
   model, tx, mesh, state, abstract = _tiny_state(ema=True)
   initial = jax.device_get(state.params)
-  step = state_lib.make_train_step(model, tx, optax.constant_schedule(0.5), abstract, mesh,
-                                   num_classes=3, ema_decay=0.75)
-  batch = {"inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),
-           "label": jnp.arange(8) % 3}
+  step = state_lib.make_train_step(
+    model, tx, optax.constant_schedule(0.5), abstract, mesh, num_classes=3, ema_decay=0.75
+  )
+  batch = {
+    "inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),
+    "label": jnp.arange(8) % 3,
+  }
   state, _ = step(state, batch)
   params, ema = jax.device_get((state.params, state.ema_params))
-  jax.tree.map(lambda e, p0, p1: np.testing.assert_allclose(e, 0.75 * p0 + 0.25 * p1, rtol=1e-5,
-                                                            atol=1e-7), ema, initial, params)
+  jax.tree.map(
+    lambda e, p0, p1: np.testing.assert_allclose(e, 0.75 * p0 + 0.25 * p1, rtol=1e-5, atol=1e-7),
+    ema,
+    initial,
+    params,
+  )
   assert state_lib.eval_params(state) is state.ema_params
   assert not np.allclose(params["head"]["kernel"], ema["head"]["kernel"])
 
@@ -263,8 +328,13 @@ def test_checkpoints_keep_the_last_n_and_the_best(tmp_path):
   _, _, _, state, _ = _tiny_state(ema=False)
   manager = state_lib.checkpoint_manager(str(tmp_path), max_to_keep=1, best_metric="top1")
   for step, top1 in [(1, 0.5), (2, 0.9), (3, 0.1), (4, None), (5, 0.2)]:
-    state_lib.save(manager, step, state, {"positions": [[0, step]], "process_count": 1},
-                   metrics=None if top1 is None else {"top1": top1})
+    state_lib.save(
+      manager,
+      step,
+      state,
+      {"positions": [[0, step]], "process_count": 1},
+      metrics=None if top1 is None else {"top1": top1},
+    )
   manager.wait_until_finished()
   assert sorted(manager.all_steps()) == [2, 5]  # The best (0.9) and the newest.
   assert state_lib.restore_data_state(manager, 2)["positions"] == [[0, 2]]
@@ -293,8 +363,11 @@ def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(data_dir, t
 def test_sharded_meshes_and_accumulation_train_like_data_parallel(data_dir, tmp_path):
   """8 fake devices: data=8; data x fsdp x model = 2x2x2 (parameters split, heads split);
   data=2, fsdp=4 with 2 accumulation steps. Same parameters after 2 steps."""
-  runs = {"dp": ({"data": 8}, 1), "3d": ({"data": 2, "fsdp": 2, "model": 2}, 1),
-          "accum": ({"data": 2, "fsdp": 4}, 2)}
+  runs = {
+    "dp": ({"data": 8}, 1),
+    "3d": ({"data": 2, "fsdp": 2, "model": 2}, 1),
+    "accum": ({"data": 2, "fsdp": 4}, 2),
+  }
   script = f"""
 import importlib.util, jax
 spec = importlib.util.spec_from_file_location("pod", {THIS!r})
@@ -312,17 +385,25 @@ for name, (mesh_config, accum) in {runs!r}.items():
   kernel = abstract.params["encoderblock_0"]["attention_temporal"]["query"]["kernel"]
   print("SPEC", name, tuple(kernel.sharding.spec), flush=True)
 """
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       env=_env(8), cwd=REPO)
+  out = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, env=_env(8), cwd=REPO
+  )
   assert out.returncode == 0, out.stderr[-4000:]
   assert "SPEC 3d ('fsdp', 'model', None)" in out.stdout
   assert "SPEC dp (None, None, None)" in out.stdout
   params = {name: e2e._restore_params(str(tmp_path / name), 2) for name in runs}
   for name in ("3d", "accum"):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 params[name], params["dp"])
-  losses = {name: [line["loss"] for line in _read_jsonl(str(tmp_path / name / "metrics.jsonl"))
-                   if "loss" in line] for name in runs}
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+      params[name],
+      params["dp"],
+    )
+  losses = {
+    name: [
+      line["loss"] for line in _read_jsonl(str(tmp_path / name / "metrics.jsonl")) if "loss" in line
+    ]
+    for name in runs
+  }
   np.testing.assert_allclose(losses["3d"], losses["dp"], rtol=1e-5)
   np.testing.assert_allclose(losses["accum"], losses["dp"], rtol=1e-5)
 
@@ -332,15 +413,32 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
   losses, accuracies and evaluation of 1 process x 4 devices with the same global batch."""
   config_file = _config_file(tmp_path, data_dir)
   command = [sys.executable, "train.py", f"--config={config_file}:3"]
-  single = subprocess.run(command + [f"--workdir={tmp_path / 'one'}"], capture_output=True,
-                          text=True, env=_env(4), cwd=REPO)
+  single = subprocess.run(
+    command + [f"--workdir={tmp_path / 'one'}"],
+    capture_output=True,
+    text=True,
+    env=_env(4),
+    cwd=REPO,
+  )
   assert single.returncode == 0, single.stderr[-3000:]
   port = _free_port()
-  procs = [subprocess.Popen(
-      command + [f"--workdir={tmp_path / 'two'}", f"--coordinator_address=127.0.0.1:{port}",
-                 "--num_processes=2", f"--process_id={i}"],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(2), cwd=REPO)
-      for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      command
+      + [
+        f"--workdir={tmp_path / 'two'}",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=_env(2),
+      cwd=REPO,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, stderr) in zip(procs, outs, strict=True):
     assert p.returncode == 0, stderr[-3000:]
@@ -362,8 +460,9 @@ def _wait_for(predicate, proc, what: str, timeout: float = 240.0) -> None:
   deadline = time.time() + timeout
   while not predicate():
     if proc.poll() is not None:
-      raise AssertionError(f"train.py ended ({proc.returncode}) before {what}: "
-                           f"{proc.stderr.read()[-3000:]}")
+      raise AssertionError(
+        f"train.py ended ({proc.returncode}) before {what}: {proc.stderr.read()[-3000:]}"
+      )
     if time.time() > deadline:
       proc.kill()
       raise AssertionError(f"Timed out waiting for {what}.")
@@ -380,21 +479,27 @@ def test_kill_9_and_sigterm_then_resume_reproduce_the_uninterrupted_run(data_dir
   e2e.train.train_and_evaluate(reference, str(tmp_path / "reference"))
 
   workdir = tmp_path / "interrupted"
-  command = [sys.executable, "train.py", f"--config={config_file}:{steps}",
-             f"--workdir={workdir}"] + overrides
+  command = [
+    sys.executable,
+    "train.py",
+    f"--config={config_file}:{steps}",
+    f"--workdir={workdir}",
+  ] + overrides
   checkpoints = workdir / "checkpoints"
 
   # 1. kill -9 as soon as checkpoint 2 is complete (orbax renames it into place when done).
-  proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=_env(1), cwd=REPO)
+  proc = subprocess.Popen(
+    command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(1), cwd=REPO
+  )
   _wait_for(lambda: (checkpoints / "2").is_dir(), proc, "checkpoint 2")
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
 
   # 2. Resume; SIGTERM once it trains again: it saves where it is and exits cleanly.
-  proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=_env(1), cwd=REPO)
+  proc = subprocess.Popen(
+    command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(1), cwd=REPO
+  )
   lines = []
   while not lines or not lines[-1].startswith("step "):  # The first resumed progress line.
     line = proc.stdout.readline()
@@ -414,5 +519,8 @@ def test_kill_9_and_sigterm_then_resume_reproduce_the_uninterrupted_run(data_dir
   expected = _deterministic(_read_jsonl(str(tmp_path / "reference" / "metrics.jsonl")))
   got = _deterministic(_read_jsonl(str(workdir / "metrics.jsonl")))
   assert got == expected
-  jax.tree.map(np.testing.assert_array_equal, e2e._restore_params(str(workdir), steps),
-               e2e._restore_params(str(tmp_path / "reference"), steps))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    e2e._restore_params(str(workdir), steps),
+    e2e._restore_params(str(tmp_path / "reference"), steps),
+  )

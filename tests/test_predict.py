@@ -20,9 +20,17 @@ from vidtx.checkpoints import store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN, STD = 0.45, 0.225
-PREPROCESSING = dict(num_frames=4, stride=2, min_resize=40, crop_size=32, mean=[MEAN] * 3,
-                     std=[STD] * 3, num_test_clips=2, do_three_spatial_crops=True,
-                     aggregation="sum_logits")
+PREPROCESSING = dict(
+  num_frames=4,
+  stride=2,
+  min_resize=40,
+  crop_size=32,
+  mean=[MEAN] * 3,
+  std=[STD] * 3,
+  num_test_clips=2,
+  do_three_spatial_crops=True,
+  aggregation="sum_logits",
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +41,14 @@ def checkpoint_dir(tmp_path_factory) -> str:
   model_config = dict(variant="Ti/16", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
   model = models.build("timesformer", model_config, 4)
   params = reference.random_like(reference.init_shapes(model, (1, 4, 32, 32, 3)), seed=3)
-  converted = store.Converted(model_name="timesformer", model_config=model_config, num_classes=4,
-                              params=params, preprocessing=dict(PREPROCESSING),
-                              labels=["a", "b", "c", "d"])
+  converted = store.Converted(
+    model_name="timesformer",
+    model_config=model_config,
+    num_classes=4,
+    params=params,
+    preprocessing=dict(PREPROCESSING),
+    labels=["a", "b", "c", "d"],
+  )
   return store.save(str(tmp_path_factory.mktemp("ckpt") / "tiny"), converted)
 
 
@@ -50,7 +63,7 @@ def moving_square(num_frames: int = 20, height: int = 48, width: int = 64) -> np
   background = np.stack([60 + 2 * x, 40 + 3 * y, 120 + 0 * x], -1)  # (H, W, 3)
   frames = np.repeat(background[None], num_frames, 0)
   for t in range(num_frames):
-    frames[t, 16:32, 2 * t:2 * t + 16] = (250, 230, 40)
+    frames[t, 16:32, 2 * t : 2 * t + 16] = (250, 230, 40)
   return frames.astype(np.uint8)
 
 
@@ -82,15 +95,16 @@ def reference_views(path: str) -> np.ndarray:
   resized = tf.image.resize(frames, [40, 53], method="bilinear").numpy()
   resized = resized.reshape(2, 4, 40, 53, 3)  # (clips*T, 40, 53, 3) -> (clips, T, 40, 53, 3)
   # Three 32 x 32 crops along the long side (left, centre, right), vertically centred.
-  views = [resized[c, :, 4:36, left:left + 32] for c in range(2) for left in (0, 10, 21)]
+  views = [resized[c, :, 4:36, left : left + 32] for c in range(2) for left in (0, 10, 21)]
   return (np.stack(views) / np.float32(255) - np.float32(MEAN)) / np.float32(STD)
 
 
 def test_video_views_and_logits_match_a_hand_built_reference(converted, video_file):
   probabilities, view_logits = predict.predict_video(converted, video_file, batch_size=4)
   views = reference_views(video_file)
-  np.testing.assert_allclose(predict.video_views(predict.decode_video(video_file), converted),
-                             views, atol=1e-5)
+  np.testing.assert_allclose(
+    predict.video_views(predict.decode_video(video_file), converted), views, atol=1e-5
+  )
   model = converted.build_model()
   expected, _ = reference.jitted_apply(model)({"params": converted.params}, views)
   assert view_logits.shape == (6, 4) and view_logits.dtype == np.float32
@@ -109,12 +123,13 @@ def test_aggregations_match_their_definitions():
   def normalised(x):
     return np.exp(x) / np.exp(x).sum()
 
-  np.testing.assert_allclose(predict.aggregate(logits, "mean_logits"), normalised(logits.mean(0)),
-                             rtol=1e-5)
-  np.testing.assert_allclose(predict.aggregate(logits, "sum_logits"), normalised(logits.sum(0)),
-                             rtol=1e-5)
-  np.testing.assert_allclose(predict.aggregate(logits, "mean_softmax"), softmax.mean(0),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    predict.aggregate(logits, "mean_logits"), normalised(logits.mean(0)), rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    predict.aggregate(logits, "sum_logits"), normalised(logits.sum(0)), rtol=1e-5
+  )
+  np.testing.assert_allclose(predict.aggregate(logits, "mean_softmax"), softmax.mean(0), rtol=1e-5)
   with pytest.raises(ValueError, match="aggregation='max'.*mean_softmax"):
     predict.aggregate(logits, "max")
 
@@ -147,25 +162,29 @@ def test_bad_video_files_raise_naming_the_file(tmp_path):
 
 def test_arrays_go_to_the_model_as_they_are(converted, tmp_path):
   clips = np.random.default_rng(1).normal(size=(3, 4, 32, 32, 3)).astype(np.float32)
-  expected, _ = reference.jitted_apply(converted.build_model())({"params": converted.params},
-                                                                  clips)
-  np.testing.assert_allclose(predict.predict_array(converted, clips, batch_size=2), expected,
-                             atol=1e-5)
+  expected, _ = reference.jitted_apply(converted.build_model())({"params": converted.params}, clips)
+  np.testing.assert_allclose(
+    predict.predict_array(converted, clips, batch_size=2), expected, atol=1e-5
+  )
   np.save(tmp_path / "one.npy", clips[1])  # (T, H, W, C): one clip gets a batch axis.
   one = predict.load_clip(str(tmp_path / "one.npy"), converted)
   assert one.shape == (1, 4, 32, 32, 3)
   np.testing.assert_allclose(predict.predict_array(converted, one), expected[1:2], atol=1e-5)
 
 
-@pytest.mark.parametrize("array, found", [
+@pytest.mark.parametrize(
+  "array, found",
+  [
     (np.zeros((4, 32, 32, 3), np.float64), "dtype float64"),
     (np.zeros((2, 5, 32, 32, 3), np.float32), r"shape \(2, 5, 32, 32, 3\)"),
     (np.zeros((4, 28, 28, 3), np.float32), r"shape \(4, 28, 28, 3\)"),
     (np.zeros((4, 32, 32, 1), np.float32), r"shape \(4, 32, 32, 1\)"),
     (np.zeros((32, 32, 3), np.float32), r"shape \(32, 32, 3\)"),
-])
-def test_bad_arrays_raise_naming_the_file_and_the_expected_shape(checkpoint_dir, tmp_path,
-                                                                 monkeypatch, array, found):
+  ],
+)
+def test_bad_arrays_raise_naming_the_file_and_the_expected_shape(
+  checkpoint_dir, tmp_path, monkeypatch, array, found
+):
   path = str(tmp_path / "clip.npy")
   np.save(path, array)
   # Checked before the model is touched.
@@ -217,8 +236,14 @@ def test_run_needs_exactly_one_input(checkpoint_dir):
 
 def command(*args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "vidtx.predict", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "vidtx.predict", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def test_command_end_to_end(converted, checkpoint_dir, tmp_path):
@@ -226,8 +251,13 @@ def test_command_end_to_end(converted, checkpoint_dir, tmp_path):
   probabilities, _ = predict.predict_video(converted, video)
   logits_out = str(tmp_path / "logits")  # No .npy suffix: written exactly here.
   picture = tmp_path / "pictures" / "rollout.png"  # The folder is made.
-  result = command(f"--checkpoint={checkpoint_dir}", f"--video={video}", "--top_k=2",
-                   f"--logits_out={logits_out}", f"--rollout={picture}")
+  result = command(
+    f"--checkpoint={checkpoint_dir}",
+    f"--video={video}",
+    "--top_k=2",
+    f"--logits_out={logits_out}",
+    f"--rollout={picture}",
+  )
   assert result.returncode == 0, result.stderr
   assert f"attention rollout (mean over heads) of 6 view(s) written to {picture}" in result.stdout
   assert Image.open(picture).format == "PNG"
@@ -255,8 +285,9 @@ def test_rollout_picture_shows_every_view(converted, checkpoint_dir, tmp_path):
   np.testing.assert_allclose(logits, view_logits, atol=1e-5)  # The same model call's logits.
   views = predict.video_views(predict.decode_video(video), converted)  # (6, 4, 32, 32, 3)
   _, heat = rollout.rollout(converted.build_model(), converted.params, views)
-  expected = rollout.rollout_image(predict.display_frames(views, converted.preprocessing), heat,
-                                   ["x"] * 6)
+  expected = rollout.rollout_image(
+    predict.display_frames(views, converted.preprocessing), heat, ["x"] * 6
+  )
   image = Image.open(path)
   # 6 views of 4 frames, 32-pixel frames enlarged 3 times: titles, frames, heat rows.
   assert image.size == expected.size == (4 * 96 + 3 * 4, 6 * (16 + 2 * 96 + 4) + 5 * 8)
@@ -264,25 +295,37 @@ def test_rollout_picture_shows_every_view(converted, checkpoint_dir, tmp_path):
   got, want = np.asarray(image), np.asarray(expected)
   for v in range(6):
     top = v * (16 + 2 * 96 + 4 + 8) + 16
-    np.testing.assert_array_equal(got[top:top + 2 * 96 + 4], want[top:top + 2 * 96 + 4])
+    np.testing.assert_array_equal(got[top : top + 2 * 96 + 4], want[top : top + 2 * 96 + 4])
   # The first frame tile is the view's pixels, denormalised with the checkpoint's mean / std.
   pixels = np.clip(np.round((views[0, 0] * STD + MEAN) * 255), 0, 255).astype(np.uint8)
-  np.testing.assert_array_equal(got[16:16 + 96:3, 0:96:3], pixels)
+  np.testing.assert_array_equal(got[16 : 16 + 96 : 3, 0:96:3], pixels)
   assert predict.view_names(converted.preprocessing)[:4] == [
-      "clip 1, start crop", "clip 1, centre crop", "clip 1, end crop", "clip 2, start crop"]
+    "clip 1, start crop",
+    "clip 1, centre crop",
+    "clip 1, end crop",
+    "clip 2, start crop",
+  ]
 
 
 def test_rollout_of_clips_and_bad_requests(converted, checkpoint_dir, tmp_path):
   clips = np.random.default_rng(0).normal(size=(3, 4, 32, 32, 3)).astype(np.float32)
   np.save(tmp_path / "clips.npy", clips)
   path = tmp_path / "clips.jpg"
-  logits = predict.run(checkpoint_dir, input_path=str(tmp_path / "clips.npy"),
-                       rollout_out=str(path), head_fusion="max")
+  logits = predict.run(
+    checkpoint_dir, input_path=str(tmp_path / "clips.npy"), rollout_out=str(path), head_fusion="max"
+  )
   np.testing.assert_allclose(logits, predict.model_logits(converted, clips), atol=1e-5)
   assert Image.open(path).format == "JPEG" and Image.open(path).size[1] == 3 * 212 + 2 * 8
   with pytest.raises(ValueError, match="unknown image extension '.picture'"):
-    predict.run(checkpoint_dir, input_path=str(tmp_path / "clips.npy"),
-                rollout_out=str(tmp_path / "x.picture"))
+    predict.run(
+      checkpoint_dir,
+      input_path=str(tmp_path / "clips.npy"),
+      rollout_out=str(tmp_path / "x.picture"),
+    )
   with pytest.raises(ValueError, match="--head_fusion='sum'"):
-    predict.run(checkpoint_dir, input_path=str(tmp_path / "clips.npy"),
-                rollout_out=str(tmp_path / "x.png"), head_fusion="sum")
+    predict.run(
+      checkpoint_dir,
+      input_path=str(tmp_path / "clips.npy"),
+      rollout_out=str(tmp_path / "x.png"),
+      head_fusion="sum",
+    )

@@ -21,13 +21,23 @@ jax.config.update("jax_numpy_rank_promotion", "raise")  # As other modules do in
 
 
 def configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
-  dc = ml_collections.ConfigDict(dict(
+  dc = ml_collections.ConfigDict(
+    dict(
       base_dir=base_dir,
       tables={"train": "train.tfrecord@1", "validation": "validation.tfrecord@1"},
       examples_per_subset={"train": 12, "validation": 3},
-      num_classes=4, num_frames=4, stride=2, min_resize=16, crop_size=16,
-      zero_centering=False, random_flip=False, num_test_clips=1,
-      do_three_spatial_crops=False, label_offset=0))
+      num_classes=4,
+      num_frames=4,
+      stride=2,
+      min_resize=16,
+      crop_size=16,
+      zero_centering=False,
+      random_flip=False,
+      num_test_clips=1,
+      do_three_spatial_crops=False,
+      label_offset=0,
+    )
+  )
   dc.update(overrides)
   return dc
 
@@ -55,8 +65,14 @@ def indices(dc, length: int, frame_rate: float = 0.0) -> np.ndarray:
 
 def test_timesformer_sampling_spreads_frames_over_the_window():
   # 4 frames "at a rate of 1/4" of 30 fps, stored at 15 fps: a window of 4 * 4 / 2 = 8 frames.
-  dc = configs("", train_sampling="timesformer", eval_sampling="timesformer", sampling_rate=4,
-               target_fps=30.0, frame_rate=15.0)
+  dc = configs(
+    "",
+    train_sampling="timesformer",
+    eval_sampling="timesformer",
+    sampling_rate=4,
+    target_fps=30.0,
+    frame_rate=15.0,
+  )
   # The middle clip: start (40 - 8) / 2 = 16, frames floor(16 + linspace(0, 7, 4)).
   np.testing.assert_array_equal(indices(dc, 40), [[16, 18, 20, 23]])
   # The record's own frame rate wins: at 30 fps the window is 16 frames.
@@ -67,8 +83,9 @@ def test_timesformer_sampling_spreads_frames_over_the_window():
   np.testing.assert_array_equal(indices(dc, 5), [[0, 2, 4, 4]])
   starts = set()
   for seed in range(200):
-    clip = pipeline.train_clip_indices(dc, tf.constant(40), tf.constant(0.0),
-                                       tf.constant([seed, 1])).numpy()
+    clip = pipeline.train_clip_indices(
+      dc, tf.constant(40), tf.constant(0.0), tf.constant([seed, 1])
+    ).numpy()
     start = clip[0]
     # floor(s + 7 i / 3) for a real s: steps of 2 or 3 frames, 6 or 7 in all.
     assert set(np.diff(clip)) <= {2, 3} and clip[-1] - start in (6, 7)
@@ -86,8 +103,9 @@ def test_segment_sampling_takes_one_frame_per_segment():
   np.testing.assert_array_equal(indices(dc, 2), [[0, 0, 1, 1]])  # Shorter than the clip.
   seen = np.zeros((4, 5), bool)
   for seed in range(100):
-    clip = pipeline.train_clip_indices(dc, tf.constant(20), tf.constant(0.0),
-                                       tf.constant([seed, 2])).numpy()
+    clip = pipeline.train_clip_indices(
+      dc, tf.constant(20), tf.constant(0.0), tf.constant([seed, 2])
+    ).numpy()
     assert (clip // 5 == np.arange(4)).all()  # Frame i lies in segment i.
     seen[np.arange(4), clip % 5] = True
   assert seen.all()  # Every frame of every segment is drawn.
@@ -95,15 +113,14 @@ def test_segment_sampling_takes_one_frame_per_segment():
 
 def test_whole_video_covers_the_video_with_consecutive_clips():
   dc = configs("", eval_sampling="whole_video")  # 4 frames at stride 2: clips of 8 frames.
-  np.testing.assert_array_equal(indices(dc, 20),
-                                [[0, 2, 4, 6], [8, 10, 12, 14], [16, 18, 19, 19]])
+  np.testing.assert_array_equal(indices(dc, 20), [[0, 2, 4, 6], [8, 10, 12, 14], [16, 18, 19, 19]])
   np.testing.assert_array_equal(indices(dc, 8), [[0, 2, 4, 6]])
   dc.update(train_sampling="timesformer", sampling_rate=4, target_fps=30.0, frame_rate=15.0)
-  np.testing.assert_array_equal(indices(dc, 20),
-                                [[0, 2, 4, 7], [8, 10, 12, 15], [16, 18, 19, 19]])
+  np.testing.assert_array_equal(indices(dc, 20), [[0, 2, 4, 7], [8, 10, 12, 15], [16, 18, 19, 19]])
   with pytest.raises(ValueError, match="whole_video.*segment"):
-    pipeline.validate_dataset_configs(configs("", eval_sampling="whole_video",
-                                              train_sampling="segment"))
+    pipeline.validate_dataset_configs(
+      configs("", eval_sampling="whole_video", train_sampling="segment")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,6 +130,7 @@ def test_whole_video_covers_the_video_with_consecutive_clips():
 
 class ColourModel(nn.Module):
   """Logits = mean red and mean green of the clip (what the coded videos encode), then 0s."""
+
   num_classes: int
 
   @nn.compact
@@ -126,19 +144,34 @@ class ColourModel(nn.Module):
 def run_evaluator(dc, aggregation="mean_logits", batch_size=2):
   mesh = sharding.make_mesh()
   evaluator = evaluator_lib.MultiViewEvaluator(
-      ColourModel(dc.num_classes), dc, "validation", batch_size=batch_size, mesh=mesh,
-      aggregation=aggregation)
+    ColourModel(dc.num_classes),
+    dc,
+    "validation",
+    batch_size=batch_size,
+    mesh=mesh,
+    aggregation=aggregation,
+  )
   params = {"bias": jnp.zeros(dc.num_classes)}
   return evaluator, evaluator.run(params)
 
 
 def test_whole_video_eval_aggregates_every_clip_of_each_video(tmp_path):
   lengths = [6, 20, 33]
-  write(tmp_path, "validation.tfrecord", [
+  write(
+    tmp_path,
+    "validation.tfrecord",
+    [
       dmvr.make_sequence_example(indexed_video(n, video=i), i % 2, video_id=f"v{i}")
-      for i, n in enumerate(lengths)])
-  dc = configs(str(tmp_path), num_classes=2, eval_sampling="whole_video", num_test_clips=2,
-               examples_per_subset={"validation": 3})
+      for i, n in enumerate(lengths)
+    ],
+  )
+  dc = configs(
+    str(tmp_path),
+    num_classes=2,
+    eval_sampling="whole_video",
+    num_test_clips=2,
+    examples_per_subset={"validation": 3},
+  )
   batches = list(pipeline.build_eval_dataset(dc, "validation", batch_size=2).as_numpy_iterator())
   masks = np.concatenate([b["batch_mask"] for b in batches])
   index = np.concatenate([b["video_index"] for b in batches])[masks > 0]
@@ -155,8 +188,7 @@ def test_whole_video_eval_aggregates_every_clip_of_each_video(tmp_path):
       clips = indices(dc, n)
       red = 4 * clips.mean(axis=1) / 255  # mean red of each clip, in [0, 1]
       expected = red.mean() if aggregation == "mean_logits" else red.sum()
-      got = dict(zip(rows[f"v{i}"]["predicted"], rows[f"v{i}"]["predicted_scores"],
-                     strict=True))[0]
+      got = dict(zip(rows[f"v{i}"]["predicted"], rows[f"v{i}"]["predicted_scores"], strict=True))[0]
       # Within JPEG's error on the red ramp (about 1.5 of 255 levels per clip).
       tolerance = 3 / 255 * (1 if aggregation == "mean_logits" else len(clips))
       assert got == pytest.approx(expected, abs=tolerance), (aggregation, i)
@@ -170,9 +202,14 @@ def test_whole_video_eval_aggregates_every_clip_of_each_video(tmp_path):
 @pytest.fixture(scope="module")
 def twelve(tmp_path_factory):
   base_dir = tmp_path_factory.mktemp("twelve")
-  dmvr.write_shards([dmvr.make_sequence_example(indexed_video(6, video=i), i % 4,
-                                                video_id=f"v{i:02d}") for i in range(12)],
-                    str(base_dir / "train.tfrecord"), 3)
+  dmvr.write_shards(
+    [
+      dmvr.make_sequence_example(indexed_video(6, video=i), i % 4, video_id=f"v{i:02d}")
+      for i in range(12)
+    ],
+    str(base_dir / "train.tfrecord"),
+    3,
+  )
   return str(base_dir)
 
 
@@ -191,8 +228,9 @@ def test_epochs_are_permutations_and_the_stream_resumes_at_any_position(twelve):
   for consumed in (2, 3):
     position = pipeline.next_position(batches[consumed - 1][1])
     resumed = pipeline.build_train_dataset(dc, batch_size=5, seed=3, start_position=position)
-    for (device, host), batch in zip(batches[consumed:], resumed.take(2).as_numpy_iterator(),
-                                     strict=False):
+    for (device, host), batch in zip(
+      batches[consumed:], resumed.take(2).as_numpy_iterator(), strict=False
+    ):
       np.testing.assert_array_equal(device["inputs"], batch["inputs"])
       np.testing.assert_array_equal(host["video_id"], batch["video_id"])
 
@@ -219,16 +257,18 @@ def mixed(tmp_path_factory):
   rgba = [png(np.concatenate([f, np.full_like(f[..., :1], 200)], -1)) for f in good]
   sizes = jpegs[:3] + dmvr.encode_jpegs(indexed_video(6, size=24))[3:]
   examples = [
-      dmvr.sequence_example_from_jpegs(jpegs, 1),
-      dmvr.sequence_example_from_jpegs(jpegs[:2] + [jpegs[2][:40]] + jpegs[3:], 1),
-      dmvr.sequence_example_from_jpegs(grey, 2),
-      b"certainly not a SequenceExample",
-      tf.train.SequenceExample(context=tf.train.Features(feature={
-          dmvr.LABEL_INDEX_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))})
-                               ).SerializeToString(),
-      dmvr.sequence_example_from_jpegs(rgba, 3),
-      dmvr.sequence_example_from_jpegs(jpegs, 9),
-      dmvr.sequence_example_from_jpegs(sizes, 0),
+    dmvr.sequence_example_from_jpegs(jpegs, 1),
+    dmvr.sequence_example_from_jpegs(jpegs[:2] + [jpegs[2][:40]] + jpegs[3:], 1),
+    dmvr.sequence_example_from_jpegs(grey, 2),
+    b"certainly not a SequenceExample",
+    tf.train.SequenceExample(
+      context=tf.train.Features(
+        feature={dmvr.LABEL_INDEX_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))}
+      )
+    ).SerializeToString(),
+    dmvr.sequence_example_from_jpegs(rgba, 3),
+    dmvr.sequence_example_from_jpegs(jpegs, 9),
+    dmvr.sequence_example_from_jpegs(sizes, 0),
   ]
   dmvr.write_shards(examples, str(base_dir / "train.tfrecord"), 1)
   dmvr.write_shards(examples, str(base_dir / "validation.tfrecord"), 1)
@@ -244,8 +284,11 @@ def test_bad_records_stop_the_reader_naming_file_and_record(mixed):
   reasons = [e.decode() for e in batch["error"]]
   assert "corrupt JPEG" in reasons[1] and "not a SequenceExample" in reasons[3]
   assert "no frames" in reasons[4] and "out of range" in reasons[6] and "got [9]" in reasons[6]
-  with pytest.raises(ValueError, match=r"Bad record in split=train, file=.*train.tfrecord-00000-"
-                     r"of-00001, record 1: could not be read.*skip_bad_records=True"):
+  with pytest.raises(
+    ValueError,
+    match=r"Bad record in split=train, file=.*train.tfrecord-00000-"
+    r"of-00001, record 1: could not be read.*skip_bad_records=True",
+  ):
     pipeline.split_host_fields(batch)
   # The readable odd ones decode as RGB of the first frame's size.
   frames = batch["inputs"][[0, 2, 5, 7]] * 255  # (4, T, 16, 16, 3)
@@ -256,8 +299,9 @@ def test_bad_records_stop_the_reader_naming_file_and_record(mixed):
 
 
 def test_skip_bad_records_counts_them_in_training_and_evaluation(mixed):
-  dc = configs(mixed, shuffle_buffer_size=1, skip_bad_records=True,
-               examples_per_subset={"validation": 8})
+  dc = configs(
+    mixed, shuffle_buffer_size=1, skip_bad_records=True, examples_per_subset={"validation": 8}
+  )
   stream = pipeline.build_train_dataset(dc, batch_size=4, seed=0).as_numpy_iterator()
   device, host = pipeline.split_host_fields(next(stream), skip_bad_records=True)
   assert host["index"].tolist() == [0, 2, 5, 7] and host["skipped"].tolist() == [0, 1, 2, 1]
@@ -288,8 +332,11 @@ def test_flip_swaps_direction_dependent_labels(tmp_path):
 
 def test_class_splits_and_multi_label_targets(tmp_path):
   video = indexed_video(4)
-  write(tmp_path, "validation.tfrecord", [dmvr.make_sequence_example(video, labels) for labels in
-                                          ([2, 3 + 1], [0, 3], [1], [0, 1])])
+  write(
+    tmp_path,
+    "validation.tfrecord",
+    [dmvr.make_sequence_example(video, labels) for labels in ([2, 3 + 1], [0, 3], [1], [0, 1])],
+  )
   dc = configs(str(tmp_path), num_classes=5, class_splits=[3, 2], split_names=["noun", "verb"])
   batch = next(pipeline.build_eval_dataset(dc, "validation", batch_size=4).as_numpy_iterator())
   np.testing.assert_array_equal(batch["label"][:2], [[0, 0, 1, 0, 1], [1, 0, 0, 1, 0]])
@@ -298,8 +345,9 @@ def test_class_splits_and_multi_label_targets(tmp_path):
   dc = configs(str(tmp_path), num_classes=5, multi_label=True)
   batch = next(pipeline.build_eval_dataset(dc, "validation", batch_size=4).as_numpy_iterator())
   assert batch["ok"].all()
-  np.testing.assert_array_equal(batch["label"], [[0, 0, 1, 0, 1], [1, 0, 0, 1, 0],
-                                                 [0, 1, 0, 0, 0], [1, 1, 0, 0, 0]])
+  np.testing.assert_array_equal(
+    batch["label"], [[0, 0, 1, 0, 1], [1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
+  )
   with pytest.raises(ValueError, match="sum to num_classes=5"):
     pipeline.validate_dataset_configs(configs("x", num_classes=5, class_splits=[3, 3]))
 
@@ -319,17 +367,21 @@ def test_losses_of_each_label_kind():
     return -(t * (z - np.log(np.exp(z).sum(-1, keepdims=True)))).sum(-1)
 
   z, t = np.asarray(logits, np.float64), np.asarray(targets, np.float64)
-  np.testing.assert_allclose(losses.loss(logits, targets, **kind),
-                             cross_entropy(z[:, :3], t[:, :3]) + cross_entropy(z[:, 3:], t[:, 3:]),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.loss(logits, targets, **kind),
+    cross_entropy(z[:, :3], t[:, :3]) + cross_entropy(z[:, 3:], t[:, 3:]),
+    rtol=1e-5,
+  )
   bce = -(hot * np.log(1 / (1 + np.exp(-z))) + (1 - hot) * np.log(1 - 1 / (1 + np.exp(-z))))
   np.testing.assert_allclose(losses.loss(logits, hot, multi_label=True), bce.sum(-1), rtol=1e-5)
   # Action correct: every split's top-1 right; multi-label: the top class is a positive.
   right = (z[:, :3].argmax(1) == np.asarray(hot)[:, :3].argmax(1)) & (
-      z[:, 3:].argmax(1) == np.asarray(hot)[:, 3:].argmax(1))
+    z[:, 3:].argmax(1) == np.asarray(hot)[:, 3:].argmax(1)
+  )
   np.testing.assert_array_equal(losses.correct(logits, hot, **kind), right)
-  np.testing.assert_array_equal(losses.correct(logits, hot, multi_label=True),
-                                np.asarray(hot)[np.arange(3), z.argmax(1)])
+  np.testing.assert_array_equal(
+    losses.correct(logits, hot, multi_label=True), np.asarray(hot)[np.arange(3), z.argmax(1)]
+  )
 
 
 def test_mixup_mixes_each_clip_with_the_reversed_batch():

@@ -31,8 +31,9 @@ def build(model_name: str, **overrides):
 
 
 def sown(model, params, clips):
-  (logits, _), state = model.apply({"params": params}, clips, train=False,
-                                   mutable=["intermediates"])
+  (logits, _), state = model.apply(
+    {"params": params}, clips, train=False, mutable=["intermediates"]
+  )
   return logits, jax.tree.map(np.asarray, state["intermediates"])
 
 
@@ -52,8 +53,9 @@ def test_sown_weights_reproduce_the_attention_output(with_mask):
   mask = np.tril(np.ones((5, 5), bool))[None, None] if with_mask else None
   variables = attention.init(jax.random.key(0), x, deterministic=True, mask=mask)
   p = variables["params"]
-  out, state = attention.apply(variables, x, deterministic=True, mask=mask,
-                               mutable=["intermediates"])
+  out, state = attention.apply(
+    variables, x, deterministic=True, mask=mask, mutable=["intermediates"]
+  )
   weights = state["intermediates"]["attention_weights"][0]
   assert weights.shape == (3, 2, 5, 5)
   np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
@@ -132,19 +134,25 @@ def test_divided_equals_dense_reference():
     stages = []
     for i in range(TINY["num_layers"]):
       block = inter[f"encoderblock_{i}"]
-      stages.append(mixing(dense_temporal(fused(block["attention_temporal"]["attention_weights"]),
-                                          b)))
-      stages.append(mixing(dense_spatial_with_cls(
-          fused(block["attention_spatial"]["attention_weights"]), b)))
+      stages.append(
+        mixing(dense_temporal(fused(block["attention_temporal"]["attention_weights"]), b))
+      )
+      stages.append(
+        mixing(dense_spatial_with_cls(fused(block["attention_spatial"]["attention_weights"]), b))
+      )
     expected = dense_heat(stages, np.eye(1 + T * N)[0])
     np.testing.assert_allclose(heat[b], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("model_name,overrides,block_path", [
+@pytest.mark.parametrize(
+  "model_name,overrides,block_path",
+  [
     ("timesformer", dict(attention="joint"), ("encoderblock_{i}", "attention_joint")),
     # ViViT Model 1, tubelets of 1 frame: the same token layout, its encoder's own paths.
     ("vivit", dict(attention="spatio_temporal"), ("encoder", "encoderblock_{i}", "attention")),
-], ids=["timesformer-joint", "vivit-model-1"])
+  ],
+  ids=["timesformer-joint", "vivit-model-1"],
+)
 def test_joint_equals_dense_reference(model_name, overrides, block_path):
   model, params, clips = build(model_name, **overrides)
   _, inter = sown(model, params, clips)
@@ -208,20 +216,25 @@ def test_uniform_attention_has_the_closed_form():
 # ---------------------------------------------------------------------------------------------
 
 SUPPORTED = [
-    ("timesformer", dict(attention="space_first")),
-    ("timesformer", dict(attention="local_global")),
-    ("timesformer", dict(attention="axial")),
-    ("timesformer", dict(attention="divided", classifier="gap")),
-    ("timesformer", dict(attention="space", classifier="gap")),
-    ("vivit", dict(attention="factorised_encoder", variant=f"Ti/{PATCH}x2")),
-    ("vivit", dict(attention="factorised_encoder", classifier="gap", temporal_layers=0)),
-    ("vivit", dict(attention="factorised_self_attention", classifier="gap",
-                   attention_order="time_space")),
+  ("timesformer", dict(attention="space_first")),
+  ("timesformer", dict(attention="local_global")),
+  ("timesformer", dict(attention="axial")),
+  ("timesformer", dict(attention="divided", classifier="gap")),
+  ("timesformer", dict(attention="space", classifier="gap")),
+  ("vivit", dict(attention="factorised_encoder", variant=f"Ti/{PATCH}x2")),
+  ("vivit", dict(attention="factorised_encoder", classifier="gap", temporal_layers=0)),
+  (
+    "vivit",
+    dict(attention="factorised_self_attention", classifier="gap", attention_order="time_space"),
+  ),
 ]
 
 
-@pytest.mark.parametrize("model_name,overrides", SUPPORTED,
-                         ids=[f"{m}-{'-'.join(map(str, o.values()))}" for m, o in SUPPORTED])
+@pytest.mark.parametrize(
+  "model_name,overrides",
+  SUPPORTED,
+  ids=[f"{m}-{'-'.join(map(str, o.values()))}" for m, o in SUPPORTED],
+)
 def test_relevance_is_a_distribution(model_name, overrides):
   model, params, clips = build(model_name, **overrides)
   logits, inter = sown(model, params, clips)
@@ -240,17 +253,22 @@ def test_relevance_is_a_distribution(model_name, overrides):
 
 def test_head_fusions_differ_and_are_checked():
   model, params, clips = build("timesformer")
-  heats = {f: np.asarray(rollout.rollout(model, params, clips, head_fusion=f)[1])
-           for f in rollout.HEAD_FUSIONS}
+  heats = {
+    f: np.asarray(rollout.rollout(model, params, clips, head_fusion=f)[1])
+    for f in rollout.HEAD_FUSIONS
+  }
   assert not np.allclose(heats["max"], heats["min"])
   with pytest.raises(ValueError, match="head_fusion='median'"):
     rollout.rollout(model, params, clips, head_fusion="median")
 
 
-@pytest.mark.parametrize("model_name,overrides,match", [
+@pytest.mark.parametrize(
+  "model_name,overrides,match",
+  [
     ("vivit", dict(attention="factorised_dot_product", classifier="gap"), "splits each"),
     ("xvit", dict(), "XViT is not supported"),
-])
+  ],
+)
 def test_unsupported_models_say_why(model_name, overrides, match):
   model = models.build(model_name, dict(TINY, **overrides), 3)
   with pytest.raises(ValueError, match=match):
@@ -315,11 +333,23 @@ def test_motion_mask_is_where_the_object_moves():
   # 'right': the covered columns move right (on the torus), rows stay.
   rows, columns = np.nonzero(coverage[0] > 0.5)
   rows5, columns5 = np.nonzero(coverage[5] > 0.5)
-  shift = (np.angle(np.exp(2j * np.pi * columns5 / 36).mean())
-           - np.angle(np.exp(2j * np.pi * columns / 36).mean())) * 36 / (2 * np.pi)
+  shift = (
+    (
+      np.angle(np.exp(2j * np.pi * columns5 / 36).mean())
+      - np.angle(np.exp(2j * np.pi * columns / 36).mean())
+    )
+    * 36
+    / (2 * np.pi)
+  )
   assert 5 <= shift % 36 <= 10  # 1 to 2 pixels per frame, 5 frames.
-  drift = (np.angle(np.exp(2j * np.pi * rows5 / 36).mean())
-           - np.angle(np.exp(2j * np.pi * rows / 36).mean())) * 36 / (2 * np.pi)
+  drift = (
+    (
+      np.angle(np.exp(2j * np.pi * rows5 / 36).mean())
+      - np.angle(np.exp(2j * np.pi * rows / 36).mean())
+    )
+    * 36
+    / (2 * np.pi)
+  )
   assert abs(drift) < 0.2  # Pixels: only the anti-aliased outline changes.
 
 
@@ -331,11 +361,20 @@ def synthetic_checkpoint(tmp_path_factory):
   config = dict(TINY, num_layers=1)
   model = models.build("timesformer", config, 4)
   params = reference.random_like(reference.init_shapes(model, (1, 8, 32, 32, 3)), seed=2)
-  preprocessing = dict(num_frames=8, stride=2, min_resize=36, crop_size=32, mean=[0.5] * 3,
-                       std=[0.5] * 3, num_test_clips=2, do_three_spatial_crops=False,
-                       aggregation="mean_logits")
-  converted = store.Converted("timesformer", config, 4, params, preprocessing,
-                              labels=["left", "right", "up", "down"])
+  preprocessing = dict(
+    num_frames=8,
+    stride=2,
+    min_resize=36,
+    crop_size=32,
+    mean=[0.5] * 3,
+    std=[0.5] * 3,
+    num_test_clips=2,
+    do_three_spatial_crops=False,
+    aggregation="mean_logits",
+  )
+  converted = store.Converted(
+    "timesformer", config, 4, params, preprocessing, labels=["left", "right", "up", "down"]
+  )
   return store.save(str(tmp_path_factory.mktemp("ckpt") / "synthetic"), converted)
 
 
@@ -360,13 +399,15 @@ def test_demo_command_writes_the_picture_and_the_figures(synthetic_checkpoint, t
   from vidtx.tools import rollout_demo
 
   out = tmp_path / "rollout.png"
-  figures = rollout_demo.run(synthetic_checkpoint, str(out), label="up", num_videos=2,
-                             video_out=str(tmp_path / "up.mp4"))
+  figures = rollout_demo.run(
+    synthetic_checkpoint, str(out), label="up", num_videos=2, video_out=str(tmp_path / "up.mp4")
+  )
   printed = capsys.readouterr().out
   assert "heat on object:" in printed and "written to" in printed
   assert out.exists() and (tmp_path / "up.mp4").exists()
   assert figures["num_views"] == 4 and 0 < figures["area"] < 0.3
-  assert 0 <= figures["share"] <= 1 and np.isclose(figures["lift"],
-                                                   figures["share"] / figures["area"])
+  assert 0 <= figures["share"] <= 1 and np.isclose(
+    figures["lift"], figures["share"] / figures["area"]
+  )
   with pytest.raises(ValueError, match="--label='sideways'"):
     rollout_demo.run(synthetic_checkpoint, str(out), label="sideways")

@@ -31,11 +31,25 @@ def configs(data_dir: str, **fields) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(tfds_data_dir=data_dir, **fields))
 
 
-def read(data_dir: str, split: str = "train", *, name: str = NAME, process_index: int = 0,
-         process_count: int = 1, shuffle_seed: int | None = None, epochs: int = 1,
-         **fields) -> list[dict]:
-  ds = tfds_data.records(name, configs(data_dir, **fields), split, process_index=process_index,
-                         process_count=process_count, shuffle_seed=shuffle_seed)
+def read(
+  data_dir: str,
+  split: str = "train",
+  *,
+  name: str = NAME,
+  process_index: int = 0,
+  process_count: int = 1,
+  shuffle_seed: int | None = None,
+  epochs: int = 1,
+  **fields,
+) -> list[dict]:
+  ds = tfds_data.records(
+    name,
+    configs(data_dir, **fields),
+    split,
+    process_index=process_index,
+    process_count=process_count,
+    shuffle_seed=shuffle_seed,
+  )
   return list(ds.repeat(epochs).as_numpy_iterator())
 
 
@@ -51,16 +65,22 @@ def ids(elements: list[dict]) -> list[str]:
 def test_defaults_and_config_names():
   defaults = common.synthetic_dataset("order")
   assert tfds_data.SYNTHETIC_DEFAULTS == {
-      "train_examples": defaults.examples_per_subset["train"],
-      "validation_examples": defaults.examples_per_subset["validation"],
-      "video_length": defaults.video_length, "video_size": defaults.video_size,
-      "seed": defaults.seed, "num_frames": defaults.num_frames, "stride": defaults.stride}
+    "train_examples": defaults.examples_per_subset["train"],
+    "validation_examples": defaults.examples_per_subset["validation"],
+    "video_length": defaults.video_length,
+    "video_size": defaults.video_size,
+    "seed": defaults.seed,
+    "num_frames": defaults.num_frames,
+    "stride": defaults.stride,
+  }
   names = {c.name for c in tfds_data.VidtxSynthetic.BUILDER_CONFIGS}
   assert names == set(synthetic.TASKS)
   # Only non-default parameters enter the name; the clip only for 'order'.
   assert tfds_data.synthetic_config("motion", video_size=36, num_frames=4).name == "motion"
-  assert (tfds_data.synthetic_config("order", num_frames=12, stride=1, seed=3).name
-          == "order-seed3-frames12-stride1")
+  assert (
+    tfds_data.synthetic_config("order", num_frames=12, stride=1, seed=3).name
+    == "order-seed3-frames12-stride1"
+  )
   with pytest.raises(ValueError, match="video_length=4"):  # Shorter than the 'order' clip.
     tfds_data.synthetic_config("order", video_length=4)
 
@@ -76,10 +96,18 @@ def test_info(data_dir):
 
 
 def test_fixed_order_reads_every_video_once_as_generated(data_dir):
-  params = synthetic.dataset_parameters(ml_collections.ConfigDict(dict(
-      task="motion", video_length=6, video_size=16, seed=0,
-      tables={"train": "t@1", "validation": "v@1"},
-      examples_per_subset={"train": 8, "validation": 4})))
+  params = synthetic.dataset_parameters(
+    ml_collections.ConfigDict(
+      dict(
+        task="motion",
+        video_length=6,
+        video_size=16,
+        seed=0,
+        tables={"train": "t@1", "validation": "v@1"},
+        examples_per_subset={"train": 8, "validation": 4},
+      )
+    )
+  )
   for split, count in (("train", 8), ("validation", 4)):
     elements = read(data_dir, split, tfds_id_key="video_id", tfds_frame_rate=25.0)
     assert sorted(ids(elements)) == [f"{split}-{i:06d}" for i in range(count)]
@@ -96,7 +124,8 @@ def test_fixed_order_reads_every_video_once_as_generated(data_dir):
       assert np.abs(decoded.astype(int) - frames).mean() < 8
     assert [e["frame_rate"] for e in elements] == [25.0] * count
     assert [e["source"].decode() for e in elements] == [
-        f"tfds:{NAME} split={split} example {i}" for i in range(count)]
+      f"tfds:{NAME} split={split} example {i}" for i in range(count)
+    ]
   # Without an id feature: the position in the split, which is the fixed order.
   assert ids(read(data_dir)) == [f"{NAME}/train/{i}" for i in range(8)]
 
@@ -104,7 +133,7 @@ def test_fixed_order_reads_every_video_once_as_generated(data_dir):
 def test_shuffled_order_is_deterministic_per_seed(data_dir):
   first = ids(read(data_dir, shuffle_seed=0, epochs=3))
   assert ids(read(data_dir, shuffle_seed=0, epochs=3)) == first
-  epochs = [first[i:i + 8] for i in (0, 8, 16)]
+  epochs = [first[i : i + 8] for i in (0, 8, 16)]
   assert all(sorted(epoch) == [f"{NAME}/train/{i}" for i in range(8)] for epoch in epochs)
   assert epochs[0] != epochs[1] or epochs[1] != epochs[2]  # Reshuffled every epoch.
   assert ids(read(data_dir, shuffle_seed=1, epochs=3)) != first
@@ -113,11 +142,14 @@ def test_shuffled_order_is_deterministic_per_seed(data_dir):
 @pytest.mark.parametrize("process_count", [2, 3])
 @pytest.mark.parametrize("shuffle_seed", [None, 0])
 def test_process_shares_are_disjoint_and_cover_the_split(data_dir, process_count, shuffle_seed):
-  shares = [ids(read(data_dir, process_index=p, process_count=process_count,
-                     shuffle_seed=shuffle_seed)) for p in range(process_count)]
+  shares = [
+    ids(read(data_dir, process_index=p, process_count=process_count, shuffle_seed=shuffle_seed))
+    for p in range(process_count)
+  ]
   assert sorted(sum(shares, [])) == sorted(f"{NAME}/train/{i}" for i in range(8))
   assert sorted(len(s) for s in shares) == sorted(
-      len(range(p, 8, process_count)) for p in range(process_count))
+    len(range(p, 8, process_count)) for p in range(process_count)
+  )
   if shuffle_seed is None:  # Consecutive pieces of the split's order.
     assert sum(shares, []) == [f"{NAME}/train/{i}" for i in range(8)]
 
@@ -130,8 +162,7 @@ def test_process_shares_are_disjoint_and_cover_the_split(data_dir, process_count
 @pytest.mark.parametrize("name", ["vidtx_synthetic/motion", "no_such_dataset", NAME])
 def test_not_prepared(tmp_path, name):
   empty = str(tmp_path)
-  for call in (lambda: tfds_data.info(name, configs(empty)),
-               lambda: read(empty, name=name)):
+  for call in (lambda: tfds_data.info(name, configs(empty)), lambda: read(empty, name=name)):
     with pytest.raises(ValueError, match="not prepared") as error:
       call()
     message = str(error.value)
@@ -147,13 +178,16 @@ def test_bad_split(data_dir):
     read(data_dir, "validation", process_count=5)
 
 
-@pytest.mark.parametrize("fields, pattern", [
+@pytest.mark.parametrize(
+  "fields, pattern",
+  [
     (dict(tfds_video_key="frames"), r"tfds_video_key='frames'.*no such feature"),
     (dict(tfds_video_key="label"), r"tfds_video_key='label'.*found ClassLabel"),
     (dict(tfds_label_key="action"), r"tfds_label_key='action'.*no such feature"),
     (dict(tfds_label_key="video_id"), r"tfds_label_key='video_id'.*found Text"),
     (dict(tfds_id_key="video"), r"tfds_id_key='video'.*found Video"),
-])
+  ],
+)
 def test_bad_keys(data_dir, fields, pattern):
   # Names the dataset, where it is, what was expected and which features there are.
   pattern = f"{pattern}.*{{'label': ClassLabel, 'video': Video, 'video_id': Text}}"
@@ -175,18 +209,23 @@ class GreyClips(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        "frames": tfds.features.Video(shape=(None, 8, 10, 1), encoding_format="png"),
-        "action": tfds.features.ClassLabel(names=["a", "b", "c"]),
-        "tags": tfds.features.Sequence(tfds.features.ClassLabel(names=["x", "y"])),
-    }))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "frames": tfds.features.Video(shape=(None, 8, 10, 1), encoding_format="png"),
+          "action": tfds.features.ClassLabel(names=["a", "b", "c"]),
+          "tags": tfds.features.Sequence(tfds.features.ClassLabel(names=["x", "y"])),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     return {"test": self._generate_examples()}
 
   def _generate_examples(self):
     for i in range(5):
-      yield i, {"frames": grey_video(i), "action": i % 3, "tags": [1, 0][:i % 3]}
+      yield i, {"frames": grey_video(i), "action": i % 3, "tags": [1, 0][: i % 3]}
 
 
 def grey_video(i: int) -> np.ndarray:
@@ -211,17 +250,28 @@ def test_other_builders_dataset_with_other_keys(tmp_path):
       assert element["jpegs"][0].startswith(b"\x89PNG")
       decoded = np.stack([tf.io.decode_image(j, channels=3).numpy() for j in element["jpegs"]])
       np.testing.assert_array_equal(decoded, np.repeat(grey_video(i), 3, axis=-1))
-  tags = read(str(tmp_path), "test", name="grey_clips", tfds_video_key="frames",
-              tfds_label_key="tags")
+  tags = read(
+    str(tmp_path), "test", name="grey_clips", tfds_video_key="frames", tfds_label_key="tags"
+  )
   assert sorted(len(e["labels"]) for e in tags) == [0, 0, 1, 1, 2]
-  assert tfds_data.info("grey_clips", configs(str(tmp_path), tfds_video_key="frames",
-                                              tfds_label_key="tags"))["multi_label"]
+  assert tfds_data.info(
+    "grey_clips", configs(str(tmp_path), tfds_video_key="frames", tfds_label_key="tags")
+  )["multi_label"]
 
 
 def test_command_line_builds_the_order_task(tmp_path, capsys):
-  tfds_data.main([f"--data_dir={tmp_path}", "--task=order", "--train_examples=2",
-                  "--validation_examples=2", "--video_length=6", "--video_size=16",
-                  "--num_frames=4", "--stride=1"])
+  tfds_data.main(
+    [
+      f"--data_dir={tmp_path}",
+      "--task=order",
+      "--train_examples=2",
+      "--validation_examples=2",
+      "--video_length=6",
+      "--video_size=16",
+      "--num_frames=4",
+      "--stride=1",
+    ]
+  )
   name = "vidtx_synthetic/order-train2-validation2-length6-size16-frames4-stride1"
   assert f"'tfds:{name}'" in capsys.readouterr().out
   info = tfds_data.info(name, configs(str(tmp_path)))

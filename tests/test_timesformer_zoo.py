@@ -143,8 +143,10 @@ def ref_timesformer(params, video, scheme):
   if "time_embedding" in p:
     x = x + p["time_embedding"]["embedding"][:, None]
   x = x.reshape(t * n, d)
-  labels = {s: group_labels(s, t, h, h) for s in ("temporal", "spatial", "joint", "local",
-                                                  "global", "width", "height")}
+  labels = {
+    s: group_labels(s, t, h, h)
+    for s in ("temporal", "spatial", "joint", "local", "global", "width", "height")
+  }
   for b in blocks:
     if scheme == "parallel":
       # Both stages read the block input; the updates are summed.
@@ -342,12 +344,24 @@ def test_table_1_head_is_174_classes():
 STAGE_PARAMS = {
   "space": {"norm_spatial", "attention_spatial"},
   "joint": {"norm_joint", "attention_joint"},
-  "divided": {"norm_temporal", "attention_temporal", "temporal_fc", "norm_spatial",
-              "attention_spatial"},
-  "local_global": {"norm_local", "attention_local", "local_fc", "norm_global",
-                   "attention_global"},
-  "axial": {"norm_temporal", "attention_temporal", "temporal_fc", "norm_width",
-            "attention_width", "width_fc", "norm_height", "attention_height"},
+  "divided": {
+    "norm_temporal",
+    "attention_temporal",
+    "temporal_fc",
+    "norm_spatial",
+    "attention_spatial",
+  },
+  "local_global": {"norm_local", "attention_local", "local_fc", "norm_global", "attention_global"},
+  "axial": {
+    "norm_temporal",
+    "attention_temporal",
+    "temporal_fc",
+    "norm_width",
+    "attention_width",
+    "width_fc",
+    "norm_height",
+    "attention_height",
+  },
 }
 STAGE_PARAMS["space_first"] = STAGE_PARAMS["parallel"] = STAGE_PARAMS["divided"]
 
@@ -395,8 +409,10 @@ def test_positional_embeddings_decide_what_the_model_sees():
   space_time = _tiny(attention="divided")
   space_only = _tiny(attention="divided", positional_embedding="space")
   no_posemb = _tiny(attention="divided", positional_embedding="none")
-  base = {name: logits(m, video) for name, m in
-          [("space_time", space_time), ("space", space_only), ("none", no_posemb)]}
+  base = {
+    name: logits(m, video)
+    for name, m in [("space_time", space_time), ("space", space_only), ("none", no_posemb)]
+  }
   assert not np.allclose(logits(space_time, frames_shuffled), base["space_time"], atol=1e-3)
   np.testing.assert_allclose(logits(space_only, frames_shuffled), base["space"], atol=1e-4)
   assert not np.allclose(logits(space_only, columns_rolled), base["space"], atol=1e-3)
@@ -435,8 +451,9 @@ def test_zero_temporal_weights_on_a_static_clip_give_the_image_model(scheme):
     block = params[f"encoderblock_{i}"]
     block["temporal_fc"] = jax.tree.map(jnp.zeros_like, block["temporal_fc"])
     shared[f"encoderblock_{i}"] = {
-      k: v for k, v in block.items() if k not in ("norm_temporal", "attention_temporal",
-                                                  "temporal_fc")
+      k: v
+      for k, v in block.items()
+      if k not in ("norm_temporal", "attention_temporal", "temporal_fc")
     }
   assert jax.tree.map(jnp.shape, shared) == jax.tree.map(jnp.shape, space_params)
 
@@ -478,8 +495,11 @@ def test_projections_and_time_embedding_start_at_zero():
     (dict(positional_embedding="time"), VIDEO_SHAPE, "model.positional_embedding='time'"),
     (dict(attention="local_global"), (1, 4, 12, 12, 3), "got 4 frames of 3 x 3 patches"),
     (dict(attention="local_global"), (1, 3, 16, 16, 3), "got 3 frames of 4 x 4 patches"),
-    (dict(attention="axial_attention"), VIDEO_SHAPE, "expected one of \\['divided', 'space', "
-                                                     "'joint', 'space_first', 'parallel'"),
+    (
+      dict(attention="axial_attention"),
+      VIDEO_SHAPE,
+      "expected one of \\['divided', 'space', 'joint', 'space_first', 'parallel'",
+    ),
   ],
 )
 def test_bad_config_raises(overrides, video_shape, message):
@@ -498,9 +518,18 @@ def test_synthetic_config_accepts_every_scheme_default_unchanged():
   # The recipe that reaches 100% on the motion task (README).
   m = default.model
   assert (m.attention, m.variant, m.hidden_size, m.num_layers, m.num_heads, m.mlp_dim) == (
-    "divided", "Ti/8", 96, 4, 4, 384)
+    "divided",
+    "Ti/8",
+    96,
+    4,
+    4,
+    384,
+  )
   assert (m.temporal_init, m.stochastic_depth, m.positional_embedding) == (
-    "random", 0.0, "space_time")
+    "random",
+    0.0,
+    "space_time",
+  )
   assert (default.batch_size, default.num_training_steps) == (32, 1000)
   assert default.lr_configs.base_learning_rate == 0.05
   dc = default.dataset_configs

@@ -23,8 +23,10 @@ def test_aggregations_match_their_definitions_over_the_unmasked_views():
   mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], np.float32)  # (B, V)
   softmax = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
   for b, views in enumerate((4, 2, 1)):
+
     def agg(name):
       return evaluator.aggregate(logits, mask, name)[b]  # noqa: B023 (used at once)
+
     np.testing.assert_allclose(agg("mean_logits"), logits[b, :views].mean(0), rtol=1e-6)
     np.testing.assert_allclose(agg("sum_logits"), logits[b, :views].sum(0), rtol=1e-6)
     np.testing.assert_allclose(agg("mean_softmax"), softmax[b, :views].mean(0), rtol=1e-5)
@@ -52,13 +54,15 @@ def test_label_smoothing_targets_and_cross_entropy():
   np.testing.assert_allclose(targets, [[0.05, 0.05, 0.85, 0.05]], rtol=1e-6)
   logits = jnp.array([[1.0, 2.0, 3.0, 4.0]])
   log_probs = logits - jnp.log(jnp.sum(jnp.exp(logits)))
-  np.testing.assert_allclose(losses.softmax_cross_entropy(logits, targets),
-                             -jnp.sum(targets * log_probs, -1), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.softmax_cross_entropy(logits, targets), -jnp.sum(targets * log_probs, -1), rtol=1e-6
+  )
 
 
 def test_cosine_schedule_with_linear_warmup():
-  lr = ml_collections.ConfigDict(dict(schedule="cosine", base_learning_rate=0.4,
-                                      warmup_steps=10, end_learning_rate=0.0))
+  lr = ml_collections.ConfigDict(
+    dict(schedule="cosine", base_learning_rate=0.4, warmup_steps=10, end_learning_rate=0.0)
+  )
   schedule = optim.make_schedule(lr, 110)
   assert float(schedule(0)) == 0.0
   np.testing.assert_allclose(float(schedule(5)), 0.2, rtol=1e-6)
@@ -75,16 +79,22 @@ def test_steps_win_over_epochs():
 
 
 def test_unknown_optimizer_is_a_clear_error():
-  config = ml_collections.ConfigDict(dict(optimizer="sgdd", optimizer_configs={},
-                                          max_grad_norm=None))
+  config = ml_collections.ConfigDict(
+    dict(optimizer="sgdd", optimizer_configs={}, max_grad_norm=None)
+  )
   with pytest.raises(ValueError, match="config.optimizer"):
-    optim.make_optimizer(config, optim.make_schedule(
-        ml_collections.ConfigDict(dict(schedule="cosine", base_learning_rate=0.1,
-                                       warmup_steps=1)), 10))
+    optim.make_optimizer(
+      config,
+      optim.make_schedule(
+        ml_collections.ConfigDict(dict(schedule="cosine", base_learning_rate=0.1, warmup_steps=1)),
+        10,
+      ),
+    )
 
 
 def _load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   import importlib.util
+
   spec = importlib.util.spec_from_file_location("config_under_test", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -96,11 +106,19 @@ def test_every_config_builds_its_model(path):
   if os.path.basename(path) in ("__init__.py", "common.py"):
     return
   from vidtx import models
+
   config = _load_config(path)
   model = models.build(config.model_name, config.model, config.dataset_configs.num_classes)
-  video = jax.ShapeDtypeStruct((1, config.dataset_configs.num_frames,
-                                config.dataset_configs.crop_size,
-                                config.dataset_configs.crop_size, 3), jnp.float32)
+  video = jax.ShapeDtypeStruct(
+    (
+      1,
+      config.dataset_configs.num_frames,
+      config.dataset_configs.crop_size,
+      config.dataset_configs.crop_size,
+      3,
+    ),
+    jnp.float32,
+  )
   shapes = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), video)
   assert sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)) > 0
 

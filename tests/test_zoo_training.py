@@ -19,8 +19,11 @@ from vidtx.models import vivit
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(hidden_size=16, num_heads=2, mlp_dim=32, num_layers=2)
 # Every (model, attention) pair the models accept: a new scheme is covered without editing here.
-ZOO = [(name, attention) for name, entry in sorted(models.MODELS.items())
-       for attention in importlib.import_module(entry.module.__module__).ATTENTIONS]
+ZOO = [
+  (name, attention)
+  for name, entry in sorted(models.MODELS.items())
+  for attention in importlib.import_module(entry.module.__module__).ATTENTIONS
+]
 
 
 def tiny_model_config(model_name: str, attention: str) -> dict:
@@ -36,7 +39,8 @@ def tiny_model_config(model_name: str, attention: str) -> dict:
 
 def tiny_train_config(data_dir: str, model_name: str, attention: str):
   spec = importlib.util.spec_from_file_location(
-      "cfg", os.path.join(REPO, "configs", "synthetic_timesformer.py"))
+    "cfg", os.path.join(REPO, "configs", "synthetic_timesformer.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
@@ -77,11 +81,15 @@ for name, attention in zoo.ZOO:
   print("RESULT", json.dumps([name, attention, results["num_videos"]]))
 """
   env = dict(os.environ, JAX_NUM_CPU_DEVICES="8")
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                       cwd=REPO)
+  out = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO
+  )
   assert out.returncode == 0, out.stderr[-4000:]
-  done = [json.loads(line[len("RESULT "):]) for line in out.stdout.splitlines()
-          if line.startswith("RESULT ")]
+  done = [
+    json.loads(line[len("RESULT ") :])
+    for line in out.stdout.splitlines()
+    if line.startswith("RESULT ")
+  ]
   assert [(n, a) for n, a, _ in done] == ZOO
   assert all(count == 8 for _, _, count in done)
   for name, attention in ZOO:
@@ -107,8 +115,9 @@ def test_gradients_equal_with_and_without_jit(name, attention):
   with jax.disable_jit():
     loss_eager, grads_eager = grad_fn(params)
   np.testing.assert_allclose(loss_jit, loss_eager, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               grads_jit, grads_eager)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads_jit, grads_eager
+  )
 
 
 def test_train_py_without_jit_matches_jit(tmp_path):

@@ -18,9 +18,17 @@ from absl import app, flags
 from vidtx import distributed, ownership
 
 # Exceptions that carry a message written for the user (vidtx raises these for bad input).
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, PermissionError,
-               NotADirectoryError, IsADirectoryError, FloatingPointError,
-               ownership.UnwritableError)
+USER_ERRORS = (
+  ValueError,
+  KeyError,
+  FileNotFoundError,
+  FileExistsError,
+  PermissionError,
+  NotADirectoryError,
+  IsADirectoryError,
+  FloatingPointError,
+  ownership.UnwritableError,
+)
 
 
 def _program() -> str:
@@ -38,8 +46,10 @@ def _config_override_error(argv: Sequence[str], error: Exception) -> str:
   key, _, hint = text.partition("\n")
   key = key.strip("'\"")
   overrides = [a for a in argv if a.startswith("--config.")]
-  culprit = next((a for a in overrides if re.search(rf"[.]{re.escape(key)}(?:[.=]|$)", a)),
-                 overrides[-1] if overrides else "--config")
+  culprit = next(
+    (a for a in overrides if re.search(rf"[.]{re.escape(key)}(?:[.=]|$)", a)),
+    overrides[-1] if overrides else "--config",
+  )
   if isinstance(error, KeyError) or "does not exist" in text or "locked" in text:
     text = f"the config has no field {key!r}." + (f" {hint.strip()}" if hint.strip() else "")
   return f"{culprit.split('=', 1)[0]}: {text}"

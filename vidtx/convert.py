@@ -36,27 +36,46 @@ from vidtx import checkpoints
 from vidtx.checkpoints import convert_source, store
 
 
-def convert(src: str, out: str, *, format: str = "auto", overwrite: bool = False,
-            ignore: tuple[str, ...] = (), num_heads: int | None = None,
-            num_classes: int | None = None, attention: str | None = None,
-            attention_order: str | None = None, crop_size: int | None = None,
-            normalization: str | None = None, labels_file: str | None = None,
-            step: int | None = None) -> store.Converted:
+def convert(
+  src: str,
+  out: str,
+  *,
+  format: str = "auto",
+  overwrite: bool = False,
+  ignore: tuple[str, ...] = (),
+  num_heads: int | None = None,
+  num_classes: int | None = None,
+  attention: str | None = None,
+  attention_order: str | None = None,
+  crop_size: int | None = None,
+  normalization: str | None = None,
+  labels_file: str | None = None,
+  step: int | None = None,
+) -> store.Converted:
   """Converts `src` (`step`: the checkpoint of a train.py run) and writes `out`; returns what
   was written."""
   out = os.path.abspath(out)
   # Before the (possibly long) conversion: an existing out is refused, or with --overwrite
   # replaced only when it is a converted checkpoint other than the source and its parents.
   store.check_out_dir(out, overwrite=overwrite, source=src)
-  converted = convert_source(src, format, ignore=ignore, num_heads=num_heads,
-                             num_classes=num_classes, attention=attention,
-                             attention_order=attention_order, crop_size=crop_size, step=step)
+  converted = convert_source(
+    src,
+    format,
+    ignore=ignore,
+    num_heads=num_heads,
+    num_classes=num_classes,
+    attention=attention,
+    attention_order=attention_order,
+    crop_size=crop_size,
+    step=step,
+  )
   if normalization:
     from vidtx.data import pipeline  # The reader's presets (imports TensorFlow: only here).
 
     if normalization not in pipeline.NORMALIZATIONS:
-      raise ValueError(f"--normalization={normalization!r}: expected one of "
-                       f"{sorted(pipeline.NORMALIZATIONS)}.")
+      raise ValueError(
+        f"--normalization={normalization!r}: expected one of {sorted(pipeline.NORMALIZATIONS)}."
+      )
     mean, std = pipeline.NORMALIZATIONS[normalization]
     converted.preprocessing.update(mean=list(mean), std=list(std))
     converted.source.setdefault("notes", []).append(f"--normalization={normalization}")
@@ -64,8 +83,10 @@ def convert(src: str, out: str, *, format: str = "auto", overwrite: bool = False
     with open(labels_file) as f:
       labels = [line.strip() for line in f if line.strip()]
     if len(labels) != converted.num_classes:
-      raise ValueError(f"--labels {labels_file}: {len(labels)} names for a head of "
-                       f"{converted.num_classes} classes.")
+      raise ValueError(
+        f"--labels {labels_file}: {len(labels)} names for a head of "
+        f"{converted.num_classes} classes."
+      )
     converted.labels = labels
   store.save(out, converted, overwrite=overwrite)
   return converted
@@ -75,14 +96,14 @@ def describe(converted: store.Converted, out: str) -> str:
   config = converted.model_config
   p = converted.preprocessing
   lines = [
-      f"wrote {out}",
-      f"  model: {converted.model_name} {config.get('attention')} "
-      f"D={config.get('hidden_size')} L={config.get('num_layers')} H={config.get('num_heads')} "
-      f"patch {config.get('variant')}, {converted.num_classes} classes"
-      + (" (with names)" if converted.labels else ""),
-      f"  input: {p['num_frames']} frames at stride {p['stride']}, short side {p['min_resize']}, "
-      f"{p['crop_size']} crop, mean {p['mean']} std {p['std']}; eval {p['num_test_clips']} clip(s)"
-      f" x {3 if p['do_three_spatial_crops'] else 1} crop(s), {p['aggregation']}",
+    f"wrote {out}",
+    f"  model: {converted.model_name} {config.get('attention')} "
+    f"D={config.get('hidden_size')} L={config.get('num_layers')} H={config.get('num_heads')} "
+    f"patch {config.get('variant')}, {converted.num_classes} classes"
+    + (" (with names)" if converted.labels else ""),
+    f"  input: {p['num_frames']} frames at stride {p['stride']}, short side {p['min_resize']}, "
+    f"{p['crop_size']} crop, mean {p['mean']} std {p['std']}; eval {p['num_test_clips']} clip(s)"
+    f" x {3 if p['do_three_spatial_crops'] else 1} crop(s), {p['aggregation']}",
   ]
   lines += [f"  note: {note}" for note in converted.source.get("notes", [])]
   return "\n".join(lines)
@@ -91,24 +112,30 @@ def describe(converted: store.Converted, out: str) -> str:
 def _flags() -> Any:
   from absl import flags
 
-  flags.DEFINE_string("src", None, "Checkpoint file or folder to convert, or a train.py "
-                      "--workdir to export.")
+  flags.DEFINE_string(
+    "src", None, "Checkpoint file or folder to convert, or a train.py --workdir to export."
+  )
   flags.DEFINE_string("out", None, "Output directory.")
   flags.DEFINE_enum("format", "auto", ["auto", *checkpoints.FORMATS], "Source format.")
-  flags.DEFINE_bool("overwrite", False, "Replace an existing --out that is a converted "
-                    "checkpoint (never the source or another folder).")
+  flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace an existing --out that is a converted "
+    "checkpoint (never the source or another folder).",
+  )
   flags.DEFINE_multi_string("ignore", [], "Regex of source names to drop (repeatable).")
   flags.DEFINE_integer("num_heads", None, "Heads, where the source does not record them.")
   flags.DEFINE_integer("num_classes", None, "Classes of a zero head for head-less sources.")
-  flags.DEFINE_string("attention", None, "scenic without class token: spatio_temporal | "
-                      "factorised_dot_product.")
+  flags.DEFINE_string(
+    "attention", None, "scenic without class token: spatio_temporal | factorised_dot_product."
+  )
   flags.DEFINE_string("attention_order", None, "scenic Model 3: space_time | time_space.")
   flags.DEFINE_integer("crop_size", None, "scenic Models 1, 3, 4: the crop size (default 224).")
-  flags.DEFINE_string("normalization", None, "Override the input normalisation: vit | "
-                      "timesformer | imagenet | none.")
+  flags.DEFINE_string(
+    "normalization", None, "Override the input normalisation: vit | timesformer | imagenet | none."
+  )
   flags.DEFINE_string("labels", None, "Class names, one per line, to store with the model.")
-  flags.DEFINE_integer("step", None, "A train.py run's checkpoint to export (default: the "
-                       "newest).")
+  flags.DEFINE_integer("step", None, "A train.py run's checkpoint to export (default: the newest).")
   flags.mark_flags_as_required(["src", "out"])
   return flags.FLAGS
 
@@ -121,11 +148,21 @@ def main(argv: list[str]) -> None:
   f = FLAGS
   start = time.time()
   try:
-    converted = convert(f.src, f.out, format=f.format, overwrite=f.overwrite,
-                        ignore=tuple(f.ignore), num_heads=f.num_heads, num_classes=f.num_classes,
-                        attention=f.attention, attention_order=f.attention_order,
-                        crop_size=f.crop_size, normalization=f.normalization,
-                        labels_file=f.labels, step=f.step)
+    converted = convert(
+      f.src,
+      f.out,
+      format=f.format,
+      overwrite=f.overwrite,
+      ignore=tuple(f.ignore),
+      num_heads=f.num_heads,
+      num_classes=f.num_classes,
+      attention=f.attention,
+      attention_order=f.attention_order,
+      crop_size=f.crop_size,
+      normalization=f.normalization,
+      labels_file=f.labels,
+      step=f.step,
+    )
   except (ValueError, OSError, KeyError, ImportError) as e:
     print(f"vidtx.convert: error: {e}", file=sys.stderr)
     sys.exit(1)

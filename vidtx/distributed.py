@@ -23,8 +23,10 @@ from jax.experimental import multihost_utils
 
 def _cluster_environment() -> str | None:
   """The kind of multi-process job the environment describes, or None for a single process."""
+
   def more_than_one(var: str) -> bool:
     return os.environ.get(var, "1").isdigit() and int(os.environ.get(var, "1")) > 1
+
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):
     return "JAX_COORDINATOR_ADDRESS"
   if more_than_one("SLURM_NTASKS") or more_than_one("SLURM_STEP_NUM_TASKS"):
@@ -32,13 +34,17 @@ def _cluster_environment() -> str | None:
   if more_than_one("OMPI_COMM_WORLD_SIZE"):
     return "Open MPI"
   if "," in os.environ.get("TPU_WORKER_HOSTNAMES", "") or os.environ.get(
-      "MEGASCALE_COORDINATOR_ADDRESS"):
+    "MEGASCALE_COORDINATOR_ADDRESS"
+  ):
     return "Cloud TPU pod"
   return None
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+def initialize(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> None:
   """Starts JAX's distributed runtime when the launch has several processes; else nothing.
 
   Must run before anything touches a JAX device.
@@ -46,18 +52,24 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   explicit = [coordinator_address, num_processes, process_id]
   if any(v is not None for v in explicit):
     if any(v is None for v in explicit):
-      raise ValueError("--coordinator_address, --num_processes and --process_id go together "
-                       f"(got {coordinator_address!r}, {num_processes!r}, {process_id!r}).")
+      raise ValueError(
+        "--coordinator_address, --num_processes and --process_id go together "
+        f"(got {coordinator_address!r}, {num_processes!r}, {process_id!r})."
+      )
     if not 0 <= process_id < num_processes:
-      raise ValueError(f"--process_id={process_id} must be in [0, --num_processes="
-                       f"{num_processes}).")
+      raise ValueError(
+        f"--process_id={process_id} must be in [0, --num_processes={num_processes})."
+      )
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
   elif _cluster_environment():
     jax.distributed.initialize()  # JAX reads the job's layout from the environment.
   else:
     return
-  print(f"Process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} "
-        f"local device(s), {jax.device_count()} in all.", flush=True)
+  print(
+    f"Process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} "
+    f"local device(s), {jax.device_count()} in all.",
+    flush=True,
+  )
 
 
 class Stopped(Exception):
@@ -116,8 +128,9 @@ class StopRequest:
       os.close(write_fd)
       return
     self._wakeup = (read_fd, write_fd)
-    threading.Thread(target=self._watch, args=(read_fd,), daemon=True,
-                     name="vidtx-stop-watcher").start()
+    threading.Thread(
+      target=self._watch, args=(read_fd,), daemon=True, name="vidtx-stop-watcher"
+    ).start()
 
   def _watch(self, read_fd: int) -> None:
     received = 0
@@ -136,8 +149,11 @@ class StopRequest:
         if received > 1:
           self._exit(name, "a second signal: exiting now without saving")
         elif self.immediate and not self._handled.wait(self._grace_s):
-          self._exit(name, f"the main thread did not stop within {self._grace_s:g} s (busy "
-                     "in native code); exiting without saving")
+          self._exit(
+            name,
+            f"the main thread did not stop within {self._grace_s:g} s (busy "
+            "in native code); exiting without saving",
+          )
 
   @staticmethod
   def _exit(name: str, why: str) -> None:

@@ -32,14 +32,19 @@ from vidtx.data import pipeline
 # over the views?).
 # The softmax is per class split (EPIC's noun and verb heads), a sigmoid for multi-label models.
 AGGREGATIONS: dict[str, tuple[str, bool]] = {
-    "mean_logits": ("logits", True),
-    "sum_logits": ("logits", False),
-    "mean_softmax": ("probabilities", True),
+  "mean_logits": ("logits", True),
+  "sum_logits": ("logits", False),
+  "mean_softmax": ("probabilities", True),
 }
 
 
-def view_scores(logits: np.ndarray, aggregation: str, *, class_splits: tuple[int, ...] = (),
-                multi_label: bool = False) -> np.ndarray:
+def view_scores(
+  logits: np.ndarray,
+  aggregation: str,
+  *,
+  class_splits: tuple[int, ...] = (),
+  multi_label: bool = False,
+) -> np.ndarray:
   """(..., K) per-view logits -> the per-view scores `aggregation` adds up."""
   logits = np.asarray(logits, np.float64)
   if AGGREGATIONS[aggregation][0] == "logits":
@@ -47,16 +52,23 @@ def view_scores(logits: np.ndarray, aggregation: str, *, class_splits: tuple[int
   if multi_label:
     return 1.0 / (1.0 + np.exp(-logits))
   parts = []
-  for start, size in zip(np.cumsum((0,) + tuple(class_splits[:-1])), class_splits or
-                         (logits.shape[-1],), strict=True):
-    part = logits[..., start:start + size]
+  for start, size in zip(
+    np.cumsum((0,) + tuple(class_splits[:-1])), class_splits or (logits.shape[-1],), strict=True
+  ):
+    part = logits[..., start : start + size]
     part = np.exp(part - part.max(axis=-1, keepdims=True))
     parts.append(part / part.sum(axis=-1, keepdims=True))
   return np.concatenate(parts, axis=-1)
 
 
-def aggregate(logits: np.ndarray, view_mask: np.ndarray, aggregation: str, *,
-              class_splits: tuple[int, ...] = (), multi_label: bool = False) -> np.ndarray:
+def aggregate(
+  logits: np.ndarray,
+  view_mask: np.ndarray,
+  aggregation: str,
+  *,
+  class_splits: tuple[int, ...] = (),
+  multi_label: bool = False,
+) -> np.ndarray:
   """(B, V, K) logits of V views, (B, V) mask -> (B, K) video scores."""
   scores = view_scores(logits, aggregation, class_splits=class_splits, multi_label=multi_label)
   total = np.einsum("bvk,bv->bk", scores, view_mask)
@@ -76,12 +88,21 @@ class MultiViewEvaluator:
   `confusion` the confusion matrix (single-label data), for the caller to write.
   """
 
-  def __init__(self, model: nn.Module, dataset_configs: ml_collections.ConfigDict, split: str,
-               *, batch_size: int, mesh: Mesh, aggregation: str = "mean_logits",
-               class_names: list[str] | None = None):
+  def __init__(
+    self,
+    model: nn.Module,
+    dataset_configs: ml_collections.ConfigDict,
+    split: str,
+    *,
+    batch_size: int,
+    mesh: Mesh,
+    aggregation: str = "mean_logits",
+    class_names: list[str] | None = None,
+  ):
     if aggregation not in AGGREGATIONS:
-      raise ValueError(f"config.eval_aggregation={aggregation!r}: expected one of "
-                       f"{sorted(AGGREGATIONS)}.")
+      raise ValueError(
+        f"config.eval_aggregation={aggregation!r}: expected one of {sorted(AGGREGATIONS)}."
+      )
     self.model = model
     self.dataset_configs = dataset_configs
     self.split = split
@@ -106,8 +127,12 @@ class MultiViewEvaluator:
     logits, _ = self.model.apply({"params": params}, clips, train=False)
     logits = logits.astype(jnp.float32).reshape(b, v, -1)  # (B*V, K) -> (B, V, K)
     # Replicated out: every process gets the whole global batch and aggregates all videos.
-    return {"logits": logits, "label": batch["label"], "video_index": batch["video_index"],
-            "view_mask": batch["view_mask"] * batch["batch_mask"][:, None]}
+    return {
+      "logits": logits,
+      "label": batch["label"],
+      "video_index": batch["video_index"],
+      "view_mask": batch["view_mask"] * batch["batch_mask"][:, None],
+    }
 
   def _batches(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
     """(device batch, host fields) until every process has run out of data.
@@ -117,8 +142,12 @@ class MultiViewEvaluator:
     would wait forever, so a process that has finished feeds fully masked batches.
     """
     dataset = vidtx_data.build_eval_dataset(
-        self.dataset_configs, self.split, batch_size=self._local_batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
+      self.dataset_configs,
+      self.split,
+      batch_size=self._local_batch_size,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
     iterator = dataset.as_numpy_iterator()
     template = None
     while True:
@@ -126,8 +155,12 @@ class MultiViewEvaluator:
         batch = next(iterator, None)
       except tf.errors.OpError as error:  # Named: the file and record, or the empty split.
         raise pipeline.reader_error(
-            error, self.dataset_configs, self.split, process_index=jax.process_index(),
-            process_count=jax.process_count()) from error
+          error,
+          self.dataset_configs,
+          self.split,
+          process_index=jax.process_index(),
+          process_count=jax.process_count(),
+        ) from error
       has_data = batch is not None
       if jax.process_count() > 1:
         has_data = bool(np.any(multihost_utils.process_allgather(np.array(has_data))))
@@ -151,8 +184,12 @@ class MultiViewEvaluator:
       if should_stop is not None and should_stop():
         raise EvaluationStopped()
       out = jax.device_get(self._eval_step(params, sharding.to_global(device_batch, self.mesh)))
-      scores = view_scores(out["logits"], self.aggregation, class_splits=self.class_splits,
-                           multi_label=self.multi_label)
+      scores = view_scores(
+        out["logits"],
+        self.aggregation,
+        class_splits=self.class_splits,
+        multi_label=self.multi_label,
+      )
       per_element = np.einsum("bvk,bv->bk", scores, out["view_mask"])
       for row, index in enumerate(out["video_index"].tolist()):
         if out["view_mask"][row].sum() == 0:
@@ -163,11 +200,13 @@ class MultiViewEvaluator:
       local = device_batch["batch_mask"] > 0
       for row in np.flatnonzero(local):
         index = int(device_batch["video_index"][row])
-        ids[index] = (pipeline.as_text(host["video_id"][row])
-                      or pipeline.as_text(host["source"][row]))
+        ids[index] = pipeline.as_text(host["video_id"][row]) or pipeline.as_text(
+          host["source"][row]
+        )
       for row in np.flatnonzero(host["bad"]):
         bad[int(device_batch["video_index"][row])] = (
-            f"{pipeline.as_text(host['source'][row])}: {pipeline.as_text(host['error'][row])}")
+          f"{pipeline.as_text(host['source'][row])}: {pipeline.as_text(host['error'][row])}"
+        )
     for index in bad:  # A video with one unreadable chunk is left out entirely.
       sums.pop(index, None)
     order = sorted(sums)
@@ -180,18 +219,31 @@ class MultiViewEvaluator:
     results = self._metrics(scores, targets)
     views = [counts[i] for i in order]
     results.update(
-        num_videos=len(order), views_per_video=float(np.mean(views)),
-        bad_videos=len(bad), eval_seconds=time.time() - start)
+      num_videos=len(order),
+      views_per_video=float(np.mean(views)),
+      bad_videos=len(bad),
+      eval_seconds=time.time() - start,
+    )
     if bad:
-      print(f"Evaluation skipped {len(bad)} bad video(s) of split {self.split!r}, e.g. "
-            f"{next(iter(bad.values()))}", flush=True)
+      print(
+        f"Evaluation skipped {len(bad)} bad video(s) of split {self.split!r}, e.g. "
+        f"{next(iter(bad.values()))}",
+        flush=True,
+      )
     if self.expected_videos is not None and len(order) + len(bad) != int(self.expected_videos):
-      print(f"Note: split {self.split!r} has {len(order) + len(bad)} videos, "
-            f"examples_per_subset says {self.expected_videos}.", flush=True)
+      print(
+        f"Note: split {self.split!r} has {len(order) + len(bad)} videos, "
+        f"examples_per_subset says {self.expected_videos}.",
+        flush=True,
+      )
     mine = [row for row, i in enumerate(order) if i in ids]  # this process's videos
     self.videos = metrics.per_video_rows(
-        [ids[order[row]] for row in mine], scores[mine], targets[mine], k=5,
-        class_names=self.class_names)
+      [ids[order[row]] for row in mine],
+      scores[mine],
+      targets[mine],
+      k=5,
+      class_names=self.class_names,
+    )
     return results
 
   def write_videos(self, path: str) -> str:
@@ -218,8 +270,13 @@ class MultiViewEvaluator:
       return results
     if self.class_splits:
       names = pipeline.split_names(self.dataset_configs)
-      results = metrics.split_metrics(scores, targets, self.class_splits, names,
-                                      logits=AGGREGATIONS[self.aggregation][0] == "logits")
+      results = metrics.split_metrics(
+        scores,
+        targets,
+        self.class_splits,
+        names,
+        logits=AGGREGATIONS[self.aggregation][0] == "logits",
+      )
       # The headline numbers of a split model are its action accuracies (all splits right).
       results.update(top1=results["action_top1"], top5=results["action_top5"])
       self.confusion = None
@@ -230,7 +287,6 @@ class MultiViewEvaluator:
     return results
 
 
-
 def summary(results: dict[str, Any]) -> str:
   """One line of the headline metrics of `results` (whichever label kind produced them)."""
   parts = [f"top-1 {results['top1']:.2%}", f"top-5 {results['top5']:.2%}"]
@@ -238,6 +294,9 @@ def summary(results: dict[str, Any]) -> str:
     parts.append(f"mean class accuracy {results['mean_class_accuracy']:.2%}")
   if "mAP" in results:
     parts.append(f"mAP {results['mAP']:.2%}")
-  parts += [f"{key[:-len('_top1')]} top-1 {value:.2%}" for key, value in results.items()
-            if key.endswith("_top1") and key != "action_top1"]
+  parts += [
+    f"{key[: -len('_top1')]} top-1 {value:.2%}"
+    for key, value in results.items()
+    if key.endswith("_top1") and key != "action_top1"
+  ]
   return "  ".join(parts)

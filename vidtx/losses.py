@@ -26,8 +26,14 @@ def _split_slices(class_splits: Sequence[int]) -> list[slice]:
   return [slice(s, s + n) for s, n in zip(starts, class_splits, strict=True)]
 
 
-def targets(labels: jax.Array, num_classes: int, label_smoothing: float = 0.0, *,
-            class_splits: Sequence[int] = (), multi_label: bool = False) -> jax.Array:
+def targets(
+  labels: jax.Array,
+  num_classes: int,
+  label_smoothing: float = 0.0,
+  *,
+  class_splits: Sequence[int] = (),
+  multi_label: bool = False,
+) -> jax.Array:
   """The reader's labels as (B, K) float32 targets, smoothed (ViViT 2103.15691 Eq. 11).
 
   Smoothing mixes each distribution with the uniform one over its own classes: all K classes,
@@ -38,13 +44,16 @@ def targets(labels: jax.Array, num_classes: int, label_smoothing: float = 0.0, *
   hot = labels.astype(jnp.float32)  # (B, K) multi-hot
   if multi_label:
     return hot * (1.0 - label_smoothing) + 0.5 * label_smoothing
-  parts = [hot[:, s] * (1.0 - label_smoothing) + label_smoothing / (s.stop - s.start)
-           for s in _split_slices(class_splits)]
+  parts = [
+    hot[:, s] * (1.0 - label_smoothing) + label_smoothing / (s.stop - s.start)
+    for s in _split_slices(class_splits)
+  ]
   return jnp.concatenate(parts, axis=-1)
 
 
-def mixup(rng: jax.Array, inputs: jax.Array, batch_targets: jax.Array,
-          alpha: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+def mixup(
+  rng: jax.Array, inputs: jax.Array, batch_targets: jax.Array, alpha: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Mixup (ViViT 2103.15691 Eq. 12) on the device: every clip mixed with the batch reversed.
 
   One λ ~ Beta(α, α) per batch, as in Zhang et al.; x̃ = λ x + (1 - λ) x_rev and the same for
@@ -63,15 +72,21 @@ def softmax_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return -jnp.sum(targets * log_probs, axis=-1)
 
 
-def loss(logits: jax.Array, batch_targets: jax.Array, *, class_splits: Sequence[int] = (),
-         multi_label: bool = False) -> jax.Array:
+def loss(
+  logits: jax.Array,
+  batch_targets: jax.Array,
+  *,
+  class_splits: Sequence[int] = (),
+  multi_label: bool = False,
+) -> jax.Array:
   """(B,) per-example loss of the label kind (see the module docstring)."""
   logits = logits.astype(jnp.float32)
   if multi_label:
     return jnp.sum(sigmoid_binary_cross_entropy(logits, batch_targets), axis=-1)
   if class_splits:
-    return sum(softmax_cross_entropy(logits[:, s], batch_targets[:, s])
-               for s in _split_slices(class_splits))
+    return sum(
+      softmax_cross_entropy(logits[:, s], batch_targets[:, s]) for s in _split_slices(class_splits)
+    )
   return softmax_cross_entropy(logits, batch_targets)
 
 
@@ -80,8 +95,13 @@ def sigmoid_binary_cross_entropy(logits: jax.Array, batch_targets: jax.Array) ->
   return jnp.maximum(logits, 0) - logits * batch_targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
 
 
-def correct(logits: jax.Array, labels: jax.Array, *, class_splits: Sequence[int] = (),
-            multi_label: bool = False) -> jax.Array:
+def correct(
+  logits: jax.Array,
+  labels: jax.Array,
+  *,
+  class_splits: Sequence[int] = (),
+  multi_label: bool = False,
+) -> jax.Array:
   """(B,) 1.0 where the top-1 prediction is right: the class; every split's class (EPIC
   "action"); or, multi-label, one of the positives."""
   if labels.ndim == 1:
@@ -89,6 +109,8 @@ def correct(logits: jax.Array, labels: jax.Array, *, class_splits: Sequence[int]
   if multi_label:
     top = jnp.argmax(logits, -1)
     return jnp.take_along_axis(labels, top[:, None], axis=-1)[:, 0].astype(jnp.float32)
-  right = [jnp.argmax(logits[:, s], -1) == jnp.argmax(labels[:, s], -1)
-           for s in _split_slices(class_splits)]
+  right = [
+    jnp.argmax(logits[:, s], -1) == jnp.argmax(labels[:, s], -1)
+    for s in _split_slices(class_splits)
+  ]
   return jnp.all(jnp.stack(right), axis=0).astype(jnp.float32)

@@ -33,8 +33,10 @@ _JOINT_CHUNK_ELEMENTS = 1 << 22
 def _check_scores(scores: ArrayLike) -> np.ndarray:
   scores = np.asarray(scores)
   if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
-    raise ValueError(f"scores: expected a (num_videos, num_classes) array with at least one video "
-                     f"and one class, got shape {scores.shape}.")
+    raise ValueError(
+      f"scores: expected a (num_videos, num_classes) array with at least one video "
+      f"and one class, got shape {scores.shape}."
+    )
   if not (np.issubdtype(scores.dtype, np.floating) or np.issubdtype(scores.dtype, np.integer)):
     raise ValueError(f"scores: expected a float or int array, got dtype {scores.dtype}.")
   scores = scores.astype(np.float64)
@@ -44,30 +46,39 @@ def _check_scores(scores: ArrayLike) -> np.ndarray:
   return scores
 
 
-def _check_labels(labels: ArrayLike, num_videos: int, num_classes: int,
-                  name: str = "labels") -> np.ndarray:
+def _check_labels(
+  labels: ArrayLike, num_videos: int, num_classes: int, name: str = "labels"
+) -> np.ndarray:
   labels = np.asarray(labels)
   if labels.shape != (num_videos,):
-    raise ValueError(f"{name}: expected shape ({num_videos},), one class index per video, got "
-                     f"shape {labels.shape}.")
+    raise ValueError(
+      f"{name}: expected shape ({num_videos},), one class index per video, got "
+      f"shape {labels.shape}."
+    )
   if not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(f"{name}: expected integer class indices, got dtype {labels.dtype}.")
   bad = (labels < 0) | (labels >= num_classes)
   if bad.any():
-    raise ValueError(f"{name}: expected class indices in [0, {num_classes}), got "
-                     f"{labels[bad][0]} (at video {int(np.argmax(bad))}).")
+    raise ValueError(
+      f"{name}: expected class indices in [0, {num_classes}), got "
+      f"{labels[bad][0]} (at video {int(np.argmax(bad))})."
+    )
   return labels.astype(np.int64)
 
 
-def _check_multi_hot(targets: ArrayLike, shape: tuple[int, ...],
-                     name: str = "targets") -> np.ndarray:
+def _check_multi_hot(
+  targets: ArrayLike, shape: tuple[int, ...], name: str = "targets"
+) -> np.ndarray:
   targets = np.asarray(targets)
   if targets.shape != shape:
-    raise ValueError(f"{name}: expected a multi-hot array of shape {shape} like scores, got shape "
-                     f"{targets.shape}.")
+    raise ValueError(
+      f"{name}: expected a multi-hot array of shape {shape} like scores, got shape {targets.shape}."
+    )
   if not np.isin(targets, (0, 1)).all():
-    raise ValueError(f"{name}: expected multi-hot values in {{0, 1}}, got "
-                     f"{np.unique(targets[~np.isin(targets, (0, 1))])[:5].tolist()}.")
+    raise ValueError(
+      f"{name}: expected multi-hot values in {{0, 1}}, got "
+      f"{np.unique(targets[~np.isin(targets, (0, 1))])[:5].tolist()}."
+    )
   return targets.astype(np.float64)
 
 
@@ -132,8 +143,9 @@ def confusion_matrix(predictions: ArrayLike, labels: ArrayLike, num_classes: int
   return flat.reshape(num_classes, num_classes).astype(np.int64)
 
 
-def classification_metrics(scores: ArrayLike, labels: ArrayLike, *,
-                           topk: Sequence[int] = (1, 5)) -> dict[str, float]:
+def classification_metrics(
+  scores: ArrayLike, labels: ArrayLike, *, topk: Sequence[int] = (1, 5)
+) -> dict[str, float]:
   """{'top1', 'top5', ..., 'mean_class_accuracy', 'num_videos'} of single-label videos.
 
   Keys are named after the requested k even where k is clipped to K (top5 of 3 classes is 1.0).
@@ -175,8 +187,9 @@ def average_precision(scores: ArrayLike, targets: ArrayLike) -> np.ndarray:
 
   num_positives = targets.sum(axis=0)
   ap = np.full(scores.shape[1], np.nan)
-  np.divide((sorted_targets * precision).sum(axis=0), num_positives, out=ap,
-            where=num_positives > 0)
+  np.divide(
+    (sorted_targets * precision).sum(axis=0), num_positives, out=ap, where=num_positives > 0
+  )
   return ap
 
 
@@ -196,19 +209,20 @@ def multilabel_metrics(scores: ArrayLike, targets: ArrayLike) -> dict[str, float
   top5 = _topk_indices(scores, min(5, scores.shape[1]))  # (N, 5)
   hit5 = np.take_along_axis(targets, top5, axis=1).max(axis=1) > 0
   return {
-      "mAP": float(np.mean(ap[evaluated])) if evaluated.any() else float("nan"),
-      "top1": float(np.mean(hit)),
-      "top5": float(np.mean(hit5)),
-      "num_videos": scores.shape[0],
-      "num_classes_with_positives": int(evaluated.sum()),
+    "mAP": float(np.mean(ap[evaluated])) if evaluated.any() else float("nan"),
+    "top1": float(np.mean(hit)),
+    "top5": float(np.mean(hit5)),
+    "num_videos": scores.shape[0],
+    "num_classes_with_positives": int(evaluated.sum()),
   }
 
 
 # ----------------------------------------------------------------------------- class splits
 
 
-def _split_local_labels(labels: ArrayLike, class_splits: Sequence[int],
-                        num_videos: int) -> np.ndarray:
+def _split_local_labels(
+  labels: ArrayLike, class_splits: Sequence[int], num_videos: int
+) -> np.ndarray:
   """int (N, S): each split's label as an index into that split's slice of the scores."""
   labels = np.asarray(labels)
   num_splits = len(class_splits)
@@ -216,31 +230,38 @@ def _split_local_labels(labels: ArrayLike, class_splits: Sequence[int],
   offsets = np.cumsum((0,) + tuple(class_splits))
   if labels.shape == (num_videos, num_splits):
     if not np.issubdtype(labels.dtype, np.integer):
-      raise ValueError(f"labels: expected integer global class indices of shape "
-                       f"({num_videos}, {num_splits}), got dtype {labels.dtype}.")
+      raise ValueError(
+        f"labels: expected integer global class indices of shape "
+        f"({num_videos}, {num_splits}), got dtype {labels.dtype}."
+      )
     local = labels.astype(np.int64) - offsets[:-1]
     for s, size in enumerate(class_splits):
       bad = (local[:, s] < 0) | (local[:, s] >= size)
       if bad.any():
         raise ValueError(
-            f"labels: expected column {s} in the global range [{offsets[s]}, {offsets[s + 1]}) "
-            f"of split {s} (EPIC stores [noun, {offsets[1]} + verb]), got "
-            f"{labels[bad, s][0]} (at video {int(np.argmax(bad))}).")
+          f"labels: expected column {s} in the global range [{offsets[s]}, {offsets[s + 1]}) "
+          f"of split {s} (EPIC stores [noun, {offsets[1]} + verb]), got "
+          f"{labels[bad, s][0]} (at video {int(np.argmax(bad))})."
+        )
     return local
   if labels.shape == (num_videos, num_classes):
     targets = _check_multi_hot(labels, (num_videos, num_classes), name="labels")
     local = np.empty((num_videos, num_splits), dtype=np.int64)
     for s in range(num_splits):
-      piece = targets[:, offsets[s]:offsets[s + 1]]
+      piece = targets[:, offsets[s] : offsets[s + 1]]
       ones = piece.sum(axis=1)
       if (ones != 1).any():
         video = int(np.argmax(ones != 1))
-        raise ValueError(f"labels: expected exactly one 1 per split in multi-hot labels, got "
-                         f"{int(ones[video])} in split {s} of video {video}.")
+        raise ValueError(
+          f"labels: expected exactly one 1 per split in multi-hot labels, got "
+          f"{int(ones[video])} in split {s} of video {video}."
+        )
       local[:, s] = np.argmax(piece, axis=1)
     return local
-  raise ValueError(f"labels: expected int ({num_videos}, {num_splits}) global indices or "
-                   f"multi-hot ({num_videos}, {num_classes}), got shape {labels.shape}.")
+  raise ValueError(
+    f"labels: expected int ({num_videos}, {num_splits}) global indices or "
+    f"multi-hot ({num_videos}, {num_classes}), got shape {labels.shape}."
+  )
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -265,8 +286,14 @@ def _joint_topk_correct(split_scores: list[np.ndarray], local: np.ndarray, k: in
   return correct
 
 
-def split_metrics(scores: ArrayLike, labels: ArrayLike, class_splits: Sequence[int],
-                  split_names: Sequence[str], *, logits: bool = True) -> dict[str, float]:
+def split_metrics(
+  scores: ArrayLike,
+  labels: ArrayLike,
+  class_splits: Sequence[int],
+  split_names: Sequence[str],
+  *,
+  logits: bool = True,
+) -> dict[str, float]:
   """Per-split and action accuracies of heads concatenated along the classes (EPIC-Kitchens).
 
   For each split `name`: `{name}_top1`, `{name}_top5`, `{name}_mean_class_accuracy` on that split's
@@ -289,11 +316,14 @@ def split_metrics(scores: ArrayLike, labels: ArrayLike, class_splits: Sequence[i
   if len(class_splits) == 0 or any(int(size) < 1 for size in class_splits):
     raise ValueError(f"class_splits: expected one or more positive sizes, got {class_splits}.")
   if int(sum(class_splits)) != num_classes:
-    raise ValueError(f"class_splits: expected sizes summing to the {num_classes} classes of "
-                     f"scores, got {list(class_splits)} (sum {int(sum(class_splits))}).")
+    raise ValueError(
+      f"class_splits: expected sizes summing to the {num_classes} classes of "
+      f"scores, got {list(class_splits)} (sum {int(sum(class_splits))})."
+    )
   if len(split_names) != len(class_splits):
-    raise ValueError(f"split_names: expected one name per split ({len(class_splits)}), got "
-                     f"{list(split_names)}.")
+    raise ValueError(
+      f"split_names: expected one name per split ({len(class_splits)}), got {list(split_names)}."
+    )
   local = _split_local_labels(labels, class_splits, num_videos)
   offsets = np.cumsum((0,) + tuple(int(size) for size in class_splits))
 
@@ -301,7 +331,7 @@ def split_metrics(scores: ArrayLike, labels: ArrayLike, class_splits: Sequence[i
   all_right = np.ones(num_videos, dtype=bool)
   split_scores = []
   for s, name in enumerate(split_names):
-    piece = scores[:, offsets[s]:offsets[s + 1]]
+    piece = scores[:, offsets[s] : offsets[s + 1]]
     rank = _label_rank(piece, local[:, s])
     result[f"{name}_top1"] = float(np.mean(rank < 1))
     result[f"{name}_top5"] = float(np.mean(rank < 5))
@@ -317,8 +347,9 @@ def split_metrics(scores: ArrayLike, labels: ArrayLike, class_splits: Sequence[i
 # ----------------------------------------------------------------------------- reporting
 
 
-def confusion_matrix_image(matrix: ArrayLike, class_names: Sequence[str] | None = None, *,
-                           max_labelled_classes: int = 30) -> np.ndarray:
+def confusion_matrix_image(
+  matrix: ArrayLike, class_names: Sequence[str] | None = None, *, max_labelled_classes: int = 30
+) -> np.ndarray:
   """uint8 (H, W, 3) picture of the row-normalised confusion matrix, for TensorBoard.
 
   Rows (true classes) are normalised to sum to 1, so each row shows where that class's videos
@@ -334,14 +365,16 @@ def confusion_matrix_image(matrix: ArrayLike, class_names: Sequence[str] | None 
 
   matrix = np.asarray(matrix, dtype=np.float64)
   if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-    raise ValueError(f"matrix: expected a square (K, K) confusion matrix, got shape "
-                     f"{matrix.shape}.")
+    raise ValueError(
+      f"matrix: expected a square (K, K) confusion matrix, got shape {matrix.shape}."
+    )
   if not np.isfinite(matrix).all() or (matrix < 0).any():
     raise ValueError("matrix: expected finite non-negative counts.")
   num_classes = matrix.shape[0]
   if class_names is not None and len(class_names) != num_classes:
-    raise ValueError(f"class_names: expected {num_classes} names, one per row of matrix, got "
-                     f"{len(class_names)}.")
+    raise ValueError(
+      f"class_names: expected {num_classes} names, one per row of matrix, got {len(class_names)}."
+    )
   row_sums = matrix.sum(axis=1, keepdims=True)
   normalised = np.zeros_like(matrix)
   np.divide(matrix, row_sums, out=normalised, where=row_sums > 0)
@@ -374,8 +407,14 @@ def _plain(value: Any) -> Any:
   return value
 
 
-def per_video_rows(video_ids: Sequence[Any], scores: ArrayLike, labels_or_targets: ArrayLike, *,
-                   k: int = 5, class_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def per_video_rows(
+  video_ids: Sequence[Any],
+  scores: ArrayLike,
+  labels_or_targets: ArrayLike,
+  *,
+  k: int = 5,
+  class_names: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
   """One JSON-ready dict per video for a results file (JSON lines).
 
   Keys: 'id'; 'label' (int labels (N,)) or 'labels' (multi-hot (N, K) -> positive indices);
@@ -386,11 +425,13 @@ def per_video_rows(video_ids: Sequence[Any], scores: ArrayLike, labels_or_target
   scores = _check_scores(scores)
   num_videos, num_classes = scores.shape
   if len(video_ids) != num_videos:
-    raise ValueError(f"video_ids: expected {num_videos} ids, one per row of scores, got "
-                     f"{len(video_ids)}.")
+    raise ValueError(
+      f"video_ids: expected {num_videos} ids, one per row of scores, got {len(video_ids)}."
+    )
   if class_names is not None and len(class_names) != num_classes:
-    raise ValueError(f"class_names: expected {num_classes} names, one per class of scores, got "
-                     f"{len(class_names)}.")
+    raise ValueError(
+      f"class_names: expected {num_classes} names, one per class of scores, got {len(class_names)}."
+    )
   if k < 1:
     raise ValueError(f"k: expected k >= 1, got {k}.")
   multi_label = np.ndim(labels_or_targets) == 2

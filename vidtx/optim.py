@@ -45,16 +45,17 @@ SCHEDULES = ("cosine", "constant", "steps")
 # so they also match scanned layouts (encoder/encoderblocks/norm_mlp/scale). Biases of Dense
 # and Conv layers are decayed, as in the papers' code; add r"/bias$" to skip them too.
 NO_DECAY_PATTERNS = (
-    r"pos_embedding",  # pos_embedding, spatial_pos_embedding, temporal_pos_embedding
-    r"time_embedding",
-    r"(^|/)embedding$",  # the parameter of any AddPositionEmbedding module, whatever its name
-    r"(^|/)[^/]*cls(_token)?$",  # class tokens: cls, spatial_cls, temporal_cls
-    r"(^|/)[^/]*[Nn]orm[^/]*/(scale|bias)$",  # LayerNorms: norm_*, encoder_norm, LayerNorm_0
+  r"pos_embedding",  # pos_embedding, spatial_pos_embedding, temporal_pos_embedding
+  r"time_embedding",
+  r"(^|/)embedding$",  # the parameter of any AddPositionEmbedding module, whatever its name
+  r"(^|/)[^/]*cls(_token)?$",  # class tokens: cls, spatial_cls, temporal_cls
+  r"(^|/)[^/]*[Nn]orm[^/]*/(scale|bias)$",  # LayerNorms: norm_*, encoder_norm, LayerNorm_0
 )
 
 
-def resolve_steps(config: ml_collections.ConfigDict, prefix: str, examples: int,
-                  batch_size: int) -> int:
+def resolve_steps(
+  config: ml_collections.ConfigDict, prefix: str, examples: int, batch_size: int
+) -> int:
   """`{prefix}_steps`, or else `{prefix}_epochs` converted to steps; steps win when both are set.
 
   Returns 0 when neither is set.
@@ -68,38 +69,46 @@ def resolve_steps(config: ml_collections.ConfigDict, prefix: str, examples: int,
   return 0
 
 
-def _decay_boundaries(lr_configs: ml_collections.ConfigDict,
-                      steps_per_epoch: float | None) -> list[int]:
+def _decay_boundaries(
+  lr_configs: ml_collections.ConfigDict, steps_per_epoch: float | None
+) -> list[int]:
   """The steps at which the 'steps' schedule decays; explicit steps win over epochs."""
   decay_steps = lr_configs.get("decay_steps")
   decay_epochs = lr_configs.get("decay_epochs")
   for field, value in (("decay_steps", decay_steps), ("decay_epochs", decay_epochs)):
     if value is not None and not isinstance(value, (tuple, list)):
-      raise ValueError(f"config.lr_configs.{field}={value!r}: expected a tuple of boundaries, "
-                       "e.g. (11, 14).")
+      raise ValueError(
+        f"config.lr_configs.{field}={value!r}: expected a tuple of boundaries, e.g. (11, 14)."
+      )
   if decay_steps is not None:
     field, boundaries = "decay_steps", [int(s) for s in decay_steps]
   elif decay_epochs is not None:
     if not steps_per_epoch or steps_per_epoch <= 0:
       raise ValueError(
-          f"config.lr_configs.decay_epochs={tuple(decay_epochs)!r} needs the number of steps per "
-          f"epoch: pass make_schedule(..., steps_per_epoch=examples / batch_size) (got "
-          f"{steps_per_epoch!r}), or set config.lr_configs.decay_steps instead.")
+        f"config.lr_configs.decay_epochs={tuple(decay_epochs)!r} needs the number of steps per "
+        f"epoch: pass make_schedule(..., steps_per_epoch=examples / batch_size) (got "
+        f"{steps_per_epoch!r}), or set config.lr_configs.decay_steps instead."
+      )
     # Epoch e starts at step round(e * steps_per_epoch); epochs are counted from 0.
     field, boundaries = "decay_epochs", [round(e * steps_per_epoch) for e in decay_epochs]
   else:
-    raise ValueError("config.lr_configs.schedule='steps' needs its boundaries: set "
-                     "config.lr_configs.decay_epochs (e.g. (11, 14)) or decay_steps.")
+    raise ValueError(
+      "config.lr_configs.schedule='steps' needs its boundaries: set "
+      "config.lr_configs.decay_epochs (e.g. (11, 14)) or decay_steps."
+    )
   if not boundaries:
     raise ValueError(f"config.lr_configs.{field} is empty: expected at least one boundary.")
   if boundaries[0] < 0 or any(b >= c for b, c in zip(boundaries, boundaries[1:], strict=False)):
-    raise ValueError(f"config.lr_configs.{field}={tuple(lr_configs.get(field))!r} (steps "
-                     f"{boundaries}): expected strictly increasing, non-negative boundaries.")
+    raise ValueError(
+      f"config.lr_configs.{field}={tuple(lr_configs.get(field))!r} (steps "
+      f"{boundaries}): expected strictly increasing, non-negative boundaries."
+    )
   return boundaries
 
 
-def _steps_schedule(base: float, boundaries: Sequence[int], factor: float,
-                    warmup: int) -> optax.Schedule:
+def _steps_schedule(
+  base: float, boundaries: Sequence[int], factor: float, warmup: int
+) -> optax.Schedule:
   """`base * factor**k` from the k-th boundary on, times a linear warmup from 0 if any."""
   bounds = jnp.asarray(boundaries, jnp.int32)
 
@@ -115,8 +124,9 @@ def _steps_schedule(base: float, boundaries: Sequence[int], factor: float,
   return schedule
 
 
-def make_schedule(lr_configs: ml_collections.ConfigDict, total_steps: int, *,
-                  steps_per_epoch: float | None = None) -> optax.Schedule:
+def make_schedule(
+  lr_configs: ml_collections.ConfigDict, total_steps: int, *, steps_per_epoch: float | None = None
+) -> optax.Schedule:
   """The learning rate per step for `lr_configs` (see the module docstring).
 
   'steps' schedule: the lr is `base_learning_rate` for steps < b_1, times `decay_factor` for
@@ -139,14 +149,20 @@ def make_schedule(lr_configs: ml_collections.ConfigDict, total_steps: int, *,
   warmup = min(warmup, max(total_steps - 1, 0))
   if schedule_name == "constant":
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, base, max(warmup, 1)), optax.constant_schedule(base)],
-        [warmup])
+      [optax.linear_schedule(0.0, base, max(warmup, 1)), optax.constant_schedule(base)], [warmup]
+    )
   if schedule_name != "cosine":
-    raise ValueError(f"config.lr_configs.schedule={schedule_name!r}: expected one of "
-                     f"{', '.join(repr(s) for s in SCHEDULES)}.")
+    raise ValueError(
+      f"config.lr_configs.schedule={schedule_name!r}: expected one of "
+      f"{', '.join(repr(s) for s in SCHEDULES)}."
+    )
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=base, warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1), end_value=lr_configs.get("end_learning_rate", 0.0))
+    init_value=0.0,
+    peak_value=base,
+    warmup_steps=warmup,
+    decay_steps=max(total_steps, warmup + 1),
+    end_value=lr_configs.get("end_learning_rate", 0.0),
+  )
 
 
 def decay_mask(params: PyTree, patterns: Sequence[str] = NO_DECAY_PATTERNS) -> PyTree:
@@ -168,19 +184,23 @@ def _no_decay_patterns(opt: ml_collections.ConfigDict) -> tuple[str, ...]:
     return NO_DECAY_PATTERNS
   # A bare string would be read character by character.
   if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
-    raise ValueError(f"config.optimizer_configs.no_decay_patterns={patterns!r}: expected a "
-                     "tuple of regexes, e.g. (r'pos_embedding', r'/bias$').")
+    raise ValueError(
+      f"config.optimizer_configs.no_decay_patterns={patterns!r}: expected a "
+      "tuple of regexes, e.g. (r'pos_embedding', r'/bias$')."
+    )
   for p in patterns:
     try:
       re.compile(p)
     except re.error as e:
-      raise ValueError(f"config.optimizer_configs.no_decay_patterns: {p!r} is not a valid "
-                       f"regex ({e}).") from e
+      raise ValueError(
+        f"config.optimizer_configs.no_decay_patterns: {p!r} is not a valid regex ({e})."
+      ) from e
   return tuple(patterns)
 
 
-def make_optimizer(config: ml_collections.ConfigDict,
-                   schedule: optax.Schedule) -> optax.GradientTransformation:
+def make_optimizer(
+  config: ml_collections.ConfigDict, schedule: optax.Schedule
+) -> optax.GradientTransformation:
   """The optimizer of `config.optimizer`: global-norm clipping first, then weight decay masked by
   `optimizer_configs.no_decay_patterns`, then the update (see the module docstring)."""
   opt = config.optimizer_configs
@@ -200,8 +220,15 @@ def make_optimizer(config: ml_collections.ConfigDict,
     parts.append(optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.get("nesterov", False)))
   elif config.optimizer == "adamw":
     adamw_decay = opt.get("adamw_weight_decay") or 0.0
-    parts.append(optax.adamw(schedule, b1=opt.get("beta1", 0.9), b2=opt.get("beta2", 0.999),
-                             weight_decay=adamw_decay, mask=mask if adamw_decay else None))
+    parts.append(
+      optax.adamw(
+        schedule,
+        b1=opt.get("beta1", 0.9),
+        b2=opt.get("beta2", 0.999),
+        weight_decay=adamw_decay,
+        mask=mask if adamw_decay else None,
+      )
+    )
   else:
     raise ValueError(f"config.optimizer={config.optimizer!r}: expected 'momentum' or 'adamw'.")
   return optax.chain(*parts)
@@ -215,5 +242,5 @@ def ema_update(ema_params: PyTree, params: PyTree, decay: float) -> PyTree:
   kept at all (decay 0: off) is the caller's decision.
   """
   return jax.tree.map(
-      lambda e, p: (decay * e + (1.0 - decay) * p.astype(e.dtype)).astype(e.dtype),
-      ema_params, params)
+    lambda e, p: (decay * e + (1.0 - decay) * p.astype(e.dtype)).astype(e.dtype), ema_params, params
+  )

@@ -25,10 +25,10 @@ MARKER = ".vidtx"
 
 # What each kind of directory is, for error messages.
 KINDS = {
-    "synthetic": "a generated synthetic dataset",
-    "shards": "DMVR shards written by python -m vidtx.data.convert",
-    "converted": "a converted checkpoint written by python -m vidtx.convert",
-    "run": "a train.py run (checkpoints, metrics, config.json)",
+  "synthetic": "a generated synthetic dataset",
+  "shards": "DMVR shards written by python -m vidtx.data.convert",
+  "converted": "a converted checkpoint written by python -m vidtx.convert",
+  "run": "a train.py run (checkpoints, metrics, config.json)",
 }
 
 
@@ -107,8 +107,12 @@ def write_marker(directory: str, kind: str) -> None:
   if kind not in KINDS:
     raise ValueError(f"Unknown directory kind {kind!r}; expected one of {sorted(KINDS)}.")
   path = os.path.join(directory, MARKER)
-  text = json.dumps({"kind": kind, "marked": datetime.datetime.now(datetime.UTC).isoformat(
-      timespec="seconds")}) + "\n"
+  text = (
+    json.dumps(
+      {"kind": kind, "marked": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    )
+    + "\n"
+  )
   temporary = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
   if _remote(directory):
     gfile = _gfile()
@@ -143,16 +147,21 @@ def _check_writable(directory: str) -> None:
   while not os.path.lexists(path) and os.path.dirname(path) != path:
     path = os.path.dirname(path)  # The nearest existing ancestor: where creation starts.
   if not os.path.isdir(path):
-    raise UnwritableError(f"{directory}: cannot create this directory: {path} is a file, not a "
-                          "directory; choose another output directory.")
+    raise UnwritableError(
+      f"{directory}: cannot create this directory: {path} is a file, not a "
+      "directory; choose another output directory."
+    )
   if not os.access(path, os.W_OK | os.X_OK):
     where = "" if path == os.path.abspath(directory) else f" (in {path})"
-    raise UnwritableError(f"{directory}: cannot write there{where}: permission denied; choose a "
-                          "directory you can write to.")
+    raise UnwritableError(
+      f"{directory}: cannot write there{where}: permission denied; choose a "
+      "directory you can write to."
+    )
 
 
-def check_claimable(directory: str, kind: str, *, legacy: Callable[[str], bool] | None = None,
-                    hint: str = "") -> None:
+def check_claimable(
+  directory: str, kind: str, *, legacy: Callable[[str], bool] | None = None, hint: str = ""
+) -> None:
   """Raises NotOwnedError unless `claim` would accept `directory`; writes nothing.
 
   For a command that reads its inputs for a while before writing: it can refuse up front. A
@@ -163,30 +172,35 @@ def check_claimable(directory: str, kind: str, *, legacy: Callable[[str], bool] 
     raise ValueError(f"Unknown directory kind {kind!r}; expected one of {sorted(KINDS)}.")
   tail = f" {hint}" if hint else ""
   if _exists(directory) and not _isdir(directory):
-    raise NotOwnedError(f"{directory} is a file, not a directory; vidtx needs a directory for "
-                        f"{KINDS[kind]}.{tail}")
+    raise NotOwnedError(
+      f"{directory} is a file, not a directory; vidtx needs a directory for {KINDS[kind]}.{tail}"
+    )
   found = marker_kind(directory)
   if found == kind:
     _check_writable(directory)
     return
   if found is not None:
     raise NotOwnedError(
-        f"{directory} holds {KINDS.get(found, found)} (its {MARKER} marker says {found!r}), not "
-        f"{KINDS[kind]}; vidtx does not write one kind of output into another.{tail}")
+      f"{directory} holds {KINDS.get(found, found)} (its {MARKER} marker says {found!r}), not "
+      f"{KINDS[kind]}; vidtx does not write one kind of output into another.{tail}"
+    )
   # The marker itself (just renamed into place by a concurrent claimer, or unreadable) and a
   # half-written one are vidtx's, not someone else's files.
-  names = [name for name in entries(directory)
-           if name != MARKER and not name.startswith(f"{MARKER}.tmp-")]
+  names = [
+    name for name in entries(directory) if name != MARKER and not name.startswith(f"{MARKER}.tmp-")
+  ]
   if names and not (legacy is not None and legacy(directory)):
     raise NotOwnedError(
-        f"{directory} is not empty ({_shown(names)}) and is not {KINDS[kind]}: vidtx writes "
-        f"only into a new or empty directory, or one it marked as its own ({MARKER}), and never "
-        f"touches files it did not write.{tail}")
+      f"{directory} is not empty ({_shown(names)}) and is not {KINDS[kind]}: vidtx writes "
+      f"only into a new or empty directory, or one it marked as its own ({MARKER}), and never "
+      f"touches files it did not write.{tail}"
+    )
   _check_writable(directory)
 
 
-def claim(directory: str, kind: str, *, legacy: Callable[[str], bool] | None = None,
-          hint: str = "") -> str:
+def claim(
+  directory: str, kind: str, *, legacy: Callable[[str], bool] | None = None, hint: str = ""
+) -> str:
   """Makes `directory` vidtx's `kind` output, or raises NotOwnedError; returns it.
 
   Accepted: a directory that does not exist (created), an empty one, one marked `kind`, or one
@@ -204,15 +218,19 @@ def claim(directory: str, kind: str, *, legacy: Callable[[str], bool] | None = N
       tf.io.gfile.makedirs(directory)
       write_marker(directory, kind)
     except tf.errors.OpError as e:
-      raise UnwritableError(f"{directory}: cannot create or write this directory ({e.message}); "
-                            "choose one you can write to.") from e
+      raise UnwritableError(
+        f"{directory}: cannot create or write this directory ({e.message}); "
+        "choose one you can write to."
+      ) from e
   else:
     try:
       os.makedirs(directory, exist_ok=True)
       write_marker(directory, kind)
     except OSError as e:
-      raise UnwritableError(f"{directory}: cannot create or write this directory "
-                            f"({e.strerror or e}); choose one you can write to.") from e
+      raise UnwritableError(
+        f"{directory}: cannot create or write this directory "
+        f"({e.strerror or e}); choose one you can write to."
+      ) from e
   return directory
 
 
@@ -220,8 +238,13 @@ def _normalised(path: str) -> str:
   return path.rstrip("/") if _remote(path) else os.path.realpath(path)
 
 
-def check_removable(directory: str, kind: str, *, protected: tuple[str | None, ...] = (),
-                    legacy: Callable[[str], bool] | None = None) -> None:
+def check_removable(
+  directory: str,
+  kind: str,
+  *,
+  protected: tuple[str | None, ...] = (),
+  legacy: Callable[[str], bool] | None = None,
+) -> None:
   """Raises NotOwnedError unless `directory` may be removed to be replaced by new `kind` output.
 
   It must be vidtx's `kind` output (marked, or recognised by `legacy`) or an empty directory,
@@ -238,18 +261,25 @@ def check_removable(directory: str, kind: str, *, protected: tuple[str | None, .
     sep = "/" if _remote(directory) else os.sep
     if real == other or other.startswith(real.rstrip(sep) + sep):
       raise NotOwnedError(
-          f"Refusing to replace {directory}: it {'is' if real == other else 'contains'} the "
-          f"source {path}. Choose an output directory outside the source.")
+        f"Refusing to replace {directory}: it {'is' if real == other else 'contains'} the "
+        f"source {path}. Choose an output directory outside the source."
+      )
   if _exists(directory) and not _isdir(directory):
-    raise NotOwnedError(f"Refusing to replace {directory}: it is a file, not {KINDS[kind]}. "
-                        "Choose a new output directory.")
+    raise NotOwnedError(
+      f"Refusing to replace {directory}: it is a file, not {KINDS[kind]}. "
+      "Choose a new output directory."
+    )
   found = marker_kind(directory)
   if found == kind or not entries(directory):
     return
   if found is None and legacy is not None and legacy(directory):
     return
-  what = (f"{KINDS.get(found, found)} (its {MARKER} marker says {found!r})" if found
-          else f"not vidtx's output (it holds {_shown(entries(directory))})")
+  what = (
+    f"{KINDS.get(found, found)} (its {MARKER} marker says {found!r})"
+    if found
+    else f"not vidtx's output (it holds {_shown(entries(directory))})"
+  )
   raise NotOwnedError(
-      f"Refusing to replace {directory}: it is {what}, not {KINDS[kind]}; --overwrite only "
-      "replaces a directory vidtx wrote for that purpose. Choose a new output directory.")
+    f"Refusing to replace {directory}: it is {what}, not {KINDS[kind]}; --overwrite only "
+    "replaces a directory vidtx wrote for that purpose. Choose a new output directory."
+  )

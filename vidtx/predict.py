@@ -83,8 +83,9 @@ def decode_video(path: str) -> np.ndarray:
   return np.stack(frames)  # N x (H, W, 3) -> (N, H, W, 3)
 
 
-def encode_video(path: str, frames: np.ndarray, fps: int = 10, codec: str = "libx264",
-                 pix_fmt: str = "yuv420p") -> str:
+def encode_video(
+  path: str, frames: np.ndarray, fps: int = 10, codec: str = "libx264", pix_fmt: str = "yuv420p"
+) -> str:
   """Writes uint8 RGB frames (N, H, W, 3) as a video file: demos and tests make the files that
   `decode_video` reads. Returns `path`."""
   frames = np.asarray(frames)
@@ -104,8 +105,10 @@ def dataset_configs(converted: store.Converted) -> ml_collections.ConfigDict:
   """The checkpoint's preprocessing as the reader's dataset_configs (for pipeline.eval_views)."""
   configs = ml_collections.ConfigDict(converted.dataset_overrides())
   if configs.crop_size > configs.min_resize:
-    raise ValueError(f"The checkpoint's preprocessing has crop_size={configs.crop_size} > "
-                     f"min_resize={configs.min_resize}; expected crop_size <= min_resize.")
+    raise ValueError(
+      f"The checkpoint's preprocessing has crop_size={configs.crop_size} > "
+      f"min_resize={configs.min_resize}; expected crop_size <= min_resize."
+    )
   pipeline.normalisation(configs)  # Raises ValueError on bad mean / std.
   return configs
 
@@ -136,18 +139,25 @@ def check_clip(array: Any, preprocessing: dict[str, Any], source: str) -> np.nda
     raise ValueError(f"{source}: expected one array, {wanted}; got a {type(array).__name__}.")
   if array.dtype != np.float32:
     raise ValueError(f"{source}: dtype {array.dtype}, shape {array.shape}; expected {wanted}.")
-  if array.ndim not in (4, 5) or array.shape[-4:] != expected or (array.ndim == 5
-                                                                 and array.shape[0] < 1):
-    raise ValueError(f"{source}: shape {array.shape}; expected {wanted} (the checkpoint's "
-                     "num_frames and crop_size, RGB).")
+  if (
+    array.ndim not in (4, 5)
+    or array.shape[-4:] != expected
+    or (array.ndim == 5 and array.shape[0] < 1)
+  ):
+    raise ValueError(
+      f"{source}: shape {array.shape}; expected {wanted} (the checkpoint's "
+      "num_frames and crop_size, RGB)."
+    )
   clips = array[None] if array.ndim == 4 else array  # (T, H, W, C) -> (1, T, H, W, C)
   # A NaN would give NaN logits and a meaningless top-k with exit 0: refuse it here.
   finite = np.isfinite(clips)
   bad = ~finite.reshape(len(clips), -1).all(axis=1)
   if bad.any():
     count = int(finite.size - np.count_nonzero(finite))
-    raise ValueError(f"{source}: {count} non-finite value(s) (NaN or inf) in clip(s) "
-                     f"{_some(np.flatnonzero(bad).tolist())}; expected finite pixel values.")
+    raise ValueError(
+      f"{source}: {count} non-finite value(s) (NaN or inf) in clip(s) "
+      f"{_some(np.flatnonzero(bad).tolist())}; expected finite pixel values."
+    )
   return clips
 
 
@@ -163,10 +173,15 @@ def check_finite(values: np.ndarray, source: str, what: str, names: Sequence[str
   bad = ~np.isfinite(np.asarray(values)).reshape(len(values), -1).all(axis=1)
   if bad.any():
     rows = [f"'{names[i]}'" for i in np.flatnonzero(bad)]
-    hint = ("check the checkpoint's preprocessing mean and std" if what == "views" else
-            "the checkpoint's parameters hold a NaN or inf, or overflow on this input")
-    raise ValueError(f"{source}: non-finite {what} (NaN or inf) for {len(rows)} of "
-                     f"{len(values)}: {_some(rows)}; {hint}.")
+    hint = (
+      "check the checkpoint's preprocessing mean and std"
+      if what == "views"
+      else "the checkpoint's parameters hold a NaN or inf, or overflow on this input"
+    )
+    raise ValueError(
+      f"{source}: non-finite {what} (NaN or inf) for {len(rows)} of "
+      f"{len(values)}: {_some(rows)}; {hint}."
+    )
   return values
 
 
@@ -196,8 +211,9 @@ def _jitted_apply(model: nn.Module):
   return jax.jit(lambda params, clips: model.apply({"params": params}, clips, train=False)[0])
 
 
-def _in_batches(apply: Callable[[Any, np.ndarray], Any], params: Any, clips: np.ndarray,
-                batch_size: int) -> list[np.ndarray]:
+def _in_batches(
+  apply: Callable[[Any, np.ndarray], Any], params: Any, clips: np.ndarray, batch_size: int
+) -> list[np.ndarray]:
   """apply(params, batch) over `clips` (B, ...) `batch_size` at a time; its outputs (one array or
   a tuple) concatenated along the batch axis, as a list of float32 arrays."""
   if batch_size < 1 or len(clips) < 1:
@@ -206,13 +222,14 @@ def _in_batches(apply: Callable[[Any, np.ndarray], Any], params: Any, clips: np.
   size = min(batch_size, len(clips))
   outputs = []
   for start in range(0, len(clips), size):
-    batch = clips[start:start + size]
+    batch = clips[start : start + size]
     real = len(batch)
     # The last batch is padded to the same size, so the model compiles for one shape only.
     batch = np.concatenate([batch, np.zeros((size - real,) + batch.shape[1:], batch.dtype)])
     out = apply(params, batch)
-    outputs.append([np.asarray(x, np.float32)[:real] for x in
-                    (out if isinstance(out, tuple) else (out,))])
+    outputs.append(
+      [np.asarray(x, np.float32)[:real] for x in (out if isinstance(out, tuple) else (out,))]
+    )
   return [np.concatenate(parts) for parts in zip(*outputs, strict=True)]
 
 
@@ -222,8 +239,9 @@ def model_logits(converted: store.Converted, clips: np.ndarray, batch_size: int 
   return _in_batches(apply, converted.params, clips, batch_size)[0]
 
 
-def model_rollout(converted: store.Converted, clips: np.ndarray, batch_size: int = 8,
-                  head_fusion: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+def model_rollout(
+  converted: store.Converted, clips: np.ndarray, batch_size: int = 8, head_fusion: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
   """Logits (B, num_classes) and attention rollout heat (B, T', h, w) of clips (B, T, H, W, C)
   (vidtx.rollout), `batch_size` clips at a time."""
   # rollout.rollout checks the model on the first batch, before any work.
@@ -234,8 +252,10 @@ def model_rollout(converted: store.Converted, clips: np.ndarray, batch_size: int
 
 def _check_aggregation(aggregation: str) -> None:
   if aggregation not in evaluator.AGGREGATIONS:
-    raise ValueError(f"preprocessing.aggregation={aggregation!r}: expected one of "
-                     f"{sorted(evaluator.AGGREGATIONS)}.")
+    raise ValueError(
+      f"preprocessing.aggregation={aggregation!r}: expected one of "
+      f"{sorted(evaluator.AGGREGATIONS)}."
+    )
 
 
 def aggregate(view_logits: np.ndarray, aggregation: str) -> np.ndarray:
@@ -252,8 +272,9 @@ def aggregate(view_logits: np.ndarray, aggregation: str) -> np.ndarray:
   return np.asarray(probabilities, np.float32)
 
 
-def predict_frames(converted: store.Converted, frames: np.ndarray, batch_size: int = 8,
-                   source: str = "the video") -> tuple[np.ndarray, np.ndarray]:
+def predict_frames(
+  converted: store.Converted, frames: np.ndarray, batch_size: int = 8, source: str = "the video"
+) -> tuple[np.ndarray, np.ndarray]:
   """Decoded frames (N, H, W, 3) uint8 -> (probabilities (K,), view logits (V, K)).
 
   Raises ValueError naming `source` and the views when the views or logits are not finite.
@@ -266,21 +287,27 @@ def predict_frames(converted: store.Converted, frames: np.ndarray, batch_size: i
   return aggregate(view_logits, aggregation), view_logits
 
 
-def predict_video(converted: store.Converted, path: str,
-                  batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def predict_video(
+  converted: store.Converted, path: str, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
   """The video file at `path` -> (probabilities (K,), view logits (V, K)); see the module doc."""
   return predict_frames(converted, decode_video(path), batch_size, source=path)
 
 
-def predict_array(converted: store.Converted, array: np.ndarray, batch_size: int = 8,
-                  source: str = "the input array") -> np.ndarray:
+def predict_array(
+  converted: store.Converted,
+  array: np.ndarray,
+  batch_size: int = 8,
+  source: str = "the input array",
+) -> np.ndarray:
   """Logits (B, K) of a float32 clip (T, H, W, C) or clips (B, T, H, W, C), used as they are.
 
   Raises ValueError naming `source` (and the clips) on a NaN or inf in the input or logits.
   """
   clips = check_clip(array, converted.preprocessing, source)
-  return check_finite(model_logits(converted, clips, batch_size), source, "logits",
-                      _clip_names(len(clips)))
+  return check_finite(
+    model_logits(converted, clips, batch_size), source, "logits", _clip_names(len(clips))
+  )
 
 
 def _clip_names(count: int) -> list[str]:
@@ -302,25 +329,36 @@ def display_frames(clips: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarr
 
 def view_names(preprocessing: dict[str, Any]) -> list[str]:
   """The views' names in eval_views order (clip-major): 'clip 1, centre crop', ..."""
-  crops = (["start crop", "centre crop", "end crop"] if preprocessing["do_three_spatial_crops"]
-           else ["centre crop"])
-  return [f"clip {c + 1}, {crop}" for c in range(preprocessing["num_test_clips"])
-          for crop in crops]
+  crops = (
+    ["start crop", "centre crop", "end crop"]
+    if preprocessing["do_three_spatial_crops"]
+    else ["centre crop"]
+  )
+  return [f"clip {c + 1}, {crop}" for c in range(preprocessing["num_test_clips"]) for crop in crops]
 
 
-def save_rollout(path: str, clips: np.ndarray, heat: np.ndarray, logits: np.ndarray,
-                 names: Sequence[str], preprocessing: dict[str, Any],
-                 clip_names: Sequence[str]) -> None:
+def save_rollout(
+  path: str,
+  clips: np.ndarray,
+  heat: np.ndarray,
+  logits: np.ndarray,
+  names: Sequence[str],
+  preprocessing: dict[str, Any],
+  clip_names: Sequence[str],
+) -> None:
   """The rollout picture (vidtx.rollout.rollout_image) of clips with their top-1, written
   atomically in the format of the file's extension (.png, .jpg, ...)."""
   extension = os.path.splitext(path)[1].lower()
   image_format = Image.registered_extensions().get(extension)
   if image_format is None:
-    raise ValueError(f"--rollout {path}: unknown image extension {extension!r}; expected e.g. "
-                     ".png or .jpg.")
+    raise ValueError(
+      f"--rollout {path}: unknown image extension {extension!r}; expected e.g. .png or .jpg."
+    )
   probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
-  titles = [f"{clip_name}: {names[int(np.argmax(p))]} {np.max(p):.0%}"
-            for clip_name, p in zip(clip_names, probabilities, strict=True)]
+  titles = [
+    f"{clip_name}: {names[int(np.argmax(p))]} {np.max(p):.0%}"
+    for clip_name, p in zip(clip_names, probabilities, strict=True)
+  ]
   image = rollout.rollout_image(display_frames(clips, preprocessing), heat, titles)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
@@ -339,8 +377,10 @@ def class_names(converted: store.Converted, labels_file: str | None = None) -> l
     except (OSError, UnicodeDecodeError) as e:
       raise ValueError(f"--labels {labels_file}: cannot read it as text ({e}).") from e
     if len(names) != converted.num_classes:
-      raise ValueError(f"--labels {labels_file}: {len(names)} names, but the checkpoint has "
-                       f"{converted.num_classes} classes.")
+      raise ValueError(
+        f"--labels {labels_file}: {len(names)} names, but the checkpoint has "
+        f"{converted.num_classes} classes."
+      )
     return names
   if converted.labels:
     return list(converted.labels)
@@ -352,8 +392,9 @@ def format_top_k(probabilities: np.ndarray, names: Sequence[str], k: int) -> str
   k = min(k, len(probabilities))
   order = np.argsort(-probabilities, kind="stable")[:k]
   width = max(len(names[i]) for i in order)
-  return "\n".join(f"  {rank}. {names[i]:<{width}}  {probabilities[i]:.4f}"
-                   for rank, i in enumerate(order, 1))
+  return "\n".join(
+    f"  {rank}. {names[i]:<{width}}  {probabilities[i]:.4f}" for rank, i in enumerate(order, 1)
+  )
 
 
 def describe_preprocessing(preprocessing: dict[str, Any]) -> str:
@@ -361,10 +402,12 @@ def describe_preprocessing(preprocessing: dict[str, Any]) -> str:
   p = preprocessing
   clips, three = p["num_test_clips"], p["do_three_spatial_crops"]
   crops = "3 crops (start, centre, end of the long side)" if three else "1 centre crop"
-  return (f"{clips * (3 if three else 1)} views = {clips} clip(s) x {crops}; clips of "
-          f"{p['num_frames']} frames at stride {p['stride']}, short side {p['min_resize']}, crop "
-          f"{p['crop_size']}, mean {list(p['mean'])}, std {list(p['std'])}; aggregation "
-          f"{p['aggregation']}")
+  return (
+    f"{clips * (3 if three else 1)} views = {clips} clip(s) x {crops}; clips of "
+    f"{p['num_frames']} frames at stride {p['stride']}, short side {p['min_resize']}, crop "
+    f"{p['crop_size']}, mean {list(p['mean'])}, std {list(p['std'])}; aggregation "
+    f"{p['aggregation']}"
+  )
 
 
 def _save(path: str, logits: np.ndarray) -> None:
@@ -373,18 +416,27 @@ def _save(path: str, logits: np.ndarray) -> None:
     np.save(f, logits.astype(np.float32))
 
 
-def run(checkpoint: str, *, video: str | None = None, input_path: str | None = None,
-        top_k: int = 5, labels: str | None = None, logits_out: str | None = None,
-        batch_size: int = 8, rollout_out: str | None = None,
-        head_fusion: str = "mean") -> np.ndarray:
+def run(
+  checkpoint: str,
+  *,
+  video: str | None = None,
+  input_path: str | None = None,
+  top_k: int = 5,
+  labels: str | None = None,
+  logits_out: str | None = None,
+  batch_size: int = 8,
+  rollout_out: str | None = None,
+  head_fusion: str = "mean",
+) -> np.ndarray:
   """The command: prints the predictions, returns the logits ((V, K) or (B, K)) it saves."""
   if (video is None) == (input_path is None):
     raise ValueError("Give exactly one of --video FILE or --input CLIP.npy.")
   if top_k < 1 or batch_size < 1:
     raise ValueError(f"--top_k={top_k}, --batch_size={batch_size}: expected both >= 1.")
   if rollout_out and head_fusion not in rollout.HEAD_FUSIONS:
-    raise ValueError(f"--head_fusion={head_fusion!r}: expected one of "
-                     f"{sorted(rollout.HEAD_FUSIONS)}.")
+    raise ValueError(
+      f"--head_fusion={head_fusion!r}: expected one of {sorted(rollout.HEAD_FUSIONS)}."
+    )
   converted = store.load(checkpoint)
   names = class_names(converted, labels)
   if rollout_out:
@@ -394,14 +446,16 @@ def run(checkpoint: str, *, video: str | None = None, input_path: str | None = N
   source = video if video is not None else input_path
 
   def logits_of(clips: np.ndarray) -> np.ndarray:
-    rows = (view_names(converted.preprocessing) if video is not None
-            else _clip_names(len(clips)))
+    rows = view_names(converted.preprocessing) if video is not None else _clip_names(len(clips))
     if not rollout_out:
       return check_finite(model_logits(converted, clips, batch_size), source, "logits", rows)
     logits, heat = model_rollout(converted, clips, batch_size, head_fusion)
     check_finite(logits, source, "logits", rows)  # Before a picture titled with NaN.
-    clip_names = (view_names(converted.preprocessing) if video is not None
-                  else [f"clip {i + 1}" for i in range(len(clips))])
+    clip_names = (
+      view_names(converted.preprocessing)
+      if video is not None
+      else [f"clip {i + 1}" for i in range(len(clips))]
+    )
     save_rollout(rollout_out, clips, heat, logits, names, converted.preprocessing, clip_names)
     return logits
 
@@ -409,24 +463,30 @@ def run(checkpoint: str, *, video: str | None = None, input_path: str | None = N
     aggregation = converted.preprocessing["aggregation"]
     _check_aggregation(aggregation)  # Before the decoding.
     frames = decode_video(video)
-    views = check_finite(video_views(frames, converted), video, "views",
-                         view_names(converted.preprocessing))
+    views = check_finite(
+      video_views(frames, converted), video, "views", view_names(converted.preprocessing)
+    )
     logits = logits_of(views)
     probabilities = aggregate(logits, aggregation)
-    print(f"{video}: {len(frames)} frames decoded ({frames.shape[2]}x{frames.shape[1]}); "
-          f"{describe_preprocessing(converted.preprocessing)}")
+    print(
+      f"{video}: {len(frames)} frames decoded ({frames.shape[2]}x{frames.shape[1]}); "
+      f"{describe_preprocessing(converted.preprocessing)}"
+    )
     print(f"top-{min(top_k, len(names))}:\n" + format_top_k(probabilities, names, top_k))
   else:
     clips = load_clip(input_path, converted)  # Checked before the model is built.
     logits = logits_of(clips)
-    print(f"{input_path}: {len(clips)} clip(s) {clips.shape[1:]}, used as they are "
-          "(no preprocessing)")
+    print(
+      f"{input_path}: {len(clips)} clip(s) {clips.shape[1:]}, used as they are (no preprocessing)"
+    )
     probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
     for row, p in enumerate(probabilities):
       print(f"clip {row} top-{min(top_k, len(names))}:\n" + format_top_k(p, names, top_k))
   if rollout_out:
-    print(f"attention rollout ({head_fusion} over heads) of {len(logits)} "
-          f"{'view' if video is not None else 'clip'}(s) written to {rollout_out}")
+    print(
+      f"attention rollout ({head_fusion} over heads) of {len(logits)} "
+      f"{'view' if video is not None else 'clip'}(s) written to {rollout_out}"
+    )
   if logits_out:
     _save(logits_out, logits)
     print(f"logits {logits.shape} written to {logits_out}")
@@ -441,9 +501,17 @@ def main(argv: Sequence[str]) -> None:
   if (f.video is None) == (f.input is None):
     raise app.UsageError("Give exactly one of --video FILE or --input CLIP.npy.")
   try:
-    run(f.checkpoint, video=f.video, input_path=f.input, top_k=f.top_k, labels=f.labels,
-        logits_out=f.logits_out, batch_size=f.batch_size, rollout_out=f.rollout,
-        head_fusion=f.head_fusion)
+    run(
+      f.checkpoint,
+      video=f.video,
+      input_path=f.input,
+      top_k=f.top_k,
+      labels=f.labels,
+      logits_out=f.logits_out,
+      batch_size=f.batch_size,
+      rollout_out=f.rollout,
+      head_fusion=f.head_fusion,
+    )
   except (ValueError, FileNotFoundError) as e:
     # Bad inputs are the user's to fix: the message, not a traceback.
     print(f"error: {e}", file=sys.stderr)
@@ -454,18 +522,34 @@ if __name__ == "__main__":
   # Flags are defined here, not at import, as in train.py and eval.py.
   flags.DEFINE_string("checkpoint", None, "Converted-checkpoint directory (vidtx.convert).")
   flags.DEFINE_string("video", None, "A video file to classify (anything FFmpeg decodes).")
-  flags.DEFINE_string("input", None, "A .npy float32 clip (T, H, W, C) or clips (B, T, H, W, C), "
-                      "fed to the model without preprocessing.")
+  flags.DEFINE_string(
+    "input",
+    None,
+    "A .npy float32 clip (T, H, W, C) or clips (B, T, H, W, C), "
+    "fed to the model without preprocessing.",
+  )
   flags.DEFINE_integer("top_k", 5, "How many classes to print.", lower_bound=1)
   flags.DEFINE_string("labels", None, "Class names, one per line (default: the checkpoint's).")
-  flags.DEFINE_string("logits_out", None, "Write the logits here (.npy, float32): per view for "
-                      "--video (V, K), per clip for --input (B, K).")
+  flags.DEFINE_string(
+    "logits_out",
+    None,
+    "Write the logits here (.npy, float32): per view for "
+    "--video (V, K), per clip for --input (B, K).",
+  )
   flags.DEFINE_integer("batch_size", 8, "Clips per model call.", lower_bound=1)
-  flags.DEFINE_string("rollout", None, "Save the attention rollout over the sampled frames of "
-                      "every view (or clip) as one image here (.png, .jpg). It holds every "
-                      "layer's attention maps per clip: for joint attention at 224 (1569 "
-                      "tokens) use a small --batch_size.")
-  flags.DEFINE_enum("head_fusion", "mean", ["mean", "max", "min"], "How --rollout fuses the "
-                    "attention heads (mean: Abnar & Zuidema).")
+  flags.DEFINE_string(
+    "rollout",
+    None,
+    "Save the attention rollout over the sampled frames of "
+    "every view (or clip) as one image here (.png, .jpg). It holds every "
+    "layer's attention maps per clip: for joint attention at 224 (1569 "
+    "tokens) use a small --batch_size.",
+  )
+  flags.DEFINE_enum(
+    "head_fusion",
+    "mean",
+    ["mean", "max", "min"],
+    "How --rollout fuses the attention heads (mean: Abnar & Zuidema).",
+  )
   flags.mark_flags_as_required(["checkpoint"])
   app.run(main)

@@ -32,10 +32,12 @@ class Progress:
 
   def line(self, step: int, metrics: dict[str, float]) -> str:
     eta = (self.total_steps - step) / max(metrics["steps_per_sec"], 1e-9)
-    return (f"step {step}/{self.total_steps} | loss {metrics['loss']:.4f} | "
-            f"acc {metrics['accuracy']:.3f} | lr {metrics['learning_rate']:.4g} | "
-            f"{metrics['steps_per_sec']:.2f} steps/s | {metrics['clips_per_sec']:.1f} clips/s | "
-            f"ETA {format_duration(eta)}")
+    return (
+      f"step {step}/{self.total_steps} | loss {metrics['loss']:.4f} | "
+      f"acc {metrics['accuracy']:.3f} | lr {metrics['learning_rate']:.4g} | "
+      f"{metrics['steps_per_sec']:.2f} steps/s | {metrics['clips_per_sec']:.1f} clips/s | "
+      f"ETA {format_duration(eta)}"
+    )
 
 
 class MetricsLog:

@@ -89,8 +89,9 @@ class Plan(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 
 
-def _group_positions(grouping: attention.Grouping, positions: np.ndarray,
-                     grid: attention.Grid) -> np.ndarray:
+def _group_positions(
+  grouping: attention.Grouping, positions: np.ndarray, grid: attention.Grid
+) -> np.ndarray:
   """Applies a model grouping to token positions (T, N) -> their groups (G, L)."""
   # (T, N) -> (1, T, N, 1): the grouping's (B, T, N, D) layout. Groupings only reshape and
   # transpose, so a numpy array stays numpy (constant under jit).
@@ -123,8 +124,7 @@ def _one_hot(num_tokens: int, position: int) -> np.ndarray:
   return row
 
 
-def _timesformer_plan(config: timesformer.TimeSformerConfig, t: int,
-                      grid: attention.Grid) -> Plan:
+def _timesformer_plan(config: timesformer.TimeSformerConfig, t: int, grid: attention.Grid) -> Plan:
   h, w = grid
   use_cls = config.classifier == "token"
   blocks = range(config.num_layers)
@@ -160,11 +160,15 @@ def _timesformer_plan(config: timesformer.TimeSformerConfig, t: int,
   return Plan(num_tokens, steps, readout[None], patches.reshape(t, h, w))
 
 
-def _encoder_steps(prefix: str, num_layers: int, positions: np.ndarray,
-                   ) -> tuple[tuple[Stage, ...], ...]:
+def _encoder_steps(
+  prefix: str,
+  num_layers: int,
+  positions: np.ndarray,
+) -> tuple[tuple[Stage, ...], ...]:
   """common.Encoder blocks whose one attention sees groups of `positions` (G, L)."""
-  return tuple((_plain((prefix, f"encoderblock_{i}", "attention"), positions),)
-               for i in range(num_layers))
+  return tuple(
+    (_plain((prefix, f"encoderblock_{i}", "attention"), positions),) for i in range(num_layers)
+  )
 
 
 def _vivit_plans(config: vivit.ViViTConfig, t: int, grid: attention.Grid) -> tuple[Plan, ...]:
@@ -179,41 +183,67 @@ def _vivit_plans(config: vivit.ViViTConfig, t: int, grid: attention.Grid) -> tup
     everything = np.arange(num_tokens)[None]  # (1, M)
     patches = offset + np.arange(t * n)
     readout = _one_hot(num_tokens, 0) if use_cls else _uniform(num_tokens, everything)
-    return (Plan(num_tokens, _encoder_steps("encoder", config.num_layers, everything),
-                 readout[None], patches.reshape(t, h, w)),)
+    return (
+      Plan(
+        num_tokens,
+        _encoder_steps("encoder", config.num_layers, everything),
+        readout[None],
+        patches.reshape(t, h, w),
+      ),
+    )
   if config.attention == "factorised_self_attention":
     patches = np.arange(t * n).reshape(t, n)
-    groupings = {"space": ("spatial", attention.frame_groups),
-                 "time": ("temporal", attention.location_groups)}
+    groupings = {
+      "space": ("spatial", attention.frame_groups),
+      "time": ("temporal", attention.location_groups),
+    }
     steps = []
     for i in range(config.num_layers):
       for axis in config.attention_order.split("_"):
         name, grouping = groupings[axis]
-        steps.append((_plain(("encoder", f"encoderblock_{i}", f"attention_{name}"),
-                             _group_positions(grouping, patches, grid)),))
+        steps.append(
+          (
+            _plain(
+              ("encoder", f"encoderblock_{i}", f"attention_{name}"),
+              _group_positions(grouping, patches, grid),
+            ),
+          )
+        )
     return (Plan(t * n, tuple(steps), _uniform(t * n, patches)[None], patches.reshape(t, h, w)),)
   if config.attention == "factorised_encoder":
     # Spatial encoder: every temporal index is an image ([cls,] N tokens); one readout row each.
     per_index = offset + n
     positions = np.arange(t * per_index).reshape(t, per_index)
     patches = positions[:, offset:]
-    frame_rows = np.stack([_one_hot(t * per_index, positions[i, 0]) if use_cls
-                           else _uniform(t * per_index, patches[i]) for i in range(t)])
-    spatial = Plan(t * per_index, _encoder_steps("spatial_encoder", config.spatial_layers,
-                                                 positions), frame_rows, patches.reshape(t, h, w))
+    frame_rows = np.stack(
+      [
+        _one_hot(t * per_index, positions[i, 0]) if use_cls else _uniform(t * per_index, patches[i])
+        for i in range(t)
+      ]
+    )
+    spatial = Plan(
+      t * per_index,
+      _encoder_steps("spatial_encoder", config.spatial_layers, positions),
+      frame_rows,
+      patches.reshape(t, h, w),
+    )
     # Temporal encoder over [cls,] T representations; its patches are the temporal indices.
     num_tokens = offset + t
     everything = np.arange(num_tokens)[None]
     readout = _one_hot(num_tokens, 0) if use_cls else _uniform(num_tokens, everything)
-    temporal = Plan(num_tokens, _encoder_steps("temporal_encoder", config.temporal_layers,
-                                               everything), readout[None],
-                    offset + np.arange(t))
+    temporal = Plan(
+      num_tokens,
+      _encoder_steps("temporal_encoder", config.temporal_layers, everything),
+      readout[None],
+      offset + np.arange(t),
+    )
     return spatial, temporal
   raise ValueError(
-      f"Attention rollout: ViViT model.attention={config.attention!r} splits each attention's "
-      "heads between space and time, which one weight matrix per stage does not describe; "
-      "supported: spatio_temporal (Model 1), factorised_encoder (Model 2), "
-      "factorised_self_attention (Model 3).")
+    f"Attention rollout: ViViT model.attention={config.attention!r} splits each attention's "
+    "heads between space and time, which one weight matrix per stage does not describe; "
+    "supported: spatio_temporal (Model 1), factorised_encoder (Model 2), "
+    "factorised_self_attention (Model 3)."
+  )
 
 
 def plans(model: nn.Module, clip_shape: Sequence[int]) -> tuple[Plan, ...]:
@@ -226,9 +256,10 @@ def plans(model: nn.Module, clip_shape: Sequence[int]) -> tuple[Plan, ...]:
   if isinstance(model, vivit.ViViT):
     return _vivit_plans(config, frames // config.tubelet_size, grid)
   raise ValueError(
-      f"Attention rollout: {type(model).__name__} is not supported. X-ViT's attention shifts "
-      "channels between neighbouring frames, so no single weight matrix per stage describes it; "
-      "supported: TimeSformer (every model.attention) and ViViT Models 1-3.")
+    f"Attention rollout: {type(model).__name__} is not supported. X-ViT's attention shifts "
+    "channels between neighbouring frames, so no single weight matrix per stage describes it; "
+    "supported: TimeSformer (every model.attention) and ViViT Models 1-3."
+  )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,14 +271,15 @@ def _weights(intermediates: Any, path: tuple[str, ...]) -> jax.Array:
   node = intermediates
   for key in path:
     if key not in node:
-      raise ValueError(f"Attention rollout: the model sowed no attention weights at "
-                       f"{'/'.join(path)} (found {sorted(node)} at {key!r}).")
+      raise ValueError(
+        f"Attention rollout: the model sowed no attention weights at "
+        f"{'/'.join(path)} (found {sorted(node)} at {key!r})."
+      )
     node = node[key]
   return node["attention_weights"][0]  # sow keeps a tuple of values.
 
 
-def propagate(plan: Plan, intermediates: Any, batch: int,
-              head_fusion: str = "mean") -> jax.Array:
+def propagate(plan: Plan, intermediates: Any, batch: int, head_fusion: str = "mean") -> jax.Array:
   """The readout rows carried back through the plan: (B, K, M) relevance of every position.
 
   Each row sums to the readout row's sum (every step's matrix is row-stochastic).
@@ -266,8 +298,10 @@ def propagate(plan: Plan, intermediates: Any, batch: int,
       g, length = stage.positions.shape
       weights = _weights(intermediates, stage.path)  # (B*G, heads, L, L)
       if weights.shape[0] != batch * g or weights.shape[-1] != length:
-        raise ValueError(f"Attention rollout: weights at {'/'.join(stage.path)} are "
-                         f"{weights.shape}; expected ({batch}*{g}, heads, {length}, {length}).")
+        raise ValueError(
+          f"Attention rollout: weights at {'/'.join(stage.path)} are "
+          f"{weights.shape}; expected ({batch}*{g}, heads, {length}, {length})."
+        )
       # (B*G, heads, L, L) -> (B, G, heads, L, L) -> (B, G, L, L)
       weights = fuse(weights.reshape((batch, g) + weights.shape[1:]))
       # Rows at the group members (B, K, G, L); a class token's copies share its row.
@@ -278,8 +312,9 @@ def propagate(plan: Plan, intermediates: Any, batch: int,
   return rows
 
 
-def rollout_from_intermediates(model: nn.Module, intermediates: Any, clip_shape: Sequence[int],
-                               head_fusion: str = "mean") -> jax.Array:
+def rollout_from_intermediates(
+  model: nn.Module, intermediates: Any, clip_shape: Sequence[int], head_fusion: str = "mean"
+) -> jax.Array:
   """Heat (B, T', h, w) from the attention weights a model sowed (see `rollout`)."""
   if head_fusion not in HEAD_FUSIONS:
     raise ValueError(f"head_fusion={head_fusion!r}: expected one of {sorted(HEAD_FUSIONS)}.")
@@ -306,8 +341,9 @@ def rollout_from_intermediates(model: nn.Module, intermediates: Any, clip_shape:
 @functools.cache
 def _jitted_rollout(model: nn.Module, head_fusion: str):
   def run(params: Any, clips: jax.Array) -> tuple[jax.Array, jax.Array]:
-    (logits, _), state = model.apply({"params": params}, clips, train=False,
-                                     mutable=["intermediates"])
+    (logits, _), state = model.apply(
+      {"params": params}, clips, train=False, mutable=["intermediates"]
+    )
     heat = rollout_from_intermediates(model, state["intermediates"], clips.shape, head_fusion)
     return logits, heat
 
@@ -315,8 +351,9 @@ def _jitted_rollout(model: nn.Module, head_fusion: str):
   return jax.jit(run)
 
 
-def rollout(model: nn.Module, params: Any, clips: jax.Array | np.ndarray,
-            head_fusion: str = "mean") -> tuple[jax.Array, jax.Array]:
+def rollout(
+  model: nn.Module, params: Any, clips: jax.Array | np.ndarray, head_fusion: str = "mean"
+) -> tuple[jax.Array, jax.Array]:
   """Logits (B, num_classes) and attention rollout heat (B, T', h, w) of clips (B, T, H, W, C).
 
   T' is the model's number of temporal indices (frames, or tubelets for ViViT), (h, w) its patch
@@ -336,8 +373,9 @@ def rollout(model: nn.Module, params: Any, clips: jax.Array | np.ndarray,
 # ---------------------------------------------------------------------------------------------
 
 
-def heat_overlay(frames: np.ndarray, heat: np.ndarray, *, alpha: float = 0.8,
-                 colormap: str = "inferno") -> np.ndarray:
+def heat_overlay(
+  frames: np.ndarray, heat: np.ndarray, *, alpha: float = 0.8, colormap: str = "inferno"
+) -> np.ndarray:
   """uint8 frames (T, H, W, 3) with the clip's heat (T', h, w) laid over them: uint8 (T, H, W, 3).
 
   The heat is scaled to [0, 1] between its minimum and maximum over the whole clip (so frames
@@ -351,11 +389,14 @@ def heat_overlay(frames: np.ndarray, heat: np.ndarray, *, alpha: float = 0.8,
   frames = np.asarray(frames)
   heat = np.asarray(heat, np.float32)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"heat_overlay: frames {frames.dtype} {frames.shape}; expected uint8 "
-                     "(T, H, W, 3).")
+    raise ValueError(
+      f"heat_overlay: frames {frames.dtype} {frames.shape}; expected uint8 (T, H, W, 3)."
+    )
   if heat.ndim != 3 or frames.shape[0] % heat.shape[0]:
-    raise ValueError(f"heat_overlay: heat {heat.shape} for {frames.shape[0]} frames; expected "
-                     "(T', h, w) with T' dividing the number of frames.")
+    raise ValueError(
+      f"heat_overlay: heat {heat.shape} for {frames.shape[0]} frames; expected "
+      "(T', h, w) with T' dividing the number of frames."
+    )
   num_frames, height, width, _ = frames.shape
   heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
   cmap = matplotlib.colormaps[colormap]
@@ -369,13 +410,19 @@ def heat_overlay(frames: np.ndarray, heat: np.ndarray, *, alpha: float = 0.8,
     # On the frame in grey, so the colours read as heat and not as the scene's own colours.
     grey = frames[t].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
     blend = alpha * strength
-    out[t] = np.clip(grey[..., None] * (1 - blend) + colour * blend, 0, 255).round().astype(
-        np.uint8)
+    out[t] = (
+      np.clip(grey[..., None] * (1 - blend) + colour * blend, 0, 255).round().astype(np.uint8)
+    )
   return out
 
 
-def rollout_image(frames: np.ndarray, heat: np.ndarray, titles: Sequence[str] | None = None,
-                  *, min_frame_size: int = 96) -> Image.Image:
+def rollout_image(
+  frames: np.ndarray,
+  heat: np.ndarray,
+  titles: Sequence[str] | None = None,
+  *,
+  min_frame_size: int = 96,
+) -> Image.Image:
   """One picture of V clips: for each, a title line, its frames, then the frames with the heat.
 
   frames: uint8 (V, T, H, W, 3); heat (V, T', h, w). Small frames are enlarged (nearest) to at
@@ -384,8 +431,10 @@ def rollout_image(frames: np.ndarray, heat: np.ndarray, titles: Sequence[str] | 
   frames = np.asarray(frames)
   heat = np.asarray(heat)
   if frames.ndim != 5 or heat.ndim != 4 or len(frames) != len(heat):
-    raise ValueError(f"rollout_image: frames {frames.shape}, heat {heat.shape}; expected (V, T, "
-                     "H, W, 3) and (V, T', h, w) with the same V.")
+    raise ValueError(
+      f"rollout_image: frames {frames.shape}, heat {heat.shape}; expected (V, T, "
+      "H, W, 3) and (V, T', h, w) with the same V."
+    )
   titles = list(titles) if titles is not None else [f"clip {v + 1}" for v in range(len(frames))]
   if len(titles) != len(frames):
     raise ValueError(f"rollout_image: {len(titles)} titles for {len(frames)} clips.")

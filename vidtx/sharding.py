@@ -64,17 +64,23 @@ def mesh_shape(mesh_config: Mapping[str, int] | None, num_devices: int) -> tuple
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f"config.mesh={mesh_config}: {num_devices} devices are not divisible by "
-                       f"the fixed axes' product {known}.")
+      raise ValueError(
+        f"config.mesh={mesh_config}: {num_devices} devices are not divisible by "
+        f"the fixed axes' product {known}."
+      )
     sizes[sizes.index(-1)] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(f"config.mesh={mesh_config}: data x fsdp x model = {math.prod(sizes)}, but "
-                     f"there are {num_devices} devices.")
+    raise ValueError(
+      f"config.mesh={mesh_config}: data x fsdp x model = {math.prod(sizes)}, but "
+      f"there are {num_devices} devices."
+    )
   return tuple(sizes)
 
 
-def make_mesh(mesh_config: Mapping[str, int] | ml_collections.ConfigDict | None = None,
-              devices: list[Any] | None = None) -> Mesh:
+def make_mesh(
+  mesh_config: Mapping[str, int] | ml_collections.ConfigDict | None = None,
+  devices: list[Any] | None = None,
+) -> Mesh:
   """The ('data', 'fsdp', 'model') mesh of config.mesh over every device of every process.
 
   Without a config every device is on 'data'. Devices are laid out by
@@ -86,8 +92,10 @@ def make_mesh(mesh_config: Mapping[str, int] | ml_collections.ConfigDict | None 
     mesh_config = mesh_config.to_dict()
   shape = mesh_shape(mesh_config, len(devices))
   if shape[2] > 1 and jax.process_count() > 1 and shape[2] > jax.local_device_count():
-    raise ValueError(f"config.mesh.model={shape[2]} is larger than the {jax.local_device_count()} "
-                     "devices of a process: tensor parallelism must stay within a host.")
+    raise ValueError(
+      f"config.mesh.model={shape[2]} is larger than the {jax.local_device_count()} "
+      "devices of a process: tensor parallelism must stay within a host."
+    )
   try:
     device_grid = mesh_utils.create_device_mesh(shape, devices, contiguous_submeshes=False)
   except (ValueError, NotImplementedError, AssertionError):
@@ -126,9 +134,14 @@ def partition_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> PartitionSp
     if re.search(pattern, name) and len(shape) >= len(axes):
       # Leading axes beyond the rule (a scanned layer axis) stay whole.
       axes = (None,) * (len(shape) - len(axes)) + tuple(axes)
-      return PartitionSpec(*(
-        axis if axis and dim % _axis_size(mesh, axis) == 0 and _axis_size(mesh, axis) > 1
-        else None for axis, dim in zip(axes, shape, strict=True)))
+      return PartitionSpec(
+        *(
+          axis
+          if axis and dim % _axis_size(mesh, axis) == 0 and _axis_size(mesh, axis) > 1
+          else None
+          for axis, dim in zip(axes, shape, strict=True)
+        )
+      )
   fsdp = _axis_size(mesh, FSDP_AXIS)
   if fsdp > 1 and math.prod(shape) >= FSDP_MIN_SIZE:
     divisible = [i for i, dim in enumerate(shape) if dim % fsdp == 0]
@@ -145,9 +158,11 @@ def tree_shardings(tree: Any, mesh: Mesh) -> Any:
   suffix (…/trace/encoder/encoderblock_0/attention/query/kernel), so they match the same rule;
   scalars (step counts) are replicated.
   """
+
   def leaf_sharding(path, leaf):
     name = jax.tree_util.keystr(path, simple=True, separator="/")
     return NamedSharding(mesh, partition_spec(name, tuple(leaf.shape), mesh))
+
   return jax.tree_util.tree_map_with_path(leaf_sharding, tree)
 
 
@@ -158,28 +173,35 @@ def describe(tree: Any, mesh: Mesh) -> str:
   total = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves)
   per_device = sum(
     math.prod(s.shard_shape(tuple(x.shape))) * np.dtype(x.dtype).itemsize
-    for x, s in zip(leaves, specs, strict=True))
+    for x, s in zip(leaves, specs, strict=True)
+  )
   split = sum(1 for s in specs if any(a is not None for a in s.spec))
-  return (f"{total / 2**20:.1f} MiB of state, {per_device / 2**20:.1f} MiB per device "
-          f"({split}/{len(leaves)} arrays split)")
+  return (
+    f"{total / 2**20:.1f} MiB of state, {per_device / 2**20:.1f} MiB per device "
+    f"({split}/{len(leaves)} arrays split)"
+  )
 
 
 def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "batch_size") -> int:
   """Returns the per-process batch size, or explains why the global one does not split."""
   if not isinstance(global_batch_size, int) or global_batch_size < 1:
-    raise ValueError(f"config.{what}={global_batch_size!r}: expected a positive integer (clips "
-                     "per step, over all devices).")
+    raise ValueError(
+      f"config.{what}={global_batch_size!r}: expected a positive integer (clips "
+      "per step, over all devices)."
+    )
   ways = batch_size_divisor(mesh)
   if global_batch_size % ways or global_batch_size % jax.process_count():
     raise ValueError(
-        f"config.{what}={global_batch_size} must be divisible by the number of data-parallel "
-        f"devices ({ways} = mesh axes {'x'.join(_batch_axes(mesh))}) and of processes "
-        f"({jax.process_count()}): the batch is split over them.")
+      f"config.{what}={global_batch_size} must be divisible by the number of data-parallel "
+      f"devices ({ways} = mesh axes {'x'.join(_batch_axes(mesh))}) and of processes "
+      f"({jax.process_count()}): the batch is split over them."
+    )
   return global_batch_size // jax.process_count()
 
 
 def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
   """Host-local numpy batch -> global jax.Arrays split over the data-parallel axes on axis 0."""
   sharding = data_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+  }

@@ -37,36 +37,50 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> Converted
   # Before readers' detection: a run has a config.json too, which would read as 'hf'.
   if format == "run" or (format == "auto" and _looks_like_run(path)):
     if num_classes is not None:
-      raise ValueError(f"--num_classes={num_classes}: {path} is a train.py run, whose head has "
-                       "the classes it was trained on (config.dataset_configs.num_classes); "
-                       "leave --num_classes out (to train a new head, use the run as "
-                       "config.init_from.checkpoint_path of a new run).")
+      raise ValueError(
+        f"--num_classes={num_classes}: {path} is a train.py run, whose head has "
+        "the classes it was trained on (config.dataset_configs.num_classes); "
+        "leave --num_classes out (to train a new head, use the run as "
+        "config.init_from.checkpoint_path of a new run)."
+      )
     return run.export_run(path, step=options.get("step"))
   if options.get("step") is not None:
-    raise ValueError(f"--step={options['step']} picks a checkpoint of a train.py run; {path} is "
-                     "not one (expected a directory with config.json and checkpoints/).")
+    raise ValueError(
+      f"--step={options['step']} picks a checkpoint of a train.py run; {path} is "
+      "not one (expected a directory with config.json and checkpoints/)."
+    )
   source = readers.read(path, format)
   ignore = tuple(options.get("ignore") or ())
   if source.format == "hf":
     model_type = (source.config or {}).get("model_type")
-    mappers = {"vit": vit.from_hf_vit, "timesformer": video.from_hf_timesformer,
-               "vivit": video.from_hf_vivit}
+    mappers = {
+      "vit": vit.from_hf_vit,
+      "timesformer": video.from_hf_timesformer,
+      "vivit": video.from_hf_vivit,
+    }
     if model_type not in mappers:
-      raise ValueError(f"{path}/config.json: model_type={model_type!r}; vidtx converts "
-                       f"{sorted(mappers)}.")
+      raise ValueError(
+        f"{path}/config.json: model_type={model_type!r}; vidtx converts {sorted(mappers)}."
+      )
     return mappers[model_type](source, num_classes=num_classes, ignore=ignore)
   if source.format == "timesformer":
-    return video.from_official_timesformer(source, num_heads=options.get("num_heads"),
-                                           num_classes=num_classes, ignore=ignore)
+    return video.from_official_timesformer(
+      source, num_heads=options.get("num_heads"), num_classes=num_classes, ignore=ignore
+    )
   if source.format == "timm":
-    return vit.from_timm(source, num_heads=options.get("num_heads"), num_classes=num_classes,
-                         ignore=ignore)
+    return vit.from_timm(
+      source, num_heads=options.get("num_heads"), num_classes=num_classes, ignore=ignore
+    )
   if source.format in ("vit_npz", "big_vision"):
     return vit.from_flax_npz(source, num_classes=num_classes, ignore=ignore)
-  return video.from_scenic(source, attention=options.get("attention"),
-                           attention_order=options.get("attention_order"),
-                           crop_size=options.get("crop_size"), num_classes=num_classes,
-                           ignore=ignore)
+  return video.from_scenic(
+    source,
+    attention=options.get("attention"),
+    attention_order=options.get("attention_order"),
+    crop_size=options.get("crop_size"),
+    num_classes=num_classes,
+    ignore=ignore,
+  )
 
 
 def _looks_like_run(path: str) -> bool:
@@ -74,5 +88,6 @@ def _looks_like_run(path: str) -> bool:
   export_run says how to add it. The peer formats' folders have no checkpoints/ subfolder
   (Hugging Face: config.json and weights; scenic: checkpoint_<step> files)."""
   return run.is_run_dir(path) or (
-      os.path.isdir(os.path.join(path, run.CHECKPOINTS_DIR))
-      and not os.path.exists(os.path.join(path, run.CONFIG_FILE)))
+    os.path.isdir(os.path.join(path, run.CHECKPOINTS_DIR))
+    and not os.path.exists(os.path.join(path, run.CONFIG_FILE))
+  )

@@ -76,11 +76,17 @@ class Report:
   notes: list[str] = dataclasses.field(default_factory=list)
 
   def summary(self) -> str:
-    lines = [f"init_from {self.source} ({self.kind}): {len(self.loaded)} arrays loaded "
-             f"({len(self.adapted)} adapted), {len(self.fresh)} fresh, "
-             f"{len(self.skipped)} skipped by pattern, {len(self.unused)} unused"]
-    for title, items in (("adapted", self.adapted), ("fresh", self.fresh),
-                         ("skipped", self.skipped), ("unused", self.unused)):
+    lines = [
+      f"init_from {self.source} ({self.kind}): {len(self.loaded)} arrays loaded "
+      f"({len(self.adapted)} adapted), {len(self.fresh)} fresh, "
+      f"{len(self.skipped)} skipped by pattern, {len(self.unused)} unused"
+    ]
+    for title, items in (
+      ("adapted", self.adapted),
+      ("fresh", self.fresh),
+      ("skipped", self.skipped),
+      ("unused", self.unused),
+    ):
       if items:
         lines.append(f"  {title}: " + ", ".join(_compress(items)))
     lines += [f"  note: {note}" for note in self.notes]
@@ -106,14 +112,22 @@ def load_source(path: str, format: str = "auto") -> store.Converted:
 
 
 def is_image_vit(converted: store.Converted) -> bool:
-  return (converted.model_name == "timesformer"
-          and converted.model_config.get("attention") == "space")
+  return (
+    converted.model_name == "timesformer" and converted.model_config.get("attention") == "space"
+  )
 
 
-def initialise(params: Any, *, model_name: str, model_config: Any, init_config: Mapping,
-               num_frames: int, crop_size: int,
-               source: store.Converted | None = None,
-               class_names: Sequence[str] | None = None) -> tuple[dict[str, Any], Report]:
+def initialise(
+  params: Any,
+  *,
+  model_name: str,
+  model_config: Any,
+  init_config: Mapping,
+  num_frames: int,
+  crop_size: int,
+  source: store.Converted | None = None,
+  class_names: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], Report]:
   """`params` (a fresh init of the model) with what the checkpoint provides; and a Report.
 
   model_config: the validated config of the model (vidtx.models.*.make_config). num_frames,
@@ -127,21 +141,28 @@ def initialise(params: Any, *, model_name: str, model_config: Any, init_config: 
     source = load_source(path, init_config.get("checkpoint_format", "auto") or "auto")
   # The rules below work on per-layer blocks: unstack scanned layouts (a no-op otherwise).
   per_layer = scan.unstack_layers(flax.core.unfreeze(params))
-  target = {k: np.asarray(v) for k, v in
-            flax.traverse_util.flatten_dict(per_layer, sep="/").items()}
+  target = {
+    k: np.asarray(v) for k, v in flax.traverse_util.flatten_dict(per_layer, sep="/").items()
+  }
   source = dataclasses.replace(source, params=scan.unstack_layers(source.params))
   source_flat = flax.traverse_util.flatten_dict(source.params, sep="/")
-  geometry = dict(patch=model_config.patch_size, tubelet=model_config.tubelet_size,
-                  num_frames=num_frames, crop=crop_size)
+  geometry = dict(
+    patch=model_config.patch_size,
+    tubelet=model_config.tubelet_size,
+    num_frames=num_frames,
+    crop=crop_size,
+  )
   if is_image_vit(source):
     report = Report(path, "image ViT")
-    proposal, adapted = _from_image_vit(source, source_flat, target, model_name, model_config,
-                                        geometry, init_config, report)
+    proposal, adapted = _from_image_vit(
+      source, source_flat, target, model_name, model_config, geometry, init_config, report
+    )
   else:
     if source.model_name != model_name:
       raise ValueError(
-          f"init_from {path}: a {source.model_name} checkpoint cannot initialise a {model_name} "
-          "model; start from an image ViT (or a converted space-only TimeSformer) instead.")
+        f"init_from {path}: a {source.model_name} checkpoint cannot initialise a {model_name} "
+        "model; start from an image ViT (or a converted space-only TimeSformer) instead."
+      )
     report = Report(path, f"video {source.model_name}")
     proposal, adapted = _from_video(source, source_flat, target, geometry)
   _match_classes(proposal, adapted, target, source.labels, class_names, init_config, report)
@@ -157,8 +178,9 @@ def _check_numerics(source: store.Converted, model_config: Any, report: Report) 
     theirs = source.model_config.get(field, default)
     ours = getattr(model_config, field)
     if theirs is not None and theirs != ours:
-      report.notes.append(f"the checkpoint was trained with model.{field}={theirs}, this model "
-                          f"uses {ours}")
+      report.notes.append(
+        f"the checkpoint was trained with model.{field}={theirs}, this model uses {ours}"
+      )
 
 
 def _head_leaves(target: Mapping[str, np.ndarray], skip: Sequence[re.Pattern]) -> list[str]:
@@ -168,14 +190,24 @@ def _head_leaves(target: Mapping[str, np.ndarray], skip: Sequence[re.Pattern]) -
   is 'head_hidden', whose last axis is not the classes.
   """
   num_classes = target["head/kernel"].shape[-1]
-  return [name for name, value in target.items() if name.startswith("head/")
-          and value.shape[-1:] == (num_classes,) and not any(p.search(name) for p in skip)]
+  return [
+    name
+    for name, value in target.items()
+    if name.startswith("head/")
+    and value.shape[-1:] == (num_classes,)
+    and not any(p.search(name) for p in skip)
+  ]
 
 
-def _match_classes(proposal: dict[str, np.ndarray], adapted: set[str],
-                   target: Mapping[str, np.ndarray], source_labels: Sequence[str] | None,
-                   class_names: Sequence[str] | None, init_config: Mapping,
-                   report: Report) -> None:
+def _match_classes(
+  proposal: dict[str, np.ndarray],
+  adapted: set[str],
+  target: Mapping[str, np.ndarray],
+  source_labels: Sequence[str] | None,
+  class_names: Sequence[str] | None,
+  init_config: Mapping,
+  report: Report,
+) -> None:
   """Places the checkpoint's head columns by class name (in `proposal`), noting what it did.
 
   A head left in `proposal` with another class count is re-initialised by _merge.
@@ -184,27 +216,33 @@ def _match_classes(proposal: dict[str, np.ndarray], adapted: set[str],
     return
   ours = target["head/kernel"].shape[-1]
   if class_names is not None and len(class_names) != ours:
-    raise ValueError(f"init_from {report.source}: {len(class_names)} class names for a model of "
-                     f"{ours} classes; pass one name per class of the run.")
+    raise ValueError(
+      f"init_from {report.source}: {len(class_names)} class names for a model of "
+      f"{ours} classes; pass one name per class of the run."
+    )
   skip = [re.compile(p) for p in (init_config.get("skip_patterns") or ())]
   heads = [name for name in _head_leaves(target, skip) if name in proposal]
   if not heads:
     return
   theirs = proposal[heads[0]].shape[-1]
-  if any(proposal[n].shape[:-1] != target[n].shape[:-1] or proposal[n].shape[-1] != theirs
-         for n in heads):
+  if any(
+    proposal[n].shape[:-1] != target[n].shape[:-1] or proposal[n].shape[-1] != theirs for n in heads
+  ):
     return  # Not a head of this model's width: _merge reports it.
   why = None
   if class_names is None or source_labels is None:
-    why = ("neither has class names" if class_names is None and source_labels is None
-           else "the checkpoint has no class names (labels)" if source_labels is None
-           else "the run passed no class names")
+    why = (
+      "neither has class names"
+      if class_names is None and source_labels is None
+      else "the checkpoint has no class names (labels)"
+      if source_labels is None
+      else "the run passed no class names"
+    )
   elif len(source_labels) != theirs:
     why = f"the checkpoint's {len(source_labels)} labels do not fit its {theirs}-class head"
   else:
     for side, names in (("the run's", class_names), ("the checkpoint's", source_labels)):
-      repeated = sorted(n for n, count in collections.Counter(map(str, names)).items()
-                        if count > 1)
+      repeated = sorted(n for n, count in collections.Counter(map(str, names)).items() if count > 1)
       if repeated:
         why = f"{side} class names repeat {repeated[:3]}"
   if why is not None:
@@ -221,8 +259,9 @@ def _match_classes(proposal: dict[str, np.ndarray], adapted: set[str],
     for name in heads:
       del proposal[name]  # _merge keeps the fresh initialisation and reports it.
     report.notes.append(
-        f"head re-initialised: none of the run's {ours} class names is among the checkpoint's "
-        f"{theirs} (the checkpoint: {_some(theirs_names)}; the run: {_some(ours_names)})")
+      f"head re-initialised: none of the run's {ours} class names is among the checkpoint's "
+      f"{theirs} (the checkpoint: {_some(theirs_names)}; the run: {_some(ours_names)})"
+    )
     return
   rows, columns = (np.array(x) for x in zip(*pairs, strict=True))
   for name in heads:
@@ -235,8 +274,9 @@ def _match_classes(proposal: dict[str, np.ndarray], adapted: set[str],
   else:
     missing = [name for name in ours_names if name not in index]
     report.notes.append(
-        f"head: {len(pairs)} of the run's {ours} classes taken from the checkpoint's {theirs} by "
-        f"name, {len(missing)} fresh" + (f" ({_some(missing)})" if missing else ""))
+      f"head: {len(pairs)} of the run's {ours} classes taken from the checkpoint's {theirs} by "
+      f"name, {len(missing)} fresh" + (f" ({_some(missing)})" if missing else "")
+    )
 
 
 def _some(names: Sequence[str], limit: int = 5) -> str:
@@ -245,8 +285,13 @@ def _some(names: Sequence[str], limit: int = 5) -> str:
   return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _merge(target: dict[str, np.ndarray], proposal: dict[str, np.ndarray], adapted: set[str],
-           init_config: Mapping, report: Report) -> dict[str, Any]:
+def _merge(
+  target: dict[str, np.ndarray],
+  proposal: dict[str, np.ndarray],
+  adapted: set[str],
+  init_config: Mapping,
+  report: Report,
+) -> dict[str, Any]:
   skip = [re.compile(p) for p in (init_config.get("skip_patterns") or ())]
   out, mismatched = {}, []
   for name, fresh in target.items():
@@ -261,8 +306,10 @@ def _merge(target: dict[str, np.ndarray], proposal: dict[str, np.ndarray], adapt
         # A different class count: the head is for the new task.
         report.fresh.append(name)
         if name == "head/kernel":
-          report.notes.append(f"head re-initialised: the checkpoint has "
-                              f"{proposal[name].shape[-1]} classes, the model {fresh.shape[-1]}")
+          report.notes.append(
+            f"head re-initialised: the checkpoint has "
+            f"{proposal[name].shape[-1]} classes, the model {fresh.shape[-1]}"
+          )
         out[name] = fresh
       else:
         mismatched.append(f"{name}: checkpoint {proposal[name].shape}, model {fresh.shape}")
@@ -272,9 +319,11 @@ def _merge(target: dict[str, np.ndarray], proposal: dict[str, np.ndarray], adapt
       if name in adapted:
         report.adapted.append(name)
   if mismatched:
-    raise ValueError(f"init_from {report.source}: {len(mismatched)} parameter(s) do not fit the "
-                     "model (list them in init_from.skip_patterns to keep them fresh):\n  "
-                     + "\n  ".join(mismatched))
+    raise ValueError(
+      f"init_from {report.source}: {len(mismatched)} parameter(s) do not fit the "
+      "model (list them in init_from.skip_patterns to keep them fresh):\n  "
+      + "\n  ".join(mismatched)
+    )
   report.unused = sorted(set(proposal) - set(target))
   return flax.traverse_util.unflatten_dict(out, sep="/")
 
@@ -283,8 +332,12 @@ def _merge(target: dict[str, np.ndarray], proposal: dict[str, np.ndarray], adapt
 # From an image ViT.
 # ----------------------------------------------------------------------------------------
 
-_VIT_BLOCK_PARTS = {"norm_spatial": "norm", "attention_spatial": "attention",
-                    "norm_mlp": "norm_mlp", "mlp": "mlp"}
+_VIT_BLOCK_PARTS = {
+  "norm_spatial": "norm",
+  "attention_spatial": "attention",
+  "norm_mlp": "norm_mlp",
+  "mlp": "mlp",
+}
 
 
 def _vit_blocks(flat: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -298,28 +351,36 @@ def _vit_blocks(flat: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
   return [blocks[i] for i in range(len(blocks))]
 
 
-def _from_image_vit(source: store.Converted, vit: dict[str, np.ndarray],
-                    target: dict[str, np.ndarray], model_name: str, model_config: Any,
-                    geometry: dict[str, int], init_config: Mapping,
-                    report: Report) -> tuple[dict[str, np.ndarray], set[str]]:
+def _from_image_vit(
+  source: store.Converted,
+  vit: dict[str, np.ndarray],
+  target: dict[str, np.ndarray],
+  model_name: str,
+  model_config: Any,
+  geometry: dict[str, int],
+  init_config: Mapping,
+  report: Report,
+) -> tuple[dict[str, np.ndarray], set[str]]:
   blocks = _vit_blocks(vit)
   proposal: dict[str, np.ndarray] = {}
   adapted: set[str] = set()
   vit_patch = vit["embedding/kernel"].shape[0]
   if vit_patch != geometry["patch"]:
-    raise ValueError(f"init_from {report.source}: the ViT has {vit_patch}x{vit_patch} patches, "
-                     f"the model {geometry['patch']}x{geometry['patch']} (model.variant).")
+    raise ValueError(
+      f"init_from {report.source}: the ViT has {vit_patch}x{vit_patch} patches, "
+      f"the model {geometry['patch']}x{geometry['patch']} (model.variant)."
+    )
   vit_has_cls = "cls" in vit
-  cls_entry, patch_posemb = surgery.split_class_entry(vit["pos_embedding/embedding"],
-                                                      vit_has_cls)
+  cls_entry, patch_posemb = surgery.split_class_entry(vit["pos_embedding/embedding"], vit_has_cls)
   old_grid = surgery.grid_size(patch_posemb.shape[0], f"init_from {report.source}")
   new_grid = (geometry["crop"] // geometry["patch"],) * 2
   size_change = init_config.get("positional_embed_size_change", "resize_tile")
 
   def posemb(name: str, num_frames: int) -> None:
     """Target table `name`: [class entry] + the ViT's patch entries for num_frames indices."""
-    patch_part = surgery.posemb_for_video(patch_posemb, old_grid=old_grid, new_grid=new_grid,
-                                          num_frames=num_frames, method=size_change)
+    patch_part = surgery.posemb_for_video(
+      patch_posemb, old_grid=old_grid, new_grid=new_grid, num_frames=num_frames, method=size_change
+    )
     current = target.get(name)
     if current is None:
       return
@@ -336,22 +397,24 @@ def _from_image_vit(source: store.Converted, vit: dict[str, np.ndarray],
     for ours, theirs in parts.items():
       for name, value in blocks[i].items():
         if name.startswith(theirs + "/"):
-          proposal[f"{prefix}encoderblock_{i}/{ours}/{name[len(theirs) + 1:]}"] = value
+          proposal[f"{prefix}encoderblock_{i}/{ours}/{name[len(theirs) + 1 :]}"] = value
 
   def copy_encoder(prefix: str, num_layers: int, parts: dict[str, str]) -> None:
     if num_layers > len(blocks):
-      raise ValueError(f"init_from {report.source}: the ViT has {len(blocks)} layers, the model's "
-                       f"{prefix or 'encoder'} {num_layers}.")
+      raise ValueError(
+        f"init_from {report.source}: the ViT has {len(blocks)} layers, the model's "
+        f"{prefix or 'encoder'} {num_layers}."
+      )
     if num_layers < len(blocks):
-      report.notes.append(f"{prefix or 'encoder'}: the first {num_layers} of the ViT's "
-                          f"{len(blocks)} layers")
+      report.notes.append(
+        f"{prefix or 'encoder'}: the first {num_layers} of the ViT's {len(blocks)} layers"
+      )
     for i in range(num_layers):
       copy_block(prefix, i, parts)
     for leaf in ("scale", "bias"):
       proposal[f"{prefix}encoder_norm/{leaf}"] = vit[f"encoder_norm/{leaf}"]
 
-  plain = {"norm_attention": "norm", "attention": "attention", "norm_mlp": "norm_mlp",
-           "mlp": "mlp"}
+  plain = {"norm_attention": "norm", "attention": "attention", "norm_mlp": "norm_mlp", "mlp": "mlp"}
   for leaf in ("kernel", "bias"):
     if f"head/{leaf}" in vit:
       proposal[f"head/{leaf}"] = vit[f"head/{leaf}"]
@@ -364,8 +427,9 @@ def _from_image_vit(source: store.Converted, vit: dict[str, np.ndarray],
     posemb("pos_embedding/embedding", 1)
     if model_name == "timesformer":
       # Every attention stage of the scheme (names in the target) from the ViT's attention.
-      stages = sorted({m.group(1) for k in target
-                       if (m := re.match(r"encoderblock_0/attention_([a-z]+)/", k))})
+      stages = sorted(
+        {m.group(1) for k in target if (m := re.match(r"encoderblock_0/attention_([a-z]+)/", k))}
+      )
       parts = {"norm_mlp": "norm_mlp", "mlp": "mlp"}
       for stage in stages:
         parts[f"norm_{stage}"] = "norm"
@@ -378,10 +442,12 @@ def _from_image_vit(source: store.Converted, vit: dict[str, np.ndarray],
   elif model_name == "vivit":
     method = init_config.get("kernel_init_method") or "central_frame"
     if method not in KERNEL_INIT_METHODS:
-      raise ValueError(f"init_from.kernel_init_method={method!r}: expected one of "
-                       f"{list(KERNEL_INIT_METHODS)}.")
-    kernel = np.asarray(tokenizer.kernel_from_2d(vit["embedding/kernel"],
-                                                 geometry["tubelet"], method))
+      raise ValueError(
+        f"init_from.kernel_init_method={method!r}: expected one of {list(KERNEL_INIT_METHODS)}."
+      )
+    kernel = np.asarray(
+      tokenizer.kernel_from_2d(vit["embedding/kernel"], geometry["tubelet"], method)
+    )
     proposal["embedding/kernel"] = kernel
     adapted.add("embedding/kernel")
     report.notes.append(f"tubelet kernel from the 2D kernel by {method!r}")
@@ -397,8 +463,12 @@ def _from_image_vit(source: store.Converted, vit: dict[str, np.ndarray],
         proposal["cls"] = vit["cls"]
       posemb("pos_embedding/embedding", temporal_indices)
       if attention == "factorised_self_attention":
-        parts = {"norm_spatial": "norm", "attention_spatial": "attention",
-                 "norm_mlp": "norm_mlp", "mlp": "mlp"}
+        parts = {
+          "norm_spatial": "norm",
+          "attention_spatial": "attention",
+          "norm_mlp": "norm_mlp",
+          "mlp": "mlp",
+        }
       else:
         parts = plain
       copy_encoder("encoder/", model_config.num_layers, parts)
@@ -412,14 +482,16 @@ def _from_image_vit(source: store.Converted, vit: dict[str, np.ndarray],
 # ----------------------------------------------------------------------------------------
 
 
-def _from_video(source: store.Converted, flat: dict[str, np.ndarray],
-                target: dict[str, np.ndarray],
-                geometry: dict[str, int]) -> tuple[dict[str, np.ndarray], set[str]]:
+def _from_video(
+  source: store.Converted,
+  flat: dict[str, np.ndarray],
+  target: dict[str, np.ndarray],
+  geometry: dict[str, int],
+) -> tuple[dict[str, np.ndarray], set[str]]:
   proposal = dict(flat)
   adapted: set[str] = set()
   src_patch = source.params["embedding"]["kernel"].shape[1 if source.model_name == "vivit" else 0]
-  src_tubelet = source.params["embedding"]["kernel"].shape[0] if source.model_name == "vivit" \
-      else 1
+  src_tubelet = source.params["embedding"]["kernel"].shape[0] if source.model_name == "vivit" else 1
   src_grid = (source.preprocessing["crop_size"] // src_patch,) * 2
   src_t = source.preprocessing["num_frames"] // src_tubelet
   new_grid = (geometry["crop"] // geometry["patch"],) * 2
@@ -430,8 +502,14 @@ def _from_video(source: store.Converted, flat: dict[str, np.ndarray],
       continue
     if name in ("pos_embedding/embedding", "spatial_pos_embedding/embedding"):
       space_time = source.model_name == "vivit" and name == "pos_embedding/embedding"
-      proposal[name] = _resize_table(value, target[name].shape[0], src_grid, new_grid,
-                                     src_t if space_time else 1, new_t if space_time else 1)
+      proposal[name] = _resize_table(
+        value,
+        target[name].shape[0],
+        src_grid,
+        new_grid,
+        src_t if space_time else 1,
+        new_t if space_time else 1,
+      )
       adapted.add(name)
     elif name in ("time_embedding/embedding", "temporal_pos_embedding/embedding"):
       has_entry = name == "temporal_pos_embedding/embedding" and value.shape[0] == src_t + 1
@@ -442,23 +520,33 @@ def _from_video(source: store.Converted, flat: dict[str, np.ndarray],
   return proposal, adapted
 
 
-def _resize_table(value: np.ndarray, target_length: int, old_grid: tuple[int, int],
-                  new_grid: tuple[int, int], old_t: int, new_t: int) -> np.ndarray:
+def _resize_table(
+  value: np.ndarray,
+  target_length: int,
+  old_grid: tuple[int, int],
+  new_grid: tuple[int, int],
+  old_t: int,
+  new_t: int,
+) -> np.ndarray:
   """A [(1+)T*h*w, D] table to new grid and temporal length (grid bilinear, time nearest)."""
   old_n, new_n = old_grid[0] * old_grid[1], new_grid[0] * new_grid[1]
   has_entry = value.shape[0] == old_t * old_n + 1
   if value.shape[0] != old_t * old_n + int(has_entry):
-    raise ValueError(f"positional embedding of {value.shape[0]} entries is not {old_t} x "
-                     f"{old_grid[0]}x{old_grid[1]} patches (+ a class entry).")
+    raise ValueError(
+      f"positional embedding of {value.shape[0]} entries is not {old_t} x "
+      f"{old_grid[0]}x{old_grid[1]} patches (+ a class entry)."
+    )
   first, rest = surgery.split_class_entry(value, has_entry)
   d = value.shape[-1]
   # [T*h*w, D] -> T x [h*w, D] resized on the grid -> [T', h'*w', D] -> [T'*h'*w', D]
-  frames = [surgery.resize_posemb_grid(f, old_grid, new_grid)
-            for f in rest.reshape(old_t, old_n, d)]
+  frames = [
+    surgery.resize_posemb_grid(f, old_grid, new_grid) for f in rest.reshape(old_t, old_n, d)
+  ]
   frames = surgery.resize_1d(np.stack(frames), new_t)
   rest = frames.reshape(new_t * new_n, d)
   out = rest if first is None else np.concatenate([first, rest])
   if out.shape[0] != target_length:
-    raise ValueError(f"positional embedding resized to {out.shape[0]} entries; the model has "
-                     f"{target_length}.")
+    raise ValueError(
+      f"positional embedding resized to {out.shape[0]} entries; the model has {target_length}."
+    )
   return out

@@ -43,8 +43,10 @@ class Keys:
 
   def shape(self, name: str) -> tuple[int, ...]:
     if name not in self.tensors:
-      raise ValueError(f"{self.where}: expected parameter {name!r} is missing; the checkpoint "
-                       f"has {_preview(self.tensors)}.")
+      raise ValueError(
+        f"{self.where}: expected parameter {name!r} is missing; the checkpoint "
+        f"has {_preview(self.tensors)}."
+      )
     return tuple(self.tensors[name].shape)
 
   def count(self, pattern: str) -> int:
@@ -55,8 +57,9 @@ class Keys:
       if match:
         indices.add(int(match.group(1)))
     if indices and indices != set(range(len(indices))):
-      raise ValueError(f"{self.where}: layer indices {sorted(indices)} of {pattern!r} are not "
-                       "0..N-1.")
+      raise ValueError(
+        f"{self.where}: layer indices {sorted(indices)} of {pattern!r} are not 0..N-1."
+      )
     return len(indices)
 
   def ignore(self, patterns: Iterable[str]) -> None:
@@ -72,9 +75,11 @@ class Keys:
       lines = [f"missing: {name}" for name in self.missing]
       lines += [f"unknown: {name} {tuple(self.tensors[name].shape)}" for name in unknown]
       raise ValueError(
-          f"{self.where}: the checkpoint does not match the model inferred from it "
-          f"({len(self.missing)} missing, {len(unknown)} unknown name(s)):\n  "
-          + "\n  ".join(lines) + "\n(Pass --ignore REGEX to drop source names on purpose.)")
+        f"{self.where}: the checkpoint does not match the model inferred from it "
+        f"({len(self.missing)} missing, {len(unknown)} unknown name(s)):\n  "
+        + "\n  ".join(lines)
+        + "\n(Pass --ignore REGEX to drop source names on purpose.)"
+      )
 
 
 def _preview(tensors: Mapping[str, Any], n: int = 8) -> str:
@@ -112,8 +117,10 @@ def flax_subtree(keys: Keys, prefix: str, leaves: tuple[str, ...]) -> Tree | Non
 
 def flax_attention(keys: Keys, prefix: str) -> Tree | None:
   """Flax MultiHeadDotProductAttention: query/key/value/out {kernel, bias}, layouts as vidtx."""
-  parts = {name: flax_subtree(keys, f"{prefix}/{name}", ("kernel", "bias"))
-           for name in ("query", "key", "value", "out")}
+  parts = {
+    name: flax_subtree(keys, f"{prefix}/{name}", ("kernel", "bias"))
+    for name in ("query", "key", "value", "out")
+  }
   return parts if _all(*parts.values()) else None
 
 
@@ -126,16 +133,19 @@ def _mlp(dense_0: Tree | None, dense_1: Tree | None) -> Tree | None:
 # ----------------------------------------------------------------------------------------
 
 
-def _torch_attention(keys: Keys, qkv: str, separate: tuple[str, str, str] | None, out: str,
-                     num_heads: int) -> Tree | None:
+def _torch_attention(
+  keys: Keys, qkv: str, separate: tuple[str, str, str] | None, out: str, num_heads: int
+) -> Tree | None:
   """Attention from a fused `qkv` Linear or three separate ones, and the output Linear."""
   if separate is not None and separate[0] + ".weight" in keys:
     weights = [keys.get(name + ".weight") for name in separate]
     biases = [keys.get(name + ".bias", optional=True) for name in separate]
     if not _all(*weights):
       return None
-    parts = {role: surgery.attention_projection(w, b, num_heads)
-             for role, w, b in zip(("query", "key", "value"), weights, biases, strict=True)}
+    parts = {
+      role: surgery.attention_projection(w, b, num_heads)
+      for role, w, b in zip(("query", "key", "value"), weights, biases, strict=True)
+    }
   else:
     weight, bias = keys.get(qkv + ".weight"), keys.get(qkv + ".bias", optional=True)
     if weight is None:
@@ -152,26 +162,33 @@ def hf_block(keys: Keys, prefix: str, num_heads: int) -> Tree:
   """A Hugging Face ViT / ViViT / TimeSformer layer at `prefix` ('...encoder.layer.3')."""
   p = prefix + "."
   block = {
-      "norm_attention": torch_layer_norm(keys, p + "layernorm_before"),
-      "attention": _torch_attention(
-          keys, p + "attention.attention.qkv",
-          tuple(p + f"attention.attention.{n}" for n in ("query", "key", "value")),
-          p + "attention.output.dense", num_heads),
-      "norm_mlp": torch_layer_norm(keys, p + "layernorm_after"),
-      "mlp": _mlp(torch_dense(keys, p + "intermediate.dense"),
-                  torch_dense(keys, p + "output.dense")),
+    "norm_attention": torch_layer_norm(keys, p + "layernorm_before"),
+    "attention": _torch_attention(
+      keys,
+      p + "attention.attention.qkv",
+      tuple(p + f"attention.attention.{n}" for n in ("query", "key", "value")),
+      p + "attention.output.dense",
+      num_heads,
+    ),
+    "norm_mlp": torch_layer_norm(keys, p + "layernorm_after"),
+    "mlp": _mlp(torch_dense(keys, p + "intermediate.dense"), torch_dense(keys, p + "output.dense")),
   }
   if p + "temporal_layernorm.weight" in keys:
     block["norm_temporal"] = torch_layer_norm(keys, p + "temporal_layernorm")
     block["attention_temporal"] = _torch_attention(
-        keys, p + "temporal_attention.attention.qkv", None,
-        p + "temporal_attention.output.dense", num_heads)
+      keys,
+      p + "temporal_attention.attention.qkv",
+      None,
+      p + "temporal_attention.output.dense",
+      num_heads,
+    )
     block["temporal_fc"] = torch_dense(keys, p + "temporal_dense")
   return block
 
 
-def hf_encoder(source: Any, model_prefix: str,
-               ignore: Iterable[str]) -> tuple[Keys, str, list[Tree]]:
+def hf_encoder(
+  source: Any, model_prefix: str, ignore: Iterable[str]
+) -> tuple[Keys, str, list[Tree]]:
   """A Hugging Face folder's Keys, its names' prefix ('vit.', or '' for a bare backbone) and
   its layers (`source` a readers.Source with config.json as .config)."""
   tensors = surgery.rename(source.tensors, HF_NEW_NAMES)
@@ -189,30 +206,34 @@ def timm_block(keys: Keys, prefix: str, num_heads: int) -> Tree:
   """A timm ViT block at `prefix` ('blocks.3'), with the official TimeSformer's temporal parts."""
   p = prefix + "."
   block = {
-      "norm_attention": torch_layer_norm(keys, p + "norm1"),
-      "attention": _torch_attention(keys, p + "attn.qkv", None, p + "attn.proj", num_heads),
-      "norm_mlp": torch_layer_norm(keys, p + "norm2"),
-      "mlp": _mlp(torch_dense(keys, p + "mlp.fc1"), torch_dense(keys, p + "mlp.fc2")),
+    "norm_attention": torch_layer_norm(keys, p + "norm1"),
+    "attention": _torch_attention(keys, p + "attn.qkv", None, p + "attn.proj", num_heads),
+    "norm_mlp": torch_layer_norm(keys, p + "norm2"),
+    "mlp": _mlp(torch_dense(keys, p + "mlp.fc1"), torch_dense(keys, p + "mlp.fc2")),
   }
   if p + "temporal_norm1.weight" in keys:
     block["norm_temporal"] = torch_layer_norm(keys, p + "temporal_norm1")
     block["attention_temporal"] = _torch_attention(
-        keys, p + "temporal_attn.qkv", None, p + "temporal_attn.proj", num_heads)
+      keys, p + "temporal_attn.qkv", None, p + "temporal_attn.proj", num_heads
+    )
     block["temporal_fc"] = torch_dense(keys, p + "temporal_fc")
   return block
 
 
-def flax_block(keys: Keys, prefix: str, *, norm_attention: str, attention: str, norm_mlp: str,
-               mlp: str) -> Tree:
+def flax_block(
+  keys: Keys, prefix: str, *, norm_attention: str, attention: str, norm_mlp: str, mlp: str
+) -> Tree:
   """A Flax (vit_jax, big_vision, scenic) encoder block; the module names differ by source."""
   ln = ("scale", "bias")
   dense = ("kernel", "bias")
   return {
-      "norm_attention": flax_subtree(keys, f"{prefix}/{norm_attention}", ln),
-      "attention": flax_attention(keys, f"{prefix}/{attention}"),
-      "norm_mlp": flax_subtree(keys, f"{prefix}/{norm_mlp}", ln),
-      "mlp": _mlp(flax_subtree(keys, f"{prefix}/{mlp}/Dense_0", dense),
-                  flax_subtree(keys, f"{prefix}/{mlp}/Dense_1", dense)),
+    "norm_attention": flax_subtree(keys, f"{prefix}/{norm_attention}", ln),
+    "attention": flax_attention(keys, f"{prefix}/{attention}"),
+    "norm_mlp": flax_subtree(keys, f"{prefix}/{norm_mlp}", ln),
+    "mlp": _mlp(
+      flax_subtree(keys, f"{prefix}/{mlp}/Dense_0", dense),
+      flax_subtree(keys, f"{prefix}/{mlp}/Dense_1", dense),
+    ),
   }
 
 
@@ -228,14 +249,14 @@ def flax_dense(keys: Keys, prefix: str) -> Tree | None:
 # both spellings are read as the old ones.
 _HF_LAYER = r"(.*?)layers\.(\d+)\."
 HF_NEW_NAMES = [
-    (_HF_LAYER + new, r"\1encoder.layer.\2." + old)
-    for new, old in [
-        (r"attention\.q_proj\.(\w+)", r"attention.attention.query.\3"),
-        (r"attention\.k_proj\.(\w+)", r"attention.attention.key.\3"),
-        (r"attention\.v_proj\.(\w+)", r"attention.attention.value.\3"),
-        (r"attention\.o_proj\.(\w+)", r"attention.output.dense.\3"),
-        (r"mlp\.fc1\.(\w+)", r"intermediate.dense.\3"),
-        (r"mlp\.fc2\.(\w+)", r"output.dense.\3"),
-        (r"(layernorm_before|layernorm_after)\.(\w+)", r"\3.\4"),
-    ]
+  (_HF_LAYER + new, r"\1encoder.layer.\2." + old)
+  for new, old in [
+    (r"attention\.q_proj\.(\w+)", r"attention.attention.query.\3"),
+    (r"attention\.k_proj\.(\w+)", r"attention.attention.key.\3"),
+    (r"attention\.v_proj\.(\w+)", r"attention.attention.value.\3"),
+    (r"attention\.o_proj\.(\w+)", r"attention.output.dense.\3"),
+    (r"mlp\.fc1\.(\w+)", r"intermediate.dense.\3"),
+    (r"mlp\.fc2\.(\w+)", r"output.dense.\3"),
+    (r"(layernorm_before|layernorm_after)\.(\w+)", r"\3.\4"),
+  ]
 ]

@@ -62,14 +62,16 @@ def detect_format(path: str) -> str:
     if _scenic_files(path):
       return "scenic"
     raise ValueError(
-        f"{path} is a directory but neither a Hugging Face folder (no config.json) nor a scenic "
-        "checkpoint directory (no checkpoint_<step> files); pass the checkpoint file itself or "
-        "--format.")
+      f"{path} is a directory but neither a Hugging Face folder (no config.json) nor a scenic "
+      "checkpoint directory (no checkpoint_<step> files); pass the checkpoint file itself or "
+      "--format."
+    )
   name = os.path.basename(path)
   if name.endswith(".npz"):
     keys = list(_read_npz_file(path, keys_only=True))
-    return "big_vision" if any(k.startswith(("params/", "opt/target/")) for k in keys) \
-        else "vit_npz"
+    return (
+      "big_vision" if any(k.startswith(("params/", "opt/target/")) for k in keys) else "vit_npz"
+    )
   if name.endswith(".pyth"):
     return "timesformer"
   if name.endswith(".safetensors"):
@@ -80,9 +82,10 @@ def detect_format(path: str) -> str:
   if re.match(r"checkpoint_\d+$", name) or _is_msgpack(path):
     return "scenic"
   raise ValueError(
-      f"Cannot tell the format of {path!r} from its name; expected a Hugging Face folder, .npz, "
-      f".pyth, .pth/.pt/.bin, .safetensors or a scenic checkpoint_<step>; or pass --format "
-      f"(one of {list(FORMATS)}).")
+    f"Cannot tell the format of {path!r} from its name; expected a Hugging Face folder, .npz, "
+    f".pyth, .pth/.pt/.bin, .safetensors or a scenic checkpoint_<step>; or pass --format "
+    f"(one of {list(FORMATS)})."
+  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -119,15 +122,19 @@ def _hf_weight_files(path: str) -> list[str]:
   for name in ("model.safetensors", "pytorch_model.bin"):
     if os.path.isfile(os.path.join(path, name)):
       return [os.path.join(path, name)]
-  raise ValueError(f"{path}: Hugging Face folder without weights; expected model.safetensors or "
-                   "pytorch_model.bin (or a sharded index).")
+  raise ValueError(
+    f"{path}: Hugging Face folder without weights; expected model.safetensors or "
+    "pytorch_model.bin (or a sharded index)."
+  )
 
 
 def _read_official_timesformer(path: str) -> Source:
   state = _torch_load(path, unwrap=False)
   if "model_state" not in state:
-    raise ValueError(f"{path}: not an official TimeSformer checkpoint: no 'model_state' "
-                     f"(top-level keys: {sorted(state)[:10]}).")
+    raise ValueError(
+      f"{path}: not an official TimeSformer checkpoint: no 'model_state' "
+      f"(top-level keys: {sorted(state)[:10]})."
+    )
   tensors = {_strip(k, "model."): v for k, v in _to_numpy(state["model_state"]).items()}
   config = None
   if isinstance(state.get("cfg"), str):
@@ -174,8 +181,9 @@ def _read_scenic(path: str) -> Source:
     try:
       state = serialization.msgpack_restore(f.read())
     except Exception as e:  # msgpack raises several unrelated types on bad input.
-      raise ValueError(f"{path}: not a Flax msgpack checkpoint, or truncated or corrupt "
-                       f"({type(e).__name__}: {e}).") from e
+      raise ValueError(
+        f"{path}: not a Flax msgpack checkpoint, or truncated or corrupt ({type(e).__name__}: {e})."
+      ) from e
   if not isinstance(state, dict):
     raise ValueError(f"{path}: a Flax checkpoint holds a dict, got {type(state).__name__}.")
   for keys in (("optimizer", "target"), ("params",)):
@@ -186,19 +194,21 @@ def _read_scenic(path: str) -> Source:
       params = node
       break
   else:
-    raise ValueError(f"{path}: no parameters under 'optimizer/target' or 'params' "
-                     f"(top-level keys: {sorted(state)}).")
+    raise ValueError(
+      f"{path}: no parameters under 'optimizer/target' or 'params' "
+      f"(top-level keys: {sorted(state)})."
+    )
   flat = traverse_util.flatten_dict(params, sep="/")
   return Source(path, "scenic", {k: np.asarray(v) for k, v in flat.items()})
 
 
 _READERS = {
-    "hf": _read_hf,
-    "timesformer": _read_official_timesformer,
-    "timm": _read_timm,
-    "vit_npz": lambda path: _read_npz(path, "vit_npz"),
-    "big_vision": lambda path: _read_npz(path, "big_vision"),
-    "scenic": _read_scenic,
+  "hf": _read_hf,
+  "timesformer": _read_official_timesformer,
+  "timm": _read_timm,
+  "vit_npz": lambda path: _read_npz(path, "vit_npz"),
+  "big_vision": lambda path: _read_npz(path, "big_vision"),
+  "scenic": _read_scenic,
 }
 
 
@@ -208,12 +218,15 @@ _READERS = {
 
 
 def _strip(name: str, prefix: str) -> str:
-  return name[len(prefix):] if name.startswith(prefix) else name
+  return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 def _scenic_files(path: str) -> list[str]:
-  files = [f for f in glob.glob(os.path.join(glob.escape(path), "checkpoint_*"))
-           if re.match(r"checkpoint_\d+$", os.path.basename(f)) and os.path.isfile(f)]
+  files = [
+    f
+    for f in glob.glob(os.path.join(glob.escape(path), "checkpoint_*"))
+    if re.match(r"checkpoint_\d+$", os.path.basename(f)) and os.path.isfile(f)
+  ]
   return sorted(files, key=lambda f: int(f.rsplit("_", 1)[1]))
 
 
@@ -271,8 +284,10 @@ def _read_npz_file(path: str, keys_only: bool = False) -> dict[str, np.ndarray |
 def _corrupt(path: str, kind: str, error: BaseException | str) -> str:
   """One line: `path` cannot be read as `kind`, probably cut off, with the library's reason."""
   reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-  return (f"{path}: cannot read it as {kind} file: it is truncated or corrupt ({reason}); "
-          "download or write it again.")
+  return (
+    f"{path}: cannot read it as {kind} file: it is truncated or corrupt ({reason}); "
+    "download or write it again."
+  )
 
 
 def _import_torch(path: str):
@@ -280,7 +295,7 @@ def _import_torch(path: str):
     import torch
   except ImportError as e:
     raise ImportError(
-        f"Reading {path} needs PyTorch: pip install torch==2.13.0 (the CPU build is enough)."
+      f"Reading {path} needs PyTorch: pip install torch==2.13.0 (the CPU build is enough)."
     ) from e
   return torch
 
@@ -293,10 +308,13 @@ def _torch_load(path: str, unwrap: bool = True) -> dict[str, Any]:
     state = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises many types for unreadable or unsafe files.
     # A refused (unsafe) pickle is whole; anything else is most often a cut-off download.
-    why = ("" if "weights only" in str(e).lower()
-           else ": truncated, corrupt or not a torch.save file")
-    raise ValueError(f"{path}: cannot read as a PyTorch checkpoint{why} ({type(e).__name__}: "
-                     f"{str(e).splitlines()[0] if str(e) else ''}).") from e
+    why = (
+      "" if "weights only" in str(e).lower() else ": truncated, corrupt or not a torch.save file"
+    )
+    raise ValueError(
+      f"{path}: cannot read as a PyTorch checkpoint{why} ({type(e).__name__}: "
+      f"{str(e).splitlines()[0] if str(e) else ''})."
+    ) from e
   if not isinstance(state, dict):
     raise ValueError(f"{path}: expected a dict (a state dict), got {type(state).__name__}.")
   if not unwrap:

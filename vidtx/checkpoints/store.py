@@ -44,11 +44,26 @@ from vidtx import models, ownership
 MODEL_FILE = "vidtx_model.json"
 PARAMS_DIR = "params"
 
-PREPROCESSING_FIELDS = ("num_frames", "stride", "min_resize", "crop_size", "mean", "std",
-                        "num_test_clips", "do_three_spatial_crops", "aggregation")
+PREPROCESSING_FIELDS = (
+  "num_frames",
+  "stride",
+  "min_resize",
+  "crop_size",
+  "mean",
+  "std",
+  "num_test_clips",
+  "do_three_spatial_crops",
+  "aggregation",
+)
 # Kept when present: how clips are sampled (if not scenic's stride) and resized for evaluation.
-SAMPLING_FIELDS = ("train_sampling", "eval_sampling", "sampling_rate", "target_fps",
-                   "frame_rate", "eval_min_resize")
+SAMPLING_FIELDS = (
+  "train_sampling",
+  "eval_sampling",
+  "sampling_rate",
+  "target_fps",
+  "frame_rate",
+  "eval_min_resize",
+)
 
 
 @dataclasses.dataclass
@@ -69,11 +84,17 @@ class Converted:
   def dataset_overrides(self) -> dict[str, Any]:
     """The preprocessing as dataset_configs fields of the reader (vidtx.data.pipeline)."""
     p = self.preprocessing
-    return dict(num_frames=p["num_frames"], stride=p["stride"], min_resize=p["min_resize"],
-                crop_size=p["crop_size"], mean=list(p["mean"]), std=list(p["std"]),
-                num_test_clips=p["num_test_clips"],
-                do_three_spatial_crops=p["do_three_spatial_crops"],
-                **{k: p[k] for k in SAMPLING_FIELDS if k in p})
+    return dict(
+      num_frames=p["num_frames"],
+      stride=p["stride"],
+      min_resize=p["min_resize"],
+      crop_size=p["crop_size"],
+      mean=list(p["mean"]),
+      std=list(p["std"]),
+      num_test_clips=p["num_test_clips"],
+      do_three_spatial_crops=p["do_three_spatial_crops"],
+      **{k: p[k] for k in SAMPLING_FIELDS if k in p},
+    )
 
 
 def is_converted_dir(path: str) -> bool:
@@ -94,14 +115,16 @@ def check_out_dir(out_dir: str, *, overwrite: bool, source: str | None = None) -
   if not os.path.exists(out_dir):
     return
   try:
-    ownership.check_removable(out_dir, "converted", protected=(source,),
-                              legacy=is_legacy_converted_dir)
+    ownership.check_removable(
+      out_dir, "converted", protected=(source,), legacy=is_legacy_converted_dir
+    )
   except ownership.NotOwnedError as e:
     if overwrite:
       raise
     # Not only "pass --overwrite": that would be refused too.
-    raise FileExistsError(f"{out_dir} exists; choose a new output directory (--overwrite would "
-                          f"not replace it: {e})") from e
+    raise FileExistsError(
+      f"{out_dir} exists; choose a new output directory (--overwrite would not replace it: {e})"
+    ) from e
   if not overwrite:
     raise FileExistsError(f"{out_dir} exists; pass --overwrite to replace it.")
 
@@ -109,15 +132,17 @@ def check_out_dir(out_dir: str, *, overwrite: bool, source: str | None = None) -
 def _check_preprocessing(preprocessing: Mapping[str, Any], where: str) -> dict[str, Any]:
   missing = [k for k in PREPROCESSING_FIELDS if k not in preprocessing]
   if missing:
-    raise ValueError(f"{where}: preprocessing lacks {missing}; expected all of "
-                     f"{list(PREPROCESSING_FIELDS)}.")
+    raise ValueError(
+      f"{where}: preprocessing lacks {missing}; expected all of {list(PREPROCESSING_FIELDS)}."
+    )
   for key in ("mean", "std"):
     values = preprocessing[key]
     if len(values) != 3 or (key == "std" and min(values) <= 0):
-      raise ValueError(f"{where}: preprocessing.{key}={values!r}: expected 3 per-channel values"
-                       + (" > 0." if key == "std" else "."))
-  return {k: preprocessing[k] for k in PREPROCESSING_FIELDS + SAMPLING_FIELDS
-          if k in preprocessing}
+      raise ValueError(
+        f"{where}: preprocessing.{key}={values!r}: expected 3 per-channel values"
+        + (" > 0." if key == "std" else ".")
+      )
+  return {k: preprocessing[k] for k in PREPROCESSING_FIELDS + SAMPLING_FIELDS if k in preprocessing}
 
 
 def save(out_dir: str, converted: Converted, *, overwrite: bool = False) -> str:
@@ -130,13 +155,14 @@ def save(out_dir: str, converted: Converted, *, overwrite: bool = False) -> str:
   model = converted.build_model()
   check_params(model, converted.params, preprocessing, where=out_dir)
   info = dict(
-      model_name=converted.model_name,
-      model=dict(converted.model_config),
-      num_classes=int(converted.num_classes),
-      labels=list(converted.labels) if converted.labels is not None else None,
-      preprocessing=preprocessing,
-      source=dict(converted.source, written=datetime.datetime.now(datetime.UTC).isoformat(
-          timespec="seconds")),
+    model_name=converted.model_name,
+    model=dict(converted.model_config),
+    num_classes=int(converted.num_classes),
+    labels=list(converted.labels) if converted.labels is not None else None,
+    preprocessing=preprocessing,
+    source=dict(
+      converted.source, written=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    ),
   )
   if info["labels"] is not None and len(info["labels"]) != info["num_classes"]:
     raise ValueError(f"{out_dir}: {len(info['labels'])} labels for {info['num_classes']} classes.")
@@ -176,8 +202,10 @@ def load(path: str) -> Converted:
   """Reads a directory written by `save` (vidtx.convert)."""
   model_file = os.path.join(path, MODEL_FILE)
   if not os.path.isfile(model_file):
-    raise FileNotFoundError(f"{path} is not a converted checkpoint: no {MODEL_FILE} in it "
-                            "(make one with python -m vidtx.convert).")
+    raise FileNotFoundError(
+      f"{path} is not a converted checkpoint: no {MODEL_FILE} in it "
+      "(make one with python -m vidtx.convert)."
+    )
   with open(model_file) as f:
     try:
       info = json.load(f)
@@ -192,14 +220,20 @@ def load(path: str) -> Converted:
       params = checkpointer.restore(params_dir)
   except Exception as e:  # noqa: BLE001 - files missing, truncated or corrupt.
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-    raise ValueError(f"{params_dir}: cannot be read: files missing, truncated or corrupt "
-                     f"({reason}); convert the checkpoint again.") from e
+    raise ValueError(
+      f"{params_dir}: cannot be read: files missing, truncated or corrupt "
+      f"({reason}); convert the checkpoint again."
+    ) from e
   params = jax.tree.map(np.asarray, params)
   converted = Converted(
-      model_name=info["model_name"], model_config=info["model"],
-      num_classes=int(info["num_classes"]), params=params,
-      preprocessing=_check_preprocessing(info["preprocessing"], model_file),
-      labels=info.get("labels"), source=info.get("source", {}))
+    model_name=info["model_name"],
+    model_config=info["model"],
+    num_classes=int(info["num_classes"]),
+    params=params,
+    preprocessing=_check_preprocessing(info["preprocessing"], model_file),
+    labels=info.get("labels"),
+    source=info.get("source", {}),
+  )
   return converted
 
 
@@ -211,16 +245,24 @@ def expected_shapes(model: nn.Module, num_frames: int, crop_size: int) -> dict[s
   return {k: tuple(v.shape) for k, v in flat.items()}
 
 
-def check_params(model: nn.Module, params: Any, preprocessing: Mapping[str, Any],
-                 where: str) -> None:
+def check_params(
+  model: nn.Module, params: Any, preprocessing: Mapping[str, Any], where: str
+) -> None:
   """Raises ValueError listing every missing, unexpected or misshapen parameter."""
   expected = expected_shapes(model, preprocessing["num_frames"], preprocessing["crop_size"])
-  got = {k: tuple(np.shape(v)) for k, v in
-         flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/").items()}
+  got = {
+    k: tuple(np.shape(v))
+    for k, v in flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/").items()
+  }
   problems = [f"missing: {k} {expected[k]}" for k in sorted(set(expected) - set(got))]
   problems += [f"unexpected: {k} {got[k]}" for k in sorted(set(got) - set(expected))]
-  problems += [f"shape of {k}: {got[k]}, the model expects {expected[k]}"
-               for k in sorted(set(got) & set(expected)) if got[k] != expected[k]]
+  problems += [
+    f"shape of {k}: {got[k]}, the model expects {expected[k]}"
+    for k in sorted(set(got) & set(expected))
+    if got[k] != expected[k]
+  ]
   if problems:
-    raise ValueError(f"{where}: the parameters do not fit the model "
-                     f"({len(problems)} problem(s)):\n  " + "\n  ".join(problems))
+    raise ValueError(
+      f"{where}: the parameters do not fit the model "
+      f"({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
+    )

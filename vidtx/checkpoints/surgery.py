@@ -45,13 +45,16 @@ def conv3d_kernel(weight: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(np.transpose(weight, (2, 3, 4, 1, 0)))
 
 
-def attention_projection(weight: np.ndarray, bias: np.ndarray | None,
-                         num_heads: int) -> dict[str, np.ndarray]:
+def attention_projection(
+  weight: np.ndarray, bias: np.ndarray | None, num_heads: int
+) -> dict[str, np.ndarray]:
   """A query, key or value Linear [H*Dh, D] -> {'kernel': [D, H, Dh], 'bias': [H, Dh]}."""
   out_features, in_features = weight.shape
   if out_features % num_heads:
-    raise ValueError(f"attention projection {weight.shape}: {out_features} outputs are not "
-                     f"divisible by {num_heads} heads.")
+    raise ValueError(
+      f"attention projection {weight.shape}: {out_features} outputs are not "
+      f"divisible by {num_heads} heads."
+    )
   head_dim = out_features // num_heads
   # [H*Dh, D] -> [D, H*Dh] -> [D, H, Dh]
   kernel = linear_kernel(weight).reshape(in_features, num_heads, head_dim)
@@ -60,15 +63,18 @@ def attention_projection(weight: np.ndarray, bias: np.ndarray | None,
   return {"kernel": kernel, "bias": np.asarray(bias).reshape(num_heads, head_dim)}
 
 
-def split_qkv(weight: np.ndarray, bias: np.ndarray | None,
-              num_heads: int) -> dict[str, dict[str, np.ndarray]]:
+def split_qkv(
+  weight: np.ndarray, bias: np.ndarray | None, num_heads: int
+) -> dict[str, dict[str, np.ndarray]]:
   """A fused qkv Linear [3*D, D] (timm, TimeSformer) -> query/key/value projections."""
   if weight.shape[0] % 3:
     raise ValueError(f"fused qkv weight {weight.shape}: the first axis is not 3 * D.")
   weights = np.split(weight, 3, axis=0)  # [3D, D] -> 3 x [D, D], in the order q, k, v.
   biases = np.split(bias, 3) if bias is not None else [None] * 3
-  return {name: attention_projection(w, b, num_heads)
-          for name, w, b in zip(("query", "key", "value"), weights, biases, strict=True)}
+  return {
+    name: attention_projection(w, b, num_heads)
+    for name, w, b in zip(("query", "key", "value"), weights, biases, strict=True)
+  }
 
 
 def attention_output(weight: np.ndarray, bias: np.ndarray, num_heads: int) -> dict[str, np.ndarray]:
@@ -88,13 +94,15 @@ def grid_size(num_patches: int, where: str = "positional embedding") -> tuple[in
   """The square h x w grid of `num_patches` patches (ViT checkpoints are square)."""
   side = math.isqrt(num_patches)
   if side * side != num_patches:
-    raise ValueError(f"{where}: {num_patches} patch entries are not a square grid; pass the "
-                     "grid explicitly.")
+    raise ValueError(
+      f"{where}: {num_patches} patch entries are not a square grid; pass the grid explicitly."
+    )
   return side, side
 
 
-def resize_posemb_grid(posemb: np.ndarray, old_grid: tuple[int, int],
-                       new_grid: tuple[int, int]) -> np.ndarray:
+def resize_posemb_grid(
+  posemb: np.ndarray, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> np.ndarray:
   """[h*w, D] patch embeddings on an h x w raster grid -> [h'*w', D], bilinear in 2D.
 
   Interpolation on the grid, so a row stays a row: never on the flattened sequence.
@@ -118,15 +126,22 @@ def tile_posemb(posemb: np.ndarray, num_frames: int) -> np.ndarray:
   return np.tile(np.asarray(posemb)[None], (num_frames, 1, 1)).reshape(-1, posemb.shape[-1])
 
 
-def split_class_entry(posemb: np.ndarray, has_class_token: bool
-                      ) -> tuple[np.ndarray | None, np.ndarray]:
+def split_class_entry(
+  posemb: np.ndarray, has_class_token: bool
+) -> tuple[np.ndarray | None, np.ndarray]:
   """[(1+)N, D] -> (class token entry [1, D] or None, patch entries [N, D])."""
   posemb = np.asarray(posemb)
   return (posemb[:1], posemb[1:]) if has_class_token else (None, posemb)
 
 
-def posemb_for_video(patch_posemb: np.ndarray, *, old_grid: tuple[int, int],
-                     new_grid: tuple[int, int], num_frames: int, method: str) -> np.ndarray:
+def posemb_for_video(
+  patch_posemb: np.ndarray,
+  *,
+  old_grid: tuple[int, int],
+  new_grid: tuple[int, int],
+  num_frames: int,
+  method: str,
+) -> np.ndarray:
   """An image model's [h*w, D] patch embedding for a target with `num_frames` temporal indices.
 
   method (init_from.positional_embed_size_change):
@@ -137,21 +152,25 @@ def posemb_for_video(patch_posemb: np.ndarray, *, old_grid: tuple[int, int],
   Returns [num_frames * h'*w', D].
   """
   if method not in POSEMB_SIZE_CHANGES:
-    raise ValueError(f"init_from.positional_embed_size_change={method!r}: expected one of "
-                     f"{list(POSEMB_SIZE_CHANGES)}.")
+    raise ValueError(
+      f"init_from.positional_embed_size_change={method!r}: expected one of "
+      f"{list(POSEMB_SIZE_CHANGES)}."
+    )
   if tuple(old_grid) != tuple(new_grid):
     if method == "tile":
       raise ValueError(
-          f"init_from.positional_embed_size_change='tile' but the checkpoint's patch grid "
-          f"{old_grid[0]}x{old_grid[1]} differs from the model's {new_grid[0]}x{new_grid[1]}; "
-          "use 'resize_tile' (or 'resize' for models with a spatial-only embedding).")
+        f"init_from.positional_embed_size_change='tile' but the checkpoint's patch grid "
+        f"{old_grid[0]}x{old_grid[1]} differs from the model's {new_grid[0]}x{new_grid[1]}; "
+        "use 'resize_tile' (or 'resize' for models with a spatial-only embedding)."
+      )
     patch_posemb = resize_posemb_grid(patch_posemb, old_grid, new_grid)
   if num_frames > 1:
     if method == "resize":
       raise ValueError(
-          f"init_from.positional_embed_size_change='resize' cannot fill the {num_frames} "
-          "temporal indices of this model's space-time positional embedding; use 'tile' or "
-          "'resize_tile'.")
+        f"init_from.positional_embed_size_change='resize' cannot fill the {num_frames} "
+        "temporal indices of this model's space-time positional embedding; use 'tile' or "
+        "'resize_tile'."
+      )
     patch_posemb = tile_posemb(patch_posemb, num_frames)
   return patch_posemb
 
@@ -172,8 +191,9 @@ def resize_1d(embedding: np.ndarray, length: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------
 
 
-def rename(tensors: Mapping[str, np.ndarray],
-           rules: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+def rename(
+  tensors: Mapping[str, np.ndarray], rules: list[tuple[str, str]]
+) -> dict[str, np.ndarray]:
   """Renames keys by the first matching (regex, replacement) rule; others keep their name."""
   import re
 

@@ -24,23 +24,43 @@ from vidtx.checkpoints import names, surgery, vit
 from vidtx.checkpoints.readers import Source
 from vidtx.checkpoints.store import Converted
 
-TIMESFORMER_ATTENTIONS = {"divided_space_time": "divided", "joint_space_time": "joint",
-                          "space_only": "space"}
+TIMESFORMER_ATTENTIONS = {
+  "divided_space_time": "divided",
+  "joint_space_time": "joint",
+  "space_only": "space",
+}
 
 
-def timesformer_preprocessing(num_frames: int, crop_size: int,
-                              stride: int | None = None) -> dict[str, Any]:
+def timesformer_preprocessing(
+  num_frames: int, crop_size: int, stride: int | None = None
+) -> dict[str, Any]:
   if stride is None:
     stride = 4 if num_frames >= 96 else 32
-  return dict(num_frames=num_frames, stride=stride, min_resize=crop_size, crop_size=crop_size,
-              mean=[0.45] * 3, std=[0.225] * 3, num_test_clips=1, do_three_spatial_crops=True,
-              aggregation="sum_logits")
+  return dict(
+    num_frames=num_frames,
+    stride=stride,
+    min_resize=crop_size,
+    crop_size=crop_size,
+    mean=[0.45] * 3,
+    std=[0.225] * 3,
+    num_test_clips=1,
+    do_three_spatial_crops=True,
+    aggregation="sum_logits",
+  )
 
 
 def vivit_preprocessing(num_frames: int, crop_size: int) -> dict[str, Any]:
-  return dict(num_frames=num_frames, stride=2, min_resize=round(crop_size * 256 / 224),
-              crop_size=crop_size, mean=[0.5] * 3, std=[0.5] * 3, num_test_clips=4,
-              do_three_spatial_crops=True, aggregation="mean_logits")
+  return dict(
+    num_frames=num_frames,
+    stride=2,
+    min_resize=round(crop_size * 256 / 224),
+    crop_size=crop_size,
+    mean=[0.5] * 3,
+    std=[0.5] * 3,
+    num_test_clips=4,
+    do_three_spatial_crops=True,
+    aggregation="mean_logits",
+  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -48,21 +68,33 @@ def vivit_preprocessing(num_frames: int, crop_size: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 
 
-def _timesformer_params(*, kernel, bias, cls, posemb, time_embedding, blocks, encoder_norm,
-                        head, attention: str) -> dict[str, Any]:
+def _timesformer_params(
+  *, kernel, bias, cls, posemb, time_embedding, blocks, encoder_norm, head, attention: str
+) -> dict[str, Any]:
   stage = {"divided": "spatial", "space": "spatial", "joint": "joint"}[attention]
-  params = {"embedding": {"kernel": kernel, "bias": bias}, "cls": np.reshape(cls, (1, 1, -1)),
-            "pos_embedding": {"embedding": np.reshape(posemb, (-1, posemb.shape[-1]))},
-            "encoder_norm": encoder_norm}
+  params = {
+    "embedding": {"kernel": kernel, "bias": bias},
+    "cls": np.reshape(cls, (1, 1, -1)),
+    "pos_embedding": {"embedding": np.reshape(posemb, (-1, posemb.shape[-1]))},
+    "encoder_norm": encoder_norm,
+  }
   if attention != "space":
-    params["time_embedding"] = {"embedding": np.reshape(time_embedding,
-                                                        (-1, time_embedding.shape[-1]))}
+    params["time_embedding"] = {
+      "embedding": np.reshape(time_embedding, (-1, time_embedding.shape[-1]))
+    }
   for i, block in enumerate(blocks):
-    out = {f"norm_{stage}": block["norm_attention"], f"attention_{stage}": block["attention"],
-           "norm_mlp": block["norm_mlp"], "mlp": block["mlp"]}
+    out = {
+      f"norm_{stage}": block["norm_attention"],
+      f"attention_{stage}": block["attention"],
+      "norm_mlp": block["norm_mlp"],
+      "mlp": block["mlp"],
+    }
     if attention == "divided":
-      out.update(norm_temporal=block["norm_temporal"],
-                 attention_temporal=block["attention_temporal"], temporal_fc=block["temporal_fc"])
+      out.update(
+        norm_temporal=block["norm_temporal"],
+        attention_temporal=block["attention_temporal"],
+        temporal_fc=block["temporal_fc"],
+      )
     params[f"encoderblock_{i}"] = out
   if head is not None:
     params["head"] = head
@@ -72,58 +104,86 @@ def _timesformer_params(*, kernel, bias, cls, posemb, time_embedding, blocks, en
 def _check_temporal_blocks(blocks: list[dict], attention: str, where: str) -> None:
   has_temporal = ["attention_temporal" in b for b in blocks]
   if (attention == "divided") != all(has_temporal) or any(has_temporal) != all(has_temporal):
-    raise ValueError(f"{where}: attention {attention!r} but {sum(has_temporal)} of "
-                     f"{len(blocks)} blocks have temporal attention parameters.")
+    raise ValueError(
+      f"{where}: attention {attention!r} but {sum(has_temporal)} of "
+      f"{len(blocks)} blocks have temporal attention parameters."
+    )
 
 
-def from_hf_timesformer(source: Source, *, num_classes: int | None = None,
-                        ignore: tuple[str, ...] = ()) -> Converted:
+def from_hf_timesformer(
+  source: Source, *, num_classes: int | None = None, ignore: tuple[str, ...] = ()
+) -> Converted:
   config = source.config
   attention_type = config.get("attention_type", "divided_space_time")
   if attention_type not in TIMESFORMER_ATTENTIONS:
-    raise ValueError(f"{source.path}/config.json: attention_type={attention_type!r}; expected "
-                     f"one of {list(TIMESFORMER_ATTENTIONS)}.")
+    raise ValueError(
+      f"{source.path}/config.json: attention_type={attention_type!r}; expected "
+      f"one of {list(TIMESFORMER_ATTENTIONS)}."
+    )
   attention = TIMESFORMER_ATTENTIONS[attention_type]
   keys, prefix, blocks = names.hf_encoder(source, "timesformer.", ignore)
   heads, num_layers = int(config["num_attention_heads"]), len(blocks)
   e = prefix + "embeddings."
   params = dict(
-      kernel=surgery.conv2d_kernel(keys.get(e + "patch_embeddings.projection.weight")),
-      bias=keys.get(e + "patch_embeddings.projection.bias"), cls=keys.get(e + "cls_token"),
-      posemb=keys.get(e + "position_embeddings"),
-      time_embedding=keys.get(e + "time_embeddings") if attention != "space" else None,
-      blocks=blocks, encoder_norm=names.torch_layer_norm(keys, prefix + "layernorm"),
-      head=names.torch_dense(keys, "classifier") if "classifier.weight" in keys else None)
+    kernel=surgery.conv2d_kernel(keys.get(e + "patch_embeddings.projection.weight")),
+    bias=keys.get(e + "patch_embeddings.projection.bias"),
+    cls=keys.get(e + "cls_token"),
+    posemb=keys.get(e + "position_embeddings"),
+    time_embedding=keys.get(e + "time_embeddings") if attention != "space" else None,
+    blocks=blocks,
+    encoder_norm=names.torch_layer_norm(keys, prefix + "layernorm"),
+    head=names.torch_dense(keys, "classifier") if "classifier.weight" in keys else None,
+  )
   keys.finish()
   _check_temporal_blocks(blocks, attention, source.path)
   params = _timesformer_params(**params, attention=attention)
   eps = float(config.get("layer_norm_eps", 1e-6))
   model_config = dict(
-      variant=f"B/{int(config['patch_size'])}", hidden_size=int(config["hidden_size"]),
-      num_layers=num_layers, num_heads=heads, mlp_dim=int(config["intermediate_size"]),
-      attention=attention,
-      gelu_approximate=vit.gelu_approximate_for(config.get("hidden_act", "gelu"), source.path),
-      layer_norm_epsilon=eps)
+    variant=f"B/{int(config['patch_size'])}",
+    hidden_size=int(config["hidden_size"]),
+    num_layers=num_layers,
+    num_heads=heads,
+    mlp_dim=int(config["intermediate_size"]),
+    attention=attention,
+    gelu_approximate=vit.gelu_approximate_for(config.get("hidden_act", "gelu"), source.path),
+    layer_norm_epsilon=eps,
+  )
   num_frames, image_size = int(config["num_frames"]), int(config["image_size"])
-  preprocessing = vit.preprocessing_from_hf(source,
-                                            timesformer_preprocessing(num_frames, image_size))
-  notes = [f"Hugging Face TimeSformer ({attention_type}): hidden_act "
-           f"{config.get('hidden_act', 'gelu')!r}, layer_norm_eps {eps}"]
+  preprocessing = vit.preprocessing_from_hf(
+    source, timesformer_preprocessing(num_frames, image_size)
+  )
+  notes = [
+    f"Hugging Face TimeSformer ({attention_type}): hidden_act "
+    f"{config.get('hidden_act', 'gelu')!r}, layer_norm_eps {eps}"
+  ]
   if attention == "space":
-    notes.append("space_only: Hugging Face classifies every frame separately (one row of logits "
-                 "per frame); vidtx keeps the official model, which averages the frames' tokens "
-                 "before the final LayerNorm and gives one row per clip")
+    notes.append(
+      "space_only: Hugging Face classifies every frame separately (one row of logits "
+      "per frame); vidtx keeps the official model, which averages the frames' tokens "
+      "before the final LayerNorm and gives one row per clip"
+    )
   labels = None
   if params.get("head") is not None:
     labels = vit.labels_from_hf(config, params["head"]["kernel"].shape[1])
   return vit.finish_converted(
-      "timesformer", params, model_config, source, num_classes=num_classes, labels=labels,
-      preprocessing=preprocessing, notes=notes)
+    "timesformer",
+    params,
+    model_config,
+    source,
+    num_classes=num_classes,
+    labels=labels,
+    preprocessing=preprocessing,
+    notes=notes,
+  )
 
 
-def from_official_timesformer(source: Source, *, num_heads: int | None = None,
-                              num_classes: int | None = None,
-                              ignore: tuple[str, ...] = ()) -> Converted:
+def from_official_timesformer(
+  source: Source,
+  *,
+  num_heads: int | None = None,
+  num_classes: int | None = None,
+  ignore: tuple[str, ...] = (),
+) -> Converted:
   """The official TimeSformer .pyth (timm names under model_state, the cfg as YAML)."""
   cfg = source.config or {}
   keys = names.Keys(source.tensors, source.path)
@@ -134,18 +194,29 @@ def from_official_timesformer(source: Source, *, num_heads: int | None = None,
   blocks = [names.timm_block(keys, f"blocks.{i}", heads) for i in range(num_layers)]
   attention = (cfg.get("TIMESFORMER") or {}).get("ATTENTION_TYPE")
   if attention is None:  # Older checkpoints: tell from the parameters.
-    attention = ("divided_space_time" if "blocks.0.temporal_attn.qkv.weight" in keys else
-                 "joint_space_time" if "time_embed" in keys else "space_only")
+    attention = (
+      "divided_space_time"
+      if "blocks.0.temporal_attn.qkv.weight" in keys
+      else "joint_space_time"
+      if "time_embed" in keys
+      else "space_only"
+    )
   if attention not in TIMESFORMER_ATTENTIONS:
-    raise ValueError(f"{source.path}: cfg TIMESFORMER.ATTENTION_TYPE={attention!r}; expected one "
-                     f"of {list(TIMESFORMER_ATTENTIONS)}.")
+    raise ValueError(
+      f"{source.path}: cfg TIMESFORMER.ATTENTION_TYPE={attention!r}; expected one "
+      f"of {list(TIMESFORMER_ATTENTIONS)}."
+    )
   weight = keys.get("patch_embed.proj.weight")
   params = dict(
-      kernel=surgery.conv2d_kernel(weight), bias=keys.get("patch_embed.proj.bias"),
-      cls=keys.get("cls_token"), posemb=keys.get("pos_embed"),
-      time_embedding=(keys.get("time_embed") if attention != "space_only" else None),
-      blocks=blocks, encoder_norm=names.torch_layer_norm(keys, "norm"),
-      head=names.torch_dense(keys, "head") if "head.weight" in keys else None)
+    kernel=surgery.conv2d_kernel(weight),
+    bias=keys.get("patch_embed.proj.bias"),
+    cls=keys.get("cls_token"),
+    posemb=keys.get("pos_embed"),
+    time_embedding=(keys.get("time_embed") if attention != "space_only" else None),
+    blocks=blocks,
+    encoder_norm=names.torch_layer_norm(keys, "norm"),
+    head=names.torch_dense(keys, "head") if "head.weight" in keys else None,
+  )
   keys.finish()
   vidtx_attention = TIMESFORMER_ATTENTIONS[attention]
   _check_temporal_blocks(blocks, vidtx_attention, source.path)
@@ -162,15 +233,31 @@ def from_official_timesformer(source: Source, *, num_heads: int | None = None,
   if data.get("MEAN") and data.get("STD"):
     preprocessing.update(mean=list(data["MEAN"]), std=list(data["STD"]))
   model_config = dict(
-      variant=f"B/{patch}", hidden_size=int(width), num_layers=num_layers, num_heads=heads,
-      mlp_dim=int(blocks[0]["mlp"]["Dense_0"]["kernel"].shape[1]), attention=vidtx_attention,
-      gelu_approximate=False, layer_norm_epsilon=1e-6)
-  notes = [f"official TimeSformer ({attention}): exact GELU, LayerNorm epsilon 1e-6",
-           "cfg read from the checkpoint" if cfg else
-           "no cfg in the checkpoint: frames, stride and normalisation are the paper's defaults"]
+    variant=f"B/{patch}",
+    hidden_size=int(width),
+    num_layers=num_layers,
+    num_heads=heads,
+    mlp_dim=int(blocks[0]["mlp"]["Dense_0"]["kernel"].shape[1]),
+    attention=vidtx_attention,
+    gelu_approximate=False,
+    layer_norm_epsilon=1e-6,
+  )
+  notes = [
+    f"official TimeSformer ({attention}): exact GELU, LayerNorm epsilon 1e-6",
+    "cfg read from the checkpoint"
+    if cfg
+    else "no cfg in the checkpoint: frames, stride and normalisation are the paper's defaults",
+  ]
   return vit.finish_converted(
-      "timesformer", params, model_config, source, num_classes=num_classes, labels=None,
-      preprocessing=preprocessing, notes=notes)
+    "timesformer",
+    params,
+    model_config,
+    source,
+    num_classes=num_classes,
+    labels=None,
+    preprocessing=preprocessing,
+    notes=notes,
+  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -178,8 +265,9 @@ def from_official_timesformer(source: Source, *, num_heads: int | None = None,
 # ----------------------------------------------------------------------------------------
 
 
-def from_hf_vivit(source: Source, *, num_classes: int | None = None,
-                  ignore: tuple[str, ...] = ()) -> Converted:
+def from_hf_vivit(
+  source: Source, *, num_classes: int | None = None, ignore: tuple[str, ...] = ()
+) -> Converted:
   """Hugging Face ViViT (Model 1, spatio-temporal attention, class token)."""
   config = source.config
   keys, prefix, blocks = names.hf_encoder(source, "vivit.", ignore)
@@ -187,11 +275,13 @@ def from_hf_vivit(source: Source, *, num_classes: int | None = None,
   e = prefix + "embeddings."
   weight = keys.get(e + "patch_embeddings.projection.weight")
   params = {
-      "embedding": {"kernel": surgery.conv3d_kernel(weight),
-                    "bias": keys.get(e + "patch_embeddings.projection.bias")},
-      "cls": keys.get(e + "cls_token"),
-      "pos_embedding": {"embedding": keys.get(e + "position_embeddings")},
-      "encoder": {f"encoderblock_{i}": block for i, block in enumerate(blocks)},
+    "embedding": {
+      "kernel": surgery.conv3d_kernel(weight),
+      "bias": keys.get(e + "patch_embeddings.projection.bias"),
+    },
+    "cls": keys.get(e + "cls_token"),
+    "pos_embedding": {"embedding": keys.get(e + "position_embeddings")},
+    "encoder": {f"encoderblock_{i}": block for i, block in enumerate(blocks)},
   }
   params["encoder"]["encoder_norm"] = names.torch_layer_norm(keys, prefix + "layernorm")
   if "classifier.weight" in keys:
@@ -202,33 +292,52 @@ def from_hf_vivit(source: Source, *, num_classes: int | None = None,
   params["pos_embedding"]["embedding"] = posemb.reshape(-1, posemb.shape[-1])
   tubelet = [int(x) for x in config.get("tubelet_size", [2, 16, 16])]
   if tubelet[1] != tubelet[2]:
-    raise ValueError(f"{source.path}/config.json: tubelet_size={tubelet}: vidtx uses square "
-                     "patches.")
+    raise ValueError(
+      f"{source.path}/config.json: tubelet_size={tubelet}: vidtx uses square patches."
+    )
   eps = float(config.get("layer_norm_eps", 1e-6))
   model_config = dict(
-      variant=f"B/{tubelet[1]}x{tubelet[0]}", hidden_size=int(config["hidden_size"]),
-      num_layers=num_layers, num_heads=heads, mlp_dim=int(config["intermediate_size"]),
-      attention="spatio_temporal", classifier="token",
-      gelu_approximate=vit.gelu_approximate_for(config.get("hidden_act", "gelu_fast"),
-                                                source.path),
-      layer_norm_epsilon=eps)
+    variant=f"B/{tubelet[1]}x{tubelet[0]}",
+    hidden_size=int(config["hidden_size"]),
+    num_layers=num_layers,
+    num_heads=heads,
+    mlp_dim=int(config["intermediate_size"]),
+    attention="spatio_temporal",
+    classifier="token",
+    gelu_approximate=vit.gelu_approximate_for(config.get("hidden_act", "gelu_fast"), source.path),
+    layer_norm_epsilon=eps,
+  )
   num_frames, image_size = int(config["num_frames"]), int(config["image_size"])
   # The HF ViViT image processor's defaults (rescale to [-1, 1] and then normalise by 0.5 / 0.5)
   # are not the [-1, 1] inputs the scenic weights were trained on: keep scenic's.
-  preprocessing = vit.preprocessing_from_hf(source, vivit_preprocessing(num_frames, image_size),
-                                            read_mean_std=False)
-  notes = [f"Hugging Face ViViT (Model 1): hidden_act {config.get('hidden_act')!r}, "
-           f"layer_norm_eps {eps}", "inputs in [-1, 1] as scenic (not the HF processor's)"]
+  preprocessing = vit.preprocessing_from_hf(
+    source, vivit_preprocessing(num_frames, image_size), read_mean_std=False
+  )
+  notes = [
+    f"Hugging Face ViViT (Model 1): hidden_act {config.get('hidden_act')!r}, layer_norm_eps {eps}",
+    "inputs in [-1, 1] as scenic (not the HF processor's)",
+  ]
   labels = None
   if "head" in params:
     labels = vit.labels_from_hf(config, params["head"]["kernel"].shape[1])
   return vit.finish_converted(
-      "vivit", params, model_config, source, num_classes=num_classes, labels=labels,
-      preprocessing=preprocessing, notes=notes)
+    "vivit",
+    params,
+    model_config,
+    source,
+    num_classes=num_classes,
+    labels=labels,
+    preprocessing=preprocessing,
+    notes=notes,
+  )
 
 
-_SCENIC_BLOCK = dict(norm_attention="LayerNorm_0", attention="MultiHeadDotProductAttention_0",
-                     norm_mlp="LayerNorm_1", mlp="MlpBlock_0")
+_SCENIC_BLOCK = dict(
+  norm_attention="LayerNorm_0",
+  attention="MultiHeadDotProductAttention_0",
+  norm_mlp="LayerNorm_1",
+  mlp="MlpBlock_0",
+)
 
 
 def _swap_head_halves(attention: dict[str, Any]) -> dict[str, Any]:
@@ -240,16 +349,26 @@ def _swap_head_halves(attention: dict[str, Any]) -> dict[str, Any]:
 
   out = {}
   for name in ("query", "key", "value"):  # kernel [D, H, Dh], bias [H, Dh]
-    out[name] = {"kernel": swap(attention[name]["kernel"], 1),
-                 "bias": swap(attention[name]["bias"], 0)}
-  out["out"] = {"kernel": swap(attention["out"]["kernel"], 0),  # [H, Dh, D]
-                "bias": attention["out"]["bias"]}
+    out[name] = {
+      "kernel": swap(attention[name]["kernel"], 1),
+      "bias": swap(attention[name]["bias"], 0),
+    }
+  out["out"] = {
+    "kernel": swap(attention["out"]["kernel"], 0),  # [H, Dh, D]
+    "bias": attention["out"]["bias"],
+  }
   return out
 
 
-def from_scenic(source: Source, *, attention: str | None = None,
-                attention_order: str | None = None, crop_size: int | None = None,
-                num_classes: int | None = None, ignore: tuple[str, ...] = ()) -> Converted:
+def from_scenic(
+  source: Source,
+  *,
+  attention: str | None = None,
+  attention_order: str | None = None,
+  crop_size: int | None = None,
+  num_classes: int | None = None,
+  ignore: tuple[str, ...] = (),
+) -> Converted:
   """scenic ViViT Models 1-4 (names as scenic's ViViT / SpaceTimeViViT create them)."""
   keys = names.Keys(source.tensors, source.path)
   keys.ignore(ignore)
@@ -266,16 +385,21 @@ def from_scenic(source: Source, *, attention: str | None = None,
     model = "factorised_encoder"
     spatial_layers = keys.count(r"SpatialTransformer/encoderblock_(\d+)/")
     temporal_layers = keys.count(r"TemporalTransformer/encoderblock_(\d+)/")
-    for encoder, name, layers in (("SpatialTransformer", "spatial", spatial_layers),
-                                  ("TemporalTransformer", "temporal", temporal_layers)):
+    for encoder, name, layers in (
+      ("SpatialTransformer", "spatial", spatial_layers),
+      ("TemporalTransformer", "temporal", temporal_layers),
+    ):
       if not layers:
         continue
-      tree = {f"encoderblock_{i}": names.flax_block(keys, f"{encoder}/encoderblock_{i}",
-                                                    **_SCENIC_BLOCK) for i in range(layers)}
+      tree = {
+        f"encoderblock_{i}": names.flax_block(keys, f"{encoder}/encoderblock_{i}", **_SCENIC_BLOCK)
+        for i in range(layers)
+      }
       tree["encoder_norm"] = names.flax_layer_norm(keys, f"{encoder}/encoder_norm")
       params[f"{name}_encoder"] = tree
       params[f"{name}_pos_embedding"] = {
-          "embedding": keys.get(f"{encoder}/posembed_input/pos_embedding")}
+        "embedding": keys.get(f"{encoder}/posembed_input/pos_embedding")
+      }
       cls = keys.get(f"cls_{encoder}", optional=True)
       if cls is not None:
         params[f"{name}_cls"] = cls
@@ -289,8 +413,10 @@ def from_scenic(source: Source, *, attention: str | None = None,
         spatial = keys.shape(f"SpatialTransformer/encoderblock_0/{part}")
         temporal = keys.shape(f"TemporalTransformer/encoderblock_0/{part}")
         if spatial != temporal:
-          raise ValueError(f"{where}: the spatial and temporal encoders differ in {part} "
-                           f"({spatial} vs {temporal}); vidtx's Model 2 shares one size.")
+          raise ValueError(
+            f"{where}: the spatial and temporal encoders differ in {part} "
+            f"({spatial} vs {temporal}); vidtx's Model 2 shares one size."
+          )
   else:
     num_layers = keys.count(r"Transformer/encoderblock_(\d+)/")
     factorised = "Transformer/encoderblock_0/LayerNorm_space/scale" in keys
@@ -299,17 +425,19 @@ def from_scenic(source: Source, *, attention: str | None = None,
       model = "factorised_self_attention"
       if attention_order not in ("space_time", "time_space"):
         raise ValueError(
-            f"{where}: a scenic Model 3 (factorised self-attention) checkpoint does not record "
-            "its attention order; pass --attention_order=time_space or space_time, as in the "
-            "scenic config's model.attention_config.attention_order.")
+          f"{where}: a scenic Model 3 (factorised self-attention) checkpoint does not record "
+          "its attention order; pass --attention_order=time_space or space_time, as in the "
+          "scenic config's model.attention_config.attention_order."
+        )
     elif has_cls:
       model = "spatio_temporal"
     else:
       if attention not in ("spatio_temporal", "factorised_dot_product"):
         raise ValueError(
-            f"{where}: a scenic ViViT without a class token is Model 1 with average pooling or "
-            "Model 4 (factorised dot-product attention), which have the same parameters; pass "
-            "--attention=spatio_temporal or --attention=factorised_dot_product.")
+          f"{where}: a scenic ViViT without a class token is Model 1 with average pooling or "
+          "Model 4 (factorised dot-product attention), which have the same parameters; pass "
+          "--attention=spatio_temporal or --attention=factorised_dot_product."
+        )
       model = attention
     blocks = {}
     for i in range(num_layers):
@@ -317,13 +445,15 @@ def from_scenic(source: Source, *, attention: str | None = None,
       if factorised:
         attention_name = f"{p}/MultiHeadDotProductAttention_"
         blocks[f"encoderblock_{i}"] = {
-            "norm_spatial": names.flax_layer_norm(keys, f"{p}/LayerNorm_space"),
-            "attention_spatial": names.flax_attention(keys, attention_name + "space"),
-            "norm_temporal": names.flax_layer_norm(keys, f"{p}/LayerNorm_time"),
-            "attention_temporal": names.flax_attention(keys, attention_name + "time"),
-            "norm_mlp": names.flax_layer_norm(keys, f"{p}/LayerNorm_mlp"),
-            "mlp": {"Dense_0": names.flax_dense(keys, f"{p}/MlpBlock/Dense_0"),
-                    "Dense_1": names.flax_dense(keys, f"{p}/MlpBlock/Dense_1")},
+          "norm_spatial": names.flax_layer_norm(keys, f"{p}/LayerNorm_space"),
+          "attention_spatial": names.flax_attention(keys, attention_name + "space"),
+          "norm_temporal": names.flax_layer_norm(keys, f"{p}/LayerNorm_time"),
+          "attention_temporal": names.flax_attention(keys, attention_name + "time"),
+          "norm_mlp": names.flax_layer_norm(keys, f"{p}/LayerNorm_mlp"),
+          "mlp": {
+            "Dense_0": names.flax_dense(keys, f"{p}/MlpBlock/Dense_0"),
+            "Dense_1": names.flax_dense(keys, f"{p}/MlpBlock/Dense_1"),
+          },
         }
       else:
         blocks[f"encoderblock_{i}"] = names.flax_block(keys, p, **_SCENIC_BLOCK)
@@ -332,11 +462,16 @@ def from_scenic(source: Source, *, attention: str | None = None,
     params["pos_embedding"] = {"embedding": keys.get("Transformer/posembed_input/pos_embedding")}
     if has_cls:
       params["cls"] = keys.get("cls")
-    heads_name = ("Transformer/encoderblock_0/MultiHeadDotProductAttention_space/query/kernel"
-                  if factorised else
-                  "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel")
-    mlp_name = ("Transformer/encoderblock_0/MlpBlock/Dense_0/kernel" if factorised else
-                "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel")
+    heads_name = (
+      "Transformer/encoderblock_0/MultiHeadDotProductAttention_space/query/kernel"
+      if factorised
+      else "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"
+    )
+    mlp_name = (
+      "Transformer/encoderblock_0/MlpBlock/Dense_0/kernel"
+      if factorised
+      else "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"
+    )
     classifier = "token" if has_cls else "gap"
     extra = dict(attention_order=attention_order) if factorised else {}
   heads = keys.shape(heads_name)[1]
@@ -357,8 +492,9 @@ def from_scenic(source: Source, *, attention: str | None = None,
     num_patches = params["spatial_pos_embedding"]["embedding"].shape[0] - (classifier == "token")
     crop = patch * surgery.grid_size(num_patches, where)[0]
     if temporal_layers:
-      num_tokens_t = params["temporal_pos_embedding"]["embedding"].shape[0] - (classifier ==
-                                                                              "token")
+      num_tokens_t = params["temporal_pos_embedding"]["embedding"].shape[0] - (
+        classifier == "token"
+      )
     else:
       num_tokens_t = None
   else:
@@ -366,8 +502,10 @@ def from_scenic(source: Source, *, attention: str | None = None,
     num_patches = (crop // patch) ** 2
     tokens = params["pos_embedding"]["embedding"].shape[0] - (classifier == "token")
     if tokens % num_patches:
-      raise ValueError(f"{where}: {tokens} positional entries are not a multiple of the "
-                       f"{num_patches} patches of a {crop}x{crop} crop; pass --crop_size.")
+      raise ValueError(
+        f"{where}: {tokens} positional entries are not a multiple of the "
+        f"{num_patches} patches of a {crop}x{crop} crop; pass --crop_size."
+      )
     num_tokens_t = tokens // num_patches
   if num_tokens_t is None:
     raise ValueError(f"{where}: the average-pooling baseline does not record its frame count.")
@@ -377,14 +515,31 @@ def from_scenic(source: Source, *, attention: str | None = None,
         block["attention"] = _swap_head_halves(block["attention"])
 
   model_config = dict(
-      variant=f"B/{patch}x{tubelet}", hidden_size=int(width), num_layers=num_layers,
-      num_heads=int(heads), mlp_dim=int(mlp_dim), attention=model, classifier=classifier,
-      gelu_approximate=True, layer_norm_epsilon=1e-6, **extra)
+    variant=f"B/{patch}x{tubelet}",
+    hidden_size=int(width),
+    num_layers=num_layers,
+    num_heads=int(heads),
+    mlp_dim=int(mlp_dim),
+    attention=model,
+    classifier=classifier,
+    gelu_approximate=True,
+    layer_norm_epsilon=1e-6,
+    **extra,
+  )
   notes = [f"scenic ViViT ({model}): Flax nn.gelu (tanh), LayerNorm epsilon 1e-6"]
   if model == "factorised_dot_product":
-    notes.append("Model 4: scenic's temporal half of the heads comes first; swapped to vidtx's "
-                 "space-first order")
+    notes.append(
+      "Model 4: scenic's temporal half of the heads comes first; swapped to vidtx's "
+      "space-first order"
+    )
   preprocessing = vivit_preprocessing(num_tokens_t * tubelet, crop)
   return vit.finish_converted(
-      "vivit", params, model_config, source, num_classes=num_classes, labels=None,
-      preprocessing=preprocessing, notes=notes)
+    "vivit",
+    params,
+    model_config,
+    source,
+    num_classes=num_classes,
+    labels=None,
+    preprocessing=preprocessing,
+    notes=notes,
+  )

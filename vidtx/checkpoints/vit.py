@@ -36,9 +36,11 @@ def num_heads_for(width: int, num_heads: int | None, where: str) -> int:
   if num_heads:
     return int(num_heads)
   if width not in HEADS_BY_WIDTH:
-    raise ValueError(f"{where}: the checkpoint does not record its number of heads and width "
-                     f"{width} is not a standard ViT width {sorted(HEADS_BY_WIDTH)}; pass "
-                     "--num_heads.")
+    raise ValueError(
+      f"{where}: the checkpoint does not record its number of heads and width "
+      f"{width} is not a standard ViT width {sorted(HEADS_BY_WIDTH)}; pass "
+      "--num_heads."
+    )
   return HEADS_BY_WIDTH[width]
 
 
@@ -55,13 +57,15 @@ def labels_from_hf(config: dict[str, Any], num_classes: int) -> list[str] | None
   id2label = config.get("id2label") or {}
   labels = [id2label.get(str(i), id2label.get(i)) for i in range(num_classes)]
   if any(label is None for label in labels) or all(
-      label == f"LABEL_{i}" for i, label in enumerate(labels)):
+    label == f"LABEL_{i}" for i, label in enumerate(labels)
+  ):
     return None  # Hugging Face's placeholders carry no information.
   return labels
 
 
-def preprocessing_from_hf(source: Source, defaults: dict[str, Any],
-                          read_mean_std: bool = True) -> dict[str, Any]:
+def preprocessing_from_hf(
+  source: Source, defaults: dict[str, Any], read_mean_std: bool = True
+) -> dict[str, Any]:
   """`defaults` updated by the folder's preprocessor_config.json, where it has one."""
   out = dict(defaults)
   processor = source.extra.get("preprocessor_config") or {}
@@ -78,8 +82,17 @@ def preprocessing_from_hf(source: Source, defaults: dict[str, Any],
 
 def image_preprocessing(image_size: int) -> dict[str, Any]:
   mean, std = VIT_MEAN_STD
-  return dict(num_frames=1, stride=1, min_resize=image_size, crop_size=image_size, mean=mean,
-              std=std, num_test_clips=1, do_three_spatial_crops=False, aggregation="mean_logits")
+  return dict(
+    num_frames=1,
+    stride=1,
+    min_resize=image_size,
+    crop_size=image_size,
+    mean=mean,
+    std=std,
+    num_test_clips=1,
+    do_three_spatial_crops=False,
+    aggregation="mean_logits",
+  )
 
 
 def _grid_of(posemb: np.ndarray, has_cls: bool, where: str) -> tuple[bool, int]:
@@ -89,57 +102,98 @@ def _grid_of(posemb: np.ndarray, has_cls: bool, where: str) -> tuple[bool, int]:
     return True, math.isqrt(length - 1)
   if math.isqrt(length) ** 2 == length:
     return False, math.isqrt(length)
-  raise ValueError(f"{where}: positional embedding of {length} entries is not a square grid of "
-                   "patches (plus a class token).")
+  raise ValueError(
+    f"{where}: positional embedding of {length} entries is not a square grid of "
+    "patches (plus a class token)."
+  )
 
 
-def assemble_space_model(*, kernel, bias, cls, posemb, blocks, encoder_norm, head,
-                         num_heads: int, gelu_approximate: bool, layer_norm_epsilon: float,
-                         where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def assemble_space_model(
+  *,
+  kernel,
+  bias,
+  cls,
+  posemb,
+  blocks,
+  encoder_norm,
+  head,
+  num_heads: int,
+  gelu_approximate: bool,
+  layer_norm_epsilon: float,
+  where: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
   """vidtx space-only TimeSformer params and model config from image-ViT parts."""
   posemb = np.asarray(posemb).reshape(-1, posemb.shape[-1])  # (1, L, D) -> (L, D)
   has_entry, _ = _grid_of(posemb, cls is not None, where)
   if cls is not None and not has_entry:
     # The class token gets no positional embedding: a zero entry computes the same.
     posemb = np.concatenate([np.zeros_like(posemb[:1]), posemb])
-  params = {"embedding": {"kernel": kernel, "bias": bias},
-            "pos_embedding": {"embedding": posemb},
-            "encoder_norm": encoder_norm}
+  params = {
+    "embedding": {"kernel": kernel, "bias": bias},
+    "pos_embedding": {"embedding": posemb},
+    "encoder_norm": encoder_norm,
+  }
   if cls is not None:
     params["cls"] = np.asarray(cls).reshape(1, 1, -1)
   for i, block in enumerate(blocks):
     params[f"encoderblock_{i}"] = {
-        "norm_spatial": block["norm_attention"], "attention_spatial": block["attention"],
-        "norm_mlp": block["norm_mlp"], "mlp": block["mlp"]}
+      "norm_spatial": block["norm_attention"],
+      "attention_spatial": block["attention"],
+      "norm_mlp": block["norm_mlp"],
+      "mlp": block["mlp"],
+    }
   if head is not None:
     params["head"] = head
   patch, width = kernel.shape[0], kernel.shape[-1]
   model_config = dict(
-      variant=f"B/{patch}", hidden_size=int(width), num_layers=len(blocks),
-      num_heads=int(num_heads), mlp_dim=int(blocks[0]["mlp"]["Dense_0"]["kernel"].shape[1]),
-      attention="space", classifier="token" if cls is not None else "gap",
-      gelu_approximate=bool(gelu_approximate), layer_norm_epsilon=float(layer_norm_epsilon))
+    variant=f"B/{patch}",
+    hidden_size=int(width),
+    num_layers=len(blocks),
+    num_heads=int(num_heads),
+    mlp_dim=int(blocks[0]["mlp"]["Dense_0"]["kernel"].shape[1]),
+    attention="space",
+    classifier="token" if cls is not None else "gap",
+    gelu_approximate=bool(gelu_approximate),
+    layer_norm_epsilon=float(layer_norm_epsilon),
+  )
   return params, model_config
 
 
-def finish_converted(model_name: str, params: dict[str, Any], model_config: dict[str, Any],
-                     source: Source, *, num_classes: int | None, labels: list[str] | None,
-                     preprocessing: dict[str, Any], notes: list[str]) -> Converted:
+def finish_converted(
+  model_name: str,
+  params: dict[str, Any],
+  model_config: dict[str, Any],
+  source: Source,
+  *,
+  num_classes: int | None,
+  labels: list[str] | None,
+  preprocessing: dict[str, Any],
+  notes: list[str],
+) -> Converted:
   """The Converted of mapped `params`; a head-less source (a backbone) gets a zero head of
   `num_classes` classes (--num_classes), or an error saying so."""
   if params.get("head") is None:
     params.pop("head", None)
     if not num_classes:
-      raise ValueError(f"{source.path}: the checkpoint has no classification head (a backbone); "
-                       "pass --num_classes to add a zero-initialised one, or use it via "
-                       "init_from.")
-    params["head"] = {"kernel": np.zeros((model_config["hidden_size"], num_classes), np.float32),
-                      "bias": np.zeros(num_classes, np.float32)}
+      raise ValueError(
+        f"{source.path}: the checkpoint has no classification head (a backbone); "
+        "pass --num_classes to add a zero-initialised one, or use it via "
+        "init_from."
+      )
+    params["head"] = {
+      "kernel": np.zeros((model_config["hidden_size"], num_classes), np.float32),
+      "bias": np.zeros(num_classes, np.float32),
+    }
     notes.append(f"no head in the source: a zero head of {num_classes} classes was added")
-  return Converted(model_name=model_name, model_config=model_config,
-                   num_classes=int(params["head"]["kernel"].shape[1]), params=params,
-                   preprocessing=preprocessing, labels=labels,
-                   source=dict(path=source.path, format=source.format, notes=notes))
+  return Converted(
+    model_name=model_name,
+    model_config=model_config,
+    num_classes=int(params["head"]["kernel"].shape[1]),
+    params=params,
+    preprocessing=preprocessing,
+    labels=labels,
+    source=dict(path=source.path, format=source.format, notes=notes),
+  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -147,42 +201,66 @@ def finish_converted(model_name: str, params: dict[str, Any], model_config: dict
 # ----------------------------------------------------------------------------------------
 
 
-def from_flax_npz(source: Source, *, num_classes: int | None = None,
-                  ignore: tuple[str, ...] = ()) -> Converted:
+def from_flax_npz(
+  source: Source, *, num_classes: int | None = None, ignore: tuple[str, ...] = ()
+) -> Converted:
   """vit_jax (pre-Linen names) or big_vision .npz -> space-only TimeSformer."""
   keys = names.Keys(source.tensors, source.path)
   keys.ignore(ignore)
   if source.format == "vit_npz":
     prefix, posemb_name = "Transformer/", "Transformer/posembed_input/pos_embedding"
-    module_names = dict(norm_attention="LayerNorm_0", attention="MultiHeadDotProductAttention_1",
-                        norm_mlp="LayerNorm_2", mlp="MlpBlock_3")
+    module_names = dict(
+      norm_attention="LayerNorm_0",
+      attention="MultiHeadDotProductAttention_1",
+      norm_mlp="LayerNorm_2",
+      mlp="MlpBlock_3",
+    )
   else:
     prefix, posemb_name = "Transformer/", "pos_embedding"
-    module_names = dict(norm_attention="LayerNorm_0", attention="MultiHeadDotProductAttention_0",
-                        norm_mlp="LayerNorm_1", mlp="MlpBlock_0")
+    module_names = dict(
+      norm_attention="LayerNorm_0",
+      attention="MultiHeadDotProductAttention_0",
+      norm_mlp="LayerNorm_1",
+      mlp="MlpBlock_0",
+    )
     if any(k.startswith("Transformer/encoderblock/") for k in source.tensors):
       keys = names.Keys(_unscan(source.tensors, "Transformer/encoderblock/"), source.path)
       keys.ignore(ignore)
   num_layers = keys.count(rf"{prefix}encoderblock_(\d+)/")
-  blocks = [names.flax_block(keys, f"{prefix}encoderblock_{i}", **module_names)
-            for i in range(num_layers)]
+  blocks = [
+    names.flax_block(keys, f"{prefix}encoderblock_{i}", **module_names) for i in range(num_layers)
+  ]
   num_heads = keys.shape(f"{prefix}encoderblock_0/{module_names['attention']}/query/kernel")[1]
   head = names.flax_dense(keys, "head") if "head/kernel" in keys else None
   kernel = keys.get("embedding/kernel")
-  parts = dict(kernel=kernel, bias=keys.get("embedding/bias"),
-               cls=keys.get("cls", optional=True), posemb=keys.get(posemb_name),
-               blocks=blocks, encoder_norm=names.flax_layer_norm(keys, f"{prefix}encoder_norm"),
-               head=head)
+  parts = dict(
+    kernel=kernel,
+    bias=keys.get("embedding/bias"),
+    cls=keys.get("cls", optional=True),
+    posemb=keys.get(posemb_name),
+    blocks=blocks,
+    encoder_norm=names.flax_layer_norm(keys, f"{prefix}encoder_norm"),
+    head=head,
+  )
   keys.finish()
   params, model_config = assemble_space_model(
-      **parts, num_heads=num_heads, gelu_approximate=True, layer_norm_epsilon=1e-6,
-      where=source.path)
-  image_size = kernel.shape[0] * _grid_of(params["pos_embedding"]["embedding"], "cls" in params,
-                                          source.path)[1]
+    **parts, num_heads=num_heads, gelu_approximate=True, layer_norm_epsilon=1e-6, where=source.path
+  )
+  image_size = (
+    kernel.shape[0]
+    * _grid_of(params["pos_embedding"]["embedding"], "cls" in params, source.path)[1]
+  )
   notes = ["Flax nn.gelu (tanh approximation)", "LayerNorm epsilon 1e-6"]
   return finish_converted(
-      "timesformer", params, model_config, source, num_classes=num_classes, labels=None,
-      preprocessing=image_preprocessing(image_size), notes=notes)
+    "timesformer",
+    params,
+    model_config,
+    source,
+    num_classes=num_classes,
+    labels=None,
+    preprocessing=image_preprocessing(image_size),
+    notes=notes,
+  )
 
 
 def _unscan(tensors: dict[str, np.ndarray], scanned: str) -> dict[str, np.ndarray]:
@@ -190,7 +268,7 @@ def _unscan(tensors: dict[str, np.ndarray], scanned: str) -> dict[str, np.ndarra
   out = {}
   for name, value in tensors.items():
     if name.startswith(scanned):
-      rest = name[len(scanned):]
+      rest = name[len(scanned) :]
       for i in range(value.shape[0]):
         out[f"{scanned[:-1]}_{i}/{rest}"] = value[i]
     else:
@@ -198,8 +276,13 @@ def _unscan(tensors: dict[str, np.ndarray], scanned: str) -> dict[str, np.ndarra
   return out
 
 
-def from_timm(source: Source, *, num_heads: int | None = None, num_classes: int | None = None,
-              ignore: tuple[str, ...] = ()) -> Converted:
+def from_timm(
+  source: Source,
+  *,
+  num_heads: int | None = None,
+  num_classes: int | None = None,
+  ignore: tuple[str, ...] = (),
+) -> Converted:
   """timm / PyTorch ViT state dict -> space-only TimeSformer."""
   keys = names.Keys(source.tensors, source.path)
   keys.ignore(ignore)
@@ -209,46 +292,77 @@ def from_timm(source: Source, *, num_heads: int | None = None, num_classes: int 
   blocks = [names.timm_block(keys, f"blocks.{i}", heads) for i in range(num_layers)]
   weight = keys.get("patch_embed.proj.weight")
   head = names.torch_dense(keys, "head") if "head.weight" in keys else None
-  parts = dict(kernel=surgery.conv2d_kernel(weight), bias=keys.get("patch_embed.proj.bias"),
-               cls=keys.get("cls_token", optional=True), posemb=keys.get("pos_embed"),
-               blocks=blocks, encoder_norm=names.torch_layer_norm(keys, "norm"), head=head)
+  parts = dict(
+    kernel=surgery.conv2d_kernel(weight),
+    bias=keys.get("patch_embed.proj.bias"),
+    cls=keys.get("cls_token", optional=True),
+    posemb=keys.get("pos_embed"),
+    blocks=blocks,
+    encoder_norm=names.torch_layer_norm(keys, "norm"),
+    head=head,
+  )
   keys.finish()
   params, model_config = assemble_space_model(
-      **parts, num_heads=heads, gelu_approximate=False, layer_norm_epsilon=1e-6,
-      where=source.path)
-  image_size = weight.shape[-1] * _grid_of(params["pos_embedding"]["embedding"], "cls" in params,
-                                           source.path)[1]
-  notes = ["timm: exact GELU, LayerNorm epsilon 1e-6",
-           "preprocessing mean/std 0.5 assumed (timm's augreg ViTs); DeiT and other ImageNet-"
-           "normalised models need --normalization=imagenet"]
+    **parts, num_heads=heads, gelu_approximate=False, layer_norm_epsilon=1e-6, where=source.path
+  )
+  image_size = (
+    weight.shape[-1]
+    * _grid_of(params["pos_embedding"]["embedding"], "cls" in params, source.path)[1]
+  )
+  notes = [
+    "timm: exact GELU, LayerNorm epsilon 1e-6",
+    "preprocessing mean/std 0.5 assumed (timm's augreg ViTs); DeiT and other ImageNet-"
+    "normalised models need --normalization=imagenet",
+  ]
   return finish_converted(
-      "timesformer", params, model_config, source, num_classes=num_classes, labels=None,
-      preprocessing=image_preprocessing(image_size), notes=notes)
+    "timesformer",
+    params,
+    model_config,
+    source,
+    num_classes=num_classes,
+    labels=None,
+    preprocessing=image_preprocessing(image_size),
+    notes=notes,
+  )
 
 
-def from_hf_vit(source: Source, *, num_classes: int | None = None,
-                ignore: tuple[str, ...] = ()) -> Converted:
+def from_hf_vit(
+  source: Source, *, num_classes: int | None = None, ignore: tuple[str, ...] = ()
+) -> Converted:
   """Hugging Face ViT folder (ViTForImageClassification or ViTModel) -> space-only TimeSformer."""
   config = source.config
   keys, prefix, blocks = names.hf_encoder(source, "vit.", ignore)
   heads = int(config["num_attention_heads"])
   e = prefix + "embeddings."
   head = names.torch_dense(keys, "classifier") if "classifier.weight" in keys else None
-  parts = dict(kernel=surgery.conv2d_kernel(keys.get(e + "patch_embeddings.projection.weight")),
-               bias=keys.get(e + "patch_embeddings.projection.bias"),
-               cls=keys.get(e + "cls_token"), posemb=keys.get(e + "position_embeddings"),
-               blocks=blocks, encoder_norm=names.torch_layer_norm(keys, prefix + "layernorm"),
-               head=head)
+  parts = dict(
+    kernel=surgery.conv2d_kernel(keys.get(e + "patch_embeddings.projection.weight")),
+    bias=keys.get(e + "patch_embeddings.projection.bias"),
+    cls=keys.get(e + "cls_token"),
+    posemb=keys.get(e + "position_embeddings"),
+    blocks=blocks,
+    encoder_norm=names.torch_layer_norm(keys, prefix + "layernorm"),
+    head=head,
+  )
   keys.finish()
   eps = float(config.get("layer_norm_eps", 1e-12))
   gelu = gelu_approximate_for(config.get("hidden_act", "gelu"), source.path)
   params, model_config = assemble_space_model(
-      **parts, num_heads=heads, gelu_approximate=gelu, layer_norm_epsilon=eps, where=source.path)
+    **parts, num_heads=heads, gelu_approximate=gelu, layer_norm_epsilon=eps, where=source.path
+  )
   image_size = int(config.get("image_size", 224))
   preprocessing = preprocessing_from_hf(source, image_preprocessing(image_size))
   labels = labels_from_hf(config, head["kernel"].shape[1]) if head is not None else None
-  notes = [f"Hugging Face ViT: hidden_act {config.get('hidden_act', 'gelu')!r}, "
-           f"layer_norm_eps {eps}"]
+  notes = [
+    f"Hugging Face ViT: hidden_act {config.get('hidden_act', 'gelu')!r}, layer_norm_eps {eps}"
+  ]
   return finish_converted(
-      "timesformer", params, model_config, source, num_classes=num_classes, labels=labels,
-      preprocessing=preprocessing, notes=notes)
+    "timesformer",
+    params,
+    model_config,
+    source,
+    num_classes=num_classes,
+    labels=labels,
+    preprocessing=preprocessing,
+    notes=notes,
+  )

@@ -21,13 +21,13 @@ from vidtx.data.pipeline import (
 )
 
 __all__ = [
-    "DATASETS",
-    "build_eval_dataset",
-    "build_train_dataset",
-    "class_names",
-    "prepare_dataset",
-    "read_label_names",
-    "reader_error",
+  "DATASETS",
+  "build_eval_dataset",
+  "build_train_dataset",
+  "class_names",
+  "prepare_dataset",
+  "read_label_names",
+  "reader_error",
 ]
 
 DATASETS = ("synthetic", "dmvr", "tfds:NAME")
@@ -57,25 +57,31 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     task = synthetic.get_task(task_name)
     if dataset_configs.get("num_classes") != len(task.class_names):
       raise ValueError(
-          f"dataset_configs.num_classes={dataset_configs.get('num_classes')} but the synthetic "
-          f"task {task_name!r} has {len(task.class_names)} classes {list(task.class_names)}.")
+        f"dataset_configs.num_classes={dataset_configs.get('num_classes')} but the synthetic "
+        f"task {task_name!r} has {len(task.class_names)} classes {list(task.class_names)}."
+      )
     if dataset_configs.get("random_flip", False) and not task.flip_invariant:
       raise ValueError(
-          f"dataset_configs.random_flip=True would mirror the videos of the synthetic task "
-          f"{task_name!r} and swap its classes {list(task.class_names)}; set it to False.")
+        f"dataset_configs.random_flip=True would mirror the videos of the synthetic task "
+        f"{task_name!r} and swap its classes {list(task.class_names)}; set it to False."
+      )
     with dataset_configs.unlocked():
       dataset_configs.base_dir = synthetic.ensure_dataset(dataset_configs)
   else:
     base_dir = dataset_configs.get("base_dir")
     if not base_dir:
-      raise ValueError("config.dataset_configs.base_dir is empty; expected the directory that "
-                       "holds the TFRecord shards.")
+      raise ValueError(
+        "config.dataset_configs.base_dir is empty; expected the directory that "
+        "holds the TFRecord shards."
+      )
     if not tf.io.gfile.isdir(base_dir):
       raise ValueError(f"config.dataset_configs.base_dir={base_dir!r} is not a directory.")
     tables = dataset_configs.get("tables") or {}
     if not tables:
-      raise ValueError("config.dataset_configs.tables is empty; expected e.g. "
-                       "{'train': 'train.tfrecord@16', 'validation': 'validation.tfrecord@4'}.")
+      raise ValueError(
+        "config.dataset_configs.tables is empty; expected e.g. "
+        "{'train': 'train.tfrecord@16', 'validation': 'validation.tfrecord@4'}."
+      )
     for split, table in tables.items():
       dmvr.expand_table(base_dir, table)  # Raises ValueError naming the missing file.
       # A split of 0-byte files would train forever on nothing: name it before any compile.
@@ -83,30 +89,37 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return dataset_configs
 
 
-def _prepare_tfds(name: str, dataset_configs: ml_collections.ConfigDict
-                  ) -> ml_collections.ConfigDict:
+def _prepare_tfds(
+  name: str, dataset_configs: ml_collections.ConfigDict
+) -> ml_collections.ConfigDict:
   from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
 
   dc = dataset_configs
-  info = tfds_data.info(name[len("tfds:"):], dc)  # Raises ValueError when not prepared.
+  info = tfds_data.info(name[len("tfds:") :], dc)  # Raises ValueError when not prepared.
   with dc.unlocked():
     if not dc.get("tables"):
       dc.tables = {"train": "train", "validation": "validation"}
     if dc.get("num_classes") is None:
       dc.num_classes = info["num_classes"]
     elif int(dc.num_classes) != info["num_classes"]:
-      raise ValueError(f"config.dataset_configs.num_classes={dc.num_classes} but {name} has "
-                       f"{info['num_classes']} classes.")
+      raise ValueError(
+        f"config.dataset_configs.num_classes={dc.num_classes} but {name} has "
+        f"{info['num_classes']} classes."
+      )
     examples = dict(dc.get("examples_per_subset") or {})
     for split, tfds_split in dict(dc.tables).items():
       if tfds_split not in info["examples_per_subset"]:
-        raise ValueError(f"config.dataset_configs.tables.{split}={tfds_split!r}: {name} has "
-                         f"the splits {sorted(info['examples'])}.")
+        raise ValueError(
+          f"config.dataset_configs.tables.{split}={tfds_split!r}: {name} has "
+          f"the splits {sorted(info['examples'])}."
+        )
       if not info["examples_per_subset"][tfds_split]:
-        raise ValueError(f"config.dataset_configs.tables.{split}={tfds_split!r}: this split of "
-                         f"{name} holds no example (tfds_data_dir="
-                         f"{dc.get('tfds_data_dir') or 'the TFDS default'}); "
-                         "prepare it again or point the table at another split.")
+        raise ValueError(
+          f"config.dataset_configs.tables.{split}={tfds_split!r}: this split of "
+          f"{name} holds no example (tfds_data_dir="
+          f"{dc.get('tfds_data_dir') or 'the TFDS default'}); "
+          "prepare it again or point the table at another split."
+        )
       examples.setdefault(split, info["examples_per_subset"][tfds_split])
     dc.examples_per_subset = examples
     if not dc.get("base_dir"):
@@ -130,8 +143,10 @@ def class_names(dataset_configs: ml_collections.ConfigDict) -> list[str] | None:
     return list(synthetic.get_task(dataset_configs.get("task", "motion")).class_names)
   if dataset_configs.dataset_name.startswith("tfds:"):
     from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
-    return tfds_data.info(dataset_configs.dataset_name[len("tfds:"):],
-                          dataset_configs)["class_names"]
+
+    return tfds_data.info(dataset_configs.dataset_name[len("tfds:") :], dataset_configs)[
+      "class_names"
+    ]
   try:
     names = read_label_names(dataset_configs.base_dir)
   except ValueError:

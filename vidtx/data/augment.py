@@ -79,25 +79,32 @@ def resize_short_side(frames: tf.Tensor, short_side) -> tf.Tensor:
   def resize():
     # float64, as the reader does: the rounded long side must not depend on float32 error.
     scale = tf.cast(target, tf.float64) / tf.cast(short, tf.float64)
-    new_height = tf.maximum(tf.cast(tf.round(tf.cast(height, tf.float64) * scale), tf.int32),
-                            target)
-    new_width = tf.maximum(tf.cast(tf.round(tf.cast(width, tf.float64) * scale), tf.int32),
-                           target)
+    new_height = tf.maximum(
+      tf.cast(tf.round(tf.cast(height, tf.float64) * scale), tf.int32), target
+    )
+    new_width = tf.maximum(tf.cast(tf.round(tf.cast(width, tf.float64) * scale), tf.int32), target)
     return tf.image.resize(frames, tf.stack([new_height, new_width]), method="bilinear")
 
   return tf.cond(short == target, lambda: tf.cast(frames, tf.float32), resize)
 
 
-def jittered_short_side(*, min_resize: int, crop_size: int, min_scale: float = 1.0,
-                        max_scale: float = 1.0, probability: float = 1.0,
-                        seed: tf.Tensor) -> tf.Tensor:
+def jittered_short_side(
+  *,
+  min_resize: int,
+  crop_size: int,
+  min_scale: float = 1.0,
+  max_scale: float = 1.0,
+  probability: float = 1.0,
+  seed: tf.Tensor,
+) -> tf.Tensor:
   """int32 scalar: round(min_resize * s), at least crop_size; s ~ U[min_scale, max_scale].
 
   With probability 1 - `probability` the jitter is skipped (s = 1).
   """
   if not 0.0 < min_scale <= max_scale:
-    raise ValueError(f"min_scale={min_scale}, max_scale={max_scale}: expected "
-                     "0 < min_scale <= max_scale.")
+    raise ValueError(
+      f"min_scale={min_scale}, max_scale={max_scale}: expected 0 < min_scale <= max_scale."
+    )
   _check_probability("probability", probability)
   draws = tf.cast(tf.random.stateless_uniform([2], seed), tf.float64)
   scale = min_scale + (max_scale - min_scale) * draws[1]
@@ -106,9 +113,16 @@ def jittered_short_side(*, min_resize: int, crop_size: int, min_scale: float = 1
   return tf.maximum(short_side, crop_size)
 
 
-def scale_jitter_crop(frames: tf.Tensor, *, min_resize: int, crop_size: int,
-                      min_scale: float = 1.0, max_scale: float = 1.0, probability: float = 1.0,
-                      seed: tf.Tensor) -> tf.Tensor:
+def scale_jitter_crop(
+  frames: tf.Tensor,
+  *,
+  min_resize: int,
+  crop_size: int,
+  min_scale: float = 1.0,
+  max_scale: float = 1.0,
+  probability: float = 1.0,
+  seed: tf.Tensor,
+) -> tf.Tensor:
   """float32 (T, crop_size, crop_size, 3): scale jitter, then one random crop for all frames.
 
   The short side becomes `jittered_short_side(...)` (min_resize times a scale drawn from
@@ -124,14 +138,19 @@ def scale_jitter_crop(frames: tf.Tensor, *, min_resize: int, crop_size: int,
   if crop_size < 1 or min_resize < 1:
     raise ValueError(f"min_resize={min_resize}, crop_size={crop_size}: expected both >= 1.")
   scale_seed, top_seed, left_seed = _split(seed, 3)
-  short_side = jittered_short_side(min_resize=min_resize, crop_size=crop_size,
-                                   min_scale=min_scale, max_scale=max_scale,
-                                   probability=probability, seed=scale_seed)
+  short_side = jittered_short_side(
+    min_resize=min_resize,
+    crop_size=crop_size,
+    min_scale=min_scale,
+    max_scale=max_scale,
+    probability=probability,
+    seed=scale_seed,
+  )
   frames = resize_short_side(frames, short_side)
   height, width = tf.shape(frames)[1], tf.shape(frames)[2]
   top = _randint(top_seed, 0, height - crop_size)
   left = _randint(left_seed, 0, width - crop_size)
-  frames = frames[:, top:top + crop_size, left:left + crop_size, :]
+  frames = frames[:, top : top + crop_size, left : left + crop_size, :]
   return tf.ensure_shape(frames, [None, crop_size, crop_size, 3])
 
 
@@ -140,11 +159,16 @@ def scale_jitter_crop(frames: tf.Tensor, *, min_resize: int, crop_size: int,
 # ---------------------------------------------------------------------------------------------
 
 
-def color_jitter(frames: tf.Tensor, *, probability: float = 0.8,
-                 brightness: float | None = 32.0 / 255.0,
-                 contrast: tuple[float, float] | None = (0.6, 1.4),
-                 saturation: tuple[float, float] | None = (0.6, 1.4),
-                 hue: float | None = 0.2, seed: tf.Tensor) -> tf.Tensor:
+def color_jitter(
+  frames: tf.Tensor,
+  *,
+  probability: float = 0.8,
+  brightness: float | None = 32.0 / 255.0,
+  contrast: tuple[float, float] | None = (0.6, 1.4),
+  saturation: tuple[float, float] | None = (0.6, 1.4),
+  hue: float | None = 0.2,
+  seed: tf.Tensor,
+) -> tf.Tensor:
   """float32 clip in [0, 255] with DMVR's colour augmentation, applied with `probability`.
 
   Defaults are DMVR's color_default_augm (ViViT's colour augmentation, probability 0.8): a
@@ -220,7 +244,8 @@ def equalize(frames: tf.Tensor) -> tf.Tensor:
   pixels = tf.reshape(tf.cast(frames, tf.int32), [-1, 3])
   bins = pixels + tf.range(3) * 256  # channel c counts into bins [256 c, 256 c + 256)
   histogram = tf.reshape(
-      tf.math.bincount(tf.reshape(bins, [-1]), minlength=768, maxlength=768), [3, 256])
+    tf.math.bincount(tf.reshape(bins, [-1]), minlength=768, maxlength=768), [3, 256]
+  )
   # PIL's step leaves out the count of the brightest level present.
   brightest = 255 - tf.argmax(tf.reverse(histogram, axis=[1]) > 0, axis=1, output_type=tf.int32)
   step = (tf.shape(pixels)[0] - tf.gather(histogram, brightest, batch_dims=1)) // 255
@@ -297,8 +322,13 @@ def _project(frames: tf.Tensor, transform: list) -> tf.Tensor:
   """
   matrix = tf.reshape(tf.cast(tf.stack(transform), tf.float32), [1, 8])
   projected = tf.raw_ops.ImageProjectiveTransformV3(
-      images=frames, transforms=matrix, output_shape=tf.shape(frames)[1:3],
-      fill_value=GREY, interpolation="NEAREST", fill_mode="CONSTANT")
+    images=frames,
+    transforms=matrix,
+    output_shape=tf.shape(frames)[1:3],
+    fill_value=GREY,
+    interpolation="NEAREST",
+    fill_mode="CONSTANT",
+  )
   projected.set_shape(frames.shape)
   return projected
 
@@ -309,8 +339,19 @@ def rotate(frames: tf.Tensor, degrees) -> tf.Tensor:
   cos, sin = tf.cos(radians), tf.sin(radians)
   centre_x = (tf.cast(tf.shape(frames)[2], tf.float32) - 1.0) / 2.0
   centre_y = (tf.cast(tf.shape(frames)[1], tf.float32) - 1.0) / 2.0
-  return _project(frames, [cos, -sin, centre_x - cos * centre_x + sin * centre_y,
-                           sin, cos, centre_y - sin * centre_x - cos * centre_y, 0.0, 0.0])
+  return _project(
+    frames,
+    [
+      cos,
+      -sin,
+      centre_x - cos * centre_x + sin * centre_y,
+      sin,
+      cos,
+      centre_y - sin * centre_x - cos * centre_y,
+      0.0,
+      0.0,
+    ],
+  )
 
 
 def shear_x(frames: tf.Tensor, shear) -> tf.Tensor:
@@ -374,31 +415,28 @@ RandAugmentOp = Callable[[tf.Tensor, float, tf.Tensor], tf.Tensor]
 
 # name -> fn(frames, level, seed), in the reference's order.
 RAND_AUGMENT_OPS: dict[str, RandAugmentOp] = {
-    "AutoContrast": lambda frames, level, seed: auto_contrast(frames),
-    "Equalize": lambda frames, level, seed: equalize(frames),
-    "Invert": lambda frames, level, seed: invert(frames),
-    "Rotate": lambda frames, level, seed: rotate(frames, _signed(level / MAX_LEVEL * 30.0, seed)),
-    "Posterize": lambda frames, level, seed: posterize(
-        frames, min(int(level / MAX_LEVEL * 4), 8)),
-    "Solarize": lambda frames, level, seed: solarize(
-        frames, min(int(level / MAX_LEVEL * 256), 256)),
-    "Color": lambda frames, level, seed: color(frames, _enhance_factor(level)),
-    "Contrast": lambda frames, level, seed: contrast(frames, _enhance_factor(level)),
-    "Brightness": lambda frames, level, seed: brightness(frames, _enhance_factor(level)),
-    "Sharpness": lambda frames, level, seed: sharpness(frames, _enhance_factor(level)),
-    "ShearX": lambda frames, level, seed: shear_x(frames, _signed(level / MAX_LEVEL * 0.3, seed)),
-    "ShearY": lambda frames, level, seed: shear_y(frames, _signed(level / MAX_LEVEL * 0.3, seed)),
-    "TranslateX": lambda frames, level, seed: _translate(frames, level, seed, axis=2),
-    "TranslateY": lambda frames, level, seed: _translate(frames, level, seed, axis=1),
-    "Cutout": lambda frames, level, seed: cutout(
-        frames, int(level / MAX_LEVEL * CUTOUT_CONST), seed),
-    "SolarizeAdd": lambda frames, level, seed: solarize_add(
-        frames, int(level / MAX_LEVEL * 110)),
+  "AutoContrast": lambda frames, level, seed: auto_contrast(frames),
+  "Equalize": lambda frames, level, seed: equalize(frames),
+  "Invert": lambda frames, level, seed: invert(frames),
+  "Rotate": lambda frames, level, seed: rotate(frames, _signed(level / MAX_LEVEL * 30.0, seed)),
+  "Posterize": lambda frames, level, seed: posterize(frames, min(int(level / MAX_LEVEL * 4), 8)),
+  "Solarize": lambda frames, level, seed: solarize(frames, min(int(level / MAX_LEVEL * 256), 256)),
+  "Color": lambda frames, level, seed: color(frames, _enhance_factor(level)),
+  "Contrast": lambda frames, level, seed: contrast(frames, _enhance_factor(level)),
+  "Brightness": lambda frames, level, seed: brightness(frames, _enhance_factor(level)),
+  "Sharpness": lambda frames, level, seed: sharpness(frames, _enhance_factor(level)),
+  "ShearX": lambda frames, level, seed: shear_x(frames, _signed(level / MAX_LEVEL * 0.3, seed)),
+  "ShearY": lambda frames, level, seed: shear_y(frames, _signed(level / MAX_LEVEL * 0.3, seed)),
+  "TranslateX": lambda frames, level, seed: _translate(frames, level, seed, axis=2),
+  "TranslateY": lambda frames, level, seed: _translate(frames, level, seed, axis=1),
+  "Cutout": lambda frames, level, seed: cutout(frames, int(level / MAX_LEVEL * CUTOUT_CONST), seed),
+  "SolarizeAdd": lambda frames, level, seed: solarize_add(frames, int(level / MAX_LEVEL * 110)),
 }
 
 
-def rand_augment(frames: tf.Tensor, *, num_layers: int, magnitude: float,
-                 seed: tf.Tensor) -> tf.Tensor:
+def rand_augment(
+  frames: tf.Tensor, *, num_layers: int, magnitude: float, seed: tf.Tensor
+) -> tf.Tensor:
   """float32 clip after `num_layers` RandAugment operations at `magnitude` (0-10 scale, or more).
 
   As in the Model Garden's RandAugment: each layer picks one of the 16 operations of
@@ -423,8 +461,7 @@ def rand_augment(frames: tf.Tensor, *, num_layers: int, magnitude: float,
 
 def _rand_augment_layer(frames: tf.Tensor, magnitude: float, seed: tf.Tensor) -> tf.Tensor:
   choice_seed, op_seed = _split(seed, 2)
-  branches = [functools.partial(op, frames, magnitude, op_seed)
-              for op in RAND_AUGMENT_OPS.values()]
+  branches = [functools.partial(op, frames, magnitude, op_seed) for op in RAND_AUGMENT_OPS.values()]
   branches.append(lambda: tf.identity(frames))  # the 17th choice: no operation
   choice = tf.random.stateless_uniform([], choice_seed, 0, len(branches), dtype=tf.int32)
   return tf.switch_case(choice, branches)
@@ -435,9 +472,16 @@ def _rand_augment_layer(frames: tf.Tensor, magnitude: float, seed: tf.Tensor) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def random_erasing(frames: tf.Tensor, *, probability: float = 0.25, min_area: float = 0.02,
-                   max_area: float = 1 / 3, min_aspect: float = 0.3, max_attempts: int = 10,
-                   seed: tf.Tensor) -> tf.Tensor:
+def random_erasing(
+  frames: tf.Tensor,
+  *,
+  probability: float = 0.25,
+  min_area: float = 0.02,
+  max_area: float = 1 / 3,
+  min_aspect: float = 0.3,
+  max_attempts: int = 10,
+  seed: tf.Tensor,
+) -> tf.Tensor:
   """Random Erasing of normalised float frames: one rectangle of noise, same in every frame.
 
   With `probability`, draws up to `max_attempts` rectangles (area a fraction U[min_area,
@@ -449,9 +493,11 @@ def random_erasing(frames: tf.Tensor, *, probability: float = 0.25, min_area: fl
   """
   _check_probability("probability", probability)
   if not 0.0 < min_area <= max_area <= 1.0 or not 0.0 < min_aspect <= 1.0 or max_attempts < 1:
-    raise ValueError(f"min_area={min_area}, max_area={max_area}, min_aspect={min_aspect}, "
-                     f"max_attempts={max_attempts}: expected 0 < min_area <= max_area <= 1, "
-                     "0 < min_aspect <= 1 and max_attempts >= 1.")
+    raise ValueError(
+      f"min_area={min_area}, max_area={max_area}, min_aspect={min_aspect}, "
+      f"max_attempts={max_attempts}: expected 0 < min_area <= max_area <= 1, "
+      "0 < min_aspect <= 1 and max_attempts >= 1."
+    )
   frames = tf.convert_to_tensor(frames)
   if not frames.dtype.is_floating:
     raise ValueError(f"random_erasing takes normalised float frames, got {frames.dtype}.")
@@ -464,7 +510,8 @@ def random_erasing(frames: tf.Tensor, *, probability: float = 0.25, min_area: fl
     areas = tf.random.stateless_uniform([max_attempts], area_seed, min_area, max_area) * area
     log_aspect = math.log(min_aspect)
     aspects = tf.exp(
-        tf.random.stateless_uniform([max_attempts], aspect_seed, log_aspect, -log_aspect))
+      tf.random.stateless_uniform([max_attempts], aspect_seed, log_aspect, -log_aspect)
+    )
     heights = tf.cast(tf.round(tf.sqrt(areas * aspects)), tf.int32)
     widths = tf.cast(tf.round(tf.sqrt(areas / aspects)), tf.int32)
     fits = (heights < height) & (widths < width)
@@ -477,15 +524,15 @@ def random_erasing(frames: tf.Tensor, *, probability: float = 0.25, min_area: fl
     rows = (tf.range(height) >= top) & (tf.range(height) < top + erase_height)
     columns = (tf.range(width) >= left) & (tf.range(width) < left + erase_width)
     inside = rows[None, :, None, None] & columns[None, None, :, None]
-    noise = tf.random.stateless_normal(tf.stack([height, width, 3]), noise_seed,
-                                       dtype=frames.dtype)
+    noise = tf.random.stateless_normal(tf.stack([height, width, 3]), noise_seed, dtype=frames.dtype)
     return tf.where(inside, noise[None], frames)
 
   return tf.cond(_coin(apply_seed, probability), erase, lambda: frames)
 
 
-def horizontal_flip(frames: tf.Tensor, *, probability: float = 0.5,
-                    seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def horizontal_flip(
+  frames: tf.Tensor, *, probability: float = 0.5, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
   """(frames mirrored left-right with `probability`, flipped: bool scalar) for the whole clip.
 
   `flipped` lets the caller swap the labels of direction-dependent classes.

@@ -152,8 +152,12 @@ def split_from_name(path: str) -> str:
   the file's stem."""
   stem = os.path.splitext(os.path.basename(path))[0]
   tokens = re.split(r"[-_. ]+", stem.lower())
-  for token, split in (("train", "train"), ("validation", "validation"), ("val", "validation"),
-                       ("test", "test")):
+  for token, split in (
+    ("train", "train"),
+    ("validation", "validation"),
+    ("val", "validation"),
+    ("test", "test"),
+  ):
     if token in tokens:
       return split
   return stem
@@ -180,8 +184,9 @@ def _read_csv_rows(flag: str, path: str) -> list[dict[str, str]]:
   return rows
 
 
-def _require_columns(flag: str, path: str, rows: list[dict[str, str]],
-                     columns: Sequence[str]) -> None:
+def _require_columns(
+  flag: str, path: str, rows: list[dict[str, str]], columns: Sequence[str]
+) -> None:
   missing = [c for c in columns if c not in rows[0]]
   if missing:
     raise ValueError(f"{flag} {path}: no column(s) {missing}; found {list(rows[0])}.")
@@ -200,8 +205,13 @@ def kinetics_source(input_csv: str, video_dir: str) -> Source:
     start, end = float(row["time_start"]), float(row["time_end"])
     label = (row.get("label") or "").strip()
     clip = f"{youtube_id}_{int(start):06d}_{int(end):06d}"
-    common = dict(labels=(label,) if label else (), video_id=clip,
-                  label_text=label or None, clip_start=start, clip_end=end)
+    common = dict(
+      labels=(label,) if label else (),
+      video_id=clip,
+      label_text=label or None,
+      clip_start=start,
+      clip_end=end,
+    )
     if clip in videos:  # Already cut to the segment: keep all of it.
       items.append(Item(path=videos[clip], **common))
     else:
@@ -230,9 +240,11 @@ def ssv2_source(input_json: str, labels_json: str, video_dir: str) -> Source:
   with open(input_json, encoding="utf-8") as f:
     entries = json.load(f)
   if not entries or "template" not in entries[0]:
-    raise ValueError(f"--input {input_json}: the entries have no 'template' (found "
-                     f"{sorted(entries[0]) if entries else 'no entries'}); the SSv2 test split has "
-                     "no public labels, convert the train and validation JSONs.")
+    raise ValueError(
+      f"--input {input_json}: the entries have no 'template' (found "
+      f"{sorted(entries[0]) if entries else 'no entries'}); the SSv2 test split has "
+      "no public labels, convert the train and validation JSONs."
+    )
   items = []
   for entry in entries:
     name = ssv2_class_name(entry["template"])
@@ -257,15 +269,28 @@ def _class_csv(flag: str, path: str, count: int) -> dict[int, str]:
   return names
 
 
-def epic_source(input_csv: str, video_dir: str, noun_classes: str | None = None,
-                verb_classes: str | None = None) -> Source:
+def epic_source(
+  input_csv: str, video_dir: str, noun_classes: str | None = None, verb_classes: str | None = None
+) -> Source:
   """Items of an Epic-Kitchens-100 CSV: one per narration, labels [noun, 300 + verb]."""
   _check_file("--input", input_csv)
   _check_dir("--video_dir", video_dir)
   rows = _read_csv_rows("--input", input_csv)
-  _require_columns("--input", input_csv, rows,
-                   ["narration_id", "video_id", "start_timestamp", "stop_timestamp", "verb",
-                    "verb_class", "noun", "noun_class"])
+  _require_columns(
+    "--input",
+    input_csv,
+    rows,
+    [
+      "narration_id",
+      "video_id",
+      "start_timestamp",
+      "stop_timestamp",
+      "verb",
+      "verb_class",
+      "noun",
+      "noun_class",
+    ],
+  )
   nouns = _class_csv("--epic_noun_classes", noun_classes, EPIC_NUM_NOUNS) if noun_classes else {}
   verbs = _class_csv("--epic_verb_classes", verb_classes, EPIC_NUM_VERBS) if verb_classes else {}
   # Without the class lists, a class is named by the word its first narration uses.
@@ -277,17 +302,30 @@ def epic_source(input_csv: str, video_dir: str, noun_classes: str | None = None,
   for line, row in enumerate(rows, 2):
     noun, verb = int(row["noun_class"]), int(row["verb_class"])
     if not (0 <= noun < EPIC_NUM_NOUNS and 0 <= verb < EPIC_NUM_VERBS):
-      raise ValueError(f"--input {input_csv} line {line}: noun_class={noun}, verb_class={verb}; "
-                       f"expected [0, {EPIC_NUM_NOUNS}) and [0, {EPIC_NUM_VERBS}).")
+      raise ValueError(
+        f"--input {input_csv} line {line}: noun_class={noun}, verb_class={verb}; "
+        f"expected [0, {EPIC_NUM_NOUNS}) and [0, {EPIC_NUM_VERBS})."
+      )
     start, end = parse_timestamp(row["start_timestamp"]), parse_timestamp(row["stop_timestamp"])
-    items.append(Item(
+    items.append(
+      Item(
         path=videos.get(row["video_id"].strip().lower(), ""),
-        labels=(noun, EPIC_NUM_NOUNS + verb), video_id=row["narration_id"].strip(),
-        label_text=f"{verbs[verb]} {nouns[noun]}", start=start, end=end))
-  class_names = ([nouns.get(i, f"noun_{i}") for i in range(EPIC_NUM_NOUNS)]
-                 + [verbs.get(i, f"verb_{i}") for i in range(EPIC_NUM_VERBS)])
-  return Source(items=items, split=split_from_name(input_csv), class_names=class_names,
-                class_splits=[EPIC_NUM_NOUNS, EPIC_NUM_VERBS])
+        labels=(noun, EPIC_NUM_NOUNS + verb),
+        video_id=row["narration_id"].strip(),
+        label_text=f"{verbs[verb]} {nouns[noun]}",
+        start=start,
+        end=end,
+      )
+    )
+  class_names = [nouns.get(i, f"noun_{i}") for i in range(EPIC_NUM_NOUNS)] + [
+    verbs.get(i, f"verb_{i}") for i in range(EPIC_NUM_VERBS)
+  ]
+  return Source(
+    items=items,
+    split=split_from_name(input_csv),
+    class_names=class_names,
+    class_splits=[EPIC_NUM_NOUNS, EPIC_NUM_VERBS],
+  )
 
 
 _HEADER_NAMES = ("path", "video", "video_path", "file", "filename", "name")
@@ -311,8 +349,16 @@ def csv_source(input_csv: str, video_dir: str) -> Source:
     label: int | str = int(cells[1]) if re.fullmatch(r"\d+", cells[1]) else cells[1]
     start = float(cells[2]) if cells[2] else None
     end = float(cells[3]) if cells[3] else None
-    items.append(Item(path=os.path.join(video_dir, cells[0]), labels=(label,), video_id=cells[0],
-                      label_text=label if isinstance(label, str) else None, start=start, end=end))
+    items.append(
+      Item(
+        path=os.path.join(video_dir, cells[0]),
+        labels=(label,),
+        video_id=cells[0],
+        label_text=label if isinstance(label, str) else None,
+        start=start,
+        end=end,
+      )
+    )
   return Source(items=items, split=split_from_name(input_csv))
 
 
@@ -321,9 +367,15 @@ def csv_source(input_csv: str, video_dir: str) -> Source:
 # ---------------------------------------------------------------------------------------------
 
 
-def sample_frames(timed_frames: Iterable[tuple[float, Any]], *, start: float | None,
-                  end: float | None, fps: float, frame_duration: float,
-                  tolerance: float) -> Iterator[Any]:
+def sample_frames(
+  timed_frames: Iterable[tuple[float, Any]],
+  *,
+  start: float | None,
+  end: float | None,
+  fps: float,
+  frame_duration: float,
+  tolerance: float,
+) -> Iterator[Any]:
   """The frames to keep, from (time in seconds, frame) pairs in presentation order.
 
   fps == 0: every frame with start <= time < end. fps > 0: for each output time
@@ -373,8 +425,9 @@ def _output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
   return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def frame_to_rgb(frame: av.VideoFrame, width: int, height: int,
-                 reformatter: VideoReformatter | None = None) -> np.ndarray:
+def frame_to_rgb(
+  frame: av.VideoFrame, width: int, height: int, reformatter: VideoReformatter | None = None
+) -> np.ndarray:
   """uint8 (height, width, 3) RGB of a decoded frame of any pixel format and size.
 
   Pass one `reformatter` for all the frames of a video: it keeps its scaler, which
@@ -382,14 +435,26 @@ def frame_to_rgb(frame: av.VideoFrame, width: int, height: int,
   """
   # Area averaging when shrinking keeps thin detail from aliasing; bilinear when enlarging.
   shrink = width * height < frame.width * frame.height
-  return (reformatter or VideoReformatter()).reformat(
-      frame, width=width, height=height, format="rgb24",
-      interpolation="AREA" if shrink else "BILINEAR").to_ndarray()
+  return (
+    (reformatter or VideoReformatter())
+    .reformat(
+      frame,
+      width=width,
+      height=height,
+      format="rgb24",
+      interpolation="AREA" if shrink else "BILINEAR",
+    )
+    .to_ndarray()
+  )
 
 
-def _timed(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-           offset: float, frame_duration: float,
-           seen: dict[str, float]) -> Iterator[tuple[float, av.VideoFrame]]:
+def _timed(
+  container: av.container.InputContainer,
+  stream: av.video.stream.VideoStream,
+  offset: float,
+  frame_duration: float,
+  seen: dict[str, float],
+) -> Iterator[tuple[float, av.VideoFrame]]:
   """(time from the start of the file, frame) of every decoded frame; seen['last'] is the
   newest time."""
   for frame in container.decode(stream):
@@ -401,9 +466,15 @@ def _timed(container: av.container.InputContainer, stream: av.video.stream.Video
     yield frame_time, frame
 
 
-def read_frames(path: str, *, start: float | None = None, end: float | None = None,
-                fps: float = 0, short_side: int = 0,
-                max_frames: int | None = None) -> tuple[np.ndarray, float]:
+def read_frames(
+  path: str,
+  *,
+  start: float | None = None,
+  end: float | None = None,
+  fps: float = 0,
+  short_side: int = 0,
+  max_frames: int | None = None,
+) -> tuple[np.ndarray, float]:
   """The frames of `path` in [start, end) seconds, resampled to `fps` (0: native) with the
   shorter side resized to `short_side` (0: kept): (uint8 (N, H, W, 3) RGB, frame rate).
 
@@ -412,8 +483,9 @@ def read_frames(path: str, *, start: float | None = None, end: float | None = No
   be read.
   """
   if not path or not os.path.isfile(path):
-    raise VideoError("missing: no such file" if path else
-                     "missing: no video file for it under --video_dir")
+    raise VideoError(
+      "missing: no such file" if path else "missing: no video file for it under --video_dir"
+    )
   if os.path.getsize(path) == 0:
     raise VideoError("empty file")
   if start is not None and end is not None and end <= start:
@@ -430,8 +502,15 @@ def read_frames(path: str, *, start: float | None = None, end: float | None = No
     raise VideoError(f"cannot decode: {e}") from e
 
 
-def _read_frames(path: str, start: float | None, end: float | None, fps: float, short_side: int,
-                 max_frames: int | None, seek: bool) -> tuple[np.ndarray, float] | None:
+def _read_frames(
+  path: str,
+  start: float | None,
+  end: float | None,
+  fps: float,
+  short_side: int,
+  max_frames: int | None,
+  seek: bool,
+) -> tuple[np.ndarray, float] | None:
   with av.open(path) as container:
     if not container.streams.video:
       raise VideoError("no video stream")
@@ -455,8 +534,9 @@ def _read_frames(path: str, start: float | None, end: float | None, fps: float, 
     size = None
     reformatter = VideoReformatter()
     previous_frame, previous_rgb = None, None
-    for frame in sample_frames(timed, start=start, end=end, fps=fps,
-                               frame_duration=frame_duration, tolerance=tolerance):
+    for frame in sample_frames(
+      timed, start=start, end=end, fps=fps, frame_duration=frame_duration, tolerance=tolerance
+    ):
       if max_frames and len(frames) >= max_frames:
         break
       if frame is not previous_frame:  # A duplicated frame is converted once.
@@ -467,8 +547,10 @@ def _read_frames(path: str, start: float | None, end: float | None, fps: float, 
     if "last" not in seen:
       raise VideoError("no frames")
     if start is not None and seen["last"] < start:
-      raise VideoError(f"segment [{start}, {end}) s is outside the video (its last frame is at "
-                       f"{seen['last']:.3f} s)")
+      raise VideoError(
+        f"segment [{start}, {end}) s is outside the video (its last frame is at "
+        f"{seen['last']:.3f} s)"
+      )
     raise VideoError(f"no frames in the segment [{start}, {end}) s")
   return np.stack(frames), float(fps) if fps else (native_fps or 25.0)
 
@@ -491,18 +573,29 @@ class Options:
 
 def convert_video(item: Item, labels: Sequence[int], options: Options) -> bytes:
   """One video as a serialised DMVR SequenceExample; raises VideoError when it cannot be."""
-  frames, frame_rate = read_frames(item.path, start=item.start, end=item.end, fps=options.fps,
-                                   short_side=options.short_side, max_frames=options.max_frames)
+  frames, frame_rate = read_frames(
+    item.path,
+    start=item.start,
+    end=item.end,
+    fps=options.fps,
+    short_side=options.short_side,
+    max_frames=options.max_frames,
+  )
   if len(frames) < options.min_frames:
-    raise VideoError(f"too short: {len(frames)} frame(s), fewer than min_frames="
-                     f"{options.min_frames}")
+    raise VideoError(
+      f"too short: {len(frames)} frame(s), fewer than min_frames={options.min_frames}"
+    )
   clip_start = item.clip_start if item.clip_start is not None else item.start
   clip_end = item.clip_end if item.clip_end is not None else item.end
   return dmvr.sequence_example_from_jpegs(
-      dmvr.encode_jpegs(frames, options.jpeg_quality), labels, label_text=item.label_text,
-      video_id=item.video_id,
-      start_us=None if clip_start is None else round(clip_start * 1e6),
-      end_us=None if clip_end is None else round(clip_end * 1e6), frame_rate=frame_rate)
+    dmvr.encode_jpegs(frames, options.jpeg_quality),
+    labels,
+    label_text=item.label_text,
+    video_id=item.video_id,
+    start_us=None if clip_start is None else round(clip_start * 1e6),
+    end_us=None if clip_end is None else round(clip_end * 1e6),
+    frame_rate=frame_rate,
+  )
 
 
 def _stats_path(shard: str) -> str:
@@ -517,9 +610,12 @@ def _temporary_name(path: str) -> str:
   return os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
 
 
-def write_shard(shard: str, entries: Sequence[tuple[int, Item, list[int] | None, str | None]],
-                options: Options, on_video: Callable[[bool], None] = lambda bad: None
-                ) -> dict[str, Any]:
+def write_shard(
+  shard: str,
+  entries: Sequence[tuple[int, Item, list[int] | None, str | None]],
+  options: Options,
+  on_video: Callable[[bool], None] = lambda bad: None,
+) -> dict[str, Any]:
   """Writes one shard from (global index, item, label indices, label error) entries, then its
   stats JSON, then renames the shard to its final name. Returns the stats."""
   started = time.time()
@@ -541,9 +637,14 @@ def write_shard(shard: str, entries: Sequence[tuple[int, Item, list[int] | None,
       examples += 1
       on_video(False)
     writer.close()
-    stats = {"shard": os.path.basename(shard), "videos": len(entries), "examples": examples,
-             "bad": bad, "seconds": round(time.time() - started, 3),
-             "options": dataclasses.asdict(options)}
+    stats = {
+      "shard": os.path.basename(shard),
+      "videos": len(entries),
+      "examples": examples,
+      "bad": bad,
+      "seconds": round(time.time() - started, 3),
+      "options": dataclasses.asdict(options),
+    }
     stats_path = _stats_path(shard)
     os.makedirs(os.path.dirname(stats_path), exist_ok=True)
     dmvr.write_text_atomically(stats_path, json.dumps(stats, indent=1) + "\n")
@@ -578,16 +679,28 @@ def _read_stats(shard: str, num_videos: int, options: Options) -> dict[str, Any]
       stats = json.load(f)
     # A skipped shard is kept as it is: say so when it no longer matches the request.
     if stats["videos"] != num_videos:
-      print(f"warning: {shard} was written from {stats['videos']} videos, the input now puts "
-            f"{num_videos} in it; delete it to convert it again.", file=sys.stderr)
+      print(
+        f"warning: {shard} was written from {stats['videos']} videos, the input now puts "
+        f"{num_videos} in it; delete it to convert it again.",
+        file=sys.stderr,
+      )
     if stats.get("options", dataclasses.asdict(options)) != dataclasses.asdict(options):
-      print(f"warning: {shard} was written with {stats['options']}, not "
-            f"{dataclasses.asdict(options)}; delete it to convert it again.", file=sys.stderr)
+      print(
+        f"warning: {shard} was written with {stats['options']}, not "
+        f"{dataclasses.asdict(options)}; delete it to convert it again.",
+        file=sys.stderr,
+      )
     return stats
   # A shard written by another tool: count its examples; its bad videos are unknown.
   examples = sum(1 for _ in tf.data.TFRecordDataset(shard))
-  return {"shard": os.path.basename(shard), "videos": num_videos, "examples": examples,
-          "bad": [], "seconds": 0.0, "no_stats": True}
+  return {
+    "shard": os.path.basename(shard),
+    "videos": num_videos,
+    "examples": examples,
+    "bad": [],
+    "seconds": 0.0,
+    "no_stats": True,
+  }
 
 
 class _Progress:
@@ -614,8 +727,10 @@ class _Progress:
     self._shown = time.time()
     rate = (self.done - self._start_done) / max(self._shown - self._start, 1e-9)
     eta = format_duration((self.total - self.done) / rate) if rate > 0 else "?"
-    line = (f"{self.split}: {self.done}/{self.total} videos | {rate:.1f} videos/s | ETA {eta} | "
-            f"{self.bad} bad")
+    line = (
+      f"{self.split}: {self.done}/{self.total} videos | {rate:.1f} videos/s | ETA {eta} | "
+      f"{self.bad} bad"
+    )
     end = "\n" if final or not self._tty else ""
     print(("\r" if self._tty else "") + line, end=end, file=sys.stderr, flush=True)
 
@@ -634,9 +749,14 @@ def read_labels(path: str) -> list[str]:
     return [line.strip() for line in f.read().splitlines() if line.strip()]
 
 
-def resolve_label_map(items: Sequence[Item], output_dir: str, label_map: str | None = None,
-                      class_names: Sequence[str] | None = None, *,
-                      write: bool = True) -> list[str]:
+def resolve_label_map(
+  items: Sequence[Item],
+  output_dir: str,
+  label_map: str | None = None,
+  class_names: Sequence[str] | None = None,
+  *,
+  write: bool = True,
+) -> list[str]:
   """The class names, line i = class i, and OUT/labels.txt written when it is new (and `write`).
 
   --label_map, else an existing OUT/labels.txt (the training split's, for later splits), else
@@ -648,8 +768,10 @@ def resolve_label_map(items: Sequence[Item], output_dir: str, label_map: str | N
   if label_map:
     names = read_labels(_check_file("--label_map", label_map))
     if existing is not None and existing != names:
-      raise ValueError(f"--label_map {label_map} differs from {path}, which shards in "
-                       f"{output_dir} were written with; remove one of them.")
+      raise ValueError(
+        f"--label_map {label_map} differs from {path}, which shards in "
+        f"{output_dir} were written with; remove one of them."
+      )
   elif existing is not None:
     return existing
   elif class_names is not None:
@@ -659,16 +781,19 @@ def resolve_label_map(items: Sequence[Item], output_dir: str, label_map: str | N
     names_given = sorted(label for label in labels if isinstance(label, str))
     indices = [label for label in labels if not isinstance(label, str)]
     if names_given and indices:
-      raise ValueError("The labels mix class names and class indices; pass --label_map with "
-                       "one class name per line (line i = class i).")
+      raise ValueError(
+        "The labels mix class names and class indices; pass --label_map with "
+        "one class name per line (line i = class i)."
+      )
     names = names_given or [f"class_{i}" for i in range(max(indices, default=-1) + 1)]
   if names and existing is None and write:
     dmvr.write_text_atomically(path, "".join(f"{name}\n" for name in names))
   return names
 
 
-def _label_indices(item: Item, index_of: dict[str, int | None],
-                   num_classes: int) -> tuple[list[int] | None, str | None]:
+def _label_indices(
+  item: Item, index_of: dict[str, int | None], num_classes: int
+) -> tuple[list[int] | None, str | None]:
   if not item.labels:
     return [-1], None  # Unlabelled (a test split): readers that check labels reject it.
   indices = []
@@ -699,8 +824,7 @@ class Repeats:
   conflicts: list[list[int]]
 
 
-def find_repeats(items: Sequence[Item],
-                 labels: Sequence[Sequence[int] | None]) -> Repeats:
+def find_repeats(items: Sequence[Item], labels: Sequence[Sequence[int] | None]) -> Repeats:
   """The repeated rows of `items` with their label indices (None: a label error, not checked)."""
   first_of: dict[tuple, dict[tuple[int, ...], int]] = {}
   rows: dict[tuple, list[int]] = {}
@@ -723,23 +847,35 @@ def _label_names(indices: Sequence[int], names: Sequence[str]) -> str:
   return repr("+".join(names[i] if 0 <= i < len(names) else "unlabelled" for i in indices))
 
 
-def _conflict_text(rows: list[int], items: Sequence[Item], labels: Sequence[Sequence[int] | None],
-                   names: Sequence[str]) -> str:
+def _conflict_text(
+  rows: list[int],
+  items: Sequence[Item],
+  labels: Sequence[Sequence[int] | None],
+  names: Sequence[str],
+) -> str:
   shown, seen = [], set()
   for row in rows:
     if tuple(labels[row]) not in seen:
       seen.add(tuple(labels[row]))
       shown.append(f"{_label_names(labels[row], names)} (row {row + 1})")
   item = items[rows[0]]
-  segment = ("" if item.start is None and item.end is None
-             else f" [{item.start if item.start is not None else ''}, "
-                  f"{item.end if item.end is not None else ''}) s")
+  segment = (
+    ""
+    if item.start is None and item.end is None
+    else f" [{item.start if item.start is not None else ''}, "
+    f"{item.end if item.end is not None else ''}) s"
+  )
   return f"{item.video_id!r}{segment} as " + " and ".join(shown)
 
 
-def apply_repeats(items: Sequence[Item], labels: list[list[int] | None],
-                  errors: list[str | None], names: Sequence[str], duplicates: str = "skip",
-                  conflicts: str = "error") -> tuple[set[int], dict[str, int]]:
+def apply_repeats(
+  items: Sequence[Item],
+  labels: list[list[int] | None],
+  errors: list[str | None],
+  names: Sequence[str],
+  duplicates: str = "skip",
+  conflicts: str = "error",
+) -> tuple[set[int], dict[str, int]]:
   """Applies --duplicates and --conflicts: sets `errors` of the rows left out and `labels` of
   merged rows in place. Returns the rows folded into another row's example (merge) and the
   counts for the summary. Raises ValueError, naming the first repeats, for 'error'."""
@@ -749,23 +885,29 @@ def apply_repeats(items: Sequence[Item], labels: list[list[int] | None],
     raise ValueError(f"--conflicts={conflicts!r}: expected one of {list(CONFLICT_MODES)}.")
   repeats = find_repeats(items, labels)
   if repeats.duplicates and duplicates == "error":
-    shown = "; ".join(f"row {row + 1} repeats row {first + 1} ({items[row].video_id!r})"
-                      for row, first in list(repeats.duplicates.items())[:3])
-    raise ValueError(f"{len(repeats.duplicates)} input row(s) repeat an earlier row (the same "
-                     f"video, segment and labels): {shown}; pass --duplicates=skip to leave the "
-                     "repeats out or --duplicates=keep to write them again.")
-  if repeats.conflicts and conflicts == "error":
-    shown = "; ".join(_conflict_text(rows, items, labels, names)
-                      for rows in repeats.conflicts[:3])
+    shown = "; ".join(
+      f"row {row + 1} repeats row {first + 1} ({items[row].video_id!r})"
+      for row, first in list(repeats.duplicates.items())[:3]
+    )
     raise ValueError(
-        f"{len(repeats.conflicts)} video(s) are listed under different labels for the same "
-        f"segment: {shown}{'; ...' if len(repeats.conflicts) > 3 else ''}. Fix the input, or "
-        "pass --conflicts=skip to leave them out, --conflicts=merge for one multi-label example "
-        "per video, or --conflicts=keep for one example per row.")
+      f"{len(repeats.duplicates)} input row(s) repeat an earlier row (the same "
+      f"video, segment and labels): {shown}; pass --duplicates=skip to leave the "
+      "repeats out or --duplicates=keep to write them again."
+    )
+  if repeats.conflicts and conflicts == "error":
+    shown = "; ".join(_conflict_text(rows, items, labels, names) for rows in repeats.conflicts[:3])
+    raise ValueError(
+      f"{len(repeats.conflicts)} video(s) are listed under different labels for the same "
+      f"segment: {shown}{'; ...' if len(repeats.conflicts) > 3 else ''}. Fix the input, or "
+      "pass --conflicts=skip to leave them out, --conflicts=merge for one multi-label example "
+      "per video, or --conflicts=keep for one example per row."
+    )
   if duplicates == "skip":
     for row, first in repeats.duplicates.items():
-      errors[row] = (f"duplicate of input row {first + 1} (the same video, segment and labels; "
-                     "--duplicates=keep writes it again)")
+      errors[row] = (
+        f"duplicate of input row {first + 1} (the same video, segment and labels; "
+        "--duplicates=keep writes it again)"
+      )
   merged = set()
   for rows in repeats.conflicts:
     if conflicts == "skip":
@@ -787,8 +929,10 @@ def is_legacy_shards_dir(directory: str) -> bool:
   """Shards written by this tool before the ownership marker: a `{split}_summary.json` of it, or
   (a conversion interrupted before its summary) a shard's stats `{split}_shards/*.json`."""
   escaped = glob.escape(directory)
-  for pattern, fields in (("*_summary.json", {"split", "table", "num_shards", "shards_written"}),
-                          ("*_shards/*.tfrecord-*.json", {"shard", "videos", "examples", "bad"})):
+  for pattern, fields in (
+    ("*_summary.json", {"split", "table", "num_shards", "shards_written"}),
+    ("*_shards/*.tfrecord-*.json", {"shard", "videos", "examples", "bad"}),
+  ):
     for path in glob.glob(os.path.join(escaped, pattern)):
       found = ownership.read_json(path)
       if found and fields <= set(found):
@@ -810,27 +954,44 @@ def _check_options(split: str, num_shards: int, num_workers: int, options: Optio
   if not split or "/" in split or "@" in split:
     raise ValueError(f"--split={split!r}: expected a plain name such as 'train'.")
   checks = [
-      (num_shards >= 1, f"--num_shards={num_shards}: expected >= 1."),
-      (num_workers >= 1, f"--num_workers={num_workers}: expected >= 1."),
-      (options.fps >= 0, f"--fps={options.fps}: expected >= 0 (0 keeps the native rate)."),
-      (options.short_side >= 0, f"--short_side={options.short_side}: expected >= 0."),
-      (1 <= options.jpeg_quality <= 100,
-       f"--jpeg_quality={options.jpeg_quality}: expected 1 to 100."),
-      (options.min_frames >= 1, f"--min_frames={options.min_frames}: expected >= 1."),
-      (not options.max_frames or options.max_frames >= options.min_frames,
-       f"--max_frames={options.max_frames}: expected >= --min_frames={options.min_frames}."),
+    (num_shards >= 1, f"--num_shards={num_shards}: expected >= 1."),
+    (num_workers >= 1, f"--num_workers={num_workers}: expected >= 1."),
+    (options.fps >= 0, f"--fps={options.fps}: expected >= 0 (0 keeps the native rate)."),
+    (options.short_side >= 0, f"--short_side={options.short_side}: expected >= 0."),
+    (
+      1 <= options.jpeg_quality <= 100,
+      f"--jpeg_quality={options.jpeg_quality}: expected 1 to 100.",
+    ),
+    (options.min_frames >= 1, f"--min_frames={options.min_frames}: expected >= 1."),
+    (
+      not options.max_frames or options.max_frames >= options.min_frames,
+      f"--max_frames={options.max_frames}: expected >= --min_frames={options.min_frames}.",
+    ),
   ]
   for ok, message in checks:
     if not ok:
       raise ValueError(message)
 
 
-def convert(items: Sequence[Item], output_dir: str, split: str, *, num_shards: int = 16,
-            fps: float = 0, short_side: int = 0, jpeg_quality: int = 90, num_workers: int = 1,
-            max_frames: int | None = None, min_frames: int = 1, label_map: str | None = None,
-            class_names: Sequence[str] | None = None, class_splits: Sequence[int] | None = None,
-            duplicates: str = "skip", conflicts: str = "error",
-            progress: bool = True) -> dict[str, Any]:
+def convert(
+  items: Sequence[Item],
+  output_dir: str,
+  split: str,
+  *,
+  num_shards: int = 16,
+  fps: float = 0,
+  short_side: int = 0,
+  jpeg_quality: int = 90,
+  num_workers: int = 1,
+  max_frames: int | None = None,
+  min_frames: int = 1,
+  label_map: str | None = None,
+  class_names: Sequence[str] | None = None,
+  class_splits: Sequence[int] | None = None,
+  duplicates: str = "skip",
+  conflicts: str = "error",
+  progress: bool = True,
+) -> dict[str, Any]:
   """Writes `items` as the table `{split}.tfrecord@{num_shards}` in `output_dir`; see the
   module doc. Shards that exist are kept (resume). Returns the summary also written to
   `{split}_summary.json` (plus 'bad_videos': [index, video_id, path, reason] rows).
@@ -839,8 +1000,13 @@ def convert(items: Sequence[Item], output_dir: str, split: str, *, num_shards: i
   and ValueError for repeated rows that `duplicates` / `conflicts` say stop; both before
   anything is written.
   """
-  options = Options(fps=fps, short_side=short_side, jpeg_quality=jpeg_quality,
-                    max_frames=max_frames or None, min_frames=min_frames)
+  options = Options(
+    fps=fps,
+    short_side=short_side,
+    jpeg_quality=jpeg_quality,
+    max_frames=max_frames or None,
+    min_frames=min_frames,
+  )
   _check_options(split, num_shards, num_workers, options)
   started = time.time()
   check_output_dir(output_dir)
@@ -855,8 +1021,9 @@ def convert(items: Sequence[Item], output_dir: str, split: str, *, num_shards: i
   merged, repeat_counts = apply_repeats(items, labels, errors, names, duplicates, conflicts)
 
   ownership.claim(output_dir, "shards", legacy=is_legacy_shards_dir, hint=_OUTPUT_HINT)
-  for stale in glob.glob(os.path.join(glob.escape(output_dir), f".{glob.escape(split)}.tfrecord-*"
-                                      ".tmp-*")):
+  for stale in glob.glob(
+    os.path.join(glob.escape(output_dir), f".{glob.escape(split)}.tfrecord-*.tmp-*")
+  ):
     os.remove(stale)  # Left by an interrupted run: shards are only ever renamed when complete.
   labels_path = os.path.join(output_dir, "labels.txt")
   if names and not os.path.exists(labels_path):
@@ -882,12 +1049,20 @@ def convert(items: Sequence[Item], output_dir: str, split: str, *, num_shards: i
     else:
       tasks.append((shard, shard_entries, options))
   if done_stats and progress:
-    skipped = ", ".join(s["shard"] for s in done_stats[:3]) + (", ..." if len(done_stats) > 3
-                                                              else "")
-    print(f"{split}: skipping the {len(done_stats)} of {num_shards} shards that exist "
-          f"({skipped})", file=sys.stderr)
-  meter = _Progress(split, len(items) - len(merged), sum(s["videos"] for s in done_stats),
-                    sum(len(s["bad"]) for s in done_stats), enabled=progress)
+    skipped = ", ".join(s["shard"] for s in done_stats[:3]) + (
+      ", ..." if len(done_stats) > 3 else ""
+    )
+    print(
+      f"{split}: skipping the {len(done_stats)} of {num_shards} shards that exist ({skipped})",
+      file=sys.stderr,
+    )
+  meter = _Progress(
+    split,
+    len(items) - len(merged),
+    sum(s["videos"] for s in done_stats),
+    sum(len(s["bad"]) for s in done_stats),
+    enabled=progress,
+  )
   new_stats = _run_tasks(tasks, min(num_workers, len(tasks)), meter.add)
   stats = done_stats + new_stats
   bad_videos = sorted(row for s in stats for row in s["bad"])
@@ -899,34 +1074,36 @@ def convert(items: Sequence[Item], output_dir: str, split: str, *, num_shards: i
   seconds = time.time() - started
   converted = sum(s["videos"] for s in new_stats)
   summary = {
-      "split": split,
-      "table": f"{split}.tfrecord@{num_shards}",
-      "base_dir": os.path.abspath(output_dir),
-      "videos": len(items),
-      "examples": examples,
-      "bad": len(bad_videos),
-      "num_classes": len(names),
-      "num_shards": num_shards,
-      "shards_written": len(new_stats),
-      "shards_skipped": len(done_stats),
-      "fps": fps,
-      "short_side": short_side,
-      "jpeg_quality": jpeg_quality,
-      "seconds": round(seconds, 2),
-      "videos_per_second": round(converted / seconds, 2) if converted else None,
+    "split": split,
+    "table": f"{split}.tfrecord@{num_shards}",
+    "base_dir": os.path.abspath(output_dir),
+    "videos": len(items),
+    "examples": examples,
+    "bad": len(bad_videos),
+    "num_classes": len(names),
+    "num_shards": num_shards,
+    "shards_written": len(new_stats),
+    "shards_skipped": len(done_stats),
+    "fps": fps,
+    "short_side": short_side,
+    "jpeg_quality": jpeg_quality,
+    "seconds": round(seconds, 2),
+    "videos_per_second": round(converted / seconds, 2) if converted else None,
   }
   summary.update({key: value for key, value in repeat_counts.items() if value})
   if class_splits:
     summary["class_splits"] = list(class_splits)
   if any(not item.labels for item in items):
     summary["unlabelled"] = True
-  dmvr.write_text_atomically(os.path.join(output_dir, f"{split}_summary.json"),
-              json.dumps(summary, indent=1) + "\n")
+  dmvr.write_text_atomically(
+    os.path.join(output_dir, f"{split}_summary.json"), json.dumps(summary, indent=1) + "\n"
+  )
   return {**summary, "bad_videos": bad_videos}
 
 
-def _run_tasks(tasks: list[tuple], num_workers: int,
-               on_video: Callable[[bool], None]) -> list[dict[str, Any]]:
+def _run_tasks(
+  tasks: list[tuple], num_workers: int, on_video: Callable[[bool], None]
+) -> list[dict[str, Any]]:
   if num_workers <= 1:
     return [write_shard(*task, on_video=on_video) for task in tasks]
   # spawn, not fork: the parent has TensorFlow loaded, whose threads do not survive a fork.
@@ -966,11 +1143,11 @@ def config_snippet(output_dir: str) -> str:
   examples = {s["split"]: s["examples"] for s in summaries}
   num_classes = max(s["num_classes"] for s in summaries)
   lines = [
-      "config.dataset_name = 'dmvr'",
-      f"config.dataset_configs.base_dir = {base_dir!r}",
-      f"config.dataset_configs.tables = {tables!r}",
-      f"config.dataset_configs.examples_per_subset = {examples!r}",
-      f"config.dataset_configs.num_classes = {num_classes}",
+    "config.dataset_name = 'dmvr'",
+    f"config.dataset_configs.base_dir = {base_dir!r}",
+    f"config.dataset_configs.tables = {tables!r}",
+    f"config.dataset_configs.examples_per_subset = {examples!r}",
+    f"config.dataset_configs.num_classes = {num_classes}",
   ]
   class_splits = next((s["class_splits"] for s in summaries if s.get("class_splits")), None)
   if class_splits:
@@ -1000,16 +1177,26 @@ def describe_repeats(summary: dict[str, Any], duplicates: str, conflicts: str) -
     done = "left out (bad)" if duplicates == "skip" else "written again"
     parts.append(f"{summary['duplicates']} duplicate row(s) {done} (--duplicates={duplicates})")
   if summary.get("conflicts"):
-    done = {"skip": "left out (bad)", "merge": f"merged ({summary.get('merged', 0)} row(s) "
-            "folded into multi-label examples)", "keep": "written once per label"}[conflicts]
-    parts.append(f"{summary['conflicts']} video(s) under conflicting labels {done} "
-                 f"(--conflicts={conflicts})")
+    done = {
+      "skip": "left out (bad)",
+      "merge": f"merged ({summary.get('merged', 0)} row(s) folded into multi-label examples)",
+      "keep": "written once per label",
+    }[conflicts]
+    parts.append(
+      f"{summary['conflicts']} video(s) under conflicting labels {done} (--conflicts={conflicts})"
+    )
   return "  repeated rows: " + "; ".join(parts) if parts else ""
 
 
-def load_source(source: str, input_path: str, video_dir: str, *, labels_json: str | None = None,
-                epic_noun_classes: str | None = None,
-                epic_verb_classes: str | None = None) -> Source:
+def load_source(
+  source: str,
+  input_path: str,
+  video_dir: str,
+  *,
+  labels_json: str | None = None,
+  epic_noun_classes: str | None = None,
+  epic_verb_classes: str | None = None,
+) -> Source:
   """The items of `input_path` for a --source name."""
   if source == "kinetics":
     return kinetics_source(input_path, video_dir)
@@ -1024,63 +1211,116 @@ def load_source(source: str, input_path: str, video_dir: str, *, labels_json: st
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog="python -m vidtx.data.convert", description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+    prog="python -m vidtx.data.convert",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("--source", required=True, choices=SOURCES, help="Annotation format.")
-  parser.add_argument("--input", required=True,
-                      help="The annotation file: Kinetics / Epic-Kitchens / generic CSV, or the "
-                      "SSv2 split JSON.")
-  parser.add_argument("--video_dir", required=True, help="Where the videos are (searched "
-                      "recursively for kinetics and epic).")
+  parser.add_argument(
+    "--input",
+    required=True,
+    help="The annotation file: Kinetics / Epic-Kitchens / generic CSV, or the SSv2 split JSON.",
+  )
+  parser.add_argument(
+    "--video_dir",
+    required=True,
+    help="Where the videos are (searched recursively for kinetics and epic).",
+  )
   parser.add_argument("--output_dir", required=True, help="Where the shards go.")
   parser.add_argument("--labels_json", help="ssv2: something-something-v2-labels.json.")
-  parser.add_argument("--epic_noun_classes", help="epic: EPIC_100_noun_classes.csv (id,key,...) "
-                      "for the class names (default: the narrations' words).")
+  parser.add_argument(
+    "--epic_noun_classes",
+    help="epic: EPIC_100_noun_classes.csv (id,key,...) "
+    "for the class names (default: the narrations' words).",
+  )
   parser.add_argument("--epic_verb_classes", help="epic: EPIC_100_verb_classes.csv.")
-  parser.add_argument("--label_map", help="Class names, one per line (line i = class i); "
-                      "default: OUT/labels.txt if it exists, else built from the input.")
+  parser.add_argument(
+    "--label_map",
+    help="Class names, one per line (line i = class i); "
+    "default: OUT/labels.txt if it exists, else built from the input.",
+  )
   parser.add_argument("--split", help="Table name (default: from the input, e.g. train).")
   parser.add_argument("--num_shards", type=int, default=16, help="Shards of the table.")
-  parser.add_argument("--fps", type=float, default=0.0,
-                      help="Frames per second to store (0: the native rate).")
-  parser.add_argument("--short_side", type=int, default=0,
-                      help="Resize the shorter side to this many pixels (0: keep the size).")
+  parser.add_argument(
+    "--fps", type=float, default=0.0, help="Frames per second to store (0: the native rate)."
+  )
+  parser.add_argument(
+    "--short_side",
+    type=int,
+    default=0,
+    help="Resize the shorter side to this many pixels (0: keep the size).",
+  )
   parser.add_argument("--jpeg_quality", type=int, default=90, help="JPEG quality, 1-100.")
   # Half the CPUs: a worker's FFmpeg decoding runs on threads of its own.
-  parser.add_argument("--num_workers", type=int, default=max(1, (os.cpu_count() or 1) // 2),
-                      help="Processes; each writes whole shards (default: half the CPUs).")
-  parser.add_argument("--max_frames", type=int, default=0,
-                      help="Keep at most this many frames per video (0: all).")
-  parser.add_argument("--min_frames", type=int, default=1,
-                      help="Videos with fewer frames are left out as too short.")
-  parser.add_argument("--duplicates", choices=DUPLICATE_MODES, default="skip",
-                      help="Rows repeating an earlier row (same video, segment and labels): "
-                      "skip (default: left out and reported), keep, or error.")
-  parser.add_argument("--conflicts", choices=CONFLICT_MODES, default="error",
-                      help="Rows giving a video and segment other labels than an earlier row: "
-                      "error (default), skip (leave them out, reported), merge (one multi-label "
-                      "example), or keep (one example per row).")
+  parser.add_argument(
+    "--num_workers",
+    type=int,
+    default=max(1, (os.cpu_count() or 1) // 2),
+    help="Processes; each writes whole shards (default: half the CPUs).",
+  )
+  parser.add_argument(
+    "--max_frames", type=int, default=0, help="Keep at most this many frames per video (0: all)."
+  )
+  parser.add_argument(
+    "--min_frames", type=int, default=1, help="Videos with fewer frames are left out as too short."
+  )
+  parser.add_argument(
+    "--duplicates",
+    choices=DUPLICATE_MODES,
+    default="skip",
+    help="Rows repeating an earlier row (same video, segment and labels): "
+    "skip (default: left out and reported), keep, or error.",
+  )
+  parser.add_argument(
+    "--conflicts",
+    choices=CONFLICT_MODES,
+    default="error",
+    help="Rows giving a video and segment other labels than an earlier row: "
+    "error (default), skip (leave them out, reported), merge (one multi-label "
+    "example), or keep (one example per row).",
+  )
   return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  options = Options(fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
-                    max_frames=args.max_frames or None, min_frames=args.min_frames)
+  options = Options(
+    fps=args.fps,
+    short_side=args.short_side,
+    jpeg_quality=args.jpeg_quality,
+    max_frames=args.max_frames or None,
+    min_frames=args.min_frames,
+  )
   try:
     # Before the annotations are read and the video folder is walked (minutes on a big one).
     _check_options(args.split or "train", args.num_shards, args.num_workers, options)
     check_output_dir(args.output_dir)
-    source = load_source(args.source, args.input, args.video_dir, labels_json=args.labels_json,
-                         epic_noun_classes=args.epic_noun_classes,
-                         epic_verb_classes=args.epic_verb_classes)
+    source = load_source(
+      args.source,
+      args.input,
+      args.video_dir,
+      labels_json=args.labels_json,
+      epic_noun_classes=args.epic_noun_classes,
+      epic_verb_classes=args.epic_verb_classes,
+    )
     split = args.split or source.split
-    summary = convert(source.items, args.output_dir, split, num_shards=args.num_shards,
-                      fps=args.fps, short_side=args.short_side, jpeg_quality=args.jpeg_quality,
-                      num_workers=args.num_workers, max_frames=args.max_frames,
-                      min_frames=args.min_frames, label_map=args.label_map,
-                      class_names=source.class_names, class_splits=source.class_splits,
-                      duplicates=args.duplicates, conflicts=args.conflicts)
+    summary = convert(
+      source.items,
+      args.output_dir,
+      split,
+      num_shards=args.num_shards,
+      fps=args.fps,
+      short_side=args.short_side,
+      jpeg_quality=args.jpeg_quality,
+      num_workers=args.num_workers,
+      max_frames=args.max_frames,
+      min_frames=args.min_frames,
+      label_map=args.label_map,
+      class_names=source.class_names,
+      class_splits=source.class_splits,
+      duplicates=args.duplicates,
+      conflicts=args.conflicts,
+    )
   except (ValueError, OSError) as e:
     # Bad inputs (and an output the system refuses) are the user's to fix: the message, not a
     # traceback.
@@ -1090,9 +1330,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"vidtx.data.convert: error: {e.message}", file=sys.stderr)
     sys.exit(1)
   out = os.path.abspath(args.output_dir)
-  print(f"{summary['table']}: {summary['examples']} examples of {summary['videos']} videos, "
-        f"{summary['bad']} bad (listed in {os.path.join(out, split + '_report.txt')}), "
-        f"{summary['num_classes']} classes, {summary['seconds']:.1f} s")
+  print(
+    f"{summary['table']}: {summary['examples']} examples of {summary['videos']} videos, "
+    f"{summary['bad']} bad (listed in {os.path.join(out, split + '_report.txt')}), "
+    f"{summary['num_classes']} classes, {summary['seconds']:.1f} s"
+  )
   repeats = describe_repeats(summary, args.duplicates, args.conflicts)
   if repeats:
     print(repeats)

@@ -43,14 +43,14 @@ _SHARDED_TABLE = re.compile(r"^(?P<name>.+)@(?P<num_shards>\d+)$")
 def _jpeg_encoder(quality: int):
   """A compiled batch JPEG encoder; one graph call is much cheaper than one eager op per frame."""
 
-  @tf.function(
-      input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
   def encode(frames):
     return tf.map_fn(
-        lambda frame: tf.io.encode_jpeg(frame, quality=quality),
-        frames,
-        fn_output_signature=tf.string,
-        parallel_iterations=16)
+      lambda frame: tf.io.encode_jpeg(frame, quality=quality),
+      frames,
+      fn_output_signature=tf.string,
+      parallel_iterations=16,
+    )
 
   return encode
 
@@ -60,7 +60,8 @@ def encode_jpegs(frames: np.ndarray, quality: int = 90) -> list[bytes]:
   frames = np.asarray(frames)
   if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
     raise ValueError(
-        f"frames must be uint8 with shape (N, H, W, 3), got {frames.dtype} {frames.shape}.")
+      f"frames must be uint8 with shape (N, H, W, 3), got {frames.dtype} {frames.shape}."
+    )
   if not 1 <= quality <= 100:
     raise ValueError(f"jpeg_quality must be in [1, 100], got {quality}.")
   if frames.shape[0] == 0:
@@ -69,14 +70,14 @@ def encode_jpegs(frames: np.ndarray, quality: int = 90) -> list[bytes]:
 
 
 def sequence_example_from_jpegs(
-    jpegs: Sequence[bytes],
-    labels: int | Sequence[int],
-    *,
-    label_text: str | None = None,
-    video_id: str | None = None,
-    start_us: int | None = None,
-    end_us: int | None = None,
-    frame_rate: float | None = None,
+  jpegs: Sequence[bytes],
+  labels: int | Sequence[int],
+  *,
+  label_text: str | None = None,
+  video_id: str | None = None,
+  start_us: int | None = None,
+  end_us: int | None = None,
+  frame_rate: float | None = None,
 ) -> bytes:
   """Serialises already encoded frames and labels as a DMVR SequenceExample.
 
@@ -112,21 +113,21 @@ def sequence_example_from_jpegs(
 
 
 def make_sequence_example(
-    frames: np.ndarray,
-    labels: int | Sequence[int],
-    *,
-    label_text: str | None = None,
-    video_id: str | None = None,
-    jpeg_quality: int = 90,
-    **context,
+  frames: np.ndarray,
+  labels: int | Sequence[int],
+  *,
+  label_text: str | None = None,
+  video_id: str | None = None,
+  jpeg_quality: int = 90,
+  **context,
 ) -> bytes:
   """Encodes uint8 frames (T, H, W, 3) as JPEGs and serialises one DMVR SequenceExample.
 
   `context`: start_us, end_us, frame_rate, as `sequence_example_from_jpegs` takes them.
   """
   return sequence_example_from_jpegs(
-      encode_jpegs(frames, jpeg_quality), labels, label_text=label_text, video_id=video_id,
-      **context)
+    encode_jpegs(frames, jpeg_quality), labels, label_text=label_text, video_id=video_id, **context
+  )
 
 
 def write_text_atomically(path: str, text: str) -> None:
@@ -143,8 +144,9 @@ def shard_names(path: str, num_shards: int) -> list[str]:
   return [f"{path}-{i:05d}-of-{num_shards:05d}" for i in range(num_shards)]
 
 
-def write_shards(serialized_examples: Iterable[bytes], path: str, num_shards: int, *,
-                 overwrite: bool = False) -> list[str]:
+def write_shards(
+  serialized_examples: Iterable[bytes], path: str, num_shards: int, *, overwrite: bool = False
+) -> list[str]:
   """Writes examples round-robin into `num_shards` TFRecord files named `path-0000i-of-0000N`.
 
   Each shard is written under a temporary name in the same directory and renamed only once every
@@ -163,8 +165,10 @@ def write_shards(serialized_examples: Iterable[bytes], path: str, num_shards: in
   final_names = shard_names(path, num_shards)
   existing = [name for name in final_names if tf.io.gfile.exists(name)]
   if existing and not overwrite:
-    raise FileExistsError(f"{existing[0]} exists ({len(existing)} of the {num_shards} shards "
-                          "do); vidtx does not replace shards it was not asked to replace.")
+    raise FileExistsError(
+      f"{existing[0]} exists ({len(existing)} of the {num_shards} shards "
+      "do); vidtx does not replace shards it was not asked to replace."
+    )
   # A unique suffix keeps two concurrent writers of the same dataset from sharing temp files.
   suffix = f".tmp-{uuid.uuid4().hex[:12]}"
   temp_names = [name + suffix for name in final_names]
@@ -215,14 +219,16 @@ def expand_table(base_dir: str, table: str | Sequence[str]) -> list[str]:
     missing = [name for name in files if not tf.io.gfile.exists(name)]
     if missing:
       raise ValueError(
-          f"Shard {missing[0]} of table {table!r} does not exist ({len(missing)} of its "
-          f"{num_shards} shards are missing; base_dir={base_dir!r}).")
+        f"Shard {missing[0]} of table {table!r} does not exist ({len(missing)} of its "
+        f"{num_shards} shards are missing; base_dir={base_dir!r})."
+      )
     return files
   pattern = os.path.join(base_dir, table)
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise ValueError(
-        f"Table {table!r} matches no file: {pattern} does not exist (base_dir={base_dir!r}).")
+      f"Table {table!r} matches no file: {pattern} does not exist (base_dir={base_dir!r})."
+    )
   return files
 
 
@@ -235,20 +241,20 @@ def parse_sequence_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
   string that is not a SequenceExample fails (InvalidArgumentError).
   """
   context, sequence = tf.io.parse_single_sequence_example(
-      serialized,
-      context_features={
-          LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64),
-          VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-          FRAME_RATE_KEY: tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
-      },
-      # allow_missing: a video without the feature list reaches the reader's clear check.
-      sequence_features={
-          IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)})
+    serialized,
+    context_features={
+      LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64),
+      VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+      FRAME_RATE_KEY: tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+    },
+    # allow_missing: a video without the feature list reaches the reader's clear check.
+    sequence_features={IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)},
+  )
   return {
-      "jpegs": sequence[IMAGE_KEY],
-      "labels": tf.sparse.to_dense(context[LABEL_INDEX_KEY]),
-      "video_id": context[VIDEO_ID_KEY],
-      "frame_rate": context[FRAME_RATE_KEY],
+    "jpegs": sequence[IMAGE_KEY],
+    "labels": tf.sparse.to_dense(context[LABEL_INDEX_KEY]),
+    "video_id": context[VIDEO_ID_KEY],
+    "frame_rate": context[FRAME_RATE_KEY],
   }
 
 
@@ -306,21 +312,39 @@ def _headers(path: str, size: int) -> Iterable[tuple[int, int, int | None, str]]
       header = f.read(RECORD_HEADER_BYTES)
       if len(header) < RECORD_HEADER_BYTES:
         # TF's reader takes this for the end of the file: the rest is silently lost.
-        yield index, offset, None, (
+        yield (
+          index,
+          offset,
+          None,
+          (
             f"truncated in the header of record {index} at byte {offset}: the file ends "
-            f"{size - offset} bytes into its {RECORD_HEADER_BYTES}-byte header")
+            f"{size - offset} bytes into its {RECORD_HEADER_BYTES}-byte header"
+          ),
+        )
         return
       length, crc = struct.unpack("<QI", header)
       if _masked_crc32c(header[:8]) != crc:
-        yield index, offset, None, (
+        yield (
+          index,
+          offset,
+          None,
+          (
             f"the header of record {index} at byte {offset} is corrupt (its length checksum "
-            "does not match: overwritten bytes, or not a TFRecord file)")
+            "does not match: overwritten bytes, or not a TFRecord file)"
+          ),
+        )
         return
       end = offset + RECORD_HEADER_BYTES + length + 4
       if end > size:
-        yield index, offset, length, (
+        yield (
+          index,
+          offset,
+          length,
+          (
             f"truncated in the data of record {index} at byte {offset}: the record needs "
-            f"{end - offset} bytes, the file has {size - offset} left")
+            f"{end - offset} bytes, the file has {size - offset} left"
+          ),
+        )
         return
       yield index, offset, length, ""
       index, offset = index + 1, end

@@ -82,38 +82,51 @@ DEFAULT_MAX_BAD_FRACTION = 0.1
 
 # dataset_configs.normalization presets: per-channel (mean, std) for pixels in [0, 1].
 NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "vit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # [-1, 1]: ViT / ViViT (zero_centering=True).
-    "timesformer": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),  # TimeSformer, X-ViT.
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # [0, 1] (zero_centering=False).
+  "vit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # [-1, 1]: ViT / ViViT (zero_centering=True).
+  "timesformer": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),  # TimeSformer, X-ViT.
+  "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+  "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # [0, 1] (zero_centering=False).
 }
 
 # dataset_configs.augmentation_params: scenic's names, vidtx's defaults (all off but the crop).
 AUGMENTATION_DEFAULTS = dict(
-    do_jitter_scale=False, scale_min_factor=0.9, scale_max_factor=1.33, prob_scale_jitter=1.0,
-    do_color_augment=False, prob_color_augment=0.8, prob_color_drop=0.0,
-    do_rand_augment=False, rand_augment_num_layers=2, rand_augment_magnitude=15.0,
-    random_erasing_probability=0.0,
+  do_jitter_scale=False,
+  scale_min_factor=0.9,
+  scale_max_factor=1.33,
+  prob_scale_jitter=1.0,
+  do_color_augment=False,
+  prob_color_augment=0.8,
+  prob_color_drop=0.0,
+  do_rand_augment=False,
+  rand_augment_num_layers=2,
+  rand_augment_magnitude=15.0,
+  random_erasing_probability=0.0,
 )
 
 
-def _three_numbers(dataset_configs: ml_collections.ConfigDict, field: str,
-                   positive: bool) -> tuple[float, float, float]:
+def _three_numbers(
+  dataset_configs: ml_collections.ConfigDict, field: str, positive: bool
+) -> tuple[float, float, float]:
   value = dataset_configs.get(field)
   expected = "3 positive numbers" if positive else "3 finite numbers"
   try:
     numbers = () if isinstance(value, str) else tuple(float(x) for x in value)
   except (TypeError, ValueError):
     numbers = ()
-  if (len(numbers) != 3 or not all(math.isfinite(x) for x in numbers)
-      or (positive and min(numbers) <= 0)):
-    raise ValueError(f"dataset_configs.{field}={value!r}: expected {expected} (per channel, for "
-                     "pixels in [0, 1]).")
+  if (
+    len(numbers) != 3
+    or not all(math.isfinite(x) for x in numbers)
+    or (positive and min(numbers) <= 0)
+  ):
+    raise ValueError(
+      f"dataset_configs.{field}={value!r}: expected {expected} (per channel, for pixels in [0, 1])."
+    )
   return numbers[0], numbers[1], numbers[2]
 
 
-def normalisation(dataset_configs: ml_collections.ConfigDict
-                  ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+def normalisation(
+  dataset_configs: ml_collections.ConfigDict,
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
   """Per-channel (mean, std) of the reader: input = (pixel / 255 - mean) / std.
 
   Explicit dataset_configs.mean and std (both) win; else the preset dataset_configs.normalization
@@ -125,17 +138,19 @@ def normalisation(dataset_configs: ml_collections.ConfigDict
   if mean is not None or std is not None:
     if mean is None or std is None:
       given, missing = ("mean", "std") if std is None else ("std", "mean")
-      raise ValueError(f"dataset_configs.{given} is set but dataset_configs.{missing} is not; "
-                       "set both (or neither, to use dataset_configs.normalization).")
+      raise ValueError(
+        f"dataset_configs.{given} is set but dataset_configs.{missing} is not; "
+        "set both (or neither, to use dataset_configs.normalization)."
+      )
     return _three_numbers(dc, "mean", positive=False), _three_numbers(dc, "std", positive=True)
   name = dc.get("normalization")
   if name is not None:
     if name not in NORMALIZATIONS:
-      raise ValueError(f"dataset_configs.normalization={name!r}: expected one of "
-                       f"{sorted(NORMALIZATIONS)}.")
+      raise ValueError(
+        f"dataset_configs.normalization={name!r}: expected one of {sorted(NORMALIZATIONS)}."
+      )
     return NORMALIZATIONS[name]
   return NORMALIZATIONS["vit" if bool(dc.get("zero_centering", True)) else "none"]
-
 
 
 def augmentation_params(dataset_configs: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -143,21 +158,32 @@ def augmentation_params(dataset_configs: ml_collections.ConfigDict) -> dict[str,
   given = dict(dataset_configs.get("augmentation_params") or {})
   unknown = sorted(set(given) - set(AUGMENTATION_DEFAULTS))
   if unknown:
-    raise ValueError(f"dataset_configs.augmentation_params has unknown fields {unknown}; "
-                     f"expected some of {sorted(AUGMENTATION_DEFAULTS)}.")
+    raise ValueError(
+      f"dataset_configs.augmentation_params has unknown fields {unknown}; "
+      f"expected some of {sorted(AUGMENTATION_DEFAULTS)}."
+    )
   params = {**AUGMENTATION_DEFAULTS, **given}
-  for field in ("prob_scale_jitter", "prob_color_augment", "prob_color_drop",
-                "random_erasing_probability"):
+  for field in (
+    "prob_scale_jitter",
+    "prob_color_augment",
+    "prob_color_drop",
+    "random_erasing_probability",
+  ):
     if not 0.0 <= float(params[field]) <= 1.0:
-      raise ValueError(f"dataset_configs.augmentation_params.{field}={params[field]}: expected "
-                       "a probability in [0, 1].")
+      raise ValueError(
+        f"dataset_configs.augmentation_params.{field}={params[field]}: expected "
+        "a probability in [0, 1]."
+      )
   if not 0 < float(params["scale_min_factor"]) <= float(params["scale_max_factor"]):
     raise ValueError(
-        "dataset_configs.augmentation_params: expected 0 < scale_min_factor <= "
-        f"scale_max_factor, got {params['scale_min_factor']} and {params['scale_max_factor']}.")
+      "dataset_configs.augmentation_params: expected 0 < scale_min_factor <= "
+      f"scale_max_factor, got {params['scale_min_factor']} and {params['scale_max_factor']}."
+    )
   if int(params["rand_augment_num_layers"]) < 0 or float(params["rand_augment_magnitude"]) < 0:
-    raise ValueError("dataset_configs.augmentation_params: rand_augment_num_layers and "
-                     "rand_augment_magnitude must be >= 0.")
+    raise ValueError(
+      "dataset_configs.augmentation_params: rand_augment_num_layers and "
+      "rand_augment_magnitude must be >= 0."
+    )
   return params
 
 
@@ -170,8 +196,15 @@ def class_splits(dataset_configs: ml_collections.ConfigDict) -> tuple[int, ...]:
 def validate_dataset_configs(dataset_configs: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field when a reader field is missing or inconsistent."""
   dc = dataset_configs
-  for field in ("base_dir", "tables", "num_classes", "num_frames", "stride", "min_resize",
-                "crop_size"):
+  for field in (
+    "base_dir",
+    "tables",
+    "num_classes",
+    "num_frames",
+    "stride",
+    "min_resize",
+    "crop_size",
+  ):
     if dc.get(field) is None:
       raise ValueError(f"dataset_configs.{field} must be set.")
   for field in ("num_classes", "num_frames", "stride", "min_resize", "crop_size"):
@@ -179,50 +212,66 @@ def validate_dataset_configs(dataset_configs: ml_collections.ConfigDict) -> None
       raise ValueError(f"dataset_configs.{field} must be >= 1, got {dc[field]}.")
   for field in ("min_resize", "eval_min_resize"):
     if dc.get(field) is not None and dc.crop_size > dc[field]:
-      raise ValueError(f"dataset_configs.crop_size={dc.crop_size} is larger than the resized "
-                       f"short side {field}={dc[field]}; expected crop_size <= {field}.")
+      raise ValueError(
+        f"dataset_configs.crop_size={dc.crop_size} is larger than the resized "
+        f"short side {field}={dc[field]}; expected crop_size <= {field}."
+      )
   if int(dc.get("num_test_clips", 1)) < 1:
     raise ValueError(f"dataset_configs.num_test_clips must be >= 1, got {dc.num_test_clips}.")
   train_sampling = dc.get("train_sampling", "stride")
   if train_sampling not in SAMPLINGS:
-    raise ValueError(f"dataset_configs.train_sampling={train_sampling!r}: expected one of "
-                     f"{list(SAMPLINGS)}.")
+    raise ValueError(
+      f"dataset_configs.train_sampling={train_sampling!r}: expected one of {list(SAMPLINGS)}."
+    )
   eval_sampling = dc.get("eval_sampling", "stride")
   if eval_sampling not in EVAL_SAMPLINGS:
-    raise ValueError(f"dataset_configs.eval_sampling={eval_sampling!r}: expected one of "
-                     f"{list(EVAL_SAMPLINGS)}.")
+    raise ValueError(
+      f"dataset_configs.eval_sampling={eval_sampling!r}: expected one of {list(EVAL_SAMPLINGS)}."
+    )
   if eval_sampling == "whole_video" and train_sampling == "segment":
-    raise ValueError("dataset_configs.eval_sampling='whole_video' cuts videos into clips of the "
-                     "training geometry, which train_sampling='segment' does not have; use "
-                     "'stride' or 'timesformer'.")
+    raise ValueError(
+      "dataset_configs.eval_sampling='whole_video' cuts videos into clips of the "
+      "training geometry, which train_sampling='segment' does not have; use "
+      "'stride' or 'timesformer'."
+    )
   for field in ("sampling_rate", "target_fps", "frame_rate"):
     if dc.get(field) is not None and not float(dc[field]) > 0:
       raise ValueError(f"dataset_configs.{field} must be > 0, got {dc[field]}.")
   splits = class_splits(dc)
   if splits:
     if dc.get("multi_label", False):
-      raise ValueError("dataset_configs.class_splits and multi_label are exclusive: class splits "
-                       "hold one label per split (e.g. EPIC noun and verb).")
+      raise ValueError(
+        "dataset_configs.class_splits and multi_label are exclusive: class splits "
+        "hold one label per split (e.g. EPIC noun and verb)."
+      )
     if min(splits) < 1 or sum(splits) != int(dc.num_classes):
-      raise ValueError(f"dataset_configs.class_splits={list(splits)} must be positive and sum to "
-                       f"num_classes={dc.num_classes}.")
+      raise ValueError(
+        f"dataset_configs.class_splits={list(splits)} must be positive and sum to "
+        f"num_classes={dc.num_classes}."
+      )
     names = dc.get("split_names")
     if names is not None and len(names) != len(splits):
-      raise ValueError(f"dataset_configs.split_names={list(names)} needs one name per class "
-                       f"split ({len(splits)}).")
+      raise ValueError(
+        f"dataset_configs.split_names={list(names)} needs one name per class split ({len(splits)})."
+      )
   pairs = dc.get("flip_label_pairs") or ()
   for pair in pairs:
     if len(pair) != 2 or not all(0 <= int(c) < int(dc.num_classes) for c in pair):
-      raise ValueError(f"dataset_configs.flip_label_pairs entry {pair!r}: expected a pair of "
-                       f"class indices in [0, {dc.num_classes}).")
+      raise ValueError(
+        f"dataset_configs.flip_label_pairs entry {pair!r}: expected a pair of "
+        f"class indices in [0, {dc.num_classes})."
+      )
   fraction = dc.get("max_bad_fraction", DEFAULT_MAX_BAD_FRACTION)
   if fraction is not None and not 0.0 <= float(fraction) <= 1.0:
-    raise ValueError(f"dataset_configs.max_bad_fraction={fraction}: expected a fraction in "
-                     "[0, 1] (1.0 or None: no fraction cap).")
+    raise ValueError(
+      f"dataset_configs.max_bad_fraction={fraction}: expected a fraction in "
+      "[0, 1] (1.0 or None: no fraction cap)."
+    )
   cap = dc.get("max_bad_records")
   if cap is not None and (isinstance(cap, bool) or not float(cap).is_integer() or cap < 0):
-    raise ValueError(f"dataset_configs.max_bad_records={cap}: expected an integer >= 0 (None: "
-                     "no limit).")
+    raise ValueError(
+      f"dataset_configs.max_bad_records={cap}: expected an integer >= 0 (None: no limit)."
+    )
   augmentation_params(dc)
   normalisation(dc)
 
@@ -238,8 +287,9 @@ def _check_split(dataset_configs: ml_collections.ConfigDict, split: str, batch_s
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   if split not in dataset_configs.tables:
-    raise ValueError(f"Split {split!r} is not in dataset_configs.tables "
-                     f"(known: {sorted(dataset_configs.tables)}).")
+    raise ValueError(
+      f"Split {split!r} is not in dataset_configs.tables (known: {sorted(dataset_configs.tables)})."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,8 +301,9 @@ def _clip_span(num_frames: int, stride: int) -> int:
   return (num_frames - 1) * stride + 1
 
 
-def random_clip_indices(video_length: tf.Tensor, num_frames: int, stride: int,
-                        seed: tf.Tensor) -> tf.Tensor:
+def random_clip_indices(
+  video_length: tf.Tensor, num_frames: int, stride: int, seed: tf.Tensor
+) -> tf.Tensor:
   """(num_frames,) int32 frame indices at `stride` from a random offset (stateless, seeded).
 
   The offset is uniform in [0, video_length - span]; a video shorter than the clip's span starts
@@ -264,8 +315,9 @@ def random_clip_indices(video_length: tf.Tensor, num_frames: int, stride: int,
   return (offset + tf.range(num_frames) * stride) % video_length
 
 
-def eval_clip_indices(video_length: tf.Tensor, num_frames: int, stride: int,
-                      num_clips: int) -> tf.Tensor:
+def eval_clip_indices(
+  video_length: tf.Tensor, num_frames: int, stride: int, num_clips: int
+) -> tf.Tensor:
   """(num_clips, num_frames) int32 frame indices of the evaluation clips.
 
   One clip: the middle one, offset floor((video_length - span) / 2). Several: offsets
@@ -300,8 +352,9 @@ def _window(dc: ml_collections.ConfigDict, frame_rate: tf.Tensor) -> tf.Tensor:
   return float(int(dc.num_frames) * float(dc.get("sampling_rate", 32))) * rate / target_fps
 
 
-def _window_indices(starts: tf.Tensor, window: tf.Tensor, num_frames: int,
-                    video_length: tf.Tensor) -> tf.Tensor:
+def _window_indices(
+  starts: tf.Tensor, window: tf.Tensor, num_frames: int, video_length: tf.Tensor
+) -> tf.Tensor:
   """(C, num_frames) int32: num_frames frames evenly over [start, start + window - 1] of each
   start (C,), clamped to the video (PySlowFast's linspace, truncated to integers)."""
   steps = tf.linspace(0.0, 1.0, num_frames) * tf.maximum(window - 1.0, 0.0)  # (T,)
@@ -318,8 +371,9 @@ def _segment_indices(positions: tf.Tensor, num_frames: int, video_length: tf.Ten
   return tf.clip_by_value(tf.cast(frames, tf.int32), 0, tf.cast(video_length, tf.int32) - 1)
 
 
-def train_clip_indices(dc: ml_collections.ConfigDict, video_length: tf.Tensor,
-                       frame_rate: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def train_clip_indices(
+  dc: ml_collections.ConfigDict, video_length: tf.Tensor, frame_rate: tf.Tensor, seed: tf.Tensor
+) -> tf.Tensor:
   """(num_frames,) int32 frame indices of a random training clip (train_sampling)."""
   sampling = dc.get("train_sampling", "stride")
   num_frames = int(dc.num_frames)
@@ -334,8 +388,9 @@ def train_clip_indices(dc: ml_collections.ConfigDict, video_length: tf.Tensor,
   return _segment_indices(positions, num_frames, video_length)[0]
 
 
-def eval_clip_indices_for(dc: ml_collections.ConfigDict, video_length: tf.Tensor,
-                          frame_rate: tf.Tensor | float = 0.0) -> tf.Tensor:
+def eval_clip_indices_for(
+  dc: ml_collections.ConfigDict, video_length: tf.Tensor, frame_rate: tf.Tensor | float = 0.0
+) -> tf.Tensor:
   """(C, num_frames) int32 frame indices of a video's evaluation clips (eval_sampling).
 
   'stride' / 'timesformer' / 'segment': C = num_test_clips, the middle clip or evenly spaced
@@ -376,9 +431,10 @@ def eval_clip_indices_for(dc: ml_collections.ConfigDict, video_length: tf.Tensor
 def _frame_shape(encoded: tf.Tensor) -> tf.Tensor:
   """(2,) int32 height and width of one encoded frame (JPEG header only; other formats decode)."""
   return tf.cond(
-      tf.io.is_jpeg(encoded),
-      lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int32),
-      lambda: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))[:2])
+    tf.io.is_jpeg(encoded),
+    lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int32),
+    lambda: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))[:2],
+  )
 
 
 def decode_frames(encoded: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
@@ -395,12 +451,14 @@ def decode_frames(encoded: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
   def decode(frame):
     image = tf.io.decode_image(frame, channels=3, expand_animations=False)
     return tf.cond(
-        tf.reduce_all(tf.shape(image)[:2] == size), lambda: image,
-        lambda: tf.cast(tf.round(tf.clip_by_value(tf.image.resize(image, size), 0, 255)),
-                        tf.uint8))
+      tf.reduce_all(tf.shape(image)[:2] == size),
+      lambda: image,
+      lambda: tf.cast(tf.round(tf.clip_by_value(tf.image.resize(image, size), 0, 255)), tf.uint8),
+    )
 
-  decoded = tf.map_fn(decode, selected, fn_output_signature=tf.TensorSpec([None, None, 3],
-                                                                           tf.uint8))
+  decoded = tf.map_fn(
+    decode, selected, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8)
+  )
   frames = tf.gather(decoded, position)  # (N, H, W, 3) with N = indices.size
   return tf.reshape(frames, tf.concat([tf.shape(indices), tf.shape(frames)[1:]], axis=0))
 
@@ -436,24 +494,50 @@ def _labels(dc: ml_collections.ConfigDict, raw: tf.Tensor) -> tuple[tf.Tensor, t
   shown = tf.strings.format("{}", labels, summarize=8)
   splits = class_splits(dc)
   multi_hot = bool(splits) or bool(dc.get("multi_label", False))
-  checks = [(tf.size(labels) == 0, tf.constant(f"no label (context {dmvr.LABEL_INDEX_KEY!r})")),
-            (tf.reduce_any((labels < 0) | (labels >= num_classes)),
-             tf.strings.join([f"label index out of range: expected values in [0, {num_classes})"
-                              f" after subtracting label_offset={offset}, got ", shown]))]
+  checks = [
+    (tf.size(labels) == 0, tf.constant(f"no label (context {dmvr.LABEL_INDEX_KEY!r})")),
+    (
+      tf.reduce_any((labels < 0) | (labels >= num_classes)),
+      tf.strings.join(
+        [
+          f"label index out of range: expected values in [0, {num_classes})"
+          f" after subtracting label_offset={offset}, got ",
+          shown,
+        ]
+      ),
+    ),
+  ]
   if splits:
     lows = np.cumsum((0,) + splits[:-1])
     highs = np.cumsum(splits)
     count_ok = tf.size(labels) == len(splits)
-    padded = tf.pad(labels, [[0, tf.maximum(len(splits) - tf.size(labels), 0)]])[:len(splits)]
+    padded = tf.pad(labels, [[0, tf.maximum(len(splits) - tf.size(labels), 0)]])[: len(splits)]
     in_split = tf.reduce_all((padded >= lows) & (padded < highs))
     ranges = ", ".join(f"[{lo}, {hi})" for lo, hi in zip(lows, highs, strict=True))
-    checks.append((~(count_ok & in_split), tf.strings.join(
-        [f"expected one label per class split, in {ranges} (class_splits={list(splits)}), "
-         "got ", shown])))
+    checks.append(
+      (
+        ~(count_ok & in_split),
+        tf.strings.join(
+          [
+            f"expected one label per class split, in {ranges} (class_splits={list(splits)}), got ",
+            shown,
+          ]
+        ),
+      )
+    )
   elif not multi_hot:
-    checks.append((tf.size(labels) != 1, tf.strings.join(
-        ["expected exactly one label index (single-label classification; set multi_label or "
-         "class_splits for several), got ", shown])))
+    checks.append(
+      (
+        tf.size(labels) != 1,
+        tf.strings.join(
+          [
+            "expected exactly one label index (single-label classification; set multi_label or "
+            "class_splits for several), got ",
+            shown,
+          ]
+        ),
+      )
+    )
   error = tf.constant("")
   for bad, message in reversed(checks):  # The first failing check names the problem.
     error = tf.where(bad, message, error)
@@ -467,12 +551,14 @@ def _labels(dc: ml_collections.ConfigDict, raw: tf.Tensor) -> tuple[tf.Tensor, t
 
 def _check_process(process_index: int, process_count: int) -> None:
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must be in [0, process_count="
-                     f"{process_count}).")
+    raise ValueError(
+      f"process_index={process_index} must be in [0, process_count={process_count})."
+    )
 
 
-def _share_files(dc: ml_collections.ConfigDict, split: str, process_index: int,
-                 process_count: int) -> tuple[list[str], bool]:
+def _share_files(
+  dc: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
+) -> tuple[list[str], bool]:
   """(the files this process reads, whether processes read different files) of a DMVR split."""
   files = dmvr.expand_table(dc.base_dir, dc.tables[split])
   shard_files = len(files) >= process_count
@@ -484,8 +570,10 @@ def _share_text(process_index: int, process_count: int, shard_files: bool) -> st
     return "one process reads them all"
   if shard_files:
     return f"process {process_index} of {process_count}'s share of the split's files"
-  return (f"every process reads them all and keeps one record in {process_count}; this is "
-          f"process {process_index}")
+  return (
+    f"every process reads them all and keeps one record in {process_count}; this is "
+    f"process {process_index}"
+  )
 
 
 def _files_text(files: Sequence[str], limit: int = 3) -> str:
@@ -493,9 +581,14 @@ def _files_text(files: Sequence[str], limit: int = 3) -> str:
   return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
-def check_split_has_records(dataset_configs: ml_collections.ConfigDict, split: str, *,
-                            process_index: int = 0, process_count: int = 1,
-                            whole_split: bool = False) -> None:
+def check_split_has_records(
+  dataset_configs: ml_collections.ConfigDict,
+  split: str,
+  *,
+  process_index: int = 0,
+  process_count: int = 1,
+  whole_split: bool = False,
+) -> None:
   """Raises ValueError naming the split, base_dir and files when this process's share of a DMVR
   split's files (with `whole_split`, all of them) holds no record: every file is shorter than
   one record (a TFRecord without records is a 0-byte file). Stats files only up to the first
@@ -521,17 +614,24 @@ def check_split_has_records(dataset_configs: ml_collections.ConfigDict, split: s
   expected = (dc.get("examples_per_subset") or {}).get(split)
   said = f"; examples_per_subset.{split} says {expected}" if expected is not None else ""
   raise ValueError(
-      f"Split {split!r} holds no record: its {len(files)} file(s) ({share}) have "
-      f"{sum(sizes)} bytes in all, and a TFRecord file with a record has at least "
-      f"{dmvr.MIN_RECORD_BYTES}{said}: "
-      f"{_files_text(files)} (base_dir={dc.base_dir!r}, "
-      f"config.dataset_configs.tables.{split}={dc.tables[split]!r}). Write the split again (e.g. "
-      f"python -m vidtx.data.convert) or point config.dataset_configs.tables.{split} at files "
-      "that hold its records.")
+    f"Split {split!r} holds no record: its {len(files)} file(s) ({share}) have "
+    f"{sum(sizes)} bytes in all, and a TFRecord file with a record has at least "
+    f"{dmvr.MIN_RECORD_BYTES}{said}: "
+    f"{_files_text(files)} (base_dir={dc.base_dir!r}, "
+    f"config.dataset_configs.tables.{split}={dc.tables[split]!r}). Write the split again (e.g. "
+    f"python -m vidtx.data.convert) or point config.dataset_configs.tables.{split} at files "
+    "that hold its records."
+  )
 
 
-def _dmvr_records(dc: ml_collections.ConfigDict, split: str, *, process_index: int,
-                  process_count: int, shuffle_seed: tf.Tensor | None) -> tf.data.Dataset:
+def _dmvr_records(
+  dc: ml_collections.ConfigDict,
+  split: str,
+  *,
+  process_index: int,
+  process_count: int,
+  shuffle_seed: tf.Tensor | None,
+) -> tf.data.Dataset:
   """{'serialized', 'source'} of this process's share of a DMVR split.
 
   Files are split across processes when there are at least as many files as processes;
@@ -545,14 +645,22 @@ def _dmvr_records(dc: ml_collections.ConfigDict, split: str, *, process_index: i
 
   def read(file):
     records = tf.data.TFRecordDataset(file).enumerate()
-    return records.map(lambda i, record: {
+    return records.map(
+      lambda i, record: {
         "serialized": record,
-        "source": tf.strings.join([f"split={split}, file=", file, ", record ",
-                                   tf.strings.as_string(i)])})
+        "source": tf.strings.join(
+          [f"split={split}, file=", file, ", record ", tf.strings.as_string(i)]
+        ),
+      }
+    )
 
   ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-      read, cycle_length=min(int(files.shape[0]), 16), block_length=1,
-      num_parallel_calls=AUTOTUNE, deterministic=True)
+    read,
+    cycle_length=min(int(files.shape[0]), 16),
+    block_length=1,
+    num_parallel_calls=AUTOTUNE,
+    deterministic=True,
+  )
   if not shard_files:
     # The same order on every process -> disjoint shares.
     ds = ds.shard(process_count, process_index)
@@ -563,18 +671,31 @@ def _is_tfds(dc: ml_collections.ConfigDict) -> bool:
   return (dc.get("dataset_name") or "").startswith("tfds:")
 
 
-def _records(dc: ml_collections.ConfigDict, split: str, *, process_index: int,
-             process_count: int, shuffle_seed: tf.Tensor | None) -> tf.data.Dataset:
+def _records(
+  dc: ml_collections.ConfigDict,
+  split: str,
+  *,
+  process_index: int,
+  process_count: int,
+  shuffle_seed: tf.Tensor | None,
+) -> tf.data.Dataset:
   """This process's share of `split`, one dict per video, from the configured source."""
   _check_process(process_index, process_count)
   if _is_tfds(dc):
     from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
+
     # TFDS reads in its own order (the shuffle buffer shuffles): it takes no tensor seed.
-    return tfds_data.records(dc.dataset_name[len("tfds:"):], dc, dc.tables[split],
-                             process_index=process_index, process_count=process_count,
-                             shuffle_seed=None)
-  return _dmvr_records(dc, split, process_index=process_index, process_count=process_count,
-                       shuffle_seed=shuffle_seed)
+    return tfds_data.records(
+      dc.dataset_name[len("tfds:") :],
+      dc,
+      dc.tables[split],
+      process_index=process_index,
+      process_count=process_count,
+      shuffle_seed=None,
+    )
+  return _dmvr_records(
+    dc, split, process_index=process_index, process_count=process_count, shuffle_seed=shuffle_seed
+  )
 
 
 def _video(raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -584,8 +705,9 @@ def _video(raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   return {k: raw[k] for k in ("jpegs", "labels", "video_id", "frame_rate")}
 
 
-def _protected_map(ds: tf.data.Dataset, fn: Callable[..., Any],
-                   fallback: Callable[..., Any]) -> tf.data.Dataset:
+def _protected_map(
+  ds: tf.data.Dataset, fn: Callable[..., Any], fallback: Callable[..., Any]
+) -> tf.data.Dataset:
   """ds.map(fn), except that an element whose fn fails (a corrupt JPEG, a string that is not a
   SequenceExample) becomes fallback(element) instead of ending the stream.
 
@@ -602,8 +724,10 @@ def _protected_map(ds: tf.data.Dataset, fn: Callable[..., Any],
   return ds.interleave(attempt, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-_UNREADABLE = ("could not be read: the record is not a SequenceExample, or a frame is not a "
-               "decodable image (corrupt JPEG)")
+_UNREADABLE = (
+  "could not be read: the record is not a SequenceExample, or a frame is not a "
+  "decodable image (corrupt JPEG)"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,8 +758,9 @@ def _grayscale(frames: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Ten
   return tf.where(tf.random.stateless_uniform([], seed) < probability, grey, frames)
 
 
-def _train_clip(dc: ml_collections.ConfigDict, video: dict[str, tf.Tensor], label: tf.Tensor,
-                seeds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _train_clip(
+  dc: ml_collections.ConfigDict, video: dict[str, tf.Tensor], label: tf.Tensor, seeds: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
   """Samples, decodes and augments one training clip: float32 (T, crop, crop, 3), its label."""
   aug = augmentation_params(dc)
   num_frames, crop = int(dc.num_frames), int(dc.crop_size)
@@ -643,10 +768,14 @@ def _train_clip(dc: ml_collections.ConfigDict, video: dict[str, tf.Tensor], labe
   frames = decode_frames(video["jpegs"], indices)  # uint8 (T, H, W, 3)
   jitter = bool(aug["do_jitter_scale"])
   frames = augment.scale_jitter_crop(
-      frames, min_resize=int(dc.min_resize), crop_size=crop,
-      min_scale=float(aug["scale_min_factor"]) if jitter else 1.0,
-      max_scale=float(aug["scale_max_factor"]) if jitter else 1.0,
-      probability=float(aug["prob_scale_jitter"]) if jitter else 1.0, seed=seeds[1])
+    frames,
+    min_resize=int(dc.min_resize),
+    crop_size=crop,
+    min_scale=float(aug["scale_min_factor"]) if jitter else 1.0,
+    max_scale=float(aug["scale_max_factor"]) if jitter else 1.0,
+    probability=float(aug["prob_scale_jitter"]) if jitter else 1.0,
+    seed=seeds[1],
+  )
   if dc.get("random_flip", False):
     frames, flipped = augment.horizontal_flip(frames, probability=0.5, seed=seeds[2])
     table = _flip_table(dc)
@@ -655,23 +784,35 @@ def _train_clip(dc: ml_collections.ConfigDict, video: dict[str, tf.Tensor], labe
       swapped = tf.gather(label, table) if label.shape.rank else tf.gather(table, label)
       label = tf.where(flipped, swapped, label)
   if aug["do_color_augment"]:
-    frames = augment.color_jitter(frames, probability=float(aug["prob_color_augment"]),
-                                  seed=seeds[3])
+    frames = augment.color_jitter(
+      frames, probability=float(aug["prob_color_augment"]), seed=seeds[3]
+    )
     if float(aug["prob_color_drop"]) > 0:
       frames = _grayscale(frames, float(aug["prob_color_drop"]), seeds[4])
   if aug["do_rand_augment"]:
-    frames = augment.rand_augment(frames, num_layers=int(aug["rand_augment_num_layers"]),
-                                  magnitude=float(aug["rand_augment_magnitude"]), seed=seeds[5])
+    frames = augment.rand_augment(
+      frames,
+      num_layers=int(aug["rand_augment_num_layers"]),
+      magnitude=float(aug["rand_augment_magnitude"]),
+      seed=seeds[5],
+    )
   frames = _normalise(frames, *normalisation(dc))
   if float(aug["random_erasing_probability"]) > 0:
     frames = augment.random_erasing(
-        frames, probability=float(aug["random_erasing_probability"]), seed=seeds[6])
+      frames, probability=float(aug["random_erasing_probability"]), seed=seeds[6]
+    )
   return tf.ensure_shape(frames, [num_frames, crop, crop, 3]), label
 
 
-def build_train_dataset(dataset_configs: ml_collections.ConfigDict, *, batch_size: int, seed: int,
-                        process_index: int = 0, process_count: int = 1,
-                        start_position: tuple[int, int] = (0, 0)) -> tf.data.Dataset:
+def build_train_dataset(
+  dataset_configs: ml_collections.ConfigDict,
+  *,
+  batch_size: int,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  start_position: tuple[int, int] = (0, 0),
+) -> tf.data.Dataset:
   """Infinite, shuffled training batches of this process, deterministic for `seed`.
 
   Epoch e reads this process's share in an order drawn from (seed, process, e): files permuted,
@@ -702,12 +843,14 @@ def build_train_dataset(dataset_configs: ml_collections.ConfigDict, *, batch_siz
     ds = tfds_share or _records(dc, "train", **shares, shuffle_seed=epoch_seed)
     # Dataset.shuffle takes one int64: draw it from the whole (2,) seed (fold_in's first
     # element alone does not depend on the epoch).
-    shuffle_seed = tf.random.stateless_uniform([], epoch_seed, minval=None, maxval=None,
-                                               dtype=tf.int64)
+    shuffle_seed = tf.random.stateless_uniform(
+      [], epoch_seed, minval=None, maxval=None, dtype=tf.int64
+    )
     ds = ds.shuffle(buffer_size, seed=shuffle_seed, reshuffle_each_iteration=False)
     # Before the resumed epoch's skip, which may leave nothing of an epoch that had records.
-    ds = _fail_when_empty(ds, tf.strings.join(
-        [empty_epoch[0], tf.strings.as_string(epoch), empty_epoch[1]]))
+    ds = _fail_when_empty(
+      ds, tf.strings.join([empty_epoch[0], tf.strings.as_string(epoch), empty_epoch[1]])
+    )
     ds = ds.enumerate()
     # Before parsing: the records of a resumed epoch that were already used are never decoded.
     ds = ds.skip(tf.where(epoch == start_epoch, tf.constant(start_index, tf.int64), 0))
@@ -716,30 +859,50 @@ def build_train_dataset(dataset_configs: ml_collections.ConfigDict, *, batch_siz
   def process(epoch, index, raw):
     video = _video(raw)
     label, error = _labels(dc, video["labels"])
-    error = tf.where(tf.size(video["jpegs"]) == 0,
-                     f"video has no frames (empty feature list {dmvr.IMAGE_KEY!r})", error)
+    error = tf.where(
+      tf.size(video["jpegs"]) == 0,
+      f"video has no frames (empty feature list {dmvr.IMAGE_KEY!r})",
+      error,
+    )
     element_seed = tf.random.experimental.stateless_fold_in(
-        tf.random.experimental.stateless_fold_in(base_seed, epoch), index)
+      tf.random.experimental.stateless_fold_in(base_seed, epoch), index
+    )
     # Independent streams for the clip, crop, flip, colour, colour drop, RandAugment, erasing.
     seeds = tf.random.experimental.stateless_split(element_seed, 7)
     frames, label = tf.cond(
-        error == "", lambda: _train_clip(dc, video, label, seeds),
-        lambda: (tf.zeros([num_frames, crop, crop, 3]), label))
-    return {"inputs": frames, "label": label, "epoch": epoch, "index": index,
-            "ok": error == "", "error": error, "source": raw["source"],
-            "video_id": video["video_id"]}
+      error == "",
+      lambda: _train_clip(dc, video, label, seeds),
+      lambda: (tf.zeros([num_frames, crop, crop, 3]), label),
+    )
+    return {
+      "inputs": frames,
+      "label": label,
+      "epoch": epoch,
+      "index": index,
+      "ok": error == "",
+      "error": error,
+      "source": raw["source"],
+      "video_id": video["video_id"],
+    }
 
   def unreadable(epoch, index, raw):
-    return {"inputs": tf.zeros([num_frames, crop, crop, 3]),
-            "label": tf.zeros(label_spec.shape, label_spec.dtype), "epoch": epoch,
-            "index": index, "ok": tf.constant(False), "error": tf.constant(_UNREADABLE),
-            "source": raw["source"], "video_id": tf.constant("")}
+    return {
+      "inputs": tf.zeros([num_frames, crop, crop, 3]),
+      "label": tf.zeros(label_spec.shape, label_spec.dtype),
+      "epoch": epoch,
+      "index": index,
+      "ok": tf.constant(False),
+      "error": tf.constant(_UNREADABLE),
+      "source": raw["source"],
+      "video_id": tf.constant(""),
+    }
 
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records)
   ds = _protected_map(ds, process, unreadable)
   if skip_bad:
-    count_skipped, initial = _skip_counter(dc, "train", process_index, process_count,
-                                           start_position=(start_epoch, start_index))
+    count_skipped, initial = _skip_counter(
+      dc, "train", process_index, process_count, start_position=(start_epoch, start_index)
+    )
     ds = ds.scan(initial, count_skipped).filter(lambda el: el["ok"])
   else:
     # Bad records reach the host, which stops with their file and record index.
@@ -753,29 +916,37 @@ def build_train_dataset(dataset_configs: ml_collections.ConfigDict, *, batch_siz
 _MARK = "@vidtx@"
 
 
-def _empty_epoch_message(dc: ml_collections.ConfigDict, split: str, process_index: int,
-                         process_count: int) -> tuple[str, str]:
+def _empty_epoch_message(
+  dc: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
+) -> tuple[str, str]:
   """The message of an epoch without a record, in two parts around the epoch number."""
   if _is_tfds(dc):
-    where = (f"{dc.dataset_name} split {dc.tables[split]!r} (process {process_index} of "
-             f"{process_count}'s share)")
+    where = (
+      f"{dc.dataset_name} split {dc.tables[split]!r} (process {process_index} of "
+      f"{process_count}'s share)"
+    )
   else:
     files, shard_files = _share_files(dc, split, process_index, process_count)
-    where = (f"its {len(files)} file(s) ({_share_text(process_index, process_count, shard_files)})"
-             f": {_files_text(files)} (base_dir={dc.base_dir!r})")
-  return (f"{_MARK}Split {split!r} yielded no record in epoch ",
-          f": {where}. Check config.dataset_configs.tables.{split}; with several processes, "
-          f"every process needs at least one record.{_MARK}")
+    where = (
+      f"its {len(files)} file(s) ({_share_text(process_index, process_count, shard_files)})"
+      f": {_files_text(files)} (base_dir={dc.base_dir!r})"
+    )
+  return (
+    f"{_MARK}Split {split!r} yielded no record in epoch ",
+    f": {where}. Check config.dataset_configs.tables.{split}; with several processes, "
+    f"every process needs at least one record.{_MARK}",
+  )
 
 
 def _fail_when_empty(ds: tf.data.Dataset, message: tf.Tensor) -> tf.data.Dataset:
   """`ds`, failing in-graph (InvalidArgumentError with `message`) when it ends without an
   element: an end marker follows the last element, and the marker at position 0 means none."""
   end = tf.nest.map_structure(
-      lambda spec: tf.zeros([0 if d is None else d for d in spec.shape], spec.dtype),
-      ds.element_spec)
+    lambda spec: tf.zeros([0 if d is None else d for d in spec.shape], spec.dtype), ds.element_spec
+  )
   marked = ds.map(lambda raw: (raw, tf.constant(False))).concatenate(
-      tf.data.Dataset.from_tensors((end, tf.constant(True))))
+    tf.data.Dataset.from_tensors((end, tf.constant(True)))
+  )
 
   def keep(position, element):
     check = tf.debugging.Assert(~(element[1] & (position == 0)), [message])
@@ -785,9 +956,13 @@ def _fail_when_empty(ds: tf.data.Dataset, message: tf.Tensor) -> tf.data.Dataset
   return marked.enumerate().filter(keep).map(lambda position, element: element[0])
 
 
-def _skip_counter(dc: ml_collections.ConfigDict, split: str, process_index: int,
-                  process_count: int, start_position: tuple[int, int]
-                  ) -> tuple[Callable[..., Any], dict[str, tf.Tensor]]:
+def _skip_counter(
+  dc: ml_collections.ConfigDict,
+  split: str,
+  process_index: int,
+  process_count: int,
+  start_position: tuple[int, int],
+) -> tuple[Callable[..., Any], dict[str, tf.Tensor]]:
   """(scan function, initial state) that counts and reports the bad records the stream drops
   and stops it in-graph (InvalidArgumentError) when there are too many (the module docstring)."""
   fraction = dc.get("max_bad_fraction", DEFAULT_MAX_BAD_FRACTION)
@@ -797,49 +972,93 @@ def _skip_counter(dc: ml_collections.ConfigDict, split: str, process_index: int,
   start_epoch, start_index = start_position
   who = f"process {process_index} of {process_count}"
   zero = tf.constant(0, tf.int64)
-  initial = {"since_good": zero, "read": zero, "bad": zero, "epoch": tf.constant(-1, tf.int64),
-             "epoch_read": zero, "epoch_good": zero, "source": tf.constant(""),
-             "error": tf.constant("")}
+  initial = {
+    "since_good": zero,
+    "read": zero,
+    "bad": zero,
+    "epoch": tf.constant(-1, tf.int64),
+    "epoch_read": zero,
+    "epoch_good": zero,
+    "source": tf.constant(""),
+    "error": tf.constant(""),
+  }
 
   def count_skipped(state, element):
     ok = element["ok"]
     new_epoch = element["epoch"] != state["epoch"]
     # The epoch that just ended was read from its start (a resumed one may not have been) and
     # gave no good record: skipping can never produce a batch from this data.
-    barren = (new_epoch & (state["epoch"] >= 0) & (state["epoch_good"] == 0)
-              & ((state["epoch"] != start_epoch) | (start_index == 0)))
+    barren = (
+      new_epoch
+      & (state["epoch"] >= 0)
+      & (state["epoch_good"] == 0)
+      & ((state["epoch"] != start_epoch) | (start_index == 0))
+    )
     read, bad = state["read"] + 1, state["bad"] + tf.cast(~ok, tf.int64)
     too_many_fraction = tf.constant(False)
     if fraction is not None:
-      too_many_fraction = (~ok & (bad >= MIN_BAD_RECORDS)
-                           & (tf.cast(bad, tf.float64) > fraction * tf.cast(read, tf.float64)))
+      too_many_fraction = (
+        ~ok
+        & (bad >= MIN_BAD_RECORDS)
+        & (tf.cast(bad, tf.float64) > fraction * tf.cast(read, tf.float64))
+      )
     too_many = tf.constant(False) if cap is None else ~ok & (bad > cap)
 
     def message():
       last = [element["source"], " - ", element["error"]]
-      counts = [tf.strings.as_string(bad), " of the ", tf.strings.as_string(read),
-                f" records read so far ({who}) were bad"]
+      counts = [
+        tf.strings.as_string(bad),
+        " of the ",
+        tf.strings.as_string(read),
+        f" records read so far ({who}) were bad",
+      ]
       fraction_text = tf.strings.join(
-          [f"{_MARK}Split {split!r}: too many bad records with skip_bad_records=True: "] + counts
-          + [f", more than max_bad_fraction={fraction} of them. The last one: "] + last
-          + [". Fix or remove the bad records, or raise config.dataset_configs.max_bad_fraction "
-             f"(1.0 turns this check off).{_MARK}"])
+        [f"{_MARK}Split {split!r}: too many bad records with skip_bad_records=True: "]
+        + counts
+        + [f", more than max_bad_fraction={fraction} of them. The last one: "]
+        + last
+        + [
+          ". Fix or remove the bad records, or raise config.dataset_configs.max_bad_fraction "
+          f"(1.0 turns this check off).{_MARK}"
+        ]
+      )
       cap_text = tf.strings.join(
-          [f"{_MARK}Split {split!r}: more than max_bad_records={cap} bad records with "
-           "skip_bad_records=True: "] + counts + [". The last one: "] + last
-          + [". Fix or remove the bad records, or raise config.dataset_configs.max_bad_records "
-             f"(None: no limit).{_MARK}"])
+        [
+          f"{_MARK}Split {split!r}: more than max_bad_records={cap} bad records with "
+          "skip_bad_records=True: "
+        ]
+        + counts
+        + [". The last one: "]
+        + last
+        + [
+          ". Fix or remove the bad records, or raise config.dataset_configs.max_bad_records "
+          f"(None: no limit).{_MARK}"
+        ]
+      )
       barren_text = tf.strings.join(
-          [f"{_MARK}Split {split!r}: epoch ", tf.strings.as_string(state["epoch"]),
-           " held no good record: all ", tf.strings.as_string(state["epoch_read"]),
-           f" records of this process's share ({who}) were bad, so skip_bad_records=True "
-           "can never fill a batch. The last one: ", state["source"], " - ", state["error"],
-           f". Fix or remove the bad records.{_MARK}"])
+        [
+          f"{_MARK}Split {split!r}: epoch ",
+          tf.strings.as_string(state["epoch"]),
+          " held no good record: all ",
+          tf.strings.as_string(state["epoch_read"]),
+          f" records of this process's share ({who}) were bad, so skip_bad_records=True "
+          "can never fill a batch. The last one: ",
+          state["source"],
+          " - ",
+          state["error"],
+          f". Fix or remove the bad records.{_MARK}",
+        ]
+      )
       return tf.where(barren, barren_text, tf.where(too_many_fraction, fraction_text, cap_text))
 
     def report():
-      tf.print("vidtx: skipping a bad record:", element["source"], "-", element["error"],
-               output_stream=sys.stderr)
+      tf.print(
+        "vidtx: skipping a bad record:",
+        element["source"],
+        "-",
+        element["error"],
+        output_stream=sys.stderr,
+      )
       return state["since_good"] + 1
 
     failed = barren | too_many_fraction | too_many
@@ -851,21 +1070,25 @@ def _skip_counter(dc: ml_collections.ConfigDict, split: str, process_index: int,
       since_good = tf.cond(ok, lambda: zero, report)
     good = tf.cast(ok, tf.int64)
     new_state = {
-        "since_good": since_good, "read": read, "bad": bad, "epoch": element["epoch"],
-        "epoch_read": tf.where(new_epoch, tf.constant(1, tf.int64), state["epoch_read"] + 1),
-        "epoch_good": tf.where(new_epoch, good, state["epoch_good"] + good),
-        "source": tf.where(ok, state["source"], element["source"]),
-        "error": tf.where(ok, state["error"], element["error"])}
+      "since_good": since_good,
+      "read": read,
+      "bad": bad,
+      "epoch": element["epoch"],
+      "epoch_read": tf.where(new_epoch, tf.constant(1, tf.int64), state["epoch_read"] + 1),
+      "epoch_good": tf.where(new_epoch, good, state["epoch_good"] + good),
+      "source": tf.where(ok, state["source"], element["source"]),
+      "error": tf.where(ok, state["error"], element["error"]),
+    }
     with tf.control_dependencies([check]):
       new_state = tf.nest.map_structure(tf.identity, new_state)
-      return new_state, {**element,
-                         "skipped": tf.identity(tf.where(ok, state["since_good"], 0))}
+      return new_state, {**element, "skipped": tf.identity(tf.where(ok, state["since_good"], 0))}
 
   return _no_autograph(count_skipped), initial
 
 
-def split_host_fields(batch: dict[str, np.ndarray], *, skip_bad_records: bool = False
-                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def split_host_fields(
+  batch: dict[str, np.ndarray], *, skip_bad_records: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """(device batch, host fields) of a numpy batch of either reader.
 
   A bad record (ok False on a real, unpadded element) raises ValueError naming its file and
@@ -881,16 +1104,23 @@ def split_host_fields(batch: dict[str, np.ndarray], *, skip_bad_records: bool = 
     if len(bad) and not skip_bad_records:
       i = bad[0]
       raise ValueError(
-          f"Bad record in {as_text(host['source'][i])}: {as_text(host['error'][i])}. Fix or remove "
-          "it, or set config.dataset_configs.skip_bad_records=True to skip such records (they "
-          "are counted and reported).")
+        f"Bad record in {as_text(host['source'][i])}: {as_text(host['error'][i])}. Fix or remove "
+        "it, or set config.dataset_configs.skip_bad_records=True to skip such records (they "
+        "are counted and reported)."
+      )
     if len(bad) and "batch_mask" in device:
       device["batch_mask"] = np.where(host["bad"], 0, device["batch_mask"]).astype(np.float32)
   return device, host
 
 
-def reader_error(error: tf.errors.OpError, dataset_configs: ml_collections.ConfigDict,
-                 split: str, *, process_index: int = 0, process_count: int = 1) -> ValueError:
+def reader_error(
+  error: tf.errors.OpError,
+  dataset_configs: ml_collections.ConfigDict,
+  split: str,
+  *,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> ValueError:
   """One clean ValueError for what `next(iterator)` of either reader raised.
 
   The reader's own in-graph errors (an epoch without a record, too many bad records skipped)
@@ -907,8 +1137,9 @@ def reader_error(error: tf.errors.OpError, dataset_configs: ml_collections.Confi
   tf_text = _tf_first_line(text)
   if isinstance(error, tf.errors.DataLossError) and not _is_tfds(dataset_configs):
     try:
-      return ValueError(_damage_report(dataset_configs, split, tf_text, process_index,
-                                       process_count))
+      return ValueError(
+        _damage_report(dataset_configs, split, tf_text, process_index, process_count)
+      )
     except Exception as walk_error:  # The reader's error matters more than the walk's.
       tf_text += f" (the files could not be checked: {walk_error})"
   return ValueError(f"Reading split {split!r} failed: {tf_text} ({type(error).__name__}).")
@@ -919,7 +1150,7 @@ def _unescape(text: str) -> str:
   control characters (and may write other bytes in octal or hex)."""
   out, position = bytearray(), 0
   for escape in re.finditer(r"\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)", text, re.S):
-    out += text[position:escape.start()].encode()
+    out += text[position : escape.start()].encode()
     code = escape.group(1)
     if code[0] == "x":
       out.append(int(code[1:], 16))
@@ -938,39 +1169,49 @@ def _tf_first_line(text: str) -> str:
   return re.sub(r"\s*\[Op:[^\]]*\].*$", "", line).strip()
 
 
-def _damage_report(dc: ml_collections.ConfigDict, split: str, tf_text: str, process_index: int,
-                   process_count: int) -> str:
+def _damage_report(
+  dc: ml_collections.ConfigDict, split: str, tf_text: str, process_index: int, process_count: int
+) -> str:
   """The message of a DataLossError: the damaged files of this process's share, found by
   walking their record headers (only now, after the error: a walk reads 12 bytes a record)."""
   files, shard_files = _share_files(dc, split, process_index, process_count)
   share = f"{len(files)} file(s), {_share_text(process_index, process_count, shard_files)}"
-  fix = (f"Re-create the shard (e.g. python -m vidtx.data.convert) or leave it out of "
-         f"config.dataset_configs.tables.{split} (TF said: {tf_text}).")
+  fix = (
+    f"Re-create the shard (e.g. python -m vidtx.data.convert) or leave it out of "
+    f"config.dataset_configs.tables.{split} (TF said: {tf_text})."
+  )
   with futures.ThreadPoolExecutor(16) as pool:  # Remote files: one round trip per header.
     checks = list(pool.map(dmvr.check_tfrecord, files))
   damaged = [check for check in checks if not check.ok]
   if damaged:
-    described = "; ".join(f"{c.path}: {c.problem} ({c.records} complete record(s) before it)"
-                          for c in damaged[:3])
+    described = "; ".join(
+      f"{c.path}: {c.problem} ({c.records} complete record(s) before it)" for c in damaged[:3]
+    )
     more = f"; and {len(damaged) - 3} more" if len(damaged) > 3 else ""
-    return (f"Split {split!r} has {len(damaged)} damaged TFRecord file(s) among {share}: "
-            f"{described}{more}. {fix}")
+    return (
+      f"Split {split!r} has {len(damaged)} damaged TFRecord file(s) among {share}: "
+      f"{described}{more}. {fix}"
+    )
   corrupted = re.search(r"corrupted record at (\d+)", tf_text)
   if corrupted:  # A data checksum: find the files with a record's data at that byte.
     offset = int(corrupted.group(1))
     with futures.ThreadPoolExecutor(16) as pool:
       found = list(pool.map(lambda f: dmvr.record_with_data_at(f, offset), files))
-    candidates = [f"record {i} of {f}" for f, i in zip(files, found, strict=True)
-                  if i is not None]
+    candidates = [f"record {i} of {f}" for f, i in zip(files, found, strict=True) if i is not None]
     if candidates:
-      which = (candidates[0] if len(candidates) == 1
-               else "one of " + _files_text(candidates, limit=5))
-      return (f"Split {split!r}: the data of {which} (from byte {offset}) fails its "
-              f"checksum: the shard is corrupt. {fix}")
-  return (f"Split {split!r}: {tf_text}, but no file of this process's share ({share}: "
-          f"{_files_text(files)}) is truncated or has a corrupt record header; a file may have "
-          f"changed while it was read. Check the files of config.dataset_configs.tables.{split} "
-          f"(base_dir={dc.base_dir!r}).")
+      which = (
+        candidates[0] if len(candidates) == 1 else "one of " + _files_text(candidates, limit=5)
+      )
+      return (
+        f"Split {split!r}: the data of {which} (from byte {offset}) fails its "
+        f"checksum: the shard is corrupt. {fix}"
+      )
+  return (
+    f"Split {split!r}: {tf_text}, but no file of this process's share ({share}: "
+    f"{_files_text(files)}) is truncated or has a corrupt record header; a file may have "
+    f"changed while it was read. Check the files of config.dataset_configs.tables.{split} "
+    f"(base_dir={dc.base_dir!r})."
+  )
 
 
 def next_position(host: dict[str, np.ndarray]) -> tuple[int, int]:
@@ -981,7 +1222,6 @@ def next_position(host: dict[str, np.ndarray]) -> tuple[int, int]:
 def as_text(value: Any) -> str:
   """A string field of a numpy batch (bytes) as text."""
   return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -999,7 +1239,7 @@ def _three_crops(frames: tf.Tensor, crop: int) -> tf.Tensor:
   for start in starts:
     top = tf.where(height > width, start, centre_y)
     left = tf.where(height > width, centre_x, start)
-    crops.append(frames[..., top:top + crop, left:left + crop, :])
+    crops.append(frames[..., top : top + crop, left : left + crop, :])
   return tf.stack(crops)
 
 
@@ -1018,8 +1258,9 @@ def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) ->
   num_frames, crop = int(dc["num_frames"]), int(dc["crop_size"])
   three_crops = bool(dc.get("do_three_spatial_crops", False))
   mean, std = normalisation(dc)
-  frames = tf.ensure_shape(tf.convert_to_tensor(frames, tf.uint8),
-                           [None, num_frames, None, None, 3])
+  frames = tf.ensure_shape(
+    tf.convert_to_tensor(frames, tf.uint8), [None, num_frames, None, None, 3]
+  )
   num_clips = frames.shape[0]  # Static when the caller's is; else inferred below.
   num_views = None if num_clips is None else num_clips * (3 if three_crops else 1)
   shape = tf.shape(frames)
@@ -1036,7 +1277,7 @@ def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) ->
   else:
     top = (tf.shape(frames)[2] - crop) // 2
     left = (tf.shape(frames)[3] - crop) // 2
-    views = frames[:, :, top:top + crop, left:left + crop, :]  # (V, T, crop, crop, 3)
+    views = frames[:, :, top : top + crop, left : left + crop, :]  # (V, T, crop, crop, 3)
   views = tf.ensure_shape(views, [num_views, num_frames, crop, crop, 3])
   return _normalise(views, mean, std)
 
@@ -1046,8 +1287,14 @@ def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def build_eval_dataset(dataset_configs: ml_collections.ConfigDict, split: str, *, batch_size: int,
-                       process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+def build_eval_dataset(
+  dataset_configs: ml_collections.ConfigDict,
+  split: str,
+  *,
+  batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> tf.data.Dataset:
   """One pass over this process's share of `split`; the last batch is padded (batch_mask 0).
 
   Each element holds V views of one video; 'whole_video' sampling splits a long video into
@@ -1063,29 +1310,45 @@ def build_eval_dataset(dataset_configs: ml_collections.ConfigDict, split: str, *
   label_spec = _label_spec(dc)
   # The whole split: a process whose share is empty while others have videos is fine (the
   # evaluator feeds it masked batches), a split without a video is not.
-  check_split_has_records(dc, split, process_index=process_index, process_count=process_count,
-                          whole_split=True)
-  ds = _records(dc, split, process_index=process_index, process_count=process_count,
-                shuffle_seed=None).enumerate()
+  check_split_has_records(
+    dc, split, process_index=process_index, process_count=process_count, whole_split=True
+  )
+  ds = _records(
+    dc, split, process_index=process_index, process_count=process_count, shuffle_seed=None
+  ).enumerate()
 
   def plan(local_index, raw):
     video = _video(raw)
     label, error = _labels(dc, video["labels"])
     length = tf.shape(video["jpegs"])[0]
-    error = tf.where(length == 0, f"video has no frames (empty feature list {dmvr.IMAGE_KEY!r})",
-                     error)
-    indices = tf.cond(error == "",
-                      lambda: eval_clip_indices_for(dc, length, video["frame_rate"]),
-                      lambda: tf.zeros([1, num_frames], tf.int32))
-    return {"jpegs": video["jpegs"], "indices": indices, "label": label, "error": error,
-            "source": raw["source"], "video_id": video["video_id"],
-            "video_index": process_index + process_count * local_index}
+    error = tf.where(
+      length == 0, f"video has no frames (empty feature list {dmvr.IMAGE_KEY!r})", error
+    )
+    indices = tf.cond(
+      error == "",
+      lambda: eval_clip_indices_for(dc, length, video["frame_rate"]),
+      lambda: tf.zeros([1, num_frames], tf.int32),
+    )
+    return {
+      "jpegs": video["jpegs"],
+      "indices": indices,
+      "label": label,
+      "error": error,
+      "source": raw["source"],
+      "video_id": video["video_id"],
+      "video_index": process_index + process_count * local_index,
+    }
 
   def unreadable_plan(local_index, raw):
-    return {"jpegs": tf.constant([""]), "indices": tf.zeros([1, num_frames], tf.int32),
-            "label": tf.zeros(label_spec.shape, label_spec.dtype),
-            "error": tf.constant(_UNREADABLE), "source": raw["source"],
-            "video_id": tf.constant(""), "video_index": process_index + process_count * local_index}
+    return {
+      "jpegs": tf.constant([""]),
+      "indices": tf.zeros([1, num_frames], tf.int32),
+      "label": tf.zeros(label_spec.shape, label_spec.dtype),
+      "error": tf.constant(_UNREADABLE),
+      "source": raw["source"],
+      "video_id": tf.constant(""),
+      "video_index": process_index + process_count * local_index,
+    }
 
   def chunk(video, k):
     num_clips = tf.shape(video["indices"])[0]
@@ -1093,22 +1356,30 @@ def build_eval_dataset(dataset_configs: ml_collections.ConfigDict, split: str, *
     wanted = tf.cast(k, tf.int32) * clips_per_element + tf.range(clips_per_element)
     clip_mask = tf.cast(wanted < num_clips, tf.float32)
     indices = tf.gather(video["indices"], tf.minimum(wanted, num_clips - 1))  # (C, T)
-    views = tf.cond(video["error"] == "",
-                    lambda: eval_views(decode_frames(video["jpegs"], indices), dc),
-                    lambda: tf.zeros([num_views, num_frames, crop, crop, 3]))
+    views = tf.cond(
+      video["error"] == "",
+      lambda: eval_views(decode_frames(video["jpegs"], indices), dc),
+      lambda: tf.zeros([num_views, num_frames, crop, crop, 3]),
+    )
     return _eval_element(video, views, tf.repeat(clip_mask, crops), video["error"])
 
   def unreadable_chunk(video, k):
     del k
-    return _eval_element(video, tf.zeros([num_views, num_frames, crop, crop, 3]),
-                         tf.zeros([num_views]), tf.constant(_UNREADABLE))
+    return _eval_element(
+      video,
+      tf.zeros([num_views, num_frames, crop, crop, 3]),
+      tf.zeros([num_views]),
+      tf.constant(_UNREADABLE),
+    )
 
   @_no_autograph
   def chunks(video):
     num_chunks = tf.maximum(
-        (tf.shape(video["indices"])[0] + clips_per_element - 1) // clips_per_element, 1)
+      (tf.shape(video["indices"])[0] + clips_per_element - 1) // clips_per_element, 1
+    )
     ks = tf.data.Dataset.range(tf.cast(num_chunks, tf.int64)).map(
-        _no_autograph(lambda k: (video, k)))
+      _no_autograph(lambda k: (video, k))
+    )
     return _protected_map(ks, chunk, unreadable_chunk)
 
   ds = _protected_map(ds, plan, unreadable_plan)
@@ -1117,12 +1388,20 @@ def build_eval_dataset(dataset_configs: ml_collections.ConfigDict, split: str, *
   return ds.prefetch(AUTOTUNE).with_options(_options())
 
 
-def _eval_element(video: dict[str, tf.Tensor], views: tf.Tensor, view_mask: tf.Tensor,
-                  error: tf.Tensor) -> dict[str, tf.Tensor]:
-  return {"inputs": views, "view_mask": view_mask, "label": video["label"],
-          "video_index": video["video_index"], "batch_mask": tf.constant(1.0),
-          "ok": error == "", "error": error, "source": video["source"],
-          "video_id": video["video_id"]}
+def _eval_element(
+  video: dict[str, tf.Tensor], views: tf.Tensor, view_mask: tf.Tensor, error: tf.Tensor
+) -> dict[str, tf.Tensor]:
+  return {
+    "inputs": views,
+    "view_mask": view_mask,
+    "label": video["label"],
+    "video_index": video["video_index"],
+    "batch_mask": tf.constant(1.0),
+    "ok": error == "",
+    "error": error,
+    "source": video["source"],
+    "video_id": video["video_id"],
+  }
 
 
 def _pad_batch(batch: dict[str, tf.Tensor], batch_size: int) -> dict[str, tf.Tensor]:

@@ -98,17 +98,19 @@ class _Object(NamedTuple):
   phases: np.ndarray  # (K,)
 
 
-def _random_object(rng: np.random.Generator, shape: str, radius: float,
-                   dark_background: bool) -> _Object:
+def _random_object(
+  rng: np.random.Generator, shape: str, radius: float, dark_background: bool
+) -> _Object:
   # Object colours come from the other half of the range than the background, so it stands out.
   low, high = (140.0, 255.0) if dark_background else (0.0, 115.0)
   return _Object(
-      shape=shape,
-      radius=radius,
-      colours=rng.uniform(low, high, (2, 3)).astype(np.float32),
-      freqs=rng.uniform(0.5, 1.3, 2).astype(np.float32),
-      wave_angles=rng.uniform(0, np.pi, 2).astype(np.float32),
-      phases=rng.uniform(0, 2 * np.pi, 2).astype(np.float32))
+    shape=shape,
+    radius=radius,
+    colours=rng.uniform(low, high, (2, 3)).astype(np.float32),
+    freqs=rng.uniform(0.5, 1.3, 2).astype(np.float32),
+    wave_angles=rng.uniform(0, np.pi, 2).astype(np.float32),
+    phases=rng.uniform(0, 2 * np.pi, 2).astype(np.float32),
+  )
 
 
 def _shape_sdf(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
@@ -136,8 +138,9 @@ def _shape_sdf(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray
   raise ValueError(f"Unknown shape {shape!r}; expected one of {SHAPES + ('ell',)}.")
 
 
-def _object_layer(obj: _Object, centres: np.ndarray, angles: np.ndarray,
-                  size: int) -> tuple[np.ndarray, np.ndarray]:
+def _object_layer(
+  obj: _Object, centres: np.ndarray, angles: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Colour (T, S, S, 3) and coverage mask (T, S, S, 1) of `obj` at `centres` (T, 2) as (y, x).
 
   `angles` (T,) turn the object clockwise on screen; shape and texture turn together.
@@ -189,17 +192,24 @@ def _pick_label(rng: np.random.Generator, label: int | None, num_classes: int) -
 _DIRECTIONS = np.array([[0, -1], [0, 1], [-1, 0], [1, 0]], np.float32)
 
 
-def generate_motion(rng: np.random.Generator, video_length: int, size: int, *,
-                    label: int | None = None, num_frames: int | None = None,
-                    stride: int = 1) -> tuple[np.ndarray, int]:
+def generate_motion(
+  rng: np.random.Generator,
+  video_length: int,
+  size: int,
+  *,
+  label: int | None = None,
+  num_frames: int | None = None,
+  stride: int = 1,
+) -> tuple[np.ndarray, int]:
   """An object of random shape moves left / right / up / down on the torus; static background."""
   del num_frames, stride  # Any clip shows the motion.
   frames, label, _ = motion_with_mask(rng, video_length, size, label=label)
   return frames, label
 
 
-def motion_with_mask(rng: np.random.Generator, video_length: int, size: int, *,
-                     label: int | None = None) -> tuple[np.ndarray, int, np.ndarray]:
+def motion_with_mask(
+  rng: np.random.Generator, video_length: int, size: int, *, label: int | None = None
+) -> tuple[np.ndarray, int, np.ndarray]:
   """`generate_motion`'s video (the same one for the same rng), its label and where the object is:
   coverage float32 (T, size, size) in [0, 1]. Tells how much attention lands on the object."""
   label = _pick_label(rng, label, 4)
@@ -215,9 +225,15 @@ def motion_with_mask(rng: np.random.Generator, video_length: int, size: int, *,
   return _to_uint8(_composite(background, colour, mask)), label, mask[..., 0]
 
 
-def generate_rotation(rng: np.random.Generator, video_length: int, size: int, *,
-                      label: int | None = None, num_frames: int | None = None,
-                      stride: int = 1) -> tuple[np.ndarray, int]:
+def generate_rotation(
+  rng: np.random.Generator,
+  video_length: int,
+  size: int,
+  *,
+  label: int | None = None,
+  num_frames: int | None = None,
+  stride: int = 1,
+) -> tuple[np.ndarray, int]:
   """An L-shaped object turns clockwise (0) or anticlockwise (1) in place."""
   del num_frames, stride
   label = _pick_label(rng, label, 2)
@@ -246,22 +262,30 @@ def event_window(video_length: int, num_frames: int | None, stride: int) -> tupl
   span = (num_frames - 1) * stride + 1
   if span > video_length:
     raise ValueError(
-        f"Task 'order': a clip of num_frames={num_frames} at stride={stride} spans {span} frames, "
-        f"more than video_length={video_length}; the reader would loop the video and show each "
-        "flash twice. Use video_length >= span.")
+      f"Task 'order': a clip of num_frames={num_frames} at stride={stride} spans {span} frames, "
+      f"more than video_length={video_length}; the reader would loop the video and show each "
+      "flash twice. Use video_length >= span."
+    )
   first, last = video_length - span, span - 1
   if last - first + 1 < 2 * stride:
     raise ValueError(
-        f"Task 'order': every clip of num_frames={num_frames} at stride={stride} shares only "
-        f"{max(last - first + 1, 0)} frames of a {video_length}-frame video, fewer than the "
-        f"2 * stride = {2 * stride} two flashes need. Lower video_length to at most "
-        f"{2 * span - 2 * stride} or sample longer clips.")
+      f"Task 'order': every clip of num_frames={num_frames} at stride={stride} shares only "
+      f"{max(last - first + 1, 0)} frames of a {video_length}-frame video, fewer than the "
+      f"2 * stride = {2 * stride} two flashes need. Lower video_length to at most "
+      f"{2 * span - 2 * stride} or sample longer clips."
+    )
   return first, last
 
 
-def generate_order(rng: np.random.Generator, video_length: int, size: int, *,
-                   label: int | None = None, num_frames: int | None = None,
-                   stride: int = 1) -> tuple[np.ndarray, int]:
+def generate_order(
+  rng: np.random.Generator,
+  video_length: int,
+  size: int,
+  *,
+  label: int | None = None,
+  num_frames: int | None = None,
+  stride: int = 1,
+) -> tuple[np.ndarray, int]:
   """A static disc and square each flash once; the label says which flashes first."""
   label = _pick_label(rng, label, 2)
   first_frame, last_frame = event_window(video_length, num_frames, stride)
@@ -288,19 +312,28 @@ def generate_order(rng: np.random.Generator, video_length: int, size: int, *,
   square_angle = rng.uniform(0, np.pi / 2)
   flash_starts = (a, b) if label == 0 else (b, a)  # (disc, square)
   t = np.arange(video_length)
-  for obj, centre, angle, start in ((disc, disc_centre, 0.0, flash_starts[0]),
-                                    (square, square_centre, square_angle, flash_starts[1])):
-    colour, mask = _object_layer(obj, np.tile(centre, (video_length, 1)),
-                                 np.full(video_length, angle), size)
+  for obj, centre, angle, start in (
+    (disc, disc_centre, 0.0, flash_starts[0]),
+    (square, square_centre, square_angle, flash_starts[1]),
+  ):
+    colour, mask = _object_layer(
+      obj, np.tile(centre, (video_length, 1)), np.full(video_length, angle), size
+    )
     flashing = ((t >= start) & (t < start + duration))[:, None, None, None]
     colour = np.where(flashing, 255 - colour, colour)
     frames = _composite(frames, colour, mask)
   return _to_uint8(frames), label
 
 
-def generate_appearance(rng: np.random.Generator, video_length: int, size: int, *,
-                        label: int | None = None, num_frames: int | None = None,
-                        stride: int = 1) -> tuple[np.ndarray, int]:
+def generate_appearance(
+  rng: np.random.Generator,
+  video_length: int,
+  size: int,
+  *,
+  label: int | None = None,
+  num_frames: int | None = None,
+  stride: int = 1,
+) -> tuple[np.ndarray, int]:
   """The label is the object's shape; it moves in a random direction."""
   del num_frames, stride
   label = _pick_label(rng, label, 4)
@@ -327,10 +360,10 @@ class Task(NamedTuple):
 
 
 TASKS: dict[str, Task] = {
-    "motion": Task(("left", "right", "up", "down"), generate_motion, flip_invariant=False),
-    "rotation": Task(("clockwise", "anticlockwise"), generate_rotation, flip_invariant=False),
-    "order": Task(("disc_first", "square_first"), generate_order, uses_clip_length=True),
-    "appearance": Task(SHAPES, generate_appearance),
+  "motion": Task(("left", "right", "up", "down"), generate_motion, flip_invariant=False),
+  "rotation": Task(("clockwise", "anticlockwise"), generate_rotation, flip_invariant=False),
+  "order": Task(("disc_first", "square_first"), generate_order, uses_clip_length=True),
+  "appearance": Task(SHAPES, generate_appearance),
 }
 
 
@@ -360,26 +393,32 @@ def dataset_parameters(dataset_configs: ml_collections.ConfigDict) -> dict:
   tables = dict(dc.get("tables", {}))
   examples = dict(dc.get("examples_per_subset", {}))
   if not tables:
-    raise ValueError("dataset_configs.tables is empty; expected e.g. "
-                     "{'train': 'train.tfrecord@4', 'validation': 'validation.tfrecord@2'}.")
+    raise ValueError(
+      "dataset_configs.tables is empty; expected e.g. "
+      "{'train': 'train.tfrecord@4', 'validation': 'validation.tfrecord@2'}."
+    )
   splits = {}
   for split, table in sorted(tables.items()):
     if not isinstance(table, str) or not dmvr.is_sharded_table(table):
-      raise ValueError(f"dataset_configs.tables[{split!r}]={table!r}: the synthetic generator "
-                       "writes shards, so expected 'name@num_shards'.")
+      raise ValueError(
+        f"dataset_configs.tables[{split!r}]={table!r}: the synthetic generator "
+        "writes shards, so expected 'name@num_shards'."
+      )
     if int(examples.get(split, 0)) < 1:
-      raise ValueError(f"dataset_configs.examples_per_subset[{split!r}] must be a positive int, "
-                       f"got {examples.get(split)}.")
+      raise ValueError(
+        f"dataset_configs.examples_per_subset[{split!r}] must be a positive int, "
+        f"got {examples.get(split)}."
+      )
     splits[split] = {"table": table, "num_examples": int(examples[split])}
   params = {
-      "generator_version": GENERATOR_VERSION,
-      "task": task_name,
-      "class_names": list(task.class_names),
-      "video_length": int(dc.video_length),
-      "video_size": int(dc.video_size),
-      "seed": int(dc.get("seed", 0)),
-      "jpeg_quality": JPEG_QUALITY,
-      "splits": splits,
+    "generator_version": GENERATOR_VERSION,
+    "task": task_name,
+    "class_names": list(task.class_names),
+    "video_length": int(dc.video_length),
+    "video_size": int(dc.video_size),
+    "seed": int(dc.get("seed", 0)),
+    "jpeg_quality": JPEG_QUALITY,
+    "splits": splits,
   }
   if task.uses_clip_length:
     params["num_frames"] = int(dc.num_frames)
@@ -406,12 +445,14 @@ def generate_split(params: dict, split: str) -> Iterator[tuple[np.ndarray, int]]
   num_examples = params["splits"][split]["num_examples"]
   key = _split_key(split)
   labels = np.random.default_rng([params["seed"], key]).permutation(
-      np.arange(num_examples) % num_classes)
+    np.arange(num_examples) % num_classes
+  )
   clip = {"num_frames": params.get("num_frames"), "stride": params.get("stride", 1)}
   for i in range(num_examples):
     rng = np.random.default_rng([params["seed"], key, i])
-    yield task.generate(rng, params["video_length"], params["video_size"], label=int(labels[i]),
-                        **clip)
+    yield task.generate(
+      rng, params["video_length"], params["video_size"], label=int(labels[i]), **clip
+    )
 
 
 def _serialized_split(params: dict, split: str, chunk: int = 64) -> Iterator[bytes]:
@@ -423,8 +464,11 @@ def _serialized_split(params: dict, split: str, chunk: int = 64) -> Iterator[byt
     jpegs = dmvr.encode_jpegs(np.concatenate([f for f, _ in videos]), params["jpeg_quality"])
     for j, (_, label) in enumerate(videos):
       yield dmvr.sequence_example_from_jpegs(
-          jpegs[j * length:(j + 1) * length], label, label_text=class_names[label],
-          video_id=f"{split}-{start + j:06d}")
+        jpegs[j * length : (j + 1) * length],
+        label,
+        label_text=class_names[label],
+        video_id=f"{split}-{start + j:06d}",
+      )
 
   videos, start = [], 0
   for video in generate_split(params, split):
@@ -444,14 +488,20 @@ def is_legacy_dataset_dir(directory: str) -> bool:
 
 
 def _claim(directory: str, in_cache: bool) -> None:
-  hint = (f"To train on the data in {directory}, set --config.dataset_name=dmvr (with its "
-          "dataset_configs.tables, examples_per_subset and num_classes) to read these shards; to "
-          "generate the synthetic dataset, leave dataset_configs.base_dir empty (vidtx's cache) "
-          "or name a new directory.")
+  hint = (
+    f"To train on the data in {directory}, set --config.dataset_name=dmvr (with its "
+    "dataset_configs.tables, examples_per_subset and num_classes) to read these shards; to "
+    "generate the synthetic dataset, leave dataset_configs.base_dir empty (vidtx's cache) "
+    "or name a new directory."
+  )
   # The cache path (<cache>/synthetic/<task>-<hash>) is vidtx's by construction: whatever is there
   # (e.g. an interrupted generation from before the marker) was written by vidtx.
-  ownership.claim(directory, "synthetic", hint=hint,
-                  legacy=(lambda _: True) if in_cache else is_legacy_dataset_dir)
+  ownership.claim(
+    directory,
+    "synthetic",
+    hint=hint,
+    legacy=(lambda _: True) if in_cache else is_legacy_dataset_dir,
+  )
 
 
 def ensure_dataset(dataset_configs: ml_collections.ConfigDict) -> str:
@@ -484,13 +534,20 @@ def ensure_dataset(dataset_configs: ml_collections.ConfigDict) -> str:
     name, num_shards = spec["table"].rsplit("@", 1)
     # overwrite: the directory is vidtx's synthetic dataset (claimed above); older shards of the
     # same names are generated data of other parameters.
-    dmvr.write_shards(_serialized_split(params, split), os.path.join(directory, name),
-                      int(num_shards), overwrite=True)
+    dmvr.write_shards(
+      _serialized_split(params, split),
+      os.path.join(directory, name),
+      int(num_shards),
+      overwrite=True,
+    )
     elapsed = time.time() - start
-    print(f"vidtx synthetic '{params['task']}': wrote {spec['num_examples']} {split} videos to "
-          f"{directory} in {elapsed:.1f} s ({spec['num_examples'] / elapsed:.0f} videos/s)",
-          flush=True)
-  dmvr.write_text_atomically(os.path.join(directory, "labels.txt"),
-                             "".join(name + "\n" for name in params["class_names"]))
+    print(
+      f"vidtx synthetic '{params['task']}': wrote {spec['num_examples']} {split} videos to "
+      f"{directory} in {elapsed:.1f} s ({spec['num_examples'] / elapsed:.0f} videos/s)",
+      flush=True,
+    )
+  dmvr.write_text_atomically(
+    os.path.join(directory, "labels.txt"), "".join(name + "\n" for name in params["class_names"])
+  )
   dmvr.write_text_atomically(info_path, json.dumps(params, indent=2, sort_keys=True))
   return directory

@@ -40,13 +40,13 @@ from vidtx.data import dmvr, synthetic
 # configs.common.synthetic_dataset()'s generator fields (tests check they agree; vidtx does not
 # import configs/, which is not an installed package).
 SYNTHETIC_DEFAULTS = {
-    "train_examples": 6144,
-    "validation_examples": 512,
-    "video_length": 20,
-    "video_size": 36,
-    "seed": 0,
-    "num_frames": 8,  # Only the 'order' task depends on the clip the reader samples.
-    "stride": 2,
+  "train_examples": 6144,
+  "validation_examples": 512,
+  "video_length": 20,
+  "video_size": 36,
+  "seed": 0,
+  "num_frames": 8,  # Only the 'order' task depends on the clip the reader samples.
+  "stride": 2,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -67,11 +67,12 @@ def _tfds_name(name: str) -> str:
 
 def _not_prepared(name: str, data_dir: str, why: str) -> ValueError:
   return ValueError(
-      f"TFDS dataset {name!r} is not prepared in data_dir={data_dir!r} ({why}). Expected the "
-      f"files of `tfds build {_tfds_name(name)} --data_dir={data_dir}` there (for "
-      f"vidtx_synthetic: `python -m vidtx.data.tfds_data --data_dir={data_dir}`); vidtx never "
-      "downloads or generates TFDS data. Set dataset_configs.tfds_data_dir to where it is; "
-      "name a version prepared earlier as NAME:X.Y.Z.")
+    f"TFDS dataset {name!r} is not prepared in data_dir={data_dir!r} ({why}). Expected the "
+    f"files of `tfds build {_tfds_name(name)} --data_dir={data_dir}` there (for "
+    f"vidtx_synthetic: `python -m vidtx.data.tfds_data --data_dir={data_dir}`); vidtx never "
+    "downloads or generates TFDS data. Set dataset_configs.tfds_data_dir to where it is; "
+    "name a version prepared earlier as NAME:X.Y.Z."
+  )
 
 
 def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
@@ -88,47 +89,66 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
 
 
 def _features_listing(builder: tfds.core.DatasetBuilder) -> str:
-  return ", ".join(f"{key!r}: {type(feature).__name__}"
-                   for key, feature in sorted(builder.info.features.items()))
+  return ", ".join(
+    f"{key!r}: {type(feature).__name__}" for key, feature in sorted(builder.info.features.items())
+  )
 
 
 def _is_frames(feature: tfds.features.FeatureConnector) -> bool:
   # A Video is a Sequence of Image; both store one encoded PNG or JPEG string per frame. Float
   # images are bit-cast PNGs that tf.io.decode_image cannot read.
-  return (isinstance(feature, tfds.features.Sequence)
-          and isinstance(feature.feature, tfds.features.Image)
-          and feature.feature.np_dtype in (np.uint8, np.uint16))
+  return (
+    isinstance(feature, tfds.features.Sequence)
+    and isinstance(feature.feature, tfds.features.Image)
+    and feature.feature.np_dtype in (np.uint8, np.uint16)
+  )
 
 
 def _class_label(feature: tfds.features.FeatureConnector) -> tfds.features.ClassLabel | None:
   """The ClassLabel of a single-label or multi-label (Sequence(ClassLabel)) feature, else None."""
   if isinstance(feature, tfds.features.ClassLabel):
     return feature
-  if (isinstance(feature, tfds.features.Sequence)
-      and isinstance(feature.feature, tfds.features.ClassLabel)):
+  if isinstance(feature, tfds.features.Sequence) and isinstance(
+    feature.feature, tfds.features.ClassLabel
+  ):
     return feature.feature
   return None
 
 
 def _is_text(feature: tfds.features.FeatureConnector) -> bool:
   # Text and Tensor(shape=(), dtype=string) both decode to a scalar string.
-  return (isinstance(feature, tfds.features.Tensor) and feature.tf_dtype == tf.string
-          and feature.shape == ())
+  return (
+    isinstance(feature, tfds.features.Tensor)
+    and feature.tf_dtype == tf.string
+    and feature.shape == ()
+  )
 
 
-def _keys(builder: tfds.core.DatasetBuilder, name: str, data_dir: str,
-          dataset_configs: ml_collections.ConfigDict) -> tuple[str, str, str | None]:
+def _keys(
+  builder: tfds.core.DatasetBuilder,
+  name: str,
+  data_dir: str,
+  dataset_configs: ml_collections.ConfigDict,
+) -> tuple[str, str, str | None]:
   """(video, label, id or None) feature keys, checked against the dataset's features."""
   features = builder.info.features
   video_key = dataset_configs.get("tfds_video_key") or "video"
   label_key = dataset_configs.get("tfds_label_key") or "label"
   id_key = dataset_configs.get("tfds_id_key") or None
   checks = (
-      ("tfds_video_key", video_key, _is_frames,
-       "a Video (or Sequence(Image)) feature of uint8/uint16 frames"),
-      ("tfds_label_key", label_key, lambda f: _class_label(f) is not None,
-       "a ClassLabel or Sequence(ClassLabel) feature"),
-      ("tfds_id_key", id_key, _is_text, "a Text (scalar string) feature"),
+    (
+      "tfds_video_key",
+      video_key,
+      _is_frames,
+      "a Video (or Sequence(Image)) feature of uint8/uint16 frames",
+    ),
+    (
+      "tfds_label_key",
+      label_key,
+      lambda f: _class_label(f) is not None,
+      "a ClassLabel or Sequence(ClassLabel) feature",
+    ),
+    ("tfds_id_key", id_key, _is_text, "a Text (scalar string) feature"),
   )
   for field, key, accepts, expected in checks:
     if key is None:
@@ -136,9 +156,10 @@ def _keys(builder: tfds.core.DatasetBuilder, name: str, data_dir: str,
     if key not in features or not accepts(features[key]):
       found = type(features[key]).__name__ if key in features else "no such feature"
       raise ValueError(
-          f"dataset_configs.{field}={key!r} for TFDS dataset {name!r} in data_dir={data_dir!r}: "
-          f"expected {expected}, found {found}. The dataset's features: "
-          f"{{{_features_listing(builder)}}}.")
+        f"dataset_configs.{field}={key!r} for TFDS dataset {name!r} in data_dir={data_dir!r}: "
+        f"expected {expected}, found {found}. The dataset's features: "
+        f"{{{_features_listing(builder)}}}."
+      )
   return video_key, label_key, id_key
 
 
@@ -156,16 +177,17 @@ def info(name: str, dataset_configs: ml_collections.ConfigDict) -> dict:
   features = builder.info.features
   labels = _class_label(features[label_key])
   return {
-      "name": name,
-      "data_dir": builder.data_dir,
-      "num_classes": labels.num_classes,
-      "class_names": list(labels.names),
-      "multi_label": not isinstance(features[label_key], tfds.features.ClassLabel),
-      "examples_per_subset": {split: split_info.num_examples
-                              for split, split_info in sorted(builder.info.splits.items())},
-      "frame_shape": tuple(features[video_key].feature.shape),
-      "video_key": video_key,
-      "label_key": label_key,
+    "name": name,
+    "data_dir": builder.data_dir,
+    "num_classes": labels.num_classes,
+    "class_names": list(labels.names),
+    "multi_label": not isinstance(features[label_key], tfds.features.ClassLabel),
+    "examples_per_subset": {
+      split: split_info.num_examples for split, split_info in sorted(builder.info.splits.items())
+    },
+    "frame_shape": tuple(features[video_key].feature.shape),
+    "video_key": video_key,
+    "label_key": label_key,
   }
 
 
@@ -182,8 +204,15 @@ def _position(tfds_id: tf.Tensor, shard_offsets: tf.Tensor) -> tf.Tensor:
   return tf.where(match, tf.strings.as_string(index), tfds_id)
 
 
-def records(name: str, dataset_configs: ml_collections.ConfigDict, split: str, *,
-            process_index: int, process_count: int, shuffle_seed: int | None) -> tf.data.Dataset:
+def records(
+  name: str,
+  dataset_configs: ml_collections.ConfigDict,
+  split: str,
+  *,
+  process_index: int,
+  process_count: int,
+  shuffle_seed: int | None,
+) -> tf.data.Dataset:
   """This process's share of `split`, one dict per video, frames still encoded.
 
   Elements: 'jpegs' tf.string (T,) (PNG or JPEG, as stored: tf.io.decode_image reads both),
@@ -201,50 +230,56 @@ def records(name: str, dataset_configs: ml_collections.ConfigDict, split: str, *
   video_key, label_key, id_key = _keys(builder, name, data_dir, dataset_configs)
   splits = builder.info.splits
   if split not in splits:
-    raise ValueError(f"TFDS dataset {name!r} in data_dir={data_dir!r} has no split {split!r}; "
-                     f"its splits: {sorted(splits)}.")
+    raise ValueError(
+      f"TFDS dataset {name!r} in data_dir={data_dir!r} has no split {split!r}; "
+      f"its splits: {sorted(splits)}."
+    )
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must be in [0, process_count="
-                     f"{process_count}).")
+    raise ValueError(
+      f"process_index={process_index} must be in [0, process_count={process_count})."
+    )
   if splits[split].num_examples < process_count:
-    raise ValueError(f"TFDS dataset {name!r} split {split!r} has {splits[split].num_examples} "
-                     f"examples, fewer than process_count={process_count}: some process would "
-                     "read none.")
+    raise ValueError(
+      f"TFDS dataset {name!r} split {split!r} has {splits[split].num_examples} "
+      f"examples, fewer than process_count={process_count}: some process would "
+      "read none."
+    )
   shuffle = shuffle_seed is not None
   options = tf.data.Options()
   options.deterministic = True
   read_config = tfds.ReadConfig(
-      shuffle_seed=shuffle_seed,
-      shuffle_reshuffle_each_iteration=True,
-      # Fixed order: one file after the other, i.e. the split's own order. Shuffled: 16 files
-      # at a time, one example from each in turn, so neighbours come from different files.
-      interleave_cycle_length=16 if shuffle else 1,
-      interleave_block_length=1,
-      add_tfds_id=True,
-      options=options)
+    shuffle_seed=shuffle_seed,
+    shuffle_reshuffle_each_iteration=True,
+    # Fixed order: one file after the other, i.e. the split's own order. Shuffled: 16 files
+    # at a time, one example from each in turn, so neighbours come from different files.
+    interleave_cycle_length=16 if shuffle else 1,
+    interleave_block_length=1,
+    add_tfds_id=True,
+    options=options,
+  )
   # Only the features used are parsed: a dataset may hold other, costly ones (audio, flow).
   wanted = {key: True for key in (video_key, label_key, id_key) if key is not None}
-  decoders = tfds.decode.PartialDecoding(
-      wanted, decoders={video_key: tfds.decode.SkipDecoding()})
+  decoders = tfds.decode.PartialDecoding(wanted, decoders={video_key: tfds.decode.SkipDecoding()})
   share = tfds.even_splits(split, n=process_count)[process_index]
-  ds = builder.as_dataset(split=share, shuffle_files=shuffle, read_config=read_config,
-                          decoders=decoders)
+  ds = builder.as_dataset(
+    split=share, shuffle_files=shuffle, read_config=read_config, decoders=decoders
+  )
   shard_offsets = tf.constant(np.cumsum([0] + list(splits[split].shard_lengths))[:-1], tf.int64)
   frame_rate = float(dataset_configs.get("tfds_frame_rate") or 0.0)
 
   def to_record(index, example):
     if id_key is None:
-      video_id = tf.strings.join(
-          [f"{name}/{split}/", _position(example["tfds_id"], shard_offsets)])
+      video_id = tf.strings.join([f"{name}/{split}/", _position(example["tfds_id"], shard_offsets)])
     else:
       video_id = example[id_key]
     return {
-        "jpegs": tf.reshape(example[video_key], [-1]),
-        "labels": tf.reshape(tf.cast(example[label_key], tf.int64), [-1]),
-        "video_id": video_id,
-        "source": tf.strings.join([f"tfds:{name} split={split} example ",
-                                   tf.strings.as_string(index)]),
-        "frame_rate": tf.constant(frame_rate, tf.float32),
+      "jpegs": tf.reshape(example[video_key], [-1]),
+      "labels": tf.reshape(tf.cast(example[label_key], tf.int64), [-1]),
+      "video_id": video_id,
+      "source": tf.strings.join(
+        [f"tfds:{name} split={split} example ", tf.strings.as_string(index)]
+      ),
+      "frame_rate": tf.constant(frame_rate, tf.float32),
     }
 
   return ds.enumerate().map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -271,9 +306,15 @@ class VidtxSyntheticConfig(tfds.core.BuilderConfig):
 
 
 # Short names of the non-default parameters in config names ('motion-train8-length6').
-_NAME_PARTS = {"train_examples": "train", "validation_examples": "validation",
-               "video_length": "length", "video_size": "size", "seed": "seed",
-               "num_frames": "frames", "stride": "stride"}
+_NAME_PARTS = {
+  "train_examples": "train",
+  "validation_examples": "validation",
+  "video_length": "length",
+  "video_size": "size",
+  "seed": "seed",
+  "num_frames": "frames",
+  "stride": "stride",
+}
 
 
 def synthetic_config(task: str = "motion", **overrides: int | None) -> VidtxSyntheticConfig:
@@ -284,8 +325,10 @@ def synthetic_config(task: str = "motion", **overrides: int | None) -> VidtxSynt
   """
   unknown = set(overrides) - set(SYNTHETIC_DEFAULTS)
   if unknown:
-    raise ValueError(f"Unknown synthetic parameters {sorted(unknown)}; expected some of "
-                     f"{sorted(SYNTHETIC_DEFAULTS)}.")
+    raise ValueError(
+      f"Unknown synthetic parameters {sorted(unknown)}; expected some of "
+      f"{sorted(SYNTHETIC_DEFAULTS)}."
+    )
   uses_clip = synthetic.get_task(task).uses_clip_length
   values, parts = {}, [task]
   for field, default in SYNTHETIC_DEFAULTS.items():
@@ -296,8 +339,11 @@ def synthetic_config(task: str = "motion", **overrides: int | None) -> VidtxSynt
     if values[field] != default:
       parts.append(f"{_NAME_PARTS[field]}{values[field]}")
   config = VidtxSyntheticConfig(
-      name="-".join(parts), description=f"vidtx synthetic task {task!r}: {values}.", task=task,
-      **values)
+    name="-".join(parts),
+    description=f"vidtx synthetic task {task!r}: {values}.",
+    task=task,
+    **values,
+  )
   synthetic_parameters(config)  # Validates (sizes, the 'order' task's clip).
   return config
 
@@ -306,14 +352,16 @@ def synthetic_parameters(config: VidtxSyntheticConfig) -> dict:
   """vidtx.data.synthetic's parameters for `config`: generate_split(params, split) gives its
   videos."""
   fields = {
-      "task": config.task,
-      "video_length": config.video_length,
-      "video_size": config.video_size,
-      "seed": config.seed,
-      # Only their sizes matter here; dataset_parameters insists on shard counts.
-      "tables": {"train": "train@1", "validation": "validation@1"},
-      "examples_per_subset": {"train": config.train_examples,
-                              "validation": config.validation_examples},
+    "task": config.task,
+    "video_length": config.video_length,
+    "video_size": config.video_size,
+    "seed": config.seed,
+    # Only their sizes matter here; dataset_parameters insists on shard counts.
+    "tables": {"train": "train@1", "validation": "validation@1"},
+    "examples_per_subset": {
+      "train": config.train_examples,
+      "validation": config.validation_examples,
+    },
   }
   if config.num_frames is not None:
     fields.update(num_frames=config.num_frames, stride=config.stride)
@@ -327,8 +375,9 @@ class VidtxSynthetic(tfds.core.GeneratorBasedBuilder, skip_registration=__name__
 
   # The major version follows the generator's: new pictures never reuse old files.
   VERSION = tfds.core.Version(f"{synthetic.GENERATOR_VERSION}.0.0")
-  RELEASE_NOTES = {str(VERSION): "vidtx.data.synthetic generator version "
-                                 f"{synthetic.GENERATOR_VERSION}."}
+  RELEASE_NOTES = {
+    str(VERSION): f"vidtx.data.synthetic generator version {synthetic.GENERATOR_VERSION}."
+  }
   BUILDER_CONFIGS = [synthetic_config(task) for task in synthetic.TASKS]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -336,15 +385,18 @@ class VidtxSynthetic(tfds.core.GeneratorBasedBuilder, skip_registration=__name__
     # DatasetInfo itself, not dataset_info_from_configs: that looks for metadata files next to
     # the module, which a TFDS catalog dataset has and this one does not need.
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=f"vidtx's synthetic videos, task {self.builder_config.task!r}.",
-        features=tfds.features.FeaturesDict({
-            "video": tfds.features.Video(shape=(None, size, size, 3), encoding_format="jpeg"),
-            "label": tfds.features.ClassLabel(
-                names=synthetic.get_task(self.builder_config.task).class_names),
-            "video_id": tfds.features.Text(),
-        }),
-        supervised_keys=("video", "label"),
+      builder=self,
+      description=f"vidtx's synthetic videos, task {self.builder_config.task!r}.",
+      features=tfds.features.FeaturesDict(
+        {
+          "video": tfds.features.Video(shape=(None, size, size, 3), encoding_format="jpeg"),
+          "label": tfds.features.ClassLabel(
+            names=synthetic.get_task(self.builder_config.task).class_names
+          ),
+          "video_id": tfds.features.Text(),
+        }
+      ),
+      supervised_keys=("video", "label"),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
@@ -356,15 +408,29 @@ class VidtxSynthetic(tfds.core.GeneratorBasedBuilder, skip_registration=__name__
     for i, (frames, label) in enumerate(synthetic.generate_split(params, split)):
       # Encoded here (TFDS would pass bytes through) so the JPEGs are the DMVR writer's, same
       # encoder and quality.
-      yield i, {"video": dmvr.encode_jpegs(frames, params["jpeg_quality"]), "label": label,
-                "video_id": f"{split}-{i:06d}"}
+      yield (
+        i,
+        {
+          "video": dmvr.encode_jpegs(frames, params["jpeg_quality"]),
+          "label": label,
+          "video_id": f"{split}-{i:06d}",
+        },
+      )
 
 
-def build_synthetic(data_dir: str, task: str = "motion", *, train_examples: int | None = None,
-                    validation_examples: int | None = None, video_length: int | None = None,
-                    video_size: int | None = None, seed: int | None = None,
-                    num_frames: int | None = None, stride: int | None = None,
-                    num_shards: int | None = None) -> VidtxSynthetic:
+def build_synthetic(
+  data_dir: str,
+  task: str = "motion",
+  *,
+  train_examples: int | None = None,
+  validation_examples: int | None = None,
+  video_length: int | None = None,
+  video_size: int | None = None,
+  seed: int | None = None,
+  num_frames: int | None = None,
+  stride: int | None = None,
+  num_shards: int | None = None,
+) -> VidtxSynthetic:
   """Builds vidtx_synthetic/<config> into data_dir (unless already there); returns the builder.
 
   Unset parameters take configs.common.synthetic_dataset()'s values; read it back as
@@ -372,12 +438,21 @@ def build_synthetic(data_dir: str, task: str = "motion", *, train_examples: int 
   one file for small data) sets the number of files per split.
   """
   config = synthetic_config(
-      task, train_examples=train_examples, validation_examples=validation_examples,
-      video_length=video_length, video_size=video_size, seed=seed, num_frames=num_frames,
-      stride=stride)
+    task,
+    train_examples=train_examples,
+    validation_examples=validation_examples,
+    video_length=video_length,
+    video_size=video_size,
+    seed=seed,
+    num_frames=num_frames,
+    stride=stride,
+  )
   builder = VidtxSynthetic(config=config, data_dir=os.path.expanduser(data_dir))
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      num_shards=num_shards, compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(
+      num_shards=num_shards, compute_stats=tfds.download.ComputeStatsMode.SKIP
+    )
+  )
   return builder
 
 
@@ -386,13 +461,16 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--data_dir", default=constants.get_default_data_dir())
   parser.add_argument("--task", default="motion", choices=sorted(synthetic.TASKS))
   for field in SYNTHETIC_DEFAULTS:
-    parser.add_argument(f"--{field}", type=int, default=None,
-                        help=f"default {SYNTHETIC_DEFAULTS[field]}")
+    parser.add_argument(
+      f"--{field}", type=int, default=None, help=f"default {SYNTHETIC_DEFAULTS[field]}"
+    )
   parser.add_argument("--num_shards", type=int, default=None)
   args = vars(parser.parse_args(argv))
   builder = build_synthetic(args.pop("data_dir"), args.pop("task"), **args)
-  print(f"Prepared {builder.data_dir}\nRead it with "
-        f"config.dataset_name = 'tfds:vidtx_synthetic/{builder.builder_config.name}'.")
+  print(
+    f"Prepared {builder.data_dir}\nRead it with "
+    f"config.dataset_name = 'tfds:vidtx_synthetic/{builder.builder_config.name}'."
+  )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,7 @@ def _check_grid(x: jax.Array, grid: Grid, what: str, divisors: tuple[int, int, i
     raise ValueError(f"{what}: grid {grid} has {h * w} patches, tokens have N={n}.")
   if t % divisors[0] or h % divisors[1] or w % divisors[2]:
     raise ValueError(
-      f"{what} needs (frames, patch rows, patch columns) = ({t}, {h}, {w}) divisible by "
-      f"{divisors}."
+      f"{what} needs (frames, patch rows, patch columns) = ({t}, {h}, {w}) divisible by {divisors}."
     )
 
 

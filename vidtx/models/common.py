@@ -442,9 +442,7 @@ def dot_product_attention(
   return jnp.einsum("bhqk,bkhd->bqhd", weights, value)
 
 
-def attention_weights(
-  query: jax.Array, key: jax.Array, mask: jax.Array | None = None
-) -> jax.Array:
+def attention_weights(query: jax.Array, key: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """softmax(q k^T / sqrt(Dh)) per head, float32 (batch, heads, q_length, kv_length).
 
   Shapes as `dot_product_attention`; logits and softmax in float32 as in the fused path.

@@ -118,8 +118,7 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> Tim
   )
   if config.temporal_init not in _TEMPORAL_INITS:
     raise ValueError(
-      f"model.temporal_init={config.temporal_init!r}: expected one of "
-      f"{sorted(_TEMPORAL_INITS)}."
+      f"model.temporal_init={config.temporal_init!r}: expected one of {sorted(_TEMPORAL_INITS)}."
     )
   if config.positional_embedding not in POSITIONAL_EMBEDDINGS:
     raise ValueError(

@@ -72,8 +72,16 @@ _FLAGS = flags.FLAGS
 
 # Dense peak TFLOP/s per device in bfloat16 (vendor data sheets), by device_kind substring.
 PEAK_BF16_TFLOPS = {
-  "H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "V100": 125.0,
-  "TPU v6": 918.0, "TPU v5p": 459.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v4": 275.0,
+  "H200": 989.0,
+  "H100": 989.0,
+  "A100": 312.0,
+  "L4": 121.0,
+  "V100": 125.0,
+  "TPU v6": 918.0,
+  "TPU v5p": 459.0,
+  "TPU v5 lite": 197.0,
+  "TPU v5e": 197.0,
+  "TPU v4": 275.0,
 }
 
 
@@ -100,13 +108,23 @@ def peak_memory_bytes(compiled: Any) -> tuple[int | None, str]:
   analysis = compiled.memory_analysis()
   if analysis is None:
     return None, "not reported"
-  total = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-           + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+  total = (
+    analysis.argument_size_in_bytes
+    + analysis.output_size_in_bytes
+    + analysis.temp_size_in_bytes
+    - analysis.alias_size_in_bytes
+  )
   return int(total), "XLA estimate for the step"
 
 
-def time_steps(step: Callable[..., Any], state: Any, batches: Iterator[dict[str, Any]], *,
-               warmup: int, steps: int) -> tuple[Any, float]:
+def time_steps(
+  step: Callable[..., Any],
+  state: Any,
+  batches: Iterator[dict[str, Any]],
+  *,
+  warmup: int,
+  steps: int,
+) -> tuple[Any, float]:
   """Runs warmup + steps steps; returns (state, seconds of the timed steps)."""
   for _ in range(warmup):
     state, step_metrics = step(state, next(batches))
@@ -124,8 +142,11 @@ def time_steps(step: Callable[..., Any], state: Any, batches: Iterator[dict[str,
 
 # vidtx model.attention -> the Hugging Face model's (None: the model has one kind).
 PEER_ATTENTIONS = {
-  "timesformer": {"divided": "divided_space_time", "space": "space_only",
-                  "joint": "joint_space_time"},
+  "timesformer": {
+    "divided": "divided_space_time",
+    "space": "space_only",
+    "joint": "joint_space_time",
+  },
   "vivit": {"spatio_temporal": None},
 }
 
@@ -133,84 +154,126 @@ PEER_ATTENTIONS = {
 PEER_NO_DECAY = (r"position_embeddings", r"time_embeddings", r"cls_token", r"layernorm")
 
 
-def peer_spec(config: ml_collections.ConfigDict, *, batch_size: int | None = None,
-              compile: bool = False, warmup: int = 2, steps: int = 10,
-              rounds: int = 3) -> dict[str, Any]:
+def peer_spec(
+  config: ml_collections.ConfigDict,
+  *,
+  batch_size: int | None = None,
+  compile: bool = False,
+  warmup: int = 2,
+  steps: int = 10,
+  rounds: int = 3,
+) -> dict[str, Any]:
   """The vidtx.tools.hf_peer spec of `config`: the same-size Hugging Face model, batch, dtype
   and optimizer. Raises ValueError for a model or attention without a peer; what the peer does
   not mirror is listed under 'differences'."""
   name, attention = config.model_name, config.model.get("attention")
   if name not in PEER_ATTENTIONS or attention not in PEER_ATTENTIONS[name]:
     raise ValueError(
-        f"--peer hf: model_name={name!r} with model.attention={attention!r} has no Hugging "
-        "Face peer. Peers: timesformer with attention divided, space or joint "
-        "(TimesformerForVideoClassification), vivit with attention spatio_temporal (Model 1, "
-        "VivitForVideoClassification).")
+      f"--peer hf: model_name={name!r} with model.attention={attention!r} has no Hugging "
+      "Face peer. Peers: timesformer with attention divided, space or joint "
+      "(TimesformerForVideoClassification), vivit with attention spatio_temporal (Model 1, "
+      "VivitForVideoClassification)."
+    )
   m = models.MODELS[name].make_config(config.model)  # Sizes resolved from the variant.
   dc = config.dataset_configs
   differences = []
   hf_config = {
-    "image_size": int(dc.crop_size), "num_frames": int(dc.num_frames), "num_channels": 3,
-    "hidden_size": m.hidden_size, "num_hidden_layers": m.num_layers,
-    "num_attention_heads": m.num_heads, "intermediate_size": m.mlp_dim,
+    "image_size": int(dc.crop_size),
+    "num_frames": int(dc.num_frames),
+    "num_channels": 3,
+    "hidden_size": m.hidden_size,
+    "num_hidden_layers": m.num_layers,
+    "num_attention_heads": m.num_heads,
+    "intermediate_size": m.mlp_dim,
     # gelu_pytorch_tanh: the tanh GELU in one kernel (HF ViViT's default gelu_fast is the same
     # function in several).
     "hidden_act": "gelu_pytorch_tanh" if m.gelu_approximate else "gelu",
     "hidden_dropout_prob": m.dropout_rate,
     "attention_probs_dropout_prob": m.attention_dropout_rate,
-    "layer_norm_eps": m.layer_norm_epsilon, "qkv_bias": True, "num_labels": int(dc.num_classes),
+    "layer_norm_eps": m.layer_norm_epsilon,
+    "qkv_bias": True,
+    "num_labels": int(dc.num_classes),
   }
   if name == "timesformer":
-    hf_config.update(patch_size=m.patch_size, attention_type=PEER_ATTENTIONS[name][attention],
-                     drop_path_rate=m.stochastic_depth)
+    hf_config.update(
+      patch_size=m.patch_size,
+      attention_type=PEER_ATTENTIONS[name][attention],
+      drop_path_rate=m.stochastic_depth,
+    )
     if m.positional_embedding != "space_time" and attention != "space":
-      differences.append(f"model.positional_embedding={m.positional_embedding!r}: the HF model "
-                         "adds both the space and the time embedding")
+      differences.append(
+        f"model.positional_embedding={m.positional_embedding!r}: the HF model "
+        "adds both the space and the time embedding"
+      )
   else:
     if m.classifier != "token":
-      raise ValueError("--peer hf: HF ViViT classifies the class token; model.classifier="
-                       f"{m.classifier!r} has no peer.")
+      raise ValueError(
+        "--peer hf: HF ViViT classifies the class token; model.classifier="
+        f"{m.classifier!r} has no peer."
+      )
     hf_config["tubelet_size"] = [m.tubelet_size, m.patch_size, m.patch_size]
     if m.stochastic_depth:
       differences.append("model.stochastic_depth: HF ViViT has no drop path")
   if m.remat_policy not in ("none", "full"):
-    differences.append(f"model.remat_policy={m.remat_policy!r}: the peer checkpoints whole "
-                       "layers (as 'full')")
+    differences.append(
+      f"model.remat_policy={m.remat_policy!r}: the peer checkpoints whole layers (as 'full')"
+    )
   if (config.get("mixup", {}).get("alpha") or 0) > 0:
     differences.append("mixup: not done by the peer")
   if dc.get("class_splits") or dc.get("multi_label"):
-    differences.append("class_splits / multi_label: the peer trains one softmax over "
-                       "num_classes")
+    differences.append("class_splits / multi_label: the peer trains one softmax over num_classes")
 
   opt = config.optimizer_configs
   lr = float(config.lr_configs.base_learning_rate)
   if config.optimizer == "momentum":
-    optimizer = {"name": "sgd", "lr": lr, "momentum": float(opt.momentum),
-                 "nesterov": bool(opt.get("nesterov", False)),
-                 "weight_decay": float(opt.get("weight_decay") or 0.0)}
+    optimizer = {
+      "name": "sgd",
+      "lr": lr,
+      "momentum": float(opt.momentum),
+      "nesterov": bool(opt.get("nesterov", False)),
+      "weight_decay": float(opt.get("weight_decay") or 0.0),
+    }
   elif config.optimizer == "adamw":
-    optimizer = {"name": "adamw", "lr": lr,
-                 "betas": [float(opt.get("beta1", 0.9)), float(opt.get("beta2", 0.999))],
-                 "eps": 1e-8, "weight_decay": float(opt.get("adamw_weight_decay") or 0.0)}
+    optimizer = {
+      "name": "adamw",
+      "lr": lr,
+      "betas": [float(opt.get("beta1", 0.9)), float(opt.get("beta2", 0.999))],
+      "eps": 1e-8,
+      "weight_decay": float(opt.get("adamw_weight_decay") or 0.0),
+    }
     if opt.get("weight_decay"):
-      differences.append("optimizer_configs.weight_decay (L2 added to AdamW's gradient): the "
-                         "peer's AdamW has only its decoupled decay")
+      differences.append(
+        "optimizer_configs.weight_decay (L2 added to AdamW's gradient): the "
+        "peer's AdamW has only its decoupled decay"
+      )
   else:
-    raise ValueError(f"--peer hf: config.optimizer={config.optimizer!r}: expected 'momentum' "
-                     "or 'adamw'.")
+    raise ValueError(
+      f"--peer hf: config.optimizer={config.optimizer!r}: expected 'momentum' or 'adamw'."
+    )
   if opt.get("no_decay_patterns") is not None:
-    differences.append("optimizer_configs.no_decay_patterns: the peer skips the default "
-                       "parameters (embeddings, class token, LayerNorms)")
+    differences.append(
+      "optimizer_configs.no_decay_patterns: the peer skips the default "
+      "parameters (embeddings, class token, LayerNorms)"
+    )
   return {
-    "model": name, "hf_config": hf_config,
-    "batch_size": int(batch_size or config.batch_size), "num_frames": int(dc.num_frames),
-    "crop_size": int(dc.crop_size), "dtype": m.dtype, "optimizer": optimizer,
-    "no_decay": list(PEER_NO_DECAY), "max_grad_norm": float(config.get("max_grad_norm") or 0.0),
+    "model": name,
+    "hf_config": hf_config,
+    "batch_size": int(batch_size or config.batch_size),
+    "num_frames": int(dc.num_frames),
+    "crop_size": int(dc.crop_size),
+    "dtype": m.dtype,
+    "optimizer": optimizer,
+    "no_decay": list(PEER_NO_DECAY),
+    "max_grad_norm": float(config.get("max_grad_norm") or 0.0),
     "label_smoothing": float(config.get("label_smoothing") or 0.0),
     "grad_accum_steps": int(config.get("grad_accum_steps") or 1),
     "ema_decay": float(config.get("ema_decay") or 0.0),
-    "gradient_checkpointing": m.remat_policy != "none", "compile": bool(compile),
-    "warmup": int(warmup), "steps": int(steps), "rounds": int(rounds), "seed": 0,
+    "gradient_checkpointing": m.remat_policy != "none",
+    "compile": bool(compile),
+    "warmup": int(warmup),
+    "steps": int(steps),
+    "rounds": int(rounds),
+    "seed": 0,
     "differences": differences,
   }
 
@@ -226,8 +289,12 @@ class PeerProcess:
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # Its errors go to this process's stderr; stdout carries the protocol.
     self.proc = subprocess.Popen(
-        [sys.executable, "-m", "vidtx.tools.hf_peer", "--serve", json.dumps(spec)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+      [sys.executable, "-m", "vidtx.tools.hf_peer", "--serve", json.dumps(spec)],
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+      env=env,
+    )
     self.ready = self._read()
 
   def _read(self) -> dict[str, Any]:
@@ -235,10 +302,12 @@ class PeerProcess:
 
     for line in self.proc.stdout:
       if line.startswith(PREFIX):
-        return json.loads(line[len(PREFIX):])
+        return json.loads(line[len(PREFIX) :])
     code = self.proc.wait()
-    raise RuntimeError(f"The Hugging Face peer (python -m vidtx.tools.hf_peer) exited with code "
-                       f"{code}; its error is above.")
+    raise RuntimeError(
+      f"The Hugging Face peer (python -m vidtx.tools.hf_peer) exited with code "
+      f"{code}; its error is above."
+    )
 
   def ask(self, **request: Any) -> dict[str, Any]:
     self.proc.stdin.write(json.dumps(request) + "\n")
@@ -255,9 +324,17 @@ class PeerProcess:
         self.proc.wait()
 
 
-def side_by_side(step: Callable[..., Any], forward: Callable[..., Any], state: Any,
-                 batches: Iterator[dict[str, Any]], spec: dict[str, Any], *, warmup: int,
-                 steps: int, rounds: int) -> tuple[Any, dict[str, Any]]:
+def side_by_side(
+  step: Callable[..., Any],
+  forward: Callable[..., Any],
+  state: Any,
+  batches: Iterator[dict[str, Any]],
+  spec: dict[str, Any],
+  *,
+  warmup: int,
+  steps: int,
+  rounds: int,
+) -> tuple[Any, dict[str, Any]]:
   """vidtx's compiled `step` and `forward` and the peer of `spec`, warmed up, then timed
   alternately for `rounds` rounds of `steps` steps; returns (state, figures: medians)."""
   if steps < 1 or rounds < 1:
@@ -280,7 +357,7 @@ def side_by_side(step: Callable[..., Any], forward: Callable[..., Any], state: A
     times = {side: {"train": [], "forward": []} for side in ("vidtx", "hf")}
     for r in range(rounds):
       for op in ("train", "forward"):
-        for side in (("vidtx", "hf") if r % 2 == 0 else ("hf", "vidtx")):
+        for side in ("vidtx", "hf") if r % 2 == 0 else ("hf", "vidtx"):
           if side == "hf":
             seconds = peer.ask(op=op, steps=steps)["seconds"]
           elif op == "train":
@@ -294,30 +371,47 @@ def side_by_side(step: Callable[..., Any], forward: Callable[..., Any], state: A
 
   out = {"rounds": rounds, "steps_per_round": steps, "differences": list(spec["differences"])}
   for side in ("vidtx", "hf"):
-    out[side] = {"train_step_seconds": statistics.median(times[side]["train"]),
-                 "forward_seconds": statistics.median(times[side]["forward"]),
-                 "train_step_seconds_all": times[side]["train"],
-                 "forward_seconds_all": times[side]["forward"]}
+    out[side] = {
+      "train_step_seconds": statistics.median(times[side]["train"]),
+      "forward_seconds": statistics.median(times[side]["forward"]),
+      "train_step_seconds_all": times[side]["train"],
+      "forward_seconds_all": times[side]["forward"],
+    }
   device = jax.devices()[0]
   kind = device.device_kind
-  out["vidtx"].update(devices=jax.device_count(), device=kind if kind.lower().startswith(
-      device.platform) else f"{device.platform} {kind}")
-  out["hf"].update({k: v for k, v in peer.ready.items() if k != "ready"},
-                   peak_memory_bytes=peer_memory)
+  out["vidtx"].update(
+    devices=jax.device_count(),
+    device=kind if kind.lower().startswith(device.platform) else f"{device.platform} {kind}",
+  )
+  out["hf"].update(
+    {k: v for k, v in peer.ready.items() if k != "ready"}, peak_memory_bytes=peer_memory
+  )
   if jax.device_count() > 1:
     out["differences"].append(f"vidtx runs on {jax.device_count()} devices, the peer on one")
   if (device.platform == "gpu") != out["hf"]["device"].startswith("cuda"):
-    out["differences"].append(f"vidtx runs on {device.platform}, the peer on "
-                              f"{out['hf']['device']} (README: Install on a GPU / TPU)")
-  out["speedup"] = {key: out["hf"][f"{key}_seconds"] / out["vidtx"][f"{key}_seconds"]
-                    for key in ("train_step", "forward")}
+    out["differences"].append(
+      f"vidtx runs on {device.platform}, the peer on "
+      f"{out['hf']['device']} (README: Install on a GPU / TPU)"
+    )
+  out["speedup"] = {
+    key: out["hf"][f"{key}_seconds"] / out["vidtx"][f"{key}_seconds"]
+    for key in ("train_step", "forward")
+  }
   return state, out
 
 
-def benchmark(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int = 2,
-              batch_size: int | None = None, peak_tflops: float | None = None,
-              modes: tuple[str, ...] = ("compute", "end_to_end"), peer: str | None = None,
-              peer_compile: bool = False, peer_rounds: int = 3) -> dict[str, Any]:
+def benchmark(
+  config: ml_collections.ConfigDict,
+  *,
+  steps: int = 10,
+  warmup: int = 2,
+  batch_size: int | None = None,
+  peak_tflops: float | None = None,
+  modes: tuple[str, ...] = ("compute", "end_to_end"),
+  peer: str | None = None,
+  peer_compile: bool = False,
+  peer_rounds: int = 3,
+) -> dict[str, Any]:
   """Measures `config`'s training step; returns the figures main() prints.
 
   With `peer` ('hf') the compute figures come from the side-by-side timing (module docstring).
@@ -329,8 +423,18 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int
     raise ValueError("--peer compares the compute mode: use --mode=compute or --mode=both.")
   batch_size = int(batch_size or config.batch_size)
   # The mapping is checked before anything is compiled: an unmapped model fails at once.
-  spec = peer_spec(config, batch_size=batch_size, compile=peer_compile, warmup=warmup,
-                   steps=steps, rounds=peer_rounds) if peer else None
+  spec = (
+    peer_spec(
+      config,
+      batch_size=batch_size,
+      compile=peer_compile,
+      warmup=warmup,
+      steps=steps,
+      rounds=peer_rounds,
+    )
+    if peer
+    else None
+  )
   with config.unlocked():
     config.batch_size = batch_size
   mesh = sharding.make_mesh(config.get("mesh"))
@@ -341,24 +445,36 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int
   ema_decay = float(config.get("ema_decay") or 0.0)
   clip_shape = (dc.num_frames, dc.crop_size, dc.crop_size, 3)
   state, abstract = state_lib.create_train_state(
-      model, tx, (local_batch_size,) + clip_shape, mesh, jax.random.key(0), ema=ema_decay > 0)
+    model, tx, (local_batch_size,) + clip_shape, mesh, jax.random.key(0), ema=ema_decay > 0
+  )
   step = state_lib.make_train_step(
-      model, tx, schedule, abstract, mesh, num_classes=dc.num_classes,
-      label_smoothing=config.get("label_smoothing", 0.0),
-      class_splits=tuple(dc.get("class_splits") or ()),
-      multi_label=bool(dc.get("multi_label", False)),
-      mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
-      grad_accum_steps=int(config.get("grad_accum_steps") or 1), ema_decay=ema_decay)
+    model,
+    tx,
+    schedule,
+    abstract,
+    mesh,
+    num_classes=dc.num_classes,
+    label_smoothing=config.get("label_smoothing", 0.0),
+    class_splits=tuple(dc.get("class_splits") or ()),
+    multi_label=bool(dc.get("multi_label", False)),
+    mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
+    grad_accum_steps=int(config.get("grad_accum_steps") or 1),
+    ema_decay=ema_decay,
+  )
 
   # One random batch, made on the devices in the batch's sharding.
   rows = len(dc.get("class_splits") or ()) or 1
   label_shape = (batch_size, rows) if rows > 1 else (batch_size,)
   data_sharding = sharding.data_sharding(mesh)
-  device_batch = jax.jit(lambda key: {
+  device_batch = jax.jit(
+    lambda key: {
       "inputs": jax.random.normal(key, (batch_size,) + clip_shape, jnp.float32),
-      "label": jax.random.randint(key, label_shape, 0, min(dc.get("class_splits") or
-                                                         [dc.num_classes])),
-  }, out_shardings=data_sharding)(jax.random.key(1))
+      "label": jax.random.randint(
+        key, label_shape, 0, min(dc.get("class_splits") or [dc.num_classes])
+      ),
+    },
+    out_shardings=data_sharding,
+  )(jax.random.key(1))
 
   start = time.perf_counter()
   compiled = step.lower(state, device_batch).compile()
@@ -369,14 +485,21 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int
     peak_tflops = default_peak_tflops(jax.devices()[0], dtype)
 
   result = {
-    "config": config.get("experiment_name", ""), "model": config.model_name,
-    "variant": config.model.get("variant"), "attention": config.model.get("attention"),
-    "dtype": dtype, "remat_policy": config.model.get("remat_policy", "none"),
+    "config": config.get("experiment_name", ""),
+    "model": config.model_name,
+    "variant": config.model.get("variant"),
+    "attention": config.model.get("attention"),
+    "dtype": dtype,
+    "remat_policy": config.model.get("remat_policy", "none"),
     "scan_layers": bool(config.model.get("scan_layers", False)),
-    "batch_size": batch_size, "grad_accum_steps": int(config.get("grad_accum_steps") or 1),
-    "clip": list(clip_shape), "devices": jax.device_count(),
-    "device_kind": jax.devices()[0].device_kind, "mesh": dict(mesh.shape),
-    "compile_seconds": compile_seconds, "training_gflops_per_clip": flops_per_clip / 1e9,
+    "batch_size": batch_size,
+    "grad_accum_steps": int(config.get("grad_accum_steps") or 1),
+    "clip": list(clip_shape),
+    "devices": jax.device_count(),
+    "device_kind": jax.devices()[0].device_kind,
+    "mesh": dict(mesh.shape),
+    "compile_seconds": compile_seconds,
+    "training_gflops_per_clip": flops_per_clip / 1e9,
     "peak_tflops_per_device": peak_tflops,
     "params": sum(int(x.size) for x in jax.tree.leaves(state.params)),
   }
@@ -384,8 +507,12 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int
   def figures(seconds: float) -> dict[str, float]:
     steps_per_sec = steps / seconds
     tflops = steps_per_sec * batch_size * flops_per_clip / 1e12
-    out = {"steps_per_sec": steps_per_sec, "clips_per_sec": steps_per_sec * batch_size,
-           "tflops": tflops, "tflops_per_device": tflops / jax.device_count()}
+    out = {
+      "steps_per_sec": steps_per_sec,
+      "clips_per_sec": steps_per_sec * batch_size,
+      "tflops": tflops,
+      "tflops_per_device": tflops / jax.device_count(),
+    }
     if peak_tflops:
       out["mfu"] = tflops / (peak_tflops * jax.device_count())
     return out
@@ -398,11 +525,13 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int
     state, seconds = time_steps(compiled, state, same_batch(), warmup=warmup, steps=steps)
     result["compute"] = figures(seconds)
   elif "compute" in modes:
-    forward = jax.jit(lambda params, inputs: model.apply({"params": params}, inputs,
-                                                         train=False)[0])
+    forward = jax.jit(
+      lambda params, inputs: model.apply({"params": params}, inputs, train=False)[0]
+    )
     forward = forward.lower(state.params, device_batch["inputs"]).compile()
-    state, side = side_by_side(compiled, forward, state, same_batch(), spec,
-                               warmup=warmup, steps=steps, rounds=peer_rounds)
+    state, side = side_by_side(
+      compiled, forward, state, same_batch(), spec, warmup=warmup, steps=steps, rounds=peer_rounds
+    )
     result["compute"] = figures(side["vidtx"]["train_step_seconds"] * steps)
     result["peer"] = side
 
@@ -414,13 +543,18 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int
     with tempfile.TemporaryDirectory() as scratch:
       dataset_configs = _readable_dataset(config, scratch)
       reader = vidtx_data.build_train_dataset(
-          dataset_configs, batch_size=local_batch_size, seed=0,
-          process_index=jax.process_index(), process_count=jax.process_count())
+        dataset_configs,
+        batch_size=local_batch_size,
+        seed=0,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+      )
 
       def from_reader():
         for element in reader.as_numpy_iterator():
           device, _ = pipeline.split_host_fields(element)
           yield sharding.to_global(device, mesh)
+
       state, seconds = time_steps(compiled, state, from_reader(), warmup=warmup, steps=steps)
       result["end_to_end"] = figures(seconds)
 
@@ -430,8 +564,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 10, warmup: int
   return result
 
 
-def _readable_dataset(config: ml_collections.ConfigDict,
-                      scratch: str) -> ml_collections.ConfigDict:
+def _readable_dataset(config: ml_collections.ConfigDict, scratch: str) -> ml_collections.ConfigDict:
   """The config's dataset, prepared; a generated Kinetics-shaped one when base_dir is empty."""
   from vidtx import data as vidtx_data
   from vidtx.tools import input_benchmark
@@ -439,45 +572,57 @@ def _readable_dataset(config: ml_collections.ConfigDict,
   dc = config.dataset_configs
   if not dc.get("base_dir") and config.get("dataset_name") != "synthetic":
     frames = max(80, int(math.ceil(dc.num_frames * dc.get("stride", 2) * 1.2)))
-    print(f"dataset_configs.base_dir is empty: reading 32 generated videos of {frames} frames "
-          f"of 256 x 340 from {scratch}.", flush=True)
+    print(
+      f"dataset_configs.base_dir is empty: reading 32 generated videos of {frames} frames "
+      f"of 256 x 340 from {scratch}.",
+      flush=True,
+    )
     with config.unlocked():
       dc.base_dir = input_benchmark.fake_dataset(
-          scratch, videos=32, frames=frames, height=256, width=340,
-          num_classes=dc.num_classes)
+        scratch, videos=32, frames=frames, height=256, width=340, num_classes=dc.num_classes
+      )
       dc.tables = {"train": "train.tfrecord@4", "validation": "validation.tfrecord@4"}
   return vidtx_data.prepare_dataset(config)
 
 
 def summary(result: dict[str, Any]) -> str:
   """Human-readable lines of `benchmark`'s result."""
-  lines = [f"{result['model']} {result['variant']} ({result['attention']}), {result['dtype']}, "
-           f"batch {result['batch_size']} of {'x'.join(map(str, result['clip']))}, "
-           f"{result['devices']} x {result['device_kind']}, mesh {result['mesh']}: "
-           f"compiled in {result['compile_seconds']:.1f} s; "
-           f"{result['training_gflops_per_clip']:.1f} training GFLOPs per clip."]
+  lines = [
+    f"{result['model']} {result['variant']} ({result['attention']}), {result['dtype']}, "
+    f"batch {result['batch_size']} of {'x'.join(map(str, result['clip']))}, "
+    f"{result['devices']} x {result['device_kind']}, mesh {result['mesh']}: "
+    f"compiled in {result['compile_seconds']:.1f} s; "
+    f"{result['training_gflops_per_clip']:.1f} training GFLOPs per clip."
+  ]
   for mode in ("compute", "end_to_end"):
     if mode in result:
       r = result[mode]
       mfu = f", MFU {r['mfu']:.1%}" if "mfu" in r else ""
-      lines.append(f"{mode:>10}: {r['steps_per_sec']:.3f} steps/s, {r['clips_per_sec']:.2f} "
-                   f"clips/s, {r['tflops']:.3f} TFLOP/s{mfu}")
+      lines.append(
+        f"{mode:>10}: {r['steps_per_sec']:.3f} steps/s, {r['clips_per_sec']:.2f} "
+        f"clips/s, {r['tflops']:.3f} TFLOP/s{mfu}"
+      )
   if result["peak_memory_gib"] is not None:
-    lines.append(f"peak memory {result['peak_memory_gib']:.2f} GiB per device "
-                 f"({result['peak_memory_source']})")
+    lines.append(
+      f"peak memory {result['peak_memory_gib']:.2f} GiB per device ({result['peak_memory_source']})"
+    )
   if "peer" in result:
     p = result["peer"]
     hf = p["hf"]
-    lines.append(f"side by side (medians of {p['rounds']} rounds of {p['steps_per_round']} "
-                 f"steps): vidtx {result['params'] / 1e6:.2f} M params on "
-                 f"{p['vidtx']['devices']} x {p['vidtx']['device']}; HF {hf['model']} "
-                 f"{hf['params'] / 1e6:.2f} M params on {hf['device']}, torch {hf['torch']}, "
-                 f"{hf['optimizer']}, {hf['dtype']}{', torch.compile' if hf['compile'] else ''}")
+    lines.append(
+      f"side by side (medians of {p['rounds']} rounds of {p['steps_per_round']} "
+      f"steps): vidtx {result['params'] / 1e6:.2f} M params on "
+      f"{p['vidtx']['devices']} x {p['vidtx']['device']}; HF {hf['model']} "
+      f"{hf['params'] / 1e6:.2f} M params on {hf['device']}, torch {hf['torch']}, "
+      f"{hf['optimizer']}, {hf['dtype']}{', torch.compile' if hf['compile'] else ''}"
+    )
     for op, key in (("train step", "train_step"), ("forward", "forward")):
       vidtx_ms = p["vidtx"][f"{key}_seconds"] * 1e3
       hf_ms = hf[f"{key}_seconds"] * 1e3
-      lines.append(f"{op:>10}: vidtx {vidtx_ms:.1f} ms, HF PyTorch {hf_ms:.1f} ms: "
-                   f"speedup {p['speedup'][key]:.2f}x (HF time / vidtx time)")
+      lines.append(
+        f"{op:>10}: vidtx {vidtx_ms:.1f} ms, HF PyTorch {hf_ms:.1f} ms: "
+        f"speedup {p['speedup'][key]:.2f}x (HF time / vidtx time)"
+      )
     for d in p["differences"]:
       lines.append(f"  peer difference: {d}")
   return "\n".join(lines)
@@ -495,10 +640,17 @@ def main(argv: list[str]) -> None:
     # JAX takes 75% of a GPU's memory at start by default: leave the peer room. Read when the
     # backend starts (the first jax.devices() below), so set here.
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
-  result = benchmark(_FLAGS.config, steps=_FLAGS.steps, warmup=_FLAGS.warmup,
-                     batch_size=_FLAGS.batch_size, peak_tflops=_FLAGS.peak_tflops, modes=modes,
-                     peer=peer, peer_compile=_FLAGS.peer_compile,
-                     peer_rounds=_FLAGS.peer_rounds)
+  result = benchmark(
+    _FLAGS.config,
+    steps=_FLAGS.steps,
+    warmup=_FLAGS.warmup,
+    batch_size=_FLAGS.batch_size,
+    peak_tflops=_FLAGS.peak_tflops,
+    modes=modes,
+    peer=peer,
+    peer_compile=_FLAGS.peer_compile,
+    peer_rounds=_FLAGS.peer_rounds,
+  )
   result["config"] = config_flags.get_config_filename(_FLAGS["config"])
   print(summary(result), flush=True)
   print(json.dumps(result), flush=True)
@@ -510,12 +662,23 @@ if __name__ == "__main__":
   flags.DEFINE_integer("steps", 10, "Timed steps per mode.")
   flags.DEFINE_integer("warmup", 2, "Steps run before timing (after compilation).")
   flags.DEFINE_integer("batch_size", None, "Global batch (default: config.batch_size).")
-  flags.DEFINE_float("peak_tflops", None, "Dense peak TFLOP/s of one device for MFU (default: "
-                     "known accelerators in bfloat16).")
-  flags.DEFINE_enum("mode", "both", ["compute", "end_to_end", "both"],
-                    "What to time (with --peer: compute unless given).")
-  flags.DEFINE_enum("peer", "none", ["none", "hf"], "Also time the same-size Hugging Face "
-                    "PyTorch model (compute mode; module docstring).")
+  flags.DEFINE_float(
+    "peak_tflops",
+    None,
+    "Dense peak TFLOP/s of one device for MFU (default: known accelerators in bfloat16).",
+  )
+  flags.DEFINE_enum(
+    "mode",
+    "both",
+    ["compute", "end_to_end", "both"],
+    "What to time (with --peer: compute unless given).",
+  )
+  flags.DEFINE_enum(
+    "peer",
+    "none",
+    ["none", "hf"],
+    "Also time the same-size Hugging Face PyTorch model (compute mode; module docstring).",
+  )
   flags.DEFINE_bool("peer_compile", False, "Run the peer under torch.compile.")
   flags.DEFINE_integer("peer_rounds", 3, "Alternating rounds of --steps steps per side.")
   flags.mark_flags_as_required(["config"])

@@ -54,23 +54,27 @@ from vidtx import models
 
 # Ops whose result holds the same parameter as their first operand (in another dtype, shape or
 # layout, or a slice of it: a scanned layer's kernel is sliced out of the stacked kernels).
-_PASS_THROUGH = frozenset({
-  "stablehlo.convert",
-  "stablehlo.bitcast_convert",
-  "stablehlo.reduce_precision",
-  "stablehlo.reshape",
-  "stablehlo.transpose",
-  "stablehlo.broadcast_in_dim",
-  "stablehlo.slice",
-  "stablehlo.dynamic_slice",
-})
+_PASS_THROUGH = frozenset(
+  {
+    "stablehlo.convert",
+    "stablehlo.bitcast_convert",
+    "stablehlo.reduce_precision",
+    "stablehlo.reshape",
+    "stablehlo.transpose",
+    "stablehlo.broadcast_in_dim",
+    "stablehlo.slice",
+    "stablehlo.dynamic_slice",
+  }
+)
 # Custom calls that only annotate placement or sharding: no arithmetic.
-_FREE_CUSTOM_CALLS = frozenset({
-  "Sharding",
-  "SPMDFullToShardShape",
-  "SPMDShardToFullShape",
-  "annotate_device_placement",
-})
+_FREE_CUSTOM_CALLS = frozenset(
+  {
+    "Sharding",
+    "SPMDFullToShardShape",
+    "SPMDShardToFullShape",
+    "annotate_device_placement",
+  }
+)
 _CALLS = ("func.call", "stablehlo.composite")
 # Breakdown categories, in the order they are reported.
 CATEGORIES = ("embedding", "projections", "attention", "mlp", "head", "other")
@@ -92,9 +96,7 @@ def count_macs(fn: Callable[..., Any], params: Any, *inputs: Any) -> MacCount:
   the leaves of `inputs` are activations.
   """
   # keep_unused: one program argument per leaf, so argument i is leaf i of (params, *inputs).
-  lowered = jax.jit(fn, keep_unused=True).trace(params, *inputs).lower(
-    lowering_platforms=("cpu",)
-  )
+  lowered = jax.jit(fn, keep_unused=True).trace(params, *inputs).lower(lowering_platforms=("cpu",))
   param_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   sources = [jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in param_leaves]
   sources += [None] * len(jax.tree.leaves(inputs))
@@ -122,9 +124,7 @@ def _category_of_parameter(path: str) -> str:
     name = part.lower()
     if "embed" in name:
       return "embedding"
-    if name in ("head", "output_projection") or name.startswith("head_") or name.endswith(
-      "_head"
-    ):
+    if name in ("head", "output_projection") or name.startswith("head_") or name.endswith("_head"):
       return "head"
     if "mlp" in name:
       return "mlp"

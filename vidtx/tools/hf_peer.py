@@ -100,7 +100,8 @@ class Peer:
       raise ValueError(f"hf_peer: grad_accum_steps={self.accum} does not divide batch {b}.")
     if spec.get("gradient_checkpointing"):
       self.model.gradient_checkpointing_enable(
-          gradient_checkpointing_kwargs={"use_reentrant": False})
+        gradient_checkpointing_kwargs={"use_reentrant": False}
+      )
     self.params = [p for p in self.model.parameters() if p.requires_grad]
     self.optimizer = self._optimizer()
     decay = float(spec.get("ema_decay") or 0.0)
@@ -126,11 +127,21 @@ class Peer:
     # The fused CUDA kernels are PyTorch's fastest optimizer steps; elsewhere its default.
     fused = {"fused": True} if self.device.type == "cuda" else {}
     if name == "sgd":
-      return torch.optim.SGD(groups, lr=opt["lr"], momentum=opt.get("momentum", 0.0),
-                             nesterov=bool(opt.get("nesterov", False)), **fused)
+      return torch.optim.SGD(
+        groups,
+        lr=opt["lr"],
+        momentum=opt.get("momentum", 0.0),
+        nesterov=bool(opt.get("nesterov", False)),
+        **fused,
+      )
     if name == "adamw":
-      return torch.optim.AdamW(groups, lr=opt["lr"], betas=tuple(opt.get("betas", (0.9, 0.999))),
-                               eps=opt.get("eps", 1e-8), **fused)
+      return torch.optim.AdamW(
+        groups,
+        lr=opt["lr"],
+        betas=tuple(opt.get("betas", (0.9, 0.999))),
+        eps=opt.get("eps", 1e-8),
+        **fused,
+      )
     raise ValueError(f"hf_peer: optimizer {name!r}; expected 'sgd' or 'adamw'.")
 
   def _logits(self, inputs: Any) -> Any:
@@ -146,11 +157,13 @@ class Peer:
 
     self.model.train()
     total, correct = 0.0, 0.0
-    for inputs, labels in zip(self.inputs.chunk(self.accum), self.labels.chunk(self.accum),
-                              strict=True):
+    for inputs, labels in zip(
+      self.inputs.chunk(self.accum), self.labels.chunk(self.accum), strict=True
+    ):
       logits = self._logits(inputs).float()
-      loss = F.cross_entropy(logits, labels,
-                             label_smoothing=float(self.spec.get("label_smoothing") or 0.0))
+      loss = F.cross_entropy(
+        logits, labels, label_smoothing=float(self.spec.get("label_smoothing") or 0.0)
+      )
       (loss / self.accum).backward()
       total = total + loss.detach() / self.accum
       # vidtx's step computes its accuracy metric too.
@@ -195,12 +208,16 @@ class Peer:
     if self.device.type == "cuda":
       device += " " + torch.cuda.get_device_name(self.device)
     return {
-      "model": type(self.model).__name__, "params": count_params(self.model), "device": device,
-      "dtype": self.spec.get("dtype", "float32"), "compile": bool(self.spec.get("compile")),
+      "model": type(self.model).__name__,
+      "params": count_params(self.model),
+      "device": device,
+      "dtype": self.spec.get("dtype", "float32"),
+      "compile": bool(self.spec.get("compile")),
       "optimizer": type(self.optimizer).__name__,
       "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
       "attention_type": getattr(self.model.config, "attention_type", None),
-      "torch": torch.__version__, "transformers": transformers.__version__,
+      "torch": torch.__version__,
+      "transformers": transformers.__version__,
       "threads": torch.get_num_threads(),
     }
 
@@ -233,11 +250,18 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
   for _ in range(rounds):
     train.append(peer.time("train", steps) / steps)
     forward.append(peer.time("forward", steps) / steps)
-  return dict(peer.facts(), setup_seconds=time.perf_counter() - start, first_step_seconds=first,
-              steps=steps, rounds=rounds, train_step_seconds=statistics.median(train),
-              forward_seconds=statistics.median(forward),
-              train_step_seconds_all=train, forward_seconds_all=forward,
-              peak_memory_bytes=peer.peak_memory_bytes())
+  return dict(
+    peer.facts(),
+    setup_seconds=time.perf_counter() - start,
+    first_step_seconds=first,
+    steps=steps,
+    rounds=rounds,
+    train_step_seconds=statistics.median(train),
+    forward_seconds=statistics.median(forward),
+    train_step_seconds_all=train,
+    forward_seconds_all=forward,
+    peak_memory_bytes=peer.peak_memory_bytes(),
+  )
 
 
 def serve(spec: dict[str, Any], stdin: Any = None, stdout: Any = None) -> None:
@@ -251,8 +275,11 @@ def serve(spec: dict[str, Any], stdin: Any = None, stdout: Any = None) -> None:
   start = time.perf_counter()
   peer = Peer(spec)
   first = warm_up(peer, int(spec.get("warmup", 2)))
-  reply(dict(peer.facts(), ready=True, setup_seconds=time.perf_counter() - start,
-             first_step_seconds=first))
+  reply(
+    dict(
+      peer.facts(), ready=True, setup_seconds=time.perf_counter() - start, first_step_seconds=first
+    )
+  )
   for line in stdin:
     if not line.strip():
       continue
@@ -280,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # noqa: F401
     import transformers  # noqa: F401
   except ImportError as e:
-    print(f"hf_peer: {e}. The peer needs PyTorch and transformers: pip install -e \".[peer]\".",
-          file=sys.stderr)
+    print(
+      f'hf_peer: {e}. The peer needs PyTorch and transformers: pip install -e ".[peer]".',
+      file=sys.stderr,
+    )
     return 2
   spec = read_spec(args.spec)
   if args.serve:

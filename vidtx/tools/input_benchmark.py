@@ -28,8 +28,16 @@ from vidtx.data import dmvr, pipeline
 _FLAGS = flags.FLAGS
 
 
-def fake_dataset(directory: str, *, videos: int, frames: int, height: int, width: int,
-                 num_classes: int, num_shards: int = 4) -> str:
+def fake_dataset(
+  directory: str,
+  *,
+  videos: int,
+  frames: int,
+  height: int,
+  width: int,
+  num_classes: int,
+  num_shards: int = 4,
+) -> str:
   """Writes `videos` smooth moving pictures as DMVR shards train/validation.tfrecord@num_shards.
 
   Smooth content with a moving edge compresses like real video (JPEG cost depends on content:
@@ -57,8 +65,14 @@ def without_augmentation(dataset_configs: ml_collections.ConfigDict) -> ml_colle
   return plain
 
 
-def measure(dataset_configs: ml_collections.ConfigDict, split: str, *, batch_size: int,
-            warmup: int, batches: int) -> dict[str, float]:
+def measure(
+  dataset_configs: ml_collections.ConfigDict,
+  split: str,
+  *,
+  batch_size: int,
+  warmup: int,
+  batches: int,
+) -> dict[str, float]:
   """Times `batches` batches of the reader after `warmup`; clips and frames per second."""
   if split == "train":
     dataset = vidtx_data.build_train_dataset(dataset_configs, batch_size=batch_size, seed=0)
@@ -77,15 +91,22 @@ def measure(dataset_configs: ml_collections.ConfigDict, split: str, *, batch_siz
   seconds = time.perf_counter() - start
   frames = clips * int(dataset_configs.num_frames)
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  return dict(seconds=seconds, clips_per_sec=clips / seconds, frames_per_sec=frames / seconds,
-              clips_per_sec_per_core=clips / seconds / cores,
-              frames_per_sec_per_core=frames / seconds / cores, cores=cores)
+  return dict(
+    seconds=seconds,
+    clips_per_sec=clips / seconds,
+    frames_per_sec=frames / seconds,
+    clips_per_sec_per_core=clips / seconds / cores,
+    frames_per_sec_per_core=frames / seconds / cores,
+    cores=cores,
+  )
 
 
 def _describe(dataset_configs: ml_collections.ConfigDict) -> str:
   aug = pipeline.augmentation_params(dataset_configs)
-  parts = [f"{dataset_configs.num_frames} x {dataset_configs.crop_size}^2 clips, "
-           f"{dataset_configs.get('train_sampling', 'stride')} sampling"]
+  parts = [
+    f"{dataset_configs.num_frames} x {dataset_configs.crop_size}^2 clips, "
+    f"{dataset_configs.get('train_sampling', 'stride')} sampling"
+  ]
   if aug["do_jitter_scale"]:
     parts.append(f"scale jitter {aug['scale_min_factor']}-{aug['scale_max_factor']}")
   if dataset_configs.get("random_flip", False):
@@ -93,8 +114,7 @@ def _describe(dataset_configs: ml_collections.ConfigDict) -> str:
   if aug["do_color_augment"]:
     parts.append(f"colour jitter p={aug['prob_color_augment']}")
   if aug["do_rand_augment"]:
-    parts.append(f"RandAugment {aug['rand_augment_num_layers']}/"
-                 f"{aug['rand_augment_magnitude']:g}")
+    parts.append(f"RandAugment {aug['rand_augment_num_layers']}/{aug['rand_augment_magnitude']:g}")
   if aug["random_erasing_probability"]:
     parts.append(f"random erasing p={aug['random_erasing_probability']}")
   return ", ".join(parts)
@@ -107,28 +127,43 @@ def main(argv: list[str]) -> None:
   dc = config.dataset_configs
   with tempfile.TemporaryDirectory() as scratch:
     if not dc.get("base_dir") and config.get("dataset_name") != "synthetic":
-      print(f"Writing {_FLAGS.fake_videos} fake videos ({_FLAGS.fake_frames} frames of "
-            f"{_FLAGS.fake_height} x {_FLAGS.fake_width}) to {scratch} ...", flush=True)
+      print(
+        f"Writing {_FLAGS.fake_videos} fake videos ({_FLAGS.fake_frames} frames of "
+        f"{_FLAGS.fake_height} x {_FLAGS.fake_width}) to {scratch} ...",
+        flush=True,
+      )
       with config.unlocked():
         dc.base_dir = fake_dataset(
-            scratch, videos=_FLAGS.fake_videos, frames=_FLAGS.fake_frames,
-            height=_FLAGS.fake_height, width=_FLAGS.fake_width, num_classes=dc.num_classes)
+          scratch,
+          videos=_FLAGS.fake_videos,
+          frames=_FLAGS.fake_frames,
+          height=_FLAGS.fake_height,
+          width=_FLAGS.fake_width,
+          num_classes=dc.num_classes,
+        )
         dc.tables = {"train": "train.tfrecord@4", "validation": "validation.tfrecord@4"}
-        dc.examples_per_subset = {"train": _FLAGS.fake_videos,
-                                  "validation": _FLAGS.fake_videos}
+        dc.examples_per_subset = {"train": _FLAGS.fake_videos, "validation": _FLAGS.fake_videos}
     dataset_configs = vidtx_data.prepare_dataset(config)
-    print(f"split={_FLAGS.split}: {_describe(dataset_configs)}; batch {_FLAGS.batch_size}",
-          flush=True)
+    print(
+      f"split={_FLAGS.split}: {_describe(dataset_configs)}; batch {_FLAGS.batch_size}", flush=True
+    )
     runs: list[tuple[str, Any]] = [("configured", dataset_configs)]
     if _FLAGS.split == "train":
       runs.append(("augmentation off", without_augmentation(dataset_configs)))
     for name, dc_run in runs:
-      r = measure(dc_run, _FLAGS.split, batch_size=_FLAGS.batch_size, warmup=_FLAGS.warmup,
-                  batches=_FLAGS.batches)
-      print(f"{name:>16}: {r['clips_per_sec']:7.1f} clips/s  {r['frames_per_sec']:8.0f} "
-            f"frames/s  ({r['clips_per_sec_per_core']:.2f} clips/s, "
-            f"{r['frames_per_sec_per_core']:.0f} frames/s per core, {r['cores']} cores)",
-            flush=True)
+      r = measure(
+        dc_run,
+        _FLAGS.split,
+        batch_size=_FLAGS.batch_size,
+        warmup=_FLAGS.warmup,
+        batches=_FLAGS.batches,
+      )
+      print(
+        f"{name:>16}: {r['clips_per_sec']:7.1f} clips/s  {r['frames_per_sec']:8.0f} "
+        f"frames/s  ({r['clips_per_sec_per_core']:.2f} clips/s, "
+        f"{r['frames_per_sec_per_core']:.0f} frames/s per core, {r['cores']} cores)",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,9 @@ CLASSES = synthetic.TASKS["motion"].class_names
 
 def motion_video(label: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """A synthetic motion video, uint8 (T, S, S, 3), and its object coverage float32 (T, S, S)."""
-  frames, _, coverage = synthetic.motion_with_mask(np.random.default_rng([seed, 7919]),
-                                                   VIDEO_LENGTH, VIDEO_SIZE, label=label)
+  frames, _, coverage = synthetic.motion_with_mask(
+    np.random.default_rng([seed, 7919]), VIDEO_LENGTH, VIDEO_SIZE, label=label
+  )
   return frames, coverage
 
 
@@ -55,12 +56,17 @@ def patch_coverage(coverage: np.ndarray, converted: store.Converted) -> np.ndarr
   p, tubelet = config.patch_size, config.tubelet_size
   h, w = height // p, width // p
   # (V, T, H, W) -> (V, T', tubelet, h, P, w, P) -> mean over tubelet and patch pixels.
-  pixels = pixels[:, :, :h * p, :w * p].reshape(v, t // tubelet, tubelet, h, p, w, p)
+  pixels = pixels[:, :, : h * p, : w * p].reshape(v, t // tubelet, tubelet, h, p, w, p)
   return pixels.mean(axis=(2, 4, 6)).astype(np.float32)
 
 
-def heat_on_object(converted: store.Converted, num_videos: int = 64, seed: int = 1000,
-                   head_fusion: str = "mean", batch_size: int = 8) -> dict[str, Any]:
+def heat_on_object(
+  converted: store.Converted,
+  num_videos: int = 64,
+  seed: int = 1000,
+  head_fusion: str = "mean",
+  batch_size: int = 8,
+) -> dict[str, Any]:
   """Share of the rollout heat on the object vs the share of the frame it covers, averaged over
   the views of `num_videos` synthetic motion videos (labels cycle through the classes)."""
   if num_videos < 1:
@@ -78,36 +84,59 @@ def heat_on_object(converted: store.Converted, num_videos: int = 64, seed: int =
     aggregation = converted.preprocessing["aggregation"]
     correct += int(np.argmax(predict.aggregate(logits, aggregation)) == label)
   share, area = float(np.mean(shares)), float(np.mean(areas))
-  return dict(share=share, area=area, lift=share / area, num_videos=num_videos,
-              num_views=len(shares), accuracy=correct / num_videos)
+  return dict(
+    share=share,
+    area=area,
+    lift=share / area,
+    num_videos=num_videos,
+    num_views=len(shares),
+    accuracy=correct / num_videos,
+  )
 
 
-def run(checkpoint: str, out: str, *, label: str = "right", seed: int = 9,
-        video_out: str | None = None, num_videos: int = 64,
-        head_fusion: str = "mean") -> dict[str, Any]:
+def run(
+  checkpoint: str,
+  out: str,
+  *,
+  label: str = "right",
+  seed: int = 9,
+  video_out: str | None = None,
+  num_videos: int = 64,
+  head_fusion: str = "mean",
+) -> dict[str, Any]:
   """The command: the picture via predict --rollout, then the heat-on-object figures."""
   if label not in CLASSES:
     raise ValueError(f"--label={label!r}: expected one of {list(CLASSES)}.")
   converted = store.load(checkpoint)
   if converted.labels is not None and tuple(converted.labels) != CLASSES:
-    raise ValueError(f"--checkpoint={checkpoint} has classes {converted.labels}; expected a model "
-                     f"of the synthetic motion task {list(CLASSES)}.")
+    raise ValueError(
+      f"--checkpoint={checkpoint} has classes {converted.labels}; expected a model "
+      f"of the synthetic motion task {list(CLASSES)}."
+    )
   frames, _ = motion_video(CLASSES.index(label), seed)
   with tempfile.TemporaryDirectory() as scratch:
     video = video_out or os.path.join(scratch, "motion.mp4")
     predict.encode_video(video, frames)
-    predict.run(checkpoint, video=video, rollout_out=out, top_k=len(CLASSES),
-                head_fusion=head_fusion)
+    predict.run(
+      checkpoint, video=video, rollout_out=out, top_k=len(CLASSES), head_fusion=head_fusion
+    )
   figures = heat_on_object(converted, num_videos, head_fusion=head_fusion)
-  print(f"heat on object: {figures['share']:.1%} of the rollout falls on the moving object, "
-        f"which covers {figures['area']:.1%} of the frame ({figures['lift']:.2f}x its share), "
-        f"over {figures['num_videos']} videos x {figures['num_views'] // figures['num_videos']} "
-        f"views; top-1 on them {figures['accuracy']:.1%}")
+  print(
+    f"heat on object: {figures['share']:.1%} of the rollout falls on the moving object, "
+    f"which covers {figures['area']:.1%} of the frame ({figures['lift']:.2f}x its share), "
+    f"over {figures['num_videos']} videos x {figures['num_views'] // figures['num_videos']} "
+    f"views; top-1 on them {figures['accuracy']:.1%}"
+  )
   # The control: the same architecture at initialisation, which has learned nothing.
-  untrained = heat_on_object(dataclasses.replace(converted, params=initial_params(converted)),
-                             num_videos, head_fusion=head_fusion)
-  print(f"untrained control (same model at initialisation): {untrained['share']:.1%} on the "
-        f"object ({untrained['lift']:.2f}x its share)")
+  untrained = heat_on_object(
+    dataclasses.replace(converted, params=initial_params(converted)),
+    num_videos,
+    head_fusion=head_fusion,
+  )
+  print(
+    f"untrained control (same model at initialisation): {untrained['share']:.1%} on the "
+    f"object ({untrained['lift']:.2f}x its share)"
+  )
   figures["untrained"] = untrained
   return figures
 
@@ -126,8 +155,15 @@ def main(argv: Sequence[str]) -> None:
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
   try:
-    run(f.checkpoint, f.out, label=f.label, seed=f.seed, video_out=f.video_out,
-        num_videos=f.num_videos, head_fusion=f.head_fusion)
+    run(
+      f.checkpoint,
+      f.out,
+      label=f.label,
+      seed=f.seed,
+      video_out=f.video_out,
+      num_videos=f.num_videos,
+      head_fusion=f.head_fusion,
+    )
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -137,8 +173,9 @@ if __name__ == "__main__":
   flags.DEFINE_string("checkpoint", None, "Converted checkpoint of a synthetic motion model.")
   flags.DEFINE_string("out", None, "Where the rollout picture goes (.png).")
   flags.DEFINE_enum("label", "right", list(CLASSES), "Direction of the pictured video.")
-  flags.DEFINE_integer("seed", 9, "Seed of the pictured video (9: the object crosses the "
-                       "middle of the frame).")
+  flags.DEFINE_integer(
+    "seed", 9, "Seed of the pictured video (9: the object crosses the middle of the frame)."
+  )
   flags.DEFINE_string("video_out", None, "Also keep the pictured video here (.mp4).")
   flags.DEFINE_integer("num_videos", 64, "Videos for the heat-on-object figures.", lower_bound=1)
   flags.DEFINE_enum("head_fusion", "mean", ["mean", "max", "min"], "Fusion of the heads.")
