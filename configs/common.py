@@ -382,7 +382,7 @@ DATASETS: dict[str, Dataset] = {
     {"train": 802264, "validation": 33900},
     "the Moments in Time v1 release (ViViT 2103.15691 §4.1: 800,000 clips of 3 s)",
   ),
-  # EPIC-100 labels as the converter writes them: [noun, 300 + verb] (vidtx.data.convert).
+  # EPIC-100 labels as the converter writes them: [noun, 300 + verb] (vidtx.data.make_shards).
   "ek": Dataset(
     "EPIC-Kitchens-100",
     397,
@@ -692,7 +692,7 @@ def timesformer_recipe(
   at 1/16, L 96 x 224 x 224 at 1/4 (§4.3 and the official configs TimeSformer_divST_8x32_224,
   _16x16_448, _96x4_224). Sampling as PySlowFast (train_sampling='timesformer'): the frames
   spread over a window of frames x rate frames at 30 fps (8.5 s for base), converted to the
-  shards' frame rate (the record's video/frame_rate written by vidtx.data.convert, else
+  shards' frame rate (the record's video/frame_rate written by vidtx.data.make_shards, else
   dataset_configs.frame_rate); the middle window at evaluation. Something-Something-V2 and
   Diving-48: one frame per segment (train_sampling='segment', random in the segment for training,
   its middle for evaluation) of 8, 16 or 64 frames (the official SSv2 configs; Diving-48 with 96

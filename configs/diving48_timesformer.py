@@ -33,7 +33,7 @@ TimeSformer-L 81.0 (a reproduced SlowFast 16x8 R101: 77.6).
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

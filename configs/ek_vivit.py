@@ -16,7 +16,7 @@ has one class split instead of noun and verb).
 
 Data (§4.1, "action recognition" protocol): one model with two heads, 300 nouns then 97 verbs
 (dataset_configs.class_splits [300, 97], split_names noun, verb: the records hold
-[noun, 300 + verb], as python -m vidtx.data.convert writes EPIC-100); a softmax cross-entropy
+[noun, 300 + verb], as python -m vidtx.data.make_shards writes EPIC-100); a softmax cross-entropy
 per head, summed with equal weights as the paper; the "action" is right when both heads are,
 and action top-1 is the headline metric (config.best_checkpoint_metric 'top1' is action
 top-1). 32 frames at stride 1 and 224 x 224 crops, evaluation on 4 temporal clips x 1 crop
@@ -43,7 +43,7 @@ mixup 43.7.
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -43,7 +43,7 @@ ImageNet-21K 56.0, 59.2, 60.2, 62.1 for 8, 32, 64, 96 frames.
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 FRAMES = ("8", "32", "64", "96")  # Table 8
 

@@ -41,7 +41,7 @@ Parameters with this 400-class head: divided, space_first, parallel and local_gl
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -32,7 +32,7 @@ averaged. Expected (Table 2, ImageNet-21K initialisation): 76.3 top-1 on Kinetic
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -39,7 +39,7 @@ Parameters: 93,793,168 (93.8 M; tested); multiply-adds are those of ViT-B/16 on 
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -29,7 +29,7 @@ Expected (Table 6, Kinetics-600 validation, ImageNet-21K, one clip x 3 crops): T
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

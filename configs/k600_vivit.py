@@ -33,7 +33,7 @@ Differences: scenic's own K600 config uses lr 0.05 and colour drop 0.1; this fol
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

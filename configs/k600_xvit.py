@@ -29,7 +29,7 @@ Expected (Kinetics-600 validation, the release's README for this 16-frame model)
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

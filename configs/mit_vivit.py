@@ -33,7 +33,7 @@ state of the art ("a significant margin", §4.3); the dataset's label noise keep
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

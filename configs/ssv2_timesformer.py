@@ -39,7 +39,7 @@ local_global 121.4 M, axial 156.8 M (tests/test_configs.py checks them).
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -37,7 +37,7 @@ TimeSformer-HR's 62.5 (§4.3).
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -30,7 +30,7 @@ average aggregation reaches 60.8% (attention=tsm with --config.model.aggregation
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

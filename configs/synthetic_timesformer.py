@@ -14,7 +14,7 @@ and stride-2 global groups apply as at 224 (there 14x14 patches).
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 from vidtx.models import timesformer
 
 

@@ -14,7 +14,7 @@ class token and classify the average token.
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 from vidtx.models import vivit
 
 

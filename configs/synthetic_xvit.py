@@ -14,7 +14,7 @@ the neighbouring frames, 1/4 of them over +-1 frame, and through the temporal-at
 
 import ml_collections
 
-from configs import common
+from vidtx.configs import common
 from vidtx.models import xvit
 
 

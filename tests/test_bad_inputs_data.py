@@ -335,9 +335,9 @@ def test_the_bad_record_fields_can_be_set_from_the_command_line(file):
 
 
 def suggested_fields() -> dict[str, set[str]]:
-  """{field: files} of every config.dataset_configs.FIELD in the strings of vidtx/, train.py and
-  eval.py, except Python assignments ('... = ...', in generated config snippets)."""
-  paths = [os.path.join(REPO, name) for name in ("train.py", "eval.py")]
+  """{field: files} of every config.dataset_configs.FIELD in the strings of vidtx/, except
+  Python assignments ('... = ...', in generated config snippets)."""
+  paths = []
   for root, _, names in os.walk(os.path.join(REPO, "vidtx")):
     paths += [os.path.join(root, name) for name in names if name.endswith(".py")]
   found: dict[str, set[str]] = {}

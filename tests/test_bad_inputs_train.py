@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 import pytest
-from test_end_to_end import REPO, tiny_config, train
+from test_end_to_end import REPO, tiny_config
 from test_ownership import digests
 
-from vidtx import distributed, ownership, sharding
-from vidtx import train_state as state_lib
+from vidtx import distributed, ownership, sharding, trainer
+from vidtx.checkpoints import training
 from vidtx.data import dmvr
 
 
@@ -44,7 +44,7 @@ def run_dir(tmp_path_factory):
   config.checkpoint_every_steps = 2
   config.max_checkpoints_to_keep = 5
   workdir = str(tmp_path_factory.mktemp("run"))
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   return config, workdir
 
 
@@ -65,8 +65,8 @@ def test_a_failed_resume_leaves_the_run_byte_identical(run_dir, tmp_path):
   before = digests(workdir)
   wider = config.copy_and_resolve_references()
   wider.model.hidden_size, wider.model.mlp_dim = 64, 128
-  with pytest.raises(state_lib.CheckpointMismatchError) as error:
-    train.train_and_evaluate(wider, workdir)
+  with pytest.raises(training.CheckpointMismatchError) as error:
+    trainer.train_and_evaluate(wider, workdir)
   message = str(error.value)
   assert "checkpoints/6 is of another model" in message and "config.json" in message
   assert "cls: checkpoint (1, 1, 32), config (1, 1, 64)" in message
@@ -87,15 +87,15 @@ def test_a_damaged_newest_checkpoint_is_named_and_an_intact_one_offered(run_dir,
         if os.path.basename(root) == "d":
           os.remove(os.path.join(root, name))
   before = digests(workdir)
-  with pytest.raises(state_lib.DamagedCheckpointError) as error:
-    train.train_and_evaluate(config, workdir)
+  with pytest.raises(training.DamagedCheckpointError) as error:
+    trainer.train_and_evaluate(config, workdir)
   message = str(error.value)
   assert "Checkpoint(s) 6 in" in message and "The newest intact one is 4" in message
   assert "--skip_damaged_checkpoints" in message and len(message) < 2000
   assert digests(workdir) == before  # Nothing deleted, config.json not rewritten.
 
   # With the flag: resumes from 4 and keeps the damaged checkpoint aside.
-  results = train.train_and_evaluate(config, workdir, skip_damaged_checkpoints=True)
+  results = trainer.train_and_evaluate(config, workdir, skip_damaged_checkpoints=True)
   assert results["num_videos"] == 10
   aside = os.path.join(workdir, "damaged_checkpoints", "6")
   assert {k for k in before if k.startswith("checkpoints/6/")} == {
@@ -115,12 +115,12 @@ def test_a_workdir_holding_someone_elses_files_is_refused(run_dir, tmp_path):
   folder.mkdir()
   (folder / "notes.txt").write_text("mine")
   with pytest.raises(ownership.NotOwnedError, match=r"papers is not empty \(notes.txt\)"):
-    train.train_and_evaluate(config, str(folder))
+    trainer.train_and_evaluate(config, str(folder))
   assert sorted(os.listdir(folder)) == ["notes.txt"]
   a_file = tmp_path / "a_file"
   a_file.write_text("mine")
   with pytest.raises(ownership.NotOwnedError, match="a_file is a file, not a directory"):
-    train.train_and_evaluate(config, str(a_file))
+    trainer.train_and_evaluate(config, str(a_file))
   assert a_file.read_text() == "mine"
   # A workdir that cannot be created (a file in the way; root ignores permissions, so this is
   # the read-only case every user can meet).
@@ -129,7 +129,7 @@ def test_a_workdir_holding_someone_elses_files_is_refused(run_dir, tmp_path):
     match=r"a_file/run: cannot create this "
     r"directory: .*a_file is a file",
   ):
-    train.train_and_evaluate(config, str(a_file / "run"))
+    trainer.train_and_evaluate(config, str(a_file / "run"))
 
 
 def test_a_negative_batch_size_is_named():
@@ -347,7 +347,7 @@ def test_a_signal_during_evaluation_stops_it_between_batches(run_dir, tmp_path, 
 
   monkeypatch.setattr(evaluator_lib.MultiViewEvaluator, "_batches", batches_then_a_signal)
   with pytest.raises(distributed.Stopped) as error:
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   assert error.value.reason == "SIGTERM"
   assert len(batches_seen) == 1  # 10 videos in batches of 4: 3 batches when not stopped.
   with open(videos, "rb") as f:

@@ -12,8 +12,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import k400_timesformer, k400_vivit_st, synthetic_xvit
 from vidtx import models
+from vidtx.configs import k400_timesformer, k400_vivit_st, synthetic_xvit
 from vidtx.tools import benchmark, complexity, hf_peer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import pytest
 from jax.extend.mlir import ir
 
-from configs import synthetic_timesformer
 from vidtx import models
+from vidtx.configs import synthetic_timesformer
 from vidtx.tools import complexity
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import reference
 
-from configs import common
-from vidtx import models, optim
+from vidtx import models, optim, trainer
+from vidtx.configs import common
 from vidtx.data import pipeline, synthetic
 from vidtx.models import timesformer
 
@@ -321,18 +321,6 @@ def test_recipes_follow_the_papers_tables():
 # ---------------------------------------------------------------------------------------------
 
 
-def _import_train():
-  spec = importlib.util.spec_from_file_location("train", os.path.join(REPO, "train.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-@pytest.fixture(scope="module")
-def train():
-  return _import_train()
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
   """Synthetic datasets of this module, one directory per set of generator parameters."""
@@ -340,13 +328,13 @@ def data_root(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", RECIPES)
-def test_shrunk_recipe_trains_and_evaluates(name, train, data_root, tmp_path):
+def test_shrunk_recipe_trains_and_evaluates(name, data_root, tmp_path):
   config = get_config(name, "shrink=1")
   dc = config.dataset_configs
   dc.base_dir = os.path.join(
     data_root, os.path.basename(synthetic.cache_dir(synthetic.dataset_parameters(dc)))
   )
-  results = train.train_and_evaluate(config, str(tmp_path))
+  results = trainer.train_and_evaluate(config, str(tmp_path))
   assert results["num_videos"] == 4
   for key in ("top1", "top5"):
     assert 0.0 <= results[key] <= 1.0, key

@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 
-from vidtx import models
+from vidtx import models, trainer
 from vidtx.checkpoints import convert_source, init_from, store
 
 TOL = 1e-4  # The issue's bound; measured differences are ~1e-7.
@@ -645,7 +645,7 @@ def test_init_from_a_video_checkpoint_resizes_time_and_resets_the_head(tmp_path_
 def test_train_py_starts_from_a_converted_vit(hf_vit, tmp_path, capsys):
   """One step at learning rate 0 keeps the loaded parameters: the checkpoint holds the ViT's."""
   import orbax.checkpoint as ocp
-  from test_end_to_end import tiny_config, train
+  from test_end_to_end import tiny_config
 
   _, hf_path = hf_vit
   converted_dir = store.save(str(tmp_path / "vit"), convert_source(hf_path))
@@ -657,7 +657,7 @@ def test_train_py_starts_from_a_converted_vit(hf_vit, tmp_path, capsys):
   )
   config.lr_configs.base_learning_rate = 0.0
   config.init_from.checkpoint_path = converted_dir
-  train.train_and_evaluate(config, str(tmp_path / "run"))
+  trainer.train_and_evaluate(config, str(tmp_path / "run"))
   assert "init_from" in capsys.readouterr().out
   restored = store.load(converted_dir).params
   with ocp.StandardCheckpointer() as checkpointer:

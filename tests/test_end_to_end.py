@@ -12,18 +12,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from vidtx import evaluate, trainer
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _import(name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-train = _import("train")
-eval_script = _import("eval")
 
 
 def tiny_config(data_dir: str, steps: int = 1, attention: str = "divided"):
@@ -59,7 +50,7 @@ def data_dir(tmp_path_factory):
 def trained(data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run"))
   config = tiny_config(data_dir, steps=1)
-  results = train.train_and_evaluate(config, workdir)
+  results = trainer.train_and_evaluate(config, workdir)
   return config, workdir, results
 
 
@@ -98,7 +89,7 @@ def test_one_step_train_writes_metrics_checkpoint_and_evaluates(trained):
 
 def test_eval_reproduces_the_final_evaluation_of_train(trained):
   config, workdir, results = trained
-  evaluated = eval_script.evaluate(config, workdir)
+  evaluated = evaluate.evaluate(config, workdir)
   assert evaluated["step"] == 1
   assert evaluated["top1"] == pytest.approx(results["top1"])
   assert evaluated["top5"] == pytest.approx(results["top5"])
@@ -112,16 +103,16 @@ def test_eval_aggregations_and_three_crops(trained):
   config.dataset_configs.do_three_spatial_crops = True
   for aggregation in ("mean_logits", "sum_logits", "mean_softmax"):
     config.eval_aggregation = aggregation
-    out = eval_script.evaluate(config, workdir)
+    out = evaluate.evaluate(config, workdir)
     assert out["views_per_video"] == 6 and out["num_videos"] == 10
 
 
 def test_resume_continues_at_the_right_step_with_identical_state(data_dir, tmp_path):
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train.train_and_evaluate(tiny_config(data_dir, steps=4), straight)
-  train.train_and_evaluate(tiny_config(data_dir, steps=2), resumed)
+  trainer.train_and_evaluate(tiny_config(data_dir, steps=4), straight)
+  trainer.train_and_evaluate(tiny_config(data_dir, steps=2), resumed)
   first_half = _restore_params(resumed, 2)
-  train.train_and_evaluate(tiny_config(data_dir, steps=4), resumed)
+  trainer.train_and_evaluate(tiny_config(data_dir, steps=4), resumed)
 
   # The resumed run started from exactly the saved state ...
   jax.tree.map(
@@ -143,7 +134,7 @@ def test_resume_continues_at_the_right_step_with_identical_state(data_dir, tmp_p
 
 def test_eval_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
   with pytest.raises(FileNotFoundError, match="No checkpoint"):
-    eval_script.evaluate(tiny_config(data_dir), str(tmp_path / "empty"))
+    evaluate.evaluate(tiny_config(data_dir), str(tmp_path / "empty"))
 
 
 def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
@@ -208,8 +199,9 @@ import importlib.util, sys, jax, numpy as np
 sys.path.insert(0, {REPO!r})
 spec = importlib.util.spec_from_file_location("e2e", {os.path.abspath(__file__)!r})
 e2e = importlib.util.module_from_spec(spec); spec.loader.exec_module(e2e)
+from vidtx import trainer
 workdir = sys.argv[1]
-e2e.train.train_and_evaluate(e2e.tiny_config({data_dir!r}, steps=2), workdir)
+trainer.train_and_evaluate(e2e.tiny_config({data_dir!r}, steps=2), workdir)
 print("DEVICES", jax.device_count())
 """
   params = {}
@@ -267,7 +259,7 @@ def test_epic_style_training_with_the_paper_regularisers(tmp_path):
   config.label_smoothing = 0.2
   config.checkpoint_every_steps = 3
   workdir = str(tmp_path / "run")
-  results = train.train_and_evaluate(config, workdir)
+  results = trainer.train_and_evaluate(config, workdir)
 
   assert results["num_videos"] == 4
   for key in ("noun_top1", "verb_top1", "action_top1", "noun_mean_class_accuracy"):

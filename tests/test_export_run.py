@@ -12,9 +12,9 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from test_end_to_end import REPO, tiny_config, train
+from test_end_to_end import REPO, tiny_config
 
-from vidtx import checkpoints, convert, models, predict
+from vidtx import checkpoints, convert, models, predict, trainer
 from vidtx import data as vidtx_data
 from vidtx.checkpoints import readers, run, store
 
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
   config = tiny_config(str(tmp_path_factory.mktemp("data")), steps=2)
   config.checkpoint_every_steps = 1
   workdir = str(tmp_path_factory.mktemp("run"))
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   return config, workdir
 
 
@@ -69,7 +69,7 @@ def test_a_resumed_run_rewrites_its_config(trained, tmp_path):
   shutil.copytree(workdir, resumed)
   changed = config.copy_and_resolve_references()
   changed.eval_aggregation = "sum_logits"
-  train.train_and_evaluate(changed, resumed)  # Finished: restores, then the final evaluation.
+  trainer.train_and_evaluate(changed, resumed)  # Finished: restores, then the final evaluation.
   assert run.read_config(resumed).eval_aggregation == "sum_logits"
   assert not [name for name in os.listdir(resumed) if "tmp" in name]
   assert checkpoints.convert_source(resumed).preprocessing["aggregation"] == "sum_logits"

@@ -19,8 +19,7 @@ from test_data_convert import read_table, write_lines, write_video
 
 from vidtx import convert, models, ownership
 from vidtx.checkpoints import run, store
-from vidtx.data import convert as data_convert
-from vidtx.data import synthetic
+from vidtx.data import make_shards, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -340,14 +339,15 @@ def test_data_convert_writes_only_into_its_own_directory(tmp_path, videos, capsy
     "--num_workers=1",
   ]
   with pytest.raises(SystemExit) as exit_info:
-    data_convert.main([*args, f"--output_dir={users}"])
+    make_shards.main([*args, f"--output_dir={users}"])
   assert exit_info.value.code == 1
   err = capsys.readouterr().err
-  assert err.startswith(f"vidtx.data.convert: error: {users} is not empty") and err.count("\n") == 1
+  assert err.startswith(f"vidtx.data.make_shards: error: {users} is not empty")
+  assert err.count("\n") == 1
   assert digests(users) == before
 
   out = tmp_path / "out"
-  data_convert.main([*args, f"--output_dir={out}"])
+  make_shards.main([*args, f"--output_dir={out}"])
   assert ownership.marker_kind(str(out)) == "shards"
 
   def shards():
@@ -355,20 +355,20 @@ def test_data_convert_writes_only_into_its_own_directory(tmp_path, videos, capsy
 
   first = shards()
   assert len(first) == 4  # Two shards and their stats.
-  data_convert.main([*args, f"--output_dir={out}"])  # Resumes: the shards exist.
+  make_shards.main([*args, f"--output_dir={out}"])  # Resumes: the shards exist.
   assert "skipping the 2 of 2 shards that exist" in capsys.readouterr().err
   assert shards() == first
   # A directory written before the marker (its summary says so) resumes too, and is marked.
   os.remove(out / ownership.MARKER)
   os.remove(out / "train.tfrecord-00001-of-00002")
-  summary = data_convert.main([*args, f"--output_dir={out}"])
+  summary = make_shards.main([*args, f"--output_dir={out}"])
   assert (summary["shards_written"], summary["shards_skipped"]) == (1, 1)
   assert ownership.marker_kind(str(out)) == "shards"
 
 
 def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
   rows = ["a.mp4,walk", "b.mp4,run", "a.mp4,walk", "c.mp4,walk", "c.mp4,run", "a.mp4,walk,0,0.1"]
-  items = data_convert.csv_source(write_lines(tmp_path / "train.csv", rows), str(videos)).items
+  items = make_shards.csv_source(write_lines(tmp_path / "train.csv", rows), str(videos)).items
   out = tmp_path / "out"
   # By default a video under two labels stops the conversion, naming it, before any writing.
   with pytest.raises(
@@ -376,15 +376,15 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
     match=r"1 video\(s\) are listed under different labels .*"
     r"'c.mp4' as 'walk' \(row 4\) and 'run' \(row 5\)",
   ):
-    data_convert.convert(items, str(out), "train", num_shards=2, progress=False)
+    make_shards.convert(items, str(out), "train", num_shards=2, progress=False)
   assert not out.exists()
   with pytest.raises(ValueError, match=r"row 3 repeats row 1 \('a.mp4'\)"):
-    data_convert.convert(
+    make_shards.convert(
       items, str(out), "train", num_shards=2, duplicates="error", conflicts="keep", progress=False
     )
   assert not out.exists()
 
-  summary = data_convert.convert(
+  summary = make_shards.convert(
     items, str(out / "skip"), "train", num_shards=2, conflicts="skip", progress=False
   )
   assert (summary["examples"], summary["bad"]) == (3, 3)
@@ -397,7 +397,7 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
   with open(out / "skip" / "train_report.txt") as f:
     assert len(f.read().splitlines()) == 3
 
-  summary = data_convert.convert(
+  summary = make_shards.convert(
     items, str(out / "merge"), "train", num_shards=2, conflicts="merge", progress=False
   )
   assert (summary["examples"], summary["bad"], summary["merged"]) == (4, 1, 1)
@@ -406,11 +406,11 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
     for e in read_table(out / "merge", "train.tfrecord@2")
   }
   assert labels[("c.mp4", -1)] == ([1, 0], "walk+run")  # labels.txt: run, walk.
-  assert "config.dataset_configs.multi_label = True" in data_convert.config_snippet(
+  assert "config.dataset_configs.multi_label = True" in make_shards.config_snippet(
     str(out / "merge")
   )
 
-  summary = data_convert.convert(
+  summary = make_shards.convert(
     items,
     str(out / "keep"),
     "train",
@@ -423,7 +423,7 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
 
   # The command's last lines say so.
   capsys.readouterr()
-  data_convert.main(
+  make_shards.main(
     [
       "--source=csv",
       f"--input={tmp_path / 'train.csv'}",
@@ -450,7 +450,7 @@ def test_unwritable_output_dir_is_one_line(tmp_path, videos):
   result = run_command(
     [
       "-m",
-      "vidtx.data.convert",
+      "vidtx.data.make_shards",
       "--source=csv",
       f"--input={annotations}",
       f"--video_dir={videos}",
@@ -461,9 +461,9 @@ def test_unwritable_output_dir_is_one_line(tmp_path, videos):
     timeout=120,
   )
   assert result.returncode == 1
-  lines = [line for line in result.stderr.splitlines() if line.startswith("vidtx.data.convert")]
+  lines = [line for line in result.stderr.splitlines() if line.startswith("vidtx.data.make_shards")]
   assert lines == [
-    f"vidtx.data.convert: error: {blocker / 'out'}: cannot create this directory: "
+    f"vidtx.data.make_shards: error: {blocker / 'out'}: cannot create this directory: "
     f"{blocker} is a file, not a directory; choose another output directory."
   ]
   assert "Traceback" not in result.stderr
@@ -472,4 +472,4 @@ def test_unwritable_output_dir_is_one_line(tmp_path, videos):
     read_only = tmp_path / "read_only"
     read_only.mkdir(mode=0o555)
     with pytest.raises(ownership.UnwritableError, match="permission denied"):
-      data_convert.check_output_dir(str(read_only / "out"))
+      make_shards.check_output_dir(str(read_only / "out"))

@@ -18,8 +18,9 @@ import numpy as np
 import optax
 import pytest
 
-from vidtx import distributed, models, sharding
+from vidtx import distributed, models, sharding, trainer
 from vidtx import train_state as state_lib
+from vidtx.checkpoints import training
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -181,11 +182,11 @@ def test_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch
   # os.makedirs("gs://b/run") would silently make a local ./gs:/b/run.
   monkeypatch.chdir(tmp_path)
   with pytest.raises(ValueError, match=r"--workdir=gs://bucket/run: a URL.*gcsfuse"):
-    state_lib.check_workdir("gs://bucket/run")
+    training.check_workdir("gs://bucket/run")
   with pytest.raises(ValueError, match="--workdir=s3://b/r: a URL"):
-    state_lib.checkpoint_manager("s3://b/r", read_only=True)
+    training.checkpoint_manager("s3://b/r", read_only=True)
   assert list(tmp_path.iterdir()) == []
-  state_lib.check_workdir(str(tmp_path / "run"))  # A path is fine.
+  training.check_workdir(str(tmp_path / "run"))  # A path is fine.
 
 
 def test_stop_request_catches_sigint_and_restores_the_handler():
@@ -326,9 +327,9 @@ def test_ema_follows_the_formula_and_is_what_evaluation_uses():
 
 def test_checkpoints_keep_the_last_n_and_the_best(tmp_path):
   _, _, _, state, _ = _tiny_state(ema=False)
-  manager = state_lib.checkpoint_manager(str(tmp_path), max_to_keep=1, best_metric="top1")
+  manager = training.checkpoint_manager(str(tmp_path), max_to_keep=1, best_metric="top1")
   for step, top1 in [(1, 0.5), (2, 0.9), (3, 0.1), (4, None), (5, 0.2)]:
-    state_lib.save(
+    training.save(
       manager,
       step,
       state,
@@ -337,7 +338,7 @@ def test_checkpoints_keep_the_last_n_and_the_best(tmp_path):
     )
   manager.wait_until_finished()
   assert sorted(manager.all_steps()) == [2, 5]  # The best (0.9) and the newest.
-  assert state_lib.restore_data_state(manager, 2)["positions"] == [[0, 2]]
+  assert training.restore_data_state(manager, 2)["positions"] == [[0, 2]]
 
 
 # ----------------------------------------------------------------------------------------
@@ -354,7 +355,7 @@ def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(data_dir, t
   config.log_every_steps = 4
   workdir = str(tmp_path / "run")
   with pytest.raises(FloatingPointError, match=r"at step 2: .*last good checkpoint is 1"):
-    e2e.train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
   params = e2e._restore_params(workdir, 1)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
@@ -372,14 +373,14 @@ def test_sharded_meshes_and_accumulation_train_like_data_parallel(data_dir, tmp_
 import importlib.util, jax
 spec = importlib.util.spec_from_file_location("pod", {THIS!r})
 pod = importlib.util.module_from_spec(spec); spec.loader.exec_module(pod)
-from vidtx import sharding, train_state as state_lib
+from vidtx import sharding, trainer, train_state as state_lib
 assert jax.device_count() == 8
 for name, (mesh_config, accum) in {runs!r}.items():
   config = pod.exact_config({data_dir!r}, steps=2)
   config.batch_size = 16
   config.mesh = mesh_config
   config.grad_accum_steps = accum
-  pod.e2e.train.train_and_evaluate(config, {str(tmp_path)!r} + "/" + name)
+  trainer.train_and_evaluate(config, {str(tmp_path)!r} + "/" + name)
   mesh = sharding.make_mesh(mesh_config)
   _, abstract = state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)
   kernel = abstract.params["encoderblock_0"]["attention_temporal"]["query"]["kernel"]
@@ -476,7 +477,7 @@ def test_kill_9_and_sigterm_then_resume_reproduce_the_uninterrupted_run(data_dir
   reference.checkpoint_every_steps = 2
   reference.eval_every_steps = 6
   overrides = ["--config.checkpoint_every_steps=2", "--config.eval_every_steps=6"]
-  e2e.train.train_and_evaluate(reference, str(tmp_path / "reference"))
+  trainer.train_and_evaluate(reference, str(tmp_path / "reference"))
 
   workdir = tmp_path / "interrupted"
   command = [

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import common
+from vidtx.configs import common
 from vidtx.data import dmvr, synthetic, tfds_data
 
 tfds.disable_progress_bar()

@@ -29,8 +29,8 @@ from reference import (
   ref_patches,
 )
 
-from configs import k400_timesformer, synthetic_timesformer
 from vidtx import models
+from vidtx.configs import k400_timesformer, synthetic_timesformer
 from vidtx.models import attention, timesformer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vidtx import losses, models
+from vidtx import losses, models, trainer
 from vidtx.models import vivit
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,13 +71,12 @@ import importlib.util, json, os, sys, jax
 sys.path.insert(0, {REPO!r})
 spec = importlib.util.spec_from_file_location("zoo", {os.path.abspath(__file__)!r})
 zoo = importlib.util.module_from_spec(spec); spec.loader.exec_module(zoo)
-spec = importlib.util.spec_from_file_location("train", os.path.join({REPO!r}, "train.py"))
-train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
+from vidtx import trainer
 assert jax.device_count() == 8, jax.devices()
 for name, attention in zoo.ZOO:
   workdir = os.path.join({str(tmp_path)!r}, name + "_" + attention)
   config = zoo.tiny_train_config({str(tmp_path / "data")!r}, name, attention)
-  results = train.train_and_evaluate(config, workdir)
+  results = trainer.train_and_evaluate(config, workdir)
   print("RESULT", json.dumps([name, attention, results["num_videos"]]))
 """
   env = dict(os.environ, JAX_NUM_CPU_DEVICES="8")
@@ -123,9 +122,6 @@ def test_gradients_equal_with_and_without_jit(name, attention):
 def test_train_py_without_jit_matches_jit(tmp_path):
   """train.py's own path (sharded init, step, checkpoint, evaluator) also runs op by op, and
   lands on the parameters of the compiled run."""
-  spec = importlib.util.spec_from_file_location("train", os.path.join(REPO, "train.py"))
-  train = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(train)
   data_dir = str(tmp_path / "data")
   results = {}
   for mode in ("jit", "eager"):
@@ -134,9 +130,9 @@ def test_train_py_without_jit_matches_jit(tmp_path):
     workdir = str(tmp_path / mode)
     if mode == "eager":
       with jax.disable_jit():
-        results[mode] = train.train_and_evaluate(config, workdir)
+        results[mode] = trainer.train_and_evaluate(config, workdir)
     else:
-      results[mode] = train.train_and_evaluate(config, workdir)
+      results[mode] = trainer.train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       results[mode]["loss"] = json.loads(f.readline())["loss"]
   np.testing.assert_allclose(results["eager"]["loss"], results["jit"]["loss"], rtol=1e-5)

@@ -1,4 +1,7 @@
-"""What train.py and eval.py share as command lines: flag parsing and one-line errors.
+"""What vidtx's command lines share: --config by path or recipe name, one-line errors.
+
+--config takes a config file (configs/k400_vivit_fe.py[:arg]) or the name of a recipe shipped in
+the package (k400_vivit_fe[:arg]), so the commands work in a clone and after a pip install alike.
 
 A user's mistake (a misspelt config field, a folder that is not theirs to write, a damaged
 checkpoint) ends with one line on stderr that says what to do and exit code 1, not a traceback;
@@ -14,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from absl import app, flags
+from ml_collections import config_flags
 
 from vidtx import distributed, ownership
 
@@ -55,10 +59,61 @@ def _config_override_error(argv: Sequence[str], error: Exception) -> str:
   return f"{culprit.split('=', 1)[0]}: {text}"
 
 
+# The recipes shipped in the package: vidtx/configs (a link to the repository's configs/).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def define_config_flag() -> None:
+  config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Config file or recipe name, with an optional argument: configs/k400_vivit_fe.py, "
+    "k400_vivit_fe or synthetic_timesformer:attention=space.",
+    lock_config=True,
+  )
+
+
+def recipe_names() -> list[str]:
+  return sorted(
+    name[:-3]
+    for name in os.listdir(CONFIGS_DIR)
+    if name.endswith(".py") and name not in ("__init__.py", "common.py")
+  )
+
+
+def resolve_config(spec: str) -> str:
+  """'path[:arg]' unchanged when path is a file; else the packaged recipe of that name."""
+  path, colon, arg = spec.partition(":")
+  if os.path.isfile(path):
+    return spec
+  name = os.path.basename(path).removesuffix(".py")
+  packaged = os.path.join(CONFIGS_DIR, name + ".py")
+  if name in recipe_names():
+    return packaged + colon + arg
+  raise FileNotFoundError(
+    f"--config={spec}: {path!r} is not a file and vidtx has no recipe named {name!r}; "
+    f"expected a config file or one of: {', '.join(recipe_names())}."
+  )
+
+
+def _resolve_config_args(argv: list[str]) -> list[str]:
+  resolved = list(argv)
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg.startswith("--config="):
+      resolved[i] = "--config=" + resolve_config(arg.removeprefix("--config="))
+    elif arg == "--config" and i + 1 < len(argv):
+      resolved[i + 1] = resolve_config(argv[i + 1])
+  return resolved
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser (for app.run's flags_parser), with config overrides' errors on one line."""
+  """absl's parser (for app.run's flags_parser): --config resolved, errors on one line."""
   try:
+    if "config" in flags.FLAGS:
+      argv = _resolve_config_args(argv)
     return flags.FLAGS(argv)
+  except FileNotFoundError as e:
+    _fail(str(e))
   except flags.Error as e:
     _fail(f"{e}\nPass --helpshort or --helpfull to see help on flags.")
   except (KeyError, AttributeError, TypeError, ValueError) as e:

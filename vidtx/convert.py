@@ -30,7 +30,6 @@ vidtx.checkpoints.store), which train.py (config.init_from.checkpoint_path=DIR),
 import os
 import sys
 import time
-from typing import Any
 
 from vidtx import checkpoints
 from vidtx.checkpoints import convert_source, store
@@ -109,7 +108,7 @@ def describe(converted: store.Converted, out: str) -> str:
   return "\n".join(lines)
 
 
-def _flags() -> Any:
+def _define_flags() -> None:
   from absl import flags
 
   flags.DEFINE_string(
@@ -137,15 +136,14 @@ def _flags() -> Any:
   flags.DEFINE_string("labels", None, "Class names, one per line, to store with the model.")
   flags.DEFINE_integer("step", None, "A train.py run's checkpoint to export (default: the newest).")
   flags.mark_flags_as_required(["src", "out"])
-  return flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
   del argv
-  from absl import logging
+  from absl import flags, logging
 
   logging.set_verbosity(logging.WARNING)  # orbax logs every write at INFO.
-  f = FLAGS
+  f = flags.FLAGS
   start = time.time()
   try:
     converted = convert(
@@ -169,8 +167,13 @@ def main(argv: list[str]) -> None:
   print(describe(converted, os.path.abspath(f.out)) + f"\n  ({time.time() - start:.1f} s)")
 
 
-if __name__ == "__main__":
+def run_cli() -> None:
+  """The command line (vidtx-convert, python -m vidtx.convert)."""
   from absl import app
 
-  FLAGS = _flags()
+  _define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_cli()

@@ -26,7 +26,7 @@ MARKER = ".vidtx"
 # What each kind of directory is, for error messages.
 KINDS = {
   "synthetic": "a generated synthetic dataset",
-  "shards": "DMVR shards written by python -m vidtx.data.convert",
+  "shards": "DMVR shards written by python -m vidtx.data.make_shards",
   "converted": "a converted checkpoint written by python -m vidtx.convert",
   "run": "a train.py run (checkpoints, metrics, config.json)",
 }

@@ -518,8 +518,8 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(1)
 
 
-if __name__ == "__main__":
-  # Flags are defined here, not at import, as in train.py and eval.py.
+def run_cli() -> None:
+  """The command line (vidtx-predict, python -m vidtx.predict); flags are defined here."""
   flags.DEFINE_string("checkpoint", None, "Converted-checkpoint directory (vidtx.convert).")
   flags.DEFINE_string("video", None, "A video file to classify (anything FFmpeg decodes).")
   flags.DEFINE_string(
@@ -553,3 +553,7 @@ if __name__ == "__main__":
   )
   flags.mark_flags_as_required(["checkpoint"])
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_cli()

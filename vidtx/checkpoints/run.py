@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from vidtx import sharding
 from vidtx import train_state as state_lib
-from vidtx.checkpoints import store
+from vidtx.checkpoints import store, training
 from vidtx.checkpoints.store import Converted
 
 CONFIG_FILE = "config.json"
@@ -103,7 +103,7 @@ def export_run(workdir: str, step: int | None = None) -> Converted:
       f"{workdir}: no {CHECKPOINTS_DIR}/ directory; train first with "
       f"python train.py --workdir={workdir}."
     )
-  with state_lib.checkpoint_manager(workdir, read_only=True) as manager:
+  with training.checkpoint_manager(workdir, read_only=True) as manager:
     steps = sorted(manager.all_steps())
     if not steps:
       raise FileNotFoundError(
@@ -119,7 +119,7 @@ def export_run(workdir: str, step: int | None = None) -> Converted:
     # saved them (orbax reshards on restore).
     mesh = Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
     _, abstract_state = state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)
-    state = state_lib.restore_step(manager, abstract_state, step)
+    state = training.restore_step(manager, abstract_state, step)
   # The optimizer state stays behind: a converted checkpoint holds the parameters only.
   # A run that keeps an EMA (config.ema_decay) is evaluated with it, so that is what it exports.
   params = jax.tree.map(np.asarray, jax.device_get(state_lib.eval_params(state)))

@@ -1,6 +1,6 @@
 """Video data: DMVR TFRecords (vidtx.data.dmvr), the synthetic dataset, TFDS datasets
 (vidtx.data.tfds_data), the tf.data reader (vidtx.data.pipeline), augmentation
-(vidtx.data.augment) and the converter from video files (python -m vidtx.data.convert).
+(vidtx.data.augment) and the converter from video files (python -m vidtx.data.make_shards).
 
   dataset_configs = prepare_dataset(config)   # generates the synthetic data on first use
   train = build_train_dataset(dataset_configs, batch_size=32, seed=0)

@@ -619,7 +619,7 @@ def check_split_has_records(
     f"{dmvr.MIN_RECORD_BYTES}{said}: "
     f"{_files_text(files)} (base_dir={dc.base_dir!r}, "
     f"config.dataset_configs.tables.{split}={dc.tables[split]!r}). Write the split again (e.g. "
-    f"python -m vidtx.data.convert) or point config.dataset_configs.tables.{split} at files "
+    f"python -m vidtx.data.make_shards) or point config.dataset_configs.tables.{split} at files "
     "that hold its records."
   )
 
@@ -1177,7 +1177,7 @@ def _damage_report(
   files, shard_files = _share_files(dc, split, process_index, process_count)
   share = f"{len(files)} file(s), {_share_text(process_index, process_count, shard_files)}"
   fix = (
-    f"Re-create the shard (e.g. python -m vidtx.data.convert) or leave it out of "
+    f"Re-create the shard (e.g. python -m vidtx.data.make_shards) or leave it out of "
     f"config.dataset_configs.tables.{split} (TF said: {tf_text})."
   )
   with futures.ThreadPoolExecutor(16) as pool:  # Remote files: one round trip per header.

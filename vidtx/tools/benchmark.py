@@ -61,7 +61,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import vidtx
-from vidtx import models, sharding
+from vidtx import cli, models, sharding
 from vidtx import train_state as state_lib
 from vidtx.tools import complexity
 
@@ -658,7 +658,7 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   # Flags are defined here, not at import, as in train.py.
-  config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
+  cli.define_config_flag()
   flags.DEFINE_integer("steps", 10, "Timed steps per mode.")
   flags.DEFINE_integer("warmup", 2, "Steps run before timing (after compilation).")
   flags.DEFINE_integer("batch_size", None, "Global batch (default: config.batch_size).")
@@ -682,4 +682,4 @@ if __name__ == "__main__":
   flags.DEFINE_bool("peer_compile", False, "Run the peer under torch.compile.")
   flags.DEFINE_integer("peer_rounds", 3, "Alternating rounds of --steps steps per side.")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -50,7 +50,7 @@ from jax.extend.mlir import ir
 from jax.extend.mlir.dialects import stablehlo
 from ml_collections import config_flags
 
-from vidtx import models
+from vidtx import cli, models
 
 # Ops whose result holds the same parameter as their first operand (in another dtype, shape or
 # layout, or a slice of it: a scanned layer's kernel is sliced out of the stacked kernels).
@@ -373,6 +373,6 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
   # Flags are defined here, not at import, as in train.py: importing this module defines none.
-  config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
+  cli.define_config_flag()
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

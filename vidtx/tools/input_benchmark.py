@@ -20,8 +20,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
-from ml_collections import config_flags
 
+from vidtx import cli
 from vidtx import data as vidtx_data
 from vidtx.data import dmvr, pipeline
 
@@ -167,7 +167,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
+  cli.define_config_flag()
   flags.DEFINE_string("split", "train", "'train' (augmented clips) or an evaluation split.")
   flags.DEFINE_integer("batch_size", 8, "Clips (training) or videos (evaluation) per batch.")
   flags.DEFINE_integer("warmup", 3, "Batches read before timing.")
@@ -177,4 +177,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("fake_height", 256, "Generated frame height (a prepared short side).")
   flags.DEFINE_integer("fake_width", 340, "Generated frame width.")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,14 +1,15 @@
 r"""Converts downloaded video datasets into DMVR TFRecord shards (vidtx.data.dmvr).
 
-  python -m vidtx.data.convert --source=kinetics --input=k400/train.csv --video_dir=k400/train \
+  python -m vidtx.data.make_shards --source=kinetics --input=k400/train.csv --video_dir=k400/train \
       --output_dir=/data/k400 [--split=train] [--num_shards=16] [--fps=0] [--short_side=256] \
       [--jpeg_quality=90] [--num_workers=N] [--max_frames=0] [--min_frames=1] [--label_map=FILE] \
       [--duplicates=skip|keep|error] [--conflicts=error|skip|merge|keep]
-  python -m vidtx.data.convert --source=ssv2 --input=something-something-v2-train.json \
+  python -m vidtx.data.make_shards --source=ssv2 --input=something-something-v2-train.json \
       --labels_json=something-something-v2-labels.json --video_dir=20bn-something-something-v2 ...
-  python -m vidtx.data.convert --source=epic --input=EPIC_100_train.csv --video_dir=EPIC-KITCHENS \
+  python -m vidtx.data.make_shards --source=epic --input=EPIC_100_train.csv \
+      --video_dir=EPIC-KITCHENS \
       [--epic_noun_classes=EPIC_100_noun_classes.csv --epic_verb_classes=EPIC_100_verb_classes.csv]
-  python -m vidtx.data.convert --source=csv --input=videos.csv --video_dir=videos ...
+  python -m vidtx.data.make_shards --source=csv --input=videos.csv --video_dir=videos ...
 
 Sources (--input is the annotation file):
   kinetics  CSV `label,youtube_id,time_start,time_end,split` (no `label` in unlabelled test CSVs:
@@ -1211,7 +1212,7 @@ def load_source(
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-    prog="python -m vidtx.data.convert",
+    prog="python -m vidtx.data.make_shards",
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
@@ -1324,10 +1325,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   except (ValueError, OSError) as e:
     # Bad inputs (and an output the system refuses) are the user's to fix: the message, not a
     # traceback.
-    print(f"vidtx.data.convert: error: {e}", file=sys.stderr)
+    print(f"vidtx.data.make_shards: error: {e}", file=sys.stderr)
     sys.exit(1)
   except tf.errors.OpError as e:  # TensorFlow's file errors (a shard that cannot be written).
-    print(f"vidtx.data.convert: error: {e.message}", file=sys.stderr)
+    print(f"vidtx.data.make_shards: error: {e.message}", file=sys.stderr)
     sys.exit(1)
   out = os.path.abspath(args.output_dir)
   print(
@@ -1342,8 +1343,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   return summary
 
 
-if __name__ == "__main__":
+def run_cli() -> None:
+  """The command line (vidtx-make-shards, python -m vidtx.data.make_shards)."""
   # Through the package module, so that spawned workers unpickle the same classes.
-  from vidtx.data import convert as module
+  from vidtx.data import make_shards
 
-  module.main()
+  make_shards.main()
+
+
+if __name__ == "__main__":
+  run_cli()

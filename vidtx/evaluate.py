@@ -1,0 +1,200 @@
+r"""Multi-view evaluation of the newest checkpoint in --workdir, or of a converted checkpoint.
+
+  from vidtx import evaluate
+  results = evaluate.evaluate(config, "runs/ts", "validation")
+
+  python eval.py --config=configs/synthetic_timesformer.py --workdir=runs/ts \
+      --config.dataset_configs.num_test_clips=4 --config.eval_aggregation=mean_softmax
+  vidtx-eval --config=k400_timesformer --checkpoint=ckpt/timesformer_k400 \
+      --config.dataset_configs.base_dir=/data/k400 [--workdir=runs/eval_converted]
+
+With --checkpoint (a directory from vidtx-convert) the model and its parameters come
+from the checkpoint, and the dataset, views and aggregation from the config.
+
+Prints top-1 / top-5 and writes them to WORKDIR/eval_<split>.json. Uses the same evaluator as
+train.py, so the numbers are those train.py reports for the same views and aggregation.
+"""
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+from clu import metric_writers
+
+from vidtx import cli, distributed, metrics, ownership, sharding
+from vidtx import data as vidtx_data
+from vidtx import evaluator as evaluator_lib
+from vidtx import train_state as state_lib
+from vidtx.checkpoints import run as run_lib
+from vidtx.checkpoints import store, training
+
+
+def evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str | None,
+  split: str = "validation",
+  checkpoint: str | None = None,
+) -> dict[str, Any]:
+  """Evaluates the newest checkpoint of `workdir` (or the converted `checkpoint`) on `split`;
+  writes WORKDIR/eval_<split>.json when there is a workdir."""
+  if workdir:
+    training.check_workdir(workdir)
+  mesh = sharding.make_mesh(config.get("mesh"))
+  dataset_configs = vidtx_data.prepare_dataset(config)
+  if split not in dataset_configs.tables:
+    raise ValueError(
+      f"--split={split!r} is not in config.dataset_configs.tables "
+      f"({sorted(dataset_configs.tables)})."
+    )
+  if checkpoint:
+    converted = store.load(checkpoint)
+    if converted.num_classes != dataset_configs.num_classes:
+      raise ValueError(
+        f"--checkpoint={checkpoint} has {converted.num_classes} classes, "
+        f"config.dataset_configs.num_classes={dataset_configs.num_classes}."
+      )
+    model = converted.build_model()
+    store.check_params(
+      model,
+      converted.params,
+      dict(num_frames=dataset_configs.num_frames, crop_size=dataset_configs.crop_size),
+      where=f"--checkpoint={checkpoint} with the config's clips",
+    )
+    params = jax.device_put(converted.params, sharding.replicated(mesh))
+    return _evaluate_params(config, model, params, dataset_configs, mesh, split, workdir, step=0)
+  # The abstract state is built exactly as train.py builds it, so the checkpoint restores as is.
+  model, abstract_state = state_lib.abstract_state_from_config(config, dataset_configs, mesh)
+  manager = training.checkpoint_manager(workdir, read_only=True)
+  state = training.restore_latest(manager, abstract_state)
+  if state is None:
+    raise FileNotFoundError(
+      f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
+      "train first with train.py --workdir=" + workdir
+    )
+
+  # A run that keeps an EMA of its parameters (config.ema_decay) is evaluated with it.
+  return _evaluate_params(
+    config,
+    model,
+    state_lib.eval_params(state),
+    dataset_configs,
+    mesh,
+    split,
+    workdir,
+    step=int(state.step),
+  )
+
+
+def _evaluate_params(
+  config: ml_collections.ConfigDict,
+  model: Any,
+  params: Any,
+  dataset_configs: ml_collections.ConfigDict,
+  mesh: Any,
+  split: str,
+  workdir: str | None,
+  step: int,
+) -> dict[str, Any]:
+  if workdir and jax.process_index() == 0:
+    # Results go only into a run's directory or a new/empty one (vidtx.ownership).
+    ownership.claim(
+      workdir,
+      "run",
+      legacy=run_lib.is_earlier_run,
+      hint="Pass a new --workdir for the evaluation results.",
+    )
+  class_names = vidtx_data.class_names(dataset_configs)
+  evaluator = evaluator_lib.MultiViewEvaluator(
+    model,
+    dataset_configs,
+    split,
+    batch_size=config.eval_batch_size,
+    mesh=mesh,
+    aggregation=config.eval_aggregation,
+    class_names=class_names,
+  )
+  results = evaluator.run(params)
+  results.update(
+    step=step,
+    split=split,
+    aggregation=config.eval_aggregation,
+    num_test_clips=dataset_configs.num_test_clips,
+    three_spatial_crops=bool(dataset_configs.do_three_spatial_crops),
+  )
+  if jax.process_index() == 0:
+    written = ""
+    if workdir:
+      path = os.path.join(workdir, f"eval_{split}.json")
+      with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=2)
+      os.replace(path + ".tmp", path)
+      videos = evaluator.write_videos(os.path.join(workdir, f"eval_{split}_videos.jsonl"))
+      written = f"; written to {path} (per video: {videos})"
+      # TensorBoard: the scalars and the confusion matrix under WORKDIR/eval_<split>.
+      writer = metric_writers.create_default_writer(os.path.join(workdir, f"eval_{split}"))
+      writer.write_scalars(
+        step,
+        {
+          k: v
+          for k, v in results.items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool)
+        },
+      )
+      if evaluator.confusion is not None:
+        writer.write_images(
+          step,
+          {
+            "confusion_matrix": metrics.confusion_matrix_image(evaluator.confusion, class_names)[
+              None
+            ]
+          },
+        )
+      writer.flush()
+    print(
+      f"step {results['step']}: {evaluator_lib.summary(results)} on "
+      f"{results['num_videos']} {split} videos x {results['views_per_video']:g} views "
+      f"({config.eval_aggregation}){written}",
+      flush=True,
+    )
+  return results
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  if not flags.FLAGS.workdir and not flags.FLAGS.checkpoint:
+    raise app.UsageError("Pass --workdir (a train.py run) or --checkpoint (a converted one).")
+  distributed.initialize(
+    flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id
+  )
+  stop = distributed.StopRequest(immediate=True)  # A signal ends it at once, in one line.
+  try:
+    evaluate(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.split, flags.FLAGS.checkpoint)
+  finally:
+    stop.restore()
+
+
+def run_cli() -> None:
+  """The command line (eval.py, vidtx-eval); flags are defined here, not at import."""
+  cli.define_config_flag()
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "Directory holding checkpoints/ from train.py (with "
+    "--checkpoint: where eval_<split>.json goes, optional).",
+  )
+  flags.DEFINE_string("checkpoint", None, "A converted checkpoint directory (vidtx.convert).")
+  flags.DEFINE_string("split", "validation", "Split of config.dataset_configs.tables.")
+  # Multi-host launches (vidtx.distributed), as train.py.
+  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes in the job.")
+  flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
+  flags.mark_flags_as_required(["config"])
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run_cli()

@@ -1,0 +1,421 @@
+r"""Trains a video transformer; resumes from the newest checkpoint in the workdir.
+
+  from vidtx import trainer
+  results = trainer.train_and_evaluate(config, "runs/ts")   # {'top1': ..., 'top5': ...}
+
+  python train.py --config=configs/synthetic_timesformer.py --workdir=runs/ts
+  vidtx-train --config=synthetic_timesformer:attention=space --workdir=runs/space \
+      --config.num_training_steps=100
+
+Every config field can be overridden with --config.a.b=value. The phases below run top to bottom:
+workdir -> mesh -> data -> model -> sharded init and resume -> config.json -> step -> loop ->
+final evaluation. The workdir must be new, empty or a run's (vidtx.ownership); a damaged newest
+checkpoint is named (--skip_damaged_checkpoints resumes from the newest intact one). Export a run
+for vidtx.predict with vidtx-convert --src WORKDIR --out DIR.
+"""
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import tensorflow as tf
+from absl import flags, logging
+from clu import metric_writers
+from jax.experimental import multihost_utils
+
+from vidtx import cli, distributed, metrics, models, optim, ownership, sharding
+from vidtx import data as vidtx_data
+from vidtx import evaluator as evaluator_lib
+from vidtx import train_state as state_lib
+from vidtx.checkpoints import init_from, training
+from vidtx.checkpoints import run as run_lib
+from vidtx.data import pipeline
+from vidtx.progress import MetricsLog, Progress
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, skip_damaged_checkpoints: bool = False
+) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the final eval.
+
+  Returns {'preempted': True, 'step': N} instead when SIGTERM/SIGINT (or JAX's multi-host
+  preemption notice) stopped the run after saving checkpoint N; a signal before the first step
+  raises distributed.Stopped (nothing saved). `skip_damaged_checkpoints`: resume from the newest
+  intact checkpoint when newer ones are damaged (they are moved aside, not deleted).
+  """
+  # Until the loop starts a signal stops the run at once (nothing to save yet).
+  stop = distributed.StopRequest(immediate=True)
+  try:
+    # --- Workdir: new, empty, or a run's (vidtx.ownership); never a folder of someone's files.
+    training.check_workdir(workdir)
+    if jax.process_index() == 0:
+      ownership.claim(
+        workdir, "run", legacy=run_lib.is_earlier_run, hint="Choose a new --workdir for the run."
+      )
+    else:
+      os.makedirs(workdir, exist_ok=True)
+    manager = training.checkpoint_manager(
+      workdir,
+      max_to_keep=config.max_checkpoints_to_keep,
+      best_metric=config.get("best_checkpoint_metric") or "",
+    )
+    try:
+      return _train_and_evaluate(config, workdir, stop, manager, skip_damaged_checkpoints)
+    finally:
+      manager.close()  # Also after an error: no background save is left to fail at exit.
+  finally:
+    stop.restore()
+
+
+def _train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  stop: distributed.StopRequest,
+  manager: ocp.CheckpointManager,
+  skip_damaged_checkpoints: bool,
+) -> dict[str, Any]:
+  is_main = jax.process_index() == 0
+
+  # --- Mesh: ('data', 'fsdp', 'model') sizes from config.mesh (vidtx.sharding).
+  mesh = sharding.make_mesh(config.get("mesh"))
+  local_batch_size = sharding.check_batch_size(config.batch_size, mesh)
+
+  # --- Data: the synthetic dataset is generated on first use (cached).
+  dataset_configs = vidtx_data.prepare_dataset(config)
+  num_classes = dataset_configs.num_classes
+  class_names = vidtx_data.class_names(dataset_configs)
+  total_steps = optim.resolve_steps(
+    config, "num_training", dataset_configs.examples_per_subset["train"], config.batch_size
+  )
+  if total_steps <= 0:
+    raise ValueError("Set config.num_training_steps or config.num_training_epochs (> 0).")
+
+  # --- Model and optimizer.
+  model = models.build(config.model_name, config.model, num_classes)
+  tx, schedule = state_lib.optimizer_from_config(config, dataset_configs)
+  ema_decay = float(config.get("ema_decay") or 0.0)
+
+  # --- Sharded init (parameters and optimizer state laid out by vidtx.sharding.RULES), then
+  # resume from the newest checkpoint if there is one.
+  input_shape = (
+    local_batch_size,
+    dataset_configs.num_frames,
+    dataset_configs.crop_size,
+    dataset_configs.crop_size,
+    3,
+  )
+  state, abstract_state = state_lib.create_train_state(
+    model, tx, input_shape, mesh, jax.random.key(config.rng_seed), ema=ema_decay > 0
+  )
+  best_metric = config.get("best_checkpoint_metric") or ""
+  restored = training.restore_newest_intact(
+    manager, abstract_state, skip_damaged=skip_damaged_checkpoints
+  )
+  if restored is not None:
+    # Checkpoints of older vidtx hold no rng: the seed's, as they drew it.
+    state = restored if restored.rng is not None else restored.replace(rng=state.rng)
+  elif config.get("init_from") and config.init_from.get("checkpoint_path"):
+    # A fresh run starts from a pretrained checkpoint by the papers' rules (image ViT) or by
+    # name (a video model of the same family); a resumed run has its own parameters already.
+    params, report = init_from.initialise(
+      jax.device_get(state.params),
+      model_name=config.model_name,
+      model_config=model.config,
+      init_config=config.init_from,
+      num_frames=dataset_configs.num_frames,
+      crop_size=dataset_configs.crop_size,
+      class_names=class_names,
+    )
+    if is_main:
+      print(report.summary(), flush=True)
+    state = state_lib.replace_params(state, params, tx, abstract_state)
+  start_step = int(state.step)
+  # --- Config: WORKDIR/config.json, rewritten at every start (a resumed run may override
+  # fields) once its checkpoint restored, so a failed resume leaves the run's record intact;
+  # it lets vidtx.convert export the run without its data.
+  if is_main:
+    run_lib.write_config(config, workdir)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  if is_main:
+    print(
+      f"{config.model_name} ({num_params / 1e6:.2f} M params) on {mesh.devices.size} "
+      f"device(s) of {jax.process_count()} process(es), mesh {dict(mesh.shape)}: "
+      f"{sharding.describe(abstract_state, mesh)}; "
+      f"{'resuming at step ' + str(start_step) if start_step else 'from scratch'}, "
+      f"{total_steps} steps of {config.batch_size} clips.",
+      flush=True,
+    )
+
+  # The stream is deterministic for the seed; a resumed run starts it at the position saved
+  # with the checkpoint, so it sees exactly the clips an uninterrupted run would have seen.
+  position = _stream_start(manager, start_step, local_batch_size, dataset_configs)
+  train_iter = vidtx_data.build_train_dataset(
+    dataset_configs,
+    batch_size=local_batch_size,
+    seed=config.rng_seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    start_position=position,
+  ).as_numpy_iterator()
+  evaluator = evaluator_lib.MultiViewEvaluator(
+    model,
+    dataset_configs,
+    "validation",
+    batch_size=config.eval_batch_size,
+    mesh=mesh,
+    aggregation=config.eval_aggregation,
+    class_names=class_names,
+  )
+
+  # --- The training step: one jit with explicit shardings, the state donated, the batch split
+  # over the data-parallel axes, gradients accumulated over config.grad_accum_steps.
+  train_step = state_lib.make_train_step(
+    model,
+    tx,
+    schedule,
+    abstract_state,
+    mesh,
+    num_classes=num_classes,
+    label_smoothing=config.label_smoothing,
+    class_splits=pipeline.class_splits(dataset_configs),
+    multi_label=bool(dataset_configs.get("multi_label", False)),
+    mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
+    grad_accum_steps=int(config.get("grad_accum_steps") or 1),
+    ema_decay=ema_decay,
+  )
+
+  # --- Loop: log, checkpoint, evaluate; stop cleanly on SIGTERM/SIGINT.
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  metrics_log = MetricsLog(
+    os.path.join(workdir, "metrics.jsonl"), enabled=is_main, drop_after_step=start_step
+  )
+  progress = Progress(total_steps, start_step, config.batch_size, enabled=is_main)
+  pending = []  # (step, device metrics) since the last fetch, fetched together (no host syncs).
+  skipped_records = 0  # bad records dropped (dataset_configs.skip_bad_records) since the start
+
+  def fetch_and_check() -> list[dict[str, float]]:
+    """The pending metrics on the host; stops at the first non-finite loss or gradient."""
+    nonlocal pending
+    fetched = [(s, jax.device_get(m)) for s, m in pending]
+    pending = []
+    for s, m in fetched:
+      if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+        # Nothing after the last good step is saved; async saves in flight finish first.
+        manager.wait_until_finished()
+        raise FloatingPointError(
+          f"Non-finite training at step {s}: loss {float(m['loss'])}, gradient norm "
+          f"{float(m['grad_norm'])}. Stopped without saving; the last good checkpoint is "
+          f"{manager.latest_step()} in {manager.directory} (lower the learning rate or "
+          "enable config.max_grad_norm, then resume)."
+        )
+    return [m for _, m in fetched]
+
+  # One process can leave an evaluation for a signal; several must finish it together.
+  should_stop = (lambda: stop.reason is not None) if jax.process_count() == 1 else None
+
+  def evaluate(step: int, final: bool = False) -> dict[str, Any]:
+    results = evaluator.run(state_lib.eval_params(state), should_stop=should_stop)
+    scalars = {f"val_{k}": v for k, v in results.items()}
+    writer.write_scalars(step, scalars)
+    if evaluator.confusion is not None and is_main:
+      writer.write_images(
+        step,
+        {
+          "val_confusion_matrix": metrics.confusion_matrix_image(evaluator.confusion, class_names)[
+            None
+          ]
+        },
+      )
+    metrics_log.write(step, scalars)
+    if final:
+      evaluator.write_videos(os.path.join(workdir, "eval_validation_videos.jsonl"))
+    if is_main:
+      print(
+        f"[eval step {step}] {evaluator_lib.summary(results)} "
+        f"({results['num_videos']} videos x {results['views_per_video']:g} views, "
+        f"{config.eval_aggregation}{', EMA parameters' if ema_decay else ''})",
+        flush=True,
+      )
+    if best_metric and best_metric not in results:
+      raise ValueError(
+        f"config.best_checkpoint_metric={best_metric!r} is not an evaluation "
+        f"result; expected one of {sorted(results)} or ''."
+      )
+    return results
+
+  def save(step: int, results: dict[str, Any] | None = None) -> None:
+    fetch_and_check()  # Never save parameters that went non-finite since the last log.
+    if step in manager.all_steps():  # A finished run resumed: its last step is saved already.
+      return
+    training.save(
+      manager,
+      step,
+      state,
+      _data_state(position),
+      metrics={best_metric: float(results[best_metric])}
+      if results is not None and best_metric
+      else None,
+    )
+
+  def stop_here(step: int) -> dict[str, Any]:
+    """Saves `step` (the last one done) and stops; before any step there is nothing to save."""
+    if step == start_step:
+      raise distributed.Stopped(stop.reason)
+    save(step)
+    manager.wait_until_finished()
+    if is_main:
+      print(
+        f"Stopped by {stop.reason} at step {step}; checkpoint {step} is saved. Run the "
+        "same command to resume.",
+        flush=True,
+      )
+    writer.flush()
+    return {"preempted": True, "step": step}
+
+  stop.begin_loop()  # From here a signal saves the last step done, then stops.
+  try:
+    for step in range(start_step + 1, total_steps + 1):
+      try:
+        batch = distributed.next_or_stop(train_iter, stop)
+      except tf.errors.OpError as error:  # Named: the file and record, the split, the counts.
+        raise pipeline.reader_error(
+          error,
+          dataset_configs,
+          "train",
+          process_index=jax.process_index(),
+          process_count=jax.process_count(),
+        ) from error
+      if batch is None:  # A signal while waiting for data (which may never come).
+        return stop_here(step - 1)
+      device_batch, host = pipeline.split_host_fields(batch)
+      position = pipeline.next_position(host)
+      skipped_records += int(host["skipped"].sum())
+      state, step_metrics = train_step(state, sharding.to_global(device_batch, mesh))
+      pending.append((step, step_metrics))
+
+      if step % config.log_every_steps == 0 or step == total_steps:
+        fetched = fetch_and_check()
+        summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        summary["learning_rate"] = float(fetched[-1]["learning_rate"])
+        if skipped_records:
+          summary["skipped_records"] = skipped_records
+        summary.update(progress.update(step))
+        if is_main:
+          print(progress.line(step, summary), flush=True)
+        writer.write_scalars(step, summary)
+        metrics_log.write(step, summary)
+
+      if step == total_steps:
+        break  # Saved after the final evaluation below, which ranks it.
+      results = None
+      if config.eval_every_steps and step % config.eval_every_steps == 0:
+        try:
+          results = evaluate(step)
+        except evaluator_lib.EvaluationStopped:
+          return stop_here(step)
+      if step % config.checkpoint_every_steps == 0 or results is not None:
+        save(step, results)
+      if stop.requested(step, sync=step % config.log_every_steps == 0):
+        return stop_here(step)
+
+    # --- Final evaluation (also when resuming a finished run: it is cheap and answers the
+    # question), then the last checkpoint, ranked by it.
+    try:
+      results = evaluate(total_steps, final=True)
+    except evaluator_lib.EvaluationStopped:  # Resuming repeats the final evaluation.
+      return stop_here(total_steps)
+    save(total_steps, results)
+  finally:
+    manager.wait_until_finished()
+  if is_main:
+    print(
+      f"Final: {evaluator_lib.summary(results)} on {results['num_videos']} validation "
+      f"videos (chance top-1 {1 / num_classes:.2%}).",
+      flush=True,
+    )
+    if skipped_records:
+      print(
+        f"Skipped {skipped_records} bad training record(s) (skip_bad_records); the reasons "
+        "are in the log above.",
+        flush=True,
+      )
+  writer.flush()
+  return results
+
+
+def _stream_start(
+  manager: ocp.CheckpointManager,
+  step: int,
+  local_batch_size: int,
+  dataset_configs: ml_collections.ConfigDict,
+) -> tuple[int, int]:
+  """Where this process's training stream resumes: the position saved with checkpoint `step`."""
+  if not step:
+    return 0, 0
+  data_state = training.restore_data_state(manager, step)
+  if data_state and data_state["process_count"] == jax.process_count():
+    epoch, index = data_state["positions"][jax.process_index()]
+    return int(epoch), int(index)
+  # A checkpoint without a position (older vidtx), or another number of processes (other
+  # shares): count the examples consumed; the stream then differs from an uninterrupted run.
+  per_process = max(dataset_configs.examples_per_subset["train"] // jax.process_count(), 1)
+  epoch, index = divmod(step * local_batch_size, per_process)
+  print(
+    f"Checkpoint {step} has no input position for {jax.process_count()} process(es); the "
+    f"stream restarts at epoch {epoch}, record {index}, counted from the step.",
+    flush=True,
+  )
+  return epoch, index
+
+
+def _data_state(position: tuple[int, int]) -> dict[str, Any]:
+  """The input position of every process, saved with a checkpoint (JSON)."""
+  positions = np.asarray([position], np.int64)
+  if jax.process_count() > 1:
+    positions = multihost_utils.process_allgather(np.asarray(position, np.int64))
+  return {
+    "positions": np.asarray(positions).reshape(-1, 2).tolist(),
+    "process_count": jax.process_count(),
+  }
+
+
+def main(argv):
+  del argv
+  # Orbax and clu log every save and metric at INFO; the progress line says what matters.
+  logging.set_verbosity(logging.WARNING)
+  distributed.initialize(
+    flags.FLAGS.coordinator_address, flags.FLAGS.num_processes, flags.FLAGS.process_id
+  )
+  config = flags.FLAGS.config
+  results = train_and_evaluate(
+    config, flags.FLAGS.workdir, skip_damaged_checkpoints=flags.FLAGS.skip_damaged_checkpoints
+  )
+  if jax.process_index() == 0 and not results.get("preempted"):
+    print(json.dumps({"top1": results["top1"], "top5": results["top5"]}))
+
+
+def run_cli() -> None:
+  """The command line (train.py, vidtx-train). Flags are defined here, not at import, so that
+  the trainer and the evaluator can be imported together."""
+  cli.define_config_flag()
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+  # Multi-host launches (vidtx.distributed): all three, or none for JAX's auto-detection.
+  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes in the job.")
+  flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
+  flags.DEFINE_bool(
+    "skip_damaged_checkpoints",
+    False,
+    "Resume from the newest intact "
+    "checkpoint when newer ones are damaged (moved to damaged_checkpoints/).",
+  )
+  flags.mark_flags_as_required(["config", "workdir"])
+  cli.run(main)
+
+
+if __name__ == "__main__":
+  run_cli()
