@@ -41,8 +41,20 @@ setuptools.setup(
   name="vidtx",
   version="0.1.0",
   description="Video transformers (ViViT, TimeSformer, X-ViT) in JAX/Flax.",
+  url="https://github.com/vidtx/vidtx",
   python_requires=">=3.11",
+  # vidtx/configs is a link to the recipes in configs/: they ship inside the package as
+  # vidtx.configs, so an installed vidtx finds them by name (vidtx-train --config=NAME).
   packages=setuptools.find_packages(include=["vidtx", "vidtx.*"]),
+  entry_points={
+    "console_scripts": [
+      "vidtx-train = vidtx.trainer:run_cli",
+      "vidtx-eval = vidtx.evaluate:run_cli",
+      "vidtx-convert = vidtx.convert:run_cli",
+      "vidtx-predict = vidtx.predict:run_cli",
+      "vidtx-make-shards = vidtx.data.make_shards:run_cli",
+    ]
+  },
   install_requires=INSTALL_REQUIRES,
   extras_require={
     "torch": TORCH_REQUIRE,

@@ -179,8 +179,12 @@ def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert "step 2/2" in out.stdout and "ETA" in out.stdout
   final = json.loads(out.stdout.strip().splitlines()[-1])
+  # The installed console script, with the recipe named rather than a path (as after a pip
+  # install), from a directory that is not the repository.
+  vidtx_eval = os.path.join(os.path.dirname(sys.executable), "vidtx-eval")
+  by_name = "--config=synthetic_timesformer:attention=space"
   out = subprocess.run(
-    [sys.executable, os.path.join(REPO, "eval.py"), config_arg, f"--workdir={workdir}"] + common,
+    [vidtx_eval, by_name, f"--workdir={workdir}"] + common,
     capture_output=True,
     text=True,
     cwd=str(tmp_path),

@@ -1,0 +1,79 @@
+"""vidtx.cli: --config by file or by recipe name, and the console scripts setup.py declares."""
+
+import importlib.metadata
+import os
+
+import pytest
+
+from vidtx import cli
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_a_config_file_is_used_as_given(tmp_path):
+  mine = tmp_path / "my_config.py"
+  mine.write_text("def get_config(arg=None): ...\n")
+  assert cli.resolve_config(f"{mine}:shrink=1") == f"{mine}:shrink=1"
+  in_clone = os.path.join(REPO, "configs", "k400_vivit_fe.py")
+  assert cli.resolve_config(in_clone) == in_clone
+
+
+def test_a_recipe_name_or_a_clone_path_elsewhere_resolves_to_the_package(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # No configs/ here, as for a pip-installed vidtx.
+  packaged = os.path.join(cli.CONFIGS_DIR, "synthetic_timesformer.py")
+  assert cli.resolve_config("synthetic_timesformer") == packaged
+  assert (
+    cli.resolve_config("synthetic_timesformer:attention=space") == f"{packaged}:attention=space"
+  )
+  assert cli.resolve_config("configs/synthetic_timesformer.py:shrink=1") == f"{packaged}:shrink=1"
+  # The packaged recipes are the repository's configs/ (vidtx/configs links to it).
+  with open(packaged) as f, open(os.path.join(REPO, "configs", "synthetic_timesformer.py")) as g:
+    assert f.read() == g.read()
+
+
+def test_an_unknown_config_names_the_recipes(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(FileNotFoundError) as error:
+    cli.resolve_config("k400_vivt_fe")
+  message = str(error.value)
+  assert "--config=k400_vivt_fe" in message and "no recipe named 'k400_vivt_fe'" in message
+  assert "k400_vivit_fe" in message and "common" not in cli.recipe_names()
+  assert set(cli.recipe_names()) == {
+    name[:-3]
+    for name in os.listdir(os.path.join(REPO, "configs"))
+    if name.endswith(".py") and name not in ("__init__.py", "common.py")
+  }
+
+
+def test_argv_resolution_handles_both_flag_forms(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  packaged = os.path.join(cli.CONFIGS_DIR, "k400_xvit.py")
+  argv = ["vidtx-train", "--config=k400_xvit", "--config.batch_size=2", "--workdir=w"]
+  assert cli._resolve_config_args(argv) == [
+    "vidtx-train",
+    f"--config={packaged}",
+    "--config.batch_size=2",
+    "--workdir=w",
+  ]
+  assert cli._resolve_config_args(["x", "--config", "k400_xvit:shrink=1"]) == [
+    "x",
+    "--config",
+    f"{packaged}:shrink=1",
+  ]
+
+
+def test_every_console_script_is_installed_and_callable():
+  scripts = {
+    entry.name: entry
+    for entry in importlib.metadata.entry_points(group="console_scripts")
+    if entry.value.startswith("vidtx.")
+  }
+  assert set(scripts) == {
+    "vidtx-train",
+    "vidtx-eval",
+    "vidtx-convert",
+    "vidtx-predict",
+    "vidtx-make-shards",
+  }
+  for entry in scripts.values():
+    assert callable(entry.load()), entry
