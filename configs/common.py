@@ -12,10 +12,12 @@ A recipe file is `get_config(arg=None)`:
   kind, split sizes, whether a horizontal flip keeps the label) and `dmvr_dataset` turns an entry
   into dataset_configs (scenic's field names) for DMVR shards; `reader_fields` adds the reader's
   fields every dataset has (label kind, bad-record handling), so the command line can set them.
-- One recipe builder per paper, taking the dataset: `vivit_recipe` (ViViT 2103.15691 Table 7),
-  `timesformer_recipe` (TimeSformer 2102.05095 and its supplementary), `xvit_recipe` (the released
-  X-ViT configs). Each builder's docstring lists the recipe, its hardware and what differs from
-  the paper; the recipe files add the paper's results for their dataset.
+- One recipe builder per paper, taking the dataset: `vivit_recipe` (ViViT (arXiv:2103.15691)
+  Table 7), `timesformer_recipe` (TimeSformer (arXiv:2102.05095) and its supplementary),
+  `xvit_recipe` (the released configs of X-ViT (arXiv:2106.05968)). Each builder's docstring
+  lists the recipe, the hardware it needs and what differs from the paper, once for every recipe
+  file of that paper; the recipe files add their commands and the paper's results for their
+  dataset.
 - `training` sets the optimizer, schedule, logging, checkpointing, evaluation and mesh fields
   every config has; `epochs_to_steps` is the one conversion of a duration in epochs.
 
@@ -479,12 +481,12 @@ def _is_large(variant: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# ViViT (Arnab et al., 2021).
+# ViViT (Arnab et al., 2021, arXiv:2103.15691).
 # ---------------------------------------------------------------------------------------------
 
 
 class VivitRecipe(NamedTuple):
-  """One column of ViViT 2103.15691 Table 7, and the clips and views of the dataset."""
+  """One column of ViViT (arXiv:2103.15691) Table 7, and the clips and views of the dataset."""
 
   base_learning_rate: float
   epochs: float
@@ -497,8 +499,9 @@ class VivitRecipe(NamedTuple):
   spatial_crops: int  # evaluation: 4 temporal clips x this many crops
 
 
-# ViViT 2103.15691 Table 7. Clips: §4.1 (32 frames at stride 2, 4 views); EPIC and SSv2 at stride 1
-# as scenic's released configs for them, EPIC evaluated on 4 x 1 views as scenic's model zoo.
+# ViViT (arXiv:2103.15691) Table 7. Clips: §4.1 (32 frames at stride 2, 4 views); EPIC and SSv2
+# at stride 1 as scenic's released configs for them, EPIC evaluated on 4 x 1 views as scenic's
+# model zoo.
 VIVIT_RECIPES: dict[str, VivitRecipe] = {
   "k400": VivitRecipe(0.1, 30, True, None, 0.0, 0.0, 0.0, stride=2, spatial_crops=3),
   "k600": VivitRecipe(0.1, 30, True, None, 0.0, 0.0, 0.0, stride=2, spatial_crops=3),
@@ -519,8 +522,9 @@ VIVIT_ATTENTION_NAMES = {
 def vivit_augmentation(
   *, color: bool, rand_augment: tuple[int, float] | None = None
 ) -> ml_collections.ConfigDict:
-  """dataset_configs.augmentation_params of ViViT 2103.15691 Table 7: scale jitter 0.9-1.33 always;
-  colour jitter (p 0.8) for K400/K600/MiT; RandAugment (layers, magnitude) for EK and SSv2."""
+  """dataset_configs.augmentation_params of ViViT (arXiv:2103.15691) Table 7: scale jitter
+  0.9-1.33 always; colour jitter (p 0.8) for K400/K600/MiT; RandAugment (layers, magnitude) for
+  EK and SSv2."""
   params = ml_collections.ConfigDict(
     dict(
       do_jitter_scale=True,
@@ -541,8 +545,8 @@ def vivit_augmentation(
 
 
 def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collections.ConfigDict:
-  """ViViT-`variant` with `attention` (Models 1-4) on `dataset`, as ViViT 2103.15691 Table 7 trains
-  it.
+  """ViViT-`variant` with `attention` (Models 1-4) on `dataset`, as ViViT (arXiv:2103.15691)
+  Table 7 trains it.
 
   Recipe (Table 7 and §4.1): 32 frames (stride 2; 1 for EPIC and SSv2, as scenic's configs),
   224 x 224 crops, central-frame tubelet initialisation (Eq. 9), synchronous SGD with momentum
@@ -563,11 +567,11 @@ def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collection
   pass (model.remat_policy='full') to fit 32 frames at batch 64 in accelerator memory.
 
   Hardware: the paper trains on TPU-v3 (§4.1; the number of chips is not given). Batch 64 of
-  32 x 224 x 224 clips needs several accelerators (e.g. 8 GPUs of 40-80 GB, 8 clips each; more
-  for ViViT-L): the batch is sharded over every device (config.mesh). With fewer devices, raise
-  --config.grad_accum_steps (same update), or lower --config.batch_size and scale
-  --config.lr_configs.base_learning_rate with it. --config.model.dtype=bfloat16 halves the
-  activation memory (the paper trains in float32).
+  32 x 224 x 224 clips needs several accelerators (e.g. 8 GPUs of 40-80 GB, 8 clips each, for
+  ViViT-B; 16-32 GPUs of 80 GB for ViViT-L): the batch is sharded over every device
+  (config.mesh). With fewer devices, raise --config.grad_accum_steps (same update), or lower
+  --config.batch_size and scale --config.lr_configs.base_learning_rate with it.
+  --config.model.dtype=bfloat16 halves the activation memory (the paper trains in float32).
 
   Differences from the paper, and why:
   - Initialisation: the paper starts from an ImageNet-21K ViT (§3.4: positional embedding
@@ -634,16 +638,16 @@ def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collection
 
 
 # ---------------------------------------------------------------------------------------------
-# TimeSformer (Bertasius et al., 2021).
+# TimeSformer (Bertasius et al., 2021, arXiv:2102.05095).
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class TimesformerVariant:
-  """A TimeSformer of TimeSformer 2102.05095 §4.3 / Table 3, sizes from the official configs."""
+  """A TimeSformer of TimeSformer (arXiv:2102.05095) §4.3 / Table 3; official configs' sizes."""
 
   num_frames: int  # Kinetics, Diving-48, HowTo100M
-  segment_frames: int  # Something-Something-V2 (configs/SSv2/TimeSformer_divST_{8,16,64}_*)
+  segment_frames: int  # Something-Something-V2 (the official SSv2 configs: 8, 16, 64 frames)
   crop_size: int
   short_side: tuple[int, int]  # training: short side uniform in this range, then a random crop
   sampling_rate: int  # Kinetics: num_frames frames spread over num_frames * rate frames at 30 fps
@@ -675,7 +679,8 @@ def timesformer_variant(name: str) -> str:
 def timesformer_recipe(
   dataset: str, *, variant: str = "base", attention: str = "divided", num_frames: int | None = None
 ) -> ml_collections.ConfigDict:
-  """TimeSformer-`variant` with `attention` on `dataset`, as TimeSformer 2102.05095 trains it.
+  """TimeSformer-`variant` with `attention` on `dataset`, as TimeSformer (arXiv:2102.05095)
+  trains it.
 
   Recipe (supplementary §1 "Training"; the official configs): ViT-Base, 16 x 16 patches,
   stochastic depth 0.1; 15 epochs of synchronized SGD with momentum 0.9, weight decay 1e-4,
@@ -769,7 +774,7 @@ def timesformer_recipe(
 
 
 # ---------------------------------------------------------------------------------------------
-# X-ViT (Bulat et al., NeurIPS 2021).
+# X-ViT (Bulat et al., NeurIPS 2021, arXiv:2106.05968).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -787,10 +792,10 @@ class XvitRecipe(NamedTuple):
 
 
 XVIT_RECIPES: dict[str, XvitRecipe] = {
-  # configs/Kinetics/xvit_B16_16x16_k{400,600}.yaml
+  # github.com/1adrianb/video-transformers: its Kinetics-400 and -600 configs.
   "k400": XvitRecipe(30, 1e-5, 0.3, 0.4, 0.25, segments=False, test_clips=1, random_flip=True),
   "k600": XvitRecipe(30, 1e-5, 0.3, 0.4, 0.25, segments=False, test_clips=1, random_flip=True),
-  # configs/SSv2/xvit_B16_16x16.yaml
+  # github.com/1adrianb/video-transformers: its SSv2 config.
   "ssv2": XvitRecipe(35, 1e-4, 0.0, 0.0, 0.5, segments=True, test_clips=2, random_flip=False),
 }
 XVIT_BATCH_SIZE = 64

@@ -1,33 +1,25 @@
-r"""ViViT-B/16x2 factorised-self-attention on Kinetics-400 (Arnab et al., 2021, Table 2).
+r"""ViViT-B/16x2 Model 3 (factorised self-attention) on Kinetics-400: ViViT (arXiv:2103.15691).
 
   python train.py --config=configs/k400_vivit_fsa.py --workdir=runs/k400_vivit_fsa \
-      --config.dataset_configs.base_dir=/data/k400
+      --config.dataset_configs.base_dir=/data/k400 \
+      --config.init_from.checkpoint_path=ckpt/vit_b16_in21k
   python eval.py --config=configs/k400_vivit_fsa.py --workdir=runs/k400_vivit_fsa \
       --config.dataset_configs.base_dir=/data/k400
+  python train.py --config=configs/k400_vivit_fsa.py:shrink=1 --workdir=/tmp/k400_vivit_fsa_smoke
   python -m vidtx.tools.complexity --config=configs/k400_vivit_fsa.py
 
-Arguments: variant=B/16x2 (default) | L/16x2 | any ViT size/patch x tubelet (vidtx.models);
-shrink=1 (a seconds-long CPU smoke test of the recipe: configs.common.shrink). The paper
-reports Model 3 only at ViViT-B.
+Arguments: variant=B/16x2 (default) | L/16x2 | any ViT size/patch x tubelet; shrink=1 (a
+seconds-long CPU smoke test of the recipe: configs.common.shrink).
 
-Model 3, factorised self-attention: every block attends over space, then over time, then
-the MLP; no class token, the average token is classified (--config.model.attention_order=
-time_space for the reverse order, which the paper reports makes no difference).
-32 frames at stride 2, 224 x 224 crops, 16 x 16 x 2 tubelets (central-frame initialised, Eq. 9),
-400 classes. Parameters: 117.32 M (Table 2: 117.3).
+Every block attends over space, then over time; the average token is classified.
+--config.model.attention_order=time_space reverses the order (the paper finds no difference).
+The paper reports Model 3 only at ViViT-B.
 
-Recipe (ViViT 2103.15691 Table 7, K400 column: SGD momentum 0.9, batch 64, lr 0.1, 2.5 warm-up
-epochs, cosine, 30 epochs, scale jitter, flip and colour jitter, no other regulariser), the
-differences from the paper and the hardware it needs: the docstring of configs.common.vivit_recipe,
-which every ViViT config shares.
+Expected (Table 2, ImageNet-21K initialisation, 4 x 3 views): 77.4 top-1, 117.3 M parameters,
+372.3 GFLOPs per view.
 
-Hardware: TPU-v3 in the paper (§4.1; the chip count is not given). Batch 64 of 32 x 224 x 224
-clips needs several accelerators, e.g. 8 GPUs of 40-80 GB for ViViT-B (more for ViViT-L), or
-fewer with --config.grad_accum_steps.
-
-Evaluation (Sec. 4.1): 4 temporal clips x 3 spatial crops (short side 256, 224 crops), logits
-averaged. Expected (Table 2, ImageNet-21K initialisation): 77.4 top-1 on Kinetics-400;
-372.3 GFLOPs (multiply-adds) per view; 31.7 ms per view on a TPU-v3.
+Hardware, the recipe (Table 7) and what differs from the paper, shared by every ViViT config:
+configs.common.vivit_recipe.
 """
 
 import ml_collections

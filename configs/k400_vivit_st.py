@@ -1,34 +1,25 @@
-r"""ViViT-B/16x2 spatio-temporal on Kinetics-400 (Arnab et al., 2021, Table 2).
+r"""ViViT-B/16x2 Model 1 (spatio-temporal attention) on Kinetics-400: ViViT (arXiv:2103.15691).
 
   python train.py --config=configs/k400_vivit_st.py --workdir=runs/k400_vivit_st \
-      --config.dataset_configs.base_dir=/data/k400
+      --config.dataset_configs.base_dir=/data/k400 \
+      --config.init_from.checkpoint_path=ckpt/vit_b16_in21k
   python eval.py --config=configs/k400_vivit_st.py --workdir=runs/k400_vivit_st \
       --config.dataset_configs.base_dir=/data/k400
+  python train.py --config=configs/k400_vivit_st.py:shrink=1 --workdir=/tmp/k400_vivit_st_smoke
   python -m vidtx.tools.complexity --config=configs/k400_vivit_st.py
 
-Arguments: variant=B/16x2 (default) | L/16x2 | any ViT size/patch x tubelet (vidtx.models);
-shrink=1 (a seconds-long CPU smoke test of the recipe: configs.common.shrink). ViViT-L/16x2
-spatio-temporal on Kinetics-400 (Table 5): 80.3 top-1 with 224 crops (1446 GFLOPs per view),
+Arguments: variant=B/16x2 (default) | L/16x2 | any ViT size/patch x tubelet; shrink=1 (a
+seconds-long CPU smoke test of the recipe: configs.common.shrink).
+
+Joint attention over all 16 x 196 tubelet tokens and a class token.
+
+Expected (Table 2, ImageNet-21K initialisation, 4 x 3 views): 80.0 top-1, 88.9 M parameters,
+455.2 GFLOPs per view. ViViT-L/16x2 (Table 5): 80.3 top-1 with 224 crops (1446 GFLOPs per view),
 80.7 with 288, 81.0 with 320 (3992 GFLOPs; set --config.dataset_configs.crop_size and a
-min_resize at least as large); ViT-L blocks are rematerialised (model.remat_policy='full').
+min_resize at least as large).
 
-Model 1, spatio-temporal attention: joint attention over all 16 x 196 tubelet tokens and a
-class token.
-32 frames at stride 2, 224 x 224 crops, 16 x 16 x 2 tubelets (central-frame initialised, Eq. 9),
-400 classes. Parameters: 88.95 M (Table 2: 88.9).
-
-Recipe (ViViT 2103.15691 Table 7, K400 column: SGD momentum 0.9, batch 64, lr 0.1, 2.5 warm-up
-epochs, cosine, 30 epochs, scale jitter, flip and colour jitter, no other regulariser), the
-differences from the paper and the hardware it needs: the docstring of configs.common.vivit_recipe,
-which every ViViT config shares.
-
-Hardware: TPU-v3 in the paper (§4.1; the chip count is not given). Batch 64 of 32 x 224 x 224
-clips needs several accelerators, e.g. 8 GPUs of 40-80 GB for ViViT-B (more for ViViT-L), or
-fewer with --config.grad_accum_steps.
-
-Evaluation (Sec. 4.1): 4 temporal clips x 3 spatial crops (short side 256, 224 crops), logits
-averaged. Expected (Table 2, ImageNet-21K initialisation): 80.0 top-1 on Kinetics-400;
-455.2 GFLOPs (multiply-adds) per view; 58.9 ms per view on a TPU-v3.
+Hardware, the recipe (Table 7) and what differs from the paper, shared by every ViViT config:
+configs.common.vivit_recipe.
 """
 
 import ml_collections

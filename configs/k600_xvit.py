@@ -1,4 +1,4 @@
-r"""X-ViT-B/16 on Kinetics-600: 16 frames of 224x224, 600 classes (Bulat et al., NeurIPS 2021).
+r"""X-ViT-B/16 on Kinetics-600, 16 frames of 224 x 224: X-ViT (arXiv:2106.05968).
 
   python train.py --config=configs/k600_xvit.py --workdir=runs/k600_xvit \
       --config.dataset_configs.base_dir=/data/k600 \
@@ -7,24 +7,16 @@ r"""X-ViT-B/16 on Kinetics-600: 16 frames of 224x224, 600 classes (Bulat et al.,
       --config.dataset_configs.base_dir=/data/k600
   python train.py --config=configs/k600_xvit.py:shrink=1 --workdir=/tmp/k600_xvit_smoke
 
-Arguments: attention=space_time_mixing|tsm (default space_time_mixing; tsm: the supplementary's
-TSM-ViT baseline); frames=16|8 (default 16 at a rate of 1/16, the released model; 8 at 1/32,
-the same 8.5 s); shrink=1 (a seconds-long CPU smoke test of the recipe: configs.common.shrink).
+Arguments: attention=space_time_mixing|tsm (default space_time_mixing); frames=16|8 (default 16 at
+a rate of 1/16, the released model; 8 at 1/32, the same 8.5 s); shrink=1 (a seconds-long CPU
+smoke test of the recipe: configs.common.shrink).
 
-Recipe, from the released config (configs/Kinetics/xvit_B16_16x16_k600.yaml of
-github.com/1adrianb/video-transformers), as Kinetics-400's: SGD with Nesterov momentum 0.9,
-learning rate 0.03 for batch 64, cosine decay over 30 epochs after 5 warm-up epochs, weight
-decay 1e-5, label smoothing 0.3, mixup alpha 0.4, head dropout 0.5, 1/4 of the channels mixed
-over +-1 frame, short side in [256, 320], random 224 crop, flips; evaluation on 1 clip x 3 crops
-of frames resized to 224, logits summed. Details, the hardware and the differences from the
-release (no AutoAugment in vidtx; initialisation from ImageNet-21K ViT-B/16 needed):
+Expected (Kinetics-600 validation, the release's README for this 16-frame model,
+github.com/1adrianb/video-transformers): 84.51% top-1, 96.26% top-5 on 1 clip x 3 crops;
+84.71% / 96.39% on 2 x 3 views (--config.dataset_configs.num_test_clips=2).
+
+Hardware, the recipe and what differs from the release, shared by every X-ViT config:
 configs.common.xvit_recipe.
-
-Hardware: the released configs train on 8 GPUs (NUM_GPUS 8) with batch 64.
-
-Expected (Kinetics-600 validation, the release's README for this 16-frame model): 84.51% top-1,
-96.26% top-5 on 1 clip x 3 crops; 84.71% / 96.39% on 2 x 3 views
-(--config.dataset_configs.num_test_clips=2).
 """
 
 import ml_collections

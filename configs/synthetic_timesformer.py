@@ -1,15 +1,15 @@
-r"""TimeSformer on the embedded synthetic motion task: trains in minutes on a 2-core CPU.
+r"""TimeSformer on the embedded synthetic motion task, CPU-sized: the Quickstart's config.
 
   python train.py --config=configs/synthetic_timesformer.py --workdir=runs/ts_divided
   python train.py --config=configs/synthetic_timesformer.py:attention=space --workdir=runs/ts_space
+  python train.py --config=configs/synthetic_timesformer.py:shrink=1 --workdir=/tmp/ts_smoke
 
-Argument: attention=divided|space|joint|local_global|axial|space_first|parallel (default
-divided; see vidtx.models.timesformer), task=motion|rotation|order|appearance, shrink=1 (one
-layer, 2 steps on 8 tiny videos: a seconds-long smoke test, configs.common.shrink).
-Expected (README): divided >= 90% top-1 on the motion validation split; space-only attention
-sees each frame alone and stays near chance (25%), the paper's Table 1 finding in miniature.
-The 32x32 crops make a 4x4 grid of 8x8 patches over 8 frames, so local_global's 2x2 windows
-and stride-2 global groups apply as at 224 (there 14x14 patches).
+Arguments: attention=divided|space|joint|local_global|axial|space_first|parallel (default
+divided), task=motion|rotation|order|appearance (default motion), shrink=1 (one layer, 2 steps
+on 8 tiny videos: configs.common.shrink). 32 x 32 crops make a 4 x 4 grid of 8 x 8 patches, so
+local_global's 2 x 2 windows and stride-2 global groups apply as at 224. The temporal parts start
+random (model.temporal_init='random'), as training starts from scratch.
+Results of every scheme: README.md (Quickstart) and docs/models.md.
 """
 
 import ml_collections

@@ -3,13 +3,13 @@ r"""ViViT on the embedded synthetic motion task, CPU-sized; Model 2 (factorised 
   python train.py --config=configs/synthetic_vivit_fe.py --workdir=runs/vivit_fe
   python train.py --config=configs/synthetic_vivit_fe.py:attention=spatio_temporal \
       --workdir=runs/vivit_st
+  python train.py --config=configs/synthetic_vivit_fe.py:shrink=1 --workdir=/tmp/vivit_smoke
 
 Arguments: attention=factorised_encoder|spatio_temporal|factorised_self_attention|
-factorised_dot_product (ViViT Models 2, 1, 3, 4; see vidtx.models.vivit), task=motion|rotation|
-order|appearance, shrink=1 (a seconds-long smoke test, configs.common.shrink). Tubelets of 2
-frames (ViViT's 'x2'). Model 2: a spatial encoder (3 layers) per tubelet index and a temporal
-encoder (2 layers) over their class tokens. Models 1, 3, 4: 4 layers; Models 3 and 4 have no
-class token and classify the average token.
+factorised_dot_product (Models 2, 1, 3, 4), task=motion|rotation|order|appearance, shrink=1 (a
+seconds-long smoke test: configs.common.shrink). Tubelets of 2 frames. Model 2: 3 spatial and 2
+temporal layers; Models 1, 3, 4: 4 layers, Models 3 and 4 classifying the average token.
+Results: docs/models.md.
 """
 
 import ml_collections

@@ -3,13 +3,13 @@ r"""X-ViT on the embedded synthetic motion task, CPU-sized.
   python train.py --config=configs/synthetic_xvit.py --workdir=runs/xvit
   python train.py --config=configs/synthetic_xvit.py:attention=tsm,aggregation=mean \
       --workdir=runs/tsm_vit
+  python train.py --config=configs/synthetic_xvit.py:shrink=1 --workdir=/tmp/xvit_smoke
 
-Arguments: attention=space_time_mixing|tsm (default space_time_mixing: X-ViT; tsm: the
-supplementary's TSM-ViT baseline), aggregation=temporal_attention|mean, summary_tokens=R (default
-0: off), task=motion|rotation|order|appearance, shrink=1 (a seconds-long smoke test,
-configs.common.shrink). The model sees frames only through spatial attention within each frame;
-time enters through the channels its keys and values (or, for tsm, its block inputs) borrow from
-the neighbouring frames, 1/4 of them over +-1 frame, and through the temporal-attention head.
+Arguments: attention=space_time_mixing|tsm (default space_time_mixing), aggregation=
+temporal_attention|mean, summary_tokens=R (default 0: off), task=motion|rotation|order|
+appearance, shrink=1 (a seconds-long smoke test: configs.common.shrink). Attention stays within
+each frame; time enters through the 1/4 of the key/value channels (for tsm, of the block input)
+borrowed from frames t +- 1, and through the temporal-attention head. Results: docs/models.md.
 """
 
 import ml_collections
