@@ -15,7 +15,7 @@ from ml_collections import config_flags
 from test_reader import configs, indexed_video, run_evaluator
 
 from vidtx import data
-from vidtx.data import dmvr, pipeline
+from vidtx.data import bad_records, dmvr, pipeline, reader_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
@@ -58,7 +58,7 @@ def first_batch(dc, split="train", batches=1, **kwargs):
   try:
     return [next(iterator) for _ in range(batches)][0]
   except tf.errors.OpError as error:
-    raise pipeline.reader_error(error, dc, split, **kwargs) from error
+    raise bad_records.reader_error(error, dc, split, **kwargs) from error
 
 
 def good(i: int) -> bytes:
@@ -159,7 +159,7 @@ def test_a_few_bad_records_are_skipped_and_the_stream_goes_on(tmp_path):
   def read(dc, batches):
     stream = pipeline.build_train_dataset(dc, batch_size=19, seed=0).as_numpy_iterator()
     hosts = [
-      pipeline.split_host_fields(next(stream), skip_bad_records=True)[1] for _ in range(batches)
+      bad_records.split_host_fields(next(stream), skip_bad_records=True)[1] for _ in range(batches)
     ]
     return sum(int(h["skipped"].sum()) for h in hosts), hosts[-1]["epoch"][-1]
 
@@ -169,7 +169,7 @@ def test_a_few_bad_records_are_skipped_and_the_stream_goes_on(tmp_path):
   dc.max_bad_records = 3
   with pytest.raises(tf.errors.InvalidArgumentError) as raised:
     within(60, lambda: read(dc, 12))
-  text = str(pipeline.reader_error(raised.value, dc, "train"))
+  text = str(bad_records.reader_error(raised.value, dc, "train"))
   assert text.startswith(
     "Split 'train': more than max_bad_records=3 bad records with skip_bad_records=True: 4 of the "
   )
@@ -198,7 +198,7 @@ def test_an_epoch_of_bad_records_stops_even_without_a_fraction_cap(tmp_path):
 )
 def test_caps_are_checked(field, value):
   with pytest.raises(ValueError, match=f"dataset_configs.{field}={value}"):
-    pipeline.validate_dataset_configs(configs("", **{field: value}))
+    reader_config.validate_dataset_configs(configs("", **{field: value}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_other_reader_errors_become_one_line():
     "{{function_node __wrapped__Get}} gs://b/x; No "
     "such object\n\t [[{{node Read}}]] [Op:IteratorGetNext] name: ",
   )
-  assert str(pipeline.reader_error(error, configs(""), "validation")) == (
+  assert str(bad_records.reader_error(error, configs(""), "validation")) == (
     "Reading split 'validation' failed: gs://b/x; No such object (NotFoundError)."
   )
 
@@ -331,7 +331,7 @@ def test_the_bad_record_fields_can_be_set_from_the_command_line(file):
   )
   dc = config.dataset_configs
   assert (dc.skip_bad_records, dc.max_bad_fraction, dc.max_bad_records) == (True, 0.25, 7)
-  pipeline.validate_dataset_configs(dc)
+  reader_config.validate_dataset_configs(dc)
 
 
 def suggested_fields() -> dict[str, set[str]]:

@@ -14,7 +14,7 @@ import reference
 
 from vidtx import models, optim, trainer
 from vidtx.configs import common
-from vidtx.data import pipeline, synthetic
+from vidtx.data import reader_config, synthetic
 from vidtx.models import timesformer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -76,7 +76,7 @@ def test_argument_lists_name_real_recipes():
 def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
   config = get_config(name, arg)
   dc = config.dataset_configs
-  pipeline.validate_dataset_configs(dc)
+  reader_config.validate_dataset_configs(dc)
   model = models.build(config.model_name, config.model, dc.num_classes)
   assert model.config.dtype in ("float32", "bfloat16")
   # The fields every config has (common.training).
@@ -91,7 +91,7 @@ def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
 
   shrunk = get_config(name, f"{arg},shrink=1" if arg else "shrink=1")
   sc = shrunk.dataset_configs
-  pipeline.validate_dataset_configs(sc)
+  reader_config.validate_dataset_configs(sc)
   tiny = models.build(shrunk.model_name, shrunk.model, sc.num_classes).config
   # Replaced: the data, the size, the run.
   assert shrunk.dataset_name == "synthetic" and sc.num_frames == 4 and sc.crop_size == 16
@@ -140,8 +140,8 @@ def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
     "multi_label",
   ):
     assert sc.get(field) == dc.get(field), field
-  assert pipeline.normalisation(sc) == pipeline.normalisation(dc)
-  assert bool(pipeline.class_splits(sc)) == bool(pipeline.class_splits(dc))
+  assert reader_config.normalisation(sc) == reader_config.normalisation(dc)
+  assert bool(reader_config.class_splits(sc)) == bool(reader_config.class_splits(dc))
   assert (sc.get("eval_min_resize") is None) == (dc.get("eval_min_resize") is None)
 
 

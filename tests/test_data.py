@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from vidtx import data
-from vidtx.data import dmvr, pipeline, synthetic
+from vidtx.data import bad_records, dmvr, reader_config, sampling, synthetic
 
 
 def reader_configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
@@ -170,7 +170,7 @@ def test_parse_leaves_empty_videos_to_the_reader():
 
 def test_eval_clip_indices_are_evenly_spaced():
   def indices(length, frames, stride, clips):
-    return pipeline.eval_clip_indices(tf.constant(length), frames, stride, clips).numpy().tolist()
+    return sampling.eval_clip_indices(tf.constant(length), frames, stride, clips).numpy().tolist()
 
   # Span (4 - 1) * 2 + 1 = 7 frames of 20: offsets in [0, 13].
   assert indices(20, 4, 2, 1) == [[6, 8, 10, 12]]  # Middle: 13 // 2.
@@ -186,11 +186,11 @@ def test_eval_clip_indices_are_evenly_spaced():
 def test_random_clip_indices_cover_every_offset():
   offsets = set()
   for i in range(200):
-    idx = pipeline.random_clip_indices(tf.constant(12), 3, 2, tf.constant([7, i])).numpy()
+    idx = sampling.random_clip_indices(tf.constant(12), 3, 2, tf.constant([7, i])).numpy()
     assert (np.diff(idx) == 2).all()
     offsets.add(int(idx[0]))
   assert offsets == set(range(12 - 5 + 1))
-  short = pipeline.random_clip_indices(tf.constant(3), 4, 1, tf.constant([0, 0])).numpy()
+  short = sampling.random_clip_indices(tf.constant(3), 4, 1, tf.constant([0, 0])).numpy()
   assert short.tolist() == [0, 1, 2, 0]
 
 
@@ -274,8 +274,10 @@ def test_normalisation_presets_and_explicit_mean_std(coded_dir):
     (unit - mean) / std,
     atol=1e-5,
   )
-  assert pipeline.normalisation(ml_collections.ConfigDict()) == pipeline.NORMALIZATIONS["vit"]
-  assert pipeline.normalisation(ml_collections.ConfigDict({"normalization": "imagenet"})) == (
+  assert (
+    reader_config.normalisation(ml_collections.ConfigDict()) == reader_config.NORMALIZATIONS["vit"]
+  )
+  assert reader_config.normalisation(ml_collections.ConfigDict({"normalization": "imagenet"})) == (
     (0.485, 0.456, 0.406),
     (0.229, 0.224, 0.225),
   )
@@ -302,7 +304,7 @@ def test_normalisation_presets_and_explicit_mean_std(coded_dir):
 def test_bad_normalisation_raises_naming_the_field(coded_dir, overrides, message):
   configs = reader_configs(coded_dir, **overrides)
   with pytest.raises(ValueError, match=message):
-    pipeline.normalisation(configs)
+    reader_config.normalisation(configs)
   with pytest.raises(ValueError, match=message):
     data.build_eval_dataset(configs, "validation", batch_size=1)
 
@@ -349,7 +351,7 @@ def test_train_batches_are_deterministic_for_a_seed(tmp_path):
   # 16 clips of an infinite stream over 12 videos: the stream repeats the data.
   assert sum(len(b["label"]) for b in first) == 16
   # Skipping batches continues the same stream (a resumed run).
-  position = pipeline.next_position(first[1])
+  position = bad_records.next_position(first[1])
   resumed = data.build_train_dataset(configs, batch_size=4, seed=0, start_position=position)
   for a, b in zip(first[2:], resumed.take(2).as_numpy_iterator(), strict=True):
     np.testing.assert_array_equal(a["inputs"], b["inputs"])
@@ -364,7 +366,7 @@ def test_out_of_range_label_names_split_and_range(coded_dir, tmp_path):
     match=r"(?s)split=validation, file=.*-00000-of-00001, record 0: "
     r"label index out of range: expected values in \[0, 4\).*got \[5\]",
   ):
-    pipeline.split_host_fields(batch)
+    bad_records.split_host_fields(batch)
   # label_offset shifts 1-indexed labels into range.
   configs = reader_configs(str(tmp_path), label_offset=2)
   batch = next(data.build_eval_dataset(configs, "validation", batch_size=1).as_numpy_iterator())

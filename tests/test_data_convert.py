@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vidtx.data import dmvr, make_shards
+from vidtx.data import class_labels, dmvr, make_shards, sources, video_decode
 from vidtx.predict import decode_video, encode_video
 
 H, W = 32, 48
@@ -95,7 +95,7 @@ def test_sample_frames_follows_the_fps_filter_rule():
   def sample(times, **kwargs):
     options = dict(start=None, end=None, fps=0, frame_duration=1 / 30, tolerance=1e-3)
     return list(
-      make_shards.sample_frames([(t, i) for i, t in enumerate(times)], **{**options, **kwargs})
+      video_decode.sample_frames([(t, i) for i, t in enumerate(times)], **{**options, **kwargs})
     )
 
   times = [k / 30 for k in range(24)]
@@ -115,27 +115,27 @@ def test_sample_frames_follows_the_fps_filter_rule():
 
 def test_frame_to_rgb_converts_gray_and_resizes_to_the_first_frame_size():
   gray = av.VideoFrame.from_ndarray(np.full((20, 30), 128, np.uint8), format="gray")
-  rgb = make_shards.frame_to_rgb(gray, 12, 8)
+  rgb = video_decode.frame_to_rgb(gray, 12, 8)
   assert rgb.shape == (8, 12, 3) and rgb.dtype == np.uint8
   np.testing.assert_allclose(rgb, 128, atol=2)
   larger = av.VideoFrame.from_ndarray(np.full((40, 60, 3), 90, np.uint8), format="rgb24")
-  assert make_shards.frame_to_rgb(larger, 12, 8).shape == (8, 12, 3)
+  assert video_decode.frame_to_rgb(larger, 12, 8).shape == (8, 12, 3)
 
 
 def test_read_frames_resamples_and_resizes_mp4_and_webm(tmp_path):
   for name in ("a.mp4", "a.webm"):
     path = write_video(str(tmp_path / name), 24, fps=30)
-    frames, rate = make_shards.read_frames(path)
+    frames, rate = video_decode.read_frames(path)
     assert frames.shape == (24, H, W, 3) and rate == 30
     # H.264 / VP9 loss: small on average, larger at the red corner's edges.
     np.testing.assert_allclose(frames, frames_of(24), atol=32)
     assert np.abs(frames.astype(float) - frames_of(24)).mean() < 3
     assert frames[0, 2, 2, 0] > 150 > frames[0, 2, 2, 1]  # RGB, not BGR.
-    frames, rate = make_shards.read_frames(path, fps=10, short_side=16)
+    frames, rate = video_decode.read_frames(path, fps=10, short_side=16)
     assert frames.shape == (8, 16, 24, 3) and rate == 10  # A third of the frames, 32x48 -> 16x24.
     assert [frame_index(f) for f in frames] == list(range(0, 24, 3))
   portrait = write_video(str(tmp_path / "portrait.mp4"), 4, height=48, width=32)
-  assert make_shards.read_frames(portrait, short_side=16)[0].shape == (4, 24, 16, 3)
+  assert video_decode.read_frames(portrait, short_side=16)[0].shape == (4, 24, 16, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,13 +159,15 @@ def test_kinetics_round_trip(tmp_path):
       "abseiling,gone_004,0,10,train",
     ],
   )
-  source = make_shards.kinetics_source(annotations, str(videos))
+  source = sources.kinetics_source(annotations, str(videos))
   assert source.split == "train"
   out = tmp_path / "out"
-  summary = make_shards.convert(source.items, str(out), source.split, num_shards=2, progress=False)
+  summary = make_shards.write_split(
+    source.items, str(out), source.split, num_shards=2, progress=False
+  )
   assert summary["table"] == "train.tfrecord@2"
   assert (summary["examples"], summary["bad"], summary["num_classes"]) == (3, 1, 2)
-  assert make_shards.read_labels(str(out / "labels.txt")) == ["abseiling", "riding bike"]
+  assert class_labels.read_labels(str(out / "labels.txt")) == ["abseiling", "riding bike"]
   examples = by_id(read_table(out, "train.tfrecord@2"))
   full = examples["fullvid_001_000001_000002"]
   assert full["indices"] == list(range(10, 20))
@@ -191,9 +193,9 @@ def test_kinetics_round_trip(tmp_path):
   unlabelled = write_lines(
     tmp_path / "test.csv", ["youtube_id,time_start,time_end,split", "fullvid_001,0,1,test"]
   )
-  source = make_shards.kinetics_source(unlabelled, str(videos))
+  source = sources.kinetics_source(unlabelled, str(videos))
   assert source.split == "test" and source.items[0].labels == ()
-  make_shards.convert(source.items, str(out), "test", num_shards=1, progress=False)
+  make_shards.write_split(source.items, str(out), "test", num_shards=1, progress=False)
   (example,) = read_table(out, "test.tfrecord@1")
   assert example["labels"] == [-1] and example["indices"] == list(range(10))
 
@@ -227,10 +229,10 @@ def test_ssv2_maps_templates_to_label_indices(tmp_path):
       ]
     )
   )
-  source = make_shards.ssv2_source(str(split), str(labels), str(videos))
+  source = sources.ssv2_source(str(split), str(labels), str(videos))
   assert source.split == "validation"
   out = tmp_path / "out"
-  make_shards.convert(
+  make_shards.write_split(
     source.items,
     str(out),
     source.split,
@@ -238,7 +240,7 @@ def test_ssv2_maps_templates_to_label_indices(tmp_path):
     class_names=source.class_names,
     progress=False,
   )
-  assert make_shards.read_labels(str(out / "labels.txt")) == [
+  assert class_labels.read_labels(str(out / "labels.txt")) == [
     "Pushing something from left to right",
     "Holding something next to something",
   ]
@@ -250,7 +252,7 @@ def test_ssv2_maps_templates_to_label_indices(tmp_path):
   test_split = tmp_path / "something-something-v2-test.json"
   test_split.write_text(json.dumps([{"id": "103"}]))
   with pytest.raises(ValueError, match="no 'template'"):
-    make_shards.ssv2_source(str(test_split), str(labels), str(videos))
+    sources.ssv2_source(str(test_split), str(labels), str(videos))
 
 
 def test_epic_labels_are_noun_then_300_plus_verb(tmp_path):
@@ -274,10 +276,10 @@ def test_epic_labels_are_noun_then_300_plus_verb(tmp_path):
     tmp_path / "EPIC_100_noun_classes.csv",
     ["id,key,instances,category", "8,door,\"['door']\",furniture"],
   )
-  source = make_shards.epic_source(annotations, str(videos), noun_classes=nouns)
+  source = sources.epic_source(annotations, str(videos), noun_classes=nouns)
   assert source.split == "validation" and source.class_splits == [300, 97]
   out = tmp_path / "out"
-  summary = make_shards.convert(
+  summary = make_shards.write_split(
     source.items,
     str(out),
     source.split,
@@ -287,7 +289,7 @@ def test_epic_labels_are_noun_then_300_plus_verb(tmp_path):
     progress=False,
   )
   assert (summary["examples"], summary["bad"], summary["num_classes"]) == (2, 1, 397)
-  names = make_shards.read_labels(str(out / "labels.txt"))
+  names = class_labels.read_labels(str(out / "labels.txt"))
   assert len(names) == 397
   assert (names[8], names[13], names[0], names[300 + 3], names[300]) == (
     "door",
@@ -335,11 +337,11 @@ def test_bad_videos_are_reported_and_the_rest_converts(tmp_path):
     ],
   )
   label_map = write_lines(tmp_path / "classes.txt", ["jump", "swim"])
-  source = make_shards.csv_source(annotations, str(videos))
+  source = sources.csv_source(annotations, str(videos))
   assert source.split == "videos"
   out = tmp_path / "out"
   # good.mp4 comes as 'jump' and as class 1: kept as two examples on purpose.
-  summary = make_shards.convert(
+  summary = make_shards.write_split(
     source.items,
     str(out),
     "train",
@@ -367,7 +369,7 @@ def test_bad_videos_are_reported_and_the_rest_converts(tmp_path):
     ("good.mp4", 0, "jump"),
     ("good.mp4", 1, "swim"),
   ]  # An index gets its name as text.
-  assert make_shards.read_labels(str(out / "labels.txt")) == ["jump", "swim"]
+  assert class_labels.read_labels(str(out / "labels.txt")) == ["jump", "swim"]
 
 
 def test_resume_rewrites_only_the_missing_shard(tmp_path, capsys):
@@ -377,9 +379,9 @@ def test_resume_rewrites_only_the_missing_shard(tmp_path, capsys):
   annotations = write_lines(
     tmp_path / "train.csv", [f"v{i}.mp4,c{i % 2}" for i in range(5)] + ["missing.mp4,c0"]
   )
-  items = make_shards.csv_source(annotations, str(videos)).items
+  items = sources.csv_source(annotations, str(videos)).items
   out = tmp_path / "out"
-  make_shards.convert(items, str(out), "train", num_shards=3, progress=False)
+  make_shards.write_split(items, str(out), "train", num_shards=3, progress=False)
   shards = dmvr.shard_names(str(out / "train.tfrecord"), 3)
   first = [open(shard, "rb").read() for shard in shards]
   os.utime(shards[0], (1, 1))
@@ -387,7 +389,7 @@ def test_resume_rewrites_only_the_missing_shard(tmp_path, capsys):
   os.remove(shards[1])
   stray = out / ".train.tfrecord-00001-of-00003.tmp-0123456789ab"
   stray.write_bytes(b"half a shard")
-  summary = make_shards.convert(items, str(out), "train", num_shards=3)
+  summary = make_shards.write_split(items, str(out), "train", num_shards=3)
   assert "skipping the 2 of 3 shards that exist" in capsys.readouterr().err
   assert (summary["shards_written"], summary["shards_skipped"]) == (1, 2)
   # The report and the counts still cover the skipped shards (from their stats files).
@@ -402,7 +404,7 @@ def test_resume_rewrites_only_the_missing_shard(tmp_path, capsys):
   )
   assert len(read_table(out, "train.tfrecord@3")) == 5
   # Other options leave the shards as they are, with a warning.
-  make_shards.convert(items, str(out), "train", num_shards=3, fps=10)
+  make_shards.write_split(items, str(out), "train", num_shards=3, fps=10)
   assert capsys.readouterr().err.count("delete it to convert it again") == 3
   assert [open(shard, "rb").read() for shard in shards] == first
 
@@ -415,11 +417,11 @@ def test_parallel_workers_write_the_same_shards(tmp_path, capsys):
   annotations = write_lines(
     tmp_path / "train.csv", [f"{n},c{i % 3}" for i, n in enumerate(names)] + ["broken.mp4,c0"]
   )
-  items = make_shards.csv_source(annotations, str(videos)).items
+  items = sources.csv_source(annotations, str(videos)).items
   shards = {}
   for workers in (1, 2):
     out = tmp_path / f"out{workers}"
-    summary = make_shards.convert(
+    summary = make_shards.write_split(
       items, str(out), "train", num_shards=3, num_workers=workers, fps=15, short_side=16
     )
     assert (summary["examples"], summary["bad"]) == (4, 1)
@@ -502,4 +504,4 @@ def test_command_line(tmp_path):
   assert "train: 2/2 videos" in result.stderr
   examples = read_table(out, "train.tfrecord@2")
   assert [e["frames"].shape for e in examples] == [(3, 16, 24, 3)] * 2
-  assert make_shards.read_labels(str(out / "labels.txt")) == ["class_0", "class_1"]
+  assert class_labels.read_labels(str(out / "labels.txt")) == ["class_0", "class_1"]

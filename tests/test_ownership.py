@@ -19,7 +19,7 @@ from test_data_convert import read_table, write_lines, write_video
 
 from vidtx import convert, models, ownership
 from vidtx.checkpoints import run, store
-from vidtx.data import make_shards, synthetic
+from vidtx.data import make_shards, sources, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -368,7 +368,7 @@ def test_data_convert_writes_only_into_its_own_directory(tmp_path, videos, capsy
 
 def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
   rows = ["a.mp4,walk", "b.mp4,run", "a.mp4,walk", "c.mp4,walk", "c.mp4,run", "a.mp4,walk,0,0.1"]
-  items = make_shards.csv_source(write_lines(tmp_path / "train.csv", rows), str(videos)).items
+  items = sources.csv_source(write_lines(tmp_path / "train.csv", rows), str(videos)).items
   out = tmp_path / "out"
   # By default a video under two labels stops the conversion, naming it, before any writing.
   with pytest.raises(
@@ -376,15 +376,15 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
     match=r"1 video\(s\) are listed under different labels .*"
     r"'c.mp4' as 'walk' \(row 4\) and 'run' \(row 5\)",
   ):
-    make_shards.convert(items, str(out), "train", num_shards=2, progress=False)
+    make_shards.write_split(items, str(out), "train", num_shards=2, progress=False)
   assert not out.exists()
   with pytest.raises(ValueError, match=r"row 3 repeats row 1 \('a.mp4'\)"):
-    make_shards.convert(
+    make_shards.write_split(
       items, str(out), "train", num_shards=2, duplicates="error", conflicts="keep", progress=False
     )
   assert not out.exists()
 
-  summary = make_shards.convert(
+  summary = make_shards.write_split(
     items, str(out / "skip"), "train", num_shards=2, conflicts="skip", progress=False
   )
   assert (summary["examples"], summary["bad"]) == (3, 3)
@@ -397,7 +397,7 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
   with open(out / "skip" / "train_report.txt") as f:
     assert len(f.read().splitlines()) == 3
 
-  summary = make_shards.convert(
+  summary = make_shards.write_split(
     items, str(out / "merge"), "train", num_shards=2, conflicts="merge", progress=False
   )
   assert (summary["examples"], summary["bad"], summary["merged"]) == (4, 1, 1)
@@ -410,7 +410,7 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
     str(out / "merge")
   )
 
-  summary = make_shards.convert(
+  summary = make_shards.write_split(
     items,
     str(out / "keep"),
     "train",

@@ -15,7 +15,7 @@ from PIL import Image
 
 from vidtx import evaluator as evaluator_lib
 from vidtx import losses, sharding
-from vidtx.data import dmvr, pipeline
+from vidtx.data import bad_records, dmvr, pipeline, reader_config, sampling
 
 jax.config.update("jax_numpy_rank_promotion", "raise")  # As other modules do in the workers.
 
@@ -60,7 +60,7 @@ def write(base_dir, name: str, examples: list[bytes]) -> None:
 
 
 def indices(dc, length: int, frame_rate: float = 0.0) -> np.ndarray:
-  return pipeline.eval_clip_indices_for(dc, tf.constant(length), frame_rate).numpy()
+  return sampling.eval_clip_indices_for(dc, tf.constant(length), frame_rate).numpy()
 
 
 def test_timesformer_sampling_spreads_frames_over_the_window():
@@ -83,7 +83,7 @@ def test_timesformer_sampling_spreads_frames_over_the_window():
   np.testing.assert_array_equal(indices(dc, 5), [[0, 2, 4, 4]])
   starts = set()
   for seed in range(200):
-    clip = pipeline.train_clip_indices(
+    clip = sampling.train_clip_indices(
       dc, tf.constant(40), tf.constant(0.0), tf.constant([seed, 1])
     ).numpy()
     start = clip[0]
@@ -103,7 +103,7 @@ def test_segment_sampling_takes_one_frame_per_segment():
   np.testing.assert_array_equal(indices(dc, 2), [[0, 0, 1, 1]])  # Shorter than the clip.
   seen = np.zeros((4, 5), bool)
   for seed in range(100):
-    clip = pipeline.train_clip_indices(
+    clip = sampling.train_clip_indices(
       dc, tf.constant(20), tf.constant(0.0), tf.constant([seed, 2])
     ).numpy()
     assert (clip // 5 == np.arange(4)).all()  # Frame i lies in segment i.
@@ -118,7 +118,7 @@ def test_whole_video_covers_the_video_with_consecutive_clips():
   dc.update(train_sampling="timesformer", sampling_rate=4, target_fps=30.0, frame_rate=15.0)
   np.testing.assert_array_equal(indices(dc, 20), [[0, 2, 4, 7], [8, 10, 12, 15], [16, 18, 19, 19]])
   with pytest.raises(ValueError, match="whole_video.*segment"):
-    pipeline.validate_dataset_configs(
+    reader_config.validate_dataset_configs(
       configs("", eval_sampling="whole_video", train_sampling="segment")
     )
 
@@ -216,7 +216,7 @@ def twelve(tmp_path_factory):
 def test_epochs_are_permutations_and_the_stream_resumes_at_any_position(twelve):
   dc = configs(twelve, tables={"train": "train.tfrecord@3"}, shuffle_buffer_size=4)
   stream = pipeline.build_train_dataset(dc, batch_size=5, seed=3).as_numpy_iterator()
-  batches = [pipeline.split_host_fields(next(stream)) for _ in range(6)]  # 30 = 2.5 epochs
+  batches = [bad_records.split_host_fields(next(stream)) for _ in range(6)]  # 30 = 2.5 epochs
   epoch = np.concatenate([h["epoch"] for _, h in batches])
   index = np.concatenate([h["index"] for _, h in batches])
   ids = np.concatenate([h["video_id"] for _, h in batches])
@@ -226,7 +226,7 @@ def test_epochs_are_permutations_and_the_stream_resumes_at_any_position(twelve):
   assert ids[:12].tolist() != ids[12:24].tolist()  # Each epoch its own order.
   # Resuming after batch 2 (inside epoch 0) or batch 3 (inside epoch 1) continues the stream.
   for consumed in (2, 3):
-    position = pipeline.next_position(batches[consumed - 1][1])
+    position = bad_records.next_position(batches[consumed - 1][1])
     resumed = pipeline.build_train_dataset(dc, batch_size=5, seed=3, start_position=position)
     for (device, host), batch in zip(
       batches[consumed:], resumed.take(2).as_numpy_iterator(), strict=False
@@ -289,7 +289,7 @@ def test_bad_records_stop_the_reader_naming_file_and_record(mixed):
     match=r"Bad record in split=train, file=.*train.tfrecord-00000-"
     r"of-00001, record 1: could not be read.*skip_bad_records=True",
   ):
-    pipeline.split_host_fields(batch)
+    bad_records.split_host_fields(batch)
   # The readable odd ones decode as RGB of the first frame's size.
   frames = batch["inputs"][[0, 2, 5, 7]] * 255  # (4, T, 16, 16, 3)
   for video in frames:  # Red says the frame index (4 x index): close to a multiple of 4.
@@ -303,7 +303,7 @@ def test_skip_bad_records_counts_them_in_training_and_evaluation(mixed):
     mixed, shuffle_buffer_size=1, skip_bad_records=True, examples_per_subset={"validation": 8}
   )
   stream = pipeline.build_train_dataset(dc, batch_size=4, seed=0).as_numpy_iterator()
-  device, host = pipeline.split_host_fields(next(stream), skip_bad_records=True)
+  device, host = bad_records.split_host_fields(next(stream), skip_bad_records=True)
   assert host["index"].tolist() == [0, 2, 5, 7] and host["skipped"].tolist() == [0, 1, 2, 1]
   assert device["label"].tolist() == [1, 2, 3, 0]
   _, results = run_evaluator(dc)
@@ -327,7 +327,7 @@ def test_flip_swaps_direction_dependent_labels(tmp_path):
   assert 0 < flipped.sum() < 32
   np.testing.assert_array_equal(batch["label"], flipped.astype(np.int32))
   with pytest.raises(ValueError, match="flip_label_pairs"):
-    pipeline.validate_dataset_configs(configs("x", flip_label_pairs=[(0, 7)]))
+    reader_config.validate_dataset_configs(configs("x", flip_label_pairs=[(0, 7)]))
 
 
 def test_class_splits_and_multi_label_targets(tmp_path):
@@ -349,7 +349,7 @@ def test_class_splits_and_multi_label_targets(tmp_path):
     batch["label"], [[0, 0, 1, 0, 1], [1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
   )
   with pytest.raises(ValueError, match="sum to num_classes=5"):
-    pipeline.validate_dataset_configs(configs("x", num_classes=5, class_splits=[3, 3]))
+    reader_config.validate_dataset_configs(configs("x", num_classes=5, class_splits=[3, 3]))
 
 
 def test_losses_of_each_label_kind():

@@ -69,13 +69,14 @@ def convert(
     step=step,
   )
   if normalization:
-    from vidtx.data import pipeline  # The reader's presets (imports TensorFlow: only here).
+    from vidtx.data import reader_config  # The reader's presets (imports TensorFlow: only here).
 
-    if normalization not in pipeline.NORMALIZATIONS:
+    if normalization not in reader_config.NORMALIZATIONS:
       raise ValueError(
-        f"--normalization={normalization!r}: expected one of {sorted(pipeline.NORMALIZATIONS)}."
+        f"--normalization={normalization!r}: expected one of "
+        f"{sorted(reader_config.NORMALIZATIONS)}."
       )
-    mean, std = pipeline.NORMALIZATIONS[normalization]
+    mean, std = reader_config.NORMALIZATIONS[normalization]
     converted.preprocessing.update(mean=list(mean), std=list(std))
     converted.source.setdefault("notes", []).append(f"--normalization={normalization}")
   if labels_file:

@@ -8,6 +8,7 @@ for single-label data; per split and "action" accuracy for class splits (EPIC-Ki
 multi-label data. Per-video results are kept for the results file.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -25,7 +26,7 @@ from jax.sharding import Mesh
 
 from vidtx import data as vidtx_data
 from vidtx import metrics, sharding
-from vidtx.data import pipeline
+from vidtx.data import bad_records, reader_config
 
 # How the views of one video are combined (as each project's code does: ViViT mean of logits,
 # TimeSformer and X-ViT sum of logits, MMAction2 mean of softmax): (per-view transform, average
@@ -77,6 +78,70 @@ def aggregate(
   return total
 
 
+@dataclasses.dataclass
+class _VideoViews:
+  """What a run has gathered of one video."""
+
+  scores: np.ndarray | float = 0.0  # (K,) the sum of its views' scores
+  views: float = 0.0  # how many views were summed
+  label: np.ndarray | None = None  # None until one of its views is scored
+  video_id: str | None = None  # None: another process's video
+  bad: str | None = None  # why a chunk of it could not be read: the video is left out
+
+
+class _ViewAccumulator:
+  """The views of every video of a run: `add` each batch, then `finish`."""
+
+  def __init__(self) -> None:
+    self._videos: dict[int, _VideoViews] = {}  # by video_index
+    self._bad: list[int] = []  # the bad videos' indices, in the order they were found
+
+  def _video(self, index: int) -> _VideoViews:
+    return self._videos.setdefault(index, _VideoViews())
+
+  def add(
+    self,
+    scores: np.ndarray,
+    out: dict[str, np.ndarray],
+    device_batch: dict[str, np.ndarray],
+    host: dict[str, np.ndarray],
+  ) -> None:
+    """One batch: per-view `scores` (B, V, K) and the step's `out` of the global batch, the
+    local `device_batch` and its `host` fields (ids and bad records of this process)."""
+    per_element = np.einsum("bvk,bv->bk", scores, out["view_mask"])  # (B, V, K) -> (B, K)
+    for row, index in enumerate(out["video_index"].tolist()):
+      if out["view_mask"][row].sum() == 0:
+        continue  # padding, or a bad record skipped
+      video = self._video(index)
+      video.scores = video.scores + per_element[row]
+      video.views = video.views + float(out["view_mask"][row].sum())
+      video.label = out["label"][row]
+    local = device_batch["batch_mask"] > 0
+    for row in np.flatnonzero(local):
+      video = self._video(int(device_batch["video_index"][row]))
+      video.video_id = bad_records.as_text(host["video_id"][row]) or bad_records.as_text(
+        host["source"][row]
+      )
+    for row in np.flatnonzero(host["bad"]):
+      index = int(device_batch["video_index"][row])
+      video = self._video(index)
+      if video.bad is None:
+        self._bad.append(index)
+      video.bad = (
+        f"{bad_records.as_text(host['source'][row])}: {bad_records.as_text(host['error'][row])}"
+      )
+
+  def finish(self) -> tuple[list[_VideoViews], list[str]]:
+    """(the videos with scored views and no bad chunk, by video_index; why each bad video is bad,
+    in the order they were found). A video with one unreadable chunk is left out entirely."""
+    good = [
+      self._videos[i]
+      for i in sorted(self._videos)
+      if self._videos[i].label is not None and self._videos[i].bad is None
+    ]
+    return good, [self._videos[i].bad for i in self._bad]
+
+
 class EvaluationStopped(Exception):
   """`run`'s should_stop() said to stop (a signal): the evaluation was left unfinished."""
 
@@ -110,7 +175,7 @@ class MultiViewEvaluator:
     self.mesh = mesh
     self.aggregation = aggregation
     self.class_names = class_names
-    self.class_splits = pipeline.class_splits(dataset_configs)
+    self.class_splits = reader_config.class_splits(dataset_configs)
     self.multi_label = bool(dataset_configs.get("multi_label", False))
     self.skip_bad_records = bool(dataset_configs.get("skip_bad_records", False))
     self.expected_videos = dataset_configs.get("examples_per_subset", {}).get(split)
@@ -154,7 +219,7 @@ class MultiViewEvaluator:
       try:
         batch = next(iterator, None)
       except tf.errors.OpError as error:  # Named: the file and record, or the empty split.
-        raise pipeline.reader_error(
+        raise bad_records.reader_error(
           error,
           self.dataset_configs,
           self.split,
@@ -169,17 +234,13 @@ class MultiViewEvaluator:
       if batch is None:
         batch = {k: np.zeros_like(x) for k, x in template.items()}
       template = batch
-      yield pipeline.split_host_fields(batch, skip_bad_records=self.skip_bad_records)
+      yield bad_records.split_host_fields(batch, skip_bad_records=self.skip_bad_records)
 
   def run(self, params: Any, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """The evaluation of `params`; with `should_stop` (one process), EvaluationStopped as soon as
     it returns True between batches: a signal need not wait for hours of evaluation."""
     start = time.time()
-    sums: dict[int, np.ndarray] = {}
-    counts: dict[int, float] = {}
-    labels: dict[int, np.ndarray] = {}
-    ids: dict[int, str] = {}
-    bad: dict[int, str] = {}
+    accumulator = _ViewAccumulator()
     for device_batch, host in self._batches():
       if should_stop is not None and should_stop():
         raise EvaluationStopped()
@@ -190,55 +251,37 @@ class MultiViewEvaluator:
         class_splits=self.class_splits,
         multi_label=self.multi_label,
       )
-      per_element = np.einsum("bvk,bv->bk", scores, out["view_mask"])
-      for row, index in enumerate(out["video_index"].tolist()):
-        if out["view_mask"][row].sum() == 0:
-          continue  # padding, or a bad record skipped
-        sums[index] = sums.get(index, 0.0) + per_element[row]
-        counts[index] = counts.get(index, 0.0) + float(out["view_mask"][row].sum())
-        labels[index] = out["label"][row]
-      local = device_batch["batch_mask"] > 0
-      for row in np.flatnonzero(local):
-        index = int(device_batch["video_index"][row])
-        ids[index] = pipeline.as_text(host["video_id"][row]) or pipeline.as_text(
-          host["source"][row]
-        )
-      for row in np.flatnonzero(host["bad"]):
-        bad[int(device_batch["video_index"][row])] = (
-          f"{pipeline.as_text(host['source'][row])}: {pipeline.as_text(host['error'][row])}"
-        )
-    for index in bad:  # A video with one unreadable chunk is left out entirely.
-      sums.pop(index, None)
-    order = sorted(sums)
-    if not order:
+      accumulator.add(scores, out, device_batch, host)
+    videos, bad = accumulator.finish()
+    if not videos:
       raise ValueError(f"Split {self.split!r} produced no video to evaluate.")
-    scores = np.stack([sums[i] for i in order])
+    scores = np.stack([video.scores for video in videos])  # N x (K,) -> (N, K)
+    views = [video.views for video in videos]
     if AGGREGATIONS[self.aggregation][1]:
-      scores = scores / np.array([counts[i] for i in order])[:, None]
-    targets = np.stack([labels[i] for i in order])
+      scores = scores / np.array(views)[:, None]
+    targets = np.stack([video.label for video in videos])  # (N,) or (N, K)
     results = self._metrics(scores, targets)
-    views = [counts[i] for i in order]
     results.update(
-      num_videos=len(order),
+      num_videos=len(videos),
       views_per_video=float(np.mean(views)),
       bad_videos=len(bad),
       eval_seconds=time.time() - start,
     )
     if bad:
       print(
-        f"Evaluation skipped {len(bad)} bad video(s) of split {self.split!r}, e.g. "
-        f"{next(iter(bad.values()))}",
+        f"Evaluation skipped {len(bad)} bad video(s) of split {self.split!r}, e.g. {bad[0]}",
         flush=True,
       )
-    if self.expected_videos is not None and len(order) + len(bad) != int(self.expected_videos):
+    if self.expected_videos is not None and len(videos) + len(bad) != int(self.expected_videos):
       print(
-        f"Note: split {self.split!r} has {len(order) + len(bad)} videos, "
+        f"Note: split {self.split!r} has {len(videos) + len(bad)} videos, "
         f"examples_per_subset says {self.expected_videos}.",
         flush=True,
       )
-    mine = [row for row, i in enumerate(order) if i in ids]  # this process's videos
+    # This process's videos: the others' have no id here.
+    mine = [row for row, video in enumerate(videos) if video.video_id is not None]
     self.videos = metrics.per_video_rows(
-      [ids[order[row]] for row in mine],
+      [videos[row].video_id for row in mine],
       scores[mine],
       targets[mine],
       k=5,
@@ -269,7 +312,7 @@ class MultiViewEvaluator:
       self.confusion = None
       return results
     if self.class_splits:
-      names = pipeline.split_names(self.dataset_configs)
+      names = reader_config.split_names(self.dataset_configs)
       results = metrics.split_metrics(
         scores,
         targets,

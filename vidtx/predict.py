@@ -8,8 +8,8 @@ r"""Classify a video file (or a prepared clip) with a converted checkpoint.
 DIR is a converted-checkpoint directory (vidtx.checkpoints.store, written by vidtx.convert).
 
 --video: every frame is decoded with PyAV (as RGB), the checkpoint's evaluation clips are chosen
-with the reader's rule (vidtx.data.pipeline.eval_clip_indices: the middle clip, or evenly spaced
-clips; short videos loop) and turned into views by the reader's own code (pipeline.eval_views:
+with the reader's rule (vidtx.data.sampling.eval_clip_indices: the middle clip, or evenly spaced
+clips; short videos loop) and turned into views by the reader's own code (sampling.eval_views:
 short side to min_resize, centre crop or three crops, per-channel mean / std), so a video scores
 as the evaluation scores the same frames. The views' logits are aggregated as the checkpoint says
 (preprocessing.aggregation) and the top-k classes are printed with their probabilities.
@@ -48,7 +48,7 @@ from PIL import Image
 
 from vidtx import evaluator, rollout
 from vidtx.checkpoints import store
-from vidtx.data import pipeline
+from vidtx.data import reader_config, sampling
 
 # ---------------------------------------------------------------------------------------------
 # Inputs.
@@ -102,14 +102,14 @@ def encode_video(
 
 
 def dataset_configs(converted: store.Converted) -> ml_collections.ConfigDict:
-  """The checkpoint's preprocessing as the reader's dataset_configs (for pipeline.eval_views)."""
+  """The checkpoint's preprocessing as the reader's dataset_configs (for sampling.eval_views)."""
   configs = ml_collections.ConfigDict(converted.dataset_overrides())
   if configs.crop_size > configs.min_resize:
     raise ValueError(
       f"The checkpoint's preprocessing has crop_size={configs.crop_size} > "
       f"min_resize={configs.min_resize}; expected crop_size <= min_resize."
     )
-  pipeline.normalisation(configs)  # Raises ValueError on bad mean / std.
+  reader_config.normalisation(configs)  # Raises ValueError on bad mean / std.
   return configs
 
 
@@ -117,9 +117,9 @@ def video_views(frames: np.ndarray, converted: store.Converted) -> np.ndarray:
   """uint8 frames (N, H, W, 3) of a whole video -> the evaluation views, float32
   (V, num_frames, crop, crop, 3), exactly as the TFRecord reader makes them."""
   configs = dataset_configs(converted)
-  indices = pipeline.eval_clip_indices_for(configs, tf.constant(len(frames)))
+  indices = sampling.eval_clip_indices_for(configs, tf.constant(len(frames)))
   clips = frames[indices.numpy()]  # (N, H, W, 3) -> (clips, T, H, W, 3)
-  return pipeline.eval_views(clips, configs).numpy()
+  return sampling.eval_views(clips, configs).numpy()
 
 
 def _expected_clip(preprocessing: dict[str, Any]) -> tuple[int, int, int, int]:

@@ -33,7 +33,7 @@ from vidtx import evaluator as evaluator_lib
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import init_from, training
 from vidtx.checkpoints import run as run_lib
-from vidtx.data import pipeline
+from vidtx.data import bad_records, reader_config
 from vidtx.progress import MetricsLog, Progress
 
 
@@ -181,7 +181,7 @@ def _train_and_evaluate(
     mesh,
     num_classes=num_classes,
     label_smoothing=config.label_smoothing,
-    class_splits=pipeline.class_splits(dataset_configs),
+    class_splits=reader_config.class_splits(dataset_configs),
     multi_label=bool(dataset_configs.get("multi_label", False)),
     mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
     grad_accum_steps=int(config.get("grad_accum_steps") or 1),
@@ -282,7 +282,7 @@ def _train_and_evaluate(
       try:
         batch = distributed.next_or_stop(train_iter, stop)
       except tf.errors.OpError as error:  # Named: the file and record, the split, the counts.
-        raise pipeline.reader_error(
+        raise bad_records.reader_error(
           error,
           dataset_configs,
           "train",
@@ -291,8 +291,8 @@ def _train_and_evaluate(
         ) from error
       if batch is None:  # A signal while waiting for data (which may never come).
         return stop_here(step - 1)
-      device_batch, host = pipeline.split_host_fields(batch)
-      position = pipeline.next_position(host)
+      device_batch, host = bad_records.split_host_fields(batch)
+      position = bad_records.next_position(host)
       skipped_records += int(host["skipped"].sum())
       state, step_metrics = train_step(state, sharding.to_global(device_batch, mesh))
       pending.append((step, step_metrics))

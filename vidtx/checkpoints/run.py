@@ -145,11 +145,11 @@ def export_run(workdir: str, step: int | None = None) -> Converted:
 
 def _preprocessing(config: ml_collections.ConfigDict, config_path: str) -> dict[str, Any]:
   """The input of the run's evaluation, from config.dataset_configs (as the reader reads it)."""
-  from vidtx.data import pipeline  # Imports TensorFlow: only when exporting.
+  from vidtx.data import reader_config  # Imports TensorFlow: only when exporting.
 
   dc = config.dataset_configs
   try:
-    mean, std = pipeline.normalisation(dc)
+    mean, std = reader_config.normalisation(dc)
   except ValueError as e:
     raise ValueError(f"{config_path}: {e}") from e
   return dict(

@@ -8,7 +8,7 @@ The model config comes from the checkpoint (shapes) and its config where it has 
 checkpoint cannot tell (scenic: Model 1 with average pooling vs Model 4, Model 3's attention
 order, the crop size of Models 1, 3, 4) must be passed, and the error says so.
 
-Preprocessing recorded (the protocol each source was evaluated with; see README):
+Preprocessing recorded (the protocol each source was evaluated with; see docs/checkpoints.md):
 - TimeSformer: 8 frames at stride 32 (the paper's "rate 1/32"; 96 frames: 1/4), short side to
   the crop size, 1 clip x 3 crops, mean 0.45 / std 0.225, sum of logits (the official test
   code; the paper's appendix says it averages softmax scores).

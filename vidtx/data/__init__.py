@@ -12,13 +12,10 @@ import os
 import ml_collections
 import tensorflow as tf
 
-from vidtx.data import dmvr, pipeline, synthetic
-from vidtx.data.pipeline import (
-  build_eval_dataset,
-  build_train_dataset,
-  reader_error,
-  validate_dataset_configs,
-)
+from vidtx.data import dmvr, records, synthetic
+from vidtx.data.bad_records import reader_error
+from vidtx.data.pipeline import build_eval_dataset, build_train_dataset
+from vidtx.data.reader_config import validate_dataset_configs
 
 __all__ = [
   "DATASETS",
@@ -85,7 +82,7 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     for split, table in tables.items():
       dmvr.expand_table(base_dir, table)  # Raises ValueError naming the missing file.
       # A split of 0-byte files would train forever on nothing: name it before any compile.
-      pipeline.check_split_has_records(dataset_configs, split, whole_split=True)
+      records.check_split_has_records(dataset_configs, split, whole_split=True)
   return dataset_configs
 
 

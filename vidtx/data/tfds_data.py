@@ -37,8 +37,8 @@ from tensorflow_datasets.core import constants
 
 from vidtx.data import dmvr, synthetic
 
-# configs.common.synthetic_dataset()'s generator fields (tests check they agree; vidtx does not
-# import configs/, which is not an installed package).
+# vidtx.configs.common.synthetic_dataset()'s generator fields (tests check they agree; the
+# library does not import the recipes).
 SYNTHETIC_DEFAULTS = {
   "train_examples": 6144,
   "validation_examples": 512,

@@ -538,7 +538,7 @@ def benchmark(
   if "end_to_end" in modes:
     # Imported here: the input pipeline needs TensorFlow (module docstring).
     from vidtx import data as vidtx_data
-    from vidtx.data import pipeline
+    from vidtx.data import bad_records
 
     with tempfile.TemporaryDirectory() as scratch:
       dataset_configs = _readable_dataset(config, scratch)
@@ -552,7 +552,7 @@ def benchmark(
 
       def from_reader():
         for element in reader.as_numpy_iterator():
-          device, _ = pipeline.split_host_fields(element)
+          device, _ = bad_records.split_host_fields(element)
           yield sharding.to_global(device, mesh)
 
       state, seconds = time_steps(compiled, state, from_reader(), warmup=warmup, steps=steps)

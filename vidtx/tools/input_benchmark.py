@@ -23,7 +23,7 @@ from absl import app, flags, logging
 
 from vidtx import cli
 from vidtx import data as vidtx_data
-from vidtx.data import dmvr, pipeline
+from vidtx.data import bad_records, dmvr, reader_config
 
 _FLAGS = flags.FLAGS
 
@@ -84,7 +84,7 @@ def measure(
   start = time.perf_counter()
   clips = 0
   for _ in range(batches):
-    device, _ = pipeline.split_host_fields(next(iterator))
+    device, _ = bad_records.split_host_fields(next(iterator))
     inputs = device["inputs"]
     # Evaluation elements hold V views of a video: count every view as a clip.
     clips += int(np.prod(inputs.shape[:-4]))
@@ -102,7 +102,7 @@ def measure(
 
 
 def _describe(dataset_configs: ml_collections.ConfigDict) -> str:
-  aug = pipeline.augmentation_params(dataset_configs)
+  aug = reader_config.augmentation_params(dataset_configs)
   parts = [
     f"{dataset_configs.num_frames} x {dataset_configs.crop_size}^2 clips, "
     f"{dataset_configs.get('train_sampling', 'stride')} sampling"

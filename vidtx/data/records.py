@@ -1,0 +1,309 @@
+"""A split's records as videos: this process's share of a DMVR or TFDS split (and the check that
+it holds a record), each record parsed, its labels checked, and its selected frames decoded."""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from vidtx.data import dmvr, reader_config
+
+AUTOTUNE = tf.data.AUTOTUNE
+# The reader's functions branch on tensors with tf.cond, never with Python control flow, so they
+# need no AutoGraph; its conversion of their nested closures fails with a warning per function.
+no_autograph = tf.autograph.experimental.do_not_convert
+
+
+def _frame_shape(encoded: tf.Tensor) -> tf.Tensor:
+  """(2,) int32 height and width of one encoded frame (JPEG header only; other formats decode)."""
+  return tf.cond(
+    tf.io.is_jpeg(encoded),
+    lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int32),
+    lambda: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))[:2],
+  )
+
+
+def decode_frames(encoded: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+  """Decodes only the selected frames (each distinct one once): uint8 indices.shape + (H, W, 3).
+
+  JPEG or PNG; grayscale and RGBA become RGB. A frame whose size differs from the first selected
+  frame's (a resolution change mid-video) is resized to it, so a clip is always one array.
+  """
+  flat = tf.reshape(indices, [-1])
+  unique, position = tf.unique(flat)
+  selected = tf.gather(encoded, unique)
+  size = _frame_shape(selected[0])
+
+  def decode(frame):
+    image = tf.io.decode_image(frame, channels=3, expand_animations=False)
+    return tf.cond(
+      tf.reduce_all(tf.shape(image)[:2] == size),
+      lambda: image,
+      lambda: tf.cast(tf.round(tf.clip_by_value(tf.image.resize(image, size), 0, 255)), tf.uint8),
+    )
+
+  decoded = tf.map_fn(
+    decode, selected, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8)
+  )
+  frames = tf.gather(decoded, position)  # (N, H, W, 3) with N = indices.size
+  return tf.reshape(frames, tf.concat([tf.shape(indices), tf.shape(frames)[1:]], axis=0))
+
+
+def label_spec(dc: ml_collections.ConfigDict) -> tf.TensorSpec:
+  """The spec of one video's label: int32 (), or float32 (K,) multi-hot."""
+  if reader_config.class_splits(dc) or dc.get("multi_label", False):
+    return tf.TensorSpec([int(dc.num_classes)], tf.float32)
+  return tf.TensorSpec([], tf.int32)
+
+
+def parse_labels(dc: ml_collections.ConfigDict, raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """The training/eval label of a video and an error message ('' when the labels are valid).
+
+  Single-label: exactly one index, int32. class_splits: one index per split, in the split's
+  range of the global index space (EPIC: [noun, num_nouns + verb]), multi-hot float32 (K,).
+  multi_label: at least one index, multi-hot. Indices are taken after subtracting label_offset.
+  """
+  num_classes = int(dc.num_classes)
+  offset = int(dc.get("label_offset", 0) or 0)
+  labels = tf.cast(raw, tf.int32) - offset
+  shown = tf.strings.format("{}", labels, summarize=8)
+  splits = reader_config.class_splits(dc)
+  multi_hot = bool(splits) or bool(dc.get("multi_label", False))
+  checks = [
+    (tf.size(labels) == 0, tf.constant(f"no label (context {dmvr.LABEL_INDEX_KEY!r})")),
+    (
+      tf.reduce_any((labels < 0) | (labels >= num_classes)),
+      tf.strings.join(
+        [
+          f"label index out of range: expected values in [0, {num_classes})"
+          f" after subtracting label_offset={offset}, got ",
+          shown,
+        ]
+      ),
+    ),
+  ]
+  if splits:
+    lows = np.cumsum((0,) + splits[:-1])
+    highs = np.cumsum(splits)
+    count_ok = tf.size(labels) == len(splits)
+    padded = tf.pad(labels, [[0, tf.maximum(len(splits) - tf.size(labels), 0)]])[: len(splits)]
+    in_split = tf.reduce_all((padded >= lows) & (padded < highs))
+    ranges = ", ".join(f"[{lo}, {hi})" for lo, hi in zip(lows, highs, strict=True))
+    checks.append(
+      (
+        ~(count_ok & in_split),
+        tf.strings.join(
+          [
+            f"expected one label per class split, in {ranges} (class_splits={list(splits)}), got ",
+            shown,
+          ]
+        ),
+      )
+    )
+  elif not multi_hot:
+    checks.append(
+      (
+        tf.size(labels) != 1,
+        tf.strings.join(
+          [
+            "expected exactly one label index (single-label classification; set multi_label or "
+            "class_splits for several), got ",
+            shown,
+          ]
+        ),
+      )
+    )
+  error = tf.constant("")
+  for bad, message in reversed(checks):  # The first failing check names the problem.
+    error = tf.where(bad, message, error)
+  if multi_hot:
+    valid = tf.boolean_mask(labels, (labels >= 0) & (labels < num_classes))
+    value = tf.minimum(tf.reduce_sum(tf.one_hot(valid, num_classes), axis=0), 1.0)  # (K,)
+  else:
+    value = tf.cond(tf.size(labels) > 0, lambda: labels[0], lambda: 0)
+  return value, error
+
+
+def _check_process(process_index: int, process_count: int) -> None:
+  if not 0 <= process_index < process_count:
+    raise ValueError(
+      f"process_index={process_index} must be in [0, process_count={process_count})."
+    )
+
+
+def share_files(
+  dc: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
+) -> tuple[list[str], bool]:
+  """(the files this process reads, whether processes read different files) of a DMVR split."""
+  files = dmvr.expand_table(dc.base_dir, dc.tables[split])
+  shard_files = len(files) >= process_count
+  return (files[process_index::process_count] if shard_files else files), shard_files
+
+
+def share_text(process_index: int, process_count: int, shard_files: bool) -> str:
+  """Which of a split's files this process reads, in words."""
+  if process_count == 1:
+    return "one process reads them all"
+  if shard_files:
+    return f"process {process_index} of {process_count}'s share of the split's files"
+  return (
+    f"every process reads them all and keeps one record in {process_count}; this is "
+    f"process {process_index}"
+  )
+
+
+def files_text(files: Sequence[str], limit: int = 3) -> str:
+  """The first `limit` files and how many more."""
+  shown = ", ".join(files[:limit])
+  return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+def check_split_has_records(
+  dataset_configs: ml_collections.ConfigDict,
+  split: str,
+  *,
+  process_index: int = 0,
+  process_count: int = 1,
+  whole_split: bool = False,
+) -> None:
+  """Raises ValueError naming the split, base_dir and files when this process's share of a DMVR
+  split's files (with `whole_split`, all of them) holds no record: every file is shorter than
+  one record (a TFRecord without records is a 0-byte file). Stats files only up to the first
+  one that can hold a record, so a healthy split costs one stat. TFDS splits are checked by
+  their reader (tfds_data.records) from the split sizes.
+  """
+  dc = dataset_configs
+  _check_process(process_index, process_count)
+  if is_tfds(dc):
+    return
+  if whole_split:
+    files = dmvr.expand_table(dc.base_dir, dc.tables[split])
+    share = "the whole split"
+  else:
+    files, shard_files = share_files(dc, split, process_index, process_count)
+    share = share_text(process_index, process_count, shard_files)
+  sizes = []
+  for name in files:
+    size = tf.io.gfile.stat(name).length
+    if size >= dmvr.MIN_RECORD_BYTES:
+      return
+    sizes.append(size)
+  expected = (dc.get("examples_per_subset") or {}).get(split)
+  said = f"; examples_per_subset.{split} says {expected}" if expected is not None else ""
+  raise ValueError(
+    f"Split {split!r} holds no record: its {len(files)} file(s) ({share}) have "
+    f"{sum(sizes)} bytes in all, and a TFRecord file with a record has at least "
+    f"{dmvr.MIN_RECORD_BYTES}{said}: "
+    f"{files_text(files)} (base_dir={dc.base_dir!r}, "
+    f"config.dataset_configs.tables.{split}={dc.tables[split]!r}). Write the split again (e.g. "
+    f"python -m vidtx.data.make_shards) or point config.dataset_configs.tables.{split} at files "
+    "that hold its records."
+  )
+
+
+def _dmvr_records(
+  dc: ml_collections.ConfigDict,
+  split: str,
+  *,
+  process_index: int,
+  process_count: int,
+  shuffle_seed: tf.Tensor | None,
+) -> tf.data.Dataset:
+  """{'serialized', 'source'} of this process's share of a DMVR split.
+
+  Files are split across processes when there are at least as many files as processes;
+  otherwise every process reads all files in the same order and keeps every
+  `process_count`-th record. `shuffle_seed` ((2,) int64) permutes the file order.
+  """
+  files, shard_files = share_files(dc, split, process_index, process_count)
+  files = tf.constant(files)
+  if shuffle_seed is not None:
+    files = tf.random.experimental.stateless_shuffle(files, seed=shuffle_seed)
+
+  def read(file):
+    records = tf.data.TFRecordDataset(file).enumerate()
+    return records.map(
+      lambda i, record: {
+        "serialized": record,
+        "source": tf.strings.join(
+          [f"split={split}, file=", file, ", record ", tf.strings.as_string(i)]
+        ),
+      }
+    )
+
+  ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+    read,
+    cycle_length=min(int(files.shape[0]), 16),
+    block_length=1,
+    num_parallel_calls=AUTOTUNE,
+    deterministic=True,
+  )
+  if not shard_files:
+    # The same order on every process -> disjoint shares.
+    ds = ds.shard(process_count, process_index)
+  return ds
+
+
+def is_tfds(dc: ml_collections.ConfigDict) -> bool:
+  return (dc.get("dataset_name") or "").startswith("tfds:")
+
+
+def split_records(
+  dc: ml_collections.ConfigDict,
+  split: str,
+  *,
+  process_index: int,
+  process_count: int,
+  shuffle_seed: tf.Tensor | None,
+) -> tf.data.Dataset:
+  """This process's share of `split`, one dict per video, from the configured source."""
+  _check_process(process_index, process_count)
+  if is_tfds(dc):
+    from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
+
+    # TFDS reads in its own order (the shuffle buffer shuffles): it takes no tensor seed.
+    return tfds_data.records(
+      dc.dataset_name[len("tfds:") :],
+      dc,
+      dc.tables[split],
+      process_index=process_index,
+      process_count=process_count,
+      shuffle_seed=None,
+    )
+  return _dmvr_records(
+    dc, split, process_index=process_index, process_count=process_count, shuffle_seed=shuffle_seed
+  )
+
+
+def parse_video(raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """A source's element as {'jpegs', 'labels', 'video_id', 'frame_rate'} (DMVR parsed here)."""
+  if "serialized" in raw:
+    return dmvr.parse_sequence_example(raw["serialized"])
+  return {k: raw[k] for k in ("jpegs", "labels", "video_id", "frame_rate")}
+
+
+def protected_map(
+  ds: tf.data.Dataset, fn: Callable[..., Any], fallback: Callable[..., Any]
+) -> tf.data.Dataset:
+  """ds.map(fn), except that an element whose fn fails (a corrupt JPEG, a string that is not a
+  SequenceExample) becomes fallback(element) instead of ending the stream.
+
+  Each element runs in a one-element dataset that drops its own error; parallel interleave keeps
+  the decoding as parallel as a map, and the order deterministic.
+  """
+  fn, fallback = no_autograph(fn), no_autograph(fallback)
+
+  @no_autograph
+  def attempt(*element):
+    tried = tf.data.Dataset.from_tensors(element).map(fn).ignore_errors()
+    return tried.concatenate(tf.data.Dataset.from_tensors(fallback(*element))).take(1)
+
+  return ds.interleave(attempt, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+UNREADABLE = (
+  "could not be read: the record is not a SequenceExample, or a frame is not a "
+  "decodable image (corrupt JPEG)"
+)
