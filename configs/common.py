@@ -311,7 +311,7 @@ def reader_fields() -> dict:
     # Bad records (no frames, a corrupt JPEG, a label out of range) stop the run naming them;
     # skip_bad_records=True drops and counts them instead, until more than max_bad_fraction
     # of the records read are bad (from 10 bad records on; 1.0: no such cap) or, when set,
-    # more than max_bad_records in all (vidtx.data.pipeline).
+    # more than max_bad_records in all (vidtx.data.bad_records).
     skip_bad_records=False,
     max_bad_fraction=0.1,
     max_bad_records=config_dict.placeholder(int),

@@ -1,4 +1,4 @@
-"""Shared by every test module: XLA's persistent compilation cache.
+"""Shared by every test module: XLA's persistent compilation cache, and the test order.
 
 Many tests compile the same programs (the shrunk recipes of one family, tiny train.py runs in
 subprocesses); with the cache, each distinct program is compiled once per machine. The cache
@@ -27,3 +27,11 @@ if FAST_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+  """Modules that hold slow tests run first: under xdist their long tests then start early
+  instead of leaving one worker busy at the end. Each module's tests stay together (the sort is
+  stable), so a module's fixtures are built once."""
+  slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.path not in slow_modules)

@@ -82,7 +82,7 @@ class Converted:
     return models.build(self.model_name, self.model_config, self.num_classes)
 
   def dataset_overrides(self) -> dict[str, Any]:
-    """The preprocessing as dataset_configs fields of the reader (vidtx.data.pipeline)."""
+    """The preprocessing as dataset_configs fields of the reader (vidtx.data.reader_config)."""
     p = self.preprocessing
     return dict(
       num_frames=p["num_frames"],

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 import reference
+from shared import REPO
 
 from vidtx import models, optim, trainer
 from vidtx.configs import common
@@ -19,7 +20,6 @@ from vidtx.models import timesformer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(
   name[:-3]
   for name in os.listdir(os.path.join(REPO, "configs"))

@@ -4,10 +4,9 @@ import importlib.metadata
 import os
 
 import pytest
+from shared import REPO
 
 from vidtx import cli
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_a_config_file_is_used_as_given(tmp_path):

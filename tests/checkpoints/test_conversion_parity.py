@@ -645,7 +645,7 @@ def test_init_from_a_video_checkpoint_resizes_time_and_resets_the_head(tmp_path_
 def test_train_py_starts_from_a_converted_vit(hf_vit, tmp_path, capsys):
   """One step at learning rate 0 keeps the loaded parameters: the checkpoint holds the ViT's."""
   import orbax.checkpoint as ocp
-  from test_end_to_end import tiny_config
+  from shared import tiny_config
 
   _, hf_path = hf_vit
   converted_dir = store.save(str(tmp_path / "vit"), convert_source(hf_path))

@@ -2,7 +2,6 @@
 device, gradient accumulation, EMA, the best checkpoint, the NaN guard, preemption and exact
 resume after kill -9."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -17,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import shared
+from shared import REPO
 
 from vidtx import distributed, models, sharding, trainer
 from vidtx import train_state as state_lib
@@ -24,13 +25,7 @@ from vidtx.checkpoints import training
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THIS = os.path.abspath(__file__)
-_spec = importlib.util.spec_from_file_location(
-  "e2e", os.path.join(REPO, "tests", "test_end_to_end.py")
-)
-e2e = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(e2e)
 # Fields that depend on wall-clock time; everything else in metrics.jsonl must reproduce.
 TIMING = {"steps_per_sec", "clips_per_sec", "val_eval_seconds"}
 
@@ -39,7 +34,7 @@ def exact_config(data_dir: str, steps: int):
   """A tiny run whose global batches do not depend on how the data is split over processes:
   one shard per split (processes take every n-th record), no shuffling, clips covering whole
   videos, full-frame crops, no flips and no stochastic depth."""
-  config = e2e.tiny_config(data_dir, steps=steps)
+  config = shared.tiny_config(data_dir, steps=steps)
   ds = config.dataset_configs
   ds.tables = {"train": "train.tfrecord@1", "validation": "validation.tfrecord@1"}
   ds.examples_per_subset = {"train": 32, "validation": 8}
@@ -80,7 +75,9 @@ def _config_file(tmp_path, data_dir: str) -> str:
 
 
 def _env(devices: int) -> dict[str, str]:
-  return dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), PYTHONPATH=REPO)
+  return dict(
+    os.environ, JAX_NUM_CPU_DEVICES=str(devices), PYTHONPATH=os.pathsep.join([REPO, shared.TESTS])
+  )
 
 
 @pytest.fixture(scope="module")
@@ -357,10 +354,11 @@ def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(data_dir, t
   with pytest.raises(FloatingPointError, match=r"at step 2: .*last good checkpoint is 1"):
     trainer.train_and_evaluate(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
-  params = e2e._restore_params(workdir, 1)
+  params = shared.restore_params(workdir, 1)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
 
 
+@pytest.mark.slow
 def test_sharded_meshes_and_accumulation_train_like_data_parallel(data_dir, tmp_path):
   """8 fake devices: data=8; data x fsdp x model = 2x2x2 (parameters split, heads split);
   data=2, fsdp=4 with 2 accumulation steps. Same parameters after 2 steps."""
@@ -392,7 +390,7 @@ for name, (mesh_config, accum) in {runs!r}.items():
   assert out.returncode == 0, out.stderr[-4000:]
   assert "SPEC 3d ('fsdp', 'model', None)" in out.stdout
   assert "SPEC dp (None, None, None)" in out.stdout
-  params = {name: e2e._restore_params(str(tmp_path / name), 2) for name in runs}
+  params = {name: shared.restore_params(str(tmp_path / name), 2) for name in runs}
   for name in ("3d", "accum"):
     jax.tree.map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
@@ -409,6 +407,7 @@ for name, (mesh_config, accum) in {runs!r}.items():
   np.testing.assert_allclose(losses["accum"], losses["dp"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(data_dir, tmp_path):
   """train.py launched as 2 processes x 2 CPU devices (--coordinator_address ...) gives the
   losses, accuracies and evaluation of 1 process x 4 devices with the same global batch."""
@@ -470,6 +469,7 @@ def _wait_for(predicate, proc, what: str, timeout: float = 240.0) -> None:
     time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_kill_9_and_sigterm_then_resume_reproduce_the_uninterrupted_run(data_dir, tmp_path):
   config_file = _config_file(tmp_path, data_dir)
   steps = 12
@@ -522,6 +522,6 @@ def test_kill_9_and_sigterm_then_resume_reproduce_the_uninterrupted_run(data_dir
   assert got == expected
   jax.tree.map(
     np.testing.assert_array_equal,
-    e2e._restore_params(str(workdir), steps),
-    e2e._restore_params(str(tmp_path / "reference"), steps),
+    shared.restore_params(str(workdir), steps),
+    shared.restore_params(str(tmp_path / "reference"), steps),
   )

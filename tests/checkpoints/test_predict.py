@@ -14,11 +14,11 @@ import pytest
 import reference
 import tensorflow as tf
 from PIL import Image
+from shared import REPO
 
 from vidtx import models, predict, rollout
 from vidtx.checkpoints import store
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN, STD = 0.45, 0.225
 PREPROCESSING = dict(
   num_frames=4,
@@ -246,6 +246,7 @@ def command(*args: str) -> subprocess.CompletedProcess:
   )
 
 
+@pytest.mark.slow
 def test_command_end_to_end(converted, checkpoint_dir, tmp_path):
   video = write_video(str(tmp_path / "clip.mp4"), moving_square(), "libx264")
   probabilities, _ = predict.predict_video(converted, video)

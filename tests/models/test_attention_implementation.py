@@ -12,13 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from reference import init_shapes, random_like
+from shared import REPO
 
 from vidtx import models
 from vidtx.models import common, timesformer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = dict(rtol=1e-6, atol=1e-6)
 # Small programs compiled once: XLA's CPU optimisation passes cost more time than they save.
 FAST_COMPILE = dict(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True)
@@ -141,6 +141,7 @@ def _scheme_id(scheme):
   return "-".join([name, overrides["attention"]] + [k for k in overrides if k == "summary_tokens"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", SCHEMES, ids=_scheme_id)
 def test_model_with_padded_path_equals_plain_model(scheme, monkeypatch):
   """The same tiny model (random parameters) with model.attention_implementation 'xla' and with

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from test_end_to_end import REPO, tiny_config
+from shared import REPO, tiny_config
 
 from vidtx import checkpoints, convert, models, predict, trainer
 from vidtx import data as vidtx_data
@@ -135,6 +135,7 @@ def test_step_exports_an_older_checkpoint(trained, tmp_path):
   )
 
 
+@pytest.mark.slow
 def test_cli_exports_a_run_with_format_and_step(trained, tmp_path):
   _, workdir = trained
   out = str(tmp_path / "ckpt")

@@ -14,8 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from test_end_to_end import REPO, tiny_config
-from test_ownership import digests
+from shared import REPO, TESTS, digests, tiny_config
 
 from vidtx import distributed, ownership, sharding, trainer
 from vidtx.checkpoints import training
@@ -23,7 +22,7 @@ from vidtx.data import dmvr
 
 
 def _env() -> dict[str, str]:
-  return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO}
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join([REPO, TESTS])}
 
 
 def _train_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -140,6 +139,7 @@ def test_a_negative_batch_size_is_named():
     sharding.check_batch_size(0, mesh, "eval_batch_size")
 
 
+@pytest.mark.slow
 def test_command_line_mistakes_are_one_line(tmp_path):
   """A misspelt config field: the did-you-mean hint on one line, no traceback; a workdir that
   is a file: one line naming it."""
@@ -226,6 +226,7 @@ def get_config():
 """
 
 
+@pytest.mark.slow
 def test_sigterm_while_waiting_for_data_exits_within_seconds(tmp_path):
   """A training shard that never delivers (a FIFO nobody writes: a hung file system) blocks the
   reader in native code; SIGTERM still ends the run at once, saving nothing, exit 143."""
@@ -297,6 +298,7 @@ def _dmvr_dataset(tmp_path, train_records: list[bytes]) -> str:
   return str(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["zero_byte_shards", "every_record_bad"])
 def test_data_that_cannot_give_a_batch_ends_with_a_named_error(tmp_path, case):
   """No record (0-byte shards), or every record bad with skip_bad_records set from the command

@@ -1,7 +1,6 @@
 """train.py and eval.py end to end on a tiny synthetic dataset in temporary directories."""
 
 import glob
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,36 +8,10 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from shared import REPO, TESTS, restore_params, tiny_config
 
 from vidtx import evaluate, trainer
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(data_dir: str, steps: int = 1, attention: str = "divided"):
-  spec = importlib.util.spec_from_file_location(
-    "cfg", os.path.join(REPO, "configs", "synthetic_timesformer.py")
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(f"attention={attention}")
-  ds = config.dataset_configs
-  ds.base_dir = data_dir
-  ds.tables = {"train": "train.tfrecord@2", "validation": "validation.tfrecord@1"}
-  ds.examples_per_subset = {"train": 24, "validation": 10}
-  ds.video_length, ds.video_size = 10, 20
-  ds.num_frames, ds.stride, ds.min_resize, ds.crop_size = 4, 2, 20, 16
-  ds.num_test_clips = 2
-  config.model.update(hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
-  config.batch_size = 4
-  config.eval_batch_size = 4  # 10 videos: the last batch is padded.
-  config.num_training_steps = steps
-  config.log_every_steps = 1
-  config.checkpoint_every_steps = 2
-  config.lr_configs.warmup_steps = 1
-  return config
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +30,6 @@ def trained(data_dir, tmp_path_factory):
 def _read_jsonl(path):
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
-
-
-def _restore_params(workdir, step):
-  """Params of a checkpoint, onto this process's first device (whatever mesh saved them)."""
-  path = os.path.join(workdir, "checkpoints", str(step), "state")
-  checkpointer = ocp.StandardCheckpointer()
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(
-    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-    dict(checkpointer.metadata(path).item_metadata.tree),
-  )
-  return checkpointer.restore(path, target)["params"]
 
 
 def test_one_step_train_writes_metrics_checkpoint_and_evaluates(trained):
@@ -111,20 +72,20 @@ def test_resume_continues_at_the_right_step_with_identical_state(data_dir, tmp_p
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   trainer.train_and_evaluate(tiny_config(data_dir, steps=4), straight)
   trainer.train_and_evaluate(tiny_config(data_dir, steps=2), resumed)
-  first_half = _restore_params(resumed, 2)
+  first_half = restore_params(resumed, 2)
   trainer.train_and_evaluate(tiny_config(data_dir, steps=4), resumed)
 
   # The resumed run started from exactly the saved state ...
   jax.tree.map(
     np.testing.assert_array_equal,
-    jax.device_get(_restore_params(straight, 2)),
+    jax.device_get(restore_params(straight, 2)),
     jax.device_get(first_half),
   )
   # ... and, reading the data stream from where it stopped, ends where the straight run ends.
   jax.tree.map(
     np.testing.assert_array_equal,
-    jax.device_get(_restore_params(straight, 4)),
-    jax.device_get(_restore_params(resumed, 4)),
+    jax.device_get(restore_params(straight, 4)),
+    jax.device_get(restore_params(resumed, 4)),
   )
   steps = [
     line["step"] for line in _read_jsonl(os.path.join(resumed, "metrics.jsonl")) if "loss" in line
@@ -137,6 +98,7 @@ def test_eval_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
     evaluate.evaluate(tiny_config(data_dir), str(tmp_path / "empty"))
 
 
+@pytest.mark.slow
 def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
   """The two scripts as users call them, with --config.x=y overrides."""
   workdir = str(tmp_path / "cli")
@@ -196,16 +158,17 @@ def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
   assert evaluated["top1"] == pytest.approx(final["top1"])
 
 
+@pytest.mark.slow
 def test_two_devices_train_like_one(data_dir, tmp_path):
   """The batch split over a 2-device 'data' mesh gives the same training as one device."""
   script = f"""
 import importlib.util, sys, jax, numpy as np
 sys.path.insert(0, {REPO!r})
-spec = importlib.util.spec_from_file_location("e2e", {os.path.abspath(__file__)!r})
-e2e = importlib.util.module_from_spec(spec); spec.loader.exec_module(e2e)
+sys.path.insert(0, {TESTS!r})
+import shared
 from vidtx import trainer
 workdir = sys.argv[1]
-trainer.train_and_evaluate(e2e.tiny_config({data_dir!r}, steps=2), workdir)
+trainer.train_and_evaluate(shared.tiny_config({data_dir!r}, steps=2), workdir)
 print("DEVICES", jax.device_count())
 """
   params = {}
@@ -217,7 +180,7 @@ print("DEVICES", jax.device_count())
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"DEVICES {devices}" in out.stdout
-    params[devices] = jax.device_get(_restore_params(workdir, 2))
+    params[devices] = jax.device_get(restore_params(workdir, 2))
   jax.tree.map(
     lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params[1], params[2]
   )

@@ -1,8 +1,6 @@
 """Every model and attention scheme trains through train.py on the synthetic data: one step on
 8 fake CPU devices (batch sharded over the mesh), and the same gradients with and without jit."""
 
-import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,70 +10,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from shared import REPO, TESTS, ZOO, tiny_model_config, tiny_train_config
 
 from vidtx import losses, models, trainer
-from vidtx.models import vivit
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(hidden_size=16, num_heads=2, mlp_dim=32, num_layers=2)
-# Every (model, attention) pair the models accept: a new scheme is covered without editing here.
-ZOO = [
-  (name, attention)
-  for name, entry in sorted(models.MODELS.items())
-  for attention in importlib.import_module(entry.module.__module__).ATTENTIONS
-]
-
-
-def tiny_model_config(model_name: str, attention: str) -> dict:
-  config = dict(TINY, attention=attention)
-  # 16x16 frames in 8x8 patches: a 2x2 grid, even as local-global attention needs.
-  config["variant"] = "Ti/8x2" if model_name == "vivit" else "Ti/8"
-  if model_name == "vivit" and attention == "factorised_encoder":
-    config.update(spatial_layers=1, temporal_layers=1)
-  if model_name == "vivit" and attention in vivit.GAP_ONLY:
-    config["classifier"] = "gap"  # Models 3 and 4 have no class token.
-  return config
-
-
-def tiny_train_config(data_dir: str, model_name: str, attention: str):
-  spec = importlib.util.spec_from_file_location(
-    "cfg", os.path.join(REPO, "configs", "synthetic_timesformer.py")
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  ds = config.dataset_configs
-  ds.base_dir = data_dir
-  ds.tables = {"train": "train.tfrecord@1", "validation": "validation.tfrecord@1"}
-  ds.examples_per_subset = {"train": 16, "validation": 8}
-  ds.video_length, ds.video_size = 10, 16
-  ds.num_frames, ds.stride, ds.min_resize, ds.crop_size = 4, 2, 16, 16
-  ds.num_test_clips = 1
-  config.model_name = model_name
-  config.model = models.default_config(model_name)
-  config.model.update(tiny_model_config(model_name, attention))
-  config.batch_size = config.eval_batch_size = 8
-  config.num_training_steps = 1
-  config.log_every_steps = 1
-  config.lr_configs.warmup_steps = 0
-  return config
 
 
 def test_zoo_lists_every_family():
   assert {name for name, _ in ZOO} == set(models.MODELS)
 
 
+@pytest.mark.slow
 def test_every_model_trains_one_step_on_8_devices(tmp_path):
   script = f"""
 import importlib.util, json, os, sys, jax
 sys.path.insert(0, {REPO!r})
-spec = importlib.util.spec_from_file_location("zoo", {os.path.abspath(__file__)!r})
-zoo = importlib.util.module_from_spec(spec); spec.loader.exec_module(zoo)
+sys.path.insert(0, {TESTS!r})
+import shared
 from vidtx import trainer
 assert jax.device_count() == 8, jax.devices()
-for name, attention in zoo.ZOO:
+for name, attention in shared.ZOO:
   workdir = os.path.join({str(tmp_path)!r}, name + "_" + attention)
-  config = zoo.tiny_train_config({str(tmp_path / "data")!r}, name, attention)
+  config = shared.tiny_train_config({str(tmp_path / "data")!r}, name, attention)
   results = trainer.train_and_evaluate(config, workdir)
   print("RESULT", json.dumps([name, attention, results["num_videos"]]))
 """

@@ -10,12 +10,11 @@ import ml_collections
 import numpy as np
 import pytest
 from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
+from shared import REPO
 
 from vidtx import evaluator, losses, optim
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_aggregations_match_their_definitions_over_the_unmasked_views():

@@ -407,6 +407,7 @@ def test_confusion_matrix_image_large_without_labels():
   assert distinct_colours(image) > 10
 
 
+@pytest.mark.slow
 def test_confusion_matrix_image_needs_no_pyplot_or_backend():
   code = (
     "import sys, numpy as np; from vidtx import metrics; "

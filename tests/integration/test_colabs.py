@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
+from shared import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "colabs", "*.ipynb")))
 
 # What each notebook must print; a new notebook needs an entry.

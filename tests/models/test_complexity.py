@@ -7,7 +7,6 @@ pass is only lowered, so the ViT-B rows cost about a second each.
 
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from jax.extend.mlir import ir
+from shared import REPO
 
 from vidtx import models
 from vidtx.configs import synthetic_timesformer
@@ -22,7 +22,6 @@ from vidtx.tools import complexity
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S = jax.ShapeDtypeStruct
 F32 = jnp.float32
 
@@ -443,6 +442,7 @@ def test_space_time_mixing_costs_spatial_attention():
 # ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_command_line_with_override():
   config = synthetic_timesformer.get_config("attention=space")
   base = complexity.config_complexity(config)

@@ -1,6 +1,5 @@
 """vidtx.tools.benchmark: its figures are consistent with each other and with the FLOP count."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,8 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+import shared
+from shared import REPO
 
 from vidtx import models
 from vidtx.configs import k400_timesformer, k400_vivit_st, synthetic_xvit
@@ -18,16 +19,9 @@ from vidtx.tools import benchmark, complexity, hf_peer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location(
-  "e2e", os.path.join(REPO, "tests", "test_end_to_end.py")
-)
-e2e = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(e2e)
-
 
 def test_benchmark_measures_compute_and_end_to_end(tmp_path):
-  config = e2e.tiny_config(str(tmp_path / "data"), steps=10)
+  config = shared.tiny_config(str(tmp_path / "data"), steps=10)
   result = benchmark.benchmark(config, steps=3, warmup=1, batch_size=8, peak_tflops=0.5)
   macs = complexity.config_complexity(config)["macs_per_view"]
   assert result["training_gflops_per_clip"] == 6 * macs / 1e9
@@ -177,12 +171,14 @@ def _run_benchmark(tmp_path, *args: str) -> tuple[str, dict]:
   return out.stdout, json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_compute_mode_runs_without_tensorflow(tmp_path):
   stdout, result = _run_benchmark(tmp_path, "--mode=compute", "--steps=2", "--warmup=1")
   assert result["compute"]["steps_per_sec"] > 0 and "end_to_end" not in result
   assert "compute:" in stdout
 
 
+@pytest.mark.slow
 def test_peer_hf_side_by_side(tmp_path):
   """--peer hf (on an image without TensorFlow): both sides timed, their ratio, one JSON line."""
   stdout, result = _run_benchmark(

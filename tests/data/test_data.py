@@ -8,6 +8,7 @@ import os
 import ml_collections
 import numpy as np
 import pytest
+import shared
 import tensorflow as tf
 
 from vidtx import data
@@ -15,25 +16,12 @@ from vidtx.data import bad_records, dmvr, reader_config, sampling, synthetic
 
 
 def reader_configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
-  configs = ml_collections.ConfigDict(
-    dict(
-      base_dir=base_dir,
-      tables={"train": "train.tfrecord@2", "validation": "validation.tfrecord@1"},
-      examples_per_subset={"train": 12, "validation": 11},
-      num_classes=4,
-      num_frames=4,
-      stride=2,
-      min_resize=16,
-      crop_size=16,
-      zero_centering=False,
-      random_flip=False,
-      num_test_clips=1,
-      do_three_spatial_crops=False,
-      label_offset=0,
-    )
+  """shared.reader_configs over 2 training shards and 11 validation videos."""
+  tables = {"train": "train.tfrecord@2", "validation": "validation.tfrecord@1"}
+  examples = {"train": 12, "validation": 11}
+  return shared.reader_configs(
+    base_dir, **{"tables": tables, "examples_per_subset": examples, **overrides}
   )
-  configs.update(overrides)
-  return configs
 
 
 def synthetic_configs(base_dir: str, task: str = "appearance", **overrides):

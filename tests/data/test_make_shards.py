@@ -9,66 +9,13 @@ import av
 import numpy as np
 import pytest
 import tensorflow as tf
+from shared import REPO, H, W, frame_index, frames_of, read_table, write_lines, write_video
 
 from vidtx.data import class_labels, dmvr, make_shards, sources, video_decode
-from vidtx.predict import decode_video, encode_video
+from vidtx.predict import decode_video
 
-H, W = 32, 48
 # Frame k of every test video has brightness BASE + STEP * k (a red corner shows the channel
 # order), so the frames read back tell which source frames were kept.
-BASE, STEP = 20, 8
-
-
-def frames_of(num_frames: int, height: int = H, width: int = W) -> np.ndarray:
-  frames = np.zeros((num_frames, height, width, 3), np.uint8)
-  for k in range(num_frames):
-    frames[k] = BASE + STEP * k
-    frames[k, : height // 4, : width // 4] = (200, 30, 30)
-  return frames
-
-
-def frame_index(frame: np.ndarray) -> int:
-  """Which source frame a decoded frame is, from the brightness of its lower half."""
-  return int(round((frame[frame.shape[0] // 2 :].mean() - BASE) / STEP))
-
-
-def write_video(path: str, num_frames: int, fps: int = 30, **size) -> str:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  codec = "libvpx-vp9" if path.endswith(".webm") else "libx264"
-  return encode_video(path, frames_of(num_frames, **size), fps=fps, codec=codec)
-
-
-def read_table(output_dir: str, table: str) -> list[dict]:
-  """Every example of a table, in shard order, with its frames decoded."""
-  files = dmvr.expand_table(str(output_dir), table)
-  examples = []
-  for serialized in tf.data.TFRecordDataset(files):
-    context, sequence = tf.io.parse_single_sequence_example(
-      serialized,
-      context_features={
-        dmvr.LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64),
-        dmvr.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-        dmvr.VIDEO_ID_KEY: tf.io.FixedLenFeature([], tf.string),
-        dmvr.START_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-        dmvr.END_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-        dmvr.FRAME_RATE_KEY: tf.io.FixedLenFeature([], tf.float32),
-      },
-      sequence_features={dmvr.IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)},
-    )
-    frames = np.stack([tf.io.decode_jpeg(jpeg).numpy() for jpeg in sequence[dmvr.IMAGE_KEY]])
-    examples.append(
-      {
-        "frames": frames,
-        "indices": [frame_index(f) for f in frames],
-        "labels": tf.sparse.to_dense(context[dmvr.LABEL_INDEX_KEY]).numpy().tolist(),
-        "text": context[dmvr.LABEL_TEXT_KEY].numpy().decode(),
-        "id": context[dmvr.VIDEO_ID_KEY].numpy().decode(),
-        "start": int(context[dmvr.START_KEY]),
-        "end": int(context[dmvr.END_KEY]),
-        "fps": float(context[dmvr.FRAME_RATE_KEY]),
-      }
-    )
-  return examples
 
 
 def by_id(examples: list[dict]) -> dict[str, dict]:
@@ -78,12 +25,6 @@ def by_id(examples: list[dict]) -> dict[str, dict]:
 def read_report(output_dir, split: str) -> dict[str, str]:
   with open(os.path.join(output_dir, f"{split}_report.txt")) as f:
     return {line.split("\t")[0]: line.rstrip("\n").split("\t")[2] for line in f}
-
-
-def write_lines(path, lines) -> str:
-  with open(path, "w") as f:
-    f.write("".join(line + "\n" for line in lines))
-  return str(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,6 +413,7 @@ def test_missing_inputs_name_the_flag(tmp_path, capsys):
   assert not (tmp_path / "out").exists()  # Nothing was started.
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
   videos = tmp_path / "videos"
   write_video(str(videos / "a.mp4"), 9)
@@ -495,7 +437,7 @@ def test_command_line(tmp_path):
     capture_output=True,
     text=True,
     timeout=120,
-    cwd=os.path.dirname(os.path.dirname(__file__)),
+    cwd=REPO,
   )
   assert result.returncode == 0, result.stderr
   assert "train.tfrecord@2: 2 examples of 2 videos, 0 bad" in result.stdout

@@ -15,12 +15,12 @@ import pytest
 import reference
 from flax import serialization
 from safetensors.numpy import save_file
+from shared import REPO
 from test_predict import checkpoint_dir, converted, moving_square, write_video  # noqa: F401
 
 from vidtx import models, predict
 from vidtx.checkpoints import init_from, readers, scan, store
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
 TINY = dict(variant="Ti/16", hidden_size=32, num_heads=2, mlp_dim=64, num_layers=2)
 FAMILIES = {
@@ -248,6 +248,7 @@ def _error_lines(result: subprocess.CompletedProcess, prefix: str) -> list[str]:
   return lines[starts[0] :]
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_nan_input_in_one_line_with_a_non_zero_exit(checkpoint_dir, tmp_path):  # noqa: F811
   clips = np.zeros((2, 4, 32, 32, 3), np.float32)
   clips[1, 2, 5, 5, 0] = np.nan
@@ -308,6 +309,7 @@ def _truncate(path: str, keep: float = 0.6) -> str:
   return path
 
 
+@pytest.mark.slow
 def test_convert_names_a_truncated_safetensors_file_in_one_line(tmp_path):
   path = str(tmp_path / "vit.safetensors")
   save_file(
@@ -355,6 +357,7 @@ class _CodeInPickle:
     return (open, (self.path, "w"))
 
 
+@pytest.mark.slow
 def test_a_pickle_with_code_is_refused_and_never_run(tmp_path):
   import torch
 

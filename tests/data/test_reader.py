@@ -12,34 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from shared import reader_configs
 
 from vidtx import evaluator as evaluator_lib
 from vidtx import losses, sharding
 from vidtx.data import bad_records, dmvr, pipeline, reader_config, sampling
 
 jax.config.update("jax_numpy_rank_promotion", "raise")  # As other modules do in the workers.
-
-
-def configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
-  dc = ml_collections.ConfigDict(
-    dict(
-      base_dir=base_dir,
-      tables={"train": "train.tfrecord@1", "validation": "validation.tfrecord@1"},
-      examples_per_subset={"train": 12, "validation": 3},
-      num_classes=4,
-      num_frames=4,
-      stride=2,
-      min_resize=16,
-      crop_size=16,
-      zero_centering=False,
-      random_flip=False,
-      num_test_clips=1,
-      do_three_spatial_crops=False,
-      label_offset=0,
-    )
-  )
-  dc.update(overrides)
-  return dc
 
 
 def indexed_video(length: int, size: int = 16, video: int = 0) -> np.ndarray:
@@ -65,7 +44,7 @@ def indices(dc, length: int, frame_rate: float = 0.0) -> np.ndarray:
 
 def test_timesformer_sampling_spreads_frames_over_the_window():
   # 4 frames "at a rate of 1/4" of 30 fps, stored at 15 fps: a window of 4 * 4 / 2 = 8 frames.
-  dc = configs(
+  dc = reader_configs(
     "",
     train_sampling="timesformer",
     eval_sampling="timesformer",
@@ -95,7 +74,7 @@ def test_timesformer_sampling_spreads_frames_over_the_window():
 
 
 def test_segment_sampling_takes_one_frame_per_segment():
-  dc = configs("", train_sampling="segment", eval_sampling="segment")
+  dc = reader_configs("", train_sampling="segment", eval_sampling="segment")
   np.testing.assert_array_equal(indices(dc, 20), [[2, 7, 12, 17]])
   dc.num_test_clips = 2  # Positions 1/4 and 3/4 of every segment.
   np.testing.assert_array_equal(indices(dc, 20), [[1, 6, 11, 16], [3, 8, 13, 18]])
@@ -112,14 +91,14 @@ def test_segment_sampling_takes_one_frame_per_segment():
 
 
 def test_whole_video_covers_the_video_with_consecutive_clips():
-  dc = configs("", eval_sampling="whole_video")  # 4 frames at stride 2: clips of 8 frames.
+  dc = reader_configs("", eval_sampling="whole_video")  # 4 frames at stride 2: clips of 8 frames.
   np.testing.assert_array_equal(indices(dc, 20), [[0, 2, 4, 6], [8, 10, 12, 14], [16, 18, 19, 19]])
   np.testing.assert_array_equal(indices(dc, 8), [[0, 2, 4, 6]])
   dc.update(train_sampling="timesformer", sampling_rate=4, target_fps=30.0, frame_rate=15.0)
   np.testing.assert_array_equal(indices(dc, 20), [[0, 2, 4, 7], [8, 10, 12, 15], [16, 18, 19, 19]])
   with pytest.raises(ValueError, match="whole_video.*segment"):
     reader_config.validate_dataset_configs(
-      configs("", eval_sampling="whole_video", train_sampling="segment")
+      reader_configs("", eval_sampling="whole_video", train_sampling="segment")
     )
 
 
@@ -165,7 +144,7 @@ def test_whole_video_eval_aggregates_every_clip_of_each_video(tmp_path):
       for i, n in enumerate(lengths)
     ],
   )
-  dc = configs(
+  dc = reader_configs(
     str(tmp_path),
     num_classes=2,
     eval_sampling="whole_video",
@@ -214,7 +193,7 @@ def twelve(tmp_path_factory):
 
 
 def test_epochs_are_permutations_and_the_stream_resumes_at_any_position(twelve):
-  dc = configs(twelve, tables={"train": "train.tfrecord@3"}, shuffle_buffer_size=4)
+  dc = reader_configs(twelve, tables={"train": "train.tfrecord@3"}, shuffle_buffer_size=4)
   stream = pipeline.build_train_dataset(dc, batch_size=5, seed=3).as_numpy_iterator()
   batches = [bad_records.split_host_fields(next(stream)) for _ in range(6)]  # 30 = 2.5 epochs
   epoch = np.concatenate([h["epoch"] for _, h in batches])
@@ -276,7 +255,7 @@ def mixed(tmp_path_factory):
 
 
 def test_bad_records_stop_the_reader_naming_file_and_record(mixed):
-  dc = configs(mixed, shuffle_buffer_size=1)
+  dc = reader_configs(mixed, shuffle_buffer_size=1)
   stream = pipeline.build_train_dataset(dc, batch_size=8, seed=0).as_numpy_iterator()
   batch = next(stream)
   # Record by record, in file order (buffer 1, one file): ok where readable, reasons otherwise.
@@ -299,7 +278,7 @@ def test_bad_records_stop_the_reader_naming_file_and_record(mixed):
 
 
 def test_skip_bad_records_counts_them_in_training_and_evaluation(mixed):
-  dc = configs(
+  dc = reader_configs(
     mixed, shuffle_buffer_size=1, skip_bad_records=True, examples_per_subset={"validation": 8}
   )
   stream = pipeline.build_train_dataset(dc, batch_size=4, seed=0).as_numpy_iterator()
@@ -309,7 +288,7 @@ def test_skip_bad_records_counts_them_in_training_and_evaluation(mixed):
   _, results = run_evaluator(dc)
   assert results["num_videos"] == 4 and results["bad_videos"] == 4
   with pytest.raises(ValueError, match="record 1: could not be read"):
-    run_evaluator(configs(mixed))
+    run_evaluator(reader_configs(mixed))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,13 +300,13 @@ def test_flip_swaps_direction_dependent_labels(tmp_path):
   video = indexed_video(6)
   video[:, :, :8, 2] = 250  # Blue on the left: a flip moves it right.
   write(tmp_path, "train.tfrecord", [dmvr.make_sequence_example(video, 0)])
-  dc = configs(str(tmp_path), random_flip=True, flip_label_pairs=[(0, 1)])
+  dc = reader_configs(str(tmp_path), random_flip=True, flip_label_pairs=[(0, 1)])
   batch = next(pipeline.build_train_dataset(dc, batch_size=32, seed=0).as_numpy_iterator())
   flipped = batch["inputs"][:, 0, 8, 12, 2] > batch["inputs"][:, 0, 8, 3, 2]
   assert 0 < flipped.sum() < 32
   np.testing.assert_array_equal(batch["label"], flipped.astype(np.int32))
   with pytest.raises(ValueError, match="flip_label_pairs"):
-    reader_config.validate_dataset_configs(configs("x", flip_label_pairs=[(0, 7)]))
+    reader_config.validate_dataset_configs(reader_configs("x", flip_label_pairs=[(0, 7)]))
 
 
 def test_class_splits_and_multi_label_targets(tmp_path):
@@ -337,19 +316,21 @@ def test_class_splits_and_multi_label_targets(tmp_path):
     "validation.tfrecord",
     [dmvr.make_sequence_example(video, labels) for labels in ([2, 3 + 1], [0, 3], [1], [0, 1])],
   )
-  dc = configs(str(tmp_path), num_classes=5, class_splits=[3, 2], split_names=["noun", "verb"])
+  dc = reader_configs(
+    str(tmp_path), num_classes=5, class_splits=[3, 2], split_names=["noun", "verb"]
+  )
   batch = next(pipeline.build_eval_dataset(dc, "validation", batch_size=4).as_numpy_iterator())
   np.testing.assert_array_equal(batch["label"][:2], [[0, 0, 1, 0, 1], [1, 0, 0, 1, 0]])
   assert not batch["ok"][2:].any()
   assert "one label per class split, in [0, 3), [3, 5)" in batch["error"][2].decode()
-  dc = configs(str(tmp_path), num_classes=5, multi_label=True)
+  dc = reader_configs(str(tmp_path), num_classes=5, multi_label=True)
   batch = next(pipeline.build_eval_dataset(dc, "validation", batch_size=4).as_numpy_iterator())
   assert batch["ok"].all()
   np.testing.assert_array_equal(
     batch["label"], [[0, 0, 1, 0, 1], [1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
   )
   with pytest.raises(ValueError, match="sum to num_classes=5"):
-    reader_config.validate_dataset_configs(configs("x", num_classes=5, class_splits=[3, 3]))
+    reader_config.validate_dataset_configs(reader_configs("x", num_classes=5, class_splits=[3, 3]))
 
 
 def test_losses_of_each_label_kind():

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import reference
 import torch
+from shared import REPO
 
 from vidtx import models
 from vidtx.checkpoints import init_from, names, readers, store, surgery
 from vidtx.models import common, tokenizer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(variant="Ti/16", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
 PREPROCESSING = dict(
   num_frames=2,
@@ -719,6 +719,7 @@ def _finish(process: subprocess.Popen) -> tuple[int, str, str]:
   return process.returncode, stdout, stderr
 
 
+@pytest.mark.slow
 def test_convert_cli(tmp_path, hf_vit_dir):
   out = str(tmp_path / "hf_out")
   state = _timm_state_dict()

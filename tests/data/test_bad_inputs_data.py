@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from ml_collections import config_flags
-from test_reader import configs, indexed_video, run_evaluator
+from shared import REPO, reader_configs
+from test_reader import indexed_video, run_evaluator
 
 from vidtx import data
 from vidtx.data import bad_records, dmvr, pipeline, reader_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(
   name
   for name in os.listdir(os.path.join(REPO, "configs"))
@@ -73,7 +73,7 @@ def good(i: int) -> bytes:
 def test_a_split_of_zero_byte_shards_is_named_instead_of_spinning(tmp_path):
   dmvr.write_shards([], str(tmp_path / "train.tfrecord"), 2)  # Two 0-byte files.
   dmvr.write_shards([good(0)], str(tmp_path / "validation.tfrecord"), 1)
-  dc = configs(
+  dc = reader_configs(
     str(tmp_path), tables={"train": "train.tfrecord@2", "validation": "validation.tfrecord@1"}
   )
   message = (
@@ -97,7 +97,7 @@ def test_a_split_of_zero_byte_shards_is_named_instead_of_spinning(tmp_path):
 
 def test_an_empty_validation_split_is_named(tmp_path):
   dmvr.write_shards([], str(tmp_path / "validation.tfrecord"), 1)
-  dc = configs(str(tmp_path))
+  dc = reader_configs(str(tmp_path))
   # Before: zero batches, and the evaluator's "produced no video" named no file.
   with pytest.raises(
     ValueError,
@@ -114,7 +114,7 @@ def test_an_epoch_without_a_record_stops_the_stream(tmp_path):
   # file size shows; the stream itself must stop rather than loop over empty epochs.
   base_dir = tmp_path / "it's here"  # TF escapes quotes in its messages: they come back.
   dmvr.write_shards([good(0)], str(base_dir / "train.tfrecord"), 1)
-  dc = configs(str(base_dir))
+  dc = reader_configs(str(base_dir))
   with pytest.raises(ValueError) as raised:
     within(30, lambda: first_batch(dc, process_index=1, process_count=2))
   text = str(raised.value)
@@ -134,7 +134,7 @@ def test_an_epoch_without_a_record_stops_the_stream(tmp_path):
 
 def test_all_bad_records_stop_at_the_cap_without_a_flood(tmp_path, capfd):
   dmvr.write_shards([NOT_A_RECORD] * 50, str(tmp_path / "train.tfrecord"), 1)
-  dc = configs(str(tmp_path), skip_bad_records=True, shuffle_buffer_size=1)
+  dc = reader_configs(str(tmp_path), skip_bad_records=True, shuffle_buffer_size=1)
   with pytest.raises(ValueError) as raised:
     within(30, lambda: first_batch(dc))
   text = str(raised.value)
@@ -154,7 +154,7 @@ def test_a_few_bad_records_are_skipped_and_the_stream_goes_on(tmp_path):
   examples = [good(i) for i in range(40)]
   examples[7] = examples[30] = NOT_A_RECORD
   dmvr.write_shards(examples, str(tmp_path / "train.tfrecord"), 2)
-  dc = configs(str(tmp_path), tables={"train": "train.tfrecord@2"}, skip_bad_records=True)
+  dc = reader_configs(str(tmp_path), tables={"train": "train.tfrecord@2"}, skip_bad_records=True)
 
   def read(dc, batches):
     stream = pipeline.build_train_dataset(dc, batch_size=19, seed=0).as_numpy_iterator()
@@ -178,7 +178,7 @@ def test_a_few_bad_records_are_skipped_and_the_stream_goes_on(tmp_path):
 
 def test_an_epoch_of_bad_records_stops_even_without_a_fraction_cap(tmp_path):
   dmvr.write_shards([NOT_A_RECORD] * 3, str(tmp_path / "train.tfrecord"), 1)
-  dc = configs(str(tmp_path), skip_bad_records=True, max_bad_fraction=1.0)
+  dc = reader_configs(str(tmp_path), skip_bad_records=True, max_bad_fraction=1.0)
   with pytest.raises(
     ValueError,
     match=r"Split 'train': epoch 0 held no good record: all 3 "
@@ -198,7 +198,7 @@ def test_an_epoch_of_bad_records_stops_even_without_a_fraction_cap(tmp_path):
 )
 def test_caps_are_checked(field, value):
   with pytest.raises(ValueError, match=f"dataset_configs.{field}={value}"):
-    reader_config.validate_dataset_configs(configs("", **{field: value}))
+    reader_config.validate_dataset_configs(reader_configs("", **{field: value}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def test_a_truncated_shard_is_named_with_its_record(tmp_path):
   assert check.ok and check.records == 4
   with open(shards[1], "r+b") as f:
     f.truncate(size - 100)  # Into the data of its last record, record 3.
-  dc = configs(
+  dc = reader_configs(
     str(tmp_path), tables={"train": "train.tfrecord@2", "validation": "train.tfrecord@2"}
   )
   for split in ("train", "validation"):
@@ -281,7 +281,7 @@ def test_a_corrupt_record_is_named_from_the_offset_tf_gives(tmp_path):
   second = 12 + int.from_bytes(content[:8], "little") + 4  # Where record 1 starts.
   content[second + 40] ^= 0xFF  # In its data: only the data checksum sees it.
   open(shard, "wb").write(bytes(content))
-  dc = configs(str(tmp_path), shuffle_buffer_size=1)
+  dc = reader_configs(str(tmp_path), shuffle_buffer_size=1)
   with pytest.raises(
     ValueError,
     match=rf"Split 'train': the data of record 1 of "
@@ -297,7 +297,7 @@ def test_other_reader_errors_become_one_line():
     "{{function_node __wrapped__Get}} gs://b/x; No "
     "such object\n\t [[{{node Read}}]] [Op:IteratorGetNext] name: ",
   )
-  assert str(bad_records.reader_error(error, configs(""), "validation")) == (
+  assert str(bad_records.reader_error(error, reader_configs(""), "validation")) == (
     "Reading split 'validation' failed: gs://b/x; No such object (NotFoundError)."
   )
 

@@ -5,7 +5,6 @@ that every file it was pointed at is byte-identical afterwards.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import subprocess
@@ -15,24 +14,11 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from test_data_convert import read_table, write_lines, write_video
+from shared import REPO, digests, read_table, write_lines, write_video
 
 from vidtx import convert, models, ownership
 from vidtx.checkpoints import run, store
 from vidtx.data import make_shards, sources, synthetic
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def digests(root) -> dict[str, str]:
-  """sha256 of every file under `root`, by path relative to it."""
-  found = {}
-  for directory, _, files in os.walk(root):
-    for name in files:
-      path = os.path.join(directory, name)
-      with open(path, "rb") as f:
-        found[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-  return found
 
 
 def run_command(args: list[str], tmp_path, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -144,6 +130,7 @@ def tiny_synthetic(base_dir: str, **changes) -> ml_collections.ConfigDict:
   )
 
 
+@pytest.mark.slow
 def test_synthetic_config_refuses_a_folder_of_shards(tmp_path):
   users = tmp_path / "mine"
   users_shards(users)
@@ -214,6 +201,7 @@ def fake_run(directory) -> None:
   assert run.is_run_dir(str(directory))
 
 
+@pytest.mark.slow
 def test_convert_overwrite_never_removes_the_source_or_a_users_folder(tmp_path):
   sandbox = tmp_path / "sandbox"
   fake_run(sandbox / "run")
@@ -442,6 +430,7 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
   ) in printed
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir_is_one_line(tmp_path, videos):
   annotations = write_lines(tmp_path / "train.csv", ["a.mp4,walk"])
   # A file where the output's parent should be: refused for every user, root included.
