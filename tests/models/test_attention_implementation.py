@@ -325,7 +325,7 @@ def test_every_recipe_has_the_field():
   )
   assert recipes
   for name in recipes:
-    config = importlib.import_module(f"configs.{name}").get_config(None)
+    config = importlib.import_module(f"vidtx.configs.{name}").get_config(None)
     assert config.model.attention_implementation == "auto", name
     config.model.attention_implementation = "cudnn"
     models.build(config.model_name, config.model, 10)

@@ -55,7 +55,7 @@ ALL_ARGS = [(name, None) for name in RECIPES] + [
 
 
 def get_config(name, arg=None):
-  return importlib.import_module(f"configs.{name}").get_config(arg)
+  return importlib.import_module(f"vidtx.configs.{name}").get_config(arg)
 
 
 def _id(value):
@@ -147,7 +147,7 @@ def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_docstring_gives_the_command_arguments_and_expected_results(name):
-  doc = importlib.import_module(f"configs.{name}").__doc__
+  doc = importlib.import_module(f"vidtx.configs.{name}").__doc__
   assert f"python train.py --config=configs/{name}.py" in doc
   assert "shrink=1" in doc
   for arg in ARGUMENTS.get(name, []):
