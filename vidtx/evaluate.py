@@ -11,8 +11,11 @@ r"""Multi-view evaluation of the newest checkpoint in --workdir, or of a convert
 With --checkpoint (a directory from vidtx-convert) the model and its parameters come
 from the checkpoint, and the dataset, views and aggregation from the config.
 
-Prints top-1 / top-5 and writes them to WORKDIR/eval_<split>.json. Uses the same evaluator as
-train.py, so the numbers are those train.py reports for the same views and aggregation.
+Prints top-1 / top-5 and the 5 worst classes, and writes WORKDIR/eval_<split>.json, the
+per-video results (eval_<split>_videos.jsonl) and, for single-label data, the per-class files
+eval_<split>_per_class.csv, eval_<split>_confusion.csv and eval_<split>_confusion.png (one set
+per head, e.g. eval_<split>_noun_*, with class splits). Uses the same evaluator as train.py, so
+the numbers are those train.py reports for the same views and aggregation.
 """
 
 import json
@@ -132,7 +135,11 @@ def _evaluate_params(
         json.dump(results, f, indent=2)
       os.replace(path + ".tmp", path)
       videos = evaluator.write_videos(os.path.join(workdir, f"eval_{split}_videos.jsonl"))
-      written = f"; written to {path} (per video: {videos})"
+      written = f"; written to {path} (per video: {videos}"
+      reports = evaluator.write_class_reports(workdir)
+      if reports:
+        written += "; per class: " + ", ".join(os.path.basename(p) for p in reports)
+      written += ")"
       # TensorBoard: the scalars and the confusion matrix under WORKDIR/eval_<split>.
       writer = metric_writers.create_default_writer(os.path.join(workdir, f"eval_{split}"))
       writer.write_scalars(
@@ -159,6 +166,9 @@ def _evaluate_params(
       f"({config.eval_aggregation}){written}",
       flush=True,
     )
+    worst = evaluator.worst_classes_summary()
+    if worst:
+      print(worst, flush=True)
   return results
 
 

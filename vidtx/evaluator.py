@@ -5,12 +5,18 @@ sampling, as many clips as cover it, over several elements). The model scores ev
 devices; the host combines the views of each video (`AGGREGATIONS`) and computes the metrics of
 the label kind (vidtx.metrics): top-1 / top-5 / mean per-class accuracy and a confusion matrix
 for single-label data; per split and "action" accuracy for class splits (EPIC-Kitchens); mAP for
-multi-label data. Per-video results are kept for the results file.
+multi-label data. Per-video results are kept for the results file, and the confusion counts
+for the per-class files (`write_class_reports`).
+
+Process 0 prints a progress line while it runs (`validation: done/total videos | views/s |
+ETA`, vidtx.progress.Reporter): K400 at 4 x 3 views takes hours.
 """
 
 import dataclasses
+import io
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +33,7 @@ from jax.sharding import Mesh
 from vidtx import data as vidtx_data
 from vidtx import metrics, sharding
 from vidtx.data import bad_records, reader_config
+from vidtx.progress import Reporter
 
 # How the views of one video are combined (as each project's code does: ViViT mean of logits,
 # TimeSformer and X-ViT sum of logits, MMAction2 mean of softmax): (per-view transform, average
@@ -96,6 +103,11 @@ class _ViewAccumulator:
     self._videos: dict[int, _VideoViews] = {}  # by video_index
     self._bad: list[int] = []  # the bad videos' indices, in the order they were found
 
+  @property
+  def num_videos(self) -> int:
+    """Videos seen so far (a whole video split over several elements counts once)."""
+    return len(self._videos)
+
   def _video(self, index: int) -> _VideoViews:
     return self._videos.setdefault(index, _VideoViews())
 
@@ -149,8 +161,9 @@ class EvaluationStopped(Exception):
 class MultiViewEvaluator:
   """Evaluates params on one split: `run(params) -> {'top1', 'top5', 'num_videos', ...}`.
 
-  After a run, `videos` holds this process's per-video rows (vidtx.metrics.per_video_rows) and
-  `confusion` the confusion matrix (single-label data), for the caller to write.
+  After a run, `videos` holds this process's per-video rows (vidtx.metrics.per_video_rows),
+  `confusion` the confusion matrix (single-label data) and `class_reports` the confusion counts
+  the per-class files are made of, for the caller to write.
   """
 
   def __init__(
@@ -163,6 +176,7 @@ class MultiViewEvaluator:
     mesh: Mesh,
     aggregation: str = "mean_logits",
     class_names: list[str] | None = None,
+    progress: bool = True,
   ):
     if aggregation not in AGGREGATIONS:
       raise ValueError(
@@ -181,8 +195,12 @@ class MultiViewEvaluator:
     self.expected_videos = dataset_configs.get("examples_per_subset", {}).get(split)
     self._local_batch_size = sharding.check_batch_size(batch_size, mesh, "eval_batch_size")
     self._eval_step = jax.jit(self._step, out_shardings=sharding.replicated(mesh))
+    self.progress = progress
     self.videos: list[dict[str, Any]] = []
     self.confusion: np.ndarray | None = None
+    # (file suffix, (K, K) counts, class names) of each head: one, or one per class split.
+    self.class_reports: list[tuple[str, np.ndarray, list[str]]] = []
+    self._noted_multi_label = False
 
   def _step(self, params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     views = batch["inputs"]
@@ -241,8 +259,19 @@ class MultiViewEvaluator:
     it returns True between batches: a signal need not wait for hours of evaluation."""
     start = time.time()
     accumulator = _ViewAccumulator()
+    # Every process sees the whole global batch, so process 0's counts are the run's.
+    reporter = Reporter(
+      self.expected_videos,
+      prefix=f"{self.split}: ",
+      unit=" videos",
+      rates=(("views/s", 1.0, 1),),
+      stream=sys.stdout,
+      enabled=self.progress and jax.process_index() == 0,
+      final_line=False,  # A short evaluation adds no line; a long one ends its own.
+    )
     for device_batch, host in self._batches():
       if should_stop is not None and should_stop():
+        reporter.finish()  # Ends a line redrawn in place before the stop is reported.
         raise EvaluationStopped()
       out = jax.device_get(self._eval_step(params, sharding.to_global(device_batch, self.mesh)))
       scores = view_scores(
@@ -252,6 +281,8 @@ class MultiViewEvaluator:
         multi_label=self.multi_label,
       )
       accumulator.add(scores, out, device_batch, host)
+      reporter.update(accumulator.num_videos, work=reporter.work + float(out["view_mask"].sum()))
+    reporter.finish()
     videos, bad = accumulator.finish()
     if not videos:
       raise ValueError(f"Split {self.split!r} produced no video to evaluate.")
@@ -307,9 +338,15 @@ class MultiViewEvaluator:
 
   def _metrics(self, scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
     num_classes = scores.shape[1]
+    all_names = (
+      list(self.class_names)
+      if self.class_names is not None and len(self.class_names) == num_classes
+      else [str(c) for c in range(num_classes)]
+    )
     if self.multi_label:
       results = metrics.multilabel_metrics(scores, targets)
       self.confusion = None
+      self.class_reports = []  # A confusion matrix needs one label per video.
       return results
     if self.class_splits:
       names = reader_config.split_names(self.dataset_configs)
@@ -323,11 +360,66 @@ class MultiViewEvaluator:
       # The headline numbers of a split model are its action accuracies (all splits right).
       results.update(top1=results["action_top1"], top5=results["action_top5"])
       self.confusion = None
+      # One report per head (EPIC: nouns, verbs), each in its own classes.
+      matrices = metrics.split_confusion_matrices(scores, targets, self.class_splits)
+      offsets = np.cumsum((0,) + tuple(self.class_splits))
+      self.class_reports = [
+        (f"_{name}", matrix, all_names[offsets[s] : offsets[s + 1]])
+        for s, (name, matrix) in enumerate(zip(names, matrices, strict=True))
+      ]
       return results
     labels = targets.astype(np.int64)
     results = metrics.classification_metrics(scores, labels)
     self.confusion = metrics.confusion_matrix(np.argmax(scores, axis=1), labels, num_classes)
+    self.class_reports = [("", self.confusion, all_names)]
     return results
+
+  def write_class_reports(self, workdir: str) -> list[str]:
+    """Writes the last run's per-class files into `workdir`, atomically; returns their paths.
+
+    For each head (`_noun`, `_verb` after the split for class splits): eval_<split>_per_class.csv
+    (metrics.per_class_csv), eval_<split>_confusion.csv (metrics.confusion_csv) and
+    eval_<split>_confusion.png (metrics.confusion_matrix_figure). Multi-label data has none (a
+    note says so once). Call on process 0 only.
+    """
+    if self.multi_label:
+      if not self._noted_multi_label:
+        print(
+          f"Note: no per-class or confusion files for multi-label split {self.split!r} "
+          "(a confusion matrix needs one label per video).",
+          flush=True,
+        )
+        self._noted_multi_label = True
+      return []
+    os.makedirs(workdir, exist_ok=True)
+    paths = []
+    for suffix, matrix, names in self.class_reports:
+      stem = os.path.join(workdir, f"eval_{self.split}{suffix}")
+      png = io.BytesIO()
+      metrics.confusion_matrix_figure(matrix, names).canvas.print_png(png)
+      for path, data in (
+        (f"{stem}_per_class.csv", metrics.per_class_csv(matrix, names).encode("utf-8")),
+        (f"{stem}_confusion.csv", metrics.confusion_csv(matrix, names).encode("utf-8")),
+        (f"{stem}_confusion.png", png.getvalue()),
+      ):
+        with open(path + ".tmp", "wb") as f:
+          f.write(data)
+        os.replace(path + ".tmp", path)
+        paths.append(path)
+    return paths
+
+  def worst_classes_summary(self, n: int = 5) -> str:
+    """Lines naming the `n` worst classes of the last run (top-1 accuracy, videos), per head;
+    '' for multi-label data."""
+    lines = []
+    for suffix, matrix, names in self.class_reports:
+      rows = metrics.worst_classes(matrix, names, n)
+      head = f" ({suffix[1:]})" if suffix else ""
+      lines.append(
+        f"Worst {len(rows)} classes{head} of {self.split} (top-1, videos): "
+        + ", ".join(f"{row['name']} {row['accuracy']:.1%} of {row['support']}" for row in rows)
+      )
+    return "\n".join(lines)
 
 
 def summary(results: dict[str, Any]) -> str:

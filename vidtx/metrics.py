@@ -16,6 +16,8 @@ Scores may hold +-inf (masked classes) but not NaN: a NaN model has no ranking t
 train.py already stops on a non-finite loss.
 """
 
+import csv
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -344,7 +346,44 @@ def split_metrics(
   return result
 
 
+def split_confusion_matrices(
+  scores: ArrayLike, labels: ArrayLike, class_splits: Sequence[int]
+) -> list[np.ndarray]:
+  """One int64 (K_s, K_s) confusion matrix per split head (EPIC: nouns, then verbs), in the
+  split's own class indices; labels as for split_metrics."""
+  scores = _check_scores(scores)
+  local = _split_local_labels(labels, class_splits, scores.shape[0])
+  offsets = np.cumsum((0,) + tuple(int(size) for size in class_splits))
+  return [
+    confusion_matrix(
+      np.argmax(scores[:, offsets[s] : offsets[s + 1]], axis=1), local[:, s], int(size)
+    )
+    for s, size in enumerate(class_splits)
+  ]
+
+
 # ----------------------------------------------------------------------------- reporting
+
+
+def _check_confusion(matrix: ArrayLike, class_names: Sequence[str] | None) -> np.ndarray:
+  """float64 (K, K) counts, checked (square, finite, non-negative; one name per class)."""
+  matrix = np.asarray(matrix, dtype=np.float64)
+  if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+    raise ValueError(
+      f"matrix: expected a square (K, K) confusion matrix, got shape {matrix.shape}."
+    )
+  if not np.isfinite(matrix).all() or (matrix < 0).any():
+    raise ValueError("matrix: expected finite non-negative counts.")
+  num_classes = matrix.shape[0]
+  if class_names is not None and len(class_names) != num_classes:
+    raise ValueError(
+      f"class_names: expected {num_classes} names, one per row of matrix, got {len(class_names)}."
+    )
+  return matrix
+
+
+def _names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+  return [str(name) for name in (range(num_classes) if class_names is None else class_names)]
 
 
 def confusion_matrix_image(
@@ -363,18 +402,8 @@ def confusion_matrix_image(
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
-  matrix = np.asarray(matrix, dtype=np.float64)
-  if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-    raise ValueError(
-      f"matrix: expected a square (K, K) confusion matrix, got shape {matrix.shape}."
-    )
-  if not np.isfinite(matrix).all() or (matrix < 0).any():
-    raise ValueError("matrix: expected finite non-negative counts.")
+  matrix = _check_confusion(matrix, class_names)
   num_classes = matrix.shape[0]
-  if class_names is not None and len(class_names) != num_classes:
-    raise ValueError(
-      f"class_names: expected {num_classes} names, one per row of matrix, got {len(class_names)}."
-    )
   row_sums = matrix.sum(axis=1, keepdims=True)
   normalised = np.zeros_like(matrix)
   np.divide(matrix, row_sums, out=normalised, where=row_sums > 0)
@@ -396,6 +425,142 @@ def confusion_matrix_image(
     axes.set_yticks([])
   canvas.draw()
   return np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
+
+
+def per_class_rows(
+  matrix: ArrayLike, class_names: Sequence[str] | None = None, *, top_confusions: int = 3
+) -> list[dict[str, Any]]:
+  """One dict per class of a confusion matrix (rows true, columns predicted).
+
+  Keys: 'index', 'name' (the index as text without class_names), 'support' (videos of the
+  class), 'correct', 'accuracy' (top-1 recall; None without videos) and 'confusions': up to
+  `top_confusions` (name, count) of the classes its videos were taken for, most first (ties to
+  the lower index), never the class itself or a count of 0.
+  """
+  counts = _check_confusion(matrix, class_names).astype(np.int64)
+  names = _names(class_names, counts.shape[0])
+  rows = []
+  for c, name in enumerate(names):
+    support, correct = int(counts[c].sum()), int(counts[c, c])
+    others = counts[c].copy()
+    others[c] = 0
+    order = np.argsort(-others, kind="stable")[:top_confusions]  # stable: ties to lower index
+    rows.append(
+      {
+        "index": c,
+        "name": name,
+        "support": support,
+        "correct": correct,
+        "accuracy": correct / support if support else None,
+        "confusions": [(names[j], int(others[j])) for j in order if others[j] > 0],
+      }
+    )
+  return rows
+
+
+def per_class_csv(matrix: ArrayLike, class_names: Sequence[str] | None = None) -> str:
+  """CSV text of per_class_rows: index, name, support, correct, accuracy (4 decimals, empty
+  without videos), confused_1..3 as 'name (count)'."""
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow(
+    ["index", "name", "support", "correct", "accuracy", "confused_1", "confused_2", "confused_3"]
+  )
+  for row in per_class_rows(matrix, class_names, top_confusions=3):
+    confusions = [f"{name} ({count})" for name, count in row["confusions"]]
+    accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+    writer.writerow(
+      [row["index"], row["name"], row["support"], row["correct"], accuracy]
+      + confusions
+      + [""] * (3 - len(confusions))
+    )
+  return out.getvalue()
+
+
+def confusion_csv(matrix: ArrayLike, class_names: Sequence[str] | None = None) -> str:
+  """CSV text of the counts: a header row and a first column of class names (rows true,
+  columns predicted)."""
+  counts = _check_confusion(matrix, class_names).astype(np.int64)
+  names = _names(class_names, counts.shape[0])
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow(["true \\ predicted"] + names)
+  for name, row in zip(names, counts.tolist(), strict=True):
+    writer.writerow([name] + row)
+  return out.getvalue()
+
+
+def worst_classes(
+  matrix: ArrayLike, class_names: Sequence[str] | None = None, n: int = 5
+) -> list[dict[str, Any]]:
+  """The `n` per_class_rows with videos and the lowest accuracy; ties: more videos first (the
+  same accuracy costs more), then the lower index."""
+  rows = [row for row in per_class_rows(matrix, class_names) if row["support"]]
+  rows.sort(key=lambda row: (row["accuracy"], -row["support"], row["index"]))
+  return rows[:n]
+
+
+def most_confused_classes(matrix: ArrayLike, n: int) -> np.ndarray:
+  """The `n` classes with the most off-diagonal videos, as the true class or as the predicted
+  one (both ends of a frequent confusion are kept), ties to the lower index; sorted by index."""
+  counts = _check_confusion(matrix, None)
+  off = counts - np.diag(np.diag(counts))
+  errors = off.sum(axis=0) + off.sum(axis=1)
+  return np.sort(np.argsort(-errors, kind="stable")[:n])
+
+
+def confusion_matrix_figure(
+  matrix: ArrayLike, class_names: Sequence[str] | None = None, *, max_classes: int = 30
+) -> Any:
+  """A labelled matplotlib Figure (Agg canvas, no pyplot) of the row-normalised confusion matrix.
+
+  Each cell shows the fraction of the true class's videos (colour) and their count (text). Above
+  `max_classes` classes, the `max_classes` most-confused ones (most_confused_classes) are shown,
+  named; their rows still count all the class's videos. Save it with
+  `figure.canvas.print_png(file)`: 1000 x 900 pixels.
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  counts = _check_confusion(matrix, class_names)
+  num_classes = counts.shape[0]
+  names = _names(class_names, num_classes)
+  if num_classes > max_classes:
+    shown = most_confused_classes(counts, max_classes)
+    title = f"The {len(shown)} most-confused of {num_classes} classes"
+  else:
+    shown = np.arange(num_classes)
+    title = f"Confusion matrix ({num_classes} classes)"
+  row_sums = counts.sum(axis=1, keepdims=True)[shown]
+  part = counts[np.ix_(shown, shown)]
+  normalised = np.zeros_like(part)
+  np.divide(part, row_sums, out=normalised, where=row_sums > 0)
+
+  figure = Figure(figsize=(10, 9), dpi=100, layout="compressed")
+  FigureCanvasAgg(figure)
+  axes = figure.add_subplot()
+  image = axes.imshow(normalised, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
+  figure.colorbar(image, ax=axes, label="fraction of the true class's videos")
+  axes.set_title(title)
+  axes.set_xlabel("predicted")
+  axes.set_ylabel("true")
+  # Long names (Kinetics has 40-character ones) would squeeze the matrix out of the figure.
+  labels = [names[c] if len(names[c]) <= 28 else names[c][:27] + "\u2026" for c in shown]
+  font_size = min(10, max(5, 240 // len(shown)))
+  axes.set_xticks(range(len(shown)), labels, rotation=90, fontsize=font_size)
+  axes.set_yticks(range(len(shown)), labels, fontsize=font_size)
+  if len(shown) <= 40:  # Counts stay legible in cells of this size.
+    for i, j in zip(*np.nonzero(part), strict=True):
+      axes.text(
+        j,
+        i,
+        str(int(part[i, j])),
+        ha="center",
+        va="center",
+        fontsize=max(font_size - 2, 5),
+        color="black" if normalised[i, j] > 0.6 else "white",
+      )
+  return figure
 
 
 def _plain(value: Any) -> Any:

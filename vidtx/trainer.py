@@ -234,6 +234,8 @@ def _train_and_evaluate(
     if final:
       evaluator.write_videos(os.path.join(workdir, "eval_validation_videos.jsonl"))
     if is_main:
+      # At every evaluation: during a long run the files show the newest one.
+      evaluator.write_class_reports(workdir)
       print(
         f"[eval step {step}] {evaluator_lib.summary(results)} "
         f"({results['num_videos']} videos x {results['views_per_video']:g} views, "
@@ -303,9 +305,7 @@ def _train_and_evaluate(
         summary["learning_rate"] = float(fetched[-1]["learning_rate"])
         if skipped_records:
           summary["skipped_records"] = skipped_records
-        summary.update(progress.update(step))
-        if is_main:
-          print(progress.line(step, summary), flush=True)
+        summary.update(progress.update(step, summary))  # Prints the line on process 0.
         writer.write_scalars(step, summary)
         metrics_log.write(step, summary)
 
@@ -337,6 +337,9 @@ def _train_and_evaluate(
       f"videos (chance top-1 {1 / num_classes:.2%}).",
       flush=True,
     )
+    worst = evaluator.worst_classes_summary()
+    if worst:
+      print(worst, flush=True)
     if skipped_records:
       print(
         f"Skipped {skipped_records} bad training record(s) (skip_bad_records); the reasons "

@@ -1,5 +1,6 @@
 """vidtx.data.make_shards: annotation files and video folders -> DMVR shards, read back."""
 
+import collections
 import json
 import os
 import subprocess
@@ -9,7 +10,17 @@ import av
 import numpy as np
 import pytest
 import tensorflow as tf
-from shared import REPO, H, W, frame_index, frames_of, read_table, write_lines, write_video
+from shared import (
+  REPO,
+  H,
+  W,
+  digests,
+  frame_index,
+  frames_of,
+  read_table,
+  write_lines,
+  write_video,
+)
 
 from vidtx.data import class_labels, dmvr, make_shards, sources, video_decode
 from vidtx.predict import decode_video
@@ -447,3 +458,283 @@ def test_command_line(tmp_path):
   examples = read_table(out, "train.tfrecord@2")
   assert [e["frames"].shape for e in examples] == [(3, 16, 24, 3)] * 2
   assert class_labels.read_labels(str(out / "labels.txt")) == ["class_0", "class_1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Class folders (--source=folders).
+# ---------------------------------------------------------------------------------------------
+
+
+def touch(root, *paths) -> None:
+  """Empty files: enough for everything that happens before a video is decoded."""
+  for path in paths:
+    os.makedirs(os.path.dirname(root / path), exist_ok=True)
+    (root / path).write_bytes(b"")
+
+
+def ids_by_split(dataset: sources.FolderDataset) -> dict[str, list[str]]:
+  return {split: [item.video_id for item in items] for split, items in dataset.splits.items()}
+
+
+def test_val_count_rounds_half_up_within_1_and_n_minus_1():
+  cases = {
+    (1, 0.1): 0,  # A class of one video keeps it for training.
+    (2, 0.1): 1,  # At least one...
+    (10, 0.1): 1,
+    (15, 0.1): 2,  # 1.5 -> 2 (half up, not to even).
+    (25, 0.1): 3,  # 2.5 -> 3.
+    (5, 0.7): 4,  # 3.5 -> 4, although 0.7 * 5 is 3.4999... in floating point.
+    (2, 0.9): 1,  # ...at most n - 1: every class keeps a training video.
+    (10, 0.0): 0,
+  }
+  assert {case: sources.val_count(*case) for case in cases} == cases
+
+
+def test_stratified_split_is_exact_per_class_and_deterministic(tmp_path, monkeypatch):
+  sizes = {"archery": 1, "bowling": 2, "curling": 10, "diving": 15}
+  root = tmp_path / "videos"
+  touch(root, *[f"{name}/v{i:02d}.mp4" for name, n in sizes.items() for i in range(n)])
+  dataset = sources.folders_source(str(root), seed=0)
+  assert (dataset.layout, dataset.val_fraction) == ("classes", 0.1)
+  assert dataset.class_names == sorted(sizes)
+  ids = ids_by_split(dataset)
+  val_counts = collections.Counter(video_id.split("/")[0] for video_id in ids["validation"])
+  assert dict(val_counts) == {"bowling": 1, "curling": 1, "diving": 2}
+  assert sorted(ids["train"] + ids["validation"]) == sorted(
+    f"{name}/v{i:02d}.mp4" for name, n in sizes.items() for i in range(n)
+  )
+  for split, items in dataset.splits.items():
+    assert all(item.labels == (item.video_id.split("/")[0],) for item in items), split
+    assert all(item.path == str(root / item.video_id) for item in items), split
+
+  # The same seed: the same split and order, also from another root and whatever order the
+  # file system lists the entries in.
+  assert ids_by_split(sources.folders_source(str(root), seed=0)) == ids
+  copy = tmp_path / "copy"
+  touch(copy, *ids["train"], *ids["validation"])
+  real_scandir = os.scandir
+
+  class ReversedScandir:
+    """os.scandir listing its entries in reverse (os.walk lists through it too)."""
+
+    def __init__(self, path):
+      with real_scandir(path) as found:
+        self.entries = iter(list(found)[::-1])
+
+    def __enter__(self):
+      return self
+
+    def __exit__(self, *exc_info):
+      return False
+
+    def __iter__(self):
+      return self
+
+    def __next__(self):
+      return next(self.entries)
+
+    def close(self):
+      pass
+
+  def scandir_listings():
+    with os.scandir(copy) as found:
+      return [[entry.name for entry in found]] + [files for _, _, files in os.walk(copy / "diving")]
+
+  before = scandir_listings()
+  monkeypatch.setattr(os, "scandir", ReversedScandir)
+  assert scandir_listings() == [names[::-1] for names in before]
+  assert ids_by_split(sources.folders_source(str(copy), seed=0)) == ids
+  monkeypatch.undo()
+  # Another seed draws another split (with the same counts).
+  other = ids_by_split(sources.folders_source(str(root), seed=1))
+  assert other["validation"] != ids["validation"]
+  assert len(other["validation"]) == len(ids["validation"])
+  # --val_fraction=0: train only.
+  assert list(sources.folders_source(str(root), val_fraction=0.0).splits) == ["train"]
+
+
+def test_folders_round_trip(tmp_path, capsys):
+  root = tmp_path / "my videos"
+  # Hidden files and folders, non-videos and READMEs are skipped; any case of extension, and
+  # videos in subfolders of a class folder, are taken.
+  for path in ("cat/c1.mp4", "cat/c2.MP4", "cat/indoor/c3.mp4", "dog/d1.webm", "dog/d2.avi"):
+    write_video(str(root / path), 6)
+  touch(root, "cat/.hidden.mp4", "cat/.thumbs/c9.mp4", "cat/notes.txt", "README.md")
+  touch(root, ".DS_Store", ".cache/x/y.mp4")
+  out = tmp_path / "my shards"
+  args = [
+    "--source=folders",
+    f"--input={root}",
+    f"--output_dir={out}",
+    "--val_fraction=0.5",
+    "--num_shards=2",
+    "--num_workers=1",
+  ]
+  summaries = make_shards.main(args)
+  printed = capsys.readouterr().out
+  # cat: round(1.5) = 2 of 3 drawn for validation; dog: 1 of 2.
+  assert {split: s["table"] for split, s in summaries.items()} == {
+    "train": "train.tfrecord@2",
+    "validation": "validation.tfrecord@2",
+  }
+  assert {split: (s["examples"], s["bad"]) for split, s in summaries.items()} == {
+    "train": (2, 0),
+    "validation": (3, 0),
+  }
+  assert class_labels.read_labels(str(out / "labels.txt")) == ["cat", "dog"]
+  examples = {split: read_table(out, s["table"]) for split, s in summaries.items()}
+  seen = []
+  for table in examples.values():
+    for example in table:
+      name = example["id"].split("/")[0]
+      assert example["labels"] == [["cat", "dog"].index(name)], example["id"]
+      assert example["text"] == name and len(example["frames"]) == 6
+      seen.append(example["id"])
+  assert sorted(seen) == [
+    "cat/c1.mp4",
+    "cat/c2.MP4",
+    "cat/indoor/c3.mp4",
+    "dog/d1.webm",
+    "dog/d2.avi",
+  ]
+  assert sorted(os.listdir(out)) == sorted(
+    [".vidtx", "labels.txt", make_shards.FOLDERS_SPLIT_FILE]
+    + [
+      f"{split}{suffix}"
+      for split in ("train", "validation")
+      for suffix in (
+        "_report.txt",
+        "_summary.json",
+        "_shards",
+        ".tfrecord-00000-of-00002",
+        ".tfrecord-00001-of-00002",
+      )
+    ]
+  )
+  assert "train.tfrecord@2: 2 examples of 2 videos, 0 bad" in printed
+  assert "validation.tfrecord@2: 3 examples of 3 videos, 0 bad" in printed
+  assert (
+    "config.dataset_configs.tables = {'train': 'train.tfrecord@2', "
+    "'validation': 'validation.tfrecord@2'}"
+  ) in printed
+  command = (
+    "python train.py '--config=configs/finetune.py:model=timesformer,"
+    f"data={out},init=CHECKPOINT_DIR' --workdir=runs/mine"
+  )
+  assert printed.rstrip().splitlines()[-1] == f"  {command}"  # Quoted: the path has a space.
+
+  # A rerun resumes: every shard exists.
+  make_shards.main(args)
+  err = capsys.readouterr().err
+  assert "train: skipping the 2 of 2 shards" in err and "validation: skipping the 2 of 2" in err
+  # Another split of the same videos is refused before anything is written.
+  before = digests(out)
+  with pytest.raises(SystemExit):
+    make_shards.main([*args, "--seed=1"])
+  err = capsys.readouterr().err
+  assert err.startswith(f"vidtx.data.make_shards: error: {out} holds shards of another split")
+  assert "--val_fraction=0.5 --seed=0, 2 train / 3 validation videos" in err
+  assert err.count("\n") == 1
+  assert digests(out) == before
+
+
+def test_folders_keep_the_users_train_and_val(tmp_path, capsys):
+  root = tmp_path / "videos"
+  touch(root, "train/run/r1.mp4", "train/run/r2.mp4", "train/walk/w1.mp4", "train/walk/w2.mp4")
+  touch(root, "validation/run/r3.mp4")  # No walk/ in validation: fine.
+  dataset = sources.folders_source(str(root))
+  assert (dataset.layout, dataset.val_fraction, dataset.class_names) == (
+    "splits",
+    None,
+    ["run", "walk"],
+  )
+  ids = ids_by_split(dataset)
+  assert sorted(ids["train"]) == [
+    "train/run/r1.mp4",
+    "train/run/r2.mp4",
+    "train/walk/w1.mp4",
+    "train/walk/w2.mp4",
+  ]
+  assert ids["validation"] == ["validation/run/r3.mp4"]
+  # Passing --val_fraction to a tree that has its own split is an error, not silently ignored.
+  with pytest.raises(ValueError, match=r"--val_fraction=0.2: .* has its own split"):
+    sources.folders_source(str(root), val_fraction=0.2)
+  # train/ alone: a split is drawn from it.
+  only_train = tmp_path / "only_train"
+  touch(only_train, *ids["train"])
+  dataset = sources.folders_source(str(only_train), val_fraction=0.5)
+  assert (dataset.layout, dataset.val_fraction) == ("splits", 0.5)
+  assert len(dataset.splits["validation"]) == 2
+  # A class called 'train' beside other classes is a class.
+  vehicles = tmp_path / "vehicles"
+  touch(vehicles, "bus/b.mp4", "train/t.mp4")
+  assert sources.folders_source(str(vehicles)).class_names == ["bus", "train"]
+
+  # Written: the user's split as it is (val/ works as validation/ does).
+  root = tmp_path / "small"
+  for path in ("train/run/a.mp4", "train/walk/b.mp4", "val/walk/c.mp4"):
+    write_video(str(root / path), 6)
+  out = tmp_path / "out"
+  summaries = make_shards.main(
+    ["--source=folders", f"--input={root}", f"--output_dir={out}", "--num_workers=1"]
+  )
+  # At most one shard per video: 16 would leave empty shards.
+  assert [s["table"] for s in summaries.values()] == ["train.tfrecord@2", "validation.tfrecord@1"]
+  assert sorted((e["id"], e["labels"]) for e in read_table(out, "train.tfrecord@2")) == [
+    ("train/run/a.mp4", [0]),
+    ("train/walk/b.mp4", [1]),
+  ]
+  assert [(e["id"], e["labels"]) for e in read_table(out, "validation.tfrecord@1")] == [
+    ("val/walk/c.mp4", [1])
+  ]
+  assert class_labels.read_labels(str(out / "labels.txt")) == ["run", "walk"]
+
+
+@pytest.mark.parametrize(
+  "files, extra, message",
+  [
+    (["a/x.mp4", "empty/notes.txt"], [], "{root}/empty: a class folder without videos"),
+    (["a/x.mp4", "stray.mkv"], [], "{root}/stray.mkv: a video directly in --input {root}"),
+    (["train/a/x.mp4", "train/y.mp4", "val/a/z.mp4"], [], "{root}/train/y.mp4: a video directly"),
+    (
+      ["train/a/x.mp4", "val/a/y.mp4", "val/bird/z.mp4"],
+      [],
+      "{root}/val/bird: class 'bird' has no training folder {root}/train/bird",
+    ),
+    (["train/a/x.mp4", "val/a/y.mp4", "test/a/z.mp4"], [], "{root}/test: a folder beside train/"),
+    (["val/a/y.mp4"], [], "{root}/val: a validation folder without {root}/train"),
+    (["train/a/x.mp4", "val/a/y.mp4"], ["--val_fraction=0.1"], "--val_fraction=0.1: {root} has"),
+    (["a/x.mp4"], ["--val_fraction=1"], "--val_fraction=1.0: expected 0 <= fraction < 1"),
+    (["a/x.mp4"], ["--video_dir=."], "--video_dir is not used by --source=folders"),
+    (["a/x.mp4"], ["--split=train"], "--split is not used by --source=folders"),
+    (["README.md"], [], "--input {root}: no class folders; expected {root}/<class>/<video>"),
+    ([], ["--output_dir={root}/shards"], "--output_dir {root}/shards is inside --input {root}"),
+  ],
+)
+def test_folder_errors_are_one_line_naming_the_path(tmp_path, capsys, files, extra, message):
+  root = tmp_path / "videos"
+  root.mkdir()
+  touch(root, *files)
+  out = tmp_path / "out"
+  extra = [flag.format(root=root) for flag in extra]
+  if not any(flag.startswith("--output_dir") for flag in extra):
+    extra.append(f"--output_dir={out}")
+  with pytest.raises(SystemExit) as exit_info:
+    make_shards.main(["--source=folders", f"--input={root}", *extra])
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err
+  assert err.startswith("vidtx.data.make_shards: error: ") and err.count("\n") == 1
+  assert message.format(root=root) in err
+  assert not out.exists() and not (root / "shards").exists()  # Nothing was written.
+
+
+def test_folder_flags_are_refused_by_other_sources(tmp_path, capsys):
+  annotations = write_lines(tmp_path / "a.csv", ["v.mp4,x"])
+  common = ["--source=csv", f"--input={annotations}", f"--video_dir={tmp_path}"]
+  for flag in ("--val_fraction=0.2", "--seed=3"):
+    with pytest.raises(SystemExit):
+      make_shards.main([*common, f"--output_dir={tmp_path / 'out'}", flag])
+    assert f"{flag.split('=')[0]} is not used by --source=csv" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    make_shards.main(["--source=csv", f"--input={annotations}", f"--output_dir={tmp_path / 'o'}"])
+  assert "--video_dir is required" in capsys.readouterr().err

@@ -413,6 +413,10 @@ def test_confusion_matrix_image_needs_no_pyplot_or_backend():
     "import sys, numpy as np; from vidtx import metrics; "
     "image = metrics.confusion_matrix_image(np.eye(4)); "
     "assert image.shape[2] == 3 and image.dtype == np.uint8; "
+    "import io; png = io.BytesIO(); "
+    "metrics.confusion_matrix_figure(np.eye(40), [str(i) for i in range(40)])"
+    ".canvas.print_png(png); "
+    "assert png.getvalue()[:4] == b'\\x89PNG'; "
     "assert 'matplotlib.pyplot' not in sys.modules"
   )
   for backend in ("Agg", None):

@@ -10,8 +10,10 @@ r"""Converts downloaded video datasets into DMVR TFRecord shards (vidtx.data.dmv
       --video_dir=EPIC-KITCHENS \
       [--epic_noun_classes=EPIC_100_noun_classes.csv --epic_verb_classes=EPIC_100_verb_classes.csv]
   python -m vidtx.data.make_shards --source=csv --input=videos.csv --video_dir=videos ...
+  python -m vidtx.data.make_shards --source=folders --input=ROOT --output_dir=OUT \
+      [--val_fraction=0.1] [--seed=0] ...
 
-Sources (--input is the annotation file):
+Sources (--input is the annotation file; for folders, the root folder):
   kinetics  CSV `label,youtube_id,time_start,time_end,split` (no `label` in unlabelled test CSVs:
             those videos get label -1). A video is the pre-cut clip
             `{youtube_id}_{time_start:06d}_{time_end:06d}.{mp4,webm,mkv,...}` anywhere under
@@ -24,6 +26,17 @@ Sources (--input is the annotation file):
             labels.txt = the 300 nouns then the 97 verbs.
   csv       `path,label[,start,end]` (optional header); label a class name or an integer index;
             paths relative to --video_dir; start / end in seconds.
+  folders   no annotations, no --video_dir: ROOT/<class>/<video> (anywhere under the class
+            folder) is split here into train and validation, class by class: round(val_fraction
+            * n) of a class's n videos (half up; at least 1 when n >= 2, at most n - 1), drawn
+            with --seed from the sorted file names; --val_fraction=0: train only. Or
+            ROOT/train/<class>/... with ROOT/val/<class>/... (or validation/): that split is kept
+            (--val_fraction is then an error). Classes: the sorted folder names (a class only in
+            val/ is an error); video id: the path relative to ROOT; hidden entries and files
+            without a video extension are skipped. One run writes both tables, each of
+            --num_shards shards (at most one per video), records the split in
+            folders_split.json (a rerun resumes only the same split) and prints the train.py
+            command that fine-tunes on them.
 
 Output in --output_dir: `{split}.tfrecord-0000i-of-0000N` (the table `{split}.tfrecord@N`), one
 SequenceExample per video (video i in shard i % N); labels.txt (line i = class i: --label_map,
@@ -59,8 +72,10 @@ import argparse
 import collections
 import dataclasses
 import glob
+import hashlib
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -70,9 +85,10 @@ import tensorflow as tf
 
 from vidtx import ownership
 from vidtx.data import class_labels, dmvr, shard_writer, sources
-from vidtx.progress import format_duration
+from vidtx.progress import Reporter
 
-SOURCES = ("kinetics", "ssv2", "epic", "csv")
+SOURCES = ("kinetics", "ssv2", "epic", "csv", "folders")
+FOLDERS_SPLIT_FILE = "folders_split.json"
 _OUTPUT_HINT = "Pass a new or empty --output_dir."
 
 # ---------------------------------------------------------------------------------------------
@@ -123,42 +139,6 @@ def _check_options(
   for ok, message in checks:
     if not ok:
       raise ValueError(message)
-
-
-class _Progress:
-  """`split: done/total videos | videos/s | ETA | bad` on stderr, a few times a second at
-  most (every 10 s when stderr is not a terminal, e.g. a log file)."""
-
-  def __init__(self, split: str, total: int, done: int, bad: int, enabled: bool = True):
-    self.split, self.total, self.done, self.bad = split, total, done, bad
-    self.enabled = enabled
-    self._tty = sys.stderr.isatty()
-    self._interval = 0.25 if self._tty else 10.0
-    self._start_done = done
-    self._start = self._shown = time.time()
-
-  def add(self, bad: bool) -> None:
-    self.done += 1
-    self.bad += int(bad)
-    if time.time() - self._shown >= self._interval:
-      self._show()
-
-  def _show(self, final: bool = False) -> None:
-    if not self.enabled:
-      return
-    self._shown = time.time()
-    rate = (self.done - self._start_done) / max(self._shown - self._start, 1e-9)
-    eta = format_duration((self.total - self.done) / rate) if rate > 0 else "?"
-    line = (
-      f"{self.split}: {self.done}/{self.total} videos | {rate:.1f} videos/s | ETA {eta} | "
-      f"{self.bad} bad"
-    )
-    end = "\n" if final or not self._tty else ""
-    print(("\r" if self._tty else "") + line, end=end, file=sys.stderr, flush=True)
-
-  def finish(self, done: int, bad: int) -> None:
-    self.done, self.bad = done, bad
-    self._show(final=True)
 
 
 def write_split(
@@ -246,18 +226,23 @@ def write_split(
       f"{split}: skipping the {len(done_stats)} of {num_shards} shards that exist ({skipped})",
       file=sys.stderr,
     )
-  meter = _Progress(
-    split,
+  # `split: done/total videos | N bad | videos/s | ETA` on stderr (vidtx.progress.Reporter).
+  meter = Reporter(
     len(items) - len(merged),
-    sum(s["videos"] for s in done_stats),
-    sum(len(s["bad"]) for s in done_stats),
+    prefix=f"{split}: ",
+    unit=" videos",
+    done=sum(s["videos"] for s in done_stats),
+    counters={"bad": sum(len(s["bad"]) for s in done_stats)},
+    rates=(("videos/s", 1.0, 1),),
     enabled=progress,
   )
-  new_stats = shard_writer.write_shards(tasks, min(num_workers, len(tasks)), meter.add)
+  new_stats = shard_writer.write_shards(
+    tasks, min(num_workers, len(tasks)), lambda bad: meter.advance(bad=int(bad))
+  )
   stats = done_stats + new_stats
   bad_videos = sorted(row for s in stats for row in s["bad"])
   examples = sum(s["examples"] for s in stats)
-  meter.finish(len(items) - len(merged), len(bad_videos))
+  meter.finish(len(items) - len(merged), bad=len(bad_videos))
 
   report = "".join(f"{video_id}\t{path}\t{reason}\n" for _, video_id, path, reason in bad_videos)
   dmvr.write_text_atomically(os.path.join(output_dir, f"{split}_report.txt"), report)
@@ -289,6 +274,115 @@ def write_split(
     os.path.join(output_dir, f"{split}_summary.json"), json.dumps(summary, indent=1) + "\n"
   )
   return {**summary, "bad_videos": bad_videos}
+
+
+def _describe_split(record: dict[str, Any]) -> str:
+  counts = " / ".join(f"{n} {split}" for split, n in record["videos"].items())
+  # The seed also orders the training videos, and so decides which shard holds which.
+  drawn = (
+    "train/ and val/ as found"
+    if record["val_fraction"] is None
+    else f"--val_fraction={record['val_fraction']}"
+  )
+  return f"{drawn} --seed={record['seed']}, {counts} videos"
+
+
+def _check_folder_split(output_dir: str, record: dict[str, Any]) -> bool:
+  """Whether `output_dir` already records this split; ValueError when it records another."""
+  path = os.path.join(output_dir, FOLDERS_SPLIT_FILE)
+  found = ownership.read_json(path)
+  if found is None or found == record:
+    return found is not None
+  before, now = _describe_split(found), _describe_split(record)
+  if before == now:
+    now += ", other video files"
+  # The shards that exist would be kept: a video could then be in train and in validation.
+  raise ValueError(
+    f"{output_dir} holds shards of another split of the videos ({before}; this run: {now}), "
+    f"recorded in {path}. Resuming would mix the two splits; pass the first run's options, or "
+    "choose a new --output_dir."
+  )
+
+
+def write_folders(
+  root: str,
+  output_dir: str,
+  *,
+  val_fraction: float | None = None,
+  seed: int = 0,
+  num_shards: int = 16,
+  fps: float = 0,
+  short_side: int = 0,
+  jpeg_quality: int = 90,
+  num_workers: int = 1,
+  max_frames: int | None = None,
+  min_frames: int = 1,
+  label_map: str | None = None,
+  progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+  """Writes the videos in the class folders under `root` (sources.folders_source: split there
+  by `val_fraction` and `seed`, or the user's train/ and val/) as the tables `train.tfrecord@N`
+  and `validation.tfrecord@M` in `output_dir`, N and M at most `num_shards` and at most one
+  shard per video. Returns each split's summary (write_split's) by name.
+
+  Raises ValueError before anything is written for a bad folder tree, an `output_dir` inside
+  `root`, or an `output_dir` holding another split (FOLDERS_SPLIT_FILE); resumes the same split.
+  """
+  options = shard_writer.Options(
+    fps=fps,
+    short_side=short_side,
+    jpeg_quality=jpeg_quality,
+    max_frames=max_frames or None,
+    min_frames=min_frames,
+  )
+  _check_options("train", num_shards, num_workers, options)
+  check_output_dir(output_dir)
+  real_root, real_out = os.path.realpath(root), os.path.realpath(output_dir)
+  if "://" not in output_dir and os.path.commonpath([real_root, real_out]) == real_root:
+    raise ValueError(
+      f"--output_dir {output_dir} is inside --input {root}, where it would be read as a class "
+      "folder; choose an output directory outside it."
+    )
+  dataset = sources.folders_source(root, val_fraction, seed)
+  # What decides the split, and the split itself: a rerun must find the same one to resume.
+  ids = {split: [item.video_id for item in items] for split, items in dataset.splits.items()}
+  record = {
+    "layout": dataset.layout,
+    "val_fraction": dataset.val_fraction,
+    "seed": seed,
+    "videos": {split: len(videos) for split, videos in ids.items()},
+    "sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest(),
+  }
+  recorded = _check_folder_split(output_dir, record)
+  ownership.claim(output_dir, "shards", legacy=is_legacy_shards_dir, hint=_OUTPUT_HINT)
+  if not recorded:
+    dmvr.write_text_atomically(
+      os.path.join(output_dir, FOLDERS_SPLIT_FILE), json.dumps(record, indent=1) + "\n"
+    )
+  return {
+    split: write_split(
+      items,
+      output_dir,
+      split,
+      num_shards=min(num_shards, len(items)),
+      fps=fps,
+      short_side=short_side,
+      jpeg_quality=jpeg_quality,
+      num_workers=num_workers,
+      max_frames=max_frames,
+      min_frames=min_frames,
+      label_map=label_map,
+      class_names=dataset.class_names,
+      progress=progress,
+    )
+    for split, items in dataset.splits.items()
+  }
+
+
+def finetune_command(output_dir: str) -> str:
+  """The train.py command that fine-tunes a pretrained model on the shards in `output_dir`."""
+  config = f"--config=configs/finetune.py:model=timesformer,data={os.path.abspath(output_dir)}"
+  return f"python train.py {shlex.quote(config + ',init=CHECKPOINT_DIR')} --workdir=runs/mine"
 
 
 def config_snippet(output_dir: str) -> str:
@@ -370,6 +464,8 @@ def load_source(
     return sources.epic_source(input_path, video_dir, epic_noun_classes, epic_verb_classes)
   if source == "csv":
     return sources.csv_source(input_path, video_dir)
+  if source == "folders":
+    raise ValueError("--source=folders writes two splits: see write_folders.")
   raise ValueError(f"--source={source!r}: expected one of {list(SOURCES)}.")
 
 
@@ -383,12 +479,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument(
     "--input",
     required=True,
-    help="The annotation file: Kinetics / Epic-Kitchens / generic CSV, or the SSv2 split JSON.",
+    help="The annotation file: Kinetics / Epic-Kitchens / generic CSV, or the SSv2 split JSON; "
+    "folders: the root folder, ROOT/<class>/<video> or ROOT/{train,val}/<class>/<video>.",
   )
   parser.add_argument(
     "--video_dir",
-    required=True,
-    help="Where the videos are (searched recursively for kinetics and epic).",
+    help="Where the videos are (searched recursively for kinetics and epic); not for folders.",
   )
   parser.add_argument("--output_dir", required=True, help="Where the shards go.")
   parser.add_argument("--labels_json", help="ssv2: something-something-v2-labels.json.")
@@ -404,6 +500,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     "default: OUT/labels.txt if it exists, else built from the input.",
   )
   parser.add_argument("--split", help="Table name (default: from the input, e.g. train).")
+  # None, not the default value, when not passed: for the user's own split passing it is an error.
+  parser.add_argument(
+    "--val_fraction",
+    type=float,
+    help="folders, ROOT/<class>/<video>: the share of each class's videos drawn for the "
+    f"validation split (default {sources.DEFAULT_VAL_FRACTION}; 0: train only).",
+  )
+  parser.add_argument(
+    "--seed",
+    type=int,
+    help="folders: the seed of the validation draw and of the training videos' order (default 0).",
+  )
   parser.add_argument("--num_shards", type=int, default=16, help="Shards of the table.")
   parser.add_argument(
     "--fps", type=float, default=0.0, help="Frames per second to store (0: the native rate)."
@@ -446,7 +554,29 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def _check_source_flags(args: argparse.Namespace) -> None:
+  """The flags that --source=folders takes and the others do not, and the reverse."""
+  folders = args.source == "folders"
+  for flag, given in (
+    ("--video_dir", args.video_dir is not None and folders),
+    ("--split", args.split is not None and folders),
+    ("--val_fraction", args.val_fraction is not None and not folders),
+    ("--seed", args.seed is not None and not folders),
+  ):
+    if given:
+      raise ValueError(
+        f"{flag} is not used by --source={args.source}"
+        + (
+          ": --input is the root folder, and one run writes train and validation."
+          if folders
+          else "; it only splits --source=folders."
+        )
+      )
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """Runs the command; returns the summary of the split written (write_split's), or for
+  --source=folders the summary of each split by name."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
   options = shard_writer.Options(
     fps=args.fps,
@@ -455,36 +585,47 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     max_frames=args.max_frames or None,
     min_frames=args.min_frames,
   )
+  common = dict(
+    num_shards=args.num_shards,
+    fps=args.fps,
+    short_side=args.short_side,
+    jpeg_quality=args.jpeg_quality,
+    num_workers=args.num_workers,
+    max_frames=args.max_frames,
+    min_frames=args.min_frames,
+    label_map=args.label_map,
+  )
   try:
+    _check_source_flags(args)
     # Before the annotations are read and the video folder is walked (minutes on a big one).
     _check_options(args.split or "train", args.num_shards, args.num_workers, options)
     check_output_dir(args.output_dir)
-    source = load_source(
-      args.source,
-      args.input,
-      args.video_dir,
-      labels_json=args.labels_json,
-      epic_noun_classes=args.epic_noun_classes,
-      epic_verb_classes=args.epic_verb_classes,
-    )
-    split = args.split or source.split
-    summary = write_split(
-      source.items,
-      args.output_dir,
-      split,
-      num_shards=args.num_shards,
-      fps=args.fps,
-      short_side=args.short_side,
-      jpeg_quality=args.jpeg_quality,
-      num_workers=args.num_workers,
-      max_frames=args.max_frames,
-      min_frames=args.min_frames,
-      label_map=args.label_map,
-      class_names=source.class_names,
-      class_splits=source.class_splits,
-      duplicates=args.duplicates,
-      conflicts=args.conflicts,
-    )
+    if args.source == "folders":
+      summaries = write_folders(
+        args.input, args.output_dir, val_fraction=args.val_fraction, seed=args.seed or 0, **common
+      )
+    else:
+      source = load_source(
+        args.source,
+        args.input,
+        args.video_dir,
+        labels_json=args.labels_json,
+        epic_noun_classes=args.epic_noun_classes,
+        epic_verb_classes=args.epic_verb_classes,
+      )
+      split = args.split or source.split
+      summaries = {
+        split: write_split(
+          source.items,
+          args.output_dir,
+          split,
+          class_names=source.class_names,
+          class_splits=source.class_splits,
+          duplicates=args.duplicates,
+          conflicts=args.conflicts,
+          **common,
+        )
+      }
   except (ValueError, OSError) as e:
     # Bad inputs (and an output the system refuses) are the user's to fix: the message, not a
     # traceback.
@@ -494,16 +635,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"vidtx.data.make_shards: error: {e.message}", file=sys.stderr)
     sys.exit(1)
   out = os.path.abspath(args.output_dir)
-  print(
-    f"{summary['table']}: {summary['examples']} examples of {summary['videos']} videos, "
-    f"{summary['bad']} bad (listed in {os.path.join(out, split + '_report.txt')}), "
-    f"{summary['num_classes']} classes, {summary['seconds']:.1f} s"
-  )
-  repeats = describe_repeats(summary, args.duplicates, args.conflicts)
-  if repeats:
-    print(repeats)
+  for split, summary in summaries.items():
+    print(
+      f"{summary['table']}: {summary['examples']} examples of {summary['videos']} videos, "
+      f"{summary['bad']} bad (listed in {os.path.join(out, split + '_report.txt')}), "
+      f"{summary['num_classes']} classes, {summary['seconds']:.1f} s"
+    )
+    repeats = describe_repeats(summary, args.duplicates, args.conflicts)
+    if repeats:
+      print(repeats)
   print("\n" + config_snippet(args.output_dir))
-  return summary
+  if args.source != "folders":
+    return summary
+  print(
+    f"\nNext, fine-tune a pretrained model on them (model: timesformer, vivit or xvit; "
+    "CHECKPOINT_DIR: a checkpoint converted with python -m vidtx.convert, see "
+    f"docs/checkpoints.md):\n  {finetune_command(args.output_dir)}"
+  )
+  return summaries
 
 
 def run_cli() -> None:

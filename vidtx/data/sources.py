@@ -1,10 +1,14 @@
 """Annotation files -> items to convert: the Kinetics, Something-Something v2, Epic-Kitchens-100
-and generic CSV parsers of python -m vidtx.data.make_shards (whose docstring gives the formats)."""
+and generic CSV parsers of python -m vidtx.data.make_shards (whose docstring gives the formats),
+and a folder of class folders, split into train and validation (folders_source)."""
 
 import csv
 import dataclasses
+import fractions
 import json
+import math
 import os
+import random
 import re
 from collections.abc import Sequence
 
@@ -276,3 +280,210 @@ def csv_source(input_csv: str, video_dir: str) -> Source:
       )
     )
   return Source(items=items, split=split_from_name(input_csv))
+
+
+# ---------------------------------------------------------------------------------------------
+# A folder of class folders (torchvision / MMAction2): ROOT/<class>/<video>, or the user's own
+# split ROOT/train/<class>/<video> + ROOT/val/<class>/<video>.
+# ---------------------------------------------------------------------------------------------
+
+# More than VIDEO_EXTENSIONS: every file of a class folder is a candidate here, whereas
+# index_videos keeps its list so that the file a Kinetics / EPIC id resolves to stays the same.
+FOLDER_VIDEO_EXTENSIONS = VIDEO_EXTENSIONS + (".flv", ".wmv", ".3gp", ".ogv")
+DEFAULT_VAL_FRACTION = 0.1
+_VAL_DIRS = ("val", "validation")
+
+
+@dataclasses.dataclass
+class FolderDataset:
+  """The videos of a class-folder tree, split.
+
+  splits: 'train' and (unless empty) 'validation' -> items; ids are paths relative to the root.
+  layout: 'classes' (ROOT/<class>/...) or 'splits' (ROOT/train/<class>/..., with val/ or not).
+  """
+
+  splits: dict[str, list[Item]]
+  class_names: list[str]
+  layout: str
+  val_fraction: float | None  # What the split was drawn with; None: the user's own split.
+
+
+def _is_video(name: str) -> bool:
+  return os.path.splitext(name)[1].lower() in FOLDER_VIDEO_EXTENSIONS
+
+
+def _visible(directory: str) -> tuple[list[str], list[str]]:
+  """(folders, files) in `directory` that are not hidden, sorted (links followed)."""
+  folders, files = [], []
+  with os.scandir(directory) as found:
+    for entry in found:
+      if not entry.name.startswith("."):
+        (folders if entry.is_dir() else files).append(entry.name)
+  return sorted(folders), sorted(files)
+
+
+def _class_videos(class_dir: str) -> list[str]:
+  """The videos anywhere under `class_dir` (as torchvision's folder datasets walk it), hidden
+  files and folders skipped, as sorted paths relative to `class_dir`."""
+  videos = []
+  for directory, folders, files in os.walk(class_dir, followlinks=True):
+    folders[:] = [name for name in folders if not name.startswith(".")]
+    relative = os.path.relpath(directory, class_dir)
+    for name in files:
+      if not name.startswith(".") and _is_video(name):
+        videos.append(os.path.normpath(os.path.join(relative, name)))
+  return sorted(videos)
+
+
+def _check_no_stray_video(directory: str, files: list[str], where: str) -> None:
+  stray = [name for name in files if _is_video(name)]
+  if stray:
+    raise ValueError(
+      f"{os.path.join(directory, stray[0])}: a video directly in {where}, not in a class "
+      f"folder; expected {os.path.join(directory, '<class>', stray[0])}."
+    )
+
+
+def _scan_classes(directory: str, where: str) -> dict[str, list[str]]:
+  """class name -> its videos (sorted paths relative to `directory`) of `directory`/<class>/...;
+  `where` names the folder in errors ('--input ROOT', 'ROOT/train')."""
+  folders, files = _visible(directory)
+  _check_no_stray_video(directory, files, where)
+  if not folders:
+    raise ValueError(
+      f"{where}: no class folders; expected {os.path.join(directory, '<class>', '<video>')}."
+    )
+  classes = {}
+  for name in folders:
+    class_dir = os.path.join(directory, name)
+    if name != name.strip():
+      # labels.txt is read line by line with the spaces stripped: the name would not round-trip.
+      raise ValueError(f"{class_dir}: a class folder name starts or ends with a space; rename it.")
+    videos = _class_videos(class_dir)
+    if not videos:
+      raise ValueError(
+        f"{class_dir}: a class folder without videos (files ending in "
+        f"{', '.join(FOLDER_VIDEO_EXTENSIONS)}, in any case); add videos or remove it."
+      )
+    classes[name] = [os.path.join(name, video) for video in videos]
+  return classes
+
+
+def val_count(num_videos: int, val_fraction: float) -> int:
+  """How many of a class's `num_videos` go to validation: val_fraction * num_videos rounded half
+  up, at least 1 and at most num_videos - 1 (every class keeps a training video); 0 for 0."""
+  if not val_fraction or num_videos < 2:
+    return 0
+  # Exact decimal arithmetic: 0.7 * 5 is 3.4999... in binary floating point.
+  count = math.floor(fractions.Fraction(repr(val_fraction)) * num_videos + fractions.Fraction(1, 2))
+  return min(max(count, 1), num_videos - 1)
+
+
+def stratified_split(
+  classes: dict[str, list[str]], val_fraction: float, seed: int
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+  """(train, validation) videos of each class: val_count of them drawn for validation.
+
+  Deterministic for `seed`, whatever order the file system lists the files in (they are sorted
+  first), and class by class: adding or removing one class does not move another's videos.
+  """
+  train, validation = {}, {}
+  for name, videos in classes.items():
+    videos = sorted(videos)
+    # A string seed is hashed with SHA-512: the same draw in every process and Python version.
+    drawn = set(
+      random.Random(f"{seed}/{name}").sample(
+        range(len(videos)), val_count(len(videos), val_fraction)
+      )
+    )
+    train[name] = [video for i, video in enumerate(videos) if i not in drawn]
+    validation[name] = [video for i, video in enumerate(videos) if i in drawn]
+  return train, validation
+
+
+def _items(root: str, classes: dict[str, list[str]]) -> list[Item]:
+  return [
+    Item(
+      path=os.path.join(root, video),
+      labels=(name,),
+      video_id=video.replace(os.sep, "/"),
+      label_text=name,
+    )
+    for name in sorted(classes)
+    for video in classes[name]
+  ]
+
+
+def folders_source(root: str, val_fraction: float | None = None, seed: int = 0) -> FolderDataset:
+  """The videos of ROOT/<class>/<video> split by `val_fraction` (None: DEFAULT_VAL_FRACTION),
+  or of ROOT/train/<class>/... and ROOT/val/<class>/... (or validation/) as split by the user,
+  where passing `val_fraction` is an error. Class names: the sorted class folders."""
+  _check_dir("--input", root)
+  if val_fraction is not None and not 0 <= val_fraction < 1:
+    raise ValueError(f"--val_fraction={val_fraction}: expected 0 <= fraction < 1.")
+  folders, files = _visible(root)
+  _check_no_stray_video(root, files, f"--input {root}")
+  split_dirs = [name for name in folders if name == "train" or name in _VAL_DIRS]
+  val_dirs = [name for name in split_dirs if name in _VAL_DIRS]
+  if len(val_dirs) > 1:
+    raise ValueError(
+      f"--input {root}: holds both {val_dirs[0]}/ and {val_dirs[1]}/; expected one validation "
+      "folder."
+    )
+  # The user's split: train/ with val/, or train/ alone. train/ beside other folders is a class
+  # (ROOT/{bus,car,train}); val/ beside train/ and other folders is a mistake.
+  if split_dirs and (split_dirs == folders or (val_dirs and "train" in split_dirs)):
+    others = [name for name in folders if name not in split_dirs]
+    if others:
+      raise ValueError(
+        f"{os.path.join(root, others[0])}: a folder beside train/ and {val_dirs[0]}/; expected "
+        f"only ROOT/train/<class>/<video> and ROOT/{val_dirs[0]}/<class>/<video>."
+      )
+    if "train" not in split_dirs:
+      raise ValueError(
+        f"{os.path.join(root, val_dirs[0])}: a validation folder without "
+        f"{os.path.join(root, 'train')}; expected ROOT/train/<class>/<video> beside it."
+      )
+    train_dir = os.path.join(root, "train")
+    train = _scan_classes(train_dir, train_dir)
+    train = {
+      name: [os.path.join("train", video) for video in videos] for name, videos in train.items()
+    }
+    drawn_with = None
+    if not val_dirs:  # No split of the user's: draw one as for ROOT/<class>/.
+      drawn_with = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+      train, validation = stratified_split(train, drawn_with, seed)
+    else:
+      if val_fraction is not None:
+        raise ValueError(
+          f"--val_fraction={val_fraction}: {root} has its own split (train/ and "
+          f"{val_dirs[0]}/), which is kept; drop --val_fraction."
+        )
+      val_dir = os.path.join(root, val_dirs[0])
+      validation = _scan_classes(val_dir, val_dir)
+      validation = {
+        name: [os.path.join(val_dirs[0], video) for video in videos]
+        for name, videos in validation.items()
+      }
+      unknown = sorted(set(validation) - set(train))
+      if unknown:
+        raise ValueError(
+          f"{os.path.join(val_dir, unknown[0])}: class {unknown[0]!r} has no training folder "
+          f"{os.path.join(train_dir, unknown[0])}; every validation class must be a training "
+          "class."
+        )
+    layout = "splits"
+  else:
+    drawn_with = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+    train, validation = stratified_split(_scan_classes(root, f"--input {root}"), drawn_with, seed)
+    layout = "classes"
+  splits = {"train": _items(root, train), "validation": _items(root, validation)}
+  # Video i goes to shard i % N: in class order, every shard would list the classes one after
+  # the other, in step, and a reader's shuffle buffer would see one class at a time.
+  random.Random(f"{seed}/order").shuffle(splits["train"])
+  return FolderDataset(
+    splits={split: items for split, items in splits.items() if items},
+    class_names=sorted(train),
+    layout=layout,
+    val_fraction=drawn_with,
+  )
