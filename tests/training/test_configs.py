@@ -13,9 +13,10 @@ import pytest
 import reference
 from shared import REPO
 
+from vidtx import data as vidtx_data
 from vidtx import models, optim, trainer
 from vidtx.configs import common
-from vidtx.data import reader_config, synthetic
+from vidtx.data import dmvr, reader_config, synthetic
 from vidtx.models import timesformer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -48,6 +49,7 @@ ARGUMENTS = {
   "synthetic_timesformer": ["attention=space"],
   "synthetic_vivit_fe": ["attention=factorised_dot_product"],
   "synthetic_xvit": ["attention=tsm,aggregation=mean"],
+  "finetune": ["model=vivit_fe", "model=xvit", "epochs=10,batch=4"],
 }
 ALL_ARGS = [(name, None) for name in RECIPES] + [
   (name, arg) for name, args in sorted(ARGUMENTS.items()) for arg in args
@@ -85,7 +87,13 @@ def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
   assert config.best_checkpoint_metric == "top1"
   assert config.lr_configs.schedule in optim.SCHEDULES
   assert (config.num_training_steps is None) != (config.num_training_epochs is None)
-  if not name.startswith("synthetic"):
+  if name == "finetune":
+    # Every recipe builds without arguments (other test areas build them all so), and the
+    # fine-tune recipe's data is data=DIR: without it, the synthetic dataset. Its DMVR form,
+    # read from a shards directory: the test_finetune_* tests below.
+    assert config.dataset_name == "synthetic" and config.num_training_epochs > 0
+    assert not config.init_from.checkpoint_path and not dc.base_dir
+  elif not name.startswith("synthetic"):
     assert config.dataset_name == "dmvr" and config.num_training_epochs > 0
     assert not config.init_from.checkpoint_path and not dc.base_dir
 
@@ -343,3 +351,240 @@ def test_shrunk_recipe_trains_and_evaluates(name, data_root, tmp_path):
   losses = [line["loss"] for line in lines if "loss" in line]
   assert len(losses) == 2 and np.all(np.isfinite(losses))
   assert os.path.isdir(tmp_path / "checkpoints" / "2")
+
+
+# ---------------------------------------------------------------------------------------------
+# The fine-tune recipe: what it derives from a shards directory and a checkpoint.
+# ---------------------------------------------------------------------------------------------
+
+CLASSES = ("cat", "dog", "bird")
+# model=: (the paper's learning rate, its batch size): scaled linearly to the batch.
+FINETUNE_LR = {"timesformer": (0.005, 16), "vivit_fe": (0.1, 64), "xvit": (0.03, 64)}
+
+
+def write_shards(directory, *, summaries=True, splits=(("train", 16, 2), ("validation", 4, 1))):
+  """A shards directory as vidtx-make-shards writes it: labels.txt, tables of tiny videos and
+  (with `summaries`) their {split}_summary.json."""
+  os.makedirs(directory, exist_ok=True)
+  frames = np.zeros((2, 8, 8, 3), np.uint8)
+  for split, count, num_shards in splits:
+    examples = [
+      dmvr.make_sequence_example(frames, i % 3, label_text=CLASSES[i % 3]) for i in range(count)
+    ]
+    dmvr.write_shards(examples, os.path.join(directory, f"{split}.tfrecord"), num_shards)
+    if summaries:
+      summary = dict(
+        split=split, table=f"{split}.tfrecord@{num_shards}", examples=count, num_classes=3
+      )
+      with open(os.path.join(directory, f"{split}_summary.json"), "w") as f:
+        json.dump(summary, f)
+  with open(os.path.join(directory, "labels.txt"), "w") as f:
+    f.write("".join(name + "\n" for name in CLASSES))
+  return str(directory)
+
+
+@pytest.fixture(scope="module")
+def shards_dir(tmp_path_factory):
+  """16 training videos (2 shards) and 4 validation videos of 3 classes."""
+  return write_shards(tmp_path_factory.mktemp("shards"))
+
+
+def converted_dir(directory, model_name="timesformer", attention="space", mean=0.5, std=0.5):
+  """A converted checkpoint's vidtx_model.json (the config reads nothing else of it)."""
+  os.makedirs(directory)
+  described = dict(
+    model_name=model_name,
+    model=dict(variant="B/16", attention=attention, layer_norm_epsilon=1e-12),
+    num_classes=5,
+    labels=None,
+    preprocessing=dict(mean=[mean] * 3, std=[std] * 3),
+  )
+  with open(os.path.join(directory, "vidtx_model.json"), "w") as f:
+    json.dump(described, f)
+  return str(directory)
+
+
+@pytest.mark.parametrize("model", sorted(FINETUNE_LR))
+def test_finetune_reads_classes_and_split_sizes_from_the_shards(model, shards_dir):
+  config = get_config("finetune", f"model={model},data={shards_dir}")
+  dc = config.dataset_configs
+  reader_config.validate_dataset_configs(dc)
+  assert config.dataset_name == "dmvr" and dc.base_dir == shards_dir
+  assert config.experiment_name == f"finetune_{model}_{os.path.basename(shards_dir)}"
+  assert dc.num_classes == 3 and tuple(dc.class_names) == CLASSES
+  assert dict(dc.tables) == {"train": "train.tfrecord@2", "validation": "validation.tfrecord@1"}
+  assert dict(dc.examples_per_subset) == {"train": 16, "validation": 4}
+  assert not dc.multi_label and not dc.get("class_splits")
+  assert config.model_name == {"vivit_fe": "vivit"}.get(model, model)
+  # 16 videos in batches of 8: 2 steps an epoch, 15 epochs; a warm-up epoch; evaluated (and the
+  # best checkpoint kept) every epoch.
+  assert config.batch_size == config.eval_batch_size == 8
+  assert config.num_training_epochs == 15 and config.num_training_steps is None
+  assert optim.resolve_steps(config, "num_training", 16, config.batch_size) == 30
+  assert config.lr_configs.warmup_steps == 2
+  assert config.eval_every_steps == config.checkpoint_every_steps == 2
+  lr, paper_batch = FINETUNE_LR[model]
+  assert config.lr_configs.base_learning_rate == pytest.approx(lr * 8 / paper_batch)
+  assert not config.init_from.checkpoint_path
+  # The reader accepts it: every table's shards are there.
+  assert vidtx_data.prepare_dataset(config).num_classes == 3
+
+
+def test_finetune_models_keep_their_papers_recipes(shards_dir):
+  finetune_models = ("timesformer", "vivit_fe", "xvit")
+  ts, vivit, xvit = (
+    get_config("finetune", f"model={m},data={shards_dir}") for m in finetune_models
+  )
+  # TimeSformer-B, divided attention, 8 frames one per segment, 1 x 3 views (supplementary §1).
+  assert (ts.model.variant, ts.model.attention, ts.dataset_configs.num_frames) == (
+    "B/16",
+    "divided",
+    8,
+  )
+  assert ts.dataset_configs.train_sampling == "segment"
+  assert ts.optimizer_configs.weight_decay == 1e-4 and ts.lr_configs.schedule == "steps"
+  # ViViT-B/16x2 Model 2, 32 frames at stride 2, Table 7's Epic-Kitchens regularisation.
+  assert (vivit.model.variant, vivit.model.attention) == ("B/16x2", "factorised_encoder")
+  assert (vivit.dataset_configs.num_frames, vivit.dataset_configs.stride) == (32, 2)
+  aug = vivit.dataset_configs.augmentation_params
+  assert aug.do_rand_augment and not aug.do_color_augment
+  assert (aug.rand_augment_num_layers, aug.rand_augment_magnitude) == (2, 15)
+  assert (vivit.model.stochastic_depth, vivit.label_smoothing, vivit.mixup.alpha) == (0.2, 0.2, 0.1)
+  assert vivit.lr_configs.schedule == "cosine" and vivit.dataset_configs.num_test_clips == 4
+  # X-ViT-B/16, 8 frames one per segment, the release's Kinetics regularisation.
+  assert (xvit.model.attention, xvit.dataset_configs.num_frames) == ("space_time_mixing", 8)
+  assert xvit.dataset_configs.train_sampling == xvit.dataset_configs.eval_sampling == "segment"
+  assert xvit.dataset_configs.get("sampling_rate") is None
+  assert (xvit.label_smoothing, xvit.mixup.alpha, xvit.model.mixing_fraction) == (0.3, 0.4, 0.25)
+  for config in (ts, vivit, xvit):
+    assert config.dataset_configs.random_flip and config.dataset_configs.crop_size == 224
+    models.build(config.model_name, config.model, config.dataset_configs.num_classes)
+
+
+def test_finetune_learning_rate_schedule(shards_dir):
+  # TimeSformer: linear warm-up over the first epoch (2 steps), then divided by 10 at epochs 11
+  # and 14 of 15 (steps 22 and 28 of 30).
+  ts = get_config("finetune", f"data={shards_dir}")
+  assert tuple(ts.lr_configs.decay_epochs) == (11, 14)
+  schedule = optim.make_schedule(ts.lr_configs, 30, steps_per_epoch=16 / 8)
+  base = 0.0025
+  got = [float(schedule(step)) for step in (0, 1, 2, 21, 22, 27, 28, 29)]
+  expected = [0.0, base / 2, base, base, base / 10, base / 10, base / 100, base / 100]
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  # ViViT: the same warm-up, then a cosine to 0 at step 30.
+  vivit = get_config("finetune", f"model=vivit_fe,data={shards_dir}")
+  schedule = optim.make_schedule(vivit.lr_configs, 30)
+  got = np.array([float(schedule(step)) for step in range(31)])
+  np.testing.assert_allclose(got[:3], [0.0, 0.0125 / 2, 0.0125], rtol=1e-5)
+  assert np.all(np.diff(got[2:]) < 0) and got[-1] == pytest.approx(0.0, abs=1e-9)
+  np.testing.assert_allclose(got[16], 0.0125 * (1 + math.cos(math.pi * 14 / 28)) / 2, rtol=1e-5)
+
+
+def test_finetune_batch_and_epochs_arguments(shards_dir):
+  config = get_config("finetune", f"data={shards_dir},batch=4,epochs=10")
+  assert config.batch_size == config.eval_batch_size == 4 and config.num_training_epochs == 10
+  assert optim.resolve_steps(config, "num_training", 16, 4) == 40
+  assert config.lr_configs.warmup_steps == config.eval_every_steps == 4
+  assert config.lr_configs.base_learning_rate == pytest.approx(0.005 * 4 / 16)
+  # The decays stay at 11/15 and 14/15 of the run.
+  np.testing.assert_allclose(config.lr_configs.decay_epochs, (11 * 10 / 15, 14 * 10 / 15))
+  for bad in ("epochs=0", "epochs=-1", "epochs=nan", "batch=2.5", "batch=0"):
+    with pytest.raises(ValueError, match=bad.replace("=", "='") + "'"):
+      get_config("finetune", f"data={shards_dir},{bad}")
+  with pytest.raises(ValueError, match="model='vit'"):
+    get_config("finetune", f"model=vit,data={shards_dir}")
+  # shrink=1: the smoke test on the synthetic data, as every recipe's.
+  shrunk = get_config("finetune", f"data={shards_dir},shrink=1")
+  assert shrunk.dataset_name == "synthetic" and shrunk.num_training_steps == 2
+
+
+def test_finetune_counts_the_shards_of_a_directory_without_summaries(tmp_path):
+  directory = write_shards(tmp_path / "shards", summaries=False)
+  dc = get_config("finetune", f"data={directory}").dataset_configs
+  assert dict(dc.tables) == {"train": "train.tfrecord@2", "validation": "validation.tfrecord@1"}
+  assert dict(dc.examples_per_subset) == {"train": 16, "validation": 4}
+
+
+def test_finetune_takes_label_groups_and_merged_labels_from_the_summary(tmp_path):
+  def with_summary(name, **fields):
+    directory = write_shards(tmp_path / name)
+    path = os.path.join(directory, "train_summary.json")
+    with open(path) as f:
+      summary = json.load(f)
+    with open(path, "w") as f:
+      json.dump({**summary, **fields}, f)
+    return get_config("finetune", f"data={directory}").dataset_configs
+
+  grouped = with_summary("grouped", class_splits=[2, 1])  # One label per group, as EPIC's.
+  assert tuple(grouped.class_splits) == (2, 1) and not grouped.multi_label
+  reader_config.validate_dataset_configs(grouped)
+  merged = with_summary("merged", conflicts=1, merged=2)  # --conflicts=merge: multi-label.
+  assert merged.multi_label and not merged.get("class_splits")
+
+
+def test_finetune_data_errors_name_the_file_and_the_fix(tmp_path, shards_dir):
+  def fails(data, match):
+    with pytest.raises(ValueError, match=match):
+      get_config("finetune", f"data={data}")
+
+  fails(tmp_path / "nope", r"nope: no such directory.*vidtx.data.make_shards --source=folders")
+  videos = tmp_path / "videos"
+  os.makedirs(videos / "cat")
+  (videos / "cat" / "cat_1.mp4").write_bytes(b"")
+  fails(videos, r"is not a shards directory: it has no train_summary.json.*folder of videos")
+  fails(tmp_path, "is not a shards directory")
+
+  no_labels = write_shards(tmp_path / "no_labels")
+  os.remove(os.path.join(no_labels, "labels.txt"))
+  fails(no_labels, "no labels.txt; expected the class names, one per line")
+  train_only = write_shards(tmp_path / "train_only", splits=(("train", 4, 1),))
+  fails(train_only, "no validation split .*--val_fraction")
+  other_labels = write_shards(tmp_path / "other_labels")
+  with open(os.path.join(other_labels, "labels.txt"), "w") as f:
+    f.write("cat\ndog\n")
+  fails(other_labels, "train_summary.json says 3 classes, labels.txt names 2")
+  missing_shard = write_shards(tmp_path / "missing_shard")
+  os.remove(os.path.join(missing_shard, "train.tfrecord-00001-of-00002"))
+  fails(missing_shard, "train.tfrecord-00001-of-00002 of table 'train.tfrecord@2' does not exist")
+  empty = write_shards(tmp_path / "empty", splits=(("train", 0, 1), ("validation", 2, 1)))
+  fails(empty, "the train split holds no video .*train_report.txt")
+
+
+def test_finetune_init_from_a_checkpoint(shards_dir, tmp_path, capsys):
+  vit = converted_dir(tmp_path / "vit")
+  for model in sorted(FINETUNE_LR):
+    config = get_config("finetune", f"model={model},data={shards_dir},init={vit}")
+    assert config.init_from.checkpoint_path == vit
+    # The checkpoint's inputs and numerics: what its features were trained with.
+    dc = config.dataset_configs
+    assert reader_config.normalisation(dc) == ((0.5,) * 3, (0.5,) * 3)
+    assert config.model.layer_norm_epsilon == 1e-12
+  assert get_config("finetune", f"data={shards_dir},init={vit}").model.temporal_init == "image"
+  assert "not recommended" not in capsys.readouterr().err
+  # A video model of the family; its normalisation.
+  kinetics = converted_dir(tmp_path / "ts_k400", attention="divided", mean=0.45, std=0.225)
+  dc = get_config("finetune", f"data={shards_dir},init={kinetics}").dataset_configs
+  assert reader_config.normalisation(dc) == ((0.45,) * 3, (0.225,) * 3)
+  # A train.py run: its config.json.
+  run_dir = tmp_path / "run"
+  os.makedirs(run_dir / "checkpoints")
+  (run_dir / "config.json").write_text(get_config("synthetic_timesformer").to_json_best_effort())
+  config = get_config("finetune", f"data={shards_dir},init={run_dir}")
+  assert config.init_from.checkpoint_path == str(run_dir)
+  assert reader_config.normalisation(config.dataset_configs) == ((0.5,) * 3, (0.5,) * 3)
+
+  with pytest.raises(ValueError, match="a timesformer checkpoint .* cannot start a vivit"):
+    get_config("finetune", f"model=vivit_fe,data={shards_dir},init={kinetics}")
+  with pytest.raises(ValueError, match="init=.*nope: no such file or directory"):
+    get_config("finetune", f"data={shards_dir},init={tmp_path / 'nope'}")
+  with pytest.raises(ValueError, match="not a converted checkpoint .* convert it first"):
+    get_config("finetune", f"data={shards_dir},init={tmp_path}")
+  # shrink=1 trains from scratch, as every shrunk recipe.
+  shrunk = get_config("finetune", f"data={shards_dir},init={vit},shrink=1")
+  assert not shrunk.init_from.checkpoint_path
+
+
+def test_finetune_from_scratch_says_it_is_not_recommended(shards_dir, capsys):
+  config = get_config("finetune", f"data={shards_dir}")
+  assert "not recommended" in capsys.readouterr().err
+  assert config.model.temporal_init == "random"  # TimeSformer's temporal parts start random.
