@@ -106,6 +106,17 @@ def _resolve_config_args(argv: list[str]) -> list[str]:
   return resolved
 
 
+def _flag_error(error: flags.Error) -> str:
+  """absl's message, without the traceback config_flags embeds when a config file raises: the
+  config's own error (e.g. a missing data directory) is what the user needs."""
+  text = str(error)
+  if "Traceback (most recent call last)" not in text:
+    return f"{text}\nPass --helpshort or --helpfull to see help on flags."
+  flag = text.split(": Error whilst parsing", 1)[0]
+  raised = [line for line in text.splitlines() if re.match(r"^\w+(Error|Exception): ", line)]
+  return f"{flag}: {raised[-1].split(': ', 1)[1]}" if raised else text
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser (for app.run's flags_parser): --config resolved, errors on one line."""
   try:
@@ -115,7 +126,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   except FileNotFoundError as e:
     _fail(str(e))
   except flags.Error as e:
-    _fail(f"{e}\nPass --helpshort or --helpfull to see help on flags.")
+    _fail(_flag_error(e))
   except (KeyError, AttributeError, TypeError, ValueError) as e:
     # ml_collections' config_flags apply --config.x=v while parsing: a field that does not exist
     # (KeyError / AttributeError of a locked config) or a value of the wrong type.

@@ -738,3 +738,15 @@ def test_folder_flags_are_refused_by_other_sources(tmp_path, capsys):
   with pytest.raises(SystemExit):
     make_shards.main(["--source=csv", f"--input={annotations}", f"--output_dir={tmp_path / 'o'}"])
   assert "--video_dir is required" in capsys.readouterr().err
+
+
+def test_folders_without_a_validation_split_say_why_no_fine_tune_command(tmp_path, capsys):
+  root = tmp_path / "videos"
+  for path in ("cat/c1.mp4", "dog/d1.mp4"):
+    write_video(str(root / path), 4)
+  args = ["--source=folders", f"--input={root}", f"--output_dir={tmp_path / 'out'}"]
+  summaries = make_shards.main([*args, "--val_fraction=0", "--num_workers=1"])
+  printed = capsys.readouterr().out
+  assert list(summaries) == ["train"]
+  assert "No validation split (--val_fraction=0): configs/finetune.py needs one" in printed
+  assert "configs/finetune.py:model=" not in printed

@@ -4,6 +4,8 @@ import importlib.metadata
 import os
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 from shared import REPO
 
 from vidtx import cli
@@ -76,3 +78,20 @@ def test_every_console_script_is_installed_and_callable():
   }
   for entry in scripts.values():
     assert callable(entry.load()), entry
+
+
+def test_an_error_raised_by_a_config_file_is_one_line_without_traceback(tmp_path):
+  config = tmp_path / "needs_data.py"
+  config.write_text(
+    "def get_config(arg=None):\n"
+    "  raise ValueError(f'Config argument data={arg}: no such directory; expected shards.')\n"
+  )
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values)
+  with pytest.raises(flags.Error) as error:
+    flag_values(["train.py", f"--config={config}:/nowhere"])
+  assert "Traceback" in str(error.value)  # What config_flags gives.
+  assert cli._flag_error(error.value) == (
+    f"flag --config={config}:/nowhere: "
+    "Config argument data=/nowhere: no such directory; expected shards."
+  )

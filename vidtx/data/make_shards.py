@@ -647,8 +647,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print("\n" + config_snippet(args.output_dir))
   if args.source != "folders":
     return summary
+  if "validation" not in summaries:
+    # configs/finetune.py evaluates every epoch and keeps the best checkpoint: it needs one.
+    print(
+      "\nNo validation split (--val_fraction=0): configs/finetune.py needs one; run again into "
+      "a new --output_dir with --val_fraction > 0 to fine-tune on these videos."
+    )
+    return summaries
   print(
-    f"\nNext, fine-tune a pretrained model on them (model: timesformer, vivit or xvit; "
+    f"\nNext, fine-tune a pretrained model on them (model: timesformer, vivit_fe or xvit; "
     "CHECKPOINT_DIR: a checkpoint converted with python -m vidtx.convert, see "
     f"docs/checkpoints.md):\n  {finetune_command(args.output_dir)}"
   )

@@ -62,7 +62,7 @@ def figure(runs: dict[str, dict[str, tuple[list[int], list[float]]]]) -> Any:
 
   fig = Figure(figsize=(12, 8), dpi=100, layout="constrained")
   FigureCanvasAgg(fig)
-  axes = fig.subplots(2, 2).ravel()
+  axes = fig.subplots(2, 2, sharex=True).ravel()  # One step axis: evaluations line up.
   for ax, (key, title) in zip(axes, PANELS, strict=True):
     for name, series in runs.items():
       if key in series:
