@@ -16,7 +16,9 @@ INSTALL_REQUIRES = [
   "tensorflow-datasets==4.9.10",
   "importlib_resources",
   "av",
-  "safetensors==0.8.0",  # Hugging Face and timm .safetensors weights (numpy reader, no torch).
+  "safetensors==0.8.0",
+  # --src hf:ORG/NAME: checkpoints resolved through the Hugging Face cache (vidtx.checkpoints.hub).
+  "huggingface_hub==2.4.0",  # Hugging Face and timm .safetensors weights (numpy reader, no torch).
   "numpy",
   "absl-py",
   # Pictures: attention rollout images (vidtx.rollout, predict --rollout) and the colabs' plots.

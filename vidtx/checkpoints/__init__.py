@@ -1,9 +1,11 @@
 """Checkpoints from elsewhere: read any peer's format, convert it, initialise from it.
 
     converted = checkpoints.convert_source('model.safetensors-folder')   # -> store.Converted
+    converted = checkpoints.convert_source('hf:facebook/timesformer-base-finetuned-k400')
     store.save('out_dir', converted)                                      # python -m vidtx.convert
     params = init_from.initialise(params, ...)                            # train.py init_from
 
+- hub.py: `hf:ORG/NAME[@REVISION]` -> the Hugging Face cache's folder (downloaded if allowed).
 - readers.py: one reader per format -> flat {source name: array} (+ the source's config).
 - names.py, vit.py, video.py: source names -> vidtx parameters, model config, preprocessing.
 - surgery.py: the pure array functions (layouts, positional-embedding resize and tiling).
@@ -15,7 +17,7 @@
 import os
 from typing import Any
 
-from vidtx.checkpoints import readers, run, video, vit
+from vidtx.checkpoints import hub, readers, run, video, vit
 from vidtx.checkpoints.store import Converted
 
 __all__ = ["FORMATS", "Converted", "convert_source"]
@@ -27,12 +29,22 @@ FORMATS = ("run", *readers.FORMATS)
 def convert_source(path: str, format: str = "auto", **options: Any) -> Converted:
   """Reads `path` in `format` and maps it to a vidtx model (see vidtx.convert for options).
 
+  `path`: a file or folder, or `hf:ORG/NAME[@REVISION]`, a Hugging Face Hub model (hub.py).
+
   options: num_heads, num_classes, attention, attention_order, crop_size, ignore (regexes of
   source names to drop), step (the checkpoint of a run; runs only). Options a format has no use
   for are ignored.
   """
   if format != "auto" and format not in FORMATS:
     raise ValueError(f"--format={format!r}: expected 'auto' or one of {list(FORMATS)}.")
+  if hub.is_hub_name(path):
+    if format not in ("auto", "hf"):
+      raise ValueError(
+        f"--format={format!r}: {path} names a Hugging Face Hub model; expected 'auto' or 'hf'."
+      )
+    hub_name, path, format = path, hub.resolve(path), "hf"
+  else:
+    hub_name = None
   num_classes = options.get("num_classes")
   # Before readers' detection: a run has a config.json too, which would read as 'hf'.
   if format == "run" or (format == "auto" and _looks_like_run(path)):
@@ -62,7 +74,11 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> Converted
       raise ValueError(
         f"{path}/config.json: model_type={model_type!r}; vidtx converts {sorted(mappers)}."
       )
-    return mappers[model_type](source, num_classes=num_classes, ignore=ignore)
+    converted = mappers[model_type](source, num_classes=num_classes, ignore=ignore)
+    if hub_name:
+      note = f"from {hub_name} (commit {os.path.basename(os.path.normpath(path))})"
+      converted.source.setdefault("notes", []).append(note)
+    return converted
   if source.format == "timesformer":
     return video.from_official_timesformer(
       source, num_heads=options.get("num_heads"), num_classes=num_classes, ignore=ignore
