@@ -53,6 +53,7 @@ setuptools.setup(
       "vidtx-train = vidtx.trainer:run_cli",
       "vidtx-eval = vidtx.evaluate:run_cli",
       "vidtx-convert = vidtx.convert:run_cli",
+      "vidtx-export = vidtx.export:run_cli",
       "vidtx-predict = vidtx.predict:run_cli",
       "vidtx-make-shards = vidtx.data.make_shards:run_cli",
     ]

@@ -29,6 +29,8 @@ KINDS = {
   "shards": "DMVR shards written by python -m vidtx.data.make_shards",
   "converted": "a converted checkpoint written by python -m vidtx.convert",
   "run": "a train.py run (checkpoints, metrics, config.json)",
+  "features": "video features written by python -m vidtx.predict --features",
+  "exported": "a model exported by python -m vidtx.export (Hugging Face or SavedModel)",
 }
 
 

@@ -73,6 +73,7 @@ def test_every_console_script_is_installed_and_callable():
     "vidtx-train",
     "vidtx-eval",
     "vidtx-convert",
+    "vidtx-export",
     "vidtx-predict",
     "vidtx-make-shards",
   }

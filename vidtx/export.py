@@ -1,0 +1,218 @@
+r"""Exports a vidtx model out of vidtx: a Hugging Face folder or a TensorFlow SavedModel.
+
+  python -m vidtx.export --src SRC --out DIR --format=hf|savedmodel [--overwrite] [--step N]
+      [--batch_size B]
+
+SRC: a converted checkpoint (python -m vidtx.convert; vidtx.checkpoints.store) or a train.py
+run directory (its newest checkpoint, or --step N; vidtx.checkpoints.run).
+
+- --format=hf: a Hugging Face folder (config.json, weights) that transformers loads
+  (vidtx.checkpoints.export_hf).
+- --format=savedmodel: a TensorFlow SavedModel with serving signatures for normalised float32
+  clips and for uint8 frames, and vidtx_preprocessing.json (vidtx.checkpoints.export_tf).
+  --batch_size fixes the batch size of the signatures (default: any).
+
+DIR is written under a temporary name next to it and renamed when complete: a failed export
+leaves nothing behind. DIR must not exist or be empty; --overwrite replaces an earlier export
+(marked by vidtx's .vidtx file, kind 'exported'), never the source, a folder holding the source,
+nor any other folder. docs/export.md says how to load each format.
+"""
+
+import os
+import shutil
+import sys
+import time
+import uuid
+from typing import Any
+
+from vidtx import ownership
+from vidtx.checkpoints import store
+
+FORMATS = ("hf", "savedmodel")
+KIND = "exported"
+
+
+def check_out_dir(out: str, *, overwrite: bool, source: str | None = None) -> None:
+  """Raises unless `out` may receive an export: new, empty, or (with `overwrite`) an earlier
+  export that is neither `source` nor holds it. Cheap: run before the export."""
+  out = os.path.abspath(out)
+  if source:
+    real_out, real_src = os.path.realpath(out), os.path.realpath(source)
+    if real_out.startswith(real_src.rstrip(os.sep) + os.sep):
+      raise ownership.NotOwnedError(
+        f"{out} is inside the source {source}; choose an output directory outside it."
+      )
+  if not os.path.lexists(out):
+    ownership.check_claimable(out, KIND)  # Permissions, a file in the way of a parent.
+    return
+  try:
+    ownership.check_removable(out, KIND, protected=(source,))
+  except ownership.NotOwnedError as e:
+    if overwrite:
+      raise
+    raise FileExistsError(
+      f"{out} exists; choose a new output directory (--overwrite would not replace it: {e})"
+    ) from e
+  if ownership.entries(out) and not overwrite:
+    raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+
+
+def load_source(src: str, step: int | None = None) -> store.Converted:
+  """A converted checkpoint directory, or a train.py run (its newest checkpoint, or `step`)."""
+  from vidtx import checkpoints
+  from vidtx.checkpoints import run
+
+  if store.is_converted_dir(src):
+    if step is not None:
+      raise ValueError(f"--step={step} picks a checkpoint of a train.py run; {src} is not one.")
+    return store.load(src)
+  if os.path.isdir(src) and (
+    run.is_run_dir(src) or os.path.isdir(os.path.join(src, run.CHECKPOINTS_DIR))
+  ):
+    return checkpoints.convert_source(src, "run", step=step)
+  raise ValueError(
+    f"--src={src}: neither a converted checkpoint ({store.MODEL_FILE}) nor a train.py run "
+    f"({run.CONFIG_FILE} and {run.CHECKPOINTS_DIR}/); convert other checkpoints first with "
+    "python -m vidtx.convert."
+  )
+
+
+def write(
+  converted: store.Converted, out_dir: str, format: str, *, batch_size: int | None = None
+) -> None:
+  """Writes `converted` in `format` into the existing, empty `out_dir`."""
+  if format == "hf":
+    try:
+      from vidtx.checkpoints import export_hf
+    except ImportError as e:
+      raise ImportError(
+        f"--format=hf: vidtx.checkpoints.export_hf cannot be imported ({e})."
+      ) from e
+    export_hf.write(converted, out_dir)
+  elif format == "savedmodel":
+    from vidtx.checkpoints import export_tf
+
+    export_tf.write(converted, out_dir, batch_size=batch_size)
+  else:
+    raise ValueError(f"--format={format!r}: expected one of {list(FORMATS)}.")
+
+
+def export(
+  src: str,
+  out: str,
+  *,
+  format: str,
+  overwrite: bool = False,
+  step: int | None = None,
+  batch_size: int | None = None,
+) -> store.Converted:
+  """Exports `src` (a converted checkpoint or a train.py run) to `out` in `format`; returns the
+  model that was exported."""
+  if format not in FORMATS:
+    raise ValueError(f"--format={format!r}: expected one of {list(FORMATS)}.")
+  if batch_size is not None and (format != "savedmodel" or batch_size < 1):
+    raise ValueError(
+      f"--batch_size={batch_size}: expected a positive size, with --format=savedmodel only."
+    )
+  out = os.path.abspath(out)
+  check_out_dir(out, overwrite=overwrite, source=src)  # Before the (possibly long) export.
+  converted = load_source(src, step)
+  parent = os.path.dirname(out)
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{uuid.uuid4().hex[:8]}")
+  try:
+    os.makedirs(tmp)
+    write(converted, tmp, format, batch_size=batch_size)
+    ownership.write_marker(tmp, KIND)
+    if os.path.lexists(out):
+      # Checked again: the export may have taken long and the directory changed meanwhile.
+      check_out_dir(out, overwrite=overwrite, source=src)
+      old = tmp + ".old"  # Moved aside first, so a failure here never leaves neither.
+      os.rename(out, old)
+      os.rename(tmp, out)
+      if os.path.islink(old):  # out was a link: the link is replaced, not its target.
+        os.remove(old)
+      else:
+        shutil.rmtree(old)
+    else:
+      os.rename(tmp, out)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+  return converted
+
+
+def describe(converted: store.Converted, out: str, format: str) -> str:
+  config = converted.model_config
+  return (
+    f"wrote {out} ({format})\n  model: {converted.model_name} {config.get('attention')}, "
+    f"{converted.num_classes} classes" + (" (with names)" if converted.labels else "")
+  )
+
+
+def _define_flags(flag_values: Any = None) -> None:
+  """Defines the flags in `flag_values` (default: absl's global FLAGS)."""
+  from absl import flags
+
+  fv = flags.FLAGS if flag_values is None else flag_values
+  flags.DEFINE_string(
+    "src", None, "Converted checkpoint directory, or a train.py --workdir.", flag_values=fv
+  )
+  flags.DEFINE_string(
+    "out", None, "Output directory (new or empty, or an earlier export).", flag_values=fv
+  )
+  flags.DEFINE_enum(
+    "format", None, list(FORMATS), "Hugging Face folder or TF SavedModel.", flag_values=fv
+  )
+  flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Replace an existing --out that is an earlier export (nothing else).",
+    flag_values=fv,
+  )
+  flags.DEFINE_integer(
+    "step", None, "A train.py run's checkpoint (default: the newest).", flag_values=fv
+  )
+  flags.DEFINE_integer(
+    "batch_size",
+    None,
+    "savedmodel: a fixed batch size for the signatures (default: any).",
+    flag_values=fv,
+  )
+  flags.mark_flags_as_required(["src", "out", "format"], flag_values=fv)
+
+
+def main(argv: list[str], flag_values: Any = None) -> None:
+  """The command's body (app.run calls it); `flag_values`: parsed flags, default absl's FLAGS."""
+  del argv
+  from absl import flags, logging
+
+  logging.set_verbosity(logging.WARNING)  # orbax and TensorFlow log every write at INFO.
+  f = flags.FLAGS if flag_values is None else flag_values
+  start = time.time()
+  try:
+    converted = export(
+      f.src,
+      f.out,
+      format=f.format,
+      overwrite=f.overwrite,
+      step=f.step,
+      batch_size=f.batch_size,
+    )
+  except (ValueError, OSError, KeyError, ImportError) as e:
+    message = " ".join(line.strip() for line in str(e).splitlines()) or type(e).__name__
+    print(f"vidtx.export: error: {message}", file=sys.stderr)
+    sys.exit(1)
+  print(describe(converted, os.path.abspath(f.out), f.format) + f" ({time.time() - start:.1f} s)")
+
+
+def run_cli() -> None:
+  """The command line (vidtx-export, python -m vidtx.export)."""
+  from absl import app
+
+  _define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run_cli()
