@@ -1,15 +1,21 @@
-r"""Classify a video file (or a prepared clip) with a converted checkpoint.
+r"""Classify video files (or a prepared clip) with a converted checkpoint.
 
   python -m vidtx.predict --checkpoint=DIR --video=FILE [--top_k=5] [--labels=FILE] \
       [--logits_out=OUT.npy] [--batch_size=8] [--rollout=OUT.png [--head_fusion=mean]]
   python -m vidtx.predict --checkpoint=DIR --input=CLIP.npy [--top_k=5] [--labels=FILE] \
       [--logits_out=OUT.npy] [--batch_size=8] [--rollout=OUT.png [--head_fusion=mean]]
+  python -m vidtx.predict --checkpoint=DIR --video=FOLDER|GLOB|FILE | --list=FILE \
+      [--out=RESULTS.jsonl|.csv [--per_view]] [--window=S [--hop=S] [--timeline_png=OUT.png]] \
+      [--features=OUT_DIR [--token_features]] [--batch_size=8]
 
 DIR is a converted-checkpoint directory (vidtx.checkpoints.store, written by vidtx.convert).
 
---video: every frame is decoded with PyAV (as RGB), the checkpoint's evaluation clips are chosen
-with the reader's rule (vidtx.data.sampling.eval_clip_indices: the middle clip, or evenly spaced
-clips; short videos loop) and turned into views by the reader's own code (sampling.eval_views:
+--video: the frame count and rate are read from the container (or counted by a first streaming
+pass), the checkpoint's evaluation clips are chosen with the reader's rule
+(vidtx.data.sampling.eval_clip_indices_for, with the video's frame rate: the middle clip, or
+evenly spaced clips; short videos loop), only those frames are kept while the video streams
+through PyAV (as RGB; vidtx.video_io: memory does not grow with the video's length) and
+turned into views by the reader's own code (sampling.eval_views:
 short side to min_resize, centre crop or three crops, per-channel mean / std), so a video scores
 as the evaluation scores the same frames. The views' logits are aggregated as the checkpoint says
 (preprocessing.aggregation) and the top-k classes are printed with their probabilities.
@@ -19,6 +25,24 @@ as the evaluation scores the same frames. The views' logits are aggregated as th
 preprocessing); T, H = W and C must be what the checkpoint was made for (num_frames, crop_size,
 3: the positional and time embeddings fix them). Prints the top-k of every row; --logits_out
 saves the raw logits (B, num_classes).
+
+Many videos (a folder, searched recursively for video extensions, hidden files skipped; a glob;
+--list, one path per line or a CSV whose first column is the path) share model calls of
+--batch_size views. Each gets a line on stdout, or --out: .jsonl ({"id", "top_k": [{"label",
+"prob"}], "view_logits" with --per_view}) or .csv (id, top1, top1_prob, top_k as
+"label:prob;...", error). A video that cannot be decoded is reported on stderr and as
+{"id", "error"}, and the others go on; the exit status is 1 only when none succeeded.
+
+--window S [--hop S]: every window [k * hop, k * hop + S) seconds of a video is classified as a
+video of its own (the same sampling), one result per hop with "start" and "end" in seconds, in
+one streaming pass; --timeline_png draws the top-1 class over time.
+
+--features OUT_DIR: per video (or window) the pre-logits embedding (D,), float32 .npy, the mean
+over its views (the head is linear: the head of the mean embedding is the mean of the views'
+logits, which 'mean_logits' aggregates), and OUT_DIR/index.jsonl ({"id", "file", "shape"});
+--token_features adds the last block's token grid (T', N, D), mean over views, for models that
+return it ('encoded_tokens': TimeSformer). OUT_DIR is new, empty, or written by --features
+before (vidtx.ownership).
 
 Class names: --labels (one per line), else the checkpoint's labels, else "class <i>".
 
@@ -31,7 +55,11 @@ supplementary Fig. 1) laid over them as a heat map, titled with the view's top-1
 those of the same model call. TimeSformer (every attention) and ViViT Models 1-3.
 """
 
+import csv
+import dataclasses
 import functools
+import glob
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -46,7 +74,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 from PIL import Image
 
-from vidtx import evaluator, rollout
+from vidtx import evaluator, ownership, progress, rollout, video_io
 from vidtx.checkpoints import store
 from vidtx.data import reader_config, sampling
 
@@ -58,9 +86,10 @@ from vidtx.data import reader_config, sampling
 def decode_video(path: str) -> np.ndarray:
   """Every frame of the first video stream of `path`: uint8 (N, H, W, 3) RGB.
 
-  PyAV converts any pixel format (grayscale, 10-bit, odd sizes, ...) to rgb24. Frames are kept
-  in memory (the clip indices depend on the frame count, which containers do not report
-  reliably before decoding). Raises ValueError naming the file when it cannot be decoded.
+  PyAV converts any pixel format (grayscale, 10-bit, odd sizes, ...) to rgb24. Every frame is
+  kept in memory: for short videos and as the reference of the bounded-memory path
+  (`streamed_views`, vidtx.video_io), which predictions use. Raises ValueError naming the file
+  when it cannot be decoded.
   """
   if not os.path.isfile(path):
     raise ValueError(f"{path}: no such file.")
@@ -113,13 +142,25 @@ def dataset_configs(converted: store.Converted) -> ml_collections.ConfigDict:
   return configs
 
 
-def video_views(frames: np.ndarray, converted: store.Converted) -> np.ndarray:
+def video_views(
+  frames: np.ndarray, converted: store.Converted, frame_rate: float = 0.0
+) -> np.ndarray:
   """uint8 frames (N, H, W, 3) of a whole video -> the evaluation views, float32
-  (V, num_frames, crop, crop, 3), exactly as the TFRecord reader makes them."""
+  (V, num_frames, crop, crop, 3), exactly as the TFRecord reader makes them. `frame_rate`: the
+  video's (0: the checkpoint's), for the 'timesformer' sampling's window."""
   configs = dataset_configs(converted)
-  indices = sampling.eval_clip_indices_for(configs, tf.constant(len(frames)))
+  indices = sampling.eval_clip_indices_for(configs, tf.constant(len(frames)), frame_rate)
   clips = frames[indices.numpy()]  # (N, H, W, 3) -> (clips, T, H, W, 3)
   return sampling.eval_views(clips, configs).numpy()
+
+
+def streamed_views(path: str, converted: store.Converted) -> tuple[np.ndarray, video_io.Clips]:
+  """The evaluation views (V, num_frames, crop, crop, 3) of the video file at `path`, decoding
+  only the sampled frames (vidtx.video_io; the same views as `video_views` of every frame, with
+  the container's frame rate), and its Clips."""
+  configs = dataset_configs(converted)
+  (clips,) = video_io.video_clips(path, configs)
+  return sampling.eval_views(clips.clips, configs).numpy(), clips
 
 
 def _expected_clip(preprocessing: dict[str, Any]) -> tuple[int, int, int, int]:
@@ -290,8 +331,14 @@ def predict_frames(
 def predict_video(
   converted: store.Converted, path: str, batch_size: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
-  """The video file at `path` -> (probabilities (K,), view logits (V, K)); see the module doc."""
-  return predict_frames(converted, decode_video(path), batch_size, source=path)
+  """The video file at `path` -> (probabilities (K,), view logits (V, K)); see the module doc.
+  Decodes only the sampled frames (`streamed_views`)."""
+  aggregation = converted.preprocessing["aggregation"]
+  _check_aggregation(aggregation)
+  names = view_names(converted.preprocessing)
+  views = check_finite(streamed_views(path, converted)[0], path, "views", names)
+  view_logits = check_finite(model_logits(converted, views, batch_size), path, "logits", names)
+  return aggregate(view_logits, aggregation), view_logits
 
 
 def predict_array(
@@ -462,14 +509,13 @@ def run(
   if video is not None:
     aggregation = converted.preprocessing["aggregation"]
     _check_aggregation(aggregation)  # Before the decoding.
-    frames = decode_video(video)
-    views = check_finite(
-      video_views(frames, converted), video, "views", view_names(converted.preprocessing)
-    )
+    views, clips = streamed_views(video, converted)
+    views = check_finite(views, video, "views", view_names(converted.preprocessing))
     logits = logits_of(views)
     probabilities = aggregate(logits, aggregation)
+    height, width = clips.clips.shape[2:4]
     print(
-      f"{video}: {len(frames)} frames decoded ({frames.shape[2]}x{frames.shape[1]}); "
+      f"{video}: {clips.length} frames decoded ({width}x{height}); "
       f"{describe_preprocessing(converted.preprocessing)}"
     )
     print(f"top-{min(top_k, len(names))}:\n" + format_top_k(probabilities, names, top_k))
@@ -493,14 +539,425 @@ def run(
   return logits
 
 
+# ---------------------------------------------------------------------------------------------
+# Many videos, windows of long videos, features.
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _jitted_outputs(model: nn.Module, tokens: bool):
+  """(logits, pre_logits[, encoded tokens]) of a batch; cached per model, compiled per shape."""
+
+  def apply(params, clips):
+    logits, aux = model.apply({"params": params}, clips, train=False)
+    outputs = (logits, aux["pre_logits"])
+    return outputs + (aux["encoded_tokens"],) if tokens else outputs
+
+  return jax.jit(apply)
+
+
+def token_features_available(converted: store.Converted) -> bool:
+  """Whether the model's aux outputs hold the final token grid ('encoded_tokens'): TimeSformer
+  does; ViViT and X-ViT do not return it."""
+  clip = np.zeros((1,) + _expected_clip(converted.preprocessing), np.float32)
+  shapes = jax.eval_shape(
+    lambda params, x: converted.build_model().apply({"params": params}, x, train=False)[1],
+    converted.params,
+    clip,
+  )
+  return "encoded_tokens" in shapes
+
+
+@dataclasses.dataclass
+class _Item:
+  """One video (or window) whose views wait for the model."""
+
+  id: str
+  path: str
+  window: int | None
+  start_s: float | None
+  end_s: float | None
+  num_views: int
+  outputs: list = dataclasses.field(default_factory=list)  # per batch: tuple of (n, ...) arrays
+  error: str | None = None  # A video that failed: its record keeps its place in the output.
+
+
+class _Batcher:
+  """Views of several videos in model calls of exactly `batch_size` views (the last call padded:
+  one compiled shape); completed items come back in the order they were added."""
+
+  def __init__(self, converted: store.Converted, batch_size: int, tokens: bool):
+    self.apply = _jitted_outputs(converted.build_model(), tokens)
+    self.params = jax.device_put(converted.params)
+    self.batch_size = batch_size
+    self.items: list[_Item] = []
+    self.queue: list[tuple[_Item, np.ndarray]] = []  # (item, its views (n, T, H, W, 3))
+    self.queued = 0
+
+  def add(self, item: _Item, views: np.ndarray) -> list[_Item]:
+    self.items.append(item)
+    self.queue.append((item, views))
+    self.queued += len(views)
+    done = []
+    while self.queued >= self.batch_size:
+      done += self._call()
+    return done
+
+  def add_failed(self, item: _Item) -> list[_Item]:
+    """A failed video: it comes back after the items added before it."""
+    self.items.append(item)
+    return self._ready()
+
+  def flush(self) -> list[_Item]:
+    done = []
+    while self.queued:
+      done += self._call()
+    return done
+
+  def _call(self) -> list[_Item]:
+    parts, owners, room = [], [], self.batch_size
+    while room and self.queue:
+      item, views = self.queue[0]
+      take = views[:room]
+      parts.append(take)
+      owners.append((item, len(take)))
+      room -= len(take)
+      if len(take) == len(views):
+        self.queue.pop(0)
+      else:
+        self.queue[0] = (item, views[len(take) :])
+    batch = np.concatenate(parts)  # pieces (n_i, T, H, W, 3) -> (real, T, H, W, 3)
+    real = len(batch)
+    self.queued -= real
+    # (real, ...) -> (batch_size, ...): padded with zeros, dropped below.
+    batch = np.concatenate(
+      [batch, np.zeros((self.batch_size - real,) + batch.shape[1:], np.float32)]
+    )
+    outputs = [np.asarray(x, np.float32)[:real] for x in self.apply(self.params, batch)]
+    offset = 0
+    for item, n in owners:
+      item.outputs.append(tuple(x[offset : offset + n] for x in outputs))
+      offset += n
+    return self._ready()
+
+  def _ready(self) -> list[_Item]:
+    done = []
+    while self.items and sum(len(o[0]) for o in self.items[0].outputs) == self.items[0].num_views:
+      done.append(self.items.pop(0))
+    return done
+
+
+def _top_k(probabilities: np.ndarray, names: Sequence[str], k: int) -> list[dict[str, Any]]:
+  order = np.argsort(-probabilities, kind="stable")[: min(k, len(probabilities))]
+  return [{"label": names[i], "prob": round(float(probabilities[i]), 6)} for i in order]
+
+
+def _feature_name(item: _Item) -> str:
+  """The .npy name of an item: its id with path separators as '__', and the window number."""
+  name = item.id.replace(os.sep, "__").replace("/", "__")
+  return name + (f"__w{item.window:05d}" if item.window is not None else "")
+
+
+class _Outputs:
+  """Where the results go: --out (.jsonl or .csv), stdout lines, --features, the timeline."""
+
+  def __init__(self, out: str | None, features: str | None, per_view: bool, windows: bool):
+    self.per_view, self.windows = per_view, windows
+    self.out_file = self.csv = None
+    if out:
+      extension = os.path.splitext(out)[1].lower()
+      if extension not in (".jsonl", ".csv"):
+        raise ValueError(f"--out {out}: unknown extension {extension!r}; expected .jsonl or .csv.")
+      os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+      self.out_file = open(out, "w", newline="")
+      if extension == ".csv":
+        self.csv = csv.writer(self.out_file)
+        window_columns = ["start", "end"] if windows else []
+        self.csv.writerow(["id", *window_columns, "top1", "top1_prob", "top_k", "error"])
+    self.features = features
+    self.index = open(os.path.join(features, "index.jsonl"), "w") if features else None
+    self.timeline: dict[str, list[tuple[float, float, str]]] = {}
+
+  def result(
+    self,
+    record: dict[str, Any],
+    embedding: np.ndarray | None = None,
+    tokens: np.ndarray | None = None,
+    feature_name: str = "",
+  ) -> None:
+    if self.windows and "error" not in record:
+      self.timeline.setdefault(record["id"], []).append(
+        (record["start"], record["end"], record["top_k"][0]["label"])
+      )
+    if self.csv is not None:
+      window = [record.get("start", ""), record.get("end", "")] if self.windows else []
+      top = record.get("top_k") or [{"label": "", "prob": ""}]
+      listed = ";".join(f"{t['label']}:{t['prob']:.4f}" for t in record.get("top_k", []))
+      self.csv.writerow(
+        [record["id"], *window, top[0]["label"], top[0]["prob"], listed, record.get("error", "")]
+      )
+      self.out_file.flush()
+    elif self.out_file is not None:
+      self.out_file.write(json.dumps(record) + "\n")
+      self.out_file.flush()
+    else:
+      where = f" [{record['start']:.2f}-{record['end']:.2f}s]" if "start" in record else ""
+      if "error" in record:
+        print(f"{record['id']}{where}: error: {record['error']}", flush=True)
+      else:
+        best = record["top_k"][0]
+        print(f"{record['id']}{where}: {best['label']} {best['prob']:.4f}", flush=True)
+    if self.index is not None and embedding is not None:
+      entry = {k: record[k] for k in ("id", "start", "end") if k in record}
+      entry.update(self._save(feature_name, embedding, ""))
+      if tokens is not None:
+        entry.update(self._save(feature_name, tokens, "tokens_"))
+      self.index.write(json.dumps(entry) + "\n")
+      self.index.flush()
+
+  def _save(self, name: str, array: np.ndarray, prefix: str) -> dict[str, Any]:
+    name += (".tokens" if prefix else "") + ".npy"
+    _save(os.path.join(self.features, name), array)
+    return {f"{prefix}file": name, f"{prefix}shape": list(array.shape)}
+
+  def close(self) -> None:
+    for f in (self.out_file, self.index):
+      if f is not None:
+        f.close()
+
+
+def save_timeline(path: str, timeline: dict[str, list[tuple[float, float, str]]]) -> None:
+  """A strip per video of its windows' top-1 class over time (matplotlib, no pyplot)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  from matplotlib.patches import Patch
+
+  labels = sorted({label for rows in timeline.values() for _, _, label in rows})
+  colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+  figure = Figure(figsize=(10, 0.6 * len(timeline) + 1.2))
+  FigureCanvasAgg(figure)
+  axes = figure.add_subplot()
+  for row, windows in enumerate(timeline.values()):
+    # Overlapping windows: each is drawn from its start to the next one's start.
+    for i, (start, end, label) in enumerate(windows):
+      stop = windows[i + 1][0] if i + 1 < len(windows) else end
+      axes.barh(row, stop - start, left=start, color=colours[label], height=0.8)
+  axes.set_yticks(range(len(timeline)), list(timeline))
+  axes.invert_yaxis()
+  axes.set_xlabel("time (s)")
+  axes.set_title("top-1 class per window")
+  axes.legend(
+    handles=[Patch(color=colours[label], label=label) for label in labels],
+    loc="upper left",
+    bbox_to_anchor=(1.0, 1.0),
+    fontsize="small",
+  )
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  figure.savefig(path)
+
+
+def predict_many(
+  converted: store.Converted,
+  inputs: Sequence[tuple[str, str]],
+  *,
+  names: Sequence[str],
+  top_k: int = 5,
+  batch_size: int = 8,
+  out: str | None = None,
+  per_view: bool = False,
+  window_s: float | None = None,
+  hop_s: float | None = None,
+  timeline_png: str | None = None,
+  features: str | None = None,
+  token_features: bool = False,
+) -> tuple[int, int]:
+  """Predicts every (id, path) of `inputs` (see the module doc); returns (videos that succeeded,
+  videos that failed). A bad video is reported on stderr and in the output, never fatal."""
+  aggregation = converted.preprocessing["aggregation"]
+  _check_aggregation(aggregation)
+  configs = dataset_configs(converted)
+  view_rows = view_names(converted.preprocessing)
+  if features:
+    ownership.claim(features, "features", hint="Choose a new --features directory.")
+  if token_features and features:
+    if not token_features_available(converted):
+      print(
+        f"note: --token_features: {converted.model_name} returns no token grid "
+        "('encoded_tokens'); writing the pre-logits embeddings only.",
+        file=sys.stderr,
+      )
+      token_features = False
+  tokens = bool(token_features and features)
+  outputs = _Outputs(out, features, per_view, window_s is not None)
+  batcher = _Batcher(converted, batch_size, tokens)
+  reporter = (
+    progress.Reporter(len(inputs), prefix="predict: ", unit=" videos", counters={"bad": 0})
+    if len(inputs) > 1
+    else None
+  )
+  failed: dict[str, str] = {}
+
+  def finish(items: list[_Item]) -> None:
+    for item in items:
+      if item.error is not None:
+        outputs.result({"id": item.id, "error": item.error})
+        continue
+      # Per batch (n_i, ...) pieces -> (V, ...) per output.
+      logits, pre_logits, *token_grid = [np.concatenate(x) for x in zip(*item.outputs, strict=True)]
+      record: dict[str, Any] = {"id": item.id}
+      if item.start_s is not None:
+        record.update(start=item.start_s, end=item.end_s)
+      try:
+        check_finite(logits, item.path, "logits", view_rows)
+      except ValueError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        outputs.result({"id": item.id, "error": str(e)})
+        failed.setdefault(item.id, str(e))
+        continue
+      record["top_k"] = _top_k(aggregate(logits, aggregation), names, top_k)
+      if per_view:
+        record["view_logits"] = np.round(logits, 6).tolist()
+      # The views' embeddings averaged: the head is linear, so head(mean) = the mean logits.
+      embedding = pre_logits.mean(0) if features else None  # (V, D) -> (D,)
+      grid = token_grid[0].mean(0) if token_grid else None  # (V, T', N, D) -> (T', N, D)
+      outputs.result(record, embedding, grid, _feature_name(item))
+
+  try:
+    for number, (video_id, path) in enumerate(inputs, 1):
+      try:
+        for k, clips in enumerate(video_io.video_clips(path, configs, window_s, hop_s)):
+          views = check_finite(
+            sampling.eval_views(clips.clips, configs).numpy(), path, "views", view_rows
+          )
+          rate = clips.rate
+          item = _Item(
+            video_id,
+            path,
+            k if window_s is not None else None,
+            round(clips.start / rate, 3) if window_s is not None else None,
+            round(clips.end / rate, 3) if window_s is not None else None,
+            len(views),
+          )
+          finish(batcher.add(item, views))
+      except ValueError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        failed[video_id] = str(e)
+        finish(batcher.add_failed(_Item(video_id, path, None, None, None, 0, error=str(e))))
+      if reporter is not None:
+        reporter.update(number, bad=len(failed))
+    finish(batcher.flush())
+  finally:
+    outputs.close()
+    if reporter is not None:
+      reporter.finish(len(inputs), bad=len(failed))
+  if timeline_png and outputs.timeline:
+    save_timeline(timeline_png, outputs.timeline)
+  return len(inputs) - len(failed), len(failed)
+
+
+def many_mode(video: str | None, list_file: str | None, **options: Any) -> bool:
+  """Whether the command takes the many-videos path: a --list, a folder or glob, or any of its
+  options (--out, --window, --features, --per_view); else one file prints as before."""
+  if list_file is not None or any(v not in (None, False) for v in options.values()):
+    return True
+  return (
+    video is not None
+    and not os.path.isfile(video)
+    and (os.path.isdir(video) or glob.has_magic(video))
+  )
+
+
+def run_many(
+  checkpoint: str,
+  *,
+  video: str | None = None,
+  list_file: str | None = None,
+  top_k: int = 5,
+  labels: str | None = None,
+  batch_size: int = 8,
+  out: str | None = None,
+  per_view: bool = False,
+  window: float | None = None,
+  hop: float | None = None,
+  timeline_png: str | None = None,
+  features: str | None = None,
+  token_features: bool = False,
+) -> tuple[int, int]:
+  """The command for many videos (or windows, or features); returns (succeeded, failed)."""
+  if (video is None) == (list_file is None):
+    raise ValueError("Give exactly one of --video FILE|FOLDER|GLOB or --list FILE.")
+  if top_k < 1 or batch_size < 1:
+    raise ValueError(f"--top_k={top_k}, --batch_size={batch_size}: expected both >= 1.")
+  if window is not None and (window <= 0 or (hop is not None and hop <= 0)):
+    raise ValueError(f"--window={window}, --hop={hop}: expected seconds > 0.")
+  if window is None and (hop is not None or timeline_png):
+    raise ValueError("--hop and --timeline_png need --window SECONDS.")
+  if token_features and not features:
+    raise ValueError("--token_features needs --features OUT_DIR.")
+  inputs = video_io.list_videos(video, list_file)
+  converted = store.load(checkpoint)
+  names = class_names(converted, labels)
+  if features:
+    # Before any decoding: a directory that is not ours is refused up front.
+    ownership.check_claimable(features, "features", hint="Choose a new --features directory.")
+  ok, bad = predict_many(
+    converted,
+    inputs,
+    names=names,
+    top_k=top_k,
+    batch_size=batch_size,
+    out=out,
+    per_view=per_view,
+    window_s=window,
+    hop_s=window if hop is None and window is not None else hop,
+    timeline_png=timeline_png,
+    features=features,
+    token_features=token_features,
+  )
+  written = [f"results in {out}"] if out else []
+  written += [f"features in {features}"] if features else []
+  written += [f"timeline in {timeline_png}"] if timeline_png and ok else []
+  print(
+    f"{ok} of {len(inputs)} video(s) predicted" + "".join(f"; {w}" for w in written),
+    file=sys.stderr,
+  )
+  return ok, bad
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
-  if (f.video is None) == (f.input is None):
+  options = dict(
+    out=f.out,
+    per_view=f.per_view,
+    window=f.window,
+    hop=f.hop,
+    timeline_png=f.timeline_png,
+    features=f.features,
+    token_features=f.token_features,
+  )
+  if f.input is not None and (f.list or any(v not in (None, False) for v in options.values())):
+    raise app.UsageError("--input CLIP.npy takes none of --list, --out, --window, --features.")
+  many = f.input is None and many_mode(f.video, f.list, **options)
+  if many and (f.rollout or f.logits_out):
+    raise app.UsageError("--rollout and --logits_out take one --video FILE.")
+  if not many and (f.video is None) == (f.input is None):
     raise app.UsageError("Give exactly one of --video FILE or --input CLIP.npy.")
   try:
+    if many:
+      ok, _ = run_many(
+        f.checkpoint,
+        video=f.video,
+        list_file=f.list,
+        top_k=f.top_k,
+        labels=f.labels,
+        batch_size=f.batch_size,
+        **options,
+      )
+      sys.exit(0 if ok else 1)
     run(
       f.checkpoint,
       video=f.video,
@@ -521,7 +978,34 @@ def main(argv: Sequence[str]) -> None:
 def run_cli() -> None:
   """The command line (vidtx-predict, python -m vidtx.predict); flags are defined here."""
   flags.DEFINE_string("checkpoint", None, "Converted-checkpoint directory (vidtx.convert).")
-  flags.DEFINE_string("video", None, "A video file to classify (anything FFmpeg decodes).")
+  flags.DEFINE_string(
+    "video",
+    None,
+    "A video file to classify (anything FFmpeg decodes), a folder (recursive: "
+    + " ".join(sorted(video_io.VIDEO_EXTENSIONS))
+    + "), or a glob (quoted).",
+  )
+  flags.DEFINE_string("list", None, "Videos to classify: one path per line, or a CSV (column 1).")
+  flags.DEFINE_string("out", None, "Results: .jsonl (one JSON object per video or window) or .csv.")
+  flags.DEFINE_boolean("per_view", False, "Add each view's logits to the --out JSON lines.")
+  flags.DEFINE_float(
+    "window",
+    None,
+    "Long videos: classify every window [t, t + window) seconds (each as a whole video).",
+  )
+  flags.DEFINE_float("hop", None, "Seconds between window starts (default: --window).")
+  flags.DEFINE_string("timeline_png", None, "With --window: a strip of the top class over time.")
+  flags.DEFINE_string(
+    "features",
+    None,
+    "Write each video's (window's) pre-logits embedding, the mean over its views, as float32 "
+    ".npy here, with index.jsonl (a new or empty directory, or one this option wrote).",
+  )
+  flags.DEFINE_boolean(
+    "token_features",
+    False,
+    "With --features: also the final token grid (T', N, D), mean over views (TimeSformer).",
+  )
   flags.DEFINE_string(
     "input",
     None,
