@@ -19,10 +19,8 @@ nor any other folder. docs/export.md says how to load each format.
 """
 
 import os
-import shutil
 import sys
 import time
-import uuid
 from typing import Any
 
 from vidtx import ownership
@@ -117,28 +115,12 @@ def export(
   out = os.path.abspath(out)
   check_out_dir(out, overwrite=overwrite, source=src)  # Before the (possibly long) export.
   converted = load_source(src, step)
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{uuid.uuid4().hex[:8]}")
-  try:
-    os.makedirs(tmp)
-    write(converted, tmp, format, batch_size=batch_size)
-    ownership.write_marker(tmp, KIND)
-    if os.path.lexists(out):
-      # Checked again: the export may have taken long and the directory changed meanwhile.
-      check_out_dir(out, overwrite=overwrite, source=src)
-      old = tmp + ".old"  # Moved aside first, so a failure here never leaves neither.
-      os.rename(out, old)
-      os.rename(tmp, out)
-      if os.path.islink(old):  # out was a link: the link is replaced, not its target.
-        os.remove(old)
-      else:
-        shutil.rmtree(old)
-    else:
-      os.rename(tmp, out)
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
+  ownership.write_directory(
+    out,
+    KIND,
+    lambda tmp: write(converted, tmp, format, batch_size=batch_size),
+    recheck=lambda: check_out_dir(out, overwrite=overwrite, source=src),
+  )
   return converted
 
 

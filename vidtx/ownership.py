@@ -18,6 +18,7 @@ URLs (gs://...) through tf.io.gfile.
 import datetime
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 
@@ -102,6 +103,35 @@ def marker_kind(directory: str) -> str | None:
   marker = read_json(os.path.join(directory, MARKER))
   kind = marker.get("kind") if marker else None
   return kind if isinstance(kind, str) else None
+
+
+def write_directory(
+  out_dir: str, kind: str, fill: Callable[[str], None], recheck: Callable[[], None]
+) -> None:
+  """Fills a temporary sibling of `out_dir` (`fill(tmp)`), marks it as `kind`'s and renames it
+  into place. An existing `out_dir` is checked again (`recheck()`: the work may have taken long)
+  and moved aside first, so a failure never leaves a half-written or a missing directory."""
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
+  try:
+    os.makedirs(tmp)
+    fill(tmp)
+    write_marker(tmp, kind)
+    if not os.path.lexists(out_dir):
+      os.rename(tmp, out_dir)
+      return
+    recheck()
+    old = tmp + ".old"
+    os.rename(out_dir, old)
+    os.rename(tmp, out_dir)
+    if os.path.islink(old):  # out_dir was a link: the link is replaced, not its target.
+      os.remove(old)
+    else:
+      shutil.rmtree(old)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_marker(directory: str, kind: str) -> None:

@@ -28,8 +28,6 @@ import dataclasses
 import datetime
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -167,34 +165,22 @@ def save(out_dir: str, converted: Converted, *, overwrite: bool = False) -> str:
   if info["labels"] is not None and len(info["labels"]) != info["num_classes"]:
     raise ValueError(f"{out_dir}: {len(info['labels'])} labels for {info['num_classes']} classes.")
 
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
-  try:
-    os.makedirs(tmp)
+  def fill(tmp: str) -> None:
     params = jax.tree.map(np.asarray, converted.params)
     with ocp.StandardCheckpointer() as checkpointer:
       checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
       checkpointer.wait_until_finished()
     with open(os.path.join(tmp, MODEL_FILE), "w") as f:
       json.dump(info, f, indent=2)
-    ownership.write_marker(tmp, "converted")
-    if os.path.exists(out_dir):
-      # Checked again: the conversion may have taken long and the directory changed meanwhile.
-      check_out_dir(out_dir, overwrite=overwrite, source=converted.source.get("path"))
-      # Replace: move the old one aside first, so a failure here never leaves neither.
-      old = tmp + ".old"
-      os.rename(out_dir, old)
-      os.rename(tmp, out_dir)
-      if os.path.islink(old):  # out_dir was a link: the link is replaced, not its target.
-        os.remove(old)
-      else:
-        shutil.rmtree(old)
-    else:
-      os.rename(tmp, out_dir)
-  finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
+
+  ownership.write_directory(
+    out_dir,
+    "converted",
+    fill,
+    recheck=lambda: check_out_dir(
+      out_dir, overwrite=overwrite, source=converted.source.get("path")
+    ),
+  )
   return out_dir
 
 
