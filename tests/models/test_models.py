@@ -224,6 +224,27 @@ def test_drop_path_drops_whole_examples():
   assert common.drop_path_rates(0.2, 5) == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
 
 
+def test_gelu_exact_to_float32_and_its_gradient():
+  """The erf form equals x * Phi(x) computed in float64 to float32 rounding, in the tails too,
+  and so does its gradient Phi(x) + x * phi(x); the tanh form is Flax's."""
+  from scipy import special
+
+  x64 = np.concatenate([np.linspace(-12, 12, 20001), [-40.0, -9.5, 0.0, 1e-30, 9.5, 40.0]])
+  x = jnp.asarray(x64, jnp.float32)
+  x64 = np.asarray(x, np.float64)  # The float32 inputs, exactly.
+  cdf = 0.5 * special.erfc(-x64 / np.sqrt(2))
+  expected = x64 * cdf
+  got = np.asarray(common.gelu(x), np.float64)
+  # float32 rounding: within 3 units of 2^-24 of |x * Phi(x)| + |x| (the sum 1 + erf rounds at
+  # the scale of 1, so where Phi is tiny the error is relative to x, as in PyTorch).
+  eps = 2.0**-24
+  assert np.all(np.abs(got - expected) <= 3 * eps * (np.abs(expected) + np.abs(x64)))
+  grad = np.asarray(jax.vmap(jax.grad(common.gelu))(x), np.float64)
+  expected_grad = cdf + x64 * np.exp(-(x64**2) / 2) / np.sqrt(2 * np.pi)
+  np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(common.gelu(x, approximate=True), jax.nn.gelu(x, approximate=True))
+
+
 # ----------------------------------------------------------------------------------------
 # Models against the brute-force references.
 # ----------------------------------------------------------------------------------------
