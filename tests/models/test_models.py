@@ -243,6 +243,13 @@ def test_gelu_exact_to_float32_and_its_gradient():
   expected_grad = cdf + x64 * np.exp(-(x64**2) / 2) / np.sqrt(2 * np.pi)
   np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(common.gelu(x, approximate=True), jax.nn.gelu(x, approximate=True))
+  # The erfc form (TensorFlow export) is the same function, and the traced program has no erf.
+  with common.gelu_with_erfc():
+    erfc_form = np.asarray(common.gelu(x), np.float64)
+    text = jax.jit(lambda v: common.gelu(v)).lower(x).as_text()
+  assert np.all(np.abs(erfc_form - expected) <= 3 * eps * (np.abs(expected) + np.abs(x64)))
+  assert "erfc" in text and "chlo.erf " not in text
+  assert "chlo.erf " in jax.jit(lambda v: common.gelu(v)).lower(x).as_text()
 
 
 # ----------------------------------------------------------------------------------------

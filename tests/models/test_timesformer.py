@@ -561,3 +561,78 @@ def test_k400_config():
     assert models.build(config.model_name, config.model, 400).config.attention == scheme
   with pytest.raises(ValueError, match="attention='divided_space_time'"):
     k400_timesformer.get_config("attention=divided_space_time")
+
+
+# ----------------------------------------------------------------------------------------
+# Folded projections (model.fold_projections): the same function, one matmul fewer.
+# ----------------------------------------------------------------------------------------
+
+PROJECTED_SCHEMES = ("divided", "space_first", "parallel", "local_global", "axial")
+
+
+@pytest.mark.parametrize("scheme", PROJECTED_SCHEMES)
+def test_folded_projections_equal_the_unfolded_model(scheme):
+  """Outputs (evaluation) and parameter gradients (training, stochastic depth dropping examples
+  with the same keys) of the folded model equal the model that applies <stage>_fc after the out
+  projection; both have the same parameters."""
+  folded, params = _tiny(attention=scheme, stochastic_depth=0.5)
+  unfolded, _ = _tiny(attention=scheme, stochastic_depth=0.5, fold_projections=False)
+  assert jax.tree.structure(_init_shapes(unfolded)) == jax.tree.structure(params)
+  video = _video()
+  for model in (folded, unfolded):
+    assert model.config.fold_projections is (model is folded)
+  eval_logits = [jitted_apply(m)({"params": params}, video)[0] for m in (folded, unfolded)]
+  np.testing.assert_allclose(eval_logits[0], eval_logits[1], rtol=1e-5, atol=1e-6)
+
+  def loss(model, params, key):
+    logits, _ = model.apply({"params": params}, video, train=True, rngs={"dropout": key})
+    return jnp.sum(logits * jnp.arange(NUM_CLASSES)[None])
+
+  for seed in range(3):  # Keys with different examples dropped.
+    key = jax.random.key(seed)
+    grads = [jax.jit(jax.grad(functools.partial(loss, m)))(params, key) for m in (folded, unfolded)]
+    # One scale for all: some gradients are zero up to rounding (a key bias shifts a whole row
+    # of logits, which the softmax ignores).
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads[1]))
+    folded_leaves = jax.tree_util.tree_leaves_with_path(grads[0])
+    for (path, a), b in zip(folded_leaves, jax.tree.leaves(grads[1]), strict=True):
+      np.testing.assert_allclose(a / scale, b / scale, atol=1e-5, err_msg=str(path))
+
+
+def test_folding_removes_one_projection_per_patch_token():
+  """Counted on the lowered program: per layer, the (T*N x D x D) product of temporal_fc is
+  replaced by the (D x D x D) product of the two kernels and a (D x D) one of bias and kernel;
+  vidtx.tools.complexity counts the model unfolded, as the paper specifies it."""
+  from vidtx.tools import complexity
+
+  d, layers = TINY["hidden_size"], TINY["num_layers"]
+  t, n = VIDEO_SHAPE[1], GRID[0] * GRID[1]
+  video = jax.ShapeDtypeStruct((1,) + VIDEO_SHAPE[1:], jnp.float32)
+  macs = {}
+  for fold in (True, False):
+    model = models.build("timesformer", dict(TINY, fold_projections=fold), NUM_CLASSES)
+    params = init_shapes(model, video.shape)
+    macs[fold] = complexity.count_macs(
+      lambda p, v, model=model: model.apply({"params": p}, v, train=False), params, video
+    ).total
+  assert macs[False] - macs[True] == layers * (t * n * d * d - d * d * d - d * d)
+  counted = complexity.model_complexity("timesformer", TINY, NUM_CLASSES, video.shape)["macs"]
+  assert counted == macs[False]
+
+
+def test_out_projection_is_dense_general():
+  """OutProjection has nn.DenseGeneral's parameters, initial values and outputs."""
+  from vidtx.models import common
+
+  y = jax.random.normal(jax.random.key(0), (2, 5, 3, 4))  # (batch, length, heads, head_dim)
+  dense = flax.linen.DenseGeneral(7, axis=(-2, -1), kernel_init=common.KERNEL_INIT)
+  ours = common.OutProjection(7)
+  dense_params = dense.init(jax.random.key(1), y)
+  our_params = ours.init(jax.random.key(1), y)
+  jax.tree.map(np.testing.assert_array_equal, dense_params, our_params)
+  ours_y, dense_y = ours.apply(our_params, y), dense.apply(dense_params, y)
+  np.testing.assert_allclose(ours_y, dense_y, rtol=1e-5, atol=1e-6)
+  then = jax.random.normal(jax.random.key(2), (7, 6))
+  np.testing.assert_allclose(
+    ours.apply(our_params, y, then=then), dense.apply(dense_params, y) @ then, rtol=1e-5, atol=1e-5
+  )

@@ -22,10 +22,12 @@ Initialisers follow ViT (vit_jax): xavier_uniform kernels, normal(1e-6) MLP bias
 normal(0.02) position embeddings, zero class token and zero head.
 """
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -479,8 +481,20 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(
-    self, x: jax.Array, *, deterministic: bool, mask: jax.Array | None = None
+    self,
+    x: jax.Array,
+    *,
+    deterministic: bool,
+    mask: jax.Array | None = None,
+    then: jax.Array | None = None,
   ) -> jax.Array:
+    """x: (batch, length, D) -> (batch, length, D).
+
+    then: a (D, D') kernel of a linear map that follows this module (TimeSformer's temporal_fc),
+    folded into the out projection: returns y (W_out then) + b_out then, (batch, length, D'),
+    without forming y W_out + b_out (one (length x D x D) matmul fewer per token forward and two
+    backward, for a (D x D x D) product).
+    """
     features = x.shape[-1]
     if features % self.num_heads:
       raise ValueError(
@@ -510,10 +524,43 @@ class MultiHeadAttention(nn.Module):
       deterministic=deterministic,
       implementation=self.implementation,
     )
-    # (batch, length, heads, head_dim) -> (batch, length, D)
-    return nn.DenseGeneral(
-      features, axis=(-2, -1), dtype=self.dtype, kernel_init=self.out_kernel_init, name="out"
-    )(y)
+    # (..., heads, head_dim) -> (..., D), or (..., D') with `then` folded in.
+    return OutProjection(features, dtype=self.dtype, kernel_init=self.out_kernel_init, name="out")(
+      y, then=then
+    )
+
+
+class OutProjection(nn.Module):
+  """The attention's out projection (..., heads, head_dim) -> (..., D): nn.DenseGeneral over the
+  last two axes, with its parameters (kernel (heads, head_dim, D), bias (D,)) and initialisation,
+  that can fold a following linear map `then` (D, D') into its kernel and bias."""
+
+  features: int
+  dtype: Any = jnp.float32
+  kernel_init: Callable[..., jax.Array] = KERNEL_INIT
+
+  @nn.compact
+  def __call__(self, y: jax.Array, then: jax.Array | None = None) -> jax.Array:
+    heads, head_dim = y.shape[-2:]
+
+    def init_kernel(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+      # As DenseGeneral: initialised as the flat (heads * head_dim, D) matrix, then reshaped.
+      return self.kernel_init(rng, (heads * head_dim, self.features), jnp.float32).reshape(shape)
+
+    kernel = self.param("kernel", init_kernel, (heads, head_dim, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    if then is not None:
+      # Products of the float32 parameters: (heads, head_dim, D) x (D, D') -> (heads, head_dim, D').
+      kernel = jnp.einsum("hcd,de->hce", kernel, then.astype(jnp.float32))
+      bias = bias @ then.astype(jnp.float32)
+    y = jnp.einsum("...hc,hcd->...d", y.astype(self.dtype), kernel.astype(self.dtype))
+    return y + add_axes(bias.astype(self.dtype), y.ndim)
+
+
+def add_axes(vector: jax.Array, ndim: int) -> jax.Array:
+  """(D,) -> (1, ..., 1, D) of rank `ndim`, to add along the last axis (vidtx keeps rank
+  promotion explicit)."""
+  return vector.reshape((1,) * (ndim - 1) + vector.shape)
 
 
 # ----------------------------------------------------------------------------------------
@@ -527,11 +574,30 @@ def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
   The exact form is computed with erf as PyTorch computes it (Hugging Face, official
   TimeSformer), not with jax.nn.gelu's erfc: both are exact to float32 rounding, but XLA's CPU
   erfc (a piecewise rational with an exp) and its gradient took about 5% of a TimeSformer
-  training step's CPU time, erf (one polynomial) about a third of that.
+  training step's CPU time, erf (one polynomial) about a third of that. Within
+  `gelu_with_erfc()` the erfc form is traced instead (see there).
   """
   if approximate:
     return nn.gelu(x, approximate=True)
+  if _GELU_WITH_ERFC.get():
+    return x * 0.5 * jax.lax.erfc(x * np.asarray(-np.sqrt(0.5), x.dtype))
   return x * 0.5 * (1.0 + jax.lax.erf(x * np.asarray(np.sqrt(0.5), x.dtype)))
+
+
+_GELU_WITH_ERFC = contextvars.ContextVar("gelu_with_erfc", default=False)
+
+
+@contextlib.contextmanager
+def gelu_with_erfc() -> Iterator[None]:
+  """Models traced within compute the exact GELU with erfc rather than erf: the same function,
+  for consumers of serialized StableHLO that cannot read erf (jax serializes it as a composite
+  op that TensorFlow 2.21's XlaCallModule does not know; vidtx.checkpoints.export_tf). Only
+  traces made within take it: a jitted function traced before keeps its cached program."""
+  token = _GELU_WITH_ERFC.set(True)
+  try:
+    yield
+  finally:
+    _GELU_WITH_ERFC.reset(token)
 
 
 class MlpBlock(nn.Module):

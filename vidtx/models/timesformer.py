@@ -92,6 +92,10 @@ def default_config() -> ml_collections.ConfigDict:
   # point training does not leave.
   config.temporal_init = "image"
   config.positional_embedding = "space_time"  # 'space_time' | 'space' | 'none' (Table 4).
+  # Fold each projected stage's <stage>_fc into its attention's out projection where nothing but
+  # stochastic depth sits between them (no dropout): the same function with one (D x D) matmul
+  # per token fewer. vidtx.tools.complexity counts the unfolded model, as the paper does.
+  config.fold_projections = True
   return config
 
 
@@ -101,6 +105,7 @@ class TimeSformerConfig(common.ModelConfig):
 
   temporal_init: str
   positional_embedding: str
+  fold_projections: bool
 
 
 # model.temporal_init -> (time embedding init, stage projection kernel init).
@@ -125,6 +130,8 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> Tim
       f"model.positional_embedding={config.positional_embedding!r}: expected one of "
       f"{list(POSITIONAL_EMBEDDINGS)}."
     )
+  if not isinstance(config.fold_projections, bool):
+    raise ValueError(f"model.fold_projections={config.fold_projections!r}: expected True or False.")
   if config.tubelet_size != 1:
     raise ValueError(
       f"model.variant={config.variant!r}: TimeSformer embeds single frames; "
@@ -159,13 +166,17 @@ def _residual(
   grid: attention.Grid,
   drop_path_rate: float | jax.Array,
   deterministic: bool,
+  then: jax.Array | None = None,
 ) -> Tokens:
-  """The residual branch of one stage: updates (B, T, N, D) and (B, 1, D) or None."""
+  """The residual branch of one stage: updates (B, T, N, D) and (B, 1, D) or None.
+
+  then: a kernel folded into the attention's out projection (MultiHeadAttention's `then`).
+  """
   groups, ungroup = GROUPINGS[stage](x, grid)  # (B, G, L, D)
   if cls is not None:
     groups = attention.prepend_class_token(groups, cls)  # (B, G, 1+L, D)
   attend = functools.partial(
-    common.attention_module(config, f"attention_{stage}"), deterministic=deterministic
+    common.attention_module(config, f"attention_{stage}"), deterministic=deterministic, then=then
   )
   y = attention.attend_in_groups(attend, common.layer_norm(config, f"norm_{stage}")(groups))
   regularise = functools.partial(
@@ -181,17 +192,39 @@ def _residual(
   return ungroup(y), y_cls
 
 
+class LinearParams(nn.Module):
+  """The parameters of an nn.Dense (kernel (in_features, features), bias (features,)), same
+  names and initialisation, for a caller that applies them itself."""
+
+  in_features: int
+  features: int
+  kernel_init: Any = common.KERNEL_INIT
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
+    return kernel, self.param("bias", nn.initializers.zeros, (self.features,))
+
+
 def _projected(x: jax.Array, stage: str, **kwargs) -> jax.Array:
   """A projected stage's update of the patch tokens: <stage>_fc(attention)."""
-  y, _ = _residual(x, None, stage, **kwargs)
   config = kwargs["config"]
+  dtype = jnp.dtype(config.dtype)
+  d = x.shape[-1]
   # Zero-initialised by default: the stage is off at initialisation (official temporal_fc).
-  return nn.Dense(
-    x.shape[-1],
-    dtype=jnp.dtype(config.dtype),
-    kernel_init=_TEMPORAL_INITS[config.temporal_init][1],
-    name=f"{stage}_fc",
-  )(y)
+  kernel, bias = LinearParams(
+    d, d, kernel_init=_TEMPORAL_INITS[config.temporal_init][1], name=f"{stage}_fc"
+  )()
+  if config.fold_projections and (kwargs["deterministic"] or config.dropout_rate == 0):
+    # Between the attention's out projection and <stage>_fc there is only stochastic depth, a
+    # per-example scale s: fc(s (y W_out + b_out)) = s (y W_out W_fc + b_out W_fc) + b_fc. So
+    # W_fc is folded into the out projection: one (D x D) matmul per token fewer.
+    y, _ = _residual(x, None, stage, then=kernel, **kwargs)
+    return y + common.add_axes(bias.astype(dtype), y.ndim)
+  # Dropout masks single channels between the two: apply them one after the other.
+  y, _ = _residual(x, None, stage, **kwargs)
+  y = y.astype(dtype) @ kernel.astype(dtype)
+  return y + common.add_axes(bias.astype(dtype), y.ndim)
 
 
 class Stage(NamedTuple):
