@@ -332,9 +332,9 @@ def model_complexity(
   Counted on the model as specified: a TimeSformer's folded projections (model.fold_projections,
   a speed option computing the same function) are unfolded for the count.
   """
-  if isinstance(model_config, ml_collections.ConfigDict):
-    model_config = model_config.to_dict()
-  if "fold_projections" in model_config or model_name == "timesformer":
+  if model_name == "timesformer":
+    if isinstance(model_config, ml_collections.ConfigDict):
+      model_config = model_config.to_dict()
     model_config = dict(model_config, fold_projections=False)
   model = models.build(model_name, model_config, num_classes)
   params = abstract_params(model, input_shape)
