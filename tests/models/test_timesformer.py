@@ -588,9 +588,9 @@ def test_folded_projections_equal_the_unfolded_model(scheme):
     logits, _ = model.apply({"params": params}, video, train=True, rngs={"dropout": key})
     return jnp.sum(logits * jnp.arange(NUM_CLASSES)[None])
 
+  grad_fns = [jax.jit(jax.grad(functools.partial(loss, m))) for m in (folded, unfolded)]
   for seed in range(3):  # Keys with different examples dropped.
-    key = jax.random.key(seed)
-    grads = [jax.jit(jax.grad(functools.partial(loss, m)))(params, key) for m in (folded, unfolded)]
+    grads = [grad_fn(params, jax.random.key(seed)) for grad_fn in grad_fns]
     # One scale for all: some gradients are zero up to rounding (a key bias shifts a whole row
     # of logits, which the softmax ignores).
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads[1]))
