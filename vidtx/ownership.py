@@ -4,12 +4,16 @@ The rule, used by every writer (synthetic generation, shard making, checkpoint c
 trainer's workdir):
 - vidtx writes only into a directory that does not exist yet, is empty, or holds vidtx's marker
   file (`.vidtx`, JSON) for the same kind of content;
-- inside such a directory it replaces only files of its own layout;
-- it removes a directory (`--overwrite`) only when that directory is vidtx's output of that kind
-  (or empty), and never the source it reads from nor a directory that contains that source.
+- the marker records what vidtx wrote there (`written`: paths relative to the directory; a
+  recorded directory covers what is under it), and vidtx replaces or removes only those;
+- it replaces a directory (`--overwrite`) only when that directory is vidtx's output of that
+  kind (or empty), holds nothing vidtx did not write (the user's own files there make it refuse,
+  naming them: nothing of the user's is moved or deleted), and is neither the source it reads
+  from nor a directory that contains that source.
 
 Directories written by vidtx before the marker existed are recognised by their layout (each kind
-passes its own test as `legacy`) and marked on first use.
+passes its own test as `legacy`) and marked on first use; for them, and for markers written
+before the inventory, the kind's known layout (`LAYOUT`) stands in for the inventory.
 
 Local paths go through `os` (so that `python -m vidtx.convert` does not import TensorFlow);
 URLs (gs://...) through tf.io.gfile.
@@ -20,9 +24,26 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 MARKER = ".vidtx"
+LOCK = ".vidtx.lock"  # vidtx.locks: one writer per directory.
+
+# The top-level names each kind writes, for directories whose marker has no inventory (written
+# by vidtx before it recorded one). Anything else in such a directory is the user's.
+LAYOUT = {
+  "converted": ("vidtx_model.json", "params"),
+  "exported": (
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "saved_model.pb",
+    "variables",
+    "assets",
+    "fingerprint.pb",
+    "vidtx_preprocessing.json",
+  ),
+}
 
 # What each kind of directory is, for error messages.
 KINDS = {
@@ -109,15 +130,17 @@ def write_directory(
   out_dir: str, kind: str, fill: Callable[[str], None], recheck: Callable[[], None]
 ) -> None:
   """Fills a temporary sibling of `out_dir` (`fill(tmp)`), marks it as `kind`'s and renames it
-  into place. An existing `out_dir` is checked again (`recheck()`: the work may have taken long)
-  and moved aside first, so a failure never leaves a half-written or a missing directory."""
+  into place; the marker lists every file `fill` wrote. An existing `out_dir` is checked again
+  (`recheck()`: the work may have taken long; it must refuse a directory holding files vidtx did
+  not write, as check_removable does) and moved aside first, so a failure never leaves a
+  half-written or a missing directory."""
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
   tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
   try:
     os.makedirs(tmp)
     fill(tmp)
-    write_marker(tmp, kind)
+    write_marker(tmp, kind, written=_files_under(tmp))
     if not os.path.lexists(out_dir):
       os.rename(tmp, out_dir)
       return
@@ -134,19 +157,31 @@ def write_directory(
       shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_marker(directory: str, kind: str) -> None:
-  """Marks `directory` as vidtx's output of `kind` (atomically: a reader sees all or nothing)."""
+def write_marker(directory: str, kind: str, *, written: Iterable[str] | None = None) -> None:
+  """Marks `directory` as vidtx's output of `kind` (atomically: a reader sees all or nothing).
+
+  `written`: the paths (relative to `directory`) vidtx wrote there; None keeps the inventory of
+  an existing marker of the same kind, or records none (unknown: a directory of an older vidtx).
+  """
   if kind not in KINDS:
     raise ValueError(f"Unknown directory kind {kind!r}; expected one of {sorted(KINDS)}.")
-  path = os.path.join(directory, MARKER)
-  text = (
-    json.dumps(
-      {"kind": kind, "marked": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
-    )
-    + "\n"
-  )
+  if written is None:
+    previous = read_json(os.path.join(directory, MARKER)) or {}
+    inventory = previous.get("written") if previous.get("kind") == kind else None
+  else:
+    inventory = list(written)
+  record = {
+    "kind": kind,
+    "marked": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+  }
+  if inventory is not None:
+    record["written"] = sorted(set(inventory))
+  _write_text(os.path.join(directory, MARKER), json.dumps(record) + "\n")
+
+
+def _write_text(path: str, text: str) -> None:
   temporary = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-  if _remote(directory):
+  if _remote(path):
     gfile = _gfile()
     with gfile.GFile(temporary, "w") as f:
       f.write(text)
@@ -159,6 +194,83 @@ def write_marker(directory: str, kind: str) -> None:
   finally:
     if os.path.exists(temporary):
       os.remove(temporary)
+
+
+def written_names(directory: str) -> set[str] | None:
+  """The paths the marker says vidtx wrote (relative to `directory`), or None when the marker
+  has no inventory (an older vidtx) or there is no marker."""
+  marker = read_json(os.path.join(directory, MARKER))
+  written = marker.get("written") if marker else None
+  return set(written) if isinstance(written, list) else None
+
+
+def record_written(directory: str, names: Iterable[str]) -> None:
+  """Adds `names` (paths relative to `directory`; a directory covers what is under it) to the
+  marker's inventory of what vidtx wrote. The directory must be marked (claim)."""
+  marker = read_json(os.path.join(directory, MARKER))
+  if not marker or not isinstance(marker.get("kind"), str):
+    raise ValueError(f"{directory} has no vidtx marker; claim it before recording writes.")
+  names = {_relative(name) for name in names}
+  known = written_names(directory)
+  if known is not None and names <= known:
+    return
+  write_marker(directory, marker["kind"], written=(known or set()) | names)
+
+
+def _relative(name: str) -> str:
+  name = os.path.normpath(name)
+  if os.path.isabs(name) or name.startswith(".." + os.sep) or name == "..":
+    raise ValueError(f"{name!r}: expected a path relative to the marked directory.")
+  return name
+
+
+def _is_bookkeeping(name: str) -> bool:
+  """vidtx's own marker, lock, and their temporaries: never the user's."""
+  return name in (MARKER, LOCK) or name.startswith((f"{MARKER}.tmp-", f"{LOCK}."))
+
+
+def _files_under(directory: str) -> list[str]:
+  """Every file, link and empty directory under `directory`, relative to it."""
+  found = []
+  for root, dirs, files in os.walk(directory):
+    relative_root = os.path.relpath(root, directory)
+    for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+      found.append(os.path.normpath(os.path.join(relative_root, name)))
+    if not dirs and not files and root != directory:
+      found.append(os.path.normpath(relative_root))
+  return [name for name in found if not _is_bookkeeping(name)]
+
+
+def foreign_entries(directory: str, kind: str) -> list[str]:
+  """What in `directory` vidtx did not write, as paths relative to it (sorted): everything the
+  marker's inventory does not cover or, for a directory without one, outside `LAYOUT[kind]`.
+  Local directories only (a URL has no user files vidtx could meet: [] )."""
+  if _remote(directory) or not os.path.isdir(directory):
+    return []
+  inventory = written_names(directory)
+  if inventory is None:
+    allowed = set(LAYOUT.get(kind, ()))
+    return sorted(
+      name for name in entries(directory) if not _is_bookkeeping(name) and name not in allowed
+    )
+  foreign = []
+  for root, dirs, files in os.walk(directory):
+    relative_root = os.path.relpath(root, directory)
+    covered_dirs = []
+    for name in sorted(dirs):
+      path = os.path.normpath(os.path.join(relative_root, name))
+      if path in inventory or _is_bookkeeping(path):
+        continue
+      if os.path.islink(os.path.join(root, name)):
+        foreign.append(path)  # A link is vidtx's only if recorded; never walked into.
+        continue
+      covered_dirs.append(name)
+    dirs[:] = covered_dirs
+    for name in files:
+      path = os.path.normpath(os.path.join(relative_root, name))
+      if path not in inventory and not _is_bookkeeping(path):
+        foreign.append(path)
+  return sorted(foreign)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,9 +330,7 @@ def check_claimable(
     )
   # The marker itself (just renamed into place by a concurrent claimer, or unreadable) and a
   # half-written one are vidtx's, not someone else's files.
-  names = [
-    name for name in entries(directory) if name != MARKER and not name.startswith(f"{MARKER}.tmp-")
-  ]
+  names = [name for name in entries(directory) if not _is_bookkeeping(name)]
   if names and not (legacy is not None and legacy(directory)):
     raise NotOwnedError(
       f"{directory} is not empty ({_shown(names)}) and is not {KINDS[kind]}: vidtx writes "
@@ -236,19 +346,24 @@ def claim(
   """Makes `directory` vidtx's `kind` output, or raises NotOwnedError; returns it.
 
   Accepted: a directory that does not exist (created), an empty one, one marked `kind`, or one
-  that `legacy(directory)` recognises as written by an earlier vidtx. The last three are marked.
+  that `legacy(directory)` recognises as written by an earlier vidtx. The last three are marked
+  (with an empty inventory of what vidtx wrote, or none for an earlier vidtx's directory).
   `hint` ends the error message: what the user probably meant. UnwritableError (an OSError)
   when the system refuses to create or mark it.
   """
   check_claimable(directory, kind, legacy=legacy, hint=hint)
   if marker_kind(directory) == kind:
     return directory
+  # New or empty: nothing written yet. An earlier vidtx's directory: what it wrote is unknown
+  # (its kind's layout stands in).
+  is_empty = not [name for name in entries(directory) if not _is_bookkeeping(name)]
+  written = [] if is_empty else None
   if _remote(directory):
     import tensorflow as tf
 
     try:
       tf.io.gfile.makedirs(directory)
-      write_marker(directory, kind)
+      write_marker(directory, kind, written=written)
     except tf.errors.OpError as e:
       raise UnwritableError(
         f"{directory}: cannot create or write this directory ({e.message}); "
@@ -257,7 +372,7 @@ def claim(
   else:
     try:
       os.makedirs(directory, exist_ok=True)
-      write_marker(directory, kind)
+      write_marker(directory, kind, written=written)
     except OSError as e:
       raise UnwritableError(
         f"{directory}: cannot create or write this directory "
@@ -279,9 +394,9 @@ def check_removable(
 ) -> None:
   """Raises NotOwnedError unless `directory` may be removed to be replaced by new `kind` output.
 
-  It must be vidtx's `kind` output (marked, or recognised by `legacy`) or an empty directory,
-  and neither one of the `protected` paths (e.g. the source being converted; None is skipped)
-  nor a directory that contains one.
+  It must be vidtx's `kind` output (marked, or recognised by `legacy`) holding nothing vidtx did
+  not write (foreign_entries), or an empty directory; and neither one of the `protected` paths
+  (e.g. the source being converted; None is skipped) nor a directory that contains one.
   """
   if kind not in KINDS:
     raise ValueError(f"Unknown directory kind {kind!r}; expected one of {sorted(KINDS)}.")
@@ -302,9 +417,16 @@ def check_removable(
       "Choose a new output directory."
     )
   found = marker_kind(directory)
-  if found == kind or not entries(directory):
-    return
-  if found is None and legacy is not None and legacy(directory):
+  names = [name for name in entries(directory) if not _is_bookkeeping(name)]
+  is_ours = found == kind or (found is None and legacy is not None and legacy(directory))
+  if is_ours or (not names and found is None):
+    foreign = foreign_entries(directory, kind) if is_ours else []
+    if foreign:
+      raise NotOwnedError(
+        f"Refusing to replace {directory}: it holds files vidtx did not write "
+        f"({_shown(foreign)}); --overwrite never deletes them. Move them out of {directory}, "
+        "or choose a new output directory."
+      )
     return
   what = (
     f"{KINDS.get(found, found)} (its {MARKER} marker says {found!r})"

@@ -1,0 +1,149 @@
+"""A command's output paths, checked before any work: never an input, never each other.
+
+Every CLI that writes files (predict, export, convert, make_shards, plot) calls `check_paths`
+with its inputs and outputs keyed by the flags the user typed, so that `--out` naming the
+`--list` it reads, or `--logits_out` naming the video, is refused in one line instead of
+replacing the user's file. Paths are compared resolved (symlinks followed) and by inode, so a
+link or a hard link to an input is the input. `check_output_file` refuses an existing file
+without `--overwrite`, a directory, or a parent that cannot hold the file; `atomic_writer`
+writes a file whole or not at all.
+"""
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO
+
+
+class OverlapError(ValueError):
+  """An output path is an input of the same command, or another of its outputs."""
+
+
+def _remote(path: str) -> bool:
+  return "://" in path
+
+
+def _resolved(path: str) -> str:
+  return path.rstrip("/") if _remote(path) else os.path.realpath(path)
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+  if _remote(path):
+    return None
+  try:
+    st = os.stat(path)
+  except OSError:
+    return None
+  return st.st_dev, st.st_ino
+
+
+def _contains(directory: str, path: str) -> bool:
+  sep = "/" if _remote(directory) else os.sep
+  return path.startswith(directory.rstrip(sep) + sep)
+
+
+def _flat(values: Mapping[str, str | Sequence[str] | None]) -> list[tuple[str, str]]:
+  """(flag, path) pairs; a flag may carry several paths (every video of a folder)."""
+  pairs = []
+  for flag, value in values.items():
+    if value is None or value == "":
+      continue
+    for path in [value] if isinstance(value, (str, os.PathLike)) else value:
+      if path:
+        pairs.append((flag, os.fspath(path)))
+  return pairs
+
+
+def _relation(output: str, other: str) -> str | None:
+  """How `output` overlaps `other` ('is', 'contains', 'is inside'), or None."""
+  out_real, other_real = _resolved(output), _resolved(other)
+  if out_real == other_real:
+    return "is"
+  out_inode, other_inode = _inode(output), _inode(other)
+  if out_inode is not None and out_inode == other_inode:
+    return "is"  # A hard link: two names, one file.
+  if _contains(out_real, other_real):
+    return "contains"
+  if _contains(other_real, out_real):
+    return "is inside"
+  return None
+
+
+def check_paths(
+  inputs: Mapping[str, str | Sequence[str] | None], outputs: Mapping[str, str | None]
+) -> None:
+  """Raises OverlapError (one line) when an output is or contains an input, or is, contains or
+  lies inside another output. Keys are flags as the user typed them ('--out'); a value may be a
+  list of paths (the files found in a folder); None is skipped. Writes and reads nothing."""
+  output_pairs = _flat(outputs)
+  for flag, path in output_pairs:
+    for input_flag, input_path in _flat(inputs):
+      relation = _relation(path, input_path)
+      # A new file inside an input folder (results beside the videos) replaces no input:
+      # callers list a folder's members as inputs, so a member named as an output is caught.
+      if relation is None or relation == "is inside":
+        continue
+      raise OverlapError(
+        f"{flag}={path} {relation} the input {input_flag}={input_path}: an output must never "
+        f"replace or hold an input of the same command; choose another {flag}."
+      )
+  for i, (flag, path) in enumerate(output_pairs):
+    for other_flag, other in output_pairs[i + 1 :]:
+      relation = _relation(path, other)
+      if relation is not None:
+        raise OverlapError(
+          f"{flag}={path} {relation} {other_flag}={other}: two outputs of one command would "
+          f"write the same files; choose another {flag} or {other_flag}."
+        )
+
+
+def check_output_file(
+  path: str, flag: str, *, overwrite: bool = False, suffixes: tuple[str, ...] = ()
+) -> None:
+  """Raises (one line) unless `path` can receive a new file: not a directory, the right suffix,
+  a parent that is (or can be made) a writable directory, and no existing file unless
+  `overwrite`. Writes nothing."""
+  if suffixes and not path.lower().endswith(tuple(s.lower() for s in suffixes)):
+    raise ValueError(f"{flag}={path}: expected a file name ending in {' or '.join(suffixes)}.")
+  if _remote(path):
+    return
+  if os.path.isdir(path):
+    raise ValueError(f"{flag}={path} is a directory; name a file (e.g. {path.rstrip('/')}/out).")
+  if os.path.lexists(path):
+    if not os.path.isfile(path):
+      raise ValueError(f"{flag}={path} exists and is not a regular file; name a new file.")
+    if not overwrite:
+      raise FileExistsError(
+        f"{flag}={path} exists; pass --overwrite to replace it, or name a new file."
+      )
+    if not os.access(path, os.W_OK):
+      raise PermissionError(f"{flag}={path}: cannot replace this file: permission denied.")
+  parent = os.path.dirname(os.path.abspath(path))
+  existing = parent
+  while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"{flag}={path}: cannot create it: {existing} is a file, not a directory.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise PermissionError(f"{flag}={path}: cannot write in {existing}: permission denied.")
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+  """A file object over a temporary sibling of `path`, renamed onto `path` when the block ends
+  without error; on error the temporary is removed and `path` is untouched."""
+  if "b" in mode:
+    encoding = None
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  temporary = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")
+  try:
+    with open(temporary, mode, encoding=encoding) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
