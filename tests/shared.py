@@ -199,3 +199,37 @@ def read_table(output_dir: str, table: str) -> list[dict]:
       }
     )
   return examples
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded waits (predict's bad inputs): a hang fails the test instead of stalling the suite.
+# ---------------------------------------------------------------------------------------------
+
+
+class TookTooLong(AssertionError):
+  """A block under `within` ran past its deadline."""
+
+
+class within:  # Lower case: read as `with within(5):`.
+  """Fails (TookTooLong) when the block runs longer than `seconds`: SIGALRM interrupts it, even
+  inside a blocking system call such as opening a named pipe. Main thread only (pytest's)."""
+
+  def __init__(self, seconds: float):
+    self.seconds = seconds
+
+  def _expired(self, signum, frame):
+    raise TookTooLong(f"still running after {self.seconds} s")
+
+  def __enter__(self):
+    import signal  # Here, not at the top: this block stays self-contained.
+
+    self.previous = signal.signal(signal.SIGALRM, self._expired)
+    signal.setitimer(signal.ITIMER_REAL, self.seconds)
+    return self
+
+  def __exit__(self, *exc):
+    import signal
+
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, self.previous)
+    return False

@@ -7,6 +7,7 @@ r"""Classify video files (or a prepared clip) with a converted checkpoint.
   python -m vidtx.predict --checkpoint=DIR --video=FOLDER|GLOB|FILE | --list=FILE \
       [--out=RESULTS.jsonl|.csv [--per_view]] [--window=S [--hop=S] [--timeline_png=OUT.png]] \
       [--features=OUT_DIR [--token_features]] [--batch_size=8]
+  (each form also takes --overwrite)
 
 DIR is a converted-checkpoint directory (vidtx.checkpoints.store, written by vidtx.convert).
 
@@ -31,15 +32,28 @@ Many videos (a folder, searched recursively for video extensions, hidden files s
 --batch_size views. Each gets a line on stdout, or --out: .jsonl ({"id", "top_k": [{"label",
 "prob"}], "view_logits" with --per_view}) or .csv (id, top1, top1_prob, top_k as
 "label:prob;...", error). A video that cannot be decoded is reported on stderr and as
-{"id", "error"}, and the others go on; the exit status is 1 only when none succeeded.
+{"id", "error"}, and the others go on; the exit status is 1 only when none succeeded. A row is
+formatted whole before it is written: one that cannot be written fails alone, and the summary
+counts what the results hold. A file name that is not UTF-8 keeps its row, its odd bytes written
+as \xNN. A --batch_size larger than the work pads the last call only to the next power of two.
 
---window S [--hop S]: every window [k * hop, k * hop + S) seconds of a video is classified as a
-video of its own (the same sampling), one result per hop with "start" and "end" in seconds, in
-one streaming pass; --timeline_png draws the top-1 class over time.
+--window S [--hop S]: every window [k * hop, k * hop + S) seconds of a video, on its frames'
+presentation timestamps (variable frame rates included), is classified as a video of its own
+(the same sampling), one result per window with "start" and "end" in seconds, in one streaming
+pass (vidtx.timeline); --timeline_png draws the top-1 class over time. Both flags must be finite,
+at least 1 ms, and at least one frame interval of each video (else that video fails, naming the
+flag).
+
+Outputs (--out, --logits_out, --rollout, --timeline_png, --features) are checked before any work
+(vidtx.outputs): one that is an input (a video, a folder's or --list's video, the --list, the
+checkpoint, --labels, --input) or another output is refused, and so is an existing file unless
+--overwrite. Files are written atomically (--out when the run ends): a failed run leaves the
+previous file, or none.
 
 --features OUT_DIR: per video (or window) the pre-logits embedding (D,), float32 .npy, the mean
 over its views (the head is linear: the head of the mean embedding is the mean of the views'
-logits, which 'mean_logits' aggregates), and OUT_DIR/index.jsonl ({"id", "file", "shape"});
+logits, which 'mean_logits' aggregates), and OUT_DIR/index.jsonl ({"id", "file", "shape"}),
+named by the input's position and its id ('000002_sub__a.mp4.npy': never two inputs on one name);
 --token_features adds the last block's token grid (T', N, D), mean over views, for models that
 return it ('encoded_tokens': TimeSformer). OUT_DIR is new, empty, or written by --features
 before (vidtx.ownership).
@@ -55,14 +69,13 @@ supplementary Fig. 1) laid over them as a heat map, titled with the view's top-1
 those of the same model call. TimeSformer (every attention) and ViViT Models 1-3.
 """
 
-import csv
+import contextlib
 import dataclasses
 import functools
 import glob
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import av
@@ -74,7 +87,17 @@ import tensorflow as tf
 from absl import app, flags, logging
 from PIL import Image
 
-from vidtx import evaluator, ownership, progress, rollout, video_io
+from vidtx import (
+  evaluator,
+  locks,
+  outputs,
+  ownership,
+  progress,
+  results,
+  rollout,
+  timeline,
+  video_io,
+)
 from vidtx.checkpoints import store
 from vidtx.data import reader_config, sampling
 
@@ -91,8 +114,7 @@ def decode_video(path: str) -> np.ndarray:
   (`streamed_views`, vidtx.video_io), which predictions use. Raises ValueError naming the file
   when it cannot be decoded.
   """
-  if not os.path.isfile(path):
-    raise ValueError(f"{path}: no such file.")
+  video_io.check_regular_file(path)
   frames = []
   try:
     with av.open(path) as container:
@@ -228,6 +250,8 @@ def check_finite(values: np.ndarray, source: str, what: str, names: Sequence[str
 
 def load_clip(path: str, converted: store.Converted) -> np.ndarray:
   """The .npy array at `path`, checked by `check_clip`: float32 (B, T, H, W, C)."""
+  if os.path.lexists(path):
+    video_io.check_regular_file(path, "--input")  # A named pipe would block the open.
   try:
     with open(path, "rb") as f:
       # np.load would take other files for pickles (allow_pickle=False then says so): check the
@@ -395,30 +419,35 @@ def save_rollout(
 ) -> None:
   """The rollout picture (vidtx.rollout.rollout_image) of clips with their top-1, written
   atomically in the format of the file's extension (.png, .jpg, ...)."""
-  extension = os.path.splitext(path)[1].lower()
-  image_format = Image.registered_extensions().get(extension)
-  if image_format is None:
-    raise ValueError(
-      f"--rollout {path}: unknown image extension {extension!r}; expected e.g. .png or .jpg."
-    )
+  image_format = _image_format(path)
   probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
   titles = [
     f"{clip_name}: {names[int(np.argmax(p))]} {np.max(p):.0%}"
     for clip_name, p in zip(clip_names, probabilities, strict=True)
   ]
   image = rollout.rollout_image(display_frames(clips, preprocessing), heat, titles)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-  image.save(temporary, format=image_format)
-  os.replace(temporary, path)
+  with outputs.atomic_writer(path, "wb") as f:
+    image.save(f, format=image_format)
+
+
+def _image_format(path: str) -> str:
+  """PIL's format for the --rollout file's extension; ValueError for one PIL does not know."""
+  extension = os.path.splitext(path)[1].lower()
+  image_format = Image.registered_extensions().get(extension)
+  if image_format is None:
+    raise ValueError(
+      f"--rollout {path}: unknown image extension {extension!r}; expected e.g. .png or .jpg."
+    )
+  return image_format
 
 
 def class_names(converted: store.Converted, labels_file: str | None = None) -> list[str]:
   """--labels (one name per line), else the checkpoint's labels, else 'class <i>'."""
   if labels_file:
+    if os.path.lexists(labels_file):
+      video_io.check_regular_file(labels_file, "--labels")  # A named pipe would block the open.
     try:
-      with open(labels_file) as f:
+      with open(labels_file, encoding="utf-8-sig") as f:
         # Blank lines are skipped, as vidtx.data.read_label_names does for labels.txt.
         names = [line.strip() for line in f.read().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
@@ -457,12 +486,6 @@ def describe_preprocessing(preprocessing: dict[str, Any]) -> str:
   )
 
 
-def _save(path: str, logits: np.ndarray) -> None:
-  # Through a file object: np.save would add '.npy' to a name without it.
-  with open(path, "wb") as f:
-    np.save(f, logits.astype(np.float32))
-
-
 def run(
   checkpoint: str,
   *,
@@ -474,8 +497,11 @@ def run(
   batch_size: int = 8,
   rollout_out: str | None = None,
   head_fusion: str = "mean",
+  overwrite: bool = False,
 ) -> np.ndarray:
-  """The command: prints the predictions, returns the logits ((V, K) or (B, K)) it saves."""
+  """The command: prints the predictions, returns the logits ((V, K) or (B, K)) it saves.
+  --logits_out and --rollout never replace an input, and replace an existing file only with
+  `overwrite`."""
   if (video is None) == (input_path is None):
     raise ValueError("Give exactly one of --video FILE or --input CLIP.npy.")
   if top_k < 1 or batch_size < 1:
@@ -484,6 +510,16 @@ def run(
     raise ValueError(
       f"--head_fusion={head_fusion!r}: expected one of {sorted(rollout.HEAD_FUSIONS)}."
     )
+  # Before any work: an output that is an input, or a file the user did not ask to replace.
+  outputs.check_paths(
+    {"--video": video, "--input": input_path, "--checkpoint": checkpoint, "--labels": labels},
+    {"--logits_out": logits_out, "--rollout": rollout_out},
+  )
+  if rollout_out:
+    _image_format(rollout_out)
+  for flag, path in (("--logits_out", logits_out), ("--rollout", rollout_out)):
+    if path:
+      outputs.check_output_file(path, flag, overwrite=overwrite)
   converted = store.load(checkpoint)
   names = class_names(converted, labels)
   if rollout_out:
@@ -534,7 +570,7 @@ def run(
       f"{'view' if video is not None else 'clip'}(s) written to {rollout_out}"
     )
   if logits_out:
-    _save(logits_out, logits)
+    results.save_array(logits_out, logits)
     print(f"logits {logits.shape} written to {logits_out}")
   return logits
 
@@ -570,8 +606,9 @@ def token_features_available(converted: store.Converted) -> bool:
 
 @dataclasses.dataclass
 class _Item:
-  """One video (or window) whose views wait for the model."""
+  """One video (or window) whose views wait for the model; `number` its input's position."""
 
+  number: int
   id: str
   path: str
   window: int | None
@@ -583,8 +620,10 @@ class _Item:
 
 
 class _Batcher:
-  """Views of several videos in model calls of exactly `batch_size` views (the last call padded:
-  one compiled shape); completed items come back in the order they were added."""
+  """Views of several videos in model calls of `batch_size` views; the last call is padded to
+  the next power of two of what is left (at most `batch_size`: few compiled shapes, and a huge
+  --batch_size never pads a few views to its size). Completed items come back in the order they
+  were added."""
 
   def __init__(self, converted: store.Converted, batch_size: int, tokens: bool):
     self.apply = _jitted_outputs(converted.build_model(), tokens)
@@ -629,10 +668,9 @@ class _Batcher:
     batch = np.concatenate(parts)  # pieces (n_i, T, H, W, 3) -> (real, T, H, W, 3)
     real = len(batch)
     self.queued -= real
-    # (real, ...) -> (batch_size, ...): padded with zeros, dropped below.
-    batch = np.concatenate(
-      [batch, np.zeros((self.batch_size - real,) + batch.shape[1:], np.float32)]
-    )
+    size = min(self.batch_size, 1 << (real - 1).bit_length())  # real <= size < 2 * real
+    # (real, ...) -> (size, ...): padded with zeros, dropped below.
+    batch = np.concatenate([batch, np.zeros((size - real,) + batch.shape[1:], np.float32)])
     outputs = [np.asarray(x, np.float32)[:real] for x in self.apply(self.params, batch)]
     offset = 0
     for item, n in owners:
@@ -652,111 +690,6 @@ def _top_k(probabilities: np.ndarray, names: Sequence[str], k: int) -> list[dict
   return [{"label": names[i], "prob": round(float(probabilities[i]), 6)} for i in order]
 
 
-def _feature_name(item: _Item) -> str:
-  """The .npy name of an item: its id with path separators as '__', and the window number."""
-  name = item.id.replace(os.sep, "__").replace("/", "__")
-  return name + (f"__w{item.window:05d}" if item.window is not None else "")
-
-
-class _Outputs:
-  """Where the results go: --out (.jsonl or .csv), stdout lines, --features, the timeline."""
-
-  def __init__(self, out: str | None, features: str | None, per_view: bool, windows: bool):
-    self.per_view, self.windows = per_view, windows
-    self.out_file = self.csv = None
-    if out:
-      extension = os.path.splitext(out)[1].lower()
-      if extension not in (".jsonl", ".csv"):
-        raise ValueError(f"--out {out}: unknown extension {extension!r}; expected .jsonl or .csv.")
-      os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-      self.out_file = open(out, "w", newline="")
-      if extension == ".csv":
-        self.csv = csv.writer(self.out_file)
-        window_columns = ["start", "end"] if windows else []
-        self.csv.writerow(["id", *window_columns, "top1", "top1_prob", "top_k", "error"])
-    self.features = features
-    self.index = open(os.path.join(features, "index.jsonl"), "w") if features else None
-    self.timeline: dict[str, list[tuple[float, float, str]]] = {}
-
-  def result(
-    self,
-    record: dict[str, Any],
-    embedding: np.ndarray | None = None,
-    tokens: np.ndarray | None = None,
-    feature_name: str = "",
-  ) -> None:
-    if self.windows and "error" not in record:
-      self.timeline.setdefault(record["id"], []).append(
-        (record["start"], record["end"], record["top_k"][0]["label"])
-      )
-    if self.csv is not None:
-      window = [record.get("start", ""), record.get("end", "")] if self.windows else []
-      top = record.get("top_k") or [{"label": "", "prob": ""}]
-      listed = ";".join(f"{t['label']}:{t['prob']:.4f}" for t in record.get("top_k", []))
-      self.csv.writerow(
-        [record["id"], *window, top[0]["label"], top[0]["prob"], listed, record.get("error", "")]
-      )
-      self.out_file.flush()
-    elif self.out_file is not None:
-      self.out_file.write(json.dumps(record) + "\n")
-      self.out_file.flush()
-    else:
-      where = f" [{record['start']:.2f}-{record['end']:.2f}s]" if "start" in record else ""
-      if "error" in record:
-        print(f"{record['id']}{where}: error: {record['error']}", flush=True)
-      else:
-        best = record["top_k"][0]
-        print(f"{record['id']}{where}: {best['label']} {best['prob']:.4f}", flush=True)
-    if self.index is not None and embedding is not None:
-      entry = {k: record[k] for k in ("id", "start", "end") if k in record}
-      entry.update(self._save(feature_name, embedding, ""))
-      if tokens is not None:
-        entry.update(self._save(feature_name, tokens, "tokens_"))
-      self.index.write(json.dumps(entry) + "\n")
-      self.index.flush()
-
-  def _save(self, name: str, array: np.ndarray, prefix: str) -> dict[str, Any]:
-    name += (".tokens" if prefix else "") + ".npy"
-    _save(os.path.join(self.features, name), array)
-    return {f"{prefix}file": name, f"{prefix}shape": list(array.shape)}
-
-  def close(self) -> None:
-    for f in (self.out_file, self.index):
-      if f is not None:
-        f.close()
-
-
-def save_timeline(path: str, timeline: dict[str, list[tuple[float, float, str]]]) -> None:
-  """A strip per video of its windows' top-1 class over time (matplotlib, no pyplot)."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-  from matplotlib.patches import Patch
-
-  labels = sorted({label for rows in timeline.values() for _, _, label in rows})
-  colours = {label: f"C{i % 10}" for i, label in enumerate(labels)}
-  figure = Figure(figsize=(10, 0.6 * len(timeline) + 1.2))
-  FigureCanvasAgg(figure)
-  axes = figure.add_subplot()
-  for row, windows in enumerate(timeline.values()):
-    # Overlapping windows: each is drawn from its start to the next one's start.
-    for i, (start, end, label) in enumerate(windows):
-      stop = windows[i + 1][0] if i + 1 < len(windows) else end
-      axes.barh(row, stop - start, left=start, color=colours[label], height=0.8)
-  axes.set_yticks(range(len(timeline)), list(timeline))
-  axes.invert_yaxis()
-  axes.set_xlabel("time (s)")
-  axes.set_title("top-1 class per window")
-  axes.legend(
-    handles=[Patch(color=colours[label], label=label) for label in labels],
-    loc="upper left",
-    bbox_to_anchor=(1.0, 1.0),
-    fontsize="small",
-  )
-  figure.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  figure.savefig(path)
-
-
 def predict_many(
   converted: store.Converted,
   inputs: Sequence[tuple[str, str]],
@@ -772,8 +705,10 @@ def predict_many(
   features: str | None = None,
   token_features: bool = False,
 ) -> tuple[int, int]:
-  """Predicts every (id, path) of `inputs` (see the module doc); returns (videos that succeeded,
-  videos that failed). A bad video is reported on stderr and in the output, never fatal."""
+  """Predicts every (id, path) of `inputs` (see the module doc); returns (videos whose results
+  were all written, videos that failed), counted on what the results hold. A bad video is
+  reported on stderr and in the output, never fatal. Output paths are the caller's to check
+  (run_many)."""
   aggregation = converted.preprocessing["aggregation"]
   _check_aggregation(aggregation)
   configs = dataset_configs(converted)
@@ -789,31 +724,28 @@ def predict_many(
       )
       token_features = False
   tokens = bool(token_features and features)
-  outputs = _Outputs(out, features, per_view, window_s is not None)
   batcher = _Batcher(converted, batch_size, tokens)
   reporter = (
     progress.Reporter(len(inputs), prefix="predict: ", unit=" videos", counters={"bad": 0})
     if len(inputs) > 1
     else None
   )
-  failed: dict[str, str] = {}
 
   def finish(items: list[_Item]) -> None:
     for item in items:
+      record: dict[str, Any] = {"id": item.id}
+      if item.window is not None:
+        record.update(start=item.start_s, end=item.end_s)
       if item.error is not None:
-        outputs.result({"id": item.id, "error": item.error})
+        sink.result(item.number, item.window, record | {"error": item.error})
         continue
       # Per batch (n_i, ...) pieces -> (V, ...) per output.
       logits, pre_logits, *token_grid = [np.concatenate(x) for x in zip(*item.outputs, strict=True)]
-      record: dict[str, Any] = {"id": item.id}
-      if item.start_s is not None:
-        record.update(start=item.start_s, end=item.end_s)
       try:
-        check_finite(logits, item.path, "logits", view_rows)
+        check_finite(logits, results.printable(item.path), "logits", view_rows)
       except ValueError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
-        outputs.result({"id": item.id, "error": str(e)})
-        failed.setdefault(item.id, str(e))
+        sink.result(item.number, item.window, record | {"error": str(e)})
         continue
       record["top_k"] = _top_k(aggregate(logits, aggregation), names, top_k)
       if per_view:
@@ -821,39 +753,58 @@ def predict_many(
       # The views' embeddings averaged: the head is linear, so head(mean) = the mean logits.
       embedding = pre_logits.mean(0) if features else None  # (V, D) -> (D,)
       grid = token_grid[0].mean(0) if token_grid else None  # (V, T', N, D) -> (T', N, D)
-      outputs.result(record, embedding, grid, _feature_name(item))
+      sink.result(item.number, item.window, record, embedding, grid)
 
-  try:
-    for number, (video_id, path) in enumerate(inputs, 1):
-      try:
-        for k, clips in enumerate(video_io.video_clips(path, configs, window_s, hop_s)):
-          views = check_finite(
-            sampling.eval_views(clips.clips, configs).numpy(), path, "views", view_rows
-          )
-          rate = clips.rate
-          item = _Item(
-            video_id,
-            path,
-            k if window_s is not None else None,
-            round(clips.start / rate, 3) if window_s is not None else None,
-            round(clips.end / rate, 3) if window_s is not None else None,
-            len(views),
-          )
-          finish(batcher.add(item, views))
-      except ValueError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        failed[video_id] = str(e)
-        finish(batcher.add_failed(_Item(video_id, path, None, None, None, 0, error=str(e))))
+  with contextlib.ExitStack() as stack:
+    if features:
+      stack.enter_context(locks.hold(features, "predict --features"))
+    sink = results.Results(stack, out, features, window_s is not None)
+    try:
+      for number, (video_id, path) in enumerate(inputs, 1):
+        items = _video_items(number, video_id, path, configs, view_rows, window_s, hop_s)
+        while True:
+          try:
+            item_views = next(items, None)
+          except ValueError as e:
+            error = results.printable(str(e))
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            failed = _Item(number, video_id, path, None, None, None, 0, error=error)
+            finish(batcher.add_failed(failed))
+            break
+          if item_views is None:
+            break
+          finish(batcher.add(*item_views))
+        if reporter is not None:
+          reporter.update(number, bad=sink.counts()[1])
+      finish(batcher.flush())
+    finally:
+      if features and sink.written:
+        ownership.record_written(features, sink.written)
       if reporter is not None:
-        reporter.update(number, bad=len(failed))
-    finish(batcher.flush())
-  finally:
-    outputs.close()
-    if reporter is not None:
-      reporter.finish(len(inputs), bad=len(failed))
-  if timeline_png and outputs.timeline:
-    save_timeline(timeline_png, outputs.timeline)
-  return len(inputs) - len(failed), len(failed)
+        reporter.finish(len(inputs), bad=sink.counts()[1])
+  if timeline_png and sink.timeline:
+    timeline.save_timeline(timeline_png, sink.timeline)
+  return sink.counts()
+
+
+def _video_items(
+  number: int,
+  video_id: str,
+  path: str,
+  configs: ml_collections.ConfigDict,
+  view_rows: Sequence[str],
+  window_s: float | None,
+  hop_s: float | None,
+) -> Iterator[tuple[_Item, np.ndarray]]:
+  """(item, its views) of the video at `path`, or of each of its windows; ValueError naming the
+  file when it cannot be decoded."""
+  for clips in video_io.video_clips(path, configs, window_s, hop_s):
+    views = sampling.eval_views(clips.clips, configs).numpy()
+    check_finite(views, path, "views", view_rows)
+    yield (
+      _Item(number, video_id, path, clips.window, clips.start_s, clips.end_s, len(views)),
+      views,
+    )
 
 
 def many_mode(video: str | None, list_file: str | None, **options: Any) -> bool:
@@ -866,6 +817,9 @@ def many_mode(video: str | None, list_file: str | None, **options: Any) -> bool:
     and not os.path.isfile(video)
     and (os.path.isdir(video) or glob.has_magic(video))
   )
+
+
+OUT_SUFFIXES = (".jsonl", ".csv")
 
 
 def run_many(
@@ -883,24 +837,45 @@ def run_many(
   timeline_png: str | None = None,
   features: str | None = None,
   token_features: bool = False,
+  overwrite: bool = False,
 ) -> tuple[int, int]:
-  """The command for many videos (or windows, or features); returns (succeeded, failed)."""
+  """The command for many videos (or windows, or features); returns (succeeded, failed).
+
+  Every flag and output path is checked before any work: an output that is an input (a video,
+  the --list, the checkpoint) or another output is refused, and so is an existing --out or
+  --timeline_png without `overwrite`."""
   if (video is None) == (list_file is None):
     raise ValueError("Give exactly one of --video FILE|FOLDER|GLOB or --list FILE.")
   if top_k < 1 or batch_size < 1:
     raise ValueError(f"--top_k={top_k}, --batch_size={batch_size}: expected both >= 1.")
-  if window is not None and (window <= 0 or (hop is not None and hop <= 0)):
-    raise ValueError(f"--window={window}, --hop={hop}: expected seconds > 0.")
-  if window is None and (hop is not None or timeline_png):
-    raise ValueError("--hop and --timeline_png need --window SECONDS.")
+  window, hop = timeline.check_flags(window, hop)
+  if window is None and timeline_png:
+    raise ValueError("--timeline_png needs --window SECONDS.")
   if token_features and not features:
     raise ValueError("--token_features needs --features OUT_DIR.")
   inputs = video_io.list_videos(video, list_file)
-  converted = store.load(checkpoint)
-  names = class_names(converted, labels)
+  paths = [path for _, path in inputs]
+  outputs.check_paths(
+    {
+      "--checkpoint": checkpoint,
+      "--labels": labels,
+      "--list": list_file,
+      "--video": video if list_file is None else None,
+      "--video file" if list_file is None else "--list entry": paths,
+    },
+    {"--out": out, "--timeline_png": timeline_png, "--features": features},
+  )
+  if out:
+    outputs.check_output_file(out, "--out", overwrite=overwrite, suffixes=OUT_SUFFIXES)
+  if timeline_png:
+    outputs.check_output_file(
+      timeline_png, "--timeline_png", overwrite=overwrite, suffixes=timeline.image_suffixes()
+    )
   if features:
     # Before any decoding: a directory that is not ours is refused up front.
     ownership.check_claimable(features, "features", hint="Choose a new --features directory.")
+  converted = store.load(checkpoint)
+  names = class_names(converted, labels)
   ok, bad = predict_many(
     converted,
     inputs,
@@ -910,7 +885,7 @@ def run_many(
     out=out,
     per_view=per_view,
     window_s=window,
-    hop_s=window if hop is None and window is not None else hop,
+    hop_s=hop,
     timeline_png=timeline_png,
     features=features,
     token_features=token_features,
@@ -955,6 +930,7 @@ def main(argv: Sequence[str]) -> None:
         top_k=f.top_k,
         labels=f.labels,
         batch_size=f.batch_size,
+        overwrite=f.overwrite,
         **options,
       )
       sys.exit(0 if ok else 1)
@@ -968,9 +944,11 @@ def main(argv: Sequence[str]) -> None:
       batch_size=f.batch_size,
       rollout_out=f.rollout,
       head_fusion=f.head_fusion,
+      overwrite=f.overwrite,
     )
-  except (ValueError, FileNotFoundError) as e:
-    # Bad inputs are the user's to fix: the message, not a traceback.
+  except (ValueError, OSError, locks.LockedError) as e:
+    # Bad inputs, paths and a busy --features directory are the user's to fix: the message,
+    # not a traceback.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 
@@ -988,13 +966,22 @@ def run_cli() -> None:
   flags.DEFINE_string("list", None, "Videos to classify: one path per line, or a CSV (column 1).")
   flags.DEFINE_string("out", None, "Results: .jsonl (one JSON object per video or window) or .csv.")
   flags.DEFINE_boolean("per_view", False, "Add each view's logits to the --out JSON lines.")
+  flags.DEFINE_boolean(
+    "overwrite",
+    False,
+    "Replace an existing --out, --logits_out, --rollout or --timeline_png file (never an input).",
+  )
   flags.DEFINE_float(
     "window",
     None,
     "Long videos: classify every window [t, t + window) seconds (each as a whole video).",
   )
   flags.DEFINE_float("hop", None, "Seconds between window starts (default: --window).")
-  flags.DEFINE_string("timeline_png", None, "With --window: a strip of the top class over time.")
+  flags.DEFINE_string(
+    "timeline_png",
+    None,
+    "With --window: a strip of the top class over time (.png, or another matplotlib format).",
+  )
   flags.DEFINE_string(
     "features",
     None,

@@ -11,6 +11,11 @@ the container has timestamps and a constant frame rate (the header's frame count
 then). Otherwise, when the decoded count differs from the container's, the clips are planned
 again with the true count and a second pass fetches them.
 
+Windows of a long video (--window) are cut on the frames' presentation timestamps (vidtx.timeline):
+the timestamps come from the container's packets (no decoding), and the streaming pass checks
+each decoded frame against them; where the decoder's frames differ (dropped or extra frames), the
+decoded timestamps plan the windows not yet returned and a second pass fetches them.
+
 Inputs: a file, a folder (recursive, video extensions), a glob, or a list file (`list_videos`).
 """
 
@@ -18,13 +23,15 @@ import csv
 import dataclasses
 import glob
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterator, Sequence
 
 import av
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from vidtx import timeline
 from vidtx.data import sampling
 
 VIDEO_EXTENSIONS = frozenset(
@@ -46,8 +53,10 @@ class StreamInfo:
 class Clips:
   """The sampled frames of a video, or of one window of it.
 
-  `clips` uint8 (C, num_frames, H, W, 3); `start`, `end` the frames [start, end) it covers;
-  `length` the video's frame count; `rate` frames per second (0 when unknown).
+  `clips` uint8 (C, num_frames, H, W, 3); `start`, `end` the frames [start, end) it covers
+  (presentation order); `length` the video's frame count; `rate` frames per second (0 when
+  unknown). A window (vidtx.timeline) also has its number `window` and its seconds
+  [start_s, end_s), from its frames' timestamps.
   """
 
   clips: np.ndarray
@@ -55,11 +64,38 @@ class Clips:
   end: int
   length: int
   rate: float
+  window: int | None = None
+  start_s: float | None = None
+  end_s: float | None = None
+
+
+_NOT_REGULAR = (
+  (stat.S_ISDIR, "a directory"),
+  (stat.S_ISFIFO, "a named pipe (FIFO)"),
+  (stat.S_ISSOCK, "a socket"),
+  (stat.S_ISCHR, "a character device"),
+  (stat.S_ISBLK, "a block device"),
+)
+
+
+def check_regular_file(path: str, flag: str = "") -> None:
+  """ValueError naming `path` (and `flag`) unless it is a regular file (symlinks followed).
+
+  By stat, before any open: opening a named pipe would wait for a writer forever."""
+  where = f"{flag} {path}" if flag else path
+  try:
+    mode = os.stat(path).st_mode
+  except FileNotFoundError:
+    raise ValueError(f"{where}: no such file.") from None
+  except OSError as e:
+    raise ValueError(f"{where}: cannot read it ({e.strerror or e}).") from e
+  if not stat.S_ISREG(mode):
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a file")
+    raise ValueError(f"{where}: not a regular file (it is {kind}); expected a file.")
 
 
 def _open(path: str):
-  if not os.path.isfile(path):
-    raise ValueError(f"{path}: no such file.")
+  check_regular_file(path)
   try:
     container = av.open(path)
   except av.error.FFmpegError as e:
@@ -95,17 +131,49 @@ def count_frames(path: str) -> int:
   return sum(1 for _ in _frames(path))
 
 
-def window_bounds(length: int, rate: float, window_s: float, hop_s: float) -> list[tuple[int, int]]:
-  """Frames [start, end) of the windows [k * hop, k * hop + window) seconds, one per hop while
-  the start is inside the video; the last ones are cut at the video's end."""
-  if rate <= 0:
-    raise ValueError("the video has no frame rate; --window needs one.")
-  bounds = []
-  k = 0
-  while (start := int(round(k * hop_s * rate))) < length:
-    bounds.append((start, min(int(round((k * hop_s + window_s) * rate)), length)))
-    k += 1
-  return bounds
+def packet_times(path: str) -> np.ndarray | None:
+  """Presentation times (seconds from the first frame, sorted, float64) of the first video
+  stream's packets, read without decoding; None when a packet has no timestamp."""
+  pts = []
+  try:
+    with _open(path) as container:
+      stream = container.streams.video[0]
+      time_base = stream.time_base
+      for packet in container.demux(stream):
+        if packet.size == 0:
+          continue  # The demuxer's end-of-stream packet.
+        if packet.pts is None:
+          return None
+        pts.append(packet.pts)
+  except av.error.FFmpegError:
+    return None  # The decoding pass reports what is wrong with the file.
+  if not pts or time_base is None:
+    return None
+  pts.sort()
+  return np.array([float((p - pts[0]) * time_base) for p in pts])
+
+
+def _frame_time(frame: av.VideoFrame, index: int, first_pts: int | None, rate: float) -> float:
+  """A decoded frame's presentation time (seconds from the first frame), computed as
+  `packet_times` does; index / rate for a stream without timestamps."""
+  if frame.pts is None or first_pts is None or frame.time_base is None:
+    if rate <= 0:
+      raise ValueError("the video has neither timestamps nor a frame rate; --window needs one.")
+    return index / rate
+  return float((frame.pts - first_pts) * frame.time_base)
+
+
+def decoded_times(path: str, rate: float) -> np.ndarray:
+  """Presentation times of every decoded frame (one pass, nothing kept): streams whose packets
+  have no timestamps."""
+  times, first_pts = [], None
+  for index, frame in enumerate(_frames(path)):
+    first_pts = frame.pts if index == 0 else first_pts
+    try:
+      times.append(_frame_time(frame, index, first_pts, rate))
+    except ValueError as e:
+      raise ValueError(f"{path}: {e}") from None
+  return np.array(times)
 
 
 def plan(
@@ -209,16 +277,18 @@ def video_clips(
   hop_s: float | None = None,
 ) -> Iterator[Clips]:
   """The evaluation clips of the video at `path` (one Clips), or of each window of it (one Clips
-  per hop, in order) with `window_s` / `hop_s` seconds. Raises ValueError naming the file."""
+  per window, in order; vidtx.timeline) with `window_s` / `hop_s` seconds (flags checked by
+  timeline.check_flags). Raises ValueError naming the file."""
+  if window_s is not None:
+    yield from _window_clips(path, configs, window_s, hop_s or window_s)
+    return
   info = probe(path)
   length = info.frames or count_frames(path)
   if length < 1:
     raise ValueError(f"{path}: the video stream has no frames.")
   rate = info.rate
-  bounds = [(0, length)] if window_s is None else window_bounds(length, rate, window_s, hop_s)
-  plans = plan(configs, bounds, rate)
-  windows = window_s is not None
-  if not windows and info.frames and rate > 0:
+  plans = plan(configs, [(0, length)], rate)
+  if info.frames and rate > 0:
     wanted = np.unique(plans[0])
     if np.diff(wanted, prepend=0).max() > SEEK_GAP_S * rate:
       kept = _seek_frames(path, wanted, rate, SEEK_GAP_S * rate)
@@ -227,35 +297,115 @@ def video_clips(
         clips = np.stack([kept[int(f)] for f in plans[0].reshape(-1)])
         yield Clips(clips.reshape(plans[0].shape + clips.shape[1:]), 0, length, length, rate)
         return
-  held: list[Clips] = []
   for _ in range(2):
-    done = 0
+    held = None
     for i, result in _stream(path, plans):
       if i < 0:
         decoded = result
         break
-      clips = Clips(result, *bounds[i], length, rate)
-      if windows and bounds[i][1] < length:
-        done = i + 1
-        yield clips  # Windows stream out: memory stays bounded on long videos.
-      else:
-        held.append(clips)
-    if decoded == length:
-      yield from held
+      held = result
+    if decoded == length and held is not None:
+      yield Clips(held, 0, length, length, rate)
       return
-    # The container's count was wrong: plan what is left again with the decoded count.
+    # The container's count was wrong: plan again with the decoded count.
     if decoded < 1:
       raise ValueError(f"{path}: the video stream has no frames.")
-    length, held = decoded, []
-    first = bounds[done][0] if done < len(bounds) else length
-    if window_s is None:
-      bounds = [(0, length)]
-    else:
-      bounds = [b for b in window_bounds(length, rate, window_s, hop_s) if b[0] >= first]
-    if not bounds:
-      return
-    plans = plan(configs, bounds, rate)
+    length = decoded
+    plans = plan(configs, [(0, length)], rate)
   raise ValueError(f"{path}: the frame count changes between two decodes of the file.")
+
+
+def _window_clips(
+  path: str, configs: ml_collections.ConfigDict, window_s: float, hop_s: float
+) -> Iterator[Clips]:
+  """The clips of every window of the video at `path` (see the module doc)."""
+  rate = probe(path).rate
+  times = packet_times(path)
+  if times is None:
+    times = decoded_times(path, rate)  # No timestamps in the packets: the decoder's.
+  next_window = 0
+  for _ in range(2):
+    if len(times) < 1:
+      raise ValueError(f"{path}: the video stream has no frames.")
+    timeline.check_fits(path, times, rate, window_s, hop_s)
+    state: dict = {}
+    windows = timeline.windows(times, rate, window_s, hop_s, next_window)
+    for clips in _stream_windows(path, configs, rate, times, windows, state):
+      next_window = clips.window + 1
+      yield clips
+    if state["trusted"]:
+      return
+    times = state["times"]  # The decoder's frames, as decoded: plan what is left on them.
+  raise ValueError(f"{path}: the frames' timestamps change between two decodes of the file.")
+
+
+def _stream_windows(
+  path: str,
+  configs: ml_collections.ConfigDict,
+  rate: float,
+  expected: Sequence[float],
+  windows: Iterator[timeline.Window],
+  state: dict,
+) -> Iterator[Clips]:
+  """One decoding pass: the Clips of each of `windows` (planned on the frame times `expected`)
+  once the frames after its end confirm them. Keeps only frames an open window samples. Sets
+  state["times"] (the decoded frames' times) and state["trusted"] (they are `expected`); after
+  the first frame that differs, nothing more is returned."""
+  upcoming = next(windows, None)
+  open_windows: list[tuple[timeline.Window, np.ndarray]] = []  # (window, its frame indices)
+  users: dict[int, int] = {}  # frame -> how many open windows sample it
+  kept: dict[int, np.ndarray] = {}
+  times: list[float] = []
+  trusted, first_pts, size = True, None, {}
+
+  def complete() -> Clips:
+    window, indices = open_windows.pop(0)
+    # (C * T,) frames of (H, W, 3) -> (C, T, H, W, 3)
+    clips = np.stack([kept[int(f)] for f in indices.reshape(-1)])
+    for f in np.unique(indices):
+      users[int(f)] -= 1
+      if not users[int(f)]:
+        del users[int(f)], kept[int(f)]
+    return Clips(
+      clips.reshape(indices.shape + clips.shape[1:]),
+      window.first,
+      window.stop,
+      len(expected),
+      rate,
+      window.k,
+      window.start_s,
+      window.end_s,
+    )
+
+  for index, frame in enumerate(_frames(path)):
+    first_pts = frame.pts if index == 0 else first_pts
+    try:
+      times.append(_frame_time(frame, index, first_pts, rate))
+    except ValueError as e:
+      raise ValueError(f"{path}: {e}") from None
+    if not trusted:
+      continue
+    if index >= len(expected) or times[-1] != expected[index]:
+      trusted = False
+      open_windows, users, kept = [], {}, {}
+      continue
+    # Frame `index` is where `expected` says: the windows that end before it are what they are.
+    while open_windows and open_windows[0][0].stop <= index:
+      yield complete()
+    while upcoming is not None and upcoming.first <= index:
+      (indices,) = plan(configs, [(upcoming.first, upcoming.stop)], rate)
+      open_windows.append((upcoming, indices))
+      for f in np.unique(indices):
+        users[int(f)] = users.get(int(f), 0) + 1
+      upcoming = next(windows, None)
+    # A stream may change resolution midway; the first frame's size keeps the frames stackable.
+    size = size or {"width": frame.width, "height": frame.height}
+    if index in users:
+      kept[index] = frame.to_ndarray(format="rgb24", **size)
+  trusted = trusted and len(times) == len(expected)
+  while trusted and open_windows:
+    yield complete()
+  state.update(times=np.array(times), trusted=trusted)
 
 
 def decode_all(path: str) -> np.ndarray:
@@ -295,8 +445,10 @@ def list_videos(video: str | None = None, list_file: str | None = None) -> list[
   glob; `list_file` one path per line, or a CSV whose first column is the path (a header row
   whose first cell is not a file is skipped). Raises ValueError when nothing matches."""
   if list_file is not None:
+    check_regular_file(list_file, "--list")  # A named pipe would block the open.
     try:
-      with open(list_file, newline="") as f:
+      # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first path.
+      with open(list_file, newline="", encoding="utf-8-sig") as f:
         if list_file.lower().endswith(".csv"):
           paths = [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
           if paths and paths[0].lower() in ("path", "video", "file", "filename"):
@@ -323,7 +475,8 @@ def list_videos(video: str | None = None, list_file: str | None = None) -> list[
   matches = sorted(
     p
     for p in glob.glob(video, recursive=True)
-    if os.path.isfile(p) and is_video_name(os.path.basename(p))
+    # Not only regular files: a named pipe called .mp4 is reported as one, not skipped.
+    if not os.path.isdir(p) and is_video_name(os.path.basename(p))
   )
   if not matches:
     raise ValueError(f"--video {video}: the pattern matches no video file.")

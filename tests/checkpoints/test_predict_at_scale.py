@@ -17,7 +17,7 @@ import tensorflow as tf
 from shared import REPO
 from test_predict import checkpoint_dir, command, converted, moving_square  # noqa: F401
 
-from vidtx import models, ownership, predict, video_io
+from vidtx import models, ownership, predict, timeline, video_io
 from vidtx.checkpoints import store
 from vidtx.data import sampling
 
@@ -160,7 +160,12 @@ def test_windows_one_per_hop(checkpoint_dir, converted, folder, tmp_path):  # no
     _, expected = predict.predict_frames(converted, window)
     np.testing.assert_allclose(r["view_logits"], expected, atol=1e-5)
   assert open(picture, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-  assert video_io.window_bounds(40, 10.0, 1.5, 2.0) == [(0, 15), (20, 35)]
+  # Windows shorter than the hop leave gaps; frames on a window's edge (0.3 s = 3 * 0.1 s)
+  # belong to the window that starts there.
+  times = np.arange(40) / 10
+  found = [(w.first, w.stop) for w in timeline.windows(times, 10.0, 1.5, 2.0)]
+  assert found == [(0, 15), (20, 35)]
+  assert [w.first for w in timeline.windows(times, 10.0, 0.1, 0.1)] == list(range(40))
 
 
 def test_features_and_their_directory(checkpoint_dir, converted, folder, tmp_path):  # noqa: F811
