@@ -12,10 +12,11 @@ import os
 import av
 import numpy as np
 import pytest
+import reference
 from shared import digests, within
 from test_predict import checkpoint_dir, command, converted, moving_square, write_video  # noqa: F401
 
-from vidtx import outputs, predict, results, timeline, video_io
+from vidtx import locks, outputs, predict, results, timeline, video_io
 from vidtx.checkpoints import store
 
 
@@ -183,14 +184,25 @@ def test_features_of_colliding_names_are_all_kept(checkpoint_dir, converted, tmp
   entries = [json.loads(line) for line in open(os.path.join(features, "index.jsonl"))]
   assert sorted(e["id"] for e in entries) == sorted(names)
   assert len({e["file"] for e in entries}) == 4
-  model = converted.build_model()
+  apply = reference.jitted_apply(converted.build_model())
   for entry in entries:
     views, _ = predict.streamed_views(str(root / entry["id"]), converted)
-    _, aux = model.apply({"params": converted.params}, views, train=False)
+    _, aux = apply({"params": converted.params}, views)
     embedding = np.load(os.path.join(features, entry["file"]))
     np.testing.assert_allclose(embedding, np.mean(aux["pre_logits"], 0), atol=1e-5)
   written = {e["file"] for e in entries} | {"index.jsonl"}
   assert set(os.listdir(features)) == written | {".vidtx"}
+
+
+def test_a_features_directory_in_use_is_refused(checkpoint_dir, tmp_path):  # noqa: F811
+  video = clip(tmp_path / "clip.mp4")
+  features = str(tmp_path / "features")
+  assert predict.run_many(checkpoint_dir, video=video, features=features) == (1, 0)
+  before = digests(features)
+  with locks.hold(features, "another predict"):
+    with pytest.raises(locks.LockedError, match="features is in use by another predict"):
+      predict.run_many(checkpoint_dir, video=video, features=features)
+  assert digests(features) == before
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +218,8 @@ def test_a_non_utf8_file_name_keeps_every_row(checkpoint_dir, tmp_path, capsys):
   os.rename(os.fsencode(root / "b.mp4"), os.fsencode(root) + b"/b\xff.mp4")  # Not UTF-8.
   for out in ("results.csv", "results.jsonl"):
     path = str(tmp_path / out)
-    assert predict.run_many(checkpoint_dir, video=str(root), out=path, batch_size=16) == (3, 0)
+    # Batches of 8 views: b's 6 share a call with a's and with c's.
+    assert predict.run_many(checkpoint_dir, video=str(root), out=path) == (3, 0)
     assert "3 of 3 video(s) predicted" in capsys.readouterr().err
     raw = open(path, "rb").read()
     raw.decode("utf-8")  # The file is UTF-8: the odd byte is written as \xff.
