@@ -22,17 +22,20 @@ vidtx.checkpoints.store), which train.py (config.init_from.checkpoint_path=DIR),
   --ignore REGEX drops source names on purpose (e.g. 'pre_logits/.*').
 - DIR is written under a temporary name and renamed when complete; an existing DIR is only
   replaced with --overwrite, and only when it is a converted checkpoint (its .vidtx marker says
-  so, or it has this layout from before the marker) or empty: never the source (a run given as
-  --src and --out), a directory holding the source, nor any other folder. This is checked before
-  the conversion starts.
+  so and lists what vidtx wrote, or it has this layout from before the marker) or empty: never
+  the source (a run given as --src and --out), a directory holding the source, nor any other
+  folder. A converted checkpoint holding files vidtx did not write (the user's NOTES.md, a
+  predict results.jsonl kept there) is refused, naming them: move them out first; nothing of the
+  user's is moved or deleted. This is checked before the conversion starts and again before the
+  replace.
 """
 
 import os
 import sys
 import time
 
-from vidtx import checkpoints
-from vidtx.checkpoints import convert_source, store
+from vidtx import checkpoints, outputs
+from vidtx.checkpoints import convert_source, hub, store
 
 
 def convert(
@@ -54,8 +57,12 @@ def convert(
   """Converts `src` (`step`: the checkpoint of a train.py run) and writes `out`; returns what
   was written."""
   out = os.path.abspath(out)
-  # Before the (possibly long) conversion: an existing out is refused, or with --overwrite
-  # replaced only when it is a converted checkpoint other than the source and its parents.
+  # Before the (possibly long) conversion: --out is never the source (a file or folder) nor
+  # holds it, and an existing out is refused, or with --overwrite replaced only when it is a
+  # converted checkpoint holding nothing vidtx did not write (the user's files make it refuse,
+  # naming them), other than the source and its parents.
+  if not hub.is_hub_name(src):  # hf:ORG/NAME is no path (its cache is vidtx's).
+    outputs.check_paths({"--src": src}, {"--out": out})
   store.check_out_dir(out, overwrite=overwrite, source=src)
   converted = convert_source(
     src,

@@ -14,8 +14,13 @@ run directory (its newest checkpoint, or --step N; vidtx.checkpoints.run).
 
 DIR is written under a temporary name next to it and renamed when complete: a failed export
 leaves nothing behind. DIR must not exist or be empty; --overwrite replaces an earlier export
-(marked by vidtx's .vidtx file, kind 'exported'), never the source, a folder holding the source,
-nor any other folder. docs/export.md says how to load each format.
+(marked by vidtx's .vidtx file, kind 'exported', which lists what it wrote), never the source, a
+folder holding the source or inside it, nor any other folder; an earlier export holding files
+vidtx did not write (a DEPLOY.md put there) is refused, naming them: move them out first. All
+this is checked before the export starts. docs/export.md says how to load each format.
+
+A run that train.py is writing exports its newest complete checkpoint (the note says which
+newer ones were skipped); with none complete yet, one line says so.
 """
 
 import os
@@ -23,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from vidtx import ownership
+from vidtx import outputs, ownership
 from vidtx.checkpoints import store
 
 FORMATS = ("hf", "savedmodel")
@@ -113,7 +118,10 @@ def export(
       f"--batch_size={batch_size}: expected a positive size, with --format=savedmodel only."
     )
   out = os.path.abspath(out)
-  check_out_dir(out, overwrite=overwrite, source=src)  # Before the (possibly long) export.
+  # Before the (possibly long) export: --out is never the source nor holds it, and an existing
+  # --out is replaced only when it is an earlier export holding nothing vidtx did not write.
+  outputs.check_paths({"--src": src}, {"--out": out})
+  check_out_dir(out, overwrite=overwrite, source=src)
   converted = load_source(src, step)
   ownership.write_directory(
     out,
@@ -126,10 +134,14 @@ def export(
 
 def describe(converted: store.Converted, out: str, format: str) -> str:
   config = converted.model_config
-  return (
-    f"wrote {out} ({format})\n  model: {converted.model_name} {config.get('attention')}, "
-    f"{converted.num_classes} classes" + (" (with names)" if converted.labels else "")
-  )
+  lines = [
+    f"wrote {out} ({format})",
+    f"  model: {converted.model_name} {config.get('attention')}, {converted.num_classes} classes"
+    + (" (with names)" if converted.labels else ""),
+  ]
+  # E.g. a run being written: which checkpoint was exported and which were skipped.
+  lines += [f"  note: {note}" for note in converted.source.get("notes", [])]
+  return "\n".join(lines)
 
 
 def _define_flags(flag_values: Any = None) -> None:

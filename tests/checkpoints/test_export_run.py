@@ -14,9 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 from shared import REPO, tiny_config
 
-from vidtx import checkpoints, convert, models, predict, trainer
+from vidtx import checkpoints, convert, locks, models, predict, trainer
 from vidtx import data as vidtx_data
-from vidtx.checkpoints import readers, run, store
+from vidtx.checkpoints import readers, run, store, training
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +188,69 @@ def test_errors_name_the_problem(trained, tmp_path):
   with pytest.raises(FileNotFoundError, match="No checkpoint in .*train first"):
     convert.convert(src=str(empty), out=out)
   assert not os.path.exists(out)
+
+
+def test_a_run_being_written_exports_its_newest_complete_checkpoint(trained, tmp_path):
+  """train.py may be saving a checkpoint (orbax writes '<step>.orbax-checkpoint-tmp-<t>' and
+  renames it when complete; elsewhere '<step>/' in place, its metadata last) or removing an old
+  one file by file while the run is exported."""
+  _, workdir = trained
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  steps = copy / "checkpoints"
+  os.remove(steps / "2" / run.STEP_METADATA)  # Step 2: half-written, or half-removed.
+  (steps / "3.orbax-checkpoint-tmp-17").mkdir()  # Step 3: being saved.
+  converted = checkpoints.convert_source(str(copy))
+  assert converted.source["step"] == 1
+  _assert_params_equal(converted.params, _restore_params(workdir, 1))
+  assert "step(s) [2, 3] of " in converted.source["notes"][-1]
+  assert "step 1 is the newest complete checkpoint" in converted.source["notes"][-1]
+  with pytest.raises(ValueError, match=r"--step=2: checkpoint 2 in .* is not complete") as raised:
+    checkpoints.convert_source(str(copy), step=2)
+  assert "complete step(s): [1]." in str(raised.value) and "\n" not in str(raised.value)
+  os.remove(steps / "1" / "state" / run.ITEM_METADATA)
+  no_complete = r"has no complete checkpoint yet \(step\(s\) \[1, 2, 3\] being written"
+  with pytest.raises(FileNotFoundError, match=no_complete):
+    convert.convert(src=str(copy), out=str(tmp_path / "out"))
+  # With train.py's lock held (here by this process), the message names the writer; also for a
+  # run just started, before its config.json (not 'a run from before train.py wrote it').
+  started = tmp_path / "started"
+  (started / "checkpoints").mkdir(parents=True)
+  for workdir_now in (copy, started):
+    with locks.hold(str(workdir_now), "train.py"):
+      writing = rf"has no complete checkpoint yet: train.py \(pid {os.getpid()} .* is writing it"
+      with pytest.raises(FileNotFoundError, match=writing):
+        checkpoints.convert_source(str(workdir_now))
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_checkpoint_rotated_away_while_read_gives_way_to_the_newest(
+  trained, tmp_path, monkeypatch
+):
+  """train.py saves step 3 and removes step 2 (keeping the newest few) while the export reads
+  step 2: the export takes step 3 instead of failing (it failed with a raw AttributeError)."""
+  _, workdir = trained
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  steps = copy / "checkpoints"
+  restore_step, reads = training.restore_step, []
+
+  def while_training(manager, abstract_state, step):
+    reads.append(step)
+    if step == 2 and not (steps / "3").exists():
+      shutil.copytree(steps / "2", steps / "3")  # Saved ...
+      shutil.rmtree(steps / "2" / "state")  # ... and rotation is removing step 2.
+      os.remove(steps / "2" / run.STEP_METADATA)
+    if step == 1:
+      shutil.rmtree(steps / "1")
+    return restore_step(manager, abstract_state, step)
+
+  monkeypatch.setattr(training, "restore_step", while_training)
+  converted = checkpoints.convert_source(str(copy))
+  assert converted.source["step"] == 3 and reads == [2, 3]
+  _assert_params_equal(converted.params, _restore_params(workdir, 2))  # Step 3 is 2's copy.
+  with pytest.raises(ValueError, match=r"--step=1: checkpoint 1 in .* was removed while it was"):
+    checkpoints.convert_source(str(copy), step=1)
 
 
 def test_run_detection_comes_before_the_peer_formats(trained, tmp_path):

@@ -116,6 +116,24 @@ def test_savedmodel_records_the_preprocessing_and_labels(saved):
   ]
 
 
+def test_a_clip_of_the_wrong_shape_is_refused_naming_the_expected_shape(saved):
+  """A loaded signature does not enforce its input spec: without the check a wrong frame count
+  reached the embedded XLA module, whose refusal was a 23-line compiler dump."""
+  signatures = tf.saved_model.load(saved).signatures
+  calls = [
+    ("serving_default", "video", tf.zeros([1, 3, 32, 32, 3])),  # 3 frames, not 2.
+    ("serving_frames", "frames", tf.zeros([2, 2, 16, 16, 3], tf.uint8)),  # 16 x 16, not 32.
+    ("serving_default", "video", tf.zeros([0, 2, 32, 32, 3])),  # No clip at all.
+  ]
+  for name, key, value in calls:
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+      signatures[name](**{key: value})
+    message = raised.value.message
+    assert f"{name}: {key} must have shape [B, 2, 32, 32, 3]" in message, message
+    assert f"got shape] [{' '.join(map(str, value.shape))}]" in message, message
+    assert message.count("\n") < 8 and "stablehlo" not in message, message
+
+
 def test_vivit_with_a_fixed_batch_size(tmp_path):
   config = dict(TINY, variant="Ti/16x2", attention="factorised_encoder")
   config.update(spatial_layers=1, temporal_layers=1, classifier="token")
@@ -127,6 +145,9 @@ def test_vivit_with_a_fixed_batch_size(tmp_path):
   np.testing.assert_allclose(
     serve(video=tf.constant(video))["logits"].numpy(), vidtx_logits(converted, video), atol=1e-4
   )
+  # A fully static spec: another batch size is refused naming the expected shape too.
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected shape \[2,2,32,32,3\]"):
+    serve(video=tf.constant(clips(3)))
 
 
 def test_attention_is_xla_where_auto_would_pick_cudnn(tmp_path, monkeypatch):
@@ -242,7 +263,8 @@ def test_overwrite_replaces_only_an_earlier_export(
   assert os.listdir(users) == ["notes.txt"]
   parent = os.path.dirname(converted_dir)
   for target in (converted_dir, parent, os.path.join(converted_dir, "inside")):
-    with pytest.raises(ownership.NotOwnedError, match="source"):
+    # vidtx.outputs.OverlapError (is or holds the input --src) or NotOwnedError (inside it).
+    with pytest.raises(ValueError, match="the input --src|inside the source"):
       export_cli.export(converted_dir, target, format="hf", overwrite=True)
   assert store.is_converted_dir(converted_dir) and len(calls) == 3
 

@@ -210,8 +210,8 @@ def test_convert_overwrite_never_removes_the_source_or_a_users_folder(tmp_path):
   write_files(users, {"a.txt": b"mine\n", "b/c.bin": os.urandom(100)})
   before = digests(tmp_path)
   cases = [
-    (sandbox / "run", sandbox / "run", f"Refusing to replace {sandbox / 'run'}: it is the source"),
-    (sandbox / "run", sandbox, f"Refusing to replace {sandbox}: it contains the source"),
+    (sandbox / "run", sandbox / "run", f"--out={sandbox / 'run'} is the input --src="),
+    (sandbox / "run", sandbox, f"--out={sandbox} contains the input --src={sandbox / 'run'}"),
     (sandbox / "run", users, f"Refusing to replace {users}: it is not vidtx's output"),
   ]
   for src, out, message in cases:

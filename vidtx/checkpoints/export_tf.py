@@ -12,6 +12,8 @@ Signatures (B: any batch size, or `batch_size` when given; T = num_frames, S = c
   RGB frames; the normalisation runs in the graph (the same float32 arithmetic as the reader).
 Sampling frames from a video, resizing the short side and cropping stay outside the graph: the
 JSON file says how (num_frames, stride, min_resize, crop_size, views and their aggregation).
+Both check their input's shape in the graph first: another frame count or size fails with one
+InvalidArgumentError naming the expected shape (checked_shape), not in the compiled model.
 
 How: `jax.experimental.jax2tf.convert`. In jax 0.10 jax2tf only has native serialization (the
 non-native, TF-op-by-op mode is gone and the `native_serialization` argument is deprecated): the
@@ -47,6 +49,44 @@ def inference_model(converted: store.Converted) -> nn.Module:
   """The converted model with its attention core on XLA (no cuDNN custom calls)."""
   config = dict(converted.model_config, attention_implementation="xla")
   return models.build(converted.model_name, config, converted.num_classes)
+
+
+def shape_text(shape: list[int | None]) -> str:
+  """'[B, 8, 224, 224, 3]': the signatures' input shape as the errors and the JSON file say it."""
+  return "[" + ", ".join("B" if d is None else str(d) for d in shape) + "]"
+
+
+def checked_shape(x: Any, shape: list[int | None], signature: str, name: str) -> Any:
+  """`x`, after a check in the graph that its shape is `shape` (None: any batch size >= 1).
+
+  A loaded signature does not enforce its input spec: a clip of another frame count or size
+  would reach the embedded XLA module and fail there with a long compiler dump. The check fails
+  first, with an InvalidArgumentError naming the expected shape. Two checks: the assertion
+  (the readable message) is folded away by TensorFlow's optimiser when the spec is fully static
+  (a fixed batch size); tf.ensure_shape then still refuses, naming the expected shape too.
+  """
+  import tensorflow as tf
+
+  rank = len(shape)
+  got = tf.shape(x)
+  padded = tf.concat([got, tf.ones([rank], tf.int32)], 0)[:rank]  # Any rank compares safely.
+  wanted = tf.constant([1 if d is None else d for d in shape], tf.int32)
+  fixed = tf.constant([d is not None for d in shape])
+  ok = tf.logical_and(
+    tf.equal(tf.size(got), rank),
+    tf.reduce_all(tf.logical_or(tf.equal(padded, wanted), tf.logical_not(fixed))),
+  )
+  if shape[0] is None:
+    ok = tf.logical_and(ok, padded[0] >= 1)  # jax's shape polymorphism needs B >= 1.
+  message = (
+    f"vidtx SavedModel {signature}: {name} must have shape {shape_text(shape)}"
+    + (" (B >= 1 clips" if shape[0] is None else " (clips")
+    + f" of {shape[1]} frames of {shape[2]}x{shape[3]} RGB, as {PREPROCESSING_FILE} says);"
+    " got shape"
+  )
+  with tf.control_dependencies([tf.debugging.Assert(ok, [message, got], summarize=rank + 1)]):
+    x = tf.identity(x)
+  return tf.ensure_shape(x, shape)
 
 
 def write(converted: store.Converted, out_dir: str, *, batch_size: int | None = None) -> None:
@@ -85,10 +125,12 @@ def write(converted: store.Converted, out_dir: str, *, batch_size: int | None = 
 
   @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="video")], autograph=False)
   def serving_default(video: tf.Tensor) -> dict[str, tf.Tensor]:
+    video = checked_shape(video, shape, "serving_default", "video")
     return {"logits": logits_tf(module.params, video)}
 
   @tf.function(input_signature=[tf.TensorSpec(shape, tf.uint8, name="frames")], autograph=False)
   def serving_frames(frames: tf.Tensor) -> dict[str, tf.Tensor]:
+    frames = checked_shape(frames, shape, "serving_frames", "frames")
     video = (tf.cast(frames, tf.float32) / 255.0 - mean) / std  # As vidtx.data.sampling.
     return {"logits": logits_tf(module.params, video)}
 
@@ -107,10 +149,9 @@ def write(converted: store.Converted, out_dir: str, *, batch_size: int | None = 
     labels=list(converted.labels) if converted.labels is not None else None,
     preprocessing=dict(p),
     signatures={
-      "serving_default": f"video: float32 [{batch_size or 'B'}, {num_frames}, {crop}, {crop}, 3]"
+      "serving_default": f"video: float32 {shape_text(shape)}"
       " normalised as (pixel / 255 - mean) / std -> logits",
-      "serving_frames": f"frames: uint8 [{batch_size or 'B'}, {num_frames}, {crop}, {crop}, 3]"
-      " RGB, resized and cropped -> logits",
+      "serving_frames": f"frames: uint8 {shape_text(shape)} RGB, resized and cropped -> logits",
     },
     batch_size=batch_size,
     platforms=list(PLATFORMS),

@@ -7,10 +7,18 @@
 checkpoint (or of `step`) into the exact state train.py saved (eval.py's abstract state), then
 describes the input as config.dataset_configs does. No data is read or generated: only the
 config's fields are used, so a run exports on a machine without its dataset.
+
+A run may be exported while train.py writes it: only complete checkpoints are read (is_complete;
+one being saved or being removed by the rotation is skipped, and the note says so), a checkpoint
+removed while it is read gives way to the newest complete one, and a run with none complete yet
+is one line naming the train.py writing it (its lock, vidtx.locks).
 """
 
 import json
 import os
+import re
+import socket
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -18,7 +26,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from vidtx import sharding
+from vidtx import locks, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import store, training
 from vidtx.checkpoints.store import Converted
@@ -93,33 +101,30 @@ def export_run(workdir: str, step: int | None = None) -> Converted:
   """The model and parameters of `workdir`'s newest checkpoint (or of `step`), with the
   preprocessing, aggregation and class names of its config."""
   workdir = os.path.abspath(workdir)
-  config = read_config(workdir)
+  checkpoints = os.path.join(workdir, CHECKPOINTS_DIR)
   config_path = os.path.join(workdir, CONFIG_FILE)
+  # A run that train.py has just started: checkpoints/ exists before config.json does.
+  if not os.path.isfile(config_path) and not _step_names(checkpoints) and _writer(workdir):
+    raise FileNotFoundError(_no_checkpoint_yet(workdir, checkpoints, []))
+  config = read_config(workdir)
   preprocessing = _preprocessing(config, config_path)
 
-  checkpoints = os.path.join(workdir, CHECKPOINTS_DIR)
   if not os.path.isdir(checkpoints):
     raise FileNotFoundError(
       f"{workdir}: no {CHECKPOINTS_DIR}/ directory; train first with "
       f"python train.py --workdir={workdir}."
     )
   with training.checkpoint_manager(workdir, read_only=True) as manager:
-    steps = sorted(manager.all_steps())
-    if not steps:
-      raise FileNotFoundError(
-        f"No checkpoint in {checkpoints}; train first with python train.py --workdir={workdir}."
-      )
-    if step is None:
-      step = steps[-1]
-    elif step not in steps:
-      raise ValueError(
-        f"--step={step}: {checkpoints} has no checkpoint of that step; it has step(s) {steps}."
-      )
-    # One device: the parameters only pass through on their way to the host, whatever mesh
-    # saved them (orbax reshards on restore).
-    mesh = Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
-    _, abstract_state = state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)
-    state = training.restore_step(manager, abstract_state, step)
+
+    def abstract_state() -> Any:
+      # One device: the parameters only pass through on their way to the host, whatever mesh
+      # saved them (orbax reshards on restore).
+      mesh = Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
+      return state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)[1]
+
+    state, step, steps, skipped = _restore_complete(
+      manager, abstract_state, workdir, checkpoints, step
+    )
   # The optimizer state stays behind: a converted checkpoint holds the parameters only.
   # A run that keeps an EMA (config.ema_decay) is evaluated with it, so that is what it exports.
   params = jax.tree.map(np.asarray, jax.device_get(state_lib.eval_params(state)))
@@ -131,6 +136,11 @@ def export_run(workdir: str, step: int | None = None) -> Converted:
     f"train.py run {config.get('experiment_name', '')!r} on {dataset}: the parameters "
     f"of step {step} as checkpointed (steps {steps} are)"
   ]
+  if skipped:
+    notes.append(
+      f"step(s) {skipped} of {checkpoints} skipped: not complete (being written or removed by "
+      f"a running train.py, or interrupted); step {step} is the newest complete checkpoint"
+    )
   labels = _labels(config, config_path, notes)
   return Converted(
     model_name=config.model_name,
@@ -204,4 +214,154 @@ def is_earlier_run(path: str) -> bool:
   return is_run_dir(path) or (
     os.path.isdir(os.path.join(path, CHECKPOINTS_DIR))
     and os.path.isfile(os.path.join(path, "metrics.jsonl"))
+  )
+
+
+# orbax writes a checkpoint as '<step>.orbax-checkpoint-tmp-<time>' and renames it when complete
+# (on file systems without atomic renames it writes '<step>/' in place and adds commit_success.txt
+# last); train.py's rotation removes old checkpoints file by file. A step directory without its
+# metadata files is therefore being written or being removed: never read it.
+STEP_METADATA = "_CHECKPOINT_METADATA"
+ITEM_METADATA = "_METADATA"
+_TEMPORARY = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+# How often a restore is retried when train.py removes the checkpoint being read (its rotation).
+_ATTEMPTS = 5
+
+
+def is_complete(checkpoints: str, step: int) -> bool:
+  """Whether checkpoint `step` in the `checkpoints` directory is whole: orbax's step metadata and
+  the state's metadata are there ('default' is the state of checkpoints of older vidtx)."""
+  path = os.path.join(checkpoints, str(step))
+  return os.path.isfile(os.path.join(path, STEP_METADATA)) and any(
+    os.path.isfile(os.path.join(path, item, ITEM_METADATA)) for item in ("state", "default")
+  )
+
+
+def _being_written(checkpoints: str, incomplete: list[int]) -> list[int]:
+  """The steps of `checkpoints` that are not complete yet: orbax's temporary directories and the
+  `incomplete` step directories."""
+  try:
+    names = os.listdir(checkpoints)
+  except OSError:
+    names = []
+  temporary = [int(m.group(1)) for m in map(_TEMPORARY.match, names) if m]
+  return sorted(set(temporary) | set(incomplete))
+
+
+def _step_names(checkpoints: str) -> list[str]:
+  """The step directories of `checkpoints`, complete or not ([] when there is none)."""
+  try:
+    names = os.listdir(checkpoints)
+  except OSError:
+    return []
+  return [name for name in names if name.isdigit() or _TEMPORARY.match(name)]
+
+
+def _writer(workdir: str) -> str | None:
+  """Who is writing the run, from the lock train.py holds on it (vidtx.locks): None when there
+  is no lock or its owner is no longer alive on this host. Reads only: taking the lock, even
+  for a moment, could make a train.py starting at that moment refuse to run."""
+  path = os.path.join(workdir, locks.LOCK)
+  try:
+    with open(path, encoding="utf-8") as f:
+      holder = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if not isinstance(holder, dict):
+    return None
+  pid = holder.get("pid")
+  if isinstance(pid, int) and holder.get("host") == socket.gethostname():
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      return None  # Killed without removing its lock file: nobody is writing.
+    except PermissionError:
+      pass  # Alive, another user's.
+  return locks.describe(holder)
+
+
+def _no_checkpoint_yet(workdir: str, checkpoints: str, writing: list[int]) -> str:
+  """Why a run has no checkpoint to export, and what to do: wait, or train."""
+  writer = _writer(workdir)
+  if writer:
+    return (
+      f"{workdir} has no complete checkpoint yet: {writer} is writing it"
+      + (f" (step(s) {writing} being written)" if writing else "")
+      + "; wait until it has saved one, then export again."
+    )
+  if writing:
+    return (
+      f"{checkpoints} has no complete checkpoint yet (step(s) {writing} being written by a "
+      "running train.py, or interrupted); wait until train.py has saved one, then export again."
+    )
+  return f"No checkpoint in {checkpoints}; train first with python train.py --workdir={workdir}."
+
+
+def _first_line(error: BaseException) -> str:
+  text = (str(error).strip().splitlines() or [""])[0]
+  return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+
+
+def _restore_complete(
+  manager: Any,
+  abstract_state: Callable[[], Any],
+  workdir: str,
+  checkpoints: str,
+  step: int | None,
+) -> tuple[Any, int, list[int], list[int]]:
+  """Restores `step`, or the newest complete checkpoint, of a run that train.py may be writing
+  now, into `abstract_state()` (built once, after the cheap checks); returns (state, its step,
+  the complete steps, the newer incomplete steps skipped).
+
+  A checkpoint that train.py removes while it is read (rotation keeps the newest few) is
+  retried with the newest complete one then; a complete one that does not read is damaged.
+  """
+  requested, target = step, None
+  for _ in range(_ATTEMPTS):
+    manager.reload()  # What is on disk now, not what was there when the manager opened.
+    listed = sorted(manager.all_steps())
+    complete = [s for s in listed if is_complete(checkpoints, s)]
+    writing = _being_written(checkpoints, [s for s in listed if s not in complete])
+    if requested is None:
+      if not complete:
+        raise FileNotFoundError(_no_checkpoint_yet(workdir, checkpoints, writing))
+      step = complete[-1]
+    elif requested not in complete:
+      if requested in writing:
+        raise ValueError(
+          f"--step={requested}: checkpoint {requested} in {checkpoints} is not complete (being "
+          f"written or removed by a running train.py, or interrupted); complete step(s): "
+          f"{complete}."
+        )
+      raise ValueError(
+        f"--step={requested}: {checkpoints} has no checkpoint of that step; it has step(s) "
+        f"{complete}" + (f" (and {writing} being written)." if writing else ".")
+      )
+    target = abstract_state() if target is None else target
+    try:
+      state = training.restore_step(manager, target, step)
+    except Exception as e:  # noqa: BLE001 - removed while read, or damaged: told apart below.
+      manager.reload()
+      now = sorted(s for s in manager.all_steps() if is_complete(checkpoints, s))
+      if is_complete(checkpoints, step) and (requested is not None or now[-1:] == [step]):
+        # Still there and nothing newer: a damaged checkpoint, not one being replaced.
+        if isinstance(e, training.CheckpointMismatchError):
+          raise
+        raise ValueError(
+          f"{checkpoints}/{step}: cannot be read ({_first_line(e)}): files missing "
+          f"or corrupt; export an older one with --step (complete: {complete})."
+        ) from e
+      if requested is not None:
+        raise ValueError(
+          f"--step={requested}: checkpoint {requested} in {checkpoints} was removed while it "
+          "was read (a running train.py keeps only its newest checkpoints); export a newer "
+          f"step (complete now: {now})."
+        ) from e
+      continue  # Rotated away by a running train.py: take the newest complete one again.
+    skipped = [s for s in writing if s > step] if requested is None else []
+    return state, step, complete, skipped
+  raise ValueError(
+    f"{checkpoints}: every checkpoint read was removed by a running train.py before it could "
+    f"be read ({_ATTEMPTS} tries); export when the run has finished, or with --step of a "
+    "checkpoint it keeps."
   )

@@ -8,8 +8,9 @@ four panels against the step: loss, training accuracy, learning rate and evaluat
 runs overlaid and named in a legend (the RUN folder's name, its path when two names clash).
 
 --out must end in .png and must not exist: a file there is never replaced unless --overwrite is
-given (vidtx writes over no file of the user's by surprise). Exit status 2 with one line on
-stderr for a missing metrics.jsonl (naming the run), an existing --out or a bad path.
+given (vidtx writes over no file of the user's by surprise), and it is never one of the runs'
+files, even through a link (vidtx.outputs). Exit status 2 with one line on stderr for a missing
+metrics.jsonl (naming the run), an existing --out or a bad path; all checked before reading.
 """
 
 import argparse
@@ -18,6 +19,8 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from vidtx import outputs
 
 # (metrics.jsonl key, panel title), one panel each, in this order.
 PANELS = (
@@ -91,27 +94,22 @@ def plot(runs: Sequence[str], out: str, *, overwrite: bool = False) -> str:
   """Draws the runs' metrics.jsonl into the PNG `out`; returns its path.
 
   Raises FileNotFoundError naming a run without metrics.jsonl, FileExistsError when `out`
-  exists and not `overwrite`, ValueError for an `out` that is not a .png.
+  exists and not `overwrite`, ValueError for an `out` that is not a .png, is a directory, or is
+  one of the runs' files (vidtx.outputs.OverlapError).
   """
-  if not out.lower().endswith(".png"):
-    raise ValueError(f"--out={out}: expected a path ending in .png.")
-  if os.path.isdir(out):
-    raise ValueError(f"--out={out} is a directory.")
-  if os.path.exists(out) and not overwrite:
-    raise FileExistsError(f"--out={out} exists; pass --overwrite to replace it, or a new path.")
+  # Before reading anything: the PNG must be a new file (or --overwrite) and never one of the
+  # runs' files, however spelt (a link named curves.png to a metrics.jsonl is that file).
+  metrics = [os.path.join(run, "metrics.jsonl") for run in runs]
+  outputs.check_paths({"RUN": list(runs), "RUN/metrics.jsonl": metrics}, {"--out": out})
+  outputs.check_output_file(out, "--out", overwrite=overwrite, suffixes=(".png",))
   series = {}
-  for name, run in zip(run_names(runs), runs, strict=True):
-    path = os.path.join(run, "metrics.jsonl")
+  for name, run, path in zip(run_names(runs), runs, metrics, strict=True):
     if not os.path.isfile(path):
       raise FileNotFoundError(f"Run {run}: no metrics.jsonl ({path}); is it a train.py workdir?")
     series[name] = read_series(path)
   fig = figure(series)
-  directory = os.path.dirname(os.path.abspath(out))
-  os.makedirs(directory, exist_ok=True)
-  tmp = out + ".tmp"
-  with open(tmp, "wb") as f:
+  with outputs.atomic_writer(out, "wb") as f:  # Never a half-written PNG under the name.
     fig.canvas.print_png(f)
-  os.replace(tmp, out)  # Never a half-written PNG under the name.
   return out
 
 
