@@ -672,8 +672,9 @@ def test_folders_keep_the_users_train_and_val(tmp_path, capsys):
 
   # Written: the user's split as it is (val/ works as validation/ does).
   root = tmp_path / "small"
-  for path in ("train/run/a.mp4", "train/walk/b.mp4", "val/walk/c.mp4"):
-    write_video(str(root / path), 6)
+  # Other frame counts: equal bytes in two class folders would be one video in two classes.
+  for num_frames, path in enumerate(("train/run/a.mp4", "train/walk/b.mp4", "val/walk/c.mp4"), 6):
+    write_video(str(root / path), num_frames)
   out = tmp_path / "out"
   summaries = make_shards.main(
     ["--source=folders", f"--input={root}", f"--output_dir={out}", "--num_workers=1"]
@@ -742,8 +743,8 @@ def test_folder_flags_are_refused_by_other_sources(tmp_path, capsys):
 
 def test_folders_without_a_validation_split_say_why_no_fine_tune_command(tmp_path, capsys):
   root = tmp_path / "videos"
-  for path in ("cat/c1.mp4", "dog/d1.mp4"):
-    write_video(str(root / path), 4)
+  for num_frames, path in enumerate(("cat/c1.mp4", "dog/d1.mp4"), 4):
+    write_video(str(root / path), num_frames)
   args = ["--source=folders", f"--input={root}", f"--output_dir={tmp_path / 'out'}"]
   summaries = make_shards.main([*args, "--val_fraction=0", "--num_workers=1"])
   printed = capsys.readouterr().out

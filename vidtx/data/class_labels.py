@@ -5,15 +5,47 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+import tensorflow as tf
+
 from vidtx.data import dmvr, sources
 
 DUPLICATE_MODES = ("skip", "keep", "error")
-CONFLICT_MODES = ("error", "skip", "merge", "keep")
+CONFLICT_MODES = sources.CONFLICT_MODES
 
 
 def read_labels(path: str) -> list[str]:
   with open(path, encoding="utf-8") as f:
     return [line.strip() for line in f.read().splitlines() if line.strip()]
+
+
+def check_names(names: Sequence[str]) -> None:
+  """ValueError naming the first class name that labels.txt cannot hold as itself (a line
+  break, spaces around it, empty: sources.class_name_problem)."""
+  for i, name in enumerate(names):
+    problem = sources.class_name_problem(name)
+    if problem:
+      raise ValueError(
+        f"class {i} {name!r} {problem}: labels.txt (one class per line, spaces around it "
+        "stripped) cannot hold it, and every later class would read back as another; fix the "
+        "name in the input."
+      )
+
+
+def write_labels(path: str, names: Sequence[str]) -> None:
+  """Writes labels.txt (line i = class i) and reads it back: ValueError, and the file removed,
+  unless it reads back as exactly `names` (never a label map that reads back otherwise)."""
+  check_names(names)
+  dmvr.write_text_atomically(path, "".join(f"{name}\n" for name in names))
+  with tf.io.gfile.GFile(path, "r") as f:  # Local or gs://, as written.
+    text = f.read()
+  stripped = [line.strip() for line in text.splitlines() if line.strip()]  # As read_labels.
+  lines = text.splitlines()
+  if lines != list(names) or stripped != list(names):
+    tf.io.gfile.remove(path)  # Written just now, by this call.
+    raise ValueError(
+      f"{path} read back as {len(lines)} classes, not the {len(names)} written; the class "
+      "names need fixing."
+    )
 
 
 def resolve_label_map(
@@ -54,7 +86,7 @@ def resolve_label_map(
       )
     names = names_given or [f"class_{i}" for i in range(max(indices, default=-1) + 1)]
   if names and existing is None and write:
-    dmvr.write_text_atomically(path, "".join(f"{name}\n" for name in names))
+    write_labels(path, names)
   return names
 
 

@@ -32,11 +32,21 @@ Sources (--input is the annotation file; for folders, the root folder):
             with --seed from the sorted file names; --val_fraction=0: train only. Or
             ROOT/train/<class>/... with ROOT/val/<class>/... (or validation/): that split is kept
             (--val_fraction is then an error). Classes: the sorted folder names (a class only in
-            val/ is an error); video id: the path relative to ROOT; hidden entries and files
-            without a video extension are skipped. One run writes both tables, each of
-            --num_shards shards (at most one per video), records the split in
-            folders_split.json (a rerun resumes only the same split) and prints the train.py
-            command that fine-tunes on them.
+            val/ is an error; a name labels.txt cannot hold as it is: a line break, spaces at
+            its ends, empty, not UTF-8, is refused naming the folder); video id: the path
+            relative to ROOT; hidden entries and files without a video extension are skipped.
+            Linked folders are followed, each real folder once (device and inode): a loop or a
+            second path to a folder is not followed, and one warning line lists them. A split
+            drawn here draws from the videos that open and decode a first frame; the others go
+            with train (reported bad there), so corrupt files never fill validation. A video
+            in several class folders (a link to one file, or a copy with the same size and
+            sha256) follows --conflicts (below: skip, merge and keep per class folder). One run
+            writes both tables, each of --num_shards shards (at most one per video), records
+            the split in folders_split.json (a rerun resumes only the same split) and prints
+            the train.py command that fine-tunes on them: quoted for the shell, run in the
+            shards folder (cd) when its path cannot go in --config's data= (a comma, spaces at
+            its ends), and not printed when a split holds no converted video or there are
+            fewer than 2 classes (the final lines say why).
 
 Output in --output_dir: `{split}.tfrecord-0000i-of-0000N` (the table `{split}.tfrecord@N`), one
 SequenceExample per video (video i in shard i % N); labels.txt (line i = class i: --label_map,
@@ -46,7 +56,10 @@ why); `{split}_summary.json`; `{split}_shards/` (one JSON per shard: its counts 
 
 --output_dir must be new, empty, or a directory this tool wrote (its `.vidtx` marker, or from
 before the marker a `{split}_summary.json` of this tool): anything else is refused before the
-annotations are read, so a folder of other files is never written into (vidtx.ownership).
+annotations are read, so a folder of other files is never written into (vidtx.ownership). It
+must not be, or hold, an input (--input, --video_dir, ...), nor lie inside a folders --input
+(vidtx.outputs.check_paths). One conversion at a time writes into it: a second one refuses,
+naming the first (its lock, vidtx.locks), before it writes anything.
 
 A shard is written under a hidden temporary name and renamed when complete; a rerun skips the
 shards that exist, so an interrupted conversion resumes where it stopped. A bad video (missing,
@@ -70,6 +83,8 @@ labels, 'merged': rows folded into an earlier row's example) and the final line 
 
 import argparse
 import collections
+import concurrent.futures
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -83,12 +98,14 @@ from typing import Any
 
 import tensorflow as tf
 
-from vidtx import ownership
-from vidtx.data import class_labels, dmvr, shard_writer, sources
+from vidtx import locks, outputs, ownership
+from vidtx.data import class_labels, dmvr, shard_writer, sources, video_decode
 from vidtx.progress import Reporter
 
 SOURCES = ("kinetics", "ssv2", "epic", "csv", "folders")
 FOLDERS_SPLIT_FILE = "folders_split.json"
+LOCK_HOLDER = "vidtx.data.make_shards"
+PROBE_METER = 256  # Named by a second conversion into the same folder.
 _OUTPUT_HINT = "Pass a new or empty --output_dir."
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +126,13 @@ def is_legacy_shards_dir(directory: str) -> bool:
       if found and fields <= set(found):
         return True
   return False
+
+
+def record_written(output_dir: str, names: Sequence[str]) -> None:
+  """Adds `names` to the marker's inventory of what vidtx wrote in `output_dir`, when it keeps
+  one (a directory claimed new or empty; an earlier vidtx's directory has none)."""
+  if ownership.written_names(output_dir) is not None:
+    ownership.record_written(output_dir, names)
 
 
 def check_output_dir(output_dir: str) -> None:
@@ -158,15 +182,20 @@ def write_split(
   class_splits: Sequence[int] | None = None,
   duplicates: str = "skip",
   conflicts: str = "error",
+  folder_repeats: dict[str, int] | None = None,
   progress: bool = True,
+  lock: bool = True,
 ) -> dict[str, Any]:
   """Writes `items` as the table `{split}.tfrecord@{num_shards}` in `output_dir`; see the
   module doc. Shards that exist are kept (resume). Returns the summary also written to
   `{split}_summary.json` (plus 'bad_videos': [index, video_id, path, reason] rows).
+  `folder_repeats`: counts of videos in several class folders, added to the summary's
+  ('conflicts', 'merged'); `lock`: False when the caller holds `output_dir`'s lock already.
 
   Raises ownership.NotOwnedError when `output_dir` is not this tool's (new, empty or marked),
-  and ValueError for repeated rows that `duplicates` / `conflicts` say stop; both before
-  anything is written.
+  ValueError for repeated rows that `duplicates` / `conflicts` say stop and for class names
+  labels.txt cannot hold, and locks.LockedError while another conversion writes into
+  `output_dir`; all before anything is written.
   """
   options = shard_writer.Options(
     fps=fps,
@@ -179,101 +208,117 @@ def write_split(
   started = time.time()
   check_output_dir(output_dir)
   names = class_labels.resolve_label_map(items, output_dir, label_map, class_names, write=False)
+  class_labels.check_names(names)
   # A name may come twice (Epic-Kitchens has a noun and a verb 'filter'): as a label it is
   # ambiguous (None), as an index it is fine.
   counts = collections.Counter(names)
   index_of = {name: i if counts[name] == 1 else None for i, name in enumerate(names)}
   resolved = [class_labels.label_indices(item, index_of, len(names)) for item in items]
-  labels = [indices for indices, _ in resolved]
-  errors = [error for _, error in resolved]
+  # An item the source already left out (item.error) is reported, and not checked for repeats.
+  labels = [
+    None if item.error else indices for item, (indices, _) in zip(items, resolved, strict=True)
+  ]
+  errors = [item.error or error for item, (_, error) in zip(items, resolved, strict=True)]
   merged, repeat_counts = class_labels.apply_repeats(
     items, labels, errors, names, duplicates, conflicts
   )
+  for key, value in (folder_repeats or {}).items():
+    repeat_counts[key] = repeat_counts.get(key, 0) + value
 
   ownership.claim(output_dir, "shards", legacy=is_legacy_shards_dir, hint=_OUTPUT_HINT)
-  for stale in glob.glob(
-    os.path.join(glob.escape(output_dir), f".{glob.escape(split)}.tfrecord-*.tmp-*")
-  ):
-    os.remove(stale)  # Left by an interrupted run: shards are only ever renamed when complete.
-  labels_path = os.path.join(output_dir, "labels.txt")
-  if names and not os.path.exists(labels_path):
-    dmvr.write_text_atomically(labels_path, "".join(f"{name}\n" for name in names))
-  shards = dmvr.shard_names(os.path.join(output_dir, f"{split}.tfrecord"), num_shards)
-  entries = [[] for _ in range(num_shards)]
-  for index, item in enumerate(items):
-    if index in merged:
-      continue  # Its labels are in an earlier row's example (--conflicts=merge).
-    indices, error = labels[index], errors[index]
-    if indices and len(indices) > 1 and not item.labels[1:]:
-      # Merged single-label rows: the text names every label.
-      item = dataclasses.replace(item, label_text="+".join(names[i] for i in indices))
-    if item.label_text is None and indices and len(indices) == 1 and indices[0] >= 0:
-      item = dataclasses.replace(item, label_text=names[indices[0]])
-    # Shard by the input row, whatever is merged or left out: a rerun finds the same shards.
-    entries[index % num_shards].append((index, item, indices, error))
-
-  done_stats, tasks = [], []
-  for shard, shard_entries in zip(shards, entries, strict=True):
-    if os.path.exists(shard):
-      done_stats.append(shard_writer.read_stats(shard, len(shard_entries), options))
-    else:
-      tasks.append((shard, shard_entries, options))
-  if done_stats and progress:
-    skipped = ", ".join(s["shard"] for s in done_stats[:3]) + (
-      ", ..." if len(done_stats) > 3 else ""
+  # One conversion at a time: a second one would remove this one's temporary shards below.
+  with locks.hold(output_dir, LOCK_HOLDER) if lock else contextlib.nullcontext():
+    for stale in glob.glob(
+      os.path.join(glob.escape(output_dir), f".{glob.escape(split)}.tfrecord-*.tmp-*")
+    ):
+      os.remove(stale)  # Left by an interrupted run: shards are only ever renamed when complete.
+    labels_path = os.path.join(output_dir, "labels.txt")
+    write_labels = bool(names) and not os.path.exists(labels_path)
+    shards = dmvr.shard_names(os.path.join(output_dir, f"{split}.tfrecord"), num_shards)
+    # Recorded before they are written: what an interrupted run leaves is known as vidtx's too.
+    record_written(
+      output_dir,
+      [os.path.basename(shard) for shard in shards]
+      + [f"{split}_shards", f"{split}_report.txt", f"{split}_summary.json"]
+      + (["labels.txt"] if write_labels else []),
     )
-    print(
-      f"{split}: skipping the {len(done_stats)} of {num_shards} shards that exist ({skipped})",
-      file=sys.stderr,
-    )
-  # `split: done/total videos | N bad | videos/s | ETA` on stderr (vidtx.progress.Reporter).
-  meter = Reporter(
-    len(items) - len(merged),
-    prefix=f"{split}: ",
-    unit=" videos",
-    done=sum(s["videos"] for s in done_stats),
-    counters={"bad": sum(len(s["bad"]) for s in done_stats)},
-    rates=(("videos/s", 1.0, 1),),
-    enabled=progress,
-  )
-  new_stats = shard_writer.write_shards(
-    tasks, min(num_workers, len(tasks)), lambda bad: meter.advance(bad=int(bad))
-  )
-  stats = done_stats + new_stats
-  bad_videos = sorted(row for s in stats for row in s["bad"])
-  examples = sum(s["examples"] for s in stats)
-  meter.finish(len(items) - len(merged), bad=len(bad_videos))
+    if write_labels:
+      class_labels.write_labels(labels_path, names)  # Read back: exactly `names`, or an error.
+    entries = [[] for _ in range(num_shards)]
+    for index, item in enumerate(items):
+      if index in merged:
+        continue  # Its labels are in an earlier row's example (--conflicts=merge).
+      indices, error = labels[index], errors[index]
+      if indices and len(indices) > 1 and not item.labels[1:]:
+        # Merged single-label rows: the text names every label.
+        item = dataclasses.replace(item, label_text="+".join(names[i] for i in indices))
+      if item.label_text is None and indices and len(indices) == 1 and indices[0] >= 0:
+        item = dataclasses.replace(item, label_text=names[indices[0]])
+      # Shard by the input row, whatever is merged or left out: a rerun finds the same shards.
+      entries[index % num_shards].append((index, item, indices, error))
 
-  report = "".join(f"{video_id}\t{path}\t{reason}\n" for _, video_id, path, reason in bad_videos)
-  dmvr.write_text_atomically(os.path.join(output_dir, f"{split}_report.txt"), report)
-  seconds = time.time() - started
-  converted = sum(s["videos"] for s in new_stats)
-  summary = {
-    "split": split,
-    "table": f"{split}.tfrecord@{num_shards}",
-    "base_dir": os.path.abspath(output_dir),
-    "videos": len(items),
-    "examples": examples,
-    "bad": len(bad_videos),
-    "num_classes": len(names),
-    "num_shards": num_shards,
-    "shards_written": len(new_stats),
-    "shards_skipped": len(done_stats),
-    "fps": fps,
-    "short_side": short_side,
-    "jpeg_quality": jpeg_quality,
-    "seconds": round(seconds, 2),
-    "videos_per_second": round(converted / seconds, 2) if converted else None,
-  }
-  summary.update({key: value for key, value in repeat_counts.items() if value})
-  if class_splits:
-    summary["class_splits"] = list(class_splits)
-  if any(not item.labels for item in items):
-    summary["unlabelled"] = True
-  dmvr.write_text_atomically(
-    os.path.join(output_dir, f"{split}_summary.json"), json.dumps(summary, indent=1) + "\n"
-  )
-  return {**summary, "bad_videos": bad_videos}
+    done_stats, tasks = [], []
+    for shard, shard_entries in zip(shards, entries, strict=True):
+      if os.path.exists(shard):
+        done_stats.append(shard_writer.read_stats(shard, len(shard_entries), options))
+      else:
+        tasks.append((shard, shard_entries, options))
+    if done_stats and progress:
+      skipped = ", ".join(s["shard"] for s in done_stats[:3]) + (
+        ", ..." if len(done_stats) > 3 else ""
+      )
+      print(
+        f"{split}: skipping the {len(done_stats)} of {num_shards} shards that exist ({skipped})",
+        file=sys.stderr,
+      )
+    # `split: done/total videos | N bad | videos/s | ETA` on stderr (vidtx.progress.Reporter).
+    meter = Reporter(
+      len(items) - len(merged),
+      prefix=f"{split}: ",
+      unit=" videos",
+      done=sum(s["videos"] for s in done_stats),
+      counters={"bad": sum(len(s["bad"]) for s in done_stats)},
+      rates=(("videos/s", 1.0, 1),),
+      enabled=progress,
+    )
+    new_stats = shard_writer.write_shards(
+      tasks, min(num_workers, len(tasks)), lambda bad: meter.advance(bad=int(bad))
+    )
+    stats = done_stats + new_stats
+    bad_videos = sorted(row for s in stats for row in s["bad"])
+    examples = sum(s["examples"] for s in stats)
+    meter.finish(len(items) - len(merged), bad=len(bad_videos))
+
+    report = "".join(f"{video_id}\t{path}\t{reason}\n" for _, video_id, path, reason in bad_videos)
+    dmvr.write_text_atomically(os.path.join(output_dir, f"{split}_report.txt"), report)
+    seconds = time.time() - started
+    converted = sum(s["videos"] for s in new_stats)
+    summary = {
+      "split": split,
+      "table": f"{split}.tfrecord@{num_shards}",
+      "base_dir": os.path.abspath(output_dir),
+      "videos": len(items),
+      "examples": examples,
+      "bad": len(bad_videos),
+      "num_classes": len(names),
+      "num_shards": num_shards,
+      "shards_written": len(new_stats),
+      "shards_skipped": len(done_stats),
+      "fps": fps,
+      "short_side": short_side,
+      "jpeg_quality": jpeg_quality,
+      "seconds": round(seconds, 2),
+      "videos_per_second": round(converted / seconds, 2) if converted else None,
+    }
+    summary.update({key: value for key, value in repeat_counts.items() if value})
+    if class_splits:
+      summary["class_splits"] = list(class_splits)
+    if any(not item.labels for item in items):
+      summary["unlabelled"] = True
+    dmvr.write_text_atomically(
+      os.path.join(output_dir, f"{split}_summary.json"), json.dumps(summary, indent=1) + "\n"
+    )
+    return {**summary, "bad_videos": bad_videos}
 
 
 def _describe_split(record: dict[str, Any]) -> str:
@@ -284,7 +329,9 @@ def _describe_split(record: dict[str, Any]) -> str:
     if record["val_fraction"] is None
     else f"--val_fraction={record['val_fraction']}"
   )
-  return f"{drawn} --seed={record['seed']}, {counts} videos"
+  # Recorded only where videos are in several class folders: it decides what was written.
+  conflicts = f" --conflicts={record['conflicts']}" if record.get("conflicts") else ""
+  return f"{drawn} --seed={record['seed']}{conflicts}, {counts} videos"
 
 
 def _check_folder_split(output_dir: str, record: dict[str, Any]) -> bool:
@@ -318,15 +365,26 @@ def write_folders(
   max_frames: int | None = None,
   min_frames: int = 1,
   label_map: str | None = None,
+  conflicts: str = "error",
   progress: bool = True,
+  lock: bool = True,
 ) -> dict[str, dict[str, Any]]:
   """Writes the videos in the class folders under `root` (sources.folders_source: split there
   by `val_fraction` and `seed`, or the user's train/ and val/) as the tables `train.tfrecord@N`
   and `validation.tfrecord@M` in `output_dir`, N and M at most `num_shards` and at most one
   shard per video. Returns each split's summary (write_split's) by name.
 
+  A split drawn here draws from the videos that open and decode a first frame
+  (video_decode.probe, on `num_workers` threads): the others are converted with train, where
+  the report says why each is bad. `conflicts` handles a video in several class folders (the
+  same file or a copy; sources.folders_source). Links to folders walked already are not
+  followed; one warning line lists them.
+
   Raises ValueError before anything is written for a bad folder tree, an `output_dir` inside
-  `root`, or an `output_dir` holding another split (FOLDERS_SPLIT_FILE); resumes the same split.
+  `root`, an `output_dir` holding another split (FOLDERS_SPLIT_FILE), or videos in several
+  class folders with conflicts='error'; resumes the same split. Holds `output_dir`'s lock
+  while it writes (locks.LockedError while another conversion holds it; `lock`: False when the
+  caller holds it already).
   """
   options = shard_writer.Options(
     fps=fps,
@@ -343,7 +401,31 @@ def write_folders(
       f"--output_dir {output_dir} is inside --input {root}, where it would be read as a class "
       "folder; choose an output directory outside it."
     )
-  dataset = sources.folders_source(root, val_fraction, seed)
+  dataset = sources.folders_source(
+    root,
+    val_fraction,
+    seed,
+    conflicts=conflicts,
+    probe=lambda paths: probe_videos(paths, num_workers, progress),
+  )
+  if dataset.links_skipped:
+    # repr for a name with a line break or other control character: the warning stays one line.
+    shown = ", ".join(
+      link if link.isprintable() else repr(link) for link in dataset.links_skipped[:5]
+    )
+    print(
+      f"warning: --input {root}: {len(dataset.links_skipped)} linked folder(s) lead to a folder "
+      f"walked already (a loop, or a second path to it) and were not followed: {shown}"
+      + (", ..." if len(dataset.links_skipped) > 5 else ""),
+      file=sys.stderr,
+    )
+  if dataset.unreadable:
+    print(
+      f"warning: --input {root}: {dataset.unreadable} video(s) do not open or decode a first "
+      "frame; none was drawn for validation: they go with train, whose report says why each "
+      "is bad.",
+      file=sys.stderr,
+    )
   # What decides the split, and the split itself: a rerun must find the same one to resume.
   ids = {split: [item.video_id for item in items] for split, items in dataset.splits.items()}
   record = {
@@ -353,36 +435,82 @@ def write_folders(
     "videos": {split: len(videos) for split, videos in ids.items()},
     "sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest(),
   }
-  recorded = _check_folder_split(output_dir, record)
+  if dataset.same_videos:
+    record["conflicts"] = conflicts
+  _check_folder_split(output_dir, record)
   ownership.claim(output_dir, "shards", legacy=is_legacy_shards_dir, hint=_OUTPUT_HINT)
-  if not recorded:
-    dmvr.write_text_atomically(
-      os.path.join(output_dir, FOLDERS_SPLIT_FILE), json.dumps(record, indent=1) + "\n"
-    )
-  return {
-    split: write_split(
-      items,
-      output_dir,
-      split,
-      num_shards=min(num_shards, len(items)),
-      fps=fps,
-      short_side=short_side,
-      jpeg_quality=jpeg_quality,
-      num_workers=num_workers,
-      max_frames=max_frames,
-      min_frames=min_frames,
-      label_map=label_map,
-      class_names=dataset.class_names,
-      progress=progress,
-    )
-    for split, items in dataset.splits.items()
-  }
+  with locks.hold(output_dir, LOCK_HOLDER) if lock else contextlib.nullcontext():
+    # Again under the lock: a run that ended meanwhile may have recorded another split.
+    if not _check_folder_split(output_dir, record):
+      record_written(output_dir, [FOLDERS_SPLIT_FILE])
+      dmvr.write_text_atomically(
+        os.path.join(output_dir, FOLDERS_SPLIT_FILE), json.dumps(record, indent=1) + "\n"
+      )
+    return {
+      split: write_split(
+        items,
+        output_dir,
+        split,
+        num_shards=min(num_shards, len(items)),
+        fps=fps,
+        short_side=short_side,
+        jpeg_quality=jpeg_quality,
+        num_workers=num_workers,
+        max_frames=max_frames,
+        min_frames=min_frames,
+        label_map=label_map,
+        class_names=dataset.class_names,
+        folder_repeats=dataset.repeat_counts.get(split),
+        progress=progress,
+        lock=False,
+      )
+      for split, items in dataset.splits.items()
+    }
 
 
-def finetune_command(output_dir: str) -> str:
-  """The train.py command that fine-tunes a pretrained model on the shards in `output_dir`."""
-  config = f"--config=configs/finetune.py:model=timesformer,data={os.path.abspath(output_dir)}"
-  return f"python train.py {shlex.quote(config + ',init=CHECKPOINT_DIR')} --workdir=runs/mine"
+def probe_videos(
+  paths: Sequence[str], num_workers: int = 1, progress: bool = True
+) -> list[str | None]:
+  """video_decode.probe of every path (why it cannot be read, or None), on `num_workers`
+  threads (FFmpeg decodes without the GIL). A meter on stderr for PROBE_METER videos or more
+  (fewer take a second or so)."""
+  meter = Reporter(
+    len(paths), prefix="probing: ", unit=" videos", enabled=progress and len(paths) >= PROBE_METER
+  )
+  reasons = []
+  with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
+    for reason in pool.map(video_decode.probe, paths):
+      reasons.append(reason)
+      meter.advance()
+  meter.finish()
+  return reasons
+
+
+def config_arg_safe(path: str) -> bool:
+  """Whether `path` survives as a value of a config file's argument (`file.py:key=value,...`):
+  vidtx.configs.common.parse_arg splits the argument at commas and strips each value."""
+  return bool(path) and "," not in path and path == path.strip()
+
+
+def finetune_command(output_dir: str, workdir: str = "runs/mine") -> str:
+  """The train.py command that fine-tunes a pretrained model on the shards in `output_dir`,
+  quoted for a POSIX shell.
+
+  data= goes in the --config argument, which configs/finetune.py splits at commas and strips;
+  where the path would not survive that (config_arg_safe), the command runs in the shards
+  folder itself (`cd PATH && vidtx-train ...`, the packaged recipe, data=.), with an absolute
+  --workdir: data= is what sizes the classes, splits and schedule, so no --config.* flag after
+  it could stand in for it.
+  """
+  data = os.path.abspath(output_dir)
+  if config_arg_safe(data):
+    config = f"--config=configs/finetune.py:model=timesformer,data={data},init=CHECKPOINT_DIR"
+    return f"python train.py {shlex.quote(config)} {shlex.quote('--workdir=' + workdir)}"
+  return (
+    f"cd {shlex.quote(data)} && vidtx-train "
+    "--config=finetune:model=timesformer,data=.,init=CHECKPOINT_DIR "
+    f"{shlex.quote('--workdir=' + os.path.abspath(workdir))}"
+  )
 
 
 def config_snippet(output_dir: str) -> str:
@@ -428,8 +556,11 @@ def config_snippet(output_dir: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def describe_repeats(summary: dict[str, Any], duplicates: str, conflicts: str) -> str:
-  """'  repeated rows: ...' for the final lines, or '' when the input had none."""
+def describe_repeats(
+  summary: dict[str, Any], duplicates: str, conflicts: str, *, folders: bool = False
+) -> str:
+  """'  repeated rows: ...' for the final lines, or '' when the input had none; `folders`: the
+  conflicts are videos in several class folders."""
   parts = []
   if summary.get("duplicates"):
     done = "left out (bad)" if duplicates == "skip" else "written again"
@@ -440,10 +571,11 @@ def describe_repeats(summary: dict[str, Any], duplicates: str, conflicts: str) -
       "merge": f"merged ({summary.get('merged', 0)} row(s) folded into multi-label examples)",
       "keep": "written once per label",
     }[conflicts]
-    parts.append(
-      f"{summary['conflicts']} video(s) under conflicting labels {done} (--conflicts={conflicts})"
-    )
-  return "  repeated rows: " + "; ".join(parts) if parts else ""
+    where = "in several class folders" if folders else "under conflicting labels"
+    parts.append(f"{summary['conflicts']} video(s) {where} {done} (--conflicts={conflicts})")
+  if not parts:
+    return ""
+  return ("  repeated videos: " if folders else "  repeated rows: ") + "; ".join(parts)
 
 
 def load_source(
@@ -547,9 +679,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     "--conflicts",
     choices=class_labels.CONFLICT_MODES,
     default="error",
-    help="Rows giving a video and segment other labels than an earlier row: "
-    "error (default), skip (leave them out, reported), merge (one multi-label "
-    "example), or keep (one example per row).",
+    help="Rows giving a video and segment other labels than an earlier row (folders: a video "
+    "in several class folders, as a link or a copy with the same bytes): error (default), skip "
+    "(leave them out, reported), merge (one multi-label example), or keep (one example per row "
+    "or class folder).",
   )
   return parser.parse_args(argv)
 
@@ -571,6 +704,34 @@ def _check_source_flags(args: argparse.Namespace) -> None:
           if folders
           else "; it only splits --source=folders."
         )
+      )
+
+
+def check_io_paths(args: argparse.Namespace) -> None:
+  """OverlapError (one line) when --output_dir is, or holds, an input file or folder; for
+  --source=folders also when it lies inside --input (it would be read as a class folder)."""
+  inputs = {
+    "--input": args.input,
+    "--video_dir": args.video_dir,
+    "--labels_json": args.labels_json,
+    "--epic_noun_classes": args.epic_noun_classes,
+    "--epic_verb_classes": args.epic_verb_classes,
+  }
+  # The labels.txt of the output folder is only read (never replaced once it exists).
+  own_labels = os.path.join(args.output_dir, "labels.txt")
+  if args.label_map and not (
+    os.path.exists(own_labels)
+    and os.path.exists(args.label_map)
+    and os.path.samefile(args.label_map, own_labels)
+  ):
+    inputs["--label_map"] = args.label_map
+  outputs.check_paths(inputs, {"--output_dir": args.output_dir})
+  if args.source == "folders" and "://" not in args.output_dir:
+    real_root, real_out = os.path.realpath(args.input), os.path.realpath(args.output_dir)
+    if os.path.commonpath([real_root, real_out]) == real_root:
+      raise outputs.OverlapError(
+        f"--output_dir {args.output_dir} is inside --input {args.input}, where it would be "
+        "read as a class folder; choose an output directory outside it."
       )
 
 
@@ -599,34 +760,46 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     _check_source_flags(args)
     # Before the annotations are read and the video folder is walked (minutes on a big one).
     _check_options(args.split or "train", args.num_shards, args.num_workers, options)
+    check_io_paths(args)
     check_output_dir(args.output_dir)
-    if args.source == "folders":
-      summaries = write_folders(
-        args.input, args.output_dir, val_fraction=args.val_fraction, seed=args.seed or 0, **common
-      )
-    else:
-      source = load_source(
-        args.source,
-        args.input,
-        args.video_dir,
-        labels_json=args.labels_json,
-        epic_noun_classes=args.epic_noun_classes,
-        epic_verb_classes=args.epic_verb_classes,
-      )
-      split = args.split or source.split
-      summaries = {
-        split: write_split(
-          source.items,
+    # An existing folder is locked before the inputs are read, so that a second conversion
+    # refuses at once; a new one is locked where it is created (write_folders, write_split).
+    early = "://" not in args.output_dir and os.path.isdir(args.output_dir)
+    with locks.hold(args.output_dir, LOCK_HOLDER) if early else contextlib.nullcontext():
+      if args.source == "folders":
+        summaries = write_folders(
+          args.input,
           args.output_dir,
-          split,
-          class_names=source.class_names,
-          class_splits=source.class_splits,
-          duplicates=args.duplicates,
+          val_fraction=args.val_fraction,
+          seed=args.seed or 0,
           conflicts=args.conflicts,
+          lock=not early,
           **common,
         )
-      }
-  except (ValueError, OSError) as e:
+      else:
+        source = load_source(
+          args.source,
+          args.input,
+          args.video_dir,
+          labels_json=args.labels_json,
+          epic_noun_classes=args.epic_noun_classes,
+          epic_verb_classes=args.epic_verb_classes,
+        )
+        split = args.split or source.split
+        summaries = {
+          split: write_split(
+            source.items,
+            args.output_dir,
+            split,
+            class_names=source.class_names,
+            class_splits=source.class_splits,
+            duplicates=args.duplicates,
+            conflicts=args.conflicts,
+            lock=not early,
+            **common,
+          )
+        }
+  except (ValueError, OSError, locks.LockedError) as e:
     # Bad inputs (and an output the system refuses) are the user's to fix: the message, not a
     # traceback.
     print(f"vidtx.data.make_shards: error: {e}", file=sys.stderr)
@@ -641,7 +814,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       f"{summary['bad']} bad (listed in {os.path.join(out, split + '_report.txt')}), "
       f"{summary['num_classes']} classes, {summary['seconds']:.1f} s"
     )
-    repeats = describe_repeats(summary, args.duplicates, args.conflicts)
+    repeats = describe_repeats(
+      summary, args.duplicates, args.conflicts, folders=args.source == "folders"
+    )
     if repeats:
       print(repeats)
   print("\n" + config_snippet(args.output_dir))
@@ -649,15 +824,44 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return summary
   if "validation" not in summaries:
     # configs/finetune.py evaluates every epoch and keeps the best checkpoint: it needs one.
+    if args.val_fraction == 0:
+      print(
+        "\nNo validation split (--val_fraction=0): configs/finetune.py needs one; run again "
+        "into a new --output_dir with --val_fraction > 0 to fine-tune on these videos."
+      )
+    else:  # Every class kept its one readable video for training.
+      print(
+        "\nNo validation split: no class has 2 videos that can be read (a class keeps one for "
+        "training), and configs/finetune.py needs one; add videos, then run again into a new "
+        "--output_dir."
+      )
+    return summaries
+  # Never a command that cannot work: configs/finetune.py needs a video in each split, 2 classes.
+  problems = [
+    f"the {split} split holds no video that could be converted "
+    f"({os.path.join(out, split + '_report.txt')} says why)"
+    for split in ("train", "validation")
+    if summaries[split]["examples"] == 0
+  ]
+  if summaries["train"]["num_classes"] < 2:
+    problems.append(f"{summaries['train']['num_classes']} class(es); a classifier needs 2")
+  if problems:
     print(
-      "\nNo validation split (--val_fraction=0): configs/finetune.py needs one; run again into "
-      "a new --output_dir with --val_fraction > 0 to fine-tune on these videos."
+      "\nNo fine-tune command: " + "; ".join(problems) + ". configs/finetune.py cannot train on "
+      "these shards: fix or add videos, then run again into a new --output_dir."
     )
     return summaries
+  command = finetune_command(args.output_dir)
+  where = (
+    ""
+    if command.startswith("python train.py")
+    else "; the path of the shards cannot go in --config (a comma, or spaces at its ends), so "
+    "the command runs in their folder: give CHECKPOINT_DIR as an absolute path"
+  )
   print(
     f"\nNext, fine-tune a pretrained model on them (model: timesformer, vivit_fe or xvit; "
     "CHECKPOINT_DIR: a checkpoint converted with python -m vidtx.convert, see "
-    f"docs/checkpoints.md):\n  {finetune_command(args.output_dir)}"
+    f"docs/checkpoints.md{where}):\n  {command}"
   )
   return summaries
 

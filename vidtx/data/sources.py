@@ -2,15 +2,17 @@
 and generic CSV parsers of python -m vidtx.data.make_shards (whose docstring gives the formats),
 and a folder of class folders, split into train and validation (folders_source)."""
 
+import collections
 import csv
 import dataclasses
 import fractions
+import hashlib
 import json
 import math
 import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")
 EPIC_NUM_NOUNS = 300
@@ -28,6 +30,7 @@ class Item:
   clip_start / clip_end: where the clip sits in its source video, stored as
     clip/start/timestamp and clip/end/timestamp (None: start / end).
   path: "" when the source found no file for the video (reported as missing).
+  error: why the video is left out, known before decoding (reported as bad, never converted).
   """
 
   path: str
@@ -38,6 +41,7 @@ class Item:
   end: float | None = None
   clip_start: float | None = None
   clip_end: float | None = None
+  error: str | None = None
 
 
 @dataclasses.dataclass
@@ -292,6 +296,30 @@ def csv_source(input_csv: str, video_dir: str) -> Source:
 FOLDER_VIDEO_EXTENSIONS = VIDEO_EXTENSIONS + (".flv", ".wmv", ".3gp", ".ogv")
 DEFAULT_VAL_FRACTION = 0.1
 _VAL_DIRS = ("val", "validation")
+# What --conflicts does with a video listed under several labels (class_labels) or found in
+# several class folders (folders_source).
+CONFLICT_MODES = ("error", "skip", "merge", "keep")
+
+
+def class_name_problem(name: str) -> str | None:
+  """Why `name` cannot be a line of labels.txt that reads back as itself, or None.
+
+  labels.txt holds one class per line; its readers split it at line breaks (str.splitlines:
+  also \r, \v, \f, \x1c-\x1e, \x85, \u2028, \u2029) and strip the spaces around a line.
+  """
+  if not name.strip():
+    return "is empty or only white space"
+  if "\0" in name:
+    return "holds a NUL character"
+  if name.splitlines() != [name]:
+    return "holds a line break"
+  if name != name.strip():
+    return "starts or ends with white space"
+  try:
+    name.encode("utf-8")
+  except UnicodeEncodeError:  # A file name of undecodable bytes (surrogate escapes).
+    return "is not valid UTF-8"
+  return None
 
 
 @dataclasses.dataclass
@@ -300,38 +328,94 @@ class FolderDataset:
 
   splits: 'train' and (unless empty) 'validation' -> items; ids are paths relative to the root.
   layout: 'classes' (ROOT/<class>/...) or 'splits' (ROOT/train/<class>/..., with val/ or not).
+  links_skipped: 'LINK -> TARGET' of every linked folder not followed because its folder was
+    walked already (a loop, or a second path to a folder).
+  same_videos: the videos found in several class folders (groups of copies and links).
+  repeat_counts: split -> {'conflicts': those videos with an example, or a left-out copy, in
+    the split; 'merged': copies folded into another copy's example (--conflicts=merge)}.
+  unreadable: videos the probe could not read: never drawn for validation, converted (and
+    reported as bad) with the training split.
   """
 
   splits: dict[str, list[Item]]
   class_names: list[str]
   layout: str
   val_fraction: float | None  # What the split was drawn with; None: the user's own split.
+  links_skipped: list[str] = dataclasses.field(default_factory=list)
+  same_videos: int = 0
+  repeat_counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+  unreadable: int = 0
 
 
 def _is_video(name: str) -> bool:
   return os.path.splitext(name)[1].lower() in FOLDER_VIDEO_EXTENSIONS
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+  """A folder, or a link to one; False for a broken or looping link (ELOOP)."""
+  try:
+    return entry.is_dir()
+  except OSError:
+    return False
+
+
+def _entries(directory: str) -> list[os.DirEntry]:
+  """The visible entries of `directory`, sorted by name; ValueError naming it if unreadable."""
+  try:
+    with os.scandir(directory) as found:
+      entries = [entry for entry in found if not entry.name.startswith(".")]
+  except OSError as e:
+    raise ValueError(
+      f"{directory!r}: cannot list this folder ({e.strerror}); make it readable or move it out "
+      "of --input."
+    ) from e
+  return sorted(entries, key=lambda entry: entry.name)
+
+
 def _visible(directory: str) -> tuple[list[str], list[str]]:
   """(folders, files) in `directory` that are not hidden, sorted (links followed)."""
   folders, files = [], []
-  with os.scandir(directory) as found:
-    for entry in found:
-      if not entry.name.startswith("."):
-        (folders if entry.is_dir() else files).append(entry.name)
-  return sorted(folders), sorted(files)
+  for entry in _entries(directory):
+    (folders if _is_dir(entry) else files).append(entry.name)
+  return folders, files
 
 
-def _class_videos(class_dir: str) -> list[str]:
-  """The videos anywhere under `class_dir` (as torchvision's folder datasets walk it), hidden
-  files and folders skipped, as sorted paths relative to `class_dir`."""
+def _class_videos(class_dir: str, links_skipped: list[str]) -> list[str]:
+  """The videos anywhere under `class_dir` (as torchvision's folder datasets walk it, links
+  followed), hidden files and folders skipped, as sorted paths relative to `class_dir`.
+
+  Every real folder (device, inode) is walked once, and every real folder of the tree before
+  any linked one: a link to a folder walked already (a loop such as `self -> .`, or a second
+  path to a folder) is not followed and is added to `links_skipped` as 'LINK -> TARGET'. The
+  walk is linear in the folders, whatever the links.
+  """
   videos = []
-  for directory, folders, files in os.walk(class_dir, followlinks=True):
-    folders[:] = [name for name in folders if not name.startswith(".")]
-    relative = os.path.relpath(directory, class_dir)
-    for name in files:
-      if not name.startswith(".") and _is_video(name):
-        videos.append(os.path.normpath(os.path.join(relative, name)))
+  start = os.stat(class_dir)
+  seen = {(start.st_dev, start.st_ino)}
+  real, linked = [os.curdir], []  # Folders still to walk, relative to class_dir.
+  while real or linked:
+    relative = real.pop() if real else linked.pop()
+    directory = os.path.join(class_dir, relative)
+    if os.path.islink(directory):  # Followed only now, once every real folder is seen.
+      try:
+        status = os.stat(directory)
+      except OSError:
+        continue  # Gone since it was listed.
+      if (status.st_dev, status.st_ino) in seen:
+        links_skipped.append(f"{os.path.normpath(directory)} -> {os.readlink(directory)}")
+        continue
+      seen.add((status.st_dev, status.st_ino))
+    for entry in reversed(_entries(directory)):  # Popped in name order.
+      path = os.path.normpath(os.path.join(relative, entry.name))
+      if entry.is_symlink() and _is_dir(entry):
+        linked.append(path)
+      elif _is_dir(entry):
+        status = entry.stat(follow_symlinks=False)
+        if (status.st_dev, status.st_ino) not in seen:  # Else a bind mount seen already.
+          seen.add((status.st_dev, status.st_ino))
+          real.append(path)
+      elif _is_video(entry.name):
+        videos.append(path)
   return sorted(videos)
 
 
@@ -344,7 +428,7 @@ def _check_no_stray_video(directory: str, files: list[str], where: str) -> None:
     )
 
 
-def _scan_classes(directory: str, where: str) -> dict[str, list[str]]:
+def _scan_classes(directory: str, where: str, links_skipped: list[str]) -> dict[str, list[str]]:
   """class name -> its videos (sorted paths relative to `directory`) of `directory`/<class>/...;
   `where` names the folder in errors ('--input ROOT', 'ROOT/train')."""
   folders, files = _visible(directory)
@@ -356,10 +440,15 @@ def _scan_classes(directory: str, where: str) -> dict[str, list[str]]:
   classes = {}
   for name in folders:
     class_dir = os.path.join(directory, name)
-    if name != name.strip():
-      # labels.txt is read line by line with the spaces stripped: the name would not round-trip.
-      raise ValueError(f"{class_dir}: a class folder name starts or ends with a space; rename it.")
-    videos = _class_videos(class_dir)
+    problem = class_name_problem(name)
+    if problem:
+      # labels.txt would read back other classes (a line break makes two): refused, not escaped,
+      # so that every reader of labels.txt sees the folder names as they are.
+      raise ValueError(
+        f"{class_dir!r}: the class folder name {problem}, which labels.txt (one class per line, "
+        "spaces around it stripped) cannot hold; rename the folder."
+      )
+    videos = _class_videos(class_dir, links_skipped)
     if not videos:
       raise ValueError(
         f"{class_dir}: a class folder without videos (files ending in "
@@ -401,26 +490,109 @@ def stratified_split(
   return train, validation
 
 
-def _items(root: str, classes: dict[str, list[str]]) -> list[Item]:
-  return [
-    Item(
-      path=os.path.join(root, video),
-      labels=(name,),
-      video_id=video.replace(os.sep, "/"),
-      label_text=name,
-    )
-    for name in sorted(classes)
-    for video in classes[name]
-  ]
+def _sha256(path: str) -> str | None:
+  digest = hashlib.sha256()
+  try:
+    with open(path, "rb") as f:
+      while chunk := f.read(1 << 20):
+        digest.update(chunk)
+  except OSError:
+    return None  # Unreadable: the decoder reports it.
+  return digest.hexdigest()
 
 
-def folders_source(root: str, val_fraction: float | None = None, seed: int = 0) -> FolderDataset:
+def same_videos(root: str, found: Sequence[tuple[str, str]]) -> list[tuple[list[int], str]]:
+  """The videos of `found` ((class, path relative to `root`) pairs) that are in several classes:
+  groups of indices into `found`, each with 'the same file' (one device and inode: hard or
+  symbolic links) or 'the same content' (copies: the same size and sha256). Cheap: one stat per
+  file, and only files whose size equals that of a file in another class are read. Empty and
+  unreadable files are left to the decoder, which reports them."""
+  by_inode = collections.defaultdict(list)
+  size_of = {}
+  for i, (_, path) in enumerate(found):
+    try:
+      status = os.stat(os.path.join(root, path))
+    except OSError:
+      continue
+    if status.st_size:
+      key = (status.st_dev, status.st_ino)
+      by_inode[key].append(i)
+      size_of[key] = status.st_size
+  by_size = collections.defaultdict(list)
+  for key, size in size_of.items():
+    by_size[size].append(key)
+
+  def classes(indices: list[int]) -> int:
+    return len({found[i][0] for i in indices})
+
+  groups = []
+  for keys in by_size.values():
+    if classes([i for key in keys for i in by_inode[key]]) < 2:
+      continue
+    by_hash = collections.defaultdict(list)
+    for key in keys:
+      digest = _sha256(os.path.join(root, found[by_inode[key][0]][1])) if len(keys) > 1 else ""
+      if digest is not None:
+        by_hash[digest].append(key)
+    for same in by_hash.values():
+      indices = sorted(i for key in same for i in by_inode[key])
+      if classes(indices) > 1:
+        groups.append((indices, "the same file" if len(same) == 1 else "the same content"))
+  return sorted(groups)
+
+
+def _group_text(found: Sequence[tuple[str, str]], indices: list[int], how: str) -> str:
+  shown = [repr(found[i][1].replace(os.sep, "/")) for i in indices]
+  return f"{', '.join(shown[:-1])} and {shown[-1]} ({how})"
+
+
+def _items(
+  root: str, classes: dict[str, list[str]], labels: dict[str, tuple[str, ...]] | None = None
+) -> list[Item]:
+  items = []
+  for name in sorted(classes):
+    for video in classes[name]:
+      names = (labels or {}).get(video, (name,))
+      items.append(
+        Item(
+          path=os.path.join(root, video),
+          labels=names,
+          video_id=video.replace(os.sep, "/"),
+          label_text="+".join(names),
+        )
+      )
+  return items
+
+
+def folders_source(
+  root: str,
+  val_fraction: float | None = None,
+  seed: int = 0,
+  *,
+  conflicts: str = "error",
+  probe: Callable[[Sequence[str]], Sequence[str | None]] | None = None,
+) -> FolderDataset:
   """The videos of ROOT/<class>/<video> split by `val_fraction` (None: DEFAULT_VAL_FRACTION),
   or of ROOT/train/<class>/... and ROOT/val/<class>/... (or validation/) as split by the user,
-  where passing `val_fraction` is an error. Class names: the sorted class folders."""
+  where passing `val_fraction` is an error. Class names: the sorted class folders.
+
+  A video in several class folders (a hard or symbolic link to one file, or a copy with the
+  same bytes; same_videos) is handled as --conflicts handles a video listed under several
+  labels: 'error' (ValueError naming them), 'skip' (every copy left out: reported as bad, with
+  the training split or the user's split it is in), 'merge' (one multi-label example where its
+  first copy is; the other copies are dropped), 'keep' (one example per copy, in whatever split
+  each lands).
+
+  `probe(paths)`: why each video cannot be read, or None. With it, a split drawn here draws from
+  the readable videos only and the others join the training split (reported bad there): corrupt
+  files never fill the validation split.
+  """
   _check_dir("--input", root)
   if val_fraction is not None and not 0 <= val_fraction < 1:
     raise ValueError(f"--val_fraction={val_fraction}: expected 0 <= fraction < 1.")
+  if conflicts not in CONFLICT_MODES:
+    raise ValueError(f"--conflicts={conflicts!r}: expected one of {list(CONFLICT_MODES)}.")
+  links_skipped = []
   folders, files = _visible(root)
   _check_no_stray_video(root, files, f"--input {root}")
   split_dirs = [name for name in folders if name == "train" or name in _VAL_DIRS]
@@ -432,6 +604,7 @@ def folders_source(root: str, val_fraction: float | None = None, seed: int = 0) 
     )
   # The user's split: train/ with val/, or train/ alone. train/ beside other folders is a class
   # (ROOT/{bus,car,train}); val/ beside train/ and other folders is a mistake.
+  drawn_with = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
   if split_dirs and (split_dirs == folders or (val_dirs and "train" in split_dirs)):
     others = [name for name in folders if name not in split_dirs]
     if others:
@@ -445,26 +618,16 @@ def folders_source(root: str, val_fraction: float | None = None, seed: int = 0) 
         f"{os.path.join(root, 'train')}; expected ROOT/train/<class>/<video> beside it."
       )
     train_dir = os.path.join(root, "train")
-    train = _scan_classes(train_dir, train_dir)
-    train = {
-      name: [os.path.join("train", video) for video in videos] for name, videos in train.items()
-    }
-    drawn_with = None
-    if not val_dirs:  # No split of the user's: draw one as for ROOT/<class>/.
-      drawn_with = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
-      train, validation = stratified_split(train, drawn_with, seed)
-    else:
+    train = _scan_classes(train_dir, train_dir, links_skipped)
+    tree = {"train": {name: [os.path.join("train", v) for v in vs] for name, vs in train.items()}}
+    if val_dirs:
       if val_fraction is not None:
         raise ValueError(
           f"--val_fraction={val_fraction}: {root} has its own split (train/ and "
           f"{val_dirs[0]}/), which is kept; drop --val_fraction."
         )
       val_dir = os.path.join(root, val_dirs[0])
-      validation = _scan_classes(val_dir, val_dir)
-      validation = {
-        name: [os.path.join(val_dirs[0], video) for video in videos]
-        for name, videos in validation.items()
-      }
+      validation = _scan_classes(val_dir, val_dir, links_skipped)
       unknown = sorted(set(validation) - set(train))
       if unknown:
         raise ValueError(
@@ -472,18 +635,91 @@ def folders_source(root: str, val_fraction: float | None = None, seed: int = 0) 
           f"{os.path.join(train_dir, unknown[0])}; every validation class must be a training "
           "class."
         )
+      tree["validation"] = {
+        name: [os.path.join(val_dirs[0], v) for v in vs] for name, vs in validation.items()
+      }
+      drawn_with = None
     layout = "splits"
   else:
-    drawn_with = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
-    train, validation = stratified_split(_scan_classes(root, f"--input {root}"), drawn_with, seed)
+    tree = {"train": _scan_classes(root, f"--input {root}", links_skipped)}
     layout = "classes"
-  splits = {"train": _items(root, train), "validation": _items(root, validation)}
+
+  # One video in several class folders, over the whole tree (both of the user's splits).
+  found = [
+    (name, video) for classes in tree.values() for name in classes for video in classes[name]
+  ]
+  split_found = [
+    split for split, classes in tree.items() for name in classes for _ in classes[name]
+  ]
+  groups = same_videos(root, found)
+  if groups and conflicts == "error":
+    shown = "; ".join(_group_text(found, indices, how) for indices, how in groups[:3])
+    raise ValueError(
+      f"{len(groups)} video(s) are in more than one class folder of --input {root}: {shown}"
+      f"{'; ...' if len(groups) > 3 else ''}. Remove the copies or links, or pass "
+      "--conflicts=skip to leave them out, --conflicts=merge for one multi-label example per "
+      "video, or --conflicts=keep for one example per class folder."
+    )
+  left_out = {split: [] for split in tree}  # (class, video, why) of the skipped copies.
+  merged_labels, removed = {}, set()
+  for indices, how in groups:
+    if conflicts == "skip":
+      why = f"in several class folders: {_group_text(found, indices, how)} (--conflicts=skip)"
+      for i in indices:
+        left_out[split_found[i]].append((*found[i], why))
+      removed.update(indices)
+    elif conflicts == "merge":
+      merged_labels[found[indices[0]][1]] = tuple(dict.fromkeys(found[i][0] for i in indices))
+      removed.update(indices[1:])
+  removed_videos = {found[i][1] for i in removed}
+  for classes in tree.values():
+    for name in classes:
+      classes[name] = [video for video in classes[name] if video not in removed_videos]
+
+  unreadable = {}
+  if drawn_with is not None:
+    pool = tree["train"]
+    if probe:
+      videos = [video for name in pool for video in pool[name]]
+      reasons = probe([os.path.join(root, video) for video in videos])
+      bad = {video for video, reason in zip(videos, reasons, strict=True) if reason}
+      unreadable = {name: [v for v in vs if v in bad] for name, vs in pool.items()}
+      pool = {name: [v for v in vs if v not in bad] for name, vs in pool.items()}
+    tree["train"], tree["validation"] = stratified_split(pool, drawn_with, seed)
+
+  splits = {split: _items(root, classes, merged_labels) for split, classes in tree.items()}
+  splits["train"] += _items(root, unreadable, merged_labels)
+  for split, rows in left_out.items():
+    for name, video, why in rows:
+      splits[split].append(
+        Item(
+          path=os.path.join(root, video),
+          labels=(name,),
+          video_id=video.replace(os.sep, "/"),
+          label_text=name,
+          error=why,
+        )
+      )
   # Video i goes to shard i % N: in class order, every shard would list the classes one after
   # the other, in step, and a reader's shuffle buffer would see one class at a time.
   random.Random(f"{seed}/order").shuffle(splits["train"])
+
+  split_of = {item.video_id: split for split, items in splits.items() for item in items}
+  repeat_counts = {split: collections.Counter() for split in splits}
+  for indices, _ in groups:
+    where = {split_of[found[i][1].replace(os.sep, "/")] for i in indices if i not in removed}
+    where |= {split_found[i] for i in indices if conflicts == "skip"}
+    for split in where:
+      repeat_counts[split]["conflicts"] += 1
+      if conflicts == "merge":
+        repeat_counts[split]["merged"] += len(indices) - 1
   return FolderDataset(
     splits={split: items for split, items in splits.items() if items},
-    class_names=sorted(train),
+    class_names=sorted(tree["train"]),
     layout=layout,
     val_fraction=drawn_with,
+    links_skipped=links_skipped,
+    same_videos=len(groups),
+    repeat_counts={split: dict(counts) for split, counts in repeat_counts.items() if counts},
+    unreadable=sum(len(vs) for vs in unreadable.values()),
   )

@@ -201,3 +201,22 @@ def _read_frames(
       )
     raise VideoError(f"no frames in the segment [{start}, {end}) s")
   return np.stack(frames), float(fps) if fps else (native_fps or 25.0)
+
+
+def probe(path: str) -> str | None:
+  """Why `path` cannot be converted, found cheaply (the file opens and its first frame decodes),
+  or None. Only a first check: read_frames may still find the video too short or damaged later.
+  Never opens what is not a regular file (a named pipe would block)."""
+  if not path or not os.path.isfile(path):
+    return "missing: no such file"
+  if os.path.getsize(path) == 0:
+    return "empty file"
+  try:
+    with av.open(path) as container:
+      if not container.streams.video:
+        return "no video stream"
+      for _ in container.decode(container.streams.video[0]):
+        return None
+      return "no frames"
+  except (av.error.FFmpegError, OSError, ValueError) as e:
+    return f"cannot decode: {e}"
