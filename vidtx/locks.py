@@ -47,6 +47,26 @@ def describe(holder: dict) -> str:
   )
 
 
+def holder(directory: str) -> dict | None:
+  """Who holds `directory`'s lock, read without taking it (taking it even for a moment could
+  make a command starting then refuse): None when there is no lock file or its owner no longer
+  runs on this host (killed before it removed the file); another host's owner counts as alive."""
+  if "://" in directory:
+    return None
+  found = _read(os.path.join(directory, LOCK))
+  pid = found.get("pid")
+  if not isinstance(pid, int):
+    return None
+  if found.get("host") == socket.gethostname():
+    try:
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      return None
+    except PermissionError:
+      pass  # Alive, another user's.
+  return found
+
+
 def _acquire(directory: str, what: str) -> int:
   """The open, locked lock file's descriptor; LockedError when a live process holds it."""
   path = os.path.join(directory, LOCK)

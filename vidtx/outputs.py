@@ -55,18 +55,34 @@ def _flat(values: Mapping[str, str | Sequence[str] | None]) -> list[tuple[str, s
   return pairs
 
 
-def _relation(output: str, other: str) -> str | None:
-  """How `output` overlaps `other` ('is', 'contains', 'is inside'), or None."""
-  out_real, other_real = _resolved(output), _resolved(other)
-  if out_real == other_real:
-    return "is"
-  out_inode, other_inode = _inode(output), _inode(other)
-  if out_inode is not None and out_inode == other_inode:
-    return "is"  # A hard link: two names, one file.
-  if _contains(out_real, other_real):
-    return "contains"
-  if _contains(other_real, out_real):
-    return "is inside"
+class _Resolved:
+  """A path as the file system sees it: resolved (symlinks followed) and its inode if any."""
+
+  def __init__(self, flag: str, path: str):
+    self.flag, self.path = flag, path
+    self.real = _resolved(path)
+    self.inode = _inode(path)
+
+  def relation(self, other: "_Resolved") -> str | None:
+    """How this path overlaps `other` ('is', 'contains', 'is inside'), or None."""
+    if self.real == other.real or (self.inode is not None and self.inode == other.inode):
+      return "is"  # The same name, a link, or a hard link: one file.
+    if _contains(self.real, other.real):
+      return "contains"
+    if _contains(other.real, self.real):
+      return "is inside"
+    return None
+
+
+def _first_overlap(output: _Resolved, inputs: list[_Resolved], by_real: dict, by_inode: dict):
+  """The input `output` is or contains, or None: a lookup for 'is', a scan for 'contains'."""
+  same = by_real.get(output.real) or (by_inode.get(output.inode) if output.inode else None)
+  if same is not None:
+    return same, "is"
+  if output.inode is None or os.path.isdir(output.path):  # Only a directory holds inputs.
+    for candidate in inputs:
+      if _contains(output.real, candidate.real):
+        return candidate, "contains"
   return None
 
 
@@ -75,26 +91,30 @@ def check_paths(
 ) -> None:
   """Raises OverlapError (one line) when an output is or contains an input, or is, contains or
   lies inside another output. Keys are flags as the user typed them ('--out'); a value may be a
-  list of paths (the files found in a folder); None is skipped. Writes and reads nothing."""
-  output_pairs = _flat(outputs)
-  for flag, path in output_pairs:
-    for input_flag, input_path in _flat(inputs):
-      relation = _relation(path, input_path)
-      # A new file inside an input folder (results beside the videos) replaces no input:
-      # callers list a folder's members as inputs, so a member named as an output is caught.
-      if relation is None or relation == "is inside":
-        continue
+  list of paths (the files found in a folder); None is skipped. Writes nothing; each path is
+  resolved once, so a folder of many thousand videos costs milliseconds per output."""
+  resolved_inputs = [_Resolved(flag, path) for flag, path in _flat(inputs)]
+  by_real = {entry.real: entry for entry in resolved_inputs}
+  by_inode = {entry.inode: entry for entry in resolved_inputs if entry.inode is not None}
+  resolved_outputs = [_Resolved(flag, path) for flag, path in _flat(outputs)]
+  for output in resolved_outputs:
+    # A new file inside an input folder (results beside the videos) replaces no input:
+    # callers list a folder's members as inputs, so a member named as an output is caught.
+    found = _first_overlap(output, resolved_inputs, by_real, by_inode)
+    if found is not None:
+      overlapped, relation = found
       raise OverlapError(
-        f"{flag}={path} {relation} the input {input_flag}={input_path}: an output must never "
-        f"replace or hold an input of the same command; choose another {flag}."
+        f"{output.flag}={output.path} {relation} the input {overlapped.flag}={overlapped.path}: "
+        f"an output must never replace or hold an input of the same command; choose another "
+        f"{output.flag}."
       )
-  for i, (flag, path) in enumerate(output_pairs):
-    for other_flag, other in output_pairs[i + 1 :]:
-      relation = _relation(path, other)
+  for i, output in enumerate(resolved_outputs):
+    for other in resolved_outputs[i + 1 :]:
+      relation = output.relation(other)
       if relation is not None:
         raise OverlapError(
-          f"{flag}={path} {relation} {other_flag}={other}: two outputs of one command would "
-          f"write the same files; choose another {flag} or {other_flag}."
+          f"{output.flag}={output.path} {relation} {other.flag}={other.path}: two outputs of one "
+          f"command would write the same files; choose another {output.flag} or {other.flag}."
         )
 
 

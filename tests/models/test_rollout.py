@@ -411,3 +411,14 @@ def test_demo_command_writes_the_picture_and_the_figures(synthetic_checkpoint, t
   )
   with pytest.raises(ValueError, match="--label='sideways'"):
     rollout_demo.run(synthetic_checkpoint, str(out), label="sideways")
+  # Its pictures and video are replaced only with --overwrite, and never the checkpoint.
+  picture, video = out.read_bytes(), (tmp_path / "up.mp4").read_bytes()
+  with pytest.raises(FileExistsError, match="--out=.* exists; pass --overwrite"):
+    rollout_demo.run(synthetic_checkpoint, str(out), num_videos=1)
+  with pytest.raises(FileExistsError, match="--video_out=.* exists; pass --overwrite"):
+    rollout_demo.run(
+      synthetic_checkpoint, str(tmp_path / "new.png"), video_out=str(tmp_path / "up.mp4")
+    )
+  with pytest.raises(ValueError, match="--out=.* is the input --checkpoint="):
+    rollout_demo.run(synthetic_checkpoint, synthetic_checkpoint, overwrite=True)
+  assert out.read_bytes() == picture and (tmp_path / "up.mp4").read_bytes() == video

@@ -17,7 +17,6 @@ is one line naming the train.py writing it (its lock, vidtx.locks).
 import json
 import os
 import re
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -258,26 +257,9 @@ def _step_names(checkpoints: str) -> list[str]:
 
 
 def _writer(workdir: str) -> str | None:
-  """Who is writing the run, from the lock train.py holds on it (vidtx.locks): None when there
-  is no lock or its owner is no longer alive on this host. Reads only: taking the lock, even
-  for a moment, could make a train.py starting at that moment refuse to run."""
-  path = os.path.join(workdir, locks.LOCK)
-  try:
-    with open(path, encoding="utf-8") as f:
-      holder = json.load(f)
-  except (OSError, ValueError):
-    return None
-  if not isinstance(holder, dict):
-    return None
-  pid = holder.get("pid")
-  if isinstance(pid, int) and holder.get("host") == socket.gethostname():
-    try:
-      os.kill(pid, 0)
-    except ProcessLookupError:
-      return None  # Killed without removing its lock file: nobody is writing.
-    except PermissionError:
-      pass  # Alive, another user's.
-  return locks.describe(holder)
+  """Who is writing the run (the train.py holding its lock, vidtx.locks), or None."""
+  found = locks.holder(workdir)
+  return locks.describe(found) if found else None
 
 
 def _no_checkpoint_yet(workdir: str, checkpoints: str, writing: list[int]) -> str:

@@ -2,7 +2,7 @@ r"""Does the attention rollout follow the moving object? A picture and a number,
 motion task, for a checkpoint trained on it (train.py, then `python -m vidtx.convert --src RUN`).
 
   python -m vidtx.tools.rollout_demo --checkpoint=DIR --out=docs/rollout_divided.png \
-      [--label=right] [--seed=9] [--video_out=motion.mp4] [--num_videos=64]
+      [--label=right] [--seed=9] [--video_out=motion.mp4] [--num_videos=64] [--overwrite]
 
 1. Writes one synthetic motion video (`--label`, `--seed`) as an mp4 file and runs
    `python -m vidtx.predict --video=... --rollout=OUT` on it: the picture is made by the same code
@@ -17,6 +17,7 @@ motion task, for a checkpoint trained on it (train.py, then `python -m vidtx.con
 
 import dataclasses
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from vidtx import predict
+from vidtx import outputs, predict
 from vidtx.checkpoints import store
 from vidtx.data import synthetic
 
@@ -103,10 +104,16 @@ def run(
   video_out: str | None = None,
   num_videos: int = 64,
   head_fusion: str = "mean",
+  overwrite: bool = False,
 ) -> dict[str, Any]:
-  """The command: the picture via predict --rollout, then the heat-on-object figures."""
+  """The command: the picture via predict --rollout, then the heat-on-object figures. An
+  existing --out or --video_out is replaced only with `overwrite`."""
   if label not in CLASSES:
     raise ValueError(f"--label={label!r}: expected one of {list(CLASSES)}.")
+  outputs.check_paths({"--checkpoint": checkpoint}, {"--out": out, "--video_out": video_out})
+  outputs.check_output_file(out, "--out", overwrite=overwrite, suffixes=(".png",))
+  if video_out:
+    outputs.check_output_file(video_out, "--video_out", overwrite=overwrite, suffixes=(".mp4",))
   converted = store.load(checkpoint)
   if converted.labels is not None and tuple(converted.labels) != CLASSES:
     raise ValueError(
@@ -115,11 +122,20 @@ def run(
     )
   frames, _ = motion_video(CLASSES.index(label), seed)
   with tempfile.TemporaryDirectory() as scratch:
-    video = video_out or os.path.join(scratch, "motion.mp4")
+    video = os.path.join(scratch, "motion.mp4")
     predict.encode_video(video, frames)
     predict.run(
-      checkpoint, video=video, rollout_out=out, top_k=len(CLASSES), head_fusion=head_fusion
+      checkpoint,
+      video=video,
+      rollout_out=out,
+      top_k=len(CLASSES),
+      head_fusion=head_fusion,
+      overwrite=overwrite,
     )
+    if video_out:
+      os.makedirs(os.path.dirname(os.path.abspath(video_out)), exist_ok=True)
+      shutil.move(video, video_out + ".tmp")  # Whole under its own name, or not at all.
+      os.replace(video_out + ".tmp", video_out)
   figures = heat_on_object(converted, num_videos, head_fusion=head_fusion)
   print(
     f"heat on object: {figures['share']:.1%} of the rollout falls on the moving object, "
@@ -163,8 +179,9 @@ def main(argv: Sequence[str]) -> None:
       video_out=f.video_out,
       num_videos=f.num_videos,
       head_fusion=f.head_fusion,
+      overwrite=f.overwrite,
     )
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 
@@ -179,5 +196,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("video_out", None, "Also keep the pictured video here (.mp4).")
   flags.DEFINE_integer("num_videos", 64, "Videos for the heat-on-object figures.", lower_bound=1)
   flags.DEFINE_enum("head_fusion", "mean", ["mean", "max", "min"], "Fusion of the heads.")
+  flags.DEFINE_bool("overwrite", False, "Replace --out and --video_out if they exist.")
   flags.mark_flags_as_required(["checkpoint", "out"])
   app.run(main)
