@@ -33,7 +33,9 @@ Arguments:
 Derived from data: dataset_configs.num_classes (labels.txt's lines), class_names, tables and
 examples_per_subset (the summaries; shards without one are counted), class_splits / multi_label
 when the shards have them; one epoch = ceil(train videos / batch) steps, the warm-up (one epoch),
-the evaluation and best-checkpoint interval (one epoch) and TimeSformer's decay boundaries.
+the evaluation and best-checkpoint interval (one epoch) and TimeSformer's decay boundaries (kept
+on distinct steps in short runs; a batch larger than the train split is allowed: each step's
+clips then span more than one pass over it).
 
 The recipe of each model, at batch 8 (learning rates scaled linearly from the paper's batch):
   model        clips (train; evaluation views)               lr      schedule, regularisation
@@ -221,14 +223,31 @@ def schedule(
     min(WARMUP_EPOCHS, epochs), train_examples, batch_size
   )
   if config.lr_configs.schedule == "steps":  # TimeSformer: at 11/15 and 14/15 of the run.
-    config.lr_configs.decay_epochs = tuple(
-      e * epochs / common.TIMESFORMER_EPOCHS for e in common.TIMESFORMER_DECAY_EPOCHS
-    )
+    config.lr_configs.decay_epochs = decay_epochs(epochs, train_examples / batch_size)
   config.num_training_epochs = float(epochs)
   config.eval_every_steps = steps_per_epoch
   config.checkpoint_every_steps = steps_per_epoch
   config.log_every_steps = min(50, steps_per_epoch)
   config.max_checkpoints_to_keep = 2  # And the best one (best_checkpoint_metric).
+
+
+def decay_epochs(epochs: float, steps_per_epoch: float) -> tuple[float, ...]:
+  """TimeSformer's decays at 11/15 and 14/15 of a run of `epochs`, as epochs.
+
+  vidtx.optim puts a decay at step round(epoch * steps_per_epoch). A short run (epochs=1, or a
+  batch near or above the train split's size: steps_per_epoch < 1, each batch spanning more than
+  one pass) can round both to one step, or the first to step 0; the boundaries then move to the
+  nearest distinct steps from 1 on (past the run's end when it is that short: no decay), so the
+  schedule always builds.
+  """
+  wanted = [e * epochs / common.TIMESFORMER_EPOCHS for e in common.TIMESFORMER_DECAY_EPOCHS]
+  steps, previous = [], 0
+  for epoch in wanted:
+    previous = max(round(epoch * steps_per_epoch), previous + 1)
+    steps.append(previous)
+  if steps == [round(e * steps_per_epoch) for e in wanted]:
+    return tuple(wanted)
+  return tuple(step / steps_per_epoch for step in steps)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_flags
 
-from vidtx import distributed, ownership
+from vidtx import distributed, locks, ownership
 
 # Exceptions that carry a message written for the user (vidtx raises these for bad input).
 USER_ERRORS = (
@@ -32,6 +32,7 @@ USER_ERRORS = (
   IsADirectoryError,
   FloatingPointError,
   ownership.UnwritableError,
+  locks.LockedError,  # Another command holds the directory: its message names the holder.
 )
 
 
@@ -134,8 +135,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   return []  # Not reached.
 
 
-def run(main: Callable[[list[str]], Any]) -> None:
-  """app.run(main) with one-line errors for user mistakes (see the module doc)."""
+def run(
+  main: Callable[[list[str]], Any], user_errors: tuple[type[BaseException], ...] = ()
+) -> None:
+  """app.run(main) with one-line errors for user mistakes (see the module doc) and for the
+  command's own `user_errors` (e.g. vidtx.checkpoints.training.WriteError: a full disk)."""
 
   def guarded(argv: list[str]) -> Any:
     # orbax reads arrays in asyncio tasks: after a failed restore (a damaged checkpoint) each
@@ -146,7 +150,7 @@ def run(main: Callable[[list[str]], Any]) -> None:
       return main(argv)
     except distributed.Stopped as e:
       _fail(f"{e}; nothing was saved.", e.exit_code)
-    except USER_ERRORS as e:
+    except USER_ERRORS + tuple(user_errors) as e:
       if os.environ.get("VIDTX_TRACEBACK"):
         raise
       message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)

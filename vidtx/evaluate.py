@@ -18,8 +18,10 @@ per head, e.g. eval_<split>_noun_*, with class splits). Uses the same evaluator 
 the numbers are those train.py reports for the same views and aggregation.
 """
 
+import contextlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -27,12 +29,13 @@ import ml_collections
 from absl import app, flags, logging
 from clu import metric_writers
 
-from vidtx import cli, distributed, metrics, ownership, sharding
+from vidtx import cli, distributed, locks, metrics, ownership, sharding
 from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import run as run_lib
 from vidtx.checkpoints import store, training
+from vidtx.data import records
 
 
 def evaluate(
@@ -42,9 +45,43 @@ def evaluate(
   checkpoint: str | None = None,
 ) -> dict[str, Any]:
   """Evaluates the newest checkpoint of `workdir` (or the converted `checkpoint`) on `split`;
-  writes WORKDIR/eval_<split>.json when there is a workdir."""
-  if workdir:
-    training.check_workdir(workdir)
+  writes WORKDIR/eval_<split>.json when there is a workdir.
+
+  The results have one writer at a time: process 0 holds the workdir's lock (vidtx.locks) from
+  the start, so this refuses at once, naming the holder, while train.py trains that run (or
+  another eval.py writes there)."""
+  with contextlib.ExitStack() as stack:
+    held = False
+
+    def own_workdir() -> None:
+      """Process 0: the workdir takes results (vidtx.ownership) and is locked by this run."""
+      nonlocal held
+      if not workdir or jax.process_index() != 0 or held:
+        return
+      if os.path.isdir(workdir):
+        ownership.check_claimable(workdir, "run", legacy=run_lib.is_earlier_run, hint=_HINT)
+      else:  # A new directory for a converted checkpoint's results: made when results exist.
+        ownership.claim(workdir, "run", legacy=run_lib.is_earlier_run, hint=_HINT)
+      stack.enter_context(locks.hold(workdir, "eval.py"))
+      held = True
+
+    if workdir:
+      training.check_workdir(workdir)
+      if os.path.isdir(workdir):
+        own_workdir()  # Before any work: a run being trained refuses this at once.
+    return _evaluate(config, workdir, split, checkpoint, own_workdir)
+
+
+_HINT = "Pass a new --workdir for the evaluation results."
+
+
+def _evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str | None,
+  split: str,
+  checkpoint: str | None,
+  own_workdir: Callable[[], None],
+) -> dict[str, Any]:
   mesh = sharding.make_mesh(config.get("mesh"))
   dataset_configs = vidtx_data.prepare_dataset(config)
   if split not in dataset_configs.tables:
@@ -52,6 +89,9 @@ def evaluate(
       f"--split={split!r} is not in config.dataset_configs.tables "
       f"({sorted(dataset_configs.tables)})."
     )
+  warning = records.empty_files_warning(dataset_configs, split)
+  if warning and jax.process_index() == 0:
+    print(warning, flush=True)
   if checkpoint:
     converted = store.load(checkpoint)
     if converted.num_classes != dataset_configs.num_classes:
@@ -67,7 +107,9 @@ def evaluate(
       where=f"--checkpoint={checkpoint} with the config's clips",
     )
     params = jax.device_put(converted.params, sharding.replicated(mesh))
-    return _evaluate_params(config, model, params, dataset_configs, mesh, split, workdir, step=0)
+    return _evaluate_params(
+      config, model, params, dataset_configs, mesh, split, workdir, own_workdir, step=0
+    )
   # The abstract state is built exactly as train.py builds it, so the checkpoint restores as is.
   model, abstract_state = state_lib.abstract_state_from_config(config, dataset_configs, mesh)
   manager = training.checkpoint_manager(workdir, read_only=True)
@@ -87,6 +129,7 @@ def evaluate(
     mesh,
     split,
     workdir,
+    own_workdir,
     step=int(state.step),
   )
 
@@ -99,16 +142,13 @@ def _evaluate_params(
   mesh: Any,
   split: str,
   workdir: str | None,
+  own_workdir: Callable[[], None],
   step: int,
 ) -> dict[str, Any]:
+  own_workdir()  # A new --workdir: created (and locked) only now, with results to write.
   if workdir and jax.process_index() == 0:
     # Results go only into a run's directory or a new/empty one (vidtx.ownership).
-    ownership.claim(
-      workdir,
-      "run",
-      legacy=run_lib.is_earlier_run,
-      hint="Pass a new --workdir for the evaluation results.",
-    )
+    ownership.claim(workdir, "run", legacy=run_lib.is_earlier_run, hint=_HINT)
   class_names = vidtx_data.class_names(dataset_configs)
   evaluator = evaluator_lib.MultiViewEvaluator(
     model,
@@ -130,36 +170,9 @@ def _evaluate_params(
   if jax.process_index() == 0:
     written = ""
     if workdir:
-      path = os.path.join(workdir, f"eval_{split}.json")
-      with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=2)
-      os.replace(path + ".tmp", path)
-      videos = evaluator.write_videos(os.path.join(workdir, f"eval_{split}_videos.jsonl"))
-      written = f"; written to {path} (per video: {videos}"
-      reports = evaluator.write_class_reports(workdir)
-      if reports:
-        written += "; per class: " + ", ".join(os.path.basename(p) for p in reports)
-      written += ")"
-      # TensorBoard: the scalars and the confusion matrix under WORKDIR/eval_<split>.
-      writer = metric_writers.create_default_writer(os.path.join(workdir, f"eval_{split}"))
-      writer.write_scalars(
-        step,
-        {
-          k: v
-          for k, v in results.items()
-          if isinstance(v, (int, float)) and not isinstance(v, bool)
-        },
-      )
-      if evaluator.confusion is not None:
-        writer.write_images(
-          step,
-          {
-            "confusion_matrix": metrics.confusion_matrix_image(evaluator.confusion, class_names)[
-              None
-            ]
-          },
-        )
-      writer.flush()
+      # A full disk: one line naming the results being written (training.WriteError).
+      with training.named_write_errors(workdir, os.path.join(workdir, f"eval_{split}*")):
+        written = _write_results(evaluator, results, class_names, split, workdir, step)
     print(
       f"step {results['step']}: {evaluator_lib.summary(results)} on "
       f"{results['num_videos']} {split} videos x {results['views_per_video']:g} views "
@@ -170,6 +183,41 @@ def _evaluate_params(
     if worst:
       print(worst, flush=True)
   return results
+
+
+def _write_results(
+  evaluator: evaluator_lib.MultiViewEvaluator,
+  results: dict[str, Any],
+  class_names: list[str] | None,
+  split: str,
+  workdir: str,
+  step: int,
+) -> str:
+  """Writes WORKDIR/eval_<split>.json, the per-video and per-class files and the TensorBoard
+  scalars; returns what was written, in words, for the summary line."""
+  path = os.path.join(workdir, f"eval_{split}.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(results, f, indent=2)
+  os.replace(path + ".tmp", path)
+  videos = evaluator.write_videos(os.path.join(workdir, f"eval_{split}_videos.jsonl"))
+  written = f"; written to {path} (per video: {videos}"
+  reports = evaluator.write_class_reports(workdir)
+  if reports:
+    written += "; per class: " + ", ".join(os.path.basename(p) for p in reports)
+  written += ")"
+  # TensorBoard: the scalars and the confusion matrix under WORKDIR/eval_<split>.
+  writer = metric_writers.create_default_writer(os.path.join(workdir, f"eval_{split}"))
+  writer.write_scalars(
+    step,
+    {k: v for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+  )
+  if evaluator.confusion is not None:
+    writer.write_images(
+      step,
+      {"confusion_matrix": metrics.confusion_matrix_image(evaluator.confusion, class_names)[None]},
+    )
+  writer.flush()
+  return written
 
 
 def main(argv):
@@ -203,7 +251,7 @@ def run_cli() -> None:
   flags.DEFINE_integer("num_processes", None, "Number of processes in the job.")
   flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
   flags.mark_flags_as_required(["config"])
-  cli.run(main)
+  cli.run(main, user_errors=(training.WriteError,))
 
 
 if __name__ == "__main__":

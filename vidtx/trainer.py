@@ -12,8 +12,17 @@ workdir -> mesh -> data -> model -> sharded init and resume -> config.json -> st
 final evaluation. The workdir must be new, empty or a run's (vidtx.ownership); a damaged newest
 checkpoint is named (--skip_damaged_checkpoints resumes from the newest intact one). Export a run
 for vidtx.predict with vidtx-convert --src WORKDIR --out DIR.
+
+One writer per run: the trainer holds the workdir's lock (vidtx.locks, WORKDIR/.vidtx.lock) from
+start to end, so a second train.py, or an eval.py writing its results there, refuses in one line
+naming this run's process. On several hosts process 0 holds it (the workdir is shared): when it
+is refused, the other processes of that launch end only once they lose process 0 (JAX's
+coordinator). WORKDIR/checkpoints must hold only vidtx's checkpoints (orbax deletes old ones;
+vidtx.checkpoints.training), and a full disk ends the run in one line naming the file or
+checkpoint it was writing.
 """
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -27,13 +36,13 @@ from absl import flags, logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
 
-from vidtx import cli, distributed, metrics, models, optim, ownership, sharding
+from vidtx import cli, distributed, locks, metrics, models, optim, ownership, sharding
 from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import init_from, training
 from vidtx.checkpoints import run as run_lib
-from vidtx.data import bad_records, reader_config
+from vidtx.data import bad_records, reader_config, records
 from vidtx.progress import MetricsLog, Progress
 
 
@@ -50,23 +59,30 @@ def train_and_evaluate(
   # Until the loop starts a signal stops the run at once (nothing to save yet).
   stop = distributed.StopRequest(immediate=True)
   try:
-    # --- Workdir: new, empty, or a run's (vidtx.ownership); never a folder of someone's files.
-    training.check_workdir(workdir)
-    if jax.process_index() == 0:
-      ownership.claim(
-        workdir, "run", legacy=run_lib.is_earlier_run, hint="Choose a new --workdir for the run."
+    with contextlib.ExitStack() as run:
+      # --- Workdir: new, empty, or a run's (vidtx.ownership); never a folder of someone's
+      # files. One writer at a time: the lock is taken before any slow work, so a second
+      # train.py (or an eval.py) on the run refuses at once, naming this one.
+      training.check_workdir(workdir)
+      if jax.process_index() == 0:
+        ownership.claim(
+          workdir, "run", legacy=run_lib.is_earlier_run, hint="Choose a new --workdir for the run."
+        )
+        run.enter_context(locks.hold(workdir, "train.py"))
+      else:
+        os.makedirs(workdir, exist_ok=True)
+      # A full disk: one line naming the file or checkpoint, not orbax's background tracebacks.
+      run.enter_context(training.quiet_background_errors())
+      run.enter_context(training.named_write_errors(workdir))
+      manager = training.checkpoint_manager(  # Refuses a linked or foreign checkpoints/.
+        workdir,
+        max_to_keep=config.max_checkpoints_to_keep,
+        best_metric=config.get("best_checkpoint_metric") or "",
       )
-    else:
-      os.makedirs(workdir, exist_ok=True)
-    manager = training.checkpoint_manager(
-      workdir,
-      max_to_keep=config.max_checkpoints_to_keep,
-      best_metric=config.get("best_checkpoint_metric") or "",
-    )
-    try:
-      return _train_and_evaluate(config, workdir, stop, manager, skip_damaged_checkpoints)
-    finally:
-      manager.close()  # Also after an error: no background save is left to fail at exit.
+      try:
+        return _train_and_evaluate(config, workdir, stop, manager, skip_damaged_checkpoints)
+      finally:
+        manager.close()  # Also after an error: no background save is left to fail at exit.
   finally:
     stop.restore()
 
@@ -86,6 +102,11 @@ def _train_and_evaluate(
 
   # --- Data: the synthetic dataset is generated on first use (cached).
   dataset_configs = vidtx_data.prepare_dataset(config)
+  if is_main:  # A split of which some files are empty trains on the others only: say so.
+    for split in dataset_configs.tables:
+      warning = records.empty_files_warning(dataset_configs, split)
+      if warning:
+        print(warning, flush=True)
   num_classes = dataset_configs.num_classes
   class_names = vidtx_data.class_names(dataset_configs)
   total_steps = optim.resolve_steps(
@@ -138,7 +159,8 @@ def _train_and_evaluate(
   # fields) once its checkpoint restored, so a failed resume leaves the run's record intact;
   # it lets vidtx.convert export the run without its data.
   if is_main:
-    run_lib.write_config(config, workdir)
+    with training.named_write_errors(workdir, os.path.join(workdir, run_lib.CONFIG_FILE)):
+      run_lib.write_config(config, workdir)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   if is_main:
     print(
@@ -190,9 +212,14 @@ def _train_and_evaluate(
 
   # --- Loop: log, checkpoint, evaluate; stop cleanly on SIGTERM/SIGINT.
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-  metrics_log = MetricsLog(
-    os.path.join(workdir, "metrics.jsonl"), enabled=is_main, drop_after_step=start_step
-  )
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  with training.named_write_errors(workdir, metrics_path):
+    metrics_log = MetricsLog(metrics_path, enabled=is_main, drop_after_step=start_step)
+
+  def log_metrics(step: int, values: dict[str, Any]) -> None:
+    with training.named_write_errors(workdir, metrics_path):
+      metrics_log.write(step, values)
+
   progress = Progress(total_steps, start_step, config.batch_size, enabled=is_main)
   pending = []  # (step, device metrics) since the last fetch, fetched together (no host syncs).
   skipped_records = 0  # bad records dropped (dataset_configs.skip_bad_records) since the start
@@ -230,12 +257,15 @@ def _train_and_evaluate(
           ]
         },
       )
-    metrics_log.write(step, scalars)
+    log_metrics(step, scalars)
     if final:
-      evaluator.write_videos(os.path.join(workdir, "eval_validation_videos.jsonl"))
+      videos = os.path.join(workdir, "eval_validation_videos.jsonl")
+      with training.named_write_errors(workdir, videos):
+        evaluator.write_videos(videos)
     if is_main:
       # At every evaluation: during a long run the files show the newest one.
-      evaluator.write_class_reports(workdir)
+      with training.named_write_errors(workdir, os.path.join(workdir, "eval_validation_*")):
+        evaluator.write_class_reports(workdir)
       print(
         f"[eval step {step}] {evaluator_lib.summary(results)} "
         f"({results['num_videos']} videos x {results['views_per_video']:g} views, "
@@ -307,7 +337,7 @@ def _train_and_evaluate(
           summary["skipped_records"] = skipped_records
         summary.update(progress.update(step, summary))  # Prints the line on process 0.
         writer.write_scalars(step, summary)
-        metrics_log.write(step, summary)
+        log_metrics(step, summary)
 
       if step == total_steps:
         break  # Saved after the final evaluation below, which ranks it.
@@ -417,7 +447,7 @@ def run_cli() -> None:
     "checkpoint when newer ones are damaged (moved to damaged_checkpoints/).",
   )
   flags.mark_flags_as_required(["config", "workdir"])
-  cli.run(main)
+  cli.run(main, user_errors=(training.WriteError,))
 
 
 if __name__ == "__main__":

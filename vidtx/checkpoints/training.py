@@ -5,9 +5,23 @@
 checkpoint_manager -> save at every checkpoint interval; on start, restore_newest_intact resumes
 from the newest checkpoint that reads, naming damaged ones (and, when asked, moving them aside).
 Checkpoints of other projects' formats: vidtx.checkpoints (readers, convert_source).
+
+Orbax takes every integer-named directory in WORKDIR/checkpoints for a step and deletes the
+oldest when it keeps the newest N: a writing manager therefore starts only on a real checkpoints
+directory (not a link into someone's folder) that holds nothing but vidtx's steps
+(check_checkpoints_dir). A failed write (a full disk, a quota) ends in one WriteError naming the
+file or checkpoint (write_error), without the tracebacks orbax's background threads log for it
+(quiet_background_errors).
 """
 
+import contextlib
+import errno
+import logging
 import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import flax
@@ -29,6 +43,80 @@ def check_workdir(workdir: str) -> None:
       "system (on several hosts a shared one: NFS, Filestore, or a bucket mounted "
       "with gcsfuse, e.g. /gcs/BUCKET/runs/NAME). Data may stay in the bucket: "
       "dataset_configs.base_dir=gs://... is read directly."
+    )
+
+
+CHECKPOINTS = "checkpoints"
+
+# What orbax writes in a step directory of a vidtx run: the run's items (`state`, `data`; older
+# vidtx saved one item, `default`; older orbax saved `metrics` and `descriptor` items), the step's
+# metadata and, on some file systems, a commit marker.
+_STEP_METADATA = "_CHECKPOINT_METADATA"
+_STEP_ENTRIES = frozenset(
+  {_STEP_METADATA, "commit_success.txt", "state", "data", "default", "metrics", "descriptor"}
+)
+_TMP_SUFFIX = ".orbax-checkpoint-tmp"  # An unfinished save: <step>.orbax-checkpoint-tmp[-<n>].
+
+
+def _foreign_in_step(name: str, path: str, unfinished: bool) -> list[str]:
+  """What in a step-named directory orbax did not write: the user's files inside a checkpoint
+  ('4/NOTES.md'), or the whole directory when it is no checkpoint ('0/ (not a checkpoint: ...)').
+  An unfinished save (orbax's temporary name) may still be empty."""
+  inside = sorted(os.listdir(path))
+  base = {entry.split(_TMP_SUFFIX, 1)[0] for entry in inside}  # Items being written count.
+  if not unfinished and not base & {_STEP_METADATA, "state", "default"}:
+    held = ", ".join(inside[:3]) + (" ..." if len(inside) > 3 else "") if inside else "empty"
+    return [f"{name}/ (not a checkpoint: {held})"]
+  return [
+    f"{name}/{entry}" for entry in inside if entry.split(_TMP_SUFFIX, 1)[0] not in _STEP_ENTRIES
+  ]
+
+
+def foreign_checkpoint_entries(directory: str) -> list[str]:
+  """The entries of a run's checkpoints directory that are not steps orbax wrote for vidtx: a
+  link, a file, a directory whose name is not a step's, a step-named directory that is no
+  checkpoint, or anything but orbax's files inside a checkpoint."""
+  found = []
+  for name in sorted(os.listdir(directory)):
+    path = os.path.join(directory, name)
+    step = re.fullmatch(rf"\d+({re.escape(_TMP_SUFFIX)}(-\d+)?)?", name)
+    if os.path.islink(path):
+      found.append(f"{name} (a link)")
+    elif not os.path.isdir(path):
+      found.append(name)
+    elif step is None:
+      found.append(f"{name}/")
+    else:
+      found += _foreign_in_step(name, path, unfinished=bool(step.group(1)))
+  return found
+
+
+def check_checkpoints_dir(workdir: str) -> None:
+  """Raises ValueError (one line) unless WORKDIR/checkpoints is absent or a real directory of
+  vidtx's steps only: orbax would take a user's integer-named directory for a step and delete it
+  when rotating, and would rotate inside whatever folder a link points to. Writes nothing."""
+  directory = os.path.join(workdir, CHECKPOINTS)
+  if os.path.islink(directory):
+    raise ValueError(
+      f"{directory} is a symbolic link (to {os.readlink(directory)}); vidtx keeps a run's "
+      "checkpoints in a directory of its own, where it deletes old checkpoints, and never "
+      "inside a folder a link points to. Remove the link (its target is not touched) or "
+      "choose a new --workdir."
+    )
+  if not os.path.lexists(directory):
+    return
+  if not os.path.isdir(directory):
+    raise ValueError(
+      f"{directory} is a file, not the run's checkpoints directory; move it out of the "
+      "workdir or choose a new --workdir."
+    )
+  foreign = foreign_checkpoint_entries(directory)
+  if foreign:
+    shown = "; ".join(foreign[:5]) + (f"; ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+    raise ValueError(
+      f"{directory} holds entries that are not checkpoints vidtx wrote: {shown}. Orbax takes "
+      "an integer-named directory for a checkpoint and deletes old ones, so vidtx does not "
+      "train here: move these out of the checkpoints directory, or choose a new --workdir."
     )
 
 
@@ -60,9 +148,9 @@ def checkpoint_manager(
       preservation_policy=preservation.AnyPreservationPolicy(keep),
     )
   check_workdir(workdir)
-  return ocp.CheckpointManager(
-    os.path.abspath(os.path.join(workdir, "checkpoints")), options=options
-  )
+  if not read_only:
+    check_checkpoints_dir(workdir)  # Before orbax lists (and later rotates) its steps.
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)), options=options)
 
 
 def save(
@@ -283,4 +371,147 @@ def restore_data_state(manager: ocp.CheckpointManager, step: int) -> dict[str, A
   """The input stream's position saved with checkpoint `step`; None for older checkpoints."""
   if _legacy_item(manager, step):
     return None
-  return manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
+  try:
+    return manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore())).data
+  except Exception as e:  # noqa: BLE001 - whatever failed, the user needs the checkpoint's name.
+    raise DamagedCheckpointError(
+      f"Reading the input position saved with checkpoint {manager.directory}/{step} failed: "
+      f"{_first_line(e)}. Nothing was changed; check the disk, or move checkpoint {step} out of "
+      "the checkpoints directory to resume from the one before it."
+    ) from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Failed writes (a full disk): one line, not the background threads' tracebacks.
+# ---------------------------------------------------------------------------------------------
+
+# Errors of the storage rather than of the program: the user frees space or picks another disk.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
+
+
+class WriteError(OSError):
+  """A run's file or checkpoint could not be written (a full disk, a quota, a read-only or
+  failing file system); the message names it, on one line."""
+
+
+def write_failure(error: BaseException) -> str | None:
+  """Why `error` is a failed write, in words ('no space left on device'), or None when it is
+  not one. Orbax and TensorFlow report the OS error inside their own exceptions' text."""
+  if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+    return os.strerror(error.errno).lower()
+  text = str(error)
+  for number in _WRITE_ERRNOS:
+    if os.strerror(number) in text or f"os_error_code='{number}'" in text:
+      return os.strerror(number).lower()
+  return None
+
+
+def write_error(error: BaseException, workdir: str, path: str | None = None) -> WriteError | None:
+  """`error` as a one-line WriteError naming what was being written, or None when it is not a
+  failed write: `path` when given, else a checkpoint (orbax names its temporary directory), a
+  file (Python names it), or the workdir."""
+  if isinstance(error, WriteError):
+    return error
+  reason = write_failure(error)
+  if reason is None:
+    return None
+  checkpoints = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
+  step = re.search(rf"{re.escape(checkpoints)}/(\d+)(?:{re.escape(_TMP_SUFFIX)}|/|\")", str(error))
+  filename = getattr(error, "filename", None)
+  # TensorFlow names the file in its message (an event file: "Failed to flush ... to PATH").
+  named = re.search(rf"{re.escape(os.path.abspath(workdir))}/[^\s\"':]+", str(error))
+  after = "the saved checkpoints are intact"
+  if path:
+    what = path
+  elif step:
+    what = f"checkpoint {step.group(1)} in {checkpoints}"
+    after = "the checkpoints saved before it are intact"
+  elif filename or named:
+    what = str(filename or named.group(0))
+  else:
+    what = f"the run's files in {workdir}"
+  return WriteError(
+    f"Writing {what} failed: {reason}. Training stopped; {after}. Free space there (or "
+    "choose a --workdir on another disk), then run the same command to resume."
+  )
+
+
+@contextlib.contextmanager
+def named_write_errors(workdir: str, path: str | None = None) -> Iterator[None]:
+  """Turns a failed write inside the block into write_error's one-line WriteError (naming
+  `path` when given)."""
+  try:
+    yield
+  except Exception as e:  # noqa: BLE001 - only failed writes are turned; the rest re-raised.
+    converted = write_error(e, workdir, path)
+    if converted is None or converted is e:
+      raise
+    raise converted from e
+
+
+# Writers whose background threads log a failure with its traceback and raise it again in the
+# main thread: orbax's saves and clu's asynchronous metric writer (TensorBoard events).
+_BACKGROUND_WRITERS = (f"{os.sep}orbax{os.sep}", f"{os.sep}clu{os.sep}asynclib.py")
+
+
+def _from_background_writer(record: logging.LogRecord) -> bool:
+  traceback = record.exc_info[2] if record.exc_info else None
+  while traceback is not None:
+    if any(part in traceback.tb_frame.f_code.co_filename for part in _BACKGROUND_WRITERS):
+      return True
+    traceback = traceback.tb_next
+  return False
+
+
+class _DropBackgroundTracebacks(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and _from_background_writer(record))
+
+
+_DROP_BACKGROUND_TRACEBACKS = _DropBackgroundTracebacks()  # One instance: added at most once.
+
+
+def _orbax_leftover(info: Any) -> bool:
+  """Whether an unraisable exception is an echo of a failed orbax save: tensorstore finding
+  orbax's event loop closed, or orbax's unfinished writes collected at exit."""
+  error = info.exc_value
+  if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+    return True
+  return isinstance(error, ImportError) and "async_serialize" in repr(info.object)
+
+
+@contextlib.contextmanager
+def quiet_background_errors() -> Iterator[None]:
+  """While the block runs, drops the copies of a failed write that orbax's and clu's
+  background threads log with their tracebacks, and the "Event loop is closed" tracebacks
+  tensorstore prints for each array still in flight once orbax gave up: hundreds of lines for
+  one full disk. The failure itself is raised in the main thread, where vidtx reports it in one
+  line. After a failure the echoes that come at exit stay dropped too. VIDTX_TRACEBACK=1 keeps
+  them all."""
+  if os.environ.get("VIDTX_TRACEBACK"):
+    yield
+    return
+  absl_logger = logging.getLogger("absl")
+  previous_hook = sys.unraisablehook
+
+  def unraisable(info: Any) -> None:
+    if not _orbax_leftover(info):
+      previous_hook(info)
+
+  absl_logger.addFilter(_DROP_BACKGROUND_TRACEBACKS)
+  sys.unraisablehook = unraisable
+  failed = True
+  try:
+    yield
+    failed = False
+  finally:
+    if failed:
+      # Orbax's threads may still be failing, and its unfinished writes are collected at exit,
+      # after the one-line error: their echoes stay dropped.
+      warnings.filterwarnings(
+        "ignore", "coroutine 'async_serialize.*' was never awaited", RuntimeWarning
+      )
+    else:
+      absl_logger.removeFilter(_DROP_BACKGROUND_TRACEBACKS)
+      if sys.unraisablehook is unraisable:
+        sys.unraisablehook = previous_hook

@@ -1,6 +1,7 @@
 """A split's records as videos: this process's share of a DMVR or TFDS split (and the check that
 it holds a record), each record parsed, its labels checked, and its selected frames decoded."""
 
+import concurrent.futures
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -200,6 +201,37 @@ def check_split_has_records(
     f"config.dataset_configs.tables.{split}={dc.tables[split]!r}). Write the split again (e.g. "
     f"python -m vidtx.data.make_shards) or point config.dataset_configs.tables.{split} at files "
     "that hold its records."
+  )
+
+
+def empty_files_warning(dataset_configs: ml_collections.ConfigDict, split: str) -> str | None:
+  """A warning naming the files of a DMVR split that hold no record (0 bytes, or shorter than
+  one record) while its other files do, or None. Such a split trains without complaint on the
+  records of the others only: say so at start-up. (A split without any record is an error:
+  check_split_has_records.) Stats every file, in parallel for a bucket."""
+  dc = dataset_configs
+  if is_tfds(dc):
+    return None
+  files = dmvr.expand_table(dc.base_dir, dc.tables[split])
+  if len(files) < 2:
+    return None
+  stat = lambda name: tf.io.gfile.stat(name).length  # noqa: E731
+  if "://" in dc.base_dir:
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+      sizes = list(pool.map(stat, files))
+  else:
+    sizes = [stat(name) for name in files]
+  empty = [name for name, size in zip(files, sizes, strict=True) if size < dmvr.MIN_RECORD_BYTES]
+  if not empty or len(empty) == len(files):
+    return None
+  expected = (dc.get("examples_per_subset") or {}).get(split)
+  said = f" (examples_per_subset.{split} says {expected})" if expected is not None else ""
+  return (
+    f"Warning: split {split!r}: {len(empty)} of its {len(files)} files hold no record "
+    f"(0 bytes, or shorter than one record): {files_text(empty)}; only the other "
+    f"{len(files) - len(empty)} file(s) are read{said}. Write the split again (e.g. python -m "
+    f"vidtx.data.make_shards) if these files should hold videos "
+    f"(config.dataset_configs.tables.{split}={dc.tables[split]!r})."
   )
 
 
