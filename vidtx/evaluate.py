@@ -29,7 +29,7 @@ import ml_collections
 from absl import app, flags, logging
 from clu import metric_writers
 
-from vidtx import cli, distributed, locks, metrics, ownership, sharding
+from vidtx import cli, distributed, locks, metrics, outputs, ownership, sharding
 from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
 from vidtx import train_state as state_lib
@@ -196,9 +196,8 @@ def _write_results(
   """Writes WORKDIR/eval_<split>.json, the per-video and per-class files and the TensorBoard
   scalars; returns what was written, in words, for the summary line."""
   path = os.path.join(workdir, f"eval_{split}.json")
-  with open(path + ".tmp", "w") as f:
+  with outputs.atomic_writer(path) as f:
     json.dump(results, f, indent=2)
-  os.replace(path + ".tmp", path)
   videos = evaluator.write_videos(os.path.join(workdir, f"eval_{split}_videos.jsonl"))
   written = f"; written to {path} (per video: {videos}"
   reports = evaluator.write_class_reports(workdir)

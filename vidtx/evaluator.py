@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from vidtx import data as vidtx_data
-from vidtx import metrics, sharding
+from vidtx import metrics, outputs, sharding
 from vidtx.data import bad_records, reader_config
 from vidtx.progress import Reporter
 
@@ -329,11 +329,9 @@ class MultiViewEvaluator:
     if jax.process_count() > 1:
       root, ext = os.path.splitext(path)
       path = f"{root}.process{jax.process_index()}{ext}"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
+    with outputs.atomic_writer(path) as f:
       for row in self.videos:
         f.write(json.dumps(row) + "\n")
-    os.replace(path + ".tmp", path)
     return path
 
   def _metrics(self, scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
@@ -402,9 +400,8 @@ class MultiViewEvaluator:
         (f"{stem}_confusion.csv", metrics.confusion_csv(matrix, names).encode("utf-8")),
         (f"{stem}_confusion.png", png.getvalue()),
       ):
-        with open(path + ".tmp", "wb") as f:
+        with outputs.atomic_writer(path, "wb") as f:  # Nothing left behind on a full disk.
           f.write(data)
-        os.replace(path + ".tmp", path)
         paths.append(path)
     return paths
 

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from vidtx import outputs
+
 
 def format_duration(seconds: float) -> str:
   """`1h02m03s`, or `2m03s` under an hour."""
@@ -238,10 +240,8 @@ class MetricsLog:
     if enabled and drop_after_step is not None and os.path.exists(path):
       with open(path) as f:
         kept = [line for line in f if _step(line) is not None and _step(line) <= drop_after_step]
-      tmp = path + ".tmp"
-      with open(tmp, "w") as f:
+      with outputs.atomic_writer(path) as f:
         f.writelines(kept)
-      os.replace(tmp, path)
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.enabled:
