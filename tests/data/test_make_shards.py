@@ -598,7 +598,7 @@ def test_folders_round_trip(tmp_path, capsys):
     "dog/d2.avi",
   ]
   assert sorted(os.listdir(out)) == sorted(
-    [".vidtx", "labels.txt", make_shards.FOLDERS_SPLIT_FILE]
+    [".vidtx", "labels.txt", make_shards.FOLDERS_SPLIT_FILE, "train.csv", "validation.csv"]
     + [
       f"{split}{suffix}"
       for split in ("train", "validation")

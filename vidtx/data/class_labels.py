@@ -3,6 +3,7 @@ indices, and repeated rows (--duplicates, --conflicts of python -m vidtx.data.ma
 
 import dataclasses
 import os
+import re
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -11,6 +12,48 @@ from vidtx.data import dmvr, sources
 
 DUPLICATE_MODES = ("skip", "keep", "error")
 CONFLICT_MODES = sources.CONFLICT_MODES
+
+
+# Words naming a direction that a horizontal flip reverses: a mirrored "left" is a "right", a
+# mirrored clockwise turn an anticlockwise one, a mirrored left-handed stroke a right-handed one.
+# Not "up" / "down", "forward" / "backward": a horizontal flip keeps them.
+DIRECTION_WORDS = frozenset(
+  {
+    "left",
+    "right",
+    "leftward",
+    "leftwards",
+    "rightward",
+    "rightwards",
+    "lefthanded",
+    "righthanded",
+    "clockwise",
+    "anticlockwise",
+    "counterclockwise",
+    "cw",
+    "ccw",
+  }
+)
+
+
+def _words(name: str) -> list[str]:
+  """'Pushing something from left_to-right' -> ['pushing', ..., 'left', 'to', 'right']; camel
+  case is split too ('SwipeLeft' -> ['swipe', 'left'])."""
+  spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+  return [word for word in re.split(r"[^a-z]+", spaced.lower()) if word]
+
+
+def direction_classes(names: Sequence[str]) -> list[str]:
+  """The class names, in order, that say a direction a horizontal flip would swap.
+
+  A name matches when one of its words (split at anything but a letter: spaces, _, -, digits,
+  and at camel case, case-insensitive) is in DIRECTION_WORDS: "Pushing something from left to
+  right", "turn_left", "Turning Hand Counterclockwise", "anti-clockwise", "left-handed batting"
+  (mirrored, a left-handed stroke looks right-handed). Whole words only: "upright", "bright",
+  "leftovers", "copyright" and "cleft" do not match. A name is all it looks at: a class whose
+  direction the name does not say ("Spinning something so it continues spinning") is not found.
+  """
+  return [name for name in names if DIRECTION_WORDS.intersection(_words(name))]
 
 
 def read_labels(path: str) -> list[str]:

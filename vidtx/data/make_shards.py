@@ -42,11 +42,15 @@ Sources (--input is the annotation file; for folders, the root folder):
             in several class folders (a link to one file, or a copy with the same size and
             sha256) follows --conflicts (below: skip, merge and keep per class folder). One run
             writes both tables, each of --num_shards shards (at most one per video), records
-            the split in folders_split.json (a rerun resumes only the same split) and prints
-            the train.py command that fine-tunes on them: quoted for the shell, run in the
-            shards folder (cd) when its path cannot go in --config's data= (a comma, spaces at
-            its ends), and not printed when a split holds no converted video or there are
-            fewer than 2 classes (the final lines say why).
+            the split in folders_split.json (a rerun resumes only the same split), lists it in
+            train.csv and validation.csv (`path,class`, path relative to ROOT; written before
+            the conversion), warns (one line) when a class has fewer than 3 validation videos,
+            naming them and the --val_fraction that fixes it, and prints the train.py command
+            that fine-tunes on them: quoted for the shell, run in the shards folder (cd) when
+            its path cannot go in --config's data= (a comma, spaces at its ends), with a line
+            saying random flips will be off when class names say left / right / clockwise
+            (class_labels.direction_classes), and not printed when a split holds no converted
+            video or there are fewer than 2 classes (the final lines say why).
 
 Output in --output_dir: `{split}.tfrecord-0000i-of-0000N` (the table `{split}.tfrecord@N`), one
 SequenceExample per video (video i in shard i % N); labels.txt (line i = class i: --label_map,
@@ -85,10 +89,13 @@ import argparse
 import collections
 import concurrent.futures
 import contextlib
+import csv
 import dataclasses
 import glob
 import hashlib
+import io
 import json
+import math
 import os
 import shlex
 import sys
@@ -104,6 +111,10 @@ from vidtx.progress import Reporter
 
 SOURCES = ("kinetics", "ssv2", "epic", "csv", "folders")
 FOLDERS_SPLIT_FILE = "folders_split.json"
+# The videos of each split a folders run drew (or found), written before the conversion.
+SPLIT_FILES = {"train": "train.csv", "validation": "validation.csv"}
+MIN_VAL_VIDEOS = 3  # Fewer per class: warned (1 video moves a class's accuracy by 100%).
+SHOWN_CLASSES = 5
 LOCK_HOLDER = "vidtx.data.make_shards"
 PROBE_METER = 256  # Named by a second conversion into the same folder.
 _OUTPUT_HINT = "Pass a new or empty --output_dir."
@@ -438,6 +449,11 @@ def write_folders(
   if dataset.same_videos:
     record["conflicts"] = conflicts
   _check_folder_split(output_dir, record)
+  split_files = {split: SPLIT_FILES[split] for split in dataset.splits}
+  _check_split_files(output_dir, split_files.values())
+  warning = small_validation_warning(dataset, root, output_dir)
+  if warning:
+    print(warning, file=sys.stderr)
   ownership.claim(output_dir, "shards", legacy=is_legacy_shards_dir, hint=_OUTPUT_HINT)
   with locks.hold(output_dir, LOCK_HOLDER) if lock else contextlib.nullcontext():
     # Again under the lock: a run that ended meanwhile may have recorded another split.
@@ -446,6 +462,12 @@ def write_folders(
       dmvr.write_text_atomically(
         os.path.join(output_dir, FOLDERS_SPLIT_FILE), json.dumps(record, indent=1) + "\n"
       )
+    # The split as drawn, before any conversion: which videos validation holds is known now,
+    # not after training. Recorded first: an interrupted write leaves only vidtx's files.
+    _check_split_files(output_dir, split_files.values())
+    record_written(output_dir, list(split_files.values()))
+    for split, name in split_files.items():
+      dmvr.write_text_atomically(os.path.join(output_dir, name), split_csv(dataset.splits[split]))
     return {
       split: write_split(
         items,
@@ -466,6 +488,98 @@ def write_folders(
       )
       for split, items in dataset.splits.items()
     }
+
+
+def split_csv(items: Sequence[sources.Item]) -> str:
+  """train.csv / validation.csv: a `path,class` header, then one row per video and class (a
+  video merged under several classes, --conflicts=merge, has a row for each), sorted by class
+  and path; path relative to --input, with / separators. Videos left out before conversion
+  (--conflicts=skip) are not listed. A file name that is not valid UTF-8 is written with its
+  bytes as \\xNN, so that the file stays UTF-8."""
+  rows = sorted(
+    (str(label), item.video_id) for item in items if item.error is None for label in item.labels
+  )
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator="\n")
+  writer.writerow(["path", "class"])
+  writer.writerows((path, label) for label, path in rows)
+  return text.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _check_split_files(output_dir: str, names: Sequence[str]) -> None:
+  """ValueError naming a split file in `output_dir` that vidtx did not write (a user's file of
+  that name is never replaced)."""
+  written = ownership.written_names(output_dir) if os.path.isdir(output_dir) else None
+  for name in names:
+    path = os.path.join(output_dir, name)
+    if os.path.lexists(path) and name not in (written or ()):
+      raise ValueError(
+        f"{path} exists and was not written by this tool; it would be replaced by the list of "
+        "the split's videos: move it away, or choose a new --output_dir."
+      )
+
+
+def _shown_classes(counts: Sequence[tuple[str, int, int]]) -> str:
+  shown = [
+    f"{name if name.isprintable() else repr(name)}: {val} of {total}"
+    for name, val, total in counts[:SHOWN_CLASSES]
+  ]
+  return ", ".join(shown) + (", ..." if len(counts) > SHOWN_CLASSES else "")
+
+
+def small_validation_warning(dataset: sources.FolderDataset, root: str, output_dir: str) -> str:
+  """One warning line when a class has fewer than MIN_VAL_VIDEOS validation videos (and the
+  split has any), naming those classes and what to change; else ''."""
+  validation = dataset.splits.get("validation")
+  if not validation:
+    return ""  # No validation split at all: the final lines say so.
+  val = collections.Counter(
+    label for item in validation if item.error is None for label in item.labels
+  )
+  total = collections.Counter(
+    label
+    for items in dataset.splits.values()
+    for item in items
+    if item.error is None
+    for label in item.labels
+  )
+  few = [
+    (name, val[name], total[name]) for name in dataset.class_names if val[name] < MIN_VAL_VIDEOS
+  ]
+  if not few:
+    return ""
+  where = f"written to {os.path.join(output_dir, SPLIT_FILES['validation'])}"
+  head = (
+    f"warning: {len(few)} of {len(dataset.class_names)} classes have fewer than "
+    f"{MIN_VAL_VIDEOS} validation videos ({_shown_classes(few)}), too few for their accuracy "
+    "to tell runs apart"
+  )
+  if dataset.val_fraction is None:  # The user's own ROOT/train + ROOT/val.
+    val_dir = os.path.join(root, validation[0].video_id.split("/")[0], "<class>")
+    return (
+      f"{head}; add videos to {val_dir} ({MIN_VAL_VIDEOS} or more per class). The split is {where}."
+    )
+  # The smallest fraction that gives every class that can spare them MIN_VAL_VIDEOS (a class
+  # keeps one training video, so it needs MIN_VAL_VIDEOS + 1).
+  can = [n for _, _, n in few if n > MIN_VAL_VIDEOS]
+  fix = []
+  if can:
+    fraction = math.ceil((MIN_VAL_VIDEOS - 0.5) / min(can) * 100) / 100
+    while fraction < 1 and any(sources.val_count(n, fraction) < MIN_VAL_VIDEOS for n in can):
+      fraction = round(fraction + 0.01, 2)
+    if fraction < 1:
+      fix.append(
+        f"pass --val_fraction={fraction} ({MIN_VAL_VIDEOS} or more for every class of "
+        f"{min(can)} videos or more)"
+      )
+  cannot = [name for name, _, n in few if n <= MIN_VAL_VIDEOS]
+  if cannot:
+    fix.append(
+      f"add videos to the {len(cannot)} class(es) of {MIN_VAL_VIDEOS} videos or fewer (each "
+      "keeps one for training)"
+    )
+  fix.append("or split the videos yourself as ROOT/train/<class>/ and ROOT/val/<class>/")
+  return f"{head}; {', '.join(fix)}. The split drawn is {where}."
 
 
 def probe_videos(
@@ -863,7 +977,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     "CHECKPOINT_DIR: a checkpoint converted with python -m vidtx.convert, see "
     f"docs/checkpoints.md{where}):\n  {command}"
   )
+  note = flip_note(class_labels.read_labels(os.path.join(args.output_dir, "labels.txt")))
+  if note:
+    print(note)
   return summaries
+
+
+def flip_note(names: Sequence[str]) -> str:
+  """The line under the fine-tune command when classes name a direction a horizontal flip
+  swaps (class_labels.direction_classes): configs/finetune.py then trains without flips."""
+  found = class_labels.direction_classes(names)
+  if not found:
+    return ""
+  shown = ", ".join(repr(name) for name in found[:SHOWN_CLASSES])
+  more = f" and {len(found) - SHOWN_CLASSES} more" if len(found) > SHOWN_CLASSES else ""
+  return (
+    f"  random flips will be off: classes {shown}{more} name a direction a mirror image swaps "
+    "(flip=1 turns them on)"
+  )
 
 
 def run_cli() -> None:
