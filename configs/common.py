@@ -287,6 +287,10 @@ def training(
     dict(
       checkpoint_path="",
       checkpoint_format="auto",
+      # A train.py workdir's checkpoint: its best complete one by best_checkpoint_metric (the
+      # newest where it ranks none); which='latest' the newest; step=N that step.
+      step=config_dict.placeholder(int),
+      which="best",
       positional_embed_size_change="resize_tile",  # 'tile' | 'resize' | 'resize_tile'
       kernel_init_method="central_frame",  # ViViT tubelets from a 2D kernel: Eq. 9 or 'inflate'
       skip_patterns=(),

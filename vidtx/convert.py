@@ -5,15 +5,19 @@ directory.
       big_vision|timm] [--overwrite] [--ignore REGEX ...] [--num_heads H] [--num_classes C]
       [--attention A] [--attention_order O] [--crop_size S] [--normalization vit|timesformer|
       imagenet] [--labels FILE]
-  python -m vidtx.convert --src RUN --out DIR [--step N]     # RUN: a train.py --workdir
+  python -m vidtx.convert --src RUN --out DIR [--step N | --which best|latest]
+      # RUN: a train.py --workdir
 
 DIR gets the parameters (orbax) and vidtx_model.json (model, preprocessing, labels, source;
 vidtx.checkpoints.store), which train.py (config.init_from.checkpoint_path=DIR), eval.py
 (--checkpoint=DIR) and `python -m vidtx.predict --checkpoint=DIR` read.
 
 - A train.py run (RUN/config.json and RUN/checkpoints/; vidtx.checkpoints.run) exports the
-  parameters of its newest checkpoint, or of --step N, with the model, input preprocessing,
-  view aggregation and class names of its config; its dataset is not needed.
+  parameters of its best complete checkpoint (the highest evaluation of the run's
+  best_checkpoint_metric; the newest where the run ranks none), or of --which latest (the newest
+  complete one) or --step N, with the model, input preprocessing, view aggregation and class
+  names of its config; its dataset is not needed. One line says which step was taken, with its
+  evaluation value and the best's and newest's.
 - The model config is inferred from the checkpoint and its config; options fill in what a
   format does not record (timm / official TimeSformer: --num_heads for non-standard widths;
   scenic: --attention for checkpoints without a class token, --attention_order for Model 3,
@@ -35,7 +39,7 @@ import sys
 import time
 
 from vidtx import checkpoints, outputs
-from vidtx.checkpoints import convert_source, hub, store
+from vidtx.checkpoints import convert_source, hub, run, store
 
 
 def convert(
@@ -53,9 +57,10 @@ def convert(
   normalization: str | None = None,
   labels_file: str | None = None,
   step: int | None = None,
+  which: str | None = None,
 ) -> store.Converted:
-  """Converts `src` (`step`: the checkpoint of a train.py run) and writes `out`; returns what
-  was written."""
+  """Converts `src` (`step` or `which`: the checkpoint of a train.py run; vidtx.checkpoints.run)
+  and writes `out`; returns what was written."""
   out = os.path.abspath(out)
   # Before the (possibly long) conversion: --out is never the source (a file or folder) nor
   # holds it, and an existing out is refused, or with --overwrite replaced only when it is a
@@ -64,17 +69,28 @@ def convert(
   if not hub.is_hub_name(src):  # hf:ORG/NAME is no path (its cache is vidtx's).
     outputs.check_paths({"--src": src}, {"--out": out})
   store.check_out_dir(out, overwrite=overwrite, source=src)
-  converted = convert_source(
-    src,
-    format,
-    ignore=ignore,
-    num_heads=num_heads,
-    num_classes=num_classes,
-    attention=attention,
-    attention_order=attention_order,
-    crop_size=crop_size,
-    step=step,
+  is_run = format == "run" or (
+    format == "auto" and not hub.is_hub_name(src) and run.looks_like_run(src)
   )
+  if which is not None and not is_run:
+    raise ValueError(
+      f"--which={which} picks a checkpoint of a train.py run; {src} is not one (expected a "
+      "directory with config.json and checkpoints/)."
+    )
+  if is_run and num_classes is None:
+    converted = run.export_run(src, step=step, which=which)
+  else:  # A peer's format (a run given --num_classes: convert_source refuses it).
+    converted = convert_source(
+      src,
+      format,
+      ignore=ignore,
+      num_heads=num_heads,
+      num_classes=num_classes,
+      attention=attention,
+      attention_order=attention_order,
+      crop_size=crop_size,
+      step=step,
+    )
   if normalization:
     from vidtx.data import reader_config  # The reader's presets (imports TensorFlow: only here).
 
@@ -102,7 +118,9 @@ def convert(
 def describe(converted: store.Converted, out: str) -> str:
   config = converted.model_config
   p = converted.preprocessing
-  lines = [
+  # A run: which checkpoint was taken and its evaluation (vidtx.checkpoints.run.choice_line).
+  lines = [converted.source["checkpoint"]] if converted.source.get("checkpoint") else []
+  lines += [
     f"wrote {out}",
     f"  model: {converted.model_name} {config.get('attention')} "
     f"D={config.get('hidden_size')} L={config.get('num_layers')} H={config.get('num_heads')} "
@@ -142,7 +160,16 @@ def _define_flags() -> None:
     "normalization", None, "Override the input normalisation: vit | timesformer | imagenet | none."
   )
   flags.DEFINE_string("labels", None, "Class names, one per line, to store with the model.")
-  flags.DEFINE_integer("step", None, "A train.py run's checkpoint to export (default: the newest).")
+  flags.DEFINE_integer(
+    "step", None, "A train.py run's checkpoint to export (default: its best, see --which)."
+  )
+  flags.DEFINE_enum(
+    "which",
+    None,
+    list(run.WHICH),
+    "A train.py run's checkpoint: best (default; the highest evaluation of its "
+    "best_checkpoint_metric, else the newest) or latest (the newest complete one).",
+  )
   flags.mark_flags_as_required(["src", "out"])
 
 
@@ -168,6 +195,7 @@ def main(argv: list[str]) -> None:
       normalization=f.normalization,
       labels_file=f.labels,
       step=f.step,
+      which=f.which,
     )
   except (ValueError, OSError, KeyError, ImportError) as e:
     print(f"vidtx.convert: error: {e}", file=sys.stderr)

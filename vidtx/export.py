@@ -1,10 +1,12 @@
 r"""Exports a vidtx model out of vidtx: a Hugging Face folder or a TensorFlow SavedModel.
 
-  python -m vidtx.export --src SRC --out DIR --format=hf|savedmodel [--overwrite] [--step N]
-      [--batch_size B]
+  python -m vidtx.export --src SRC --out DIR --format=hf|savedmodel [--overwrite]
+      [--step N | --which best|latest] [--batch_size B]
 
 SRC: a converted checkpoint (python -m vidtx.convert; vidtx.checkpoints.store) or a train.py
-run directory (its newest checkpoint, or --step N; vidtx.checkpoints.run).
+run directory: its best complete checkpoint (the highest evaluation of the run's
+best_checkpoint_metric; the newest where the run ranks none), --which latest (the newest complete
+one) or --step N (vidtx.checkpoints.run); one line says which step was taken and its evaluation.
 
 - --format=hf: a Hugging Face folder (config.json, weights) that transformers loads
   (vidtx.checkpoints.export_hf).
@@ -19,8 +21,8 @@ folder holding the source or inside it, nor any other folder; an earlier export 
 vidtx did not write (a DEPLOY.md put there) is refused, naming them: move them out first. All
 this is checked before the export starts. docs/export.md says how to load each format.
 
-A run that train.py is writing exports its newest complete checkpoint (the note says which
-newer ones were skipped); with none complete yet, one line says so.
+A run that train.py is writing exports a complete checkpoint (the note says which newer ones
+were skipped); with none complete yet, one line says so.
 """
 
 import os
@@ -60,19 +62,23 @@ def check_out_dir(out: str, *, overwrite: bool, source: str | None = None) -> No
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
 
 
-def load_source(src: str, step: int | None = None) -> store.Converted:
-  """A converted checkpoint directory, or a train.py run (its newest checkpoint, or `step`)."""
-  from vidtx import checkpoints
+def load_source(src: str, step: int | None = None, which: str | None = None) -> store.Converted:
+  """A converted checkpoint directory, or a train.py run: its best complete checkpoint (the
+  newest where it ranks none), `which='latest'` the newest, or `step` (vidtx.checkpoints.run)."""
   from vidtx.checkpoints import run
 
   if store.is_converted_dir(src):
-    if step is not None:
-      raise ValueError(f"--step={step} picks a checkpoint of a train.py run; {src} is not one.")
+    for flag, value in (("--step", step), ("--which", which)):
+      if value is not None:
+        raise ValueError(
+          f"{flag}={value} picks a checkpoint of a train.py run; {src} is not one (a converted "
+          "checkpoint holds one set of parameters)."
+        )
     return store.load(src)
   if os.path.isdir(src) and (
     run.is_run_dir(src) or os.path.isdir(os.path.join(src, run.CHECKPOINTS_DIR))
   ):
-    return checkpoints.convert_source(src, "run", step=step)
+    return run.export_run(src, step=step, which=which)
   raise ValueError(
     f"--src={src}: neither a converted checkpoint ({store.MODEL_FILE}) nor a train.py run "
     f"({run.CONFIG_FILE} and {run.CHECKPOINTS_DIR}/); convert other checkpoints first with "
@@ -107,6 +113,7 @@ def export(
   format: str,
   overwrite: bool = False,
   step: int | None = None,
+  which: str | None = None,
   batch_size: int | None = None,
 ) -> store.Converted:
   """Exports `src` (a converted checkpoint or a train.py run) to `out` in `format`; returns the
@@ -122,7 +129,7 @@ def export(
   # --out is replaced only when it is an earlier export holding nothing vidtx did not write.
   outputs.check_paths({"--src": src}, {"--out": out})
   check_out_dir(out, overwrite=overwrite, source=src)
-  converted = load_source(src, step)
+  converted = load_source(src, step, which)
   ownership.write_directory(
     out,
     KIND,
@@ -134,7 +141,9 @@ def export(
 
 def describe(converted: store.Converted, out: str, format: str) -> str:
   config = converted.model_config
-  lines = [
+  # A run: which checkpoint was taken and its evaluation (vidtx.checkpoints.run.choice_line).
+  lines = [converted.source["checkpoint"]] if converted.source.get("checkpoint") else []
+  lines += [
     f"wrote {out} ({format})",
     f"  model: {converted.model_name} {config.get('attention')}, {converted.num_classes} classes"
     + (" (with names)" if converted.labels else ""),
@@ -165,7 +174,15 @@ def _define_flags(flag_values: Any = None) -> None:
     flag_values=fv,
   )
   flags.DEFINE_integer(
-    "step", None, "A train.py run's checkpoint (default: the newest).", flag_values=fv
+    "step", None, "A train.py run's checkpoint (default: its best, see --which).", flag_values=fv
+  )
+  flags.DEFINE_enum(
+    "which",
+    None,
+    ["best", "latest"],
+    "A train.py run's checkpoint: best (default; the highest evaluation of its "
+    "best_checkpoint_metric, else the newest) or latest (the newest complete one).",
+    flag_values=fv,
   )
   flags.DEFINE_integer(
     "batch_size",
@@ -191,6 +208,7 @@ def main(argv: list[str], flag_values: Any = None) -> None:
       format=f.format,
       overwrite=f.overwrite,
       step=f.step,
+      which=f.which,
       batch_size=f.batch_size,
     )
   except (ValueError, OSError, KeyError, ImportError) as e:

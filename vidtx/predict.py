@@ -1,4 +1,4 @@
-r"""Classify video files (or a prepared clip) with a converted checkpoint.
+r"""Classify video files (or a prepared clip) with a converted checkpoint or a train.py run.
 
   python -m vidtx.predict --checkpoint=DIR --video=FILE [--top_k=5] [--labels=FILE] \
       [--logits_out=OUT.npy] [--batch_size=8] [--rollout=OUT.png [--head_fusion=mean]]
@@ -7,9 +7,23 @@ r"""Classify video files (or a prepared clip) with a converted checkpoint.
   python -m vidtx.predict --checkpoint=DIR --video=FOLDER|GLOB|FILE | --list=FILE \
       [--out=RESULTS.jsonl|.csv [--per_view]] [--window=S [--hop=S] [--timeline_png=OUT.png]] \
       [--features=OUT_DIR [--token_features]] [--batch_size=8]
+  python -m vidtx.predict --checkpoint=DIR --video=CLASS_FOLDERS [--labels_from_folders] \
+      [--out=RESULTS.jsonl|.csv] [--per_class_csv=OUT.csv] [--confusion_png=OUT.png]
   (each form also takes --overwrite)
 
-DIR is a converted-checkpoint directory (vidtx.checkpoints.store, written by vidtx.convert).
+DIR is a converted-checkpoint directory (vidtx.checkpoints.store, written by vidtx.convert), or a
+train.py run directory, converted in memory as vidtx.convert would: its best complete checkpoint
+(the highest evaluation of the run's best_checkpoint_metric; the newest where it ranks none),
+--which latest the newest, --step N that step; one line says which step and its evaluation.
+
+Class folders (--labels_from_folders; on by itself, with a line saying so, when every video of
+the --video folder lies in a subfolder named after a class of the checkpoint): each video's true
+class is its top-level subfolder. After the predictions, top-1 and top-5 over the videos and the
+worst classes are printed, and the per-class table (vidtx.metrics.per_class_csv, as evaluation's
+eval_<split>_per_class.csv) and the labelled confusion matrix (metrics.confusion_matrix_figure, as
+eval_<split>_confusion.png) are written to --per_class_csv and --confusion_png, by default next to
+--out (RESULTS_per_class.csv, RESULTS_confusion.png); without either, only printed. Videos that
+fail are left out of the counts (and counted).
 
 --video: the frame count and rate are read from the container (or counted by a first streaming
 pass), the checkpoint's evaluation clips are chosen with the reader's rule
@@ -73,7 +87,9 @@ import contextlib
 import dataclasses
 import functools
 import glob
+import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -90,6 +106,7 @@ from PIL import Image
 from vidtx import (
   evaluator,
   locks,
+  metrics,
   outputs,
   ownership,
   progress,
@@ -441,17 +458,66 @@ def _image_format(path: str) -> str:
   return image_format
 
 
+def _convert_command(checkpoint: str, step: int | None, which: str | None) -> str:
+  """The vidtx.convert command that writes what predict reads from the run `checkpoint`."""
+  out = os.path.normpath(checkpoint) + "_converted"
+  choice = f" --step {step}" if step is not None else f" --which {which}" if which else ""
+  return f"python -m vidtx.convert --src {shlex.quote(checkpoint)} --out {shlex.quote(out)}{choice}"
+
+
+def load_checkpoint(
+  checkpoint: str, step: int | None = None, which: str | None = None
+) -> store.Converted:
+  """--checkpoint: a converted checkpoint, or a train.py run converted in memory (its best
+  complete checkpoint, `which='latest'` the newest, or `step`: vidtx.checkpoints.run), whose
+  one line naming the step taken goes to stderr. Errors name the vidtx.convert command."""
+  from vidtx.checkpoints import run as run_lib  # Orbax's train state: only for a run.
+
+  if store.is_converted_dir(checkpoint):
+    for flag, value in (("--step", step), ("--which", which)):
+      if value is not None:
+        raise ValueError(
+          f"{flag}={value} picks a checkpoint of a train.py run; --checkpoint {checkpoint} is "
+          "a converted checkpoint (one set of parameters)."
+        )
+    return store.load(checkpoint)
+  if not run_lib.looks_like_run(checkpoint):
+    if os.path.isdir(checkpoint):
+      raise FileNotFoundError(
+        f"--checkpoint {checkpoint}: neither a converted checkpoint ({store.MODEL_FILE}) nor a "
+        f"train.py run ({run_lib.CONFIG_FILE} and {run_lib.CHECKPOINTS_DIR}/); convert other "
+        f"checkpoints first: {_convert_command(checkpoint, None, None)}."
+      )
+    return store.load(checkpoint)  # Its error: no such directory.
+  try:
+    converted = run_lib.export_run(checkpoint, step=step, which=which)
+  except (ValueError, OSError) as e:
+    # The same as vidtx.convert would say: name that command, the usual way to a fixed copy.
+    message = " ".join(str(e).split())
+    raise ValueError(
+      f"--checkpoint {checkpoint} (a train.py run, read as "
+      f"{_convert_command(checkpoint, step, which)} would): {message}"
+    ) from e
+  print(converted.source["checkpoint"], file=sys.stderr, flush=True)
+  return converted
+
+
+def _read_labels_file(labels_file: str) -> list[str]:
+  """--labels: one class name per line (blank lines skipped)."""
+  if os.path.lexists(labels_file):
+    video_io.check_regular_file(labels_file, "--labels")  # A named pipe would block the open.
+  try:
+    with open(labels_file, encoding="utf-8-sig") as f:
+      # Blank lines are skipped, as vidtx.data.read_label_names does for labels.txt.
+      return [line.strip() for line in f.read().splitlines() if line.strip()]
+  except (OSError, UnicodeDecodeError) as e:
+    raise ValueError(f"--labels {labels_file}: cannot read it as text ({e}).") from e
+
+
 def class_names(converted: store.Converted, labels_file: str | None = None) -> list[str]:
   """--labels (one name per line), else the checkpoint's labels, else 'class <i>'."""
   if labels_file:
-    if os.path.lexists(labels_file):
-      video_io.check_regular_file(labels_file, "--labels")  # A named pipe would block the open.
-    try:
-      with open(labels_file, encoding="utf-8-sig") as f:
-        # Blank lines are skipped, as vidtx.data.read_label_names does for labels.txt.
-        names = [line.strip() for line in f.read().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-      raise ValueError(f"--labels {labels_file}: cannot read it as text ({e}).") from e
+    names = _read_labels_file(labels_file)
     if len(names) != converted.num_classes:
       raise ValueError(
         f"--labels {labels_file}: {len(names)} names, but the checkpoint has "
@@ -498,6 +564,8 @@ def run(
   rollout_out: str | None = None,
   head_fusion: str = "mean",
   overwrite: bool = False,
+  step: int | None = None,
+  which: str | None = None,
 ) -> np.ndarray:
   """The command: prints the predictions, returns the logits ((V, K) or (B, K)) it saves.
   --logits_out and --rollout never replace an input, and replace an existing file only with
@@ -520,7 +588,7 @@ def run(
   for flag, path in (("--logits_out", logits_out), ("--rollout", rollout_out)):
     if path:
       outputs.check_output_file(path, flag, overwrite=overwrite)
-  converted = store.load(checkpoint)
+  converted = load_checkpoint(checkpoint, step, which)
   names = class_names(converted, labels)
   if rollout_out:
     # Before decoding or running anything: a model rollout cannot describe fails now.
@@ -704,11 +772,13 @@ def predict_many(
   timeline_png: str | None = None,
   features: str | None = None,
   token_features: bool = False,
+  scores: dict[int, np.ndarray] | None = None,
 ) -> tuple[int, int]:
   """Predicts every (id, path) of `inputs` (see the module doc); returns (videos whose results
   were all written, videos that failed), counted on what the results hold. A bad video is
   reported on stderr and in the output, never fatal. Output paths are the caller's to check
-  (run_many)."""
+  (run_many). `scores`, when given, receives input number -> its aggregated class
+  probabilities (whole videos only, not --window's windows)."""
   aggregation = converted.preprocessing["aggregation"]
   _check_aggregation(aggregation)
   configs = dataset_configs(converted)
@@ -747,13 +817,16 @@ def predict_many(
         print(f"error: {e}", file=sys.stderr, flush=True)
         sink.result(item.number, item.window, record | {"error": str(e)})
         continue
-      record["top_k"] = _top_k(aggregate(logits, aggregation), names, top_k)
+      probabilities = aggregate(logits, aggregation)
+      record["top_k"] = _top_k(probabilities, names, top_k)
       if per_view:
         record["view_logits"] = np.round(logits, 6).tolist()
       # The views' embeddings averaged: the head is linear, so head(mean) = the mean logits.
       embedding = pre_logits.mean(0) if features else None  # (V, D) -> (D,)
       grid = token_grid[0].mean(0) if token_grid else None  # (V, T', N, D) -> (T', N, D)
       sink.result(item.number, item.window, record, embedding, grid)
+      if scores is not None and item.window is None and sink.succeeded[item.number]:
+        scores[item.number] = probabilities  # Counted only when its row was written too.
 
   with contextlib.ExitStack() as stack:
     if features:
@@ -822,6 +895,174 @@ def many_mode(video: str | None, list_file: str | None, **options: Any) -> bool:
 OUT_SUFFIXES = (".jsonl", ".csv")
 
 
+# ---------------------------------------------------------------------------------------------
+# Class folders: accuracy, the per-class table and the confusion matrix.
+# ---------------------------------------------------------------------------------------------
+
+
+def folder_classes(
+  video: str | None, list_file: str | None, inputs: Sequence[tuple[str, str]]
+) -> tuple[dict[str, str] | None, str]:
+  """(id -> the class folder its video lies in, '') when every video of the --video folder lies
+  in a subfolder of it (ids are paths relative to it); else (None, why not)."""
+  if list_file is not None or video is None or not os.path.isdir(video):
+    return None, "it needs --video FOLDER, a folder of class folders"
+  classes = {}
+  for video_id, path in inputs:
+    folder, separator, _ = video_id.partition(os.sep)
+    if not separator:
+      return None, f"{path} is not inside a class folder of {video}"
+    classes[video_id] = folder
+  return classes, ""
+
+
+def checkpoint_labels(checkpoint: str, labels_file: str | None) -> list[str] | None:
+  """The class names predict will use (--labels, else the checkpoint's), read without the
+  parameters: to decide before any work whether the --video folder holds class folders. None
+  when there are none, or they cannot be read here (loading the checkpoint then says why)."""
+  from vidtx.checkpoints import run as run_lib
+
+  try:
+    if labels_file:
+      return _read_labels_file(labels_file)
+    if store.is_converted_dir(checkpoint):
+      with open(os.path.join(checkpoint, store.MODEL_FILE), encoding="utf-8") as f:
+        labels = json.load(f).get("labels")
+      return [str(name) for name in labels] if isinstance(labels, list) else None
+    if run_lib.is_run_dir(checkpoint):
+      return run_lib.class_names(checkpoint)
+  except (OSError, ValueError, AttributeError):
+    return None
+  return None
+
+
+def _report_paths(
+  out: str | None, per_class_csv: str | None, confusion_png: str | None
+) -> tuple[str | None, str | None]:
+  """Where the per-class table and the confusion matrix go: the flags, else next to --out."""
+  stem = os.path.splitext(out)[0] if out else None
+  return (
+    per_class_csv or (f"{stem}_per_class.csv" if stem else None),
+    confusion_png or (f"{stem}_confusion.png" if stem else None),
+  )
+
+
+def _class_folders_asked(
+  checkpoint: str,
+  video: str | None,
+  list_file: str | None,
+  inputs: Sequence[tuple[str, str]],
+  labels_file: str | None,
+  asked: bool | None,
+  window: float | None,
+) -> dict[str, str] | None:
+  """id -> its true class (its class folder) when predict reports accuracy: `asked`
+  (--labels_from_folders), or not asked either way (None) and every video lies in a folder
+  named after a class of the checkpoint (a line says so); else None. Raises, before any work,
+  when asked for and impossible."""
+  flag = "--labels_from_folders"
+  if asked is False:
+    return None
+  if window is not None:
+    if asked:
+      raise ValueError(f"{flag} reports the accuracy of whole videos; it does not take --window.")
+    return None
+  classes, why = folder_classes(video, list_file, inputs)
+  if classes is None:
+    if asked:
+      raise ValueError(f"{flag}: {why}.")
+    return None
+  names = checkpoint_labels(checkpoint, labels_file)
+  folders = sorted(set(classes.values()))
+  if not names:
+    if asked:
+      raise ValueError(
+        f"{flag}: --checkpoint {checkpoint} has no class names to match the folders of "
+        f"{video} against; give --labels FILE (one name per line)."
+      )
+    return None
+  unknown = [folder for folder in folders if folder not in set(names)]
+  if unknown:
+    if asked:
+      raise ValueError(
+        f"{flag}: folder(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''} of {video} are "
+        f"not classes of the checkpoint (it has {len(names)}: {_some(names, 5)}); rename "
+        "them, or give --labels FILE."
+      )
+    return None
+  if asked is None:
+    print(
+      f"--video {video}: every subfolder is a class of the checkpoint ({len(folders)} of "
+      f"{len(names)}): each video's folder is its true class and the accuracy is reported "
+      "(--nolabels_from_folders turns this off).",
+      file=sys.stderr,
+    )
+  return classes
+
+
+def accuracy_report(
+  scores: dict[int, np.ndarray],
+  inputs: Sequence[tuple[str, str]],
+  classes: dict[str, str],
+  names: Sequence[str],
+  *,
+  per_class_csv: str | None = None,
+  confusion_png: str | None = None,
+) -> dict[str, Any]:
+  """Top-1 / top-5 over the videos predicted (`scores`: input number -> class probabilities; the
+  true class of input i is names.index(classes[its id])), their confusion matrix, and its
+  per-class table and figure written as evaluation writes them (metrics.per_class_csv,
+  metrics.confusion_matrix_figure), atomically. Prints the accuracy and the worst classes;
+  returns {'videos', 'failed', 'top1', 'top5', 'confusion'}."""
+  numbers = sorted(scores)
+  index = {name: i for i, name in enumerate(names)}
+  labels = np.array([index[classes[inputs[n - 1][0]]] for n in numbers], np.int64)
+  k = min(5, len(names))
+  if numbers:
+    stacked = np.stack([scores[n] for n in numbers])
+    top1 = float(metrics.topk_correct(stacked, labels, 1).mean())
+    top5 = float(metrics.topk_correct(stacked, labels, k).mean())
+    predicted = np.argmax(stacked, axis=1)
+  else:
+    top1 = top5 = float("nan")
+    predicted = np.zeros(0, np.int64)
+  confusion = metrics.confusion_matrix(predicted, labels, len(names))
+  failed = len(inputs) - len(numbers)
+  folders = len(set(classes.values()))
+  print(
+    f"accuracy of {len(numbers)} video(s) in {folders} class folder(s): top-1 {top1:.2%}, "
+    f"top-{k} {top5:.2%} (chance top-1 {1 / len(names):.2%})"
+    + (f"; {failed} video(s) failed and are not counted" if failed else ""),
+    file=sys.stderr,
+  )
+  worst = metrics.worst_classes(confusion, names, 5)
+  if worst:
+    print(
+      f"worst {len(worst)} classes (top-1, videos): "
+      + ", ".join(f"{row['name']} {row['accuracy']:.1%} of {row['support']}" for row in worst),
+      file=sys.stderr,
+    )
+  if per_class_csv:
+    with outputs.atomic_writer(per_class_csv) as f:
+      f.write(metrics.per_class_csv(confusion, names))
+  if confusion_png:
+    with outputs.atomic_writer(confusion_png, "wb") as f:
+      metrics.confusion_matrix_figure(confusion, names).canvas.print_png(f)
+  written = [
+    f"{what} in {path}"
+    for what, path in (("per-class table", per_class_csv), ("confusion matrix", confusion_png))
+    if path
+  ]
+  print(
+    "; ".join(written)
+    if written
+    else "(--out, or --per_class_csv / --confusion_png, writes the per-class table and the "
+    "confusion matrix)",
+    file=sys.stderr,
+  )
+  return dict(videos=len(numbers), failed=failed, top1=top1, top5=top5, confusion=confusion)
+
+
 def run_many(
   checkpoint: str,
   *,
@@ -838,12 +1079,18 @@ def run_many(
   features: str | None = None,
   token_features: bool = False,
   overwrite: bool = False,
+  step: int | None = None,
+  which: str | None = None,
+  labels_from_folders: bool | None = None,
+  per_class_csv: str | None = None,
+  confusion_png: str | None = None,
 ) -> tuple[int, int]:
   """The command for many videos (or windows, or features); returns (succeeded, failed).
 
   Every flag and output path is checked before any work: an output that is an input (a video,
-  the --list, the checkpoint) or another output is refused, and so is an existing --out or
-  --timeline_png without `overwrite`."""
+  the --list, the checkpoint) or another output is refused, and so is an existing --out,
+  --timeline_png, --per_class_csv or --confusion_png without `overwrite`. `labels_from_folders`
+  None: on when every video lies in a folder named after a class (module doc)."""
   if (video is None) == (list_file is None):
     raise ValueError("Give exactly one of --video FILE|FOLDER|GLOB or --list FILE.")
   if top_k < 1 or batch_size < 1:
@@ -855,6 +1102,16 @@ def run_many(
     raise ValueError("--token_features needs --features OUT_DIR.")
   inputs = video_io.list_videos(video, list_file)
   paths = [path for _, path in inputs]
+  classes = _class_folders_asked(
+    checkpoint, video, list_file, inputs, labels, labels_from_folders, window
+  )
+  if classes is None and (per_class_csv or confusion_png):
+    raise ValueError(
+      f"--{'per_class_csv' if per_class_csv else 'confusion_png'} needs class folders: "
+      "--video FOLDER whose subfolders are the checkpoint's classes (--labels_from_folders)."
+    )
+  if classes is not None:
+    per_class_csv, confusion_png = _report_paths(out, per_class_csv, confusion_png)
   outputs.check_paths(
     {
       "--checkpoint": checkpoint,
@@ -863,7 +1120,13 @@ def run_many(
       "--video": video if list_file is None else None,
       "--video file" if list_file is None else "--list entry": paths,
     },
-    {"--out": out, "--timeline_png": timeline_png, "--features": features},
+    {
+      "--out": out,
+      "--timeline_png": timeline_png,
+      "--features": features,
+      "--per_class_csv": per_class_csv,
+      "--confusion_png": confusion_png,
+    },
   )
   if out:
     outputs.check_output_file(out, "--out", overwrite=overwrite, suffixes=OUT_SUFFIXES)
@@ -871,11 +1134,21 @@ def run_many(
     outputs.check_output_file(
       timeline_png, "--timeline_png", overwrite=overwrite, suffixes=timeline.image_suffixes()
     )
+  for path, flag, suffix in (
+    (per_class_csv, "--per_class_csv", ".csv"),
+    (confusion_png, "--confusion_png", ".png"),
+  ):
+    if path:
+      outputs.check_output_file(path, flag, overwrite=overwrite, suffixes=(suffix,))
   if features:
     # Before any decoding: a directory that is not ours is refused up front.
     ownership.check_claimable(features, "features", hint="Choose a new --features directory.")
-  converted = store.load(checkpoint)
+  converted = load_checkpoint(checkpoint, step, which)
   names = class_names(converted, labels)
+  unknown = sorted(set(classes.values()) - set(names)) if classes is not None else []
+  if unknown:  # The names read up front were another checkpoint's (replaced since).
+    raise ValueError(f"--video {video}: class folder(s) {unknown} are not classes of the model.")
+  scores: dict[int, np.ndarray] | None = {} if classes is not None else None
   ok, bad = predict_many(
     converted,
     inputs,
@@ -889,7 +1162,12 @@ def run_many(
     timeline_png=timeline_png,
     features=features,
     token_features=token_features,
+    scores=scores,
   )
+  if classes is not None:
+    accuracy_report(
+      scores, inputs, classes, names, per_class_csv=per_class_csv, confusion_png=confusion_png
+    )
   written = [f"results in {out}"] if out else []
   written += [f"features in {features}"] if features else []
   written += [f"timeline in {timeline_png}"] if timeline_png and ok else []
@@ -913,6 +1191,9 @@ def main(argv: Sequence[str]) -> None:
     timeline_png=f.timeline_png,
     features=f.features,
     token_features=f.token_features,
+    labels_from_folders=f.labels_from_folders,
+    per_class_csv=f.per_class_csv,
+    confusion_png=f.confusion_png,
   )
   if f.input is not None and (f.list or any(v not in (None, False) for v in options.values())):
     raise app.UsageError("--input CLIP.npy takes none of --list, --out, --window, --features.")
@@ -931,6 +1212,8 @@ def main(argv: Sequence[str]) -> None:
         labels=f.labels,
         batch_size=f.batch_size,
         overwrite=f.overwrite,
+        step=f.step,
+        which=f.which,
         **options,
       )
       sys.exit(0 if ok else 1)
@@ -945,6 +1228,8 @@ def main(argv: Sequence[str]) -> None:
       rollout_out=f.rollout,
       head_fusion=f.head_fusion,
       overwrite=f.overwrite,
+      step=f.step,
+      which=f.which,
     )
   except (ValueError, OSError, locks.LockedError) as e:
     # Bad inputs, paths and a busy --features directory are the user's to fix: the message,
@@ -955,7 +1240,37 @@ def main(argv: Sequence[str]) -> None:
 
 def run_cli() -> None:
   """The command line (vidtx-predict, python -m vidtx.predict); flags are defined here."""
-  flags.DEFINE_string("checkpoint", None, "Converted-checkpoint directory (vidtx.convert).")
+  flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Converted-checkpoint directory (vidtx.convert), or a train.py run directory (converted "
+    "in memory: its best checkpoint, see --which and --step).",
+  )
+  flags.DEFINE_integer("step", None, "A train.py run's checkpoint (default: its best).")
+  flags.DEFINE_enum(
+    "which",
+    None,
+    ["best", "latest"],
+    "A train.py run's checkpoint: best (default; the highest evaluation of its "
+    "best_checkpoint_metric, else the newest) or latest (the newest complete one).",
+  )
+  flags.DEFINE_boolean(
+    "labels_from_folders",
+    None,
+    "Each video's true class is its subfolder of --video FOLDER: report top-1/top-5, the "
+    "worst classes, a per-class table and a confusion matrix (default: on when every "
+    "subfolder is a class of the checkpoint).",
+  )
+  flags.DEFINE_string(
+    "per_class_csv",
+    None,
+    "Class folders: the per-class table (.csv; default: next to --out, RESULTS_per_class.csv).",
+  )
+  flags.DEFINE_string(
+    "confusion_png",
+    None,
+    "Class folders: the confusion matrix (.png; default: next to --out, RESULTS_confusion.png).",
+  )
   flags.DEFINE_string(
     "video",
     None,
@@ -969,7 +1284,8 @@ def run_cli() -> None:
   flags.DEFINE_boolean(
     "overwrite",
     False,
-    "Replace an existing --out, --logits_out, --rollout or --timeline_png file (never an input).",
+    "Replace an existing --out, --logits_out, --rollout, --timeline_png, --per_class_csv or "
+    "--confusion_png file (never an input).",
   )
   flags.DEFINE_float(
     "window",

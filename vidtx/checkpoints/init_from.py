@@ -7,6 +7,10 @@ Config (config.init_from):
                                   vidtx reads
     checkpoint_format             'auto' or a format of vidtx.checkpoints.FORMATS ('run' or a
                                   peer's format)
+    step, which                   a train.py workdir's checkpoint: None and None (or 'best')
+                                  take its best complete one (the newest where it ranks none),
+                                  which='latest' the newest, step=N that step; the report's
+                                  first note says which step was taken and its evaluation
     positional_embed_size_change  'tile' | 'resize' | 'resize_tile' (surgery.posemb_for_video)
     kernel_init_method            'central_frame' (Eq. 9) | 'inflate' (Eq. 8): ViViT's tubelet
                                   kernel from the ViT's 2D one
@@ -102,12 +106,27 @@ def _compress(names: list[str]) -> list[str]:
   return [k if n == 1 else f"{k} (x{n})" for k, n in counts.items()]
 
 
-def load_source(path: str, format: str = "auto") -> store.Converted:
-  """A converted directory, or any format vidtx reads, as a Converted."""
+def load_source(
+  path: str, format: str = "auto", *, step: int | None = None, which: str | None = None
+) -> store.Converted:
+  """A converted directory, a train.py workdir (its best complete checkpoint, `which='latest'`
+  the newest, or `step`: vidtx.checkpoints.run), or any format vidtx reads, as a Converted."""
+  from vidtx.checkpoints import convert_source, run  # The package imports this module.
+
+  option = "config.init_from."
+  is_run = not store.is_converted_dir(path) and (
+    format == "run" or (format == "auto" and run.looks_like_run(path))
+  )
+  if is_run:
+    return run.export_run(path, step=step, which=which, option=option)
+  run.check_choice(step, which, option)
+  if step is not None:
+    raise ValueError(
+      f"{option}step={step} picks a checkpoint of a train.py run; {path} is not one (expected "
+      "a directory with config.json and checkpoints/)."
+    )
   if store.is_converted_dir(path):
     return store.load(path)
-  from vidtx.checkpoints import convert_source  # The package imports this module.
-
   return convert_source(path, format)
 
 
@@ -138,7 +157,15 @@ def initialise(
   """
   path = init_config["checkpoint_path"]
   if source is None:
-    source = load_source(path, init_config.get("checkpoint_format", "auto") or "auto")
+    source = load_source(
+      path,
+      init_config.get("checkpoint_format", "auto") or "auto",
+      step=init_config.get("step"),
+      which=init_config.get("which") or None,
+    )
+  # A run: which of its checkpoints, with its evaluation (vidtx.checkpoints.run.choice_line).
+  # (A converted directory keeps the line of its own export in vidtx_model.json: not said again.)
+  chosen = None if store.is_converted_dir(path) else source.source.get("checkpoint")
   # The rules below work on per-layer blocks: unstack scanned layouts (a no-op otherwise).
   per_layer = scan.unstack_layers(flax.core.unfreeze(params))
   target = {
@@ -167,6 +194,8 @@ def initialise(
     proposal, adapted = _from_video(source, source_flat, target, geometry)
   _match_classes(proposal, adapted, target, source.labels, class_names, init_config, report)
   _check_numerics(source, model_config, report)
+  if chosen:
+    report.notes.insert(0, chosen)
   merged = _merge(target, proposal, adapted, init_config, report)
   if getattr(model_config, "scan_layers", False):
     merged = scan.stack_layers(merged)

@@ -3,10 +3,21 @@
     RUN/config.json    the run's full config (train.py writes it at every start)
     RUN/checkpoints/   orbax checkpoints of the train state, one directory per saved step
 
-`export_run(RUN)` builds the model of config.json and restores the parameters of the newest
-checkpoint (or of `step`) into the exact state train.py saved (eval.py's abstract state), then
-describes the input as config.dataset_configs does. No data is read or generated: only the
-config's fields are used, so a run exports on a machine without its dataset.
+`export_run(RUN)` builds the model of config.json and restores the parameters of one checkpoint
+into the exact state train.py saved (eval.py's abstract state), then describes the input as
+config.dataset_configs does. No data is read or generated: only the config's fields are used, so
+a run exports on a machine without its dataset.
+
+Which checkpoint: a run that ranks its checkpoints (config.best_checkpoint_metric, 'top1' by
+default) gives its best complete one, the one with the highest evaluation value of that metric
+(ties: the newer), as train.py keeps it; `which='latest'` gives the newest complete one, `step` that
+step. A run that ranks none, or whose complete checkpoints have no evaluation yet, gives the
+newest complete one. Each step's value is orbax's saved metric where train.py stored one, else
+the evaluation of that step in RUN/metrics.jsonl (`val_<metric>`). `choice_line` says in one line
+which step was taken and why, with its value, the best's and the newest's
+('runs/ft: checkpoint step 8 (best eval top1 0.4412; newest is step 51, top1 0.3333)'); it is
+converted.source['checkpoint'], which vidtx.convert, vidtx.export, vidtx.predict and init_from
+print.
 
 A run may be exported while train.py writes it: only complete checkpoints are read (is_complete;
 one being saved or being removed by the rotation is skipped, and the note says so), a checkpoint
@@ -15,6 +26,7 @@ is one line naming the train.py writing it (its lock, vidtx.locks).
 """
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -32,6 +44,9 @@ from vidtx.checkpoints.store import Converted
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+# Which checkpoint of a run: the best by config.best_checkpoint_metric (the default), or the newest.
+WHICH = ("best", "latest")
 
 # The config fields an export reads (besides the optimizer's, which train.py needed too).
 _DATASET_FIELDS = (
@@ -96,9 +111,38 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def export_run(workdir: str, step: int | None = None) -> Converted:
-  """The model and parameters of `workdir`'s newest checkpoint (or of `step`), with the
-  preprocessing, aggregation and class names of its config."""
+def looks_like_run(path: str) -> bool:
+  """A train.py workdir; also one without config.json (from before train.py wrote it), so that
+  export_run says how to add it. The peer formats' folders have no checkpoints/ subfolder
+  (Hugging Face: config.json and weights; scenic: checkpoint_<step> files)."""
+  return is_run_dir(path) or (
+    os.path.isdir(os.path.join(path, CHECKPOINTS_DIR))
+    and not os.path.exists(os.path.join(path, CONFIG_FILE))
+  )
+
+
+def check_choice(step: int | None, which: str | None, option: str = "--") -> None:
+  """Raises (one line) unless `step` and `which` pick a checkpoint: `which` one of WHICH (None:
+  'best'), and not 'latest' with a step. `option` names the flags ('--' or 'config.init_from.')."""
+  if which is not None and which not in WHICH:
+    raise ValueError(f"{option}which={which!r}: expected 'best' or 'latest'.")
+  if step is not None and which == "latest":
+    raise ValueError(
+      f"{option}step={step} and {option}which={which}: give one of them ({option}step picks "
+      "that checkpoint)."
+    )
+
+
+def export_run(
+  workdir: str, step: int | None = None, which: str | None = None, *, option: str = "--"
+) -> Converted:
+  """The model and parameters of `workdir`'s best complete checkpoint (the newest where the run
+  ranks none; `which='latest'`: the newest; or `step`), with the preprocessing, aggregation and
+  class names of its config. source['checkpoint'] is the one line saying which step was taken
+  (choice_line); `option` names the flags in messages ('--' or 'config.init_from.')."""
+  check_choice(step, which, option)
+  requested = step
+  shown = workdir  # As the user wrote it, in the line that names the step taken.
   workdir = os.path.abspath(workdir)
   checkpoints = os.path.join(workdir, CHECKPOINTS_DIR)
   config_path = os.path.join(workdir, CONFIG_FILE)
@@ -107,6 +151,7 @@ def export_run(workdir: str, step: int | None = None) -> Converted:
     raise FileNotFoundError(_no_checkpoint_yet(workdir, checkpoints, []))
   config = read_config(workdir)
   preprocessing = _preprocessing(config, config_path)
+  metric = config.get("best_checkpoint_metric") or ""
 
   if not os.path.isdir(checkpoints):
     raise FileNotFoundError(
@@ -121,12 +166,20 @@ def export_run(workdir: str, step: int | None = None) -> Converted:
       mesh = Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
       return state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)[1]
 
+    def choose(complete: list[int]) -> int:
+      # Read at every try: a running train.py adds evaluations.
+      return pick_step(complete, step_metrics(workdir, metric, complete), which)
+
     state, step, steps, skipped = _restore_complete(
-      manager, abstract_state, workdir, checkpoints, step
+      manager, abstract_state, workdir, checkpoints, step, choose, option
     )
   # The optimizer state stays behind: a converted checkpoint holds the parameters only.
   # A run that keeps an EMA (config.ema_decay) is evaluated with it, so that is what it exports.
   params = jax.tree.map(np.asarray, jax.device_get(state_lib.eval_params(state)))
+  values = step_metrics(workdir, metric, steps)
+  line = choice_line(
+    shown, step, steps, values, metric, requested=requested, which=which, option=option
+  )
 
   dataset = config.dataset_name
   if dataset == "synthetic":
@@ -138,9 +191,12 @@ def export_run(workdir: str, step: int | None = None) -> Converted:
   if skipped:
     notes.append(
       f"step(s) {skipped} of {checkpoints} skipped: not complete (being written or removed by "
-      f"a running train.py, or interrupted); step {step} is the newest complete checkpoint"
+      f"a running train.py, or interrupted); step {steps[-1]} is the newest complete checkpoint"
     )
   labels = _labels(config, config_path, notes)
+  source = dict(path=workdir, format="run", step=int(step), checkpoint=line, notes=notes)
+  if step in values:
+    source["metric"] = {metric: values[step]}
   return Converted(
     model_name=config.model_name,
     model_config=config.model.to_dict(),
@@ -148,8 +204,124 @@ def export_run(workdir: str, step: int | None = None) -> Converted:
     params=params,
     preprocessing=preprocessing,
     labels=labels,
-    source=dict(path=workdir, format="run", step=int(step), notes=notes),
+    source=source,
   )
+
+
+def step_metrics(workdir: str, metric: str, steps: list[int] | None = None) -> dict[int, float]:
+  """Step -> the evaluation value of `metric` ('top1') of each evaluated step of the run: orbax's
+  saved metric of a checkpoint of `steps` where train.py stored one, else the step's evaluation
+  in WORKDIR/metrics.jsonl (its `val_<metric>`, the last line of the step: a resumed run logs
+  its final evaluation again). {} without a metric; torn or non-finite lines are skipped."""
+  if not metric:
+    return {}
+  values: dict[int, float] = {}
+  try:
+    with open(os.path.join(workdir, METRICS_FILE), encoding="utf-8", errors="replace") as f:
+      lines = f.readlines()
+  except OSError:
+    lines = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+      step, value = int(record["step"]), float(record[f"val_{metric}"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+      continue  # A training line (no val_ field), or one torn by a kill.
+    if math.isfinite(value):
+      values[step] = value
+  for step in steps or []:
+    saved = _orbax_metric(os.path.join(workdir, CHECKPOINTS_DIR, str(step)), metric)
+    if saved is not None:
+      values[step] = saved
+  return values
+
+
+def _orbax_metric(step_dir: str, metric: str) -> float | None:
+  """The value of `metric` orbax saved with a checkpoint (its 'metrics' item, or the step
+  metadata's 'metrics'), or None: orbax stores them only when its manager ranks by best_fn."""
+  for path, key in (
+    (os.path.join(step_dir, "metrics", "metrics"), None),
+    (os.path.join(step_dir, STEP_METADATA), "metrics"),
+  ):
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+      value = float((saved[key] if key else saved)[metric])
+    except (OSError, ValueError, TypeError, KeyError):
+      continue
+    if math.isfinite(value):
+      return value
+  return None
+
+
+def pick_step(complete: list[int], values: dict[int, float], which: str | None) -> int:
+  """The checkpoint of `complete` (sorted, not empty) that `which` asks for: 'best' (None) the
+  highest value (ties: the newer; the newest when none has a value), 'latest' the newest."""
+  evaluated = [s for s in complete if s in values]
+  if which == "latest" or not evaluated:
+    return complete[-1]
+  return max(evaluated, key=lambda s: (values[s], s))
+
+
+def choice_line(
+  run: str,
+  step: int,
+  complete: list[int],
+  values: dict[int, float],
+  metric: str,
+  *,
+  requested: int | None = None,
+  which: str | None = None,
+  option: str = "--",
+) -> str:
+  """One line: which checkpoint of `run` was taken, why, and its evaluation value, with the
+  best's and the newest's ('runs/ft: checkpoint step 8 (best eval top1 0.4412; newest is step
+  51, top1 0.3333)')."""
+
+  def value(s: int) -> str:
+    return f"{metric} {values[s]:.4f}" if s in values else "not evaluated"
+
+  def evaluation(s: int) -> str:
+    return f"eval {value(s)}" if s in values else "not evaluated"
+
+  newest = complete[-1]
+  evaluated = [s for s in complete if s in values]
+  best = max(evaluated, key=lambda s: (values[s], s)) if evaluated else None
+  if not metric:
+    why = (
+      f"{option}step={requested}; newest is step {newest}"
+      if requested is not None
+      else "the newest; the run ranks no checkpoint: best_checkpoint_metric is ''"
+    )
+    return f"{run}: checkpoint step {step} ({why})"
+  if requested is not None:
+    parts = [f"{option}step={requested}, {evaluation(step)}"]
+  elif which == "latest":
+    also = ", also the best" if step == best else ""
+    parts = [f"the newest, {option}which=latest, {evaluation(step)}{also}"]
+  elif best is None:
+    parts = [f"the newest; no complete checkpoint has an eval {metric} yet"]
+  else:
+    parts = [f"best eval {value(step)}" + (", also the newest" if step == newest else "")]
+  if best is not None and best != step:
+    also = ", also the newest" if best == newest else ""
+    parts.append(f"best is step {best}, {value(best)}{also}")
+  if newest not in (step, best):
+    parts.append(f"newest is step {newest}, {value(newest)}")
+  # An evaluation better than every complete checkpoint's: its checkpoint was rotated away (or
+  # is being written, or the run stopped before saving it).
+  lost = [s for s in values if s not in complete and (best is None or values[s] > values[best])]
+  if lost:
+    top = max(lost, key=lambda s: (values[s], s))
+    parts.append(f"step {top} evaluated higher, {value(top)}, but has no complete checkpoint")
+  return f"{run}: checkpoint step {step} ({'; '.join(parts)})"
+
+
+def class_names(workdir: str) -> list[str] | None:
+  """The run's class names, as export_run gives them, without reading a checkpoint (None when
+  its config names none)."""
+  config = read_config(workdir)
+  return _labels(config, os.path.join(workdir, CONFIG_FILE), [])
 
 
 def _preprocessing(config: ml_collections.ConfigDict, config_path: str) -> dict[str, Any]:
@@ -290,13 +462,17 @@ def _restore_complete(
   workdir: str,
   checkpoints: str,
   step: int | None,
+  choose: Callable[[list[int]], int] = lambda complete: complete[-1],
+  option: str = "--",
 ) -> tuple[Any, int, list[int], list[int]]:
-  """Restores `step`, or the newest complete checkpoint, of a run that train.py may be writing
-  now, into `abstract_state()` (built once, after the cheap checks); returns (state, its step,
-  the complete steps, the newer incomplete steps skipped).
+  """Restores `step`, or the complete checkpoint `choose(complete steps)` picks (the newest by
+  default), of a run that train.py may be writing now, into `abstract_state()` (built once,
+  after the cheap checks); returns (state, its step, the complete steps, the incomplete steps
+  newer than every complete one, skipped).
 
-  A checkpoint that train.py removes while it is read (rotation keeps the newest few) is
-  retried with the newest complete one then; a complete one that does not read is damaged.
+  A checkpoint that train.py removes while it is read (rotation keeps the newest few and the
+  best) is retried with the one `choose` picks then; a complete one that does not read is
+  damaged.
   """
   requested, target = step, None
   for _ in range(_ATTEMPTS):
@@ -307,16 +483,16 @@ def _restore_complete(
     if requested is None:
       if not complete:
         raise FileNotFoundError(_no_checkpoint_yet(workdir, checkpoints, writing))
-      step = complete[-1]
+      step = choose(complete)
     elif requested not in complete:
       if requested in writing:
         raise ValueError(
-          f"--step={requested}: checkpoint {requested} in {checkpoints} is not complete (being "
-          f"written or removed by a running train.py, or interrupted); complete step(s): "
+          f"{option}step={requested}: checkpoint {requested} in {checkpoints} is not complete "
+          f"(being written or removed by a running train.py, or interrupted); complete step(s): "
           f"{complete}."
         )
       raise ValueError(
-        f"--step={requested}: {checkpoints} has no checkpoint of that step; it has step(s) "
+        f"{option}step={requested}: {checkpoints} has no checkpoint of that step; it has step(s) "
         f"{complete}" + (f" (and {writing} being written)." if writing else ".")
       )
     target = abstract_state() if target is None else target
@@ -325,25 +501,25 @@ def _restore_complete(
     except Exception as e:  # noqa: BLE001 - removed while read, or damaged: told apart below.
       manager.reload()
       now = sorted(s for s in manager.all_steps() if is_complete(checkpoints, s))
-      if is_complete(checkpoints, step) and (requested is not None or now[-1:] == [step]):
-        # Still there and nothing newer: a damaged checkpoint, not one being replaced.
+      if is_complete(checkpoints, step) and (requested is not None or choose(now) == step):
+        # Still there and still the one to take: a damaged checkpoint, not one being replaced.
         if isinstance(e, training.CheckpointMismatchError):
           raise
         raise ValueError(
           f"{checkpoints}/{step}: cannot be read ({_first_line(e)}): files missing "
-          f"or corrupt; export an older one with --step (complete: {complete})."
+          f"or corrupt; take another one with {option}step (complete: {complete})."
         ) from e
       if requested is not None:
         raise ValueError(
-          f"--step={requested}: checkpoint {requested} in {checkpoints} was removed while it "
-          "was read (a running train.py keeps only its newest checkpoints); export a newer "
-          f"step (complete now: {now})."
+          f"{option}step={requested}: checkpoint {requested} in {checkpoints} was removed while "
+          "it was read (a running train.py keeps only its newest checkpoints and its best); "
+          f"take another step (complete now: {now})."
         ) from e
-      continue  # Rotated away by a running train.py: take the newest complete one again.
-    skipped = [s for s in writing if s > step] if requested is None else []
+      continue  # Rotated away by a running train.py: choose among the complete ones again.
+    skipped = [s for s in writing if s > complete[-1]] if requested is None else []
     return state, step, complete, skipped
   raise ValueError(
     f"{checkpoints}: every checkpoint read was removed by a running train.py before it could "
-    f"be read ({_ATTEMPTS} tries); export when the run has finished, or with --step of a "
+    f"be read ({_ATTEMPTS} tries); export when the run has finished, or with {option}step of a "
     "checkpoint it keeps."
   )
