@@ -336,6 +336,14 @@ def test_checkpoints_keep_the_last_n_and_the_best(tmp_path):
   manager.wait_until_finished()
   assert sorted(manager.all_steps()) == [2, 5]  # The best (0.9) and the newest.
   assert training.restore_data_state(manager, 2)["positions"] == [[0, 2]]
+  manager.close()
+  # A resumed run (a new manager) still knows step 2 is the best: its next saves keep it.
+  resumed = training.checkpoint_manager(str(tmp_path), max_to_keep=1, best_metric="top1")
+  for step in (6, 7):
+    training.save(resumed, step, state, {"positions": [[0, step]], "process_count": 1})
+  resumed.wait_until_finished()
+  assert sorted(resumed.all_steps()) == [2, 7]
+  resumed.close()
 
 
 # ----------------------------------------------------------------------------------------

@@ -146,7 +146,12 @@ def checkpoint_manager(
       save_interval_steps=1,
       enable_async_checkpointing=True,
       preservation_policy=preservation.AnyPreservationPolicy(keep),
+      # best_fn makes orbax write each step's metrics to disk (<step>/metrics): without them a
+      # resumed run's manager sees the old best as unranked and its next save deletes it.
+      best_fn=(lambda m: m[best_metric]) if best_metric else None,
     )
+    if best_metric:
+      _quiet_unranked_saves()
   check_workdir(workdir)
   if not read_only:
     check_checkpoints_dir(workdir)  # Before orbax lists (and later rotates) its steps.
@@ -461,6 +466,21 @@ def _from_background_writer(record: logging.LogRecord) -> bool:
       return True
     traceback = traceback.tb_next
   return False
+
+
+class _DropUnrankedSaveWarning(logging.Filter):
+  """Orbax warns at every save without metrics once best_fn is set; a save between evaluations
+  is not ranked by design (LatestN keeps it)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "did not provide metrics" not in record.getMessage()
+
+
+_DROP_UNRANKED_SAVE_WARNING = _DropUnrankedSaveWarning()
+
+
+def _quiet_unranked_saves() -> None:
+  logging.getLogger("absl").addFilter(_DROP_UNRANKED_SAVE_WARNING)  # Idempotent.
 
 
 class _DropBackgroundTracebacks(logging.Filter):
