@@ -21,25 +21,36 @@ put back there. So the layouts (transposes, head splits, the fused qkv) are the 
 name the reader does not read, or an element it reads twice or never, is an error here.
 
 HF's stochastic depth (TimesformerConfig.drop_path_rate) is typed int in transformers 5.23 and
-is left at its default 0; the dropout rates are written. Frame sampling (stride, clips, crops,
-aggregation) has no place in HF's files and is not written.
+is left at its default 0; the dropout rates are written. HF's image processor has no field for
+frame sampling (stride, clips, crops, aggregation): the whole vidtx preprocessing is written as
+the extra entry `vidtx_preprocessing` of preprocessor_config.json, which transformers keeps as
+an attribute of the processor it loads.
+
+HF's processor resizes with antialiasing, vidtx without (bilinear, as tf.image.resize), so on
+downscaled frames the two differ (docs/export.md gives the measured logits). `prepare_frames`
+prepares frames exactly as vidtx evaluates them, in numpy: for PyTorch users. This module
+imports only numpy at load time (jax and flax when a model is written), so that function needs
+neither TensorFlow nor JAX.
 """
 
 import json
 import math
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import flax
 import numpy as np
 
-from vidtx import models
-from vidtx.checkpoints import scan, video
-from vidtx.checkpoints.readers import Source
-from vidtx.checkpoints.store import Converted
+if TYPE_CHECKING:
+  from vidtx.checkpoints.store import Converted
 
-# vidtx TimeSformer attention -> HF attention_type (the inverse of video.TIMESFORMER_ATTENTIONS).
-HF_ATTENTION_TYPES = {v: k for k, v in video.TIMESFORMER_ATTENTIONS.items()}
+# vidtx TimeSformer attention -> HF attention_type (the inverse of video.TIMESFORMER_ATTENTIONS,
+# spelt out here so that this module imports no JAX; a test checks they agree).
+HF_ATTENTION_TYPES = {
+  "divided": "divided_space_time",
+  "joint": "joint_space_time",
+  "space": "space_only",
+}
 SUPPORTED = (
   "TimeSformer attention 'divided' or 'joint' ('space' on 1 frame) and ViViT Model 1 "
   "'spatio_temporal', with classifier 'token'"
@@ -50,7 +61,7 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 RESAMPLE_BILINEAR = 2  # PIL.Image.BILINEAR, HF's `resample` for these models.
 
 
-def write(converted: Converted, out_dir: str) -> None:
+def write(converted: "Converted", out_dir: str) -> None:
   """Writes `converted` as a Hugging Face folder into the existing, empty `out_dir`."""
   config, tensors = hf_config_and_tensors(converted)
   from safetensors.numpy import save_file
@@ -60,8 +71,13 @@ def write(converted: Converted, out_dir: str) -> None:
   _write_json(os.path.join(out_dir, PREPROCESSOR_FILE), preprocessor_config(converted))
 
 
-def hf_config_and_tensors(converted: Converted) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def hf_config_and_tensors(converted: "Converted") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """(config.json as a dict, {HF name: array}) of `converted`; ValueError where HF cannot."""
+  import flax
+
+  from vidtx import models
+  from vidtx.checkpoints import scan, video
+
   name = converted.model_name
   if name not in ("timesformer", "vivit"):
     raise ValueError(
@@ -115,16 +131,19 @@ def _check_supported(name: str, config: Any, num_frames: int) -> None:
     )
 
 
-def preprocessor_config(converted: Converted) -> dict[str, Any]:
-  """preprocessor_config.json: HF's image processor for the model, with vidtx's normalisation
-  (pixels / 255, then (x - mean) / std), short-side resize and centre crop."""
+def preprocessor_config(converted: "Converted") -> dict[str, Any]:
+  """preprocessor_config.json: HF's image processor for the model, with what of vidtx's
+  evaluation it can express: the short side resized (bilinear) to the evaluation size
+  (eval_min_resize, else min_resize), the centre crop, pixels / 255 and (x - mean) / std. Not
+  expressible: resizing without antialiasing, the long side rounded (HF truncates it), three
+  crops, clips; so the whole preprocessing goes along as `vidtx_preprocessing`."""
   p = converted.preprocessing
   out = {
     "image_processor_type": (
       "VivitImageProcessor" if converted.model_name == "vivit" else "VideoMAEImageProcessor"
     ),
     "do_resize": True,
-    "size": {"shortest_edge": int(p["min_resize"])},
+    "size": {"shortest_edge": eval_short_side(p)},
     "resample": RESAMPLE_BILINEAR,
     "do_center_crop": True,
     "crop_size": {"height": int(p["crop_size"]), "width": int(p["crop_size"])},
@@ -136,7 +155,176 @@ def preprocessor_config(converted: Converted) -> dict[str, Any]:
   }
   if converted.model_name == "vivit":
     out["offset"] = False  # VivitImageProcessor's default maps to [-1, 1] before normalising.
+  out["vidtx_preprocessing"] = {key: _plain(value) for key, value in p.items()}
   return out
+
+
+def _plain(value: Any) -> Any:
+  """A JSON value of a preprocessing field (numpy scalars and tuples as Python's)."""
+  if isinstance(value, (list, tuple)):
+    return [_plain(v) for v in value]
+  return value.item() if isinstance(value, np.generic) else value
+
+
+# ----------------------------------------------------------------------------------------
+# vidtx's evaluation preprocessing in numpy (vidtx.data.sampling.eval_views), for PyTorch.
+# ----------------------------------------------------------------------------------------
+
+
+def clip_indices(
+  video_length: int, preprocessing: Mapping[str, Any], frame_rate: float = 0.0
+) -> np.ndarray:
+  """(C, num_frames) int32: which frames of a video of `video_length` decoded frames each
+  evaluation clip takes, as vidtx.data.sampling.eval_clip_indices_for computes them (numpy,
+  the same float32 arithmetic). `frame_rate`: the video's frames per second (0: the
+  preprocessing's frame_rate, else target_fps); only 'timesformer' sampling uses it. The rule
+  is written out in docs/export.md ("Which frames")."""
+  p = preprocessing
+  sampling = p.get("eval_sampling", "stride")
+  num_frames, num_clips = int(p["num_frames"]), int(p.get("num_test_clips", 1))
+  length = int(video_length)
+  if length < 1:
+    raise ValueError(f"video_length={video_length}: expected a video of at least 1 frame.")
+  f32 = np.float32
+  frame_number = np.arange(num_frames)
+  if sampling == "stride":
+    stride = int(p["stride"])
+    max_offset = max(length - ((num_frames - 1) * stride + 1), 0)
+    offsets = (
+      np.array([max_offset // 2])
+      if num_clips == 1
+      else np.arange(num_clips) * max_offset // (num_clips - 1)
+    )
+    indices = (offsets[:, None] + frame_number[None, :] * stride) % length
+    return indices.astype(np.int32)
+  if sampling == "segment":
+    # Frame floor((i + position) * L / num_frames) of segment i, position (k + 0.5) / C.
+    positions = (np.arange(num_clips, dtype=f32)[:, None] + f32(0.5)) / f32(num_clips)
+    segment = f32(length) / f32(num_frames)
+    frames = np.floor((frame_number.astype(f32)[None, :] + positions) * segment)
+    return np.clip(frames.astype(np.int32), 0, length - 1)
+  if p.get("train_sampling", "stride") == "timesformer" or sampling == "timesformer":
+    # A window of num_frames * sampling_rate frames at target_fps, in the video's frames.
+    target_fps = float(p.get("target_fps", 30.0))
+    rate = f32(frame_rate) if frame_rate > 0 else f32(float(p.get("frame_rate", target_fps)))
+    window = f32(float(num_frames * float(p.get("sampling_rate", 32)))) * rate / f32(target_fps)
+    if sampling == "timesformer":
+      max_start = max(f32(length) - window, f32(0))
+      starts = (
+        np.array([max_start / f32(2)], f32)
+        if num_clips == 1
+        else np.arange(num_clips, dtype=f32) * max_start / f32(num_clips - 1)
+      )
+    else:  # whole_video: consecutive windows.
+      count = max(np.ceil(f32(length) / window), f32(1))
+      starts = np.arange(count, dtype=f32) * window
+    # num_frames evenly over [start, start + window - 1] (tf.linspace: both ends exact).
+    steps = frame_number.astype(f32) * (f32(1) / f32(max(num_frames - 1, 1)))
+    steps[-1] = 1.0 if num_frames > 1 else 0.0
+    steps = steps * max(window - f32(1), f32(0))
+    positions = np.floor(starts[:, None] + steps[None, :])
+    return np.clip(positions.astype(np.int32), 0, length - 1)
+  if sampling != "whole_video":
+    raise ValueError(
+      f"preprocessing eval_sampling={sampling!r}: expected 'stride', 'segment', 'timesformer' "
+      "or 'whole_video'."
+    )
+  # whole_video with stride clips: consecutive clips of num_frames * stride frames.
+  stride = int(p["stride"])
+  span = num_frames * stride
+  count = max(-(-length // span), 1)
+  indices = np.arange(count)[:, None] * span + frame_number[None, :] * stride
+  return np.minimum(indices, length - 1).astype(np.int32)
+
+
+def eval_short_side(preprocessing: Mapping[str, Any]) -> int:
+  """The short side frames are resized to for evaluation: eval_min_resize, else min_resize."""
+  return int(preprocessing.get("eval_min_resize") or preprocessing["min_resize"])
+
+
+def _bilinear_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(lower, upper, lerp) per output pixel, as TensorFlow's ResizeBilinear computes them with
+  half-pixel centres, in float32: sample (i + 0.5) * in / out - 0.5, clamped to the image."""
+  scale = np.float32(in_size) / np.float32(out_size)
+  x = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+  floor = np.floor(x)
+  lower = np.maximum(floor, 0).astype(np.int64)
+  upper = np.minimum(np.ceil(x), in_size - 1).astype(np.int64)
+  return lower, upper, (x - floor).astype(np.float32)
+
+
+def resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
+  """float32 (..., H', W', 3): the short side resized to `short_side`, bilinear without
+  antialiasing, the long side round(long * short_side / short) (half to even, at least
+  short_side): vidtx.data.augment.resize_short_side. Frames already that size are only cast."""
+  height, width = frames.shape[-3], frames.shape[-2]
+  short = min(height, width)
+  frames = frames.astype(np.float32)
+  if short == short_side:
+    return frames
+  scale = short_side / short  # float64, as vidtx computes the sizes.
+  new_height = max(int(np.round(height * scale)), short_side)
+  new_width = max(int(np.round(width * scale)), short_side)
+  top, bottom, y_lerp = _bilinear_weights(height, new_height)
+  left, right, x_lerp = _bilinear_weights(width, new_width)
+  x_lerp = x_lerp[:, None]  # Over the channels.
+  rows_top, rows_bottom = frames[..., top, :, :], frames[..., bottom, :, :]
+  top_row = rows_top[..., left, :] + (rows_top[..., right, :] - rows_top[..., left, :]) * x_lerp
+  bottom_row = (
+    rows_bottom[..., left, :] + (rows_bottom[..., right, :] - rows_bottom[..., left, :]) * x_lerp
+  )
+  return top_row + (bottom_row - top_row) * y_lerp[:, None, None]
+
+
+def prepare_frames(frames: Any, preprocessing: Mapping[str, Any]) -> np.ndarray:
+  """The evaluation views of sampled frames, exactly as vidtx computes them (within float
+  rounding of vidtx.data.sampling.eval_views): numpy only.
+
+  frames: uint8 RGB, (T, H, W, 3) for one clip or (C, T, H, W, 3) for C clips, T =
+    num_frames (a list of PIL images works too): the frames the checkpoint samples
+    (docs/export.md, "Which frames").
+  preprocessing: the checkpoint's preprocessing: `vidtx_preprocessing` of an exported
+    preprocessor_config.json, `preprocessing` of vidtx_model.json, or a SavedModel's
+    vidtx_preprocessing.json.
+
+  Returns float32 (V, T, S, S, 3), S = crop_size, V = C * 3 with do_three_spatial_crops (start,
+  centre and end of the long side; view 1 of a clip is the centre crop) else C, clip-major: the
+  short side resized to eval_min_resize (else min_resize) by bilinear interpolation without
+  antialiasing, then cropped, then (pixel / 255 - mean) / std. A Hugging Face model takes a view
+  as pixel_values `views[v].transpose(0, 3, 1, 2)[None]`; the views' logits are then combined
+  as `aggregation` says (sum_logits, mean_logits, ...).
+  """
+  frames = np.asarray(frames)
+  num_frames, crop = int(preprocessing["num_frames"]), int(preprocessing["crop_size"])
+  shape = frames.shape
+  if frames.ndim == 4:
+    frames = frames[None]
+  if frames.ndim != 5 or frames.shape[1] != num_frames or frames.shape[-1] != 3:
+    raise ValueError(
+      f"frames of shape {shape}: expected (T, H, W, 3) or (C, T, H, W, 3) RGB with T = "
+      f"num_frames = {num_frames}."
+    )
+  if frames.dtype != np.uint8:
+    raise ValueError(f"frames of dtype {frames.dtype}: expected uint8 pixels in [0, 255].")
+  short_side = eval_short_side(preprocessing)
+  if short_side < crop:
+    raise ValueError(
+      f"preprocessing: the evaluation short side {short_side} is below crop_size {crop}."
+    )
+  frames = resize_short_side(frames, short_side)
+  height, width = frames.shape[-3], frames.shape[-2]
+  centre_y, centre_x = (height - crop) // 2, (width - crop) // 2
+  if preprocessing.get("do_three_spatial_crops"):
+    long_side = max(height, width)
+    starts = [0, (long_side - crop) // 2, long_side - crop]
+    corners = [(s, centre_x) if height > width else (centre_y, s) for s in starts]
+  else:
+    corners = [(centre_y, centre_x)]
+  views = np.stack([frames[..., y : y + crop, x : x + crop, :] for y, x in corners], axis=1)
+  views = views.reshape(-1, num_frames, crop, crop, 3)  # (C, crops, T, ...) -> (V, T, ...)
+  mean = np.asarray(preprocessing["mean"], np.float32)
+  std = np.asarray(preprocessing["std"], np.float32)
+  return (views / np.float32(255.0) - mean) / std
 
 
 # ----------------------------------------------------------------------------------------
@@ -188,7 +376,7 @@ def _grid_side(num_patches: int, what: str) -> int:
 
 
 def _timesformer(
-  converted: Converted, config: Any, params: dict[str, np.ndarray]
+  converted: "Converted", config: Any, params: dict[str, np.ndarray]
 ) -> tuple[dict[str, Any], dict[str, tuple], dict[str, np.ndarray]]:
   attention = config.attention
   num_frames = int(converted.preprocessing["num_frames"])
@@ -234,7 +422,7 @@ def _timesformer(
 
 
 def _vivit(
-  converted: Converted, config: Any, params: dict[str, np.ndarray]
+  converted: "Converted", config: Any, params: dict[str, np.ndarray]
 ) -> tuple[dict[str, Any], dict[str, tuple]]:
   d, patch, tubelet = config.hidden_size, config.patch_size, config.tubelet_size
   crop = int(converted.preprocessing["crop_size"])
@@ -267,7 +455,7 @@ def _vivit(
   return hf_config, shapes
 
 
-def _check_crop(converted: Converted, image_size: int, num_frames: int) -> None:
+def _check_crop(converted: "Converted", image_size: int, num_frames: int) -> None:
   """HF reads clips of config image_size and num_frames; vidtx's preprocessing must agree."""
   p = converted.preprocessing
   if int(p["crop_size"]) != image_size or int(p["num_frames"]) != num_frames:
@@ -278,7 +466,7 @@ def _check_crop(converted: Converted, image_size: int, num_frames: int) -> None:
     )
 
 
-def _common_config(converted: Converted, config: Any, num_classes: int) -> dict[str, Any]:
+def _common_config(converted: "Converted", config: Any, num_classes: int) -> dict[str, Any]:
   labels = converted.labels
   if labels is None:
     labels = [f"LABEL_{i}" for i in range(num_classes)]
@@ -317,6 +505,10 @@ def _invert_reader(
 ) -> dict[str, np.ndarray]:
   """{HF name: array} that `read` maps onto `params` (flat 'a/b' names), found by reading
   HF tensors that hold their elements' indices."""
+  import flax
+
+  from vidtx.checkpoints.readers import Source
+
   sizes = {name: math.prod(shape) for name, shape in shapes.items()}
   total = sum(sizes.values())
   index_dtype = np.int32 if total < 2**31 else np.int64
