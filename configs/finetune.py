@@ -6,7 +6,10 @@ r"""Fine-tune TimeSformer, ViViT or X-ViT on your own videos, on one GPU.
       --workdir=runs/mine
   vidtx-train --config=finetune:model=vivit_fe,data=shards/mine,init=ckpt/vit_b16,epochs=10 \
       --workdir=runs/mine_vivit
-  python train.py --config=configs/finetune.py:model=xvit,shrink=1 --workdir=/tmp/finetune_smoke
+  python train.py --config=configs/finetune.py:data=shards/mine,init=ckpt/vit_b16,shrink=1 \
+      --workdir=/tmp/finetune_smoke
+  python train.py --config=configs/finetune.py:data=shards/directions,init=runs/quickstart \
+      --workdir=runs/directions        # on a CPU: docs/training.md
   python -m vidtx.convert --src runs/mine --out ckpt/mine
   python -m vidtx.predict --checkpoint ckpt/mine --video my_videos/cats/cat_1.mp4
 
@@ -26,9 +29,31 @@ Arguments:
   ones (vidtx.checkpoints.init_from). Empty (default): random initialisation, which is not
   recommended (a note is printed): the papers' models reach their accuracy only from pretrained
   weights, and a small dataset cannot make up for them.
+  The model follows init: its width, depth, heads, MLP width and patch (a video checkpoint's
+  tubelet and frame count too), read from its vidtx_model.json or config.json without loading
+  a parameter (vidtx.checkpoints.vit.read_shape), and its image size sets crop_size, with
+  min_resize and eval_min_resize scaled as the recipe's (256 and 224 for a 224 crop); one line
+  says what was built ("model follows init=...: ViT-S/16 (384 wide, 12 layers, 6 heads, MLP
+  1536) at 112 px, 8 frames").
+- flip=0|1: random horizontal flips. Default: off when a class name of labels.txt says a
+  direction a mirror image swaps (vidtx.data.class_labels.direction_classes: left / right,
+  clockwise / anticlockwise), on otherwise (every paper's Kinetics recipe flips).
 - epochs=15; batch=8 (clips per step; the learning rate, warm-up and evaluations follow it, so
-  set it here rather than with --config.batch_size); shrink=1 (a seconds-long CPU smoke test of
-  the recipe: configs.common.shrink).
+  set it here rather than with --config.batch_size).
+- shrink=1: a seconds-long smoke test of this fine-tune: data=, init= and the model and clips
+  init sets are kept; the run is 2 steps of 4 clips with one evaluation at the end, one view per
+  validation video (shrink_run). Without data= nor init=, every recipe's CPU smoke test
+  (configs.common.shrink: a tiny model on the synthetic data).
+
+One summary line is printed when the config is built: the data (or that no data= was given and
+the synthetic task stands in), the start, whether flips are on and why, the run's length.
+
+Overrides: --config.x=v flags apply after this file has built the config, so the fields it set
+from init= and its clip geometry are recorded in config.recipe_defaults (record_defaults), and
+train.py compares the final config with them before any work (vidtx.trainer.check_config): an
+override wins, with a note; an overridden crop_size or min_resize takes eval_min_resize along
+unless it is given too; an override init= cannot fill (another width, say) stops the run in one
+line naming both shapes and the flag.
 
 Derived from data: dataset_configs.num_classes (labels.txt's lines), class_names, tables and
 examples_per_subset (the summaries; shards without one are counted), class_splits / multi_label
@@ -70,8 +95,8 @@ What differs from the papers, and why:
   trained on [-1, 1].
 - Validation top-1 after every epoch, its best checkpoint kept (best_checkpoint_metric): small
   validation splits are noisy and small datasets overfit late in a run.
-- Flips stay on as in every paper's Kinetics recipe: for classes a mirror changes ("turn left"),
-  --config.dataset_configs.random_flip=False.
+- Flips stay on as in every paper's Kinetics recipe, except for classes whose names say a
+  direction a mirror changes ("turn left"): flip= decides.
 
 Expected: no paper number applies to your videos; the validation top-1 is printed after every
 epoch, and the final line compares it with chance (1 / classes). The nearest published case is
@@ -106,6 +131,8 @@ VIVIT_SMALL_DATASET = "ek"
 # Fields of the synthetic generator (vidtx.data.synthetic) for data=synthetic.
 _SYNTHETIC_FIELDS = ("task", "tables", "examples_per_subset", "num_classes", "video_length")
 _SYNTHETIC_FIELDS += ("video_size", "seed")
+# The clip geometry train.py checks the command line's overrides against (record_defaults).
+_GEOMETRY_FIELDS = ("crop_size", "min_resize", "eval_min_resize", "num_frames")
 _MAKE_SHARDS = (
   "python -m vidtx.data.make_shards --source=folders --input={videos} --output_dir={dir} "
   "({videos}/<class>/<video>; --val_fraction sets the validation share)"
@@ -114,7 +141,13 @@ _MAKE_SHARDS = (
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(
-    arg, model="timesformer", data=SYNTHETIC, init="", epochs=str(EPOCHS), batch=str(BATCH_SIZE)
+    arg,
+    model="timesformer",
+    data=SYNTHETIC,
+    init="",
+    epochs=str(EPOCHS),
+    batch=str(BATCH_SIZE),
+    flip="",
   )
   common.check_choice("model", args.model, MODELS)
   if not args.data:
@@ -124,9 +157,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
   epochs = _number("epochs", args.epochs, float)
   batch_size = _number("batch", args.batch, int)
+  flip = _flip(args.flip)
 
   config, paper_batch_size = model_recipe(args.model)
   dc = config.dataset_configs
+  direction = []
   if args.data == SYNTHETIC:
     config.dataset_name = "synthetic"
     synthetic = common.synthetic_dataset("appearance")  # Its classes survive flips.
@@ -149,11 +184,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       dc.class_splits = tuple(shards["class_splits"])
       dc.split_names = tuple(f"split_{i}" for i in range(len(shards["class_splits"])))
     name = os.path.basename(os.path.normpath(shards["base_dir"]))
+    direction = direction_classes(shards["class_names"])
   config.experiment_name = f"finetune_{args.model}_{name}"
+  # Flips: off when a class name says a direction a mirror image swaps, unless flip=1.
+  dc.random_flip = bool(dc.random_flip) if flip is None else flip
+  if flip is None and direction:
+    dc.random_flip = False
 
+  lines, followed = [], {}
   if args.init:
     config.init_from.checkpoint_path = os.path.abspath(args.init)
     follow_checkpoint(config, args.init)
+    line, followed = follow_model(config, args.init)
+    lines.append(line)
   else:
     if config.model_name == "timesformer":
       config.model.temporal_init = "random"  # From scratch (vidtx.models.timesformer).
@@ -167,7 +210,90 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       )
 
   schedule(config, paper_batch_size, batch_size=batch_size, epochs=epochs)
-  return common.finish(config, args)
+  if args.shrink and (args.data != SYNTHETIC or args.init):
+    shrink_run(config)  # Your data= and init=, a shorter schedule and evaluation.
+  elif args.shrink:
+    config = common.shrink(config)  # No data= nor init=: the recipe's smoke test.
+  record_defaults(config, f"init={args.init}" if args.init else "", followed)
+  lines.insert(0, summary(config, args, direction))
+  for line in lines:
+    print(line, file=sys.stderr)
+  return config
+
+
+def _flip(text: str) -> bool | None:
+  """flip= '' (automatic), 0 or 1."""
+  if text == "":
+    return None
+  if text.lower() not in ("0", "1", "false", "true"):
+    raise ValueError(f"Config argument flip={text!r}: expected 0 or 1 (or no flip= to decide).")
+  return text.lower() in ("1", "true")
+
+
+def direction_classes(names: list[str]) -> list[str]:
+  """The class names that say a direction a horizontal flip swaps (left / right, clockwise ...)."""
+  from vidtx.data import class_labels  # Imports TensorFlow: only for a shards directory.
+
+  return class_labels.direction_classes(names)
+
+
+def summary(config: ml_collections.ConfigDict, args: ml_collections.ConfigDict, direction) -> str:
+  """The recipe in one line: the data (or the synthetic default), the start, flips, the run."""
+  dc = config.dataset_configs
+  if args.data == SYNTHETIC:
+    data = (
+      "no data= given: the built-in synthetic appearance task (a smoke test of the recipe, not a "
+      "fine-tune; data=SHARDS trains on your videos)"
+    )
+  else:
+    examples = dc.examples_per_subset
+    data = (
+      f"data={args.data} ({dc.num_classes} classes; {examples['train']} train, "
+      f"{examples['validation']} validation videos)"
+    )
+  start = f"init={args.init}" if args.init else "random initialisation (no init=)"
+  if dc.random_flip:
+    flips = "random flips on" + (" (flip=1)" if args.flip else "")
+    if direction:
+      flips += f", although classes {_names(direction)} name a direction a mirror image swaps"
+  elif direction and not args.flip:
+    flips = (
+      f"random flips off: classes {_names(direction)} name a direction a mirror image swaps "
+      "(flip=1 turns them on)"
+    )
+  else:
+    flips = "random flips off (flip=0)" if args.flip else "random flips off"
+  if config.num_training_steps:
+    run = f"{config.num_training_steps} steps of {config.batch_size} clips"
+  else:
+    run = f"{config.num_training_epochs:g} epochs of batches of {config.batch_size} clips"
+  if args.shrink:
+    given = [f"{k}=" for k in ("data", "init") if args[k] and args[k] != SYNTHETIC]
+    kept = "your " + " and ".join(given) if given else "a tiny model"
+    run += f" (shrink=1: a smoke test on {kept}, one view per validation video)"
+  return f"configs/finetune.py: {config.model_name}, {data}, from {start}; {flips}; {run}."
+
+
+def _names(names: list[str], limit: int = 3) -> str:
+  shown = ", ".join(repr(n) for n in names[:limit])
+  return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def shrink_run(config: ml_collections.ConfigDict) -> None:
+  """shrink=1 with data= or init=: the same model, data, start and clips, for a few seconds'
+  worth of steps and evaluation (common.SHRUNK_RUN's steps and batch, one view per video)."""
+  run = common.SHRUNK_RUN
+  config.experiment_name = f"{config.experiment_name}_shrunk"
+  config.batch_size = config.eval_batch_size = min(run["batch_size"], int(config.batch_size))
+  config.num_training_steps = run["steps"]
+  config.num_training_epochs = None
+  if config.lr_configs.get("warmup_steps"):
+    config.lr_configs.warmup_steps = 1
+  config.log_every_steps = 1
+  config.checkpoint_every_steps = 1_000_000  # Only the final checkpoint.
+  config.max_checkpoints_to_keep = 1
+  config.eval_every_steps = 0  # One evaluation, at the end.
+  config.dataset_configs.update(num_test_clips=1, do_three_spatial_crops=False)
 
 
 def _number(name: str, text: str, kind: type) -> float | int:
@@ -448,3 +574,62 @@ def follow_checkpoint(config: ml_collections.ConfigDict, init: str) -> None:
   if mean is not None and std is not None:
     config.dataset_configs.mean = tuple(float(x) for x in mean)
     config.dataset_configs.std = tuple(float(x) for x in std)
+
+
+def follow_model(config: ml_collections.ConfigDict, init: str) -> tuple[str, dict]:
+  """Builds config's model to `init`'s sizes (width, depth, heads, MLP, patch; a video
+  checkpoint's tubelet and frames too) and its clips to init's image size (short sides scaled
+  as the recipe's); returns the line that says so and the model fields set. Read from init's
+  description only (vidtx.checkpoints.vit.read_shape), no parameter."""
+  from vidtx.checkpoints import vit
+  from vidtx.models import common as model_common
+
+  shape = vit.read_shape(init)
+  model, dc = config.model, config.dataset_configs
+  followed = {field: getattr(shape, field) for field in vit.SIZE_FIELDS}
+  if shape.is_image_vit:  # The model's own tubelet (ViViT's kernel is inflated from 2D).
+    tubelet = model_common.parse_variant(model.variant)["tubelet_size"]
+  else:  # A video model of the family: its attention scheme and classifier too.
+    tubelet = shape.tubelet_size
+    followed.update(attention=shape.attention, classifier=shape.classifier)
+    if shape.spatial_layers is not None and config.model_name == "vivit":
+      followed.update(spatial_layers=shape.spatial_layers, temporal_layers=shape.temporal_layers)
+  sizes = {field: getattr(shape, field) for field in vit.SIZE_FIELDS}
+  letter = next((k for k, v in model_common.VIT_SIZES.items() if v == sizes), "B")
+  followed["variant"] = f"{letter}/{shape.patch_size}" + (f"x{tubelet}" if tubelet > 1 else "")
+  model.update(followed)
+
+  # Clips: init's image size, the short sides scaled with it (the recipe's 256 / 224 ratio, and
+  # evaluation at the crop), and a video checkpoint's frame count.
+  if shape.crop_size and shape.crop_size != dc.crop_size:
+    crop, scale = shape.crop_size, shape.crop_size / dc.crop_size
+    dc.min_resize = max(crop, round(dc.min_resize * scale))
+    if dc.get("eval_min_resize") is not None:
+      dc.eval_min_resize = max(crop, round(dc.eval_min_resize * scale))
+    dc.crop_size = crop
+  if not shape.is_image_vit and shape.num_frames:
+    dc.num_frames = shape.num_frames
+  built = vit.shape_of(
+    config.model_name, model.to_dict(), crop_size=dc.crop_size, num_frames=dc.num_frames
+  )
+  kind = " (an image ViT: the recipe's frames)" if shape.is_image_vit else ""
+  line = (
+    f"configs/finetune.py: model follows init={init}{kind}: {built.describe()} "
+    f"(--config.model.* and --config.dataset_configs.* still override it)."
+  )
+  return line, followed
+
+
+def record_defaults(config: ml_collections.ConfigDict, source: str, model: dict) -> None:
+  """config.recipe_defaults: the model fields followed from init= and the clip geometry as
+  this file set them, so that train.py tells the command line's --config.* overrides from them
+  (vidtx.trainer.apply_recipe_defaults): an override wins, with a note; an overridden crop or
+  short side takes the evaluation's short side along unless it is given too."""
+  dc = config.dataset_configs
+  config.recipe_defaults = ml_collections.ConfigDict(
+    dict(
+      source=source,
+      model=dict(model),
+      dataset_configs={k: dc[k] for k in _GEOMETRY_FIELDS if dc.get(k) is not None},
+    )
+  )

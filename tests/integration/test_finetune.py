@@ -22,7 +22,8 @@ COLOURS = {"blue": (30, 50, 210), "green": (40, 190, 60), "red": (210, 40, 40)}
 CLASSES = sorted(COLOURS)
 VIDEOS_PER_CLASS = 4  # --val_fraction 0.1 of 4 draws 1 per class: 9 train, 3 validation videos.
 FRAMES, HEIGHT, WIDTH = 8, 36, 48
-# The tiny ViT: 32 x 32 images in 16 x 16 patches, width 32, 2 layers of 2 heads, MLP 64.
+# The tiny ViT: 32 x 32 images in 16 x 16 patches, width 32, 2 layers of 2 heads, MLP 64; the
+# recipe follows it (init=).
 VIT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
 
@@ -56,18 +57,6 @@ def vit_dir(tmp_path_factory):
   return store.save(str(tmp_path_factory.mktemp("ckpt") / "vit"), convert_source(path))
 
 
-def tiny(config):
-  """The recipe at the tiny ViT's size: 4 frames of 32 x 32 (short side 32, jittered to 40)."""
-  config.model.update(
-    hidden_size=VIT["hidden_size"],
-    num_layers=VIT["num_hidden_layers"],
-    num_heads=VIT["num_attention_heads"],
-    mlp_dim=VIT["intermediate_size"],
-  )
-  config.dataset_configs.update(num_frames=4, min_resize=32, crop_size=32, eval_min_resize=32)
-  return config
-
-
 @pytest.mark.slow  # About 15 s with a warm compilation cache, 22 s without.
 def test_finetune_on_class_folders_then_predict(video_root, vit_dir, tmp_path, capsys):
   # 1. The shards, as the user makes them (the command's main, in this process).
@@ -89,7 +78,20 @@ def test_finetune_on_class_folders_then_predict(video_root, vit_dir, tmp_path, c
   assert config.model.layer_norm_epsilon == vit.model_config["layer_norm_epsilon"]
   # 9 videos in batches of 3: 3 steps an epoch, 12 steps, evaluated every epoch.
   assert config.eval_every_steps == config.lr_configs.warmup_steps == 3
-  config = tiny(config)
+  # The model and clips follow the ViT (read from its vidtx_model.json): 32 x 32 in 16 x 16
+  # patches, the short side 37 (the recipe's 256 for 224), evaluated at 32.
+  model = config.model
+  assert (model.hidden_size, model.num_layers, model.num_heads, model.mlp_dim) == tuple(
+    VIT.values()
+  )
+  assert model.variant == "B/16" and (dc.crop_size, dc.min_resize, dc.eval_min_resize) == (
+    32,
+    37,
+    32,
+  )
+  assert "model follows init=" in capsys.readouterr().err
+  # Overrides, as --config.x=v would set them: they win, with a note.
+  dc.num_frames = 4  # Fewer frames than the recipe's 8.
   config.lr_configs.base_learning_rate = 0.01  # Tiny model, 12 steps: a rate that moves it.
 
   # 3. Train and evaluate.
@@ -97,6 +99,8 @@ def test_finetune_on_class_folders_then_predict(video_root, vit_dir, tmp_path, c
   results = trainer.train_and_evaluate(config, workdir)
   out = capsys.readouterr().out
   assert "init_from" in out and "image ViT" in out
+  assert "dataset_configs.num_frames=4 (recipe: 8)" in out
+  assert f"from init_from {vit_dir}, " in out and "from scratch" not in out
   assert results["num_videos"] == 3 and results["views_per_video"] == 3
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     lines = [json.loads(line) for line in f if line.strip()]

@@ -493,9 +493,12 @@ def test_finetune_batch_and_epochs_arguments(shards_dir):
       get_config("finetune", f"data={shards_dir},{bad}")
   with pytest.raises(ValueError, match="model='vit'"):
     get_config("finetune", f"model=vit,data={shards_dir}")
-  # shrink=1: the smoke test on the synthetic data, as every recipe's.
+  # shrink=1: a smoke test of this fine-tune: its data, 2 steps, one view per video.
   shrunk = get_config("finetune", f"data={shards_dir},shrink=1")
-  assert shrunk.dataset_name == "synthetic" and shrunk.num_training_steps == 2
+  assert shrunk.dataset_name == "dmvr" and shrunk.dataset_configs.base_dir == shards_dir
+  assert (shrunk.num_training_steps, shrunk.num_training_epochs, shrunk.batch_size) == (2, None, 4)
+  assert shrunk.dataset_configs.num_test_clips == 1
+  assert not shrunk.dataset_configs.do_three_spatial_crops
 
 
 def test_finetune_counts_the_shards_of_a_directory_without_summaries(tmp_path):
@@ -579,9 +582,9 @@ def test_finetune_init_from_a_checkpoint(shards_dir, tmp_path, capsys):
     get_config("finetune", f"data={shards_dir},init={tmp_path / 'nope'}")
   with pytest.raises(ValueError, match="not a converted checkpoint .* convert it first"):
     get_config("finetune", f"data={shards_dir},init={tmp_path}")
-  # shrink=1 trains from scratch, as every shrunk recipe.
+  # shrink=1 keeps init= (and the model it sets).
   shrunk = get_config("finetune", f"data={shards_dir},init={vit},shrink=1")
-  assert not shrunk.init_from.checkpoint_path
+  assert shrunk.init_from.checkpoint_path == vit and shrunk.num_training_steps == 2
 
 
 def test_finetune_from_scratch_says_it_is_not_recommended(shards_dir, capsys):

@@ -14,14 +14,22 @@ Numerics recorded from the source (they matter for parity):
   converted Google ViTs).
 - big_vision (and timm models with `no_embed_class`) add no positional embedding to the class
   token: its entry is zero here, which computes the same.
+
+`read_shape(path)` tells what model a converted directory or a train.py run holds (width,
+depth, heads, MLP, patch and tubelet, image size and frames) from its vidtx_model.json or
+config.json alone, without loading a parameter: configs/finetune.py builds its model to it
+(init=) and train.py checks a config against it before any work (`misfits`).
 """
 
+import dataclasses
+import json
 import math
+import os
 from typing import Any
 
 import numpy as np
 
-from vidtx.checkpoints import names, surgery
+from vidtx.checkpoints import names, store, surgery
 from vidtx.checkpoints.readers import Source
 from vidtx.checkpoints.store import Converted
 
@@ -366,3 +374,167 @@ def from_hf_vit(
     preprocessing=preprocessing,
     notes=notes,
   )
+
+
+# ----------------------------------------------------------------------------------------
+# A checkpoint's sizes, from its description alone.
+# ----------------------------------------------------------------------------------------
+
+# The size fields of a model config that a checkpoint fixes (ViViT Model 2 adds its two stacks).
+SIZE_FIELDS = ("hidden_size", "num_layers", "num_heads", "mlp_dim")
+_FAMILY_NAMES = {"timesformer": "TimeSformer", "vivit": "ViViT", "xvit": "X-ViT"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  """The model a checkpoint holds and the clips it was made for (None where it does not say)."""
+
+  model_name: str
+  attention: str
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  patch_size: int
+  tubelet_size: int
+  classifier: str = "token"
+  crop_size: int | None = None
+  num_frames: int | None = None
+  spatial_layers: int | None = None  # ViViT Model 2's L_s and L_t.
+  temporal_layers: int | None = None
+
+  @property
+  def is_image_vit(self) -> bool:
+    """A space-only TimeSformer is an image ViT (vidtx.checkpoints.init_from.is_image_vit)."""
+    return self.model_name == "timesformer" and self.attention == "space"
+
+  def vit_name(self) -> str:
+    """'ViT-S/16' for DeiT's and ViT's sizes, 'ViT/8' otherwise; 'x2' for 2-frame tubelets."""
+    from vidtx.models import common
+
+    sizes = {k: getattr(self, k) for k in SIZE_FIELDS}
+    letter = next((k for k, v in common.VIT_SIZES.items() if v == sizes), "")
+    tubelet = f"x{self.tubelet_size}" if self.tubelet_size > 1 else ""
+    return f"ViT{'-' + letter if letter else ''}/{self.patch_size}{tubelet}"
+
+  def describe(self, family: bool = False) -> str:
+    """'ViT-S/16 (384 wide, 12 layers, 6 heads, MLP 1536) at 112 px, 8 frames'; `family`
+    names the model first ('TimeSformer ViT/8 ...') unless it is an image ViT."""
+    text = self.vit_name()
+    if family and not self.is_image_vit:
+      text = f"{_FAMILY_NAMES.get(self.model_name, self.model_name)} {text}"
+    layers = f"{self.num_layers} layer{'s' if self.num_layers != 1 else ''}"
+    if self.model_name == "vivit" and self.attention == "factorised_encoder":
+      layers = f"{self.spatial_layers or self.num_layers} + {self.temporal_layers} layers"
+    text += f" ({self.hidden_size} wide, {layers}, {self.num_heads} heads, MLP {self.mlp_dim})"
+    if self.crop_size:
+      text += f" at {self.crop_size} px"
+    if self.num_frames:
+      text += f", {self.num_frames} frame{'s' if self.num_frames != 1 else ''}"
+    return text
+
+
+def shape_of(
+  model_name: str,
+  model: dict[str, Any],
+  *,
+  crop_size: int | None = None,
+  num_frames: int | None = None,
+  where: str = "model",
+) -> Shape:
+  """The Shape of a model config (fields not given take the model's defaults, sizes the
+  variant's); ValueError naming `where` when it is not a vidtx model."""
+  from vidtx import models
+
+  if model_name not in models.MODELS:
+    raise ValueError(
+      f"{where}: model_name={model_name!r}; expected one of {sorted(models.MODELS)}."
+    )
+  fields = models.default_config(model_name).to_dict()
+  fields.update({k: v for k, v in dict(model).items() if k in fields})
+  try:
+    resolved = models.MODELS[model_name].make_config(fields)
+  except ValueError as e:
+    raise ValueError(f"{where}: {e}") from e
+  vivit_fe = model_name == "vivit" and resolved.attention == "factorised_encoder"
+  return Shape(
+    model_name=model_name,
+    attention=resolved.attention,
+    hidden_size=resolved.hidden_size,
+    num_layers=resolved.num_layers,
+    num_heads=resolved.num_heads,
+    mlp_dim=resolved.mlp_dim,
+    patch_size=resolved.patch_size,
+    tubelet_size=resolved.tubelet_size,
+    classifier=resolved.classifier,
+    crop_size=int(crop_size) if crop_size else None,
+    num_frames=int(num_frames) if num_frames else None,
+    spatial_layers=resolved.spatial_layers if vivit_fe else None,
+    temporal_layers=resolved.temporal_layers if vivit_fe else None,
+  )
+
+
+def read_shape(path: str) -> Shape | None:
+  """The Shape of a converted directory (its vidtx_model.json) or a train.py run (its
+  config.json), without loading parameters; None for any other path (a format read only by
+  converting it). ValueError naming the file when the description is unreadable."""
+  from vidtx.checkpoints import run  # It imports this package's training parts.
+
+  if store.is_converted_dir(path):
+    where = os.path.join(path, store.MODEL_FILE)
+    with open(where) as f:
+      try:
+        described = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e}).") from e
+    if not isinstance(described, dict):
+      raise ValueError(f"{where}: expected a JSON object (what vidtx.convert writes).")
+    preprocessing = described.get("preprocessing") or {}
+    return shape_of(
+      described.get("model_name"),
+      described.get("model") or {},
+      crop_size=preprocessing.get("crop_size"),
+      num_frames=preprocessing.get("num_frames"),
+      where=where,
+    )
+  if run.is_run_dir(path):
+    config = run.read_config(path)
+    dc = config.dataset_configs
+    return shape_of(
+      config.model_name,
+      config.model.to_dict(),
+      crop_size=dc.get("crop_size"),
+      num_frames=dc.get("num_frames"),
+      where=os.path.join(path, run.CONFIG_FILE),
+    )
+  return None
+
+
+def misfits(shape: Shape, model_name: str, model: Any) -> list[tuple[str, Any, Any]]:
+  """What keeps checkpoint `shape` from starting `model_name`'s validated config `model`
+  (vidtx.models.MODELS[...].make_config): [(field, checkpoint's value, model's value)], as
+  vidtx.checkpoints.init_from would find it after building the model. An image ViT starts any
+  model of its width, heads, MLP and patch with at most its depth; a video checkpoint one of its
+  own family, attention and sizes (depth and embeddings may differ: extra layers start fresh;
+  another attention would leave its attention parameters unused and the model's fresh)."""
+  out = []
+  if not shape.is_image_vit and shape.model_name != model_name:
+    out.append(("model_name", shape.model_name, model_name))
+    return out
+  for field in ("hidden_size", "num_heads", "mlp_dim", "patch_size"):
+    if getattr(shape, field) != getattr(model, field):
+      out.append((field, getattr(shape, field), getattr(model, field)))
+  if shape.is_image_vit:
+    layers = getattr(model, "spatial_layers", None) or model.num_layers
+    if model_name == "vivit" and model.attention == "factorised_encoder":
+      field = "spatial_layers"
+    else:
+      field = "num_layers"
+    if layers > shape.num_layers:
+      out.append((field, shape.num_layers, layers))
+  else:
+    if shape.tubelet_size != model.tubelet_size:
+      out.append(("tubelet_size", shape.tubelet_size, model.tubelet_size))
+    if shape.attention != model.attention:
+      out.append(("attention", shape.attention, model.attention))
+  return out
