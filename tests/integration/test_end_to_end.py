@@ -159,6 +159,7 @@ def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tier2
 def test_two_devices_train_like_one(data_dir, tmp_path):
   """The batch split over a 2-device 'data' mesh gives the same training as one device."""
   script = f"""

@@ -367,6 +367,7 @@ def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(data_dir, t
 
 
 @pytest.mark.slow
+@pytest.mark.tier2
 def test_sharded_meshes_and_accumulation_train_like_data_parallel(data_dir, tmp_path):
   """8 fake devices: data=8; data x fsdp x model = 2x2x2 (parameters split, heads split);
   data=2, fsdp=4 with 2 accumulation steps. Same parameters after 2 steps."""
@@ -416,6 +417,7 @@ for name, (mesh_config, accum) in {runs!r}.items():
 
 
 @pytest.mark.slow
+@pytest.mark.tier2
 def test_two_processes_train_like_one(data_dir, tmp_path):
   """train.py launched as 2 processes x 2 CPU devices (--coordinator_address ...) gives the
   losses, accuracies and evaluation of 1 process x 4 devices with the same global batch."""
@@ -478,6 +480,7 @@ def _wait_for(predicate, proc, what: str, timeout: float = 240.0) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.tier2
 def test_kill_9_and_sigterm_then_resume_reproduce_the_uninterrupted_run(data_dir, tmp_path):
   config_file = _config_file(tmp_path, data_dir)
   steps = 12

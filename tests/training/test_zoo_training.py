@@ -20,6 +20,7 @@ def test_zoo_lists_every_family():
 
 
 @pytest.mark.slow
+@pytest.mark.tier2
 def test_every_model_trains_one_step_on_8_devices(tmp_path):
   script = f"""
 import importlib.util, json, os, sys, jax
