@@ -215,23 +215,26 @@ def test_labels_and_preprocessing(tmp_path, model_name):
     config.update(variant="Ti/16x2", attention="spatio_temporal", classifier="token")
   labels = ["archery", "bowling", "cooking", "diving", "eating"]
   converted = _random_converted(model_name, config, labels=labels)
-  converted.preprocessing.update(min_resize=32, mean=[0.4, 0.45, 0.5], std=[0.2, 0.25, 0.3])
+  converted.preprocessing.update(
+    min_resize=32, eval_min_resize=36, mean=[0.4, 0.45, 0.5], std=[0.2, 0.25, 0.3]
+  )
   path = _write(converted, tmp_path)
   hf_config = transformers.AutoConfig.from_pretrained(path)
   assert hf_config.id2label == dict(enumerate(labels))
   assert hf_config.label2id == {label: i for i, label in enumerate(labels)}
   processor = transformers.AutoImageProcessor.from_pretrained(path)
-  assert processor.size["shortest_edge"] == 32 and processor.crop_size["height"] == 32
+  assert processor.size["shortest_edge"] == 36 and processor.crop_size["height"] == 32
   # uint8 frames already of the crop size: only the normalisation acts.
   frames = np.random.RandomState(0).randint(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+  processor.size = {"shortest_edge": 32}  # No resize: frames are of the crop size.
   pixels = processor(list(frames), return_tensors="np")["pixel_values"]  # (1, T, C, H, W)
   expected = (frames / 255.0 - converted.preprocessing["mean"]) / converted.preprocessing["std"]
   # (T, H, W, C) -> (T, C, H, W)
   np.testing.assert_allclose(pixels[0], expected.transpose(0, 3, 1, 2), atol=1e-5, rtol=0)
-  # The vidtx reader reads the folder back with the same labels and sizes.
+  # The vidtx reader reads the folder back with the same labels and the whole preprocessing.
   again = convert_source(path)
   assert again.labels == labels
-  assert again.preprocessing["crop_size"] == 32 and again.preprocessing["min_resize"] == 32
+  assert again.preprocessing == converted.preprocessing
 
 
 def test_placeholder_labels_without_names(tmp_path):

@@ -74,9 +74,15 @@ def labels_from_hf(config: dict[str, Any], num_classes: int) -> list[str] | None
 def preprocessing_from_hf(
   source: Source, defaults: dict[str, Any], read_mean_std: bool = True
 ) -> dict[str, Any]:
-  """`defaults` updated by the folder's preprocessor_config.json, where it has one."""
+  """`defaults` updated by the folder's preprocessor_config.json, where it has one; a folder
+  exported by vidtx carries its whole preprocessing (`vidtx_preprocessing`), read back as it is:
+  HF's `shortest_edge` is the evaluation size, which is not min_resize."""
   out = dict(defaults)
   processor = source.extra.get("preprocessor_config") or {}
+  exported = processor.get("vidtx_preprocessing")
+  if isinstance(exported, dict):
+    out.update(exported)
+    return out
   size = processor.get("size")
   if isinstance(size, dict) and "shortest_edge" in size:
     out["min_resize"] = int(size["shortest_edge"])
