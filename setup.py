@@ -50,7 +50,7 @@ setuptools.setup(
   packages=setuptools.find_packages(include=["vidtx", "vidtx.*"]),
   entry_points={
     "console_scripts": [
-      "vidtx-train = vidtx.trainer:run_cli",
+      "vidtx-train = vidtx.cli:train",
       "vidtx-eval = vidtx.evaluate:run_cli",
       "vidtx-convert = vidtx.convert:run_cli",
       "vidtx-export = vidtx.export:run_cli",

@@ -6,7 +6,7 @@ r"""Trains a video transformer (vidtx.trainer); resumes from the newest checkpoi
 The same as vidtx-train; from Python: vidtx.trainer.train_and_evaluate(config, workdir).
 """
 
-from vidtx import trainer
+from vidtx import cli  # Parses the flags before vidtx.trainer (JAX, TensorFlow) is imported.
 
 if __name__ == "__main__":
-  trainer.run_cli()
+  cli.train()

@@ -7,6 +7,12 @@ A user's mistake (a misspelt config field, a folder that is not theirs to write,
 checkpoint) ends with one line on stderr that says what to do and exit code 1, not a traceback;
 a signal before the first step ends with 128 + the signal's number. VIDTX_TRACEBACK=1 shows the
 traceback as well.
+
+Start-up is quick: `--help` (-h, --helpshort) prints the command's doc and its flags on stdout and
+exits 0, and a flag error ends in one line, before JAX or TensorFlow is imported (the commands
+import them inside their functions; vidtx-train's flags are parsed here, by `train`, before
+vidtx.trainer is imported). `quiet_start_up` keeps TensorFlow's C++ start-up lines (CPU
+features, oneDNN, CUDA probing: INFO) off every command.
 """
 
 import logging
@@ -19,7 +25,9 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_flags
 
-from vidtx import distributed, locks, ownership
+from vidtx import locks, ownership
+
+ErrorTypes = tuple[type[BaseException], ...]
 
 # Exceptions that carry a message written for the user (vidtx raises these for bad input).
 USER_ERRORS = (
@@ -36,6 +44,16 @@ USER_ERRORS = (
 )
 
 
+HELP_FLAGS = ("-h", "-help", "--help", "--helpshort", "-?")
+
+
+def quiet_start_up() -> None:
+  """TensorFlow's C++ INFO lines at start-up (CPU instructions, oneDNN, CUDA drivers) off; its
+  warnings and errors kept. Called first by every command, before TensorFlow is imported; a
+  TF_CPP_MIN_LOG_LEVEL the user set wins."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
 def _program() -> str:
   return os.path.basename(sys.argv[0]) or "vidtx"
 
@@ -47,6 +65,10 @@ def _fail(message: str, code: int = 1) -> None:
 
 def _config_override_error(argv: Sequence[str], error: Exception) -> str:
   """`--config.a.b=v` that the config does not have, with ml_collections' did-you-mean."""
+  # A locked config raises AttributeError(KeyError("'field'\nDid you mean ...")): the message
+  # is the innermost error's text, not its repr.
+  while error.args and isinstance(error.args[0], Exception):
+    error = error.args[0]
   text = str(error.args[0]) if error.args else str(error)
   key, _, hint = text.partition("\n")
   key = key.strip("'\"")
@@ -118,8 +140,36 @@ def _flag_error(error: flags.Error) -> str:
   return f"{flag}: {raised[-1].split(': ', 1)[1]}" if raised else text
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser (for app.run's flags_parser): --config resolved, errors on one line."""
+def usage(doc: str | None) -> str:
+  """The command's `doc` and the flags vidtx defines for it (absl's own: --helpfull)."""
+  parts = [(doc or f"{_program()} [flags]").strip("\n"), "", "Flags:"]
+  for module, defined in sorted(flags.FLAGS.flags_by_module_dict().items()):
+    if defined and not module.startswith(("absl", "ml_collections")):
+      parts += flags.FLAGS.module_help(module).splitlines()[1:]  # Without the module's name.
+  parts.append("\n--helpfull lists every flag, absl's included.")
+  return "\n".join(parts)
+
+
+def _asks_for_help(argv: Sequence[str]) -> bool:
+  for arg in argv[1:]:
+    if arg == "--":
+      return False
+    if arg in HELP_FLAGS:
+      return True
+  return False
+
+
+def flags_parser(doc: str | None) -> Callable[[list[str]], list[str]]:
+  """`parse_flags` for app.run's flags_parser, with `doc` as the command's --help."""
+  return lambda argv: parse_flags(argv, doc)
+
+
+def parse_flags(argv: list[str], doc: str | None = None) -> list[str]:
+  """absl's parser (for app.run's flags_parser): --help prints `usage(doc)` and exits 0,
+  --config resolved, errors on one line."""
+  if _asks_for_help(argv):
+    print(usage(doc), flush=True)
+    sys.exit(0)
   try:
     if "config" in flags.FLAGS:
       argv = _resolve_config_args(argv)
@@ -136,12 +186,18 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(
-  main: Callable[[list[str]], Any], user_errors: tuple[type[BaseException], ...] = ()
+  main: Callable[[list[str]], Any],
+  user_errors: ErrorTypes | Callable[[], ErrorTypes] = (),
+  doc: str | None = None,
 ) -> None:
   """app.run(main) with one-line errors for user mistakes (see the module doc) and for the
-  command's own `user_errors` (e.g. vidtx.checkpoints.training.WriteError: a full disk)."""
+  command's own `user_errors` (e.g. vidtx.checkpoints.training.WriteError: a full disk; or a
+  function returning them, called only when an error comes, so that they are imported late);
+  `doc`: the command's --help text."""
 
   def guarded(argv: list[str]) -> Any:
+    from vidtx import distributed  # JAX: once the flags are parsed.
+
     # orbax reads arrays in asyncio tasks: after a failed restore (a damaged checkpoint) each
     # failed task would print its tensorstore error at exit, hundreds of lines; the error that
     # matters is raised and reported below.
@@ -150,10 +206,60 @@ def run(
       return main(argv)
     except distributed.Stopped as e:
       _fail(f"{e}; nothing was saved.", e.exit_code)
-    except USER_ERRORS + tuple(user_errors) as e:
-      if os.environ.get("VIDTX_TRACEBACK"):
+    except Exception as e:
+      own = user_errors() if callable(user_errors) else tuple(user_errors)
+      if not isinstance(e, USER_ERRORS + own) or os.environ.get("VIDTX_TRACEBACK"):
         raise
       message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
       _fail(message.strip() + " (VIDTX_TRACEBACK=1 shows where)")
 
-  app.run(guarded, flags_parser=parse_flags)
+  app.run(guarded, flags_parser=flags_parser(doc))
+
+
+def write_errors() -> ErrorTypes:
+  """A full disk or a read-only folder while a checkpoint or result is written (for `run`)."""
+  from vidtx.checkpoints import training  # orbax: only when an error is reported.
+
+  return (training.WriteError,)
+
+
+# vidtx-train: its flags here, so that --help and flag errors answer before vidtx.trainer (JAX,
+# TensorFlow, orbax: seconds) is imported.
+TRAIN_DOC = r"""Trains a video transformer; resumes from the newest checkpoint in --workdir.
+
+  vidtx-train --config=CONFIG[:ARG] --workdir=DIR [--config.a.b=value ...]
+  python train.py --config=configs/synthetic_timesformer.py --workdir=runs/ts
+
+CONFIG: a config file or the name of a recipe shipped with vidtx (configs/); every field can be
+overridden with --config.a.b=value. Export a run with vidtx-convert --src DIR --out OUT.
+"""
+
+
+def define_train_flags() -> None:
+  """The flags of vidtx-train (train.py, vidtx.trainer)."""
+  define_config_flag()
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+  # Multi-host launches (vidtx.distributed): all three, or none for JAX's auto-detection.
+  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes in the job.")
+  flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
+  flags.DEFINE_bool(
+    "skip_damaged_checkpoints",
+    False,
+    "Resume from the newest intact "
+    "checkpoint when newer ones are damaged (moved to damaged_checkpoints/).",
+  )
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+def train() -> None:
+  """vidtx-train and train.py: the flags parsed, then vidtx.trainer imported and run."""
+  quiet_start_up()
+  define_train_flags()
+
+  def main(argv: list[str]) -> Any:
+    from vidtx import trainer
+
+    return trainer.main(argv)
+
+  run(main, user_errors=write_errors, doc=TRAIN_DOC)

@@ -34,12 +34,19 @@ vidtx.checkpoints.store), which train.py (config.init_from.checkpoint_path=DIR),
   replace.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from vidtx import checkpoints, outputs
-from vidtx.checkpoints import convert_source, hub, run, store
+from vidtx.checkpoints import convert_source, hub
+
+# run and store import JAX, Flax and orbax: inside the functions, so that --help answers at once.
+if TYPE_CHECKING:
+  from vidtx.checkpoints import store
 
 
 def convert(
@@ -61,6 +68,8 @@ def convert(
 ) -> store.Converted:
   """Converts `src` (`step` or `which`: the checkpoint of a train.py run; vidtx.checkpoints.run)
   and writes `out`; returns what was written."""
+  from vidtx.checkpoints import run, store
+
   out = os.path.abspath(out)
   # Before the (possibly long) conversion: --out is never the source (a file or folder) nor
   # holds it, and an existing out is refused, or with --overwrite replaced only when it is a
@@ -116,6 +125,8 @@ def convert(
 
 
 def describe(converted: store.Converted, out: str) -> str:
+  from vidtx import predict  # Its words for the preprocessing.
+
   config = converted.model_config
   p = converted.preprocessing
   # A run: which checkpoint was taken and its evaluation (vidtx.checkpoints.run.choice_line).
@@ -126,7 +137,7 @@ def describe(converted: store.Converted, out: str) -> str:
     f"D={config.get('hidden_size')} L={config.get('num_layers')} H={config.get('num_heads')} "
     f"patch {config.get('variant')}, {converted.num_classes} classes"
     + (" (with names)" if converted.labels else ""),
-    f"  input: {p['num_frames']} frames at stride {p['stride']}, short side {p['min_resize']}, "
+    f"  input: {predict.describe_frames(p)}, short side {predict.eval_short_side(p)}, "
     f"{p['crop_size']} crop, mean {p['mean']} std {p['std']}; eval {p['num_test_clips']} clip(s)"
     f" x {3 if p['do_three_spatial_crops'] else 1} crop(s), {p['aggregation']}",
   ]
@@ -166,7 +177,7 @@ def _define_flags() -> None:
   flags.DEFINE_enum(
     "which",
     None,
-    list(run.WHICH),
+    ["best", "latest"],  # vidtx.checkpoints.run.WHICH
     "A train.py run's checkpoint: best (default; the highest evaluation of its "
     "best_checkpoint_metric, else the newest) or latest (the newest complete one).",
   )
@@ -198,7 +209,8 @@ def main(argv: list[str]) -> None:
       which=f.which,
     )
   except (ValueError, OSError, KeyError, ImportError) as e:
-    print(f"vidtx.convert: error: {e}", file=sys.stderr)
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e  # Not the key's repr.
+    print(f"vidtx.convert: error: {message}", file=sys.stderr)
     sys.exit(1)
   print(describe(converted, os.path.abspath(f.out)) + f"\n  ({time.time() - start:.1f} s)")
 
@@ -207,8 +219,11 @@ def run_cli() -> None:
   """The command line (vidtx-convert, python -m vidtx.convert)."""
   from absl import app
 
+  from vidtx import cli
+
+  cli.quiet_start_up()
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(__doc__))
 
 
 if __name__ == "__main__":

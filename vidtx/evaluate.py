@@ -18,24 +18,23 @@ per head, e.g. eval_<split>_noun_*, with class splits). Uses the same evaluator 
 the numbers are those train.py reports for the same views and aggregation.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
 import ml_collections
 from absl import app, flags, logging
-from clu import metric_writers
 
-from vidtx import cli, distributed, locks, metrics, outputs, ownership, sharding
-from vidtx import data as vidtx_data
-from vidtx import evaluator as evaluator_lib
-from vidtx import train_state as state_lib
-from vidtx.checkpoints import run as run_lib
-from vidtx.checkpoints import store, training
-from vidtx.data import records
+from vidtx import cli, locks, outputs, ownership
+
+# JAX, TensorFlow, orbax and clu are imported inside the functions that use them, so that
+# vidtx-eval --help and its flag errors answer at once (vidtx.cli).
+if TYPE_CHECKING:
+  from vidtx import evaluator as evaluator_lib
 
 
 def evaluate(
@@ -50,6 +49,11 @@ def evaluate(
   The results have one writer at a time: process 0 holds the workdir's lock (vidtx.locks) from
   the start, so this refuses at once, naming the holder, while train.py trains that run (or
   another eval.py writes there)."""
+  import jax
+
+  from vidtx.checkpoints import run as run_lib
+  from vidtx.checkpoints import training
+
   with contextlib.ExitStack() as stack:
     held = False
 
@@ -82,6 +86,14 @@ def _evaluate(
   checkpoint: str | None,
   own_workdir: Callable[[], None],
 ) -> dict[str, Any]:
+  import jax
+
+  from vidtx import data as vidtx_data
+  from vidtx import sharding
+  from vidtx import train_state as state_lib
+  from vidtx.checkpoints import store, training
+  from vidtx.data import records
+
   mesh = sharding.make_mesh(config.get("mesh"))
   dataset_configs = vidtx_data.prepare_dataset(config)
   if split not in dataset_configs.tables:
@@ -145,6 +157,13 @@ def _evaluate_params(
   own_workdir: Callable[[], None],
   step: int,
 ) -> dict[str, Any]:
+  import jax
+
+  from vidtx import data as vidtx_data
+  from vidtx import evaluator as evaluator_lib
+  from vidtx.checkpoints import run as run_lib
+  from vidtx.checkpoints import training
+
   own_workdir()  # A new --workdir: created (and locked) only now, with results to write.
   if workdir and jax.process_index() == 0:
     # Results go only into a run's directory or a new/empty one (vidtx.ownership).
@@ -195,6 +214,10 @@ def _write_results(
 ) -> str:
   """Writes WORKDIR/eval_<split>.json, the per-video and per-class files and the TensorBoard
   scalars; returns what was written, in words, for the summary line."""
+  from clu import metric_writers  # TensorFlow.
+
+  from vidtx import metrics
+
   path = os.path.join(workdir, f"eval_{split}.json")
   with outputs.atomic_writer(path) as f:
     json.dump(results, f, indent=2)
@@ -221,6 +244,8 @@ def _write_results(
 
 def main(argv):
   del argv
+  from vidtx import distributed
+
   logging.set_verbosity(logging.WARNING)
   if not flags.FLAGS.workdir and not flags.FLAGS.checkpoint:
     raise app.UsageError("Pass --workdir (a train.py run) or --checkpoint (a converted one).")
@@ -236,6 +261,7 @@ def main(argv):
 
 def run_cli() -> None:
   """The command line (eval.py, vidtx-eval); flags are defined here, not at import."""
+  cli.quiet_start_up()
   cli.define_config_flag()
   flags.DEFINE_string(
     "workdir",
@@ -250,7 +276,7 @@ def run_cli() -> None:
   flags.DEFINE_integer("num_processes", None, "Number of processes in the job.")
   flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
   flags.mark_flags_as_required(["config"])
-  cli.run(main, user_errors=(training.WriteError,))
+  cli.run(main, user_errors=cli.write_errors, doc=__doc__)
 
 
 if __name__ == "__main__":

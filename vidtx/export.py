@@ -25,13 +25,18 @@ A run that train.py is writing exports a complete checkpoint (the note says whic
 were skipped); with none complete yet, one line says so.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidtx import outputs, ownership
-from vidtx.checkpoints import store
+
+# store imports JAX, Flax and orbax: inside the functions, so that --help answers at once.
+if TYPE_CHECKING:
+  from vidtx.checkpoints import store
 
 FORMATS = ("hf", "savedmodel")
 KIND = "exported"
@@ -65,7 +70,7 @@ def check_out_dir(out: str, *, overwrite: bool, source: str | None = None) -> No
 def load_source(src: str, step: int | None = None, which: str | None = None) -> store.Converted:
   """A converted checkpoint directory, or a train.py run: its best complete checkpoint (the
   newest where it ranks none), `which='latest'` the newest, or `step` (vidtx.checkpoints.run)."""
-  from vidtx.checkpoints import run
+  from vidtx.checkpoints import run, store
 
   if store.is_converted_dir(src):
     for flag, value in (("--step", step), ("--which", which)):
@@ -222,8 +227,11 @@ def run_cli() -> None:
   """The command line (vidtx-export, python -m vidtx.export)."""
   from absl import app
 
+  from vidtx import cli
+
+  cli.quiet_start_up()
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(__doc__))
 
 
 if __name__ == "__main__":

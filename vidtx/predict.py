@@ -54,7 +54,8 @@ as \xNN. A --batch_size larger than the work pads the last call only to the next
 --window S [--hop S]: every window [k * hop, k * hop + S) seconds of a video, on its frames'
 presentation timestamps (variable frame rates included), is classified as a video of its own
 (the same sampling), one result per window with "start" and "end" in seconds, in one streaming
-pass (vidtx.timeline); --timeline_png draws the top-1 class over time. Both flags must be finite,
+pass (vidtx.timeline), with a progress line on stderr of the seconds of video done (a long video
+streams for minutes); --timeline_png draws the top-1 class over time. Both flags must be finite,
 at least 1 ms, and at least one frame interval of each video (else that video fails, naming the
 flag).
 
@@ -83,40 +84,33 @@ supplementary Fig. 1) laid over them as a heat map, titled with the view's top-1
 those of the same model call. TimeSformer (every attention) and ViViT Models 1-3.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import functools
 import glob
 import json
+import math
 import os
 import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import av
-import flax.linen as nn
-import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
 from absl import app, flags, logging
-from PIL import Image
 
-from vidtx import (
-  evaluator,
-  locks,
-  metrics,
-  outputs,
-  ownership,
-  progress,
-  results,
-  rollout,
-  timeline,
-  video_io,
-)
-from vidtx.checkpoints import store
-from vidtx.data import reader_config, sampling
+from vidtx import locks, metrics, outputs, ownership, progress, results, timeline
+
+# JAX, Flax, TensorFlow, orbax and PyAV (with the vidtx modules that import them) are imported
+# inside the functions that use them, so that --help and flag errors answer at once.
+if TYPE_CHECKING:
+  import flax.linen as nn
+
+  from vidtx import video_io
+  from vidtx.checkpoints import store
 
 # ---------------------------------------------------------------------------------------------
 # Inputs.
@@ -131,6 +125,10 @@ def decode_video(path: str) -> np.ndarray:
   (`streamed_views`, vidtx.video_io), which predictions use. Raises ValueError naming the file
   when it cannot be decoded.
   """
+  import av
+
+  from vidtx import video_io
+
   video_io.check_regular_file(path)
   frames = []
   try:
@@ -156,6 +154,8 @@ def encode_video(
 ) -> str:
   """Writes uint8 RGB frames (N, H, W, 3) as a video file: demos and tests make the files that
   `decode_video` reads. Returns `path`."""
+  import av
+
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
     raise ValueError(f"{path}: frames {frames.dtype} {frames.shape}; expected uint8 (N, H, W, 3).")
@@ -171,6 +171,8 @@ def encode_video(
 
 def dataset_configs(converted: store.Converted) -> ml_collections.ConfigDict:
   """The checkpoint's preprocessing as the reader's dataset_configs (for sampling.eval_views)."""
+  from vidtx.data import reader_config
+
   configs = ml_collections.ConfigDict(converted.dataset_overrides())
   if configs.crop_size > configs.min_resize:
     raise ValueError(
@@ -187,6 +189,10 @@ def video_views(
   """uint8 frames (N, H, W, 3) of a whole video -> the evaluation views, float32
   (V, num_frames, crop, crop, 3), exactly as the TFRecord reader makes them. `frame_rate`: the
   video's (0: the checkpoint's), for the 'timesformer' sampling's window."""
+  import tensorflow as tf
+
+  from vidtx.data import sampling
+
   configs = dataset_configs(converted)
   indices = sampling.eval_clip_indices_for(configs, tf.constant(len(frames)), frame_rate)
   clips = frames[indices.numpy()]  # (N, H, W, 3) -> (clips, T, H, W, 3)
@@ -197,6 +203,9 @@ def streamed_views(path: str, converted: store.Converted) -> tuple[np.ndarray, v
   """The evaluation views (V, num_frames, crop, crop, 3) of the video file at `path`, decoding
   only the sampled frames (vidtx.video_io; the same views as `video_views` of every frame, with
   the container's frame rate), and its Clips."""
+  from vidtx import video_io
+  from vidtx.data import sampling
+
   configs = dataset_configs(converted)
   (clips,) = video_io.video_clips(path, configs)
   return sampling.eval_views(clips.clips, configs).numpy(), clips
@@ -267,6 +276,8 @@ def check_finite(values: np.ndarray, source: str, what: str, names: Sequence[str
 
 def load_clip(path: str, converted: store.Converted) -> np.ndarray:
   """The .npy array at `path`, checked by `check_clip`: float32 (B, T, H, W, C)."""
+  from vidtx import video_io
+
   if os.path.lexists(path):
     video_io.check_regular_file(path, "--input")  # A named pipe would block the open.
   try:
@@ -290,6 +301,8 @@ def load_clip(path: str, converted: store.Converted) -> np.ndarray:
 @functools.cache
 def _jitted_apply(model: nn.Module):
   # Cached per model: a second call with the same model and batch shape does not recompile.
+  import jax
+
   return jax.jit(lambda params, clips: model.apply({"params": params}, clips, train=False)[0])
 
 
@@ -298,6 +311,8 @@ def _in_batches(
 ) -> list[np.ndarray]:
   """apply(params, batch) over `clips` (B, ...) `batch_size` at a time; its outputs (one array or
   a tuple) concatenated along the batch axis, as a list of float32 arrays."""
+  import jax
+
   if batch_size < 1 or len(clips) < 1:
     raise ValueError(f"batch_size={batch_size}, {len(clips)} clips: expected >= 1 of each.")
   params = jax.device_put(params)  # Once, not per batch.
@@ -326,6 +341,8 @@ def model_rollout(
 ) -> tuple[np.ndarray, np.ndarray]:
   """Logits (B, num_classes) and attention rollout heat (B, T', h, w) of clips (B, T, H, W, C)
   (vidtx.rollout), `batch_size` clips at a time."""
+  from vidtx import rollout
+
   # rollout.rollout checks the model on the first batch, before any work.
   apply = functools.partial(rollout.rollout, converted.build_model(), head_fusion=head_fusion)
   logits, heat = _in_batches(apply, converted.params, clips, batch_size)
@@ -333,6 +350,8 @@ def model_rollout(
 
 
 def _check_aggregation(aggregation: str) -> None:
+  from vidtx import evaluator
+
   if aggregation not in evaluator.AGGREGATIONS:
     raise ValueError(
       f"preprocessing.aggregation={aggregation!r}: expected one of "
@@ -346,6 +365,10 @@ def aggregate(view_logits: np.ndarray, aggregation: str) -> np.ndarray:
   'mean_logits' and 'sum_logits': softmax of the aggregated logits; 'mean_softmax': the mean of
   the views' probabilities.
   """
+  import jax
+
+  from vidtx import evaluator
+
   _check_aggregation(aggregation)
   # (V, K) -> (1, V, K): the evaluator aggregates a batch of videos.
   view_logits = np.asarray(view_logits, np.float32)[None]
@@ -436,6 +459,10 @@ def save_rollout(
 ) -> None:
   """The rollout picture (vidtx.rollout.rollout_image) of clips with their top-1, written
   atomically in the format of the file's extension (.png, .jpg, ...)."""
+  import jax
+
+  from vidtx import rollout
+
   image_format = _image_format(path)
   probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
   titles = [
@@ -449,6 +476,8 @@ def save_rollout(
 
 def _image_format(path: str) -> str:
   """PIL's format for the --rollout file's extension; ValueError for one PIL does not know."""
+  from PIL import Image
+
   extension = os.path.splitext(path)[1].lower()
   image_format = Image.registered_extensions().get(extension)
   if image_format is None:
@@ -471,7 +500,8 @@ def load_checkpoint(
   """--checkpoint: a converted checkpoint, or a train.py run converted in memory (its best
   complete checkpoint, `which='latest'` the newest, or `step`: vidtx.checkpoints.run), whose
   one line naming the step taken goes to stderr. Errors name the vidtx.convert command."""
-  from vidtx.checkpoints import run as run_lib  # Orbax's train state: only for a run.
+  from vidtx.checkpoints import run as run_lib
+  from vidtx.checkpoints import store
 
   if store.is_converted_dir(checkpoint):
     for flag, value in (("--step", step), ("--which", which)):
@@ -504,6 +534,8 @@ def load_checkpoint(
 
 def _read_labels_file(labels_file: str) -> list[str]:
   """--labels: one class name per line (blank lines skipped)."""
+  from vidtx import video_io
+
   if os.path.lexists(labels_file):
     video_io.check_regular_file(labels_file, "--labels")  # A named pipe would block the open.
   try:
@@ -539,6 +571,26 @@ def format_top_k(probabilities: np.ndarray, names: Sequence[str], k: int) -> str
   )
 
 
+def describe_frames(preprocessing: dict[str, Any]) -> str:
+  """Which frames an evaluation clip takes, in words, by its eval_sampling (vidtx.data.sampling):
+  '8 frames at stride 2', '8 frames, one per segment', '8 frames over 256 frames at 30 fps'."""
+  p = preprocessing
+  frames, sampling = int(p["num_frames"]), p.get("eval_sampling", "stride")
+  if sampling == "segment":
+    return f"{frames} frames, one per segment"
+  if sampling == "timesformer" or p.get("train_sampling", "stride") == "timesformer":
+    window = frames * float(p.get("sampling_rate", 32))
+    clip = f"{frames} frames over {window:g} frames at {float(p.get('target_fps', 30.0)):g} fps"
+  else:
+    clip = f"{frames} frames at stride {p['stride']}"
+  return f"{clip}, one after another over the whole video" if sampling == "whole_video" else clip
+
+
+def eval_short_side(preprocessing: dict[str, Any]) -> int:
+  """The short side frames are resized to for evaluation: eval_min_resize, else min_resize."""
+  return int(preprocessing.get("eval_min_resize") or preprocessing["min_resize"])
+
+
 def describe_preprocessing(preprocessing: dict[str, Any]) -> str:
   """One line: the views and how they are made, e.g. for the command's output."""
   p = preprocessing
@@ -546,7 +598,7 @@ def describe_preprocessing(preprocessing: dict[str, Any]) -> str:
   crops = "3 crops (start, centre, end of the long side)" if three else "1 centre crop"
   return (
     f"{clips * (3 if three else 1)} views = {clips} clip(s) x {crops}; clips of "
-    f"{p['num_frames']} frames at stride {p['stride']}, short side {p['min_resize']}, crop "
+    f"{describe_frames(p)}, short side {eval_short_side(p)}, crop "
     f"{p['crop_size']}, mean {list(p['mean'])}, std {list(p['std'])}; aggregation "
     f"{p['aggregation']}"
   )
@@ -570,6 +622,10 @@ def run(
   """The command: prints the predictions, returns the logits ((V, K) or (B, K)) it saves.
   --logits_out and --rollout never replace an input, and replace an existing file only with
   `overwrite`."""
+  import jax
+
+  from vidtx import rollout
+
   if (video is None) == (input_path is None):
     raise ValueError("Give exactly one of --video FILE or --input CLIP.npy.")
   if top_k < 1 or batch_size < 1:
@@ -651,6 +707,7 @@ def run(
 @functools.cache
 def _jitted_outputs(model: nn.Module, tokens: bool):
   """(logits, pre_logits[, encoded tokens]) of a batch; cached per model, compiled per shape."""
+  import jax
 
   def apply(params, clips):
     logits, aux = model.apply({"params": params}, clips, train=False)
@@ -663,6 +720,8 @@ def _jitted_outputs(model: nn.Module, tokens: bool):
 def token_features_available(converted: store.Converted) -> bool:
   """Whether the model's aux outputs hold the final token grid ('encoded_tokens'): TimeSformer
   does; ViViT and X-ViT do not return it."""
+  import jax
+
   clip = np.zeros((1,) + _expected_clip(converted.preprocessing), np.float32)
   shapes = jax.eval_shape(
     lambda params, x: converted.build_model().apply({"params": params}, x, train=False)[1],
@@ -694,6 +753,8 @@ class _Batcher:
   were added."""
 
   def __init__(self, converted: store.Converted, batch_size: int, tokens: bool):
+    import jax
+
     self.apply = _jitted_outputs(converted.build_model(), tokens)
     self.params = jax.device_put(converted.params)
     self.batch_size = batch_size
@@ -870,14 +931,45 @@ def _video_items(
   hop_s: float | None,
 ) -> Iterator[tuple[_Item, np.ndarray]]:
   """(item, its views) of the video at `path`, or of each of its windows; ValueError naming the
-  file when it cannot be decoded."""
-  for clips in video_io.video_clips(path, configs, window_s, hop_s):
-    views = sampling.eval_views(clips.clips, configs).numpy()
-    check_finite(views, path, "views", view_rows)
-    yield (
-      _Item(number, video_id, path, clips.window, clips.start_s, clips.end_s, len(views)),
-      views,
-    )
+  file when it cannot be decoded. Windows: a progress line of the seconds of video done while
+  it streams (a long video takes minutes)."""
+  from vidtx import video_io
+  from vidtx.data import sampling
+
+  seconds = streaming_reporter(video_id, path) if window_s is not None else None
+  try:
+    for clips in video_io.video_clips(path, configs, window_s, hop_s):
+      views = sampling.eval_views(clips.clips, configs).numpy()
+      check_finite(views, path, "views", view_rows)
+      if seconds is not None:
+        seconds.update(int(clips.end_s))
+      yield (
+        _Item(number, video_id, path, clips.window, clips.start_s, clips.end_s, len(views)),
+        views,
+      )
+  finally:
+    if seconds is not None:
+      seconds.finish()
+
+
+def streaming_reporter(video_id: str, path: str) -> progress.Reporter:
+  """The line `ID: 30/180 s of video | 2.5 video s/s | ETA 1m00s` of a video whose windows
+  stream (stderr: redrawn on a terminal, every 10 s in a log). The duration is the header's
+  frame count over its rate; without them, no total and no ETA."""
+  from vidtx import video_io
+
+  try:
+    info = video_io.probe(path)
+    duration = info.frames / info.rate if info.frames and info.rate > 0 else None
+  except ValueError:
+    duration = None  # video_clips names what is wrong with the file.
+  return progress.Reporter(
+    None if duration is None else math.ceil(duration),
+    prefix=f"{results.printable(video_id)}: ",
+    unit=" s of video",
+    rates=(("video s/s", 1.0, 1),),
+    final_line=False,
+  )
 
 
 def many_mode(video: str | None, list_file: str | None, **options: Any) -> bool:
@@ -893,6 +985,9 @@ def many_mode(video: str | None, list_file: str | None, **options: Any) -> bool:
 
 
 OUT_SUFFIXES = (".jsonl", ".csv")
+# A folder's videos, for --video's help: sorted(video_io.VIDEO_EXTENSIONS), written out so that
+# --help does not import video_io (TensorFlow; a test checks that they agree).
+VIDEO_EXTENSIONS = "3gp avi flv m4v mkv mov mp4 mpeg mpg ogv webm wmv".split()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -921,6 +1016,7 @@ def checkpoint_labels(checkpoint: str, labels_file: str | None) -> list[str] | N
   parameters: to decide before any work whether the --video folder holds class folders. None
   when there are none, or they cannot be read here (loading the checkpoint then says why)."""
   from vidtx.checkpoints import run as run_lib
+  from vidtx.checkpoints import store
 
   try:
     if labels_file:
@@ -1091,6 +1187,8 @@ def run_many(
   the --list, the checkpoint) or another output is refused, and so is an existing --out,
   --timeline_png, --per_class_csv or --confusion_png without `overwrite`. `labels_from_folders`
   None: on when every video lies in a folder named after a class (module doc)."""
+  from vidtx import video_io
+
   if (video is None) == (list_file is None):
     raise ValueError("Give exactly one of --video FILE|FOLDER|GLOB or --list FILE.")
   if top_k < 1 or batch_size < 1:
@@ -1240,6 +1338,9 @@ def main(argv: Sequence[str]) -> None:
 
 def run_cli() -> None:
   """The command line (vidtx-predict, python -m vidtx.predict); flags are defined here."""
+  from vidtx import cli
+
+  cli.quiet_start_up()
   flags.DEFINE_string(
     "checkpoint",
     None,
@@ -1275,7 +1376,7 @@ def run_cli() -> None:
     "video",
     None,
     "A video file to classify (anything FFmpeg decodes), a folder (recursive: "
-    + " ".join(sorted(video_io.VIDEO_EXTENSIONS))
+    + " ".join(VIDEO_EXTENSIONS)
     + "), or a glob (quoted).",
   )
   flags.DEFINE_string("list", None, "Videos to classify: one path per line, or a CSV (column 1).")
@@ -1339,7 +1440,7 @@ def run_cli() -> None:
     "How --rollout fuses the attention heads (mean: Abnar & Zuidema).",
   )
   flags.mark_flags_as_required(["checkpoint"])
-  app.run(main)
+  app.run(main, flags_parser=cli.flags_parser(__doc__))
 
 
 if __name__ == "__main__":

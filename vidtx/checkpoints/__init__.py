@@ -15,10 +15,14 @@
 """
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vidtx.checkpoints import hub, readers, run, video, vit
-from vidtx.checkpoints.store import Converted
+# hub and readers need only numpy; run, video, vit and store (JAX, Flax, orbax) are imported
+# when a conversion needs them, so that `vidtx-convert --help` answers at once.
+from vidtx.checkpoints import hub, readers
+
+if TYPE_CHECKING:
+  from vidtx.checkpoints import store
 
 __all__ = ["FORMATS", "Converted", "convert_source"]
 
@@ -26,7 +30,15 @@ __all__ = ["FORMATS", "Converted", "convert_source"]
 FORMATS = ("run", *readers.FORMATS)
 
 
-def convert_source(path: str, format: str = "auto", **options: Any) -> Converted:
+def __getattr__(name: str) -> Any:
+  if name == "Converted":  # vidtx.checkpoints.Converted, imported when first asked for.
+    from vidtx.checkpoints.store import Converted
+
+    return Converted
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def convert_source(path: str, format: str = "auto", **options: Any) -> "store.Converted":
   """Reads `path` in `format` and maps it to a vidtx model (see vidtx.convert for options).
 
   `path`: a file or folder, or `hf:ORG/NAME[@REVISION]`, a Hugging Face Hub model (hub.py).
@@ -35,6 +47,8 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> Converted
   source names to drop), step (the checkpoint of a run; runs only). Options a format has no use
   for are ignored.
   """
+  from vidtx.checkpoints import run, video, vit
+
   if format != "auto" and format not in FORMATS:
     raise ValueError(f"--format={format!r}: expected 'auto' or one of {list(FORMATS)}.")
   if hub.is_hub_name(path):
@@ -103,6 +117,8 @@ def _looks_like_run(path: str) -> bool:
   """A train.py workdir; also one without config.json (from before train.py wrote it), so that
   export_run says how to add it. The peer formats' folders have no checkpoints/ subfolder
   (Hugging Face: config.json and weights; scenic: checkpoint_<step> files)."""
+  from vidtx.checkpoints import run
+
   return run.is_run_dir(path) or (
     os.path.isdir(os.path.join(path, run.CHECKPOINTS_DIR))
     and not os.path.exists(os.path.join(path, run.CONFIG_FILE))

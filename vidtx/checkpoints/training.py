@@ -155,6 +155,7 @@ def checkpoint_manager(
   check_workdir(workdir)
   if not read_only:
     check_checkpoints_dir(workdir)  # Before orbax lists (and later rotates) its steps.
+  logging.getLogger("absl").addFilter(_DROP_HEALTHY_RESTORE_WARNINGS)  # Idempotent.
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)), options=options)
 
 
@@ -481,6 +482,25 @@ _DROP_UNRANKED_SAVE_WARNING = _DropUnrankedSaveWarning()
 
 def _quiet_unranked_saves() -> None:
   logging.getLogger("absl").addFilter(_DROP_UNRANKED_SAVE_WARNING)  # Idempotent.
+
+
+class _DropHealthyRestoreWarnings(logging.Filter):
+  """Two warnings orbax logs on every read of a healthy run (convert, export, predict, eval):
+  that the read-only manager vidtx asked for is read only, and that the state item of a step has
+  no _CHECKPOINT_METADATA of its own (orbax writes it for the step, not for each item). Any
+  other warning, and any error, is kept."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (
+      message.startswith("Given directory is read only=")
+      or re.fullmatch(
+        r"Metadata file does not exist: .*[/\\]state[/\\]_CHECKPOINT_METADATA", message
+      )
+    )
+
+
+_DROP_HEALTHY_RESTORE_WARNINGS = _DropHealthyRestoreWarnings()
 
 
 class _DropBackgroundTracebacks(logging.Filter):

@@ -7,14 +7,12 @@
   val = build_eval_dataset(dataset_configs, "validation", batch_size=32)
 """
 
+import importlib
 import os
+from typing import Any
 
 import ml_collections
-import tensorflow as tf
 
-from vidtx.data import dmvr, records, synthetic
-from vidtx.data.bad_records import reader_error
-from vidtx.data.pipeline import build_eval_dataset, build_train_dataset
 from vidtx.data.reader_config import validate_dataset_configs
 
 __all__ = [
@@ -28,6 +26,24 @@ __all__ = [
 ]
 
 DATASETS = ("synthetic", "dmvr", "tfds:NAME")
+
+# TensorFlow's import takes seconds: the readers and the submodules that use it are imported when
+# first asked for (vidtx.data.build_train_dataset, vidtx.data.dmvr), so that vidtx-make-shards
+# --help answers at once.
+_LAZY = {
+  "build_eval_dataset": "pipeline",
+  "build_train_dataset": "pipeline",
+  "reader_error": "bad_records",
+}
+
+
+def __getattr__(name: str) -> Any:
+  if name in _LAZY:
+    return getattr(importlib.import_module(f"vidtx.data.{_LAZY[name]}"), name)
+  try:
+    return importlib.import_module(f"vidtx.data.{name}")  # A submodule: vidtx.data.synthetic.
+  except ModuleNotFoundError:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
 def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -49,6 +65,10 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   if name.startswith("tfds:"):
     return _prepare_tfds(name, dataset_configs)
   validate_dataset_configs(dataset_configs)  # Before the (slow) generation.
+  import tensorflow as tf
+
+  from vidtx.data import dmvr, records, synthetic
+
   if name == "synthetic":
     task_name = dataset_configs.get("task", "motion")
     task = synthetic.get_task(task_name)
@@ -127,6 +147,8 @@ def _prepare_tfds(
 
 def read_label_names(base_dir: str) -> list[str]:
   """Class names, one per line of base_dir/labels.txt (line i is class i)."""
+  import tensorflow as tf
+
   path = os.path.join(base_dir, "labels.txt")
   if not tf.io.gfile.exists(path):
     raise ValueError(f"No labels.txt in {base_dir!r}; expected one class name per line.")
@@ -136,6 +158,8 @@ def read_label_names(base_dir: str) -> list[str]:
 
 def class_names(dataset_configs: ml_collections.ConfigDict) -> list[str] | None:
   """Class names for the confusion matrix and per-video results, when the dataset has them."""
+  from vidtx.data import synthetic
+
   if dataset_configs.get("dataset_name") == "synthetic":
     return list(synthetic.get_task(dataset_configs.get("task", "motion")).class_names)
   if dataset_configs.dataset_name.startswith("tfds:"):

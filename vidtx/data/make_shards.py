@@ -85,6 +85,8 @@ The summary counts them ('duplicates': repeated rows, 'conflicts': videos with c
 labels, 'merged': rows folded into an earlier row's example) and the final line says so.
 """
 
+from __future__ import annotations
+
 import argparse
 import collections
 import concurrent.futures
@@ -101,13 +103,16 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Any
 
 from vidtx import locks, outputs, ownership
-from vidtx.data import class_labels, dmvr, shard_writer, sources, video_decode
+from vidtx.data import sources
 from vidtx.progress import Reporter
+
+# TensorFlow (dmvr, shard_writer, class_labels) and PyAV (video_decode) are imported inside the
+# functions that use them: --help and argument errors answer before those imports.
+if TYPE_CHECKING:
+  from vidtx.data import shard_writer
 
 SOURCES = ("kinetics", "ssv2", "epic", "csv", "folders")
 FOLDERS_SPLIT_FILE = "folders_split.json"
@@ -118,6 +123,9 @@ SHOWN_CLASSES = 5
 LOCK_HOLDER = "vidtx.data.make_shards"
 PROBE_METER = 256  # Named by a second conversion into the same folder.
 _OUTPUT_HINT = "Pass a new or empty --output_dir."
+# --duplicates: class_labels.DUPLICATE_MODES, here without its TensorFlow import (a test checks
+# that they agree).
+DUPLICATE_MODES = ("skip", "keep", "error")
 
 # ---------------------------------------------------------------------------------------------
 # The conversion.
@@ -208,6 +216,8 @@ def write_split(
   labels.txt cannot hold, and locks.LockedError while another conversion writes into
   `output_dir`; all before anything is written.
   """
+  from vidtx.data import class_labels, dmvr, shard_writer
+
   options = shard_writer.Options(
     fps=fps,
     short_side=short_side,
@@ -397,6 +407,8 @@ def write_folders(
   while it writes (locks.LockedError while another conversion holds it; `lock`: False when the
   caller holds it already).
   """
+  from vidtx.data import dmvr, shard_writer
+
   options = shard_writer.Options(
     fps=fps,
     short_side=short_side,
@@ -588,6 +600,8 @@ def probe_videos(
   """video_decode.probe of every path (why it cannot be read, or None), on `num_workers`
   threads (FFmpeg decodes without the GIL). A meter on stderr for PROBE_METER videos or more
   (fewer take a second or so)."""
+  from vidtx.data import video_decode
+
   meter = Reporter(
     len(paths), prefix="probing: ", unit=" videos", enabled=progress and len(paths) >= PROBE_METER
   )
@@ -784,14 +798,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   )
   parser.add_argument(
     "--duplicates",
-    choices=class_labels.DUPLICATE_MODES,
+    choices=DUPLICATE_MODES,
     default="skip",
     help="Rows repeating an earlier row (same video, segment and labels): "
     "skip (default: left out and reported), keep, or error.",
   )
   parser.add_argument(
     "--conflicts",
-    choices=class_labels.CONFLICT_MODES,
+    choices=sources.CONFLICT_MODES,
     default="error",
     help="Rows giving a video and segment other labels than an earlier row (folders: a video "
     "in several class folders, as a link or a copy with the same bytes): error (default), skip "
@@ -853,6 +867,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the command; returns the summary of the split written (write_split's), or for
   --source=folders the summary of each split by name."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  import tensorflow as tf
+
+  from vidtx.data import class_labels, shard_writer
+
   options = shard_writer.Options(
     fps=args.fps,
     short_side=args.short_side,
@@ -986,6 +1004,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 def flip_note(names: Sequence[str]) -> str:
   """The line under the fine-tune command when classes name a direction a horizontal flip
   swaps (class_labels.direction_classes): configs/finetune.py then trains without flips."""
+  from vidtx.data import class_labels
+
   found = class_labels.direction_classes(names)
   if not found:
     return ""
@@ -1000,8 +1020,10 @@ def flip_note(names: Sequence[str]) -> str:
 def run_cli() -> None:
   """The command line (vidtx-make-shards, python -m vidtx.data.make_shards)."""
   # Through the package module, so that spawned workers unpickle the same classes.
+  from vidtx import cli
   from vidtx.data import make_shards
 
+  cli.quiet_start_up()
   make_shards.main()
 
 

@@ -682,4 +682,4 @@ if __name__ == "__main__":
   flags.DEFINE_bool("peer_compile", False, "Run the peer under torch.compile.")
   flags.DEFINE_integer("peer_rounds", 3, "Alternating rounds of --steps steps per side.")
   flags.mark_flags_as_required(["config"])
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=cli.flags_parser(__doc__))

@@ -383,4 +383,4 @@ if __name__ == "__main__":
   # Flags are defined here, not at import, as in train.py: importing this module defines none.
   cli.define_config_flag()
   flags.mark_flags_as_required(["config"])
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=cli.flags_parser(__doc__))

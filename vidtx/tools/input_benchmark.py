@@ -177,4 +177,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("fake_height", 256, "Generated frame height (a prepared short side).")
   flags.DEFINE_integer("fake_width", 340, "Generated frame width.")
   flags.mark_flags_as_required(["config"])
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=cli.flags_parser(__doc__))
