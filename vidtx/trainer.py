@@ -33,6 +33,7 @@ checkpoint it was writing.
 import contextlib
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -324,6 +325,9 @@ def _train_and_evaluate(
     return {"preempted": True, "step": step}
 
   stop.begin_loop()  # From here a signal saves the last step done, then stops.
+  if is_main:  # The first step waits for XLA's compilation: minutes for a large model.
+    print("Compiling the train step (the first step waits for it) ...", flush=True)
+  loop_start = time.monotonic()
   try:
     for step in range(start_step + 1, total_steps + 1):
       try:
@@ -343,6 +347,13 @@ def _train_and_evaluate(
       skipped_records += int(host["skipped"].sum())
       state, step_metrics = train_step(state, sharding.to_global(device_batch, mesh))
       pending.append((step, step_metrics))
+      if step == start_step + 1 and is_main:
+        jax.block_until_ready(step_metrics["loss"])  # Once: says when compilation ended.
+        print(
+          f"First step done after {time.monotonic() - loop_start:.0f} s (compilation and the "
+          f"first batch); a line every {config.log_every_steps} steps from here.",
+          flush=True,
+        )
 
       if step % config.log_every_steps == 0 or step == total_steps:
         fetched = fetch_and_check()
@@ -597,22 +608,8 @@ def main(argv):
 
 
 def run_cli() -> None:
-  """The command line (train.py, vidtx-train). Flags are defined here, not at import, so that
-  the trainer and the evaluator can be imported together."""
-  cli.define_config_flag()
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
-  # Multi-host launches (vidtx.distributed): all three, or none for JAX's auto-detection.
-  flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
-  flags.DEFINE_integer("num_processes", None, "Number of processes in the job.")
-  flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
-  flags.DEFINE_bool(
-    "skip_damaged_checkpoints",
-    False,
-    "Resume from the newest intact "
-    "checkpoint when newer ones are damaged (moved to damaged_checkpoints/).",
-  )
-  flags.mark_flags_as_required(["config", "workdir"])
-  cli.run(main, user_errors=(training.WriteError,))
+  """python -m vidtx.trainer: the same command line as train.py and vidtx-train (vidtx.cli)."""
+  cli.train()
 
 
 if __name__ == "__main__":

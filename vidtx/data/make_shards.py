@@ -992,8 +992,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   )
   print(
     f"\nNext, fine-tune a pretrained model on them (model: timesformer, vivit_fe or xvit; "
-    "CHECKPOINT_DIR: a checkpoint converted with python -m vidtx.convert, see "
-    f"docs/checkpoints.md{where}):\n  {command}"
+    "CHECKPOINT_DIR: a checkpoint converted with python -m vidtx.convert, or a train.py run "
+    f"directory; the model follows its size; see docs/checkpoints.md{where}):\n  {command}"
   )
   note = flip_note(class_labels.read_labels(os.path.join(args.output_dir, "labels.txt")))
   if note:
