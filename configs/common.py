@@ -127,20 +127,23 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.dataset_configs = _shrunk_dataset(config.dataset_name, config.dataset_configs)
   config.dataset_name = "synthetic"
   config.model = _shrunk_model(config.model)
+  shrink_schedule(config, SHRUNK_RUN["batch_size"])
+  config.init_from.checkpoint_path = ""
+  config.mesh = default_mesh()
+  return config
 
-  run = SHRUNK_RUN
-  config.batch_size = config.eval_batch_size = run["batch_size"]
-  config.num_training_steps = run["steps"]
+
+def shrink_schedule(config: ml_collections.ConfigDict, batch_size: int) -> None:
+  """SHRUNK_RUN's steps at `batch_size`, one evaluation at the end, one checkpoint (in place)."""
+  config.batch_size = config.eval_batch_size = batch_size
+  config.num_training_steps = SHRUNK_RUN["steps"]
   config.num_training_epochs = None
   if config.lr_configs.get("warmup_steps"):
     config.lr_configs.warmup_steps = 1
   config.log_every_steps = 1
   config.checkpoint_every_steps = 1_000_000  # Only the final checkpoint.
   config.max_checkpoints_to_keep = 1
-  config.eval_every_steps = 0
-  config.init_from.checkpoint_path = ""
-  config.mesh = default_mesh()
-  return config
+  config.eval_every_steps = 0  # One evaluation, at the end.
 
 
 def _shrunk_dataset(dataset_name: str, dc: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -282,17 +282,8 @@ def _names(names: list[str], limit: int = 3) -> str:
 def shrink_run(config: ml_collections.ConfigDict) -> None:
   """shrink=1 with data= or init=: the same model, data, start and clips, for a few seconds'
   worth of steps and evaluation (common.SHRUNK_RUN's steps and batch, one view per video)."""
-  run = common.SHRUNK_RUN
   config.experiment_name = f"{config.experiment_name}_shrunk"
-  config.batch_size = config.eval_batch_size = min(run["batch_size"], int(config.batch_size))
-  config.num_training_steps = run["steps"]
-  config.num_training_epochs = None
-  if config.lr_configs.get("warmup_steps"):
-    config.lr_configs.warmup_steps = 1
-  config.log_every_steps = 1
-  config.checkpoint_every_steps = 1_000_000  # Only the final checkpoint.
-  config.max_checkpoints_to_keep = 1
-  config.eval_every_steps = 0  # One evaluation, at the end.
+  common.shrink_schedule(config, min(common.SHRUNK_RUN["batch_size"], int(config.batch_size)))
   config.dataset_configs.update(num_test_clips=1, do_three_spatial_crops=False)
 
 

@@ -263,3 +263,22 @@ def train() -> None:
     return trainer.main(argv)
 
   run(main, user_errors=write_errors, doc=TRAIN_DOC)
+
+
+def define_run_checkpoint_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """--step and --which: which checkpoint of a train.py run convert, export and predict read
+  (vidtx.checkpoints.run.export_run)."""
+  flags.DEFINE_integer(
+    "step",
+    None,
+    "A train.py run's checkpoint (default: its best, see --which).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_enum(
+    "which",
+    None,
+    ["best", "latest"],  # vidtx.checkpoints.run.WHICH
+    "A train.py run's checkpoint: best (default; the highest evaluation of its "
+    "best_checkpoint_metric, else the newest) or latest (the newest complete one).",
+    flag_values=flag_values,
+  )

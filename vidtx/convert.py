@@ -41,7 +41,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from vidtx import checkpoints, outputs
+from vidtx import checkpoints, cli, outputs
 from vidtx.checkpoints import convert_source, hub
 
 # run and store import JAX, Flax and orbax: inside the functions, so that --help answers at once.
@@ -171,16 +171,7 @@ def _define_flags() -> None:
     "normalization", None, "Override the input normalisation: vit | timesformer | imagenet | none."
   )
   flags.DEFINE_string("labels", None, "Class names, one per line, to store with the model.")
-  flags.DEFINE_integer(
-    "step", None, "A train.py run's checkpoint to export (default: its best, see --which)."
-  )
-  flags.DEFINE_enum(
-    "which",
-    None,
-    ["best", "latest"],  # vidtx.checkpoints.run.WHICH
-    "A train.py run's checkpoint: best (default; the highest evaluation of its "
-    "best_checkpoint_metric, else the newest) or latest (the newest complete one).",
-  )
+  cli.define_run_checkpoint_flags()
   flags.mark_flags_as_required(["src", "out"])
 
 
@@ -218,8 +209,6 @@ def main(argv: list[str]) -> None:
 def run_cli() -> None:
   """The command line (vidtx-convert, python -m vidtx.convert)."""
   from absl import app
-
-  from vidtx import cli
 
   cli.quiet_start_up()
   _define_flags()

@@ -32,7 +32,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from vidtx import outputs, ownership
+from vidtx import cli, outputs, ownership
 
 # store imports JAX, Flax and orbax: inside the functions, so that --help answers at once.
 if TYPE_CHECKING:
@@ -178,17 +178,7 @@ def _define_flags(flag_values: Any = None) -> None:
     "Replace an existing --out that is an earlier export (nothing else).",
     flag_values=fv,
   )
-  flags.DEFINE_integer(
-    "step", None, "A train.py run's checkpoint (default: its best, see --which).", flag_values=fv
-  )
-  flags.DEFINE_enum(
-    "which",
-    None,
-    ["best", "latest"],
-    "A train.py run's checkpoint: best (default; the highest evaluation of its "
-    "best_checkpoint_metric, else the newest) or latest (the newest complete one).",
-    flag_values=fv,
-  )
+  cli.define_run_checkpoint_flags(fv)
   flags.DEFINE_integer(
     "batch_size",
     None,
@@ -226,8 +216,6 @@ def main(argv: list[str], flag_values: Any = None) -> None:
 def run_cli() -> None:
   """The command line (vidtx-export, python -m vidtx.export)."""
   from absl import app
-
-  from vidtx import cli
 
   cli.quiet_start_up()
   _define_flags()

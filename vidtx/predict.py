@@ -102,7 +102,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from vidtx import locks, metrics, outputs, ownership, progress, results, timeline
+from vidtx import cli, locks, metrics, outputs, ownership, progress, results, timeline
 
 # JAX, Flax, TensorFlow, orbax and PyAV (with the vidtx modules that import them) are imported
 # inside the functions that use them, so that --help and flag errors answer at once.
@@ -1338,7 +1338,6 @@ def main(argv: Sequence[str]) -> None:
 
 def run_cli() -> None:
   """The command line (vidtx-predict, python -m vidtx.predict); flags are defined here."""
-  from vidtx import cli
 
   cli.quiet_start_up()
   flags.DEFINE_string(
@@ -1347,14 +1346,7 @@ def run_cli() -> None:
     "Converted-checkpoint directory (vidtx.convert), or a train.py run directory (converted "
     "in memory: its best checkpoint, see --which and --step).",
   )
-  flags.DEFINE_integer("step", None, "A train.py run's checkpoint (default: its best).")
-  flags.DEFINE_enum(
-    "which",
-    None,
-    ["best", "latest"],
-    "A train.py run's checkpoint: best (default; the highest evaluation of its "
-    "best_checkpoint_metric, else the newest) or latest (the newest complete one).",
-  )
+  cli.define_run_checkpoint_flags()
   flags.DEFINE_boolean(
     "labels_from_folders",
     None,
