@@ -140,6 +140,9 @@ def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
   )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "step 2/2" in out.stdout and "ETA" in out.stdout
+  # The compilation is said, not minutes of silence: before the first step and when it ends.
+  compiling = out.stdout.index("Compiling the train step")
+  assert compiling < out.stdout.index("First step done after") < out.stdout.index("step 2/2")
   final = json.loads(out.stdout.strip().splitlines()[-1])
   # The installed console script, with the recipe named rather than a path (as after a pip
   # install), from a directory that is not the repository.
