@@ -322,6 +322,9 @@ def reader_fields() -> dict:
     skip_bad_records=False,
     max_bad_fraction=0.1,
     max_bad_records=config_dict.placeholder(int),
+    # The short side evaluation resizes to; None: min_resize (recipes that evaluate at another
+    # size set it). train.py's geometry warning suggests it.
+    eval_min_resize=config_dict.placeholder(int),
   )
 
 
