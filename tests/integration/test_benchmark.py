@@ -179,6 +179,7 @@ def test_compute_mode_runs_without_tensorflow(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tier2
 def test_peer_hf_side_by_side(tmp_path):
   """--peer hf (on an image without TensorFlow): both sides timed, their ratio, one JSON line."""
   stdout, result = _run_benchmark(

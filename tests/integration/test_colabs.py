@@ -11,6 +11,9 @@ import sys
 import pytest
 from shared import REPO
 
+# The second tier (README's test command leaves it out; .ci/run runs it after).
+pytestmark = pytest.mark.tier2
+
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "colabs", "*.ipynb")))
 
 # What each notebook must print; a new notebook needs an entry.

@@ -99,6 +99,7 @@ def test_eval_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tier2
 def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
   """The two scripts as users call them, with --config.x=y overrides."""
   workdir = str(tmp_path / "cli")

@@ -58,6 +58,7 @@ def vit_dir(tmp_path_factory):
 
 
 @pytest.mark.slow  # About 15 s with a warm compilation cache, 22 s without.
+@pytest.mark.tier2
 def test_finetune_on_class_folders_then_predict(video_root, vit_dir, tmp_path, capsys):
   # 1. The shards, as the user makes them (the command's main, in this process).
   shards = str(tmp_path / "shards")

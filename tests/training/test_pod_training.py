@@ -258,6 +258,7 @@ def test_gradient_accumulation_equals_the_whole_batch():
     )
 
 
+@pytest.mark.tier2
 def test_bfloat16_computes_in_bf16_and_keeps_state_and_loss_in_float32():
   batch = {
     "inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),

@@ -14,13 +14,15 @@ from shared import REPO, TESTS, ZOO, tiny_model_config, tiny_train_config
 
 from vidtx import losses, models, trainer
 
+# The second tier (README's test command leaves it out; .ci/run runs it after).
+pytestmark = pytest.mark.tier2
+
 
 def test_zoo_lists_every_family():
   assert {name for name, _ in ZOO} == set(models.MODELS)
 
 
 @pytest.mark.slow
-@pytest.mark.tier2
 def test_every_model_trains_one_step_on_8_devices(tmp_path):
   script = f"""
 import importlib.util, json, os, sys, jax
