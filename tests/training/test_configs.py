@@ -335,6 +335,7 @@ def data_root(tmp_path_factory):
   return str(tmp_path_factory.mktemp("synthetic"))
 
 
+@pytest.mark.tier2  # About 4 minutes in all: the second tier.
 @pytest.mark.parametrize("name", RECIPES)
 def test_shrunk_recipe_trains_and_evaluates(name, data_root, tmp_path):
   config = get_config(name, "shrink=1")
