@@ -233,3 +233,17 @@ class within:  # Lower case: read as `with within(5):`.
     signal.setitimer(signal.ITIMER_REAL, 0)
     signal.signal(signal.SIGALRM, self.previous)
     return False
+
+
+# The preprocessing of the tiny converted checkpoints the checkpoint and ownership tests write.
+TINY_PREPROCESSING = dict(
+  num_frames=2,
+  stride=1,
+  min_resize=32,
+  crop_size=32,
+  mean=[0.5] * 3,
+  std=[0.5] * 3,
+  num_test_clips=1,
+  do_three_spatial_crops=False,
+  aggregation="mean_logits",
+)

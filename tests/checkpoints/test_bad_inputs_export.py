@@ -15,7 +15,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from shared import digests
+from shared import TINY_PREPROCESSING, digests
 
 from vidtx import convert, models, ownership
 from vidtx import export as export_cli
@@ -23,17 +23,7 @@ from vidtx.checkpoints import store
 from vidtx.tools import plot
 
 TINY = dict(variant="Ti/16", hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32)
-PREPROCESSING = dict(
-  num_frames=2,
-  stride=1,
-  min_resize=32,
-  crop_size=32,
-  mean=[0.5] * 3,
-  std=[0.5] * 3,
-  num_test_clips=1,
-  do_three_spatial_crops=False,
-  aggregation="mean_logits",
-)
+PREPROCESSING = dict(TINY_PREPROCESSING)
 USERS = {"NOTES.md": b"# what this checkpoint is for\n", "results.jsonl": b'{"video": "a.mp4"}\n'}
 
 

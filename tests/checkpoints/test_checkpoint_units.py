@@ -16,24 +16,14 @@ import numpy as np
 import pytest
 import reference
 import torch
-from shared import REPO
+from shared import REPO, TINY_PREPROCESSING
 
 from vidtx import models
 from vidtx.checkpoints import init_from, names, readers, store, surgery
 from vidtx.models import common, tokenizer
 
 TINY = dict(variant="Ti/16", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
-PREPROCESSING = dict(
-  num_frames=2,
-  stride=1,
-  min_resize=32,
-  crop_size=32,
-  mean=[0.5] * 3,
-  std=[0.5] * 3,
-  num_test_clips=1,
-  do_three_spatial_crops=False,
-  aggregation="mean_logits",
-)
+PREPROCESSING = dict(TINY_PREPROCESSING)
 
 
 def _torch_rng(seed: int) -> torch.Generator:

@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from shared import REPO, digests, read_table, write_lines, write_video
+from shared import REPO, TINY_PREPROCESSING, digests, read_table, write_lines, write_video
 
 from vidtx import convert, models, ownership
 from vidtx.checkpoints import run, store
@@ -226,17 +226,7 @@ def test_convert_overwrite_never_removes_the_source_or_a_users_folder(tmp_path):
 
 
 TINY = dict(variant="Ti/16", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
-PREPROCESSING = dict(
-  num_frames=2,
-  stride=1,
-  min_resize=32,
-  crop_size=32,
-  mean=[0.5] * 3,
-  std=[0.5] * 3,
-  num_test_clips=1,
-  do_three_spatial_crops=False,
-  aggregation="mean_logits",
-)
+PREPROCESSING = dict(TINY_PREPROCESSING)
 
 
 @pytest.fixture(scope="module")
