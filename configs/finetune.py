@@ -532,11 +532,7 @@ def follow_checkpoint(config: ml_collections.ConfigDict, init: str) -> None:
     )
   if store.is_converted_dir(init):
     path = os.path.join(init, store.MODEL_FILE)
-    with open(path) as f:
-      try:
-        described = json.load(f)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"init={init}: {store.MODEL_FILE} is not valid JSON ({e}).") from e
+    described = store.read_description(init)
     model_name = described.get("model_name")
     model = described.get("model") or {}
     image_vit = model_name == "timesformer" and model.get("attention") == "space"

@@ -184,6 +184,20 @@ def save(out_dir: str, converted: Converted, *, overwrite: bool = False) -> str:
   return out_dir
 
 
+def read_description(path: str) -> dict[str, Any]:
+  """DIR/vidtx_model.json as a dict, without the parameters; ValueError naming the file when it
+  is not a JSON object."""
+  model_file = os.path.join(path, MODEL_FILE)
+  with open(model_file) as f:
+    try:
+      info = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{model_file}: not valid JSON ({e}).") from e
+  if not isinstance(info, dict):
+    raise ValueError(f"{model_file}: expected a JSON object (what vidtx.convert writes).")
+  return info
+
+
 def load(path: str) -> Converted:
   """Reads a directory written by `save` (vidtx.convert)."""
   model_file = os.path.join(path, MODEL_FILE)
@@ -192,11 +206,7 @@ def load(path: str) -> Converted:
       f"{path} is not a converted checkpoint: no {MODEL_FILE} in it "
       "(make one with python -m vidtx.convert)."
     )
-  with open(model_file) as f:
-    try:
-      info = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{model_file}: not valid JSON ({e}).") from e
+  info = read_description(path)
   for key in ("model_name", "model", "num_classes", "preprocessing"):
     if key not in info:
       raise ValueError(f"{model_file}: field {key!r} is missing.")

@@ -22,7 +22,6 @@ config.json alone, without loading a parameter: configs/finetune.py builds its m
 """
 
 import dataclasses
-import json
 import math
 import os
 from typing import Any
@@ -488,13 +487,7 @@ def read_shape(path: str) -> Shape | None:
 
   if store.is_converted_dir(path):
     where = os.path.join(path, store.MODEL_FILE)
-    with open(where) as f:
-      try:
-        described = json.load(f)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e}).") from e
-    if not isinstance(described, dict):
-      raise ValueError(f"{where}: expected a JSON object (what vidtx.convert writes).")
+    described = store.read_description(path)
     preprocessing = described.get("preprocessing") or {}
     return shape_of(
       described.get("model_name"),
