@@ -107,10 +107,11 @@ def device_grid(
 
   One slice: `mesh_utils.create_device_mesh` (topology-aware on TPU, process order elsewhere).
   Several slices: `mesh_utils.create_hybrid_device_mesh`, 'data' split over `dcn_data` slices
-  (default all) and 'fsdp' over the rest, so the slow links between slices carry only the
-  data-parallel reduction (and fsdp's, where dcn_data < slices). A layout the topology-aware
-  functions cannot place (a slice of odd shape, slices of unequal sizes) falls back to process
-  order, which runs but may cross slow links more often: the note says so and why.
+  (default: all, or as many as divide 'data') and 'fsdp' over the rest, so the slow links
+  between slices carry only the data-parallel reduction (and fsdp's, where dcn_data < slices).
+  A layout that cannot be placed (a slice of odd shape, slices of unequal sizes, a default mesh
+  whose 'model' would span slices) falls back to process order, which runs but may cross slow
+  links more often: the note says so and why. A dcn_data given that cannot work raises.
   """
   slices = num_slices(devices)
   data, fsdp, model = shape
@@ -129,20 +130,33 @@ def device_grid(
         f"(data, fsdp, model)={shape} on these {len(devices)} devices ({reason})."
       )
       return np.asarray(devices).reshape(shape), note
-  dcn_data = slices if dcn_data is None else int(dcn_data)
-  # Slices over 'data' first, the rest over 'fsdp'; 'model' never leaves a slice.
-  if dcn_data < 1 or slices % dcn_data or data % dcn_data:
-    raise ValueError(
+  # Slices over 'data' first (by default as many as divide it: all of them, usually), the rest
+  # over 'fsdp'; 'model' never leaves a slice.
+  given = dcn_data is not None
+  dcn_data = int(dcn_data) if given else math.gcd(slices, data)
+  dcn_fsdp = slices // dcn_data if dcn_data >= 1 and slices % dcn_data == 0 else 0
+  if not dcn_fsdp or data % dcn_data:
+    problem = (
       f"config.mesh.{DCN_DATA}={dcn_data}: expected a divisor of both the {slices} slices and "
-      f"config.mesh.data={data}, e.g. --config.mesh.{DCN_DATA}={math.gcd(slices, data)}."
+      f"config.mesh.data={data}, e.g. --config.mesh.{DCN_DATA}={math.gcd(slices, data)}"
     )
-  dcn_fsdp = slices // dcn_data
-  if fsdp % dcn_fsdp:
-    raise ValueError(
+  elif fsdp % dcn_fsdp:
+    problem = (
       f"config.mesh.{DCN_DATA}={dcn_data} leaves {dcn_fsdp} slices to 'fsdp', which does not "
       f"divide config.mesh.fsdp={fsdp}: set --config.mesh.{DCN_DATA}={slices} (the data axis "
-      "over every slice) or an fsdp size that is a multiple of it."
+      "over every slice) or an fsdp size that is a multiple of it"
     )
+  else:
+    problem = ""
+  if problem and given:
+    raise ValueError(problem + ".")
+  if problem:
+    note = (
+      f"mesh: devices placed in process order, no hybrid mesh over the {slices} slices: "
+      f"(data, fsdp, model)={shape} does not split over them ('data' x 'fsdp' must take the "
+      f"{slices} slices; 'model' stays within one)."
+    )
+    return np.asarray(devices).reshape(shape), note
   ici_shape = (data // dcn_data, fsdp // dcn_fsdp, model)  # Within one slice.
   dcn_shape = (dcn_data, dcn_fsdp, 1)  # Across slices.
   try:

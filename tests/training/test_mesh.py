@@ -62,6 +62,9 @@ def test_two_slices_make_a_hybrid_mesh_with_data_across_them():
   # fsdp and model stay inside a slice: each data index is one slice.
   grid, _ = sharding.device_grid((2, 2, 2), devices)
   assert (slices_of(grid) == np.arange(2)[:, None, None]).all()
+  # data=2 on 4 slices: by default 'data' takes 2 of them, 'fsdp' the other 2.
+  grid, note = sharding.device_grid((2, 8, 1), mock_tpu_devices(2, 2, 1, slices=4))
+  assert note == "" and (slices_of(grid) // 2 == np.arange(2)[:, None, None]).all()
   # dcn_data=1: 'data' inside each slice, the slices across 'fsdp' instead.
   grid, _ = sharding.device_grid((4, 2, 1), devices, dcn_data=1)
   assert (slices_of(grid) == np.arange(2)[None, :, None]).all()
@@ -87,6 +90,14 @@ def test_a_layout_that_cannot_be_placed_falls_back_with_one_line():
   assert note.startswith(
     "mesh: devices placed in process order, no hybrid mesh over the 2 slices: (data, fsdp, "
     "model)=(6, 1, 1) as (3, 1, 1) per slice x (2, 1, 1) across slices cannot be laid out ("
+  )
+  # The default dcn_data, with 'model' over both slices: no hybrid mesh either.
+  grid, note = sharding.device_grid((1, 1, 8), mock_tpu_devices(2, 2, 1, slices=2))
+  assert [d.id for d in grid.ravel()] == list(range(8))
+  assert note == (
+    "mesh: devices placed in process order, no hybrid mesh over the 2 slices: (data, fsdp, "
+    "model)=(1, 1, 8) does not split over them ('data' x 'fsdp' must take the 2 slices; 'model' "
+    "stays within one)."
   )
   # One slice of 3 chips, not a box: no topology-aware layout.
   grid, note = sharding.device_grid((3, 1, 1), mock_tpu_devices(2, 2, 1)[:3])

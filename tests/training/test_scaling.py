@@ -204,10 +204,13 @@ def test_a_recipe_fills_256_devices(tmp_path):
     f"--workdir={workdir}",
     "--config.batch_size=256",
     "--config.num_training_steps=1",
-    # The final evaluation on one view per video: a single padded batch.
+  ]
+  # The final evaluation on one view per video: a single padded batch.
+  one_view = [
     "--config.dataset_configs.num_test_clips=1",
     "--config.dataset_configs.do_three_spatial_crops=False",
   ]
+  command += one_view
   env = dict(os.environ, JAX_NUM_CPU_DEVICES="256", PYTHONPATH=os.pathsep.join([REPO, TESTS]))
   out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -232,3 +235,12 @@ def test_a_recipe_fills_256_devices(tmp_path):
   # One warm-up step: the first step runs at the full rescaled rate.
   assert step["step"] == 1 and step["learning_rate"] == pytest.approx(lr, rel=1e-6)
   assert math.isfinite(step["loss"])
+
+  # eval.py resolves the same way, here from the per-device form: 1 clip x 256 devices.
+  command = [sys.executable, "eval.py"] + command[2:4] + ["--config.per_device_batch_size=1"]
+  command += one_view
+  out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "batch_size=256 (per_device_batch_size=1 x 256 data-parallel devices)" in out.stdout
+  with open(workdir / "eval_validation.json") as f:
+    assert json.load(f)["num_videos"] == 4
