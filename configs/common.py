@@ -224,7 +224,8 @@ def _shrunk_model(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 def default_mesh() -> ml_collections.ConfigDict:
   """config.mesh: device-mesh axis sizes (vidtx.sharding); -1 = all remaining devices.
-  dcn_data: on several TPU slices, how many of them the 'data' axis spans (None: all)."""
+  dcn_data: on several TPU slices, how many of them the 'data' axis spans (None: all of them, or
+  as many as divide 'data')."""
   return ml_collections.ConfigDict(
     dict(data=-1, fsdp=1, model=1, dcn_data=config_dict.placeholder(int))
   )
