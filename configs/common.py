@@ -20,6 +20,12 @@ A recipe file is `get_config(arg=None)`:
   dataset.
 - `training` sets the optimizer, schedule, logging, checkpointing, evaluation and mesh fields
   every config has; `epochs_to_steps` is the one conversion of a duration in epochs.
+- Batch and learning rate: a paper's recipe keeps the paper's global batch and learning rate
+  in `config.batch_scaling` (`batch_scaling`); `set_batch_size` is the one way a builder
+  changes the batch (shrink, configs/finetune.py), the learning rate following by the paper's
+  rule, and train.py does the same at start-up for `--config.batch_size` or
+  `--config.per_device_batch_size` (vidtx.optim.resolve_batch). Warm-ups are kept in epochs
+  (`lr_configs.warmup_epochs`), so their steps follow any batch.
 
 The shrink switch, `shrink=1` on any recipe (e.g. configs/k400_timesformer.py:attention=joint,
 shrink=1), turns it into a smoke test that runs in seconds on a CPU, to check a recipe (and its
@@ -37,7 +43,8 @@ frames of 20 x 20; the 'appearance' task, whose classes survive a flip), clips w
 16 x 16 (at stride or sampling rate at most 2, at most 2 test clips), the model with a tiny one
 (8 x 8 patches, width 32, 2 heads, MLP 64, one layer per stack, float32), the batch with 4 clips
 and the run with 2 steps, a log line per step, one checkpoint at the end and one evaluation of
-the 4 validation videos; no init_from checkpoint and the default mesh. Class splits become one
+the 4 validation videos (the learning rate scaled to the batch of 4 by the paper's rule); no
+init_from checkpoint and the default mesh. Class splits become one
 split over the synthetic classes (the synthetic videos carry one label each), so the split
 machinery (per-split loss, per-split and action accuracies) still runs.
 """
@@ -50,7 +57,7 @@ from typing import NamedTuple
 import ml_collections
 from ml_collections import config_dict
 
-from vidtx import models
+from vidtx import models, optim
 from vidtx.models import common as model_common
 from vidtx.models import timesformer, vivit, xvit
 
@@ -134,8 +141,9 @@ def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def shrink_schedule(config: ml_collections.ConfigDict, batch_size: int) -> None:
-  """SHRUNK_RUN's steps at `batch_size`, one evaluation at the end, one checkpoint (in place)."""
-  config.batch_size = config.eval_batch_size = batch_size
+  """SHRUNK_RUN's steps at `batch_size` (the learning rate following it: `set_batch_size`), one
+  evaluation at the end, one checkpoint (in place)."""
+  set_batch_size(config, batch_size)
   config.num_training_steps = SHRUNK_RUN["steps"]
   config.num_training_epochs = None
   if config.lr_configs.get("warmup_steps"):
@@ -215,8 +223,41 @@ def _shrunk_model(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 
 
 def default_mesh() -> ml_collections.ConfigDict:
-  """config.mesh: device-mesh axis sizes (vidtx.sharding); -1 = all remaining devices."""
-  return ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  """config.mesh: device-mesh axis sizes (vidtx.sharding); -1 = all remaining devices.
+  dcn_data: on several TPU slices, how many of them the 'data' axis spans (None: all of them, or
+  as many as divide 'data')."""
+  return ml_collections.ConfigDict(
+    dict(data=-1, fsdp=1, model=1, dcn_data=config_dict.placeholder(int))
+  )
+
+
+def batch_scaling(
+  paper: str, batch_size: int, base_learning_rate: float, rule: str = "linear"
+) -> ml_collections.ConfigDict:
+  """config.batch_scaling of a paper's recipe: the paper's global batch and learning rate, and
+  the rule by which the learning rate follows another batch (vidtx.optim.LR_SCALING_RULES).
+  lr_batch_size is the batch lr_configs.base_learning_rate is set for (set_batch_size keeps it)."""
+  return ml_collections.ConfigDict(
+    dict(
+      paper=paper,
+      paper_batch_size=batch_size,
+      paper_learning_rate=base_learning_rate,
+      rule=rule,
+      lr_batch_size=batch_size,
+    )
+  )
+
+
+def set_batch_size(config: ml_collections.ConfigDict, batch_size: int) -> None:
+  """Training and evaluation batches of `batch_size` clips, with the learning rate scaled from
+  the paper's by its rule when the config has batch_scaling (in place)."""
+  config.batch_size = config.eval_batch_size = batch_size
+  scaling = config.get("batch_scaling")
+  if scaling:
+    config.lr_configs.base_learning_rate = optim.scaled_learning_rate(
+      scaling.paper_learning_rate, scaling.paper_batch_size, batch_size, scaling.rule
+    )
+    scaling.lr_batch_size = batch_size
 
 
 def epochs_to_steps(epochs: float, examples: int, batch_size: int) -> int:
@@ -238,12 +279,24 @@ def training(
   batch_size: int,
   steps: int | None,
   base_learning_rate: float,
-  warmup_steps: int,
+  warmup_steps: int | None = None,
+  warmup_epochs: float | None = None,
+  paper: str = "",
 ) -> None:
-  """Optimizer, schedule, logging, checkpointing, evaluation and mesh fields, set on `config`."""
+  """Optimizer, schedule, logging, checkpointing, evaluation and mesh fields, set on `config`.
+
+  `paper` (e.g. 'ViViT (arXiv:2103.15691) Table 7'): `batch_size` and `base_learning_rate` are
+  that paper's, kept in config.batch_scaling so that another batch rescales the learning rate
+  (linearly, as the papers' SGD recipes) at start-up.
+  """
   config.rng_seed = 0
   config.batch_size = batch_size
   config.eval_batch_size = batch_size
+  # Global batch = this many clips x the data-parallel devices (data x fsdp of config.mesh);
+  # None: batch_size decides. Resolved at start-up (vidtx.optim.resolve_batch).
+  config.per_device_batch_size = config_dict.placeholder(int)
+  if paper:
+    config.batch_scaling = batch_scaling(paper, batch_size, base_learning_rate)
   # Durations: *_steps wins over *_epochs when both are set (vidtx.optim.resolve_steps).
   config.num_training_steps = config_dict.placeholder(int)
   config.num_training_epochs = config_dict.placeholder(float)
@@ -263,15 +316,21 @@ def training(
   config.label_smoothing = 0.1
   config.mixup = ml_collections.ConfigDict(dict(alpha=0.0))  # 0: off; else Beta(alpha, alpha).
   # schedule: 'cosine' | 'constant' | 'steps' (with decay_epochs or decay_steps, decay_factor),
-  # each after a linear warm-up of warmup_steps (vidtx.optim.make_schedule).
+  # each after a linear warm-up of warmup_steps, or warmup_epochs converted at the run's batch
+  # (steps win; vidtx.optim.make_schedule).
   config.lr_configs = ml_collections.ConfigDict(
     dict(
       schedule="cosine",
       base_learning_rate=base_learning_rate,
-      warmup_steps=warmup_steps,
+      warmup_steps=config_dict.placeholder(int),
+      warmup_epochs=config_dict.placeholder(float),
       end_learning_rate=0.0,
     )
   )
+  if warmup_steps is not None:
+    config.lr_configs.warmup_steps = warmup_steps
+  if warmup_epochs is not None:
+    config.lr_configs.warmup_epochs = float(warmup_epochs)
   config.ema_decay = 0.0  # Exponential moving average of the parameters; 0: off.
 
   # Device mesh (vidtx.sharding): the batch on 'data' (and 'fsdp'), parameters on 'fsdp' and
@@ -366,8 +425,8 @@ class Dataset(NamedTuple):
   title: str
   num_classes: int
   # Split sizes: they only size epochs, warm-ups and evaluation loops. Video datasets shrink as
-  # videos disappear: set --config.dataset_configs.examples_per_subset.train (and the warm-up
-  # steps, which the recipes count in epochs) to your copy's counts.
+  # videos disappear: set --config.dataset_configs.examples_per_subset.train to your copy's
+  # counts (the warm-ups, in epochs, follow).
   examples: dict[str, int]
   sizes_from: str
   class_splits: tuple[int, ...] = ()  # Several heads (EPIC: nouns then verbs), one label each.
@@ -580,7 +639,9 @@ def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collection
   32 x 224 x 224 clips needs several accelerators (e.g. 8 GPUs of 40-80 GB, 8 clips each, for
   ViViT-B; 16-32 GPUs of 80 GB for ViViT-L): the batch is sharded over every device
   (config.mesh). With fewer devices, raise --config.grad_accum_steps (same update), or lower
-  --config.batch_size and scale --config.lr_configs.base_learning_rate with it.
+  --config.batch_size: the learning rate follows linearly (config.batch_scaling). On more
+  devices than the batch has clips (a pod), raise it: --config.batch_size=256, or
+  --config.per_device_batch_size=1; the start-up line gives the learning rate it brings.
   --config.model.dtype=bfloat16 halves the activation memory (the paper trains in float32).
 
   Differences from the paper, and why:
@@ -593,8 +654,7 @@ def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collection
     classes. Left empty, the config trains from random initialisation and will not reach the
     paper's accuracy.
   - Dataset size: epochs and the warm-up are counted with the split sizes of DATASETS; set
-    --config.dataset_configs.examples_per_subset.train (and --config.lr_configs.warmup_steps,
-    2.5 epochs) to your copy's.
+    --config.dataset_configs.examples_per_subset.train to your copy's.
   - Clips for EPIC and SSv2: 32 frames at stride 1 as scenic's released configs (the paper
     states stride 2 "unless otherwise mentioned").
   - SSv2 is flipped as Table 7 says, although a flip mirrors direction classes ("pushing
@@ -632,13 +692,13 @@ def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collection
   if _is_large(variant):
     config.model.remat_policy = "full"
 
-  train_examples = dc.examples_per_subset["train"]
   training(
     config,
     batch_size=VIVIT_BATCH_SIZE,
     steps=None,
     base_learning_rate=recipe.base_learning_rate,
-    warmup_steps=epochs_to_steps(VIVIT_WARMUP_EPOCHS, train_examples, VIVIT_BATCH_SIZE),
+    warmup_epochs=VIVIT_WARMUP_EPOCHS,
+    paper="ViViT (arXiv:2103.15691) Table 7",
   )
   config.num_training_epochs = float(recipe.epochs)
   config.label_smoothing = recipe.label_smoothing
@@ -715,7 +775,9 @@ def timesformer_recipe(
 
   Hardware: the paper trains on 32 GPUs (supplementary §1; Table 2: 416 V100 hours for
   TimeSformer on Kinetics-400; the official configs run 8 GPUs with batch 8). Batch 16 of the
-  base model fits on a few 40-80 GB GPUs; HR and L need more, or --config.grad_accum_steps.
+  base model fits on a few 40-80 GB GPUs; HR and L need more, or --config.grad_accum_steps. More
+  devices than 16: raise --config.batch_size (or set --config.per_device_batch_size); the learning
+  rate follows linearly and the decay epochs stay epochs (config.batch_scaling).
 
   Differences from the paper, and why:
   - Initialisation: the paper starts from an ImageNet ViT-B/16 (21K for Kinetics, 1K for SSv2 and
@@ -770,8 +832,14 @@ def timesformer_recipe(
   if size.crop_size > 224 or num_frames > 16:  # HR, L and long HowTo100M clips.
     config.model.remat_policy = "full"
 
-  batch_size = 16
-  training(config, batch_size=batch_size, steps=None, base_learning_rate=0.005, warmup_steps=0)
+  training(
+    config,
+    batch_size=16,
+    steps=None,
+    base_learning_rate=0.005,
+    warmup_steps=0,
+    paper="TimeSformer (arXiv:2102.05095) supplementary §1",
+  )
   config.num_training_epochs = float(TIMESFORMER_EPOCHS)
   config.lr_configs.update(
     schedule="steps", decay_epochs=TIMESFORMER_DECAY_EPOCHS, decay_factor=0.1
@@ -834,7 +902,8 @@ def xvit_recipe(dataset: str, *, attention: str, num_frames: int) -> ml_collecti
   summed (DATA.ENSEMBLE_METHOD 'sum').
 
   Hardware: the released configs train on 8 GPUs (NUM_GPUS 8) with batch 64; the supplementary
-  times X-ViT at 12 videos/s on 8 V100s (Table 1).
+  times X-ViT at 12 videos/s on 8 V100s (Table 1). Another batch (--config.batch_size or
+  --config.per_device_batch_size) scales the learning rate linearly (config.batch_scaling).
 
   Differences from the release, and why:
   - Not in vidtx: AutoAugment (DATA.AUTOAUGMENT) and SSv2's RAND_CROP; the warm-up starts from
@@ -887,9 +956,8 @@ def xvit_recipe(dataset: str, *, attention: str, num_frames: int) -> ml_collecti
     batch_size=XVIT_BATCH_SIZE,
     steps=None,
     base_learning_rate=0.03,
-    warmup_steps=epochs_to_steps(
-      XVIT_WARMUP_EPOCHS, dc.examples_per_subset["train"], XVIT_BATCH_SIZE
-    ),
+    warmup_epochs=XVIT_WARMUP_EPOCHS,
+    paper="the X-ViT (arXiv:2106.05968) release",
   )
   config.num_training_epochs = float(recipe.epochs)
   config.optimizer_configs.nesterov = True

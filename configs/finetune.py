@@ -39,7 +39,7 @@ Arguments:
   direction a mirror image swaps (vidtx.data.class_labels.direction_classes: left / right,
   clockwise / anticlockwise), on otherwise (every paper's Kinetics recipe flips).
 - epochs=15; batch=8 (clips per step; the learning rate, warm-up and evaluations follow it, so
-  set it here rather than with --config.batch_size).
+  set it here rather than with --config.batch_size, which moves only the learning rate).
 - shrink=1: a seconds-long smoke test of this fine-tune: data=, init= and the model and clips
   init sets are kept; the run is 2 steps of 4 clips with one evaluation at the end, one view per
   validation video (shrink_run). Without data= nor init=, every recipe's CPU smoke test
@@ -159,7 +159,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   batch_size = _number("batch", args.batch, int)
   flip = _flip(args.flip)
 
-  config, paper_batch_size = model_recipe(args.model)
+  config = model_recipe(args.model)
   dc = config.dataset_configs
   direction = []
   if args.data == SYNTHETIC:
@@ -209,7 +209,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         file=sys.stderr,
       )
 
-  schedule(config, paper_batch_size, batch_size=batch_size, epochs=epochs)
+  schedule(config, batch_size=batch_size, epochs=epochs)
   if args.shrink and (args.data != SYNTHETIC or args.init):
     shrink_run(config)  # Your data= and init=, a shorter schedule and evaluation.
   elif args.shrink:
@@ -303,9 +303,9 @@ def _number(name: str, text: str, kind: type) -> float | int:
 # ---------------------------------------------------------------------------------------------
 
 
-def model_recipe(model: str) -> tuple[ml_collections.ConfigDict, int]:
-  """The paper's recipe of `model` with this file's sampling and regularisation (module doc),
-  and the batch size its learning rate is for."""
+def model_recipe(model: str) -> ml_collections.ConfigDict:
+  """The paper's recipe of `model` with this file's sampling and regularisation (module doc);
+  config.batch_scaling keeps the paper's batch and learning rate."""
   if model == "timesformer":
     # Diving-48's recipe: TimeSformer-B, divided attention, 8 frames one per segment, 1 x 3 views.
     config = common.timesformer_recipe("diving48", variant="base", attention="divided")
@@ -324,21 +324,19 @@ def model_recipe(model: str) -> tuple[ml_collections.ConfigDict, int]:
     dc.update(train_sampling="segment", eval_sampling="segment")
     for field in ("sampling_rate", "target_fps", "frame_rate"):  # The window's, unused now.
       del dc[field]
-  return config, int(config.batch_size)
+  return config
 
 
-def schedule(
-  config: ml_collections.ConfigDict, paper_batch_size: int, *, batch_size: int, epochs: float
-) -> None:
-  """Batch, learning rate (scaled linearly from the paper's batch), epochs, warm-up, decay
-  boundaries and the per-epoch evaluation, from the train split's size."""
+def schedule(config: ml_collections.ConfigDict, *, batch_size: int, epochs: float) -> None:
+  """Batch, learning rate (scaled from the paper's batch by its rule: common.set_batch_size),
+  epochs, warm-up, decay boundaries and the per-epoch evaluation, from the train split's size."""
   train_examples = int(config.dataset_configs.examples_per_subset["train"])
   steps_per_epoch = common.epochs_to_steps(1, train_examples, batch_size)
-  config.batch_size = config.eval_batch_size = batch_size
-  config.lr_configs.base_learning_rate *= batch_size / paper_batch_size
+  common.set_batch_size(config, batch_size)
   config.lr_configs.warmup_steps = common.epochs_to_steps(
     min(WARMUP_EPOCHS, epochs), train_examples, batch_size
   )
+  config.lr_configs.warmup_epochs = None  # The paper's; this file's warm-up is in steps above.
   if config.lr_configs.schedule == "steps":  # TimeSformer: at 11/15 and 14/15 of the run.
     config.lr_configs.decay_epochs = decay_epochs(epochs, train_examples / batch_size)
   config.num_training_epochs = float(epochs)

@@ -2,7 +2,8 @@
 steps/epochs helper.
 
 Schedules (`config.lr_configs.schedule`), all optionally after a linear warmup from 0 over
-`lr_configs.warmup_steps`:
+`lr_configs.warmup_steps` (or `warmup_epochs`, converted with the run's steps per epoch; steps
+win when both are set):
 - 'cosine': cosine decay from `base_learning_rate` to `end_learning_rate` (default 0) at the
   last step (ViViT, X-ViT).
 - 'constant': `base_learning_rate`.
@@ -24,6 +25,14 @@ The papers' recipes (configs/k400_*.py):
 - ViViT: SGD momentum 0.9, cosine schedule with linear warmup, no weight decay.
 - TimeSformer: SGD momentum 0.9, weight decay 1e-4, lr 0.005 divided by 10 at epochs 11 and 14.
 - X-ViT: SGD momentum 0.9 (Nesterov), weight decay 1e-5, cosine schedule with linear warmup.
+
+Batch and learning rate (`resolve_batch`, run at start-up by train.py and eval.py once the
+command line is applied): each recipe keeps the paper's batch and learning rate in
+`config.batch_scaling`, and another global batch (`--config.batch_size`, or
+`--config.per_device_batch_size` x data-parallel devices) scales `base_learning_rate` by the
+family's rule (`LR_SCALING_RULES`; linear for all three papers: lr x new batch / paper's batch,
+Goyal et al., arXiv:1706.02677). Warm-ups and decays given in epochs follow the new steps per
+epoch by themselves. A `base_learning_rate` given on the command line is kept as given.
 """
 
 import functools
@@ -36,6 +45,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from vidtx import sharding
 
 PyTree = Any
 
@@ -67,6 +78,180 @@ def resolve_steps(
   if epochs is not None:
     return int(math.ceil(epochs * examples / batch_size))
   return 0
+
+
+# How base_learning_rate follows the global batch (config.batch_scaling.rule): the factor for a
+# batch `ratio` times the paper's. The three papers train with SGD + momentum: 'linear'.
+LR_SCALING_RULES = {
+  "linear": lambda ratio: ratio,
+  "sqrt": math.sqrt,  # The usual rule for Adam-type optimizers (arXiv:2205.10287).
+  "none": lambda ratio: 1.0,
+}
+
+
+def scaled_learning_rate(
+  learning_rate: float, from_batch_size: int, to_batch_size: int, rule: str = "linear"
+) -> float:
+  """`learning_rate`, set for a global batch of `from_batch_size`, for `to_batch_size` by `rule`
+  (LR_SCALING_RULES)."""
+  if rule not in LR_SCALING_RULES:
+    raise ValueError(
+      f"config.batch_scaling.rule={rule!r}: expected one of {list(LR_SCALING_RULES)}."
+    )
+  return learning_rate * LR_SCALING_RULES[rule](to_batch_size / from_batch_size)
+
+
+def warmup_steps(lr_configs: ml_collections.ConfigDict, steps_per_epoch: float | None) -> int:
+  """`lr_configs.warmup_steps`, or else `warmup_epochs` in steps (rounded up, as
+  resolve_steps); 0 when neither is set."""
+  steps, epochs = lr_configs.get("warmup_steps"), lr_configs.get("warmup_epochs")
+  if steps is not None or not epochs:
+    return int(steps or 0)
+  if not steps_per_epoch or steps_per_epoch <= 0:
+    raise ValueError(
+      f"config.lr_configs.warmup_epochs={epochs!r} needs the number of steps per epoch: pass "
+      f"make_schedule(..., steps_per_epoch=examples / batch_size) (got {steps_per_epoch!r}), "
+      "or set config.lr_configs.warmup_steps instead."
+    )
+  # The small slack keeps 2.5 x 3750.0000000001 from becoming one step more than resolve_steps.
+  return int(math.ceil(epochs * steps_per_epoch - 1e-9))
+
+
+def resolve_batch(
+  config: ml_collections.ConfigDict,
+  num_devices: int | None = None,
+  process_count: int | None = None,
+) -> list[str]:
+  """The global batch, learning rate and evaluation batch for this many devices, set on
+  `config` once the command line is applied (train.py and eval.py at start-up); returns the
+  lines to print.
+
+  - `per_device_batch_size` N (if set): batch_size = N x the data-parallel devices (data x
+    fsdp of config.mesh); a batch_size given as well must agree.
+  - batch_size must split over the data-parallel devices and the processes: else one line
+    naming the flags of the next batch that does, and the learning rate it would get.
+  - `batch_scaling` (the recipes': the paper's batch and lr, the rule, and `lr_batch_size`, the
+    batch base_learning_rate is set for): another batch scales base_learning_rate by the rule,
+    unless the command line gave base_learning_rate (it differs from the recipe's): it is kept.
+    One line says what was done, naming the paper's batch and lr and the flags that pin it.
+  - eval_batch_size follows batch_size unless given; it is rounded up to the next multiple of
+    the data-parallel devices (evaluation pads its last batch anyway), with a note.
+  """
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  processes = jax.process_count() if process_count is None else process_count
+  ways = sharding.data_parallel_size(config.get("mesh"), num_devices)
+  scaling = config.get("batch_scaling")
+  lr_configs = config.lr_configs
+  # The batch the recipe set, which the learning rate is for: a different batch_size is the
+  # command line's.
+  recipe_batch = int(scaling.lr_batch_size) if scaling else config.batch_size
+  given_batch = config.batch_size != recipe_batch
+  how = ""
+
+  per_device = config.get("per_device_batch_size")
+  if per_device is not None:
+    if not isinstance(per_device, int) or per_device < 1:
+      raise ValueError(
+        f"config.per_device_batch_size={per_device!r}: expected a positive integer (clips per "
+        "data-parallel device)."
+      )
+    batch = per_device * ways
+    if given_batch and config.batch_size != batch:
+      raise ValueError(
+        f"config.per_device_batch_size={per_device} x {ways} data-parallel devices = {batch} "
+        f"clips, but config.batch_size={config.batch_size}: give one of the two."
+      )
+    how = f" (per_device_batch_size={per_device} x {ways} data-parallel devices)"
+    config.batch_size = batch
+  batch = config.batch_size
+  if not isinstance(batch, int) or batch < 1:
+    raise ValueError(
+      f"config.batch_size={batch!r}: expected a positive integer (clips per step, over all "
+      "devices)."
+    )
+
+  def lr_for(new_batch: int) -> float | None:
+    """The rescaled lr for `new_batch`; None when the lr stays as it is (given, or no rule)."""
+    if not scaling or scaling.rule == "none":
+      return None
+    recipe_lr = scaled_learning_rate(
+      scaling.paper_learning_rate, scaling.paper_batch_size, recipe_batch, scaling.rule
+    )
+    if not math.isclose(lr_configs.base_learning_rate, recipe_lr, rel_tol=1e-9):
+      return None  # Given on the command line: it wins.
+    return scaled_learning_rate(
+      scaling.paper_learning_rate, scaling.paper_batch_size, new_batch, scaling.rule
+    )
+
+  if batch % ways or batch % processes:
+    valid = sharding.next_valid_batch_size(batch, ways, processes)
+    new_lr = lr_for(valid)
+    then = "" if new_lr is None else f", with which lr_configs.base_learning_rate is {new_lr:.6g}"
+    raise ValueError(sharding.divisibility_error(batch, ways, processes, "batch_size", then))
+
+  lines = []
+  if batch != recipe_batch:
+    new_lr = lr_for(batch)
+    lines.append(_batch_line(config, batch, how, new_lr))
+    if new_lr is not None:
+      config.lr_configs.base_learning_rate = new_lr
+    if scaling:
+      config.batch_scaling.lr_batch_size = batch  # The lr is now for this batch.
+
+  # Evaluation: the recipes evaluate in batches of their training batch.
+  eval_batch = config.get("eval_batch_size")
+  if eval_batch is not None:
+    if eval_batch == recipe_batch != batch:  # The recipe's: it follows the batch.
+      eval_batch = batch
+    if not isinstance(eval_batch, int) or eval_batch < 1:
+      raise ValueError(
+        f"config.eval_batch_size={eval_batch!r}: expected a positive integer (clips per "
+        "evaluation step, over all devices)."
+      )
+    valid = sharding.next_valid_batch_size(eval_batch, ways, processes)
+    if valid != eval_batch:
+      lines.append(
+        f"note: eval_batch_size={eval_batch} rounded up to {valid}, the next multiple of the "
+        f"{ways} data-parallel devices and {processes} process(es) (evaluation pads its last "
+        "batch)."
+      )
+    config.eval_batch_size = valid
+  return lines
+
+
+def _batch_line(
+  config: ml_collections.ConfigDict, batch: int, how: str, new_lr: float | None
+) -> str:
+  """The start-up line for a global batch other than the recipe's: what the lr became."""
+  scaling, lr_configs = config.get("batch_scaling"), config.lr_configs
+  if not scaling:
+    return (
+      f"batch_size={batch}{how}; lr_configs.base_learning_rate="
+      f"{lr_configs.base_learning_rate:.6g} as set (no config.batch_scaling to rescale it by)."
+    )
+  paper = (
+    f"the paper's {scaling.paper_batch_size} at lr {scaling.paper_learning_rate:.6g} "
+    f"({scaling.get('paper') or 'the recipe'})"
+  )
+  if new_lr is None:
+    why = "no rescaling (batch_scaling.rule='none')" if scaling.rule == "none" else "as given"
+    lr = f"lr_configs.base_learning_rate={lr_configs.base_learning_rate:.6g} {why}"
+  else:
+    ratio = f"{batch}/{scaling.paper_batch_size}"
+    factor = {"linear": ratio, "sqrt": f"sqrt({ratio})"}[scaling.rule]
+    lr = (
+      f"lr_configs.base_learning_rate = {scaling.paper_learning_rate:.6g} x {factor} = "
+      f"{new_lr:.6g} ({scaling.rule} scaling)"
+    )
+  warmup = ""
+  examples = (config.dataset_configs.get("examples_per_subset") or {}).get("train")
+  if lr_configs.get("warmup_steps") is None and lr_configs.get("warmup_epochs") and examples:
+    steps = warmup_steps(lr_configs, examples / batch)
+    warmup = f"; warm-up {lr_configs.warmup_epochs:g} epochs = {steps} step{'s' * (steps != 1)}"
+  pin = ""
+  if new_lr is not None:
+    pin = " --config.lr_configs.base_learning_rate=X (or --config.batch_scaling.rule=none) pins it."
+  return f"batch_size={batch}{how}, {paper}: {lr}{warmup}.{pin}"
 
 
 def _decay_boundaries(
@@ -133,10 +318,11 @@ def make_schedule(
   b_1 <= step < b_2, and so on. `lr_configs.decay_steps` gives the b_i directly; otherwise
   `lr_configs.decay_epochs` gives epochs e_i and b_i = round(e_i * steps_per_epoch), the first
   step of epoch e_i counting from 0 (PySlowFast's SOLVER.STEPS). A warmup multiplies the
-  schedule by step / warmup_steps until warmup_steps.
+  schedule by step / warmup_steps until warmup_steps (`lr_configs.warmup_epochs` converted with
+  `steps_per_epoch` when warmup_steps is unset).
   """
   base = lr_configs.base_learning_rate
-  warmup = int(lr_configs.get("warmup_steps") or 0)
+  warmup = warmup_steps(lr_configs, steps_per_epoch)
   schedule_name = lr_configs.get("schedule")
   if schedule_name == "steps":
     boundaries = _decay_boundaries(lr_configs, steps_per_epoch)

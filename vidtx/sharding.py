@@ -12,6 +12,12 @@ One table, `RULES`, maps parameter names to these axes; optimizer state follows 
 (momentum of `…/query/kernel` is sharded as `…/query/kernel`). A dimension that does not divide
 by its axis size stays whole: a Ti model's 3 heads on a 2-way 'model' axis are replicated.
 
+On several TPU slices (devices that carry `slice_index`) the mesh is hybrid: the slices are joined
+by the data-centre network (DCN), far slower than the links within a slice (ICI), so only the
+'data' axis (and, when config.mesh.dcn_data is smaller than the slice count, 'fsdp') spans slices,
+as MaxText's DCN parallelism does: one gradient all-reduce per step crosses DCN, and 'fsdp' and
+'model' gathers stay inside a slice.
+
 Each process feeds only its share of the global batch; `jax.make_array_from_process_local_data`
 stitches the shares into one global `jax.Array`, so the training step is written as if it saw
 the whole batch.
@@ -32,6 +38,8 @@ DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 MODEL_AXIS = "model"
 MESH_AXES = (DATA_AXIS, FSDP_AXIS, MODEL_AXIS)
+# config.mesh.dcn_data: how many slices the 'data' axis spans (default: every slice).
+DCN_DATA = "dcn_data"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # The batch is split over both data-parallel axes.
 
 # (regex searched in the '/'-joined parameter path, axes of the parameter's LAST dimensions).
@@ -55,9 +63,12 @@ FSDP_MIN_SIZE = 2**14
 def mesh_shape(mesh_config: Mapping[str, int] | None, num_devices: int) -> tuple[int, int, int]:
   """(data, fsdp, model) sizes from config.mesh; one axis may be -1 (all remaining devices)."""
   mesh_config = dict(mesh_config or {})
+  mesh_config.pop(DCN_DATA, None)  # How the axes lie over slices, not their sizes.
   unknown = sorted(set(mesh_config) - set(MESH_AXES))
   if unknown:
-    raise ValueError(f"config.mesh: unknown axis {unknown}; expected {list(MESH_AXES)}.")
+    raise ValueError(
+      f"config.mesh: unknown axis {unknown}; expected {list(MESH_AXES)} (and {DCN_DATA})."
+    )
   sizes = [int(mesh_config.get(axis, -1 if axis == DATA_AXIS else 1)) for axis in MESH_AXES]
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
     raise ValueError(f"config.mesh={mesh_config}: sizes must be positive, at most one -1.")
@@ -77,15 +88,100 @@ def mesh_shape(mesh_config: Mapping[str, int] | None, num_devices: int) -> tuple
   return tuple(sizes)
 
 
+def data_parallel_size(mesh_config: Mapping[str, Any] | None, num_devices: int) -> int:
+  """How many ways config.mesh splits the batch over `num_devices`: data x fsdp."""
+  data, fsdp, _ = mesh_shape(mesh_config, num_devices)
+  return data * fsdp
+
+
+def num_slices(devices: list[Any]) -> int:
+  """How many TPU slices `devices` span (1 where devices carry no slice_index: CPU, most GPUs)."""
+  return len({getattr(d, "slice_index", 0) for d in devices})
+
+
+def device_grid(
+  shape: tuple[int, int, int], devices: list[Any], dcn_data: int | None = None
+) -> tuple[np.ndarray, str]:
+  """The devices laid out as a (data, fsdp, model) array of `shape`, and a one-line note when
+  the layout fell back to process order ('' otherwise).
+
+  One slice: `mesh_utils.create_device_mesh` (topology-aware on TPU, process order elsewhere).
+  Several slices: `mesh_utils.create_hybrid_device_mesh`, 'data' split over `dcn_data` slices
+  (default: all, or as many as divide 'data') and 'fsdp' over the rest, so the slow links
+  between slices carry only the data-parallel reduction (and fsdp's, where dcn_data < slices).
+  A layout that cannot be placed (a slice of odd shape, slices of unequal sizes, a default mesh
+  whose 'model' would span slices) falls back to process order, which runs but may cross slow
+  links more often: the note says so and why. A dcn_data given that cannot work raises.
+  """
+  slices = num_slices(devices)
+  data, fsdp, model = shape
+  if slices == 1:
+    if dcn_data not in (None, 1):
+      raise ValueError(
+        f"config.mesh.{DCN_DATA}={dcn_data}: the {len(devices)} devices are one slice; "
+        f"drop --config.mesh.{DCN_DATA} (or set it to 1)."
+      )
+    try:
+      return mesh_utils.create_device_mesh(shape, devices, contiguous_submeshes=False), ""
+    except (ValueError, NotImplementedError, AssertionError) as e:
+      reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+      note = (
+        f"mesh: devices placed in process order: the topology-aware layout cannot place "
+        f"(data, fsdp, model)={shape} on these {len(devices)} devices ({reason})."
+      )
+      return np.asarray(devices).reshape(shape), note
+  # Slices over 'data' first (by default as many as divide it: all of them, usually), the rest
+  # over 'fsdp'; 'model' never leaves a slice.
+  given = dcn_data is not None
+  dcn_data = int(dcn_data) if given else math.gcd(slices, data)
+  dcn_fsdp = slices // dcn_data if dcn_data >= 1 and slices % dcn_data == 0 else 0
+  if not dcn_fsdp or data % dcn_data:
+    problem = (
+      f"config.mesh.{DCN_DATA}={dcn_data}: expected a divisor of both the {slices} slices and "
+      f"config.mesh.data={data}, e.g. --config.mesh.{DCN_DATA}={math.gcd(slices, data)}"
+    )
+  elif fsdp % dcn_fsdp:
+    problem = (
+      f"config.mesh.{DCN_DATA}={dcn_data} leaves {dcn_fsdp} slices to 'fsdp', which does not "
+      f"divide config.mesh.fsdp={fsdp}: set --config.mesh.{DCN_DATA}={slices} (the data axis "
+      "over every slice) or an fsdp size that is a multiple of it"
+    )
+  else:
+    problem = ""
+  if problem and given:
+    raise ValueError(problem + ".")
+  if problem:
+    note = (
+      f"mesh: devices placed in process order, no hybrid mesh over the {slices} slices: "
+      f"(data, fsdp, model)={shape} does not split over them ('data' x 'fsdp' must take the "
+      f"{slices} slices; 'model' stays within one)."
+    )
+    return np.asarray(devices).reshape(shape), note
+  ici_shape = (data // dcn_data, fsdp // dcn_fsdp, model)  # Within one slice.
+  dcn_shape = (dcn_data, dcn_fsdp, 1)  # Across slices.
+  try:
+    grid = mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices)
+    return grid, ""
+  except (ValueError, NotImplementedError, AssertionError) as e:
+    reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    note = (
+      f"mesh: devices placed in process order, no hybrid mesh over the {slices} slices: "
+      f"(data, fsdp, model)={shape} as {ici_shape} per slice x {dcn_shape} across slices "
+      f"cannot be laid out ({reason})."
+    )
+    return np.asarray(devices).reshape(shape), note
+
+
 def make_mesh(
-  mesh_config: Mapping[str, int] | ml_collections.ConfigDict | None = None,
+  mesh_config: Mapping[str, Any] | ml_collections.ConfigDict | None = None,
   devices: list[Any] | None = None,
 ) -> Mesh:
   """The ('data', 'fsdp', 'model') mesh of config.mesh over every device of every process.
 
-  Without a config every device is on 'data'. Devices are laid out by
-  `mesh_utils.create_device_mesh` (TPU topology-aware; process order elsewhere), so 'model' and
-  'fsdp', the innermost axes, stay within a host or a TPU slice's fast links where they fit.
+  Without a config every device is on 'data'. Devices are laid out by `device_grid`
+  (topology-aware on TPU, hybrid over several slices; process order elsewhere), so 'model' and
+  'fsdp', the innermost axes, stay within a host or a TPU slice's fast links where they fit. A
+  fall back to process order is printed (process 0) in one line saying why.
   """
   devices = list(jax.devices() if devices is None else devices)
   if isinstance(mesh_config, ml_collections.ConfigDict):
@@ -96,14 +192,12 @@ def make_mesh(
       f"config.mesh.model={shape[2]} is larger than the {jax.local_device_count()} "
       "devices of a process: tensor parallelism must stay within a host."
     )
-  try:
-    device_grid = mesh_utils.create_device_mesh(shape, devices, contiguous_submeshes=False)
-  except (ValueError, NotImplementedError, AssertionError):
-    # Shapes the topology-aware layout cannot place (e.g. odd slices): plain process order.
-    device_grid = np.asarray(devices).reshape(shape)
+  grid, note = device_grid(shape, devices, (mesh_config or {}).get(DCN_DATA))
+  if note and jax.process_index() == 0:
+    print(note, flush=True)
   # Built directly with the default (Auto) axis types: jax.make_mesh defaults to Explicit axis
   # types in jax 0.10, which ordinary Flax modules do not handle.
-  return Mesh(device_grid, MESH_AXES)
+  return Mesh(grid, MESH_AXES)
 
 
 def _axis_size(mesh: Mesh, axis: str | None) -> int:
@@ -182,8 +276,31 @@ def describe(tree: Any, mesh: Mesh) -> str:
   )
 
 
+def next_valid_batch_size(batch_size: int, ways: int, processes: int) -> int:
+  """The smallest batch >= `batch_size` that splits over `ways` devices and `processes`."""
+  step = math.lcm(ways, processes)
+  return -(-batch_size // step) * step
+
+
+def divisibility_error(
+  batch_size: int, ways: int, processes: int, what: str = "batch_size", then: str = ""
+) -> str:
+  """The one-line message for a batch that does not split, with the flags of the next one that
+  does; `then` says what else follows that batch (the learning rate, for config.batch_size)."""
+  valid = next_valid_batch_size(batch_size, ways, processes)
+  fix = f"--config.{what}={valid}"
+  if what == "batch_size" and valid % ways == 0:
+    fix += f" (or --config.per_device_batch_size={valid // ways})"
+  return (
+    f"config.{what}={batch_size} must be divisible by the number of data-parallel devices "
+    f"({ways}) and of processes ({processes}): the batch is split over them. Next valid: "
+    f"{fix}{then}."
+  )
+
+
 def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "batch_size") -> int:
-  """Returns the per-process batch size, or explains why the global one does not split."""
+  """Returns the per-process batch size, or explains why the global one does not split and
+  names the flags of the next batch that does."""
   if not isinstance(global_batch_size, int) or global_batch_size < 1:
     raise ValueError(
       f"config.{what}={global_batch_size!r}: expected a positive integer (clips "
@@ -191,11 +308,7 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "batch_size
     )
   ways = batch_size_divisor(mesh)
   if global_batch_size % ways or global_batch_size % jax.process_count():
-    raise ValueError(
-      f"config.{what}={global_batch_size} must be divisible by the number of data-parallel "
-      f"devices ({ways} = mesh axes {'x'.join(_batch_axes(mesh))}) and of processes "
-      f"({jax.process_count()}): the batch is split over them."
-    )
+    raise ValueError(divisibility_error(global_batch_size, ways, jax.process_count(), what))
   return global_batch_size // jax.process_count()
 
 

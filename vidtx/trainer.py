@@ -452,10 +452,12 @@ GEOMETRY_FACTOR = 2.0
 
 def check_config(config: ml_collections.ConfigDict) -> list[str]:
   """The lines to print at start-up: overrides of the recipe's values (apply_recipe_defaults),
-  a geometry warning (geometry_warning); raises ValueError when the init checkpoint cannot start
-  the model (check_init_fits). May set dataset_configs.eval_min_resize (see
-  apply_recipe_defaults)."""
-  lines = apply_recipe_defaults(config)
+  the batch and learning rate for this many devices (optim.resolve_batch), a geometry warning
+  (geometry_warning); raises ValueError when the init checkpoint cannot start the model
+  (check_init_fits) or the batch does not split over the devices. May set
+  dataset_configs.eval_min_resize (see apply_recipe_defaults), batch_size, eval_batch_size and
+  lr_configs.base_learning_rate (see optim.resolve_batch)."""
+  lines = apply_recipe_defaults(config) + optim.resolve_batch(config)
   check_init_fits(config)
   warning = geometry_warning(config.dataset_configs)
   return lines + ([warning] if warning else [])

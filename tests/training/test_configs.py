@@ -82,7 +82,8 @@ def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
   model = models.build(config.model_name, config.model, dc.num_classes)
   assert model.config.dtype in ("float32", "bfloat16")
   # The fields every config has (common.training).
-  assert dict(config.mesh) == {"data": -1, "fsdp": 1, "model": 1}
+  assert dict(config.mesh) == {"data": -1, "fsdp": 1, "model": 1, "dcn_data": None}
+  assert config.per_device_batch_size is None
   assert config.grad_accum_steps == 1 and config.ema_decay == 0.0
   assert config.best_checkpoint_metric == "top1"
   assert config.lr_configs.schedule in optim.SCHEDULES
@@ -134,9 +135,21 @@ def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
     "best_checkpoint_metric",
   ):
     assert shrunk.get(field) == config.get(field), field
-  for field in ("schedule", "base_learning_rate", "decay_epochs", "decay_factor"):
+  for field in ("schedule", "decay_epochs", "decay_factor"):
     assert shrunk.lr_configs.get(field) == config.lr_configs.get(field), field
-  assert bool(shrunk.lr_configs.warmup_steps) == bool(config.lr_configs.warmup_steps)
+  warms_up = [
+    bool(c.lr_configs.warmup_steps or c.lr_configs.warmup_epochs) for c in (shrunk, config)
+  ]
+  assert warms_up[0] == warms_up[1]
+  # The learning rate follows the shrunk batch by the paper's rule (none for synthetic recipes).
+  scaling = config.get("batch_scaling")
+  if scaling is None:
+    assert shrunk.get("batch_scaling") is None
+    expected_lr = config.lr_configs.base_learning_rate
+  else:
+    assert shrunk.batch_scaling.to_dict() == dict(scaling, lr_batch_size=shrunk.batch_size)
+    expected_lr = config.lr_configs.base_learning_rate * shrunk.batch_size / config.batch_size
+  assert shrunk.lr_configs.base_learning_rate == pytest.approx(expected_lr)
   for field in (
     "train_sampling",
     "eval_sampling",
@@ -264,8 +277,10 @@ def test_recipes_follow_the_papers_tables():
     aug = config.dataset_configs.augmentation_params
     assert config.lr_configs.base_learning_rate == lr and config.num_training_epochs == epochs
     assert config.batch_size == 64 and config.lr_configs.schedule == "cosine"
-    assert config.lr_configs.warmup_steps == math.ceil(
-      2.5 * config.dataset_configs.examples_per_subset["train"] / 64
+    assert config.lr_configs.warmup_epochs == 2.5 and config.lr_configs.warmup_steps is None
+    assert (config.batch_scaling.paper_batch_size, config.batch_scaling.paper_learning_rate) == (
+      64,
+      lr,
     )
     assert aug.do_rand_augment == (magnitude is not None)
     assert aug.do_color_augment == (magnitude is None)
