@@ -1,7 +1,8 @@
 """Evaluation on 2 processes x 2 CPU devices where a process has little or no data: a 1-video
 split, a split with fewer files than processes, and a split whose second file holds no record.
 Each evaluation ends (no process waits in a collective for another) with the metrics and
-per-video results of 1 process x 4 devices on the same checkpoint."""
+per-video results of 1 process x 4 devices on the same checkpoint; a bad record on one process
+stops both. And the per-process counts the steps are agreed from."""
 
 import json
 import os
@@ -10,9 +11,13 @@ import sys
 
 import numpy as np
 import pytest
+import shared
 import tensorflow as tf
 from shared import REPO
 from test_pod_training import _env, _free_port, exact_config
+
+from vidtx import data as vidtx_data
+from vidtx.data import pipeline
 
 THIS = os.path.abspath(__file__)
 TIMEOUT_S = 240
@@ -27,12 +32,16 @@ SPLITS = {
     "empty_file.tfrecord-00001-of-00002": [],
   },
 }
+# Good videos for process 0; process 1's file (written in `run`) holds a record that is not a
+# SequenceExample.
+BAD_RECORD = {"bad_record.tfrecord-00000-of-00002": [0, 1]}
 TABLES = {
   "train": "train.tfrecord@1",
   "validation": "one_video.tfrecord@1",  # train.py's final evaluation: the cheapest split.
   "one_video": "one_video.tfrecord@1",
   "few_files": "few_files.tfrecord@1",
   "empty_file": "empty_file.tfrecord@2",
+  "bad_record": "bad_record.tfrecord@2",
 }
 # Depend on the wall clock, or on which process counted what.
 UNEQUAL = {"eval_seconds"}
@@ -89,11 +98,13 @@ def run(tmp_path_factory):
       os.path.join(synthetic, "validation.tfrecord-00000-of-00001")
     ).as_numpy_iterator()
   )
-  for files in SPLITS.values():
+  for files in [*SPLITS.values(), BAD_RECORD]:
     for name, indices in files.items():
       with tf.io.TFRecordWriter(str(data_dir / name)) as writer:
         for i in indices:
           writer.write(videos[i])
+  with tf.io.TFRecordWriter(str(data_dir / "bad_record.tfrecord-00001-of-00002")) as writer:
+    writer.write(b"not a SequenceExample")
   config_file = _config_file(root, str(data_dir))
   workdir = str(root / "run")
   _run([sys.executable, "train.py", f"--config={config_file}", f"--workdir={workdir}"], 4)
@@ -141,11 +152,8 @@ def _results(workdir: str, split: str, process_count: int) -> tuple[dict, list[d
   return results, sorted(rows, key=lambda row: row["id"])
 
 
-@pytest.mark.slow
-@pytest.mark.tier2
-@pytest.mark.parametrize("split", sorted(SPLITS))
-def test_two_processes_evaluate_like_one_when_a_process_has_few_or_no_videos(run, split):
-  config_file, workdir, references = run
+def _two_processes(config_file: str, workdir: str, split: str) -> list[tuple[int, str, str]]:
+  """eval.py on 2 processes x 2 devices: (exit code, stdout, stderr) of each."""
   port = _free_port()
   procs = [
     subprocess.Popen(
@@ -172,8 +180,16 @@ def test_two_processes_evaluate_like_one_when_a_process_has_few_or_no_videos(run
   finally:
     for p in procs:
       p.kill()
-  for p, (stdout, stderr) in zip(procs, outs, strict=True):
-    assert p.returncode == 0, stdout[-2000:] + stderr[-3000:]
+  return [(p.returncode, *out) for p, out in zip(procs, outs, strict=True)]
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+@pytest.mark.parametrize("split", sorted(SPLITS))
+def test_two_processes_evaluate_like_one_when_a_process_has_few_or_no_videos(run, split):
+  config_file, workdir, references = run
+  for code, stdout, stderr in _two_processes(config_file, workdir, split):
+    assert code == 0, stdout[-2000:] + stderr[-3000:]
   results, rows = _results(workdir, split, process_count=2)
   expected_results, expected_rows = references[split]
   videos = sum(len(indices) for indices in SPLITS[split].values())
@@ -186,3 +202,33 @@ def test_two_processes_evaluate_like_one_when_a_process_has_few_or_no_videos(run
     assert row.keys() == expected.keys()
     for key in expected:
       _assert_close(row[key], expected[key], f"{row['id']}: {key}")
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+def test_a_bad_record_on_one_process_stops_both(run):
+  """Process 1's only record is not a SequenceExample: it names the record, process 0 says
+  another process failed, and both end (neither waits in the next step for the other)."""
+  config_file, workdir, _ = run
+  (code0, _, stderr0), (code1, _, stderr1) = _two_processes(config_file, workdir, "bad_record")
+  assert code0 != 0 and code1 != 0
+  assert "bad_record.tfrecord-00001-of-00002, record 0" in stderr1, stderr1[-3000:]
+  assert "another process could not read its share" in stderr0, stderr0[-3000:]
+
+
+@pytest.mark.parametrize("sampling,clips", [("stride", 2), ("whole_video", 1)])
+def test_counted_elements_are_those_the_reader_yields(tmp_path, sampling, clips):
+  """count_eval_elements (record headers; whole videos: their lengths) equals the unmasked
+  elements of build_eval_dataset, for each process's share: 10 videos in one file, 2 processes;
+  whole videos of 10 frames in clips spanning 8 are 2 elements of 1 clip each."""
+  dc = vidtx_data.prepare_dataset(shared.tiny_config(str(tmp_path)))
+  dc.eval_sampling, dc.num_test_clips = sampling, clips
+  counts = []
+  for process in range(2):
+    shares = dict(process_index=process, process_count=2)
+    ds = pipeline.build_eval_dataset(dc, "validation", batch_size=3, **shares)
+    yielded = sum(int(batch["batch_mask"].sum()) for batch in ds.as_numpy_iterator())
+    counted = pipeline.count_eval_elements(dc, "validation", **shares)
+    assert counted == yielded
+    counts.append(counted)
+  assert counts == ([5, 5] if sampling == "stride" else [10, 10])
