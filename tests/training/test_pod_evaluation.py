@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 import shared
@@ -232,3 +233,23 @@ def test_counted_elements_are_those_the_reader_yields(tmp_path, sampling, clips)
     assert counted == yielded
     counts.append(counted)
   assert counts == ([5, 5] if sampling == "stride" else [10, 10])
+
+
+def test_counted_tfds_shares_are_those_tfds_reads(tmp_path):
+  """5 validation videos over 3 processes (tfds.even_splits: 2, 2, 1), from metadata only."""
+  from vidtx.data import records, tfds_data
+
+  builder = tfds_data.build_synthetic(
+    str(tmp_path), "motion", train_examples=3, validation_examples=5, video_length=4, video_size=8
+  )
+  name = f"vidtx_synthetic/{builder.builder_config.name}"
+  dc = ml_collections.ConfigDict(
+    dict(dataset_name=f"tfds:{name}", tfds_data_dir=str(tmp_path), tables={"val": "validation"})
+  )
+  counts = []
+  for process in range(3):
+    shares = dict(process_index=process, process_count=3)
+    read = tfds_data.records(name, dc, "validation", shuffle_seed=None, **shares)
+    counts.append(records.count_share_records(dc, "val", **shares))
+    assert counts[-1] == len(list(read.as_numpy_iterator()))
+  assert counts == [2, 2, 1]
