@@ -325,6 +325,8 @@ class MultiViewEvaluator:
       if should_stop is not None and should_stop():
         reporter.finish()  # Ends a line redrawn in place before the stop is reported.
         raise EvaluationStopped()
+      if error is not None and jax.process_count() == 1:
+        raise error  # Nobody waits for this process: before a (long) compilation.
       out = _local_copy(self._eval_step(params, sharding.to_global(device_batch, self.mesh)))
       if error is not None:
         raise error

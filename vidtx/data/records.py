@@ -213,11 +213,11 @@ def check_split_has_records(
   whole_split: bool = False,
 ) -> None:
   """Raises ValueError naming the split, base_dir and files when this process's share of a DMVR
-    split's files (with `whole_split`, all of them) holds no record: every file is shorter than
-    one record (a TFRecord without records is a 0-byte file). Stats files only up to the first
-    one that can hold a record, this process's own files first, so a healthy split costs one stat
-  of a file the process reads anyway. TFDS splits are checked by
-    their reader (tfds_data.records) from the split sizes.
+  split's files (with `whole_split`, all of them) holds no record: every file is shorter than
+  one record (a TFRecord without records is a 0-byte file). Stats files only up to the first
+  one that can hold a record, this process's own files first, so a healthy split costs one stat
+  of a file the process reads anyway. TFDS splits are checked by their reader
+  (tfds_data.records) from the split sizes.
   """
   dc = dataset_configs
   _check_process(process_index, process_count)
