@@ -195,6 +195,12 @@ def _evaluate_params(
     num_test_clips=dataset_configs.num_test_clips,
     three_spatial_crops=bool(dataset_configs.do_three_spatial_crops),
   )
+  if workdir and jax.process_index() > 0:
+    # Each process's own videos (process 0's with the results below). Process 0 made the
+    # workdir before the evaluation's first step, which every process has passed by now.
+    path = os.path.join(workdir, f"eval_{split}_videos.jsonl")
+    with training.named_write_errors(workdir, path):
+      evaluator.write_videos(path)
   if jax.process_index() == 0:
     written = ""
     if workdir:

@@ -8,6 +8,11 @@ for single-label data; per split and "action" accuracy for class splits (EPIC-Ki
 multi-label data. Per-video results are kept for the results file, and the confusion counts
 for the per-class files (`write_class_reports`).
 
+With several processes each reads its own share of the split; the number of steps is agreed once
+per run from the shares' sizes (`_num_batches`), a process out of data feeds masked batches, and
+the step's outputs are replicated, so every process combines the views of every video and none
+can wait for another that stopped (docs/training.md, "Evaluation on many hosts").
+
 Process 0 prints a progress line while it runs (`validation: done/total videos | views/s |
 ETA`, vidtx.progress.Reporter): K400 at 4 x 3 views takes hours.
 """
@@ -201,6 +206,7 @@ class MultiViewEvaluator:
     # (file suffix, (K, K) counts, class names) of each head: one, or one per class split.
     self.class_reports: list[tuple[str, np.ndarray, list[str]]] = []
     self._noted_multi_label = False
+    self._batches_per_run: int | None = None  # _num_batches, once counted
 
   def _step(self, params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     views = batch["inputs"]
@@ -209,50 +215,96 @@ class MultiViewEvaluator:
     clips = views.reshape((b * v,) + views.shape[2:])
     logits, _ = self.model.apply({"params": params}, clips, train=False)
     logits = logits.astype(jnp.float32).reshape(b, v, -1)  # (B*V, K) -> (B, V, K)
-    # Replicated out: every process gets the whole global batch and aggregates all videos.
+    # Replicated out: every process gets the whole global batch and aggregates all videos; the
+    # gather is part of this step, not an extra cross-host sync.
     return {
       "logits": logits,
       "label": batch["label"],
       "video_index": batch["video_index"],
       "view_mask": batch["view_mask"] * batch["batch_mask"][:, None],
+      # Whether any process could not produce this batch: all of them stop after this step.
+      "failed": jnp.max(batch["failed"]),
     }
 
-  def _batches(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """(device batch, host fields) until every process has run out of data.
+  def _num_batches(self) -> int | None:
+    """The steps of every evaluation of this split: the largest share's batches, agreed once
+    per run (one all-gather of each process's count; the files do not change during a run).
+    None with one process: it reads until its data ends, with nobody to agree with.
 
-    Processes can hold different numbers of videos (and whole videos different numbers of
-    chunks); all of them must run the same number of steps or the collective in the jitted step
-    would wait forever, so a process that has finished feeds fully masked batches.
+    Every process runs exactly this many steps (a process out of data feeds masked batches), so
+    none can wait in the step's collective for another that has stopped.
     """
+    if jax.process_count() == 1:
+      return None
+    if self._batches_per_run is not None:
+      return self._batches_per_run
+    error = None
+    try:
+      elements = vidtx_data.count_eval_elements(
+        self.dataset_configs,
+        self.split,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+      )
+      local = -(-elements // self._local_batch_size)  # ceil
+    except Exception as e:  # Raised after the gather, on every process, instead of a hang.
+      error, local = e, -1
+    counts = multihost_utils.process_allgather(np.array(local, np.int64)).tolist()
+    if error is not None:
+      raise error
+    if min(counts) < 0:
+      raise ValueError(
+        f"Evaluation of split {self.split!r}: process {counts.index(-1)} could not count its "
+        "share of the split's videos; its log says why."
+      )
+    self._batches_per_run = max(counts)
+    return self._batches_per_run
+
+  def _batches(
+    self,
+  ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray], Exception | None]]:
+    """(device batch, host fields, this process's error or None) for each of the evaluation's
+    steps (`_num_batches`; one process: until its data ends).
+
+    A process that has run out of data feeds fully masked batches, made from the dataset's
+    element spec (it may never have seen an element). A read error or bad record is not raised
+    here, where the other processes would wait for this one in the next step: the batch goes
+    out masked and flagged ('failed'), and every process stops after that step.
+    """
+    num_batches = self._num_batches()
+    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
     dataset = vidtx_data.build_eval_dataset(
-      self.dataset_configs,
-      self.split,
-      batch_size=self._local_batch_size,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
+      self.dataset_configs, self.split, batch_size=self._local_batch_size, **process
     )
+    masked = _masked_batch(dataset.element_spec)
     iterator = dataset.as_numpy_iterator()
-    template = None
-    while True:
+    step = 0
+    while num_batches is None or step < num_batches:
+      error = None
       try:
         batch = next(iterator, None)
-      except tf.errors.OpError as error:  # Named: the file and record, or the empty split.
-        raise bad_records.reader_error(
-          error,
-          self.dataset_configs,
-          self.split,
-          process_index=jax.process_index(),
-          process_count=jax.process_count(),
-        ) from error
-      has_data = batch is not None
-      if jax.process_count() > 1:
-        has_data = bool(np.any(multihost_utils.process_allgather(np.array(has_data))))
-      if not has_data:
-        return
-      if batch is None:
-        batch = {k: np.zeros_like(x) for k, x in template.items()}
-      template = batch
-      yield bad_records.split_host_fields(batch, skip_bad_records=self.skip_bad_records)
+        if num_batches is None:
+          if batch is None:
+            return
+        elif step == num_batches - 1 and batch is not None and next(iterator, None) is not None:
+          raise ValueError(
+            f"Split {self.split!r}: process {jax.process_index()} has more than the "
+            f"{num_batches} batches counted (vidtx.data.pipeline.count_eval_elements); its "
+            "files changed during the run?"
+          )
+        device_batch, host = bad_records.split_host_fields(
+          masked if batch is None else batch, skip_bad_records=self.skip_bad_records
+        )
+      except tf.errors.OpError as e:  # Named: the file and record, or the empty split.
+        error = bad_records.reader_error(e, self.dataset_configs, self.split, **process)
+        error.__cause__ = e
+      except ValueError as e:  # A bad record, without skip_bad_records.
+        error = e
+      if error is not None:
+        device_batch, host = bad_records.split_host_fields(masked)
+      device_batch["failed"] = np.full_like(device_batch["batch_mask"], error is not None)
+      yield device_batch, host, error
+      step += 1
 
   def run(self, params: Any, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """The evaluation of `params`; with `should_stop` (one process), EvaluationStopped as soon as
@@ -269,11 +321,20 @@ class MultiViewEvaluator:
       enabled=self.progress and jax.process_index() == 0,
       final_line=False,  # A short evaluation adds no line; a long one ends its own.
     )
-    for device_batch, host in self._batches():
+    for device_batch, host, error in self._batches():
       if should_stop is not None and should_stop():
         reporter.finish()  # Ends a line redrawn in place before the stop is reported.
         raise EvaluationStopped()
-      out = jax.device_get(self._eval_step(params, sharding.to_global(device_batch, self.mesh)))
+      if error is not None and jax.process_count() == 1:
+        raise error  # Nobody waits for this process: before a (long) compilation.
+      out = _local_copy(self._eval_step(params, sharding.to_global(device_batch, self.mesh)))
+      if error is not None:
+        raise error
+      if out["failed"]:
+        raise ValueError(
+          f"Evaluation of split {self.split!r} stopped: another process could not read its "
+          "share of the split (its log names the file and record)."
+        )
       scores = view_scores(
         out["logits"],
         self.aggregation,
@@ -311,12 +372,16 @@ class MultiViewEvaluator:
       )
     # This process's videos: the others' have no id here.
     mine = [row for row, video in enumerate(videos) if video.video_id is not None]
-    self.videos = metrics.per_video_rows(
-      [videos[row].video_id for row in mine],
-      scores[mine],
-      targets[mine],
-      k=5,
-      class_names=self.class_names,
+    self.videos = (
+      metrics.per_video_rows(
+        [videos[row].video_id for row in mine],
+        scores[mine],
+        targets[mine],
+        k=5,
+        class_names=self.class_names,
+      )
+      if mine
+      else []  # A process whose share of the split is empty.
     )
     return results
 
@@ -417,6 +482,27 @@ class MultiViewEvaluator:
         + ", ".join(f"{row['name']} {row['accuracy']:.1%} of {row['support']}" for row in rows)
       )
     return "\n".join(lines)
+
+
+def _masked_batch(element_spec: dict[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
+  """A batch of the reader's shapes and dtypes with every element masked (batch_mask 0): zeros,
+  False, and b'' for strings, as as_numpy_iterator yields them."""
+  batch = {}
+  for key, spec in element_spec.items():
+    if not spec.shape.is_fully_defined():
+      raise ValueError(f"The evaluation batch's {key!r} has no fixed shape: {spec.shape}.")
+    shape = tuple(spec.shape.as_list())
+    if spec.dtype == tf.string:
+      batch[key] = np.full(shape, b"", dtype=object)
+    else:
+      batch[key] = np.zeros(shape, spec.dtype.as_numpy_dtype)
+  return batch
+
+
+def _local_copy(tree: Any) -> Any:
+  """The replicated outputs of a step as numpy, from this process's first device (never a
+  transfer from another host's devices)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
 def summary(results: dict[str, Any]) -> str:

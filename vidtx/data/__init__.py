@@ -20,6 +20,7 @@ __all__ = [
   "build_eval_dataset",
   "build_train_dataset",
   "class_names",
+  "count_eval_elements",
   "prepare_dataset",
   "read_label_names",
   "reader_error",
@@ -33,6 +34,7 @@ DATASETS = ("synthetic", "dmvr", "tfds:NAME")
 _LAZY = {
   "build_eval_dataset": "pipeline",
   "build_train_dataset": "pipeline",
+  "count_eval_elements": "pipeline",
   "reader_error": "bad_records",
 }
 
@@ -65,9 +67,10 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   if name.startswith("tfds:"):
     return _prepare_tfds(name, dataset_configs)
   validate_dataset_configs(dataset_configs)  # Before the (slow) generation.
+  import jax
   import tensorflow as tf
 
-  from vidtx.data import dmvr, records, synthetic
+  from vidtx.data import records, synthetic
 
   if name == "synthetic":
     task_name = dataset_configs.get("task", "motion")
@@ -99,10 +102,18 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         "config.dataset_configs.tables is empty; expected e.g. "
         "{'train': 'train.tfrecord@16', 'validation': 'validation.tfrecord@4'}."
       )
-    for split, table in tables.items():
-      dmvr.expand_table(base_dir, table)  # Raises ValueError naming the missing file.
+    for split in tables:
+      # One listing of the split's files for the whole run (records.split_files); raises
+      # ValueError naming a missing file.
+      records.split_files(dataset_configs, split, refresh=True)
       # A split of 0-byte files would train forever on nothing: name it before any compile.
-      records.check_split_has_records(dataset_configs, split, whole_split=True)
+      records.check_split_has_records(
+        dataset_configs,
+        split,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        whole_split=True,
+      )
   return dataset_configs
 
 

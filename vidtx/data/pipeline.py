@@ -265,32 +265,13 @@ def build_train_dataset(
 # ---------------------------------------------------------------------------------------------
 
 
-def build_eval_dataset(
-  dataset_configs: ml_collections.ConfigDict,
-  split: str,
-  *,
-  batch_size: int,
-  process_index: int = 0,
-  process_count: int = 1,
+def _eval_videos(
+  dc: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
 ) -> tf.data.Dataset:
-  """One pass over this process's share of `split`; the last batch is padded (batch_mask 0).
-
-  Each element holds V views of one video; 'whole_video' sampling splits a long video into
-  several elements with the same video_index (process_index + process_count * local index).
-  """
-  dc = dataset_configs
-  reader_config.validate_dataset_configs(dc)
-  _check_split(dc, split, batch_size)
-  num_frames, crop = int(dc.num_frames), int(dc.crop_size)
-  clips_per_element = int(dc.get("num_test_clips", 1))
-  crops = 3 if dc.get("do_three_spatial_crops", False) else 1
-  num_views = clips_per_element * crops
+  """This process's videos of `split`, each parsed with the frame indices of its evaluation
+  clips ('indices' (num_clips, T)), its label and error ('' when readable); nothing decoded."""
+  num_frames = int(dc.num_frames)
   label_spec = records.label_spec(dc)
-  # The whole split: a process whose share is empty while others have videos is fine (the
-  # evaluator feeds it masked batches), a split without a video is not.
-  records.check_split_has_records(
-    dc, split, process_index=process_index, process_count=process_count, whole_split=True
-  )
   ds = records.split_records(
     dc, split, process_index=process_index, process_count=process_count, shuffle_seed=None
   ).enumerate()
@@ -328,6 +309,69 @@ def build_eval_dataset(
       "video_index": process_index + process_count * local_index,
     }
 
+  return records.protected_map(ds, plan, unreadable_plan)
+
+
+def _num_chunks(video: dict[str, tf.Tensor], clips_per_element: int) -> tf.Tensor:
+  """How many elements (chunks of clips_per_element clips) a video's clips fill; at least 1."""
+  num_clips = tf.shape(video["indices"])[0]
+  return tf.maximum((num_clips + clips_per_element - 1) // clips_per_element, 1)
+
+
+def count_eval_elements(
+  dataset_configs: ml_collections.ConfigDict,
+  split: str,
+  *,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> int:
+  """How many elements (before batching) build_eval_dataset yields for this process.
+
+  One element per video, so the count of the share's records (records.count_share_records:
+  record headers or TFDS metadata, no video read); with eval_sampling='whole_video' a video
+  fills as many elements as its length needs, so this process's videos are parsed once (frames
+  read, not decoded).
+  """
+  dc = dataset_configs
+  reader_config.validate_dataset_configs(dc)
+  shares = dict(process_index=process_index, process_count=process_count)
+  if dc.get("eval_sampling", "stride") != "whole_video":
+    return records.count_share_records(dc, split, **shares)
+  clips_per_element = int(dc.get("num_test_clips", 1))
+  chunks = _eval_videos(dc, split, **shares).map(
+    lambda video: tf.cast(_num_chunks(video, clips_per_element), tf.int64)
+  )
+  return int(chunks.reduce(tf.constant(0, tf.int64), lambda total, n: total + n))
+
+
+def build_eval_dataset(
+  dataset_configs: ml_collections.ConfigDict,
+  split: str,
+  *,
+  batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> tf.data.Dataset:
+  """One pass over this process's share of `split`; the last batch is padded (batch_mask 0).
+
+  Each element holds V views of one video; 'whole_video' sampling splits a long video into
+  several elements with the same video_index (process_index + process_count * local index).
+  count_eval_elements says how many elements there are without reading the videos.
+  """
+  dc = dataset_configs
+  reader_config.validate_dataset_configs(dc)
+  _check_split(dc, split, batch_size)
+  num_frames, crop = int(dc.num_frames), int(dc.crop_size)
+  clips_per_element = int(dc.get("num_test_clips", 1))
+  crops = 3 if dc.get("do_three_spatial_crops", False) else 1
+  num_views = clips_per_element * crops
+  # The whole split: a process whose share is empty while others have videos is fine (the
+  # evaluator feeds it masked batches), a split without a video is not.
+  records.check_split_has_records(
+    dc, split, process_index=process_index, process_count=process_count, whole_split=True
+  )
+  ds = _eval_videos(dc, split, process_index, process_count)
+
   def chunk(video, k):
     num_clips = tf.shape(video["indices"])[0]
     # Clips [k * C, (k + 1) * C) of the video; the last chunk repeats its last clip, masked.
@@ -352,15 +396,12 @@ def build_eval_dataset(
 
   @records.no_autograph
   def chunks(video):
-    num_chunks = tf.maximum(
-      (tf.shape(video["indices"])[0] + clips_per_element - 1) // clips_per_element, 1
-    )
+    num_chunks = _num_chunks(video, clips_per_element)
     ks = tf.data.Dataset.range(tf.cast(num_chunks, tf.int64)).map(
       records.no_autograph(lambda k: (video, k))
     )
     return records.protected_map(ks, chunk, unreadable_chunk)
 
-  ds = records.protected_map(ds, plan, unreadable_plan)
   ds = ds.interleave(
     chunks, block_length=1, num_parallel_calls=records.AUTOTUNE, deterministic=True
   )

@@ -134,13 +134,56 @@ def _check_process(process_index: int, process_count: int) -> None:
     )
 
 
+# The files of each table, listed once per process (dmvr.expand_table: one listing per table)
+# and reused for the run: the share, the checks and the error messages all ask for them.
+# prepare_dataset lists afresh (refresh=True), so a run starts from what the directory holds.
+_FILES: dict[tuple[str, str], list[str]] = {}
+
+
+def split_files(dc: ml_collections.ConfigDict, split: str, *, refresh: bool = False) -> list[str]:
+  """All files of a DMVR split, listed once per process (see _FILES)."""
+  table = dc.tables[split]
+  key = (str(dc.base_dir), repr(table if isinstance(table, str) else list(table)))
+  if refresh or key not in _FILES:
+    _FILES[key] = dmvr.expand_table(dc.base_dir, table)
+  return list(_FILES[key])
+
+
 def share_files(
   dc: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
 ) -> tuple[list[str], bool]:
   """(the files this process reads, whether processes read different files) of a DMVR split."""
-  files = dmvr.expand_table(dc.base_dir, dc.tables[split])
+  files = split_files(dc, split)
   shard_files = len(files) >= process_count
   return (files[process_index::process_count] if shard_files else files), shard_files
+
+
+def count_share_records(
+  dc: ml_collections.ConfigDict, split: str, *, process_index: int = 0, process_count: int = 1
+) -> int:
+  """How many records this process's share of `split` yields, without reading the videos.
+
+  DMVR: the record headers of the share's files (dmvr.count_records: 12 bytes a record); with
+  fewer files than processes, every process reads all files and keeps one record in
+  process_count (_dmvr_records), so its count follows from the split's total. TFDS: the split's
+  size from its metadata and tfds.even_splits' rule (the first N % P shares hold one more).
+  """
+  _check_process(process_index, process_count)
+  if is_tfds(dc):
+    from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
+
+    name = dc.dataset_name[len("tfds:") :]
+    total = tfds_data.info(name, dc)["examples_per_subset"][dc.tables[split]]
+    return total // process_count + int(process_index < total % process_count)
+  files, shard_files = share_files(dc, split, process_index, process_count)
+  if "://" in str(dc.base_dir):  # Remote files: one round trip per header, files in parallel.
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+      total = sum(pool.map(dmvr.count_records, files))
+  else:
+    total = sum(dmvr.count_records(name) for name in files)
+  if shard_files:
+    return total
+  return len(range(process_index, total, process_count))
 
 
 def share_text(process_index: int, process_count: int, shard_files: bool) -> str:
@@ -172,21 +215,26 @@ def check_split_has_records(
   """Raises ValueError naming the split, base_dir and files when this process's share of a DMVR
   split's files (with `whole_split`, all of them) holds no record: every file is shorter than
   one record (a TFRecord without records is a 0-byte file). Stats files only up to the first
-  one that can hold a record, so a healthy split costs one stat. TFDS splits are checked by
-  their reader (tfds_data.records) from the split sizes.
+  one that can hold a record, this process's own files first, so a healthy split costs one stat
+  of a file the process reads anyway. TFDS splits are checked by their reader
+  (tfds_data.records) from the split sizes.
   """
   dc = dataset_configs
   _check_process(process_index, process_count)
   if is_tfds(dc):
     return
   if whole_split:
-    files = dmvr.expand_table(dc.base_dir, dc.tables[split])
+    files = split_files(dc, split)
     share = "the whole split"
+    # This process's own files first: a healthy split costs one stat of a file it reads.
+    own = set(share_files(dc, split, process_index, process_count)[0])
+    order = [name for name in files if name in own] + [name for name in files if name not in own]
   else:
     files, shard_files = share_files(dc, split, process_index, process_count)
     share = share_text(process_index, process_count, shard_files)
+    order = files
   sizes = []
-  for name in files:
+  for name in order:
     size = tf.io.gfile.stat(name).length
     if size >= dmvr.MIN_RECORD_BYTES:
       return
@@ -208,11 +256,11 @@ def empty_files_warning(dataset_configs: ml_collections.ConfigDict, split: str) 
   """A warning naming the files of a DMVR split that hold no record (0 bytes, or shorter than
   one record) while its other files do, or None. Such a split trains without complaint on the
   records of the others only: say so at start-up. (A split without any record is an error:
-  check_split_has_records.) Stats every file, in parallel for a bucket."""
+  check_split_has_records.) Stats every file, in parallel for a bucket: call it on one process."""
   dc = dataset_configs
   if is_tfds(dc):
     return None
-  files = dmvr.expand_table(dc.base_dir, dc.tables[split])
+  files = split_files(dc, split)
   if len(files) < 2:
     return None
   stat = lambda name: tf.io.gfile.stat(name).length  # noqa: E731

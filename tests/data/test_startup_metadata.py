@@ -1,0 +1,80 @@
+"""The filesystem requests of a start: each split's files listed once per process, and only the
+files of the process's own share looked at (process 1 of 2 simulated in one process)."""
+
+import collections
+import os
+
+import jax
+import pytest
+import tensorflow as tf
+from shared import tiny_config
+
+from vidtx import data as vidtx_data
+from vidtx.data import pipeline, records
+
+TRAIN_SHARDS, VALIDATION_SHARDS = 64, 8
+
+
+def counted_gfile(monkeypatch) -> collections.Counter:
+  """Counts each tf.io.gfile request by (function, path): what the cost on a bucket is."""
+  calls = collections.Counter()
+  for name in ("glob", "listdir", "exists", "stat", "isdir", "GFile", "walk"):
+    original = getattr(tf.io.gfile, name)
+
+    def counted(path, *args, _original=original, _name=name, **kwargs):
+      calls[_name, str(path)] += 1
+      return _original(path, *args, **kwargs)
+
+    monkeypatch.setattr(tf.io.gfile, name, counted)
+  return calls
+
+
+@pytest.fixture
+def dataset(tmp_path):
+  """A DMVR config of 64 train and 8 validation shards of 2 small records each."""
+  for split, shards in (("train", TRAIN_SHARDS), ("validation", VALIDATION_SHARDS)):
+    for i in range(shards):
+      with tf.io.TFRecordWriter(str(tmp_path / f"{split}.tfrecord-{i:05d}-of-{shards:05d}")) as w:
+        w.write(b"a record")
+        w.write(b"another")
+  config = tiny_config(str(tmp_path))
+  config.dataset_name = "dmvr"
+  config.dataset_configs.tables = {
+    "train": f"train.tfrecord@{TRAIN_SHARDS}",
+    "validation": f"validation.tfrecord@{VALIDATION_SHARDS}",
+  }
+  return config
+
+
+def test_a_start_lists_each_split_once_and_looks_only_at_its_own_files(dataset, monkeypatch):
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  calls = counted_gfile(monkeypatch)
+  shares = dict(process_index=1, process_count=2)
+  # What train.py does on process 1 before step 1, then an evaluation (twice: the counts once).
+  dc = vidtx_data.prepare_dataset(dataset)
+  vidtx_data.build_train_dataset(dc, batch_size=2, seed=0, **shares)
+  for _ in range(2):
+    vidtx_data.build_eval_dataset(dc, "validation", batch_size=2, **shares)
+  assert pipeline.count_eval_elements(dc, "validation", **shares) == VALIDATION_SHARDS // 2 * 2
+
+  by_function = collections.Counter()
+  for (function, _), n in calls.items():
+    by_function[function] += n
+  own = set()
+  for split in ("train", "validation"):
+    own |= set(records.share_files(dc, split, 1, 2)[0])
+  looked_at = {path for (function, path) in calls if function not in ("glob", "isdir")}
+  assert looked_at <= own, sorted(looked_at - own)[:3]
+  assert len(own) == (TRAIN_SHARDS + VALIDATION_SHARDS) // 2
+  # 1 listing per split; base_dir checked once; 1 stat per split at prepare_dataset, 1 for the
+  # training share, 1 per evaluation; the 4 own validation files counted (stat + header read).
+  assert by_function == {"glob": 2, "isdir": 1, "stat": 2 + 1 + 2 + 4, "GFile": 4}, by_function
+
+
+def test_prepare_dataset_lists_again_and_names_a_missing_shard(dataset):
+  dc = vidtx_data.prepare_dataset(dataset)
+  assert len(records.split_files(dc, "train")) == TRAIN_SHARDS
+  os.remove(os.path.join(dc.base_dir, f"train.tfrecord-00005-of-{TRAIN_SHARDS:05d}"))
+  with pytest.raises(ValueError, match=r"Shard .*train.tfrecord-00005-of-00064 .*\(1 of its 64"):
+    vidtx_data.prepare_dataset(dataset)
