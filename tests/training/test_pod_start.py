@@ -242,7 +242,7 @@ def _copy_run(source_run: str, tmp_path) -> str:
 def test_process_0_decides_from_what_it_reads_itself(source_run, tmp_path, monkeypatch):
   """check_intact reads a checkpoint without restoring it: a removed metadata file, a removed
   or cut data file of the state, a removed input position are damage; a read that fails
-  otherwise (an I/O error) is not, and nothing is moved for it."""
+  otherwise (an I/O error) is not, and nothing is moved for it (one process: the same rule)."""
   config = pod.exact_config("unused", 1)
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
   _, abstract = state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)
@@ -280,6 +280,11 @@ def test_process_0_decides_from_what_it_reads_itself(source_run, tmp_path, monke
   decision = training._decide(manager, abstract, True)
   assert decision["kind"] == "unreadable", decision
   assert "Input/output error" in decision["error"] and "nothing was moved" in decision["error"]
+  # One process decides the same way while restoring.
+  monkeypatch.setattr(training, "restore_step", failing_open)
+  with pytest.raises(training.DamagedCheckpointError, match="Input/output error.*nothing was"):
+    training.restore_newest_intact(manager, abstract, skip_damaged=True)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
 
 
 @pytest.mark.slow
@@ -305,3 +310,15 @@ def test_pod_rehearsal_of_the_k400_vivit_fe_recipe(tmp_path):
   assert json.loads(stdout.strip().splitlines()[-1]).keys() == {"top1", "top5"}
   steps = [line["step"] for line in _losses(tmp_path / "pod")]
   assert steps == [1, 2, 2, 3, 4, 4]  # Training lines and the evaluations at 2 and 4.
+
+
+def test_eval_of_a_converted_checkpoint_places_it_on_the_mesh(data_dir, source_run, tmp_path):
+  """eval.py --checkpoint: the converted parameters placed replicated by every process (place),
+  giving the run's own final evaluation."""
+  from vidtx import convert, evaluate
+
+  converted = str(tmp_path / "converted")
+  convert.convert(source_run, converted)
+  results = evaluate.evaluate(pod.exact_config(data_dir, 1), None, checkpoint=converted)
+  final = _losses(source_run)[-1]
+  np.testing.assert_allclose(results["top1"], final["val_top1"], rtol=1e-6)

@@ -198,7 +198,10 @@ def restore_newest_intact(
   Then, with `skip_damaged`, the newest intact checkpoint is restored and the damaged ones are
   moved to WORKDIR/damaged_checkpoints/ (kept, never deleted: they may be repairable);
   otherwise DamagedCheckpointError says which are damaged and which is the newest intact one.
-  A checkpoint of another model fails as ValueError naming the parameters that differ.
+  Damage is what _is_damage recognises (a file missing, empty, cut short, not parseable); a read
+  that fails otherwise (an I/O error, a permission) raises DamagedCheckpointError with its reason
+  and moves nothing. A checkpoint of another model fails as ValueError naming the parameters
+  that differ.
 
   On several processes the choice is made once (restore_decided_once): process 0 decides which
   checkpoint every process restores and which are damaged, and alone moves them aside.
@@ -212,7 +215,9 @@ def restore_newest_intact(
       state = restore_step(manager, abstract_state, step)
     except CheckpointMismatchError:
       raise
-    except Exception as e:  # noqa: BLE001 - any failure to read it: a missing file, bad bytes.
+    except Exception as e:  # noqa: BLE001 - told apart by _is_damage below.
+      if not _is_damage(e):
+        raise DamagedCheckpointError(_unreadable_message(manager, step, e)) from e
       damaged.append((step, _first_line(e)))
       continue
     if damaged:
@@ -227,6 +232,14 @@ def _first_line(error: BaseException) -> str:
   text = f"{type(error).__name__}: {error}".strip()
   line = text.splitlines()[0] if text else type(error).__name__
   return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _unreadable_message(manager: ocp.CheckpointManager, step: int, error: BaseException) -> str:
+  return (
+    f"Reading checkpoint {manager.directory}/{step} failed: {_first_line(error)}. This does not "
+    "show the checkpoint is damaged (a permission, an I/O error, a time-out?), so nothing was "
+    "moved: check the file system and rerun."
+  )
 
 
 def _none_restorable(manager: ocp.CheckpointManager, damaged: list[tuple[int, str]]) -> str:
@@ -304,13 +317,7 @@ def check_intact(manager: ocp.CheckpointManager, abstract_state: TrainState, ste
     name: getattr(abstract_state, name) if has_value else None
     for name, has_value in _saved_fields(tree).items()
   }
-  differences = _shape_differences(tree, target)
-  if differences:
-    raise CheckpointMismatchError(
-      f"Checkpoint {manager.directory}/{step} is of another model than the config "
-      f"({'; '.join(differences[:4])}). Resume with the run's own config (its config.json "
-      "lists it), or train the new config in a new --workdir."
-    )
+  _check_same_model(manager, step, tree, target)
   step_dir = os.path.join(str(manager.directory), str(step))
   legacy = _legacy_item(manager, step)
   if not legacy:
@@ -321,6 +328,14 @@ def check_intact(manager: ocp.CheckpointManager, abstract_state: TrainState, ste
     except json.JSONDecodeError as e:
       raise ValueError(f"{data} is corrupt: {e}") from e
   state_dir = legacy or os.path.join(step_dir, "state")
+  # (_metadata_tree read it above; older orbax wrote none, or a directory per array instead
+  # of one store: their restore reads those.)
+  metadata = os.path.join(state_dir, "_METADATA")
+  if not os.path.isfile(metadata):
+    return
+  with open(metadata, encoding="utf-8") as f:
+    if not json.load(f).get("use_ocdbt"):
+      return
   store = ts.KvStore.open(
     {"driver": "ocdbt", "base": f"file://{os.path.abspath(state_dir)}"}
   ).result()
@@ -375,12 +390,7 @@ def _decide(
       return {"error": str(e), "kind": "mismatch"}
     except Exception as e:  # noqa: BLE001 - told apart by _is_damage below.
       if not _is_damage(e):
-        return {
-          "error": f"Reading checkpoint {manager.directory}/{step} failed: {_first_line(e)}. "
-          "This does not show the checkpoint is damaged (a permission, an I/O error, a "
-          "time-out?), so nothing was moved: check the file system and rerun.",
-          "kind": "unreadable",
-        }
+        return {"error": _unreadable_message(manager, step, e), "kind": "unreadable"}
       damaged.append((step, _first_line(e)))
       continue
     if damaged and not skip_damaged:
@@ -452,6 +462,23 @@ def _saved_fields(tree: dict[str, Any]) -> dict[str, bool]:
   return {name: getattr(value, "value_type", None) != "None" for name, value in tree.items()}
 
 
+def _check_same_model(
+  manager: ocp.CheckpointManager, step: int, tree: dict[str, Any], target: dict[str, Any]
+) -> None:
+  """CheckpointMismatchError (one line) when checkpoint `step` (its metadata `tree`) holds
+  parameters of other names or shapes than `target`."""
+  differences = _shape_differences(tree, target)
+  if differences:
+    shown = "; ".join(differences[:4]) + (
+      f"; ... ({len(differences)} in all)" if len(differences) > 4 else ""
+    )
+    raise CheckpointMismatchError(
+      f"Checkpoint {manager.directory}/{step} is of another model than the config ({shown}). "
+      "Resume with the run's own config (its config.json lists it), or train the new config "
+      "in a new --workdir."
+    )
+
+
 def restore_step(
   manager: ocp.CheckpointManager, abstract_state: TrainState, step: int
 ) -> TrainState:
@@ -467,16 +494,7 @@ def restore_step(
     name: getattr(abstract_state, name) if has_value else None
     for name, has_value in _saved_fields(tree).items()
   }
-  differences = _shape_differences(tree, target)
-  if differences:
-    shown = "; ".join(differences[:4]) + (
-      f"; ... ({len(differences)} in all)" if len(differences) > 4 else ""
-    )
-    raise CheckpointMismatchError(
-      f"Checkpoint {manager.directory}/{step} is of another model than the config ({shown}). "
-      "Resume with the run's own config (its config.json lists it), or train the new config "
-      "in a new --workdir."
-    )
+  _check_same_model(manager, step, tree, target)
   try:
     legacy = _legacy_item(manager, step)
     if legacy:
