@@ -127,7 +127,14 @@ def _evaluate(
       dict(num_frames=dataset_configs.num_frames, crop_size=dataset_configs.crop_size),
       where=f"--checkpoint={checkpoint} with the config's clips",
     )
-    params = jax.device_put(converted.params, sharding.replicated(mesh))
+    # Every process read the same file: each places its own devices' copies (any host count).
+    replicated = sharding.replicated(mesh)
+    params = state_lib.place(
+      converted.params,
+      jax.tree.map(
+        lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=replicated), converted.params
+      ),
+    )
     return _evaluate_params(
       config, model, params, dataset_configs, mesh, split, workdir, own_workdir, step=0
     )

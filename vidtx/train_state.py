@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -128,15 +129,63 @@ def replace_params(
   state: TrainState, params: Any, tx: optax.GradientTransformation, abstract_state: TrainState
 ) -> TrainState:
   """`state` with new (host) params placed in their shardings, a fresh optimizer state and the
-  EMA (if kept) starting from them."""
+  EMA (if kept) starting from them. On several hosts every process passes the same `params`
+  and places only its own devices' shards (place)."""
   param_shardings = jax.tree.map(lambda s: s.sharding, abstract_state.params)
-  params = jax.device_put(params, param_shardings)
+  params = place(params, abstract_state.params)
   opt_shardings = jax.tree.map(lambda s: s.sharding, abstract_state.opt_state)
   opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
   ema_params = None
   if state.ema_params is not None:
     ema_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=param_shardings)(params)
   return state.replace(params=params, opt_state=opt_state, ema_params=ema_params)
+
+
+# ----------------------------------------------------------------------------------------
+# Between host and devices on any number of hosts. A global array sharded over several
+# hosts cannot be fetched by one of them (jax.device_get raises "spans non-addressable
+# devices"); these move only what each process holds itself.
+# ----------------------------------------------------------------------------------------
+
+
+def fetch_replicated(tree: Any) -> Any:
+  """`tree`'s arrays on the host as numpy, each read from this process's own copy: they must be
+  replicated (a train step's metrics, arrays on one local device). ValueError for a sharded
+  array (gather it with host_copy)."""
+
+  def fetch(x: Any) -> np.ndarray:
+    if not isinstance(x, jax.Array):
+      return np.asarray(x)
+    if not x.is_fully_replicated:
+      raise ValueError(
+        f"fetch_replicated: an array of shape {x.shape} is sharded ({x.sharding}); "
+        "gather it with train_state.host_copy."
+      )
+    return np.asarray(x.addressable_data(0))
+
+  return jax.tree.map(fetch, tree)
+
+
+def host_copy(tree: Any, mesh: Mesh) -> Any:
+  """`tree`'s (sharded) arrays as numpy on every host: each array is gathered by a jit whose
+  output is replicated on `mesh`, then read from this process's copy. One array at a time, so
+  devices hold at most the largest one whole, never the whole tree."""
+  gather = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
+  return jax.tree.map(lambda x: fetch_replicated(gather(x)), tree)
+
+
+def place(host_tree: Any, abstract_tree: Any) -> Any:
+  """Host (numpy) arrays as global arrays in the shapes, dtypes and shardings of
+  `abstract_tree` (jax.ShapeDtypeStruct leaves). Each process builds only the shards of its own
+  devices from its copy, so every process must pass the same values."""
+
+  def put(value: Any, abstract: jax.ShapeDtypeStruct) -> jax.Array:
+    value = np.asarray(value, abstract.dtype)
+    if value.shape != abstract.shape:
+      raise ValueError(f"place: a value of shape {value.shape} for an array of {abstract.shape}.")
+    return jax.make_array_from_callback(abstract.shape, abstract.sharding, lambda i: value[i])
+
+  return jax.tree.map(put, host_tree, abstract_tree)
 
 
 # ----------------------------------------------------------------------------------------

@@ -157,8 +157,11 @@ def _train_and_evaluate(
   if restored is None and config.get("init_from") and config.init_from.get("checkpoint_path"):
     # A fresh run starts from a pretrained checkpoint by the papers' rules (image ViT) or by
     # name (a video model of the same family); a resumed run has its own parameters already.
+    # The fresh parameters on every host (gathered one array at a time: a process cannot
+    # fetch shards of other hosts' devices); every process computes the same result and
+    # places only its own devices' shards of it (state_lib.replace_params).
     params, report = init_from.initialise(
-      jax.device_get(state.params),
+      state_lib.host_copy(state.params, mesh),
       model_name=config.model_name,
       model_config=model.config,
       init_config=config.init_from,
@@ -243,7 +246,8 @@ def _train_and_evaluate(
   def fetch_and_check() -> list[dict[str, float]]:
     """The pending metrics on the host; stops at the first non-finite loss or gradient."""
     nonlocal pending
-    fetched = [(s, jax.device_get(m)) for s, m in pending]
+    # Metrics are replicated (the step's out_shardings): each process reads its own copy.
+    fetched = [(s, state_lib.fetch_replicated(m)) for s, m in pending]
     pending = []
     for s, m in fetched:
       if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):

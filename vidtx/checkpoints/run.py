@@ -175,7 +175,8 @@ def export_run(
     )
   # The optimizer state stays behind: a converted checkpoint holds the parameters only.
   # A run that keeps an EMA (config.ema_decay) is evaluated with it, so that is what it exports.
-  params = jax.tree.map(np.asarray, jax.device_get(state_lib.eval_params(state)))
+  # Restored on one local device (abstract_state): every process reads its own whole copy.
+  params = state_lib.fetch_replicated(state_lib.eval_params(state))
   values = step_metrics(workdir, metric, steps)
   line = choice_line(
     shown, step, steps, values, metric, requested=requested, which=which, option=option

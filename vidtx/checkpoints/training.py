@@ -16,6 +16,7 @@ file or checkpoint (write_error), without the tracebacks orbax's background thre
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -27,7 +28,10 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
 from vidtx.train_state import TrainState
@@ -194,8 +198,16 @@ def restore_newest_intact(
   Then, with `skip_damaged`, the newest intact checkpoint is restored and the damaged ones are
   moved to WORKDIR/damaged_checkpoints/ (kept, never deleted: they may be repairable);
   otherwise DamagedCheckpointError says which are damaged and which is the newest intact one.
-  A checkpoint of another model fails as ValueError naming the parameters that differ.
+  Damage is what _is_damage recognises (a file missing, empty, cut short, not parseable); a read
+  that fails otherwise (an I/O error, a permission) raises DamagedCheckpointError with its reason
+  and moves nothing. A checkpoint of another model fails as ValueError naming the parameters
+  that differ.
+
+  On several processes the choice is made once (restore_decided_once): process 0 decides which
+  checkpoint every process restores and which are damaged, and alone moves them aside.
   """
+  if jax.process_count() > 1:
+    return restore_decided_once(manager, abstract_state, skip_damaged=skip_damaged)
   steps = sorted(manager.all_steps(), reverse=True)
   damaged: list[tuple[int, str]] = []
   for step in steps:
@@ -203,19 +215,16 @@ def restore_newest_intact(
       state = restore_step(manager, abstract_state, step)
     except CheckpointMismatchError:
       raise
-    except Exception as e:  # noqa: BLE001 - any failure to read it: a missing file, bad bytes.
+    except Exception as e:  # noqa: BLE001 - told apart by _is_damage below.
+      if not _is_damage(e):
+        raise DamagedCheckpointError(_unreadable_message(manager, step, e)) from e
       damaged.append((step, _first_line(e)))
       continue
     if damaged:
       _report_damaged(manager, damaged, step, skip_damaged)
     return state
   if damaged:
-    step, reason = damaged[0]
-    raise DamagedCheckpointError(
-      f"No checkpoint in {manager.directory} can be restored: checkpoint {step}: {reason} "
-      f"(all {len(damaged)} fail). Nothing was changed; restore a copy of the workdir or "
-      "start in a new --workdir."
-    )
+    raise DamagedCheckpointError(_none_restorable(manager, damaged))
   return None
 
 
@@ -225,18 +234,49 @@ def _first_line(error: BaseException) -> str:
   return line if len(line) <= 300 else line[:297] + "..."
 
 
+def _unreadable_message(manager: ocp.CheckpointManager, step: int, error: BaseException) -> str:
+  return (
+    f"Reading checkpoint {manager.directory}/{step} failed: {_first_line(error)}. This does not "
+    "show the checkpoint is damaged (a permission, an I/O error, a time-out?), so nothing was "
+    "moved: check the file system and rerun."
+  )
+
+
+def _none_restorable(manager: ocp.CheckpointManager, damaged: list[tuple[int, str]]) -> str:
+  step, reason = damaged[0]
+  return (
+    f"No checkpoint in {manager.directory} can be restored: checkpoint {step}: {reason} "
+    f"(all {len(damaged)} fail). Nothing was changed; restore a copy of the workdir or "
+    "start in a new --workdir."
+  )
+
+
+def _damaged_message(
+  manager: ocp.CheckpointManager, damaged: list[tuple[int, str]], intact: int
+) -> str:
+  names = ", ".join(str(step) for step, _ in damaged)
+  reasons = "; ".join(f"checkpoint {step}: {reason}" for step, reason in damaged)
+  return (
+    f"Checkpoint(s) {names} in {manager.directory} are damaged ({reasons}). The newest intact "
+    f"one is {intact}: rerun with --skip_damaged_checkpoints to resume from it (the damaged ones "
+    "are then moved to damaged_checkpoints/ in the workdir, not deleted)."
+  )
+
+
 def _report_damaged(
   manager: ocp.CheckpointManager, damaged: list[tuple[int, str]], intact: int, skip_damaged: bool
 ) -> None:
-  directory = str(manager.directory)
-  names = ", ".join(str(step) for step, _ in damaged)
-  reasons = "; ".join(f"checkpoint {step}: {reason}" for step, reason in damaged)
   if not skip_damaged:
-    raise DamagedCheckpointError(
-      f"Checkpoint(s) {names} in {directory} are damaged ({reasons}). The newest intact one is "
-      f"{intact}: rerun with --skip_damaged_checkpoints to resume from it (the damaged ones "
-      "are then moved to damaged_checkpoints/ in the workdir, not deleted)."
-    )
+    raise DamagedCheckpointError(_damaged_message(manager, damaged, intact))
+  _move_aside(manager, damaged, intact)
+  manager.reload()
+
+
+def _move_aside(
+  manager: ocp.CheckpointManager, damaged: list[tuple[int, str]], intact: int
+) -> None:
+  """Moves the damaged checkpoints to WORKDIR/damaged_checkpoints/<step>[.n] and says so."""
+  directory = str(manager.directory)
   aside = os.path.join(os.path.dirname(directory), "damaged_checkpoints")
   os.makedirs(aside, exist_ok=True)
   for step, _ in damaged:
@@ -245,12 +285,132 @@ def _report_damaged(
     while os.path.exists(target):
       target, suffix = os.path.join(aside, f"{step}.{suffix}"), suffix + 1
     os.rename(os.path.join(directory, str(step)), target)
-  manager.reload()
+  names = ", ".join(str(step) for step, _ in damaged)
+  reasons = "; ".join(f"checkpoint {step}: {reason}" for step, reason in damaged)
   print(
     f"Checkpoint(s) {names} in {directory} are damaged ({reasons}); moved to {aside}. "
     f"Resuming from checkpoint {intact}.",
     flush=True,
   )
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes: one decision. Each process reading on its own could find a checkpoint
+# damaged that another reads (a transient error, a file of one host's shards), and each would
+# rename directories: hosts would resume different steps. Process 0 decides from what it reads
+# itself (check_intact: no other process takes part, so a failure cannot leave the others
+# waiting in a collective restore), broadcasts the decision, and alone moves damaged ones aside
+# between two barriers; then every process restores the same step together.
+# ---------------------------------------------------------------------------------------------
+
+# The decision travels as JSON in a fixed-size byte array (every process passes the same shape).
+_DECISION_BYTES = 1 << 16
+
+
+def check_intact(manager: ocp.CheckpointManager, abstract_state: TrainState, step: int) -> None:
+  """Reads checkpoint `step` on this host alone, without restoring it: its metadata, its input
+  position and every value of the state's store (orbax's OCDBT, read through tensorstore).
+  Raises CheckpointMismatchError for another model's checkpoint; otherwise raises what the
+  read met: a missing, empty, truncated or unparseable file fails with words _is_damage knows."""
+  tree = _metadata_tree(manager, step)
+  target = {
+    name: getattr(abstract_state, name) if has_value else None
+    for name, has_value in _saved_fields(tree).items()
+  }
+  _check_same_model(manager, step, tree, target)
+  step_dir = os.path.join(str(manager.directory), str(step))
+  legacy = _legacy_item(manager, step)
+  if not legacy:
+    data = os.path.join(step_dir, "data", "metadata")
+    try:
+      with open(data, encoding="utf-8") as f:
+        json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{data} is corrupt: {e}") from e
+  state_dir = legacy or os.path.join(step_dir, "state")
+  # (_metadata_tree read it above; older orbax wrote none, or a directory per array instead
+  # of one store: their restore reads those.)
+  metadata = os.path.join(state_dir, "_METADATA")
+  if not os.path.isfile(metadata):
+    return
+  with open(metadata, encoding="utf-8") as f:
+    if not json.load(f).get("use_ocdbt"):
+      return
+  store = ts.KvStore.open(
+    {"driver": "ocdbt", "base": f"file://{os.path.abspath(state_dir)}"}
+  ).result()
+  for key in store.list().result():
+    read = store.read(key).result()
+    # A value whose data file is gone reads as empty, not as an error; no stored chunk is empty.
+    if read.state != "value" or not read.value:
+      raise ValueError(
+        f"NOT_FOUND: {state_dir}: the stored value {key.decode(errors='replace')} is missing "
+        "(its data file is gone or empty)"
+      )
+
+
+def restore_decided_once(
+  manager: ocp.CheckpointManager, abstract_state: TrainState, *, skip_damaged: bool = False
+) -> TrainState | None:
+  """restore_newest_intact on several processes: process 0 decides (check_intact, newest
+  first), every process gets its decision (multihost_utils.broadcast_one_to_all) and raises the
+  same one-line error or restores the same step. Only what _is_damage recognises is damage; any
+  other failure to read (permissions, an I/O error, a time-out) refuses with its reason and
+  moves nothing. Damaged checkpoints are moved aside by process 0 only, after a barrier (no
+  process still reads them) and before another (every process then sees them gone)."""
+  decision: dict[str, Any] = {}
+  if jax.process_index() == 0:
+    decision = _decide(manager, abstract_state, skip_damaged)
+  decision = _broadcast_json(decision)
+  if decision.get("error"):
+    error = {"mismatch": CheckpointMismatchError, "damaged": DamagedCheckpointError}
+    raise error.get(decision["kind"], RuntimeError)(decision["error"])
+  damaged = [(int(step), reason) for step, reason in decision["damaged"]]
+  if damaged:
+    multihost_utils.sync_global_devices("vidtx: before moving damaged checkpoints aside")
+    if jax.process_index() == 0:
+      _move_aside(manager, damaged, decision["step"])
+    multihost_utils.sync_global_devices("vidtx: damaged checkpoints moved aside")
+    manager.reload()
+  if decision["step"] is None:
+    return None
+  return restore_step(manager, abstract_state, int(decision["step"]))
+
+
+def _decide(
+  manager: ocp.CheckpointManager, abstract_state: TrainState, skip_damaged: bool
+) -> dict[str, Any]:
+  """Process 0's decision: {'step': N or None, 'damaged': [[step, reason], ...]}, or {'error':
+  one line, 'kind': 'mismatch' | 'damaged' | 'unreadable'} for every process to raise."""
+  damaged: list[tuple[int, str]] = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      check_intact(manager, abstract_state, step)
+    except CheckpointMismatchError as e:
+      return {"error": str(e), "kind": "mismatch"}
+    except Exception as e:  # noqa: BLE001 - told apart by _is_damage below.
+      if not _is_damage(e):
+        return {"error": _unreadable_message(manager, step, e), "kind": "unreadable"}
+      damaged.append((step, _first_line(e)))
+      continue
+    if damaged and not skip_damaged:
+      return {"error": _damaged_message(manager, damaged, step), "kind": "damaged"}
+    return {"step": step, "damaged": damaged}
+  if damaged:
+    return {"error": _none_restorable(manager, damaged), "kind": "damaged"}
+  return {"step": None, "damaged": []}
+
+
+def _broadcast_json(value: Any) -> Any:
+  """Process 0's `value` (JSON) on every process."""
+  buffer = np.zeros(_DECISION_BYTES, np.uint8)
+  if jax.process_index() == 0:
+    encoded = json.dumps(value).encode()
+    if len(encoded) > _DECISION_BYTES:
+      raise ValueError(f"_broadcast_json: {len(encoded)} bytes; at most {_DECISION_BYTES}.")
+    buffer[: len(encoded)] = np.frombuffer(encoded, np.uint8)
+  received = np.asarray(multihost_utils.broadcast_one_to_all(buffer), np.uint8)
+  return json.loads(received.tobytes().rstrip(b"\0").decode())
 
 
 class CheckpointMismatchError(ValueError):
@@ -290,13 +450,33 @@ def _legacy_item(manager: ocp.CheckpointManager, step: int) -> str | None:
 def _metadata_tree(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
   """Checkpoint `step`'s saved state as orbax describes it (shapes, dtypes), without arrays."""
   path = _legacy_item(manager, step) or os.path.join(str(manager.directory), str(step), "state")
-  return ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+  metadata = ocp.StandardCheckpointer().metadata(path)
+  if metadata is None or metadata.item_metadata is None:  # Orbax reads a missing one as None.
+    raise FileNotFoundError(f"{path}/_METADATA: not found or unreadable (no state metadata)")
+  return metadata.item_metadata.tree
 
 
 def _saved_fields(tree: dict[str, Any]) -> dict[str, bool]:
   """The TrainState fields of a checkpoint's metadata `tree` -> whether with a value (older
   vidtx saved no rng and no EMA; a run without EMA saves it as None)."""
   return {name: getattr(value, "value_type", None) != "None" for name, value in tree.items()}
+
+
+def _check_same_model(
+  manager: ocp.CheckpointManager, step: int, tree: dict[str, Any], target: dict[str, Any]
+) -> None:
+  """CheckpointMismatchError (one line) when checkpoint `step` (its metadata `tree`) holds
+  parameters of other names or shapes than `target`."""
+  differences = _shape_differences(tree, target)
+  if differences:
+    shown = "; ".join(differences[:4]) + (
+      f"; ... ({len(differences)} in all)" if len(differences) > 4 else ""
+    )
+    raise CheckpointMismatchError(
+      f"Checkpoint {manager.directory}/{step} is of another model than the config ({shown}). "
+      "Resume with the run's own config (its config.json lists it), or train the new config "
+      "in a new --workdir."
+    )
 
 
 def restore_step(
@@ -314,16 +494,7 @@ def restore_step(
     name: getattr(abstract_state, name) if has_value else None
     for name, has_value in _saved_fields(tree).items()
   }
-  differences = _shape_differences(tree, target)
-  if differences:
-    shown = "; ".join(differences[:4]) + (
-      f"; ... ({len(differences)} in all)" if len(differences) > 4 else ""
-    )
-    raise CheckpointMismatchError(
-      f"Checkpoint {manager.directory}/{step} is of another model than the config ({shown}). "
-      "Resume with the run's own config (its config.json lists it), or train the new config "
-      "in a new --workdir."
-    )
+  _check_same_model(manager, step, tree, target)
   try:
     legacy = _legacy_item(manager, step)
     if legacy:
@@ -356,13 +527,19 @@ def restore_step(
 
 
 def _is_damage(error: BaseException) -> bool:
-  """Whether a restore failed on the files themselves (missing, truncated, corrupt)."""
+  """Whether a read failed on the files themselves: a file missing, empty, truncated or not
+  parseable (orbax's and tensorstore's NOT_FOUND, DATA_LOSS, OUT_OF_RANGE; a JSON file that does
+  not parse). Other failures (permission denied, an I/O error, a time-out) may pass: they are
+  not damage, and no checkpoint is moved aside for them."""
+  if isinstance(error, (FileNotFoundError, json.JSONDecodeError)):
+    return True
   text = str(error)
   return any(
     word in text
     for word in (
       "NOT_FOUND",
       "DATA_LOSS",
+      "OUT_OF_RANGE",
       "No such file",
       "not found",
       "does not exist",
