@@ -163,6 +163,21 @@ def test_an_uncommitted_step_on_gcs_is_an_unfinished_save_not_a_foreign_entry(gc
     training.check_checkpoints_dir(f"gs://{BUCKET}/steps")
 
 
+def test_a_damaged_checkpoint_is_moved_aside_object_by_object_on_gcs(gcs):
+  # GCS has no rename: restore_newest_intact's move to damaged_checkpoints/ copies, then deletes.
+  run = f"gs://{BUCKET}/damaged"
+  for name, data in (("4/_CHECKPOINT_METADATA", b"{}"), ("4/state/d/abc", b"\x00\x01")):
+    paths.write_bytes(f"{run}/checkpoints/{name}", data)
+  paths.write_bytes(f"{run}/checkpoints/6/commit_success.txt", b"")
+  paths.move_tree(f"{run}/checkpoints/4", f"{run}/damaged_checkpoints/4")
+  assert _objects(run) == [
+    "checkpoints/6/commit_success.txt",
+    "damaged_checkpoints/4/_CHECKPOINT_METADATA",
+    "damaged_checkpoints/4/state/d/abc",
+  ]
+  assert paths.read_bytes(f"{run}/damaged_checkpoints/4/state/d/abc") == b"\x00\x01"
+
+
 # ----------------------------------------------------------------------------------------
 # A run in the bucket: kill -9 mid-save, resume, and the run equals an uninterrupted one.
 # ----------------------------------------------------------------------------------------
