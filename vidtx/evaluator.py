@@ -37,6 +37,7 @@ from jax.sharding import Mesh
 
 from vidtx import data as vidtx_data
 from vidtx import metrics, outputs, sharding
+from vidtx import paths as vidtx_paths
 from vidtx.data import bad_records, reader_config
 from vidtx.progress import Reporter
 
@@ -454,7 +455,7 @@ class MultiViewEvaluator:
         )
         self._noted_multi_label = True
       return []
-    os.makedirs(workdir, exist_ok=True)
+    vidtx_paths.makedirs(workdir)
     paths = []
     for suffix, matrix, names in self.class_reports:
       stem = os.path.join(workdir, f"eval_{self.split}{suffix}")

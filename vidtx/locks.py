@@ -7,8 +7,10 @@ The lock is `DIR/.vidtx.lock`, held with flock(2) and holding who took it (pid, 
 command line) for the message a second command prints. The kernel releases it when its owner
 exits, however it exits (kill -9 included), so a lock is never stale: a file left by a dead
 owner is simply taken. The file is removed when the block ends. flock works on local disks and
-on NFS (as a POSIX lock). URLs (gs://) get no lock: object stores have no exclusive create, so
-concurrent jobs on one bucket path must be kept apart by the scheduler.
+on NFS (as a POSIX lock). URLs (gs://) get no lock: GCS can create an object exclusively
+(an `ifGenerationMatch=0` precondition), but nothing removes it when its owner is killed (kill -9,
+a lost VM), and such a stale lock would block every resume of a preempted run. Concurrent jobs on
+one bucket location must be kept apart by the scheduler.
 """
 
 import contextlib

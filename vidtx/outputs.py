@@ -6,14 +6,17 @@ with its inputs and outputs keyed by the flags the user typed, so that `--out` n
 replacing the user's file. Paths are compared resolved (symlinks followed) and by inode, so a
 link or a hard link to an input is the input. `check_output_file` refuses an existing file
 without `--overwrite`, a directory, or a parent that cannot hold the file; `atomic_writer`
-writes a file whole or not at all.
+writes a file whole or not at all (a local file or a gs:// object).
 """
 
 import contextlib
+import io
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO
+
+from vidtx import paths
 
 
 class OverlapError(ValueError):
@@ -152,9 +155,17 @@ def check_output_file(
 @contextlib.contextmanager
 def atomic_writer(path: str, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
   """A file object over a temporary sibling of `path`, renamed onto `path` when the block ends
-  without error; on error the temporary is removed and `path` is untouched."""
+  without error; on error the temporary is removed and `path` is untouched. For a URL (gs://)
+  the file is kept in memory and uploaded in one write when the block ends (an object appears
+  whole or not at all); on error nothing is uploaded."""
   if "b" in mode:
     encoding = None
+  if paths.is_url(path):
+    buffer = io.BytesIO() if "b" in mode else io.StringIO()
+    yield buffer
+    data = buffer.getvalue()
+    paths.write_bytes(path, data if isinstance(data, bytes) else data.encode(encoding or "utf-8"))
+    return
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   temporary = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:12]}")

@@ -16,7 +16,9 @@ passes its own test as `legacy`) and marked on first use; for them, and for mark
 before the inventory, the kind's known layout (`LAYOUT`) stands in for the inventory.
 
 Local paths go through `os` (so that `python -m vidtx.convert` does not import TensorFlow);
-URLs (gs://...) through tf.io.gfile.
+URLs (gs://...) through vidtx.paths (etils' epath). On GCS the marker is an object
+(gs://bucket/run/.vidtx), and a prefix holding objects but no marker is refused like a local
+folder of someone's files.
 """
 
 import datetime
@@ -25,6 +27,8 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
+
+from vidtx import paths
 
 MARKER = ".vidtx"
 LOCK = ".vidtx.lock"  # vidtx.locks: one writer per directory.
@@ -65,52 +69,31 @@ class UnwritableError(OSError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Files: os for local paths, tf.io.gfile for URLs.
+# Files: os for local paths, vidtx.paths (epath) for URLs.
 # ---------------------------------------------------------------------------------------------
 
-
-def _remote(path: str) -> bool:
-  return "://" in path
-
-
-def _gfile():
-  import tensorflow as tf  # Only for URLs: local paths must not pay TensorFlow's import.
-
-  return tf.io.gfile
-
-
-def _exists(path: str) -> bool:
-  return _gfile().exists(path) if _remote(path) else os.path.exists(path)
-
-
-def _isdir(path: str) -> bool:
-  return _gfile().isdir(path) if _remote(path) else os.path.isdir(path)
+_remote = paths.is_url
+_exists = paths.exists
+_isdir = paths.isdir
 
 
 def entries(directory: str) -> list[str]:
   """The names in `directory`, sorted; [] when it is not a directory."""
   if not _isdir(directory):
     return []
-  names = _gfile().listdir(directory) if _remote(directory) else os.listdir(directory)
-  return sorted(name.rstrip("/") for name in names)
+  return sorted(name.rstrip("/") for name in paths.listdir(directory))
 
 
 def read_json(path: str) -> dict | None:
   """The JSON object in `path`, or None when it is missing, unreadable or not an object."""
-  if _remote(path):
-    import tensorflow as tf
-
-    try:
-      with tf.io.gfile.GFile(path) as f:
-        value = json.load(f)
-    except (tf.errors.OpError, ValueError, UnicodeDecodeError):
-      return None
-  else:
-    try:
-      with open(path, encoding="utf-8") as f:
-        value = json.load(f)
-    except (OSError, ValueError, UnicodeDecodeError):
-      return None
+  try:
+    value = json.loads(paths.read_bytes(path).decode("utf-8"))
+  except (OSError, ValueError):  # Missing (epath says FileNotFoundError too), not JSON or UTF-8.
+    return None
+  except Exception:  # noqa: BLE001 - a URL read by TensorFlow fails as tf.errors.OpError.
+    if not _remote(path):
+      raise
+    return None
   return value if isinstance(value, dict) else None
 
 
@@ -180,13 +163,10 @@ def write_marker(directory: str, kind: str, *, written: Iterable[str] | None = N
 
 
 def _write_text(path: str, text: str) -> None:
-  temporary = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
   if _remote(path):
-    gfile = _gfile()
-    with gfile.GFile(temporary, "w") as f:
-      f.write(text)
-    gfile.rename(temporary, path, overwrite=True)
+    paths.write_bytes(path, text.encode("utf-8"))  # One upload: atomic on GCS.
     return
+  temporary = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
   try:
     with open(temporary, "w", encoding="utf-8") as f:
       f.write(text)
@@ -232,7 +212,7 @@ def _is_bookkeeping(name: str) -> bool:
 def _files_under(directory: str) -> list[str]:
   """Every file, link and empty directory under `directory`, relative to it."""
   found = []
-  for root, dirs, files in os.walk(directory):
+  for root, dirs, files in paths.walk(directory):
     relative_root = os.path.relpath(root, directory)
     for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
       found.append(os.path.normpath(os.path.join(relative_root, name)))
@@ -244,8 +224,8 @@ def _files_under(directory: str) -> list[str]:
 def foreign_entries(directory: str, kind: str) -> list[str]:
   """What in `directory` vidtx did not write, as paths relative to it (sorted): everything the
   marker's inventory does not cover or, for a directory without one, outside `LAYOUT[kind]`.
-  Local directories only (a URL has no user files vidtx could meet: [] )."""
-  if _remote(directory) or not os.path.isdir(directory):
+  On GCS (no links) the objects under the prefix are walked alike."""
+  if not _isdir(directory):
     return []
   inventory = written_names(directory)
   if inventory is None:
@@ -254,14 +234,14 @@ def foreign_entries(directory: str, kind: str) -> list[str]:
       name for name in entries(directory) if not _is_bookkeeping(name) and name not in allowed
     )
   foreign = []
-  for root, dirs, files in os.walk(directory):
+  for root, dirs, files in paths.walk(directory):
     relative_root = os.path.relpath(root, directory)
     covered_dirs = []
     for name in sorted(dirs):
       path = os.path.normpath(os.path.join(relative_root, name))
       if path in inventory or _is_bookkeeping(path):
         continue
-      if os.path.islink(os.path.join(root, name)):
+      if not _remote(root) and os.path.islink(os.path.join(root, name)):
         foreign.append(path)  # A link is vidtx's only if recorded; never walked into.
         continue
       covered_dirs.append(name)
@@ -359,14 +339,12 @@ def claim(
   is_empty = not [name for name in entries(directory) if not _is_bookkeeping(name)]
   written = [] if is_empty else None
   if _remote(directory):
-    import tensorflow as tf
-
     try:
-      tf.io.gfile.makedirs(directory)
+      paths.makedirs(directory)
       write_marker(directory, kind, written=written)
-    except tf.errors.OpError as e:
+    except Exception as e:  # noqa: BLE001 - each backend (TF's GCS, gcsfs) has its own errors.
       raise UnwritableError(
-        f"{directory}: cannot create or write this directory ({e.message}); "
+        f"{directory}: cannot create or write this location ({str(e).splitlines()[0]}); "
         "choose one you can write to."
       ) from e
   else:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from vidtx import outputs
+from vidtx import outputs, paths
 
 
 def format_duration(seconds: float) -> str:
@@ -232,12 +232,25 @@ class MetricsLog:
 
   On resume, lines of steps after the restored checkpoint (logged before a crash, then redone)
   are dropped so that every step appears once, and so is a line torn by a kill mid-write.
+  In a bucket (gs://), where objects cannot be appended to, the log is kept in memory and the
+  whole object rewritten at each write (one upload: a reader sees the old log or the new one).
   """
 
   def __init__(self, path: str, enabled: bool = True, drop_after_step: int | None = None):
     self.path = path
     self.enabled = enabled
-    if enabled and drop_after_step is not None and os.path.exists(path):
+    self.lines: list[str] = []  # The whole log, for a URL.
+    if not enabled:
+      return
+    if paths.is_url(path):
+      if paths.exists(path):
+        text = paths.read_bytes(path).decode("utf-8", errors="replace")
+        self.lines = [line + "\n" for line in text.splitlines() if _step(line) is not None]
+        if drop_after_step is not None:
+          self.lines = [line for line in self.lines if _step(line) <= drop_after_step]
+          self._upload()
+      return
+    if drop_after_step is not None and os.path.exists(path):
       with open(path) as f:
         kept = [line for line in f if _step(line) is not None and _step(line) <= drop_after_step]
       with outputs.atomic_writer(path) as f:
@@ -246,8 +259,16 @@ class MetricsLog:
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.enabled:
       return
+    line = json.dumps({"step": step, **metrics}) + "\n"
+    if paths.is_url(self.path):
+      self.lines.append(line)
+      self._upload()
+      return
     with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step, **metrics}) + "\n")
+      f.write(line)
+
+  def _upload(self) -> None:
+    paths.write_bytes(self.path, "".join(self.lines).encode("utf-8"))
 
 
 def _step(line: str) -> int | None:

@@ -45,7 +45,7 @@ from absl import flags, logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
 
-from vidtx import cli, distributed, locks, metrics, models, optim, ownership, sharding
+from vidtx import cli, distributed, locks, metrics, models, optim, ownership, paths, sharding
 from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
 from vidtx import train_state as state_lib
@@ -84,7 +84,7 @@ def train_and_evaluate(
         )
         run.enter_context(locks.hold(workdir, "train.py"))
       else:
-        os.makedirs(workdir, exist_ok=True)
+        paths.makedirs(workdir)  # A directory, or nothing to make on gs://.
       # A full disk: one line naming the file or checkpoint, not orbax's background tracebacks.
       run.enter_context(training.quiet_background_errors())
       run.enter_context(training.named_write_errors(workdir))

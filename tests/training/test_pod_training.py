@@ -175,14 +175,14 @@ def test_distributed_flags_go_together(monkeypatch):
   assert distributed._cluster_environment() == "SLURM"  # The first match wins.
 
 
-def test_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-  # os.makedirs("gs://b/run") would silently make a local ./gs:/b/run.
+def test_a_url_workdir_other_than_gcs_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+  # os.makedirs("s3://b/run") would silently make a local ./s3:/b/run. gs:// is kept in the
+  # bucket (tests/training/test_gcs_workdir.py).
   monkeypatch.chdir(tmp_path)
-  with pytest.raises(ValueError, match=r"--workdir=gs://bucket/run: a URL.*gcsfuse"):
-    training.check_workdir("gs://bucket/run")
-  with pytest.raises(ValueError, match="--workdir=s3://b/r: a URL"):
+  with pytest.raises(ValueError, match=r"--workdir=s3://b/r: a URL.*gs://BUCKET"):
     training.checkpoint_manager("s3://b/r", read_only=True)
   assert list(tmp_path.iterdir()) == []
+  training.check_workdir("gs://bucket/run")
   training.check_workdir(str(tmp_path / "run"))  # A path is fine.
 
 

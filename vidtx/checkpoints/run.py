@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from vidtx import locks, sharding
+from vidtx import locks, outputs, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import store, training
 from vidtx.checkpoints.store import Converted
@@ -60,12 +60,11 @@ _DATASET_FIELDS = (
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes WORKDIR/config.json (the full config) atomically; returns its path."""
+  """Writes WORKDIR/config.json (the full config) atomically (readers see the old file or the
+  new one, never half of one; a gs:// workdir too); returns its path."""
   path = os.path.join(workdir, CONFIG_FILE)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
+  with outputs.atomic_writer(path) as f:
     f.write(config.to_json_best_effort(indent=2) + "\n")
-  os.replace(tmp, path)  # Readers see the old file or the new one, never half of one.
   return path
 
 

@@ -34,19 +34,23 @@ import tensorstore as ts
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
+from vidtx import paths
 from vidtx.train_state import TrainState
 
 
 def check_workdir(workdir: str) -> None:
-  """Refuses a URL workdir (gs://, s3://): metrics.jsonl, config.json and the checkpoints are
-  written with POSIX files (appends, atomic renames), which object stores do not have. On a TPU
-  pod or cluster mount the bucket on every host (gcsfuse) or use a shared file system."""
-  if "://" in workdir:
+  """Accepts a directory or a GCS location (gs://bucket/run); refuses other URLs (s3://, ...).
+
+  On gs:// every file of the run is written directly in the bucket: the run's own files as
+  whole objects (vidtx.paths), each checkpoint by orbax's commit-file protocol (the step's
+  objects, then `commit_success.txt` last: a step without it is an unfinished save), since GCS
+  has no atomic rename. Orbax uses that protocol for gs:// only; elsewhere it renames a
+  temporary directory, which other object stores (and gcsfuse mounts) do not do atomically."""
+  if "://" in workdir and not workdir.startswith("gs://"):
     raise ValueError(
-      f"--workdir={workdir}: a URL; the workdir must be a directory on a file "
-      "system (on several hosts a shared one: NFS, Filestore, or a bucket mounted "
-      "with gcsfuse, e.g. /gcs/BUCKET/runs/NAME). Data may stay in the bucket: "
-      "dataset_configs.base_dir=gs://... is read directly."
+      f"--workdir={workdir}: a URL vidtx cannot keep a run in; the workdir must be a "
+      "directory (on several hosts a shared file system: NFS, Filestore) or a GCS location "
+      "(gs://BUCKET/runs/NAME), where checkpoints are committed without renames."
     )
 
 
@@ -60,13 +64,16 @@ _STEP_ENTRIES = frozenset(
   {_STEP_METADATA, "commit_success.txt", "state", "data", "default", "metrics", "descriptor"}
 )
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # An unfinished save: <step>.orbax-checkpoint-tmp[-<n>].
+# On gs:// orbax writes the step in place and marks it complete with this object, written last:
+# a step directory without it is an unfinished save.
+_COMMIT_FILE = "commit_success.txt"
 
 
 def _foreign_in_step(name: str, path: str, unfinished: bool) -> list[str]:
   """What in a step-named directory orbax did not write: the user's files inside a checkpoint
   ('4/NOTES.md'), or the whole directory when it is no checkpoint ('0/ (not a checkpoint: ...)').
   An unfinished save (orbax's temporary name) may still be empty."""
-  inside = sorted(os.listdir(path))
+  inside = paths.listdir(path)
   base = {entry.split(_TMP_SUFFIX, 1)[0] for entry in inside}  # Items being written count.
   if not unfinished and not base & {_STEP_METADATA, "state", "default"}:
     held = ", ".join(inside[:3]) + (" ..." if len(inside) > 3 else "") if inside else "empty"
@@ -79,19 +86,24 @@ def _foreign_in_step(name: str, path: str, unfinished: bool) -> list[str]:
 def foreign_checkpoint_entries(directory: str) -> list[str]:
   """The entries of a run's checkpoints directory that are not steps orbax wrote for vidtx: a
   link, a file, a directory whose name is not a step's, a step-named directory that is no
-  checkpoint, or anything but orbax's files inside a checkpoint."""
+  checkpoint, or anything but orbax's files inside a checkpoint. On gs:// a step without
+  orbax's commit file is an unfinished save (orbax's, resumed over), not a foreign entry."""
   found = []
-  for name in sorted(os.listdir(directory)):
+  remote = paths.is_url(directory)
+  for name in paths.listdir(directory):
     path = os.path.join(directory, name)
     step = re.fullmatch(rf"\d+({re.escape(_TMP_SUFFIX)}(-\d+)?)?", name)
-    if os.path.islink(path):
+    if not remote and os.path.islink(path):
       found.append(f"{name} (a link)")
-    elif not os.path.isdir(path):
+    elif not paths.isdir(path):
       found.append(name)
     elif step is None:
       found.append(f"{name}/")
     else:
-      found += _foreign_in_step(name, path, unfinished=bool(step.group(1)))
+      unfinished = bool(step.group(1)) or (
+        remote and not paths.exists(os.path.join(path, _COMMIT_FILE))
+      )
+      found += _foreign_in_step(name, path, unfinished=unfinished)
   return found
 
 
@@ -100,6 +112,11 @@ def check_checkpoints_dir(workdir: str) -> None:
   vidtx's steps only: orbax would take a user's integer-named directory for a step and delete it
   when rotating, and would rotate inside whatever folder a link points to. Writes nothing."""
   directory = os.path.join(workdir, CHECKPOINTS)
+  if paths.is_url(directory):  # No links, and no files in the way of a prefix on GCS.
+    foreign = foreign_checkpoint_entries(directory) if paths.isdir(directory) else []
+    if foreign:
+      _refuse_foreign(directory, foreign)
+    return
   if os.path.islink(directory):
     raise ValueError(
       f"{directory} is a symbolic link (to {os.readlink(directory)}); vidtx keeps a run's "
@@ -116,12 +133,16 @@ def check_checkpoints_dir(workdir: str) -> None:
     )
   foreign = foreign_checkpoint_entries(directory)
   if foreign:
-    shown = "; ".join(foreign[:5]) + (f"; ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
-    raise ValueError(
-      f"{directory} holds entries that are not checkpoints vidtx wrote: {shown}. Orbax takes "
-      "an integer-named directory for a checkpoint and deletes old ones, so vidtx does not "
-      "train here: move these out of the checkpoints directory, or choose a new --workdir."
-    )
+    _refuse_foreign(directory, foreign)
+
+
+def _refuse_foreign(directory: str, foreign: list[str]) -> None:
+  shown = "; ".join(foreign[:5]) + (f"; ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+  raise ValueError(
+    f"{directory} holds entries that are not checkpoints vidtx wrote: {shown}. Orbax takes "
+    "an integer-named directory for a checkpoint and deletes old ones, so vidtx does not "
+    "train here: move these out of the checkpoints directory, or choose a new --workdir."
+  )
 
 
 def checkpoint_manager(
@@ -131,8 +152,9 @@ def checkpoint_manager(
 
   Keeps the newest `max_to_keep` and, with `best_metric`, also the one whose evaluation had the
   highest value of it (saved with `save(..., metrics=...)`). Orbax writes each checkpoint to a
-  temporary directory and renames it when complete, so an interrupted save (even kill -9) never
-  looks like a checkpoint.
+  temporary directory and renames it when complete or, on gs://, in place with a commit file
+  written last (orbax's default there), so an interrupted save (even kill -9) never looks like
+  a checkpoint.
   """
   if read_only:
     # No saving and no pruning (orbax warns when it has to switch these off itself).
@@ -160,7 +182,12 @@ def checkpoint_manager(
   if not read_only:
     check_checkpoints_dir(workdir)  # Before orbax lists (and later rotates) its steps.
   logging.getLogger("absl").addFilter(_DROP_HEALTHY_RESTORE_WARNINGS)  # Idempotent.
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, CHECKPOINTS)), options=options)
+  return ocp.CheckpointManager(_checkpoints_path(workdir), options=options)
+
+
+def _checkpoints_path(workdir: str) -> str:
+  directory = os.path.join(workdir, CHECKPOINTS)
+  return directory if paths.is_url(directory) else os.path.abspath(directory)
 
 
 def save(
@@ -278,13 +305,13 @@ def _move_aside(
   """Moves the damaged checkpoints to WORKDIR/damaged_checkpoints/<step>[.n] and says so."""
   directory = str(manager.directory)
   aside = os.path.join(os.path.dirname(directory), "damaged_checkpoints")
-  os.makedirs(aside, exist_ok=True)
+  paths.makedirs(aside)
   for step, _ in damaged:
     target = os.path.join(aside, str(step))
     suffix = 1
-    while os.path.exists(target):
+    while paths.exists(target):
       target, suffix = os.path.join(aside, f"{step}.{suffix}"), suffix + 1
-    os.rename(os.path.join(directory, str(step)), target)
+    paths.move_tree(os.path.join(directory, str(step)), target)  # On GCS: copy, then delete.
   names = ", ".join(str(step) for step, _ in damaged)
   reasons = "; ".join(f"checkpoint {step}: {reason}" for step, reason in damaged)
   print(
@@ -444,7 +471,7 @@ def _shape_differences(tree: dict[str, Any], target: dict[str, Any]) -> list[str
 def _legacy_item(manager: ocp.CheckpointManager, step: int) -> str | None:
   """The state's directory in a checkpoint written before the data position was saved with it."""
   path = os.path.join(str(manager.directory), str(step), "default")
-  return path if os.path.isdir(path) else None
+  return path if paths.isdir(path) else None
 
 
 def _metadata_tree(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
@@ -598,11 +625,12 @@ def write_error(error: BaseException, workdir: str, path: str | None = None) -> 
   reason = write_failure(error)
   if reason is None:
     return None
-  checkpoints = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
+  checkpoints = _checkpoints_path(workdir)
   step = re.search(rf"{re.escape(checkpoints)}/(\d+)(?:{re.escape(_TMP_SUFFIX)}|/|\")", str(error))
   filename = getattr(error, "filename", None)
   # TensorFlow names the file in its message (an event file: "Failed to flush ... to PATH").
-  named = re.search(rf"{re.escape(os.path.abspath(workdir))}/[^\s\"':]+", str(error))
+  root = workdir if paths.is_url(workdir) else os.path.abspath(workdir)
+  named = re.search(rf"{re.escape(root)}/[^\s\"':]+", str(error))
   after = "the saved checkpoints are intact"
   if path:
     what = path

