@@ -297,3 +297,38 @@ def test_kill_9_mid_save_on_gcs_then_resume_reproduces_the_uninterrupted_run(
     "8",
   }  # The newest 3 (max_checkpoints_to_keep), each committed.
   assert all(f"checkpoints/{step}/commit_success.txt" in objects for step in (4, 6, 8))
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+def test_process_0_checks_a_checkpoint_in_the_bucket_where_it_is(gcs, data_dir, monkeypatch):
+  """On several processes process 0 reads each checkpoint before every host restores it
+  (training.check_intact): on gs:// it reads the objects in the bucket, so an intact checkpoint
+  is resumed and one whose stored values are gone is damage, not a local path not found."""
+  from clu import metric_writers
+
+  from vidtx import train_state as state_lib
+
+  events = str(data_dir) + "-events"  # TensorFlow's GCS file system cannot reach the emulator.
+  create = metric_writers.create_default_writer
+  monkeypatch.setattr(
+    metric_writers, "create_default_writer", lambda logdir, **kw: create(events, **kw)
+  )
+  run = f"gs://{BUCKET}/intact/run"
+  config = _pod().exact_config(data_dir, 1)
+  trainer.train_and_evaluate(config, run)
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
+  _, abstract = state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)
+  manager = training.checkpoint_manager(run, read_only=True)
+  training.check_intact(manager, abstract, 1)
+  assert training._decide(manager, abstract, False) == {"step": 1, "damaged": []}
+
+  stored = [name for name in _objects(f"{run}/checkpoints/1/state") if "/d/" in f"/{name}"]
+  assert stored
+  for name in stored:
+    paths.remove(f"{run}/checkpoints/1/state/{name}")
+  with pytest.raises(Exception) as error:
+    training.check_intact(manager, abstract, 1)
+  assert training._is_damage(error.value), error.value
+  decision = training._decide(manager, abstract, True)
+  assert decision["kind"] == "damaged" and "No checkpoint in" in decision["error"], decision

@@ -350,22 +350,24 @@ def check_intact(manager: ocp.CheckpointManager, abstract_state: TrainState, ste
   if not legacy:
     data = os.path.join(step_dir, "data", "metadata")
     try:
-      with open(data, encoding="utf-8") as f:
-        json.load(f)
+      json.loads(paths.read_bytes(data))
     except json.JSONDecodeError as e:
       raise ValueError(f"{data} is corrupt: {e}") from e
   state_dir = legacy or os.path.join(step_dir, "state")
   # (_metadata_tree read it above; older orbax wrote none, or a directory per array instead
   # of one store: their restore reads those.)
   metadata = os.path.join(state_dir, "_METADATA")
-  if not os.path.isfile(metadata):
+  if not paths.isfile(metadata):
     return
-  with open(metadata, encoding="utf-8") as f:
-    if not json.load(f).get("use_ocdbt"):
-      return
-  store = ts.KvStore.open(
-    {"driver": "ocdbt", "base": f"file://{os.path.abspath(state_dir)}"}
-  ).result()
+  if not json.loads(paths.read_bytes(metadata)).get("use_ocdbt"):
+    return
+  # A bucket's checkpoint is read where it is (tensorstore's gs:// driver, as orbax wrote it).
+  base = (
+    state_dir.rstrip("/") + "/"
+    if paths.is_url(state_dir)
+    else f"file://{os.path.abspath(state_dir)}"
+  )
+  store = ts.KvStore.open({"driver": "ocdbt", "base": base}).result()
   for key in store.list().result():
     read = store.read(key).result()
     # A value whose data file is gone reads as empty, not as an error; no stored chunk is empty.
