@@ -14,6 +14,9 @@ CACHE_DIR = os.environ.setdefault(
   "JAX_COMPILATION_CACHE_DIR",
   os.path.join(tempfile.gettempdir(), f"vidtx-tests-xla-cache-{os.getuid()}"),
 )
+# As the commands set it (vidtx.cli.quiet_start_up): TensorFlow's input pipeline computes the
+# same on every CPU, in the tests' own process as in the commands they start.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # Subprocesses started by tests inherit these through the environment.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -50,8 +50,14 @@ HELP_FLAGS = ("-h", "-help", "--help", "--helpshort", "-?")
 def quiet_start_up() -> None:
   """TensorFlow's C++ INFO lines at start-up (CPU instructions, oneDNN, CUDA drivers) off; its
   warnings and errors kept. Called first by every command, before TensorFlow is imported; a
-  TF_CPP_MIN_LOG_LEVEL the user set wins."""
+  TF_CPP_MIN_LOG_LEVEL the user set wins.
+
+  TensorFlow's oneDNN custom operations (on by default on CPUs with AVX-512) print a line that
+  TF_CPP_MIN_LOG_LEVEL does not silence, and make the input pipeline's float results depend on
+  the CPU: they are off unless the user sets TF_ENABLE_ONEDNN_OPTS (TensorFlow runs only the
+  input pipeline here: decoding, resizing, augmentation, no matrix products)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def _program() -> str:

@@ -81,12 +81,22 @@ def gcs():
           raise
         time.sleep(0.05)
     os.environ.update(_emulator_env(url))
+    _forget_epath_backend()
     yield url
   finally:
     server.terminate()
     server.wait(timeout=30)
     os.environ.clear()
     os.environ.update(saved)
+    _forget_epath_backend()
+
+
+def _forget_epath_backend() -> None:
+  """epath decides once per process whether gs:// goes through TensorFlow (EPATH_USE_TF, cached
+  at its first use: any earlier test that wrote a local checkpoint made it): decided again."""
+  from etils.epath import gpath
+
+  gpath._is_tf_installed.cache_clear()
 
 
 def _objects(prefix: str) -> list[str]:
