@@ -23,7 +23,7 @@ from shared import (
 )
 
 from vidtx.data import class_labels, dmvr, make_shards, sources, video_decode
-from vidtx.predict import decode_video
+from vidtx.inference.preprocess import decode_video
 
 # Frame k of every test video has brightness BASE + STEP * k (a red corner shows the channel
 # order), so the frames read back tell which source frames were kept.
