@@ -55,9 +55,9 @@ as \xNN. A --batch_size larger than the work pads the last call only to the next
 presentation timestamps (variable frame rates included), is classified as a video of its own
 (the same sampling), one result per window with "start" and "end" in seconds, in one streaming
 pass (vidtx.inference.timeline), with a progress line on stderr of the seconds of video done (a
-long video streams for minutes); --timeline_png draws the top-1 class over time. Both flags must be finite,
-at least 1 ms, and at least one frame interval of each video (else that video fails, naming the
-flag).
+long video streams for minutes); --timeline_png draws the top-1 class over time. Both flags must
+be finite, at least 1 ms, and at least one frame interval of each video (else that video fails,
+naming the flag).
 
 Outputs (--out, --logits_out, --rollout, --timeline_png, --features) are checked before any work
 (vidtx.outputs): one that is an input (a video, a folder's or --list's video, the --list, the
