@@ -17,8 +17,8 @@ import tensorflow as tf
 from vidtx import models
 from vidtx.configs import synthetic_timesformer
 from vidtx.data import dmvr
+from vidtx.inference.preprocess import encode_video
 from vidtx.models import vivit
-from vidtx.predict import encode_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")

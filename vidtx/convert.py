@@ -125,7 +125,7 @@ def convert(
 
 
 def describe(converted: store.Converted, out: str) -> str:
-  from vidtx import predict  # Its words for the preprocessing.
+  from vidtx.inference import preprocess  # predict's words for the preprocessing.
 
   config = converted.model_config
   p = converted.preprocessing
@@ -137,7 +137,7 @@ def describe(converted: store.Converted, out: str) -> str:
     f"D={config.get('hidden_size')} L={config.get('num_layers')} H={config.get('num_heads')} "
     f"patch {config.get('variant')}, {converted.num_classes} classes"
     + (" (with names)" if converted.labels else ""),
-    f"  input: {predict.describe_frames(p)}, short side {predict.eval_short_side(p)}, "
+    f"  input: {preprocess.describe_frames(p)}, short side {preprocess.eval_short_side(p)}, "
     f"{p['crop_size']} crop, mean {p['mean']} std {p['std']}; eval {p['num_test_clips']} clip(s)"
     f" x {3 if p['do_three_spatial_crops'] else 1} crop(s), {p['aggregation']}",
   ]

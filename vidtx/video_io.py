@@ -11,10 +11,11 @@ the container has timestamps and a constant frame rate (the header's frame count
 then). Otherwise, when the decoded count differs from the container's, the clips are planned
 again with the true count and a second pass fetches them.
 
-Windows of a long video (--window) are cut on the frames' presentation timestamps (vidtx.timeline):
-the timestamps come from the container's packets (no decoding), and the streaming pass checks
-each decoded frame against them; where the decoder's frames differ (dropped or extra frames), the
-decoded timestamps plan the windows not yet returned and a second pass fetches them.
+Windows of a long video (--window) are cut on the frames' presentation timestamps
+(vidtx.inference.timeline): the timestamps come from the container's packets (no decoding), and
+the streaming pass checks each decoded frame against them; where the decoder's frames differ
+(dropped or extra frames), the decoded timestamps plan the windows not yet returned and a second
+pass fetches them.
 
 Inputs: a file, a folder (recursive, video extensions), a glob, or a list file (`list_videos`).
 """
@@ -31,8 +32,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vidtx import timeline
 from vidtx.data import sampling
+from vidtx.inference import timeline
 
 VIDEO_EXTENSIONS = frozenset(
   "mp4 avi mkv webm mov m4v mpg mpeg flv wmv 3gp ogv".split()
@@ -55,7 +56,7 @@ class Clips:
 
   `clips` uint8 (C, num_frames, H, W, 3); `start`, `end` the frames [start, end) it covers
   (presentation order); `length` the video's frame count; `rate` frames per second (0 when
-  unknown). A window (vidtx.timeline) also has its number `window` and its seconds
+  unknown). A window (vidtx.inference.timeline) also has its number `window` and its seconds
   [start_s, end_s), from its frames' timestamps.
   """
 
@@ -277,8 +278,8 @@ def video_clips(
   hop_s: float | None = None,
 ) -> Iterator[Clips]:
   """The evaluation clips of the video at `path` (one Clips), or of each window of it (one Clips
-  per window, in order; vidtx.timeline) with `window_s` / `hop_s` seconds (flags checked by
-  timeline.check_flags). Raises ValueError naming the file."""
+  per window, in order; vidtx.inference.timeline) with `window_s` / `hop_s` seconds (flags
+  checked by timeline.check_flags). Raises ValueError naming the file."""
   if window_s is not None:
     yield from _window_clips(path, configs, window_s, hop_s or window_s)
     return

@@ -20,6 +20,7 @@ from test_predict import checkpoint_dir, converted, moving_square, write_video  
 
 from vidtx import models, predict
 from vidtx.checkpoints import init_from, readers, scan, store
+from vidtx.inference import classifier
 
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
 TINY = dict(variant="Ti/16", hidden_size=32, num_heads=2, mlp_dim=64, num_layers=2)
@@ -293,7 +294,7 @@ def test_predict_refuses_non_finite_logits_naming_the_file_and_the_views(
     predict.run(nan_checkpoint_dir, video=video)
   loaded = store.load(nan_checkpoint_dir)
   with pytest.raises(ValueError, match=r"the input array: non-finite logits .* 1 of 1: 'clip 0'"):
-    predict.predict_array(loaded, np.zeros((4, 32, 32, 3), np.float32))
+    classifier.predict_array(loaded, np.zeros((4, 32, 32, 3), np.float32))
 
 
 # ---------------------------------------------------------------------------------------------

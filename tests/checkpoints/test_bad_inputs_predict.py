@@ -16,8 +16,9 @@ import reference
 from shared import digests, within
 from test_predict import checkpoint_dir, command, converted, moving_square, write_video  # noqa: F401
 
-from vidtx import locks, outputs, predict, results, timeline, video_io
+from vidtx import locks, outputs, predict, video_io
 from vidtx.checkpoints import store
+from vidtx.inference import classifier, many_videos, preprocess, results, timeline
 
 
 def clip(path, num_frames: int = 20, shift: int = 0) -> str:
@@ -123,7 +124,7 @@ def test_overwrite_replaces_the_results_whole_or_not_at_all(checkpoint_dir, tmp_
   out = tmp_path / "results.jsonl"
   out.write_text("my own results\n")
   calls = []
-  aggregate = predict.aggregate
+  aggregate = classifier.aggregate
 
   def fail_on_the_second(*args):
     calls.append(1)
@@ -131,7 +132,7 @@ def test_overwrite_replaces_the_results_whole_or_not_at_all(checkpoint_dir, tmp_
       raise RuntimeError("the machine went away")
     return aggregate(*args)
 
-  monkeypatch.setattr(predict, "aggregate", fail_on_the_second)
+  monkeypatch.setattr(classifier, "aggregate", fail_on_the_second)
   with pytest.raises(RuntimeError, match="went away"):
     predict.run_many(checkpoint_dir, video=str(tmp_path / "videos"), out=str(out), overwrite=True)
   assert out.read_text() == "my own results\n"  # The failed run left the file as it was,
@@ -186,7 +187,7 @@ def test_features_of_colliding_names_are_all_kept(checkpoint_dir, converted, tmp
   assert len({e["file"] for e in entries}) == 4
   apply = reference.jitted_apply(converted.build_model())
   for entry in entries:
-    views, _ = predict.streamed_views(str(root / entry["id"]), converted)
+    views, _ = preprocess.streamed_views(str(root / entry["id"]), converted)
     _, aux = apply({"params": converted.params}, views)
     embedding = np.load(os.path.join(features, entry["file"]))
     np.testing.assert_allclose(embedding, np.mean(aux["pre_logits"], 0), atol=1e-5)
@@ -236,14 +237,14 @@ def test_a_non_utf8_file_name_keeps_every_row(checkpoint_dir, tmp_path, capsys):
 def test_a_row_that_cannot_be_written_fails_alone(checkpoint_dir, tmp_path, monkeypatch, capsys):  # noqa: F811
   for name in "abc":
     clip(tmp_path / "videos" / f"{name}.mp4")
-  aggregate, calls = predict.aggregate, []
+  aggregate, calls = classifier.aggregate, []
 
   def nan_for_b(logits, aggregation):
     calls.append(1)
     probabilities = aggregate(logits, aggregation)
     return probabilities * np.nan if len(calls) == 2 else probabilities
 
-  monkeypatch.setattr(predict, "aggregate", nan_for_b)
+  monkeypatch.setattr(classifier, "aggregate", nan_for_b)
   out = str(tmp_path / "results.jsonl")
   assert predict.run_many(checkpoint_dir, video=str(tmp_path / "videos"), out=out) == (2, 1)
   records = [json.loads(line) for line in open(out)]
@@ -314,10 +315,10 @@ def test_windows_follow_the_frames_timestamps(checkpoint_dir, converted, tmp_pat
   assert predict.run_many(checkpoint_dir, video=video, window=1, out=out, per_view=True) == (1, 0)
   records = [json.loads(line) for line in open(out)]
   assert [r["start"] for r in records] == [0, 1, 2, 3, 4, 5, 6]
-  frames = predict.decode_video(video)
+  frames = preprocess.decode_video(video)
   # Every window is one colour: its logits are those of a video of that colour.
-  _, dark = predict.predict_frames(converted, frames[:10])
-  _, bright = predict.predict_frames(converted, frames[-4:])
+  _, dark = classifier.predict_frames(converted, frames[:10])
+  _, bright = classifier.predict_frames(converted, frames[-4:])
   assert np.abs(dark - bright).max() > 1e-3
   for r in records:
     expected = dark if r["end"] <= 3 else bright
@@ -326,7 +327,7 @@ def test_windows_follow_the_frames_timestamps(checkpoint_dir, converted, tmp_pat
 
 def test_windows_when_the_decoder_disagrees_with_the_packets(converted, tmp_path, monkeypatch):  # noqa: F811
   video = variable_rate_video(str(tmp_path / "vfr.mp4"))
-  configs = predict.dataset_configs(converted)
+  configs = preprocess.dataset_configs(converted)
 
   def summary(clips):
     return [(c.window, c.start, c.end, c.start_s, c.end_s, c.clips.sum()) for c in clips]
@@ -355,13 +356,13 @@ def test_windows_when_the_decoder_disagrees_with_the_packets(converted, tmp_path
 
 def test_a_huge_batch_size_pads_only_to_the_work_there_is(checkpoint_dir, tmp_path, monkeypatch):  # noqa: F811
   shapes = []
-  jitted = predict._jitted_outputs
+  jitted = many_videos._jitted_outputs
 
   def recording(model, tokens):
     apply = jitted(model, tokens)
     return lambda params, batch: shapes.append(batch.shape[0]) or apply(params, batch)
 
-  monkeypatch.setattr(predict, "_jitted_outputs", recording)
+  monkeypatch.setattr(many_videos, "_jitted_outputs", recording)
   video = clip(tmp_path / "clip.mp4")  # 6 views.
   assert predict.run_many(checkpoint_dir, video=video, batch_size=65536) == (1, 0)
   assert shapes == [8]  # The next power of two: a few compiled shapes at most.

@@ -21,6 +21,7 @@ from shared import tiny_config
 from vidtx import convert, export, models, predict, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import init_from, run, store, training
+from vidtx.inference import classifier
 
 VALUES = {1: 0.25, 2: 0.75, 4: 0.5}  # Step 3: a checkpoint without an evaluation.
 BEST = "checkpoint step 2 (best eval top1 0.7500; newest is step 4, top1 0.5000)"
@@ -75,7 +76,7 @@ def test_convert_export_and_predict_take_the_best_by_default(run_dir, tmp_path, 
     export.describe(exported, str(tmp_path / "e"), "hf").splitlines()[0] == f"{run_dir}: {BEST}"
   )
 
-  loaded = predict.load_checkpoint(run_dir)
+  loaded = classifier.load_checkpoint(run_dir)
   assert loaded.source["step"] == 2 and _step_of(loaded.params) == 2
   assert capsys.readouterr().err.strip().splitlines() == [f"{run_dir}: {BEST}"]
 
@@ -90,7 +91,7 @@ def test_which_latest_and_step_take_the_others(run_dir, tmp_path, capsys):
   step_3 += "newest is step 4, top1 0.5000)"
   exported = export.load_source(run_dir, step=3)
   assert _step_of(exported.params) == 3 and exported.source["checkpoint"] == step_3
-  loaded = predict.load_checkpoint(run_dir, step=1)
+  loaded = classifier.load_checkpoint(run_dir, step=1)
   assert _step_of(loaded.params) == 1
   assert "checkpoint step 1 (--step=1, eval top1 0.2500; best is step 2" in capsys.readouterr().err
 
@@ -101,7 +102,7 @@ def test_which_latest_and_step_take_the_others(run_dir, tmp_path, capsys):
   with pytest.raises(ValueError, match=r"--which=latest picks a checkpoint of a train.py run"):
     convert.convert(src=str(tmp_path / "model.npz"), out=str(tmp_path / "x"), which="latest")
   with pytest.raises(ValueError, match=r"--step=1 picks a checkpoint of a train.py run; .* is a"):
-    predict.load_checkpoint(str(tmp_path / "latest"), step=1)
+    classifier.load_checkpoint(str(tmp_path / "latest"), step=1)
 
 
 def test_a_run_that_ranks_nothing_takes_the_newest(run_dir, tmp_path):
@@ -182,17 +183,17 @@ def test_predict_reads_a_run_directory(run_dir, tmp_path, capsys):
   np.save(tmp_path / "clip.npy", clip)
   logits = predict.run(run_dir, input_path=str(tmp_path / "clip.npy"))
   model = models.build(config.model_name, config.model, config.dataset_configs.num_classes)
-  params = predict.load_checkpoint(run_dir).params
+  params = classifier.load_checkpoint(run_dir).params
   expected = np.asarray(model.apply({"params": params}, clip[None], train=False)[0])
   np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
   assert f"{run_dir}: {BEST}" in capsys.readouterr().err
 
   command = f"python -m vidtx.convert --src {run_dir} --out {run_dir}_converted --step 7"
   with pytest.raises(ValueError, match=r"--step=7: .* has no checkpoint of that step") as raised:
-    predict.load_checkpoint(run_dir, step=7)
+    classifier.load_checkpoint(run_dir, step=7)
   assert command in str(raised.value) and "\n" not in str(raised.value)
   folder = tmp_path / "not_a_checkpoint"
   folder.mkdir()
   with pytest.raises(FileNotFoundError, match="neither a converted checkpoint") as raised:
-    predict.load_checkpoint(str(folder))
+    classifier.load_checkpoint(str(folder))
   assert f"python -m vidtx.convert --src {folder} --out {folder}_converted" in str(raised.value)

@@ -14,9 +14,10 @@ import orbax.checkpoint as ocp
 import pytest
 from shared import REPO, tiny_config
 
-from vidtx import checkpoints, convert, locks, models, predict, trainer
+from vidtx import checkpoints, convert, locks, models, trainer
 from vidtx import data as vidtx_data
 from vidtx.checkpoints import readers, run, store, training
+from vidtx.inference import classifier
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_exported_logits_match_the_trained_model(trained, tmp_path):
   model = models.build(config.model_name, config.model, config.dataset_configs.num_classes)
   params = jax.device_get(_restore_params(workdir, 2))
   expected = np.asarray(model.apply({"params": params}, clip[None], train=False)[0])
-  got = predict.predict_array(loaded, clip)
+  got = classifier.predict_array(loaded, clip)
   assert got.shape == (1, 4)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
   # Two steps from a random start: the logits are not all alike (a real comparison).

@@ -18,6 +18,7 @@ from shared import REPO
 
 from vidtx import models, predict, rollout
 from vidtx.checkpoints import store
+from vidtx.inference import classifier, pictures, preprocess
 
 MEAN, STD = 0.45, 0.225
 PREPROCESSING = dict(
@@ -68,7 +69,7 @@ def moving_square(num_frames: int = 20, height: int = 48, width: int = 64) -> np
 
 
 def write_video(path: str, frames: np.ndarray, codec: str, pix_fmt: str = "yuv420p") -> str:
-  return predict.encode_video(path, frames, fps=10, codec=codec, pix_fmt=pix_fmt)
+  return preprocess.encode_video(path, frames, fps=10, codec=codec, pix_fmt=pix_fmt)
 
 
 @pytest.fixture(scope="module", params=[("mp4", "libx264"), ("webm", "libvpx")])
@@ -100,10 +101,10 @@ def reference_views(path: str) -> np.ndarray:
 
 
 def test_video_views_and_logits_match_a_hand_built_reference(converted, video_file):
-  probabilities, view_logits = predict.predict_video(converted, video_file, batch_size=4)
+  probabilities, view_logits = classifier.predict_video(converted, video_file, batch_size=4)
   views = reference_views(video_file)
   np.testing.assert_allclose(
-    predict.video_views(predict.decode_video(video_file), converted), views, atol=1e-5
+    preprocess.video_views(preprocess.decode_video(video_file), converted), views, atol=1e-5
   )
   model = converted.build_model()
   expected, _ = reference.jitted_apply(model)({"params": converted.params}, views)
@@ -124,24 +125,26 @@ def test_aggregations_match_their_definitions():
     return np.exp(x) / np.exp(x).sum()
 
   np.testing.assert_allclose(
-    predict.aggregate(logits, "mean_logits"), normalised(logits.mean(0)), rtol=1e-5
+    classifier.aggregate(logits, "mean_logits"), normalised(logits.mean(0)), rtol=1e-5
   )
   np.testing.assert_allclose(
-    predict.aggregate(logits, "sum_logits"), normalised(logits.sum(0)), rtol=1e-5
+    classifier.aggregate(logits, "sum_logits"), normalised(logits.sum(0)), rtol=1e-5
   )
-  np.testing.assert_allclose(predict.aggregate(logits, "mean_softmax"), softmax.mean(0), rtol=1e-5)
+  np.testing.assert_allclose(
+    classifier.aggregate(logits, "mean_softmax"), softmax.mean(0), rtol=1e-5
+  )
   with pytest.raises(ValueError, match="aggregation='max'.*mean_softmax"):
-    predict.aggregate(logits, "max")
+    classifier.aggregate(logits, "max")
 
 
 def test_grey_odd_sized_and_short_videos_decode_to_rgb(converted, tmp_path):
   # 9 frames (shorter than the 7-frame span twice over: clips loop), 37 x 45, grey, lossless.
   grey = moving_square(9, 37, 45).mean(-1, keepdims=True).astype(np.uint8).repeat(3, -1)
   path = write_video(str(tmp_path / "grey.mkv"), grey, "ffv1", pix_fmt="gray")
-  frames = predict.decode_video(path)
+  frames = preprocess.decode_video(path)
   assert frames.shape == (9, 37, 45, 3) and frames.dtype == np.uint8
   np.testing.assert_array_equal(frames, grey)
-  probabilities, view_logits = predict.predict_frames(converted, frames)
+  probabilities, view_logits = classifier.predict_frames(converted, frames)
   assert view_logits.shape == (6, 4) and np.isfinite(view_logits).all()
   assert math.isclose(float(probabilities.sum()), 1.0, rel_tol=1e-5)
 
@@ -150,9 +153,9 @@ def test_bad_video_files_raise_naming_the_file(tmp_path):
   garbage = tmp_path / "x.mp4"
   garbage.write_bytes(np.random.default_rng(0).bytes(5000))
   with pytest.raises(ValueError, match="x.mp4: cannot decode"):
-    predict.decode_video(str(garbage))
+    preprocess.decode_video(str(garbage))
   with pytest.raises(ValueError, match="nowhere.mp4: no such file"):
-    predict.decode_video(str(tmp_path / "nowhere.mp4"))
+    preprocess.decode_video(str(tmp_path / "nowhere.mp4"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,12 +167,12 @@ def test_arrays_go_to_the_model_as_they_are(converted, tmp_path):
   clips = np.random.default_rng(1).normal(size=(3, 4, 32, 32, 3)).astype(np.float32)
   expected, _ = reference.jitted_apply(converted.build_model())({"params": converted.params}, clips)
   np.testing.assert_allclose(
-    predict.predict_array(converted, clips, batch_size=2), expected, atol=1e-5
+    classifier.predict_array(converted, clips, batch_size=2), expected, atol=1e-5
   )
   np.save(tmp_path / "one.npy", clips[1])  # (T, H, W, C): one clip gets a batch axis.
-  one = predict.load_clip(str(tmp_path / "one.npy"), converted)
+  one = preprocess.load_clip(str(tmp_path / "one.npy"), converted)
   assert one.shape == (1, 4, 32, 32, 3)
-  np.testing.assert_allclose(predict.predict_array(converted, one), expected[1:2], atol=1e-5)
+  np.testing.assert_allclose(classifier.predict_array(converted, one), expected[1:2], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -197,12 +200,12 @@ def test_not_an_array_raises_naming_the_file(converted, tmp_path):
   path = tmp_path / "clip.npy"
   path.write_text("not an array")
   with pytest.raises(ValueError, match="clip.npy: not a .npy file"):
-    predict.load_clip(str(path), converted)
+    preprocess.load_clip(str(path), converted)
   np.savez(tmp_path / "clips.npz", np.zeros((4, 32, 32, 3), np.float32))
   with pytest.raises(ValueError, match="clips.npz: not a .npy file"):
-    predict.load_clip(str(tmp_path / "clips.npz"), converted)
+    preprocess.load_clip(str(tmp_path / "clips.npz"), converted)
   with pytest.raises(ValueError, match="nowhere.npy: cannot read it"):
-    predict.load_clip(str(tmp_path / "nowhere.npy"), converted)
+    preprocess.load_clip(str(tmp_path / "nowhere.npy"), converted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,19 +214,19 @@ def test_not_an_array_raises_naming_the_file(converted, tmp_path):
 
 
 def test_class_names(converted, tmp_path):
-  assert predict.class_names(converted) == ["a", "b", "c", "d"]
+  assert classifier.class_names(converted) == ["a", "b", "c", "d"]
   labels = tmp_path / "labels.txt"
   labels.write_text("w\nx\ny\nz\n")
-  assert predict.class_names(converted, str(labels)) == ["w", "x", "y", "z"]
+  assert classifier.class_names(converted, str(labels)) == ["w", "x", "y", "z"]
   labels.write_text("w\nx\n")
   with pytest.raises(ValueError, match="labels.txt: 2 names, but the checkpoint has 4 classes"):
-    predict.class_names(converted, str(labels))
+    classifier.class_names(converted, str(labels))
   labels.write_bytes(b"\x93\xff\n")
   with pytest.raises(ValueError, match="labels.txt: cannot read it as text"):
-    predict.class_names(converted, str(labels))
+    classifier.class_names(converted, str(labels))
   unlabelled = dataclasses.replace(converted, labels=None)
-  assert predict.class_names(unlabelled) == ["class 0", "class 1", "class 2", "class 3"]
-  text = predict.format_top_k(np.array([0.1, 0.6, 0.05, 0.25]), ["a", "b", "c", "d"], 2)
+  assert classifier.class_names(unlabelled) == ["class 0", "class 1", "class 2", "class 3"]
+  text = classifier.format_top_k(np.array([0.1, 0.6, 0.05, 0.25]), ["a", "b", "c", "d"], 2)
   assert text.splitlines() == ["  1. b  0.6000", "  2. d  0.2500"]
 
 
@@ -249,7 +252,7 @@ def command(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_command_end_to_end(converted, checkpoint_dir, tmp_path):
   video = write_video(str(tmp_path / "clip.mp4"), moving_square(), "libx264")
-  probabilities, _ = predict.predict_video(converted, video)
+  probabilities, _ = classifier.predict_video(converted, video)
   logits_out = str(tmp_path / "logits")  # No .npy suffix: written exactly here.
   picture = tmp_path / "pictures" / "rollout.png"  # The folder is made.
   result = command(
@@ -282,12 +285,12 @@ def test_rollout_picture_shows_every_view(converted, checkpoint_dir, tmp_path):
   video = write_video(str(tmp_path / "clip.mp4"), moving_square(), "libx264")
   path = str(tmp_path / "rollout.png")
   logits = predict.run(checkpoint_dir, video=video, rollout_out=path, batch_size=4)
-  _, view_logits = predict.predict_video(converted, video)
+  _, view_logits = classifier.predict_video(converted, video)
   np.testing.assert_allclose(logits, view_logits, atol=1e-5)  # The same model call's logits.
-  views = predict.video_views(predict.decode_video(video), converted)  # (6, 4, 32, 32, 3)
+  views = preprocess.video_views(preprocess.decode_video(video), converted)  # (6, 4, 32, 32, 3)
   _, heat = rollout.rollout(converted.build_model(), converted.params, views)
   expected = rollout.rollout_image(
-    predict.display_frames(views, converted.preprocessing), heat, ["x"] * 6
+    pictures.display_frames(views, converted.preprocessing), heat, ["x"] * 6
   )
   image = Image.open(path)
   # 6 views of 4 frames, 32-pixel frames enlarged 3 times: titles, frames, heat rows.
@@ -300,7 +303,7 @@ def test_rollout_picture_shows_every_view(converted, checkpoint_dir, tmp_path):
   # The first frame tile is the view's pixels, denormalised with the checkpoint's mean / std.
   pixels = np.clip(np.round((views[0, 0] * STD + MEAN) * 255), 0, 255).astype(np.uint8)
   np.testing.assert_array_equal(got[16 : 16 + 96 : 3, 0:96:3], pixels)
-  assert predict.view_names(converted.preprocessing)[:4] == [
+  assert preprocess.view_names(converted.preprocessing)[:4] == [
     "clip 1, start crop",
     "clip 1, centre crop",
     "clip 1, end crop",
@@ -315,7 +318,7 @@ def test_rollout_of_clips_and_bad_requests(converted, checkpoint_dir, tmp_path):
   logits = predict.run(
     checkpoint_dir, input_path=str(tmp_path / "clips.npy"), rollout_out=str(path), head_fusion="max"
   )
-  np.testing.assert_allclose(logits, predict.model_logits(converted, clips), atol=1e-5)
+  np.testing.assert_allclose(logits, classifier.model_logits(converted, clips), atol=1e-5)
   assert Image.open(path).format == "JPEG" and Image.open(path).size[1] == 3 * 212 + 2 * 8
   with pytest.raises(ValueError, match="unknown image extension '.picture'"):
     predict.run(

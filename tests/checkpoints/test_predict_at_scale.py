@@ -17,14 +17,15 @@ import tensorflow as tf
 from shared import REPO
 from test_predict import checkpoint_dir, command, converted, moving_square  # noqa: F401
 
-from vidtx import models, ownership, predict, timeline, video_io
+from vidtx import models, ownership, predict, video_io
 from vidtx.checkpoints import store
 from vidtx.data import sampling
+from vidtx.inference import classifier, many_videos, preprocess, timeline
 
 
 def write(path, num_frames: int = 20, codec: str = "libx264") -> str:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  return predict.encode_video(str(path), moving_square(num_frames), fps=10, codec=codec)
+  return preprocess.encode_video(str(path), moving_square(num_frames), fps=10, codec=codec)
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +42,16 @@ def folder(tmp_path_factory) -> str:
 
 
 def test_streamed_decode_equals_decoding_every_frame(converted, folder, monkeypatch):  # noqa: F811
-  configs = predict.dataset_configs(converted)
+  configs = preprocess.dataset_configs(converted)
   for name in ("a.mp4", "sub/b.MKV"):
     path = os.path.join(folder, name)
-    frames = predict.decode_video(path)  # Today's path: every frame.
+    frames = preprocess.decode_video(path)  # Today's path: every frame.
     indices = sampling.eval_clip_indices_for(configs, tf.constant(len(frames))).numpy()
     (clips,) = video_io.video_clips(path, configs)
     assert clips.length == len(frames) and (clips.start, clips.end) == (0, len(frames))
     np.testing.assert_array_equal(clips.clips, frames[indices])  # (C, T, H, W, 3)
-    _, old = predict.predict_frames(converted, frames)
-    _, new = predict.predict_video(converted, path)
+    _, old = classifier.predict_frames(converted, frames)
+    _, new = classifier.predict_video(converted, path)
     np.testing.assert_array_equal(new, old)
   assert video_io.probe(os.path.join(folder, "sub/b.MKV")).frames is None  # Counted by a pass.
   # A header that overstates the count: the decoded count wins, by a second pass.
@@ -58,7 +59,7 @@ def test_streamed_decode_equals_decoding_every_frame(converted, folder, monkeypa
   monkeypatch.setattr(video_io, "probe", lambda p: video_io.StreamInfo(31, 10.0, 64, 48))
   (clips,) = video_io.video_clips(path, configs)
   assert clips.length == 20
-  frames = predict.decode_video(path)
+  frames = preprocess.decode_video(path)
   indices = sampling.eval_clip_indices_for(configs, tf.constant(20)).numpy()
   np.testing.assert_array_equal(clips.clips, frames[indices])
 
@@ -75,7 +76,7 @@ def test_seeking_gives_the_same_frames(converted, tmp_path, monkeypatch, gop):  
     for frame in frames:
       container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
     container.mux(stream.encode())
-  configs = predict.dataset_configs(converted)
+  configs = preprocess.dataset_configs(converted)
   seeks = []
   seek_frames = video_io._seek_frames
   monkeypatch.setattr(video_io, "SEEK_GAP_S", 1.0)  # 10 frames.
@@ -85,7 +86,7 @@ def test_seeking_gives_the_same_frames(converted, tmp_path, monkeypatch, gop):  
   (clips,) = video_io.video_clips(path, configs)
   assert len(seeks) == 1 and seeks[0] is not None  # Frames 0-6 and 193-199: one seek.
   indices = sampling.eval_clip_indices_for(configs, tf.constant(200)).numpy()
-  np.testing.assert_array_equal(clips.clips, predict.decode_video(path)[indices])
+  np.testing.assert_array_equal(clips.clips, preprocess.decode_video(path)[indices])
 
 
 def test_inputs_folder_glob_and_lists(folder, tmp_path):
@@ -119,7 +120,7 @@ def test_jsonl_csv_and_a_bad_file(checkpoint_dir, converted, folder, tmp_path, c
   assert list(records) == ["a.mp4", "c.mp4", os.path.join("sub", "b.MKV")]
   assert "c.mp4: cannot decode" in records["c.mp4"]["error"]
   assert "c.mp4: cannot decode" in capsys.readouterr().err
-  probabilities, view_logits = predict.predict_video(converted, os.path.join(folder, "a.mp4"))
+  probabilities, view_logits = classifier.predict_video(converted, os.path.join(folder, "a.mp4"))
   best = np.argsort(-probabilities, kind="stable")[:2]
   assert [t["label"] for t in records["a.mp4"]["top_k"]] == ["abcd"[i] for i in best]
   np.testing.assert_allclose(
@@ -154,10 +155,10 @@ def test_windows_one_per_hop(checkpoint_dir, converted, folder, tmp_path):  # no
   assert [(r["start"], r["end"]) for r in records] == [(0, 2), (1, 3), (2, 4), (3, 4)]
   assert all(r["id"] == path for r in records)
   # Each window is classified as the video of its frames would be.
-  frames = predict.decode_video(path)
+  frames = preprocess.decode_video(path)
   for r in records:
     window = frames[int(r["start"] * 10) : int(r["end"] * 10)]
-    _, expected = predict.predict_frames(converted, window)
+    _, expected = classifier.predict_frames(converted, window)
     np.testing.assert_allclose(r["view_logits"], expected, atol=1e-5)
   assert open(picture, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   # Windows shorter than the hop leave gaps; frames on a window's edge (0.3 s = 3 * 0.1 s)
@@ -179,7 +180,7 @@ def test_features_and_their_directory(checkpoint_dir, converted, folder, tmp_pat
   tokens = np.load(os.path.join(features, entry["tokens_file"]))
   assert embedding.dtype == np.float32 and embedding.shape == (32,) == tuple(entry["shape"])
   assert tokens.shape == (4, 4, 32) == tuple(entry["tokens_shape"])  # (T, h * w, D)
-  views, _ = predict.streamed_views(os.path.join(folder, "a.mp4"), converted)
+  views, _ = preprocess.streamed_views(os.path.join(folder, "a.mp4"), converted)
   model = converted.build_model()
   _, aux = model.apply({"params": converted.params}, views, train=False)
   np.testing.assert_allclose(embedding, np.mean(aux["pre_logits"], 0), atol=1e-5)
@@ -196,7 +197,7 @@ def test_features_and_their_directory(checkpoint_dir, converted, folder, tmp_pat
 
 
 def test_token_features_only_where_the_model_returns_them(converted):  # noqa: F811
-  assert predict.token_features_available(converted)  # TimeSformer: 'encoded_tokens'.
+  assert many_videos.token_features_available(converted)  # TimeSformer: 'encoded_tokens'.
   model_config = shared.tiny_model_config("vivit", "spatio_temporal")
   model = models.build("vivit", model_config, 4)
   vivit = store.Converted(
@@ -206,7 +207,7 @@ def test_token_features_only_where_the_model_returns_them(converted):  # noqa: F
     params=reference.init_shapes(model, (1, 4, 16, 16, 3)),  # Shapes are enough.
     preprocessing=dict(converted.preprocessing, crop_size=16),
   )
-  assert not predict.token_features_available(vivit)
+  assert not many_videos.token_features_available(vivit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,11 +239,11 @@ def _long_video(path: str, seconds: int, fps: int = 30, height: int = 240, width
 
 PEAK_RSS = """
 import resource, sys
-from vidtx import predict
+from vidtx.inference import classifier
 from vidtx.checkpoints import store
 converted = store.load(sys.argv[1])
 for video in sys.argv[2:]:
-  predict.predict_video(converted, video)
+  classifier.predict_video(converted, video)
   print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

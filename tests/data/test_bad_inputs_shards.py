@@ -13,7 +13,7 @@ from ml_collections import config_flags
 from shared import REPO, digests, read_table, within, write_lines, write_video
 
 from vidtx import cli, locks, ownership
-from vidtx.data import class_labels, make_shards, sources
+from vidtx.data import class_labels, make_shards, shard_tables, sources
 
 
 def touch(root, *paths) -> None:
@@ -395,7 +395,7 @@ def test_a_second_conversion_into_the_same_folder_refuses_naming_the_holder(
   # Another conversion holds the folder (flock: a second open file in this process conflicts).
   # Refused before the videos are even listed.
   monkeypatch.setattr(sources, "folders_source", lambda *a, **k: pytest.fail("inputs read"))
-  with locks.hold(str(out), make_shards.LOCK_HOLDER):
+  with locks.hold(str(out), shard_tables.LOCK_HOLDER):
     err = fails(capsys, args)
   monkeypatch.undo()
   assert f"{out} is in use by vidtx.data.make_shards (pid {os.getpid()} on host" in err

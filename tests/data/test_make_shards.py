@@ -22,8 +22,16 @@ from shared import (
   write_video,
 )
 
-from vidtx.data import class_labels, dmvr, make_shards, sources, video_decode
-from vidtx.predict import decode_video
+from vidtx.data import (
+  class_labels,
+  dmvr,
+  folder_split,
+  make_shards,
+  shard_tables,
+  sources,
+  video_decode,
+)
+from vidtx.inference.preprocess import decode_video
 
 # Frame k of every test video has brightness BASE + STEP * k (a red corner shows the channel
 # order), so the frames read back tell which source frames were kept.
@@ -114,7 +122,7 @@ def test_kinetics_round_trip(tmp_path):
   source = sources.kinetics_source(annotations, str(videos))
   assert source.split == "train"
   out = tmp_path / "out"
-  summary = make_shards.write_split(
+  summary = shard_tables.write_split(
     source.items, str(out), source.split, num_shards=2, progress=False
   )
   assert summary["table"] == "train.tfrecord@2"
@@ -147,7 +155,7 @@ def test_kinetics_round_trip(tmp_path):
   )
   source = sources.kinetics_source(unlabelled, str(videos))
   assert source.split == "test" and source.items[0].labels == ()
-  make_shards.write_split(source.items, str(out), "test", num_shards=1, progress=False)
+  shard_tables.write_split(source.items, str(out), "test", num_shards=1, progress=False)
   (example,) = read_table(out, "test.tfrecord@1")
   assert example["labels"] == [-1] and example["indices"] == list(range(10))
 
@@ -184,7 +192,7 @@ def test_ssv2_maps_templates_to_label_indices(tmp_path):
   source = sources.ssv2_source(str(split), str(labels), str(videos))
   assert source.split == "validation"
   out = tmp_path / "out"
-  make_shards.write_split(
+  shard_tables.write_split(
     source.items,
     str(out),
     source.split,
@@ -231,7 +239,7 @@ def test_epic_labels_are_noun_then_300_plus_verb(tmp_path):
   source = sources.epic_source(annotations, str(videos), noun_classes=nouns)
   assert source.split == "validation" and source.class_splits == [300, 97]
   out = tmp_path / "out"
-  summary = make_shards.write_split(
+  summary = shard_tables.write_split(
     source.items,
     str(out),
     source.split,
@@ -293,7 +301,7 @@ def test_bad_videos_are_reported_and_the_rest_converts(tmp_path):
   assert source.split == "videos"
   out = tmp_path / "out"
   # good.mp4 comes as 'jump' and as class 1: kept as two examples on purpose.
-  summary = make_shards.write_split(
+  summary = shard_tables.write_split(
     source.items,
     str(out),
     "train",
@@ -333,7 +341,7 @@ def test_resume_rewrites_only_the_missing_shard(tmp_path, capsys):
   )
   items = sources.csv_source(annotations, str(videos)).items
   out = tmp_path / "out"
-  make_shards.write_split(items, str(out), "train", num_shards=3, progress=False)
+  shard_tables.write_split(items, str(out), "train", num_shards=3, progress=False)
   shards = dmvr.shard_names(str(out / "train.tfrecord"), 3)
   first = [open(shard, "rb").read() for shard in shards]
   os.utime(shards[0], (1, 1))
@@ -341,7 +349,7 @@ def test_resume_rewrites_only_the_missing_shard(tmp_path, capsys):
   os.remove(shards[1])
   stray = out / ".train.tfrecord-00001-of-00003.tmp-0123456789ab"
   stray.write_bytes(b"half a shard")
-  summary = make_shards.write_split(items, str(out), "train", num_shards=3)
+  summary = shard_tables.write_split(items, str(out), "train", num_shards=3)
   assert "skipping the 2 of 3 shards that exist" in capsys.readouterr().err
   assert (summary["shards_written"], summary["shards_skipped"]) == (1, 2)
   # The report and the counts still cover the skipped shards (from their stats files).
@@ -356,7 +364,7 @@ def test_resume_rewrites_only_the_missing_shard(tmp_path, capsys):
   )
   assert len(read_table(out, "train.tfrecord@3")) == 5
   # Other options leave the shards as they are, with a warning.
-  make_shards.write_split(items, str(out), "train", num_shards=3, fps=10)
+  shard_tables.write_split(items, str(out), "train", num_shards=3, fps=10)
   assert capsys.readouterr().err.count("delete it to convert it again") == 3
   assert [open(shard, "rb").read() for shard in shards] == first
 
@@ -373,7 +381,7 @@ def test_parallel_workers_write_the_same_shards(tmp_path, capsys):
   shards = {}
   for workers in (1, 2):
     out = tmp_path / f"out{workers}"
-    summary = make_shards.write_split(
+    summary = shard_tables.write_split(
       items, str(out), "train", num_shards=3, num_workers=workers, fps=15, short_side=16
     )
     assert (summary["examples"], summary["bad"]) == (4, 1)
@@ -598,7 +606,7 @@ def test_folders_round_trip(tmp_path, capsys):
     "dog/d2.avi",
   ]
   assert sorted(os.listdir(out)) == sorted(
-    [".vidtx", "labels.txt", make_shards.FOLDERS_SPLIT_FILE, "train.csv", "validation.csv"]
+    [".vidtx", "labels.txt", folder_split.FOLDERS_SPLIT_FILE, "train.csv", "validation.csv"]
     + [
       f"{split}{suffix}"
       for split in ("train", "validation")

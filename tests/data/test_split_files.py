@@ -10,7 +10,7 @@ import pytest
 from shared import digests, read_table, write_video
 
 from vidtx import ownership
-from vidtx.data import class_labels, make_shards, shard_writer, sources
+from vidtx.data import class_labels, folder_split, make_shards, shard_writer, sources
 
 
 def touch(root, *paths) -> None:
@@ -95,7 +95,7 @@ def test_small_validation_warning_names_the_classes_and_the_fix(tmp_path):
   root = tmp_path / "videos"
   touch(root, *[f"{name}/v{i:02d}.mp4" for name, n in sizes.items() for i in range(n)])
   dataset = sources.folders_source(str(root))  # The default 10%.
-  warning = make_shards.small_validation_warning(dataset, str(root), "OUT")
+  warning = folder_split.small_validation_warning(dataset, str(root), "OUT")
   assert warning == (
     "warning: 4 of 5 classes have fewer than 3 validation videos (archery: 0 of 1, "
     "bowling: 1 of 3, curling: 1 of 10, diving: 1 of 12), too few for their accuracy to tell "
@@ -106,17 +106,17 @@ def test_small_validation_warning_names_the_classes_and_the_fix(tmp_path):
   )
   # The fraction it names does what it says.
   fixed = sources.folders_source(str(root), val_fraction=0.25)
-  warning = make_shards.small_validation_warning(fixed, str(root), "OUT")
+  warning = folder_split.small_validation_warning(fixed, str(root), "OUT")
   assert "2 of 5 classes" in warning and "(archery: 0 of 1, bowling: 1 of 3)" in warning
   assert "--val_fraction" not in warning.split(";")[1]  # Only 'add videos' is left to do.
   # Enough everywhere (3 of 4 videos: every class keeps one): nothing to say.
   enough = tmp_path / "enough"
   touch(enough, *[f"{name}/v{i}.mp4" for name in ("a", "b") for i in range(4)])
   dataset = sources.folders_source(str(enough), val_fraction=0.75)
-  assert make_shards.small_validation_warning(dataset, str(enough), "OUT") == ""
+  assert folder_split.small_validation_warning(dataset, str(enough), "OUT") == ""
   # No validation split at all (--val_fraction=0): the final lines say so, no warning.
   dataset = sources.folders_source(str(enough), val_fraction=0.0)
-  assert make_shards.small_validation_warning(dataset, str(enough), "OUT") == ""
+  assert folder_split.small_validation_warning(dataset, str(enough), "OUT") == ""
 
 
 def test_small_validation_warning_for_the_users_own_split(tmp_path):
@@ -124,7 +124,7 @@ def test_small_validation_warning_for_the_users_own_split(tmp_path):
   touch(root, *[f"train/{name}/t{i}.mp4" for name in ("run", "walk") for i in range(5)])
   touch(root, *[f"val/run/v{i}.mp4" for i in range(3)], "val/walk/v0.mp4")
   dataset = sources.folders_source(str(root))
-  warning = make_shards.small_validation_warning(dataset, str(root), "OUT")
+  warning = folder_split.small_validation_warning(dataset, str(root), "OUT")
   assert warning == (
     "warning: 1 of 2 classes have fewer than 3 validation videos (walk: 1 of 6), too few for "
     f"their accuracy to tell runs apart; add videos to {root}/val/<class> (3 or more per "
@@ -185,7 +185,7 @@ def test_the_split_is_written_before_the_conversion(tmp_path, monkeypatch):
   root = tmp_path / "videos"
   touch(root, *[f"{name}/v{i}.mp4" for name in ("cat", "dog") for i in range(4)])
   # Every video reads (no decoding), and the conversion stops at once.
-  monkeypatch.setattr(make_shards, "probe_videos", lambda paths, *a: [None] * len(paths))
+  monkeypatch.setattr(folder_split, "probe_videos", lambda paths, *a: [None] * len(paths))
 
   def interrupted(*args, **kwargs):
     raise KeyboardInterrupt
@@ -193,8 +193,8 @@ def test_the_split_is_written_before_the_conversion(tmp_path, monkeypatch):
   monkeypatch.setattr(shard_writer, "write_shards", interrupted)
   out = tmp_path / "out"
   with pytest.raises(KeyboardInterrupt):
-    make_shards.write_folders(str(root), str(out), val_fraction=0.5, progress=False)
-  with open(out / make_shards.FOLDERS_SPLIT_FILE) as f:
+    folder_split.write_folders(str(root), str(out), val_fraction=0.5, progress=False)
+  with open(out / folder_split.FOLDERS_SPLIT_FILE) as f:
     record = json.load(f)
   assert record["videos"] == {"train": 4, "validation": 4}
   validation = read_csv(out / "validation.csv")[1:]
@@ -209,7 +209,7 @@ def test_the_split_is_written_before_the_conversion(tmp_path, monkeypatch):
 def test_a_users_split_file_is_never_replaced(tmp_path, capsys, monkeypatch):
   root = tmp_path / "videos"
   touch(root, *[f"{name}/v{i}.mp4" for name in ("cat", "dog") for i in range(4)])
-  monkeypatch.setattr(make_shards, "probe_videos", lambda paths, *a: [None] * len(paths))
+  monkeypatch.setattr(folder_split, "probe_videos", lambda paths, *a: [None] * len(paths))
   out = tmp_path / "out"
   args = ["--source=folders", f"--input={root}", f"--output_dir={out}", "--num_workers=1"]
   make_shards.main([*args, "--val_fraction=0.5"])
@@ -239,6 +239,6 @@ def test_split_csv_rows():
     sources.Item(path="/r/a/\udcff.mp4", labels=("a",), video_id="a/\udcff.mp4"),  # Not UTF-8.
     sources.Item(path="/r/a/z.mp4", labels=("a",), video_id="a/z.mp4", error="left out"),
   ]
-  assert make_shards.split_csv(items) == (
+  assert folder_split.split_csv(items) == (
     "path,class\na/y.mp4,a\na/\\xff.mp4,a\na/y.mp4,b\nb/x.mp4,b\n"
   )

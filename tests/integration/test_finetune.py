@@ -13,6 +13,7 @@ from vidtx import convert, predict, trainer
 from vidtx.checkpoints import convert_source, store
 from vidtx.configs import finetune
 from vidtx.data import make_shards
+from vidtx.inference import preprocess
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -43,7 +44,7 @@ def video_root(tmp_path_factory):
     os.makedirs(root / name)
     for i in range(VIDEOS_PER_CLASS):
       path = str(root / name / f"{name}_{i}.mp4")
-      predict.encode_video(path, class_frames(colour, 10 * c + i), fps=10)
+      preprocess.encode_video(path, class_frames(colour, 10 * c + i), fps=10)
   return str(root)
 
 

@@ -14,9 +14,10 @@ import os
 import numpy as np
 import pytest
 
-from vidtx import predict, trainer
+from vidtx import trainer
 from vidtx.configs import finetune, synthetic_timesformer
 from vidtx.data import dmvr, make_shards, synthetic
+from vidtx.inference import preprocess
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures: shards, a converted checkpoint and a run, each as little as the recipe reads.
@@ -271,7 +272,7 @@ def test_finetune_from_a_run_follows_it_and_says_so(tmp_path, capsys):
     os.makedirs(videos / name)
     for i in range(4):
       frames, _ = synthetic.generate_motion(rng, 8, 24, label=label)
-      predict.encode_video(str(videos / name / f"{name}_{i}.mp4"), frames, fps=8)
+      preprocess.encode_video(str(videos / name / f"{name}_{i}.mp4"), frames, fps=8)
   shards = str(tmp_path / "shards")
   make_shards.main(
     [

@@ -18,7 +18,7 @@ from shared import REPO, TINY_PREPROCESSING, digests, read_table, write_lines, w
 
 from vidtx import convert, models, ownership
 from vidtx.checkpoints import run, store
-from vidtx.data import make_shards, sources, synthetic
+from vidtx.data import make_shards, shard_tables, sources, synthetic
 
 
 def run_command(args: list[str], tmp_path, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -354,15 +354,15 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
     match=r"1 video\(s\) are listed under different labels .*"
     r"'c.mp4' as 'walk' \(row 4\) and 'run' \(row 5\)",
   ):
-    make_shards.write_split(items, str(out), "train", num_shards=2, progress=False)
+    shard_tables.write_split(items, str(out), "train", num_shards=2, progress=False)
   assert not out.exists()
   with pytest.raises(ValueError, match=r"row 3 repeats row 1 \('a.mp4'\)"):
-    make_shards.write_split(
+    shard_tables.write_split(
       items, str(out), "train", num_shards=2, duplicates="error", conflicts="keep", progress=False
     )
   assert not out.exists()
 
-  summary = make_shards.write_split(
+  summary = shard_tables.write_split(
     items, str(out / "skip"), "train", num_shards=2, conflicts="skip", progress=False
   )
   assert (summary["examples"], summary["bad"]) == (3, 3)
@@ -375,7 +375,7 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
   with open(out / "skip" / "train_report.txt") as f:
     assert len(f.read().splitlines()) == 3
 
-  summary = make_shards.write_split(
+  summary = shard_tables.write_split(
     items, str(out / "merge"), "train", num_shards=2, conflicts="merge", progress=False
   )
   assert (summary["examples"], summary["bad"], summary["merged"]) == (4, 1, 1)
@@ -388,7 +388,7 @@ def test_duplicates_and_conflicts_are_reported(tmp_path, videos, capsys):
     str(out / "merge")
   )
 
-  summary = make_shards.write_split(
+  summary = shard_tables.write_split(
     items,
     str(out / "keep"),
     "train",
@@ -451,4 +451,4 @@ def test_unwritable_output_dir_is_one_line(tmp_path, videos):
     read_only = tmp_path / "read_only"
     read_only.mkdir(mode=0o555)
     with pytest.raises(ownership.UnwritableError, match="permission denied"):
-      make_shards.check_output_dir(str(read_only / "out"))
+      shard_tables.check_output_dir(str(read_only / "out"))

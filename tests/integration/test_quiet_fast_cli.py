@@ -27,6 +27,7 @@ from vidtx import cli, convert, export, predict, progress, sharding, video_io
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import run, store, training
 from vidtx.data import class_labels, make_shards
+from vidtx.inference import classifier, many_videos, preprocess
 
 HEAVY = ("jax", "tensorflow", "torch")
 SCRIPTS = (
@@ -183,7 +184,7 @@ def test_convert_export_and_predict_of_a_healthy_run_print_no_orbax_warning(
   caplog.set_level(logging.INFO)
   convert.convert(src=healthy_run, out=str(tmp_path / "converted"))
   export.load_source(healthy_run, which="latest")
-  predict.load_checkpoint(healthy_run, step=1)
+  classifier.load_checkpoint(healthy_run, step=1)
   logged = caplog.text + "".join(capfd.readouterr())
   assert not [line for line in logged.splitlines() if any(noise in line for noise in NOISE)]
   # Other warnings still pass the filter.
@@ -210,15 +211,15 @@ BASE = dict(
 
 def test_the_frames_are_described_as_the_clip_samples_them():
   segment = BASE | dict(train_sampling="segment", eval_sampling="segment", eval_min_resize=224)
-  assert predict.describe_frames(segment) == "8 frames, one per segment"
-  line = predict.describe_preprocessing(segment)
+  assert preprocess.describe_frames(segment) == "8 frames, one per segment"
+  line = preprocess.describe_preprocessing(segment)
   assert "8 frames, one per segment" in line and "stride" not in line
   assert "short side 224" in line  # eval_min_resize: what evaluation resizes to.
-  assert predict.describe_frames(BASE) == "8 frames at stride 32"
+  assert preprocess.describe_frames(BASE) == "8 frames at stride 32"
   timesformer = BASE | dict(train_sampling="timesformer", eval_sampling="timesformer")
-  assert predict.describe_frames(timesformer) == "8 frames over 256 frames at 30 fps"
+  assert preprocess.describe_frames(timesformer) == "8 frames over 256 frames at 30 fps"
   whole = BASE | dict(eval_sampling="whole_video")
-  assert predict.describe_frames(whole) == (
+  assert preprocess.describe_frames(whole) == (
     "8 frames at stride 32, one after another over the whole video"
   )
   converted = store.Converted("timesformer", {"attention": "divided"}, 4, {}, segment)
@@ -234,8 +235,8 @@ def test_the_frames_are_described_as_the_clip_samples_them():
 
 def test_the_windows_of_a_video_stream_with_a_progress_line(tmp_path, monkeypatch):
   path = str(tmp_path / "long.mp4")
-  predict.encode_video(path, np.zeros((40, 32, 48, 3), np.uint8), fps=10)  # 4 s.
-  reporters, real = [], predict.streaming_reporter
+  preprocess.encode_video(path, np.zeros((40, 32, 48, 3), np.uint8), fps=10)  # 4 s.
+  reporters, real = [], many_videos.streaming_reporter
 
   def recording(video_id: str, video_path: str) -> progress.Reporter:
     reporter = real(video_id, video_path)
@@ -243,12 +244,12 @@ def test_the_windows_of_a_video_stream_with_a_progress_line(tmp_path, monkeypatc
     reporters.append(reporter)
     return reporter
 
-  monkeypatch.setattr(predict, "streaming_reporter", recording)
+  monkeypatch.setattr(many_videos, "streaming_reporter", recording)
   preprocessing = BASE | dict(num_frames=2, stride=1, min_resize=32, crop_size=32)
   converted = store.Converted("timesformer", {}, 4, {}, preprocessing)
-  configs = predict.dataset_configs(converted)
-  rows = predict.view_names(preprocessing)
-  items = list(predict._video_items(1, "long.mp4", path, configs, rows, 1.0, 1.0))
+  configs = preprocess.dataset_configs(converted)
+  rows = preprocess.view_names(preprocessing)
+  items = list(many_videos._video_items(1, "long.mp4", path, configs, rows, 1.0, 1.0))
   assert len(items) == 4
   (reporter,) = reporters
   lines = reporter.stream.getvalue().splitlines()
@@ -260,5 +261,5 @@ def test_the_windows_of_a_video_stream_with_a_progress_line(tmp_path, monkeypatc
     "long.mp4: 4/4 s of video",  # finish: the line ends.
   ]
   # Whole videos (no --window) take no seconds line.
-  list(predict._video_items(1, "long.mp4", path, configs, rows, None, None))
+  list(many_videos._video_items(1, "long.mp4", path, configs, rows, None, None))
   assert len(reporters) == 1

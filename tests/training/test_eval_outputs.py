@@ -17,7 +17,7 @@ from shared import tiny_config
 from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
 from vidtx import metrics, progress, sharding, trainer
-from vidtx.data import make_shards, sources, synthetic
+from vidtx.data import shard_tables, sources, synthetic
 from vidtx.tools import plot
 
 # ----------------------------------------------------------------------------- a made-up set
@@ -297,7 +297,7 @@ def test_training_line_keeps_its_format():
 
 def test_make_shards_reports_through_the_reporter(tmp_path, capsys):
   items = [sources.Item(path="", labels=("walk",), video_id=v) for v in ("a", "b", "c")]
-  summary = make_shards.write_split(items, str(tmp_path / "out"), "train", num_shards=1)
+  summary = shard_tables.write_split(items, str(tmp_path / "out"), "train", num_shards=1)
   assert summary["bad"] == 3
   last = capsys.readouterr().err.splitlines()[-1].split("\r")[-1]
   assert last.startswith("train: 3/3 videos | 3 bad | ") and last.endswith(" | ETA 0m00s")

@@ -88,600 +88,26 @@ labels, 'merged': rows folded into an earlier row's example) and the final line 
 from __future__ import annotations
 
 import argparse
-import collections
-import concurrent.futures
 import contextlib
-import csv
-import dataclasses
 import glob
-import hashlib
-import io
 import json
-import math
 import os
 import shlex
 import sys
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vidtx import locks, outputs, ownership
-from vidtx.data import sources
-from vidtx.progress import Reporter
+from vidtx import locks, outputs
+from vidtx.data import folder_split, shard_tables, sources
 
 # TensorFlow (dmvr, shard_writer, class_labels) and PyAV (video_decode) are imported inside the
-# functions that use them: --help and argument errors answer before those imports.
-if TYPE_CHECKING:
-  from vidtx.data import shard_writer
+# functions that use them (here, in shard_tables and in folder_split): --help and argument errors
+# answer before those imports.
 
 SOURCES = ("kinetics", "ssv2", "epic", "csv", "folders")
-FOLDERS_SPLIT_FILE = "folders_split.json"
-# The videos of each split a folders run drew (or found), written before the conversion.
-SPLIT_FILES = {"train": "train.csv", "validation": "validation.csv"}
-MIN_VAL_VIDEOS = 3  # Fewer per class: warned (1 video moves a class's accuracy by 100%).
-SHOWN_CLASSES = 5
-LOCK_HOLDER = "vidtx.data.make_shards"
-PROBE_METER = 256  # Named by a second conversion into the same folder.
-_OUTPUT_HINT = "Pass a new or empty --output_dir."
 # --duplicates: class_labels.DUPLICATE_MODES, here without its TensorFlow import (a test checks
 # that they agree).
 DUPLICATE_MODES = ("skip", "keep", "error")
-
-# ---------------------------------------------------------------------------------------------
-# The conversion.
-# ---------------------------------------------------------------------------------------------
-
-
-def is_legacy_shards_dir(directory: str) -> bool:
-  """Shards written by this tool before the ownership marker: a `{split}_summary.json` of it, or
-  (a conversion interrupted before its summary) a shard's stats `{split}_shards/*.json`."""
-  escaped = glob.escape(directory)
-  for pattern, fields in (
-    ("*_summary.json", {"split", "table", "num_shards", "shards_written"}),
-    ("*_shards/*.tfrecord-*.json", {"shard", "videos", "examples", "bad"}),
-  ):
-    for path in glob.glob(os.path.join(escaped, pattern)):
-      found = ownership.read_json(path)
-      if found and fields <= set(found):
-        return True
-  return False
-
-
-def record_written(output_dir: str, names: Sequence[str]) -> None:
-  """Adds `names` to the marker's inventory of what vidtx wrote in `output_dir`, when it keeps
-  one (a directory claimed new or empty; an earlier vidtx's directory has none)."""
-  if ownership.written_names(output_dir) is not None:
-    ownership.record_written(output_dir, names)
-
-
-def check_output_dir(output_dir: str) -> None:
-  """Raises ownership.NotOwnedError unless the shards may go into `output_dir`; writes nothing."""
-  ownership.check_claimable(output_dir, "shards", legacy=is_legacy_shards_dir, hint=_OUTPUT_HINT)
-
-
-def _check_options(
-  split: str, num_shards: int, num_workers: int, options: shard_writer.Options
-) -> None:
-  if not split or "/" in split or "@" in split:
-    raise ValueError(f"--split={split!r}: expected a plain name such as 'train'.")
-  checks = [
-    (num_shards >= 1, f"--num_shards={num_shards}: expected >= 1."),
-    (num_workers >= 1, f"--num_workers={num_workers}: expected >= 1."),
-    (options.fps >= 0, f"--fps={options.fps}: expected >= 0 (0 keeps the native rate)."),
-    (options.short_side >= 0, f"--short_side={options.short_side}: expected >= 0."),
-    (
-      1 <= options.jpeg_quality <= 100,
-      f"--jpeg_quality={options.jpeg_quality}: expected 1 to 100.",
-    ),
-    (options.min_frames >= 1, f"--min_frames={options.min_frames}: expected >= 1."),
-    (
-      not options.max_frames or options.max_frames >= options.min_frames,
-      f"--max_frames={options.max_frames}: expected >= --min_frames={options.min_frames}.",
-    ),
-  ]
-  for ok, message in checks:
-    if not ok:
-      raise ValueError(message)
-
-
-def write_split(
-  items: Sequence[sources.Item],
-  output_dir: str,
-  split: str,
-  *,
-  num_shards: int = 16,
-  fps: float = 0,
-  short_side: int = 0,
-  jpeg_quality: int = 90,
-  num_workers: int = 1,
-  max_frames: int | None = None,
-  min_frames: int = 1,
-  label_map: str | None = None,
-  class_names: Sequence[str] | None = None,
-  class_splits: Sequence[int] | None = None,
-  duplicates: str = "skip",
-  conflicts: str = "error",
-  folder_repeats: dict[str, int] | None = None,
-  progress: bool = True,
-  lock: bool = True,
-) -> dict[str, Any]:
-  """Writes `items` as the table `{split}.tfrecord@{num_shards}` in `output_dir`; see the
-  module doc. Shards that exist are kept (resume). Returns the summary also written to
-  `{split}_summary.json` (plus 'bad_videos': [index, video_id, path, reason] rows).
-  `folder_repeats`: counts of videos in several class folders, added to the summary's
-  ('conflicts', 'merged'); `lock`: False when the caller holds `output_dir`'s lock already.
-
-  Raises ownership.NotOwnedError when `output_dir` is not this tool's (new, empty or marked),
-  ValueError for repeated rows that `duplicates` / `conflicts` say stop and for class names
-  labels.txt cannot hold, and locks.LockedError while another conversion writes into
-  `output_dir`; all before anything is written.
-  """
-  from vidtx.data import class_labels, dmvr, shard_writer
-
-  options = shard_writer.Options(
-    fps=fps,
-    short_side=short_side,
-    jpeg_quality=jpeg_quality,
-    max_frames=max_frames or None,
-    min_frames=min_frames,
-  )
-  _check_options(split, num_shards, num_workers, options)
-  started = time.time()
-  check_output_dir(output_dir)
-  names = class_labels.resolve_label_map(items, output_dir, label_map, class_names, write=False)
-  class_labels.check_names(names)
-  # A name may come twice (Epic-Kitchens has a noun and a verb 'filter'): as a label it is
-  # ambiguous (None), as an index it is fine.
-  counts = collections.Counter(names)
-  index_of = {name: i if counts[name] == 1 else None for i, name in enumerate(names)}
-  resolved = [class_labels.label_indices(item, index_of, len(names)) for item in items]
-  # An item the source already left out (item.error) is reported, and not checked for repeats.
-  labels = [
-    None if item.error else indices for item, (indices, _) in zip(items, resolved, strict=True)
-  ]
-  errors = [item.error or error for item, (_, error) in zip(items, resolved, strict=True)]
-  merged, repeat_counts = class_labels.apply_repeats(
-    items, labels, errors, names, duplicates, conflicts
-  )
-  for key, value in (folder_repeats or {}).items():
-    repeat_counts[key] = repeat_counts.get(key, 0) + value
-
-  ownership.claim(output_dir, "shards", legacy=is_legacy_shards_dir, hint=_OUTPUT_HINT)
-  # One conversion at a time: a second one would remove this one's temporary shards below.
-  with locks.hold(output_dir, LOCK_HOLDER) if lock else contextlib.nullcontext():
-    for stale in glob.glob(
-      os.path.join(glob.escape(output_dir), f".{glob.escape(split)}.tfrecord-*.tmp-*")
-    ):
-      os.remove(stale)  # Left by an interrupted run: shards are only ever renamed when complete.
-    labels_path = os.path.join(output_dir, "labels.txt")
-    write_labels = bool(names) and not os.path.exists(labels_path)
-    shards = dmvr.shard_names(os.path.join(output_dir, f"{split}.tfrecord"), num_shards)
-    # Recorded before they are written: what an interrupted run leaves is known as vidtx's too.
-    record_written(
-      output_dir,
-      [os.path.basename(shard) for shard in shards]
-      + [f"{split}_shards", f"{split}_report.txt", f"{split}_summary.json"]
-      + (["labels.txt"] if write_labels else []),
-    )
-    if write_labels:
-      class_labels.write_labels(labels_path, names)  # Read back: exactly `names`, or an error.
-    entries = [[] for _ in range(num_shards)]
-    for index, item in enumerate(items):
-      if index in merged:
-        continue  # Its labels are in an earlier row's example (--conflicts=merge).
-      indices, error = labels[index], errors[index]
-      if indices and len(indices) > 1 and not item.labels[1:]:
-        # Merged single-label rows: the text names every label.
-        item = dataclasses.replace(item, label_text="+".join(names[i] for i in indices))
-      if item.label_text is None and indices and len(indices) == 1 and indices[0] >= 0:
-        item = dataclasses.replace(item, label_text=names[indices[0]])
-      # Shard by the input row, whatever is merged or left out: a rerun finds the same shards.
-      entries[index % num_shards].append((index, item, indices, error))
-
-    done_stats, tasks = [], []
-    for shard, shard_entries in zip(shards, entries, strict=True):
-      if os.path.exists(shard):
-        done_stats.append(shard_writer.read_stats(shard, len(shard_entries), options))
-      else:
-        tasks.append((shard, shard_entries, options))
-    if done_stats and progress:
-      skipped = ", ".join(s["shard"] for s in done_stats[:3]) + (
-        ", ..." if len(done_stats) > 3 else ""
-      )
-      print(
-        f"{split}: skipping the {len(done_stats)} of {num_shards} shards that exist ({skipped})",
-        file=sys.stderr,
-      )
-    # `split: done/total videos | N bad | videos/s | ETA` on stderr (vidtx.progress.Reporter).
-    meter = Reporter(
-      len(items) - len(merged),
-      prefix=f"{split}: ",
-      unit=" videos",
-      done=sum(s["videos"] for s in done_stats),
-      counters={"bad": sum(len(s["bad"]) for s in done_stats)},
-      rates=(("videos/s", 1.0, 1),),
-      enabled=progress,
-    )
-    new_stats = shard_writer.write_shards(
-      tasks, min(num_workers, len(tasks)), lambda bad: meter.advance(bad=int(bad))
-    )
-    stats = done_stats + new_stats
-    bad_videos = sorted(row for s in stats for row in s["bad"])
-    examples = sum(s["examples"] for s in stats)
-    meter.finish(len(items) - len(merged), bad=len(bad_videos))
-
-    report = "".join(f"{video_id}\t{path}\t{reason}\n" for _, video_id, path, reason in bad_videos)
-    dmvr.write_text_atomically(os.path.join(output_dir, f"{split}_report.txt"), report)
-    seconds = time.time() - started
-    converted = sum(s["videos"] for s in new_stats)
-    summary = {
-      "split": split,
-      "table": f"{split}.tfrecord@{num_shards}",
-      "base_dir": os.path.abspath(output_dir),
-      "videos": len(items),
-      "examples": examples,
-      "bad": len(bad_videos),
-      "num_classes": len(names),
-      "num_shards": num_shards,
-      "shards_written": len(new_stats),
-      "shards_skipped": len(done_stats),
-      "fps": fps,
-      "short_side": short_side,
-      "jpeg_quality": jpeg_quality,
-      "seconds": round(seconds, 2),
-      "videos_per_second": round(converted / seconds, 2) if converted else None,
-    }
-    summary.update({key: value for key, value in repeat_counts.items() if value})
-    if class_splits:
-      summary["class_splits"] = list(class_splits)
-    if any(not item.labels for item in items):
-      summary["unlabelled"] = True
-    dmvr.write_text_atomically(
-      os.path.join(output_dir, f"{split}_summary.json"), json.dumps(summary, indent=1) + "\n"
-    )
-    return {**summary, "bad_videos": bad_videos}
-
-
-def _describe_split(record: dict[str, Any]) -> str:
-  counts = " / ".join(f"{n} {split}" for split, n in record["videos"].items())
-  # The seed also orders the training videos, and so decides which shard holds which.
-  drawn = (
-    "train/ and val/ as found"
-    if record["val_fraction"] is None
-    else f"--val_fraction={record['val_fraction']}"
-  )
-  # Recorded only where videos are in several class folders: it decides what was written.
-  conflicts = f" --conflicts={record['conflicts']}" if record.get("conflicts") else ""
-  return f"{drawn} --seed={record['seed']}{conflicts}, {counts} videos"
-
-
-def _check_folder_split(output_dir: str, record: dict[str, Any]) -> bool:
-  """Whether `output_dir` already records this split; ValueError when it records another."""
-  path = os.path.join(output_dir, FOLDERS_SPLIT_FILE)
-  found = ownership.read_json(path)
-  if found is None or found == record:
-    return found is not None
-  before, now = _describe_split(found), _describe_split(record)
-  if before == now:
-    now += ", other video files"
-  # The shards that exist would be kept: a video could then be in train and in validation.
-  raise ValueError(
-    f"{output_dir} holds shards of another split of the videos ({before}; this run: {now}), "
-    f"recorded in {path}. Resuming would mix the two splits; pass the first run's options, or "
-    "choose a new --output_dir."
-  )
-
-
-def write_folders(
-  root: str,
-  output_dir: str,
-  *,
-  val_fraction: float | None = None,
-  seed: int = 0,
-  num_shards: int = 16,
-  fps: float = 0,
-  short_side: int = 0,
-  jpeg_quality: int = 90,
-  num_workers: int = 1,
-  max_frames: int | None = None,
-  min_frames: int = 1,
-  label_map: str | None = None,
-  conflicts: str = "error",
-  progress: bool = True,
-  lock: bool = True,
-) -> dict[str, dict[str, Any]]:
-  """Writes the videos in the class folders under `root` (sources.folders_source: split there
-  by `val_fraction` and `seed`, or the user's train/ and val/) as the tables `train.tfrecord@N`
-  and `validation.tfrecord@M` in `output_dir`, N and M at most `num_shards` and at most one
-  shard per video. Returns each split's summary (write_split's) by name.
-
-  A split drawn here draws from the videos that open and decode a first frame
-  (video_decode.probe, on `num_workers` threads): the others are converted with train, where
-  the report says why each is bad. `conflicts` handles a video in several class folders (the
-  same file or a copy; sources.folders_source). Links to folders walked already are not
-  followed; one warning line lists them.
-
-  Raises ValueError before anything is written for a bad folder tree, an `output_dir` inside
-  `root`, an `output_dir` holding another split (FOLDERS_SPLIT_FILE), or videos in several
-  class folders with conflicts='error'; resumes the same split. Holds `output_dir`'s lock
-  while it writes (locks.LockedError while another conversion holds it; `lock`: False when the
-  caller holds it already).
-  """
-  from vidtx.data import dmvr, shard_writer
-
-  options = shard_writer.Options(
-    fps=fps,
-    short_side=short_side,
-    jpeg_quality=jpeg_quality,
-    max_frames=max_frames or None,
-    min_frames=min_frames,
-  )
-  _check_options("train", num_shards, num_workers, options)
-  check_output_dir(output_dir)
-  real_root, real_out = os.path.realpath(root), os.path.realpath(output_dir)
-  if "://" not in output_dir and os.path.commonpath([real_root, real_out]) == real_root:
-    raise ValueError(
-      f"--output_dir {output_dir} is inside --input {root}, where it would be read as a class "
-      "folder; choose an output directory outside it."
-    )
-  dataset = sources.folders_source(
-    root,
-    val_fraction,
-    seed,
-    conflicts=conflicts,
-    probe=lambda paths: probe_videos(paths, num_workers, progress),
-  )
-  if dataset.links_skipped:
-    # repr for a name with a line break or other control character: the warning stays one line.
-    shown = ", ".join(
-      link if link.isprintable() else repr(link) for link in dataset.links_skipped[:5]
-    )
-    print(
-      f"warning: --input {root}: {len(dataset.links_skipped)} linked folder(s) lead to a folder "
-      f"walked already (a loop, or a second path to it) and were not followed: {shown}"
-      + (", ..." if len(dataset.links_skipped) > 5 else ""),
-      file=sys.stderr,
-    )
-  if dataset.unreadable:
-    print(
-      f"warning: --input {root}: {dataset.unreadable} video(s) do not open or decode a first "
-      "frame; none was drawn for validation: they go with train, whose report says why each "
-      "is bad.",
-      file=sys.stderr,
-    )
-  # What decides the split, and the split itself: a rerun must find the same one to resume.
-  ids = {split: [item.video_id for item in items] for split, items in dataset.splits.items()}
-  record = {
-    "layout": dataset.layout,
-    "val_fraction": dataset.val_fraction,
-    "seed": seed,
-    "videos": {split: len(videos) for split, videos in ids.items()},
-    "sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest(),
-  }
-  if dataset.same_videos:
-    record["conflicts"] = conflicts
-  _check_folder_split(output_dir, record)
-  split_files = {split: SPLIT_FILES[split] for split in dataset.splits}
-  _check_split_files(output_dir, split_files.values())
-  warning = small_validation_warning(dataset, root, output_dir)
-  if warning:
-    print(warning, file=sys.stderr)
-  ownership.claim(output_dir, "shards", legacy=is_legacy_shards_dir, hint=_OUTPUT_HINT)
-  with locks.hold(output_dir, LOCK_HOLDER) if lock else contextlib.nullcontext():
-    # Again under the lock: a run that ended meanwhile may have recorded another split.
-    if not _check_folder_split(output_dir, record):
-      record_written(output_dir, [FOLDERS_SPLIT_FILE])
-      dmvr.write_text_atomically(
-        os.path.join(output_dir, FOLDERS_SPLIT_FILE), json.dumps(record, indent=1) + "\n"
-      )
-    # The split as drawn, before any conversion: which videos validation holds is known now,
-    # not after training. Recorded first: an interrupted write leaves only vidtx's files.
-    _check_split_files(output_dir, split_files.values())
-    record_written(output_dir, list(split_files.values()))
-    for split, name in split_files.items():
-      dmvr.write_text_atomically(os.path.join(output_dir, name), split_csv(dataset.splits[split]))
-    return {
-      split: write_split(
-        items,
-        output_dir,
-        split,
-        num_shards=min(num_shards, len(items)),
-        fps=fps,
-        short_side=short_side,
-        jpeg_quality=jpeg_quality,
-        num_workers=num_workers,
-        max_frames=max_frames,
-        min_frames=min_frames,
-        label_map=label_map,
-        class_names=dataset.class_names,
-        folder_repeats=dataset.repeat_counts.get(split),
-        progress=progress,
-        lock=False,
-      )
-      for split, items in dataset.splits.items()
-    }
-
-
-def split_csv(items: Sequence[sources.Item]) -> str:
-  """train.csv / validation.csv: a `path,class` header, then one row per video and class (a
-  video merged under several classes, --conflicts=merge, has a row for each), sorted by class
-  and path; path relative to --input, with / separators. Videos left out before conversion
-  (--conflicts=skip) are not listed. A file name that is not valid UTF-8 is written with its
-  bytes as \\xNN, so that the file stays UTF-8."""
-  rows = sorted(
-    (str(label), item.video_id) for item in items if item.error is None for label in item.labels
-  )
-  text = io.StringIO()
-  writer = csv.writer(text, lineterminator="\n")
-  writer.writerow(["path", "class"])
-  writer.writerows((path, label) for label, path in rows)
-  return text.getvalue().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _check_split_files(output_dir: str, names: Sequence[str]) -> None:
-  """ValueError naming a split file in `output_dir` that vidtx did not write (a user's file of
-  that name is never replaced)."""
-  written = ownership.written_names(output_dir) if os.path.isdir(output_dir) else None
-  for name in names:
-    path = os.path.join(output_dir, name)
-    if os.path.lexists(path) and name not in (written or ()):
-      raise ValueError(
-        f"{path} exists and was not written by this tool; it would be replaced by the list of "
-        "the split's videos: move it away, or choose a new --output_dir."
-      )
-
-
-def _shown_classes(counts: Sequence[tuple[str, int, int]]) -> str:
-  shown = [
-    f"{name if name.isprintable() else repr(name)}: {val} of {total}"
-    for name, val, total in counts[:SHOWN_CLASSES]
-  ]
-  return ", ".join(shown) + (", ..." if len(counts) > SHOWN_CLASSES else "")
-
-
-def small_validation_warning(dataset: sources.FolderDataset, root: str, output_dir: str) -> str:
-  """One warning line when a class has fewer than MIN_VAL_VIDEOS validation videos (and the
-  split has any), naming those classes and what to change; else ''."""
-  validation = dataset.splits.get("validation")
-  if not validation:
-    return ""  # No validation split at all: the final lines say so.
-  val = collections.Counter(
-    label for item in validation if item.error is None for label in item.labels
-  )
-  total = collections.Counter(
-    label
-    for items in dataset.splits.values()
-    for item in items
-    if item.error is None
-    for label in item.labels
-  )
-  few = [
-    (name, val[name], total[name]) for name in dataset.class_names if val[name] < MIN_VAL_VIDEOS
-  ]
-  if not few:
-    return ""
-  where = f"written to {os.path.join(output_dir, SPLIT_FILES['validation'])}"
-  head = (
-    f"warning: {len(few)} of {len(dataset.class_names)} classes have fewer than "
-    f"{MIN_VAL_VIDEOS} validation videos ({_shown_classes(few)}), too few for their accuracy "
-    "to tell runs apart"
-  )
-  if dataset.val_fraction is None:  # The user's own ROOT/train + ROOT/val.
-    val_dir = os.path.join(root, validation[0].video_id.split("/")[0], "<class>")
-    return (
-      f"{head}; add videos to {val_dir} ({MIN_VAL_VIDEOS} or more per class). The split is {where}."
-    )
-  # The smallest fraction that gives every class that can spare them MIN_VAL_VIDEOS (a class
-  # keeps one training video, so it needs MIN_VAL_VIDEOS + 1).
-  can = [n for _, _, n in few if n > MIN_VAL_VIDEOS]
-  fix = []
-  if can:
-    fraction = math.ceil((MIN_VAL_VIDEOS - 0.5) / min(can) * 100) / 100
-    while fraction < 1 and any(sources.val_count(n, fraction) < MIN_VAL_VIDEOS for n in can):
-      fraction = round(fraction + 0.01, 2)
-    if fraction < 1:
-      fix.append(
-        f"pass --val_fraction={fraction} ({MIN_VAL_VIDEOS} or more for every class of "
-        f"{min(can)} videos or more)"
-      )
-  cannot = [name for name, _, n in few if n <= MIN_VAL_VIDEOS]
-  if cannot:
-    fix.append(
-      f"add videos to the {len(cannot)} class(es) of {MIN_VAL_VIDEOS} videos or fewer (each "
-      "keeps one for training)"
-    )
-  fix.append("or split the videos yourself as ROOT/train/<class>/ and ROOT/val/<class>/")
-  return f"{head}; {', '.join(fix)}. The split drawn is {where}."
-
-
-def probe_videos(
-  paths: Sequence[str], num_workers: int = 1, progress: bool = True
-) -> list[str | None]:
-  """video_decode.probe of every path (why it cannot be read, or None), on `num_workers`
-  threads (FFmpeg decodes without the GIL). A meter on stderr for PROBE_METER videos or more
-  (fewer take a second or so)."""
-  from vidtx.data import video_decode
-
-  meter = Reporter(
-    len(paths), prefix="probing: ", unit=" videos", enabled=progress and len(paths) >= PROBE_METER
-  )
-  reasons = []
-  with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
-    for reason in pool.map(video_decode.probe, paths):
-      reasons.append(reason)
-      meter.advance()
-  meter.finish()
-  return reasons
-
-
-def config_arg_safe(path: str) -> bool:
-  """Whether `path` survives as a value of a config file's argument (`file.py:key=value,...`):
-  vidtx.configs.common.parse_arg splits the argument at commas and strips each value."""
-  return bool(path) and "," not in path and path == path.strip()
-
-
-def finetune_command(output_dir: str, workdir: str = "runs/mine") -> str:
-  """The train.py command that fine-tunes a pretrained model on the shards in `output_dir`,
-  quoted for a POSIX shell.
-
-  data= goes in the --config argument, which configs/finetune.py splits at commas and strips;
-  where the path would not survive that (config_arg_safe), the command runs in the shards
-  folder itself (`cd PATH && vidtx-train ...`, the packaged recipe, data=.), with an absolute
-  --workdir: data= is what sizes the classes, splits and schedule, so no --config.* flag after
-  it could stand in for it.
-  """
-  data = os.path.abspath(output_dir)
-  if config_arg_safe(data):
-    config = f"--config=configs/finetune.py:model=timesformer,data={data},init=CHECKPOINT_DIR"
-    return f"python train.py {shlex.quote(config)} {shlex.quote('--workdir=' + workdir)}"
-  return (
-    f"cd {shlex.quote(data)} && vidtx-train "
-    "--config=finetune:model=timesformer,data=.,init=CHECKPOINT_DIR "
-    f"{shlex.quote('--workdir=' + os.path.abspath(workdir))}"
-  )
-
-
-def config_snippet(output_dir: str) -> str:
-  """The dataset config of every split converted into `output_dir` (its *_summary.json)."""
-  summaries = []
-  for path in sorted(glob.glob(os.path.join(glob.escape(output_dir), "*_summary.json"))):
-    with open(path, encoding="utf-8") as f:
-      summaries.append(json.load(f))
-  if not summaries:
-    return ""
-  # train first, then validation, test, others.
-  order = {"train": 0, "validation": 1, "test": 2}
-  summaries.sort(key=lambda s: (order.get(s["split"], 3), s["split"]))
-  base_dir = summaries[0]["base_dir"]
-  tables = {s["split"]: s["table"] for s in summaries}
-  examples = {s["split"]: s["examples"] for s in summaries}
-  num_classes = max(s["num_classes"] for s in summaries)
-  lines = [
-    "config.dataset_name = 'dmvr'",
-    f"config.dataset_configs.base_dir = {base_dir!r}",
-    f"config.dataset_configs.tables = {tables!r}",
-    f"config.dataset_configs.examples_per_subset = {examples!r}",
-    f"config.dataset_configs.num_classes = {num_classes}",
-  ]
-  class_splits = next((s["class_splits"] for s in summaries if s.get("class_splits")), None)
-  if class_splits:
-    # One label per group (EPIC: a noun in [0, 300), a verb in [300, 397)), as scenic reads them.
-    lines.append(f"config.dataset_configs.class_splits = {class_splits!r}")
-  elif any(s.get("merged") for s in summaries):
-    # --conflicts=merge wrote examples with several labels: the reader takes them multi-hot.
-    lines.append("config.dataset_configs.multi_label = True")
-  flags = ["--config.dataset_name=dmvr", f"--config.dataset_configs.base_dir={base_dir}"]
-  flags += [f"--config.dataset_configs.tables.{k}={v}" for k, v in tables.items()]
-  flags += [f"--config.dataset_configs.examples_per_subset.{k}={v}" for k, v in examples.items()]
-  flags.append(f"--config.dataset_configs.num_classes={num_classes}")
-  if not class_splits and any(s.get("merged") for s in summaries):
-    flags.append("--config.dataset_configs.multi_label=True")
-  return "\n".join(lines) + "\n\n# or as train.py / eval.py flags:\n" + " \\\n  ".join(flags)
-
-
-# ---------------------------------------------------------------------------------------------
-# The command.
-# ---------------------------------------------------------------------------------------------
 
 
 def describe_repeats(
@@ -725,7 +151,7 @@ def load_source(
   if source == "csv":
     return sources.csv_source(input_path, video_dir)
   if source == "folders":
-    raise ValueError("--source=folders writes two splits: see write_folders.")
+    raise ValueError("--source=folders writes two splits: see folder_split.write_folders.")
   raise ValueError(f"--source={source!r}: expected one of {list(SOURCES)}.")
 
 
@@ -867,9 +293,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the command; returns the summary of the split written (write_split's), or for
   --source=folders the summary of each split by name."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  summaries = _convert(args)
+  out = os.path.abspath(args.output_dir)
+  for split, summary in summaries.items():
+    print(
+      f"{summary['table']}: {summary['examples']} examples of {summary['videos']} videos, "
+      f"{summary['bad']} bad (listed in {os.path.join(out, split + '_report.txt')}), "
+      f"{summary['num_classes']} classes, {summary['seconds']:.1f} s"
+    )
+    repeats = describe_repeats(
+      summary, args.duplicates, args.conflicts, folders=args.source == "folders"
+    )
+    if repeats:
+      print(repeats)
+  print("\n" + config_snippet(args.output_dir))
+  if args.source != "folders":
+    return summary
+  _print_next_step(args, summaries)
+  return summaries
+
+
+def _convert(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+  """The conversion the flags ask for: each split's summary by name. A bad input (or an output
+  the system refuses) exits 1 with its one-line message, not a traceback."""
   import tensorflow as tf
 
-  from vidtx.data import class_labels, shard_writer
+  from vidtx.data import shard_writer
 
   options = shard_writer.Options(
     fps=args.fps,
@@ -891,15 +340,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   try:
     _check_source_flags(args)
     # Before the annotations are read and the video folder is walked (minutes on a big one).
-    _check_options(args.split or "train", args.num_shards, args.num_workers, options)
+    shard_tables.check_options(args.split or "train", args.num_shards, args.num_workers, options)
     check_io_paths(args)
-    check_output_dir(args.output_dir)
+    shard_tables.check_output_dir(args.output_dir)
     # An existing folder is locked before the inputs are read, so that a second conversion
     # refuses at once; a new one is locked where it is created (write_folders, write_split).
     early = "://" not in args.output_dir and os.path.isdir(args.output_dir)
-    with locks.hold(args.output_dir, LOCK_HOLDER) if early else contextlib.nullcontext():
+    with (
+      locks.hold(args.output_dir, shard_tables.LOCK_HOLDER) if early else contextlib.nullcontext()
+    ):
       if args.source == "folders":
-        summaries = write_folders(
+        return folder_split.write_folders(
           args.input,
           args.output_dir,
           val_fraction=args.val_fraction,
@@ -908,29 +359,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           lock=not early,
           **common,
         )
-      else:
-        source = load_source(
-          args.source,
-          args.input,
-          args.video_dir,
-          labels_json=args.labels_json,
-          epic_noun_classes=args.epic_noun_classes,
-          epic_verb_classes=args.epic_verb_classes,
+      source = load_source(
+        args.source,
+        args.input,
+        args.video_dir,
+        labels_json=args.labels_json,
+        epic_noun_classes=args.epic_noun_classes,
+        epic_verb_classes=args.epic_verb_classes,
+      )
+      split = args.split or source.split
+      return {
+        split: shard_tables.write_split(
+          source.items,
+          args.output_dir,
+          split,
+          class_names=source.class_names,
+          class_splits=source.class_splits,
+          duplicates=args.duplicates,
+          conflicts=args.conflicts,
+          lock=not early,
+          **common,
         )
-        split = args.split or source.split
-        summaries = {
-          split: write_split(
-            source.items,
-            args.output_dir,
-            split,
-            class_names=source.class_names,
-            class_splits=source.class_splits,
-            duplicates=args.duplicates,
-            conflicts=args.conflicts,
-            lock=not early,
-            **common,
-          )
-        }
+      }
   except (ValueError, OSError, locks.LockedError) as e:
     # Bad inputs (and an output the system refuses) are the user's to fix: the message, not a
     # traceback.
@@ -939,21 +389,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   except tf.errors.OpError as e:  # TensorFlow's file errors (a shard that cannot be written).
     print(f"vidtx.data.make_shards: error: {e.message}", file=sys.stderr)
     sys.exit(1)
+
+
+def _print_next_step(args: argparse.Namespace, summaries: dict[str, dict[str, Any]]) -> None:
+  """--source=folders: the train.py command that fine-tunes on the shards, or why there is none
+  (no validation split, a split without a video, fewer than 2 classes)."""
+  from vidtx.data import class_labels
+
   out = os.path.abspath(args.output_dir)
-  for split, summary in summaries.items():
-    print(
-      f"{summary['table']}: {summary['examples']} examples of {summary['videos']} videos, "
-      f"{summary['bad']} bad (listed in {os.path.join(out, split + '_report.txt')}), "
-      f"{summary['num_classes']} classes, {summary['seconds']:.1f} s"
-    )
-    repeats = describe_repeats(
-      summary, args.duplicates, args.conflicts, folders=args.source == "folders"
-    )
-    if repeats:
-      print(repeats)
-  print("\n" + config_snippet(args.output_dir))
-  if args.source != "folders":
-    return summary
   if "validation" not in summaries:
     # configs/finetune.py evaluates every epoch and keeps the best checkpoint: it needs one.
     if args.val_fraction == 0:
@@ -967,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "training), and configs/finetune.py needs one; add videos, then run again into a new "
         "--output_dir."
       )
-    return summaries
+    return
   # Never a command that cannot work: configs/finetune.py needs a video in each split, 2 classes.
   problems = [
     f"the {split} split holds no video that could be converted "
@@ -982,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       "\nNo fine-tune command: " + "; ".join(problems) + ". configs/finetune.py cannot train on "
       "these shards: fix or add videos, then run again into a new --output_dir."
     )
-    return summaries
+    return
   command = finetune_command(args.output_dir)
   where = (
     ""
@@ -998,7 +441,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   note = flip_note(class_labels.read_labels(os.path.join(args.output_dir, "labels.txt")))
   if note:
     print(note)
-  return summaries
 
 
 def flip_note(names: Sequence[str]) -> str:
@@ -1009,12 +451,81 @@ def flip_note(names: Sequence[str]) -> str:
   found = class_labels.direction_classes(names)
   if not found:
     return ""
-  shown = ", ".join(repr(name) for name in found[:SHOWN_CLASSES])
-  more = f" and {len(found) - SHOWN_CLASSES} more" if len(found) > SHOWN_CLASSES else ""
+  shown = ", ".join(repr(name) for name in found[: folder_split.SHOWN_CLASSES])
+  more = (
+    f" and {len(found) - folder_split.SHOWN_CLASSES} more"
+    if len(found) > folder_split.SHOWN_CLASSES
+    else ""
+  )
   return (
     f"  random flips will be off: classes {shown}{more} name a direction a mirror image swaps "
     "(flip=1 turns them on)"
   )
+
+
+def config_arg_safe(path: str) -> bool:
+  """Whether `path` survives as a value of a config file's argument (`file.py:key=value,...`):
+  vidtx.configs.common.parse_arg splits the argument at commas and strips each value."""
+  return bool(path) and "," not in path and path == path.strip()
+
+
+def finetune_command(output_dir: str, workdir: str = "runs/mine") -> str:
+  """The train.py command that fine-tunes a pretrained model on the shards in `output_dir`,
+  quoted for a POSIX shell.
+
+  data= goes in the --config argument, which configs/finetune.py splits at commas and strips;
+  where the path would not survive that (config_arg_safe), the command runs in the shards
+  folder itself (`cd PATH && vidtx-train ...`, the packaged recipe, data=.), with an absolute
+  --workdir: data= is what sizes the classes, splits and schedule, so no --config.* flag after
+  it could stand in for it.
+  """
+  data = os.path.abspath(output_dir)
+  if config_arg_safe(data):
+    config = f"--config=configs/finetune.py:model=timesformer,data={data},init=CHECKPOINT_DIR"
+    return f"python train.py {shlex.quote(config)} {shlex.quote('--workdir=' + workdir)}"
+  return (
+    f"cd {shlex.quote(data)} && vidtx-train "
+    "--config=finetune:model=timesformer,data=.,init=CHECKPOINT_DIR "
+    f"{shlex.quote('--workdir=' + os.path.abspath(workdir))}"
+  )
+
+
+def config_snippet(output_dir: str) -> str:
+  """The dataset config of every split converted into `output_dir` (its *_summary.json)."""
+  summaries = []
+  for path in sorted(glob.glob(os.path.join(glob.escape(output_dir), "*_summary.json"))):
+    with open(path, encoding="utf-8") as f:
+      summaries.append(json.load(f))
+  if not summaries:
+    return ""
+  # train first, then validation, test, others.
+  order = {"train": 0, "validation": 1, "test": 2}
+  summaries.sort(key=lambda s: (order.get(s["split"], 3), s["split"]))
+  base_dir = summaries[0]["base_dir"]
+  tables = {s["split"]: s["table"] for s in summaries}
+  examples = {s["split"]: s["examples"] for s in summaries}
+  num_classes = max(s["num_classes"] for s in summaries)
+  lines = [
+    "config.dataset_name = 'dmvr'",
+    f"config.dataset_configs.base_dir = {base_dir!r}",
+    f"config.dataset_configs.tables = {tables!r}",
+    f"config.dataset_configs.examples_per_subset = {examples!r}",
+    f"config.dataset_configs.num_classes = {num_classes}",
+  ]
+  class_splits = next((s["class_splits"] for s in summaries if s.get("class_splits")), None)
+  if class_splits:
+    # One label per group (EPIC: a noun in [0, 300), a verb in [300, 397)), as scenic reads them.
+    lines.append(f"config.dataset_configs.class_splits = {class_splits!r}")
+  elif any(s.get("merged") for s in summaries):
+    # --conflicts=merge wrote examples with several labels: the reader takes them multi-hot.
+    lines.append("config.dataset_configs.multi_label = True")
+  flags = ["--config.dataset_name=dmvr", f"--config.dataset_configs.base_dir={base_dir}"]
+  flags += [f"--config.dataset_configs.tables.{k}={v}" for k, v in tables.items()]
+  flags += [f"--config.dataset_configs.examples_per_subset.{k}={v}" for k, v in examples.items()]
+  flags.append(f"--config.dataset_configs.num_classes={num_classes}")
+  if not class_splits and any(s.get("merged") for s in summaries):
+    flags.append("--config.dataset_configs.multi_label=True")
+  return "\n".join(lines) + "\n\n# or as train.py / eval.py flags:\n" + " \\\n  ".join(flags)
 
 
 def run_cli() -> None:

@@ -31,6 +31,7 @@ from absl import app, flags, logging
 from vidtx import outputs, predict
 from vidtx.checkpoints import store
 from vidtx.data import synthetic
+from vidtx.inference import classifier, pictures, preprocess
 
 VIDEO_LENGTH, VIDEO_SIZE = 20, 36  # The synthetic configs' videos (configs/common.py).
 CLASSES = synthetic.TASKS["motion"].class_names
@@ -47,11 +48,11 @@ def motion_video(label: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def patch_coverage(coverage: np.ndarray, converted: store.Converted) -> np.ndarray:
   """Object coverage of a video (T, S, S) -> per view and patch, (V, T', h, w) in [0, 1].
 
-  The coverage is sampled, resized and cropped exactly as the pixels (predict.video_views),
+  The coverage is sampled, resized and cropped exactly as the pixels (preprocess.video_views),
   then averaged over each patch (and over the frames of a tubelet)."""
   as_frames = np.repeat(np.round(coverage * 255).astype(np.uint8)[..., None], 3, axis=-1)
-  views = predict.video_views(as_frames, converted)  # (V, T, crop, crop, 3), normalised
-  pixels = predict.display_frames(views, converted.preprocessing)[..., 0] / 255.0
+  views = preprocess.video_views(as_frames, converted)  # (V, T, crop, crop, 3), normalised
+  pixels = pictures.display_frames(views, converted.preprocessing)[..., 0] / 255.0
   config = converted.build_model().config
   v, t, height, width = pixels.shape
   p, tubelet = config.patch_size, config.tubelet_size
@@ -76,14 +77,14 @@ def heat_on_object(
   for i in range(num_videos):
     label = i % len(CLASSES)
     frames, coverage = motion_video(label, seed + i)
-    views = predict.video_views(frames, converted)
-    logits, heat = predict.model_rollout(converted, views, batch_size, head_fusion)
+    views = preprocess.video_views(frames, converted)
+    logits, heat = classifier.model_rollout(converted, views, batch_size, head_fusion)
     cover = patch_coverage(coverage, converted)  # (V, T', h, w), as heat
     heat = heat / heat.sum(axis=(1, 2, 3), keepdims=True)
     shares.extend((heat * cover).sum(axis=(1, 2, 3)))
     areas.extend(cover.mean(axis=(1, 2, 3)))
     aggregation = converted.preprocessing["aggregation"]
-    correct += int(np.argmax(predict.aggregate(logits, aggregation)) == label)
+    correct += int(np.argmax(classifier.aggregate(logits, aggregation)) == label)
   share, area = float(np.mean(shares)), float(np.mean(areas))
   return dict(
     share=share,
@@ -123,7 +124,7 @@ def run(
   frames, _ = motion_video(CLASSES.index(label), seed)
   with tempfile.TemporaryDirectory() as scratch:
     video = os.path.join(scratch, "motion.mp4")
-    predict.encode_video(video, frames)
+    preprocess.encode_video(video, frames)
     predict.run(
       checkpoint,
       video=video,
