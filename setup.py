@@ -56,6 +56,7 @@ setuptools.setup(
       "vidtx-export = vidtx.export:run_cli",
       "vidtx-predict = vidtx.predict:run_cli",
       "vidtx-make-shards = vidtx.data.make_shards:run_cli",
+      "vidtx-config = vidtx.config:run_cli",
     ]
   },
   install_requires=INSTALL_REQUIRES,

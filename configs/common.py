@@ -58,8 +58,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from vidtx import models, optim
-from vidtx.models import common as model_common
-from vidtx.models import timesformer, vivit, xvit
+from vidtx.models import hparams, timesformer, vivit, xvit
 
 # ---------------------------------------------------------------------------------------------
 # Arguments and the shrink switch.
@@ -196,7 +195,7 @@ def _shrunk_dataset(dataset_name: str, dc: ml_collections.ConfigDict) -> ml_coll
 def _shrunk_model(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The same model family, pattern and options at the tiny size (tubelet length kept)."""
   model = copy.deepcopy(model)
-  tubelet = model_common.parse_variant(model.variant)["tubelet_size"]
+  tubelet = hparams.parse_variant(model.variant)["tubelet_size"]
   size = SHRUNK_MODEL
   model.variant = f"Ti/{size['patch_size']}" + (f"x{tubelet}" if tubelet > 1 else "")
   model.update(
@@ -546,7 +545,7 @@ def _variant_slug(variant: str) -> str:
 
 
 def _is_large(variant: str) -> bool:
-  return model_common.parse_variant(variant)["hidden_size"] >= 1024  # ViT-L, ViT-H
+  return hparams.parse_variant(variant)["hidden_size"] >= 1024  # ViT-L, ViT-H
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,7 +664,7 @@ def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collection
   if dataset not in VIVIT_RECIPES:
     raise ValueError(f"vivit_recipe: dataset={dataset!r}; expected one of {sorted(VIVIT_RECIPES)}.")
   check_attention(attention, vivit.ATTENTIONS)
-  model_common.parse_variant(variant)  # Raises ValueError naming the variant when invalid.
+  hparams.parse_variant(variant)  # Raises ValueError naming the variant when invalid.
   recipe = VIVIT_RECIPES[dataset]
   config = ml_collections.ConfigDict()
   config.experiment_name = (

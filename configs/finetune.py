@@ -567,20 +567,20 @@ def follow_model(config: ml_collections.ConfigDict, init: str) -> tuple[str, dic
   as the recipe's); returns the line that says so and the model fields set. Read from init's
   description only (vidtx.checkpoints.vit.read_shape), no parameter."""
   from vidtx.checkpoints import vit
-  from vidtx.models import common as model_common
+  from vidtx.models import hparams
 
   shape = vit.read_shape(init)
   model, dc = config.model, config.dataset_configs
   followed = {field: getattr(shape, field) for field in vit.SIZE_FIELDS}
   if shape.is_image_vit:  # The model's own tubelet (ViViT's kernel is inflated from 2D).
-    tubelet = model_common.parse_variant(model.variant)["tubelet_size"]
+    tubelet = hparams.parse_variant(model.variant)["tubelet_size"]
   else:  # A video model of the family: its attention scheme and classifier too.
     tubelet = shape.tubelet_size
     followed.update(attention=shape.attention, classifier=shape.classifier)
     if shape.spatial_layers is not None and config.model_name == "vivit":
       followed.update(spatial_layers=shape.spatial_layers, temporal_layers=shape.temporal_layers)
   sizes = {field: getattr(shape, field) for field in vit.SIZE_FIELDS}
-  letter = next((k for k, v in model_common.VIT_SIZES.items() if v == sizes), "B")
+  letter = next((k for k, v in hparams.VIT_SIZES.items() if v == sizes), "B")
   followed["variant"] = f"{letter}/{shape.patch_size}" + (f"x{tubelet}" if tubelet > 1 else "")
   model.update(followed)
 

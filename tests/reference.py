@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-from vidtx.models import common
+from vidtx.models import kernels, layers
 
 # ----------------------------------------------------------------------------------------
 # Parameters and models.
@@ -46,9 +46,9 @@ def random_like(tree, seed=1, scale=0.3):
   )
 
 
-def random_attention(x, num_heads=2, attention_fn=common.dot_product_attention, seed=2):
-  """(module, random parameters) of a common.MultiHeadAttention on tokens shaped like `x`."""
-  mha = common.MultiHeadAttention(num_heads=num_heads, attention_fn=attention_fn)
+def random_attention(x, num_heads=2, attention_fn=kernels.dot_product_attention, seed=2):
+  """(module, random parameters) of a layers.MultiHeadAttention on tokens shaped like `x`."""
+  mha = layers.MultiHeadAttention(num_heads=num_heads, attention_fn=attention_fn)
   shapes = jax.eval_shape(functools.partial(mha.init, deterministic=True), jax.random.key(0), x)
   return mha, random_like(shapes, seed=seed)
 

@@ -165,7 +165,7 @@ def _encoder_steps(
   num_layers: int,
   positions: np.ndarray,
 ) -> tuple[tuple[Stage, ...], ...]:
-  """common.Encoder blocks whose one attention sees groups of `positions` (G, L)."""
+  """encoder.Encoder blocks whose one attention sees groups of `positions` (G, L)."""
   return tuple(
     (_plain((prefix, f"encoderblock_{i}", "attention"), positions),) for i in range(num_layers)
   )

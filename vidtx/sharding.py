@@ -44,7 +44,7 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # The batch is split over both data-paralle
 
 # (regex searched in the '/'-joined parameter path, axes of the parameter's LAST dimensions).
 # Scanned layers (model.scan_layers) have a leading layer axis, which stays whole. Kernels as in
-# vidtx.models.common: query/key/value (D, heads, head_dim), out (heads, head_dim, D),
+# vidtx.models.layers: query/key/value (D, heads, head_dim), out (heads, head_dim, D),
 # MLP Dense_0 (D, mlp_dim), Dense_1 (mlp_dim, D).
 RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
   (r"(^|/)(query|key|value)/kernel$", (FSDP_AXIS, MODEL_AXIS, None)),

@@ -20,7 +20,7 @@ from shared import REPO, TINY_PREPROCESSING
 
 from vidtx import models
 from vidtx.checkpoints import init_from, names, readers, store, surgery
-from vidtx.models import common, tokenizer
+from vidtx.models import layers, tokenizer
 
 TINY = dict(variant="Ti/16", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
 PREPROCESSING = dict(TINY_PREPROCESSING)
@@ -105,7 +105,7 @@ def test_split_qkv_and_attention_output_match_torch_attention():
   assert params["query"]["kernel"].shape == (width, heads, head_dim)
   assert params["query"]["bias"].shape == (heads, head_dim)
   assert params["out"]["kernel"].shape == (heads, head_dim, width)
-  mha = common.MultiHeadAttention(num_heads=heads)
+  mha = layers.MultiHeadAttention(num_heads=heads)
   got = mha.apply({"params": params}, jnp.asarray(x.numpy()), deterministic=True)
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
 

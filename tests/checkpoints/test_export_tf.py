@@ -19,7 +19,7 @@ from shared import REPO, tiny_config
 from vidtx import checkpoints, models, ownership, trainer
 from vidtx import export as export_cli
 from vidtx.checkpoints import export_tf, store
-from vidtx.models import common
+from vidtx.models import kernels
 
 TINY = dict(variant="Ti/16", hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
 PREPROCESSING = dict(
@@ -153,7 +153,7 @@ def test_vivit_with_a_fixed_batch_size(tmp_path):
 def test_attention_is_xla_where_auto_would_pick_cudnn(tmp_path, monkeypatch):
   """On an NVIDIA GPU 'auto' takes cuDNN for bfloat16 at >= 128 tokens; the export must not
   (a cuDNN custom call would not run on the other platforms, nor on a machine without cuDNN)."""
-  monkeypatch.setattr(common, "current_platform", lambda: "cuda")
+  monkeypatch.setattr(kernels, "current_platform", lambda: "cuda")
   config = dict(TINY, variant="Ti/4", attention="joint", dtype="bfloat16")
   converted = tiny("timesformer", dict(config, attention_implementation="xla"))
   converted.model_config["attention_implementation"] = "auto"  # 2 x 8 x 8 = 128 tokens.

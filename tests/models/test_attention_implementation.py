@@ -15,7 +15,7 @@ from reference import init_shapes, random_like
 from shared import REPO
 
 from vidtx import models
-from vidtx.models import common, timesformer
+from vidtx.models import kernels, timesformer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -75,7 +75,7 @@ def test_padded_path_equals_plain_path(length, masked):
     # undefined attention, spread over different key sets by the two paths).
     rng = np.random.default_rng(length)
     mask = (rng.random((1, heads, length, length)) < 0.5) | np.eye(length, dtype=bool)
-  padded = functools.partial(common.padded_dot_product_attention, implementation="xla")
+  padded = functools.partial(kernels.padded_dot_product_attention, implementation="xla")
   y, grads = _value_and_grads(padded, q, k, v, ct, mask)
   y_ref, grads_ref = _value_and_grads(_plain, q, k, v, ct, mask)
   _close(y, y_ref)
@@ -88,7 +88,7 @@ def test_padded_path_broadcast_mask_and_longer_keys():
   """A key-padding style mask (1, 1, 1, S) and kv_length != q_length (X-ViT summary tokens)."""
   q, k, v, ct = _qkv_ct(70, kv_length=75, seed=3)
   mask = (jnp.arange(75) % 3 != 1)[None, None, None, :]
-  padded = functools.partial(common.padded_dot_product_attention, implementation="xla")
+  padded = functools.partial(kernels.padded_dot_product_attention, implementation="xla")
   y, grads = _value_and_grads(padded, q, k, v, ct, mask)
   y_ref, grads_ref = _value_and_grads(_plain, q, k, v, ct, mask)
   _close(y, y_ref)
@@ -150,7 +150,7 @@ def test_model_with_padded_path_equals_plain_model(scheme, monkeypatch):
   and parameter gradients are the plain model's."""
   model_name, overrides = scheme
   requested, padded_lengths = [], []
-  padded = common.padded_dot_product_attention
+  padded = kernels.padded_dot_product_attention
 
   def choose(implementation, **kwargs):
     requested.append(implementation)
@@ -166,8 +166,8 @@ def test_model_with_padded_path_equals_plain_model(scheme, monkeypatch):
     for i in ("xla", "cudnn")
   )
   params = random_like(init_shapes(plain, VIDEO_SHAPE))
-  monkeypatch.setattr(common, "choose_attention_implementation", choose)
-  monkeypatch.setattr(common, "padded_dot_product_attention", padded_with_xla)
+  monkeypatch.setattr(kernels, "choose_attention_implementation", choose)
+  monkeypatch.setattr(kernels, "padded_dot_product_attention", padded_with_xla)
   video = jax.random.normal(jax.random.key(0), VIDEO_SHAPE)
   ct = jax.random.normal(jax.random.key(1), (VIDEO_SHAPE[0], NUM_CLASSES))
 
@@ -214,7 +214,7 @@ def test_cudnn_requested_on_cpu_fails_clearly_in_every_family(model_name, overri
 def test_auto_on_cpu_is_the_plain_core():
   q, k, v, _ = _qkv_ct(197, seed=9)
   np.testing.assert_array_equal(
-    np.asarray(common.dot_product_attention(q, k, v)),
+    np.asarray(kernels.dot_product_attention(q, k, v)),
     np.asarray(jax.nn.dot_product_attention(q, k, v)),
   )
 
@@ -230,7 +230,9 @@ LONG = dict(q_length=1569, kv_length=1569, head_dim=64)
 def _choose(requested="auto", platform="cuda", dtype=jnp.bfloat16, **overrides):
   kwargs = dict(LONG, has_mask=False, dropout=False)
   kwargs.update(overrides)
-  return common.choose_attention_implementation(requested, platform=platform, dtype=dtype, **kwargs)
+  return kernels.choose_attention_implementation(
+    requested, platform=platform, dtype=dtype, **kwargs
+  )
 
 
 @pytest.mark.parametrize(
@@ -304,7 +306,7 @@ def test_unknown_request_raises():
 @pytest.mark.parametrize("model_name", sorted(models.MODELS))
 def test_config_field(model_name):
   assert models.default_config(model_name).attention_implementation == "auto"
-  for value in common.ATTENTION_IMPLEMENTATIONS:
+  for value in kernels.ATTENTION_IMPLEMENTATIONS:
     config = models.build(model_name, dict(attention_implementation=value), NUM_CLASSES).config
     assert config.attention_implementation == value
   for bad in ("bogus", "XLA", None, 1):

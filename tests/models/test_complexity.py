@@ -373,7 +373,7 @@ PAPER_ROWS = [
 def _skip_if_attention_not_yet_accepted(model_name, overrides, num_classes):
   """Skips a row of another helper's scheme until the model accepts its attention value.
 
-  Only the exact 'unknown attention' error of common.make_config skips; any other error of
+  Only the exact 'unknown attention' error of hparams.make_config skips; any other error of
   the model (a bad field, a failing build) fails the test.
   """
   try:

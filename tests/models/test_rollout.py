@@ -11,7 +11,7 @@ import pytest
 import reference
 
 from vidtx import models, rollout
-from vidtx.models import common
+from vidtx.models import layers
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -48,7 +48,7 @@ def fused(weights):
 
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_sown_weights_reproduce_the_attention_output(with_mask):
-  attention = common.MultiHeadAttention(num_heads=2)
+  attention = layers.MultiHeadAttention(num_heads=2)
   x = jnp.asarray(np.random.RandomState(0).randn(3, 5, 8), jnp.float32)
   mask = np.tril(np.ones((5, 5), bool))[None, None] if with_mask else None
   variables = attention.init(jax.random.key(0), x, deterministic=True, mask=mask)

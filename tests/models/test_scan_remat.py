@@ -15,7 +15,7 @@ import reference
 
 from vidtx import models, rollout
 from vidtx.checkpoints import init_from, scan, store
-from vidtx.models import common
+from vidtx.models import encoder, hparams, layers
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -175,7 +175,7 @@ def test_rollout_of_a_scanned_model_equals_the_unscanned_one():
 
 def _expected_drop_path(next_fun, args, kwargs, context):
   """Replaces each DropPath by its expectation x * (1 - rate): deterministic, rate-revealing."""
-  if isinstance(context.module, common.DropPath) and context.method_name == "__call__":
+  if isinstance(context.module, layers.DropPath) and context.method_name == "__call__":
     rate = context.module.rate
     # The rate each layer saw, sown where the DropPath sits (stacked on the layer axis if scanned).
     context.module.sow("intermediates", "rate", jnp.asarray(rate, jnp.float32))
@@ -206,9 +206,9 @@ def test_scanned_layers_get_the_linearly_rising_drop_path_rates(key):
     layer = int(name.split("encoderblock_")[1].split("/")[0])
     if name.startswith("temporal_encoder/"):
       # ViViT's L_t = 3 temporal layers rise on their own; X-ViT's head has no stochastic depth.
-      want_rate = 0.0 if key == "xvit" else common.drop_path_rates(0.4, 3)[layer]
+      want_rate = 0.0 if key == "xvit" else encoder.drop_path_rates(0.4, 3)[layer]
     else:
-      want_rate = common.drop_path_rates(0.4, 2)[layer]
+      want_rate = encoder.drop_path_rates(0.4, 2)[layer]
     np.testing.assert_allclose(value[0], want_rate, rtol=1e-6, atol=1e-7, err_msg=name)
 
 
@@ -404,4 +404,4 @@ def test_defaults_are_off():
   for model_name in ("vivit", "timesformer", "xvit"):
     config = models.default_config(model_name)
     assert config.remat_policy == "none" and config.scan_layers is False
-  assert set(common.REMAT_POLICIES) == {"none", "full", "dots", "dots_no_batch"}
+  assert set(hparams.REMAT_POLICIES) == {"none", "full", "dots", "dots_no_batch"}

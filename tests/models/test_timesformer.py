@@ -622,11 +622,11 @@ def test_folding_removes_one_projection_per_patch_token():
 
 def test_out_projection_is_dense_general():
   """OutProjection has nn.DenseGeneral's parameters, initial values and outputs."""
-  from vidtx.models import common
+  from vidtx.models import layers
 
   y = jax.random.normal(jax.random.key(0), (2, 5, 3, 4))  # (batch, length, heads, head_dim)
-  dense = flax.linen.DenseGeneral(7, axis=(-2, -1), kernel_init=common.KERNEL_INIT)
-  ours = common.OutProjection(7)
+  dense = flax.linen.DenseGeneral(7, axis=(-2, -1), kernel_init=layers.KERNEL_INIT)
+  ours = layers.OutProjection(7)
   dense_params = dense.init(jax.random.key(1), y)
   our_params = ours.init(jax.random.key(1), y)
   jax.tree.map(np.testing.assert_array_equal, dense_params, our_params)

@@ -25,7 +25,7 @@ from reference import (
 )
 
 from vidtx import models
-from vidtx.models import attention, common, tokenizer
+from vidtx.models import attention, kernels, tokenizer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -132,7 +132,9 @@ def test_factorised_dot_product_attention_equals_head_masks():
   the second half, with the same weights."""
   b, t, n, d, heads = 2, T_TOKENS, N_TOKENS, 12, 6
   x = _video(shape=(b, t, n, d))
-  fdpa = functools.partial(attention.factorised_dot_product_attention, common.dot_product_attention)
+  fdpa = functools.partial(
+    attention.factorised_dot_product_attention, kernels.dot_product_attention
+  )
   mha, params = random_attention(x, num_heads=heads, attention_fn=fdpa, seed=1)
   got = jax.jit(functools.partial(mha.apply, deterministic=True))(params, x)
   mask = np.stack([SAME_FRAME] * 3 + [SAME_PLACE] * 3)

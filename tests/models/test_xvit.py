@@ -22,7 +22,7 @@ from reference import (
 from scipy import special
 
 from vidtx import models
-from vidtx.models import attention, common, xvit
+from vidtx.models import attention, hparams, layers, xvit
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -226,7 +226,7 @@ def test_zero_mixing_fraction_is_spatial_attention():
     xvit.space_time_mixing_attention, num_frames=t, mixing_fraction=0.0
   )
   mixing, params = random_attention(x[0], attention_fn=attention_fn)
-  plain = common.MultiHeadAttention(num_heads=2)  # Same parameter names and shapes.
+  plain = layers.MultiHeadAttention(num_heads=2)  # Same parameter names and shapes.
   got = mixing.apply(params, x.reshape(b * t, length, d), deterministic=True).reshape(x.shape)
   want = attention.spatial_attention(
     lambda tokens: plain.apply(params, tokens, deterministic=True), x
@@ -322,7 +322,7 @@ def test_parameter_names():
     "head_hidden",
     "head",
   }
-  # The backbone blocks are named as common.EncoderBlock's (an image ViT maps by name).
+  # The backbone blocks are named as encoder.EncoderBlock's (an image ViT maps by name).
   assert set(params["encoderblock_0"]) == {"norm_attention", "attention", "norm_mlp", "mlp"}
   assert params["time_embedding"]["embedding"].shape == (4, 16)
   assert params["temporal_pos_embedding"]["embedding"].shape == (5, 16)
@@ -398,7 +398,7 @@ def test_default_config():
   assert config.attention == "space_time_mixing" and config.mixing_fraction == 0.25
   assert config.mixing_window == 1 and config.summary_tokens == 0
   assert config.aggregation == "temporal_attention" and config.temporal_layers == 1
-  assert set(common.base_config()) < set(config)
+  assert set(hparams.base_config()) < set(config)
   model = models.build("xvit", dict(variant="S/16"), 10)
   assert model.config.head_mlp_dim == 384  # None resolves to hidden_size.
   assert models.build("xvit", dict(aggregation="mean"), 10).config.head_mlp_dim == 0

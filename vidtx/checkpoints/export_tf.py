@@ -22,7 +22,7 @@ for CPU, CUDA and TPU (PLATFORMS), with a symbolic batch dimension. Loading it n
 with XlaCallModule support (2.15 or newer; tested with 2.21), not JAX. The graph has no
 gradient (inference only). The model's attention core is forced to XLA
 (model.attention_implementation='xla'): no cuDNN kernel is baked into the graph, whatever
-machine exports it. Its exact GELU is traced with erfc (vidtx.models.common.gelu_with_erfc):
+machine exports it. Its exact GELU is traced with erfc (vidtx.models.layers.gelu_with_erfc):
 jax serializes erf as a composite op that TensorFlow 2.21 cannot deserialize.
 """
 
@@ -37,7 +37,7 @@ import numpy as np
 
 from vidtx import models
 from vidtx.checkpoints import store
-from vidtx.models import common
+from vidtx.models import layers
 
 PREPROCESSING_FILE = "vidtx_preprocessing.json"
 # Where the exported graph runs: one StableHLO lowering per platform, chosen when called.
@@ -137,7 +137,7 @@ def write(converted: store.Converted, out_dir: str, *, batch_size: int | None = 
   module.serving_default = serving_default
   module.serving_frames = serving_frames
   # The signatures trace the model here: with erfc in its GELU, which TensorFlow can read.
-  with common.gelu_with_erfc():
+  with layers.gelu_with_erfc():
     tf.saved_model.save(
       module,
       out_dir,

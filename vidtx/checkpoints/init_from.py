@@ -215,8 +215,8 @@ def _check_numerics(source: store.Converted, model_config: Any, report: Report) 
 def _head_leaves(target: Mapping[str, np.ndarray], skip: Sequence[re.Pattern]) -> list[str]:
   """The classification head's leaves (the last axis is the class axis), unless skipped.
 
-  Every family names its classifier 'head' (common.classification_head); X-ViT's MLP before it
-  is 'head_hidden', whose last axis is not the classes.
+  Every family names its classifier 'head' (vidtx.models.layers.classification_head); X-ViT's
+  MLP before it is 'head_hidden', whose last axis is not the classes.
   """
   num_classes = target["head/kernel"].shape[-1]
   return [

@@ -4,7 +4,7 @@ A `Keys` wraps a source's arrays: the mappers ask it for the names they expect; 
 `Keys.finish()` raises one error listing every expected name that was missing and every source
 name nobody asked for, so a mismatch shows in full rather than one name at a time.
 
-The block mappers return a vidtx block (common.EncoderBlock's names):
+The block mappers return a vidtx block (vidtx.models.encoder.EncoderBlock's names):
     {'norm_attention': LN, 'attention': {query, key, value, out}, 'norm_mlp': LN,
      'mlp': {'Dense_0', 'Dense_1'}}
 and, for TimeSformer's divided blocks, 'norm_temporal', 'attention_temporal', 'temporal_fc'.

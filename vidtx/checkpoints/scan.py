@@ -2,7 +2,7 @@
 
 A model built with model.scan_layers=False names its blocks `encoderblock_0` ..
 `encoderblock_{L-1}`; with True, each stack is one `encoderblocks` whose leaves carry a leading
-layer axis of length L (vidtx.models.common.stack_blocks). E.g.
+layer axis of length L (vidtx.models.encoder.stack_blocks). E.g.
 encoder/encoderblock_{i}/attention/query/kernel (D, H, Dh) <->
 encoder/encoderblocks/attention/query/kernel (L, D, H, Dh).
 

@@ -415,10 +415,10 @@ class Shape:
 
   def vit_name(self) -> str:
     """'ViT-S/16' for DeiT's and ViT's sizes, 'ViT/8' otherwise; 'x2' for 2-frame tubelets."""
-    from vidtx.models import common
+    from vidtx.models import hparams
 
     sizes = {k: getattr(self, k) for k in SIZE_FIELDS}
-    letter = next((k for k, v in common.VIT_SIZES.items() if v == sizes), "")
+    letter = next((k for k, v in hparams.VIT_SIZES.items() if v == sizes), "")
     tubelet = f"x{self.tubelet_size}" if self.tubelet_size > 1 else ""
     return f"ViT{'-' + letter if letter else ''}/{self.patch_size}{tubelet}"
 

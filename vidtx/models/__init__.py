@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import ml_collections
 
-from vidtx.models import common, timesformer, vivit, xvit
+from vidtx.models import hparams, timesformer, vivit, xvit
 
 
 class _Model(NamedTuple):
@@ -56,6 +56,6 @@ def build(
 ) -> nn.Module:
   """Validates `model_config` (fields not given take their defaults) and builds the model."""
   entry = _lookup(model_name)
-  if not common.is_int(num_classes) or num_classes < 1:
+  if not hparams.is_int(num_classes) or num_classes < 1:
     raise ValueError(f"num_classes={num_classes!r}: expected a positive integer.")
   return entry.module(config=entry.make_config(model_config), num_classes=num_classes)

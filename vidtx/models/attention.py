@@ -3,7 +3,7 @@
 Video tokens live as (B, T, N, D): batch, time (frames or tubelets), space (patches per
 frame), channels. A pattern decides which tokens attend to which by folding the axes that
 do NOT take part into the batch axis, calling `attend` on (batch, length, D) sequences and
-unfolding the result. `attend` is a multi-head attention module (common.MultiHeadAttention
+unfolding the result. `attend` is a multi-head attention module (layers.MultiHeadAttention
 with its arguments bound), so every pattern shares the one attention core and no pattern
 re-implements softmax attention.
 
@@ -244,12 +244,12 @@ def factorised_dot_product_attention(
 ) -> jax.Array:
   """ViViT Model 4: the first half of the heads attend over space, the second over time.
 
-  An `attention_fn` for common.MultiHeadAttention applied to (B, T, N, D) tokens, so that
+  An `attention_fn` for layers.MultiHeadAttention applied to (B, T, N, D) tokens, so that
   query, key, value are (B, T, N, heads, head_dim): heads [0, H/2) attend to the tokens of
   their own frame (Y_s), heads [H/2, H) to the tokens at their own spatial index (Y_t); the
   halves are concatenated in that order, Concat(Y_s, Y_t) as in the paper (scenic's code puts
   the temporal half first), and the module's out projection mixes them. `core` is
-  common.dot_product_attention (passed in: common imports this module); `implementation`
+  kernels.dot_product_attention, passed in by the model; `implementation`
   (model.attention_implementation) is passed on to it. Returns (B, T, N, heads, head_dim).
   """
   if query.ndim != 5:

@@ -58,7 +58,7 @@ Parameters: embedding, cls, pos_embedding, time_embedding, encoderblock_{i}/{sta
 norm_mlp, mlp}, encoder_norm, head. 'divided' blocks hold norm_temporal, attention_temporal,
 temporal_fc, norm_spatial, attention_spatial: the spatial/MLP names are the same for 'space',
 so an image ViT or a space-only model maps onto a divided one by name. With model.scan_layers
-the encoderblock_i are one `encoderblocks` with a leading layer axis (common.stack_blocks).
+the encoderblock_i are one `encoderblocks` with a leading layer axis (encoder.stack_blocks).
 """
 
 import dataclasses
@@ -71,7 +71,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vidtx.models import attention, common, tokenizer
+from vidtx.models import attention, encoder, hparams, layers, tokenizer
 
 Tokens = tuple[jax.Array, jax.Array | None]
 
@@ -80,7 +80,7 @@ POSITIONAL_EMBEDDINGS = ("none", "space", "space_time")
 
 def default_config() -> ml_collections.ConfigDict:
   """TimeSformer-B/16 with divided space-time attention, as released."""
-  config = common.base_config()
+  config = hparams.base_config()
   config.variant = "B/16"
   config.attention = "divided"
   config.stochastic_depth = 0.1  # Hard-coded in the official model.
@@ -100,7 +100,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class TimeSformerConfig(common.ModelConfig):
+class TimeSformerConfig(hparams.ModelConfig):
   """ModelConfig plus the initialisation of the temporal parts and the positional embedding."""
 
   temporal_init: str
@@ -118,7 +118,7 @@ _TEMPORAL_INITS = {
 
 
 def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> TimeSformerConfig:
-  config = common.make_config(
+  config = hparams.make_config(
     TimeSformerConfig, default_config(), overrides, model_name="timesformer", attentions=ATTENTIONS
   )
   if config.temporal_init not in _TEMPORAL_INITS:
@@ -176,11 +176,11 @@ def _residual(
   if cls is not None:
     groups = attention.prepend_class_token(groups, cls)  # (B, G, 1+L, D)
   attend = functools.partial(
-    common.attention_module(config, f"attention_{stage}"), deterministic=deterministic, then=then
+    layers.attention_module(config, f"attention_{stage}"), deterministic=deterministic, then=then
   )
-  y = attention.attend_in_groups(attend, common.layer_norm(config, f"norm_{stage}")(groups))
+  y = attention.attend_in_groups(attend, layers.layer_norm(config, f"norm_{stage}")(groups))
   regularise = functools.partial(
-    common.regularise_branch,
+    layers.regularise_branch,
     dropout_rate=config.dropout_rate,
     drop_path_rate=drop_path_rate,
     deterministic=deterministic,
@@ -198,7 +198,7 @@ class LinearParams(nn.Module):
 
   in_features: int
   features: int
-  kernel_init: Any = common.KERNEL_INIT
+  kernel_init: Any = layers.KERNEL_INIT
 
   @nn.compact
   def __call__(self) -> tuple[jax.Array, jax.Array]:
@@ -220,11 +220,11 @@ def _projected(x: jax.Array, stage: str, **kwargs) -> jax.Array:
     # per-example scale s: fc(s (y W_out + b_out)) = s (y W_out W_fc + b_out W_fc) + b_fc. So
     # W_fc is folded into the out projection: one (D x D) matmul per token fewer.
     y, _ = _residual(x, None, stage, then=kernel, **kwargs)
-    return y + common.add_axes(bias.astype(dtype), y.ndim)
+    return y + layers.add_axes(bias.astype(dtype), y.ndim)
   # Dropout masks single channels between the two: apply them one after the other.
   y, _ = _residual(x, None, stage, **kwargs)
   y = y.astype(dtype) @ kernel.astype(dtype)
-  return y + common.add_axes(bias.astype(dtype), y.ndim)
+  return y + layers.add_axes(bias.astype(dtype), y.ndim)
 
 
 class Stage(NamedTuple):
@@ -274,7 +274,7 @@ _PER_FRAME = ("space",)
 class TimeSformerBlock(nn.Module):
   """Space-time token mixing (config.attention), then the MLP.
 
-  Called as common.stack_blocks calls blocks: block((x, cls), drop_path_rate, deterministic).
+  Called as encoder.stack_blocks calls blocks: block((x, cls), drop_path_rate, deterministic).
   x: patch tokens (B, T, N, D); cls: class token (B, 1, D), or None when there is none
   or it is part of x (space-only model); grid: the (h, w) patches of a frame.
   """
@@ -302,10 +302,10 @@ class TimeSformerBlock(nn.Module):
     tokens = x.reshape(b, t * n, d)
     if cls is not None:
       tokens = jnp.concatenate([cls, tokens], axis=1)
-    y = common.mlp_module(config)(
-      common.layer_norm(config, "norm_mlp")(tokens), deterministic=deterministic
+    y = layers.mlp_module(config)(
+      layers.layer_norm(config, "norm_mlp")(tokens), deterministic=deterministic
     )
-    tokens = tokens + common.DropPath(drop_path_rate)(y, deterministic=deterministic)
+    tokens = tokens + layers.DropPath(drop_path_rate)(y, deterministic=deterministic)
     if cls is not None:
       cls, tokens = tokens[:, :1], tokens[:, 1:]
     # (B, T*N, D) -> (B, T, N, D)
@@ -342,12 +342,12 @@ class TimeSformer(nn.Module):
         f"side, got {t} frames of {grid[0]} x {grid[1]} patches."
       )
     if use_cls:
-      cls = common.class_token(self, "cls", d).astype(x.dtype)
+      cls = layers.class_token(self, "cls", d).astype(x.dtype)
       # (1, 1, D) -> (B, T, 1, D); tokens (B, T, 1+N, D)
       x = jnp.concatenate([jnp.broadcast_to(cls[:, None], (b, t, 1, d)), x], axis=2)
     if config.positional_embedding != "none":
       # One spatial embedding (class token first) shared by all frames.
-      x = common.AddPositionEmbedding(axis=2, name="pos_embedding")(x)
+      x = layers.AddPositionEmbedding(axis=2, name="pos_embedding")(x)
 
     cls = None
     if not per_frame:
@@ -355,7 +355,7 @@ class TimeSformer(nn.Module):
         # Every frame holds the same class token; keep it apart: (B, 1, D).
         cls, x = x[:, 0, :1], x[:, :, 1:]
       if config.positional_embedding == "space_time":
-        x = common.AddPositionEmbedding(
+        x = layers.AddPositionEmbedding(
           axis=1,
           embedding_init=_TEMPORAL_INITS[config.temporal_init][0],
           name="time_embedding",
@@ -364,7 +364,7 @@ class TimeSformer(nn.Module):
         cls = nn.Dropout(config.dropout_rate)(cls, deterministic=deterministic)
     x = nn.Dropout(config.dropout_rate)(x, deterministic=deterministic)
 
-    x, cls = common.stack_blocks(
+    x, cls = encoder.stack_blocks(
       TimeSformerBlock,
       (x, cls),
       config=config,
@@ -381,11 +381,11 @@ class TimeSformer(nn.Module):
         cls, x = x[:, 0, :1], x[:, :, 1:]
     else:
       encoded = x
-    norm = common.layer_norm(config, "encoder_norm")
+    norm = layers.layer_norm(config, "encoder_norm")
     if use_cls:
       pre_logits = norm(cls)[:, 0]  # (B, 1, D) -> (B, D)
     else:
       pre_logits = jnp.mean(norm(x), axis=(1, 2))  # (B, T, N, D) -> (B, D)
     pre_logits = pre_logits.astype(jnp.float32)
-    logits = common.classification_head(pre_logits, self.num_classes)
+    logits = layers.classification_head(pre_logits, self.num_classes)
     return logits, {"pre_logits": pre_logits, "encoded_tokens": encoded}

@@ -34,7 +34,7 @@ attention, norm_mlp, mlp (as in Model 2's encoders); Model 3 blocks hold norm_sp
 attention_spatial, norm_temporal, attention_temporal, norm_mlp, mlp. Model 2: spatial_cls,
 spatial_pos_embedding, spatial_encoder/{encoderblock_i, encoder_norm}, temporal_cls,
 temporal_pos_embedding, temporal_encoder/{...} (L_t > 0), head. With model.scan_layers each
-stack's encoderblock_i are one `encoderblocks` with a leading layer axis (common.stack_blocks).
+stack's encoderblock_i are one `encoderblocks` with a leading layer axis (encoder.stack_blocks).
 """
 
 import dataclasses
@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vidtx.models import attention, common, tokenizer
+from vidtx.models import attention, encoder, hparams, kernels, layers, tokenizer
 
 ATTENTIONS = (
   "spatio_temporal",
@@ -62,7 +62,7 @@ GAP_ONLY = ("factorised_self_attention", "factorised_dot_product")
 
 def default_config() -> ml_collections.ConfigDict:
   """ViViT-B/16x2 factorised encoder with L_t = 4, as in ViViT Table 2."""
-  config = common.base_config()
+  config = hparams.base_config()
   config.variant = "B/16x2"
   config.attention = "factorised_encoder"
   config.gelu_approximate = True  # scenic (Flax nn.gelu) and Hugging Face use tanh GELU.
@@ -75,7 +75,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class ViViTConfig(common.ModelConfig):
+class ViViTConfig(hparams.ModelConfig):
   """ModelConfig plus the ViViT-specific fields (see default_config)."""
 
   spatial_layers: int
@@ -85,17 +85,17 @@ class ViViTConfig(common.ModelConfig):
 
 
 def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> ViViTConfig:
-  config = common.make_config(
+  config = hparams.make_config(
     ViViTConfig, default_config(), overrides, model_name="vivit", attentions=ATTENTIONS
   )
   if config.spatial_layers is None:
     config = dataclasses.replace(config, spatial_layers=config.num_layers)
-  if not common.is_int(config.spatial_layers) or config.spatial_layers < 1:
+  if not hparams.is_int(config.spatial_layers) or config.spatial_layers < 1:
     raise ValueError(
       f"model.spatial_layers={config.spatial_layers!r}: expected a positive "
       "integer (or None for the variant's depth)."
     )
-  if not common.is_int(config.temporal_layers) or config.temporal_layers < 0:
+  if not hparams.is_int(config.temporal_layers) or config.temporal_layers < 0:
     raise ValueError(
       f"model.temporal_layers={config.temporal_layers!r}: expected an "
       "integer >= 0 (0 = average-pool baseline)."
@@ -130,7 +130,7 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> ViV
 # Model 3's two attentions: model.attention_order axis -> (name, pattern, output projection
 # init). The temporal attention starts at zero (Sec. 3.4): its output projection does.
 _FACTORISED_STAGES = {
-  "space": ("spatial", attention.spatial_attention, common.KERNEL_INIT),
+  "space": ("spatial", attention.spatial_attention, layers.KERNEL_INIT),
   "time": ("temporal", attention.temporal_attention, nn.initializers.zeros),
 }
 
@@ -140,7 +140,7 @@ class FactorisedBlock(nn.Module):
 
   Model 3: x += SA_space(LN(x)); x += SA_time(LN(x)) (or time first); x += MLP(LN(x)).
   Model 4: x += FDPA(LN(x)); x += MLP(LN(x)), FDPA splitting the heads over space and time.
-  Called as common.stack_blocks calls blocks: block(x, drop_path_rate, deterministic).
+  Called as encoder.stack_blocks calls blocks: block(x, drop_path_rate, deterministic).
   """
 
   config: ViViTConfig
@@ -151,7 +151,7 @@ class FactorisedBlock(nn.Module):
   ) -> jax.Array:
     config = self.config
     regularise = functools.partial(
-      common.regularise_branch,
+      layers.regularise_branch,
       dropout_rate=config.dropout_rate,
       drop_path_rate=drop_path_rate,
       deterministic=deterministic,
@@ -159,28 +159,28 @@ class FactorisedBlock(nn.Module):
     if config.attention == "factorised_self_attention":
       for axis in config.attention_order.split("_"):  # e.g. 'space_time' -> space, then time.
         name, pattern, out_kernel_init = _FACTORISED_STAGES[axis]
-        module = common.attention_module(
+        module = layers.attention_module(
           config, f"attention_{name}", out_kernel_init=out_kernel_init
         )
         attend = functools.partial(module, deterministic=deterministic)
-        y = pattern(attend, common.layer_norm(config, f"norm_{name}")(x))
+        y = pattern(attend, layers.layer_norm(config, f"norm_{name}")(x))
         x = x + regularise(y)
     else:
       # The projections act on the last axis, so query/key/value come out (B, T, N, H, Dh):
       # the head split needs both token axes.
-      attend = common.attention_module(
+      attend = layers.attention_module(
         config,
         "attention",
         attention_fn=functools.partial(
-          attention.factorised_dot_product_attention, common.dot_product_attention
+          attention.factorised_dot_product_attention, kernels.dot_product_attention
         ),
       )
-      y = attend(common.layer_norm(config, "norm_attention")(x), deterministic=deterministic)
+      y = attend(layers.layer_norm(config, "norm_attention")(x), deterministic=deterministic)
       x = x + regularise(y)
-    y = common.mlp_module(config)(
-      common.layer_norm(config, "norm_mlp")(x), deterministic=deterministic
+    y = layers.mlp_module(config)(
+      layers.layer_norm(config, "norm_mlp")(x), deterministic=deterministic
     )
-    return x + common.DropPath(drop_path_rate)(y, deterministic=deterministic)
+    return x + layers.DropPath(drop_path_rate)(y, deterministic=deterministic)
 
 
 class FactorisedEncoder(nn.Module):
@@ -190,14 +190,14 @@ class FactorisedEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    x = common.stack_blocks(
+    x = encoder.stack_blocks(
       FactorisedBlock,
       x,
       config=self.config,
       num_layers=self.config.num_layers,
       deterministic=deterministic,
     )
-    return common.layer_norm(self.config, "encoder_norm")(x)
+    return layers.layer_norm(self.config, "encoder_norm")(x)
 
 
 # ----------------------------------------------------------------------------------------
@@ -215,13 +215,13 @@ def _single_encoder(
   # (B, T, N, D) -> (B, T*N, D), temporal index major.
   tokens = x.reshape(b, t * n, d)
   if use_cls:
-    cls = common.class_token(module, "cls", d).astype(tokens.dtype)
+    cls = layers.class_token(module, "cls", d).astype(tokens.dtype)
     # (B, T*N, D) -> (B, 1+T*N, D)
     tokens = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), tokens], axis=1)
-  tokens = common.AddPositionEmbedding(axis=1, name="pos_embedding")(tokens)
+  tokens = layers.AddPositionEmbedding(axis=1, name="pos_embedding")(tokens)
   tokens = nn.Dropout(config.dropout_rate)(tokens, deterministic=deterministic)
   if config.attention == "spatio_temporal":
-    tokens = common.Encoder(config, config.num_layers, attention.joint_attention, name="encoder")(
+    tokens = encoder.Encoder(config, config.num_layers, attention.joint_attention, name="encoder")(
       tokens, deterministic=deterministic
     )
   else:
@@ -240,13 +240,13 @@ def _factorised_encoder(
   use_cls = config.classifier == "token"
   b, t, n, d = x.shape
   if use_cls:
-    cls = common.class_token(module, "spatial_cls", d).astype(x.dtype)
+    cls = layers.class_token(module, "spatial_cls", d).astype(x.dtype)
     # (1, 1, D) -> (B, T, 1, D); tokens (B, T, 1+N, D)
     x = jnp.concatenate([jnp.broadcast_to(cls[:, None], (b, t, 1, d)), x], axis=2)
-  x = common.AddPositionEmbedding(axis=2, name="spatial_pos_embedding")(x)
+  x = layers.AddPositionEmbedding(axis=2, name="spatial_pos_embedding")(x)
   x = nn.Dropout(config.dropout_rate)(x, deterministic=deterministic)
   # Spatial attention keeps temporal indices apart: one image encoder per index.
-  x = common.Encoder(
+  x = encoder.Encoder(
     config, config.spatial_layers, attention.spatial_attention, name="spatial_encoder"
   )(x, deterministic=deterministic)
   # (B, T, 1+N, D) -> (B, T, D)
@@ -257,12 +257,12 @@ def _factorised_encoder(
   else:
     h = frames
     if use_cls:
-      cls = common.class_token(module, "temporal_cls", d).astype(h.dtype)
+      cls = layers.class_token(module, "temporal_cls", d).astype(h.dtype)
       # (B, T, D) -> (B, 1+T, D)
       h = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), h], axis=1)
-    h = common.AddPositionEmbedding(axis=1, name="temporal_pos_embedding")(h)
+    h = layers.AddPositionEmbedding(axis=1, name="temporal_pos_embedding")(h)
     h = nn.Dropout(config.dropout_rate)(h, deterministic=deterministic)
-    h = common.Encoder(
+    h = encoder.Encoder(
       config, config.temporal_layers, attention.joint_attention, name="temporal_encoder"
     )(h, deterministic=deterministic)
     pre_logits = h[:, 0] if use_cls else jnp.mean(h, axis=1)  # (B, 1+T, D) -> (B, D)
@@ -293,5 +293,5 @@ class ViViT(nn.Module):
     encode = _factorised_encoder if config.attention == "factorised_encoder" else _single_encoder
     pre_logits, outputs = encode(self, x, config, not train)
     pre_logits = pre_logits.astype(jnp.float32)
-    logits = common.classification_head(pre_logits, self.num_classes)
+    logits = layers.classification_head(pre_logits, self.num_classes)
     return logits, {"pre_logits": pre_logits, **outputs}

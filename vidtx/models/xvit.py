@@ -48,9 +48,9 @@ as in every vidtx model.
 Parameters: embedding, cls, pos_embedding, time_embedding, encoderblock_{i}/{norm_attention,
 attention, norm_mlp, mlp}, encoder_norm, then for 'temporal_attention' temporal_cls,
 temporal_pos_embedding (optional), temporal_encoder/{encoderblock_i, encoder_norm},
-head_hidden (head_mlp_dim > 0); and head. The backbone names are those of common.EncoderBlock,
+head_hidden (head_mlp_dim > 0); and head. The backbone names are those of encoder.EncoderBlock,
 so an image ViT maps onto it by name. With model.scan_layers each stack's encoderblock_i are one
-`encoderblocks` with a leading layer axis (common.stack_blocks).
+`encoderblocks` with a leading layer axis (encoder.stack_blocks).
 """
 
 import dataclasses
@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vidtx.models import attention, common, tokenizer
+from vidtx.models import attention, encoder, hparams, kernels, layers, tokenizer
 
 ATTENTIONS = ("space_time_mixing", "tsm")
 AGGREGATIONS = ("temporal_attention", "mean")
@@ -72,7 +72,7 @@ AGGREGATIONS = ("temporal_attention", "mean")
 
 def default_config() -> ml_collections.ConfigDict:
   """X-ViT-B/16 as released for Kinetics: 1/4 of the channels mixed over +-1 frame."""
-  config = common.base_config()
+  config = hparams.base_config()
   config.variant = "B/16"
   config.attention = "space_time_mixing"
   config.gelu_approximate = False  # The released model uses PyTorch's exact GELU.
@@ -88,7 +88,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class XViTConfig(common.ModelConfig):
+class XViTConfig(hparams.ModelConfig):
   """ModelConfig plus space-time mixing, summary tokens and the aggregation head."""
 
   mixing_fraction: float
@@ -112,7 +112,7 @@ def _is_number(value: Any) -> bool:
 
 
 def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> XViTConfig:
-  config = common.make_config(
+  config = hparams.make_config(
     XViTConfig, default_config(), overrides, model_name="xvit", attentions=ATTENTIONS
   )
   if config.tubelet_size != 1:
@@ -123,7 +123,7 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> XVi
   fraction = config.mixing_fraction
   if not _is_number(fraction) or not 0 <= fraction <= 1:
     raise ValueError(f"model.mixing_fraction={fraction!r}: expected a number in [0, 1].")
-  if not common.is_int(config.mixing_window) or config.mixing_window < 1:
+  if not hparams.is_int(config.mixing_window) or config.mixing_window < 1:
     raise ValueError(
       f"model.mixing_window={config.mixing_window!r}: expected a positive integer "
       "(1 = frames t - 1 and t + 1)."
@@ -136,7 +136,7 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> XVi
       f"{2 * config.mixing_window} frame offsets (model.mixing_window="
       f"{config.mixing_window}) mixes no channel; raise the fraction or set it to 0."
     )
-  if not common.is_int(config.summary_tokens) or config.summary_tokens < 0:
+  if not hparams.is_int(config.summary_tokens) or config.summary_tokens < 0:
     raise ValueError(
       f"model.summary_tokens={config.summary_tokens!r}: expected an integer >= 0 (0 = off)."
     )
@@ -144,7 +144,7 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> XVi
     raise ValueError(
       f"model.aggregation={config.aggregation!r}: expected one of {list(AGGREGATIONS)}."
     )
-  if not common.is_int(config.temporal_layers) or config.temporal_layers < 1:
+  if not hparams.is_int(config.temporal_layers) or config.temporal_layers < 1:
     raise ValueError(
       f"model.temporal_layers={config.temporal_layers!r}: expected a positive integer."
     )
@@ -153,7 +153,7 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> XVi
       f"model.temporal_pos_embedding={config.temporal_pos_embedding!r}: expected True or False."
     )
   head_mlp_dim = config.head_mlp_dim
-  if head_mlp_dim is not None and (not common.is_int(head_mlp_dim) or head_mlp_dim < 0):
+  if head_mlp_dim is not None and (not hparams.is_int(head_mlp_dim) or head_mlp_dim < 0):
     raise ValueError(
       f"model.head_mlp_dim={head_mlp_dim!r}: expected an integer >= 0 (0 = linear head) or "
       "None (hidden_size)."
@@ -252,7 +252,7 @@ def space_time_mixing_attention(
   deterministic: bool = True,
   implementation: str = "auto",
 ) -> jax.Array:
-  """An `attention_fn` for common.MultiHeadAttention on per-frame tokens (B*T, L, ...).
+  """An `attention_fn` for layers.MultiHeadAttention on per-frame tokens (B*T, L, ...).
 
   query, key, value: (B*T, L, heads, head_dim), frames of a clip consecutive along the batch
   axis. Builds frame t's keys and values from frames t - w .. t + w (temporal_channel_shift on
@@ -288,7 +288,7 @@ def space_time_mixing_attention(
     # (B*T, L, H, Dh) -> (B*T, L + T*R, H, Dh)
     mixed_key = jnp.concatenate([mixed_key, summarise(key)], axis=1)
     mixed_value = jnp.concatenate([mixed_value, summarise(value)], axis=1)
-  return common.dot_product_attention(
+  return kernels.dot_product_attention(
     query,
     mixed_key,
     mixed_value,
@@ -308,7 +308,7 @@ def space_time_mixing_attention(
 class XViTBlock(nn.Module):
   """Pre-LN block on per-frame tokens x (B, T, L, D): shift (TSM) -> mixing attention -> MLP.
 
-  Called as common.stack_blocks calls blocks: block(x, drop_path_rate, deterministic).
+  Called as encoder.stack_blocks calls blocks: block(x, drop_path_rate, deterministic).
   """
 
   config: XViTConfig
@@ -336,20 +336,20 @@ class XViTBlock(nn.Module):
       summary_tokens=config.summary_tokens,
       num_prefix_tokens=self.num_prefix_tokens,
     )
-    attend = common.attention_module(config, "attention", attention_fn=attention_fn)
-    y = common.layer_norm(config, "norm_attention")(x)
+    attend = layers.attention_module(config, "attention", attention_fn=attention_fn)
+    y = layers.layer_norm(config, "norm_attention")(x)
     # Queries attend within their own frame: (B, T, L, D) -> (B*T, L, D) -> (B, T, L, D)
     y = attend(y.reshape(b * t, length, d), deterministic=deterministic).reshape(b, t, length, d)
-    x = x + common.regularise_branch(
+    x = x + layers.regularise_branch(
       y,
       dropout_rate=config.dropout_rate,
       drop_path_rate=drop_path_rate,
       deterministic=deterministic,
     )
-    y = common.mlp_module(config)(
-      common.layer_norm(config, "norm_mlp")(x), deterministic=deterministic
+    y = layers.mlp_module(config)(
+      layers.layer_norm(config, "norm_mlp")(x), deterministic=deterministic
     )
-    return x + common.DropPath(drop_path_rate)(y, deterministic=deterministic)
+    return x + layers.DropPath(drop_path_rate)(y, deterministic=deterministic)
 
 
 class XViT(nn.Module):
@@ -376,18 +376,18 @@ class XViT(nn.Module):
     )
     b, t, n, d = x.shape
     if use_cls:
-      cls = common.class_token(self, "cls", d).astype(x.dtype)
+      cls = layers.class_token(self, "cls", d).astype(x.dtype)
       # (1, 1, D) -> (B, T, 1, D); tokens (B, T, 1+N, D): every frame has its own class token.
       x = jnp.concatenate([jnp.broadcast_to(cls[:, None], (b, t, 1, d)), x], axis=2)
     # One spatial embedding (class token first) shared by all frames, then (after dropout, as
     # released) a zero-initialised time embedding on every token of a frame.
-    x = common.AddPositionEmbedding(axis=2, name="pos_embedding")(x)
+    x = layers.AddPositionEmbedding(axis=2, name="pos_embedding")(x)
     x = nn.Dropout(config.dropout_rate)(x, deterministic=deterministic)
-    x = common.AddPositionEmbedding(
+    x = layers.AddPositionEmbedding(
       axis=1, embedding_init=nn.initializers.zeros, name="time_embedding"
     )(x)
 
-    x = common.stack_blocks(
+    x = encoder.stack_blocks(
       XViTBlock,
       x,
       config=config,
@@ -395,7 +395,7 @@ class XViT(nn.Module):
       deterministic=deterministic,
       num_prefix_tokens=int(use_cls),
     )
-    x = common.layer_norm(config, "encoder_norm")(x)
+    x = layers.layer_norm(config, "encoder_norm")(x)
     # (B, T, 1+N, D) -> (B, T, D)
     frames = x[:, :, 0] if use_cls else jnp.mean(x, axis=2)
 
@@ -403,14 +403,14 @@ class XViT(nn.Module):
     if config.aggregation == "mean":
       pre_logits = jnp.mean(h, axis=1)  # (B, T, D) -> (B, D)
     else:
-      cls = common.class_token(self, "temporal_cls", d).astype(h.dtype)
+      cls = layers.class_token(self, "temporal_cls", d).astype(h.dtype)
       # (B, T, D) -> (B, 1+T, D)
       h = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), h], axis=1)
       if config.temporal_pos_embedding:
-        h = common.AddPositionEmbedding(axis=1, name="temporal_pos_embedding")(h)
+        h = layers.AddPositionEmbedding(axis=1, name="temporal_pos_embedding")(h)
       # No stochastic depth in the head (released: drop_path 0 there).
       head_config = dataclasses.replace(config, stochastic_depth=0.0)
-      h = common.Encoder(
+      h = encoder.Encoder(
         head_config, config.temporal_layers, attention.joint_attention, name="temporal_encoder"
       )(h, deterministic=deterministic)
       pre_logits = h[:, 0]  # (B, 1+T, D) -> (B, D)
@@ -419,9 +419,9 @@ class XViT(nn.Module):
     y = pre_logits
     if config.head_mlp_dim:
       y = nn.Dense(
-        config.head_mlp_dim, dtype=jnp.float32, kernel_init=common.KERNEL_INIT, name="head_hidden"
+        config.head_mlp_dim, dtype=jnp.float32, kernel_init=layers.KERNEL_INIT, name="head_hidden"
       )(y)
       y = nn.gelu(y, approximate=config.gelu_approximate)
       y = nn.Dropout(config.head_dropout_rate)(y, deterministic=deterministic)
-    logits = common.classification_head(y, self.num_classes)
+    logits = layers.classification_head(y, self.num_classes)
     return logits, {"pre_logits": pre_logits, "frame_representations": frames.astype(jnp.float32)}

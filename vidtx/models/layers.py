@@ -1,0 +1,309 @@
+"""The layers the video transformers are built of, with ViT's parameter names and initialisers.
+
+- `MultiHeadAttention` (and its `OutProjection`): multi-head self-attention on arranged tokens
+  (batch, length, D) around the attention core (kernels.dot_product_attention).
+- `gelu` (erf form; `gelu_with_erfc` traces the erfc form for TensorFlow export), `MlpBlock`,
+  `DropPath` (stochastic depth), `regularise_branch`.
+- `attention_module`, `mlp_module`, `layer_norm`: those layers built from a model's config, the
+  one place the config's fields reach them.
+- `AddPositionEmbedding`, `class_token`, `classification_head`: embeddings and the head.
+
+Initialisers follow ViT (vit_jax): xavier_uniform kernels, normal(1e-6) MLP biases,
+normal(0.02) position embeddings, zero class token and zero head.
+"""
+
+import contextlib
+import contextvars
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vidtx.models import hparams, kernels
+
+KERNEL_INIT = nn.initializers.xavier_uniform()
+MLP_BIAS_INIT = nn.initializers.normal(stddev=1e-6)
+POSEMB_INIT = nn.initializers.normal(stddev=0.02)
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head self-attention on already-arranged tokens (batch, length, D).
+
+  Kernels are laid out as in vit_jax: query/key/value [D, heads, head_dim], out
+  [heads, head_dim, D], so ViT checkpoints load without reshaping. `attention_fn` is the
+  core by default; patterns that regroup heads (e.g. ViViT Model 4) wrap it.
+
+  Attention maps on request: with `apply(..., mutable=["intermediates"])` the module sows its
+  weights, float32 (batch, heads, length, length), as intermediates `attention_weights`
+  (vidtx.rollout reads them). They are formed only then, as the fused core never materialises
+  them, and only for the plain core: a wrapped `attention_fn` mixes keys in its own way.
+
+  `attention_fn` is called as the core is, with `implementation` (model.attention_implementation)
+  among its keywords; a wrapper passes it on to the core.
+  """
+
+  num_heads: int
+  dropout_rate: float = 0.0  # Attention dropout (on the attention weights).
+  dtype: Any = jnp.float32
+  attention_fn: Callable[..., jax.Array] = kernels.dot_product_attention
+  implementation: str = "auto"  # model.attention_implementation; see kernels.dot_product_attention.
+  out_kernel_init: Callable[..., jax.Array] = KERNEL_INIT  # Zeros: the branch starts switched off.
+
+  @nn.compact
+  def __call__(
+    self,
+    x: jax.Array,
+    *,
+    deterministic: bool,
+    mask: jax.Array | None = None,
+    then: jax.Array | None = None,
+  ) -> jax.Array:
+    """x: (batch, length, D) -> (batch, length, D).
+
+    then: a (D, D') kernel of a linear map that follows this module (TimeSformer's temporal_fc),
+    folded into the out projection: returns y (W_out then) + b_out then, (batch, length, D'),
+    without forming y W_out + b_out (one (length x D x D) matmul fewer per token forward and two
+    backward, for a (D x D x D) product).
+    """
+    features = x.shape[-1]
+    if features % self.num_heads:
+      raise ValueError(
+        f"MultiHeadAttention: {features} channels are not divisible by {self.num_heads} heads."
+      )
+    projection = functools.partial(
+      nn.DenseGeneral,
+      features=(self.num_heads, features // self.num_heads),
+      axis=-1,
+      dtype=self.dtype,
+      kernel_init=KERNEL_INIT,
+    )
+    # (batch, length, D) -> (batch, length, heads, head_dim)
+    query = projection(name="query")(x)
+    key = projection(name="key")(x)
+    value = projection(name="value")(x)
+    if self.attention_fn is kernels.dot_product_attention and self.is_mutable_collection(
+      "intermediates"
+    ):
+      self.sow("intermediates", "attention_weights", kernels.attention_weights(query, key, mask))
+    use_dropout = not deterministic and self.dropout_rate > 0.0
+    y = self.attention_fn(
+      query,
+      key,
+      value,
+      mask=mask,
+      dropout_rate=self.dropout_rate,
+      dropout_rng=self.make_rng("dropout") if use_dropout else None,
+      deterministic=deterministic,
+      implementation=self.implementation,
+    )
+    # (..., heads, head_dim) -> (..., D), or (..., D') with `then` folded in.
+    return OutProjection(features, dtype=self.dtype, kernel_init=self.out_kernel_init, name="out")(
+      y, then=then
+    )
+
+
+class OutProjection(nn.Module):
+  """The attention's out projection (..., heads, head_dim) -> (..., D): nn.DenseGeneral over the
+  last two axes, with its parameters (kernel (heads, head_dim, D), bias (D,)) and initialisation,
+  that can fold a following linear map `then` (D, D') into its kernel and bias."""
+
+  features: int
+  dtype: Any = jnp.float32
+  kernel_init: Callable[..., jax.Array] = KERNEL_INIT
+
+  @nn.compact
+  def __call__(self, y: jax.Array, then: jax.Array | None = None) -> jax.Array:
+    heads, head_dim = y.shape[-2:]
+
+    def init_kernel(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+      # As DenseGeneral: initialised as the flat (heads * head_dim, D) matrix, then reshaped.
+      return self.kernel_init(rng, (heads * head_dim, self.features), jnp.float32).reshape(shape)
+
+    kernel = self.param("kernel", init_kernel, (heads, head_dim, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    if then is not None:
+      # Products of the float32 parameters: (heads, head_dim, D) x (D, D') -> (heads, head_dim, D').
+      kernel = jnp.einsum("hcd,de->hce", kernel, then.astype(jnp.float32))
+      bias = bias @ then.astype(jnp.float32)
+    y = jnp.einsum("...hc,hcd->...d", y.astype(self.dtype), kernel.astype(self.dtype))
+    return y + add_axes(bias.astype(self.dtype), y.ndim)
+
+
+def add_axes(vector: jax.Array, ndim: int) -> jax.Array:
+  """(D,) -> (1, ..., 1, D) of rank `ndim`, to add along the last axis (vidtx keeps rank
+  promotion explicit)."""
+  return vector.reshape((1,) * (ndim - 1) + vector.shape)
+
+
+# ----------------------------------------------------------------------------------------
+# GELU, MLP, stochastic depth, and the layers built from a model's config.
+# ----------------------------------------------------------------------------------------
+
+
+def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
+  """GELU: exact x * Phi(x) = x * 0.5 * (1 + erf(x / sqrt(2))), or the tanh approximation.
+
+  The exact form is computed with erf as PyTorch computes it (Hugging Face, official
+  TimeSformer), not with jax.nn.gelu's erfc: both are exact to float32 rounding, but XLA's CPU
+  erfc (a piecewise rational with an exp) and its gradient took about 5% of a TimeSformer
+  training step's CPU time, erf (one polynomial) about a third of that. Within
+  `gelu_with_erfc()` the erfc form is traced instead (see there).
+  """
+  if approximate:
+    return nn.gelu(x, approximate=True)
+  if _GELU_WITH_ERFC.get():
+    return x * 0.5 * jax.lax.erfc(x * np.asarray(-np.sqrt(0.5), x.dtype))
+  return x * 0.5 * (1.0 + jax.lax.erf(x * np.asarray(np.sqrt(0.5), x.dtype)))
+
+
+_GELU_WITH_ERFC = contextvars.ContextVar("gelu_with_erfc", default=False)
+
+
+@contextlib.contextmanager
+def gelu_with_erfc() -> Iterator[None]:
+  """Models traced within compute the exact GELU with erfc rather than erf: the same function,
+  for consumers of serialized StableHLO that cannot read erf (jax serializes it as a composite
+  op that TensorFlow 2.21's XlaCallModule does not know; vidtx.checkpoints.export_tf). Only
+  traces made within take it: a jitted function traced before keeps its cached program."""
+  token = _GELU_WITH_ERFC.set(True)
+  try:
+    yield
+  finally:
+    _GELU_WITH_ERFC.reset(token)
+
+
+class MlpBlock(nn.Module):
+  """Dense -> GELU -> dropout -> Dense -> dropout, on the last axis."""
+
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  gelu_approximate: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    dense = functools.partial(
+      nn.Dense, dtype=self.dtype, kernel_init=KERNEL_INIT, bias_init=MLP_BIAS_INIT
+    )
+    y = dense(self.mlp_dim, name="Dense_0")(x)
+    y = gelu(y, approximate=self.gelu_approximate)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = dense(x.shape[-1], name="Dense_1")(y)
+    return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops a residual branch for whole examples (axis 0).
+
+  Kept branches are scaled by 1 / (1 - rate), as in timm and the official TimeSformer,
+  so evaluation needs no rescaling. `rate` is a Python float, or a scalar array where the rate
+  is a traced input (blocks under nn.scan get their layer's rate that way).
+  """
+
+  rate: float | jax.Array
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    is_python = isinstance(self.rate, (int, float))
+    if deterministic or (is_python and self.rate == 0.0):
+      return x
+    keep_prob = 1.0 - self.rate
+    keep = jax.random.bernoulli(
+      self.make_rng("dropout"), keep_prob, (x.shape[0],) + (1,) * (x.ndim - 1)
+    )
+    if not is_python:
+      # Divide in x's dtype, as the weakly typed Python float does.
+      keep_prob = keep_prob.astype(x.dtype)
+    return jnp.where(keep, x / keep_prob, 0.0).astype(x.dtype)
+
+
+def regularise_branch(
+  y: jax.Array, *, dropout_rate: float, drop_path_rate: float | jax.Array, deterministic: bool
+) -> jax.Array:
+  """Dropout then stochastic depth on a residual branch (call inside a compact method)."""
+  y = nn.Dropout(dropout_rate)(y, deterministic=deterministic)
+  return DropPath(drop_path_rate)(y, deterministic=deterministic)
+
+
+def attention_module(
+  config: hparams.ModelConfig,
+  name: str,
+  *,
+  attention_fn: Callable[..., jax.Array] = kernels.dot_product_attention,
+  out_kernel_init: Callable[..., jax.Array] = KERNEL_INIT,
+) -> MultiHeadAttention:
+  """The multi-head attention of a model (call inside a compact method).
+
+  Every model builds its attentions here, so model.attention_implementation reaches the core
+  of each, wrapped `attention_fn`s included.
+  """
+  return MultiHeadAttention(
+    num_heads=config.num_heads,
+    dropout_rate=config.attention_dropout_rate,
+    dtype=jnp.dtype(config.dtype),
+    attention_fn=attention_fn,
+    implementation=config.attention_implementation,
+    out_kernel_init=out_kernel_init,
+    name=name,
+  )
+
+
+def mlp_module(config: hparams.ModelConfig, name: str = "mlp") -> MlpBlock:
+  """The MLP of a model's blocks (call inside a compact method)."""
+  return MlpBlock(
+    mlp_dim=config.mlp_dim,
+    dropout_rate=config.dropout_rate,
+    gelu_approximate=config.gelu_approximate,
+    dtype=jnp.dtype(config.dtype),
+    name=name,
+  )
+
+
+def layer_norm(config: hparams.ModelConfig, name: str) -> nn.LayerNorm:
+  """LayerNorm (eps model.layer_norm_epsilon); statistics are taken in float32."""
+  return nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=jnp.dtype(config.dtype), name=name)
+
+
+# ----------------------------------------------------------------------------------------
+# Embeddings and heads.
+# ----------------------------------------------------------------------------------------
+
+
+class AddPositionEmbedding(nn.Module):
+  """Adds a learned embedding of shape (tokens[axis], D) along `axis` of the tokens.
+
+  axis=-2 on (B, T, N, D) gives a spatial embedding shared by all frames; axis=1 gives a
+  temporal embedding shared by all spatial positions; on (B, L, D) it is the usual 1D one.
+  """
+
+  axis: int = -2
+  embedding_init: Callable[..., jax.Array] = POSEMB_INIT
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    axis = self.axis % x.ndim
+    if axis in (0, x.ndim - 1):
+      raise ValueError(
+        f"AddPositionEmbedding: axis {self.axis} of tokens {x.shape} is the batch or channel axis."
+      )
+    embedding = self.param("embedding", self.embedding_init, (x.shape[axis], x.shape[-1]))
+    # (L, D) -> (1, .., L, .., D), broadcastable against the tokens.
+    shape = [1] * x.ndim
+    shape[axis], shape[-1] = x.shape[axis], x.shape[-1]
+    return x + embedding.reshape(shape).astype(x.dtype)
+
+
+def class_token(module: nn.Module, name: str, hidden_size: int) -> jax.Array:
+  """A zero-initialised (1, 1, D) class token parameter of `module` (vit_jax layout)."""
+  return module.param(name, nn.initializers.zeros, (1, 1, hidden_size))
+
+
+def classification_head(pre_logits: jax.Array, num_classes: int) -> jax.Array:
+  """Zero-initialised linear head, in float32 whatever the compute dtype."""
+  return nn.Dense(num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros, name="head")(
+    pre_logits.astype(jnp.float32)
+  )
