@@ -76,6 +76,7 @@ def test_every_console_script_is_installed_and_callable():
     "vidtx-export",
     "vidtx-predict",
     "vidtx-make-shards",
+    "vidtx-config",
   }
   for entry in scripts.values():
     assert callable(entry.load()), entry

@@ -37,6 +37,7 @@ SCRIPTS = (
   "vidtx-export",
   "vidtx-predict",
   "vidtx-make-shards",
+  "vidtx-config",
 )
 
 # Runs a console script's entry point as the installed script does, and prints which of HEAVY
@@ -92,6 +93,7 @@ def test_help_answers_without_jax_tensorflow_or_torch(name):
     "vidtx-export": "--format",
     "vidtx-predict": "--window",
     "vidtx-make-shards": "--output_dir",
+    "vidtx-config": "--format",
   }[name]
   assert expected in text
 
