@@ -132,7 +132,8 @@ def time_steps(
   start = time.perf_counter()
   for _ in range(steps):
     state, step_metrics = step(state, next(batches))
-  jax.device_get(step_metrics)  # The last step's result on the host: every step has run.
+  # The last step's (replicated) result on the host: every step has run.
+  state_lib.fetch_replicated(step_metrics)
   return state, time.perf_counter() - start
 
 
