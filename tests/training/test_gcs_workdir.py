@@ -434,7 +434,7 @@ def test_a_run_in_the_bucket_reads_as_the_same_run_on_a_local_disk(gcs, data_dir
 @pytest.mark.tier2
 def test_convert_and_export_read_a_run_in_the_bucket_into_a_local_folder(bucket_run, tmp_path):
   from vidtx import convert, export
-  from vidtx.checkpoints import store
+  from vidtx.checkpoints import init_from, store
 
   run, copy = bucket_run
   before = _objects(run)
@@ -451,7 +451,19 @@ def test_convert_and_export_read_a_run_in_the_bucket_into_a_local_folder(bucket_
   assert exported.source["step"] == local.source["step"]
   assert exported.source["checkpoint"] == local.source["checkpoint"].replace(copy, run)
   jax.tree.map(np.testing.assert_array_equal, exported.params, local.params)
+  # train.py's config.init_from reads it alike.
+  jax.tree.map(np.testing.assert_array_equal, init_from.load_source(run).params, local.params)
   assert _objects(run) == before  # Read only: nothing written into the run.
+  # A converted checkpoint kept in a bucket is read there too.
+  for root, _, names in os.walk(out):
+    for name in names:
+      with open(os.path.join(root, name), "rb") as f:
+        where = os.path.relpath(os.path.join(root, name), out)
+        paths.write_bytes(f"gs://{BUCKET}/converted/{where}", f.read())
+  assert "vidtx_model.json" in _objects(f"gs://{BUCKET}/converted")
+  jax.tree.map(
+    np.testing.assert_array_equal, store.load(f"gs://{BUCKET}/converted").params, reference
+  )
 
 
 @pytest.mark.slow
