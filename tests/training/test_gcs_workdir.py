@@ -433,7 +433,7 @@ def test_a_run_in_the_bucket_reads_as_the_same_run_on_a_local_disk(gcs, data_dir
 @pytest.mark.slow
 @pytest.mark.tier2
 def test_convert_and_export_read_a_run_in_the_bucket_into_a_local_folder(bucket_run, tmp_path):
-  from vidtx import convert, export
+  from vidtx import checkpoints, convert, export
   from vidtx.checkpoints import init_from, store
 
   run, copy = bucket_run
@@ -448,6 +448,11 @@ def test_convert_and_export_read_a_run_in_the_bucket_into_a_local_folder(bucket_
   # The export reads its source as convert does (the best checkpoint, by the run's metric).
   exported = export.load_source(run)
   local = export.load_source(copy)
+  hf = str(tmp_path / "hf")
+  export.export(run, hf, format="hf")
+  jax.tree.map(
+    np.testing.assert_array_equal, checkpoints.convert_source(hf, "hf").params, local.params
+  )
   assert exported.source["step"] == local.source["step"]
   assert exported.source["checkpoint"] == local.source["checkpoint"].replace(copy, run)
   jax.tree.map(np.testing.assert_array_equal, exported.params, local.params)
