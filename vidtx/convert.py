@@ -12,7 +12,8 @@ DIR gets the parameters (orbax) and vidtx_model.json (model, preprocessing, labe
 vidtx.checkpoints.store), which train.py (config.init_from.checkpoint_path=DIR), eval.py
 (--checkpoint=DIR) and `python -m vidtx.predict --checkpoint=DIR` read.
 
-- A train.py run (RUN/config.json and RUN/checkpoints/; vidtx.checkpoints.run) exports the
+- A train.py run (RUN/config.json and RUN/checkpoints/; vidtx.checkpoints.run; RUN may be kept
+  in a bucket, gs://bucket/run, while DIR is local) exports the
   parameters of its best complete checkpoint (the highest evaluation of the run's
   best_checkpoint_metric; the newest where the run ranks none), or of --which latest (the newest
   complete one) or --step N, with the model, input preprocessing, view aggregation and class

@@ -16,6 +16,10 @@ per-video results (eval_<split>_videos.jsonl) and, for single-label data, the pe
 eval_<split>_per_class.csv, eval_<split>_confusion.csv and eval_<split>_confusion.png (one set
 per head, e.g. eval_<split>_noun_*, with class splits). Uses the same evaluator as train.py, so
 the numbers are those train.py reports for the same views and aggregation.
+
+--workdir may be a run kept in a bucket (gs://bucket/run): its checkpoint is read there and the
+results are written there as objects, each whole or not at all (vidtx.paths); a bucket has no
+lock, so nothing keeps a train.py from writing that run meanwhile (vidtx.locks).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import ml_collections
 from absl import app, flags, logging
 
-from vidtx import cli, locks, outputs, ownership
+from vidtx import cli, locks, outputs, ownership, paths
 
 # JAX, TensorFlow, orbax and clu are imported inside the functions that use them, so that
 # vidtx-eval --help and its flag errors answer at once (vidtx.cli).
@@ -71,7 +75,7 @@ def evaluate(
       nonlocal held
       if not workdir or jax.process_index() != 0 or held:
         return
-      if os.path.isdir(workdir):
+      if paths.isdir(workdir):
         ownership.check_claimable(workdir, "run", legacy=run_lib.is_earlier_run, hint=_HINT)
       else:  # A new directory for a converted checkpoint's results: made when results exist.
         ownership.claim(workdir, "run", legacy=run_lib.is_earlier_run, hint=_HINT)
@@ -80,7 +84,7 @@ def evaluate(
 
     if workdir:
       training.check_workdir(workdir)
-      if os.path.isdir(workdir):
+      if paths.isdir(workdir):
         own_workdir()  # Before any work: a run being trained refuses this at once.
     return _evaluate(config, workdir, split, checkpoint, own_workdir)
 

@@ -22,7 +22,8 @@ vidtx did not write (a DEPLOY.md put there) is refused, naming them: move them o
 this is checked before the export starts. docs/export.md says how to load each format.
 
 A run that train.py is writing exports a complete checkpoint (the note says which newer ones
-were skipped); with none complete yet, one line says so.
+were skipped); with none complete yet, one line says so. SRC may be kept in a bucket
+(gs://bucket/run, or a converted checkpoint there); DIR is a local directory.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from vidtx import cli, outputs, ownership
+from vidtx import cli, outputs, ownership, paths
 
 # store imports JAX, Flax and orbax: inside the functions, so that --help answers at once.
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def check_out_dir(out: str, *, overwrite: bool, source: str | None = None) -> No
   """Raises unless `out` may receive an export: new, empty, or (with `overwrite`) an earlier
   export that is neither `source` nor holds it. Cheap: run before the export."""
   out = os.path.abspath(out)
-  if source:
+  if source and not paths.is_url(source):  # A gs:// source holds no local directory.
     real_out, real_src = os.path.realpath(out), os.path.realpath(source)
     if real_out.startswith(real_src.rstrip(os.sep) + os.sep):
       raise ownership.NotOwnedError(
@@ -80,8 +81,8 @@ def load_source(src: str, step: int | None = None, which: str | None = None) -> 
           "checkpoint holds one set of parameters)."
         )
     return store.load(src)
-  if os.path.isdir(src) and (
-    run.is_run_dir(src) or os.path.isdir(os.path.join(src, run.CHECKPOINTS_DIR))
+  if paths.isdir(src) and (
+    run.is_run_dir(src) or paths.isdir(os.path.join(src, run.CHECKPOINTS_DIR))
   ):
     return run.export_run(src, step=step, which=which)
   raise ValueError(

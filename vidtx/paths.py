@@ -62,6 +62,19 @@ def remove(path: str) -> None:
     os.remove(path)
 
 
+def abspath(path: str) -> str:
+  """`path` made absolute (os.path.abspath); a URL is absolute already and stays as written."""
+  return path if is_url(path) else os.path.abspath(path)
+
+
+def read_text(path: str, errors: str = "strict") -> str:
+  """The file (object) `path` decoded as UTF-8; `errors` as for open()."""
+  if is_url(path):
+    return _url(path).read_bytes().decode("utf-8", errors=errors)
+  with open(path, encoding="utf-8", errors=errors) as f:
+    return f.read()
+
+
 def read_bytes(path: str) -> bytes:
   if is_url(path):
     return _url(path).read_bytes()

@@ -342,3 +342,201 @@ def test_process_0_checks_a_checkpoint_in_the_bucket_where_it_is(gcs, data_dir, 
   assert training._is_damage(error.value), error.value
   decision = training._decide(manager, abstract, True)
   assert decision["kind"] == "damaged" and "No checkpoint in" in decision["error"], decision
+
+
+# ----------------------------------------------------------------------------------------
+# A finished run read where it is: eval.py, convert / export and predict given gs://RUN.
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bucket_run(gcs, data_dir, tmp_path_factory):
+  """A 2-step run trained in-process on gs:// (its TensorBoard events in a local folder), and a
+  local copy of every object of it."""
+  from clu import metric_writers
+
+  events = str(tmp_path_factory.mktemp("events"))
+  create = metric_writers.create_default_writer
+  run = f"gs://{BUCKET}/finished/run"
+  config = _pod().exact_config(data_dir, 2)
+  config.checkpoint_every_steps = config.eval_every_steps = 1
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(
+      metric_writers, "create_default_writer", lambda logdir, **kw: create(events, **kw)
+    )
+    trainer.train_and_evaluate(config, run)
+  copy = str(tmp_path_factory.mktemp("copy") / "run")
+  for name in _objects(run):
+    os.makedirs(os.path.dirname(os.path.join(copy, name)), exist_ok=True)
+    with open(os.path.join(copy, name), "wb") as f:
+      f.write(paths.read_bytes(f"{run}/{name}"))
+  return run, copy
+
+
+def _run_layout(data_dir: str) -> dict[str, bytes]:
+  """A run's files as train.py leaves them, checkpoints' metadata only: steps 2 and 4 committed
+  (4 with orbax's saved metric), 6 being saved (no commit object yet)."""
+  config = _pod().exact_config(data_dir, 6)
+  layout = {
+    "config.json": config.to_json_best_effort(indent=2).encode(),
+    "metrics.jsonl": b"".join(
+      json.dumps(line).encode() + b"\n"
+      for line in (
+        {"step": 1, "loss": 1.4},
+        {"step": 2, "val_top1": 0.25},
+        {"step": 4, "val_top1": 0.5},
+        {"step": 4, "val_top1": 0.75},  # A resumed run logs its final evaluation again.
+      )
+    )
+    + b'{"step": 5, "val_to',  # Torn by a kill.
+  }
+  for step in (2, 4, 6):
+    for name in ("_CHECKPOINT_METADATA", "state/_METADATA", "state/d/0"):
+      layout[f"checkpoints/{step}/{name}"] = b"{}"
+  for step in (2, 4):
+    layout[f"checkpoints/{step}/commit_success.txt"] = b""
+  layout["checkpoints/4/metrics/metrics"] = json.dumps({"top1": 0.5}).encode()
+  return layout
+
+
+def test_a_run_in_the_bucket_reads_as_the_same_run_on_a_local_disk(gcs, data_dir, tmp_path):
+  """Every reader of a run's files (vidtx.checkpoints.run, vidtx.tools.plot) says of a run in
+  the bucket what it says of the same files in a local folder, bar orbax's commit protocol
+  (a local checkpoint is renamed into place, so its step 6 here reads as complete)."""
+  from vidtx.checkpoints import run as run_lib
+  from vidtx.tools import plot
+
+  run, local = f"gs://{BUCKET}/layout/run", str(tmp_path / "run")
+  for name, data in _run_layout(data_dir).items():
+    paths.write_bytes(f"{run}/{name}", data)
+    os.makedirs(os.path.dirname(os.path.join(local, name)), exist_ok=True)
+    with open(os.path.join(local, name), "wb") as f:
+      f.write(data)
+
+  for where in (run, local):
+    assert run_lib.is_run_dir(where) and run_lib.looks_like_run(where)
+    assert run_lib.is_earlier_run(where)
+  assert run_lib.read_config(run).to_dict() == run_lib.read_config(local).to_dict()
+  assert run_lib.class_names(run) == run_lib.class_names(local) == ["left", "right", "up", "down"]
+  checkpoints, local_checkpoints = f"{run}/checkpoints", os.path.join(local, "checkpoints")
+  assert run_lib._step_names(checkpoints) == sorted(run_lib._step_names(local_checkpoints))
+  assert [run_lib.is_complete(checkpoints, s) for s in (2, 4, 6)] == [True, True, False]
+  assert [run_lib.is_complete(local_checkpoints, s) for s in (2, 4, 6)] == [True, True, True]
+  assert run_lib._being_written(checkpoints, []) == [6]
+  assert run_lib._being_written(local_checkpoints, []) == []
+  # The log's last evaluation of a step, orbax's saved metric above it.
+  assert run_lib.step_metrics(run, "top1") == {2: 0.25, 4: 0.75}
+  assert run_lib.step_metrics(run, "top1", [2, 4]) == {2: 0.25, 4: 0.5}
+  assert run_lib.step_metrics(local, "top1", [2, 4]) == {2: 0.25, 4: 0.5}
+  assert plot.read_series(f"{run}/metrics.jsonl") == plot.read_series(f"{local}/metrics.jsonl")
+  png = plot.plot([run], str(tmp_path / "curves.png"))
+  assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+  paths.remove(f"{run}/config.json")
+  with pytest.raises(FileNotFoundError, match=f"^{run}: no config.json. train.py writes it"):
+    run_lib.read_config(run)
+  assert run_lib.looks_like_run(run) and not run_lib.is_run_dir(run)
+  with pytest.raises(FileNotFoundError, match=r"^Run directory 'gs://vidtx-test/nowhere' does"):
+    run_lib.read_config(f"gs://{BUCKET}/nowhere")
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+def test_convert_and_export_read_a_run_in_the_bucket_into_a_local_folder(bucket_run, tmp_path):
+  from vidtx import checkpoints, convert, export
+  from vidtx.checkpoints import init_from, store
+
+  run, copy = bucket_run
+  before = _objects(run)
+  out = str(tmp_path / "converted")
+  converted = convert.convert(run, out, which="latest")
+  assert converted.source["path"] == run and converted.source["step"] == 2
+  assert converted.source["checkpoint"].startswith(f"{run}: checkpoint step 2 (")
+  written = store.load(out)
+  reference = shared.restore_params(copy, 2)
+  jax.tree.map(np.testing.assert_array_equal, written.params, reference)
+  # The export reads its source as convert does (the best checkpoint, by the run's metric).
+  exported = export.load_source(run)
+  local = export.load_source(copy)
+  hf = str(tmp_path / "hf")
+  export.export(run, hf, format="hf")
+  jax.tree.map(
+    np.testing.assert_array_equal, checkpoints.convert_source(hf, "hf").params, local.params
+  )
+  assert exported.source["step"] == local.source["step"]
+  assert exported.source["checkpoint"] == local.source["checkpoint"].replace(copy, run)
+  jax.tree.map(np.testing.assert_array_equal, exported.params, local.params)
+  # train.py's config.init_from reads it alike.
+  jax.tree.map(np.testing.assert_array_equal, init_from.load_source(run).params, local.params)
+  assert _objects(run) == before  # Read only: nothing written into the run.
+  # A converted checkpoint kept in a bucket is read there too.
+  for root, _, names in os.walk(out):
+    for name in names:
+      with open(os.path.join(root, name), "rb") as f:
+        where = os.path.relpath(os.path.join(root, name), out)
+        paths.write_bytes(f"gs://{BUCKET}/converted/{where}", f.read())
+  assert "vidtx_model.json" in _objects(f"gs://{BUCKET}/converted")
+  jax.tree.map(
+    np.testing.assert_array_equal, store.load(f"gs://{BUCKET}/converted").params, reference
+  )
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+def test_predict_given_a_run_in_the_bucket_equals_predict_on_a_local_copy(bucket_run, tmp_path):
+  from vidtx import predict
+
+  run, copy = bucket_run
+  clip = np.random.default_rng(0).uniform(-1, 1, (2, 5, 16, 16, 3)).astype(np.float32)
+  np.save(tmp_path / "clip.npy", clip)
+  logits = predict.run(run, input_path=str(tmp_path / "clip.npy"))
+  np.testing.assert_array_equal(logits, predict.run(copy, input_path=str(tmp_path / "clip.npy")))
+  assert predict.checkpoint_labels(run, None) == predict.checkpoint_labels(copy, None)
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+def test_eval_on_a_run_in_the_bucket_writes_its_results_there(bucket_run, monkeypatch):
+  from clu import metric_writers
+
+  from vidtx import evaluate
+  from vidtx.checkpoints import run as run_lib
+
+  run, copy = bucket_run
+  logdirs = []
+  create = metric_writers.create_default_writer
+
+  def local_writer(logdir, **kw):  # TensorFlow's GCS file system cannot reach the emulator.
+    logdirs.append(logdir)
+    return create(os.path.join(copy + "-events", os.path.basename(logdir)), **kw)
+
+  monkeypatch.setattr(metric_writers, "create_default_writer", local_writer)
+  # train.py's final evaluation wrote the per-video and per-class files: eval.py writes them anew.
+  trained_videos = paths.read_bytes(f"{run}/eval_validation_videos.jsonl").decode().splitlines()
+  for name in _objects(run):
+    if name.startswith("eval_validation"):
+      paths.remove(f"{run}/{name}")
+  before = set(_objects(run))
+  results = evaluate.evaluate(run_lib.read_config(run), run, "validation")
+  assert logdirs == [f"{run}/eval_validation"]
+  assert set(_objects(run)) - before == {
+    "eval_validation.json",
+    "eval_validation_videos.jsonl",
+    "eval_validation_per_class.csv",
+    "eval_validation_confusion.csv",
+    "eval_validation_confusion.png",
+  }
+  saved = json.loads(paths.read_bytes(f"{run}/eval_validation.json"))
+  assert saved == json.loads(json.dumps(results))
+  # The run's final evaluation (the same checkpoint, views and aggregation): the same numbers,
+  # video by video.
+  videos = paths.read_bytes(f"{run}/eval_validation_videos.jsonl").decode().splitlines()
+  assert len(videos) == results["num_videos"] == 8
+  for row, trained in zip(map(json.loads, videos), map(json.loads, trained_videos), strict=True):
+    scores, trained_scores = row.pop("predicted_scores"), trained.pop("predicted_scores")
+    assert row == trained and scores == pytest.approx(trained_scores, rel=1e-5, abs=1e-7)
+  final = [line for line in _metrics(run) if "val_top1" in line][-1]
+  assert results["step"] == final["step"] == 2
+  scalars = {k: v for k, v in results.items() if f"val_{k}" in final}
+  assert {"top1", "top5"} <= set(scalars)
+  assert scalars == pytest.approx({k: final[f"val_{k}"] for k in scalars}, rel=1e-5)

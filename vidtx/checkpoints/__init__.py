@@ -119,7 +119,4 @@ def _looks_like_run(path: str) -> bool:
   (Hugging Face: config.json and weights; scenic: checkpoint_<step> files)."""
   from vidtx.checkpoints import run
 
-  return run.is_run_dir(path) or (
-    os.path.isdir(os.path.join(path, run.CHECKPOINTS_DIR))
-    and not os.path.exists(os.path.join(path, run.CONFIG_FILE))
-  )
+  return run.looks_like_run(path)  # A local directory or a run kept in a bucket (gs://).

@@ -23,6 +23,9 @@ A run may be exported while train.py writes it: only complete checkpoints are re
 one being saved or being removed by the rotation is skipped, and the note says so), a checkpoint
 removed while it is read gives way to the newest complete one, and a run with none complete yet
 is one line naming the train.py writing it (its lock, vidtx.locks).
+
+RUN may be a local directory or a run kept in a bucket (gs://bucket/run): its files are read
+through vidtx.paths (os locally, etils' epath for URLs), its checkpoints by orbax.
 """
 
 import json
@@ -37,7 +40,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from vidtx import locks, outputs, sharding
+from vidtx import locks, outputs, paths, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import store, training
 from vidtx.checkpoints.store import Converted
@@ -70,28 +73,27 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def is_run_dir(path: str) -> bool:
   """Whether `path` is a train.py workdir with its config: config.json and checkpoints/."""
-  return os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isdir(
+  return paths.isfile(os.path.join(path, CONFIG_FILE)) and paths.isdir(
     os.path.join(path, CHECKPOINTS_DIR)
   )
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """WORKDIR/config.json as a ConfigDict; errors say what is missing and how to get it."""
-  if not os.path.isdir(workdir):
+  if not paths.isdir(workdir):
     raise FileNotFoundError(f"Run directory {workdir!r} does not exist.")
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  if not paths.isfile(path):
     raise FileNotFoundError(
       f"{workdir}: no {CONFIG_FILE}. train.py writes it when a run starts; for a run trained "
       f"before it did, run train.py again with the run's --config (and overrides) and "
       f"--workdir={workdir}: it writes {CONFIG_FILE} and resumes from the last checkpoint (a "
       "finished run only repeats its final evaluation)."
     )
-  with open(path) as f:
-    try:
-      fields = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON ({e}).") from e
+  try:
+    fields = json.loads(paths.read_text(path))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e}).") from e
   if not isinstance(fields, dict):
     raise ValueError(f"{path}: expected a JSON object (the config), got {type(fields).__name__}.")
   config = ml_collections.ConfigDict(fields)
@@ -115,8 +117,8 @@ def looks_like_run(path: str) -> bool:
   export_run says how to add it. The peer formats' folders have no checkpoints/ subfolder
   (Hugging Face: config.json and weights; scenic: checkpoint_<step> files)."""
   return is_run_dir(path) or (
-    os.path.isdir(os.path.join(path, CHECKPOINTS_DIR))
-    and not os.path.exists(os.path.join(path, CONFIG_FILE))
+    paths.isdir(os.path.join(path, CHECKPOINTS_DIR))
+    and not paths.exists(os.path.join(path, CONFIG_FILE))
   )
 
 
@@ -142,17 +144,17 @@ def export_run(
   check_choice(step, which, option)
   requested = step
   shown = workdir  # As the user wrote it, in the line that names the step taken.
-  workdir = os.path.abspath(workdir)
+  workdir = paths.abspath(workdir)
   checkpoints = os.path.join(workdir, CHECKPOINTS_DIR)
   config_path = os.path.join(workdir, CONFIG_FILE)
   # A run that train.py has just started: checkpoints/ exists before config.json does.
-  if not os.path.isfile(config_path) and not _step_names(checkpoints) and _writer(workdir):
+  if not paths.isfile(config_path) and not _step_names(checkpoints) and _writer(workdir):
     raise FileNotFoundError(_no_checkpoint_yet(workdir, checkpoints, []))
   config = read_config(workdir)
   preprocessing = _preprocessing(config, config_path)
   metric = config.get("best_checkpoint_metric") or ""
 
-  if not os.path.isdir(checkpoints):
+  if not paths.isdir(checkpoints):
     raise FileNotFoundError(
       f"{workdir}: no {CHECKPOINTS_DIR}/ directory; train first with "
       f"python train.py --workdir={workdir}."
@@ -217,9 +219,8 @@ def step_metrics(workdir: str, metric: str, steps: list[int] | None = None) -> d
     return {}
   values: dict[int, float] = {}
   try:
-    with open(os.path.join(workdir, METRICS_FILE), encoding="utf-8", errors="replace") as f:
-      lines = f.readlines()
-  except OSError:
+    lines = paths.read_text(os.path.join(workdir, METRICS_FILE), errors="replace").splitlines()
+  except OSError:  # No evaluation logged yet (epath says FileNotFoundError for an object too).
     lines = []
   for line in lines:
     try:
@@ -244,8 +245,7 @@ def _orbax_metric(step_dir: str, metric: str) -> float | None:
     (os.path.join(step_dir, STEP_METADATA), "metrics"),
   ):
     try:
-      with open(path) as f:
-        saved = json.load(f)
+      saved = json.loads(paths.read_text(path))
       value = float((saved[key] if key else saved)[metric])
     except (OSError, ValueError, TypeError, KeyError):
       continue
@@ -383,8 +383,8 @@ def _labels(
 def is_earlier_run(path: str) -> bool:
   """A train.py workdir written before vidtx marked its directories (vidtx.ownership)."""
   return is_run_dir(path) or (
-    os.path.isdir(os.path.join(path, CHECKPOINTS_DIR))
-    and os.path.isfile(os.path.join(path, "metrics.jsonl"))
+    paths.isdir(os.path.join(path, CHECKPOINTS_DIR))
+    and paths.isfile(os.path.join(path, "metrics.jsonl"))
   )
 
 
@@ -395,34 +395,42 @@ def is_earlier_run(path: str) -> bool:
 STEP_METADATA = "_CHECKPOINT_METADATA"
 ITEM_METADATA = "_METADATA"
 _TEMPORARY = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+# On gs:// orbax writes '<step>/' in place, this object last (vidtx.checkpoints.training).
+COMMIT_FILE = "commit_success.txt"
 # How often a restore is retried when train.py removes the checkpoint being read (its rotation).
 _ATTEMPTS = 5
 
 
 def is_complete(checkpoints: str, step: int) -> bool:
   """Whether checkpoint `step` in the `checkpoints` directory is whole: orbax's step metadata and
-  the state's metadata are there ('default' is the state of checkpoints of older vidtx)."""
+  the state's metadata are there ('default' is the state of checkpoints of older vidtx), and on
+  gs:// its commit file, which orbax writes after every other object of the step."""
   path = os.path.join(checkpoints, str(step))
-  return os.path.isfile(os.path.join(path, STEP_METADATA)) and any(
-    os.path.isfile(os.path.join(path, item, ITEM_METADATA)) for item in ("state", "default")
+  if paths.is_url(path) and not paths.isfile(os.path.join(path, COMMIT_FILE)):
+    return False
+  return paths.isfile(os.path.join(path, STEP_METADATA)) and any(
+    paths.isfile(os.path.join(path, item, ITEM_METADATA)) for item in ("state", "default")
   )
 
 
 def _being_written(checkpoints: str, incomplete: list[int]) -> list[int]:
   """The steps of `checkpoints` that are not complete yet: orbax's temporary directories and the
-  `incomplete` step directories."""
+  `incomplete` step directories (on gs://, where orbax lists only committed steps, also every
+  step without its commit file)."""
   try:
-    names = os.listdir(checkpoints)
+    names = paths.listdir(checkpoints)
   except OSError:
     names = []
   temporary = [int(m.group(1)) for m in map(_TEMPORARY.match, names) if m]
+  if paths.is_url(checkpoints):
+    temporary += [int(n) for n in names if n.isdigit() and not is_complete(checkpoints, int(n))]
   return sorted(set(temporary) | set(incomplete))
 
 
 def _step_names(checkpoints: str) -> list[str]:
   """The step directories of `checkpoints`, complete or not ([] when there is none)."""
   try:
-    names = os.listdir(checkpoints)
+    names = paths.listdir(checkpoints)
   except OSError:
     return []
   return [name for name in names if name.isdigit() or _TEMPORARY.match(name)]

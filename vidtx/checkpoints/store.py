@@ -22,6 +22,8 @@ The directory is written under a temporary name and renamed when complete, so a 
 with this layout is always whole. An existing directory is replaced only when asked to
 (`overwrite`) and only when it is a converted checkpoint itself (marked, or of this layout from
 before the marker), never the source it was converted from nor a directory holding that source.
+A converted checkpoint is read from a local directory or from a bucket (gs://, vidtx.paths); it
+is written to a local directory.
 """
 
 import dataclasses
@@ -37,7 +39,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vidtx import models, ownership
+from vidtx import models, ownership, paths
 
 MODEL_FILE = "vidtx_model.json"
 PARAMS_DIR = "params"
@@ -96,13 +98,13 @@ class Converted:
 
 
 def is_converted_dir(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, MODEL_FILE))
+  return paths.isfile(os.path.join(path, MODEL_FILE))
 
 
 def is_legacy_converted_dir(path: str) -> bool:
   """A converted checkpoint written before the marker: vidtx_model.json and nothing but this
   layout (a user's folder that merely holds a vidtx_model.json is not one)."""
-  names = set(os.listdir(path)) if os.path.isdir(path) else set()
+  names = set(paths.listdir(path)) if paths.isdir(path) else set()
   return MODEL_FILE in names and names <= {MODEL_FILE, PARAMS_DIR}
 
 
@@ -188,11 +190,10 @@ def read_description(path: str) -> dict[str, Any]:
   """DIR/vidtx_model.json as a dict, without the parameters; ValueError naming the file when it
   is not a JSON object."""
   model_file = os.path.join(path, MODEL_FILE)
-  with open(model_file) as f:
-    try:
-      info = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{model_file}: not valid JSON ({e}).") from e
+  try:
+    info = json.loads(paths.read_text(model_file))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{model_file}: not valid JSON ({e}).") from e
   if not isinstance(info, dict):
     raise ValueError(f"{model_file}: expected a JSON object (what vidtx.convert writes).")
   return info
@@ -201,7 +202,7 @@ def read_description(path: str) -> dict[str, Any]:
 def load(path: str) -> Converted:
   """Reads a directory written by `save` (vidtx.convert)."""
   model_file = os.path.join(path, MODEL_FILE)
-  if not os.path.isfile(model_file):
+  if not paths.isfile(model_file):
     raise FileNotFoundError(
       f"{path} is not a converted checkpoint: no {MODEL_FILE} in it "
       "(make one with python -m vidtx.convert)."
@@ -210,7 +211,7 @@ def load(path: str) -> Converted:
   for key in ("model_name", "model", "num_classes", "preprocessing"):
     if key not in info:
       raise ValueError(f"{model_file}: field {key!r} is missing.")
-  params_dir = os.path.abspath(os.path.join(path, PARAMS_DIR))
+  params_dir = paths.abspath(os.path.join(path, PARAMS_DIR))
   try:
     with ocp.StandardCheckpointer() as checkpointer:
       params = checkpointer.restore(params_dir)

@@ -5,7 +5,8 @@ r"""Training curves of one or more runs in one PNG.
 Reads each RUN/metrics.jsonl (vidtx.progress.MetricsLog: one JSON object per logged step, with
 'loss', 'accuracy', 'learning_rate' at training steps and 'val_top1' at evaluations) and draws
 four panels against the step: loss, training accuracy, learning rate and evaluation top-1, the
-runs overlaid and named in a legend (the RUN folder's name, its path when two names clash).
+runs overlaid and named in a legend (the RUN folder's name, its path when two names clash). A
+RUN may be kept in a bucket (gs://bucket/run); --out is local.
 
 --out must end in .png and must not exist: a file there is never replaced unless --overwrite is
 given (vidtx writes over no file of the user's by surprise), and it is never one of the runs'
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vidtx import outputs
+from vidtx import outputs, paths
 
 # (metrics.jsonl key, panel title), one panel each, in this order.
 PANELS = (
@@ -35,16 +36,15 @@ def read_series(path: str) -> dict[str, tuple[list[int], list[float]]]:
   """{key: (steps, values)} of the numeric fields of a metrics.jsonl, by step (a step logged
   twice keeps its last value); blank and torn lines (a run killed mid-write) are skipped."""
   by_key: dict[str, dict[int, float]] = {}
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-        step = int(record["step"])
-      except (ValueError, KeyError, TypeError):
-        continue
-      for key, value in record.items():
-        if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-          by_key.setdefault(key, {})[step] = float(value)
+  for line in paths.read_text(path).splitlines():  # A local file or a gs:// object.
+    try:
+      record = json.loads(line)
+      step = int(record["step"])
+    except (ValueError, KeyError, TypeError):
+      continue
+    for key, value in record.items():
+      if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        by_key.setdefault(key, {})[step] = float(value)
   return {
     key: (sorted(values), [values[s] for s in sorted(values)]) for key, values in by_key.items()
   }
@@ -104,7 +104,7 @@ def plot(runs: Sequence[str], out: str, *, overwrite: bool = False) -> str:
   outputs.check_output_file(out, "--out", overwrite=overwrite, suffixes=(".png",))
   series = {}
   for name, run, path in zip(run_names(runs), runs, metrics, strict=True):
-    if not os.path.isfile(path):
+    if not paths.isfile(path):
       raise FileNotFoundError(f"Run {run}: no metrics.jsonl ({path}); is it a train.py workdir?")
     series[name] = read_series(path)
   fig = figure(series)
