@@ -479,19 +479,26 @@ def test_convert_and_export_read_a_run_in_the_bucket_into_a_local_folder(bucket_
   jax.tree.map(
     np.testing.assert_array_equal, store.load(f"gs://{BUCKET}/converted").params, reference
   )
+  # Predict's early look at its labels (class folders) reads it there as well.
+  from vidtx.inference import class_folders
+
+  labels = class_folders.checkpoint_labels(out, None)
+  assert labels and class_folders.checkpoint_labels(f"gs://{BUCKET}/converted", None) == labels
 
 
 @pytest.mark.slow
 @pytest.mark.tier2
 def test_predict_given_a_run_in_the_bucket_equals_predict_on_a_local_copy(bucket_run, tmp_path):
   from vidtx import predict
+  from vidtx.inference import class_folders
 
   run, copy = bucket_run
   clip = np.random.default_rng(0).uniform(-1, 1, (2, 5, 16, 16, 3)).astype(np.float32)
   np.save(tmp_path / "clip.npy", clip)
   logits = predict.run(run, input_path=str(tmp_path / "clip.npy"))
   np.testing.assert_array_equal(logits, predict.run(copy, input_path=str(tmp_path / "clip.npy")))
-  assert predict.checkpoint_labels(run, None) == predict.checkpoint_labels(copy, None)
+  labels = class_folders.checkpoint_labels(copy, None)
+  assert labels and class_folders.checkpoint_labels(run, None) == labels
 
 
 @pytest.mark.slow

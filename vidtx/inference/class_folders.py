@@ -4,7 +4,6 @@ classes, the per-class table and the confusion matrix, as evaluation writes them
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -43,8 +42,7 @@ def checkpoint_labels(checkpoint: str, labels_file: str | None) -> list[str] | N
     if labels_file:
       return classifier.read_labels_file(labels_file)
     if store.is_converted_dir(checkpoint):
-      with open(os.path.join(checkpoint, store.MODEL_FILE), encoding="utf-8") as f:
-        labels = json.load(f).get("labels")
+      labels = store.read_description(checkpoint).get("labels")  # Local or in a bucket.
       return [str(name) for name in labels] if isinstance(labels, list) else None
     if run_lib.is_run_dir(checkpoint):
       return run_lib.class_names(checkpoint)

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
 
 def _convert_command(checkpoint: str, step: int | None, which: str | None) -> str:
   """The vidtx.convert command that writes what predict reads from the run `checkpoint`."""
-  out = os.path.normpath(checkpoint) + "_converted"
+  from vidtx import paths
+
+  # vidtx.convert writes a local folder: beside a local run, in the working directory for one
+  # kept in a bucket.
+  if paths.is_url(checkpoint):
+    out = checkpoint.rstrip("/").rsplit("/", 1)[-1] + "_converted"
+  else:
+    out = os.path.normpath(checkpoint) + "_converted"
   choice = f" --step {step}" if step is not None else f" --which {which}" if which else ""
   return f"python -m vidtx.convert --src {shlex.quote(checkpoint)} --out {shlex.quote(out)}{choice}"
 
