@@ -1,10 +1,12 @@
 """Bad records and stream errors: the training stream's skip counter (and its caps) and its stop
 on an epoch without a record, the host fields of a batch (split_host_fields, which stops on a bad
-record), and reader_error, which turns what the reader raises into one clean ValueError."""
+record), reader_error, which turns what the reader raises into one clean ValueError, and
+CleanBatches, the iterator of clean device batches the trainer and the evaluator read, which keeps
+all of that bookkeeping (position, skipped records, bad rows) behind it."""
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -218,6 +220,67 @@ def split_host_fields(
     if len(bad) and "batch_mask" in device:
       device["batch_mask"] = np.where(host["bad"], 0, device["batch_mask"]).astype(np.float32)
   return device, host
+
+
+class CleanBatches:
+  """The clean device batches of a numpy stream of either reader, with the bookkeeping behind
+  them: the trainer and the evaluator read batches from this and never see the host fields.
+
+  `next(batches)` is a device batch (the fields the step reads); a reader error comes out as
+  reader_error's one clean ValueError (raised from TF's), a bad record as split_host_fields'
+  (unless `skip_bad_records`: evaluation masks it). After each batch:
+    position: the training stream's (epoch, index) after it (where a resumed stream starts);
+      the `start_position` before the first batch.
+    skipped: the bad records the training stream dropped since the start.
+    host: its host fields (video ids, sources; `bad` marks bad records, `error` says why).
+  `read()` and `clean(batch)` are the two halves of `next`, for a caller that decides between
+  them (the evaluator: a masked batch when its share has ended, a check that none is left).
+  """
+
+  def __init__(
+    self,
+    batches: Iterator[dict[str, np.ndarray]],
+    dataset_configs: ml_collections.ConfigDict,
+    split: str,
+    *,
+    skip_bad_records: bool = False,
+    process_index: int = 0,
+    process_count: int = 1,
+    start_position: tuple[int, int] = (0, 0),
+  ):
+    self._batches = batches
+    self._dataset_configs = dataset_configs
+    self._split = split
+    self._skip_bad_records = skip_bad_records
+    self._process = dict(process_index=process_index, process_count=process_count)
+    self.position = tuple(start_position)
+    self.skipped = 0
+    self.host: dict[str, np.ndarray] = {}
+
+  def __iter__(self) -> "CleanBatches":
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = self.read()
+    if batch is None:
+      raise StopIteration
+    return self.clean(batch)
+
+  def read(self) -> dict[str, np.ndarray] | None:
+    """The stream's next raw batch, None at its end; a reader error as one clean ValueError."""
+    try:
+      return next(self._batches, None)
+    except tf.errors.OpError as error:  # Named: the file and record, the split, the counts.
+      raise reader_error(error, self._dataset_configs, self._split, **self._process) from error
+
+  def clean(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The device batch of a raw one; its host fields go to the bookkeeping."""
+    device, self.host = split_host_fields(batch, skip_bad_records=self._skip_bad_records)
+    if "epoch" in self.host and "index" in self.host:
+      self.position = next_position(self.host)
+    if "skipped" in self.host:
+      self.skipped += int(self.host["skipped"].sum())
+    return device
 
 
 def reader_error(
