@@ -587,23 +587,26 @@ def _final_report(run: _Run, loop_state: _LoopState, results: dict[str, Any]) ->
 class _Profile:
   """config.profile_steps > 0: a jax.profiler trace of that many steps after the first
   (compiled) one, into WORKDIR/profile/, on process 0 (as scenic and big_vision profile one
-  host). Not clu's periodic_actions.Profile: it records the trace as a work-unit artifact
-  instead of naming the path, and leaves the trace running when the loop ends first."""
+  host), with a Perfetto copy. Not clu's periodic_actions.Profile: that one records the trace
+  as a work-unit artifact instead of saying where it is, traces for at least 3 s by default
+  whatever the steps, and leaves its trace running when the loop ends first."""
 
   def __init__(self, workdir: str, start_step: int, num_steps: int):
     self.workdir, self.logdir = workdir, os.path.join(workdir, PROFILE_DIR)
     self.first, self.last = start_step + 2, start_step + 1 + int(num_steps)
     self.enabled = num_steps > 0 and jax.process_index() == 0
     self.running = False
+    self.step = start_step  # The last step done.
 
   def after_step(self, step: int, state: Any) -> None:
     """Starts the trace after step first - 1, stops it after step `last` (its work done)."""
     if not self.enabled:
       return
+    self.step = step
     if step == self.first - 1:
       if ownership.written_names(self.workdir) is not None:  # The marker's inventory.
         ownership.record_written(self.workdir, [PROFILE_DIR])
-      jax.profiler.start_trace(self.logdir)
+      jax.profiler.start_trace(self.logdir, create_perfetto_trace=True)
       self.running = True
     elif step == self.last and self.running:
       jax.block_until_ready(state)
@@ -616,9 +619,10 @@ class _Profile:
     jax.profiler.stop_trace()
     self.running = False
     print(
-      f"Profile of steps {self.first}-{self.last} written to {self.logdir}: open it with "
-      f"`tensorboard --logdir {self.logdir}` (its Profile tab, tensorboard-plugin-profile) or "
-      "load its *.xplane.pb in Perfetto (https://ui.perfetto.dev) via XProf.",
+      f"Profile of steps {self.first}-{self.step} written to {self.logdir}: open it with "
+      "TensorBoard's profile plugin (pip install tensorboard-plugin-profile; tensorboard "
+      f"--logdir {self.logdir}, the Profile tab), or open its perfetto_trace.json.gz in "
+      "https://ui.perfetto.dev.",
       flush=True,
     )
 

@@ -20,7 +20,7 @@ import pytest
 import shared
 from shared import REPO
 
-from vidtx import distributed, models, sharding, trainer
+from vidtx import distributed, models, ownership, sharding, trainer
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import training
 
@@ -379,8 +379,10 @@ def test_profile_steps_writes_a_trace_and_changes_no_metric(data_dir, tmp_path, 
     lines[profile_steps] = _deterministic(_read_jsonl(os.path.join(workdir, "metrics.jsonl")))
   profile = str(tmp_path / "profile2" / "profile")
   assert glob.glob(os.path.join(profile, "**", "*.xplane.pb"), recursive=True)
+  assert glob.glob(os.path.join(profile, "**", "perfetto_trace.json.gz"), recursive=True)
   assert f"Profile of steps 2-3 written to {profile}: " in capsys.readouterr().out
   assert not os.path.exists(tmp_path / "profile0" / "profile")  # Off by default.
+  assert "profile" in ownership.written_names(str(tmp_path / "profile2"))  # vidtx's to remove.
   assert lines[2] == lines[0] and len(lines[0]) == 5  # 4 logged steps and the evaluation.
 
 

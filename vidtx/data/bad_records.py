@@ -113,53 +113,6 @@ def skip_counter(
       )
     too_many = tf.constant(False) if cap is None else ~ok & (bad > cap)
 
-    def message():
-      last = [element["source"], " - ", element["error"]]
-      counts = [
-        tf.strings.as_string(bad),
-        " of the ",
-        tf.strings.as_string(read),
-        f" records read so far ({who}) were bad",
-      ]
-      fraction_text = tf.strings.join(
-        [f"{_MARK}Split {split!r}: too many bad records with skip_bad_records=True: "]
-        + counts
-        + [f", more than max_bad_fraction={fraction} of them. The last one: "]
-        + last
-        + [
-          ". Fix or remove the bad records, or raise config.dataset_configs.max_bad_fraction "
-          f"(1.0 turns this check off).{_MARK}"
-        ]
-      )
-      cap_text = tf.strings.join(
-        [
-          f"{_MARK}Split {split!r}: more than max_bad_records={cap} bad records with "
-          "skip_bad_records=True: "
-        ]
-        + counts
-        + [". The last one: "]
-        + last
-        + [
-          ". Fix or remove the bad records, or raise config.dataset_configs.max_bad_records "
-          f"(None: no limit).{_MARK}"
-        ]
-      )
-      barren_text = tf.strings.join(
-        [
-          f"{_MARK}Split {split!r}: epoch ",
-          tf.strings.as_string(state["epoch"]),
-          " held no good record: all ",
-          tf.strings.as_string(state["epoch_read"]),
-          f" records of this process's share ({who}) were bad, so skip_bad_records=True "
-          "can never fill a batch. The last one: ",
-          state["source"],
-          " - ",
-          state["error"],
-          f". Fix or remove the bad records.{_MARK}",
-        ]
-      )
-      return tf.where(barren, barren_text, tf.where(too_many_fraction, fraction_text, cap_text))
-
     def report():
       tf.print(
         "vidtx: skipping a bad record:",
@@ -171,6 +124,18 @@ def skip_counter(
       return state["since_good"] + 1
 
     failed = barren | too_many_fraction | too_many
+
+    def message():
+      return _stop_message(
+        split,
+        who,
+        (fraction, cap),
+        state,
+        element,
+        (read, bad),
+        (barren, too_many_fraction),
+      )
+
     check = tf.debugging.Assert(~failed, [tf.cond(failed, message, lambda: tf.constant(""))])
     # After the check: the record that stops the stream is in its message, not printed; and
     # prefetching threads that try the next records after the error print nothing either.
@@ -193,6 +158,67 @@ def skip_counter(
       return new_state, {**element, "skipped": tf.identity(tf.where(ok, state["since_good"], 0))}
 
   return records.no_autograph(count_skipped), initial
+
+
+def _stop_message(
+  split: str,
+  who: str,
+  limits: tuple[float | None, int | None],
+  state: dict[str, tf.Tensor],
+  element: dict[str, tf.Tensor],
+  counts: tuple[tf.Tensor, tf.Tensor],
+  why: tuple[tf.Tensor, tf.Tensor],
+) -> tf.Tensor:
+  """The message that stops the training stream (skip_counter): an epoch without a good record,
+  or too many bad records (the fraction, or the cap); in-graph, between _MARKs."""
+  fraction, cap = limits
+  read, bad = counts
+  barren, too_many_fraction = why
+  last = [element["source"], " - ", element["error"]]
+  so_far = [
+    tf.strings.as_string(bad),
+    " of the ",
+    tf.strings.as_string(read),
+    f" records read so far ({who}) were bad",
+  ]
+  fraction_text = tf.strings.join(
+    [f"{_MARK}Split {split!r}: too many bad records with skip_bad_records=True: "]
+    + so_far
+    + [f", more than max_bad_fraction={fraction} of them. The last one: "]
+    + last
+    + [
+      ". Fix or remove the bad records, or raise config.dataset_configs.max_bad_fraction "
+      f"(1.0 turns this check off).{_MARK}"
+    ]
+  )
+  cap_text = tf.strings.join(
+    [
+      f"{_MARK}Split {split!r}: more than max_bad_records={cap} bad records with "
+      "skip_bad_records=True: "
+    ]
+    + so_far
+    + [". The last one: "]
+    + last
+    + [
+      ". Fix or remove the bad records, or raise config.dataset_configs.max_bad_records "
+      f"(None: no limit).{_MARK}"
+    ]
+  )
+  barren_text = tf.strings.join(
+    [
+      f"{_MARK}Split {split!r}: epoch ",
+      tf.strings.as_string(state["epoch"]),
+      " held no good record: all ",
+      tf.strings.as_string(state["epoch_read"]),
+      f" records of this process's share ({who}) were bad, so skip_bad_records=True "
+      "can never fill a batch. The last one: ",
+      state["source"],
+      " - ",
+      state["error"],
+      f". Fix or remove the bad records.{_MARK}",
+    ]
+  )
+  return tf.where(barren, barren_text, tf.where(too_many_fraction, fraction_text, cap_text))
 
 
 def split_host_fields(
