@@ -423,11 +423,7 @@ def _loop(run: _Run, loop_state: _LoopState) -> dict[str, Any] | None:
           f"first batch); a line every {run.config.log_every_steps} steps from here.",
           flush=True,
         )
-      profile.after_step(step, loop_state.state)
-      if step == run.total_steps:
-        _log(run, loop_state, step)
-        return None  # Saved after the final evaluation, which ranks it.
-      stopped = _after_step(run, loop_state, step)
+      stopped = _after_step(run, loop_state, profile, step)
       if stopped is not None:
         return stopped
   finally:
@@ -435,13 +431,19 @@ def _loop(run: _Run, loop_state: _LoopState) -> dict[str, Any] | None:
   return None
 
 
-def _after_step(run: _Run, loop_state: _LoopState, step: int) -> dict[str, Any] | None:
-  """The periodic work after `step` (not the last), in this order: log, evaluate, checkpoint (a
+def _after_step(
+  run: _Run, loop_state: _LoopState, profile: "_Profile", step: int
+) -> dict[str, Any] | None:
+  """The periodic work after `step`, in this order: profile, log, evaluate, checkpoint (a
   checkpoint follows every evaluation, ranked by it), check for a stop request (synced across
-  processes on log steps). Returns the stop's result when the run stops here."""
+  processes on log steps). After the last step only the first two: the final evaluation and
+  the last checkpoint follow the loop. Returns the stop's result when the run stops here."""
   config = run.config
-  if step % config.log_every_steps == 0:
+  profile.after_step(step, loop_state.state)
+  if step % config.log_every_steps == 0 or step == run.total_steps:
     _log(run, loop_state, step)
+  if step == run.total_steps:
+    return None
   results = None
   if config.eval_every_steps and step % config.eval_every_steps == 0:
     try:
