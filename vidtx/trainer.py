@@ -204,9 +204,9 @@ def _init_or_restore(
   manager: ocp.CheckpointManager,
   skip_damaged_checkpoints: bool,
 ) -> tuple[state_lib.TrainState, Any, str]:
-  """(state, its abstract twin, where it came from): the sharded init (parameters and optimizer
-  state laid out by vidtx.sharding.RULES), then the newest intact checkpoint if there is one,
-  else config.init_from's checkpoint if set, else the init ('from scratch')."""
+  """(state, its abstract twin, where it came from for the start-up line): the sharded init
+  (parameters and optimizer state laid out by vidtx.sharding.RULES), then the newest intact
+  checkpoint if there is one, else config.init_from's checkpoint if set, else the init."""
   dc = setup.dataset_configs
   input_shape = (setup.local_batch_size, dc.num_frames, dc.crop_size, dc.crop_size, 3)
   state, abstract_state = state_lib.create_train_state(
@@ -223,7 +223,7 @@ def _init_or_restore(
   if restored is not None:
     # Checkpoints of older vidtx hold no rng: the seed's, as they drew it.
     state = restored if restored.rng is not None else restored.replace(rng=state.rng)
-    return state, abstract_state, "from scratch"
+    return state, abstract_state, f"resuming at step {int(state.step)}"
   if not (config.get("init_from") and config.init_from.get("checkpoint_path")):
     return state, abstract_state, "from scratch"
   # A fresh run starts from a pretrained checkpoint by the papers' rules (image ViT) or by
@@ -262,13 +262,12 @@ def _write_config_and_announce(
   with training.named_write_errors(workdir, os.path.join(workdir, run_lib.CONFIG_FILE)):
     run_lib.write_config(config, workdir)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  start_step, mesh = int(state.step), setup.mesh
+  mesh = setup.mesh
   print(
     f"{config.model_name} ({num_params / 1e6:.2f} M params) on {mesh.devices.size} "
     f"device(s) of {jax.process_count()} process(es), mesh {dict(mesh.shape)}: "
-    f"{sharding.describe(abstract_state, mesh)}; "
-    f"{'resuming at step ' + str(start_step) if start_step else started_from}, "
-    f"{setup.total_steps} steps of {config.batch_size} clips.",
+    f"{sharding.describe(abstract_state, mesh)}; {started_from}, {setup.total_steps} steps "
+    f"of {config.batch_size} clips.",
     flush=True,
   )
 
