@@ -338,6 +338,9 @@ def training(
 
   config.log_every_steps = 50
   config.checkpoint_every_steps = 500
+  # A jax.profiler trace of this many steps after the first (compiled) one, into
+  # WORKDIR/profile/ (process 0); 0: off.
+  config.profile_steps = 0
   config.max_checkpoints_to_keep = 3
   # Also keep the checkpoint with the best validation value of this metric ('' off).
   config.best_checkpoint_metric = "top1"

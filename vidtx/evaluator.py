@@ -278,33 +278,34 @@ class MultiViewEvaluator:
       self.dataset_configs, self.split, batch_size=self._local_batch_size, **process
     )
     masked = _masked_batch(dataset.element_spec)
-    iterator = dataset.as_numpy_iterator()
+    batches = bad_records.CleanBatches(
+      dataset.as_numpy_iterator(),
+      self.dataset_configs,
+      self.split,
+      skip_bad_records=self.skip_bad_records,
+      **process,
+    )
     step = 0
     while num_batches is None or step < num_batches:
       error = None
-      try:
-        batch = next(iterator, None)
+      try:  # A read error (named: the file and record, or the empty split) or a bad record.
+        batch = batches.read()
         if num_batches is None:
           if batch is None:
             return
-        elif step == num_batches - 1 and batch is not None and next(iterator, None) is not None:
+        elif step == num_batches - 1 and batch is not None and batches.read() is not None:
           raise ValueError(
             f"Split {self.split!r}: process {jax.process_index()} has more than the "
             f"{num_batches} batches counted (vidtx.data.pipeline.count_eval_elements); its "
             "files changed during the run?"
           )
-        device_batch, host = bad_records.split_host_fields(
-          masked if batch is None else batch, skip_bad_records=self.skip_bad_records
-        )
-      except tf.errors.OpError as e:  # Named: the file and record, or the empty split.
-        error = bad_records.reader_error(e, self.dataset_configs, self.split, **process)
-        error.__cause__ = e
-      except ValueError as e:  # A bad record, without skip_bad_records.
+        device_batch = batches.clean(masked if batch is None else batch)
+      except ValueError as e:
         error = e
       if error is not None:
-        device_batch, host = bad_records.split_host_fields(masked)
+        device_batch = batches.clean(masked)
       device_batch["failed"] = np.full_like(device_batch["batch_mask"], error is not None)
-      yield device_batch, host, error
+      yield device_batch, batches.host, error
       step += 1
 
   def run(self, params: Any, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:

@@ -7,14 +7,24 @@ r"""Trains a video transformer; resumes from the newest checkpoint in the workdi
   vidtx-train --config=synthetic_timesformer:attention=space --workdir=runs/space \
       --config.num_training_steps=100
 
-Every config field can be overridden with --config.a.b=value. The phases below run top to bottom:
-config checks -> workdir -> mesh -> data -> model -> sharded init and resume -> config.json ->
-step -> loop -> final evaluation. The config checks (check_config) read no data and no
-parameters: the overrides of what a recipe set (config.recipe_defaults, configs/finetune.py's
-model from init= and clip geometry) are named in a note, an overridden crop or short side takes
-the evaluation's short side along; an init_from checkpoint that cannot start the model (its
-sizes from its vidtx_model.json or config.json) stops the run in one line naming both shapes and
-the flags; evaluation resizing far from training is flagged in one line. The start-up line says
+Every config field can be overridden with --config.a.b=value. The phases run top to bottom, each
+a function below that takes what it reads and returns what it makes:
+  config checks (check_config) -> workdir, lock and checkpoint manager (train_and_evaluate) ->
+  setup: mesh, data, model and optimizer (_setup) -> restore: sharded init, then the newest
+  checkpoint or init_from (_init_or_restore) -> config.json and the start-up line ->
+  the training stream (_train_batches, bad_records.CleanBatches), evaluator, step and writers
+  (_loop_parts) -> loop (_loop), with the periodic work of each step in one place
+  (_after_step: log, evaluate, checkpoint, stop check; _Profile: config.profile_steps) ->
+  final evaluation and the last checkpoint.
+What the loop changes (the state, the stream's position, the metrics not yet fetched) is one
+_LoopState passed explicitly; what it only reads is one frozen _Run.
+
+The config checks (check_config) read no data and no parameters: the overrides of what a recipe set
+(config.recipe_defaults, configs/finetune.py's model from init= and clip geometry) are named in a
+note, an overridden crop or short side takes the evaluation's short side along; an init_from
+checkpoint that cannot start the model (its sizes from its vidtx_model.json or config.json) stops
+the run in one line naming both shapes and the flags; evaluation resizing far from training is
+flagged in one line. The start-up line says
 where the parameters come from: resuming at step N, from init_from PATH, or from scratch.
 
 The workdir must be new, empty or a run's (vidtx.ownership); a damaged newest checkpoint is named
@@ -31,6 +41,7 @@ checkpoint it was writing.
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -40,7 +51,6 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-import tensorflow as tf
 from absl import flags, logging
 from clu import metric_writers
 from jax.experimental import multihost_utils
@@ -53,6 +63,9 @@ from vidtx.checkpoints import init_from, training, vit
 from vidtx.checkpoints import run as run_lib
 from vidtx.data import bad_records, reader_config, records
 from vidtx.progress import MetricsLog, Progress
+
+METRICS_FILE = "metrics.jsonl"
+PROFILE_DIR = "profile"  # config.profile_steps' trace, under the workdir.
 
 
 def train_and_evaluate(
@@ -108,306 +121,511 @@ def _train_and_evaluate(
   manager: ocp.CheckpointManager,
   skip_damaged_checkpoints: bool,
 ) -> dict[str, Any]:
-  is_main = jax.process_index() == 0
+  """The phases, top to bottom: setup, restore, loop, final evaluation."""
+  setup = _setup(config)
+  state, abstract_state, started_from = _init_or_restore(
+    config, setup, manager, skip_damaged_checkpoints
+  )
+  _write_config_and_announce(config, workdir, setup, state, abstract_state, started_from)
+  batches = _train_batches(config, setup, manager, int(state.step))
+  run = _loop_parts(config, workdir, setup, abstract_state, int(state.step), stop, manager)
+  loop_state = _LoopState(state=state, batches=batches)
+  try:
+    stopped = _loop(run, loop_state)
+    if stopped is not None:
+      return stopped
+    # --- Final evaluation (also when resuming a finished run: it is cheap and answers the
+    # question), then the last checkpoint, ranked by it.
+    try:
+      results = _evaluate(run, loop_state, run.total_steps, final=True)
+    except evaluator_lib.EvaluationStopped:  # Resuming repeats the final evaluation.
+      return _stop_here(run, loop_state, run.total_steps)
+    _save(run, loop_state, run.total_steps, results)
+  finally:
+    manager.wait_until_finished()
+  _final_report(run, loop_state, results)
+  return results
 
-  # --- Mesh: ('data', 'fsdp', 'model') sizes from config.mesh (vidtx.sharding).
+
+# ---------------------------------------------------------------------------------------------
+# Setup and restore.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+  """The mesh, the data's description and the model: what the later phases are built from."""
+
+  mesh: jax.sharding.Mesh
+  local_batch_size: int
+  dataset_configs: ml_collections.ConfigDict
+  class_names: list[str] | None
+  total_steps: int
+  model: Any  # flax.linen.Module
+  tx: Any  # optax.GradientTransformation
+  schedule: Any  # step -> learning rate
+  ema_decay: float
+
+
+def _setup(config: ml_collections.ConfigDict) -> _Setup:
+  """Mesh ('data', 'fsdp', 'model' sizes from config.mesh), data (the synthetic dataset is
+  generated on first use, cached), model and optimizer."""
   mesh = sharding.make_mesh(config.get("mesh"))
   local_batch_size = sharding.check_batch_size(config.batch_size, mesh)
-
-  # --- Data: the synthetic dataset is generated on first use (cached).
   dataset_configs = vidtx_data.prepare_dataset(config)
-  if is_main:  # A split of which some files are empty trains on the others only: say so.
+  if jax.process_index() == 0:  # A split of which some files are empty trains on the others.
     for split in dataset_configs.tables:
       warning = records.empty_files_warning(dataset_configs, split)
       if warning:
         print(warning, flush=True)
-  num_classes = dataset_configs.num_classes
-  class_names = vidtx_data.class_names(dataset_configs)
   total_steps = optim.resolve_steps(
     config, "num_training", dataset_configs.examples_per_subset["train"], config.batch_size
   )
   if total_steps <= 0:
     raise ValueError("Set config.num_training_steps or config.num_training_epochs (> 0).")
-
-  # --- Model and optimizer.
-  model = models.build(config.model_name, config.model, num_classes)
+  model = models.build(config.model_name, config.model, dataset_configs.num_classes)
   tx, schedule = state_lib.optimizer_from_config(config, dataset_configs)
-  ema_decay = float(config.get("ema_decay") or 0.0)
+  return _Setup(
+    mesh=mesh,
+    local_batch_size=local_batch_size,
+    dataset_configs=dataset_configs,
+    class_names=vidtx_data.class_names(dataset_configs),
+    total_steps=total_steps,
+    model=model,
+    tx=tx,
+    schedule=schedule,
+    ema_decay=float(config.get("ema_decay") or 0.0),
+  )
 
-  # --- Sharded init (parameters and optimizer state laid out by vidtx.sharding.RULES), then
-  # resume from the newest checkpoint if there is one.
-  input_shape = (
-    local_batch_size,
-    dataset_configs.num_frames,
-    dataset_configs.crop_size,
-    dataset_configs.crop_size,
-    3,
-  )
+
+def _init_or_restore(
+  config: ml_collections.ConfigDict,
+  setup: _Setup,
+  manager: ocp.CheckpointManager,
+  skip_damaged_checkpoints: bool,
+) -> tuple[state_lib.TrainState, Any, str]:
+  """(state, its abstract twin, where it came from for the start-up line): the sharded init
+  (parameters and optimizer state laid out by vidtx.sharding.RULES), then the newest intact
+  checkpoint if there is one, else config.init_from's checkpoint if set, else the init."""
+  dc = setup.dataset_configs
+  input_shape = (setup.local_batch_size, dc.num_frames, dc.crop_size, dc.crop_size, 3)
   state, abstract_state = state_lib.create_train_state(
-    model, tx, input_shape, mesh, jax.random.key(config.rng_seed), ema=ema_decay > 0
+    setup.model,
+    setup.tx,
+    input_shape,
+    setup.mesh,
+    jax.random.key(config.rng_seed),
+    ema=setup.ema_decay > 0,
   )
-  best_metric = config.get("best_checkpoint_metric") or ""
   restored = training.restore_newest_intact(
     manager, abstract_state, skip_damaged=skip_damaged_checkpoints
   )
   if restored is not None:
     # Checkpoints of older vidtx hold no rng: the seed's, as they drew it.
     state = restored if restored.rng is not None else restored.replace(rng=state.rng)
-  started_from = "from scratch"
-  if restored is None and config.get("init_from") and config.init_from.get("checkpoint_path"):
-    # A fresh run starts from a pretrained checkpoint by the papers' rules (image ViT) or by
-    # name (a video model of the same family); a resumed run has its own parameters already.
-    # The fresh parameters on every host (gathered one array at a time: a process cannot
-    # fetch shards of other hosts' devices); every process computes the same result and
-    # places only its own devices' shards of it (state_lib.replace_params).
-    params, report = init_from.initialise(
-      state_lib.host_copy(state.params, mesh),
-      model_name=config.model_name,
-      model_config=model.config,
-      init_config=config.init_from,
-      num_frames=dataset_configs.num_frames,
-      crop_size=dataset_configs.crop_size,
-      class_names=class_names,
-    )
-    if is_main:
-      print(report.summary(), flush=True)
-    state = state_lib.replace_params(state, params, tx, abstract_state)
-    started_from = f"from init_from {config.init_from.checkpoint_path}"
-  start_step = int(state.step)
-  # --- Config: WORKDIR/config.json, rewritten at every start (a resumed run may override
-  # fields) once its checkpoint restored, so a failed resume leaves the run's record intact;
-  # it lets vidtx.convert export the run without its data.
-  if is_main:
-    with training.named_write_errors(workdir, os.path.join(workdir, run_lib.CONFIG_FILE)):
-      run_lib.write_config(config, workdir)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  if is_main:
-    print(
-      f"{config.model_name} ({num_params / 1e6:.2f} M params) on {mesh.devices.size} "
-      f"device(s) of {jax.process_count()} process(es), mesh {dict(mesh.shape)}: "
-      f"{sharding.describe(abstract_state, mesh)}; "
-      f"{'resuming at step ' + str(start_step) if start_step else started_from}, "
-      f"{total_steps} steps of {config.batch_size} clips.",
-      flush=True,
-    )
+    return state, abstract_state, f"resuming at step {int(state.step)}"
+  if not (config.get("init_from") and config.init_from.get("checkpoint_path")):
+    return state, abstract_state, "from scratch"
+  # A fresh run starts from a pretrained checkpoint by the papers' rules (image ViT) or by
+  # name (a video model of the same family); a resumed run has its own parameters already.
+  # The fresh parameters on every host (gathered one array at a time: a process cannot
+  # fetch shards of other hosts' devices); every process computes the same result and
+  # places only its own devices' shards of it (state_lib.replace_params).
+  params, report = init_from.initialise(
+    state_lib.host_copy(state.params, setup.mesh),
+    model_name=config.model_name,
+    model_config=setup.model.config,
+    init_config=config.init_from,
+    num_frames=dc.num_frames,
+    crop_size=dc.crop_size,
+    class_names=setup.class_names,
+  )
+  if jax.process_index() == 0:
+    print(report.summary(), flush=True)
+  state = state_lib.replace_params(state, params, setup.tx, abstract_state)
+  return state, abstract_state, f"from init_from {config.init_from.checkpoint_path}"
 
-  # The stream is deterministic for the seed; a resumed run starts it at the position saved
-  # with the checkpoint, so it sees exactly the clips an uninterrupted run would have seen.
-  position = _stream_start(manager, start_step, local_batch_size, dataset_configs)
-  train_iter = vidtx_data.build_train_dataset(
-    dataset_configs,
-    batch_size=local_batch_size,
+
+def _write_config_and_announce(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  setup: _Setup,
+  state: state_lib.TrainState,
+  abstract_state: Any,
+  started_from: str,
+) -> None:
+  """WORKDIR/config.json, rewritten at every start (a resumed run may override fields) once its
+  checkpoint restored, so a failed resume leaves the run's record intact; it lets
+  vidtx.convert export the run without its data. Then the start-up line (process 0)."""
+  if jax.process_index() != 0:
+    return
+  with training.named_write_errors(workdir, os.path.join(workdir, run_lib.CONFIG_FILE)):
+    run_lib.write_config(config, workdir)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  mesh = setup.mesh
+  print(
+    f"{config.model_name} ({num_params / 1e6:.2f} M params) on {mesh.devices.size} "
+    f"device(s) of {jax.process_count()} process(es), mesh {dict(mesh.shape)}: "
+    f"{sharding.describe(abstract_state, mesh)}; {started_from}, {setup.total_steps} steps "
+    f"of {config.batch_size} clips.",
+    flush=True,
+  )
+
+
+def _train_batches(
+  config: ml_collections.ConfigDict,
+  setup: _Setup,
+  manager: ocp.CheckpointManager,
+  start_step: int,
+) -> bad_records.CleanBatches:
+  """This process's training batches. The stream is deterministic for the seed; a resumed run
+  starts it at the position saved with the checkpoint, so it sees exactly the clips an
+  uninterrupted run would have seen."""
+  position = _stream_start(manager, start_step, setup.local_batch_size, setup.dataset_configs)
+  process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  stream = vidtx_data.build_train_dataset(
+    setup.dataset_configs,
+    batch_size=setup.local_batch_size,
     seed=config.rng_seed,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
     start_position=position,
+    **process,
   ).as_numpy_iterator()
+  return bad_records.CleanBatches(
+    stream, setup.dataset_configs, "train", start_position=position, **process
+  )
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop: what it reads (_Run, fixed) and what it changes (_LoopState, passed explicitly).
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What the loop, the evaluations and the saves read; nothing rebinds it."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  setup: _Setup
+  start_step: int
+  stop: distributed.StopRequest
+  manager: ocp.CheckpointManager
+  evaluator: evaluator_lib.MultiViewEvaluator
+  train_step: Any  # (state, global batch) -> (state, device metrics); jitted
+  writer: metric_writers.MetricWriter
+  metrics_log: MetricsLog
+  progress: Progress
+
+  @property
+  def is_main(self) -> bool:
+    return jax.process_index() == 0
+
+  @property
+  def total_steps(self) -> int:
+    return self.setup.total_steps
+
+  @property
+  def best_metric(self) -> str:
+    return self.config.get("best_checkpoint_metric") or ""
+
+
+@dataclasses.dataclass
+class _LoopState:
+  """What the loop changes, step by step: the state, the batches (their position in the stream
+  and the bad records skipped are saved with checkpoints), and the metrics not yet fetched."""
+
+  state: state_lib.TrainState
+  batches: bad_records.CleanBatches
+  # (step, device metrics) since the last fetch, fetched together (no host syncs).
+  pending: list[tuple[int, dict[str, jax.Array]]] = dataclasses.field(default_factory=list)
+
+
+def _loop_parts(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  setup: _Setup,
+  abstract_state: Any,
+  start_step: int,
+  stop: distributed.StopRequest,
+  manager: ocp.CheckpointManager,
+) -> _Run:
+  """The evaluator, the training step, the writers and the progress line."""
   evaluator = evaluator_lib.MultiViewEvaluator(
-    model,
-    dataset_configs,
+    setup.model,
+    setup.dataset_configs,
     "validation",
     batch_size=config.eval_batch_size,
-    mesh=mesh,
+    mesh=setup.mesh,
     aggregation=config.eval_aggregation,
-    class_names=class_names,
+    class_names=setup.class_names,
   )
-
-  # --- The training step: one jit with explicit shardings, the state donated, the batch split
-  # over the data-parallel axes, gradients accumulated over config.grad_accum_steps.
+  # One jit with explicit shardings, the state donated, the batch split over the data-parallel
+  # axes, gradients accumulated over config.grad_accum_steps.
   train_step = state_lib.make_train_step(
-    model,
-    tx,
-    schedule,
+    setup.model,
+    setup.tx,
+    setup.schedule,
     abstract_state,
-    mesh,
-    num_classes=num_classes,
+    setup.mesh,
+    num_classes=setup.dataset_configs.num_classes,
     label_smoothing=config.label_smoothing,
-    class_splits=reader_config.class_splits(dataset_configs),
-    multi_label=bool(dataset_configs.get("multi_label", False)),
+    class_splits=reader_config.class_splits(setup.dataset_configs),
+    multi_label=bool(setup.dataset_configs.get("multi_label", False)),
     mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
     grad_accum_steps=int(config.get("grad_accum_steps") or 1),
-    ema_decay=ema_decay,
+    ema_decay=setup.ema_decay,
   )
-
-  # --- Loop: log, checkpoint, evaluate; stop cleanly on SIGTERM/SIGINT.
+  is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  metrics_path = os.path.join(workdir, METRICS_FILE)
   with training.named_write_errors(workdir, metrics_path):
     metrics_log = MetricsLog(metrics_path, enabled=is_main, drop_after_step=start_step)
+  return _Run(
+    config=config,
+    workdir=workdir,
+    setup=setup,
+    start_step=start_step,
+    stop=stop,
+    manager=manager,
+    evaluator=evaluator,
+    train_step=train_step,
+    writer=writer,
+    metrics_log=metrics_log,
+    progress=Progress(setup.total_steps, start_step, config.batch_size, enabled=is_main),
+  )
 
-  def log_metrics(step: int, values: dict[str, Any]) -> None:
-    with training.named_write_errors(workdir, metrics_path):
-      metrics_log.write(step, values)
 
-  progress = Progress(total_steps, start_step, config.batch_size, enabled=is_main)
-  pending = []  # (step, device metrics) since the last fetch, fetched together (no host syncs).
-  skipped_records = 0  # bad records dropped (dataset_configs.skip_bad_records) since the start
-
-  def fetch_and_check() -> list[dict[str, float]]:
-    """The pending metrics on the host; stops at the first non-finite loss or gradient."""
-    nonlocal pending
-    # Metrics are replicated (the step's out_shardings): each process reads its own copy.
-    fetched = [(s, state_lib.fetch_replicated(m)) for s, m in pending]
-    pending = []
-    for s, m in fetched:
-      if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
-        # Nothing after the last good step is saved; async saves in flight finish first.
-        manager.wait_until_finished()
-        raise FloatingPointError(
-          f"Non-finite training at step {s}: loss {float(m['loss'])}, gradient norm "
-          f"{float(m['grad_norm'])}. Stopped without saving; the last good checkpoint is "
-          f"{manager.latest_step()} in {manager.directory} (lower the learning rate or "
-          "enable config.max_grad_norm, then resume)."
-        )
-    return [m for _, m in fetched]
-
-  # One process can leave an evaluation for a signal; several must finish it together.
-  should_stop = (lambda: stop.reason is not None) if jax.process_count() == 1 else None
-
-  def evaluate(step: int, final: bool = False) -> dict[str, Any]:
-    results = evaluator.run(state_lib.eval_params(state), should_stop=should_stop)
-    scalars = {f"val_{k}": v for k, v in results.items()}
-    writer.write_scalars(step, scalars)
-    if evaluator.confusion is not None and is_main:
-      writer.write_images(
-        step,
-        {
-          "val_confusion_matrix": metrics.confusion_matrix_image(evaluator.confusion, class_names)[
-            None
-          ]
-        },
-      )
-    log_metrics(step, scalars)
-    if final:
-      videos = os.path.join(workdir, "eval_validation_videos.jsonl")
-      with training.named_write_errors(workdir, videos):
-        evaluator.write_videos(videos)
-    if is_main:
-      # At every evaluation: during a long run the files show the newest one.
-      with training.named_write_errors(workdir, os.path.join(workdir, "eval_validation_*")):
-        evaluator.write_class_reports(workdir)
-      print(
-        f"[eval step {step}] {evaluator_lib.summary(results)} "
-        f"({results['num_videos']} videos x {results['views_per_video']:g} views, "
-        f"{config.eval_aggregation}{', EMA parameters' if ema_decay else ''})",
-        flush=True,
-      )
-    if best_metric and best_metric not in results:
-      raise ValueError(
-        f"config.best_checkpoint_metric={best_metric!r} is not an evaluation "
-        f"result; expected one of {sorted(results)} or ''."
-      )
-    return results
-
-  def save(step: int, results: dict[str, Any] | None = None) -> None:
-    fetch_and_check()  # Never save parameters that went non-finite since the last log.
-    if step in manager.all_steps():  # A finished run resumed: its last step is saved already.
-      return
-    training.save(
-      manager,
-      step,
-      state,
-      _data_state(position),
-      metrics={best_metric: float(results[best_metric])}
-      if results is not None and best_metric
-      else None,
-    )
-
-  def stop_here(step: int) -> dict[str, Any]:
-    """Saves `step` (the last one done) and stops; before any step there is nothing to save."""
-    if step == start_step:
-      raise distributed.Stopped(stop.reason)
-    save(step)
-    manager.wait_until_finished()
-    if is_main:
-      print(
-        f"Stopped by {stop.reason} at step {step}; checkpoint {step} is saved. Run the "
-        "same command to resume.",
-        flush=True,
-      )
-    writer.flush()
-    return {"preempted": True, "step": step}
-
-  stop.begin_loop()  # From here a signal saves the last step done, then stops.
-  if is_main:  # The first step waits for XLA's compilation: minutes for a large model.
+def _loop(run: _Run, loop_state: _LoopState) -> dict[str, Any] | None:
+  """Steps start_step + 1 .. total_steps, each followed by the periodic work (_after_step).
+  Returns the stop's result when a signal (or an interrupted evaluation) ended the run early,
+  None after the last step. A signal from here on saves the last step done, then stops."""
+  run.stop.begin_loop()
+  if run.is_main:  # The first step waits for XLA's compilation: minutes for a large model.
     print("Compiling the train step (the first step waits for it) ...", flush=True)
   loop_start = time.monotonic()
+  profile = _Profile(run.workdir, run.start_step, run.config.get("profile_steps") or 0)
+  # next_or_stop reads in a thread it may abandon on a signal: only the raw read happens
+  # there; the batch is cleaned (its position counted) here, once it is trained on.
+  raw_batches = iter(loop_state.batches.read, None)
   try:
-    for step in range(start_step + 1, total_steps + 1):
-      try:
-        batch = distributed.next_or_stop(train_iter, stop)
-      except tf.errors.OpError as error:  # Named: the file and record, the split, the counts.
-        raise bad_records.reader_error(
-          error,
-          dataset_configs,
-          "train",
-          process_index=jax.process_index(),
-          process_count=jax.process_count(),
-        ) from error
+    for step in range(run.start_step + 1, run.total_steps + 1):
+      batch = distributed.next_or_stop(raw_batches, run.stop)
       if batch is None:  # A signal while waiting for data (which may never come).
-        return stop_here(step - 1)
-      device_batch, host = bad_records.split_host_fields(batch)
-      position = bad_records.next_position(host)
-      skipped_records += int(host["skipped"].sum())
-      state, step_metrics = train_step(state, sharding.to_global(device_batch, mesh))
-      pending.append((step, step_metrics))
-      if step == start_step + 1 and is_main:
+        return _stop_here(run, loop_state, step - 1)
+      global_batch = sharding.to_global(loop_state.batches.clean(batch), run.setup.mesh)
+      loop_state.state, step_metrics = run.train_step(loop_state.state, global_batch)
+      loop_state.pending.append((step, step_metrics))
+      if step == run.start_step + 1 and run.is_main:
         jax.block_until_ready(step_metrics["loss"])  # Once: says when compilation ended.
         print(
           f"First step done after {time.monotonic() - loop_start:.0f} s (compilation and the "
-          f"first batch); a line every {config.log_every_steps} steps from here.",
+          f"first batch); a line every {run.config.log_every_steps} steps from here.",
           flush=True,
         )
-
-      if step % config.log_every_steps == 0 or step == total_steps:
-        fetched = fetch_and_check()
-        summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-        summary["learning_rate"] = float(fetched[-1]["learning_rate"])
-        if skipped_records:
-          summary["skipped_records"] = skipped_records
-        summary.update(progress.update(step, summary))  # Prints the line on process 0.
-        writer.write_scalars(step, summary)
-        log_metrics(step, summary)
-
-      if step == total_steps:
-        break  # Saved after the final evaluation below, which ranks it.
-      results = None
-      if config.eval_every_steps and step % config.eval_every_steps == 0:
-        try:
-          results = evaluate(step)
-        except evaluator_lib.EvaluationStopped:
-          return stop_here(step)
-      if step % config.checkpoint_every_steps == 0 or results is not None:
-        save(step, results)
-      if stop.requested(step, sync=step % config.log_every_steps == 0):
-        return stop_here(step)
-
-    # --- Final evaluation (also when resuming a finished run: it is cheap and answers the
-    # question), then the last checkpoint, ranked by it.
-    try:
-      results = evaluate(total_steps, final=True)
-    except evaluator_lib.EvaluationStopped:  # Resuming repeats the final evaluation.
-      return stop_here(total_steps)
-    save(total_steps, results)
+      stopped = _after_step(run, loop_state, profile, step)
+      if stopped is not None:
+        return stopped
   finally:
-    manager.wait_until_finished()
-  if is_main:
+    profile.close()
+  return None
+
+
+def _after_step(
+  run: _Run, loop_state: _LoopState, profile: "_Profile", step: int
+) -> dict[str, Any] | None:
+  """The periodic work after `step`, in this order: profile, log, evaluate, checkpoint (a
+  checkpoint follows every evaluation, ranked by it), check for a stop request (synced across
+  processes on log steps). After the last step only the first two: the final evaluation and
+  the last checkpoint follow the loop. Returns the stop's result when the run stops here."""
+  config = run.config
+  profile.after_step(step, loop_state.state)
+  if step % config.log_every_steps == 0 or step == run.total_steps:
+    _log(run, loop_state, step)
+  if step == run.total_steps:
+    return None
+  results = None
+  if config.eval_every_steps and step % config.eval_every_steps == 0:
+    try:
+      results = _evaluate(run, loop_state, step)
+    except evaluator_lib.EvaluationStopped:
+      return _stop_here(run, loop_state, step)
+  if step % config.checkpoint_every_steps == 0 or results is not None:
+    _save(run, loop_state, step, results)
+  if run.stop.requested(step, sync=step % config.log_every_steps == 0):
+    return _stop_here(run, loop_state, step)
+  return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The periodic actions.
+# ---------------------------------------------------------------------------------------------
+
+
+def _fetch_and_check(run: _Run, loop_state: _LoopState) -> list[dict[str, float]]:
+  """The pending metrics on the host; stops at the first non-finite loss or gradient."""
+  # Metrics are replicated (the step's out_shardings): each process reads its own copy.
+  fetched = [(s, state_lib.fetch_replicated(m)) for s, m in loop_state.pending]
+  loop_state.pending = []
+  for s, m in fetched:
+    if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+      # Nothing after the last good step is saved; async saves in flight finish first.
+      run.manager.wait_until_finished()
+      raise FloatingPointError(
+        f"Non-finite training at step {s}: loss {float(m['loss'])}, gradient norm "
+        f"{float(m['grad_norm'])}. Stopped without saving; the last good checkpoint is "
+        f"{run.manager.latest_step()} in {run.manager.directory} (lower the learning rate or "
+        "enable config.max_grad_norm, then resume)."
+      )
+  return [m for _, m in fetched]
+
+
+def _write_metrics(run: _Run, step: int, values: dict[str, Any]) -> None:
+  with training.named_write_errors(run.workdir, os.path.join(run.workdir, METRICS_FILE)):
+    run.metrics_log.write(step, values)
+
+
+def _log(run: _Run, loop_state: _LoopState, step: int) -> None:
+  """The mean of the metrics since the last log: the progress line, TensorBoard, metrics.jsonl."""
+  fetched = _fetch_and_check(run, loop_state)
+  summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+  summary["learning_rate"] = float(fetched[-1]["learning_rate"])
+  if loop_state.batches.skipped:
+    summary["skipped_records"] = loop_state.batches.skipped
+  summary.update(run.progress.update(step, summary))  # Prints the line on process 0.
+  run.writer.write_scalars(step, summary)
+  _write_metrics(run, step, summary)
+
+
+def _evaluate(run: _Run, loop_state: _LoopState, step: int, final: bool = False) -> dict[str, Any]:
+  """Evaluates the state's parameters (the EMA ones with config.ema_decay), logs and writes the
+  results (the per-class files at every evaluation, the per-video file at the final one)."""
+  evaluator, workdir, config = run.evaluator, run.workdir, run.config
+  # One process can leave an evaluation for a signal; several must finish it together.
+  should_stop = (lambda: run.stop.reason is not None) if jax.process_count() == 1 else None
+  results = evaluator.run(state_lib.eval_params(loop_state.state), should_stop=should_stop)
+  scalars = {f"val_{k}": v for k, v in results.items()}
+  run.writer.write_scalars(step, scalars)
+  if evaluator.confusion is not None and run.is_main:
+    image = metrics.confusion_matrix_image(evaluator.confusion, run.setup.class_names)
+    run.writer.write_images(step, {"val_confusion_matrix": image[None]})
+  _write_metrics(run, step, scalars)
+  if final:
+    videos = os.path.join(workdir, "eval_validation_videos.jsonl")
+    with training.named_write_errors(workdir, videos):
+      evaluator.write_videos(videos)
+  if run.is_main:
+    # At every evaluation: during a long run the files show the newest one.
+    with training.named_write_errors(workdir, os.path.join(workdir, "eval_validation_*")):
+      evaluator.write_class_reports(workdir)
     print(
-      f"Final: {evaluator_lib.summary(results)} on {results['num_videos']} validation "
-      f"videos (chance top-1 {1 / num_classes:.2%}).",
+      f"[eval step {step}] {evaluator_lib.summary(results)} "
+      f"({results['num_videos']} videos x {results['views_per_video']:g} views, "
+      f"{config.eval_aggregation}{', EMA parameters' if run.setup.ema_decay else ''})",
       flush=True,
     )
-    worst = evaluator.worst_classes_summary()
+  if run.best_metric and run.best_metric not in results:
+    raise ValueError(
+      f"config.best_checkpoint_metric={run.best_metric!r} is not an evaluation "
+      f"result; expected one of {sorted(results)} or ''."
+    )
+  return results
+
+
+def _save(
+  run: _Run, loop_state: _LoopState, step: int, results: dict[str, Any] | None = None
+) -> None:
+  """Checkpoint `step` (asynchronously) with every process's stream position, ranked by
+  `results` when config.best_checkpoint_metric is set."""
+  _fetch_and_check(run, loop_state)  # Never save parameters that went non-finite since the log.
+  if step in run.manager.all_steps():  # A finished run resumed: its last step is saved already.
+    return
+  best = run.best_metric
+  training.save(
+    run.manager,
+    step,
+    loop_state.state,
+    _data_state(loop_state.batches.position),
+    metrics={best: float(results[best])} if results is not None and best else None,
+  )
+
+
+def _stop_here(run: _Run, loop_state: _LoopState, step: int) -> dict[str, Any]:
+  """Saves `step` (the last one done) and stops; before any step there is nothing to save."""
+  if step == run.start_step:
+    raise distributed.Stopped(run.stop.reason)
+  _save(run, loop_state, step)
+  run.manager.wait_until_finished()
+  if run.is_main:
+    print(
+      f"Stopped by {run.stop.reason} at step {step}; checkpoint {step} is saved. Run the "
+      "same command to resume.",
+      flush=True,
+    )
+  run.writer.flush()
+  return {"preempted": True, "step": step}
+
+
+def _final_report(run: _Run, loop_state: _LoopState, results: dict[str, Any]) -> None:
+  """The final lines (process 0): the headline metrics, the worst classes, the skipped records."""
+  if run.is_main:
+    print(
+      f"Final: {evaluator_lib.summary(results)} on {results['num_videos']} validation "
+      f"videos (chance top-1 {1 / run.setup.dataset_configs.num_classes:.2%}).",
+      flush=True,
+    )
+    worst = run.evaluator.worst_classes_summary()
     if worst:
       print(worst, flush=True)
-    if skipped_records:
+    if loop_state.batches.skipped:
       print(
-        f"Skipped {skipped_records} bad training record(s) (skip_bad_records); the reasons "
-        "are in the log above.",
+        f"Skipped {loop_state.batches.skipped} bad training record(s) (skip_bad_records); the "
+        "reasons are in the log above.",
         flush=True,
       )
-  writer.flush()
-  return results
+  run.writer.flush()
+
+
+class _Profile:
+  """config.profile_steps > 0: a jax.profiler trace of that many steps after the first
+  (compiled) one, into WORKDIR/profile/, on process 0 (as scenic and big_vision profile one
+  host), with a Perfetto copy. Not clu's periodic_actions.Profile: that one records the trace
+  as a work-unit artifact instead of saying where it is, traces for at least 3 s by default
+  whatever the steps, and leaves its trace running when the loop ends first."""
+
+  def __init__(self, workdir: str, start_step: int, num_steps: int):
+    self.workdir, self.logdir = workdir, os.path.join(workdir, PROFILE_DIR)
+    self.first, self.last = start_step + 2, start_step + 1 + int(num_steps)
+    self.enabled = num_steps > 0 and jax.process_index() == 0
+    self.running = False
+    self.step = start_step  # The last step done.
+
+  def after_step(self, step: int, state: Any) -> None:
+    """Starts the trace after step first - 1, stops it after step `last` (its work done)."""
+    if not self.enabled:
+      return
+    self.step = step
+    if step == self.first - 1:
+      if ownership.written_names(self.workdir) is not None:  # The marker's inventory.
+        ownership.record_written(self.workdir, [PROFILE_DIR])
+      jax.profiler.start_trace(self.logdir, create_perfetto_trace=True)
+      self.running = True
+    elif step == self.last and self.running:
+      jax.block_until_ready(state)
+      self.close()
+
+  def close(self) -> None:
+    """Ends a running trace (also when the loop ends before its last step) and says where."""
+    if not self.running:
+      return
+    jax.profiler.stop_trace()
+    self.running = False
+    print(
+      f"Profile of steps {self.first}-{self.step} written to {self.logdir}: open it with "
+      "TensorBoard's profile plugin (pip install tensorboard-plugin-profile; tensorboard "
+      f"--logdir {self.logdir}, the Profile tab), or open its perfetto_trace.json.gz in "
+      "https://ui.perfetto.dev.",
+      flush=True,
+    )
 
 
 def _stream_start(

@@ -291,6 +291,24 @@ def test_skip_bad_records_counts_them_in_training_and_evaluation(mixed):
     run_evaluator(reader_configs(mixed))
 
 
+def test_clean_batches_keep_the_bookkeeping_behind_the_device_batches(mixed):
+  dc = reader_configs(mixed, shuffle_buffer_size=1, skip_bad_records=True)
+  stream = pipeline.build_train_dataset(dc, batch_size=4, seed=0).as_numpy_iterator()
+  batches = bad_records.CleanBatches(stream, dc, "train", start_position=(0, 0))
+  assert batches.position == (0, 0) and batches.skipped == 0
+  device = next(batches)
+  assert not set(bad_records.HOST_FIELDS) & set(device)
+  assert device["label"].tolist() == [1, 2, 3, 0]
+  assert batches.host["video_id"].shape == (4,)
+  assert batches.position == (0, 8) and batches.skipped == 4  # Records 1, 3, 4 and 6 dropped.
+  next(batches)  # Epoch 1: the same 4 good records, 4 more dropped.
+  assert batches.position == (1, 8) and batches.skipped == 8
+  strict_dc = reader_configs(mixed, shuffle_buffer_size=1)
+  strict = pipeline.build_train_dataset(strict_dc, batch_size=8, seed=0)
+  with pytest.raises(ValueError, match="record 1: could not be read"):
+    next(bad_records.CleanBatches(strict.as_numpy_iterator(), dc, "train"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Labels: flips, class splits, multi-label.
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 device, gradient accumulation, EMA, the best checkpoint, the NaN guard, preemption and exact
 resume after kill -9."""
 
+import glob
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import pytest
 import shared
 from shared import REPO
 
-from vidtx import distributed, models, sharding, trainer
+from vidtx import distributed, models, ownership, sharding, trainer
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import training
 
@@ -365,6 +366,24 @@ def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(data_dir, t
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
   params = shared.restore_params(workdir, 1)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+def test_profile_steps_writes_a_trace_and_changes_no_metric(data_dir, tmp_path, capsys):
+  lines = {}
+  for profile_steps in (0, 2):
+    config = exact_config(data_dir, steps=4)
+    config.profile_steps = profile_steps
+    config.checkpoint_every_steps = 4
+    workdir = str(tmp_path / f"profile{profile_steps}")
+    trainer.train_and_evaluate(config, workdir)
+    lines[profile_steps] = _deterministic(_read_jsonl(os.path.join(workdir, "metrics.jsonl")))
+  profile = str(tmp_path / "profile2" / "profile")
+  assert glob.glob(os.path.join(profile, "**", "*.xplane.pb"), recursive=True)
+  assert glob.glob(os.path.join(profile, "**", "perfetto_trace.json.gz"), recursive=True)
+  assert f"Profile of steps 2-3 written to {profile}: " in capsys.readouterr().out
+  assert not os.path.exists(tmp_path / "profile0" / "profile")  # Off by default.
+  assert "profile" in ownership.written_names(str(tmp_path / "profile2"))  # vidtx's to remove.
+  assert lines[2] == lines[0] and len(lines[0]) == 5  # 4 logged steps and the evaluation.
 
 
 @pytest.mark.slow

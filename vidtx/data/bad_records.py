@@ -1,10 +1,12 @@
 """Bad records and stream errors: the training stream's skip counter (and its caps) and its stop
 on an epoch without a record, the host fields of a batch (split_host_fields, which stops on a bad
-record), and reader_error, which turns what the reader raises into one clean ValueError."""
+record), reader_error, which turns what the reader raises into one clean ValueError, and
+CleanBatches, the iterator of clean device batches the trainer and the evaluator read, which keeps
+all of that bookkeeping (position, skipped records, bad rows) behind it."""
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -111,53 +113,6 @@ def skip_counter(
       )
     too_many = tf.constant(False) if cap is None else ~ok & (bad > cap)
 
-    def message():
-      last = [element["source"], " - ", element["error"]]
-      counts = [
-        tf.strings.as_string(bad),
-        " of the ",
-        tf.strings.as_string(read),
-        f" records read so far ({who}) were bad",
-      ]
-      fraction_text = tf.strings.join(
-        [f"{_MARK}Split {split!r}: too many bad records with skip_bad_records=True: "]
-        + counts
-        + [f", more than max_bad_fraction={fraction} of them. The last one: "]
-        + last
-        + [
-          ". Fix or remove the bad records, or raise config.dataset_configs.max_bad_fraction "
-          f"(1.0 turns this check off).{_MARK}"
-        ]
-      )
-      cap_text = tf.strings.join(
-        [
-          f"{_MARK}Split {split!r}: more than max_bad_records={cap} bad records with "
-          "skip_bad_records=True: "
-        ]
-        + counts
-        + [". The last one: "]
-        + last
-        + [
-          ". Fix or remove the bad records, or raise config.dataset_configs.max_bad_records "
-          f"(None: no limit).{_MARK}"
-        ]
-      )
-      barren_text = tf.strings.join(
-        [
-          f"{_MARK}Split {split!r}: epoch ",
-          tf.strings.as_string(state["epoch"]),
-          " held no good record: all ",
-          tf.strings.as_string(state["epoch_read"]),
-          f" records of this process's share ({who}) were bad, so skip_bad_records=True "
-          "can never fill a batch. The last one: ",
-          state["source"],
-          " - ",
-          state["error"],
-          f". Fix or remove the bad records.{_MARK}",
-        ]
-      )
-      return tf.where(barren, barren_text, tf.where(too_many_fraction, fraction_text, cap_text))
-
     def report():
       tf.print(
         "vidtx: skipping a bad record:",
@@ -169,6 +124,18 @@ def skip_counter(
       return state["since_good"] + 1
 
     failed = barren | too_many_fraction | too_many
+
+    def message():
+      return _stop_message(
+        split,
+        who,
+        (fraction, cap),
+        state,
+        element,
+        (read, bad),
+        (barren, too_many_fraction),
+      )
+
     check = tf.debugging.Assert(~failed, [tf.cond(failed, message, lambda: tf.constant(""))])
     # After the check: the record that stops the stream is in its message, not printed; and
     # prefetching threads that try the next records after the error print nothing either.
@@ -191,6 +158,67 @@ def skip_counter(
       return new_state, {**element, "skipped": tf.identity(tf.where(ok, state["since_good"], 0))}
 
   return records.no_autograph(count_skipped), initial
+
+
+def _stop_message(
+  split: str,
+  who: str,
+  limits: tuple[float | None, int | None],
+  state: dict[str, tf.Tensor],
+  element: dict[str, tf.Tensor],
+  counts: tuple[tf.Tensor, tf.Tensor],
+  why: tuple[tf.Tensor, tf.Tensor],
+) -> tf.Tensor:
+  """The message that stops the training stream (skip_counter): an epoch without a good record,
+  or too many bad records (the fraction, or the cap); in-graph, between _MARKs."""
+  fraction, cap = limits
+  read, bad = counts
+  barren, too_many_fraction = why
+  last = [element["source"], " - ", element["error"]]
+  so_far = [
+    tf.strings.as_string(bad),
+    " of the ",
+    tf.strings.as_string(read),
+    f" records read so far ({who}) were bad",
+  ]
+  fraction_text = tf.strings.join(
+    [f"{_MARK}Split {split!r}: too many bad records with skip_bad_records=True: "]
+    + so_far
+    + [f", more than max_bad_fraction={fraction} of them. The last one: "]
+    + last
+    + [
+      ". Fix or remove the bad records, or raise config.dataset_configs.max_bad_fraction "
+      f"(1.0 turns this check off).{_MARK}"
+    ]
+  )
+  cap_text = tf.strings.join(
+    [
+      f"{_MARK}Split {split!r}: more than max_bad_records={cap} bad records with "
+      "skip_bad_records=True: "
+    ]
+    + so_far
+    + [". The last one: "]
+    + last
+    + [
+      ". Fix or remove the bad records, or raise config.dataset_configs.max_bad_records "
+      f"(None: no limit).{_MARK}"
+    ]
+  )
+  barren_text = tf.strings.join(
+    [
+      f"{_MARK}Split {split!r}: epoch ",
+      tf.strings.as_string(state["epoch"]),
+      " held no good record: all ",
+      tf.strings.as_string(state["epoch_read"]),
+      f" records of this process's share ({who}) were bad, so skip_bad_records=True "
+      "can never fill a batch. The last one: ",
+      state["source"],
+      " - ",
+      state["error"],
+      f". Fix or remove the bad records.{_MARK}",
+    ]
+  )
+  return tf.where(barren, barren_text, tf.where(too_many_fraction, fraction_text, cap_text))
 
 
 def split_host_fields(
@@ -218,6 +246,67 @@ def split_host_fields(
     if len(bad) and "batch_mask" in device:
       device["batch_mask"] = np.where(host["bad"], 0, device["batch_mask"]).astype(np.float32)
   return device, host
+
+
+class CleanBatches:
+  """The clean device batches of a numpy stream of either reader, with the bookkeeping behind
+  them: the trainer and the evaluator read batches from this and never see the host fields.
+
+  `next(batches)` is a device batch (the fields the step reads); a reader error comes out as
+  reader_error's one clean ValueError (raised from TF's), a bad record as split_host_fields'
+  (unless `skip_bad_records`: evaluation masks it). After each batch:
+    position: the training stream's (epoch, index) after it (where a resumed stream starts);
+      the `start_position` before the first batch.
+    skipped: the bad records the training stream dropped since the start.
+    host: its host fields (video ids, sources; `bad` marks bad records, `error` says why).
+  `read()` and `clean(batch)` are the two halves of `next`, for a caller that decides between
+  them (the evaluator: a masked batch when its share has ended, a check that none is left).
+  """
+
+  def __init__(
+    self,
+    batches: Iterator[dict[str, np.ndarray]],
+    dataset_configs: ml_collections.ConfigDict,
+    split: str,
+    *,
+    skip_bad_records: bool = False,
+    process_index: int = 0,
+    process_count: int = 1,
+    start_position: tuple[int, int] = (0, 0),
+  ):
+    self._batches = batches
+    self._dataset_configs = dataset_configs
+    self._split = split
+    self._skip_bad_records = skip_bad_records
+    self._process = dict(process_index=process_index, process_count=process_count)
+    self.position = tuple(start_position)
+    self.skipped = 0
+    self.host: dict[str, np.ndarray] = {}
+
+  def __iter__(self) -> "CleanBatches":
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = self.read()
+    if batch is None:
+      raise StopIteration
+    return self.clean(batch)
+
+  def read(self) -> dict[str, np.ndarray] | None:
+    """The stream's next raw batch, None at its end; a reader error as one clean ValueError."""
+    try:
+      return next(self._batches, None)
+    except tf.errors.OpError as error:  # Named: the file and record, the split, the counts.
+      raise reader_error(error, self._dataset_configs, self._split, **self._process) from error
+
+  def clean(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The device batch of a raw one; its host fields go to the bookkeeping."""
+    device, self.host = split_host_fields(batch, skip_bad_records=self._skip_bad_records)
+    if "epoch" in self.host and "index" in self.host:
+      self.position = next_position(self.host)
+    if "skipped" in self.host:
+      self.skipped += int(self.host["skipped"].sum())
+    return device
 
 
 def reader_error(
