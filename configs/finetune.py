@@ -50,7 +50,7 @@ the synthetic task stands in), the start, whether flips are on and why, the run'
 
 Overrides: --config.x=v flags apply after this file has built the config, so the fields it set
 from init= and its clip geometry are recorded in config.recipe_defaults (record_defaults), and
-train.py compares the final config with them before any work (vidtx.trainer.check_config): an
+train.py compares the final config with them before any work (vidtx.config_checks.check_config): an
 override wins, with a note; an overridden crop_size or min_resize takes eval_min_resize along
 unless it is given too; an override init= cannot fill (another width, say) stops the run in one
 line naming both shapes and the flag.
@@ -608,7 +608,7 @@ def follow_model(config: ml_collections.ConfigDict, init: str) -> tuple[str, dic
 def record_defaults(config: ml_collections.ConfigDict, source: str, model: dict) -> None:
   """config.recipe_defaults: the model fields followed from init= and the clip geometry as
   this file set them, so that train.py tells the command line's --config.* overrides from them
-  (vidtx.trainer.apply_recipe_defaults): an override wins, with a note; an overridden crop or
+  (vidtx.config_checks.apply_recipe_defaults): an override wins, with a note; an overridden crop or
   short side takes the evaluation's short side along unless it is given too."""
   dc = config.dataset_configs
   config.recipe_defaults = ml_collections.ConfigDict(

@@ -7,12 +7,13 @@ r"""Prints the config train.py would train with: a recipe resolved, nothing trai
 
 RECIPE: a config file or the name of a recipe shipped with vidtx (configs/), with its :ARGS;
 --config=RECIPE works too. The command line's overrides are applied, then train.py's start-up
-resolution (vidtx.trainer.check_config, the function train.py calls): the recipe's values against
-the overrides, the batch and learning rate for the devices this process sees (their number:
-JAX_NUM_CPU_DEVICES on a CPU) and config.mesh, the geometry note. The notes train.py would print
-come first, then the resolved config (text: YAML-like; json: the notes go to stderr, the config
-alone to stdout). The model fields are validated as train.py's model build does. No data and no
-parameters are read (an init_from checkpoint is only measured from its description).
+resolution (vidtx.config_checks.check_config, the function train.py calls): the recipe's values
+against the overrides, the batch and learning rate for the devices this process sees (their
+number: JAX_NUM_CPU_DEVICES on a CPU) and config.mesh, the geometry note. The notes train.py
+would print come first, then the resolved config (text: YAML-like; json: the notes go to
+stderr, the config alone to stdout). The model fields are validated as train.py's model build
+does. No data and no parameters are read (an init_from checkpoint is only measured from its
+description).
 """
 
 import os
@@ -69,10 +70,10 @@ def resolve(config: Any) -> tuple[list[str], str]:
   """train.py's start-up resolution on `config` (changed in place): (the notes it prints, the
   model described with its sizes from the variant). Raises ValueError naming the field for a
   model field the model refuses, as train.py's model build would."""
-  from vidtx import models, trainer  # JAX: once the flags are parsed.
+  from vidtx import config_checks, models  # JAX: once the flags are parsed.
   from vidtx.checkpoints import vit
 
-  notes = trainer.check_config(config)
+  notes = config_checks.check_config(config)
   models.default_config(config.model_name)  # An unknown model_name: one line naming it.
   models.MODELS[config.model_name].make_config(config.model)
   dc = config.dataset_configs

@@ -55,14 +55,14 @@ def evaluate(
   another eval.py writes there)."""
   import jax
 
-  from vidtx import optim, trainer
+  from vidtx import config_checks, optim
   from vidtx.checkpoints import run as run_lib
   from vidtx.checkpoints import training
 
   # The recipe's geometry as train.py resolves it (an overridden crop moves the evaluation
   # resize along), so eval.py with train.py's --config evaluates what train.py did.
-  notes = trainer.apply_recipe_defaults(config) + optim.resolve_batch(config)
-  notes.append(trainer.geometry_warning(config.dataset_configs) or "")
+  notes = config_checks.apply_recipe_defaults(config) + optim.resolve_batch(config)
+  notes.append(config_checks.geometry_warning(config.dataset_configs) or "")
   if jax.process_index() == 0:
     for line in filter(None, notes):
       print(line, flush=True)

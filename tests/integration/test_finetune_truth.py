@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from vidtx import trainer
+from vidtx import config_checks, trainer
 from vidtx.configs import finetune, synthetic_timesformer
 from vidtx.data import dmvr, make_shards, synthetic
 from vidtx.inference import preprocess
@@ -93,7 +93,7 @@ def test_model_follows_a_converted_image_vit(shards, tmp_path, capsys):
     variant="S/16", hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536
   )
   assert config.recipe_defaults.source == f"init={vit}"
-  assert trainer.check_config(config) == []  # Nothing overridden, nothing to say.
+  assert config_checks.check_config(config) == []  # Nothing overridden, nothing to say.
 
 
 def test_model_follows_a_run_and_a_video_checkpoint(shards, tmp_path, capsys):
@@ -107,7 +107,7 @@ def test_model_follows_a_run_and_a_video_checkpoint(shards, tmp_path, capsys):
   assert (dc.crop_size, dc.min_resize, dc.eval_min_resize, dc.num_frames) == (32, 37, 32, 8)
   err = capsys.readouterr().err
   assert "ViT/8 (96 wide, 4 layers, 4 heads, MLP 384) at 32 px, 8 frames" in err
-  assert trainer.check_config(config) == []
+  assert config_checks.check_config(config) == []
 
   # A video checkpoint's attention scheme too; one the model does not share is named.
   joint = run_dir(tmp_path / "joint", "attention=joint")
@@ -115,7 +115,7 @@ def test_model_follows_a_run_and_a_video_checkpoint(shards, tmp_path, capsys):
   assert config.model.attention == "joint"
   config.model.attention = "divided"
   with pytest.raises(ValueError, match="attention joint vs divided.*drop --config.model.attention"):
-    trainer.check_config(config)
+    config_checks.check_config(config)
 
   # A ViViT of 16 frames in 2-frame tubelets: its tubelet and frames, and both stacks.
   vivit = converted_dir(
@@ -139,7 +139,7 @@ def test_an_override_wins_with_a_note(shards, tmp_path):
   # As --config.model.num_layers=2 --config.dataset_configs.num_frames=4 set them.
   config.model.num_layers = 2
   config.dataset_configs.num_frames = 4
-  lines = trainer.check_config(config)
+  lines = config_checks.check_config(config)
   assert len(lines) == 1 and lines[0].startswith("note: --config overrides win")
   assert "model.num_layers=2 (recipe: 4)" in lines[0]
   assert "dataset_configs.num_frames=4 (recipe: 8)" in lines[0]
@@ -151,7 +151,7 @@ def test_a_mismatch_names_both_shapes_and_the_flag(shards, tmp_path):
   config = finetune.get_config(f"data={shards},init={run}")
   config.model.hidden_size = 128  # An override the checkpoint's weights cannot fill.
   with pytest.raises(ValueError) as error:
-    trainer.check_config(config)
+    config_checks.check_config(config)
   message = str(error.value)
   assert "\n" not in message
   assert f"init={run} holds TimeSformer ViT/8 (96 wide, 4 layers" in message
@@ -164,7 +164,7 @@ def test_a_mismatch_names_both_shapes_and_the_flag(shards, tmp_path):
   config.model.variant = "B/16"
   config.init_from.checkpoint_path = run
   with pytest.raises(ValueError) as error:
-    trainer.check_config(config)
+    config_checks.check_config(config)
   message = str(error.value)
   assert "width 96 vs 768, heads 4 vs 12, MLP 384 vs 3072, patch 8 vs 16" in message
   for flag in ("hidden_size=96", "num_heads=4", "mlp_dim=384", "variant=B/8"):
@@ -174,12 +174,12 @@ def test_a_mismatch_names_both_shapes_and_the_flag(shards, tmp_path):
   config = finetune.get_config(f"data={shards},init={vit}")
   config.model.num_layers = 13
   with pytest.raises(ValueError, match="layers 12 vs 13. To start from it: drop --config.model"):
-    trainer.check_config(config)
+    config_checks.check_config(config)
   # Another family.
   config = finetune.get_config(f"model=xvit,data={shards},init={vit}")
   config.init_from.checkpoint_path = run
   with pytest.raises(ValueError, match="holds a TimeSformer .* which cannot start a xvit"):
-    trainer.check_config(config)
+    config_checks.check_config(config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def test_a_mismatch_names_both_shapes_and_the_flag(shards, tmp_path):
 def test_evaluation_resize_follows_the_crop_unless_given(shards):
   config = finetune.get_config(f"data={shards}")
   config.dataset_configs.update(crop_size=32, min_resize=36)  # The overrides.
-  lines = trainer.check_config(config)
+  lines = config_checks.check_config(config)
   assert config.dataset_configs.eval_min_resize == 32  # 36 x 224 / 256, at least the crop.
   assert any(
     "eval_min_resize=32 follows the overridden crop_size=32, min_resize=36" in line
@@ -200,7 +200,7 @@ def test_evaluation_resize_follows_the_crop_unless_given(shards):
 
   given = finetune.get_config(f"data={shards}")
   given.dataset_configs.update(crop_size=32, min_resize=36, eval_min_resize=40)
-  trainer.check_config(given)
+  config_checks.check_config(given)
   assert given.dataset_configs.eval_min_resize == 40  # Given: kept.
 
 
@@ -208,14 +208,14 @@ def test_geometry_that_disagrees_is_flagged_at_start_up():
   # A config without the recipe's record (any recipe, an older run's config): only flagged.
   config = synthetic_timesformer.get_config()
   config.dataset_configs.update(crop_size=32, min_resize=36, eval_min_resize=224)
-  lines = trainer.check_config(config)
+  lines = config_checks.check_config(config)
   assert len(lines) == 1 and lines[0].startswith("warning: evaluation resizes short sides to 224")
   for field in ("eval_min_resize", "min_resize", "crop_size"):
     assert f"(dataset_configs.{field})" in lines[0]
   assert "--config.dataset_configs.eval_min_resize=36" in lines[0]
   assert config.dataset_configs.eval_min_resize == 224  # Flagged, not changed.
   config.dataset_configs.eval_min_resize = 32
-  assert trainer.check_config(config) == []
+  assert config_checks.check_config(config) == []
 
 
 # ---------------------------------------------------------------------------------------------

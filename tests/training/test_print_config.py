@@ -1,5 +1,5 @@
 """`python -m vidtx.config RECIPE`: the config train.py would train with, resolved by train.py's
-own start-up code (vidtx.trainer.check_config), printed without reading data or parameters."""
+own start-up code (vidtx.config_checks.check_config), printed without reading data or parameters."""
 
 import json
 import os
@@ -100,7 +100,7 @@ def test_a_bad_recipe_or_override_is_one_line_naming_it(args, expected):
   assert (code, out) == (1, "")
   (line,) = err.strip().splitlines()
   assert line.startswith("vidtx-config: error: ") and expected in line
-  assert "tensorflow" not in imported  # Refused before vidtx.trainer is imported.
+  assert "tensorflow" not in imported
   if "batch_sise" not in line:  # Loading a recipe imports vidtx.models (Flax, JAX).
     assert imported == []
 
@@ -130,14 +130,23 @@ def test_the_recipe_may_be_positional_or_the_config_flag():
     config_cli.recipe_as_flag(["p", "r", "--config=s"])
 
 
-def test_resolution_is_train_pys_check_config(monkeypatch):
-  """vidtx.config calls the trainer's start-up function itself, not a copy of it."""
-  from vidtx import trainer
+def test_resolution_is_train_pys_check_config(monkeypatch, tmp_path):
+  """vidtx.config calls train.py's start-up function itself (config_checks.check_config), not a
+  copy of it: replaced, both vidtx.config and the trainer call the replacement."""
+  from vidtx import config_checks, trainer
   from vidtx.configs import synthetic_timesformer
 
   config = synthetic_timesformer.get_config()
   seen = []
-  monkeypatch.setattr(trainer, "check_config", lambda c: seen.append(c) or ["a note"])
+  monkeypatch.setattr(config_checks, "check_config", lambda c: seen.append(c) or ["a note"])
   notes, model = config_cli.resolve(config)
   assert seen == [config] and notes == ["a note"]
   assert model.startswith("TimeSformer ViT/8")
+
+  def refuse(c):
+    raise ValueError("the replaced start-up checks")
+
+  monkeypatch.setattr(config_checks, "check_config", refuse)
+  with pytest.raises(ValueError, match="the replaced start-up checks"):
+    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")

@@ -13,7 +13,7 @@ import ml_collections
 import pytest
 from shared import REPO, TESTS
 
-from vidtx import optim, sharding, trainer
+from vidtx import config_checks, optim, sharding
 from vidtx import train_state as state_lib
 from vidtx.configs import common, k400_timesformer, k400_vivit_fe, k400_xvit, synthetic_timesformer
 
@@ -91,9 +91,9 @@ def test_the_shrunk_recipe_scales_from_the_paper():
   # shrink=1 trains 4 clips at the paper's lr x 4/64; --config.batch_size=8 on top doubles it.
   config = k400_vivit_fe.get_config("shrink=1")
   assert config.lr_configs.base_learning_rate == pytest.approx(0.1 * 4 / 64)
-  assert trainer.check_config(config) == []
+  assert config_checks.check_config(config) == []
   config.batch_size = 8
-  lines = trainer.check_config(config)  # Train.py's start-up checks, on this one CPU device.
+  lines = config_checks.check_config(config)  # Train.py's start-up checks, on this one CPU device.
   assert config.lr_configs.base_learning_rate == pytest.approx(0.1 * 8 / 64)
   assert (config.batch_size, config.eval_batch_size) == (8, 8)
   assert lines[0].startswith("batch_size=8, the paper's 64 at lr 0.1 (ViViT (arXiv:2103.15691)")
