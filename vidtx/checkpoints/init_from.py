@@ -61,6 +61,7 @@ import flax
 import numpy as np
 
 from vidtx.checkpoints import scan, store, surgery
+from vidtx.errors import UserError
 from vidtx.models import tokenizer
 
 KERNEL_INIT_METHODS = ("central_frame", "inflate")
@@ -121,7 +122,7 @@ def load_source(
     return run.export_run(path, step=step, which=which, option=option)
   run.check_choice(step, which, option)
   if step is not None:
-    raise ValueError(
+    raise UserError(
       f"{option}step={step} picks a checkpoint of a train.py run; {path} is not one (expected "
       "a directory with config.json and checkpoints/)."
     )
@@ -186,7 +187,7 @@ def initialise(
     )
   else:
     if source.model_name != model_name:
-      raise ValueError(
+      raise UserError(
         f"init_from {path}: a {source.model_name} checkpoint cannot initialise a {model_name} "
         "model; start from an image ViT (or a converted space-only TimeSformer) instead."
       )
@@ -245,7 +246,7 @@ def _match_classes(
     return
   ours = target["head/kernel"].shape[-1]
   if class_names is not None and len(class_names) != ours:
-    raise ValueError(
+    raise UserError(
       f"init_from {report.source}: {len(class_names)} class names for a model of "
       f"{ours} classes; pass one name per class of the run."
     )
@@ -348,7 +349,7 @@ def _merge(
       if name in adapted:
         report.adapted.append(name)
   if mismatched:
-    raise ValueError(
+    raise UserError(
       f"init_from {report.source}: {len(mismatched)} parameter(s) do not fit the "
       "model (list them in init_from.skip_patterns to keep them fresh):\n  "
       + "\n  ".join(mismatched)
@@ -395,7 +396,7 @@ def _from_image_vit(
   adapted: set[str] = set()
   vit_patch = vit["embedding/kernel"].shape[0]
   if vit_patch != geometry["patch"]:
-    raise ValueError(
+    raise UserError(
       f"init_from {report.source}: the ViT has {vit_patch}x{vit_patch} patches, "
       f"the model {geometry['patch']}x{geometry['patch']} (model.variant)."
     )
@@ -430,7 +431,7 @@ def _from_image_vit(
 
   def copy_encoder(prefix: str, num_layers: int, parts: dict[str, str]) -> None:
     if num_layers > len(blocks):
-      raise ValueError(
+      raise UserError(
         f"init_from {report.source}: the ViT has {len(blocks)} layers, the model's "
         f"{prefix or 'encoder'} {num_layers}."
       )
@@ -471,7 +472,7 @@ def _from_image_vit(
   elif model_name == "vivit":
     method = init_config.get("kernel_init_method") or "central_frame"
     if method not in KERNEL_INIT_METHODS:
-      raise ValueError(
+      raise UserError(
         f"init_from.kernel_init_method={method!r}: expected one of {list(KERNEL_INIT_METHODS)}."
       )
     kernel = np.asarray(
@@ -502,7 +503,7 @@ def _from_image_vit(
         parts = plain
       copy_encoder("encoder/", model_config.num_layers, parts)
   else:
-    raise ValueError(f"init_from: no image-ViT rules for model {model_name!r}.")
+    raise UserError(f"init_from: no image-ViT rules for model {model_name!r}.")
   return proposal, adapted
 
 
@@ -561,7 +562,7 @@ def _resize_table(
   old_n, new_n = old_grid[0] * old_grid[1], new_grid[0] * new_grid[1]
   has_entry = value.shape[0] == old_t * old_n + 1
   if value.shape[0] != old_t * old_n + int(has_entry):
-    raise ValueError(
+    raise UserError(
       f"positional embedding of {value.shape[0]} entries is not {old_t} x "
       f"{old_grid[0]}x{old_grid[1]} patches (+ a class entry)."
     )
@@ -575,7 +576,7 @@ def _resize_table(
   rest = frames.reshape(new_t * new_n, d)
   out = rest if first is None else np.concatenate([first, rest])
   if out.shape[0] != target_length:
-    raise ValueError(
+    raise UserError(
       f"positional embedding resized to {out.shape[0]} entries; the model has {target_length}."
     )
   return out

@@ -23,6 +23,7 @@ import numpy as np
 from vidtx.checkpoints import names, surgery, vit
 from vidtx.checkpoints.readers import Source
 from vidtx.checkpoints.store import Converted
+from vidtx.errors import UserError
 
 TIMESFORMER_ATTENTIONS = {
   "divided_space_time": "divided",
@@ -104,7 +105,7 @@ def _timesformer_params(
 def _check_temporal_blocks(blocks: list[dict], attention: str, where: str) -> None:
   has_temporal = ["attention_temporal" in b for b in blocks]
   if (attention == "divided") != all(has_temporal) or any(has_temporal) != all(has_temporal):
-    raise ValueError(
+    raise UserError(
       f"{where}: attention {attention!r} but {sum(has_temporal)} of "
       f"{len(blocks)} blocks have temporal attention parameters."
     )
@@ -116,7 +117,7 @@ def from_hf_timesformer(
   config = source.config
   attention_type = config.get("attention_type", "divided_space_time")
   if attention_type not in TIMESFORMER_ATTENTIONS:
-    raise ValueError(
+    raise UserError(
       f"{source.path}/config.json: attention_type={attention_type!r}; expected "
       f"one of {list(TIMESFORMER_ATTENTIONS)}."
     )
@@ -202,7 +203,7 @@ def from_official_timesformer(
       else "space_only"
     )
   if attention not in TIMESFORMER_ATTENTIONS:
-    raise ValueError(
+    raise UserError(
       f"{source.path}: cfg TIMESFORMER.ATTENTION_TYPE={attention!r}; expected one "
       f"of {list(TIMESFORMER_ATTENTIONS)}."
     )
@@ -292,7 +293,7 @@ def from_hf_vivit(
   params["pos_embedding"]["embedding"] = posemb.reshape(-1, posemb.shape[-1])
   tubelet = [int(x) for x in config.get("tubelet_size", [2, 16, 16])]
   if tubelet[1] != tubelet[2]:
-    raise ValueError(
+    raise UserError(
       f"{source.path}/config.json: tubelet_size={tubelet}: vidtx uses square patches."
     )
   eps = float(config.get("layer_norm_eps", 1e-6))
@@ -413,7 +414,7 @@ def from_scenic(
         spatial = keys.shape(f"SpatialTransformer/encoderblock_0/{part}")
         temporal = keys.shape(f"TemporalTransformer/encoderblock_0/{part}")
         if spatial != temporal:
-          raise ValueError(
+          raise UserError(
             f"{where}: the spatial and temporal encoders differ in {part} "
             f"({spatial} vs {temporal}); vidtx's Model 2 shares one size."
           )
@@ -424,7 +425,7 @@ def from_scenic(
     if factorised:
       model = "factorised_self_attention"
       if attention_order not in ("space_time", "time_space"):
-        raise ValueError(
+        raise UserError(
           f"{where}: a scenic Model 3 (factorised self-attention) checkpoint does not record "
           "its attention order; pass --attention_order=time_space or space_time, as in the "
           "scenic config's model.attention_config.attention_order."
@@ -433,7 +434,7 @@ def from_scenic(
       model = "spatio_temporal"
     else:
       if attention not in ("spatio_temporal", "factorised_dot_product"):
-        raise ValueError(
+        raise UserError(
           f"{where}: a scenic ViViT without a class token is Model 1 with average pooling or "
           "Model 4 (factorised dot-product attention), which have the same parameters; pass "
           "--attention=spatio_temporal or --attention=factorised_dot_product."
@@ -502,13 +503,13 @@ def from_scenic(
     num_patches = (crop // patch) ** 2
     tokens = params["pos_embedding"]["embedding"].shape[0] - (classifier == "token")
     if tokens % num_patches:
-      raise ValueError(
+      raise UserError(
         f"{where}: {tokens} positional entries are not a multiple of the "
         f"{num_patches} patches of a {crop}x{crop} crop; pass --crop_size."
       )
     num_tokens_t = tokens // num_patches
   if num_tokens_t is None:
-    raise ValueError(f"{where}: the average-pooling baseline does not record its frame count.")
+    raise UserError(f"{where}: the average-pooling baseline does not record its frame count.")
   if model == "factorised_dot_product":
     for name, block in params["encoder"].items():
       if name.startswith("encoderblock_"):

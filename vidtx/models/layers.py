@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vidtx.errors import UserError
 from vidtx.models import hparams, kernels
 
 KERNEL_INIT = nn.initializers.xavier_uniform()
@@ -71,7 +72,7 @@ class MultiHeadAttention(nn.Module):
     """
     features = x.shape[-1]
     if features % self.num_heads:
-      raise ValueError(
+      raise UserError(
         f"MultiHeadAttention: {features} channels are not divisible by {self.num_heads} heads."
       )
     projection = functools.partial(
@@ -287,7 +288,7 @@ class AddPositionEmbedding(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     axis = self.axis % x.ndim
     if axis in (0, x.ndim - 1):
-      raise ValueError(
+      raise UserError(
         f"AddPositionEmbedding: axis {self.axis} of tokens {x.shape} is the batch or channel axis."
       )
     embedding = self.param("embedding", self.embedding_init, (x.shape[axis], x.shape[-1]))

@@ -63,6 +63,7 @@ from ml_collections import config_flags
 import vidtx
 from vidtx import cli, models, sharding
 from vidtx import train_state as state_lib
+from vidtx.errors import UserError
 from vidtx.tools import complexity
 
 # The input pipeline (vidtx.data, vidtx.tools.input_benchmark) imports TensorFlow: it is
@@ -169,7 +170,7 @@ def peer_spec(
   not mirror is listed under 'differences'."""
   name, attention = config.model_name, config.model.get("attention")
   if name not in PEER_ATTENTIONS or attention not in PEER_ATTENTIONS[name]:
-    raise ValueError(
+    raise UserError(
       f"--peer hf: model_name={name!r} with model.attention={attention!r} has no Hugging "
       "Face peer. Peers: timesformer with attention divided, space or joint "
       "(TimesformerForVideoClassification), vivit with attention spatio_temporal (Model 1, "
@@ -208,7 +209,7 @@ def peer_spec(
       )
   else:
     if m.classifier != "token":
-      raise ValueError(
+      raise UserError(
         "--peer hf: HF ViViT classifies the class token; model.classifier="
         f"{m.classifier!r} has no peer."
       )
@@ -248,7 +249,7 @@ def peer_spec(
         "peer's AdamW has only its decoupled decay"
       )
   else:
-    raise ValueError(
+    raise UserError(
       f"--peer hf: config.optimizer={config.optimizer!r}: expected 'momentum' or 'adamw'."
     )
   if opt.get("no_decay_patterns") is not None:
@@ -339,7 +340,7 @@ def side_by_side(
   """vidtx's compiled `step` and `forward` and the peer of `spec`, warmed up, then timed
   alternately for `rounds` rounds of `steps` steps; returns (state, figures: medians)."""
   if steps < 1 or rounds < 1:
-    raise ValueError(f"--steps={steps} and --peer_rounds={rounds}: expected >= 1.")
+    raise UserError(f"--steps={steps} and --peer_rounds={rounds}: expected >= 1.")
   batch = next(batches)
 
   def vidtx_forward(n: int) -> float:
@@ -418,10 +419,10 @@ def benchmark(
   With `peer` ('hf') the compute figures come from the side-by-side timing (module docstring).
   """
   if peer not in (None, "", "none", "hf"):
-    raise ValueError(f"peer={peer!r}: expected 'hf' or none.")
+    raise UserError(f"peer={peer!r}: expected 'hf' or none.")
   peer = peer if peer not in ("", "none") else None
   if peer and "compute" not in modes:
-    raise ValueError("--peer compares the compute mode: use --mode=compute or --mode=both.")
+    raise UserError("--peer compares the compute mode: use --mode=compute or --mode=both.")
   batch_size = int(batch_size or config.batch_size)
   # The mapping is checked before anything is compiled: an unmapped model fails at once.
   spec = (
