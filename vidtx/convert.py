@@ -201,9 +201,8 @@ def main(argv: list[str]) -> None:
       step=f.step,
       which=f.which,
     )
-  except (ValueError, OSError, KeyError, ImportError) as e:
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e  # Not the key's repr.
-    print(f"vidtx.convert: error: {message}", file=sys.stderr)
+  except (UserError, OSError, ImportError) as e:
+    print(f"vidtx.convert: error: {e}", file=sys.stderr)
     sys.exit(1)
   print(describe(converted, os.path.abspath(f.out)) + f"\n  ({time.time() - start:.1f} s)")
 

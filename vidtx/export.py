@@ -208,7 +208,7 @@ def main(argv: list[str], flag_values: Any = None) -> None:
       which=f.which,
       batch_size=f.batch_size,
     )
-  except (ValueError, OSError, KeyError, ImportError) as e:
+  except (UserError, OSError, ImportError) as e:
     message = " ".join(line.strip() for line in str(e).splitlines()) or type(e).__name__
     print(f"vidtx.export: error: {message}", file=sys.stderr)
     sys.exit(1)

@@ -95,7 +95,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from absl import app, flags, logging
 
-from vidtx import cli, locks, outputs, ownership
+from vidtx import cli, outputs, ownership
 from vidtx.errors import UserError
 from vidtx.inference import (
   class_folders,
@@ -486,7 +486,7 @@ def main(argv: Sequence[str]) -> None:
       step=f.step,
       which=f.which,
     )
-  except (ValueError, OSError, locks.LockedError) as e:
+  except (UserError, OSError) as e:
     # Bad inputs, paths and a busy --features directory are the user's to fix: the message,
     # not a traceback.
     print(f"error: {e}", file=sys.stderr)

@@ -382,7 +382,7 @@ def _convert(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
           **common,
         )
       }
-  except (ValueError, OSError, locks.LockedError) as e:
+  except (UserError, OSError) as e:
     # Bad inputs (and an output the system refuses) are the user's to fix: the message, not a
     # traceback.
     print(f"vidtx.data.make_shards: error: {e}", file=sys.stderr)

@@ -183,7 +183,7 @@ def main(argv: Sequence[str]) -> None:
       head_fusion=f.head_fusion,
       overwrite=f.overwrite,
     )
-  except (ValueError, OSError) as e:
+  except (UserError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 
