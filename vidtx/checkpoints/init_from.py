@@ -381,6 +381,37 @@ def _vit_blocks(flat: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
   return [blocks[i] for i in range(len(blocks))]
 
 
+def _timesformer_parts(target: dict[str, np.ndarray], report: Report) -> dict[str, str]:
+  """{our block part: the ViT's}: every attention stage of the scheme (names in the target)
+  from the ViT's attention."""
+  stages = sorted(
+    {m.group(1) for k in target if (m := re.match(r"encoderblock_0/attention_([a-z]+)/", k))}
+  )
+  parts = {"norm_mlp": "norm_mlp", "mlp": "mlp"}
+  for stage in stages:
+    parts[f"norm_{stage}"] = "norm"
+    parts[f"attention_{stage}"] = "attention"
+  if len(stages) > 1:
+    report.notes.append(f"attention stages {stages} all start from the ViT's attention")
+  return parts
+
+
+def _tubelet_kernel(
+  vit: dict[str, np.ndarray], geometry: dict[str, int], init_config: Mapping, report: Report
+) -> np.ndarray:
+  """ViViT's tubelet kernel (t, p, p, C, D) from the ViT's 2D one by init_from's
+  kernel_init_method."""
+  method = init_config.get("kernel_init_method") or "central_frame"
+  if method not in KERNEL_INIT_METHODS:
+    raise UserError(
+      f"init_from.kernel_init_method={method!r}: expected one of {list(KERNEL_INIT_METHODS)}."
+    )
+  kernel = tokenizer.kernel_from_2d(vit["embedding/kernel"], geometry["tubelet"], method)
+  kernel = np.asarray(kernel)
+  report.notes.append(f"tubelet kernel from the 2D kernel by {method!r}")
+  return kernel
+
+
 def _from_image_vit(
   source: store.Converted,
   vit: dict[str, np.ndarray],
@@ -455,32 +486,11 @@ def _from_image_vit(
     if vit_has_cls:
       proposal["cls"] = vit["cls"]
     posemb("pos_embedding/embedding", 1)
-    if model_name == "timesformer":
-      # Every attention stage of the scheme (names in the target) from the ViT's attention.
-      stages = sorted(
-        {m.group(1) for k in target if (m := re.match(r"encoderblock_0/attention_([a-z]+)/", k))}
-      )
-      parts = {"norm_mlp": "norm_mlp", "mlp": "mlp"}
-      for stage in stages:
-        parts[f"norm_{stage}"] = "norm"
-        parts[f"attention_{stage}"] = "attention"
-      if len(stages) > 1:
-        report.notes.append(f"attention stages {stages} all start from the ViT's attention")
-    else:
-      parts = plain
+    parts = _timesformer_parts(target, report) if model_name == "timesformer" else plain
     copy_encoder("", model_config.num_layers, parts)
   elif model_name == "vivit":
-    method = init_config.get("kernel_init_method") or "central_frame"
-    if method not in KERNEL_INIT_METHODS:
-      raise UserError(
-        f"init_from.kernel_init_method={method!r}: expected one of {list(KERNEL_INIT_METHODS)}."
-      )
-    kernel = np.asarray(
-      tokenizer.kernel_from_2d(vit["embedding/kernel"], geometry["tubelet"], method)
-    )
-    proposal["embedding/kernel"] = kernel
+    proposal["embedding/kernel"] = _tubelet_kernel(vit, geometry, init_config, report)
     adapted.add("embedding/kernel")
-    report.notes.append(f"tubelet kernel from the 2D kernel by {method!r}")
     temporal_indices = geometry["num_frames"] // geometry["tubelet"]
     attention = model_config.attention
     if attention == "factorised_encoder":

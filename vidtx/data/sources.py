@@ -566,6 +566,89 @@ def _items(
   return items
 
 
+def _user_split_tree(
+  root: str,
+  folders: list[str],
+  split_dirs: list[str],
+  val_dirs: list[str],
+  val_fraction: float | None,
+  links_skipped: list[str],
+) -> dict[str, dict[str, list[str]]]:
+  """{split: {class: videos relative to root}} of the user's split: ROOT/train/<class>/<video>
+  and, when there, ROOT/val/<class>/<video> (or validation/)."""
+  others = [name for name in folders if name not in split_dirs]
+  if others:
+    raise UserError(
+      f"{os.path.join(root, others[0])}: a folder beside train/ and {val_dirs[0]}/; expected "
+      f"only ROOT/train/<class>/<video> and ROOT/{val_dirs[0]}/<class>/<video>."
+    )
+  if "train" not in split_dirs:
+    raise UserError(
+      f"{os.path.join(root, val_dirs[0])}: a validation folder without "
+      f"{os.path.join(root, 'train')}; expected ROOT/train/<class>/<video> beside it."
+    )
+  train_dir = os.path.join(root, "train")
+  train = _scan_classes(train_dir, train_dir, links_skipped)
+  tree = {"train": {name: [os.path.join("train", v) for v in vs] for name, vs in train.items()}}
+  if val_dirs:
+    if val_fraction is not None:
+      raise UserError(
+        f"--val_fraction={val_fraction}: {root} has its own split (train/ and "
+        f"{val_dirs[0]}/), which is kept; drop --val_fraction."
+      )
+    val_dir = os.path.join(root, val_dirs[0])
+    validation = _scan_classes(val_dir, val_dir, links_skipped)
+    unknown = sorted(set(validation) - set(train))
+    if unknown:
+      raise UserError(
+        f"{os.path.join(val_dir, unknown[0])}: class {unknown[0]!r} has no training folder "
+        f"{os.path.join(train_dir, unknown[0])}; every validation class must be a training "
+        "class."
+      )
+    tree["validation"] = {
+      name: [os.path.join(val_dirs[0], v) for v in vs] for name, vs in validation.items()
+    }
+  return tree
+
+
+def _apply_conflicts(
+  root: str,
+  tree: dict[str, dict[str, list[str]]],
+  found: list[tuple[str, str]],
+  split_found: list[str],
+  groups: list[tuple[list[int], str]],
+  conflicts: str,
+) -> tuple[dict[str, list[tuple[str, str, str]]], dict[str, tuple[str, ...]], set[int]]:
+  """--conflicts for the videos in several class folders (`groups` of indices into `found`, the
+  (class, video) pairs; `split_found`: their splits): an error, or the copies taken out of
+  `tree`. Returns (the left-out copies per split as (class, video, why), the merged videos'
+  labels, the indices removed)."""
+  if groups and conflicts == "error":
+    shown = "; ".join(_group_text(found, indices, how) for indices, how in groups[:3])
+    raise UserError(
+      f"{len(groups)} video(s) are in more than one class folder of --input {root}: {shown}"
+      f"{'; ...' if len(groups) > 3 else ''}. Remove the copies or links, or pass "
+      "--conflicts=skip to leave them out, --conflicts=merge for one multi-label example per "
+      "video, or --conflicts=keep for one example per class folder."
+    )
+  left_out = {split: [] for split in tree}  # (class, video, why) of the skipped copies.
+  merged_labels, removed = {}, set()
+  for indices, how in groups:
+    if conflicts == "skip":
+      why = f"in several class folders: {_group_text(found, indices, how)} (--conflicts=skip)"
+      for i in indices:
+        left_out[split_found[i]].append((*found[i], why))
+      removed.update(indices)
+    elif conflicts == "merge":
+      merged_labels[found[indices[0]][1]] = tuple(dict.fromkeys(found[i][0] for i in indices))
+      removed.update(indices[1:])
+  removed_videos = {found[i][1] for i in removed}
+  for classes in tree.values():
+    for name in classes:
+      classes[name] = [video for video in classes[name] if video not in removed_videos]
+  return left_out, merged_labels, removed
+
+
 def folders_source(
   root: str,
   val_fraction: float | None = None,
@@ -608,38 +691,8 @@ def folders_source(
   # (ROOT/{bus,car,train}); val/ beside train/ and other folders is a mistake.
   drawn_with = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
   if split_dirs and (split_dirs == folders or (val_dirs and "train" in split_dirs)):
-    others = [name for name in folders if name not in split_dirs]
-    if others:
-      raise UserError(
-        f"{os.path.join(root, others[0])}: a folder beside train/ and {val_dirs[0]}/; expected "
-        f"only ROOT/train/<class>/<video> and ROOT/{val_dirs[0]}/<class>/<video>."
-      )
-    if "train" not in split_dirs:
-      raise UserError(
-        f"{os.path.join(root, val_dirs[0])}: a validation folder without "
-        f"{os.path.join(root, 'train')}; expected ROOT/train/<class>/<video> beside it."
-      )
-    train_dir = os.path.join(root, "train")
-    train = _scan_classes(train_dir, train_dir, links_skipped)
-    tree = {"train": {name: [os.path.join("train", v) for v in vs] for name, vs in train.items()}}
+    tree = _user_split_tree(root, folders, split_dirs, val_dirs, val_fraction, links_skipped)
     if val_dirs:
-      if val_fraction is not None:
-        raise UserError(
-          f"--val_fraction={val_fraction}: {root} has its own split (train/ and "
-          f"{val_dirs[0]}/), which is kept; drop --val_fraction."
-        )
-      val_dir = os.path.join(root, val_dirs[0])
-      validation = _scan_classes(val_dir, val_dir, links_skipped)
-      unknown = sorted(set(validation) - set(train))
-      if unknown:
-        raise UserError(
-          f"{os.path.join(val_dir, unknown[0])}: class {unknown[0]!r} has no training folder "
-          f"{os.path.join(train_dir, unknown[0])}; every validation class must be a training "
-          "class."
-        )
-      tree["validation"] = {
-        name: [os.path.join(val_dirs[0], v) for v in vs] for name, vs in validation.items()
-      }
       drawn_with = None
     layout = "splits"
   else:
@@ -654,29 +707,9 @@ def folders_source(
     split for split, classes in tree.items() for name in classes for _ in classes[name]
   ]
   groups = same_videos(root, found)
-  if groups and conflicts == "error":
-    shown = "; ".join(_group_text(found, indices, how) for indices, how in groups[:3])
-    raise UserError(
-      f"{len(groups)} video(s) are in more than one class folder of --input {root}: {shown}"
-      f"{'; ...' if len(groups) > 3 else ''}. Remove the copies or links, or pass "
-      "--conflicts=skip to leave them out, --conflicts=merge for one multi-label example per "
-      "video, or --conflicts=keep for one example per class folder."
-    )
-  left_out = {split: [] for split in tree}  # (class, video, why) of the skipped copies.
-  merged_labels, removed = {}, set()
-  for indices, how in groups:
-    if conflicts == "skip":
-      why = f"in several class folders: {_group_text(found, indices, how)} (--conflicts=skip)"
-      for i in indices:
-        left_out[split_found[i]].append((*found[i], why))
-      removed.update(indices)
-    elif conflicts == "merge":
-      merged_labels[found[indices[0]][1]] = tuple(dict.fromkeys(found[i][0] for i in indices))
-      removed.update(indices[1:])
-  removed_videos = {found[i][1] for i in removed}
-  for classes in tree.values():
-    for name in classes:
-      classes[name] = [video for video in classes[name] if video not in removed_videos]
+  left_out, merged_labels, removed = _apply_conflicts(
+    root, tree, found, split_found, groups, conflicts
+  )
 
   unreadable = {}
   if drawn_with is not None:
