@@ -3,7 +3,9 @@
 A command (vidtx.cli.run) ends with `prog: error: message` for a UserError, and with the
 traceback for anything else: a ValueError that JAX, orbax, flax or TensorFlow raise is a bug or a
 library's error, and its stack is what a report needs. UserError subclasses ValueError so that
-`except ValueError` (and tests' `pytest.raises(ValueError)`) still catch it.
+`except ValueError` (and tests' `pytest.raises(ValueError)`) still catch it. A check that only a
+bug in the calling code can fail (a layer given tokens of the wrong rank) raises a plain
+ValueError: its traceback is the point.
 """
 
 

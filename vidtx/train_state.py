@@ -158,7 +158,7 @@ def fetch_replicated(tree: Any) -> Any:
     if not isinstance(x, jax.Array):
       return np.asarray(x)
     if not x.is_fully_replicated:
-      raise UserError(
+      raise ValueError(
         f"fetch_replicated: an array of shape {x.shape} is sharded ({x.sharding}); "
         "gather it with train_state.host_copy."
       )

@@ -255,11 +255,11 @@ def factorised_dot_product_attention(
   (model.attention_implementation) is passed on to it. Returns (B, T, N, heads, head_dim).
   """
   if query.ndim != 5:
-    raise UserError(
+    raise ValueError(
       f"factorised_dot_product_attention: expected (B, T, N, heads, head_dim), got {query.shape}."
     )
   if mask is not None:
-    raise UserError("factorised_dot_product_attention: masks are not supported.")
+    raise ValueError("factorised_dot_product_attention: masks are not supported.")
   b, t, n, h, c = query.shape
   if h % 2:
     raise UserError(f"factorised_dot_product_attention: {h} heads do not split in two halves.")

@@ -288,7 +288,7 @@ class AddPositionEmbedding(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     axis = self.axis % x.ndim
     if axis in (0, x.ndim - 1):
-      raise UserError(
+      raise ValueError(
         f"AddPositionEmbedding: axis {self.axis} of tokens {x.shape} is the batch or channel axis."
       )
     embedding = self.param("embedding", self.embedding_init, (x.shape[axis], x.shape[-1]))
