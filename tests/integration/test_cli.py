@@ -172,3 +172,32 @@ def test_vidtx_own_error_classes_are_user_errors():
   ):
     assert issubclass(error, UserError) and issubclass(error, cli.USER_ERRORS), error
   assert not issubclass(ValueError, cli.USER_ERRORS) and not issubclass(KeyError, cli.USER_ERRORS)
+
+
+# train.py, with the mesh JAX would build raising as a library does.
+_TRAIN_WITH_A_LIBRARY_ERROR = """
+import sys
+from vidtx import cli, sharding
+
+def make_mesh(*args, **kwargs):
+  raise ValueError("boom from jax")
+
+sharding.make_mesh = make_mesh
+sys.argv = ["train.py", "--config=synthetic_timesformer", "--workdir=" + sys.argv[1]]
+cli.train()
+"""
+
+
+def test_a_library_value_error_in_train_py_shows_its_traceback(tmp_path):
+  run = subprocess.run(
+    [sys.executable, "-c", _TRAIN_WITH_A_LIBRARY_ERROR, str(tmp_path / "run")],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"},
+  )
+  assert run.returncode == 1
+  assert "Traceback (most recent call last)" in run.stderr
+  assert "in make_mesh" in run.stderr  # The stack down to where it was raised.
+  assert run.stderr.strip().splitlines()[-1] == "ValueError: boom from jax"
+  assert "train.py: error:" not in run.stderr
