@@ -58,6 +58,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from vidtx import models, optim
+from vidtx.errors import UserError
 from vidtx.models import hparams, timesformer, vivit, xvit
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
   Every file also takes `shrink=0|1` (default 0; see `shrink`); it comes back as a bool.
   """
   if "shrink" in defaults:
-    raise ValueError("parse_arg: 'shrink' is every recipe's switch; do not redefine it.")
+    raise UserError("parse_arg: 'shrink' is every recipe's switch; do not redefine it.")
   values = dict(defaults, shrink="0")
   for item in (arg or "").split(","):
     if not item.strip():
@@ -81,12 +82,10 @@ def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
     key, sep, value = item.partition("=")
     key = key.strip()
     if not sep or key not in values:
-      raise ValueError(
-        f"Config argument {item!r}: expected key=value with key in {sorted(values)}."
-      )
+      raise UserError(f"Config argument {item!r}: expected key=value with key in {sorted(values)}.")
     values[key] = value.strip()
   if values["shrink"].lower() not in _SWITCH:
-    raise ValueError(f"Config argument shrink={values['shrink']!r}: expected 0 or 1.")
+    raise UserError(f"Config argument shrink={values['shrink']!r}: expected 0 or 1.")
   values["shrink"] = _SWITCH[values["shrink"].lower()]
   return ml_collections.ConfigDict(values)
 
@@ -94,7 +93,7 @@ def parse_arg(arg: str | None, **defaults: str) -> ml_collections.ConfigDict:
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
   """The `name=` argument of a config file must be one of `choices`."""
   if value not in choices:
-    raise ValueError(f"Config argument {name}={value!r}: expected one of {list(choices)}.")
+    raise UserError(f"Config argument {name}={value!r}: expected one of {list(choices)}.")
 
 
 def check_attention(attention: str, choices: tuple[str, ...]) -> None:
@@ -393,7 +392,7 @@ def synthetic_dataset(task: str = "motion") -> ml_collections.ConfigDict:
   """The embedded synthetic video dataset (vidtx.data.synthetic), scenic field names."""
   num_classes = {"motion": 4, "rotation": 2, "order": 2, "appearance": 4}
   if task not in num_classes:
-    raise ValueError(f"Synthetic task {task!r}: expected one of {sorted(num_classes)}.")
+    raise UserError(f"Synthetic task {task!r}: expected one of {sorted(num_classes)}.")
   return ml_collections.ConfigDict(
     dict(
       # Empty: generated once into ~/.cache/vidtx/synthetic/ ($VIDTX_CACHE relocates it).
@@ -498,9 +497,9 @@ def dmvr_dataset(name: str, *, num_frames: int, stride: int) -> ml_collections.C
   label.
   """
   if name not in DATASETS:
-    raise ValueError(f"dmvr_dataset: {name!r} is not one of {sorted(DATASETS)}.")
+    raise UserError(f"dmvr_dataset: {name!r} is not one of {sorted(DATASETS)}.")
   if num_frames < 1 or stride < 1:
-    raise ValueError(f"dmvr_dataset: num_frames={num_frames} and stride={stride} must be >= 1.")
+    raise UserError(f"dmvr_dataset: num_frames={num_frames} and stride={stride} must be >= 1.")
   spec = DATASETS[name]
   dc = ml_collections.ConfigDict(
     dict(
@@ -665,7 +664,7 @@ def vivit_recipe(dataset: str, *, variant: str, attention: str) -> ml_collection
     flips off.
   """
   if dataset not in VIVIT_RECIPES:
-    raise ValueError(f"vivit_recipe: dataset={dataset!r}; expected one of {sorted(VIVIT_RECIPES)}.")
+    raise UserError(f"vivit_recipe: dataset={dataset!r}; expected one of {sorted(VIVIT_RECIPES)}.")
   check_attention(attention, vivit.ATTENTIONS)
   hparams.parse_variant(variant)  # Raises ValueError naming the variant when invalid.
   recipe = VIVIT_RECIPES[dataset]
@@ -741,7 +740,7 @@ def timesformer_variant(name: str) -> str:
   """The `variant=` argument of a TimeSformer recipe, case-insensitive: 'base', 'HR' or 'L'."""
   by_lower = {key.lower(): key for key in TIMESFORMER_VARIANTS}
   if name.lower() not in by_lower:
-    raise ValueError(
+    raise UserError(
       f"Config argument variant={name!r}: expected one of "
       f"{list(TIMESFORMER_VARIANTS)} (in any case)."
     )
@@ -793,7 +792,7 @@ def timesformer_recipe(
     than the 8.5 s window, so it is sampled as SSv2, one frame per segment.
   """
   if dataset not in TIMESFORMER_DATASETS:
-    raise ValueError(
+    raise UserError(
       f"timesformer_recipe: dataset={dataset!r}; expected one of {list(TIMESFORMER_DATASETS)}."
     )
   check_attention(attention, timesformer.ATTENTIONS)
@@ -918,7 +917,7 @@ def xvit_recipe(dataset: str, *, attention: str, num_frames: int) -> ml_collecti
   - Dataset size: epochs and the warm-up are counted with the split sizes of DATASETS.
   """
   if dataset not in XVIT_RECIPES:
-    raise ValueError(f"xvit_recipe: dataset={dataset!r}; expected one of {sorted(XVIT_RECIPES)}.")
+    raise UserError(f"xvit_recipe: dataset={dataset!r}; expected one of {sorted(XVIT_RECIPES)}.")
   check_attention(attention, xvit.ATTENTIONS)
   check_choice("frames", str(num_frames), XVIT_FRAMES)
   recipe = XVIT_RECIPES[dataset]

@@ -119,6 +119,7 @@ import sys
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.errors import UserError
 
 MODELS = ("timesformer", "vivit_fe", "xvit")
 SYNTHETIC = "synthetic"
@@ -151,7 +152,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   common.check_choice("model", args.model, MODELS)
   if not args.data:
-    raise ValueError(
+    raise UserError(
       "Config argument data='': expected a shards directory (data=DIR), or no data= for the "
       "synthetic dataset."
     )
@@ -226,7 +227,7 @@ def _flip(text: str) -> bool | None:
   if text == "":
     return None
   if text.lower() not in ("0", "1", "false", "true"):
-    raise ValueError(f"Config argument flip={text!r}: expected 0 or 1 (or no flip= to decide).")
+    raise UserError(f"Config argument flip={text!r}: expected 0 or 1 (or no flip= to decide).")
   return text.lower() in ("1", "true")
 
 
@@ -294,7 +295,7 @@ def _number(name: str, text: str, kind: type) -> float | int:
     value = None
   if value is None or not value > 0 or (kind is float and not math.isfinite(value)):
     expected = "a positive integer" if kind is int else "a positive number"
-    raise ValueError(f"Config argument {name}={text!r}: expected {expected}.")
+    raise UserError(f"Config argument {name}={text!r}: expected {expected}.")
   return value
 
 
@@ -377,7 +378,7 @@ def read_shards_dir(data: str) -> dict:
 
   base_dir = data if "://" in data else os.path.abspath(data)
   if not tf.io.gfile.isdir(base_dir):
-    raise ValueError(
+    raise UserError(
       f"Config argument data={data}: no such directory; expected the output directory of "
       f"vidtx-make-shards. Make it from your videos with "
       f"{_MAKE_SHARDS.format(videos='VIDEOS', dir=data)}."
@@ -390,17 +391,17 @@ def read_shards_dir(data: str) -> dict:
   for split, summary in summaries.items():
     count = summary.get("num_classes")
     if count is not None and int(count) != len(class_names):
-      raise ValueError(
+      raise UserError(
         f"data={data}: {split}_summary.json says {count} classes, labels.txt names "
         f"{len(class_names)}; expected the labels.txt the shards were written with."
       )
     if summary.get("unlabelled"):
-      raise ValueError(
+      raise UserError(
         f"data={data}: {split}_summary.json marks unlabelled videos (label -1); a fine-tune "
         "needs a class for every video."
       )
   if len(class_names) < 2:
-    raise ValueError(
+    raise UserError(
       f"data={data}: labels.txt names {len(class_names)} class(es); expected at least 2."
     )
   train = summaries["train"]
@@ -426,9 +427,9 @@ def _read_split(data: str, base_dir: str, split: str) -> tuple[dict, str, int]:
       try:
         summary = json.load(f)
       except json.JSONDecodeError as e:
-        raise ValueError(f"data={data}: {split}_summary.json is not valid JSON ({e}).") from e
+        raise UserError(f"data={data}: {split}_summary.json is not valid JSON ({e}).") from e
     if not isinstance(summary, dict) or not {"table", "examples"} <= set(summary):
-      raise ValueError(
+      raise UserError(
         f"data={data}: {split}_summary.json lacks 'table' and 'examples'; expected the "
         "summary vidtx-make-shards writes."
       )
@@ -438,10 +439,10 @@ def _read_split(data: str, base_dir: str, split: str) -> tuple[dict, str, int]:
     summary = {}
     shards = sorted(tf.io.gfile.glob(os.path.join(base_dir, f"{split}.tfrecord-*-of-*")))
     if not shards:
-      raise ValueError(_missing_split(data, base_dir, split))
+      raise UserError(_missing_split(data, base_dir, split))
     totals = {name.rsplit("-of-", 1)[1] for name in shards}
     if len(totals) != 1 or not all(t.isdigit() for t in totals):
-      raise ValueError(
+      raise UserError(
         f"data={data}: the {split}.tfrecord-*-of-* shards disagree on their count "
         f"({sorted(totals)}); expected one table {split}.tfrecord-0000i-of-0000N."
       )
@@ -451,10 +452,10 @@ def _read_split(data: str, base_dir: str, split: str) -> tuple[dict, str, int]:
     for path in files:
       found = dmvr.check_tfrecord(path)
       if not found.ok:
-        raise ValueError(f"data={data}: {path}: {found.problem}.")
+        raise UserError(f"data={data}: {path}: {found.problem}.")
       count += found.records
   if count < 1:
-    raise ValueError(
+    raise UserError(
       f"data={data}: the {split} split holds no video ({table}); {split}_report.txt says why "
       "each video was left out."
     )
@@ -468,7 +469,7 @@ def _expand_table(data: str, base_dir: str, table: str) -> list[str]:
   try:
     return dmvr.expand_table(base_dir, table)
   except ValueError as e:
-    raise ValueError(f"data={data}: {e}") from e
+    raise UserError(f"data={data}: {e}") from e
 
 
 def _missing_split(data: str, base_dir: str, split: str) -> str:
@@ -503,7 +504,7 @@ def _read_labels(data: str, base_dir: str) -> list[str]:
 
   path = os.path.join(base_dir, "labels.txt")
   if not tf.io.gfile.exists(path):
-    raise ValueError(
+    raise UserError(
       f"data={data}: no labels.txt; expected the class names, one per line (line i = class i), "
       "as vidtx-make-shards writes them next to the shards."
     )
@@ -524,7 +525,7 @@ def follow_checkpoint(config: ml_collections.ConfigDict, init: str) -> None:
   from vidtx.data import reader_config
 
   if not os.path.exists(init):
-    raise ValueError(
+    raise UserError(
       f"Config argument init={init}: no such file or directory; expected a converted checkpoint "
       "(python -m vidtx.convert --src CHECKPOINT --out DIR) or a train.py workdir."
     )
@@ -543,13 +544,13 @@ def follow_checkpoint(config: ml_collections.ConfigDict, init: str) -> None:
     image_vit = False
     mean, std = reader_config.normalisation(run_config.dataset_configs)
   else:
-    raise ValueError(
+    raise UserError(
       f"Config argument init={init}: not a converted checkpoint (no {store.MODEL_FILE}) nor a "
       "train.py workdir (config.json and checkpoints/); convert it first: python -m "
       f"vidtx.convert --src {init} --out DIR, then init=DIR."
     )
   if not image_vit and model_name != config.model_name:
-    raise ValueError(
+    raise UserError(
       f"init={init}: a {model_name} checkpoint ({path}) cannot start a {config.model_name}; "
       f"pass an image ViT or a {config.model_name} checkpoint, or model= of its family."
     )

@@ -15,6 +15,7 @@ borrowed from frames t +- 1, and through the temporal-attention head. Results: d
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.errors import UserError
 from vidtx.models import xvit
 
 
@@ -28,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   common.check_attention(args.attention, xvit.ATTENTIONS)
   if not args.summary_tokens.isdigit():
-    raise ValueError(
+    raise UserError(
       f"Config argument summary_tokens={args.summary_tokens!r}: expected an integer >= 0."
     )
   config = ml_collections.ConfigDict()

@@ -4,7 +4,9 @@
 the package (k400_vivit_fe[:arg]), so the commands work in a clone and after a pip install alike.
 
 A user's mistake (a misspelt config field, a folder that is not theirs to write, a damaged
-checkpoint) ends with one line on stderr that says what to do and exit code 1, not a traceback;
+checkpoint: vidtx.errors.UserError, or the system's refusal about a named file) ends with one line
+on stderr that says what to do and exit code 1, not a traceback; any other error (a bug, or a
+library's ValueError) shows its traceback;
 a signal before the first step ends with 128 + the signal's number. VIDTX_TRACEBACK=1 shows the
 traceback as well.
 
@@ -25,22 +27,22 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_flags
 
-from vidtx import locks, ownership
+from vidtx.errors import UserError
 
 ErrorTypes = tuple[type[BaseException], ...]
 
-# Exceptions that carry a message written for the user (vidtx raises these for bad input).
+# What ends as one line: vidtx's own diagnosis of a user's mistake (vidtx.errors.UserError, which
+# ownership.UnwritableError, locks.LockedError and the checkpoint errors are), and the operating
+# system's refusal about a file the user named (its message names the file). Anything else, a
+# ValueError or KeyError from JAX, orbax, flax or TensorFlow included, is a bug or a library's
+# error: its traceback is shown.
 USER_ERRORS = (
-  ValueError,
-  KeyError,
+  UserError,
   FileNotFoundError,
   FileExistsError,
   PermissionError,
   NotADirectoryError,
   IsADirectoryError,
-  FloatingPointError,
-  ownership.UnwritableError,
-  locks.LockedError,  # Another command holds the directory: its message names the holder.
 )
 
 
@@ -216,8 +218,7 @@ def run(
       own = user_errors() if callable(user_errors) else tuple(user_errors)
       if not isinstance(e, USER_ERRORS + own) or os.environ.get("VIDTX_TRACEBACK"):
         raise
-      message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-      _fail(message.strip() + " (VIDTX_TRACEBACK=1 shows where)")
+      _fail(str(e).strip() + " (VIDTX_TRACEBACK=1 shows where)")
 
   app.run(guarded, flags_parser=flags_parser(doc))
 

@@ -23,6 +23,7 @@ from typing import Any
 from absl import flags, logging
 
 from vidtx import cli
+from vidtx.errors import UserError
 
 FORMATS = ("text", "json")
 VALUE_FLAGS = ("--config", "--format")  # The flags whose value may follow as the next argument.
@@ -54,15 +55,15 @@ def recipe_as_flag(argv: list[str]) -> list[str]:
       positional.append(i)
   given = any(arg in VALUE_FLAGS[:1] or arg.startswith("--config=") for arg in argv)
   if not positional and not given:
-    raise ValueError(f"expected a recipe: {USAGE}")
+    raise UserError(f"expected a recipe: {USAGE}")
   if len(positional) > 1:
     extra = " ".join(argv[i] for i in positional[1:])
-    raise ValueError(f"one recipe expected, got {argv[positional[0]]!r} and also: {extra}.")
+    raise UserError(f"one recipe expected, got {argv[positional[0]]!r} and also: {extra}.")
   if not positional:
     return list(argv)
   (index,) = positional
   if given:
-    raise ValueError(f"the recipe is given twice: {argv[index]!r} and --config; give one.")
+    raise UserError(f"the recipe is given twice: {argv[index]!r} and --config; give one.")
   return [argv[0], f"--config={argv[index]}", *argv[1:index], *argv[index + 1 :]]
 
 

@@ -18,6 +18,7 @@ import ml_collections
 
 from vidtx import models, optim, paths
 from vidtx.checkpoints import vit
+from vidtx.errors import UserError
 
 # Evaluation's short side over training's beyond this factor (either way) is flagged.
 GEOMETRY_FACTOR = 2.0
@@ -115,7 +116,7 @@ def check_init_fits(config: ml_collections.ConfigDict) -> None:
   source = (config.get("recipe_defaults") or {}).get("source") or ""
   name = source or f"config.init_from.checkpoint_path={path}"
   if misfits[0][0] == "model_name":
-    raise ValueError(
+    raise UserError(
       f"{name} holds a {shape.describe(family=True)}, which cannot start a {config.model_name}; "
       f"pass an image ViT or a {config.model_name} checkpoint."
     )
@@ -140,7 +141,7 @@ def check_init_fits(config: ml_collections.ConfigDict) -> None:
     if fix not in fixes:
       fixes.append(fix)
   hint = "" if source else " (configs/finetune.py's init= sets them by itself)"
-  raise ValueError(
+  raise UserError(
     f"{name} holds {shape.describe(family=True)}; the model is {ours.describe(family=True)}: "
     f"{differ}. To start from it: {' '.join(fixes)}{hint}."
   )

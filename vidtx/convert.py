@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 
 from vidtx import checkpoints, cli, outputs
 from vidtx.checkpoints import convert_source, hub
+from vidtx.errors import UserError
 
 # run and store import JAX, Flax and orbax: inside the functions, so that --help answers at once.
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def convert(
     format == "auto" and not hub.is_hub_name(src) and run.looks_like_run(src)
   )
   if which is not None and not is_run:
-    raise ValueError(
+    raise UserError(
       f"--which={which} picks a checkpoint of a train.py run; {src} is not one (expected a "
       "directory with config.json and checkpoints/)."
     )
@@ -105,7 +106,7 @@ def convert(
     from vidtx.data import reader_config  # The reader's presets (imports TensorFlow: only here).
 
     if normalization not in reader_config.NORMALIZATIONS:
-      raise ValueError(
+      raise UserError(
         f"--normalization={normalization!r}: expected one of "
         f"{sorted(reader_config.NORMALIZATIONS)}."
       )
@@ -116,7 +117,7 @@ def convert(
     with open(labels_file) as f:
       labels = [line.strip() for line in f if line.strip()]
     if len(labels) != converted.num_classes:
-      raise ValueError(
+      raise UserError(
         f"--labels {labels_file}: {len(labels)} names for a head of "
         f"{converted.num_classes} classes."
       )
@@ -200,9 +201,8 @@ def main(argv: list[str]) -> None:
       step=f.step,
       which=f.which,
     )
-  except (ValueError, OSError, KeyError, ImportError) as e:
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e  # Not the key's repr.
-    print(f"vidtx.convert: error: {message}", file=sys.stderr)
+  except (UserError, OSError, ImportError) as e:
+    print(f"vidtx.convert: error: {e}", file=sys.stderr)
     sys.exit(1)
   print(describe(converted, os.path.abspath(f.out)) + f"\n  ({time.time() - start:.1f} s)")
 

@@ -20,6 +20,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from vidtx.errors import UserError
+
 
 def _cluster_environment() -> str | None:
   """The kind of multi-process job the environment describes, or None for a single process."""
@@ -52,14 +54,12 @@ def initialize(
   explicit = [coordinator_address, num_processes, process_id]
   if any(v is not None for v in explicit):
     if any(v is None for v in explicit):
-      raise ValueError(
+      raise UserError(
         "--coordinator_address, --num_processes and --process_id go together "
         f"(got {coordinator_address!r}, {num_processes!r}, {process_id!r})."
       )
     if not 0 <= process_id < num_processes:
-      raise ValueError(
-        f"--process_id={process_id} must be in [0, --num_processes={num_processes})."
-      )
+      raise UserError(f"--process_id={process_id} must be in [0, --num_processes={num_processes}).")
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
   elif _cluster_environment():
     jax.distributed.initialize()  # JAX reads the job's layout from the environment.

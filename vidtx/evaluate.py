@@ -34,6 +34,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from vidtx import cli, locks, outputs, ownership, paths
+from vidtx.errors import UserError
 
 # JAX, TensorFlow, orbax and clu are imported inside the functions that use them, so that
 # vidtx-eval --help and its flag errors answer at once (vidtx.cli).
@@ -110,7 +111,7 @@ def _evaluate(
   mesh = sharding.make_mesh(config.get("mesh"))
   dataset_configs = vidtx_data.prepare_dataset(config)
   if split not in dataset_configs.tables:
-    raise ValueError(
+    raise UserError(
       f"--split={split!r} is not in config.dataset_configs.tables "
       f"({sorted(dataset_configs.tables)})."
     )
@@ -120,7 +121,7 @@ def _evaluate(
   if checkpoint:
     converted = store.load(checkpoint)
     if converted.num_classes != dataset_configs.num_classes:
-      raise ValueError(
+      raise UserError(
         f"--checkpoint={checkpoint} has {converted.num_classes} classes, "
         f"config.dataset_configs.num_classes={dataset_configs.num_classes}."
       )

@@ -39,6 +39,7 @@ from vidtx import data as vidtx_data
 from vidtx import metrics, outputs, sharding
 from vidtx import paths as vidtx_paths
 from vidtx.data import bad_records, reader_config
+from vidtx.errors import UserError
 from vidtx.progress import Reporter
 
 # How the views of one video are combined (as each project's code does: ViViT mean of logits,
@@ -185,7 +186,7 @@ class MultiViewEvaluator:
     progress: bool = True,
   ):
     if aggregation not in AGGREGATIONS:
-      raise ValueError(
+      raise UserError(
         f"config.eval_aggregation={aggregation!r}: expected one of {sorted(AGGREGATIONS)}."
       )
     self.model = model
@@ -254,7 +255,7 @@ class MultiViewEvaluator:
     if error is not None:
       raise error
     if min(counts) < 0:
-      raise ValueError(
+      raise UserError(
         f"Evaluation of split {self.split!r}: process {counts.index(-1)} could not count its "
         "share of the split's videos; its log says why."
       )
@@ -294,7 +295,7 @@ class MultiViewEvaluator:
           if batch is None:
             return
         elif step == num_batches - 1 and batch is not None and batches.read() is not None:
-          raise ValueError(
+          raise UserError(
             f"Split {self.split!r}: process {jax.process_index()} has more than the "
             f"{num_batches} batches counted (vidtx.data.pipeline.count_eval_elements); its "
             "files changed during the run?"
@@ -333,7 +334,7 @@ class MultiViewEvaluator:
       if error is not None:
         raise error
       if out["failed"]:
-        raise ValueError(
+        raise UserError(
           f"Evaluation of split {self.split!r} stopped: another process could not read its "
           "share of the split (its log names the file and record)."
         )
@@ -348,7 +349,7 @@ class MultiViewEvaluator:
     reporter.finish()
     videos, bad = accumulator.finish()
     if not videos:
-      raise ValueError(f"Split {self.split!r} produced no video to evaluate.")
+      raise UserError(f"Split {self.split!r} produced no video to evaluate.")
     scores = np.stack([video.scores for video in videos])  # N x (K,) -> (N, K)
     views = [video.views for video in videos]
     if AGGREGATIONS[self.aggregation][1]:
@@ -492,7 +493,7 @@ def _masked_batch(element_spec: dict[str, tf.TensorSpec]) -> dict[str, np.ndarra
   batch = {}
   for key, spec in element_spec.items():
     if not spec.shape.is_fully_defined():
-      raise ValueError(f"The evaluation batch's {key!r} has no fixed shape: {spec.shape}.")
+      raise UserError(f"The evaluation batch's {key!r} has no fixed shape: {spec.shape}.")
     shape = tuple(spec.shape.as_list())
     if spec.dtype == tf.string:
       batch[key] = np.full(shape, b"", dtype=object)

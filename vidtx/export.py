@@ -34,6 +34,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from vidtx import cli, outputs, ownership, paths
+from vidtx.errors import UserError
 
 # store imports JAX, Flax and orbax: inside the functions, so that --help answers at once.
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def load_source(src: str, step: int | None = None, which: str | None = None) -> 
   if store.is_converted_dir(src):
     for flag, value in (("--step", step), ("--which", which)):
       if value is not None:
-        raise ValueError(
+        raise UserError(
           f"{flag}={value} picks a checkpoint of a train.py run; {src} is not one (a converted "
           "checkpoint holds one set of parameters)."
         )
@@ -85,7 +86,7 @@ def load_source(src: str, step: int | None = None, which: str | None = None) -> 
     run.is_run_dir(src) or paths.isdir(os.path.join(src, run.CHECKPOINTS_DIR))
   ):
     return run.export_run(src, step=step, which=which)
-  raise ValueError(
+  raise UserError(
     f"--src={src}: neither a converted checkpoint ({store.MODEL_FILE}) nor a train.py run "
     f"({run.CONFIG_FILE} and {run.CHECKPOINTS_DIR}/); convert other checkpoints first with "
     "python -m vidtx.convert."
@@ -109,7 +110,7 @@ def write(
 
     export_tf.write(converted, out_dir, batch_size=batch_size)
   else:
-    raise ValueError(f"--format={format!r}: expected one of {list(FORMATS)}.")
+    raise UserError(f"--format={format!r}: expected one of {list(FORMATS)}.")
 
 
 def export(
@@ -125,9 +126,9 @@ def export(
   """Exports `src` (a converted checkpoint or a train.py run) to `out` in `format`; returns the
   model that was exported."""
   if format not in FORMATS:
-    raise ValueError(f"--format={format!r}: expected one of {list(FORMATS)}.")
+    raise UserError(f"--format={format!r}: expected one of {list(FORMATS)}.")
   if batch_size is not None and (format != "savedmodel" or batch_size < 1):
-    raise ValueError(
+    raise UserError(
       f"--batch_size={batch_size}: expected a positive size, with --format=savedmodel only."
     )
   out = os.path.abspath(out)
@@ -207,7 +208,7 @@ def main(argv: list[str], flag_values: Any = None) -> None:
       which=f.which,
       batch_size=f.batch_size,
     )
-  except (ValueError, OSError, KeyError, ImportError) as e:
+  except (UserError, OSError, ImportError) as e:
     message = " ".join(line.strip() for line in str(e).splitlines()) or type(e).__name__
     print(f"vidtx.export: error: {message}", file=sys.stderr)
     sys.exit(1)

@@ -22,10 +22,12 @@ import socket
 import sys
 from collections.abc import Iterator
 
+from vidtx.errors import UserError
+
 LOCK = ".vidtx.lock"
 
 
-class LockedError(RuntimeError):
+class LockedError(UserError, RuntimeError):
   """Another live process holds the directory's lock."""
 
 

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from vidtx.errors import UserError
+
 # action_top5 materialises the joint (noun, verb, ...) scores of a chunk of videos at a time; this
 # bounds the chunk to about 32 MiB of float64 (EPIC-100: 29,100 pairs, so 144 videos a chunk).
 _JOINT_CHUNK_ELEMENTS = 1 << 22
@@ -35,16 +37,16 @@ _JOINT_CHUNK_ELEMENTS = 1 << 22
 def _check_scores(scores: ArrayLike) -> np.ndarray:
   scores = np.asarray(scores)
   if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
-    raise ValueError(
+    raise UserError(
       f"scores: expected a (num_videos, num_classes) array with at least one video "
       f"and one class, got shape {scores.shape}."
     )
   if not (np.issubdtype(scores.dtype, np.floating) or np.issubdtype(scores.dtype, np.integer)):
-    raise ValueError(f"scores: expected a float or int array, got dtype {scores.dtype}.")
+    raise UserError(f"scores: expected a float or int array, got dtype {scores.dtype}.")
   scores = scores.astype(np.float64)
   num_nan = int(np.isnan(scores).sum())
   if num_nan:
-    raise ValueError(f"scores: expected no NaN, got {num_nan} NaN values.")
+    raise UserError(f"scores: expected no NaN, got {num_nan} NaN values.")
   return scores
 
 
@@ -53,15 +55,15 @@ def _check_labels(
 ) -> np.ndarray:
   labels = np.asarray(labels)
   if labels.shape != (num_videos,):
-    raise ValueError(
+    raise UserError(
       f"{name}: expected shape ({num_videos},), one class index per video, got "
       f"shape {labels.shape}."
     )
   if not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f"{name}: expected integer class indices, got dtype {labels.dtype}.")
+    raise UserError(f"{name}: expected integer class indices, got dtype {labels.dtype}.")
   bad = (labels < 0) | (labels >= num_classes)
   if bad.any():
-    raise ValueError(
+    raise UserError(
       f"{name}: expected class indices in [0, {num_classes}), got "
       f"{labels[bad][0]} (at video {int(np.argmax(bad))})."
     )
@@ -73,11 +75,11 @@ def _check_multi_hot(
 ) -> np.ndarray:
   targets = np.asarray(targets)
   if targets.shape != shape:
-    raise ValueError(
+    raise UserError(
       f"{name}: expected a multi-hot array of shape {shape} like scores, got shape {targets.shape}."
     )
   if not np.isin(targets, (0, 1)).all():
-    raise ValueError(
+    raise UserError(
       f"{name}: expected multi-hot values in {{0, 1}}, got "
       f"{np.unique(targets[~np.isin(targets, (0, 1))])[:5].tolist()}."
     )
@@ -108,7 +110,7 @@ def topk_correct(scores: ArrayLike, labels: ArrayLike, k: int) -> np.ndarray:
   scores = _check_scores(scores)
   labels = _check_labels(labels, *scores.shape)
   if k < 1:
-    raise ValueError(f"k: expected k >= 1, got {k}.")
+    raise UserError(f"k: expected k >= 1, got {k}.")
   return _label_rank(scores, labels) < k
 
 
@@ -138,7 +140,7 @@ def confusion_matrix(predictions: ArrayLike, labels: ArrayLike, num_classes: int
   """int64 (K, K) video counts: rows are the true class, columns the predicted class."""
   labels = np.asarray(labels)
   if labels.ndim != 1:
-    raise ValueError(f"labels: expected a 1-D array of class indices, got shape {labels.shape}.")
+    raise UserError(f"labels: expected a 1-D array of class indices, got shape {labels.shape}.")
   labels = _check_labels(labels, len(labels), num_classes)
   predictions = _check_labels(predictions, len(labels), num_classes, name="predictions")
   flat = np.bincount(labels * num_classes + predictions, minlength=num_classes * num_classes)
@@ -232,7 +234,7 @@ def _split_local_labels(
   offsets = np.cumsum((0,) + tuple(class_splits))
   if labels.shape == (num_videos, num_splits):
     if not np.issubdtype(labels.dtype, np.integer):
-      raise ValueError(
+      raise UserError(
         f"labels: expected integer global class indices of shape "
         f"({num_videos}, {num_splits}), got dtype {labels.dtype}."
       )
@@ -240,7 +242,7 @@ def _split_local_labels(
     for s, size in enumerate(class_splits):
       bad = (local[:, s] < 0) | (local[:, s] >= size)
       if bad.any():
-        raise ValueError(
+        raise UserError(
           f"labels: expected column {s} in the global range [{offsets[s]}, {offsets[s + 1]}) "
           f"of split {s} (EPIC stores [noun, {offsets[1]} + verb]), got "
           f"{labels[bad, s][0]} (at video {int(np.argmax(bad))})."
@@ -254,13 +256,13 @@ def _split_local_labels(
       ones = piece.sum(axis=1)
       if (ones != 1).any():
         video = int(np.argmax(ones != 1))
-        raise ValueError(
+        raise UserError(
           f"labels: expected exactly one 1 per split in multi-hot labels, got "
           f"{int(ones[video])} in split {s} of video {video}."
         )
       local[:, s] = np.argmax(piece, axis=1)
     return local
-  raise ValueError(
+  raise UserError(
     f"labels: expected int ({num_videos}, {num_splits}) global indices or "
     f"multi-hot ({num_videos}, {num_classes}), got shape {labels.shape}."
   )
@@ -316,14 +318,14 @@ def split_metrics(
   scores = _check_scores(scores)
   num_videos, num_classes = scores.shape
   if len(class_splits) == 0 or any(int(size) < 1 for size in class_splits):
-    raise ValueError(f"class_splits: expected one or more positive sizes, got {class_splits}.")
+    raise UserError(f"class_splits: expected one or more positive sizes, got {class_splits}.")
   if int(sum(class_splits)) != num_classes:
-    raise ValueError(
+    raise UserError(
       f"class_splits: expected sizes summing to the {num_classes} classes of "
       f"scores, got {list(class_splits)} (sum {int(sum(class_splits))})."
     )
   if len(split_names) != len(class_splits):
-    raise ValueError(
+    raise UserError(
       f"split_names: expected one name per split ({len(class_splits)}), got {list(split_names)}."
     )
   local = _split_local_labels(labels, class_splits, num_videos)
@@ -369,14 +371,12 @@ def _check_confusion(matrix: ArrayLike, class_names: Sequence[str] | None) -> np
   """float64 (K, K) counts, checked (square, finite, non-negative; one name per class)."""
   matrix = np.asarray(matrix, dtype=np.float64)
   if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-    raise ValueError(
-      f"matrix: expected a square (K, K) confusion matrix, got shape {matrix.shape}."
-    )
+    raise UserError(f"matrix: expected a square (K, K) confusion matrix, got shape {matrix.shape}.")
   if not np.isfinite(matrix).all() or (matrix < 0).any():
-    raise ValueError("matrix: expected finite non-negative counts.")
+    raise UserError("matrix: expected finite non-negative counts.")
   num_classes = matrix.shape[0]
   if class_names is not None and len(class_names) != num_classes:
-    raise ValueError(
+    raise UserError(
       f"class_names: expected {num_classes} names, one per row of matrix, got {len(class_names)}."
     )
   return matrix
@@ -590,15 +590,15 @@ def per_video_rows(
   scores = _check_scores(scores)
   num_videos, num_classes = scores.shape
   if len(video_ids) != num_videos:
-    raise ValueError(
+    raise UserError(
       f"video_ids: expected {num_videos} ids, one per row of scores, got {len(video_ids)}."
     )
   if class_names is not None and len(class_names) != num_classes:
-    raise ValueError(
+    raise UserError(
       f"class_names: expected {num_classes} names, one per class of scores, got {len(class_names)}."
     )
   if k < 1:
-    raise ValueError(f"k: expected k >= 1, got {k}.")
+    raise UserError(f"k: expected k >= 1, got {k}.")
   multi_label = np.ndim(labels_or_targets) == 2
   if multi_label:
     targets = _check_multi_hot(labels_or_targets, scores.shape, name="labels_or_targets")

@@ -47,6 +47,7 @@ import ml_collections
 import optax
 
 from vidtx import sharding
+from vidtx.errors import UserError
 
 PyTree = Any
 
@@ -95,7 +96,7 @@ def scaled_learning_rate(
   """`learning_rate`, set for a global batch of `from_batch_size`, for `to_batch_size` by `rule`
   (LR_SCALING_RULES)."""
   if rule not in LR_SCALING_RULES:
-    raise ValueError(
+    raise UserError(
       f"config.batch_scaling.rule={rule!r}: expected one of {list(LR_SCALING_RULES)}."
     )
   return learning_rate * LR_SCALING_RULES[rule](to_batch_size / from_batch_size)
@@ -108,7 +109,7 @@ def warmup_steps(lr_configs: ml_collections.ConfigDict, steps_per_epoch: float |
   if steps is not None or not epochs:
     return int(steps or 0)
   if not steps_per_epoch or steps_per_epoch <= 0:
-    raise ValueError(
+    raise UserError(
       f"config.lr_configs.warmup_epochs={epochs!r} needs the number of steps per epoch: pass "
       f"make_schedule(..., steps_per_epoch=examples / batch_size) (got {steps_per_epoch!r}), "
       "or set config.lr_configs.warmup_steps instead."
@@ -151,13 +152,13 @@ def resolve_batch(
   per_device = config.get("per_device_batch_size")
   if per_device is not None:
     if not isinstance(per_device, int) or per_device < 1:
-      raise ValueError(
+      raise UserError(
         f"config.per_device_batch_size={per_device!r}: expected a positive integer (clips per "
         "data-parallel device)."
       )
     batch = per_device * ways
     if given_batch and config.batch_size != batch:
-      raise ValueError(
+      raise UserError(
         f"config.per_device_batch_size={per_device} x {ways} data-parallel devices = {batch} "
         f"clips, but config.batch_size={config.batch_size}: give one of the two."
       )
@@ -165,7 +166,7 @@ def resolve_batch(
     config.batch_size = batch
   batch = config.batch_size
   if not isinstance(batch, int) or batch < 1:
-    raise ValueError(
+    raise UserError(
       f"config.batch_size={batch!r}: expected a positive integer (clips per step, over all "
       "devices)."
     )
@@ -187,7 +188,7 @@ def resolve_batch(
     valid = sharding.next_valid_batch_size(batch, ways, processes)
     new_lr = lr_for(valid)
     then = "" if new_lr is None else f", with which lr_configs.base_learning_rate is {new_lr:.6g}"
-    raise ValueError(sharding.divisibility_error(batch, ways, processes, "batch_size", then))
+    raise UserError(sharding.divisibility_error(batch, ways, processes, "batch_size", then))
 
   lines = []
   if batch != recipe_batch:
@@ -204,7 +205,7 @@ def resolve_batch(
     if eval_batch == recipe_batch != batch:  # The recipe's: it follows the batch.
       eval_batch = batch
     if not isinstance(eval_batch, int) or eval_batch < 1:
-      raise ValueError(
+      raise UserError(
         f"config.eval_batch_size={eval_batch!r}: expected a positive integer (clips per "
         "evaluation step, over all devices)."
       )
@@ -262,14 +263,14 @@ def _decay_boundaries(
   decay_epochs = lr_configs.get("decay_epochs")
   for field, value in (("decay_steps", decay_steps), ("decay_epochs", decay_epochs)):
     if value is not None and not isinstance(value, (tuple, list)):
-      raise ValueError(
+      raise UserError(
         f"config.lr_configs.{field}={value!r}: expected a tuple of boundaries, e.g. (11, 14)."
       )
   if decay_steps is not None:
     field, boundaries = "decay_steps", [int(s) for s in decay_steps]
   elif decay_epochs is not None:
     if not steps_per_epoch or steps_per_epoch <= 0:
-      raise ValueError(
+      raise UserError(
         f"config.lr_configs.decay_epochs={tuple(decay_epochs)!r} needs the number of steps per "
         f"epoch: pass make_schedule(..., steps_per_epoch=examples / batch_size) (got "
         f"{steps_per_epoch!r}), or set config.lr_configs.decay_steps instead."
@@ -277,14 +278,14 @@ def _decay_boundaries(
     # Epoch e starts at step round(e * steps_per_epoch); epochs are counted from 0.
     field, boundaries = "decay_epochs", [round(e * steps_per_epoch) for e in decay_epochs]
   else:
-    raise ValueError(
+    raise UserError(
       "config.lr_configs.schedule='steps' needs its boundaries: set "
       "config.lr_configs.decay_epochs (e.g. (11, 14)) or decay_steps."
     )
   if not boundaries:
-    raise ValueError(f"config.lr_configs.{field} is empty: expected at least one boundary.")
+    raise UserError(f"config.lr_configs.{field} is empty: expected at least one boundary.")
   if boundaries[0] < 0 or any(b >= c for b, c in zip(boundaries, boundaries[1:], strict=False)):
-    raise ValueError(
+    raise UserError(
       f"config.lr_configs.{field}={tuple(lr_configs.get(field))!r} (steps "
       f"{boundaries}): expected strictly increasing, non-negative boundaries."
     )
@@ -329,7 +330,7 @@ def make_schedule(
     factor = lr_configs.get("decay_factor")
     factor = 0.1 if factor is None else float(factor)
     if factor <= 0:
-      raise ValueError(f"config.lr_configs.decay_factor={factor!r}: expected a number > 0.")
+      raise UserError(f"config.lr_configs.decay_factor={factor!r}: expected a number > 0.")
     return _steps_schedule(base, boundaries, factor, warmup)
   # The warmup must end before the last step for the cosine to have a length.
   warmup = min(warmup, max(total_steps - 1, 0))
@@ -338,7 +339,7 @@ def make_schedule(
       [optax.linear_schedule(0.0, base, max(warmup, 1)), optax.constant_schedule(base)], [warmup]
     )
   if schedule_name != "cosine":
-    raise ValueError(
+    raise UserError(
       f"config.lr_configs.schedule={schedule_name!r}: expected one of "
       f"{', '.join(repr(s) for s in SCHEDULES)}."
     )
@@ -370,7 +371,7 @@ def _no_decay_patterns(opt: ml_collections.ConfigDict) -> tuple[str, ...]:
     return NO_DECAY_PATTERNS
   # A bare string would be read character by character.
   if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
-    raise ValueError(
+    raise UserError(
       f"config.optimizer_configs.no_decay_patterns={patterns!r}: expected a "
       "tuple of regexes, e.g. (r'pos_embedding', r'/bias$')."
     )
@@ -378,7 +379,7 @@ def _no_decay_patterns(opt: ml_collections.ConfigDict) -> tuple[str, ...]:
     try:
       re.compile(p)
     except re.error as e:
-      raise ValueError(
+      raise UserError(
         f"config.optimizer_configs.no_decay_patterns: {p!r} is not a valid regex ({e})."
       ) from e
   return tuple(patterns)
@@ -392,7 +393,7 @@ def make_optimizer(
   opt = config.optimizer_configs
   for field in ("weight_decay", "adamw_weight_decay"):
     if (opt.get(field) or 0) < 0:
-      raise ValueError(f"config.optimizer_configs.{field}={opt.get(field)!r}: expected >= 0.")
+      raise UserError(f"config.optimizer_configs.{field}={opt.get(field)!r}: expected >= 0.")
   patterns = _no_decay_patterns(opt)
   # No patterns: no mask, and the optimizer state keeps the unmasked structure.
   mask = functools.partial(decay_mask, patterns=patterns) if patterns else None
@@ -416,7 +417,7 @@ def make_optimizer(
       )
     )
   else:
-    raise ValueError(f"config.optimizer={config.optimizer!r}: expected 'momentum' or 'adamw'.")
+    raise UserError(f"config.optimizer={config.optimizer!r}: expected 'momentum' or 'adamw'.")
   return optax.chain(*parts)
 
 

@@ -17,9 +17,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import IO
 
 from vidtx import paths
+from vidtx.errors import UserError
 
 
-class OverlapError(ValueError):
+class OverlapError(UserError):
   """An output path is an input of the same command, or another of its outputs."""
 
 
@@ -128,14 +129,14 @@ def check_output_file(
   a parent that is (or can be made) a writable directory, and no existing file unless
   `overwrite`. Writes nothing."""
   if suffixes and not path.lower().endswith(tuple(s.lower() for s in suffixes)):
-    raise ValueError(f"{flag}={path}: expected a file name ending in {' or '.join(suffixes)}.")
+    raise UserError(f"{flag}={path}: expected a file name ending in {' or '.join(suffixes)}.")
   if _remote(path):
     return
   if os.path.isdir(path):
-    raise ValueError(f"{flag}={path} is a directory; name a file (e.g. {path.rstrip('/')}/out).")
+    raise UserError(f"{flag}={path} is a directory; name a file (e.g. {path.rstrip('/')}/out).")
   if os.path.lexists(path):
     if not os.path.isfile(path):
-      raise ValueError(f"{flag}={path} exists and is not a regular file; name a new file.")
+      raise UserError(f"{flag}={path} exists and is not a regular file; name a new file.")
     if not overwrite:
       raise FileExistsError(
         f"{flag}={path} exists; pass --overwrite to replace it, or name a new file."
@@ -147,7 +148,7 @@ def check_output_file(
   while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
-    raise ValueError(f"{flag}={path}: cannot create it: {existing} is a file, not a directory.")
+    raise UserError(f"{flag}={path}: cannot create it: {existing} is a file, not a directory.")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise PermissionError(f"{flag}={path}: cannot write in {existing}: permission denied.")
 

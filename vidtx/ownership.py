@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from vidtx import paths
+from vidtx.errors import UserError
 
 MARKER = ".vidtx"
 LOCK = ".vidtx.lock"  # vidtx.locks: one writer per directory.
@@ -60,11 +61,11 @@ KINDS = {
 }
 
 
-class NotOwnedError(ValueError):
+class NotOwnedError(UserError):
   """A directory vidtx was asked to write into holds something that is not vidtx's."""
 
 
-class UnwritableError(OSError):
+class UnwritableError(UserError, OSError):
   """vidtx may write into a directory but the system refuses (permissions, a file in the way)."""
 
 
@@ -147,7 +148,7 @@ def write_marker(directory: str, kind: str, *, written: Iterable[str] | None = N
   an existing marker of the same kind, or records none (unknown: a directory of an older vidtx).
   """
   if kind not in KINDS:
-    raise ValueError(f"Unknown directory kind {kind!r}; expected one of {sorted(KINDS)}.")
+    raise UserError(f"Unknown directory kind {kind!r}; expected one of {sorted(KINDS)}.")
   if written is None:
     previous = read_json(os.path.join(directory, MARKER)) or {}
     inventory = previous.get("written") if previous.get("kind") == kind else None
@@ -189,7 +190,7 @@ def record_written(directory: str, names: Iterable[str]) -> None:
   marker's inventory of what vidtx wrote. The directory must be marked (claim)."""
   marker = read_json(os.path.join(directory, MARKER))
   if not marker or not isinstance(marker.get("kind"), str):
-    raise ValueError(f"{directory} has no vidtx marker; claim it before recording writes.")
+    raise UserError(f"{directory} has no vidtx marker; claim it before recording writes.")
   names = {_relative(name) for name in names}
   known = written_names(directory)
   if known is not None and names <= known:
@@ -200,7 +201,7 @@ def record_written(directory: str, names: Iterable[str]) -> None:
 def _relative(name: str) -> str:
   name = os.path.normpath(name)
   if os.path.isabs(name) or name.startswith(".." + os.sep) or name == "..":
-    raise ValueError(f"{name!r}: expected a path relative to the marked directory.")
+    raise UserError(f"{name!r}: expected a path relative to the marked directory.")
   return name
 
 
@@ -293,7 +294,7 @@ def check_claimable(
   UnwritableError (an OSError) here too.
   """
   if kind not in KINDS:
-    raise ValueError(f"Unknown directory kind {kind!r}; expected one of {sorted(KINDS)}.")
+    raise UserError(f"Unknown directory kind {kind!r}; expected one of {sorted(KINDS)}.")
   tail = f" {hint}" if hint else ""
   if _exists(directory) and not _isdir(directory):
     raise NotOwnedError(
@@ -377,7 +378,7 @@ def check_removable(
   (e.g. the source being converted; None is skipped) nor a directory that contains one.
   """
   if kind not in KINDS:
-    raise ValueError(f"Unknown directory kind {kind!r}; expected one of {sorted(KINDS)}.")
+    raise UserError(f"Unknown directory kind {kind!r}; expected one of {sorted(KINDS)}.")
   real = _normalised(directory)
   for path in protected:
     if not path:

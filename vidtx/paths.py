@@ -14,6 +14,8 @@ runs pay nothing for it.
 
 import os
 
+from vidtx.errors import UserError
+
 
 def is_url(path: str) -> bool:
   """Whether `path` names an object store location (gs://bucket/...), not a local path."""
@@ -86,7 +88,7 @@ def write_bytes(path: str, data: bytes) -> None:
   """Writes an object in one upload (seen whole or not at all). URLs only: local files are
   written by outputs.atomic_writer."""
   if not is_url(path):
-    raise ValueError(f"{path}: paths.write_bytes is for URLs; use outputs.atomic_writer.")
+    raise UserError(f"{path}: paths.write_bytes is for URLs; use outputs.atomic_writer.")
   _url(path).write_bytes(data)
 
 

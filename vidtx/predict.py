@@ -95,7 +95,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from absl import app, flags, logging
 
-from vidtx import cli, locks, outputs, ownership
+from vidtx import cli, outputs, ownership
+from vidtx.errors import UserError
 from vidtx.inference import (
   class_folders,
   classifier,
@@ -143,11 +144,11 @@ def run(
   from vidtx import rollout
 
   if (video is None) == (input_path is None):
-    raise ValueError("Give exactly one of --video FILE or --input CLIP.npy.")
+    raise UserError("Give exactly one of --video FILE or --input CLIP.npy.")
   if top_k < 1 or batch_size < 1:
-    raise ValueError(f"--top_k={top_k}, --batch_size={batch_size}: expected both >= 1.")
+    raise UserError(f"--top_k={top_k}, --batch_size={batch_size}: expected both >= 1.")
   if rollout_out and head_fusion not in rollout.HEAD_FUSIONS:
-    raise ValueError(
+    raise UserError(
       f"--head_fusion={head_fusion!r}: expected one of {sorted(rollout.HEAD_FUSIONS)}."
     )
   # Before any work: an output that is an input, or a file the user did not ask to replace.
@@ -315,21 +316,21 @@ def run_many(
   from vidtx import video_io
 
   if (video is None) == (list_file is None):
-    raise ValueError("Give exactly one of --video FILE|FOLDER|GLOB or --list FILE.")
+    raise UserError("Give exactly one of --video FILE|FOLDER|GLOB or --list FILE.")
   if top_k < 1 or batch_size < 1:
-    raise ValueError(f"--top_k={top_k}, --batch_size={batch_size}: expected both >= 1.")
+    raise UserError(f"--top_k={top_k}, --batch_size={batch_size}: expected both >= 1.")
   window, hop = timeline.check_flags(window, hop)
   if window is None and timeline_png:
-    raise ValueError("--timeline_png needs --window SECONDS.")
+    raise UserError("--timeline_png needs --window SECONDS.")
   if token_features and not features:
-    raise ValueError("--token_features needs --features OUT_DIR.")
+    raise UserError("--token_features needs --features OUT_DIR.")
   inputs = video_io.list_videos(video, list_file)
   paths = [path for _, path in inputs]
   classes = class_folders.class_folders_asked(
     checkpoint, video, list_file, inputs, labels, labels_from_folders, window
   )
   if classes is None and (per_class_csv or confusion_png):
-    raise ValueError(
+    raise UserError(
       f"--{'per_class_csv' if per_class_csv else 'confusion_png'} needs class folders: "
       "--video FOLDER whose subfolders are the checkpoint's classes (--labels_from_folders)."
     )
@@ -352,7 +353,7 @@ def run_many(
   names = classifier.class_names(converted, labels)
   unknown = sorted(set(classes.values()) - set(names)) if classes is not None else []
   if unknown:  # The names read up front were another checkpoint's (replaced since).
-    raise ValueError(f"--video {video}: class folder(s) {unknown} are not classes of the model.")
+    raise UserError(f"--video {video}: class folder(s) {unknown} are not classes of the model.")
   scores: dict[int, np.ndarray] | None = {} if classes is not None else None
   ok, bad = many_videos.predict_many(
     converted,
@@ -485,7 +486,7 @@ def main(argv: Sequence[str]) -> None:
       step=f.step,
       which=f.which,
     )
-  except (ValueError, OSError, locks.LockedError) as e:
+  except (UserError, OSError) as e:
     # Bad inputs, paths and a busy --features directory are the user's to fix: the message,
     # not a traceback.
     print(f"error: {e}", file=sys.stderr)

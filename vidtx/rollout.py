@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vidtx.checkpoints import scan
+from vidtx.errors import UserError
 from vidtx.models import attention, timesformer, vivit
 
 # How the heads' weights (..., heads, L, L) become one row-stochastic matrix (..., L, L). Abnar &
@@ -238,7 +239,7 @@ def _vivit_plans(config: vivit.ViViTConfig, t: int, grid: attention.Grid) -> tup
       offset + np.arange(t),
     )
     return spatial, temporal
-  raise ValueError(
+  raise UserError(
     f"Attention rollout: ViViT model.attention={config.attention!r} splits each attention's "
     "heads between space and time, which one weight matrix per stage does not describe; "
     "supported: spatio_temporal (Model 1), factorised_encoder (Model 2), "
@@ -255,7 +256,7 @@ def plans(model: nn.Module, clip_shape: Sequence[int]) -> tuple[Plan, ...]:
     return (_timesformer_plan(config, frames, grid),)
   if isinstance(model, vivit.ViViT):
     return _vivit_plans(config, frames // config.tubelet_size, grid)
-  raise ValueError(
+  raise UserError(
     f"Attention rollout: {type(model).__name__} is not supported. X-ViT's attention shifts "
     "channels between neighbouring frames, so no single weight matrix per stage describes it; "
     "supported: TimeSformer (every model.attention) and ViViT Models 1-3."
@@ -271,7 +272,7 @@ def _weights(intermediates: Any, path: tuple[str, ...]) -> jax.Array:
   node = intermediates
   for key in path:
     if key not in node:
-      raise ValueError(
+      raise UserError(
         f"Attention rollout: the model sowed no attention weights at "
         f"{'/'.join(path)} (found {sorted(node)} at {key!r})."
       )
@@ -298,7 +299,7 @@ def propagate(plan: Plan, intermediates: Any, batch: int, head_fusion: str = "me
       g, length = stage.positions.shape
       weights = _weights(intermediates, stage.path)  # (B*G, heads, L, L)
       if weights.shape[0] != batch * g or weights.shape[-1] != length:
-        raise ValueError(
+        raise UserError(
           f"Attention rollout: weights at {'/'.join(stage.path)} are "
           f"{weights.shape}; expected ({batch}*{g}, heads, {length}, {length})."
         )
@@ -317,7 +318,7 @@ def rollout_from_intermediates(
 ) -> jax.Array:
   """Heat (B, T', h, w) from the attention weights a model sowed (see `rollout`)."""
   if head_fusion not in HEAD_FUSIONS:
-    raise ValueError(f"head_fusion={head_fusion!r}: expected one of {sorted(HEAD_FUSIONS)}.")
+    raise UserError(f"head_fusion={head_fusion!r}: expected one of {sorted(HEAD_FUSIONS)}.")
   batch = clip_shape[0]
   # A model with scan_layers sows each stack's maps stacked on a layer axis under
   # `encoderblocks`; the plans name per-layer blocks.
@@ -363,7 +364,7 @@ def rollout(
   head_fusion: 'mean' (Abnar & Zuidema), 'max' or 'min' over heads.
   """
   if head_fusion not in HEAD_FUSIONS:
-    raise ValueError(f"head_fusion={head_fusion!r}: expected one of {sorted(HEAD_FUSIONS)}.")
+    raise UserError(f"head_fusion={head_fusion!r}: expected one of {sorted(HEAD_FUSIONS)}.")
   plans(model, np.shape(clips))  # Unsupported models fail here, before tracing.
   return _jitted_rollout(model, head_fusion)(params, jnp.asarray(clips, jnp.float32))
 
@@ -389,11 +390,11 @@ def heat_overlay(
   frames = np.asarray(frames)
   heat = np.asarray(heat, np.float32)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(
+    raise UserError(
       f"heat_overlay: frames {frames.dtype} {frames.shape}; expected uint8 (T, H, W, 3)."
     )
   if heat.ndim != 3 or frames.shape[0] % heat.shape[0]:
-    raise ValueError(
+    raise UserError(
       f"heat_overlay: heat {heat.shape} for {frames.shape[0]} frames; expected "
       "(T', h, w) with T' dividing the number of frames."
     )
@@ -431,13 +432,13 @@ def rollout_image(
   frames = np.asarray(frames)
   heat = np.asarray(heat)
   if frames.ndim != 5 or heat.ndim != 4 or len(frames) != len(heat):
-    raise ValueError(
+    raise UserError(
       f"rollout_image: frames {frames.shape}, heat {heat.shape}; expected (V, T, "
       "H, W, 3) and (V, T', h, w) with the same V."
     )
   titles = list(titles) if titles is not None else [f"clip {v + 1}" for v in range(len(frames))]
   if len(titles) != len(frames):
-    raise ValueError(f"rollout_image: {len(titles)} titles for {len(frames)} clips.")
+    raise UserError(f"rollout_image: {len(titles)} titles for {len(frames)} clips.")
   num_views, num_frames, height, width, _ = frames.shape
   zoom = max(1, math.ceil(min_frame_size / max(height, width)))
   gap, title_height = 4, 16

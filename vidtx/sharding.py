@@ -34,6 +34,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from vidtx.errors import UserError
+
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 MODEL_AXIS = "model"
@@ -66,22 +68,22 @@ def mesh_shape(mesh_config: Mapping[str, int] | None, num_devices: int) -> tuple
   mesh_config.pop(DCN_DATA, None)  # How the axes lie over slices, not their sizes.
   unknown = sorted(set(mesh_config) - set(MESH_AXES))
   if unknown:
-    raise ValueError(
+    raise UserError(
       f"config.mesh: unknown axis {unknown}; expected {list(MESH_AXES)} (and {DCN_DATA})."
     )
   sizes = [int(mesh_config.get(axis, -1 if axis == DATA_AXIS else 1)) for axis in MESH_AXES]
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"config.mesh={mesh_config}: sizes must be positive, at most one -1.")
+    raise UserError(f"config.mesh={mesh_config}: sizes must be positive, at most one -1.")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(
+      raise UserError(
         f"config.mesh={mesh_config}: {num_devices} devices are not divisible by "
         f"the fixed axes' product {known}."
       )
     sizes[sizes.index(-1)] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(
+    raise UserError(
       f"config.mesh={mesh_config}: data x fsdp x model = {math.prod(sizes)}, but "
       f"there are {num_devices} devices."
     )
@@ -117,7 +119,7 @@ def device_grid(
   data, fsdp, model = shape
   if slices == 1:
     if dcn_data not in (None, 1):
-      raise ValueError(
+      raise UserError(
         f"config.mesh.{DCN_DATA}={dcn_data}: the {len(devices)} devices are one slice; "
         f"drop --config.mesh.{DCN_DATA} (or set it to 1)."
       )
@@ -149,7 +151,7 @@ def device_grid(
   else:
     problem = ""
   if problem and given:
-    raise ValueError(problem + ".")
+    raise UserError(problem + ".")
   if problem:
     note = (
       f"mesh: devices placed in process order, no hybrid mesh over the {slices} slices: "
@@ -188,7 +190,7 @@ def make_mesh(
     mesh_config = mesh_config.to_dict()
   shape = mesh_shape(mesh_config, len(devices))
   if shape[2] > 1 and jax.process_count() > 1 and shape[2] > jax.local_device_count():
-    raise ValueError(
+    raise UserError(
       f"config.mesh.model={shape[2]} is larger than the {jax.local_device_count()} "
       "devices of a process: tensor parallelism must stay within a host."
     )
@@ -302,13 +304,13 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "batch_size
   """Returns the per-process batch size, or explains why the global one does not split and
   names the flags of the next batch that does."""
   if not isinstance(global_batch_size, int) or global_batch_size < 1:
-    raise ValueError(
+    raise UserError(
       f"config.{what}={global_batch_size!r}: expected a positive integer (clips "
       "per step, over all devices)."
     )
   ways = batch_size_divisor(mesh)
   if global_batch_size % ways or global_batch_size % jax.process_count():
-    raise ValueError(divisibility_error(global_batch_size, ways, jax.process_count(), what))
+    raise UserError(divisibility_error(global_batch_size, ways, jax.process_count(), what))
   return global_batch_size // jax.process_count()
 
 

@@ -16,6 +16,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vidtx import losses, models, optim, sharding
+from vidtx.errors import UserError
 
 
 @flax.struct.dataclass
@@ -182,7 +183,7 @@ def place(host_tree: Any, abstract_tree: Any) -> Any:
   def put(value: Any, abstract: jax.ShapeDtypeStruct) -> jax.Array:
     value = np.asarray(value, abstract.dtype)
     if value.shape != abstract.shape:
-      raise ValueError(f"place: a value of shape {value.shape} for an array of {abstract.shape}.")
+      raise UserError(f"place: a value of shape {value.shape} for an array of {abstract.shape}.")
     return jax.make_array_from_callback(abstract.shape, abstract.sharding, lambda i: value[i])
 
   return jax.tree.map(put, host_tree, abstract_tree)
@@ -219,7 +220,7 @@ def make_train_step(
   label_kind = dict(class_splits=class_splits, multi_label=multi_label)
   k = int(grad_accum_steps)
   if k < 1:
-    raise ValueError(f"config.grad_accum_steps={grad_accum_steps}: expected an integer >= 1.")
+    raise UserError(f"config.grad_accum_steps={grad_accum_steps}: expected an integer >= 1.")
 
   def loss_and_grads(params, batch, rng):
     dropout_rng, mixup_rng = jax.random.split(rng)
@@ -245,7 +246,7 @@ def make_train_step(
     else:
       batch_size = batch["inputs"].shape[0]
       if batch_size % k:
-        raise ValueError(
+        raise UserError(
           f"config.grad_accum_steps={k} does not divide the batch of {batch_size} clips."
         )
       # (B, ...) -> (B/k, k, ...) -> (k, B/k, ...): micro-batch j holds rows j, j+k, j+2k...,

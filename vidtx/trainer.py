@@ -70,6 +70,7 @@ from vidtx import train_state as state_lib
 from vidtx.checkpoints import init_from, training
 from vidtx.checkpoints import run as run_lib
 from vidtx.data import bad_records, reader_config, records
+from vidtx.errors import UserError, UserFloatingPointError
 from vidtx.progress import MetricsLog, Progress
 
 METRICS_FILE = "metrics.jsonl"
@@ -190,7 +191,7 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
     config, "num_training", dataset_configs.examples_per_subset["train"], config.batch_size
   )
   if total_steps <= 0:
-    raise ValueError("Set config.num_training_steps or config.num_training_epochs (> 0).")
+    raise UserError("Set config.num_training_steps or config.num_training_epochs (> 0).")
   model = models.build(config.model_name, config.model, dataset_configs.num_classes)
   tx, schedule = state_lib.optimizer_from_config(config, dataset_configs)
   return _Setup(
@@ -478,7 +479,7 @@ def _fetch_and_check(run: _Run, loop_state: _LoopState) -> list[dict[str, float]
     if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
       # Nothing after the last good step is saved; async saves in flight finish first.
       run.manager.wait_until_finished()
-      raise FloatingPointError(
+      raise UserFloatingPointError(
         f"Non-finite training at step {s}: loss {float(m['loss'])}, gradient norm "
         f"{float(m['grad_norm'])}. Stopped without saving; the last good checkpoint is "
         f"{run.manager.latest_step()} in {run.manager.directory} (lower the learning rate or "
@@ -532,7 +533,7 @@ def _evaluate(run: _Run, loop_state: _LoopState, step: int, final: bool = False)
       flush=True,
     )
   if run.best_metric and run.best_metric not in results:
-    raise ValueError(
+    raise UserError(
       f"config.best_checkpoint_metric={run.best_metric!r} is not an evaluation "
       f"result; expected one of {sorted(results)} or ''."
     )

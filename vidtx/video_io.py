@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from vidtx.data import sampling
+from vidtx.errors import UserError
 from vidtx.inference import timeline
 
 VIDEO_EXTENSIONS = frozenset(
@@ -87,12 +88,12 @@ def check_regular_file(path: str, flag: str = "") -> None:
   try:
     mode = os.stat(path).st_mode
   except FileNotFoundError:
-    raise ValueError(f"{where}: no such file.") from None
+    raise UserError(f"{where}: no such file.") from None
   except OSError as e:
-    raise ValueError(f"{where}: cannot read it ({e.strerror or e}).") from e
+    raise UserError(f"{where}: cannot read it ({e.strerror or e}).") from e
   if not stat.S_ISREG(mode):
     kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a file")
-    raise ValueError(f"{where}: not a regular file (it is {kind}); expected a file.")
+    raise UserError(f"{where}: not a regular file (it is {kind}); expected a file.")
 
 
 def _open(path: str):
@@ -100,10 +101,10 @@ def _open(path: str):
   try:
     container = av.open(path)
   except av.error.FFmpegError as e:
-    raise ValueError(f"{path}: cannot decode it as a video ({e}).") from e
+    raise UserError(f"{path}: cannot decode it as a video ({e}).") from e
   if not container.streams.video:
     container.close()
-    raise ValueError(f"{path}: the file has no video stream.")
+    raise UserError(f"{path}: the file has no video stream.")
   return container
 
 
@@ -124,7 +125,7 @@ def _frames(path: str) -> Iterator[av.VideoFrame]:
       stream.thread_type = "AUTO"  # Frame and slice threads: several times faster.
       yield from container.decode(stream)
   except av.error.FFmpegError as e:
-    raise ValueError(f"{path}: cannot decode it as a video ({e}).") from e
+    raise UserError(f"{path}: cannot decode it as a video ({e}).") from e
 
 
 def count_frames(path: str) -> int:
@@ -159,7 +160,7 @@ def _frame_time(frame: av.VideoFrame, index: int, first_pts: int | None, rate: f
   `packet_times` does; index / rate for a stream without timestamps."""
   if frame.pts is None or first_pts is None or frame.time_base is None:
     if rate <= 0:
-      raise ValueError("the video has neither timestamps nor a frame rate; --window needs one.")
+      raise UserError("the video has neither timestamps nor a frame rate; --window needs one.")
     return index / rate
   return float((frame.pts - first_pts) * frame.time_base)
 
@@ -173,7 +174,7 @@ def decoded_times(path: str, rate: float) -> np.ndarray:
     try:
       times.append(_frame_time(frame, index, first_pts, rate))
     except ValueError as e:
-      raise ValueError(f"{path}: {e}") from None
+      raise UserError(f"{path}: {e}") from None
   return np.array(times)
 
 
@@ -286,7 +287,7 @@ def video_clips(
   info = probe(path)
   length = info.frames or count_frames(path)
   if length < 1:
-    raise ValueError(f"{path}: the video stream has no frames.")
+    raise UserError(f"{path}: the video stream has no frames.")
   rate = info.rate
   plans = plan(configs, [(0, length)], rate)
   if info.frames and rate > 0:
@@ -310,10 +311,10 @@ def video_clips(
       return
     # The container's count was wrong: plan again with the decoded count.
     if decoded < 1:
-      raise ValueError(f"{path}: the video stream has no frames.")
+      raise UserError(f"{path}: the video stream has no frames.")
     length = decoded
     plans = plan(configs, [(0, length)], rate)
-  raise ValueError(f"{path}: the frame count changes between two decodes of the file.")
+  raise UserError(f"{path}: the frame count changes between two decodes of the file.")
 
 
 def _window_clips(
@@ -327,7 +328,7 @@ def _window_clips(
   next_window = 0
   for _ in range(2):
     if len(times) < 1:
-      raise ValueError(f"{path}: the video stream has no frames.")
+      raise UserError(f"{path}: the video stream has no frames.")
     timeline.check_fits(path, times, rate, window_s, hop_s)
     state: dict = {}
     windows = timeline.windows(times, rate, window_s, hop_s, next_window)
@@ -337,7 +338,7 @@ def _window_clips(
     if state["trusted"]:
       return
     times = state["times"]  # The decoder's frames, as decoded: plan what is left on them.
-  raise ValueError(f"{path}: the frames' timestamps change between two decodes of the file.")
+  raise UserError(f"{path}: the frames' timestamps change between two decodes of the file.")
 
 
 def _stream_windows(
@@ -383,7 +384,7 @@ def _stream_windows(
     try:
       times.append(_frame_time(frame, index, first_pts, rate))
     except ValueError as e:
-      raise ValueError(f"{path}: {e}") from None
+      raise UserError(f"{path}: {e}") from None
     if not trusted:
       continue
     if index >= len(expected) or times[-1] != expected[index]:
@@ -417,7 +418,7 @@ def decode_all(path: str) -> np.ndarray:
     size = size or {"width": frame.width, "height": frame.height}
     frames.append(frame.to_ndarray(format="rgb24", **size))
   if not frames:
-    raise ValueError(f"{path}: the video stream has no frames.")
+    raise UserError(f"{path}: the video stream has no frames.")
   return np.stack(frames)  # N x (H, W, 3) -> (N, H, W, 3)
 
 
@@ -457,16 +458,16 @@ def list_videos(video: str | None = None, list_file: str | None = None) -> list[
         else:
           paths = [line.strip() for line in f.read().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
-      raise ValueError(f"--list {list_file}: cannot read it as text ({e}).") from e
+      raise UserError(f"--list {list_file}: cannot read it as text ({e}).") from e
     if not paths:
-      raise ValueError(f"--list {list_file}: no paths; expected one per line, or a CSV.")
+      raise UserError(f"--list {list_file}: no paths; expected one per line, or a CSV.")
     return [(p, p) for p in paths]
   if video is None:
-    raise ValueError("Give --video FILE|FOLDER|GLOB or --list FILE.")
+    raise UserError("Give --video FILE|FOLDER|GLOB or --list FILE.")
   if os.path.isdir(video):
     found = _folder(video)
     if not found:
-      raise ValueError(
+      raise UserError(
         f"--video {video}: no video files in this folder (extensions "
         f"{' '.join(sorted(VIDEO_EXTENSIONS))})."
       )
@@ -480,5 +481,5 @@ def list_videos(video: str | None = None, list_file: str | None = None) -> list[
     if not os.path.isdir(p) and is_video_name(os.path.basename(p))
   )
   if not matches:
-    raise ValueError(f"--video {video}: the pattern matches no video file.")
+    raise UserError(f"--video {video}: the pattern matches no video file.")
   return [(p, p) for p in matches]

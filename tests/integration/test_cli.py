@@ -2,6 +2,8 @@
 
 import importlib.metadata
 import os
+import subprocess
+import sys
 
 import pytest
 from absl import flags
@@ -97,3 +99,105 @@ def test_an_error_raised_by_a_config_file_is_one_line_without_traceback(tmp_path
     f"flag --config={config}:/nowhere: "
     "Config argument data=/nowhere: no such directory; expected shards."
   )
+
+
+# A command whose work raises `error` (as JAX would from inside a train step), run as vidtx's
+# commands are: cli.run's one-line errors, absl's traceback for the rest.
+_RAISING_COMMAND = """
+import sys
+from vidtx import cli
+from vidtx.errors import UserError
+
+def main(argv):
+  raise {error}
+
+sys.argv = ["vidtx-test"]
+cli.run(main)
+"""
+
+
+def _run_raising(error: str, **env: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+    [sys.executable, "-c", _RAISING_COMMAND.format(error=error)],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"} | env,
+  )
+
+
+@pytest.mark.parametrize(
+  "error",
+  ["UserError('--data=x: no such folder.')", "FileNotFoundError('x: no such file.')"],
+)
+def test_a_user_error_is_one_line(error):
+  run = _run_raising(error)
+  assert run.returncode == 1
+  assert run.stderr.strip().splitlines()[-1].startswith("vidtx-test: error: ")
+  assert "Traceback" not in run.stderr
+  # VIDTX_TRACEBACK=1 shows where it came from.
+  assert "Traceback" in _run_raising(error, VIDTX_TRACEBACK="1").stderr
+
+
+@pytest.mark.parametrize(
+  "error, last_line",
+  [
+    ("ValueError('boom from jax')", "ValueError: boom from jax"),
+    ("KeyError('w')", "KeyError: 'w'"),
+  ],
+)
+def test_a_library_value_or_key_error_shows_its_traceback(error, last_line):
+  run = _run_raising(error)
+  assert run.returncode == 1
+  assert "Traceback (most recent call last)" in run.stderr
+  assert run.stderr.strip().splitlines()[-1] == last_line
+  assert "vidtx-test: error:" not in run.stderr
+
+
+def test_vidtx_own_error_classes_are_user_errors():
+  from vidtx import locks, outputs, ownership
+  from vidtx.checkpoints import training
+  from vidtx.data import video_decode
+  from vidtx.errors import UserError
+
+  for error in (
+    locks.LockedError,
+    ownership.NotOwnedError,
+    ownership.UnwritableError,
+    outputs.OverlapError,
+    training.DamagedCheckpointError,
+    training.CheckpointMismatchError,
+    training.WriteError,
+    video_decode.VideoError,
+  ):
+    assert issubclass(error, UserError) and issubclass(error, cli.USER_ERRORS), error
+  assert not issubclass(ValueError, cli.USER_ERRORS) and not issubclass(KeyError, cli.USER_ERRORS)
+
+
+# train.py, with the mesh JAX would build raising as a library does.
+_TRAIN_WITH_A_LIBRARY_ERROR = """
+import sys
+from vidtx import cli, sharding
+
+def make_mesh(*args, **kwargs):
+  raise ValueError("boom from jax")
+
+sharding.make_mesh = make_mesh
+sys.argv = ["train.py", "--config=synthetic_timesformer", "--workdir=" + sys.argv[1]]
+cli.train()
+"""
+
+
+def test_a_library_value_error_in_train_py_shows_its_traceback(tmp_path):
+  run = subprocess.run(
+    [sys.executable, "-c", _TRAIN_WITH_A_LIBRARY_ERROR, str(tmp_path / "run")],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"},
+  )
+  assert run.returncode == 1
+  assert "Traceback (most recent call last)" in run.stderr
+  assert "in make_mesh" in run.stderr  # The stack down to where it was raised.
+  assert run.stderr.strip().splitlines()[-1] == "ValueError: boom from jax"
+  assert "train.py: error:" not in run.stderr

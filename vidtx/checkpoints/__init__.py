@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 # hub and readers need only numpy; run, video, vit and store (JAX, Flax, orbax) are imported
 # when a conversion needs them, so that `vidtx-convert --help` answers at once.
 from vidtx.checkpoints import hub, readers
+from vidtx.errors import UserError
 
 if TYPE_CHECKING:
   from vidtx.checkpoints import store
@@ -50,10 +51,10 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> "store.Co
   from vidtx.checkpoints import run, video, vit
 
   if format != "auto" and format not in FORMATS:
-    raise ValueError(f"--format={format!r}: expected 'auto' or one of {list(FORMATS)}.")
+    raise UserError(f"--format={format!r}: expected 'auto' or one of {list(FORMATS)}.")
   if hub.is_hub_name(path):
     if format not in ("auto", "hf"):
-      raise ValueError(
+      raise UserError(
         f"--format={format!r}: {path} names a Hugging Face Hub model; expected 'auto' or 'hf'."
       )
     hub_name, path, format = path, hub.resolve(path), "hf"
@@ -63,7 +64,7 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> "store.Co
   # Before readers' detection: a run has a config.json too, which would read as 'hf'.
   if format == "run" or (format == "auto" and _looks_like_run(path)):
     if num_classes is not None:
-      raise ValueError(
+      raise UserError(
         f"--num_classes={num_classes}: {path} is a train.py run, whose head has "
         "the classes it was trained on (config.dataset_configs.num_classes); "
         "leave --num_classes out (to train a new head, use the run as "
@@ -71,7 +72,7 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> "store.Co
       )
     return run.export_run(path, step=options.get("step"))
   if options.get("step") is not None:
-    raise ValueError(
+    raise UserError(
       f"--step={options['step']} picks a checkpoint of a train.py run; {path} is "
       "not one (expected a directory with config.json and checkpoints/)."
     )
@@ -85,7 +86,7 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> "store.Co
       "vivit": video.from_hf_vivit,
     }
     if model_type not in mappers:
-      raise ValueError(
+      raise UserError(
         f"{path}/config.json: model_type={model_type!r}; vidtx converts {sorted(mappers)}."
       )
     converted = mappers[model_type](source, num_classes=num_classes, ignore=ignore)

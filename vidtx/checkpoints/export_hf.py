@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vidtx.errors import UserError
+
 if TYPE_CHECKING:
   from vidtx.checkpoints.store import Converted
 
@@ -80,19 +82,17 @@ def hf_config_and_tensors(converted: "Converted") -> tuple[dict[str, Any], dict[
 
   name = converted.model_name
   if name not in ("timesformer", "vivit"):
-    raise ValueError(
-      f"model {name!r}: Hugging Face has no equivalent; export supports {SUPPORTED}."
-    )
+    raise UserError(f"model {name!r}: Hugging Face has no equivalent; export supports {SUPPORTED}.")
   config = models.MODELS[name].make_config(converted.model_config)
   _check_supported(name, config, int(converted.preprocessing["num_frames"]))
   params = scan.unstack_layers(converted.params)  # model.scan_layers: per-layer names.
   params = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep="/")
   params = {k: np.asarray(v, np.float32) for k, v in params.items()}
   if "head/kernel" not in params:
-    raise ValueError(f"{name}: no classification head (params/head); HF's classifier needs one.")
+    raise UserError(f"{name}: no classification head (params/head); HF's classifier needs one.")
   num_classes = int(params["head/kernel"].shape[1])
   if num_classes != converted.num_classes:
-    raise ValueError(
+    raise UserError(
       f"{name}: a head of {num_classes} classes but num_classes is {converted.num_classes}."
     )
   if name == "timesformer":
@@ -108,23 +108,23 @@ def hf_config_and_tensors(converted: "Converted") -> tuple[dict[str, Any], dict[
 def _check_supported(name: str, config: Any, num_frames: int) -> None:
   """Raises ValueError (one line) for what HF's TimeSformer / ViViT cannot compute."""
   if config.classifier != "token":
-    raise ValueError(
+    raise UserError(
       f"{name} model.classifier={config.classifier!r}: Hugging Face classifies the class "
       f"token only; export supports {SUPPORTED}."
     )
   attention = config.attention
   if name == "vivit" and attention != "spatio_temporal":
-    raise ValueError(
+    raise UserError(
       f"vivit model.attention={attention!r}: Hugging Face's ViViT is Model 1 "
       f"('spatio_temporal') only; export supports {SUPPORTED}."
     )
   if name == "timesformer" and attention not in HF_ATTENTION_TYPES:
-    raise ValueError(
+    raise UserError(
       f"timesformer model.attention={attention!r}: Hugging Face's TimesformerConfig."
       f"attention_type has only {list(HF_ATTENTION_TYPES.values())}; export supports {SUPPORTED}."
     )
   if name == "timesformer" and attention == "space" and num_frames != 1:
-    raise ValueError(
+    raise UserError(
       f"timesformer model.attention='space' on {num_frames} frames: Hugging Face's "
       "'space_only' classifies every frame on its own, vidtx averages the frames' tokens first; "
       f"export supports {SUPPORTED}."
@@ -184,7 +184,7 @@ def clip_indices(
   num_frames, num_clips = int(p["num_frames"]), int(p.get("num_test_clips", 1))
   length = int(video_length)
   if length < 1:
-    raise ValueError(f"video_length={video_length}: expected a video of at least 1 frame.")
+    raise UserError(f"video_length={video_length}: expected a video of at least 1 frame.")
   f32 = np.float32
   frame_number = np.arange(num_frames)
   if sampling == "stride":
@@ -225,7 +225,7 @@ def clip_indices(
     positions = np.floor(starts[:, None] + steps[None, :])
     return np.clip(positions.astype(np.int32), 0, length - 1)
   if sampling != "whole_video":
-    raise ValueError(
+    raise UserError(
       f"preprocessing eval_sampling={sampling!r}: expected 'stride', 'segment', 'timesformer' "
       "or 'whole_video'."
     )
@@ -300,15 +300,15 @@ def prepare_frames(frames: Any, preprocessing: Mapping[str, Any]) -> np.ndarray:
   if frames.ndim == 4:
     frames = frames[None]
   if frames.ndim != 5 or frames.shape[1] != num_frames or frames.shape[-1] != 3:
-    raise ValueError(
+    raise UserError(
       f"frames of shape {shape}: expected (T, H, W, 3) or (C, T, H, W, 3) RGB with T = "
       f"num_frames = {num_frames}."
     )
   if frames.dtype != np.uint8:
-    raise ValueError(f"frames of dtype {frames.dtype}: expected uint8 pixels in [0, 255].")
+    raise UserError(f"frames of dtype {frames.dtype}: expected uint8 pixels in [0, 255].")
   short_side = eval_short_side(preprocessing)
   if short_side < crop:
-    raise ValueError(
+    raise UserError(
       f"preprocessing: the evaluation short side {short_side} is below crop_size {crop}."
     )
   frames = resize_short_side(frames, short_side)
@@ -371,7 +371,7 @@ def _embedding_and_head_shapes(prefix: str, d: int, num_classes: int) -> dict[st
 def _grid_side(num_patches: int, what: str) -> int:
   side = math.isqrt(num_patches)
   if side * side != num_patches:
-    raise ValueError(f"{what}: {num_patches} patch entries are not a square grid.")
+    raise UserError(f"{what}: {num_patches} patch entries are not a square grid.")
   return side
 
 
@@ -429,7 +429,7 @@ def _vivit(
   num_patches = (crop // patch) ** 2
   tokens = params["pos_embedding/embedding"].shape[0] - 1
   if crop % patch or tokens % num_patches:
-    raise ValueError(
+    raise UserError(
       f"vivit: {tokens} positional entries are not a whole number of frames of the "
       f"{crop}x{crop} crop's {num_patches} patches of {patch}x{patch}."
     )
@@ -459,7 +459,7 @@ def _check_crop(converted: "Converted", image_size: int, num_frames: int) -> Non
   """HF reads clips of config image_size and num_frames; vidtx's preprocessing must agree."""
   p = converted.preprocessing
   if int(p["crop_size"]) != image_size or int(p["num_frames"]) != num_frames:
-    raise ValueError(
+    raise UserError(
       f"{converted.model_name}: the parameters are for {num_frames} frames of "
       f"{image_size}x{image_size} but the preprocessing says {p['num_frames']} of "
       f"{p['crop_size']}x{p['crop_size']}; Hugging Face takes one size."
@@ -471,9 +471,9 @@ def _common_config(converted: "Converted", config: Any, num_classes: int) -> dic
   if labels is None:
     labels = [f"LABEL_{i}" for i in range(num_classes)]
   if len(labels) != num_classes:
-    raise ValueError(f"{len(labels)} labels for the head's {num_classes} classes.")
+    raise UserError(f"{len(labels)} labels for the head's {num_classes} classes.")
   if len(set(labels)) != len(labels):
-    raise ValueError("the labels are not distinct; Hugging Face's label2id needs them so.")
+    raise UserError("the labels are not distinct; Hugging Face's label2id needs them so.")
   return dict(
     hidden_size=int(config.hidden_size),
     num_hidden_layers=int(config.num_layers),
@@ -527,7 +527,7 @@ def _invert_reader(
     if params[k].shape != where[k].shape
   ]
   if problems:
-    raise ValueError(
+    raise UserError(
       "the parameters do not fit the Hugging Face model of this config "
       f"({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
     )
@@ -538,7 +538,7 @@ def _invert_reader(
     seen[np.ravel(index)] = True
   # As many vidtx elements as HF ones and every HF element read: each is read exactly once.
   if sum(v.size for v in where.values()) != total or not seen.all():
-    raise ValueError(
+    raise UserError(
       f"internal: vidtx's reader does not read each of the {total} Hugging Face elements "
       "exactly once; cannot invert it."
     )

@@ -37,6 +37,7 @@ import numpy as np
 
 from vidtx import models
 from vidtx.checkpoints import store
+from vidtx.errors import UserError
 from vidtx.models import layers
 
 PREPROCESSING_FILE = "vidtx_preprocessing.json"
@@ -98,9 +99,9 @@ def write(converted: store.Converted, out_dir: str, *, batch_size: int | None = 
   from jax.experimental import jax2tf
 
   if os.listdir(out_dir):
-    raise ValueError(f"{out_dir}: expected an empty directory for the SavedModel.")
+    raise UserError(f"{out_dir}: expected an empty directory for the SavedModel.")
   if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-    raise ValueError(f"batch_size={batch_size!r}: expected a positive integer or None.")
+    raise UserError(f"batch_size={batch_size!r}: expected a positive integer or None.")
   p = converted.preprocessing
   num_frames, crop = int(p["num_frames"]), int(p["crop_size"])
   model = inference_model(converted)

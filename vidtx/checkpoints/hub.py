@@ -14,6 +14,8 @@ huggingface_hub (a dependency of transformers) is imported only here, when a nam
 import os
 import re
 
+from vidtx.errors import UserError
+
 PREFIX = "hf:"
 # What readers.py reads from a Hugging Face folder; not TF/Flax/ONNX weights.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.bin"]
@@ -33,7 +35,7 @@ def parse(spec: str) -> tuple[str, str | None]:
   name = spec[len(PREFIX) :] if is_hub_name(spec) else spec
   match = _SPEC.fullmatch(name)
   if not match or "--" in match.group(1) or ".." in match.group(1) or len(match.group(1)) > 96:
-    raise ValueError(
+    raise UserError(
       f"{spec!r}: expected hf:ORG/NAME or hf:ORG/NAME@REVISION (a Hugging Face model id, e.g. "
       "hf:facebook/timesformer-base-finetuned-k400)."
     )

@@ -61,6 +61,7 @@ import flax
 import numpy as np
 
 from vidtx.checkpoints import scan, store, surgery
+from vidtx.errors import UserError
 from vidtx.models import tokenizer
 
 KERNEL_INIT_METHODS = ("central_frame", "inflate")
@@ -121,7 +122,7 @@ def load_source(
     return run.export_run(path, step=step, which=which, option=option)
   run.check_choice(step, which, option)
   if step is not None:
-    raise ValueError(
+    raise UserError(
       f"{option}step={step} picks a checkpoint of a train.py run; {path} is not one (expected "
       "a directory with config.json and checkpoints/)."
     )
@@ -186,7 +187,7 @@ def initialise(
     )
   else:
     if source.model_name != model_name:
-      raise ValueError(
+      raise UserError(
         f"init_from {path}: a {source.model_name} checkpoint cannot initialise a {model_name} "
         "model; start from an image ViT (or a converted space-only TimeSformer) instead."
       )
@@ -245,7 +246,7 @@ def _match_classes(
     return
   ours = target["head/kernel"].shape[-1]
   if class_names is not None and len(class_names) != ours:
-    raise ValueError(
+    raise UserError(
       f"init_from {report.source}: {len(class_names)} class names for a model of "
       f"{ours} classes; pass one name per class of the run."
     )
@@ -348,7 +349,7 @@ def _merge(
       if name in adapted:
         report.adapted.append(name)
   if mismatched:
-    raise ValueError(
+    raise UserError(
       f"init_from {report.source}: {len(mismatched)} parameter(s) do not fit the "
       "model (list them in init_from.skip_patterns to keep them fresh):\n  "
       + "\n  ".join(mismatched)
@@ -380,6 +381,37 @@ def _vit_blocks(flat: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
   return [blocks[i] for i in range(len(blocks))]
 
 
+def _timesformer_parts(target: dict[str, np.ndarray], report: Report) -> dict[str, str]:
+  """{our block part: the ViT's}: every attention stage of the scheme (names in the target)
+  from the ViT's attention."""
+  stages = sorted(
+    {m.group(1) for k in target if (m := re.match(r"encoderblock_0/attention_([a-z]+)/", k))}
+  )
+  parts = {"norm_mlp": "norm_mlp", "mlp": "mlp"}
+  for stage in stages:
+    parts[f"norm_{stage}"] = "norm"
+    parts[f"attention_{stage}"] = "attention"
+  if len(stages) > 1:
+    report.notes.append(f"attention stages {stages} all start from the ViT's attention")
+  return parts
+
+
+def _tubelet_kernel(
+  vit: dict[str, np.ndarray], geometry: dict[str, int], init_config: Mapping, report: Report
+) -> np.ndarray:
+  """ViViT's tubelet kernel (t, p, p, C, D) from the ViT's 2D one by init_from's
+  kernel_init_method."""
+  method = init_config.get("kernel_init_method") or "central_frame"
+  if method not in KERNEL_INIT_METHODS:
+    raise UserError(
+      f"init_from.kernel_init_method={method!r}: expected one of {list(KERNEL_INIT_METHODS)}."
+    )
+  kernel = tokenizer.kernel_from_2d(vit["embedding/kernel"], geometry["tubelet"], method)
+  kernel = np.asarray(kernel)
+  report.notes.append(f"tubelet kernel from the 2D kernel by {method!r}")
+  return kernel
+
+
 def _from_image_vit(
   source: store.Converted,
   vit: dict[str, np.ndarray],
@@ -395,7 +427,7 @@ def _from_image_vit(
   adapted: set[str] = set()
   vit_patch = vit["embedding/kernel"].shape[0]
   if vit_patch != geometry["patch"]:
-    raise ValueError(
+    raise UserError(
       f"init_from {report.source}: the ViT has {vit_patch}x{vit_patch} patches, "
       f"the model {geometry['patch']}x{geometry['patch']} (model.variant)."
     )
@@ -430,7 +462,7 @@ def _from_image_vit(
 
   def copy_encoder(prefix: str, num_layers: int, parts: dict[str, str]) -> None:
     if num_layers > len(blocks):
-      raise ValueError(
+      raise UserError(
         f"init_from {report.source}: the ViT has {len(blocks)} layers, the model's "
         f"{prefix or 'encoder'} {num_layers}."
       )
@@ -454,32 +486,11 @@ def _from_image_vit(
     if vit_has_cls:
       proposal["cls"] = vit["cls"]
     posemb("pos_embedding/embedding", 1)
-    if model_name == "timesformer":
-      # Every attention stage of the scheme (names in the target) from the ViT's attention.
-      stages = sorted(
-        {m.group(1) for k in target if (m := re.match(r"encoderblock_0/attention_([a-z]+)/", k))}
-      )
-      parts = {"norm_mlp": "norm_mlp", "mlp": "mlp"}
-      for stage in stages:
-        parts[f"norm_{stage}"] = "norm"
-        parts[f"attention_{stage}"] = "attention"
-      if len(stages) > 1:
-        report.notes.append(f"attention stages {stages} all start from the ViT's attention")
-    else:
-      parts = plain
+    parts = _timesformer_parts(target, report) if model_name == "timesformer" else plain
     copy_encoder("", model_config.num_layers, parts)
   elif model_name == "vivit":
-    method = init_config.get("kernel_init_method") or "central_frame"
-    if method not in KERNEL_INIT_METHODS:
-      raise ValueError(
-        f"init_from.kernel_init_method={method!r}: expected one of {list(KERNEL_INIT_METHODS)}."
-      )
-    kernel = np.asarray(
-      tokenizer.kernel_from_2d(vit["embedding/kernel"], geometry["tubelet"], method)
-    )
-    proposal["embedding/kernel"] = kernel
+    proposal["embedding/kernel"] = _tubelet_kernel(vit, geometry, init_config, report)
     adapted.add("embedding/kernel")
-    report.notes.append(f"tubelet kernel from the 2D kernel by {method!r}")
     temporal_indices = geometry["num_frames"] // geometry["tubelet"]
     attention = model_config.attention
     if attention == "factorised_encoder":
@@ -502,7 +513,7 @@ def _from_image_vit(
         parts = plain
       copy_encoder("encoder/", model_config.num_layers, parts)
   else:
-    raise ValueError(f"init_from: no image-ViT rules for model {model_name!r}.")
+    raise UserError(f"init_from: no image-ViT rules for model {model_name!r}.")
   return proposal, adapted
 
 
@@ -561,7 +572,7 @@ def _resize_table(
   old_n, new_n = old_grid[0] * old_grid[1], new_grid[0] * new_grid[1]
   has_entry = value.shape[0] == old_t * old_n + 1
   if value.shape[0] != old_t * old_n + int(has_entry):
-    raise ValueError(
+    raise UserError(
       f"positional embedding of {value.shape[0]} entries is not {old_t} x "
       f"{old_grid[0]}x{old_grid[1]} patches (+ a class entry)."
     )
@@ -575,7 +586,7 @@ def _resize_table(
   rest = frames.reshape(new_t * new_n, d)
   out = rest if first is None else np.concatenate([first, rest])
   if out.shape[0] != target_length:
-    raise ValueError(
+    raise UserError(
       f"positional embedding resized to {out.shape[0]} entries; the model has {target_length}."
     )
   return out

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vidtx.checkpoints import surgery
+from vidtx.errors import UserError
 
 Tree = dict[str, Any]
 
@@ -43,7 +44,7 @@ class Keys:
 
   def shape(self, name: str) -> tuple[int, ...]:
     if name not in self.tensors:
-      raise ValueError(
+      raise UserError(
         f"{self.where}: expected parameter {name!r} is missing; the checkpoint "
         f"has {_preview(self.tensors)}."
       )
@@ -57,7 +58,7 @@ class Keys:
       if match:
         indices.add(int(match.group(1)))
     if indices and indices != set(range(len(indices))):
-      raise ValueError(
+      raise UserError(
         f"{self.where}: layer indices {sorted(indices)} of {pattern!r} are not 0..N-1."
       )
     return len(indices)
@@ -74,7 +75,7 @@ class Keys:
     if self.missing or unknown:
       lines = [f"missing: {name}" for name in self.missing]
       lines += [f"unknown: {name} {tuple(self.tensors[name].shape)}" for name in unknown]
-      raise ValueError(
+      raise UserError(
         f"{self.where}: the checkpoint does not match the model inferred from it "
         f"({len(self.missing)} missing, {len(unknown)} unknown name(s)):\n  "
         + "\n  ".join(lines)

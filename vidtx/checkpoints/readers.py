@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from vidtx.errors import UserError
+
 FORMATS = ("hf", "timesformer", "timm", "vit_npz", "big_vision", "scenic")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".pyth")
 
@@ -50,7 +52,7 @@ def read(path: str, format: str = "auto") -> Source:
   if format == "auto":
     format = detect_format(path)
   if format not in FORMATS:
-    raise ValueError(f"--format={format!r}: expected 'auto' or one of {list(FORMATS)}.")
+    raise UserError(f"--format={format!r}: expected 'auto' or one of {list(FORMATS)}.")
   return _READERS[format](path)
 
 
@@ -61,7 +63,7 @@ def detect_format(path: str) -> str:
       return "hf"
     if _scenic_files(path):
       return "scenic"
-    raise ValueError(
+    raise UserError(
       f"{path} is a directory but neither a Hugging Face folder (no config.json) nor a scenic "
       "checkpoint directory (no checkpoint_<step> files); pass the checkpoint file itself or "
       "--format."
@@ -81,7 +83,7 @@ def detect_format(path: str) -> str:
     return "timesformer" if "model_state" in state else "timm"
   if re.match(r"checkpoint_\d+$", name) or _is_msgpack(path):
     return "scenic"
-  raise ValueError(
+  raise UserError(
     f"Cannot tell the format of {path!r} from its name; expected a Hugging Face folder, .npz, "
     f".pyth, .pth/.pt/.bin, .safetensors or a scenic checkpoint_<step>; or pass --format "
     f"(one of {list(FORMATS)})."
@@ -96,7 +98,7 @@ def detect_format(path: str) -> str:
 def _read_hf(path: str) -> Source:
   config_path = os.path.join(path, "config.json")
   if not os.path.isfile(config_path):
-    raise ValueError(f"{path}: not a Hugging Face folder (no config.json).")
+    raise UserError(f"{path}: not a Hugging Face folder (no config.json).")
   with open(config_path) as f:
     config = json.load(f)
   tensors = {}
@@ -122,7 +124,7 @@ def _hf_weight_files(path: str) -> list[str]:
   for name in ("model.safetensors", "pytorch_model.bin"):
     if os.path.isfile(os.path.join(path, name)):
       return [os.path.join(path, name)]
-  raise ValueError(
+  raise UserError(
     f"{path}: Hugging Face folder without weights; expected model.safetensors or "
     "pytorch_model.bin (or a sharded index)."
   )
@@ -131,7 +133,7 @@ def _hf_weight_files(path: str) -> list[str]:
 def _read_official_timesformer(path: str) -> Source:
   state = _torch_load(path, unwrap=False)
   if "model_state" not in state:
-    raise ValueError(
+    raise UserError(
       f"{path}: not an official TimeSformer checkpoint: no 'model_state' "
       f"(top-level keys: {sorted(state)[:10]})."
     )
@@ -175,17 +177,17 @@ def _read_scenic(path: str) -> Source:
   if os.path.isdir(path):
     files = _scenic_files(path)
     if not files:
-      raise ValueError(f"{path}: no scenic checkpoint_<step> files in this directory.")
+      raise UserError(f"{path}: no scenic checkpoint_<step> files in this directory.")
     path = files[-1]
   with open(path, "rb") as f:
     try:
       state = serialization.msgpack_restore(f.read())
     except Exception as e:  # msgpack raises several unrelated types on bad input.
-      raise ValueError(
+      raise UserError(
         f"{path}: not a Flax msgpack checkpoint, or truncated or corrupt ({type(e).__name__}: {e})."
       ) from e
   if not isinstance(state, dict):
-    raise ValueError(f"{path}: a Flax checkpoint holds a dict, got {type(state).__name__}.")
+    raise UserError(f"{path}: a Flax checkpoint holds a dict, got {type(state).__name__}.")
   for keys in (("optimizer", "target"), ("params",)):
     node = state
     for key in keys:
@@ -194,7 +196,7 @@ def _read_scenic(path: str) -> Source:
       params = node
       break
   else:
-    raise ValueError(
+    raise UserError(
       f"{path}: no parameters under 'optimizer/target' or 'params' "
       f"(top-level keys: {sorted(state)})."
     )
@@ -251,10 +253,10 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
         tensors[key] = value
   except SafetensorError as e:
     # The header is checked against the file's size on opening: a cut-off download lands here.
-    raise ValueError(_corrupt(path, "a .safetensors", e)) from e
+    raise UserError(_corrupt(path, "a .safetensors", e)) from e
   except (TypeError, ValueError) as e:
     if "bf16" not in str(e).lower() and "bfloat16" not in str(e).lower():
-      raise ValueError(f"{path}: cannot read as safetensors ({e}).") from e
+      raise UserError(f"{path}: cannot read as safetensors ({e}).") from e
     # A numpy without bfloat16 support: read through torch and upcast.
     torch = _import_torch(path)
     with safe_open(path, framework="pt") as f:
@@ -271,14 +273,14 @@ def _read_npz_file(path: str, keys_only: bool = False) -> dict[str, np.ndarray |
     head = f.read(4)
   # np.load takes a file without the zip signature for a pickle, and says so: misleading here.
   if head not in (b"PK\x03\x04", b"PK\x05\x06"):
-    raise ValueError(_corrupt(path, "an .npz", "no zip signature at its start"))
+    raise UserError(_corrupt(path, "an .npz", "no zip signature at its start"))
   try:
     with np.load(path, allow_pickle=False) as npz:
       return {k: None if keys_only else np.asarray(npz[k]) for k in npz.keys()}
   except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-    raise ValueError(_corrupt(path, "an .npz", e)) from e
+    raise UserError(_corrupt(path, "an .npz", e)) from e
   except ValueError as e:  # E.g. object arrays, which need pickle.
-    raise ValueError(f"{path}: cannot read it as an .npz file of arrays ({e}).") from e
+    raise UserError(f"{path}: cannot read it as an .npz file of arrays ({e}).") from e
 
 
 def _corrupt(path: str, kind: str, error: BaseException | str) -> str:
@@ -311,12 +313,12 @@ def _torch_load(path: str, unwrap: bool = True) -> dict[str, Any]:
     why = (
       "" if "weights only" in str(e).lower() else ": truncated, corrupt or not a torch.save file"
     )
-    raise ValueError(
+    raise UserError(
       f"{path}: cannot read as a PyTorch checkpoint{why} ({type(e).__name__}: "
       f"{str(e).splitlines()[0] if str(e) else ''})."
     ) from e
   if not isinstance(state, dict):
-    raise ValueError(f"{path}: expected a dict (a state dict), got {type(state).__name__}.")
+    raise UserError(f"{path}: expected a dict (a state dict), got {type(state).__name__}.")
   if not unwrap:
     return state
   for key in ("model_state", "state_dict", "model", "module"):

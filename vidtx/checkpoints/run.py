@@ -44,6 +44,7 @@ from vidtx import locks, outputs, paths, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import store, training
 from vidtx.checkpoints.store import Converted
+from vidtx.errors import UserError
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -93,9 +94,9 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   try:
     fields = json.loads(paths.read_text(path))
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON ({e}).") from e
+    raise UserError(f"{path}: not valid JSON ({e}).") from e
   if not isinstance(fields, dict):
-    raise ValueError(f"{path}: expected a JSON object (the config), got {type(fields).__name__}.")
+    raise UserError(f"{path}: expected a JSON object (the config), got {type(fields).__name__}.")
   config = ml_collections.ConfigDict(fields)
   missing = [
     k
@@ -108,7 +109,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     if "dataset_configs" in config and k not in config.dataset_configs
   ]
   if missing:
-    raise ValueError(f"{path}: field(s) {missing} missing; expected the config train.py wrote.")
+    raise UserError(f"{path}: field(s) {missing} missing; expected the config train.py wrote.")
   return config
 
 
@@ -126,9 +127,9 @@ def check_choice(step: int | None, which: str | None, option: str = "--") -> Non
   """Raises (one line) unless `step` and `which` pick a checkpoint: `which` one of WHICH (None:
   'best'), and not 'latest' with a step. `option` names the flags ('--' or 'config.init_from.')."""
   if which is not None and which not in WHICH:
-    raise ValueError(f"{option}which={which!r}: expected 'best' or 'latest'.")
+    raise UserError(f"{option}which={which!r}: expected 'best' or 'latest'.")
   if step is not None and which == "latest":
-    raise ValueError(
+    raise UserError(
       f"{option}step={step} and {option}which={which}: give one of them ({option}step picks "
       "that checkpoint)."
     )
@@ -332,7 +333,7 @@ def _preprocessing(config: ml_collections.ConfigDict, config_path: str) -> dict[
   try:
     mean, std = reader_config.normalisation(dc)
   except ValueError as e:
-    raise ValueError(f"{config_path}: {e}") from e
+    raise UserError(f"{config_path}: {e}") from e
   return dict(
     num_frames=int(dc.num_frames),
     stride=int(dc.stride),
@@ -358,9 +359,9 @@ def _labels(
     try:
       names = list(data.synthetic.get_task(dc.get("task", "motion")).class_names)
     except ValueError as e:
-      raise ValueError(f"{config_path}: dataset_configs.task: {e}") from e
+      raise UserError(f"{config_path}: dataset_configs.task: {e}") from e
     if len(names) != dc.num_classes:  # train.py refuses such a config (prepare_dataset).
-      raise ValueError(
+      raise UserError(
         f"{config_path}: the synthetic task has {len(names)} classes, "
         f"dataset_configs.num_classes={dc.num_classes}."
       )
@@ -494,12 +495,12 @@ def _restore_complete(
       step = choose(complete)
     elif requested not in complete:
       if requested in writing:
-        raise ValueError(
+        raise UserError(
           f"{option}step={requested}: checkpoint {requested} in {checkpoints} is not complete "
           f"(being written or removed by a running train.py, or interrupted); complete step(s): "
           f"{complete}."
         )
-      raise ValueError(
+      raise UserError(
         f"{option}step={requested}: {checkpoints} has no checkpoint of that step; it has step(s) "
         f"{complete}" + (f" (and {writing} being written)." if writing else ".")
       )
@@ -513,12 +514,12 @@ def _restore_complete(
         # Still there and still the one to take: a damaged checkpoint, not one being replaced.
         if isinstance(e, training.CheckpointMismatchError):
           raise
-        raise ValueError(
+        raise UserError(
           f"{checkpoints}/{step}: cannot be read ({_first_line(e)}): files missing "
           f"or corrupt; take another one with {option}step (complete: {complete})."
         ) from e
       if requested is not None:
-        raise ValueError(
+        raise UserError(
           f"{option}step={requested}: checkpoint {requested} in {checkpoints} was removed while "
           "it was read (a running train.py keeps only its newest checkpoints and its best); "
           f"take another step (complete now: {now})."
@@ -526,7 +527,7 @@ def _restore_complete(
       continue  # Rotated away by a running train.py: choose among the complete ones again.
     skipped = [s for s in writing if s > complete[-1]] if requested is None else []
     return state, step, complete, skipped
-  raise ValueError(
+  raise UserError(
     f"{checkpoints}: every checkpoint read was removed by a running train.py before it could "
     f"be read ({_ATTEMPTS} tries); export when the run has finished, or with {option}step of a "
     "checkpoint it keeps."

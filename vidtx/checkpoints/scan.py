@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vidtx.errors import UserError
+
 BLOCK_RE = re.compile(r"^encoderblock_(\d+)$")
 STACKED = "encoderblocks"
 
@@ -66,19 +68,19 @@ def _stack_tree(params: Mapping[str, Any], path: str) -> dict[str, Any]:
     return out
   where = path.rstrip("/") or "the top level"
   if sorted(blocks) != list(range(len(blocks))):
-    raise ValueError(
+    raise UserError(
       f"stack_layers: the blocks at {where} are encoderblock_{sorted(blocks)}; expected "
       f"contiguous indices 0..{len(blocks) - 1} to stack them into {STACKED}."
     )
   if STACKED in out:
-    raise ValueError(
+    raise UserError(
       f"stack_layers: {where} has both encoderblock_{{i}} and {STACKED}; expected one layout."
     )
   layers = [blocks[i] for i in range(len(blocks))]
   first = jax.tree.map(np.shape, layers[0])
   for i, layer in enumerate(layers[1:], start=1):
     if jax.tree.map(np.shape, layer) != first:
-      raise ValueError(
+      raise UserError(
         f"stack_layers: {path}encoderblock_{i} differs from encoderblock_0 in its parameter "
         "names or shapes; only identical blocks can be stacked."
       )
@@ -95,13 +97,13 @@ def _unstack_tree(params: Mapping[str, Any], path: str) -> dict[str, Any]:
   stacked = out.pop(STACKED)
   where = path.rstrip("/") or "the top level"
   if any(isinstance(key, str) and BLOCK_RE.match(key) for key in out):
-    raise ValueError(
+    raise UserError(
       f"unstack_layers: {where} has both {STACKED} and encoderblock_{{i}}; expected one layout."
     )
   lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree.leaves(stacked)}
   if len(lengths) != 1 or None in lengths:
     found = sorted(map(str, lengths))
-    raise ValueError(
+    raise UserError(
       f"unstack_layers: the leaves of {path}{STACKED} have leading axes {found}; expected one "
       "layer axis shared by all of them."
     )

@@ -40,6 +40,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from vidtx import models, ownership, paths
+from vidtx.errors import UserError
 
 MODEL_FILE = "vidtx_model.json"
 PARAMS_DIR = "params"
@@ -132,13 +133,13 @@ def check_out_dir(out_dir: str, *, overwrite: bool, source: str | None = None) -
 def _check_preprocessing(preprocessing: Mapping[str, Any], where: str) -> dict[str, Any]:
   missing = [k for k in PREPROCESSING_FIELDS if k not in preprocessing]
   if missing:
-    raise ValueError(
+    raise UserError(
       f"{where}: preprocessing lacks {missing}; expected all of {list(PREPROCESSING_FIELDS)}."
     )
   for key in ("mean", "std"):
     values = preprocessing[key]
     if len(values) != 3 or (key == "std" and min(values) <= 0):
-      raise ValueError(
+      raise UserError(
         f"{where}: preprocessing.{key}={values!r}: expected 3 per-channel values"
         + (" > 0." if key == "std" else ".")
       )
@@ -165,7 +166,7 @@ def save(out_dir: str, converted: Converted, *, overwrite: bool = False) -> str:
     ),
   )
   if info["labels"] is not None and len(info["labels"]) != info["num_classes"]:
-    raise ValueError(f"{out_dir}: {len(info['labels'])} labels for {info['num_classes']} classes.")
+    raise UserError(f"{out_dir}: {len(info['labels'])} labels for {info['num_classes']} classes.")
 
   def fill(tmp: str) -> None:
     params = jax.tree.map(np.asarray, converted.params)
@@ -193,9 +194,9 @@ def read_description(path: str) -> dict[str, Any]:
   try:
     info = json.loads(paths.read_text(model_file))
   except json.JSONDecodeError as e:
-    raise ValueError(f"{model_file}: not valid JSON ({e}).") from e
+    raise UserError(f"{model_file}: not valid JSON ({e}).") from e
   if not isinstance(info, dict):
-    raise ValueError(f"{model_file}: expected a JSON object (what vidtx.convert writes).")
+    raise UserError(f"{model_file}: expected a JSON object (what vidtx.convert writes).")
   return info
 
 
@@ -210,14 +211,14 @@ def load(path: str) -> Converted:
   info = read_description(path)
   for key in ("model_name", "model", "num_classes", "preprocessing"):
     if key not in info:
-      raise ValueError(f"{model_file}: field {key!r} is missing.")
+      raise UserError(f"{model_file}: field {key!r} is missing.")
   params_dir = paths.abspath(os.path.join(path, PARAMS_DIR))
   try:
     with ocp.StandardCheckpointer() as checkpointer:
       params = checkpointer.restore(params_dir)
   except Exception as e:  # noqa: BLE001 - files missing, truncated or corrupt.
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-    raise ValueError(
+    raise UserError(
       f"{params_dir}: cannot be read: files missing, truncated or corrupt "
       f"({reason}); convert the checkpoint again."
     ) from e
@@ -259,7 +260,7 @@ def check_params(
     if got[k] != expected[k]
   ]
   if problems:
-    raise ValueError(
+    raise UserError(
       f"{where}: the parameters do not fit the model "
       f"({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
     )

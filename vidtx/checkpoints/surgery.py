@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vidtx.errors import UserError
+
 POSEMB_SIZE_CHANGES = ("tile", "resize", "resize_tile")
 
 
@@ -51,7 +53,7 @@ def attention_projection(
   """A query, key or value Linear [H*Dh, D] -> {'kernel': [D, H, Dh], 'bias': [H, Dh]}."""
   out_features, in_features = weight.shape
   if out_features % num_heads:
-    raise ValueError(
+    raise UserError(
       f"attention projection {weight.shape}: {out_features} outputs are not "
       f"divisible by {num_heads} heads."
     )
@@ -68,7 +70,7 @@ def split_qkv(
 ) -> dict[str, dict[str, np.ndarray]]:
   """A fused qkv Linear [3*D, D] (timm, TimeSformer) -> query/key/value projections."""
   if weight.shape[0] % 3:
-    raise ValueError(f"fused qkv weight {weight.shape}: the first axis is not 3 * D.")
+    raise UserError(f"fused qkv weight {weight.shape}: the first axis is not 3 * D.")
   weights = np.split(weight, 3, axis=0)  # [3D, D] -> 3 x [D, D], in the order q, k, v.
   biases = np.split(bias, 3) if bias is not None else [None] * 3
   return {
@@ -94,7 +96,7 @@ def grid_size(num_patches: int, where: str = "positional embedding") -> tuple[in
   """The square h x w grid of `num_patches` patches (ViT checkpoints are square)."""
   side = math.isqrt(num_patches)
   if side * side != num_patches:
-    raise ValueError(
+    raise UserError(
       f"{where}: {num_patches} patch entries are not a square grid; pass the grid explicitly."
     )
   return side, side
@@ -110,7 +112,7 @@ def resize_posemb_grid(
   posemb = np.asarray(posemb)
   (h, w), (new_h, new_w) = old_grid, new_grid
   if posemb.shape[0] != h * w:
-    raise ValueError(f"positional embedding of {posemb.shape[0]} entries is not a {h}x{w} grid.")
+    raise UserError(f"positional embedding of {posemb.shape[0]} entries is not a {h}x{w} grid.")
   if (h, w) == (new_h, new_w):
     return posemb
   d = posemb.shape[-1]
@@ -152,13 +154,13 @@ def posemb_for_video(
   Returns [num_frames * h'*w', D].
   """
   if method not in POSEMB_SIZE_CHANGES:
-    raise ValueError(
+    raise UserError(
       f"init_from.positional_embed_size_change={method!r}: expected one of "
       f"{list(POSEMB_SIZE_CHANGES)}."
     )
   if tuple(old_grid) != tuple(new_grid):
     if method == "tile":
-      raise ValueError(
+      raise UserError(
         f"init_from.positional_embed_size_change='tile' but the checkpoint's patch grid "
         f"{old_grid[0]}x{old_grid[1]} differs from the model's {new_grid[0]}x{new_grid[1]}; "
         "use 'resize_tile' (or 'resize' for models with a spatial-only embedding)."
@@ -166,7 +168,7 @@ def posemb_for_video(
     patch_posemb = resize_posemb_grid(patch_posemb, old_grid, new_grid)
   if num_frames > 1:
     if method == "resize":
-      raise ValueError(
+      raise UserError(
         f"init_from.positional_embed_size_change='resize' cannot fill the {num_frames} "
         "temporal indices of this model's space-time positional embedding; use 'tile' or "
         "'resize_tile'."

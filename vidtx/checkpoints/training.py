@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
 from vidtx import paths
+from vidtx.errors import UserError
 from vidtx.train_state import TrainState
 
 
@@ -47,7 +48,7 @@ def check_workdir(workdir: str) -> None:
   has no atomic rename. Orbax uses that protocol for gs:// only; elsewhere it renames a
   temporary directory, which other object stores (and gcsfuse mounts) do not do atomically."""
   if "://" in workdir and not workdir.startswith("gs://"):
-    raise ValueError(
+    raise UserError(
       f"--workdir={workdir}: a URL vidtx cannot keep a run in; the workdir must be a "
       "directory (on several hosts a shared file system: NFS, Filestore) or a GCS location "
       "(gs://BUCKET/runs/NAME), where checkpoints are committed without renames."
@@ -118,7 +119,7 @@ def check_checkpoints_dir(workdir: str) -> None:
       _refuse_foreign(directory, foreign)
     return
   if os.path.islink(directory):
-    raise ValueError(
+    raise UserError(
       f"{directory} is a symbolic link (to {os.readlink(directory)}); vidtx keeps a run's "
       "checkpoints in a directory of its own, where it deletes old checkpoints, and never "
       "inside a folder a link points to. Remove the link (its target is not touched) or "
@@ -127,7 +128,7 @@ def check_checkpoints_dir(workdir: str) -> None:
   if not os.path.lexists(directory):
     return
   if not os.path.isdir(directory):
-    raise ValueError(
+    raise UserError(
       f"{directory} is a file, not the run's checkpoints directory; move it out of the "
       "workdir or choose a new --workdir."
     )
@@ -138,7 +139,7 @@ def check_checkpoints_dir(workdir: str) -> None:
 
 def _refuse_foreign(directory: str, foreign: list[str]) -> None:
   shown = "; ".join(foreign[:5]) + (f"; ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
-  raise ValueError(
+  raise UserError(
     f"{directory} holds entries that are not checkpoints vidtx wrote: {shown}. Orbax takes "
     "an integer-named directory for a checkpoint and deletes old ones, so vidtx does not "
     "train here: move these out of the checkpoints directory, or choose a new --workdir."
@@ -213,7 +214,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: TrainState) -
   return None if step is None else restore_step(manager, abstract_state, step)
 
 
-class DamagedCheckpointError(ValueError):
+class DamagedCheckpointError(UserError):
   """The newest checkpoint(s) cannot be read; older ones can."""
 
 
@@ -352,7 +353,7 @@ def check_intact(manager: ocp.CheckpointManager, abstract_state: TrainState, ste
     try:
       json.loads(paths.read_bytes(data))
     except json.JSONDecodeError as e:
-      raise ValueError(f"{data} is corrupt: {e}") from e
+      raise UserError(f"{data} is corrupt: {e}") from e
   state_dir = legacy or os.path.join(step_dir, "state")
   # (_metadata_tree read it above; older orbax wrote none, or a directory per array instead
   # of one store: their restore reads those.)
@@ -372,7 +373,7 @@ def check_intact(manager: ocp.CheckpointManager, abstract_state: TrainState, ste
     read = store.read(key).result()
     # A value whose data file is gone reads as empty, not as an error; no stored chunk is empty.
     if read.state != "value" or not read.value:
-      raise ValueError(
+      raise UserError(
         f"NOT_FOUND: {state_dir}: the stored value {key.decode(errors='replace')} is missing "
         "(its data file is gone or empty)"
       )
@@ -436,13 +437,13 @@ def _broadcast_json(value: Any) -> Any:
   if jax.process_index() == 0:
     encoded = json.dumps(value).encode()
     if len(encoded) > _DECISION_BYTES:
-      raise ValueError(f"_broadcast_json: {len(encoded)} bytes; at most {_DECISION_BYTES}.")
+      raise UserError(f"_broadcast_json: {len(encoded)} bytes; at most {_DECISION_BYTES}.")
     buffer[: len(encoded)] = np.frombuffer(encoded, np.uint8)
   received = np.asarray(multihost_utils.broadcast_one_to_all(buffer), np.uint8)
   return json.loads(received.tobytes().rstrip(b"\0").decode())
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError):
   """A checkpoint that is readable but of another model or optimizer than the config's."""
 
 
@@ -601,7 +602,7 @@ def restore_data_state(manager: ocp.CheckpointManager, step: int) -> dict[str, A
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO)
 
 
-class WriteError(OSError):
+class WriteError(UserError, OSError):
   """A run's file or checkpoint could not be written (a full disk, a quota, a read-only or
   failing file system); the message names it, on one line."""
 

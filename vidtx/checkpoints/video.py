@@ -16,13 +16,14 @@ Preprocessing recorded (the protocol each source was evaluated with; see docs/ch
   [-1, 1], mean of logits.
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from vidtx.checkpoints import names, surgery, vit
 from vidtx.checkpoints.readers import Source
 from vidtx.checkpoints.store import Converted
+from vidtx.errors import UserError
 
 TIMESFORMER_ATTENTIONS = {
   "divided_space_time": "divided",
@@ -104,7 +105,7 @@ def _timesformer_params(
 def _check_temporal_blocks(blocks: list[dict], attention: str, where: str) -> None:
   has_temporal = ["attention_temporal" in b for b in blocks]
   if (attention == "divided") != all(has_temporal) or any(has_temporal) != all(has_temporal):
-    raise ValueError(
+    raise UserError(
       f"{where}: attention {attention!r} but {sum(has_temporal)} of "
       f"{len(blocks)} blocks have temporal attention parameters."
     )
@@ -116,7 +117,7 @@ def from_hf_timesformer(
   config = source.config
   attention_type = config.get("attention_type", "divided_space_time")
   if attention_type not in TIMESFORMER_ATTENTIONS:
-    raise ValueError(
+    raise UserError(
       f"{source.path}/config.json: attention_type={attention_type!r}; expected "
       f"one of {list(TIMESFORMER_ATTENTIONS)}."
     )
@@ -202,7 +203,7 @@ def from_official_timesformer(
       else "space_only"
     )
   if attention not in TIMESFORMER_ATTENTIONS:
-    raise ValueError(
+    raise UserError(
       f"{source.path}: cfg TIMESFORMER.ATTENTION_TYPE={attention!r}; expected one "
       f"of {list(TIMESFORMER_ATTENTIONS)}."
     )
@@ -292,7 +293,7 @@ def from_hf_vivit(
   params["pos_embedding"]["embedding"] = posemb.reshape(-1, posemb.shape[-1])
   tubelet = [int(x) for x in config.get("tubelet_size", [2, 16, 16])]
   if tubelet[1] != tubelet[2]:
-    raise ValueError(
+    raise UserError(
       f"{source.path}/config.json: tubelet_size={tubelet}: vidtx uses square patches."
     )
   eps = float(config.get("layer_norm_eps", 1e-6))
@@ -360,6 +361,157 @@ def _swap_head_halves(attention: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
+class _Encoder(NamedTuple):
+  """What a scenic checkpoint's encoder(s) say about the model."""
+
+  model: str  # vidtx's attention: factorised_encoder, spatio_temporal, ...
+  num_layers: int
+  heads_name: str  # A query kernel (D, heads, head_dim): the head count.
+  mlp_name: str  # An MLP's first kernel (D, mlp_dim).
+  classifier: str  # 'token' or 'gap'.
+  extra: dict[str, Any]  # Model-specific config fields.
+
+
+def _scenic_factorised_encoder(keys: names.Keys, params: dict[str, Any], where: str) -> _Encoder:
+  """Model 2: the spatial and temporal encoders into `params`."""
+  spatial_layers = keys.count(r"SpatialTransformer/encoderblock_(\d+)/")
+  temporal_layers = keys.count(r"TemporalTransformer/encoderblock_(\d+)/")
+  for encoder, name, layers in (
+    ("SpatialTransformer", "spatial", spatial_layers),
+    ("TemporalTransformer", "temporal", temporal_layers),
+  ):
+    if not layers:
+      continue
+    tree = {
+      f"encoderblock_{i}": names.flax_block(keys, f"{encoder}/encoderblock_{i}", **_SCENIC_BLOCK)
+      for i in range(layers)
+    }
+    tree["encoder_norm"] = names.flax_layer_norm(keys, f"{encoder}/encoder_norm")
+    params[f"{name}_encoder"] = tree
+    params[f"{name}_pos_embedding"] = {
+      "embedding": keys.get(f"{encoder}/posembed_input/pos_embedding")
+    }
+    cls = keys.get(f"cls_{encoder}", optional=True)
+    if cls is not None:
+      params[f"{name}_cls"] = cls
+  heads_name = "SpatialTransformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"
+  classifier = "token" if "spatial_cls" in params else "gap"
+  extra = dict(spatial_layers=spatial_layers, temporal_layers=temporal_layers)
+  num_layers = spatial_layers
+  mlp_name = "SpatialTransformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"
+  if temporal_layers:
+    for part in ("MultiHeadDotProductAttention_0/query/kernel", "MlpBlock_0/Dense_0/kernel"):
+      spatial = keys.shape(f"SpatialTransformer/encoderblock_0/{part}")
+      temporal = keys.shape(f"TemporalTransformer/encoderblock_0/{part}")
+      if spatial != temporal:
+        raise UserError(
+          f"{where}: the spatial and temporal encoders differ in {part} "
+          f"({spatial} vs {temporal}); vidtx's Model 2 shares one size."
+        )
+  return _Encoder("factorised_encoder", num_layers, heads_name, mlp_name, classifier, extra)
+
+
+def _scenic_single_encoder(
+  keys: names.Keys,
+  params: dict[str, Any],
+  where: str,
+  attention: str | None,
+  attention_order: str | None,
+) -> _Encoder:
+  """Models 1, 3 and 4: one encoder into `params`; which model, from the names and the flags."""
+  num_layers = keys.count(r"Transformer/encoderblock_(\d+)/")
+  factorised = "Transformer/encoderblock_0/LayerNorm_space/scale" in keys
+  has_cls = "cls" in keys
+  if factorised:
+    model = "factorised_self_attention"
+    if attention_order not in ("space_time", "time_space"):
+      raise UserError(
+        f"{where}: a scenic Model 3 (factorised self-attention) checkpoint does not record "
+        "its attention order; pass --attention_order=time_space or space_time, as in the "
+        "scenic config's model.attention_config.attention_order."
+      )
+  elif has_cls:
+    model = "spatio_temporal"
+  else:
+    if attention not in ("spatio_temporal", "factorised_dot_product"):
+      raise UserError(
+        f"{where}: a scenic ViViT without a class token is Model 1 with average pooling or "
+        "Model 4 (factorised dot-product attention), which have the same parameters; pass "
+        "--attention=spatio_temporal or --attention=factorised_dot_product."
+      )
+    model = attention
+  blocks = {}
+  for i in range(num_layers):
+    p = f"Transformer/encoderblock_{i}"
+    if factorised:
+      attention_name = f"{p}/MultiHeadDotProductAttention_"
+      blocks[f"encoderblock_{i}"] = {
+        "norm_spatial": names.flax_layer_norm(keys, f"{p}/LayerNorm_space"),
+        "attention_spatial": names.flax_attention(keys, attention_name + "space"),
+        "norm_temporal": names.flax_layer_norm(keys, f"{p}/LayerNorm_time"),
+        "attention_temporal": names.flax_attention(keys, attention_name + "time"),
+        "norm_mlp": names.flax_layer_norm(keys, f"{p}/LayerNorm_mlp"),
+        "mlp": {
+          "Dense_0": names.flax_dense(keys, f"{p}/MlpBlock/Dense_0"),
+          "Dense_1": names.flax_dense(keys, f"{p}/MlpBlock/Dense_1"),
+        },
+      }
+    else:
+      blocks[f"encoderblock_{i}"] = names.flax_block(keys, p, **_SCENIC_BLOCK)
+  blocks["encoder_norm"] = names.flax_layer_norm(keys, "Transformer/encoder_norm")
+  params["encoder"] = blocks
+  params["pos_embedding"] = {"embedding": keys.get("Transformer/posembed_input/pos_embedding")}
+  if has_cls:
+    params["cls"] = keys.get("cls")
+  heads_name = (
+    "Transformer/encoderblock_0/MultiHeadDotProductAttention_space/query/kernel"
+    if factorised
+    else "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"
+  )
+  mlp_name = (
+    "Transformer/encoderblock_0/MlpBlock/Dense_0/kernel"
+    if factorised
+    else "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"
+  )
+  classifier = "token" if has_cls else "gap"
+  extra = dict(attention_order=attention_order) if factorised else {}
+  return _Encoder(model, num_layers, heads_name, mlp_name, classifier, extra)
+
+
+def _scenic_frames(
+  params: dict[str, Any],
+  encoder: _Encoder,
+  patch: int,
+  crop_size: int | None,
+  where: str,
+) -> tuple[int, int]:
+  """(crop, temporal token count) from the positional embeddings' lengths."""
+  model, classifier = encoder.model, encoder.classifier
+  temporal_layers = encoder.extra.get("temporal_layers")  # Model 2's.
+  if model == "factorised_encoder":
+    num_patches = params["spatial_pos_embedding"]["embedding"].shape[0] - (classifier == "token")
+    crop = patch * surgery.grid_size(num_patches, where)[0]
+    if temporal_layers:
+      num_tokens_t = params["temporal_pos_embedding"]["embedding"].shape[0] - (
+        classifier == "token"
+      )
+    else:
+      num_tokens_t = None
+  else:
+    crop = crop_size or 224
+    num_patches = (crop // patch) ** 2
+    tokens = params["pos_embedding"]["embedding"].shape[0] - (classifier == "token")
+    if tokens % num_patches:
+      raise UserError(
+        f"{where}: {tokens} positional entries are not a multiple of the "
+        f"{num_patches} patches of a {crop}x{crop} crop; pass --crop_size."
+      )
+    num_tokens_t = tokens // num_patches
+  if num_tokens_t is None:
+    raise UserError(f"{where}: the average-pooling baseline does not record its frame count.")
+  return crop, num_tokens_t
+
+
 def from_scenic(
   source: Source,
   *,
@@ -382,98 +534,10 @@ def from_scenic(
   params: dict[str, Any] = {"embedding": {"kernel": kernel, "bias": keys.get("embedding/bias")}}
 
   if "SpatialTransformer/encoderblock_0/LayerNorm_0/scale" in keys:
-    model = "factorised_encoder"
-    spatial_layers = keys.count(r"SpatialTransformer/encoderblock_(\d+)/")
-    temporal_layers = keys.count(r"TemporalTransformer/encoderblock_(\d+)/")
-    for encoder, name, layers in (
-      ("SpatialTransformer", "spatial", spatial_layers),
-      ("TemporalTransformer", "temporal", temporal_layers),
-    ):
-      if not layers:
-        continue
-      tree = {
-        f"encoderblock_{i}": names.flax_block(keys, f"{encoder}/encoderblock_{i}", **_SCENIC_BLOCK)
-        for i in range(layers)
-      }
-      tree["encoder_norm"] = names.flax_layer_norm(keys, f"{encoder}/encoder_norm")
-      params[f"{name}_encoder"] = tree
-      params[f"{name}_pos_embedding"] = {
-        "embedding": keys.get(f"{encoder}/posembed_input/pos_embedding")
-      }
-      cls = keys.get(f"cls_{encoder}", optional=True)
-      if cls is not None:
-        params[f"{name}_cls"] = cls
-    heads_name = "SpatialTransformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"
-    classifier = "token" if "spatial_cls" in params else "gap"
-    extra = dict(spatial_layers=spatial_layers, temporal_layers=temporal_layers)
-    num_layers = spatial_layers
-    mlp_name = "SpatialTransformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"
-    if temporal_layers:
-      for part in ("MultiHeadDotProductAttention_0/query/kernel", "MlpBlock_0/Dense_0/kernel"):
-        spatial = keys.shape(f"SpatialTransformer/encoderblock_0/{part}")
-        temporal = keys.shape(f"TemporalTransformer/encoderblock_0/{part}")
-        if spatial != temporal:
-          raise ValueError(
-            f"{where}: the spatial and temporal encoders differ in {part} "
-            f"({spatial} vs {temporal}); vidtx's Model 2 shares one size."
-          )
+    encoder = _scenic_factorised_encoder(keys, params, where)
   else:
-    num_layers = keys.count(r"Transformer/encoderblock_(\d+)/")
-    factorised = "Transformer/encoderblock_0/LayerNorm_space/scale" in keys
-    has_cls = "cls" in keys
-    if factorised:
-      model = "factorised_self_attention"
-      if attention_order not in ("space_time", "time_space"):
-        raise ValueError(
-          f"{where}: a scenic Model 3 (factorised self-attention) checkpoint does not record "
-          "its attention order; pass --attention_order=time_space or space_time, as in the "
-          "scenic config's model.attention_config.attention_order."
-        )
-    elif has_cls:
-      model = "spatio_temporal"
-    else:
-      if attention not in ("spatio_temporal", "factorised_dot_product"):
-        raise ValueError(
-          f"{where}: a scenic ViViT without a class token is Model 1 with average pooling or "
-          "Model 4 (factorised dot-product attention), which have the same parameters; pass "
-          "--attention=spatio_temporal or --attention=factorised_dot_product."
-        )
-      model = attention
-    blocks = {}
-    for i in range(num_layers):
-      p = f"Transformer/encoderblock_{i}"
-      if factorised:
-        attention_name = f"{p}/MultiHeadDotProductAttention_"
-        blocks[f"encoderblock_{i}"] = {
-          "norm_spatial": names.flax_layer_norm(keys, f"{p}/LayerNorm_space"),
-          "attention_spatial": names.flax_attention(keys, attention_name + "space"),
-          "norm_temporal": names.flax_layer_norm(keys, f"{p}/LayerNorm_time"),
-          "attention_temporal": names.flax_attention(keys, attention_name + "time"),
-          "norm_mlp": names.flax_layer_norm(keys, f"{p}/LayerNorm_mlp"),
-          "mlp": {
-            "Dense_0": names.flax_dense(keys, f"{p}/MlpBlock/Dense_0"),
-            "Dense_1": names.flax_dense(keys, f"{p}/MlpBlock/Dense_1"),
-          },
-        }
-      else:
-        blocks[f"encoderblock_{i}"] = names.flax_block(keys, p, **_SCENIC_BLOCK)
-    blocks["encoder_norm"] = names.flax_layer_norm(keys, "Transformer/encoder_norm")
-    params["encoder"] = blocks
-    params["pos_embedding"] = {"embedding": keys.get("Transformer/posembed_input/pos_embedding")}
-    if has_cls:
-      params["cls"] = keys.get("cls")
-    heads_name = (
-      "Transformer/encoderblock_0/MultiHeadDotProductAttention_space/query/kernel"
-      if factorised
-      else "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"
-    )
-    mlp_name = (
-      "Transformer/encoderblock_0/MlpBlock/Dense_0/kernel"
-      if factorised
-      else "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"
-    )
-    classifier = "token" if has_cls else "gap"
-    extra = dict(attention_order=attention_order) if factorised else {}
+    encoder = _scenic_single_encoder(keys, params, where, attention, attention_order)
+  model, num_layers, heads_name, mlp_name, classifier, extra = encoder
   heads = keys.shape(heads_name)[1]
   mlp_dim = keys.shape(mlp_name)[1]
   if "output_projection/kernel" in keys:
@@ -488,27 +552,7 @@ def from_scenic(
   for name in ("cls", "spatial_cls", "temporal_cls"):
     if name in params:
       params[name] = params[name].reshape(1, 1, -1)
-  if model == "factorised_encoder":
-    num_patches = params["spatial_pos_embedding"]["embedding"].shape[0] - (classifier == "token")
-    crop = patch * surgery.grid_size(num_patches, where)[0]
-    if temporal_layers:
-      num_tokens_t = params["temporal_pos_embedding"]["embedding"].shape[0] - (
-        classifier == "token"
-      )
-    else:
-      num_tokens_t = None
-  else:
-    crop = crop_size or 224
-    num_patches = (crop // patch) ** 2
-    tokens = params["pos_embedding"]["embedding"].shape[0] - (classifier == "token")
-    if tokens % num_patches:
-      raise ValueError(
-        f"{where}: {tokens} positional entries are not a multiple of the "
-        f"{num_patches} patches of a {crop}x{crop} crop; pass --crop_size."
-      )
-    num_tokens_t = tokens // num_patches
-  if num_tokens_t is None:
-    raise ValueError(f"{where}: the average-pooling baseline does not record its frame count.")
+  crop, num_tokens_t = _scenic_frames(params, encoder, patch, crop_size, where)
   if model == "factorised_dot_product":
     for name, block in params["encoder"].items():
       if name.startswith("encoderblock_"):

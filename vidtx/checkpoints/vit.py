@@ -31,6 +31,7 @@ import numpy as np
 from vidtx.checkpoints import names, store, surgery
 from vidtx.checkpoints.readers import Source
 from vidtx.checkpoints.store import Converted
+from vidtx.errors import UserError
 
 # Heads of the standard ViT widths, for sources that do not record them (timm, official .pyth).
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
@@ -43,7 +44,7 @@ def num_heads_for(width: int, num_heads: int | None, where: str) -> int:
   if num_heads:
     return int(num_heads)
   if width not in HEADS_BY_WIDTH:
-    raise ValueError(
+    raise UserError(
       f"{where}: the checkpoint does not record its number of heads and width "
       f"{width} is not a standard ViT width {sorted(HEADS_BY_WIDTH)}; pass "
       "--num_heads."
@@ -57,7 +58,7 @@ def gelu_approximate_for(hidden_act: str, where: str) -> bool:
     return False
   if hidden_act in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh", "gelu_accurate"):
     return True
-  raise ValueError(f"{where}: hidden_act={hidden_act!r} is not a GELU vidtx implements.")
+  raise UserError(f"{where}: hidden_act={hidden_act!r} is not a GELU vidtx implements.")
 
 
 def labels_from_hf(config: dict[str, Any], num_classes: int) -> list[str] | None:
@@ -115,7 +116,7 @@ def _grid_of(posemb: np.ndarray, has_cls: bool, where: str) -> tuple[bool, int]:
     return True, math.isqrt(length - 1)
   if math.isqrt(length) ** 2 == length:
     return False, math.isqrt(length)
-  raise ValueError(
+  raise UserError(
     f"{where}: positional embedding of {length} entries is not a square grid of "
     "patches (plus a class token)."
   )
@@ -188,7 +189,7 @@ def finish_converted(
   if params.get("head") is None:
     params.pop("head", None)
     if not num_classes:
-      raise ValueError(
+      raise UserError(
         f"{source.path}: the checkpoint has no classification head (a backbone); "
         "pass --num_classes to add a zero-initialised one, or use it via "
         "init_from."
@@ -452,15 +453,13 @@ def shape_of(
   from vidtx import models
 
   if model_name not in models.MODELS:
-    raise ValueError(
-      f"{where}: model_name={model_name!r}; expected one of {sorted(models.MODELS)}."
-    )
+    raise UserError(f"{where}: model_name={model_name!r}; expected one of {sorted(models.MODELS)}.")
   fields = models.default_config(model_name).to_dict()
   fields.update({k: v for k, v in dict(model).items() if k in fields})
   try:
     resolved = models.MODELS[model_name].make_config(fields)
   except ValueError as e:
-    raise ValueError(f"{where}: {e}") from e
+    raise UserError(f"{where}: {e}") from e
   vivit_fe = model_name == "vivit" and resolved.attention == "factorised_encoder"
   return Shape(
     model_name=model_name,

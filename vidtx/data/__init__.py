@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 
 from vidtx.data.reader_config import validate_dataset_configs
+from vidtx.errors import UserError
 
 __all__ = [
   "DATASETS",
@@ -60,7 +61,7 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   """
   name = config.get("dataset_name")
   if not isinstance(name, str) or (name not in DATASETS[:2] and not name.startswith("tfds:")):
-    raise ValueError(f"Unknown config.dataset_name {name!r}; expected one of {list(DATASETS)}.")
+    raise UserError(f"Unknown config.dataset_name {name!r}; expected one of {list(DATASETS)}.")
   dataset_configs = ml_collections.ConfigDict(config.dataset_configs.to_dict())
   with dataset_configs.unlocked():
     dataset_configs.dataset_name = name
@@ -76,12 +77,12 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     task_name = dataset_configs.get("task", "motion")
     task = synthetic.get_task(task_name)
     if dataset_configs.get("num_classes") != len(task.class_names):
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.num_classes={dataset_configs.get('num_classes')} but the synthetic "
         f"task {task_name!r} has {len(task.class_names)} classes {list(task.class_names)}."
       )
     if dataset_configs.get("random_flip", False) and not task.flip_invariant:
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.random_flip=True would mirror the videos of the synthetic task "
         f"{task_name!r} and swap its classes {list(task.class_names)}; set it to False."
       )
@@ -90,15 +91,15 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   else:
     base_dir = dataset_configs.get("base_dir")
     if not base_dir:
-      raise ValueError(
+      raise UserError(
         "config.dataset_configs.base_dir is empty; expected the directory that "
         "holds the TFRecord shards."
       )
     if not tf.io.gfile.isdir(base_dir):
-      raise ValueError(f"config.dataset_configs.base_dir={base_dir!r} is not a directory.")
+      raise UserError(f"config.dataset_configs.base_dir={base_dir!r} is not a directory.")
     tables = dataset_configs.get("tables") or {}
     if not tables:
-      raise ValueError(
+      raise UserError(
         "config.dataset_configs.tables is empty; expected e.g. "
         "{'train': 'train.tfrecord@16', 'validation': 'validation.tfrecord@4'}."
       )
@@ -130,19 +131,19 @@ def _prepare_tfds(
     if dc.get("num_classes") is None:
       dc.num_classes = info["num_classes"]
     elif int(dc.num_classes) != info["num_classes"]:
-      raise ValueError(
+      raise UserError(
         f"config.dataset_configs.num_classes={dc.num_classes} but {name} has "
         f"{info['num_classes']} classes."
       )
     examples = dict(dc.get("examples_per_subset") or {})
     for split, tfds_split in dict(dc.tables).items():
       if tfds_split not in info["examples_per_subset"]:
-        raise ValueError(
+        raise UserError(
           f"config.dataset_configs.tables.{split}={tfds_split!r}: {name} has "
           f"the splits {sorted(info['examples'])}."
         )
       if not info["examples_per_subset"][tfds_split]:
-        raise ValueError(
+        raise UserError(
           f"config.dataset_configs.tables.{split}={tfds_split!r}: this split of "
           f"{name} holds no example (tfds_data_dir="
           f"{dc.get('tfds_data_dir') or 'the TFDS default'}); "
@@ -162,7 +163,7 @@ def read_label_names(base_dir: str) -> list[str]:
 
   path = os.path.join(base_dir, "labels.txt")
   if not tf.io.gfile.exists(path):
-    raise ValueError(f"No labels.txt in {base_dir!r}; expected one class name per line.")
+    raise UserError(f"No labels.txt in {base_dir!r}; expected one class name per line.")
   with tf.io.gfile.GFile(path) as f:
     return [line.rstrip("\n") for line in f.read().splitlines() if line.strip()]
 

@@ -28,6 +28,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from vidtx.errors import UserError
+
 # The Model Garden's magnitude scale: level 10 is the "full" strength of each operation.
 MAX_LEVEL = 10.0
 # Pixels uncovered by a geometric operation, and Cutout's square, are grey (the reference's 128).
@@ -57,7 +59,7 @@ def _coin(seed: tf.Tensor, probability: float) -> tf.Tensor:
 
 def _check_probability(name: str, probability: float) -> None:
   if not 0.0 <= probability <= 1.0:
-    raise ValueError(f"{name}={probability}: expected a probability in [0, 1].")
+    raise UserError(f"{name}={probability}: expected a probability in [0, 1].")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +104,7 @@ def jittered_short_side(
   With probability 1 - `probability` the jitter is skipped (s = 1).
   """
   if not 0.0 < min_scale <= max_scale:
-    raise ValueError(
+    raise UserError(
       f"min_scale={min_scale}, max_scale={max_scale}: expected 0 < min_scale <= max_scale."
     )
   _check_probability("probability", probability)
@@ -136,7 +138,7 @@ def scale_jitter_crop(
   the seeds of the top and of the left offset.
   """
   if crop_size < 1 or min_resize < 1:
-    raise ValueError(f"min_resize={min_resize}, crop_size={crop_size}: expected both >= 1.")
+    raise UserError(f"min_resize={min_resize}, crop_size={crop_size}: expected both >= 1.")
   scale_seed, top_seed, left_seed = _split(seed, 3)
   short_side = jittered_short_side(
     min_resize=min_resize,
@@ -183,7 +185,7 @@ def color_jitter(
   _check_probability("probability", probability)
   for name, value in (("contrast", contrast), ("saturation", saturation)):
     if value is not None and not 0.0 <= value[0] <= value[1]:
-      raise ValueError(f"{name}={value}: expected (lower, upper) with 0 <= lower <= upper.")
+      raise UserError(f"{name}={value}: expected (lower, upper) with 0 <= lower <= upper.")
   frames = tf.cast(frames, tf.float32)
   apply_seed, brightness_seed, saturation_seed, contrast_seed, hue_seed = _split(seed, 5)
 
@@ -450,7 +452,7 @@ def rand_augment(
   seed and the operation's seed.
   """
   if num_layers < 0 or magnitude < 0:
-    raise ValueError(f"num_layers={num_layers}, magnitude={magnitude}: expected both >= 0.")
+    raise UserError(f"num_layers={num_layers}, magnitude={magnitude}: expected both >= 0.")
   frames = tf.floor(tf.clip_by_value(tf.cast(frames, tf.float32), 0.0, 255.0))
   if num_layers == 0:
     return frames
@@ -493,14 +495,14 @@ def random_erasing(
   """
   _check_probability("probability", probability)
   if not 0.0 < min_area <= max_area <= 1.0 or not 0.0 < min_aspect <= 1.0 or max_attempts < 1:
-    raise ValueError(
+    raise UserError(
       f"min_area={min_area}, max_area={max_area}, min_aspect={min_aspect}, "
       f"max_attempts={max_attempts}: expected 0 < min_area <= max_area <= 1, "
       "0 < min_aspect <= 1 and max_attempts >= 1."
     )
   frames = tf.convert_to_tensor(frames)
   if not frames.dtype.is_floating:
-    raise ValueError(f"random_erasing takes normalised float frames, got {frames.dtype}.")
+    raise UserError(f"random_erasing takes normalised float frames, got {frames.dtype}.")
   apply_seed, area_seed, aspect_seed, top_seed, left_seed, noise_seed = _split(seed, 6)
   height, width = tf.shape(frames)[1], tf.shape(frames)[2]
 

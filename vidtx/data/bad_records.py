@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from vidtx.data import dmvr, reader_config, records
+from vidtx.errors import UserError
 
 HOST_FIELDS = ("ok", "error", "source", "video_id", "epoch", "index", "skipped")
 
@@ -238,7 +239,7 @@ def split_host_fields(
     bad = np.flatnonzero(host["bad"])
     if len(bad) and not skip_bad_records:
       i = bad[0]
-      raise ValueError(
+      raise UserError(
         f"Bad record in {as_text(host['source'][i])}: {as_text(host['error'][i])}. Fix or remove "
         "it, or set config.dataset_configs.skip_bad_records=True to skip such records (they "
         "are counted and reported)."
@@ -329,16 +330,16 @@ def reader_error(
   text = str(getattr(error, "message", "") or error)
   marked = re.search(f"{_MARK}(.*?){_MARK}", text, re.S)
   if marked:
-    return ValueError(_unescape(marked.group(1)))
+    return UserError(_unescape(marked.group(1)))
   tf_text = _tf_first_line(text)
   if isinstance(error, tf.errors.DataLossError) and not records.is_tfds(dataset_configs):
     try:
-      return ValueError(
+      return UserError(
         _damage_report(dataset_configs, split, tf_text, process_index, process_count)
       )
     except Exception as walk_error:  # The reader's error matters more than the walk's.
       tf_text += f" (the files could not be checked: {walk_error})"
-  return ValueError(f"Reading split {split!r} failed: {tf_text} ({type(error).__name__}).")
+  return UserError(f"Reading split {split!r} failed: {tf_text} ({type(error).__name__}).")
 
 
 def _unescape(text: str) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from vidtx.data import dmvr, sources
+from vidtx.errors import UserError
 
 DUPLICATE_MODES = ("skip", "keep", "error")
 CONFLICT_MODES = sources.CONFLICT_MODES
@@ -67,7 +68,7 @@ def check_names(names: Sequence[str]) -> None:
   for i, name in enumerate(names):
     problem = sources.class_name_problem(name)
     if problem:
-      raise ValueError(
+      raise UserError(
         f"class {i} {name!r} {problem}: labels.txt (one class per line, spaces around it "
         "stripped) cannot hold it, and every later class would read back as another; fix the "
         "name in the input."
@@ -85,7 +86,7 @@ def write_labels(path: str, names: Sequence[str]) -> None:
   lines = text.splitlines()
   if lines != list(names) or stripped != list(names):
     tf.io.gfile.remove(path)  # Written just now, by this call.
-    raise ValueError(
+    raise UserError(
       f"{path} read back as {len(lines)} classes, not the {len(names)} written; the class "
       "names need fixing."
     )
@@ -110,7 +111,7 @@ def resolve_label_map(
   if label_map:
     names = read_labels(sources.check_file("--label_map", label_map))
     if existing is not None and existing != names:
-      raise ValueError(
+      raise UserError(
         f"--label_map {label_map} differs from {path}, which shards in "
         f"{output_dir} were written with; remove one of them."
       )
@@ -123,7 +124,7 @@ def resolve_label_map(
     names_given = sorted(label for label in labels if isinstance(label, str))
     indices = [label for label in labels if not isinstance(label, str)]
     if names_given and indices:
-      raise ValueError(
+      raise UserError(
         "The labels mix class names and class indices; pass --label_map with "
         "one class name per line (line i = class i)."
       )
@@ -223,23 +224,23 @@ def apply_repeats(
   merged rows in place. Returns the rows folded into another row's example (merge) and the
   counts for the summary. Raises ValueError, naming the first repeats, for 'error'."""
   if duplicates not in DUPLICATE_MODES:
-    raise ValueError(f"--duplicates={duplicates!r}: expected one of {list(DUPLICATE_MODES)}.")
+    raise UserError(f"--duplicates={duplicates!r}: expected one of {list(DUPLICATE_MODES)}.")
   if conflicts not in CONFLICT_MODES:
-    raise ValueError(f"--conflicts={conflicts!r}: expected one of {list(CONFLICT_MODES)}.")
+    raise UserError(f"--conflicts={conflicts!r}: expected one of {list(CONFLICT_MODES)}.")
   repeats = find_repeats(items, labels)
   if repeats.duplicates and duplicates == "error":
     shown = "; ".join(
       f"row {row + 1} repeats row {first + 1} ({items[row].video_id!r})"
       for row, first in list(repeats.duplicates.items())[:3]
     )
-    raise ValueError(
+    raise UserError(
       f"{len(repeats.duplicates)} input row(s) repeat an earlier row (the same "
       f"video, segment and labels): {shown}; pass --duplicates=skip to leave the "
       "repeats out or --duplicates=keep to write them again."
     )
   if repeats.conflicts and conflicts == "error":
     shown = "; ".join(_conflict_text(rows, items, labels, names) for rows in repeats.conflicts[:3])
-    raise ValueError(
+    raise UserError(
       f"{len(repeats.conflicts)} video(s) are listed under different labels for the same "
       f"segment: {shown}{'; ...' if len(repeats.conflicts) > 3 else ''}. Fix the input, or "
       "pass --conflicts=skip to leave them out, --conflicts=merge for one multi-label example "

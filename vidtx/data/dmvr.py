@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from vidtx.errors import UserError
+
 IMAGE_KEY = "image/encoded"
 LABEL_INDEX_KEY = "clip/label/index"
 LABEL_TEXT_KEY = "clip/label/text"
@@ -60,11 +62,11 @@ def encode_jpegs(frames: np.ndarray, quality: int = 90) -> list[bytes]:
   """Encodes uint8 frames (N, H, W, 3) as a list of N JPEG strings."""
   frames = np.asarray(frames)
   if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-    raise ValueError(
+    raise UserError(
       f"frames must be uint8 with shape (N, H, W, 3), got {frames.dtype} {frames.shape}."
     )
   if not 1 <= quality <= 100:
-    raise ValueError(f"jpeg_quality must be in [1, 100], got {quality}.")
+    raise UserError(f"jpeg_quality must be in [1, 100], got {quality}.")
   if frames.shape[0] == 0:
     return []
   return list(_jpeg_encoder(int(quality))(frames).numpy())
@@ -86,10 +88,10 @@ def sequence_example_from_jpegs(
   frames per second of the stored frames.
   """
   if len(jpegs) == 0:
-    raise ValueError("A video needs at least one frame, got none.")
+    raise UserError("A video needs at least one frame, got none.")
   labels = [int(labels)] if np.ndim(labels) == 0 else [int(x) for x in labels]
   if not labels:
-    raise ValueError("labels must hold at least one label index, got an empty sequence.")
+    raise UserError("labels must hold at least one label index, got an empty sequence.")
   example = tf.train.SequenceExample()
   context = example.context.feature
   context[LABEL_INDEX_KEY].int64_list.value.extend(labels)
@@ -103,7 +105,7 @@ def sequence_example_from_jpegs(
     context[END_KEY].int64_list.value.append(int(end_us))
   if frame_rate is not None:
     if not frame_rate > 0:
-      raise ValueError(f"frame_rate must be > 0, got {frame_rate}.")
+      raise UserError(f"frame_rate must be > 0, got {frame_rate}.")
     context[FRAME_RATE_KEY].float_list.value.append(float(frame_rate))
   frame_list = example.feature_lists.feature_list[IMAGE_KEY]
   for jpeg in jpegs:
@@ -159,7 +161,7 @@ def write_shards(
     The shard file names.
   """
   if num_shards < 1:
-    raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+    raise UserError(f"num_shards must be >= 1, got {num_shards}.")
   directory = os.path.dirname(path)
   if directory:
     tf.io.gfile.makedirs(directory)
@@ -217,14 +219,14 @@ def expand_table(base_dir: str, table: str | Sequence[str]) -> list[str]:
   if match:
     num_shards = int(match.group("num_shards"))
     if num_shards < 1:
-      raise ValueError(f"Table {table!r} asks for {num_shards} shards; expected at least 1.")
+      raise UserError(f"Table {table!r} asks for {num_shards} shards; expected at least 1.")
     path = os.path.join(base_dir, match.group("name"))
     files = shard_names(path, num_shards)
     # The name escaped: a '[' or '*' in it is a character, not a pattern.
     listed = set(tf.io.gfile.glob(f"{glob.escape(path)}-*-of-{num_shards:05d}"))
     missing = [name for name in files if name not in listed]
     if missing:
-      raise ValueError(
+      raise UserError(
         f"Shard {missing[0]} of table {table!r} does not exist ({len(missing)} of its "
         f"{num_shards} shards are missing; base_dir={base_dir!r})."
       )
@@ -232,7 +234,7 @@ def expand_table(base_dir: str, table: str | Sequence[str]) -> list[str]:
   pattern = os.path.join(base_dir, table)
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
-    raise ValueError(
+    raise UserError(
       f"Table {table!r} matches no file: {pattern} does not exist (base_dir={base_dir!r})."
     )
   return files

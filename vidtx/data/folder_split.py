@@ -22,6 +22,7 @@ from typing import Any
 
 from vidtx import locks, ownership
 from vidtx.data import shard_tables, sources
+from vidtx.errors import UserError
 from vidtx.progress import Reporter
 
 FOLDERS_SPLIT_FILE = "folders_split.json"
@@ -80,7 +81,7 @@ def write_folders(
   shard_tables.check_output_dir(output_dir)
   real_root, real_out = os.path.realpath(root), os.path.realpath(output_dir)
   if "://" not in output_dir and os.path.commonpath([real_root, real_out]) == real_root:
-    raise ValueError(
+    raise UserError(
       f"--output_dir {output_dir} is inside --input {root}, where it would be read as a class "
       "folder; choose an output directory outside it."
     )
@@ -199,7 +200,7 @@ def _check_folder_split(output_dir: str, record: dict[str, Any]) -> bool:
   if before == now:
     now += ", other video files"
   # The shards that exist would be kept: a video could then be in train and in validation.
-  raise ValueError(
+  raise UserError(
     f"{output_dir} holds shards of another split of the videos ({before}; this run: {now}), "
     f"recorded in {path}. Resuming would mix the two splits; pass the first run's options, or "
     "choose a new --output_dir."
@@ -229,7 +230,7 @@ def _check_split_files(output_dir: str, names: Sequence[str]) -> None:
   for name in names:
     path = os.path.join(output_dir, name)
     if os.path.lexists(path) and name not in (written or ()):
-      raise ValueError(
+      raise UserError(
         f"{path} exists and was not written by this tool; it would be replaced by the list of "
         "the split's videos: move it away, or choose a new --output_dir."
       )

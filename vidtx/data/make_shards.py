@@ -99,6 +99,7 @@ from typing import Any
 
 from vidtx import locks, outputs
 from vidtx.data import folder_split, shard_tables, sources
+from vidtx.errors import UserError
 
 # TensorFlow (dmvr, shard_writer, class_labels) and PyAV (video_decode) are imported inside the
 # functions that use them (here, in shard_tables and in folder_split): --help and argument errors
@@ -151,8 +152,8 @@ def load_source(
   if source == "csv":
     return sources.csv_source(input_path, video_dir)
   if source == "folders":
-    raise ValueError("--source=folders writes two splits: see folder_split.write_folders.")
-  raise ValueError(f"--source={source!r}: expected one of {list(SOURCES)}.")
+    raise UserError("--source=folders writes two splits: see folder_split.write_folders.")
+  raise UserError(f"--source={source!r}: expected one of {list(SOURCES)}.")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -251,7 +252,7 @@ def _check_source_flags(args: argparse.Namespace) -> None:
     ("--seed", args.seed is not None and not folders),
   ):
     if given:
-      raise ValueError(
+      raise UserError(
         f"{flag} is not used by --source={args.source}"
         + (
           ": --input is the root folder, and one run writes train and validation."
@@ -381,7 +382,7 @@ def _convert(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
           **common,
         )
       }
-  except (ValueError, OSError, locks.LockedError) as e:
+  except (UserError, OSError) as e:
     # Bad inputs (and an output the system refuses) are the user's to fix: the message, not a
     # traceback.
     print(f"vidtx.data.make_shards: error: {e}", file=sys.stderr)

@@ -64,13 +64,14 @@ import numpy as np
 import tensorflow as tf
 
 from vidtx.data import augment, bad_records, dmvr, reader_config, records, sampling
+from vidtx.errors import UserError
 
 
 def _check_split(dataset_configs: ml_collections.ConfigDict, split: str, batch_size: int) -> None:
   if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    raise UserError(f"batch_size must be >= 1, got {batch_size}.")
   if split not in dataset_configs.tables:
-    raise ValueError(
+    raise UserError(
       f"Split {split!r} is not in dataset_configs.tables (known: {sorted(dataset_configs.tables)})."
     )
 
@@ -173,7 +174,7 @@ def build_train_dataset(
   num_frames, crop = int(dc.num_frames), int(dc.crop_size)
   start_epoch, start_index = (int(x) for x in start_position)
   if start_epoch < 0 or start_index < 0:
-    raise ValueError(f"start_position={start_position} must be >= (0, 0).")
+    raise UserError(f"start_position={start_position} must be >= (0, 0).")
   buffer_size = int(dc.get("shuffle_buffer_size", 256))
   skip_bad = bool(dc.get("skip_bad_records", False))
   base_seed = tf.constant([int(seed), process_index], tf.int64)

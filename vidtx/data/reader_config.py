@@ -6,6 +6,8 @@ from typing import Any
 
 import ml_collections
 
+from vidtx.errors import UserError
+
 SAMPLINGS = ("stride", "timesformer", "segment")
 EVAL_SAMPLINGS = SAMPLINGS + ("whole_video",)
 
@@ -52,7 +54,7 @@ def _three_numbers(
     or not all(math.isfinite(x) for x in numbers)
     or (positive and min(numbers) <= 0)
   ):
-    raise ValueError(
+    raise UserError(
       f"dataset_configs.{field}={value!r}: expected {expected} (per channel, for pixels in [0, 1])."
     )
   return numbers[0], numbers[1], numbers[2]
@@ -72,7 +74,7 @@ def normalisation(
   if mean is not None or std is not None:
     if mean is None or std is None:
       given, missing = ("mean", "std") if std is None else ("std", "mean")
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.{given} is set but dataset_configs.{missing} is not; "
         "set both (or neither, to use dataset_configs.normalization)."
       )
@@ -80,7 +82,7 @@ def normalisation(
   name = dc.get("normalization")
   if name is not None:
     if name not in NORMALIZATIONS:
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.normalization={name!r}: expected one of {sorted(NORMALIZATIONS)}."
       )
     return NORMALIZATIONS[name]
@@ -92,7 +94,7 @@ def augmentation_params(dataset_configs: ml_collections.ConfigDict) -> dict[str,
   given = dict(dataset_configs.get("augmentation_params") or {})
   unknown = sorted(set(given) - set(AUGMENTATION_DEFAULTS))
   if unknown:
-    raise ValueError(
+    raise UserError(
       f"dataset_configs.augmentation_params has unknown fields {unknown}; "
       f"expected some of {sorted(AUGMENTATION_DEFAULTS)}."
     )
@@ -104,17 +106,17 @@ def augmentation_params(dataset_configs: ml_collections.ConfigDict) -> dict[str,
     "random_erasing_probability",
   ):
     if not 0.0 <= float(params[field]) <= 1.0:
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.augmentation_params.{field}={params[field]}: expected "
         "a probability in [0, 1]."
       )
   if not 0 < float(params["scale_min_factor"]) <= float(params["scale_max_factor"]):
-    raise ValueError(
+    raise UserError(
       "dataset_configs.augmentation_params: expected 0 < scale_min_factor <= "
       f"scale_max_factor, got {params['scale_min_factor']} and {params['scale_max_factor']}."
     )
   if int(params["rand_augment_num_layers"]) < 0 or float(params["rand_augment_magnitude"]) < 0:
-    raise ValueError(
+    raise UserError(
       "dataset_configs.augmentation_params: rand_augment_num_layers and "
       "rand_augment_magnitude must be >= 0."
     )
@@ -140,70 +142,70 @@ def validate_dataset_configs(dataset_configs: ml_collections.ConfigDict) -> None
     "crop_size",
   ):
     if dc.get(field) is None:
-      raise ValueError(f"dataset_configs.{field} must be set.")
+      raise UserError(f"dataset_configs.{field} must be set.")
   for field in ("num_classes", "num_frames", "stride", "min_resize", "crop_size"):
     if int(dc[field]) < 1:
-      raise ValueError(f"dataset_configs.{field} must be >= 1, got {dc[field]}.")
+      raise UserError(f"dataset_configs.{field} must be >= 1, got {dc[field]}.")
   for field in ("min_resize", "eval_min_resize"):
     if dc.get(field) is not None and dc.crop_size > dc[field]:
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.crop_size={dc.crop_size} is larger than the resized "
         f"short side {field}={dc[field]}; expected crop_size <= {field}."
       )
   if int(dc.get("num_test_clips", 1)) < 1:
-    raise ValueError(f"dataset_configs.num_test_clips must be >= 1, got {dc.num_test_clips}.")
+    raise UserError(f"dataset_configs.num_test_clips must be >= 1, got {dc.num_test_clips}.")
   train_sampling = dc.get("train_sampling", "stride")
   if train_sampling not in SAMPLINGS:
-    raise ValueError(
+    raise UserError(
       f"dataset_configs.train_sampling={train_sampling!r}: expected one of {list(SAMPLINGS)}."
     )
   eval_sampling = dc.get("eval_sampling", "stride")
   if eval_sampling not in EVAL_SAMPLINGS:
-    raise ValueError(
+    raise UserError(
       f"dataset_configs.eval_sampling={eval_sampling!r}: expected one of {list(EVAL_SAMPLINGS)}."
     )
   if eval_sampling == "whole_video" and train_sampling == "segment":
-    raise ValueError(
+    raise UserError(
       "dataset_configs.eval_sampling='whole_video' cuts videos into clips of the "
       "training geometry, which train_sampling='segment' does not have; use "
       "'stride' or 'timesformer'."
     )
   for field in ("sampling_rate", "target_fps", "frame_rate"):
     if dc.get(field) is not None and not float(dc[field]) > 0:
-      raise ValueError(f"dataset_configs.{field} must be > 0, got {dc[field]}.")
+      raise UserError(f"dataset_configs.{field} must be > 0, got {dc[field]}.")
   splits = class_splits(dc)
   if splits:
     if dc.get("multi_label", False):
-      raise ValueError(
+      raise UserError(
         "dataset_configs.class_splits and multi_label are exclusive: class splits "
         "hold one label per split (e.g. EPIC noun and verb)."
       )
     if min(splits) < 1 or sum(splits) != int(dc.num_classes):
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.class_splits={list(splits)} must be positive and sum to "
         f"num_classes={dc.num_classes}."
       )
     names = dc.get("split_names")
     if names is not None and len(names) != len(splits):
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.split_names={list(names)} needs one name per class split ({len(splits)})."
       )
   pairs = dc.get("flip_label_pairs") or ()
   for pair in pairs:
     if len(pair) != 2 or not all(0 <= int(c) < int(dc.num_classes) for c in pair):
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.flip_label_pairs entry {pair!r}: expected a pair of "
         f"class indices in [0, {dc.num_classes})."
       )
   fraction = dc.get("max_bad_fraction", DEFAULT_MAX_BAD_FRACTION)
   if fraction is not None and not 0.0 <= float(fraction) <= 1.0:
-    raise ValueError(
+    raise UserError(
       f"dataset_configs.max_bad_fraction={fraction}: expected a fraction in "
       "[0, 1] (1.0 or None: no fraction cap)."
     )
   cap = dc.get("max_bad_records")
   if cap is not None and (isinstance(cap, bool) or not float(cap).is_integer() or cap < 0):
-    raise ValueError(
+    raise UserError(
       f"dataset_configs.max_bad_records={cap}: expected an integer >= 0 (None: no limit)."
     )
   augmentation_params(dc)

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from vidtx.data import dmvr, reader_config
+from vidtx.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # The reader's functions branch on tensors with tf.cond, never with Python control flow, so they
@@ -129,9 +130,7 @@ def parse_labels(dc: ml_collections.ConfigDict, raw: tf.Tensor) -> tuple[tf.Tens
 
 def _check_process(process_index: int, process_count: int) -> None:
   if not 0 <= process_index < process_count:
-    raise ValueError(
-      f"process_index={process_index} must be in [0, process_count={process_count})."
-    )
+    raise UserError(f"process_index={process_index} must be in [0, process_count={process_count}).")
 
 
 # The files of each table, listed once per process (dmvr.expand_table: one listing per table)
@@ -241,7 +240,7 @@ def check_split_has_records(
     sizes.append(size)
   expected = (dc.get("examples_per_subset") or {}).get(split)
   said = f"; examples_per_subset.{split} says {expected}" if expected is not None else ""
-  raise ValueError(
+  raise UserError(
     f"Split {split!r} holds no record: its {len(files)} file(s) ({share}) have "
     f"{sum(sizes)} bytes in all, and a TFRecord file with a record has at least "
     f"{dmvr.MIN_RECORD_BYTES}{said}: "

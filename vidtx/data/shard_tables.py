@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from vidtx import locks, ownership
 from vidtx.data import sources
+from vidtx.errors import UserError
 from vidtx.progress import Reporter
 
 # TensorFlow (dmvr, shard_writer, class_labels) is imported inside the functions that use it:
@@ -63,7 +64,7 @@ def check_options(
   split: str, num_shards: int, num_workers: int, options: shard_writer.Options
 ) -> None:
   if not split or "/" in split or "@" in split:
-    raise ValueError(f"--split={split!r}: expected a plain name such as 'train'.")
+    raise UserError(f"--split={split!r}: expected a plain name such as 'train'.")
   checks = [
     (num_shards >= 1, f"--num_shards={num_shards}: expected >= 1."),
     (num_workers >= 1, f"--num_workers={num_workers}: expected >= 1."),
@@ -81,7 +82,7 @@ def check_options(
   ]
   for ok, message in checks:
     if not ok:
-      raise ValueError(message)
+      raise UserError(message)
 
 
 def write_split(

@@ -14,6 +14,8 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
+from vidtx.errors import UserError
+
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")
 EPIC_NUM_NOUNS = 300
 EPIC_NUM_VERBS = 97
@@ -57,7 +59,7 @@ class Source:
 def check_file(flag: str, path: str | None) -> str:
   """`path`, after a ValueError / FileNotFoundError naming `flag` when it is unset or no file."""
   if not path:
-    raise ValueError(f"{flag} is required.")
+    raise UserError(f"{flag} is required.")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{flag} {path}: no such file.")
   return path
@@ -65,7 +67,7 @@ def check_file(flag: str, path: str | None) -> str:
 
 def _check_dir(flag: str, path: str | None) -> str:
   if not path:
-    raise ValueError(f"{flag} is required.")
+    raise UserError(f"{flag} is required.")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{flag} {path}: no such directory.")
   return path
@@ -104,7 +106,7 @@ def _read_csv_rows(flag: str, path: str) -> list[dict[str, str]]:
   with open(path, newline="", encoding="utf-8") as f:
     rows = list(csv.DictReader(f))
   if not rows:
-    raise ValueError(f"{flag} {path}: no rows.")
+    raise UserError(f"{flag} {path}: no rows.")
   return rows
 
 
@@ -113,7 +115,7 @@ def _require_columns(
 ) -> None:
   missing = [c for c in columns if c not in rows[0]]
   if missing:
-    raise ValueError(f"{flag} {path}: no column(s) {missing}; found {list(rows[0])}.")
+    raise UserError(f"{flag} {path}: no column(s) {missing}; found {list(rows[0])}.")
 
 
 def kinetics_source(input_csv: str, video_dir: str) -> Source:
@@ -159,12 +161,12 @@ def ssv2_source(input_json: str, labels_json: str, video_dir: str) -> Source:
   with open(labels_json, encoding="utf-8") as f:
     index_of = {name: int(index) for name, index in json.load(f).items()}
   if sorted(index_of.values()) != list(range(len(index_of))):
-    raise ValueError(f"--labels_json {labels_json}: the indices are not 0..{len(index_of) - 1}.")
+    raise UserError(f"--labels_json {labels_json}: the indices are not 0..{len(index_of) - 1}.")
   class_names = sorted(index_of, key=index_of.get)
   with open(input_json, encoding="utf-8") as f:
     entries = json.load(f)
   if not entries or "template" not in entries[0]:
-    raise ValueError(
+    raise UserError(
       f"--input {input_json}: the entries have no 'template' (found "
       f"{sorted(entries[0]) if entries else 'no entries'}); the SSv2 test split has "
       "no public labels, convert the train and validation JSONs."
@@ -189,7 +191,7 @@ def _class_csv(flag: str, path: str, count: int) -> dict[int, str]:
   _require_columns(flag, path, rows, ["id", "key"])
   names = {int(row["id"]): row["key"].strip() for row in rows}
   if not all(0 <= i < count for i in names):
-    raise ValueError(f"{flag} {path}: ids outside [0, {count}).")
+    raise UserError(f"{flag} {path}: ids outside [0, {count}).")
   return names
 
 
@@ -226,7 +228,7 @@ def epic_source(
   for line, row in enumerate(rows, 2):
     noun, verb = int(row["noun_class"]), int(row["verb_class"])
     if not (0 <= noun < EPIC_NUM_NOUNS and 0 <= verb < EPIC_NUM_VERBS):
-      raise ValueError(
+      raise UserError(
         f"--input {input_csv} line {line}: noun_class={noun}, verb_class={verb}; "
         f"expected [0, {EPIC_NUM_NOUNS}) and [0, {EPIC_NUM_VERBS})."
       )
@@ -264,12 +266,12 @@ def csv_source(input_csv: str, video_dir: str) -> Source:
   if rows and rows[0][0].strip().lower() in _HEADER_NAMES:
     rows = rows[1:]
   if not rows:
-    raise ValueError(f"--input {input_csv}: no rows.")
+    raise UserError(f"--input {input_csv}: no rows.")
   items = []
   for line, row in enumerate(rows, 1):
     cells = [cell.strip() for cell in row] + ["", ""]
     if not cells[0] or not cells[1]:
-      raise ValueError(f"--input {input_csv} row {line}: {row}; expected path,label[,start,end].")
+      raise UserError(f"--input {input_csv} row {line}: {row}; expected path,label[,start,end].")
     label: int | str = int(cells[1]) if re.fullmatch(r"\d+", cells[1]) else cells[1]
     start = float(cells[2]) if cells[2] else None
     end = float(cells[3]) if cells[3] else None
@@ -365,7 +367,7 @@ def _entries(directory: str) -> list[os.DirEntry]:
     with os.scandir(directory) as found:
       entries = [entry for entry in found if not entry.name.startswith(".")]
   except OSError as e:
-    raise ValueError(
+    raise UserError(
       f"{directory!r}: cannot list this folder ({e.strerror}); make it readable or move it out "
       "of --input."
     ) from e
@@ -422,7 +424,7 @@ def _class_videos(class_dir: str, links_skipped: list[str]) -> list[str]:
 def _check_no_stray_video(directory: str, files: list[str], where: str) -> None:
   stray = [name for name in files if _is_video(name)]
   if stray:
-    raise ValueError(
+    raise UserError(
       f"{os.path.join(directory, stray[0])}: a video directly in {where}, not in a class "
       f"folder; expected {os.path.join(directory, '<class>', stray[0])}."
     )
@@ -434,7 +436,7 @@ def _scan_classes(directory: str, where: str, links_skipped: list[str]) -> dict[
   folders, files = _visible(directory)
   _check_no_stray_video(directory, files, where)
   if not folders:
-    raise ValueError(
+    raise UserError(
       f"{where}: no class folders; expected {os.path.join(directory, '<class>', '<video>')}."
     )
   classes = {}
@@ -444,13 +446,13 @@ def _scan_classes(directory: str, where: str, links_skipped: list[str]) -> dict[
     if problem:
       # labels.txt would read back other classes (a line break makes two): refused, not escaped,
       # so that every reader of labels.txt sees the folder names as they are.
-      raise ValueError(
+      raise UserError(
         f"{class_dir!r}: the class folder name {problem}, which labels.txt (one class per line, "
         "spaces around it stripped) cannot hold; rename the folder."
       )
     videos = _class_videos(class_dir, links_skipped)
     if not videos:
-      raise ValueError(
+      raise UserError(
         f"{class_dir}: a class folder without videos (files ending in "
         f"{', '.join(FOLDER_VIDEO_EXTENSIONS)}, in any case); add videos or remove it."
       )
@@ -564,6 +566,89 @@ def _items(
   return items
 
 
+def _user_split_tree(
+  root: str,
+  folders: list[str],
+  split_dirs: list[str],
+  val_dirs: list[str],
+  val_fraction: float | None,
+  links_skipped: list[str],
+) -> dict[str, dict[str, list[str]]]:
+  """{split: {class: videos relative to root}} of the user's split: ROOT/train/<class>/<video>
+  and, when there, ROOT/val/<class>/<video> (or validation/)."""
+  others = [name for name in folders if name not in split_dirs]
+  if others:
+    raise UserError(
+      f"{os.path.join(root, others[0])}: a folder beside train/ and {val_dirs[0]}/; expected "
+      f"only ROOT/train/<class>/<video> and ROOT/{val_dirs[0]}/<class>/<video>."
+    )
+  if "train" not in split_dirs:
+    raise UserError(
+      f"{os.path.join(root, val_dirs[0])}: a validation folder without "
+      f"{os.path.join(root, 'train')}; expected ROOT/train/<class>/<video> beside it."
+    )
+  train_dir = os.path.join(root, "train")
+  train = _scan_classes(train_dir, train_dir, links_skipped)
+  tree = {"train": {name: [os.path.join("train", v) for v in vs] for name, vs in train.items()}}
+  if val_dirs:
+    if val_fraction is not None:
+      raise UserError(
+        f"--val_fraction={val_fraction}: {root} has its own split (train/ and "
+        f"{val_dirs[0]}/), which is kept; drop --val_fraction."
+      )
+    val_dir = os.path.join(root, val_dirs[0])
+    validation = _scan_classes(val_dir, val_dir, links_skipped)
+    unknown = sorted(set(validation) - set(train))
+    if unknown:
+      raise UserError(
+        f"{os.path.join(val_dir, unknown[0])}: class {unknown[0]!r} has no training folder "
+        f"{os.path.join(train_dir, unknown[0])}; every validation class must be a training "
+        "class."
+      )
+    tree["validation"] = {
+      name: [os.path.join(val_dirs[0], v) for v in vs] for name, vs in validation.items()
+    }
+  return tree
+
+
+def _apply_conflicts(
+  root: str,
+  tree: dict[str, dict[str, list[str]]],
+  found: list[tuple[str, str]],
+  split_found: list[str],
+  groups: list[tuple[list[int], str]],
+  conflicts: str,
+) -> tuple[dict[str, list[tuple[str, str, str]]], dict[str, tuple[str, ...]], set[int]]:
+  """--conflicts for the videos in several class folders (`groups` of indices into `found`, the
+  (class, video) pairs; `split_found`: their splits): an error, or the copies taken out of
+  `tree`. Returns (the left-out copies per split as (class, video, why), the merged videos'
+  labels, the indices removed)."""
+  if groups and conflicts == "error":
+    shown = "; ".join(_group_text(found, indices, how) for indices, how in groups[:3])
+    raise UserError(
+      f"{len(groups)} video(s) are in more than one class folder of --input {root}: {shown}"
+      f"{'; ...' if len(groups) > 3 else ''}. Remove the copies or links, or pass "
+      "--conflicts=skip to leave them out, --conflicts=merge for one multi-label example per "
+      "video, or --conflicts=keep for one example per class folder."
+    )
+  left_out = {split: [] for split in tree}  # (class, video, why) of the skipped copies.
+  merged_labels, removed = {}, set()
+  for indices, how in groups:
+    if conflicts == "skip":
+      why = f"in several class folders: {_group_text(found, indices, how)} (--conflicts=skip)"
+      for i in indices:
+        left_out[split_found[i]].append((*found[i], why))
+      removed.update(indices)
+    elif conflicts == "merge":
+      merged_labels[found[indices[0]][1]] = tuple(dict.fromkeys(found[i][0] for i in indices))
+      removed.update(indices[1:])
+  removed_videos = {found[i][1] for i in removed}
+  for classes in tree.values():
+    for name in classes:
+      classes[name] = [video for video in classes[name] if video not in removed_videos]
+  return left_out, merged_labels, removed
+
+
 def folders_source(
   root: str,
   val_fraction: float | None = None,
@@ -589,16 +674,16 @@ def folders_source(
   """
   _check_dir("--input", root)
   if val_fraction is not None and not 0 <= val_fraction < 1:
-    raise ValueError(f"--val_fraction={val_fraction}: expected 0 <= fraction < 1.")
+    raise UserError(f"--val_fraction={val_fraction}: expected 0 <= fraction < 1.")
   if conflicts not in CONFLICT_MODES:
-    raise ValueError(f"--conflicts={conflicts!r}: expected one of {list(CONFLICT_MODES)}.")
+    raise UserError(f"--conflicts={conflicts!r}: expected one of {list(CONFLICT_MODES)}.")
   links_skipped = []
   folders, files = _visible(root)
   _check_no_stray_video(root, files, f"--input {root}")
   split_dirs = [name for name in folders if name == "train" or name in _VAL_DIRS]
   val_dirs = [name for name in split_dirs if name in _VAL_DIRS]
   if len(val_dirs) > 1:
-    raise ValueError(
+    raise UserError(
       f"--input {root}: holds both {val_dirs[0]}/ and {val_dirs[1]}/; expected one validation "
       "folder."
     )
@@ -606,38 +691,8 @@ def folders_source(
   # (ROOT/{bus,car,train}); val/ beside train/ and other folders is a mistake.
   drawn_with = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
   if split_dirs and (split_dirs == folders or (val_dirs and "train" in split_dirs)):
-    others = [name for name in folders if name not in split_dirs]
-    if others:
-      raise ValueError(
-        f"{os.path.join(root, others[0])}: a folder beside train/ and {val_dirs[0]}/; expected "
-        f"only ROOT/train/<class>/<video> and ROOT/{val_dirs[0]}/<class>/<video>."
-      )
-    if "train" not in split_dirs:
-      raise ValueError(
-        f"{os.path.join(root, val_dirs[0])}: a validation folder without "
-        f"{os.path.join(root, 'train')}; expected ROOT/train/<class>/<video> beside it."
-      )
-    train_dir = os.path.join(root, "train")
-    train = _scan_classes(train_dir, train_dir, links_skipped)
-    tree = {"train": {name: [os.path.join("train", v) for v in vs] for name, vs in train.items()}}
+    tree = _user_split_tree(root, folders, split_dirs, val_dirs, val_fraction, links_skipped)
     if val_dirs:
-      if val_fraction is not None:
-        raise ValueError(
-          f"--val_fraction={val_fraction}: {root} has its own split (train/ and "
-          f"{val_dirs[0]}/), which is kept; drop --val_fraction."
-        )
-      val_dir = os.path.join(root, val_dirs[0])
-      validation = _scan_classes(val_dir, val_dir, links_skipped)
-      unknown = sorted(set(validation) - set(train))
-      if unknown:
-        raise ValueError(
-          f"{os.path.join(val_dir, unknown[0])}: class {unknown[0]!r} has no training folder "
-          f"{os.path.join(train_dir, unknown[0])}; every validation class must be a training "
-          "class."
-        )
-      tree["validation"] = {
-        name: [os.path.join(val_dirs[0], v) for v in vs] for name, vs in validation.items()
-      }
       drawn_with = None
     layout = "splits"
   else:
@@ -652,29 +707,9 @@ def folders_source(
     split for split, classes in tree.items() for name in classes for _ in classes[name]
   ]
   groups = same_videos(root, found)
-  if groups and conflicts == "error":
-    shown = "; ".join(_group_text(found, indices, how) for indices, how in groups[:3])
-    raise ValueError(
-      f"{len(groups)} video(s) are in more than one class folder of --input {root}: {shown}"
-      f"{'; ...' if len(groups) > 3 else ''}. Remove the copies or links, or pass "
-      "--conflicts=skip to leave them out, --conflicts=merge for one multi-label example per "
-      "video, or --conflicts=keep for one example per class folder."
-    )
-  left_out = {split: [] for split in tree}  # (class, video, why) of the skipped copies.
-  merged_labels, removed = {}, set()
-  for indices, how in groups:
-    if conflicts == "skip":
-      why = f"in several class folders: {_group_text(found, indices, how)} (--conflicts=skip)"
-      for i in indices:
-        left_out[split_found[i]].append((*found[i], why))
-      removed.update(indices)
-    elif conflicts == "merge":
-      merged_labels[found[indices[0]][1]] = tuple(dict.fromkeys(found[i][0] for i in indices))
-      removed.update(indices[1:])
-  removed_videos = {found[i][1] for i in removed}
-  for classes in tree.values():
-    for name in classes:
-      classes[name] = [video for video in classes[name] if video not in removed_videos]
+  left_out, merged_labels, removed = _apply_conflicts(
+    root, tree, found, split_found, groups, conflicts
+  )
 
   unreadable = {}
   if drawn_with is not None:

@@ -45,6 +45,7 @@ import tensorflow as tf
 
 from vidtx import ownership
 from vidtx.data import dmvr
+from vidtx.errors import UserError
 
 # Bump when the pictures change: it is part of the cache key, so old caches are not reused.
 GENERATOR_VERSION = 1
@@ -135,7 +136,7 @@ def _shape_sdf(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray
     vertical = np.maximum(np.abs(u + r - width / 2) - width / 2, np.abs(v) - r)
     horizontal = np.maximum(np.abs(u) - r, np.abs(v - r + width / 2) - width / 2)
     return np.minimum(vertical, horizontal)
-  raise ValueError(f"Unknown shape {shape!r}; expected one of {SHAPES + ('ell',)}.")
+  raise UserError(f"Unknown shape {shape!r}; expected one of {SHAPES + ('ell',)}.")
 
 
 def _object_layer(
@@ -178,7 +179,7 @@ def _pick_label(rng: np.random.Generator, label: int | None, num_classes: int) -
   if label is None:
     return int(rng.integers(num_classes))
   if not 0 <= label < num_classes:
-    raise ValueError(f"label must be in [0, {num_classes}), got {label}.")
+    raise UserError(f"label must be in [0, {num_classes}), got {label}.")
   return int(label)
 
 
@@ -261,14 +262,14 @@ def event_window(video_length: int, num_frames: int | None, stride: int) -> tupl
     num_frames, stride = video_length, 1
   span = (num_frames - 1) * stride + 1
   if span > video_length:
-    raise ValueError(
+    raise UserError(
       f"Task 'order': a clip of num_frames={num_frames} at stride={stride} spans {span} frames, "
       f"more than video_length={video_length}; the reader would loop the video and show each "
       "flash twice. Use video_length >= span."
     )
   first, last = video_length - span, span - 1
   if last - first + 1 < 2 * stride:
-    raise ValueError(
+    raise UserError(
       f"Task 'order': every clip of num_frames={num_frames} at stride={stride} shares only "
       f"{max(last - first + 1, 0)} frames of a {video_length}-frame video, fewer than the "
       f"2 * stride = {2 * stride} two flashes need. Lower video_length to at most "
@@ -369,7 +370,7 @@ TASKS: dict[str, Task] = {
 
 def get_task(name: str) -> Task:
   if name not in TASKS:
-    raise ValueError(f"Unknown synthetic task {name!r}; expected one of {sorted(TASKS)}.")
+    raise UserError(f"Unknown synthetic task {name!r}; expected one of {sorted(TASKS)}.")
   return TASKS[name]
 
 
@@ -389,23 +390,23 @@ def dataset_parameters(dataset_configs: ml_collections.ConfigDict) -> dict:
   task = get_task(task_name)
   for field in ("video_length", "video_size"):
     if int(dc.get(field, 0)) < 1:
-      raise ValueError(f"dataset_configs.{field} must be a positive int, got {dc.get(field)}.")
+      raise UserError(f"dataset_configs.{field} must be a positive int, got {dc.get(field)}.")
   tables = dict(dc.get("tables", {}))
   examples = dict(dc.get("examples_per_subset", {}))
   if not tables:
-    raise ValueError(
+    raise UserError(
       "dataset_configs.tables is empty; expected e.g. "
       "{'train': 'train.tfrecord@4', 'validation': 'validation.tfrecord@2'}."
     )
   splits = {}
   for split, table in sorted(tables.items()):
     if not isinstance(table, str) or not dmvr.is_sharded_table(table):
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.tables[{split!r}]={table!r}: the synthetic generator "
         "writes shards, so expected 'name@num_shards'."
       )
     if int(examples.get(split, 0)) < 1:
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.examples_per_subset[{split!r}] must be a positive int, "
         f"got {examples.get(split)}."
       )

@@ -36,6 +36,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants
 
 from vidtx.data import dmvr, synthetic
+from vidtx.errors import UserError
 
 # vidtx.configs.common.synthetic_dataset()'s generator fields (tests check they agree; the
 # library does not import the recipes).
@@ -66,7 +67,7 @@ def _tfds_name(name: str) -> str:
 
 
 def _not_prepared(name: str, data_dir: str, why: str) -> ValueError:
-  return ValueError(
+  return UserError(
     f"TFDS dataset {name!r} is not prepared in data_dir={data_dir!r} ({why}). Expected the "
     f"files of `tfds build {_tfds_name(name)} --data_dir={data_dir}` there (for "
     f"vidtx_synthetic: `python -m vidtx.data.tfds_data --data_dir={data_dir}`); vidtx never "
@@ -155,7 +156,7 @@ def _keys(
       continue
     if key not in features or not accepts(features[key]):
       found = type(features[key]).__name__ if key in features else "no such feature"
-      raise ValueError(
+      raise UserError(
         f"dataset_configs.{field}={key!r} for TFDS dataset {name!r} in data_dir={data_dir!r}: "
         f"expected {expected}, found {found}. The dataset's features: "
         f"{{{_features_listing(builder)}}}."
@@ -230,16 +231,14 @@ def records(
   video_key, label_key, id_key = _keys(builder, name, data_dir, dataset_configs)
   splits = builder.info.splits
   if split not in splits:
-    raise ValueError(
+    raise UserError(
       f"TFDS dataset {name!r} in data_dir={data_dir!r} has no split {split!r}; "
       f"its splits: {sorted(splits)}."
     )
   if not 0 <= process_index < process_count:
-    raise ValueError(
-      f"process_index={process_index} must be in [0, process_count={process_count})."
-    )
+    raise UserError(f"process_index={process_index} must be in [0, process_count={process_count}).")
   if splits[split].num_examples < process_count:
-    raise ValueError(
+    raise UserError(
       f"TFDS dataset {name!r} split {split!r} has {splits[split].num_examples} "
       f"examples, fewer than process_count={process_count}: some process would "
       "read none."
@@ -325,7 +324,7 @@ def synthetic_config(task: str = "motion", **overrides: int | None) -> VidtxSynt
   """
   unknown = set(overrides) - set(SYNTHETIC_DEFAULTS)
   if unknown:
-    raise ValueError(
+    raise UserError(
       f"Unknown synthetic parameters {sorted(unknown)}; expected some of "
       f"{sorted(SYNTHETIC_DEFAULTS)}."
     )

@@ -10,8 +10,10 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from vidtx.errors import UserError
 
-class VideoError(ValueError):
+
+class VideoError(UserError):
   """Why one video cannot be converted; it is reported and the conversion goes on."""
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from vidtx import metrics, outputs
+from vidtx.errors import UserError
 from vidtx.inference import classifier, preprocess
 
 
@@ -80,18 +81,18 @@ def class_folders_asked(
     return None
   if window is not None:
     if asked:
-      raise ValueError(f"{flag} reports the accuracy of whole videos; it does not take --window.")
+      raise UserError(f"{flag} reports the accuracy of whole videos; it does not take --window.")
     return None
   classes, why = folder_classes(video, list_file, inputs)
   if classes is None:
     if asked:
-      raise ValueError(f"{flag}: {why}.")
+      raise UserError(f"{flag}: {why}.")
     return None
   names = checkpoint_labels(checkpoint, labels_file)
   folders = sorted(set(classes.values()))
   if not names:
     if asked:
-      raise ValueError(
+      raise UserError(
         f"{flag}: --checkpoint {checkpoint} has no class names to match the folders of "
         f"{video} against; give --labels FILE (one name per line)."
       )
@@ -99,7 +100,7 @@ def class_folders_asked(
   unknown = [folder for folder in folders if folder not in set(names)]
   if unknown:
     if asked:
-      raise ValueError(
+      raise UserError(
         f"{flag}: folder(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''} of {video} are "
         f"not classes of the checkpoint (it has {len(names)}: "
         f"{preprocess.short_list(names, 5)}); rename them, or give --labels FILE."

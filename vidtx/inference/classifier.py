@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vidtx.errors import UserError
 from vidtx.inference import preprocess
 
 # JAX, Flax, orbax and TensorFlow are imported inside the functions that use them (fast --help).
@@ -47,7 +48,7 @@ def load_checkpoint(
   if store.is_converted_dir(checkpoint):
     for flag, value in (("--step", step), ("--which", which)):
       if value is not None:
-        raise ValueError(
+        raise UserError(
           f"{flag}={value} picks a checkpoint of a train.py run; --checkpoint {checkpoint} is "
           "a converted checkpoint (one set of parameters)."
         )
@@ -65,7 +66,7 @@ def load_checkpoint(
   except (ValueError, OSError) as e:
     # The same as vidtx.convert would say: name that command, the usual way to a fixed copy.
     message = " ".join(str(e).split())
-    raise ValueError(
+    raise UserError(
       f"--checkpoint {checkpoint} (a train.py run, read as "
       f"{_convert_command(checkpoint, step, which)} would): {message}"
     ) from e
@@ -84,7 +85,7 @@ def read_labels_file(labels_file: str) -> list[str]:
       # Blank lines are skipped, as vidtx.data.read_label_names does for labels.txt.
       return [line.strip() for line in f.read().splitlines() if line.strip()]
   except (OSError, UnicodeDecodeError) as e:
-    raise ValueError(f"--labels {labels_file}: cannot read it as text ({e}).") from e
+    raise UserError(f"--labels {labels_file}: cannot read it as text ({e}).") from e
 
 
 def class_names(converted: store.Converted, labels_file: str | None = None) -> list[str]:
@@ -92,7 +93,7 @@ def class_names(converted: store.Converted, labels_file: str | None = None) -> l
   if labels_file:
     names = read_labels_file(labels_file)
     if len(names) != converted.num_classes:
-      raise ValueError(
+      raise UserError(
         f"--labels {labels_file}: {len(names)} names, but the checkpoint has "
         f"{converted.num_classes} classes."
       )
@@ -128,7 +129,7 @@ def _in_batches(
   import jax
 
   if batch_size < 1 or len(clips) < 1:
-    raise ValueError(f"batch_size={batch_size}, {len(clips)} clips: expected >= 1 of each.")
+    raise UserError(f"batch_size={batch_size}, {len(clips)} clips: expected >= 1 of each.")
   params = jax.device_put(params)  # Once, not per batch.
   size = min(batch_size, len(clips))
   outputs = []
@@ -167,7 +168,7 @@ def check_aggregation(aggregation: str) -> None:
   from vidtx import evaluator
 
   if aggregation not in evaluator.AGGREGATIONS:
-    raise ValueError(
+    raise UserError(
       f"preprocessing.aggregation={aggregation!r}: expected one of "
       f"{sorted(evaluator.AGGREGATIONS)}."
     )

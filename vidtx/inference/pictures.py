@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from vidtx import outputs
+from vidtx.errors import UserError
 
 
 def display_frames(clips: np.ndarray, preprocessing: dict[str, Any]) -> np.ndarray:
@@ -52,7 +53,7 @@ def image_format(path: str) -> str:
   extension = os.path.splitext(path)[1].lower()
   image_format = Image.registered_extensions().get(extension)
   if image_format is None:
-    raise ValueError(
+    raise UserError(
       f"--rollout {path}: unknown image extension {extension!r}; expected e.g. .png or .jpg."
     )
   return image_format

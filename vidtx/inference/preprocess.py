@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import ml_collections
 import numpy as np
 
+from vidtx.errors import UserError
+
 # JAX, TensorFlow and PyAV (with the vidtx modules that import them) are imported inside the
 # functions that use them, so that the command's --help and flag errors answer at once.
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ def decode_video(path: str) -> np.ndarray:
   try:
     with av.open(path) as container:
       if not container.streams.video:
-        raise ValueError(f"{path}: the file has no video stream.")
+        raise UserError(f"{path}: the file has no video stream.")
       stream = container.streams.video[0]
       stream.thread_type = "AUTO"  # Frame and slice threads: several times faster on long videos.
       size = {}
@@ -43,9 +45,9 @@ def decode_video(path: str) -> np.ndarray:
         size = size or {"width": frame.width, "height": frame.height}
         frames.append(frame.to_ndarray(format="rgb24", **size))
   except av.error.FFmpegError as e:
-    raise ValueError(f"{path}: cannot decode it as a video ({e}).") from e
+    raise UserError(f"{path}: cannot decode it as a video ({e}).") from e
   if not frames:
-    raise ValueError(f"{path}: the video stream has no frames.")
+    raise UserError(f"{path}: the video stream has no frames.")
   return np.stack(frames)  # N x (H, W, 3) -> (N, H, W, 3)
 
 
@@ -58,7 +60,7 @@ def encode_video(
 
   frames = np.asarray(frames)
   if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"{path}: frames {frames.dtype} {frames.shape}; expected uint8 (N, H, W, 3).")
+    raise UserError(f"{path}: frames {frames.dtype} {frames.shape}; expected uint8 (N, H, W, 3).")
   with av.open(path, "w") as container:
     stream = container.add_stream(codec, rate=fps)
     stream.height, stream.width = frames.shape[1:3]
@@ -75,7 +77,7 @@ def dataset_configs(converted: store.Converted) -> ml_collections.ConfigDict:
 
   configs = ml_collections.ConfigDict(converted.dataset_overrides())
   if configs.crop_size > configs.min_resize:
-    raise ValueError(
+    raise UserError(
       f"The checkpoint's preprocessing has crop_size={configs.crop_size} > "
       f"min_resize={configs.min_resize}; expected crop_size <= min_resize."
     )
@@ -125,15 +127,15 @@ def check_clip(array: Any, preprocessing: dict[str, Any], source: str) -> np.nda
   expected = expected_clip(preprocessing)
   wanted = f"float32 (T, H, W, C) = {expected} or (B, {', '.join(map(str, expected))})"
   if not isinstance(array, np.ndarray):
-    raise ValueError(f"{source}: expected one array, {wanted}; got a {type(array).__name__}.")
+    raise UserError(f"{source}: expected one array, {wanted}; got a {type(array).__name__}.")
   if array.dtype != np.float32:
-    raise ValueError(f"{source}: dtype {array.dtype}, shape {array.shape}; expected {wanted}.")
+    raise UserError(f"{source}: dtype {array.dtype}, shape {array.shape}; expected {wanted}.")
   if (
     array.ndim not in (4, 5)
     or array.shape[-4:] != expected
     or (array.ndim == 5 and array.shape[0] < 1)
   ):
-    raise ValueError(
+    raise UserError(
       f"{source}: shape {array.shape}; expected {wanted} (the checkpoint's "
       "num_frames and crop_size, RGB)."
     )
@@ -143,7 +145,7 @@ def check_clip(array: Any, preprocessing: dict[str, Any], source: str) -> np.nda
   bad = ~finite.reshape(len(clips), -1).all(axis=1)
   if bad.any():
     count = int(finite.size - np.count_nonzero(finite))
-    raise ValueError(
+    raise UserError(
       f"{source}: {count} non-finite value(s) (NaN or inf) in clip(s) "
       f"{short_list(np.flatnonzero(bad).tolist())}; expected finite pixel values."
     )
@@ -167,7 +169,7 @@ def check_finite(values: np.ndarray, source: str, what: str, names: Sequence[str
       if what == "views"
       else "the checkpoint's parameters hold a NaN or inf, or overflow on this input"
     )
-    raise ValueError(
+    raise UserError(
       f"{source}: non-finite {what} (NaN or inf) for {len(rows)} of "
       f"{len(values)}: {short_list(rows)}; {hint}."
     )
@@ -185,11 +187,11 @@ def load_clip(path: str, converted: store.Converted) -> np.ndarray:
       # np.load would take other files for pickles (allow_pickle=False then says so): check the
       # .npy magic string first, for a message that says what is wrong.
       if f.read(6) != b"\x93NUMPY":
-        raise ValueError(f"{path}: not a .npy file (np.save writes them).")
+        raise UserError(f"{path}: not a .npy file (np.save writes them).")
       f.seek(0)
       array = np.load(f, allow_pickle=False)
   except OSError as e:
-    raise ValueError(f"{path}: cannot read it ({e}).") from e
+    raise UserError(f"{path}: cannot read it ({e}).") from e
   return check_clip(array, converted.preprocessing, path)
 
 

@@ -20,6 +20,8 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 
+from vidtx.errors import UserError
+
 # No video is sampled faster than 1000 frames per second; below this a flag is a typo (a hop of
 # 1e-6 s would ask for a million windows per second of video).
 MIN_SECONDS = 0.001
@@ -33,15 +35,15 @@ def check_flags(window: float | None, hop: float | None) -> tuple[float | None, 
   or a value below MIN_SECONDS. (None, None) without --window; --hop alone is an error."""
   if window is None:
     if hop is not None:
-      raise ValueError("--hop needs --window SECONDS.")
+      raise UserError("--hop needs --window SECONDS.")
     return None, None
   for flag, value in (("--window", window), ("--hop", hop)):
     if value is None:
       continue
     if not math.isfinite(value):
-      raise ValueError(f"{flag}={value}: expected a finite number of seconds.")
+      raise UserError(f"{flag}={value}: expected a finite number of seconds.")
     if value < MIN_SECONDS:
-      raise ValueError(
+      raise UserError(
         f"{flag}={value:g}: expected seconds >= {MIN_SECONDS:g} (and at least one frame "
         "interval of each video)."
       )
@@ -79,7 +81,7 @@ def check_fits(path: str, times: Sequence[float], rate: float, window_s: float, 
     return  # One frame and no rate: one window, whatever the flags.
   for flag, value in (("--window", window_s), ("--hop", hop_s)):
     if value < interval * (1 - 1e-6):
-      raise ValueError(
+      raise UserError(
         f"{path}: {flag}={value:g} s is shorter than one frame interval of this video "
         f"({interval:.4g} s, {1 / interval:.4g} frames per second); expected {flag} >= "
         f"{interval:.4g}."

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import ml_collections
 
+from vidtx.errors import UserError
 from vidtx.models import hparams, timesformer, vivit, xvit
 
 
@@ -42,7 +43,7 @@ MODELS = {
 
 def _lookup(model_name: str) -> _Model:
   if model_name not in MODELS:
-    raise ValueError(f"model_name={model_name!r}: unknown model; expected one of {sorted(MODELS)}.")
+    raise UserError(f"model_name={model_name!r}: unknown model; expected one of {sorted(MODELS)}.")
   return MODELS[model_name]
 
 
@@ -57,5 +58,5 @@ def build(
   """Validates `model_config` (fields not given take their defaults) and builds the model."""
   entry = _lookup(model_name)
   if not hparams.is_int(num_classes) or num_classes < 1:
-    raise ValueError(f"num_classes={num_classes!r}: expected a positive integer.")
+    raise UserError(f"num_classes={num_classes!r}: expected a positive integer.")
   return entry.module(config=entry.make_config(model_config), num_classes=num_classes)

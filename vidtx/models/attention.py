@@ -21,6 +21,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from vidtx.errors import UserError
+
 Attend = Callable[[jax.Array], jax.Array]
 
 
@@ -70,9 +72,9 @@ def _check_grid(x: jax.Array, grid: Grid, what: str, divisors: tuple[int, int, i
   t, n = x.shape[1], x.shape[2]
   h, w = grid
   if h * w != n:
-    raise ValueError(f"{what}: grid {grid} has {h * w} patches, tokens have N={n}.")
+    raise UserError(f"{what}: grid {grid} has {h * w} patches, tokens have N={n}.")
   if t % divisors[0] or h % divisors[1] or w % divisors[2]:
-    raise ValueError(
+    raise UserError(
       f"{what} needs (frames, patch rows, patch columns) = ({t}, {h}, {w}) divisible by {divisors}."
     )
 
@@ -260,7 +262,7 @@ def factorised_dot_product_attention(
     raise ValueError("factorised_dot_product_attention: masks are not supported.")
   b, t, n, h, c = query.shape
   if h % 2:
-    raise ValueError(f"factorised_dot_product_attention: {h} heads do not split in two halves.")
+    raise UserError(f"factorised_dot_product_attention: {h} heads do not split in two halves.")
   half = h // 2
   rngs = [None, None] if dropout_rng is None else list(jax.random.split(dropout_rng))
 

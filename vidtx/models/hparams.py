@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_dict
 
+from vidtx.errors import UserError
 from vidtx.models import kernels
 
 # ViT sizes: hidden size, depth, heads, MLP width (ViT paper Table 1; Ti and S from DeiT).
@@ -37,14 +38,14 @@ def parse_variant(variant: str) -> dict[str, int]:
   """'B/16x2' -> ViT-Base sizes, 16x16 patches, tubelet length 2 ('B/16' = length 1)."""
   match = _VARIANT_RE.match(variant) if isinstance(variant, str) else None
   if match is None or match["size"] not in VIT_SIZES:
-    raise ValueError(
+    raise UserError(
       f'model.variant={variant!r}: expected "<size>/<patch>[x<tubelet>]" with size in '
       f'{list(VIT_SIZES)}, e.g. "B/16" or "B/16x2".'
     )
   patch_size = int(match["patch"])
   tubelet_size = int(match["tubelet"] or 1)
   if patch_size < 1 or tubelet_size < 1:
-    raise ValueError(f"model.variant={variant!r}: patch and tubelet sizes must be >= 1.")
+    raise UserError(f"model.variant={variant!r}: patch and tubelet sizes must be >= 1.")
   return dict(VIT_SIZES[match["size"]], patch_size=patch_size, tubelet_size=tubelet_size)
 
 
@@ -134,7 +135,7 @@ def make_config(
   fields = defaults.to_dict()
   unknown = sorted(set(overrides) - set(fields))
   if unknown:
-    raise ValueError(
+    raise UserError(
       f"{model_name} model config: unknown field(s) {unknown}; known fields: {sorted(fields)}."
     )
   fields.update(overrides)
@@ -144,44 +145,44 @@ def make_config(
     if fields[key] is None:
       fields[key] = sizes[key]
     if not is_int(fields[key]) or fields[key] < 1:
-      raise ValueError(f"model.{key}={fields[key]!r}: expected a positive integer.")
+      raise UserError(f"model.{key}={fields[key]!r}: expected a positive integer.")
   fields["patch_size"] = sizes["patch_size"]
   fields["tubelet_size"] = sizes["tubelet_size"]
   if fields["hidden_size"] % fields["num_heads"]:
-    raise ValueError(
+    raise UserError(
       f"model.hidden_size={fields['hidden_size']} is not divisible by "
       f"model.num_heads={fields['num_heads']}."
     )
 
   attentions = list(attentions)
   if fields["attention"] not in attentions:
-    raise ValueError(
+    raise UserError(
       f"model.attention={fields['attention']!r} is not a {model_name} "
       f"attention; expected one of {attentions}."
     )
   if fields["classifier"] not in ("token", "gap"):
-    raise ValueError(f'model.classifier={fields["classifier"]!r}: expected "token" or "gap".')
+    raise UserError(f'model.classifier={fields["classifier"]!r}: expected "token" or "gap".')
   for key in ("dropout_rate", "attention_dropout_rate", "stochastic_depth"):
     rate = fields[key]
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-      raise ValueError(f"model.{key}={rate!r}: expected a number in [0, 1).")
+      raise UserError(f"model.{key}={rate!r}: expected a number in [0, 1).")
     fields[key] = float(rate)
   if not isinstance(fields["gelu_approximate"], bool):
-    raise ValueError(
+    raise UserError(
       f"model.gelu_approximate={fields['gelu_approximate']!r}: expected True or False."
     )
   eps = fields["layer_norm_epsilon"]
   if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1e-2:
-    raise ValueError(f"model.layer_norm_epsilon={eps!r}: expected a small positive number.")
+    raise UserError(f"model.layer_norm_epsilon={eps!r}: expected a small positive number.")
   fields["layer_norm_epsilon"] = float(eps)
   if fields["dtype"] not in ("float32", "bfloat16"):
-    raise ValueError(f'model.dtype={fields["dtype"]!r}: expected "float32" or "bfloat16".')
+    raise UserError(f'model.dtype={fields["dtype"]!r}: expected "float32" or "bfloat16".')
   if not isinstance(fields["remat_policy"], str) or fields["remat_policy"] not in REMAT_POLICIES:
-    raise ValueError(
+    raise UserError(
       f"model.remat_policy={fields['remat_policy']!r}: expected one of {list(REMAT_POLICIES)}."
     )
   if not isinstance(fields["scan_layers"], bool):
-    raise ValueError(f"model.scan_layers={fields['scan_layers']!r}: expected True or False.")
+    raise UserError(f"model.scan_layers={fields['scan_layers']!r}: expected True or False.")
   kernels.check_attention_implementation(fields["attention_implementation"])
   return config_cls(**fields)
 

@@ -15,6 +15,8 @@ import jax.extend.backend  # `import jax` leaves jax.extend out.
 import jax.numpy as jnp
 import numpy as np
 
+from vidtx.errors import UserError
+
 # model.attention_implementation: the kernel of the attention core.
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 # Platforms (`current_platform`) with cuDNN: NVIDIA GPUs ('gpu' where CUDA cannot be confirmed).
@@ -39,7 +41,7 @@ CUDNN_MIN_LENGTH = 128
 def check_attention_implementation(value: Any) -> str:
   """Raises ValueError unless `value` is one of ATTENTION_IMPLEMENTATIONS; returns it."""
   if not isinstance(value, str) or value not in ATTENTION_IMPLEMENTATIONS:
-    raise ValueError(
+    raise UserError(
       f"model.attention_implementation={value!r}: expected one of "
       f"{list(ATTENTION_IMPLEMENTATIONS)}."
     )
@@ -115,7 +117,7 @@ def choose_attention_implementation(
         "acts on the attention weights, which the fused kernel never forms"
       )
     if problem:
-      raise ValueError(
+      raise UserError(
         f"model.attention_implementation='cudnn': cuDNN flash attention {problem}; "
         "use 'auto' or 'xla'."
       )
@@ -219,7 +221,7 @@ def dot_product_attention(
       return padded_dot_product_attention(query, key, value, mask=mask, implementation="cudnn")
     return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="xla")
   if dropout_rng is None:
-    raise ValueError("dot_product_attention: attention dropout needs a dropout_rng.")
+    raise UserError("dot_product_attention: attention dropout needs a dropout_rng.")
   # Attention dropout acts on the weights, which the fused kernel never materialises, so
   # this path forms them.
   weights = attention_weights(query, key, mask)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vidtx.errors import UserError
 from vidtx.models import hparams, kernels
 
 KERNEL_INIT = nn.initializers.xavier_uniform()
@@ -71,7 +72,7 @@ class MultiHeadAttention(nn.Module):
     """
     features = x.shape[-1]
     if features % self.num_heads:
-      raise ValueError(
+      raise UserError(
         f"MultiHeadAttention: {features} channels are not divisible by {self.num_heads} heads."
       )
     projection = functools.partial(

@@ -71,6 +71,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vidtx.errors import UserError
 from vidtx.models import attention, encoder, hparams, layers, tokenizer
 
 Tokens = tuple[jax.Array, jax.Array | None]
@@ -122,18 +123,18 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> Tim
     TimeSformerConfig, default_config(), overrides, model_name="timesformer", attentions=ATTENTIONS
   )
   if config.temporal_init not in _TEMPORAL_INITS:
-    raise ValueError(
+    raise UserError(
       f"model.temporal_init={config.temporal_init!r}: expected one of {sorted(_TEMPORAL_INITS)}."
     )
   if config.positional_embedding not in POSITIONAL_EMBEDDINGS:
-    raise ValueError(
+    raise UserError(
       f"model.positional_embedding={config.positional_embedding!r}: expected one of "
       f"{list(POSITIONAL_EMBEDDINGS)}."
     )
   if not isinstance(config.fold_projections, bool):
-    raise ValueError(f"model.fold_projections={config.fold_projections!r}: expected True or False.")
+    raise UserError(f"model.fold_projections={config.fold_projections!r}: expected True or False.")
   if config.tubelet_size != 1:
-    raise ValueError(
+    raise UserError(
       f"model.variant={config.variant!r}: TimeSformer embeds single frames; "
       'use a variant without a tubelet length, e.g. "B/16".'
     )
@@ -336,7 +337,7 @@ class TimeSformer(nn.Module):
     b, t, n, d = x.shape
     grid = (video.shape[2] // config.patch_size, video.shape[3] // config.patch_size)
     if config.attention == "local_global" and (t % 2 or grid[0] % 2 or grid[1] % 2):
-      raise ValueError(
+      raise UserError(
         "model.attention='local_global' cuts each frame into 2 x 2 windows and strides by 2 "
         "in time, height and width: it needs an even number of frames and of patches per "
         f"side, got {t} frames of {grid[0]} x {grid[1]} patches."

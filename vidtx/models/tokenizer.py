@@ -28,19 +28,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vidtx.errors import UserError
+
 KERNEL_INIT_METHODS = ("random", "inflate", "central_frame")
 
 
 def _check_video(video: jax.Array, patch_size: int, tubelet_size: int) -> None:
   if video.ndim != 5:
-    raise ValueError(f"video: expected shape (B, T, H, W, C), got {video.shape}.")
+    raise UserError(f"video: expected shape (B, T, H, W, C), got {video.shape}.")
   _, t, h, w, _ = video.shape
   if h % patch_size or w % patch_size:
-    raise ValueError(
+    raise UserError(
       f"video frames are {h}x{w}, not divisible by the patch size {patch_size} (model.variant)."
     )
   if t % tubelet_size:
-    raise ValueError(
+    raise UserError(
       f"video has {t} frames, not divisible by the tubelet length {tubelet_size} (model.variant)."
     )
 
@@ -107,9 +109,9 @@ def tubelet_embedding(
 
 def _check_kernel_2d(kernel_2d: jax.Array, tubelet_size: int) -> None:
   if kernel_2d.ndim != 4:
-    raise ValueError(f"2D patch kernel: expected shape [h, w, C, D], got {kernel_2d.shape}.")
+    raise UserError(f"2D patch kernel: expected shape [h, w, C, D], got {kernel_2d.shape}.")
   if not isinstance(tubelet_size, int) or tubelet_size < 1:
-    raise ValueError(f"tubelet_size={tubelet_size!r}: expected a positive integer.")
+    raise UserError(f"tubelet_size={tubelet_size!r}: expected a positive integer.")
 
 
 def inflate_kernel(kernel_2d: jax.Array, tubelet_size: int) -> jax.Array:
@@ -132,7 +134,7 @@ _KERNEL_RULES = {"inflate": inflate_kernel, "central_frame": central_frame_kerne
 def kernel_from_2d(kernel_2d: jax.Array, tubelet_size: int, method: str) -> jax.Array:
   """[h, w, C, D] -> [t, h, w, C, D] by `method`, 'inflate' (Eq. 8) or 'central_frame' (Eq. 9)."""
   if method not in _KERNEL_RULES:
-    raise ValueError(
+    raise UserError(
       f"kernel_init_method={method!r}: a 2D kernel maps to 3D by one of {list(_KERNEL_RULES)}."
     )
   return _KERNEL_RULES[method](kernel_2d, tubelet_size)
@@ -141,7 +143,7 @@ def kernel_from_2d(kernel_2d: jax.Array, tubelet_size: int, method: str) -> jax.
 def tubelet_kernel_init(method: str) -> Callable[..., jax.Array]:
   """The Flax initialiser of a [t, h, w, C, D] tubelet kernel for `kernel_init_method`."""
   if method not in KERNEL_INIT_METHODS:
-    raise ValueError(
+    raise UserError(
       f"model.kernel_init_method={method!r}: expected one of {list(KERNEL_INIT_METHODS)}."
     )
   if method == "random":

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vidtx.errors import UserError
 from vidtx.models import attention, encoder, hparams, kernels, layers, tokenizer
 
 ATTENTIONS = (
@@ -91,31 +92,31 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> ViV
   if config.spatial_layers is None:
     config = dataclasses.replace(config, spatial_layers=config.num_layers)
   if not hparams.is_int(config.spatial_layers) or config.spatial_layers < 1:
-    raise ValueError(
+    raise UserError(
       f"model.spatial_layers={config.spatial_layers!r}: expected a positive "
       "integer (or None for the variant's depth)."
     )
   if not hparams.is_int(config.temporal_layers) or config.temporal_layers < 0:
-    raise ValueError(
+    raise UserError(
       f"model.temporal_layers={config.temporal_layers!r}: expected an "
       "integer >= 0 (0 = average-pool baseline)."
     )
   if config.attention_order not in ATTENTION_ORDERS:
-    raise ValueError(
+    raise UserError(
       f"model.attention_order={config.attention_order!r}: expected one of {list(ATTENTION_ORDERS)}."
     )
   if config.kernel_init_method not in tokenizer.KERNEL_INIT_METHODS:
-    raise ValueError(
+    raise UserError(
       f"model.kernel_init_method={config.kernel_init_method!r}: expected one of "
       f"{list(tokenizer.KERNEL_INIT_METHODS)}."
     )
   if config.attention in GAP_ONLY and config.classifier != "gap":
-    raise ValueError(
+    raise UserError(
       f"model.classifier={config.classifier!r} with model.attention={config.attention!r}: "
       "this ViViT model has no class token (Sec. 3.3); set model.classifier='gap'."
     )
   if config.attention == "factorised_dot_product" and config.num_heads % 2:
-    raise ValueError(
+    raise UserError(
       f"model.num_heads={config.num_heads}: model.attention='factorised_dot_product' splits "
       "the heads into a spatial and a temporal half; expected an even number."
     )

@@ -64,6 +64,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vidtx.errors import UserError
 from vidtx.models import attention, encoder, hparams, kernels, layers, tokenizer
 
 ATTENTIONS = ("space_time_mixing", "tsm")
@@ -116,51 +117,51 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> XVi
     XViTConfig, default_config(), overrides, model_name="xvit", attentions=ATTENTIONS
   )
   if config.tubelet_size != 1:
-    raise ValueError(
+    raise UserError(
       f"model.variant={config.variant!r}: X-ViT embeds single frames; "
       'use a variant without a tubelet length, e.g. "B/16".'
     )
   fraction = config.mixing_fraction
   if not _is_number(fraction) or not 0 <= fraction <= 1:
-    raise ValueError(f"model.mixing_fraction={fraction!r}: expected a number in [0, 1].")
+    raise UserError(f"model.mixing_fraction={fraction!r}: expected a number in [0, 1].")
   if not hparams.is_int(config.mixing_window) or config.mixing_window < 1:
-    raise ValueError(
+    raise UserError(
       f"model.mixing_window={config.mixing_window!r}: expected a positive integer "
       "(1 = frames t - 1 and t + 1)."
     )
   if fraction > 0 and not mixed_channels_per_offset(
     config.hidden_size, fraction, config.mixing_window
   ):
-    raise ValueError(
+    raise UserError(
       f"model.mixing_fraction={fraction} of {config.hidden_size} channels shared by "
       f"{2 * config.mixing_window} frame offsets (model.mixing_window="
       f"{config.mixing_window}) mixes no channel; raise the fraction or set it to 0."
     )
   if not hparams.is_int(config.summary_tokens) or config.summary_tokens < 0:
-    raise ValueError(
+    raise UserError(
       f"model.summary_tokens={config.summary_tokens!r}: expected an integer >= 0 (0 = off)."
     )
   if config.aggregation not in AGGREGATIONS:
-    raise ValueError(
+    raise UserError(
       f"model.aggregation={config.aggregation!r}: expected one of {list(AGGREGATIONS)}."
     )
   if not hparams.is_int(config.temporal_layers) or config.temporal_layers < 1:
-    raise ValueError(
+    raise UserError(
       f"model.temporal_layers={config.temporal_layers!r}: expected a positive integer."
     )
   if not isinstance(config.temporal_pos_embedding, bool):
-    raise ValueError(
+    raise UserError(
       f"model.temporal_pos_embedding={config.temporal_pos_embedding!r}: expected True or False."
     )
   head_mlp_dim = config.head_mlp_dim
   if head_mlp_dim is not None and (not hparams.is_int(head_mlp_dim) or head_mlp_dim < 0):
-    raise ValueError(
+    raise UserError(
       f"model.head_mlp_dim={head_mlp_dim!r}: expected an integer >= 0 (0 = linear head) or "
       "None (hidden_size)."
     )
   if config.aggregation == "mean":
     if head_mlp_dim:
-      raise ValueError(
+      raise UserError(
         f"model.head_mlp_dim={head_mlp_dim}: aggregation 'mean' has a linear head; "
         "set head_mlp_dim to 0 or None."
       )
@@ -169,7 +170,7 @@ def make_config(overrides: ml_collections.ConfigDict | Mapping[str, Any]) -> XVi
     head_mlp_dim = config.hidden_size
   rate = config.head_dropout_rate
   if not _is_number(rate) or not 0 <= rate < 1:
-    raise ValueError(f"model.head_dropout_rate={rate!r}: expected a number in [0, 1).")
+    raise UserError(f"model.head_dropout_rate={rate!r}: expected a number in [0, 1).")
   return dataclasses.replace(
     config,
     mixing_fraction=float(fraction),
@@ -220,7 +221,7 @@ def _frame_summaries(
   bt, length, heads, head_dim = x.shape
   patches = length - num_prefix
   if patches % num_summaries:
-    raise ValueError(
+    raise UserError(
       f"model.summary_tokens={num_summaries} does not divide the {patches} patch tokens of a frame."
     )
   batch = bt // num_frames
@@ -263,7 +264,7 @@ def space_time_mixing_attention(
   """
   bt, length, heads, head_dim = key.shape
   if bt % num_frames:
-    raise ValueError(
+    raise UserError(
       f"space_time_mixing_attention: batch axis {bt} is not a multiple of {num_frames} frames."
     )
   batch = bt // num_frames
@@ -278,7 +279,7 @@ def space_time_mixing_attention(
   mixed_key, mixed_value = mix(key), mix(value)
   if summary_tokens:
     if mask is not None:
-      raise ValueError("space_time_mixing_attention: a mask is not supported with summary tokens.")
+      raise UserError("space_time_mixing_attention: a mask is not supported with summary tokens.")
     summarise = functools.partial(
       _frame_summaries,
       num_frames=num_frames,

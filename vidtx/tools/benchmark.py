@@ -63,6 +63,7 @@ from ml_collections import config_flags
 import vidtx
 from vidtx import cli, models, sharding
 from vidtx import train_state as state_lib
+from vidtx.errors import UserError
 from vidtx.tools import complexity
 
 # The input pipeline (vidtx.data, vidtx.tools.input_benchmark) imports TensorFlow: it is
@@ -155,6 +156,44 @@ PEER_ATTENTIONS = {
 PEER_NO_DECAY = (r"position_embeddings", r"time_embeddings", r"cls_token", r"layernorm")
 
 
+def _peer_optimizer(config: ml_collections.ConfigDict, differences: list[str]) -> dict[str, Any]:
+  """The peer's torch optimizer for config.optimizer; what it does not mirror appended to
+  `differences`."""
+  opt = config.optimizer_configs
+  lr = float(config.lr_configs.base_learning_rate)
+  if config.optimizer == "momentum":
+    optimizer = {
+      "name": "sgd",
+      "lr": lr,
+      "momentum": float(opt.momentum),
+      "nesterov": bool(opt.get("nesterov", False)),
+      "weight_decay": float(opt.get("weight_decay") or 0.0),
+    }
+  elif config.optimizer == "adamw":
+    optimizer = {
+      "name": "adamw",
+      "lr": lr,
+      "betas": [float(opt.get("beta1", 0.9)), float(opt.get("beta2", 0.999))],
+      "eps": 1e-8,
+      "weight_decay": float(opt.get("adamw_weight_decay") or 0.0),
+    }
+    if opt.get("weight_decay"):
+      differences.append(
+        "optimizer_configs.weight_decay (L2 added to AdamW's gradient): the "
+        "peer's AdamW has only its decoupled decay"
+      )
+  else:
+    raise UserError(
+      f"--peer hf: config.optimizer={config.optimizer!r}: expected 'momentum' or 'adamw'."
+    )
+  if opt.get("no_decay_patterns") is not None:
+    differences.append(
+      "optimizer_configs.no_decay_patterns: the peer skips the default "
+      "parameters (embeddings, class token, LayerNorms)"
+    )
+  return optimizer
+
+
 def peer_spec(
   config: ml_collections.ConfigDict,
   *,
@@ -169,7 +208,7 @@ def peer_spec(
   not mirror is listed under 'differences'."""
   name, attention = config.model_name, config.model.get("attention")
   if name not in PEER_ATTENTIONS or attention not in PEER_ATTENTIONS[name]:
-    raise ValueError(
+    raise UserError(
       f"--peer hf: model_name={name!r} with model.attention={attention!r} has no Hugging "
       "Face peer. Peers: timesformer with attention divided, space or joint "
       "(TimesformerForVideoClassification), vivit with attention spatio_temporal (Model 1, "
@@ -208,7 +247,7 @@ def peer_spec(
       )
   else:
     if m.classifier != "token":
-      raise ValueError(
+      raise UserError(
         "--peer hf: HF ViViT classifies the class token; model.classifier="
         f"{m.classifier!r} has no peer."
       )
@@ -224,38 +263,7 @@ def peer_spec(
   if dc.get("class_splits") or dc.get("multi_label"):
     differences.append("class_splits / multi_label: the peer trains one softmax over num_classes")
 
-  opt = config.optimizer_configs
-  lr = float(config.lr_configs.base_learning_rate)
-  if config.optimizer == "momentum":
-    optimizer = {
-      "name": "sgd",
-      "lr": lr,
-      "momentum": float(opt.momentum),
-      "nesterov": bool(opt.get("nesterov", False)),
-      "weight_decay": float(opt.get("weight_decay") or 0.0),
-    }
-  elif config.optimizer == "adamw":
-    optimizer = {
-      "name": "adamw",
-      "lr": lr,
-      "betas": [float(opt.get("beta1", 0.9)), float(opt.get("beta2", 0.999))],
-      "eps": 1e-8,
-      "weight_decay": float(opt.get("adamw_weight_decay") or 0.0),
-    }
-    if opt.get("weight_decay"):
-      differences.append(
-        "optimizer_configs.weight_decay (L2 added to AdamW's gradient): the "
-        "peer's AdamW has only its decoupled decay"
-      )
-  else:
-    raise ValueError(
-      f"--peer hf: config.optimizer={config.optimizer!r}: expected 'momentum' or 'adamw'."
-    )
-  if opt.get("no_decay_patterns") is not None:
-    differences.append(
-      "optimizer_configs.no_decay_patterns: the peer skips the default "
-      "parameters (embeddings, class token, LayerNorms)"
-    )
+  optimizer = _peer_optimizer(config, differences)
   return {
     "model": name,
     "hf_config": hf_config,
@@ -339,7 +347,7 @@ def side_by_side(
   """vidtx's compiled `step` and `forward` and the peer of `spec`, warmed up, then timed
   alternately for `rounds` rounds of `steps` steps; returns (state, figures: medians)."""
   if steps < 1 or rounds < 1:
-    raise ValueError(f"--steps={steps} and --peer_rounds={rounds}: expected >= 1.")
+    raise UserError(f"--steps={steps} and --peer_rounds={rounds}: expected >= 1.")
   batch = next(batches)
 
   def vidtx_forward(n: int) -> float:
@@ -401,6 +409,88 @@ def side_by_side(
   return state, out
 
 
+def _train_step(
+  config: ml_collections.ConfigDict, local_input_shape: tuple[int, ...], mesh: jax.sharding.Mesh
+) -> tuple[Any, Any, Any]:
+  """(model, train state, jitted train step) as train.py makes them for `config`;
+  local_input_shape: this process's (B, T, H, W, C)."""
+  dc = config.dataset_configs
+  model = models.build(config.model_name, config.model, dc.num_classes)
+  tx, schedule = state_lib.optimizer_from_config(config, dc)
+  ema_decay = float(config.get("ema_decay") or 0.0)
+  state, abstract = state_lib.create_train_state(
+    model, tx, local_input_shape, mesh, jax.random.key(0), ema=ema_decay > 0
+  )
+  step = state_lib.make_train_step(
+    model,
+    tx,
+    schedule,
+    abstract,
+    mesh,
+    num_classes=dc.num_classes,
+    label_smoothing=config.get("label_smoothing", 0.0),
+    class_splits=tuple(dc.get("class_splits") or ()),
+    multi_label=bool(dc.get("multi_label", False)),
+    mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
+    grad_accum_steps=int(config.get("grad_accum_steps") or 1),
+    ema_decay=ema_decay,
+  )
+  return model, state, step
+
+
+def _random_batch(
+  dc: ml_collections.ConfigDict, input_shape: tuple[int, ...], mesh: jax.sharding.Mesh
+) -> dict[str, jax.Array]:
+  """One random global batch (inputs (B, T, H, W, C), labels (B,) or (B, splits)), made on the
+  devices in the batch's sharding."""
+  batch_size = input_shape[0]
+  rows = len(dc.get("class_splits") or ()) or 1
+  label_shape = (batch_size, rows) if rows > 1 else (batch_size,)
+  data_sharding = sharding.data_sharding(mesh)
+  return jax.jit(
+    lambda key: {
+      "inputs": jax.random.normal(key, input_shape, jnp.float32),
+      "label": jax.random.randint(
+        key, label_shape, 0, min(dc.get("class_splits") or [dc.num_classes])
+      ),
+    },
+    out_shardings=data_sharding,
+  )(jax.random.key(1))
+
+
+def _end_to_end_seconds(
+  config: ml_collections.ConfigDict,
+  compiled: Any,
+  state: Any,
+  mesh: jax.sharding.Mesh,
+  local_batch_size: int,
+  *,
+  warmup: int,
+  steps: int,
+) -> tuple[Any, float]:
+  """(state, seconds) of `steps` train steps fed by the input pipeline."""
+  # Imported here: the input pipeline needs TensorFlow (module docstring).
+  from vidtx import data as vidtx_data
+  from vidtx.data import bad_records
+
+  with tempfile.TemporaryDirectory() as scratch:
+    dataset_configs = _readable_dataset(config, scratch)
+    reader = vidtx_data.build_train_dataset(
+      dataset_configs,
+      batch_size=local_batch_size,
+      seed=0,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+
+    def from_reader():
+      for element in reader.as_numpy_iterator():
+        device, _ = bad_records.split_host_fields(element)
+        yield sharding.to_global(device, mesh)
+
+    return time_steps(compiled, state, from_reader(), warmup=warmup, steps=steps)
+
+
 def benchmark(
   config: ml_collections.ConfigDict,
   *,
@@ -418,10 +508,10 @@ def benchmark(
   With `peer` ('hf') the compute figures come from the side-by-side timing (module docstring).
   """
   if peer not in (None, "", "none", "hf"):
-    raise ValueError(f"peer={peer!r}: expected 'hf' or none.")
+    raise UserError(f"peer={peer!r}: expected 'hf' or none.")
   peer = peer if peer not in ("", "none") else None
   if peer and "compute" not in modes:
-    raise ValueError("--peer compares the compute mode: use --mode=compute or --mode=both.")
+    raise UserError("--peer compares the compute mode: use --mode=compute or --mode=both.")
   batch_size = int(batch_size or config.batch_size)
   # The mapping is checked before anything is compiled: an unmapped model fails at once.
   spec = (
@@ -441,41 +531,9 @@ def benchmark(
   mesh = sharding.make_mesh(config.get("mesh"))
   local_batch_size = sharding.check_batch_size(batch_size, mesh)
   dc = config.dataset_configs
-  model = models.build(config.model_name, config.model, dc.num_classes)
-  tx, schedule = state_lib.optimizer_from_config(config, dc)
-  ema_decay = float(config.get("ema_decay") or 0.0)
   clip_shape = (dc.num_frames, dc.crop_size, dc.crop_size, 3)
-  state, abstract = state_lib.create_train_state(
-    model, tx, (local_batch_size,) + clip_shape, mesh, jax.random.key(0), ema=ema_decay > 0
-  )
-  step = state_lib.make_train_step(
-    model,
-    tx,
-    schedule,
-    abstract,
-    mesh,
-    num_classes=dc.num_classes,
-    label_smoothing=config.get("label_smoothing", 0.0),
-    class_splits=tuple(dc.get("class_splits") or ()),
-    multi_label=bool(dc.get("multi_label", False)),
-    mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
-    grad_accum_steps=int(config.get("grad_accum_steps") or 1),
-    ema_decay=ema_decay,
-  )
-
-  # One random batch, made on the devices in the batch's sharding.
-  rows = len(dc.get("class_splits") or ()) or 1
-  label_shape = (batch_size, rows) if rows > 1 else (batch_size,)
-  data_sharding = sharding.data_sharding(mesh)
-  device_batch = jax.jit(
-    lambda key: {
-      "inputs": jax.random.normal(key, (batch_size,) + clip_shape, jnp.float32),
-      "label": jax.random.randint(
-        key, label_shape, 0, min(dc.get("class_splits") or [dc.num_classes])
-      ),
-    },
-    out_shardings=data_sharding,
-  )(jax.random.key(1))
+  model, state, step = _train_step(config, (local_batch_size,) + clip_shape, mesh)
+  device_batch = _random_batch(dc, (batch_size,) + clip_shape, mesh)
 
   start = time.perf_counter()
   compiled = step.lower(state, device_batch).compile()
@@ -537,27 +595,10 @@ def benchmark(
     result["peer"] = side
 
   if "end_to_end" in modes:
-    # Imported here: the input pipeline needs TensorFlow (module docstring).
-    from vidtx import data as vidtx_data
-    from vidtx.data import bad_records
-
-    with tempfile.TemporaryDirectory() as scratch:
-      dataset_configs = _readable_dataset(config, scratch)
-      reader = vidtx_data.build_train_dataset(
-        dataset_configs,
-        batch_size=local_batch_size,
-        seed=0,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-      )
-
-      def from_reader():
-        for element in reader.as_numpy_iterator():
-          device, _ = bad_records.split_host_fields(element)
-          yield sharding.to_global(device, mesh)
-
-      state, seconds = time_steps(compiled, state, from_reader(), warmup=warmup, steps=steps)
-      result["end_to_end"] = figures(seconds)
+    state, seconds = _end_to_end_seconds(
+      config, compiled, state, mesh, local_batch_size, warmup=warmup, steps=steps
+    )
+    result["end_to_end"] = figures(seconds)
 
   memory, source = peak_memory_bytes(compiled)
   result["peak_memory_gib"] = None if memory is None else memory / 2**30

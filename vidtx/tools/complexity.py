@@ -51,6 +51,7 @@ from jax.extend.mlir.dialects import stablehlo
 from ml_collections import config_flags
 
 from vidtx import cli, models
+from vidtx.errors import UserError
 
 # Ops whose result holds the same parameter as their first operand (in another dtype, shape or
 # layout, or a slice of it: a scanned layer's kernel is sliced out of the stacked kernels).
@@ -112,7 +113,7 @@ def count_module_macs(module: ir.Module, sources: Sequence[str | None]) -> MacCo
     walker = _Walker(module)
     num_args = len(walker.entry_block("main").arguments)
     if num_args != len(sources):
-      raise ValueError(f"count_macs: the program has {num_args} arguments, {len(sources)} given.")
+      raise UserError(f"count_macs: the program has {num_args} arguments, {len(sources)} given.")
     counts = walker.count_function("main", tuple(sources))
   breakdown = {k: counts[k] for k in CATEGORIES if counts[k]}
   return MacCount(total=sum(breakdown.values()), breakdown=breakdown)
@@ -134,7 +135,7 @@ def _category_of_parameter(path: str) -> str:
 def _shape(value: ir.Value) -> list[int]:
   tensor = ir.RankedTensorType(value.type)
   if not tensor.has_static_shape:
-    raise ValueError(f"count_macs: cannot count an op on the dynamic shape {tensor}.")
+    raise UserError(f"count_macs: cannot count an op on the dynamic shape {tensor}.")
   return list(tensor.shape)
 
 
@@ -212,7 +213,7 @@ class _Walker:
     if name in ("stablehlo.case", "stablehlo.if"):
       branches = [self._count_block(region.blocks[0], ()) for region in op.regions]
       if any(branch != branches[0] for branch in branches):
-        raise ValueError(
+        raise UserError(
           f"count_macs: the branches of a {name} cost different multiply-adds "
           f"({[dict(b) for b in branches]}); the cost depends on run-time data."
         )
@@ -220,7 +221,7 @@ class _Walker:
     if name == "stablehlo.custom_call":
       target = ir.StringAttr(op.attributes["call_target_name"]).value
       if target not in _FREE_CUSTOM_CALLS:
-        raise ValueError(
+        raise UserError(
           f"count_macs: custom call {target!r} has unknown cost; the count would be wrong."
         )
     # Every other op is element-wise, a reduction or data movement; the regions some of them
@@ -229,7 +230,7 @@ class _Walker:
     for region in op.regions:
       for block in region.blocks:
         if self._count_block(block, ()):
-          raise ValueError(f"count_macs: matrix products inside a {name} region; cannot count.")
+          raise UserError(f"count_macs: matrix products inside a {name} region; cannot count.")
     return collections.Counter()
 
   def _callee(self, op: ir.Operation) -> str:
@@ -288,7 +289,7 @@ class _Walker:
         step = self._counter_step(body[-1].operation.operands[index], index)
         if start is not None and step is not None and step > 0:
           return max(0, -(-(limit - start) // step))
-    raise ValueError(
+    raise UserError(
       "count_macs: a loop contains matrix products but its trip count is not a constant "
       "(expected a counter from a constant, compared LT with a constant, incremented by a "
       "constant)."

@@ -37,6 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vidtx.errors import UserError
+
 PREFIX = "hf_peer> "  # Marks protocol lines among whatever else reaches stdout.
 
 _MODELS = {
@@ -50,7 +52,7 @@ def build_model(spec: dict[str, Any]) -> Any:
   import transformers
 
   if spec["model"] not in _MODELS:
-    raise ValueError(f"hf_peer: model={spec['model']!r}; expected one of {sorted(_MODELS)}.")
+    raise UserError(f"hf_peer: model={spec['model']!r}; expected one of {sorted(_MODELS)}.")
   config_name, model_name = _MODELS[spec["model"]]
   fields = dict(spec["hf_config"])
   drop_path_rate = fields.pop("drop_path_rate", None)
@@ -97,7 +99,7 @@ class Peer:
     self.labels = torch.randint(0, classes, (b,), generator=generator).to(device)
     self.accum = int(spec.get("grad_accum_steps") or 1)
     if b % self.accum:
-      raise ValueError(f"hf_peer: grad_accum_steps={self.accum} does not divide batch {b}.")
+      raise UserError(f"hf_peer: grad_accum_steps={self.accum} does not divide batch {b}.")
     if spec.get("gradient_checkpointing"):
       self.model.gradient_checkpointing_enable(
         gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -142,7 +144,7 @@ class Peer:
         eps=opt.get("eps", 1e-8),
         **fused,
       )
-    raise ValueError(f"hf_peer: optimizer {name!r}; expected 'sgd' or 'adamw'.")
+    raise UserError(f"hf_peer: optimizer {name!r}; expected 'sgd' or 'adamw'.")
 
   def _logits(self, inputs: Any) -> Any:
     import torch

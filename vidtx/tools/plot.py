@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vidtx import outputs, paths
+from vidtx.errors import UserError
 
 # (metrics.jsonl key, panel title), one panel each, in this order.
 PANELS = (
@@ -125,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     path = plot(args.runs, args.out, overwrite=args.overwrite)
-  except (OSError, ValueError) as error:
+  except (OSError, UserError) as error:
     print(f"plot: {error}", file=sys.stderr)
     return 2
   print(f"wrote {path}")

@@ -31,6 +31,7 @@ from absl import app, flags, logging
 from vidtx import outputs, predict
 from vidtx.checkpoints import store
 from vidtx.data import synthetic
+from vidtx.errors import UserError
 from vidtx.inference import classifier, pictures, preprocess
 
 VIDEO_LENGTH, VIDEO_SIZE = 20, 36  # The synthetic configs' videos (configs/common.py).
@@ -72,7 +73,7 @@ def heat_on_object(
   """Share of the rollout heat on the object vs the share of the frame it covers, averaged over
   the views of `num_videos` synthetic motion videos (labels cycle through the classes)."""
   if num_videos < 1:
-    raise ValueError(f"num_videos={num_videos}: expected >= 1.")
+    raise UserError(f"num_videos={num_videos}: expected >= 1.")
   shares, areas, correct = [], [], 0
   for i in range(num_videos):
     label = i % len(CLASSES)
@@ -110,14 +111,14 @@ def run(
   """The command: the picture via predict --rollout, then the heat-on-object figures. An
   existing --out or --video_out is replaced only with `overwrite`."""
   if label not in CLASSES:
-    raise ValueError(f"--label={label!r}: expected one of {list(CLASSES)}.")
+    raise UserError(f"--label={label!r}: expected one of {list(CLASSES)}.")
   outputs.check_paths({"--checkpoint": checkpoint}, {"--out": out, "--video_out": video_out})
   outputs.check_output_file(out, "--out", overwrite=overwrite, suffixes=(".png",))
   if video_out:
     outputs.check_output_file(video_out, "--video_out", overwrite=overwrite, suffixes=(".mp4",))
   converted = store.load(checkpoint)
   if converted.labels is not None and tuple(converted.labels) != CLASSES:
-    raise ValueError(
+    raise UserError(
       f"--checkpoint={checkpoint} has classes {converted.labels}; expected a model "
       f"of the synthetic motion task {list(CLASSES)}."
     )
@@ -182,7 +183,7 @@ def main(argv: Sequence[str]) -> None:
       head_fusion=f.head_fusion,
       overwrite=f.overwrite,
     )
-  except (ValueError, OSError) as e:
+  except (UserError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 
