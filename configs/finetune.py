@@ -521,7 +521,8 @@ def _read_labels(data: str, base_dir: str) -> list[str]:
 def follow_checkpoint(config: ml_collections.ConfigDict, init: str) -> None:
   """Checks that `init` can start config's model and takes its input normalisation and
   numerics (GELU form, LayerNorm epsilon); ValueError saying what `init` should be otherwise."""
-  from vidtx.checkpoints import run, store
+  from vidtx import run_files
+  from vidtx.checkpoints import store
   from vidtx.data import reader_config
 
   if not os.path.exists(init):
@@ -537,9 +538,9 @@ def follow_checkpoint(config: ml_collections.ConfigDict, init: str) -> None:
     image_vit = model_name == "timesformer" and model.get("attention") == "space"
     preprocessing = described.get("preprocessing") or {}
     mean, std = preprocessing.get("mean"), preprocessing.get("std")
-  elif run.is_run_dir(init):
-    path = os.path.join(init, run.CONFIG_FILE)
-    run_config = run.read_config(init)
+  elif run_files.is_run_dir(init):
+    path = os.path.join(init, run_files.CONFIG_FILE)
+    run_config = run_files.read_config(init)
     model_name, model = run_config.model_name, run_config.model.to_dict()
     image_vit = False
     mean, std = reader_config.normalisation(run_config.dataset_configs)

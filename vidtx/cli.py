@@ -199,7 +199,7 @@ def run(
   doc: str | None = None,
 ) -> None:
   """app.run(main) with one-line errors for user mistakes (see the module doc) and for the
-  command's own `user_errors` (e.g. vidtx.checkpoints.training.WriteError: a full disk; or a
+  command's own `user_errors` (e.g. vidtx.run_checkpoints.WriteError: a full disk; or a
   function returning them, called only when an error comes, so that they are imported late);
   `doc`: the command's --help text."""
 
@@ -225,9 +225,9 @@ def run(
 
 def write_errors() -> ErrorTypes:
   """A full disk or a read-only folder while a checkpoint or result is written (for `run`)."""
-  from vidtx.checkpoints import training  # orbax: only when an error is reported.
+  from vidtx import run_checkpoints  # orbax: only when an error is reported.
 
-  return (training.WriteError,)
+  return (run_checkpoints.WriteError,)
 
 
 # vidtx-train: its flags here, so that --help and flag errors answer before vidtx.trainer (JAX,
@@ -274,7 +274,7 @@ def train() -> None:
 
 def define_run_checkpoint_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """--step and --which: which checkpoint of a train.py run convert, export and predict read
-  (vidtx.checkpoints.run.export_run)."""
+  (vidtx.run_files.export_run)."""
   flags.DEFINE_integer(
     "step",
     None,
@@ -284,7 +284,7 @@ def define_run_checkpoint_flags(flag_values: flags.FlagValues = flags.FLAGS) -> 
   flags.DEFINE_enum(
     "which",
     None,
-    ["best", "latest"],  # vidtx.checkpoints.run.WHICH
+    ["best", "latest"],  # vidtx.run_files.WHICH
     "A train.py run's checkpoint: best (default; the highest evaluation of its "
     "best_checkpoint_metric, else the newest) or latest (the newest complete one).",
     flag_values=flag_values,

@@ -12,7 +12,7 @@ DIR gets the parameters (orbax) and vidtx_model.json (model, preprocessing, labe
 vidtx.checkpoints.store), which train.py (config.init_from.checkpoint_path=DIR), eval.py
 (--checkpoint=DIR) and `python -m vidtx.predict --checkpoint=DIR` read.
 
-- A train.py run (RUN/config.json and RUN/checkpoints/; vidtx.checkpoints.run; RUN may be kept
+- A train.py run (RUN/config.json and RUN/checkpoints/; vidtx.run_files; RUN may be kept
   in a bucket, gs://bucket/run, while DIR is local) exports the
   parameters of its best complete checkpoint (the highest evaluation of the run's
   best_checkpoint_metric; the newest where the run ranks none), or of --which latest (the newest
@@ -68,9 +68,10 @@ def convert(
   step: int | None = None,
   which: str | None = None,
 ) -> store.Converted:
-  """Converts `src` (`step` or `which`: the checkpoint of a train.py run; vidtx.checkpoints.run)
+  """Converts `src` (`step` or `which`: the checkpoint of a train.py run; vidtx.run_files)
   and writes `out`; returns what was written."""
-  from vidtx.checkpoints import run, store
+  from vidtx import run_files
+  from vidtx.checkpoints import store
 
   out = os.path.abspath(out)
   # Before the (possibly long) conversion: --out is never the source (a file or folder) nor
@@ -81,7 +82,7 @@ def convert(
     outputs.check_paths({"--src": src}, {"--out": out})
   store.check_out_dir(out, overwrite=overwrite, source=src)
   is_run = format == "run" or (
-    format == "auto" and not hub.is_hub_name(src) and run.looks_like_run(src)
+    format == "auto" and not hub.is_hub_name(src) and run_files.looks_like_run(src)
   )
   if which is not None and not is_run:
     raise UserError(
@@ -89,7 +90,7 @@ def convert(
       "directory with config.json and checkpoints/)."
     )
   if is_run and num_classes is None:
-    converted = run.export_run(src, step=step, which=which)
+    converted = run_files.export_run(src, step=step, which=which)
   else:  # A peer's format (a run given --num_classes: convert_source refuses it).
     converted = convert_source(
       src,
@@ -131,7 +132,7 @@ def describe(converted: store.Converted, out: str) -> str:
 
   config = converted.model_config
   p = converted.preprocessing
-  # A run: which checkpoint was taken and its evaluation (vidtx.checkpoints.run.choice_line).
+  # A run: which checkpoint was taken and its evaluation (vidtx.run_files.choice_line).
   lines = [converted.source["checkpoint"]] if converted.source.get("checkpoint") else []
   lines += [
     f"wrote {out}",

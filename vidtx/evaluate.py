@@ -56,9 +56,7 @@ def evaluate(
   another eval.py writes there)."""
   import jax
 
-  from vidtx import config_checks, optim
-  from vidtx.checkpoints import run as run_lib
-  from vidtx.checkpoints import training
+  from vidtx import config_checks, optim, run_checkpoints, run_files
 
   # The recipe's geometry as train.py resolves it (an overridden crop moves the evaluation
   # resize along), so eval.py with train.py's --config evaluates what train.py did.
@@ -77,14 +75,14 @@ def evaluate(
       if not workdir or jax.process_index() != 0 or held:
         return
       if paths.isdir(workdir):
-        ownership.check_claimable(workdir, "run", legacy=run_lib.is_earlier_run, hint=_HINT)
+        ownership.check_claimable(workdir, "run", legacy=run_files.is_earlier_run, hint=_HINT)
       else:  # A new directory for a converted checkpoint's results: made when results exist.
-        ownership.claim(workdir, "run", legacy=run_lib.is_earlier_run, hint=_HINT)
+        ownership.claim(workdir, "run", legacy=run_files.is_earlier_run, hint=_HINT)
       stack.enter_context(locks.hold(workdir, "eval.py"))
       held = True
 
     if workdir:
-      training.check_workdir(workdir)
+      run_checkpoints.check_workdir(workdir)
       if paths.isdir(workdir):
         own_workdir()  # Before any work: a run being trained refuses this at once.
     return _evaluate(config, workdir, split, checkpoint, own_workdir)
@@ -103,9 +101,9 @@ def _evaluate(
   import jax
 
   from vidtx import data as vidtx_data
-  from vidtx import sharding
+  from vidtx import run_checkpoints, sharding
   from vidtx import train_state as state_lib
-  from vidtx.checkpoints import store, training
+  from vidtx.checkpoints import store
   from vidtx.data import records
 
   mesh = sharding.make_mesh(config.get("mesh"))
@@ -145,8 +143,8 @@ def _evaluate(
     )
   # The abstract state is built exactly as train.py builds it, so the checkpoint restores as is.
   model, abstract_state = state_lib.abstract_state_from_config(config, dataset_configs, mesh)
-  manager = training.checkpoint_manager(workdir, read_only=True)
-  state = training.restore_latest(manager, abstract_state)
+  manager = run_checkpoints.checkpoint_manager(workdir, read_only=True)
+  state = run_checkpoints.restore_latest(manager, abstract_state)
   if state is None:
     raise FileNotFoundError(
       f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
@@ -182,13 +180,12 @@ def _evaluate_params(
 
   from vidtx import data as vidtx_data
   from vidtx import evaluator as evaluator_lib
-  from vidtx.checkpoints import run as run_lib
-  from vidtx.checkpoints import training
+  from vidtx import run_checkpoints, run_files
 
   own_workdir()  # A new --workdir: created (and locked) only now, with results to write.
   if workdir and jax.process_index() == 0:
     # Results go only into a run's directory or a new/empty one (vidtx.ownership).
-    ownership.claim(workdir, "run", legacy=run_lib.is_earlier_run, hint=_HINT)
+    ownership.claim(workdir, "run", legacy=run_files.is_earlier_run, hint=_HINT)
   class_names = vidtx_data.class_names(dataset_configs)
   evaluator = evaluator_lib.MultiViewEvaluator(
     model,
@@ -211,13 +208,13 @@ def _evaluate_params(
     # Each process's own videos (process 0's with the results below). Process 0 made the
     # workdir before the evaluation's first step, which every process has passed by now.
     path = os.path.join(workdir, f"eval_{split}_videos.jsonl")
-    with training.named_write_errors(workdir, path):
+    with run_checkpoints.named_write_errors(workdir, path):
       evaluator.write_videos(path)
   if jax.process_index() == 0:
     written = ""
     if workdir:
-      # A full disk: one line naming the results being written (training.WriteError).
-      with training.named_write_errors(workdir, os.path.join(workdir, f"eval_{split}*")):
+      # A full disk: one line naming the results being written (run_checkpoints.WriteError).
+      with run_checkpoints.named_write_errors(workdir, os.path.join(workdir, f"eval_{split}*")):
         written = _write_results(evaluator, results, class_names, split, workdir, step)
     print(
       f"step {results['step']}: {evaluator_lib.summary(results)} on "

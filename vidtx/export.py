@@ -6,7 +6,7 @@ r"""Exports a vidtx model out of vidtx: a Hugging Face folder or a TensorFlow Sa
 SRC: a converted checkpoint (python -m vidtx.convert; vidtx.checkpoints.store) or a train.py
 run directory: its best complete checkpoint (the highest evaluation of the run's
 best_checkpoint_metric; the newest where the run ranks none), --which latest (the newest complete
-one) or --step N (vidtx.checkpoints.run); one line says which step was taken and its evaluation.
+one) or --step N (vidtx.run_files); one line says which step was taken and its evaluation.
 
 - --format=hf: a Hugging Face folder (config.json, weights) that transformers loads
   (vidtx.checkpoints.export_hf).
@@ -71,8 +71,9 @@ def check_out_dir(out: str, *, overwrite: bool, source: str | None = None) -> No
 
 def load_source(src: str, step: int | None = None, which: str | None = None) -> store.Converted:
   """A converted checkpoint directory, or a train.py run: its best complete checkpoint (the
-  newest where it ranks none), `which='latest'` the newest, or `step` (vidtx.checkpoints.run)."""
-  from vidtx.checkpoints import run, store
+  newest where it ranks none), `which='latest'` the newest, or `step` (vidtx.run_files)."""
+  from vidtx import run_files
+  from vidtx.checkpoints import store
 
   if store.is_converted_dir(src):
     for flag, value in (("--step", step), ("--which", which)):
@@ -83,13 +84,13 @@ def load_source(src: str, step: int | None = None, which: str | None = None) -> 
         )
     return store.load(src)
   if paths.isdir(src) and (
-    run.is_run_dir(src) or paths.isdir(os.path.join(src, run.CHECKPOINTS_DIR))
+    run_files.is_run_dir(src) or paths.isdir(os.path.join(src, run_files.CHECKPOINTS_DIR))
   ):
-    return run.export_run(src, step=step, which=which)
+    return run_files.export_run(src, step=step, which=which)
   raise UserError(
     f"--src={src}: neither a converted checkpoint ({store.MODEL_FILE}) nor a train.py run "
-    f"({run.CONFIG_FILE} and {run.CHECKPOINTS_DIR}/); convert other checkpoints first with "
-    "python -m vidtx.convert."
+    f"({run_files.CONFIG_FILE} and {run_files.CHECKPOINTS_DIR}/); convert other checkpoints first "
+    "with python -m vidtx.convert."
   )
 
 
@@ -148,7 +149,7 @@ def export(
 
 def describe(converted: store.Converted, out: str, format: str) -> str:
   config = converted.model_config
-  # A run: which checkpoint was taken and its evaluation (vidtx.checkpoints.run.choice_line).
+  # A run: which checkpoint was taken and its evaluation (vidtx.run_files.choice_line).
   lines = [converted.source["checkpoint"]] if converted.source.get("checkpoint") else []
   lines += [
     f"wrote {out} ({format})",

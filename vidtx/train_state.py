@@ -1,6 +1,6 @@
 """Training state: creation sharded on the mesh and the training step.
 
-Its checkpoints (save, resume, damaged ones): vidtx.checkpoints.training.
+Its checkpoints (save, resume, damaged ones): vidtx.run_checkpoints.
 """
 
 from collections.abc import Callable
@@ -76,7 +76,7 @@ def abstract_state_from_config(
 
   Built from config fields only (model, optimizer, schedule; dataset_configs.num_classes,
   num_frames, crop_size and examples_per_subset['train']), so a run's checkpoints restore as
-  they are without reading any data (eval.py, vidtx.checkpoints.run).
+  they are without reading any data (eval.py, vidtx.run_files).
   """
   model = models.build(config.model_name, config.model, dataset_configs.num_classes)
   tx, _ = optimizer_from_config(config, dataset_configs)

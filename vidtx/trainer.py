@@ -33,7 +33,7 @@ start to end, so a second train.py, or an eval.py writing its results there, ref
 naming this run's process. On several hosts process 0 holds it (the workdir is shared): when it
 is refused, the other processes of that launch end only once they lose process 0 (JAX's
 coordinator). WORKDIR/checkpoints must hold only vidtx's checkpoints (orbax deletes old ones;
-vidtx.checkpoints.training), and a full disk ends the run in one line naming the file or
+vidtx.run_checkpoints), and a full disk ends the run in one line naming the file or
 checkpoint it was writing.
 """
 
@@ -62,13 +62,14 @@ from vidtx import (
   optim,
   ownership,
   paths,
+  run_checkpoints,
+  run_files,
   sharding,
 )
 from vidtx import data as vidtx_data
 from vidtx import evaluator as evaluator_lib
 from vidtx import train_state as state_lib
-from vidtx.checkpoints import init_from, training
-from vidtx.checkpoints import run as run_lib
+from vidtx.checkpoints import init_from
 from vidtx.data import bad_records, reader_config, records
 from vidtx.errors import UserError, UserFloatingPointError
 from vidtx.progress import MetricsLog, Progress
@@ -99,18 +100,21 @@ def train_and_evaluate(
       # --- Workdir: new, empty, or a run's (vidtx.ownership); never a folder of someone's
       # files. One writer at a time: the lock is taken before any slow work, so a second
       # train.py (or an eval.py) on the run refuses at once, naming this one.
-      training.check_workdir(workdir)
+      run_checkpoints.check_workdir(workdir)
       if jax.process_index() == 0:
         ownership.claim(
-          workdir, "run", legacy=run_lib.is_earlier_run, hint="Choose a new --workdir for the run."
+          workdir,
+          "run",
+          legacy=run_files.is_earlier_run,
+          hint="Choose a new --workdir for the run.",
         )
         run.enter_context(locks.hold(workdir, "train.py"))
       else:
         paths.makedirs(workdir)  # A directory, or nothing to make on gs://.
       # A full disk: one line naming the file or checkpoint, not orbax's background tracebacks.
-      run.enter_context(training.quiet_background_errors())
-      run.enter_context(training.named_write_errors(workdir))
-      manager = training.checkpoint_manager(  # Refuses a linked or foreign checkpoints/.
+      run.enter_context(run_checkpoints.quiet_background_errors())
+      run.enter_context(run_checkpoints.named_write_errors(workdir))
+      manager = run_checkpoints.checkpoint_manager(  # Refuses a linked or foreign checkpoints/.
         workdir,
         max_to_keep=config.max_checkpoints_to_keep,
         best_metric=config.get("best_checkpoint_metric") or "",
@@ -226,7 +230,7 @@ def _init_or_restore(
     jax.random.key(config.rng_seed),
     ema=setup.ema_decay > 0,
   )
-  restored = training.restore_newest_intact(
+  restored = run_checkpoints.restore_newest_intact(
     manager, abstract_state, skip_damaged=skip_damaged_checkpoints
   )
   if restored is not None:
@@ -268,8 +272,8 @@ def _write_config_and_announce(
   vidtx.convert export the run without its data. Then the start-up line (process 0)."""
   if jax.process_index() != 0:
     return
-  with training.named_write_errors(workdir, os.path.join(workdir, run_lib.CONFIG_FILE)):
-    run_lib.write_config(config, workdir)
+  with run_checkpoints.named_write_errors(workdir, os.path.join(workdir, run_files.CONFIG_FILE)):
+    run_files.write_config(config, workdir)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   mesh = setup.mesh
   print(
@@ -387,7 +391,7 @@ def _loop_parts(
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   metrics_path = os.path.join(workdir, METRICS_FILE)
-  with training.named_write_errors(workdir, metrics_path):
+  with run_checkpoints.named_write_errors(workdir, metrics_path):
     metrics_log = MetricsLog(metrics_path, enabled=is_main, drop_after_step=start_step)
   return _Run(
     config=config,
@@ -489,7 +493,7 @@ def _fetch_and_check(run: _Run, loop_state: _LoopState) -> list[dict[str, float]
 
 
 def _write_metrics(run: _Run, step: int, values: dict[str, Any]) -> None:
-  with training.named_write_errors(run.workdir, os.path.join(run.workdir, METRICS_FILE)):
+  with run_checkpoints.named_write_errors(run.workdir, os.path.join(run.workdir, METRICS_FILE)):
     run.metrics_log.write(step, values)
 
 
@@ -520,11 +524,11 @@ def _evaluate(run: _Run, loop_state: _LoopState, step: int, final: bool = False)
   _write_metrics(run, step, scalars)
   if final:
     videos = os.path.join(workdir, "eval_validation_videos.jsonl")
-    with training.named_write_errors(workdir, videos):
+    with run_checkpoints.named_write_errors(workdir, videos):
       evaluator.write_videos(videos)
   if run.is_main:
     # At every evaluation: during a long run the files show the newest one.
-    with training.named_write_errors(workdir, os.path.join(workdir, "eval_validation_*")):
+    with run_checkpoints.named_write_errors(workdir, os.path.join(workdir, "eval_validation_*")):
       evaluator.write_class_reports(workdir)
     print(
       f"[eval step {step}] {evaluator_lib.summary(results)} "
@@ -549,7 +553,7 @@ def _save(
   if step in run.manager.all_steps():  # A finished run resumed: its last step is saved already.
     return
   best = run.best_metric
-  training.save(
+  run_checkpoints.save(
     run.manager,
     step,
     loop_state.state,
@@ -646,7 +650,7 @@ def _stream_start(
   """Where this process's training stream resumes: the position saved with checkpoint `step`."""
   if not step:
     return 0, 0
-  data_state = training.restore_data_state(manager, step)
+  data_state = run_checkpoints.restore_data_state(manager, step)
   if data_state and data_state["process_count"] == jax.process_count():
     epoch, index = data_state["positions"][jax.process_index()]
     return int(epoch), int(index)

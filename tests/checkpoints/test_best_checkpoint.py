@@ -1,5 +1,5 @@
 """The checkpoint of a train.py run that convert, export, predict and init_from take: the best by
-config.best_checkpoint_metric unless --which latest or --step N (vidtx.checkpoints.run), each
+config.best_checkpoint_metric unless --which latest or --step N (vidtx.run_files), each
 saying in one line which step it took and that step's evaluation (issue 25).
 
 The run is written directly (no training, nothing compiled): orbax checkpoints of a tiny state at
@@ -18,9 +18,9 @@ import pytest
 from jax.sharding import Mesh
 from shared import tiny_config
 
-from vidtx import convert, export, models, predict, sharding
+from vidtx import convert, export, models, predict, run_checkpoints, run_files, sharding
 from vidtx import train_state as state_lib
-from vidtx.checkpoints import init_from, run, store, training
+from vidtx.checkpoints import init_from, store
 from vidtx.inference import classifier
 
 VALUES = {1: 0.25, 2: 0.75, 4: 0.5}  # Step 3: a checkpoint without an evaluation.
@@ -41,11 +41,11 @@ def run_dir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("ft"))
   mesh = Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
   abstract = state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)[1]
-  with training.checkpoint_manager(workdir, max_to_keep=10) as manager:
+  with run_checkpoints.checkpoint_manager(workdir, max_to_keep=10) as manager:
     for step in (1, 2, 3, 4):
-      training.save(manager, step, _state_of_step(abstract, step), {"position": step})
+      run_checkpoints.save(manager, step, _state_of_step(abstract, step), {"position": step})
     manager.wait_until_finished()
-  run.write_config(config, workdir)
+  run_files.write_config(config, workdir)
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
     for step in (1, 2, 3, 4):
       f.write(json.dumps({"step": step, "loss": 1.0 / step}) + "\n")
@@ -98,7 +98,7 @@ def test_which_latest_and_step_take_the_others(run_dir, tmp_path, capsys):
   with pytest.raises(ValueError, match=r"--step=3 and --which=latest: give one of them"):
     export.load_source(run_dir, step=3, which="latest")
   with pytest.raises(ValueError, match=r"--which='newest': expected 'best' or 'latest'"):
-    run.export_run(run_dir, which="newest")
+    run_files.export_run(run_dir, which="newest")
   with pytest.raises(ValueError, match=r"--which=latest picks a checkpoint of a train.py run"):
     convert.convert(src=str(tmp_path / "model.npz"), out=str(tmp_path / "x"), which="latest")
   with pytest.raises(ValueError, match=r"--step=1 picks a checkpoint of a train.py run; .* is a"):
@@ -108,10 +108,10 @@ def test_which_latest_and_step_take_the_others(run_dir, tmp_path, capsys):
 def test_a_run_that_ranks_nothing_takes_the_newest(run_dir, tmp_path):
   copy = str(tmp_path / "run")
   shutil.copytree(run_dir, copy)
-  config = run.read_config(copy)
+  config = run_files.read_config(copy)
   config.best_checkpoint_metric = ""
-  run.write_config(config, copy)
-  converted = run.export_run(copy)
+  run_files.write_config(config, copy)
+  converted = run_files.export_run(copy)
   assert converted.source["step"] == 4 and _step_of(converted.params) == 4
   assert converted.source["checkpoint"] == (
     f"{copy}: checkpoint step 4 (the newest; the run ranks no checkpoint: "
@@ -124,8 +124,8 @@ def test_a_best_checkpoint_that_is_gone_is_said(run_dir, tmp_path):
   says that step 2 evaluated higher."""
   copy = tmp_path / "run"
   shutil.copytree(run_dir, copy)
-  os.remove(copy / "checkpoints" / "2" / run.STEP_METADATA)
-  converted = run.export_run(str(copy))
+  os.remove(copy / "checkpoints" / "2" / run_files.STEP_METADATA)
+  converted = run_files.export_run(str(copy))
   assert converted.source["step"] == 4 and _step_of(converted.params) == 4
   assert converted.source["checkpoint"] == (
     f"{copy}: checkpoint step 4 (best eval top1 0.5000, also the newest; step 2 evaluated "
@@ -134,8 +134,8 @@ def test_a_best_checkpoint_that_is_gone_is_said(run_dir, tmp_path):
 
 
 def test_step_metrics_reads_orbax_then_metrics_jsonl(run_dir, tmp_path):
-  assert run.step_metrics(run_dir, "top1") == VALUES  # The torn line is skipped.
-  assert run.step_metrics(run_dir, "") == {}
+  assert run_files.step_metrics(run_dir, "top1") == VALUES  # The torn line is skipped.
+  assert run_files.step_metrics(run_dir, "") == {}
   copy = tmp_path / "run"
   shutil.copytree(run_dir, copy)
   with open(copy / "metrics.jsonl", "a") as f:
@@ -143,14 +143,19 @@ def test_step_metrics_reads_orbax_then_metrics_jsonl(run_dir, tmp_path):
   # Where orbax stored the metric with the checkpoint (a manager ranking by best_fn), it counts.
   (copy / "checkpoints" / "3" / "metrics").mkdir()
   (copy / "checkpoints" / "3" / "metrics" / "metrics").write_text('{"top1": 0.9}')
-  assert run.step_metrics(str(copy), "top1", [1, 2, 3, 4]) == {1: 0.3, 2: 0.75, 3: 0.9, 4: 0.5}
-  assert run.pick_step([1, 2, 3, 4], {1: 0.5, 2: 0.5}, None) == 2  # Ties: the newer.
-  assert run.pick_step([1, 2, 3, 4], {1: 0.5, 2: 0.5}, "latest") == 4
-  assert run.pick_step([1, 2, 3, 4], {}, None) == 4
+  assert run_files.step_metrics(str(copy), "top1", [1, 2, 3, 4]) == {
+    1: 0.3,
+    2: 0.75,
+    3: 0.9,
+    4: 0.5,
+  }
+  assert run_files.pick_step([1, 2, 3, 4], {1: 0.5, 2: 0.5}, None) == 2  # Ties: the newer.
+  assert run_files.pick_step([1, 2, 3, 4], {1: 0.5, 2: 0.5}, "latest") == 4
+  assert run_files.pick_step([1, 2, 3, 4], {}, None) == 4
 
 
 def test_init_from_a_run_takes_its_best_or_what_the_config_says(run_dir):
-  config = run.read_config(run_dir)
+  config = run_files.read_config(run_dir)
   model = models.build(config.model_name, config.model, config.dataset_configs.num_classes)
   params = jax.tree.map(
     lambda a: np.zeros(a.shape, a.dtype),
@@ -178,7 +183,7 @@ def test_init_from_a_run_takes_its_best_or_what_the_config_says(run_dir):
 def test_predict_reads_a_run_directory(run_dir, tmp_path, capsys):
   """predict --checkpoint RUN: the run's best checkpoint converted in memory gives the logits of
   its parameters; errors name the vidtx.convert command."""
-  config = run.read_config(run_dir)
+  config = run_files.read_config(run_dir)
   clip = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
   np.save(tmp_path / "clip.npy", clip)
   logits = predict.run(run_dir, input_path=str(tmp_path / "clip.npy"))

@@ -1,4 +1,4 @@
-"""A train.py run exported as a converted checkpoint (vidtx.checkpoints.run, vidtx.convert)."""
+"""A train.py run exported as a converted checkpoint (vidtx.run_files, vidtx.convert)."""
 
 import json
 import os
@@ -14,9 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 from shared import REPO, tiny_config
 
-from vidtx import checkpoints, convert, locks, models, trainer
+from vidtx import checkpoints, convert, locks, models, run_checkpoints, run_files, trainer
 from vidtx import data as vidtx_data
-from vidtx.checkpoints import readers, run, store, training
+from vidtx.checkpoints import readers, store
 from vidtx.inference import classifier
 
 
@@ -50,7 +50,7 @@ def _assert_params_equal(got, expected):
 
 def test_train_writes_the_full_config_as_json(trained):
   config, workdir = trained
-  assert run.is_run_dir(workdir)
+  assert run_files.is_run_dir(workdir)
   with open(os.path.join(workdir, "config.json")) as f:
     restored = ml_collections.ConfigDict(json.load(f))
   # Every field round-trips (JSON has no tuples: skip_patterns=() comes back as []).
@@ -71,7 +71,7 @@ def test_a_resumed_run_rewrites_its_config(trained, tmp_path):
   changed = config.copy_and_resolve_references()
   changed.eval_aggregation = "sum_logits"
   trainer.train_and_evaluate(changed, resumed)  # Finished: restores, then the final evaluation.
-  assert run.read_config(resumed).eval_aggregation == "sum_logits"
+  assert run_files.read_config(resumed).eval_aggregation == "sum_logits"
   assert not [name for name in os.listdir(resumed) if "tmp" in name]
   assert checkpoints.convert_source(resumed).preprocessing["aggregation"] == "sum_logits"
 
@@ -199,7 +199,7 @@ def test_a_run_being_written_exports_its_newest_complete_checkpoint(trained, tmp
   copy = tmp_path / "run"
   shutil.copytree(workdir, copy)
   steps = copy / "checkpoints"
-  os.remove(steps / "2" / run.STEP_METADATA)  # Step 2: half-written, or half-removed.
+  os.remove(steps / "2" / run_files.STEP_METADATA)  # Step 2: half-written, or half-removed.
   (steps / "3.orbax-checkpoint-tmp-17").mkdir()  # Step 3: being saved.
   converted = checkpoints.convert_source(str(copy))
   assert converted.source["step"] == 1
@@ -209,7 +209,7 @@ def test_a_run_being_written_exports_its_newest_complete_checkpoint(trained, tmp
   with pytest.raises(ValueError, match=r"--step=2: checkpoint 2 in .* is not complete") as raised:
     checkpoints.convert_source(str(copy), step=2)
   assert "complete step(s): [1]." in str(raised.value) and "\n" not in str(raised.value)
-  os.remove(steps / "1" / "state" / run.ITEM_METADATA)
+  os.remove(steps / "1" / "state" / run_files.ITEM_METADATA)
   no_complete = r"has no complete checkpoint yet \(step\(s\) \[1, 2, 3\] being written"
   with pytest.raises(FileNotFoundError, match=no_complete):
     convert.convert(src=str(copy), out=str(tmp_path / "out"))
@@ -234,19 +234,19 @@ def test_a_checkpoint_rotated_away_while_read_gives_way_to_the_newest(
   copy = tmp_path / "run"
   shutil.copytree(workdir, copy)
   steps = copy / "checkpoints"
-  restore_step, reads = training.restore_step, []
+  restore_step, reads = run_checkpoints.restore_step, []
 
   def while_training(manager, abstract_state, step):
     reads.append(step)
     if step == 2 and not (steps / "3").exists():
       shutil.copytree(steps / "2", steps / "3")  # Saved ...
       shutil.rmtree(steps / "2" / "state")  # ... and rotation is removing step 2.
-      os.remove(steps / "2" / run.STEP_METADATA)
+      os.remove(steps / "2" / run_files.STEP_METADATA)
     if step == 1:
       shutil.rmtree(steps / "1")
     return restore_step(manager, abstract_state, step)
 
-  monkeypatch.setattr(training, "restore_step", while_training)
+  monkeypatch.setattr(run_checkpoints, "restore_step", while_training)
   converted = checkpoints.convert_source(str(copy))
   assert converted.source["step"] == 3 and reads == [2, 3]
   _assert_params_equal(converted.params, _restore_params(workdir, 2))  # Step 3 is 2's copy.
@@ -262,4 +262,6 @@ def test_run_detection_comes_before_the_peer_formats(trained, tmp_path):
   hf_like = tmp_path / "hf"
   hf_like.mkdir()
   (hf_like / "config.json").write_text("{}")
-  assert not run.is_run_dir(str(hf_like)) and not run.is_run_dir(str(tmp_path / "nowhere"))
+  assert not run_files.is_run_dir(str(hf_like)) and not run_files.is_run_dir(
+    str(tmp_path / "nowhere")
+  )

@@ -15,8 +15,7 @@ import reference
 from shared import digests
 from test_predict import PREPROCESSING, moving_square, write_video
 
-from vidtx import models, outputs, predict
-from vidtx.checkpoints import run as run_lib
+from vidtx import models, outputs, predict, run_files
 from vidtx.checkpoints import store
 
 NAMES = ["a", "b", "c", "d", "e", "f"]
@@ -109,7 +108,7 @@ def test_impossible_requests_are_refused_before_any_work(
   checkpoint, folders, tmp_path, monkeypatch
 ):
   monkeypatch.setattr(store, "load", lambda *a, **k: pytest.fail("the work started"))
-  monkeypatch.setattr(run_lib, "export_run", lambda *a, **k: pytest.fail("the work started"))
+  monkeypatch.setattr(run_files, "export_run", lambda *a, **k: pytest.fail("the work started"))
   flag = "--labels_from_folders"
   other = tmp_path / "other"
   (other / "zzz").mkdir(parents=True)

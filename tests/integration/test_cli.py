@@ -155,8 +155,7 @@ def test_a_library_value_or_key_error_shows_its_traceback(error, last_line):
 
 
 def test_vidtx_own_error_classes_are_user_errors():
-  from vidtx import locks, outputs, ownership
-  from vidtx.checkpoints import training
+  from vidtx import locks, outputs, ownership, run_checkpoints
   from vidtx.data import video_decode
   from vidtx.errors import UserError
 
@@ -165,9 +164,9 @@ def test_vidtx_own_error_classes_are_user_errors():
     ownership.NotOwnedError,
     ownership.UnwritableError,
     outputs.OverlapError,
-    training.DamagedCheckpointError,
-    training.CheckpointMismatchError,
-    training.WriteError,
+    run_checkpoints.DamagedCheckpointError,
+    run_checkpoints.CheckpointMismatchError,
+    run_checkpoints.WriteError,
     video_decode.VideoError,
   ):
     assert issubclass(error, UserError) and issubclass(error, cli.USER_ERRORS), error

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from shared import REPO, TINY_PREPROCESSING, digests, read_table, write_lines, write_video
 
-from vidtx import convert, models, ownership
-from vidtx.checkpoints import run, store
+from vidtx import convert, models, ownership, run_files
+from vidtx.checkpoints import store
 from vidtx.data import make_shards, shard_tables, sources, synthetic
 
 
@@ -198,7 +198,7 @@ def fake_run(directory) -> None:
       "metrics.jsonl": b'{"step": 2, "loss": 1.3}\n',
     },
   )
-  assert run.is_run_dir(str(directory))
+  assert run_files.is_run_dir(str(directory))
 
 
 @pytest.mark.slow

@@ -23,9 +23,19 @@ from jax.sharding import Mesh
 from ml_collections import config_flags
 from shared import tiny_config
 
-from vidtx import cli, convert, export, predict, progress, sharding, video_io
+from vidtx import (
+  cli,
+  convert,
+  export,
+  predict,
+  progress,
+  run_checkpoints,
+  run_files,
+  sharding,
+  video_io,
+)
 from vidtx import train_state as state_lib
-from vidtx.checkpoints import run, store, training
+from vidtx.checkpoints import store
 from vidtx.data import class_labels, make_shards
 from vidtx.inference import classifier, many_videos, preprocess
 
@@ -153,7 +163,7 @@ def test_start_up_keeps_a_users_tensorflow_log_level(monkeypatch):
 def test_constants_written_out_for_a_light_import_agree():
   assert predict.VIDEO_EXTENSIONS == sorted(video_io.VIDEO_EXTENSIONS)
   assert make_shards.DUPLICATE_MODES == class_labels.DUPLICATE_MODES
-  assert tuple(run.WHICH) == ("best", "latest")  # convert's and export's --which choices.
+  assert tuple(run_files.WHICH) == ("best", "latest")  # convert's and export's --which choices.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,12 +178,12 @@ def healthy_run(tmp_path_factory) -> str:
   workdir = str(tmp_path_factory.mktemp("run"))
   mesh = Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
   abstract = state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)[1]
-  with training.checkpoint_manager(workdir, max_to_keep=3) as manager:
+  with run_checkpoints.checkpoint_manager(workdir, max_to_keep=3) as manager:
     for step in (1, 2):
       state = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
-      training.save(manager, step, state, {"position": step})
+      run_checkpoints.save(manager, step, state, {"position": step})
     manager.wait_until_finished()
-  run.write_config(config, workdir)
+  run_files.write_config(config, workdir)
   return workdir
 
 

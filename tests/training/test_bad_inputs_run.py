@@ -19,11 +19,19 @@ import pytest
 from etils import epath
 from shared import REPO, TESTS, digests, tiny_config
 
-from vidtx import cli, evaluate, locks, models, optim, ownership, trainer
+from vidtx import (
+  cli,
+  evaluate,
+  locks,
+  models,
+  optim,
+  ownership,
+  run_checkpoints,
+  run_files,
+  trainer,
+)
 from vidtx import data as vidtx_data
 from vidtx import train_state as state_lib
-from vidtx.checkpoints import run as run_lib
-from vidtx.checkpoints import training
 from vidtx.configs import finetune
 from vidtx.data import dmvr, records
 
@@ -228,12 +236,12 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, monkeypatch
   unraisable = []
   monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
   caplog.set_level(logging.ERROR)
-  with pytest.raises(training.WriteError) as error:
+  with pytest.raises(run_checkpoints.WriteError) as error:
     trainer.train_and_evaluate(config, workdir)
   message = _one_line(error.value)
   assert message.startswith(f"Writing checkpoint 1 in {workdir}/checkpoints failed: no space")
   assert "run the same command to resume" in message
-  assert issubclass(training.WriteError, OSError)
+  assert issubclass(run_checkpoints.WriteError, OSError)
   assert not [r.getMessage()[:200] for r in caplog.records if r.exc_info]
   assert not [str(u.exc_value) for u in unraisable]
   assert not os.path.exists(os.path.join(workdir, "checkpoints", "1"))  # Never half a step.
@@ -247,8 +255,8 @@ def test_a_full_disk_writing_the_runs_files_names_them(tmp_path, monkeypatch):
   def full_disk(config, workdir):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # As a failed close: no file name.
 
-  monkeypatch.setattr(run_lib, "write_config", full_disk)
-  with pytest.raises(training.WriteError) as error:
+  monkeypatch.setattr(run_files, "write_config", full_disk)
+  with pytest.raises(run_checkpoints.WriteError) as error:
     trainer.train_and_evaluate(tiny_config(str(tmp_path / "data")), workdir)
   assert _one_line(error.value).startswith(
     f"Writing {workdir}/config.json failed: no space left on device. Training stopped"
@@ -259,19 +267,21 @@ def test_a_full_disk_writing_the_runs_files_names_them(tmp_path, monkeypatch):
     'tmp/state.orbax-checkpoint-tmp/_sharding": Failed to write 25303 bytes to file 9: No '
     "space left on device [os_error_code='28']"
   )
-  assert str(training.write_error(orbax, workdir)).startswith(
+  assert str(run_checkpoints.write_error(orbax, workdir)).startswith(
     f"Writing checkpoint 6 in {workdir}/checkpoints failed: no space left on device."
   )
   events = RuntimeError(
     f"Failed to flush 1 events to {workdir}/events.out.tfevents.1.v2: No space left on device"
   )
   assert f"Writing {workdir}/events.out.tfevents.1.v2 failed" in str(
-    training.write_error(events, workdir)
+    run_checkpoints.write_error(events, workdir)
   )
   quota = OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), f"{workdir}/metrics.jsonl")
-  assert "metrics.jsonl failed: disk quota exceeded" in str(training.write_error(quota, workdir))
-  assert training.write_error(ValueError("bad value"), workdir) is None
-  assert training.write_error(FileNotFoundError(errno.ENOENT, "x"), workdir) is None
+  assert "metrics.jsonl failed: disk quota exceeded" in str(
+    run_checkpoints.write_error(quota, workdir)
+  )
+  assert run_checkpoints.write_error(ValueError("bad value"), workdir) is None
+  assert run_checkpoints.write_error(FileNotFoundError(errno.ENOENT, "x"), workdir) is None
 
 
 # ---------------------------------------------------------------------------------------------

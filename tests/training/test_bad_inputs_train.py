@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 from shared import REPO, TESTS, digests, tiny_config
 
-from vidtx import distributed, ownership, sharding, trainer
-from vidtx.checkpoints import training
+from vidtx import distributed, ownership, run_checkpoints, sharding, trainer
 from vidtx.data import dmvr
 
 
@@ -64,7 +63,7 @@ def test_a_failed_resume_leaves_the_run_byte_identical(run_dir, tmp_path):
   before = digests(workdir)
   wider = config.copy_and_resolve_references()
   wider.model.hidden_size, wider.model.mlp_dim = 64, 128
-  with pytest.raises(training.CheckpointMismatchError) as error:
+  with pytest.raises(run_checkpoints.CheckpointMismatchError) as error:
     trainer.train_and_evaluate(wider, workdir)
   message = str(error.value)
   assert "checkpoints/6 is of another model" in message and "config.json" in message
@@ -86,7 +85,7 @@ def test_a_damaged_newest_checkpoint_is_named_and_an_intact_one_offered(run_dir,
         if os.path.basename(root) == "d":
           os.remove(os.path.join(root, name))
   before = digests(workdir)
-  with pytest.raises(training.DamagedCheckpointError) as error:
+  with pytest.raises(run_checkpoints.DamagedCheckpointError) as error:
     trainer.train_and_evaluate(config, workdir)
   message = str(error.value)
   assert "Checkpoint(s) 6 in" in message and "The newest intact one is 4" in message

@@ -21,8 +21,7 @@ import pytest
 import shared
 from shared import REPO
 
-from vidtx import ownership, paths, trainer
-from vidtx.checkpoints import training
+from vidtx import ownership, paths, run_checkpoints, trainer
 from vidtx.outputs import atomic_writer
 from vidtx.progress import MetricsLog
 
@@ -109,9 +108,9 @@ def _objects(prefix: str) -> list[str]:
 
 
 def test_only_gcs_urls_are_accepted_as_workdirs():
-  training.check_workdir("gs://bucket/run")
+  run_checkpoints.check_workdir("gs://bucket/run")
   with pytest.raises(ValueError, match=r"--workdir=s3://b/r: a URL vidtx cannot keep a run in"):
-    training.check_workdir("s3://b/r")
+    run_checkpoints.check_workdir("s3://b/r")
 
 
 def test_ownership_on_gcs_marks_a_new_prefix_and_refuses_someone_elses(gcs):
@@ -161,16 +160,16 @@ def test_an_uncommitted_step_on_gcs_is_an_unfinished_save_not_a_foreign_entry(gc
   for name in ("_CHECKPOINT_METADATA", "commit_success.txt", "state/_METADATA"):
     paths.write_bytes(f"{checkpoints}/2/{name}", b"{}")
   paths.write_bytes(f"{checkpoints}/4/data/metadata", b"{}")  # Killed before state/ and commit.
-  assert training.foreign_checkpoint_entries(checkpoints) == []
+  assert run_checkpoints.foreign_checkpoint_entries(checkpoints) == []
   paths.write_bytes(f"{checkpoints}/4/NOTES.md", b"mine")
   paths.write_bytes(f"{checkpoints}/6/notes.txt", b"mine")
   paths.write_bytes(f"{checkpoints}/6/commit_success.txt", b"")
-  assert training.foreign_checkpoint_entries(checkpoints) == [
+  assert run_checkpoints.foreign_checkpoint_entries(checkpoints) == [
     "4/NOTES.md",
     "6/ (not a checkpoint: commit_success.txt, notes.txt)",
   ]
   with pytest.raises(ValueError, match="not checkpoints vidtx wrote: 4/NOTES.md"):
-    training.check_checkpoints_dir(f"gs://{BUCKET}/steps")
+    run_checkpoints.check_checkpoints_dir(f"gs://{BUCKET}/steps")
 
 
 def test_a_damaged_checkpoint_is_moved_aside_object_by_object_on_gcs(gcs):
@@ -313,8 +312,9 @@ def test_kill_9_mid_save_on_gcs_then_resume_reproduces_the_uninterrupted_run(
 @pytest.mark.tier2
 def test_process_0_checks_a_checkpoint_in_the_bucket_where_it_is(gcs, data_dir, monkeypatch):
   """On several processes process 0 reads each checkpoint before every host restores it
-  (training.check_intact): on gs:// it reads the objects in the bucket, so an intact checkpoint
-  is resumed and one whose stored values are gone is damage, not a local path not found."""
+  (run_checkpoints.check_intact): on gs:// it reads the objects in the bucket, so an intact
+  checkpoint is resumed and one whose stored values are gone is damage, not a local path not
+  found."""
   from clu import metric_writers
 
   from vidtx import train_state as state_lib
@@ -329,18 +329,18 @@ def test_process_0_checks_a_checkpoint_in_the_bucket_where_it_is(gcs, data_dir, 
   trainer.train_and_evaluate(config, run)
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
   _, abstract = state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)
-  manager = training.checkpoint_manager(run, read_only=True)
-  training.check_intact(manager, abstract, 1)
-  assert training._decide(manager, abstract, False) == {"step": 1, "damaged": []}
+  manager = run_checkpoints.checkpoint_manager(run, read_only=True)
+  run_checkpoints.check_intact(manager, abstract, 1)
+  assert run_checkpoints._decide(manager, abstract, False) == {"step": 1, "damaged": []}
 
   stored = [name for name in _objects(f"{run}/checkpoints/1/state") if "/d/" in f"/{name}"]
   assert stored
   for name in stored:
     paths.remove(f"{run}/checkpoints/1/state/{name}")
   with pytest.raises(Exception) as error:
-    training.check_intact(manager, abstract, 1)
-  assert training._is_damage(error.value), error.value
-  decision = training._decide(manager, abstract, True)
+    run_checkpoints.check_intact(manager, abstract, 1)
+  assert run_checkpoints._is_damage(error.value), error.value
+  decision = run_checkpoints._decide(manager, abstract, True)
   assert decision["kind"] == "damaged" and "No checkpoint in" in decision["error"], decision
 
 
@@ -400,10 +400,10 @@ def _run_layout(data_dir: str) -> dict[str, bytes]:
 
 
 def test_a_run_in_the_bucket_reads_as_the_same_run_on_a_local_disk(gcs, data_dir, tmp_path):
-  """Every reader of a run's files (vidtx.checkpoints.run, vidtx.tools.plot) says of a run in
+  """Every reader of a run's files (vidtx.run_files, vidtx.tools.plot) says of a run in
   the bucket what it says of the same files in a local folder, bar orbax's commit protocol
   (a local checkpoint is renamed into place, so its step 6 here reads as complete)."""
-  from vidtx.checkpoints import run as run_lib
+  from vidtx import run_files
   from vidtx.tools import plot
 
   run, local = f"gs://{BUCKET}/layout/run", str(tmp_path / "run")
@@ -414,30 +414,32 @@ def test_a_run_in_the_bucket_reads_as_the_same_run_on_a_local_disk(gcs, data_dir
       f.write(data)
 
   for where in (run, local):
-    assert run_lib.is_run_dir(where) and run_lib.looks_like_run(where)
-    assert run_lib.is_earlier_run(where)
-  assert run_lib.read_config(run).to_dict() == run_lib.read_config(local).to_dict()
-  assert run_lib.class_names(run) == run_lib.class_names(local) == ["left", "right", "up", "down"]
+    assert run_files.is_run_dir(where) and run_files.looks_like_run(where)
+    assert run_files.is_earlier_run(where)
+  assert run_files.read_config(run).to_dict() == run_files.read_config(local).to_dict()
+  assert (
+    run_files.class_names(run) == run_files.class_names(local) == ["left", "right", "up", "down"]
+  )
   checkpoints, local_checkpoints = f"{run}/checkpoints", os.path.join(local, "checkpoints")
-  assert run_lib._step_names(checkpoints) == sorted(run_lib._step_names(local_checkpoints))
-  assert [run_lib.is_complete(checkpoints, s) for s in (2, 4, 6)] == [True, True, False]
-  assert [run_lib.is_complete(local_checkpoints, s) for s in (2, 4, 6)] == [True, True, True]
-  assert run_lib._being_written(checkpoints, []) == [6]
-  assert run_lib._being_written(local_checkpoints, []) == []
+  assert run_files._step_names(checkpoints) == sorted(run_files._step_names(local_checkpoints))
+  assert [run_files.is_complete(checkpoints, s) for s in (2, 4, 6)] == [True, True, False]
+  assert [run_files.is_complete(local_checkpoints, s) for s in (2, 4, 6)] == [True, True, True]
+  assert run_files._being_written(checkpoints, []) == [6]
+  assert run_files._being_written(local_checkpoints, []) == []
   # The log's last evaluation of a step, orbax's saved metric above it.
-  assert run_lib.step_metrics(run, "top1") == {2: 0.25, 4: 0.75}
-  assert run_lib.step_metrics(run, "top1", [2, 4]) == {2: 0.25, 4: 0.5}
-  assert run_lib.step_metrics(local, "top1", [2, 4]) == {2: 0.25, 4: 0.5}
+  assert run_files.step_metrics(run, "top1") == {2: 0.25, 4: 0.75}
+  assert run_files.step_metrics(run, "top1", [2, 4]) == {2: 0.25, 4: 0.5}
+  assert run_files.step_metrics(local, "top1", [2, 4]) == {2: 0.25, 4: 0.5}
   assert plot.read_series(f"{run}/metrics.jsonl") == plot.read_series(f"{local}/metrics.jsonl")
   png = plot.plot([run], str(tmp_path / "curves.png"))
   assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
   paths.remove(f"{run}/config.json")
   with pytest.raises(FileNotFoundError, match=f"^{run}: no config.json. train.py writes it"):
-    run_lib.read_config(run)
-  assert run_lib.looks_like_run(run) and not run_lib.is_run_dir(run)
+    run_files.read_config(run)
+  assert run_files.looks_like_run(run) and not run_files.is_run_dir(run)
   with pytest.raises(FileNotFoundError, match=r"^Run directory 'gs://vidtx-test/nowhere' does"):
-    run_lib.read_config(f"gs://{BUCKET}/nowhere")
+    run_files.read_config(f"gs://{BUCKET}/nowhere")
 
 
 @pytest.mark.slow
@@ -506,8 +508,7 @@ def test_predict_given_a_run_in_the_bucket_equals_predict_on_a_local_copy(bucket
 def test_eval_on_a_run_in_the_bucket_writes_its_results_there(bucket_run, monkeypatch):
   from clu import metric_writers
 
-  from vidtx import evaluate
-  from vidtx.checkpoints import run as run_lib
+  from vidtx import evaluate, run_files
 
   run, copy = bucket_run
   logdirs = []
@@ -524,7 +525,7 @@ def test_eval_on_a_run_in_the_bucket_writes_its_results_there(bucket_run, monkey
     if name.startswith("eval_validation"):
       paths.remove(f"{run}/{name}")
   before = set(_objects(run))
-  results = evaluate.evaluate(run_lib.read_config(run), run, "validation")
+  results = evaluate.evaluate(run_files.read_config(run), run, "validation")
   assert logdirs == [f"{run}/eval_validation"]
   assert set(_objects(run)) - before == {
     "eval_validation.json",

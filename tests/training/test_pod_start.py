@@ -16,10 +16,8 @@ import pytest
 import shared
 from shared import REPO
 
-from vidtx import predict, trainer
+from vidtx import predict, run_checkpoints, run_files, trainer
 from vidtx import train_state as state_lib
-from vidtx.checkpoints import run as run_lib
-from vidtx.checkpoints import training
 
 # The exact config, the ports, the environments and the JSON lines of the pod tests.
 _spec = importlib.util.spec_from_file_location(
@@ -178,7 +176,7 @@ def test_fsdp_pretrained_start_on_two_hosts_trains_evaluates_predicts_and_export
 
   # Export (vidtx-convert --src RUN) and predict (--checkpoint RUN): one process, one device.
   saved = shared.restore_params(str(two), 3)
-  exported = run_lib.export_run(str(two))
+  exported = run_files.export_run(str(two))
   assert exported.source["step"] == 3
   jax.tree.map(np.testing.assert_array_equal, exported.params, jax.tree.map(np.asarray, saved))
   clip = np.random.default_rng(0).uniform(0, 1, (5, 16, 16, 3)).astype(np.float32)
@@ -264,9 +262,9 @@ def test_process_0_decides_from_what_it_reads_itself(source_run, tmp_path, monke
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
   _, abstract = state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)
   workdir = _copy_run(source_run, tmp_path)
-  manager = training.checkpoint_manager(workdir, read_only=True)
-  training.check_intact(manager, abstract, 1)
-  assert training._decide(manager, abstract, False) == {"step": 1, "damaged": []}
+  manager = run_checkpoints.checkpoint_manager(workdir, read_only=True)
+  run_checkpoints.check_intact(manager, abstract, 1)
+  assert run_checkpoints._decide(manager, abstract, False) == {"step": 1, "damaged": []}
 
   state = os.path.join(workdir, "checkpoints", "1", "state")
   data_files = [os.path.join(root, name) for root, _, names in os.walk(state) for name in names]
@@ -282,9 +280,9 @@ def test_process_0_decides_from_what_it_reads_itself(source_run, tmp_path, monke
     _copy_run(source_run, tmp_path)
     damage()
     with pytest.raises(Exception) as error:
-      training.check_intact(manager, abstract, 1)
-    assert training._is_damage(error.value), (what, error.value)
-    decision = training._decide(manager, abstract, True)
+      run_checkpoints.check_intact(manager, abstract, 1)
+    assert run_checkpoints._is_damage(error.value), (what, error.value)
+    decision = run_checkpoints._decide(manager, abstract, True)
     assert decision["kind"] == "damaged" and "No checkpoint in" in decision["error"], what
 
   shutil.rmtree(workdir)
@@ -293,14 +291,16 @@ def test_process_0_decides_from_what_it_reads_itself(source_run, tmp_path, monke
   def failing_open(*args, **kwargs):
     raise OSError(5, "Input/output error")
 
-  monkeypatch.setattr(training.ts.KvStore, "open", failing_open)
-  decision = training._decide(manager, abstract, True)
+  monkeypatch.setattr(run_checkpoints.ts.KvStore, "open", failing_open)
+  decision = run_checkpoints._decide(manager, abstract, True)
   assert decision["kind"] == "unreadable", decision
   assert "Input/output error" in decision["error"] and "nothing was moved" in decision["error"]
   # One process decides the same way while restoring.
-  monkeypatch.setattr(training, "restore_step", failing_open)
-  with pytest.raises(training.DamagedCheckpointError, match="Input/output error.*nothing was"):
-    training.restore_newest_intact(manager, abstract, skip_damaged=True)
+  monkeypatch.setattr(run_checkpoints, "restore_step", failing_open)
+  with pytest.raises(
+    run_checkpoints.DamagedCheckpointError, match="Input/output error.*nothing was"
+  ):
+    run_checkpoints.restore_newest_intact(manager, abstract, skip_damaged=True)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
 
 

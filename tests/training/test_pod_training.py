@@ -20,9 +20,8 @@ import pytest
 import shared
 from shared import REPO
 
-from vidtx import distributed, models, ownership, sharding, trainer
+from vidtx import distributed, models, ownership, run_checkpoints, sharding, trainer
 from vidtx import train_state as state_lib
-from vidtx.checkpoints import training
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -181,10 +180,10 @@ def test_a_url_workdir_other_than_gcs_is_refused_before_anything_is_written(tmp_
   # bucket (tests/training/test_gcs_workdir.py).
   monkeypatch.chdir(tmp_path)
   with pytest.raises(ValueError, match=r"--workdir=s3://b/r: a URL.*gs://BUCKET"):
-    training.checkpoint_manager("s3://b/r", read_only=True)
+    run_checkpoints.checkpoint_manager("s3://b/r", read_only=True)
   assert list(tmp_path.iterdir()) == []
-  training.check_workdir("gs://bucket/run")
-  training.check_workdir(str(tmp_path / "run"))  # A path is fine.
+  run_checkpoints.check_workdir("gs://bucket/run")
+  run_checkpoints.check_workdir(str(tmp_path / "run"))  # A path is fine.
 
 
 def test_stop_request_catches_sigint_and_restores_the_handler():
@@ -326,9 +325,9 @@ def test_ema_follows_the_formula_and_is_what_evaluation_uses():
 
 def test_checkpoints_keep_the_last_n_and_the_best(tmp_path):
   _, _, _, state, _ = _tiny_state(ema=False)
-  manager = training.checkpoint_manager(str(tmp_path), max_to_keep=1, best_metric="top1")
+  manager = run_checkpoints.checkpoint_manager(str(tmp_path), max_to_keep=1, best_metric="top1")
   for step, top1 in [(1, 0.5), (2, 0.9), (3, 0.1), (4, None), (5, 0.2)]:
-    training.save(
+    run_checkpoints.save(
       manager,
       step,
       state,
@@ -337,12 +336,12 @@ def test_checkpoints_keep_the_last_n_and_the_best(tmp_path):
     )
   manager.wait_until_finished()
   assert sorted(manager.all_steps()) == [2, 5]  # The best (0.9) and the newest.
-  assert training.restore_data_state(manager, 2)["positions"] == [[0, 2]]
+  assert run_checkpoints.restore_data_state(manager, 2)["positions"] == [[0, 2]]
   manager.close()
   # A resumed run (a new manager) still knows step 2 is the best: its next saves keep it.
-  resumed = training.checkpoint_manager(str(tmp_path), max_to_keep=1, best_metric="top1")
+  resumed = run_checkpoints.checkpoint_manager(str(tmp_path), max_to_keep=1, best_metric="top1")
   for step in (6, 7):
-    training.save(resumed, step, state, {"positions": [[0, step]], "process_count": 1})
+    run_checkpoints.save(resumed, step, state, {"positions": [[0, step]], "process_count": 1})
   resumed.wait_until_finished()
   assert sorted(resumed.all_steps()) == [2, 7]
   resumed.close()

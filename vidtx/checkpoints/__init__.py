@@ -11,15 +11,17 @@
 - surgery.py: the pure array functions (layouts, positional-embedding resize and tiling).
 - init_from.py: the papers' rules to start any vidtx model from an image ViT or a video model.
 - store.py: the converted-checkpoint directory.
-- run.py: a train.py workdir (config.json + checkpoints/) as a converted checkpoint.
+
+A train.py workdir (config.json + checkpoints/) read as a converted checkpoint: vidtx.run_files;
+the run's own orbax checkpoints: vidtx.run_checkpoints.
 """
 
 import os
 from typing import TYPE_CHECKING, Any
 
-# hub and readers need only numpy; run, video, vit and store (JAX, Flax, orbax) are imported
-# when a conversion needs them, so that `vidtx-convert --help` answers at once.
-from vidtx.checkpoints import hub, readers
+# Nothing of the package is imported here: a caller of one module (`from vidtx.checkpoints
+# import init_from`) loads only what that module needs, and `vidtx-convert --help` answers at
+# once. convert_source imports the readers and mappers when a conversion needs them.
 from vidtx.errors import UserError
 
 if TYPE_CHECKING:
@@ -27,11 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMATS", "Converted", "convert_source"]
 
-# What convert_source reads: a train.py run, and every peer format of readers.py.
-FORMATS = ("run", *readers.FORMATS)
-
 
 def __getattr__(name: str) -> Any:
+  if name == "FORMATS":  # vidtx.checkpoints.FORMATS, imported when first asked for.
+    return _formats()
   if name == "Converted":  # vidtx.checkpoints.Converted, imported when first asked for.
     from vidtx.checkpoints.store import Converted
 
@@ -48,10 +49,12 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> "store.Co
   source names to drop), step (the checkpoint of a run; runs only). Options a format has no use
   for are ignored.
   """
-  from vidtx.checkpoints import run, video, vit
+  from vidtx import run_files
+  from vidtx.checkpoints import hub, readers, video, vit
 
-  if format != "auto" and format not in FORMATS:
-    raise UserError(f"--format={format!r}: expected 'auto' or one of {list(FORMATS)}.")
+  formats = _formats()
+  if format != "auto" and format not in formats:
+    raise UserError(f"--format={format!r}: expected 'auto' or one of {list(formats)}.")
   if hub.is_hub_name(path):
     if format not in ("auto", "hf"):
       raise UserError(
@@ -70,7 +73,7 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> "store.Co
         "leave --num_classes out (to train a new head, use the run as "
         "config.init_from.checkpoint_path of a new run)."
       )
-    return run.export_run(path, step=options.get("step"))
+    return run_files.export_run(path, step=options.get("step"))
   if options.get("step") is not None:
     raise UserError(
       f"--step={options['step']} picks a checkpoint of a train.py run; {path} is "
@@ -114,10 +117,17 @@ def convert_source(path: str, format: str = "auto", **options: Any) -> "store.Co
   )
 
 
+def _formats() -> tuple[str, ...]:
+  """What convert_source reads: a train.py run, and every peer format of readers.py."""
+  from vidtx.checkpoints import readers
+
+  return ("run", *readers.FORMATS)
+
+
 def _looks_like_run(path: str) -> bool:
   """A train.py workdir; also one without config.json (from before train.py wrote it), so that
   export_run says how to add it. The peer formats' folders have no checkpoints/ subfolder
   (Hugging Face: config.json and weights; scenic: checkpoint_<step> files)."""
-  from vidtx.checkpoints import run
+  from vidtx import run_files
 
-  return run.looks_like_run(path)  # A local directory or a run kept in a bucket (gs://).
+  return run_files.looks_like_run(path)  # A local directory or a run kept in a bucket (gs://).

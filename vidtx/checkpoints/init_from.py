@@ -111,16 +111,17 @@ def load_source(
   path: str, format: str = "auto", *, step: int | None = None, which: str | None = None
 ) -> store.Converted:
   """A converted directory, a train.py workdir (its best complete checkpoint, `which='latest'`
-  the newest, or `step`: vidtx.checkpoints.run), or any format vidtx reads, as a Converted."""
-  from vidtx.checkpoints import convert_source, run  # The package imports this module.
+  the newest, or `step`: vidtx.run_files), or any format vidtx reads, as a Converted."""
+  from vidtx import run_files
+  from vidtx.checkpoints import convert_source  # The package imports this module.
 
   option = "config.init_from."
   is_run = not store.is_converted_dir(path) and (
-    format == "run" or (format == "auto" and run.looks_like_run(path))
+    format == "run" or (format == "auto" and run_files.looks_like_run(path))
   )
   if is_run:
-    return run.export_run(path, step=step, which=which, option=option)
-  run.check_choice(step, which, option)
+    return run_files.export_run(path, step=step, which=which, option=option)
+  run_files.check_choice(step, which, option)
   if step is not None:
     raise UserError(
       f"{option}step={step} picks a checkpoint of a train.py run; {path} is not one (expected "
@@ -164,7 +165,7 @@ def initialise(
       step=init_config.get("step"),
       which=init_config.get("which") or None,
     )
-  # A run: which of its checkpoints, with its evaluation (vidtx.checkpoints.run.choice_line).
+  # A run: which of its checkpoints, with its evaluation (vidtx.run_files.choice_line).
   # (A converted directory keeps the line of its own export in vidtx_model.json: not said again.)
   chosen = None if store.is_converted_dir(path) else source.source.get("checkpoint")
   # The rules below work on per-layer blocks: unstack scanned layouts (a no-op otherwise).

@@ -482,7 +482,7 @@ def read_shape(path: str) -> Shape | None:
   """The Shape of a converted directory (its vidtx_model.json) or a train.py run (its
   config.json), without loading parameters; None for any other path (a format read only by
   converting it). ValueError naming the file when the description is unreadable."""
-  from vidtx.checkpoints import run  # It imports this package's training parts.
+  from vidtx import run_files  # It imports this package's store.
 
   if store.is_converted_dir(path):
     where = os.path.join(path, store.MODEL_FILE)
@@ -495,15 +495,15 @@ def read_shape(path: str) -> Shape | None:
       num_frames=preprocessing.get("num_frames"),
       where=where,
     )
-  if run.is_run_dir(path):
-    config = run.read_config(path)
+  if run_files.is_run_dir(path):
+    config = run_files.read_config(path)
     dc = config.dataset_configs
     return shape_of(
       config.model_name,
       config.model.to_dict(),
       crop_size=dc.get("crop_size"),
       num_frames=dc.get("num_frames"),
-      where=os.path.join(path, run.CONFIG_FILE),
+      where=os.path.join(path, run_files.CONFIG_FILE),
     )
   return None
 

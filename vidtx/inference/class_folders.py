@@ -36,7 +36,7 @@ def checkpoint_labels(checkpoint: str, labels_file: str | None) -> list[str] | N
   """The class names predict will use (--labels, else the checkpoint's), read without the
   parameters: to decide before any work whether the --video folder holds class folders. None
   when there are none, or they cannot be read here (loading the checkpoint then says why)."""
-  from vidtx.checkpoints import run as run_lib
+  from vidtx import run_files
   from vidtx.checkpoints import store
 
   try:
@@ -45,8 +45,8 @@ def checkpoint_labels(checkpoint: str, labels_file: str | None) -> list[str] | N
     if store.is_converted_dir(checkpoint):
       labels = store.read_description(checkpoint).get("labels")  # Local or in a bucket.
       return [str(name) for name in labels] if isinstance(labels, list) else None
-    if run_lib.is_run_dir(checkpoint):
-      return run_lib.class_names(checkpoint)
+    if run_files.is_run_dir(checkpoint):
+      return run_files.class_names(checkpoint)
   except (OSError, ValueError, AttributeError):
     return None
   return None

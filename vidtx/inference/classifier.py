@@ -40,9 +40,9 @@ def load_checkpoint(
   checkpoint: str, step: int | None = None, which: str | None = None
 ) -> store.Converted:
   """--checkpoint: a converted checkpoint, or a train.py run converted in memory (its best
-  complete checkpoint, `which='latest'` the newest, or `step`: vidtx.checkpoints.run), whose
+  complete checkpoint, `which='latest'` the newest, or `step`: vidtx.run_files), whose
   one line naming the step taken goes to stderr. Errors name the vidtx.convert command."""
-  from vidtx.checkpoints import run as run_lib
+  from vidtx import run_files
   from vidtx.checkpoints import store
 
   if store.is_converted_dir(checkpoint):
@@ -53,16 +53,16 @@ def load_checkpoint(
           "a converted checkpoint (one set of parameters)."
         )
     return store.load(checkpoint)
-  if not run_lib.looks_like_run(checkpoint):
+  if not run_files.looks_like_run(checkpoint):
     if os.path.isdir(checkpoint):
       raise FileNotFoundError(
         f"--checkpoint {checkpoint}: neither a converted checkpoint ({store.MODEL_FILE}) nor a "
-        f"train.py run ({run_lib.CONFIG_FILE} and {run_lib.CHECKPOINTS_DIR}/); convert other "
+        f"train.py run ({run_files.CONFIG_FILE} and {run_files.CHECKPOINTS_DIR}/); convert other "
         f"checkpoints first: {_convert_command(checkpoint, None, None)}."
       )
     return store.load(checkpoint)  # Its error: no such directory.
   try:
-    converted = run_lib.export_run(checkpoint, step=step, which=which)
+    converted = run_files.export_run(checkpoint, step=step, which=which)
   except (ValueError, OSError) as e:
     # The same as vidtx.convert would say: name that command, the usual way to a fixed copy.
     message = " ".join(str(e).split())

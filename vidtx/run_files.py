@@ -40,9 +40,9 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from vidtx import locks, outputs, paths, sharding
+from vidtx import locks, outputs, paths, run_checkpoints, sharding
 from vidtx import train_state as state_lib
-from vidtx.checkpoints import store, training
+from vidtx.checkpoints import store
 from vidtx.checkpoints.store import Converted
 from vidtx.errors import UserError
 
@@ -160,7 +160,7 @@ def export_run(
       f"{workdir}: no {CHECKPOINTS_DIR}/ directory; train first with "
       f"python train.py --workdir={workdir}."
     )
-  with training.checkpoint_manager(workdir, read_only=True) as manager:
+  with run_checkpoints.checkpoint_manager(workdir, read_only=True) as manager:
 
     def abstract_state() -> Any:
       # One device: the parameters only pass through on their way to the host, whatever mesh
@@ -396,7 +396,7 @@ def is_earlier_run(path: str) -> bool:
 STEP_METADATA = "_CHECKPOINT_METADATA"
 ITEM_METADATA = "_METADATA"
 _TEMPORARY = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
-# On gs:// orbax writes '<step>/' in place, this object last (vidtx.checkpoints.training).
+# On gs:// orbax writes '<step>/' in place, this object last (vidtx.run_checkpoints).
 COMMIT_FILE = "commit_success.txt"
 # How often a restore is retried when train.py removes the checkpoint being read (its rotation).
 _ATTEMPTS = 5
@@ -506,13 +506,13 @@ def _restore_complete(
       )
     target = abstract_state() if target is None else target
     try:
-      state = training.restore_step(manager, target, step)
+      state = run_checkpoints.restore_step(manager, target, step)
     except Exception as e:  # noqa: BLE001 - removed while read, or damaged: told apart below.
       manager.reload()
       now = sorted(s for s in manager.all_steps() if is_complete(checkpoints, s))
       if is_complete(checkpoints, step) and (requested is not None or choose(now) == step):
         # Still there and still the one to take: a damaged checkpoint, not one being replaced.
-        if isinstance(e, training.CheckpointMismatchError):
+        if isinstance(e, run_checkpoints.CheckpointMismatchError):
           raise
         raise UserError(
           f"{checkpoints}/{step}: cannot be read ({_first_line(e)}): files missing "
