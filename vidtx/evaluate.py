@@ -39,7 +39,7 @@ from vidtx.errors import UserError
 # JAX, TensorFlow, orbax and clu are imported inside the functions that use them, so that
 # vidtx-eval --help and its flag errors answer at once (vidtx.cli).
 if TYPE_CHECKING:
-  from vidtx import evaluator as evaluator_lib
+  from vidtx import evaluation
 
 
 def evaluate(
@@ -179,15 +179,14 @@ def _evaluate_params(
   import jax
 
   from vidtx import data as vidtx_data
-  from vidtx import evaluator as evaluator_lib
-  from vidtx import run_checkpoints, run_files
+  from vidtx import evaluation, run_checkpoints, run_files
 
   own_workdir()  # A new --workdir: created (and locked) only now, with results to write.
   if workdir and jax.process_index() == 0:
     # Results go only into a run's directory or a new/empty one (vidtx.ownership).
     ownership.claim(workdir, "run", legacy=run_files.is_earlier_run, hint=_HINT)
   class_names = vidtx_data.class_names(dataset_configs)
-  evaluator = evaluator_lib.MultiViewEvaluator(
+  evaluator = evaluation.MultiViewEvaluator(
     model,
     dataset_configs,
     split,
@@ -217,7 +216,7 @@ def _evaluate_params(
       with run_checkpoints.named_write_errors(workdir, os.path.join(workdir, f"eval_{split}*")):
         written = _write_results(evaluator, results, class_names, split, workdir, step)
     print(
-      f"step {results['step']}: {evaluator_lib.summary(results)} on "
+      f"step {results['step']}: {evaluation.summary(results)} on "
       f"{results['num_videos']} {split} videos x {results['views_per_video']:g} views "
       f"({config.eval_aggregation}){written}",
       flush=True,
@@ -229,7 +228,7 @@ def _evaluate_params(
 
 
 def _write_results(
-  evaluator: evaluator_lib.MultiViewEvaluator,
+  evaluator: evaluation.MultiViewEvaluator,
   results: dict[str, Any],
   class_names: list[str] | None,
   split: str,

@@ -56,6 +56,7 @@ from vidtx import (
   cli,
   config_checks,
   distributed,
+  evaluation,
   locks,
   metrics,
   models,
@@ -67,7 +68,6 @@ from vidtx import (
   sharding,
 )
 from vidtx import data as vidtx_data
-from vidtx import evaluator as evaluator_lib
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import init_from
 from vidtx.data import bad_records, reader_config, records
@@ -151,7 +151,7 @@ def _train_and_evaluate(
     # question), then the last checkpoint, ranked by it.
     try:
       results = _evaluate(run, loop_state, run.total_steps, final=True)
-    except evaluator_lib.EvaluationStopped:  # Resuming repeats the final evaluation.
+    except evaluation.EvaluationStopped:  # Resuming repeats the final evaluation.
       return _stop_here(run, loop_state, run.total_steps)
     _save(run, loop_state, run.total_steps, results)
   finally:
@@ -323,7 +323,7 @@ class _Run:
   start_step: int
   stop: distributed.StopRequest
   manager: ocp.CheckpointManager
-  evaluator: evaluator_lib.MultiViewEvaluator
+  evaluator: evaluation.MultiViewEvaluator
   train_step: Any  # (state, global batch) -> (state, device metrics); jitted
   writer: metric_writers.MetricWriter
   metrics_log: MetricsLog
@@ -363,7 +363,7 @@ def _loop_parts(
   manager: ocp.CheckpointManager,
 ) -> _Run:
   """The evaluator, the training step, the writers and the progress line."""
-  evaluator = evaluator_lib.MultiViewEvaluator(
+  evaluator = evaluation.MultiViewEvaluator(
     setup.model,
     setup.dataset_configs,
     "validation",
@@ -460,7 +460,7 @@ def _after_step(
   if config.eval_every_steps and step % config.eval_every_steps == 0:
     try:
       results = _evaluate(run, loop_state, step)
-    except evaluator_lib.EvaluationStopped:
+    except evaluation.EvaluationStopped:
       return _stop_here(run, loop_state, step)
   if step % config.checkpoint_every_steps == 0 or results is not None:
     _save(run, loop_state, step, results)
@@ -531,7 +531,7 @@ def _evaluate(run: _Run, loop_state: _LoopState, step: int, final: bool = False)
     with run_checkpoints.named_write_errors(workdir, os.path.join(workdir, "eval_validation_*")):
       evaluator.write_class_reports(workdir)
     print(
-      f"[eval step {step}] {evaluator_lib.summary(results)} "
+      f"[eval step {step}] {evaluation.summary(results)} "
       f"({results['num_videos']} videos x {results['views_per_video']:g} views, "
       f"{config.eval_aggregation}{', EMA parameters' if run.setup.ema_decay else ''})",
       flush=True,
@@ -582,7 +582,7 @@ def _final_report(run: _Run, loop_state: _LoopState, results: dict[str, Any]) ->
   """The final lines (process 0): the headline metrics, the worst classes, the skipped records."""
   if run.is_main:
     print(
-      f"Final: {evaluator_lib.summary(results)} on {results['num_videos']} validation "
+      f"Final: {evaluation.summary(results)} on {results['num_videos']} validation "
       f"videos (chance top-1 {1 / run.setup.dataset_configs.num_classes:.2%}).",
       flush=True,
     )

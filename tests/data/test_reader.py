@@ -14,8 +14,7 @@ import tensorflow as tf
 from PIL import Image
 from shared import reader_configs
 
-from vidtx import evaluator as evaluator_lib
-from vidtx import losses, sharding
+from vidtx import evaluation, losses, sharding
 from vidtx.data import bad_records, dmvr, pipeline, reader_config, sampling
 
 jax.config.update("jax_numpy_rank_promotion", "raise")  # As other modules do in the workers.
@@ -122,7 +121,7 @@ class ColourModel(nn.Module):
 
 def run_evaluator(dc, aggregation="mean_logits", batch_size=2):
   mesh = sharding.make_mesh()
-  evaluator = evaluator_lib.MultiViewEvaluator(
+  evaluator = evaluation.MultiViewEvaluator(
     ColourModel(dc.num_classes),
     dc,
     "validation",

@@ -328,7 +328,7 @@ def test_data_that_cannot_give_a_batch_ends_with_a_named_error(tmp_path, case):
 def test_a_signal_during_evaluation_stops_it_between_batches(run_dir, tmp_path, monkeypatch):
   """A finished run resumed repeats its final evaluation; SIGTERM while its first batch is read
   stops it before that batch is evaluated (not after hours of evaluation), saving nothing new."""
-  from vidtx import evaluator as evaluator_lib
+  from vidtx import evaluation
 
   config, _ = run_dir
   workdir = _copy(run_dir, tmp_path)
@@ -336,7 +336,7 @@ def test_a_signal_during_evaluation_stops_it_between_batches(run_dir, tmp_path, 
   with open(videos, "rb") as f:
     before = f.read()
   batches_seen = []
-  original = evaluator_lib.MultiViewEvaluator._batches
+  original = evaluation.MultiViewEvaluator._batches
 
   def batches_then_a_signal(self):
     for batch in original(self):
@@ -346,7 +346,7 @@ def test_a_signal_during_evaluation_stops_it_between_batches(run_dir, tmp_path, 
         time.sleep(0.1)  # The handler runs: it only records the request in the loop phase.
       yield batch
 
-  monkeypatch.setattr(evaluator_lib.MultiViewEvaluator, "_batches", batches_then_a_signal)
+  monkeypatch.setattr(evaluation.MultiViewEvaluator, "_batches", batches_then_a_signal)
   with pytest.raises(distributed.Stopped) as error:
     trainer.train_and_evaluate(config, workdir)
   assert error.value.reason == "SIGTERM"

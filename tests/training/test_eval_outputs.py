@@ -15,8 +15,7 @@ import pytest
 from shared import tiny_config
 
 from vidtx import data as vidtx_data
-from vidtx import evaluator as evaluator_lib
-from vidtx import metrics, progress, sharding, trainer
+from vidtx import evaluation, metrics, progress, sharding, trainer
 from vidtx.data import shard_tables, sources, synthetic
 from vidtx.tools import plot
 
@@ -59,9 +58,9 @@ def png_size(path: str) -> tuple[int, int]:
   return struct.unpack(">II", head[16:24])
 
 
-def make_evaluator(**dataset_fields) -> evaluator_lib.MultiViewEvaluator:
+def make_evaluator(**dataset_fields) -> evaluation.MultiViewEvaluator:
   """An evaluator whose `_metrics` and writers can run on made-up scores (no model, no data)."""
-  return evaluator_lib.MultiViewEvaluator(
+  return evaluation.MultiViewEvaluator(
     None,
     ml_collections.ConfigDict(dataset_fields),
     "validation",
@@ -391,7 +390,7 @@ def test_plot_writes_a_new_png_and_never_overwrites_by_surprise(two_runs, tmp_pa
 def test_training_run_writes_the_files_with_the_task_class_names(tmp_path, capsys, monkeypatch):
   # A progress line at every evaluation batch (a real run waits 10 s between lines in a log).
   monkeypatch.setattr(
-    evaluator_lib, "Reporter", functools.partial(progress.Reporter, every_s=0, tty=False)
+    evaluation, "Reporter", functools.partial(progress.Reporter, every_s=0, tty=False)
   )
   config = tiny_config(str(tmp_path / "data"), steps=2)
   workdir = str(tmp_path / "run")

@@ -12,7 +12,7 @@ import pytest
 from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
 from shared import REPO
 
-from vidtx import evaluator, losses, optim
+from vidtx import evaluation, losses, optim
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -24,16 +24,16 @@ def test_aggregations_match_their_definitions_over_the_unmasked_views():
   for b, views in enumerate((4, 2, 1)):
 
     def agg(name):
-      return evaluator.aggregate(logits, mask, name)[b]  # noqa: B023 (used at once)
+      return evaluation.aggregate(logits, mask, name)[b]  # noqa: B023 (used at once)
 
     np.testing.assert_allclose(agg("mean_logits"), logits[b, :views].mean(0), rtol=1e-6)
     np.testing.assert_allclose(agg("sum_logits"), logits[b, :views].sum(0), rtol=1e-6)
     np.testing.assert_allclose(agg("mean_softmax"), softmax[b, :views].mean(0), rtol=1e-5)
   # Class splits take a softmax per split; multi-label models a sigmoid.
-  split = evaluator.aggregate(logits, mask, "mean_softmax", class_splits=(3, 2))
+  split = evaluation.aggregate(logits, mask, "mean_softmax", class_splits=(3, 2))
   np.testing.assert_allclose(split[:, :3].sum(-1), 1, rtol=1e-6)
   np.testing.assert_allclose(split[:, 3:].sum(-1), 1, rtol=1e-6)
-  sigmoid = evaluator.aggregate(logits, mask, "mean_softmax", multi_label=True)
+  sigmoid = evaluation.aggregate(logits, mask, "mean_softmax", multi_label=True)
   np.testing.assert_allclose(sigmoid[0], (1 / (1 + np.exp(-logits[0]))).mean(0), rtol=1e-5)
 
 
@@ -41,11 +41,11 @@ def test_mean_of_softmax_can_disagree_with_mean_of_logits():
   # View 1 is confidently class 0, views 2-3 mildly prefer class 1.
   mask = np.ones((1, 3), np.float32)
   logits = np.array([[[10.0, 0.0], [0.0, 6.0], [0.0, 6.0]]])
-  assert np.argmax(evaluator.aggregate(logits, mask, "mean_logits")[0]) == 1
-  assert np.argmax(evaluator.aggregate(logits, mask, "mean_softmax")[0]) == 1
+  assert np.argmax(evaluation.aggregate(logits, mask, "mean_logits")[0]) == 1
+  assert np.argmax(evaluation.aggregate(logits, mask, "mean_softmax")[0]) == 1
   logits = np.array([[[20.0, 0.0], [0.0, 6.0], [0.0, 6.0]]])
-  assert np.argmax(evaluator.aggregate(logits, mask, "mean_logits")[0]) == 0
-  assert np.argmax(evaluator.aggregate(logits, mask, "mean_softmax")[0]) == 1
+  assert np.argmax(evaluation.aggregate(logits, mask, "mean_logits")[0]) == 0
+  assert np.argmax(evaluation.aggregate(logits, mask, "mean_softmax")[0]) == 1
 
 
 def test_label_smoothing_targets_and_cross_entropy():

@@ -165,12 +165,12 @@ def model_rollout(
 
 
 def check_aggregation(aggregation: str) -> None:
-  from vidtx import evaluator
+  from vidtx import evaluation
 
-  if aggregation not in evaluator.AGGREGATIONS:
+  if aggregation not in evaluation.AGGREGATIONS:
     raise UserError(
       f"preprocessing.aggregation={aggregation!r}: expected one of "
-      f"{sorted(evaluator.AGGREGATIONS)}."
+      f"{sorted(evaluation.AGGREGATIONS)}."
     )
 
 
@@ -182,12 +182,12 @@ def aggregate(view_logits: np.ndarray, aggregation: str) -> np.ndarray:
   """
   import jax
 
-  from vidtx import evaluator
+  from vidtx import evaluation
 
   check_aggregation(aggregation)
   # (V, K) -> (1, V, K): the evaluator aggregates a batch of videos.
   view_logits = np.asarray(view_logits, np.float32)[None]
-  scores = evaluator.aggregate(view_logits, np.ones(view_logits.shape[:2]), aggregation)[0]
+  scores = evaluation.aggregate(view_logits, np.ones(view_logits.shape[:2]), aggregation)[0]
   probabilities = scores if aggregation == "mean_softmax" else jax.nn.softmax(scores)
   return np.asarray(probabilities, np.float32)
 
