@@ -16,15 +16,16 @@ Not stated by the paper, chosen here: -L's 96 frames (the paper defines TimeSfor
 Expected (Table 7, Diving-48 top-1): TimeSformer 74.9, TimeSformer-HR 78.0, TimeSformer-L 81.0.
 
 Hardware, the recipe and what differs from the paper, shared by every TimeSformer config:
-configs.common.timesformer_recipe.
+configs/families/timesformer.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import timesformer
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, variant="base")
-  config = common.timesformer_recipe("diving48", variant=args.variant)
+  config = timesformer.timesformer_recipe("diving48", variant=args.variant)
   return common.finish(config, args)

@@ -28,15 +28,16 @@ colour jitter) through K400 initialisation 39.6, stochastic depth 40.2, RandAugm
 smoothing 43.1 to mixup 43.7.
 
 Hardware, the recipe (Table 7) and what differs from the paper, shared by every ViViT config:
-configs.common.vivit_recipe.
+configs/families/vivit.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import vivit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, variant="L/16x2", attention="factorised_encoder")
-  config = common.vivit_recipe("ek", variant=args.variant, attention=args.attention)
+  config = vivit.vivit_recipe("ek", variant=args.variant, attention=args.attention)
   return common.finish(config, args)

@@ -72,8 +72,8 @@ The recipe of each model, at batch 8 (learning rates scaled linearly from the pa
   xvit         8 frames, one per segment; 1 clip x 3 crops   0.00375 cosine; weight decay 1e-5,
                                                                      label smoothing 0.3, mixup
                                                                      0.4, head dropout 0.5
-Each as its paper fine-tunes an ImageNet ViT (configs.common.timesformer_recipe, vivit_recipe,
-xvit_recipe): TimeSformer supplementary §1 (SGD, weight decay 1e-4, decays at epochs 11 and 14
+Each as its paper fine-tunes an ImageNet ViT (configs/families/timesformer.py, vivit.py,
+xvit.py): TimeSformer supplementary §1 (SGD, weight decay 1e-4, decays at epochs 11 and 14
 of 15; short side 256-320, random 224 crop, flips, mean 0.45 / std 0.225), ViViT Table 7 and
 §4.1 (SGD, cosine, clipping at norm 1, scale jitter 0.9-1.33, flips, 4 x 3 views), the X-ViT
 release's Kinetics config (Nesterov SGD, cosine, short side 256-320, flips, 1/4 of the channels
@@ -119,6 +119,7 @@ import sys
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import timesformer, vivit, xvit
 from vidtx.errors import UserError
 
 MODELS = ("timesformer", "vivit_fe", "xvit")
@@ -309,18 +310,18 @@ def model_recipe(model: str) -> ml_collections.ConfigDict:
   config.batch_scaling keeps the paper's batch and learning rate."""
   if model == "timesformer":
     # Diving-48's recipe: TimeSformer-B, divided attention, 8 frames one per segment, 1 x 3 views.
-    config = common.timesformer_recipe("diving48", variant="base", attention="divided")
+    config = timesformer.timesformer_recipe("diving48", variant="base", attention="divided")
   elif model == "vivit_fe":
-    config = common.vivit_recipe("k400", variant="B/16x2", attention="factorised_encoder")
-    small = common.VIVIT_RECIPES[VIVIT_SMALL_DATASET]
-    config.dataset_configs.augmentation_params = common.vivit_augmentation(
-      color=small.colour_jitter, rand_augment=small.rand_augment
+    config = vivit.vivit_recipe("k400", variant="B/16x2", attention="factorised_encoder")
+    small = vivit.VIVIT_RECIPES[VIVIT_SMALL_DATASET]
+    config.dataset_configs.augmentation_params = vivit.vivit_augmentation(
+      color=small["colour_jitter"], rand_augment=small["rand_augment"]
     )
-    config.model.stochastic_depth = small.stochastic_depth
-    config.label_smoothing = small.label_smoothing
-    config.mixup.alpha = small.mixup_alpha
+    config.model.stochastic_depth = small["stochastic_depth"]
+    config.label_smoothing = small["label_smoothing"]
+    config.mixup.alpha = small["mixup_alpha"]
   else:
-    config = common.xvit_recipe("k400", attention="space_time_mixing", num_frames=8)
+    config = xvit.xvit_recipe("k400", attention="space_time_mixing", num_frames=8)
     dc = config.dataset_configs
     dc.update(train_sampling="segment", eval_sampling="segment")
     for field in ("sampling_rate", "target_fps", "frame_rate"):  # The window's, unused now.
@@ -356,7 +357,8 @@ def decay_epochs(epochs: float, steps_per_epoch: float) -> tuple[float, ...]:
   nearest distinct steps from 1 on (past the run's end when it is that short: no decay), so the
   schedule always builds.
   """
-  wanted = [e * epochs / common.TIMESFORMER_EPOCHS for e in common.TIMESFORMER_DECAY_EPOCHS]
+  paper = timesformer.TIMESFORMER_TRAINING
+  wanted = [e * epochs / paper["epochs"] for e in paper["decay_epochs"]]
   steps, previous = [], 0
   for epoch in wanted:
     previous = max(round(epoch * steps_per_epoch), previous + 1)

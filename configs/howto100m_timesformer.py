@@ -25,12 +25,13 @@ Expected (Table 8, top-1 on the test videos, K400 pretraining): 8 frames 56.8, 3
 ImageNet-1K 52.8, 58.4, 59.2, 59.4; ImageNet-21K 56.0, 59.2, 60.2, 62.1.
 
 Hardware, the recipe and what differs from the paper, shared by every TimeSformer config:
-configs.common.timesformer_recipe. 96-frame clips need 80 GB GPUs even with rematerialisation.
+configs/families/timesformer.py. 96-frame clips need 80 GB GPUs even with rematerialisation.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import timesformer
 
 FRAMES = ("8", "32", "64", "96")  # Table 8
 
@@ -38,7 +39,7 @@ FRAMES = ("8", "32", "64", "96")  # Table 8
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, frames="8")
   common.check_choice("frames", args.frames, FRAMES)
-  config = common.timesformer_recipe("howto100m", num_frames=int(args.frames))
+  config = timesformer.timesformer_recipe("howto100m", num_frames=int(args.frames))
   config.experiment_name = f"howto100m_timesformer_{args.frames}f"
   # Whole videos: consecutive clips of the training geometry, 4 per element, one centre crop.
   config.dataset_configs.update(

@@ -19,15 +19,16 @@ Expected (Table 2, ImageNet-21K initialisation, 4 x 3 views): 77.4 top-1, 117.3 
 372.3 GFLOPs per view.
 
 Hardware, the recipe (Table 7) and what differs from the paper, shared by every ViViT config:
-configs.common.vivit_recipe.
+configs/families/vivit.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import vivit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, variant="B/16x2")
-  config = common.vivit_recipe("k400", variant=args.variant, attention="factorised_self_attention")
+  config = vivit.vivit_recipe("k400", variant=args.variant, attention="factorised_self_attention")
   return common.finish(config, args)

@@ -18,16 +18,17 @@ Expected: the main paper's Kinetics-400 table; the supplementary finds no gain b
 on 8 frames (mixing costs what spatial attention costs).
 
 Hardware, the recipe and what differs from the release, shared by every X-ViT config:
-configs.common.xvit_recipe.
+configs/families/xvit.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import xvit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="space_time_mixing", frames="8")
-  common.check_choice("frames", args.frames, common.XVIT_FRAMES)
-  config = common.xvit_recipe("k400", attention=args.attention, num_frames=int(args.frames))
+  common.check_choice("frames", args.frames, xvit.XVIT_FRAMES)
+  config = xvit.xvit_recipe("k400", attention=args.attention, num_frames=int(args.frames))
   return common.finish(config, args)

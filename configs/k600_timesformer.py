@@ -16,15 +16,16 @@ Expected (Table 6, Kinetics-600 validation, ImageNet-21K, 1 clip x 3 crops, top-
 TimeSformer 79.1 / 94.4, TimeSformer-HR 81.8 / 95.8, TimeSformer-L 82.2 / 95.6.
 
 Hardware, the recipe and what differs from the paper, shared by every TimeSformer config:
-configs.common.timesformer_recipe.
+configs/families/timesformer.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import timesformer
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, variant="base")
-  config = common.timesformer_recipe("k600", variant=args.variant)
+  config = timesformer.timesformer_recipe("k600", variant=args.variant)
   return common.finish(config, args)

@@ -18,15 +18,16 @@ reaches 81.6 on 4 x 3 views. Differs from scenic's own K600 config (lr 0.05, col
 this follows Table 7.
 
 Hardware, the recipe (Table 7) and what differs from the paper, shared by every ViViT config:
-configs.common.vivit_recipe.
+configs/families/vivit.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import vivit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, variant="L/16x2", attention="factorised_encoder")
-  config = common.vivit_recipe("k600", variant=args.variant, attention=args.attention)
+  config = vivit.vivit_recipe("k600", variant=args.variant, attention=args.attention)
   return common.finish(config, args)

@@ -16,16 +16,17 @@ github.com/1adrianb/video-transformers): 84.51% top-1, 96.26% top-5 on 1 clip x 
 84.71% / 96.39% on 2 x 3 views (--config.dataset_configs.num_test_clips=2).
 
 Hardware, the recipe and what differs from the release, shared by every X-ViT config:
-configs.common.xvit_recipe.
+configs/families/xvit.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import xvit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="space_time_mixing", frames="16")
-  common.check_choice("frames", args.frames, common.XVIT_FRAMES)
-  config = common.xvit_recipe("k600", attention=args.attention, num_frames=int(args.frames))
+  common.check_choice("frames", args.frames, xvit.XVIT_FRAMES)
+  config = xvit.xvit_recipe("k600", attention=args.attention, num_frames=int(args.frames))
   return common.finish(config, args)

@@ -17,15 +17,16 @@ Expected (Table 6c, ViViT-L/16x2, ImageNet-21K): 64.9 top-5 and about 38 top-1; 
 label noise keeps accuracies low.
 
 Hardware, the recipe (Table 7) and what differs from the paper, shared by every ViViT config:
-configs.common.vivit_recipe.
+configs/families/vivit.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import vivit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, variant="L/16x2", attention="factorised_encoder")
-  config = common.vivit_recipe("mit", variant=args.variant, attention=args.attention)
+  config = vivit.vivit_recipe("mit", variant=args.variant, attention=args.attention)
   return common.finish(config, args)

@@ -20,15 +20,16 @@ Expected (SSv2 validation top-1):
   59.5, 62.5, 62.3).
 
 Hardware, the recipe and what differs from the paper, shared by every TimeSformer config:
-configs.common.timesformer_recipe.
+configs/families/timesformer.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import timesformer
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="divided", variant="base")
-  config = common.timesformer_recipe("ssv2", variant=args.variant, attention=args.attention)
+  config = timesformer.timesformer_recipe("ssv2", variant=args.variant, attention=args.attention)
   return common.finish(config, args)

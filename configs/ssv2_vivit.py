@@ -15,15 +15,16 @@ scenic's released SSv2 config (256 crops of frames resized to 288, lr 0.4): this
 paper (224 crops, §4.2; Table 7's lr 0.5).
 
 Hardware, the recipe (Table 7) and what differs from the paper, shared by every ViViT config:
-configs.common.vivit_recipe.
+configs/families/vivit.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import vivit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, variant="L/16x2", attention="factorised_encoder")
-  config = common.vivit_recipe("ssv2", variant=args.variant, attention=args.attention)
+  config = vivit.vivit_recipe("ssv2", variant=args.variant, attention=args.attention)
   return common.finish(config, args)

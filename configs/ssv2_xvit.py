@@ -17,16 +17,17 @@ README, github.com/1adrianb/video-transformers); the supplementary's TSM-ViT wit
 aggregation reaches 60.8% (Table 2; attention=tsm with --config.model.aggregation=mean).
 
 Hardware, the recipe and what differs from the release, shared by every X-ViT config:
-configs.common.xvit_recipe.
+configs/families/xvit.py.
 """
 
 import ml_collections
 
 from vidtx.configs import common
+from vidtx.configs.families import xvit
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, attention="space_time_mixing", frames="16")
-  common.check_choice("frames", args.frames, common.XVIT_FRAMES)
-  config = common.xvit_recipe("ssv2", attention=args.attention, num_frames=int(args.frames))
+  common.check_choice("frames", args.frames, xvit.XVIT_FRAMES)
+  config = xvit.xvit_recipe("ssv2", attention=args.attention, num_frames=int(args.frames))
   return common.finish(config, args)
