@@ -44,6 +44,7 @@ from vidtx import locks, outputs, paths, run_checkpoints, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import store
 from vidtx.checkpoints.store import Converted
+from vidtx.data import reader_config
 from vidtx.errors import UserError
 
 CONFIG_FILE = "config.json"
@@ -166,7 +167,8 @@ def export_run(
       # One device: the parameters only pass through on their way to the host, whatever mesh
       # saved them (orbax reshards on restore).
       mesh = Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
-      return state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)[1]
+      dataset = reader_config.DatasetConfig.from_config(config.dataset_configs, views_only=True)
+      return state_lib.abstract_state_from_config(config, dataset, mesh)[1]
 
     def choose(complete: list[int]) -> int:
       # Read at every try: a running train.py adds evaluations.
@@ -327,23 +329,23 @@ def class_names(workdir: str) -> list[str] | None:
 
 def _preprocessing(config: ml_collections.ConfigDict, config_path: str) -> dict[str, Any]:
   """The input of the run's evaluation, from config.dataset_configs (as the reader reads it)."""
-  from vidtx.data import reader_config  # Imports TensorFlow: only when exporting.
-
   dc = config.dataset_configs
   try:
-    mean, std = reader_config.normalisation(dc)
+    dataset = reader_config.DatasetConfig.from_config(dc, views_only=True)
   except ValueError as e:
     raise UserError(f"{config_path}: {e}") from e
+  mean, std = dataset.normalisation
   return dict(
-    num_frames=int(dc.num_frames),
-    stride=int(dc.stride),
-    min_resize=int(dc.min_resize),
-    crop_size=int(dc.crop_size),
+    num_frames=dataset.num_frames,
+    stride=dataset.stride,
+    min_resize=dataset.min_resize,
+    crop_size=dataset.crop_size,
     mean=[float(x) for x in mean],
     std=[float(x) for x in std],
-    num_test_clips=int(dc.get("num_test_clips", 1)),
-    do_three_spatial_crops=bool(dc.get("do_three_spatial_crops", False)),
+    num_test_clips=dataset.num_test_clips,
+    do_three_spatial_crops=dataset.do_three_spatial_crops,
     aggregation=config.eval_aggregation,
+    # Only the fields the config sets, as it sets them (the converted format records them so).
     **{k: dc[k] for k in store.SAMPLING_FIELDS if dc.get(k) is not None},
   )
 
