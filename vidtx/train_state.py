@@ -4,7 +4,7 @@ Its checkpoints (save, resume, damaged ones): vidtx.run_checkpoints.
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax
 import flax.linen as nn
@@ -16,8 +16,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vidtx import losses, models, optim, sharding
-from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
+
+if TYPE_CHECKING:  # vidtx.data is on the same floor (docs/architecture.md): its type only.
+  from vidtx.data.reader_config import DatasetConfig
 
 
 @flax.struct.dataclass
@@ -72,7 +74,7 @@ def abstract_train_state(
 
 def abstract_state_from_config(
   config: ml_collections.ConfigDict,
-  dataset: DatasetConfig | ml_collections.ConfigDict,
+  dataset: "DatasetConfig | ml_collections.ConfigDict",
   mesh: Mesh,
 ) -> tuple[nn.Module, TrainState]:
   """The model of `config` and the abstract state of train.py's checkpoints for it.
@@ -91,7 +93,7 @@ def abstract_state_from_config(
 
 
 def optimizer_from_config(
-  config: ml_collections.ConfigDict, dataset: DatasetConfig | ml_collections.ConfigDict
+  config: ml_collections.ConfigDict, dataset: "DatasetConfig | ml_collections.ConfigDict"
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer and learning-rate schedule of `config`, sized by the training split."""
   examples = dataset.examples_per_subset["train"]
