@@ -153,7 +153,8 @@ def export_run(
   if not paths.isfile(config_path) and not _step_names(checkpoints) and _writer(workdir):
     raise FileNotFoundError(_no_checkpoint_yet(workdir, checkpoints, []))
   config = read_config(workdir)
-  preprocessing = _preprocessing(config, config_path)
+  dataset = _dataset(config, config_path)
+  preprocessing = _preprocessing(config, dataset)
   metric = config.get("best_checkpoint_metric") or ""
 
   if not paths.isdir(checkpoints):
@@ -167,7 +168,6 @@ def export_run(
       # One device: the parameters only pass through on their way to the host, whatever mesh
       # saved them (orbax reshards on restore).
       mesh = Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
-      dataset = reader_config.DatasetConfig.from_config(config.dataset_configs, views_only=True)
       return state_lib.abstract_state_from_config(config, dataset, mesh)[1]
 
     def choose(complete: list[int]) -> int:
@@ -186,11 +186,11 @@ def export_run(
     shown, step, steps, values, metric, requested=requested, which=which, option=option
   )
 
-  dataset = config.dataset_name
-  if dataset == "synthetic":
-    dataset += f" ({config.dataset_configs.get('task', 'motion')})"
+  source_name = config.dataset_name
+  if source_name == "synthetic":
+    source_name += f" ({dataset.task})"
   notes = [
-    f"train.py run {config.get('experiment_name', '')!r} on {dataset}: the parameters "
+    f"train.py run {config.get('experiment_name', '')!r} on {source_name}: the parameters "
     f"of step {step} as checkpointed (steps {steps} are)"
   ]
   if skipped:
@@ -198,14 +198,14 @@ def export_run(
       f"step(s) {skipped} of {checkpoints} skipped: not complete (being written or removed by "
       f"a running train.py, or interrupted); step {steps[-1]} is the newest complete checkpoint"
     )
-  labels = _labels(config, config_path, notes)
+  labels = _labels(config, dataset, config_path, notes)
   source = dict(path=workdir, format="run", step=int(step), checkpoint=line, notes=notes)
   if step in values:
     source["metric"] = {metric: values[step]}
   return Converted(
     model_name=config.model_name,
     model_config=config.model.to_dict(),
-    num_classes=int(config.dataset_configs.num_classes),
+    num_classes=dataset.num_classes,
     params=params,
     preprocessing=preprocessing,
     labels=labels,
@@ -324,16 +324,23 @@ def class_names(workdir: str) -> list[str] | None:
   """The run's class names, as export_run gives them, without reading a checkpoint (None when
   its config names none)."""
   config = read_config(workdir)
-  return _labels(config, os.path.join(workdir, CONFIG_FILE), [])
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  return _labels(config, _dataset(config, config_path), config_path, [])
 
 
-def _preprocessing(config: ml_collections.ConfigDict, config_path: str) -> dict[str, Any]:
-  """The input of the run's evaluation, from config.dataset_configs (as the reader reads it)."""
-  dc = config.dataset_configs
+def _dataset(config: ml_collections.ConfigDict, config_path: str) -> reader_config.DatasetConfig:
+  """The run's config.dataset_configs read once, typed and checked (no data is read)."""
   try:
-    dataset = reader_config.DatasetConfig.from_config(dc, views_only=True)
+    return reader_config.DatasetConfig.from_config(config.dataset_configs, views_only=True)
   except ValueError as e:
     raise UserError(f"{config_path}: {e}") from e
+
+
+def _preprocessing(
+  config: ml_collections.ConfigDict, dataset: reader_config.DatasetConfig
+) -> dict[str, Any]:
+  """The input of the run's evaluation, as the reader reads it."""
+  dc = config.dataset_configs
   mean, std = dataset.normalisation
   return dict(
     num_frames=dataset.num_frames,
@@ -351,15 +358,17 @@ def _preprocessing(config: ml_collections.ConfigDict, config_path: str) -> dict[
 
 
 def _labels(
-  config: ml_collections.ConfigDict, config_path: str, notes: list[str]
+  config: ml_collections.ConfigDict,
+  dc: reader_config.DatasetConfig,
+  config_path: str,
+  notes: list[str],
 ) -> list[str] | None:
   """Class names: the synthetic task's, or base_dir/labels.txt of a DMVR dataset, else None."""
   from vidtx import data  # Imports TensorFlow: only when exporting.
 
-  dc = config.dataset_configs
   if config.dataset_name == "synthetic":
     try:
-      names = list(data.synthetic.get_task(dc.get("task", "motion")).class_names)
+      names = list(data.synthetic.get_task(dc.task).class_names)
     except ValueError as e:
       raise UserError(f"{config_path}: dataset_configs.task: {e}") from e
     if len(names) != dc.num_classes:  # train.py refuses such a config (prepare_dataset).
@@ -368,7 +377,7 @@ def _labels(
         f"dataset_configs.num_classes={dc.num_classes}."
       )
     return names
-  if config.dataset_name != "dmvr" or not dc.get("base_dir"):
+  if config.dataset_name != "dmvr" or not dc.base_dir:
     return None
   try:
     names = data.read_label_names(dc.base_dir)
