@@ -172,8 +172,13 @@ class DatasetConfig:
     return {f: getattr(self, f) for f in _TFDS_FIELDS}
 
 
-_TFDS_FIELDS = ("tfds_data_dir", "tfds_video_key", "tfds_label_key", "tfds_id_key")
-_TFDS_FIELDS += ("tfds_frame_rate",)
+_TFDS_FIELDS = (
+  "tfds_data_dir",
+  "tfds_video_key",
+  "tfds_label_key",
+  "tfds_id_key",
+  "tfds_frame_rate",
+)
 
 
 def as_dataset_config(
