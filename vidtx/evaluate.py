@@ -40,6 +40,7 @@ from vidtx.errors import UserError
 # vidtx-eval --help and its flag errors answer at once (vidtx.cli).
 if TYPE_CHECKING:
   from vidtx import evaluation
+  from vidtx.data.reader_config import DatasetConfig
 
 
 def evaluate(
@@ -107,27 +108,26 @@ def _evaluate(
   from vidtx.data import records
 
   mesh = sharding.make_mesh(config.get("mesh"))
-  dataset_configs = vidtx_data.prepare_dataset(config)
-  if split not in dataset_configs.tables:
+  dataset = vidtx_data.prepare_dataset(config)
+  if split not in dataset.tables:
     raise UserError(
-      f"--split={split!r} is not in config.dataset_configs.tables "
-      f"({sorted(dataset_configs.tables)})."
+      f"--split={split!r} is not in config.dataset_configs.tables ({sorted(dataset.tables)})."
     )
-  warning = records.empty_files_warning(dataset_configs, split)
+  warning = records.empty_files_warning(dataset, split)
   if warning and jax.process_index() == 0:
     print(warning, flush=True)
   if checkpoint:
     converted = store.load(checkpoint)
-    if converted.num_classes != dataset_configs.num_classes:
+    if converted.num_classes != dataset.num_classes:
       raise UserError(
         f"--checkpoint={checkpoint} has {converted.num_classes} classes, "
-        f"config.dataset_configs.num_classes={dataset_configs.num_classes}."
+        f"config.dataset_configs.num_classes={dataset.num_classes}."
       )
     model = converted.build_model()
     store.check_params(
       model,
       converted.params,
-      dict(num_frames=dataset_configs.num_frames, crop_size=dataset_configs.crop_size),
+      dict(num_frames=dataset.num_frames, crop_size=dataset.crop_size),
       where=f"--checkpoint={checkpoint} with the config's clips",
     )
     # Every process read the same file: each places its own devices' copies (any host count).
@@ -139,10 +139,10 @@ def _evaluate(
       ),
     )
     return _evaluate_params(
-      config, model, params, dataset_configs, mesh, split, workdir, own_workdir, step=0
+      config, model, params, dataset, mesh, split, workdir, own_workdir, step=0
     )
   # The abstract state is built exactly as train.py builds it, so the checkpoint restores as is.
-  model, abstract_state = state_lib.abstract_state_from_config(config, dataset_configs, mesh)
+  model, abstract_state = state_lib.abstract_state_from_config(config, dataset, mesh)
   manager = run_checkpoints.checkpoint_manager(workdir, read_only=True)
   state = run_checkpoints.restore_latest(manager, abstract_state)
   if state is None:
@@ -156,7 +156,7 @@ def _evaluate(
     config,
     model,
     state_lib.eval_params(state),
-    dataset_configs,
+    dataset,
     mesh,
     split,
     workdir,
@@ -169,7 +169,7 @@ def _evaluate_params(
   config: ml_collections.ConfigDict,
   model: Any,
   params: Any,
-  dataset_configs: ml_collections.ConfigDict,
+  dataset: DatasetConfig,
   mesh: Any,
   split: str,
   workdir: str | None,
@@ -185,10 +185,10 @@ def _evaluate_params(
   if workdir and jax.process_index() == 0:
     # Results go only into a run's directory or a new/empty one (vidtx.ownership).
     ownership.claim(workdir, "run", legacy=run_files.is_earlier_run, hint=_HINT)
-  class_names = vidtx_data.class_names(dataset_configs)
+  class_names = vidtx_data.class_names(dataset)
   evaluator = evaluation.MultiViewEvaluator(
     model,
-    dataset_configs,
+    dataset,
     split,
     batch_size=config.eval_batch_size,
     mesh=mesh,
@@ -200,8 +200,8 @@ def _evaluate_params(
     step=step,
     split=split,
     aggregation=config.eval_aggregation,
-    num_test_clips=dataset_configs.num_test_clips,
-    three_spatial_crops=bool(dataset_configs.do_three_spatial_crops),
+    num_test_clips=dataset.num_test_clips,
+    three_spatial_crops=dataset.do_three_spatial_crops,
   )
   if workdir and jax.process_index() > 0:
     # Each process's own videos (process 0's with the results below). Process 0 made the

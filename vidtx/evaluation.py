@@ -23,13 +23,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import tensorflow as tf
 from jax.experimental import multihost_utils
@@ -176,7 +175,7 @@ class MultiViewEvaluator:
   def __init__(
     self,
     model: nn.Module,
-    dataset_configs: ml_collections.ConfigDict,
+    dataset_configs: reader_config.DatasetConfig | Mapping[str, Any],
     split: str,
     *,
     batch_size: int,
@@ -190,16 +189,16 @@ class MultiViewEvaluator:
         f"config.eval_aggregation={aggregation!r}: expected one of {sorted(AGGREGATIONS)}."
       )
     self.model = model
-    self.dataset_configs = dataset_configs
+    self.dataset = dataset = reader_config.as_dataset_config(dataset_configs)
     self.split = split
     self.batch_size = batch_size
     self.mesh = mesh
     self.aggregation = aggregation
     self.class_names = class_names
-    self.class_splits = reader_config.class_splits(dataset_configs)
-    self.multi_label = bool(dataset_configs.get("multi_label", False))
-    self.skip_bad_records = bool(dataset_configs.get("skip_bad_records", False))
-    self.expected_videos = dataset_configs.get("examples_per_subset", {}).get(split)
+    self.class_splits = dataset.class_splits
+    self.multi_label = dataset.multi_label
+    self.skip_bad_records = dataset.skip_bad_records
+    self.expected_videos = dataset.examples_per_subset.get(split)
     self._local_batch_size = sharding.check_batch_size(batch_size, mesh, "eval_batch_size")
     self._eval_step = jax.jit(self._step, out_shardings=sharding.replicated(mesh))
     self.progress = progress
@@ -243,7 +242,7 @@ class MultiViewEvaluator:
     error = None
     try:
       elements = vidtx_data.count_eval_elements(
-        self.dataset_configs,
+        self.dataset,
         self.split,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
@@ -276,12 +275,12 @@ class MultiViewEvaluator:
     num_batches = self._num_batches()
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
     dataset = vidtx_data.build_eval_dataset(
-      self.dataset_configs, self.split, batch_size=self._local_batch_size, **process
+      self.dataset, self.split, batch_size=self._local_batch_size, **process
     )
     masked = _masked_batch(dataset.element_spec)
     batches = bad_records.CleanBatches(
       dataset.as_numpy_iterator(),
-      self.dataset_configs,
+      self.dataset,
       self.split,
       skip_bad_records=self.skip_bad_records,
       **process,
@@ -415,7 +414,7 @@ class MultiViewEvaluator:
       self.class_reports = []  # A confusion matrix needs one label per video.
       return results
     if self.class_splits:
-      names = reader_config.split_names(self.dataset_configs)
+      names = self.dataset.split_names
       results = metrics.split_metrics(
         scores,
         targets,

@@ -44,6 +44,7 @@ from vidtx import locks, outputs, paths, run_checkpoints, sharding
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import store
 from vidtx.checkpoints.store import Converted
+from vidtx.data import reader_config
 from vidtx.errors import UserError
 
 CONFIG_FILE = "config.json"
@@ -152,7 +153,8 @@ def export_run(
   if not paths.isfile(config_path) and not _step_names(checkpoints) and _writer(workdir):
     raise FileNotFoundError(_no_checkpoint_yet(workdir, checkpoints, []))
   config = read_config(workdir)
-  preprocessing = _preprocessing(config, config_path)
+  dataset = _dataset(config, config_path)
+  preprocessing = _preprocessing(config, dataset)
   metric = config.get("best_checkpoint_metric") or ""
 
   if not paths.isdir(checkpoints):
@@ -166,7 +168,7 @@ def export_run(
       # One device: the parameters only pass through on their way to the host, whatever mesh
       # saved them (orbax reshards on restore).
       mesh = Mesh(np.asarray(jax.local_devices()[:1]), (sharding.DATA_AXIS,))
-      return state_lib.abstract_state_from_config(config, config.dataset_configs, mesh)[1]
+      return state_lib.abstract_state_from_config(config, dataset, mesh)[1]
 
     def choose(complete: list[int]) -> int:
       # Read at every try: a running train.py adds evaluations.
@@ -184,11 +186,11 @@ def export_run(
     shown, step, steps, values, metric, requested=requested, which=which, option=option
   )
 
-  dataset = config.dataset_name
-  if dataset == "synthetic":
-    dataset += f" ({config.dataset_configs.get('task', 'motion')})"
+  source_name = config.dataset_name
+  if source_name == "synthetic":
+    source_name += f" ({dataset.task})"
   notes = [
-    f"train.py run {config.get('experiment_name', '')!r} on {dataset}: the parameters "
+    f"train.py run {config.get('experiment_name', '')!r} on {source_name}: the parameters "
     f"of step {step} as checkpointed (steps {steps} are)"
   ]
   if skipped:
@@ -196,14 +198,14 @@ def export_run(
       f"step(s) {skipped} of {checkpoints} skipped: not complete (being written or removed by "
       f"a running train.py, or interrupted); step {steps[-1]} is the newest complete checkpoint"
     )
-  labels = _labels(config, config_path, notes)
+  labels = _labels(config, dataset, config_path, notes)
   source = dict(path=workdir, format="run", step=int(step), checkpoint=line, notes=notes)
   if step in values:
     source["metric"] = {metric: values[step]}
   return Converted(
     model_name=config.model_name,
     model_config=config.model.to_dict(),
-    num_classes=int(config.dataset_configs.num_classes),
+    num_classes=dataset.num_classes,
     params=params,
     preprocessing=preprocessing,
     labels=labels,
@@ -322,42 +324,51 @@ def class_names(workdir: str) -> list[str] | None:
   """The run's class names, as export_run gives them, without reading a checkpoint (None when
   its config names none)."""
   config = read_config(workdir)
-  return _labels(config, os.path.join(workdir, CONFIG_FILE), [])
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  return _labels(config, _dataset(config, config_path), config_path, [])
 
 
-def _preprocessing(config: ml_collections.ConfigDict, config_path: str) -> dict[str, Any]:
-  """The input of the run's evaluation, from config.dataset_configs (as the reader reads it)."""
-  from vidtx.data import reader_config  # Imports TensorFlow: only when exporting.
-
-  dc = config.dataset_configs
+def _dataset(config: ml_collections.ConfigDict, config_path: str) -> reader_config.DatasetConfig:
+  """The run's config.dataset_configs read once, typed and checked (no data is read)."""
   try:
-    mean, std = reader_config.normalisation(dc)
+    return reader_config.DatasetConfig.from_config(config.dataset_configs, views_only=True)
   except ValueError as e:
     raise UserError(f"{config_path}: {e}") from e
+
+
+def _preprocessing(
+  config: ml_collections.ConfigDict, dataset: reader_config.DatasetConfig
+) -> dict[str, Any]:
+  """The input of the run's evaluation, as the reader reads it."""
+  dc = config.dataset_configs
+  mean, std = dataset.normalisation
   return dict(
-    num_frames=int(dc.num_frames),
-    stride=int(dc.stride),
-    min_resize=int(dc.min_resize),
-    crop_size=int(dc.crop_size),
+    num_frames=dataset.num_frames,
+    stride=dataset.stride,
+    min_resize=dataset.min_resize,
+    crop_size=dataset.crop_size,
     mean=[float(x) for x in mean],
     std=[float(x) for x in std],
-    num_test_clips=int(dc.get("num_test_clips", 1)),
-    do_three_spatial_crops=bool(dc.get("do_three_spatial_crops", False)),
+    num_test_clips=dataset.num_test_clips,
+    do_three_spatial_crops=dataset.do_three_spatial_crops,
     aggregation=config.eval_aggregation,
+    # Only the fields the config sets, as it sets them (the converted format records them so).
     **{k: dc[k] for k in store.SAMPLING_FIELDS if dc.get(k) is not None},
   )
 
 
 def _labels(
-  config: ml_collections.ConfigDict, config_path: str, notes: list[str]
+  config: ml_collections.ConfigDict,
+  dc: reader_config.DatasetConfig,
+  config_path: str,
+  notes: list[str],
 ) -> list[str] | None:
   """Class names: the synthetic task's, or base_dir/labels.txt of a DMVR dataset, else None."""
   from vidtx import data  # Imports TensorFlow: only when exporting.
 
-  dc = config.dataset_configs
   if config.dataset_name == "synthetic":
     try:
-      names = list(data.synthetic.get_task(dc.get("task", "motion")).class_names)
+      names = list(data.synthetic.get_task(dc.task).class_names)
     except ValueError as e:
       raise UserError(f"{config_path}: dataset_configs.task: {e}") from e
     if len(names) != dc.num_classes:  # train.py refuses such a config (prepare_dataset).
@@ -366,7 +377,7 @@ def _labels(
         f"dataset_configs.num_classes={dc.num_classes}."
       )
     return names
-  if config.dataset_name != "dmvr" or not dc.get("base_dir"):
+  if config.dataset_name != "dmvr" or not dc.base_dir:
     return None
   try:
     names = data.read_label_names(dc.base_dir)

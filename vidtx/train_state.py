@@ -4,7 +4,7 @@ Its checkpoints (save, resume, damaged ones): vidtx.run_checkpoints.
 """
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax
 import flax.linen as nn
@@ -17,6 +17,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vidtx import losses, models, optim, sharding
 from vidtx.errors import UserError
+
+if TYPE_CHECKING:  # vidtx.data is on the same floor (docs/architecture.md): its type only.
+  from vidtx.data.reader_config import DatasetConfig
 
 
 @flax.struct.dataclass
@@ -70,33 +73,30 @@ def abstract_train_state(
 
 
 def abstract_state_from_config(
-  config: ml_collections.ConfigDict, dataset_configs: ml_collections.ConfigDict, mesh: Mesh
+  config: ml_collections.ConfigDict,
+  dataset: "DatasetConfig | ml_collections.ConfigDict",
+  mesh: Mesh,
 ) -> tuple[nn.Module, TrainState]:
   """The model of `config` and the abstract state of train.py's checkpoints for it.
 
-  Built from config fields only (model, optimizer, schedule; dataset_configs.num_classes,
+  Built from config fields only (model, optimizer, schedule; the dataset's num_classes,
   num_frames, crop_size and examples_per_subset['train']), so a run's checkpoints restore as
-  they are without reading any data (eval.py, vidtx.run_files).
+  they are without reading any data (eval.py, vidtx.run_files). `dataset`: the typed one, or
+  a plain config.dataset_configs, whose attributes have the same names.
   """
-  model = models.build(config.model_name, config.model, dataset_configs.num_classes)
-  tx, _ = optimizer_from_config(config, dataset_configs)
-  input_shape = (
-    1,
-    dataset_configs.num_frames,
-    dataset_configs.crop_size,
-    dataset_configs.crop_size,
-    3,
-  )
+  model = models.build(config.model_name, config.model, dataset.num_classes)
+  tx, _ = optimizer_from_config(config, dataset)
+  input_shape = (1, dataset.num_frames, dataset.crop_size, dataset.crop_size, 3)
   return model, abstract_train_state(
     model, tx, input_shape, mesh, ema=bool(config.get("ema_decay"))
   )
 
 
 def optimizer_from_config(
-  config: ml_collections.ConfigDict, dataset_configs: ml_collections.ConfigDict
+  config: ml_collections.ConfigDict, dataset: "DatasetConfig | ml_collections.ConfigDict"
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer and learning-rate schedule of `config`, sized by the training split."""
-  examples = dataset_configs.examples_per_subset["train"]
+  examples = dataset.examples_per_subset["train"]
   # The schedule's length does not change the state's structure; at least 1 so it builds.
   total_steps = max(optim.resolve_steps(config, "num_training", examples, config.batch_size), 1)
   schedule = optim.make_schedule(

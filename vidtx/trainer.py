@@ -171,7 +171,7 @@ class _Setup:
 
   mesh: jax.sharding.Mesh
   local_batch_size: int
-  dataset_configs: ml_collections.ConfigDict
+  dataset: reader_config.DatasetConfig  # config.dataset_configs, read once (prepare_dataset).
   class_names: list[str] | None
   total_steps: int
   model: Any  # flax.linen.Module
@@ -185,24 +185,24 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
   generated on first use, cached), model and optimizer."""
   mesh = sharding.make_mesh(config.get("mesh"))
   local_batch_size = sharding.check_batch_size(config.batch_size, mesh)
-  dataset_configs = vidtx_data.prepare_dataset(config)
+  dataset = vidtx_data.prepare_dataset(config)
   if jax.process_index() == 0:  # A split of which some files are empty trains on the others.
-    for split in dataset_configs.tables:
-      warning = records.empty_files_warning(dataset_configs, split)
+    for split in dataset.tables:
+      warning = records.empty_files_warning(dataset, split)
       if warning:
         print(warning, flush=True)
   total_steps = optim.resolve_steps(
-    config, "num_training", dataset_configs.examples_per_subset["train"], config.batch_size
+    config, "num_training", dataset.examples_per_subset["train"], config.batch_size
   )
   if total_steps <= 0:
     raise UserError("Set config.num_training_steps or config.num_training_epochs (> 0).")
-  model = models.build(config.model_name, config.model, dataset_configs.num_classes)
-  tx, schedule = state_lib.optimizer_from_config(config, dataset_configs)
+  model = models.build(config.model_name, config.model, dataset.num_classes)
+  tx, schedule = state_lib.optimizer_from_config(config, dataset)
   return _Setup(
     mesh=mesh,
     local_batch_size=local_batch_size,
-    dataset_configs=dataset_configs,
-    class_names=vidtx_data.class_names(dataset_configs),
+    dataset=dataset,
+    class_names=vidtx_data.class_names(dataset),
     total_steps=total_steps,
     model=model,
     tx=tx,
@@ -220,7 +220,7 @@ def _init_or_restore(
   """(state, its abstract twin, where it came from for the start-up line): the sharded init
   (parameters and optimizer state laid out by vidtx.sharding.RULES), then the newest intact
   checkpoint if there is one, else config.init_from's checkpoint if set, else the init."""
-  dc = setup.dataset_configs
+  dc = setup.dataset
   input_shape = (setup.local_batch_size, dc.num_frames, dc.crop_size, dc.crop_size, 3)
   state, abstract_state = state_lib.create_train_state(
     setup.model,
@@ -294,17 +294,17 @@ def _train_batches(
   """This process's training batches. The stream is deterministic for the seed; a resumed run
   starts it at the position saved with the checkpoint, so it sees exactly the clips an
   uninterrupted run would have seen."""
-  position = _stream_start(manager, start_step, setup.local_batch_size, setup.dataset_configs)
+  position = _stream_start(manager, start_step, setup.local_batch_size, setup.dataset)
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
   stream = vidtx_data.build_train_dataset(
-    setup.dataset_configs,
+    setup.dataset,
     batch_size=setup.local_batch_size,
     seed=config.rng_seed,
     start_position=position,
     **process,
   ).as_numpy_iterator()
   return bad_records.CleanBatches(
-    stream, setup.dataset_configs, "train", start_position=position, **process
+    stream, setup.dataset, "train", start_position=position, **process
   )
 
 
@@ -365,7 +365,7 @@ def _loop_parts(
   """The evaluator, the training step, the writers and the progress line."""
   evaluator = evaluation.MultiViewEvaluator(
     setup.model,
-    setup.dataset_configs,
+    setup.dataset,
     "validation",
     batch_size=config.eval_batch_size,
     mesh=setup.mesh,
@@ -380,10 +380,10 @@ def _loop_parts(
     setup.schedule,
     abstract_state,
     setup.mesh,
-    num_classes=setup.dataset_configs.num_classes,
+    num_classes=setup.dataset.num_classes,
     label_smoothing=config.label_smoothing,
-    class_splits=reader_config.class_splits(setup.dataset_configs),
-    multi_label=bool(setup.dataset_configs.get("multi_label", False)),
+    class_splits=setup.dataset.class_splits,
+    multi_label=setup.dataset.multi_label,
     mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
     grad_accum_steps=int(config.get("grad_accum_steps") or 1),
     ema_decay=setup.ema_decay,
@@ -583,7 +583,7 @@ def _final_report(run: _Run, loop_state: _LoopState, results: dict[str, Any]) ->
   if run.is_main:
     print(
       f"Final: {evaluation.summary(results)} on {results['num_videos']} validation "
-      f"videos (chance top-1 {1 / run.setup.dataset_configs.num_classes:.2%}).",
+      f"videos (chance top-1 {1 / run.setup.dataset.num_classes:.2%}).",
       flush=True,
     )
     worst = run.evaluator.worst_classes_summary()
@@ -645,7 +645,7 @@ def _stream_start(
   manager: ocp.CheckpointManager,
   step: int,
   local_batch_size: int,
-  dataset_configs: ml_collections.ConfigDict,
+  dataset: reader_config.DatasetConfig,
 ) -> tuple[int, int]:
   """Where this process's training stream resumes: the position saved with checkpoint `step`."""
   if not step:
@@ -656,7 +656,7 @@ def _stream_start(
     return int(epoch), int(index)
   # A checkpoint without a position (older vidtx), or another number of processes (other
   # shares): count the examples consumed; the stream then differs from an uninterrupted run.
-  per_process = max(dataset_configs.examples_per_subset["train"] // jax.process_count(), 1)
+  per_process = max(dataset.examples_per_subset["train"] // jax.process_count(), 1)
   epoch, index = divmod(step * local_batch_size, per_process)
   print(
     f"Checkpoint {step} has no input position for {jax.process_count()} process(es); the "

@@ -28,11 +28,11 @@ import stat
 from collections.abc import Iterator, Sequence
 
 import av
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from vidtx.data import sampling
+from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
 from vidtx.inference import timeline
 
@@ -178,9 +178,7 @@ def decoded_times(path: str, rate: float) -> np.ndarray:
   return np.array(times)
 
 
-def plan(
-  configs: ml_collections.ConfigDict, bounds: list[tuple[int, int]], rate: float
-) -> list[np.ndarray]:
+def plan(configs: DatasetConfig, bounds: list[tuple[int, int]], rate: float) -> list[np.ndarray]:
   """Absolute frame indices (C, num_frames) of each window [start, end): the reader's rule on a
   video of end - start frames, shifted by start."""
   return [
@@ -274,7 +272,7 @@ def _seek_frames(path: str, wanted: np.ndarray, rate: float, gap: float) -> dict
 
 def video_clips(
   path: str,
-  configs: ml_collections.ConfigDict,
+  configs: DatasetConfig,
   window_s: float | None = None,
   hop_s: float | None = None,
 ) -> Iterator[Clips]:
@@ -318,7 +316,7 @@ def video_clips(
 
 
 def _window_clips(
-  path: str, configs: ml_collections.ConfigDict, window_s: float, hop_s: float
+  path: str, configs: DatasetConfig, window_s: float, hop_s: float
 ) -> Iterator[Clips]:
   """The clips of every window of the video at `path` (see the module doc)."""
   rate = probe(path).rate
@@ -343,7 +341,7 @@ def _window_clips(
 
 def _stream_windows(
   path: str,
-  configs: ml_collections.ConfigDict,
+  configs: DatasetConfig,
   rate: float,
   expected: Sequence[float],
   windows: Iterator[timeline.Window],

@@ -198,7 +198,7 @@ def test_an_epoch_of_bad_records_stops_even_without_a_fraction_cap(tmp_path):
 )
 def test_caps_are_checked(field, value):
   with pytest.raises(ValueError, match=f"dataset_configs.{field}={value}"):
-    reader_config.validate_dataset_configs(reader_configs("", **{field: value}))
+    reader_config.DatasetConfig.from_config(reader_configs("", **{field: value}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +331,7 @@ def test_the_bad_record_fields_can_be_set_from_the_command_line(file):
   )
   dc = config.dataset_configs
   assert (dc.skip_bad_records, dc.max_bad_fraction, dc.max_bad_records) == (True, 0.25, 7)
-  reader_config.validate_dataset_configs(dc)
+  reader_config.DatasetConfig.from_config(dc)
 
 
 def suggested_fields() -> dict[str, set[str]]:

@@ -1,6 +1,7 @@
 """vidtx.data: DMVR round trips, the tf.data reader (sampling, determinism, one-pass evaluation,
 errors) and the synthetic generator (determinism, caching, the motion tasks' invariances)."""
 
+import dataclasses
 import glob
 import hashlib
 import os
@@ -440,13 +441,13 @@ def test_ensure_dataset_writes_once_and_is_deterministic(tmp_path, monkeypatch, 
   )
   assert digests(other) != digests(directory)
   # Balanced labels; train and validation are different videos.
-  configs.num_test_clips = 1
+  configs = dataclasses.replace(configs, num_test_clips=1)
   labels = []
   for split in ("train", "validation"):
     ds = data.build_eval_dataset(configs, split, batch_size=12)
     labels.append(next(ds.as_numpy_iterator())["label"][: configs.examples_per_subset[split]])
   assert np.bincount(labels[0]).tolist() == [3, 3, 3, 3]
-  params = synthetic.dataset_parameters(configs)
+  params = synthetic.dataset_parameters(config.dataset_configs)
   train = [f for f, _ in synthetic.generate_split(params, "train")]
   validation = [f for f, _ in synthetic.generate_split(params, "validation")]
   assert not any(np.array_equal(t, v) for t in train for v in validation)

@@ -96,7 +96,7 @@ def test_whole_video_covers_the_video_with_consecutive_clips():
   dc.update(train_sampling="timesformer", sampling_rate=4, target_fps=30.0, frame_rate=15.0)
   np.testing.assert_array_equal(indices(dc, 20), [[0, 2, 4, 7], [8, 10, 12, 15], [16, 18, 19, 19]])
   with pytest.raises(ValueError, match="whole_video.*segment"):
-    reader_config.validate_dataset_configs(
+    reader_config.DatasetConfig.from_config(
       reader_configs("", eval_sampling="whole_video", train_sampling="segment")
     )
 
@@ -323,7 +323,7 @@ def test_flip_swaps_direction_dependent_labels(tmp_path):
   assert 0 < flipped.sum() < 32
   np.testing.assert_array_equal(batch["label"], flipped.astype(np.int32))
   with pytest.raises(ValueError, match="flip_label_pairs"):
-    reader_config.validate_dataset_configs(reader_configs("x", flip_label_pairs=[(0, 7)]))
+    reader_config.DatasetConfig.from_config(reader_configs("x", flip_label_pairs=[(0, 7)]))
 
 
 def test_class_splits_and_multi_label_targets(tmp_path):
@@ -347,7 +347,7 @@ def test_class_splits_and_multi_label_targets(tmp_path):
     batch["label"], [[0, 0, 1, 0, 1], [1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
   )
   with pytest.raises(ValueError, match="sum to num_classes=5"):
-    reader_config.validate_dataset_configs(reader_configs("x", num_classes=5, class_splits=[3, 3]))
+    reader_config.DatasetConfig.from_config(reader_configs("x", num_classes=5, class_splits=[3, 3]))
 
 
 def test_losses_of_each_label_kind():

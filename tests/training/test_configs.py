@@ -78,7 +78,7 @@ def test_argument_lists_name_real_recipes():
 def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
   config = get_config(name, arg)
   dc = config.dataset_configs
-  reader_config.validate_dataset_configs(dc)
+  reader_config.DatasetConfig.from_config(dc)
   model = models.build(config.model_name, config.model, dc.num_classes)
   assert model.config.dtype in ("float32", "bfloat16")
   # The fields every config has (common.training).
@@ -100,7 +100,7 @@ def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
 
   shrunk = get_config(name, f"{arg},shrink=1" if arg else "shrink=1")
   sc = shrunk.dataset_configs
-  reader_config.validate_dataset_configs(sc)
+  reader_config.DatasetConfig.from_config(sc)
   tiny = models.build(shrunk.model_name, shrunk.model, sc.num_classes).config
   # Replaced: the data, the size, the run.
   assert shrunk.dataset_name == "synthetic" and sc.num_frames == 4 and sc.crop_size == 16
@@ -162,7 +162,8 @@ def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
   ):
     assert sc.get(field) == dc.get(field), field
   assert reader_config.normalisation(sc) == reader_config.normalisation(dc)
-  assert bool(reader_config.class_splits(sc)) == bool(reader_config.class_splits(dc))
+  typed = reader_config.DatasetConfig.from_config
+  assert bool(typed(sc).class_splits) == bool(typed(dc).class_splits)
   assert (sc.get("eval_min_resize") is None) == (dc.get("eval_min_resize") is None)
 
 
@@ -424,7 +425,7 @@ def converted_dir(directory, model_name="timesformer", attention="space", mean=0
 def test_finetune_reads_classes_and_split_sizes_from_the_shards(model, shards_dir):
   config = get_config("finetune", f"model={model},data={shards_dir}")
   dc = config.dataset_configs
-  reader_config.validate_dataset_configs(dc)
+  reader_config.DatasetConfig.from_config(dc)
   assert config.dataset_name == "dmvr" and dc.base_dir == shards_dir
   assert config.experiment_name == f"finetune_{model}_{os.path.basename(shards_dir)}"
   assert dc.num_classes == 3 and tuple(dc.class_names) == CLASSES
@@ -536,7 +537,7 @@ def test_finetune_takes_label_groups_and_merged_labels_from_the_summary(tmp_path
 
   grouped = with_summary("grouped", class_splits=[2, 1])  # One label per group, as EPIC's.
   assert tuple(grouped.class_splits) == (2, 1) and not grouped.multi_label
-  reader_config.validate_dataset_configs(grouped)
+  reader_config.DatasetConfig.from_config(grouped)
   merged = with_summary("merged", conflicts=1, merged=2)  # --conflicts=merge: multi-label.
   assert merged.multi_label and not merged.get("class_splits")
 

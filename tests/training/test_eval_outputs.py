@@ -9,14 +9,13 @@ import re
 import struct
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from shared import tiny_config
 
 from vidtx import data as vidtx_data
 from vidtx import evaluation, metrics, progress, sharding, trainer
-from vidtx.data import shard_tables, sources, synthetic
+from vidtx.data import reader_config, shard_tables, sources, synthetic
 from vidtx.tools import plot
 
 # ----------------------------------------------------------------------------- a made-up set
@@ -60,9 +59,12 @@ def png_size(path: str) -> tuple[int, int]:
 
 def make_evaluator(**dataset_fields) -> evaluation.MultiViewEvaluator:
   """An evaluator whose `_metrics` and writers can run on made-up scores (no model, no data)."""
+  geometry = dict(num_frames=1, stride=1, min_resize=1, crop_size=1)
   return evaluation.MultiViewEvaluator(
     None,
-    ml_collections.ConfigDict(dataset_fields),
+    reader_config.DatasetConfig(
+      base_dir="", tables={}, num_classes=len(NAMES), **geometry, **dataset_fields
+    ),
     "validation",
     batch_size=jax.device_count(),
     mesh=sharding.make_mesh(None),

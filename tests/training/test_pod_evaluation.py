@@ -4,12 +4,12 @@ Each evaluation ends (no process waits in a collective for another) with the met
 per-video results of 1 process x 4 devices on the same checkpoint; a bad record on one process
 stops both. And the per-process counts the steps are agreed from."""
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 import shared
@@ -223,7 +223,7 @@ def test_counted_elements_are_those_the_reader_yields(tmp_path, sampling, clips)
   elements of build_eval_dataset, for each process's share: 10 videos in one file, 2 processes;
   whole videos of 10 frames in clips spanning 8 are 2 elements of 1 clip each."""
   dc = vidtx_data.prepare_dataset(shared.tiny_config(str(tmp_path)))
-  dc.eval_sampling, dc.num_test_clips = sampling, clips
+  dc = dataclasses.replace(dc, eval_sampling=sampling, num_test_clips=clips)
   counts = []
   for process in range(2):
     shares = dict(process_index=process, process_count=2)
@@ -237,19 +237,19 @@ def test_counted_elements_are_those_the_reader_yields(tmp_path, sampling, clips)
 
 def test_counted_tfds_shares_are_those_tfds_reads(tmp_path):
   """5 validation videos over 3 processes (tfds.even_splits: 2, 2, 1), from metadata only."""
-  from vidtx.data import records, tfds_data
+  from vidtx.data import reader_config, records, tfds_data
 
   builder = tfds_data.build_synthetic(
     str(tmp_path), "motion", train_examples=3, validation_examples=5, video_length=4, video_size=8
   )
   name = f"vidtx_synthetic/{builder.builder_config.name}"
-  dc = ml_collections.ConfigDict(
-    dict(dataset_name=f"tfds:{name}", tfds_data_dir=str(tmp_path), tables={"val": "validation"})
-  )
+  fields = dict(dataset_name=f"tfds:{name}", tfds_data_dir=str(tmp_path))
+  geometry = dict(num_classes=4, num_frames=1, stride=1, min_resize=1, crop_size=1)
+  dc = reader_config.DatasetConfig(base_dir="", tables={"val": "validation"}, **geometry, **fields)
   counts = []
   for process in range(3):
     shares = dict(process_index=process, process_count=3)
-    read = tfds_data.records(name, dc, "validation", shuffle_seed=None, **shares)
+    read = tfds_data.records(name, fields, "validation", shuffle_seed=None, **shares)
     counts.append(records.count_share_records(dc, "val", **shares))
     assert counts[-1] == len(list(read.as_numpy_iterator()))
   assert counts == [2, 2, 1]

@@ -2,18 +2,19 @@
 (vidtx.data.tfds_data), the tf.data reader (vidtx.data.pipeline), augmentation
 (vidtx.data.augment) and the converter from video files (python -m vidtx.data.make_shards).
 
-  dataset_configs = prepare_dataset(config)   # generates the synthetic data on first use
-  train = build_train_dataset(dataset_configs, batch_size=32, seed=0)
-  val = build_eval_dataset(dataset_configs, "validation", batch_size=32)
+  dataset = prepare_dataset(config)   # a DatasetConfig; generates the synthetic data on first use
+  train = build_train_dataset(dataset, batch_size=32, seed=0)
+  val = build_eval_dataset(dataset, "validation", batch_size=32)
 """
 
+import dataclasses
 import importlib
 import os
 from typing import Any
 
 import ml_collections
 
-from vidtx.data.reader_config import validate_dataset_configs
+from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
 
 __all__ = [
@@ -49,15 +50,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
-def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of config.dataset_configs ready for the readers, checked; base_dir filled in.
+def prepare_dataset(config: ml_collections.ConfigDict) -> DatasetConfig:
+  """config.dataset_configs read once, checked and typed (a DatasetConfig), base_dir filled in:
+  what the readers and the rest of a run take.
 
   'synthetic': generates the dataset unless cached (vidtx.data.synthetic.ensure_dataset) and
   checks num_classes against the task. 'dmvr': checks that base_dir and every table's files exist.
   'tfds:NAME': a TFDS dataset prepared locally; tables map split names to TFDS splits (default
   train and validation), num_classes and examples_per_subset come from its info when unset.
-  The source's name is recorded as dataset_configs.dataset_name for the reader. A split that
-  holds no record raises ValueError naming it (and its files).
+  The source's name is recorded as DatasetConfig.dataset_name for the reader. A split that
+  holds no record raises UserError naming it (and its files).
   """
   name = config.get("dataset_name")
   if not isinstance(name, str) or (name not in DATASETS[:2] and not name.startswith("tfds:")):
@@ -67,29 +69,28 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     dataset_configs.dataset_name = name
   if name.startswith("tfds:"):
     return _prepare_tfds(name, dataset_configs)
-  validate_dataset_configs(dataset_configs)  # Before the (slow) generation.
+  dataset = DatasetConfig.from_config(dataset_configs)  # Checked before the (slow) generation.
   import jax
   import tensorflow as tf
 
   from vidtx.data import records, synthetic
 
   if name == "synthetic":
-    task_name = dataset_configs.get("task", "motion")
-    task = synthetic.get_task(task_name)
-    if dataset_configs.get("num_classes") != len(task.class_names):
+    task = synthetic.get_task(dataset.task)
+    if dataset.num_classes != len(task.class_names):
       raise UserError(
-        f"dataset_configs.num_classes={dataset_configs.get('num_classes')} but the synthetic "
-        f"task {task_name!r} has {len(task.class_names)} classes {list(task.class_names)}."
+        f"dataset_configs.num_classes={dataset.num_classes} but the synthetic "
+        f"task {dataset.task!r} has {len(task.class_names)} classes {list(task.class_names)}."
       )
-    if dataset_configs.get("random_flip", False) and not task.flip_invariant:
+    if dataset.random_flip and not task.flip_invariant:
       raise UserError(
         f"dataset_configs.random_flip=True would mirror the videos of the synthetic task "
-        f"{task_name!r} and swap its classes {list(task.class_names)}; set it to False."
+        f"{dataset.task!r} and swap its classes {list(task.class_names)}; set it to False."
       )
-    with dataset_configs.unlocked():
-      dataset_configs.base_dir = synthetic.ensure_dataset(dataset_configs)
+    # The generator reads its own fields (video_length, video_size, seed) of dataset_configs.
+    return dataclasses.replace(dataset, base_dir=synthetic.ensure_dataset(dataset_configs))
   else:
-    base_dir = dataset_configs.get("base_dir")
+    base_dir = dataset.base_dir
     if not base_dir:
       raise UserError(
         "config.dataset_configs.base_dir is empty; expected the directory that "
@@ -97,7 +98,7 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
       )
     if not tf.io.gfile.isdir(base_dir):
       raise UserError(f"config.dataset_configs.base_dir={base_dir!r} is not a directory.")
-    tables = dataset_configs.get("tables") or {}
+    tables = dataset.tables
     if not tables:
       raise UserError(
         "config.dataset_configs.tables is empty; expected e.g. "
@@ -106,21 +107,19 @@ def prepare_dataset(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     for split in tables:
       # One listing of the split's files for the whole run (records.split_files); raises
       # ValueError naming a missing file.
-      records.split_files(dataset_configs, split, refresh=True)
+      records.split_files(dataset, split, refresh=True)
       # A split of 0-byte files would train forever on nothing: name it before any compile.
       records.check_split_has_records(
-        dataset_configs,
+        dataset,
         split,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         whole_split=True,
       )
-  return dataset_configs
+  return dataset
 
 
-def _prepare_tfds(
-  name: str, dataset_configs: ml_collections.ConfigDict
-) -> ml_collections.ConfigDict:
+def _prepare_tfds(name: str, dataset_configs: ml_collections.ConfigDict) -> DatasetConfig:
   from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
 
   dc = dataset_configs
@@ -153,8 +152,7 @@ def _prepare_tfds(
     dc.examples_per_subset = examples
     if not dc.get("base_dir"):
       dc.base_dir = dc.get("tfds_data_dir") or ""
-  validate_dataset_configs(dc)
-  return dc
+  return DatasetConfig.from_config(dc)
 
 
 def read_label_names(base_dir: str) -> list[str]:
@@ -168,20 +166,18 @@ def read_label_names(base_dir: str) -> list[str]:
     return [line.rstrip("\n") for line in f.read().splitlines() if line.strip()]
 
 
-def class_names(dataset_configs: ml_collections.ConfigDict) -> list[str] | None:
+def class_names(dataset: DatasetConfig) -> list[str] | None:
   """Class names for the confusion matrix and per-video results, when the dataset has them."""
   from vidtx.data import synthetic
 
-  if dataset_configs.get("dataset_name") == "synthetic":
-    return list(synthetic.get_task(dataset_configs.get("task", "motion")).class_names)
-  if dataset_configs.dataset_name.startswith("tfds:"):
+  if dataset.dataset_name == "synthetic":
+    return list(synthetic.get_task(dataset.task).class_names)
+  if dataset.is_tfds:
     from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
 
-    return tfds_data.info(dataset_configs.dataset_name[len("tfds:") :], dataset_configs)[
-      "class_names"
-    ]
+    return tfds_data.info(dataset.dataset_name[len("tfds:") :], dataset.tfds_options)["class_names"]
   try:
-    names = read_label_names(dataset_configs.base_dir)
+    names = read_label_names(dataset.base_dir)
   except ValueError:
     return None
-  return names if len(names) == dataset_configs.num_classes else None
+  return names if len(names) == dataset.num_classes else None

@@ -6,15 +6,15 @@ all of that bookkeeping (position, skipped records, bad rows) behind it."""
 
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from typing import Any
 
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from vidtx.data import dmvr, reader_config, records
+from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
 
 HOST_FIELDS = ("ok", "error", "source", "video_id", "epoch", "index", "skipped")
@@ -26,7 +26,7 @@ _MARK = "@vidtx@"
 
 
 def empty_epoch_message(
-  dc: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
+  dc: DatasetConfig, split: str, process_index: int, process_count: int
 ) -> tuple[str, str]:
   """The message of an epoch without a record, in two parts around the epoch number."""
   if records.is_tfds(dc):
@@ -66,7 +66,7 @@ def fail_when_empty(ds: tf.data.Dataset, message: tf.Tensor) -> tf.data.Dataset:
 
 
 def skip_counter(
-  dc: ml_collections.ConfigDict,
+  dc: DatasetConfig,
   split: str,
   process_index: int,
   process_count: int,
@@ -75,10 +75,9 @@ def skip_counter(
   """(scan function, initial state) that counts and reports the bad records the stream drops
   and stops it in-graph (InvalidArgumentError) when there are too many (vidtx.data.pipeline's
   docstring)."""
-  fraction = dc.get("max_bad_fraction", reader_config.DEFAULT_MAX_BAD_FRACTION)
-  fraction = None if fraction is None or float(fraction) >= 1.0 else float(fraction)
-  cap = dc.get("max_bad_records")
-  cap = None if cap is None else int(cap)
+  fraction = dc.max_bad_fraction
+  fraction = None if fraction is None or fraction >= 1.0 else fraction
+  cap = dc.max_bad_records
   start_epoch, start_index = start_position
   who = f"process {process_index} of {process_count}"
   zero = tf.constant(0, tf.int64)
@@ -267,7 +266,7 @@ class CleanBatches:
   def __init__(
     self,
     batches: Iterator[dict[str, np.ndarray]],
-    dataset_configs: ml_collections.ConfigDict,
+    dataset_configs: DatasetConfig | Mapping[str, Any],
     split: str,
     *,
     skip_bad_records: bool = False,
@@ -276,7 +275,7 @@ class CleanBatches:
     start_position: tuple[int, int] = (0, 0),
   ):
     self._batches = batches
-    self._dataset_configs = dataset_configs
+    self._dataset_configs = reader_config.as_dataset_config(dataset_configs)
     self._split = split
     self._skip_bad_records = skip_bad_records
     self._process = dict(process_index=process_index, process_count=process_count)
@@ -312,7 +311,7 @@ class CleanBatches:
 
 def reader_error(
   error: tf.errors.OpError,
-  dataset_configs: ml_collections.ConfigDict,
+  dataset_configs: DatasetConfig | Mapping[str, Any],
   split: str,
   *,
   process_index: int = 0,
@@ -332,6 +331,7 @@ def reader_error(
   if marked:
     return UserError(_unescape(marked.group(1)))
   tf_text = _tf_first_line(text)
+  dataset_configs = reader_config.as_dataset_config(dataset_configs)
   if isinstance(error, tf.errors.DataLossError) and not records.is_tfds(dataset_configs):
     try:
       return UserError(
@@ -367,7 +367,7 @@ def _tf_first_line(text: str) -> str:
 
 
 def _damage_report(
-  dc: ml_collections.ConfigDict, split: str, tf_text: str, process_index: int, process_count: int
+  dc: DatasetConfig, split: str, tf_text: str, process_index: int, process_count: int
 ) -> str:
   """The message of a DataLossError: the damaged files of this process's share, found by
   walking their record headers (only now, after the error: a walk reads 12 bytes a record)."""

@@ -30,7 +30,7 @@ middle), or 'whole_video' (as many consecutive non-overlapping clips as cover th
 Augmentation (ViViT 2103.15691 Table 7; vidtx.data.augment) uses scenic's field names under
 dataset_configs.augmentation_params; every random choice is made once per clip, so all frames
 get the same transform. Pixels are normalised per channel, input = (pixel / 255 - mean) / std
-(`reader_config.normalisation`: explicit mean/std, else a preset in NORMALIZATIONS, else
+(`DatasetConfig.normalisation`: explicit mean/std, else a preset in NORMALIZATIONS, else
 zero_centering).
 
 Training is deterministic for a seed, even with parallel map: the file order and the shuffle
@@ -54,20 +54,24 @@ the stream instead of spinning over empty epochs. Such stream errors are raised 
 `bad_records.reader_error` turns what `next(iterator)` raises into one clean ValueError (and
 names the file and record of a truncated or corrupt shard, which TF's own message does not).
 
-This module builds the two streams from vidtx.data.reader_config (the fields and their checks),
+This module builds the two streams from vidtx.data.reader_config (DatasetConfig: the fields,
+read and checked once),
 vidtx.data.records (sources, labels, decoding), vidtx.data.sampling (clip indices, evaluation
 views) and vidtx.data.bad_records (skipping, stream errors, host fields).
 """
 
-import ml_collections
-import numpy as np
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 import tensorflow as tf
 
 from vidtx.data import augment, bad_records, dmvr, reader_config, records, sampling
+from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
 
 
-def _check_split(dataset_configs: ml_collections.ConfigDict, split: str, batch_size: int) -> None:
+def _check_split(dataset_configs: DatasetConfig, split: str, batch_size: int) -> None:
   if batch_size < 1:
     raise UserError(f"batch_size must be >= 1, got {batch_size}.")
   if split not in dataset_configs.tables:
@@ -87,15 +91,10 @@ def _options() -> tf.data.Options:
   return options
 
 
-def _flip_table(dc: ml_collections.ConfigDict) -> tf.Tensor | None:
+def _flip_table(dc: DatasetConfig) -> tf.Tensor | None:
   """(K,) class permutation of a horizontal flip (flip_label_pairs swapped), or None."""
-  pairs = dc.get("flip_label_pairs") or ()
-  if not pairs:
-    return None
-  table = np.arange(int(dc.num_classes))
-  for a, b in pairs:
-    table[int(a)], table[int(b)] = int(b), int(a)
-  return tf.constant(table, tf.int32)
+  table = dc.flip_table
+  return None if table is None else tf.constant(table, tf.int32)
 
 
 def _grayscale(frames: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor:
@@ -105,10 +104,10 @@ def _grayscale(frames: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Ten
 
 
 def _train_clip(
-  dc: ml_collections.ConfigDict, video: dict[str, tf.Tensor], label: tf.Tensor, seeds: tf.Tensor
+  dc: DatasetConfig, video: dict[str, tf.Tensor], label: tf.Tensor, seeds: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
   """Samples, decodes and augments one training clip: float32 (T, crop, crop, 3), its label."""
-  aug = reader_config.augmentation_params(dc)
+  aug = dataclasses.asdict(dc.augmentation)
   num_frames, crop = int(dc.num_frames), int(dc.crop_size)
   indices = sampling.train_clip_indices(
     dc, tf.shape(video["jpegs"])[0], video["frame_rate"], seeds[0]
@@ -124,7 +123,7 @@ def _train_clip(
     probability=float(aug["prob_scale_jitter"]) if jitter else 1.0,
     seed=seeds[1],
   )
-  if dc.get("random_flip", False):
+  if dc.random_flip:
     frames, flipped = augment.horizontal_flip(frames, probability=0.5, seed=seeds[2])
     table = _flip_table(dc)
     if table is not None:
@@ -144,7 +143,7 @@ def _train_clip(
       magnitude=float(aug["rand_augment_magnitude"]),
       seed=seeds[5],
     )
-  frames = sampling.normalise(frames, *reader_config.normalisation(dc))
+  frames = sampling.normalise(frames, *dc.normalisation)
   if float(aug["random_erasing_probability"]) > 0:
     frames = augment.random_erasing(
       frames, probability=float(aug["random_erasing_probability"]), seed=seeds[6]
@@ -153,7 +152,7 @@ def _train_clip(
 
 
 def build_train_dataset(
-  dataset_configs: ml_collections.ConfigDict,
+  dataset_configs: DatasetConfig | Mapping[str, Any],
   *,
   batch_size: int,
   seed: int,
@@ -168,15 +167,14 @@ def build_train_dataset(
   (epoch, index), as `bad_records.next_position` reports it after a batch, starts the stream
   there: a resumed run continues the stream without repeating or skipping an example.
   """
-  dc = dataset_configs
-  reader_config.validate_dataset_configs(dc)
+  dc = reader_config.as_dataset_config(dataset_configs)
   _check_split(dc, "train", batch_size)
   num_frames, crop = int(dc.num_frames), int(dc.crop_size)
   start_epoch, start_index = (int(x) for x in start_position)
   if start_epoch < 0 or start_index < 0:
     raise UserError(f"start_position={start_position} must be >= (0, 0).")
-  buffer_size = int(dc.get("shuffle_buffer_size", 256))
-  skip_bad = bool(dc.get("skip_bad_records", False))
+  buffer_size = dc.shuffle_buffer_size
+  skip_bad = dc.skip_bad_records
   base_seed = tf.constant([int(seed), process_index], tf.int64)
   label_spec = records.label_spec(dc)
 
@@ -267,7 +265,7 @@ def build_train_dataset(
 
 
 def _eval_videos(
-  dc: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
+  dc: DatasetConfig, split: str, process_index: int, process_count: int
 ) -> tf.data.Dataset:
   """This process's videos of `split`, each parsed with the frame indices of its evaluation
   clips ('indices' (num_clips, T)), its label and error ('' when readable); nothing decoded."""
@@ -320,7 +318,7 @@ def _num_chunks(video: dict[str, tf.Tensor], clips_per_element: int) -> tf.Tenso
 
 
 def count_eval_elements(
-  dataset_configs: ml_collections.ConfigDict,
+  dataset_configs: DatasetConfig | Mapping[str, Any],
   split: str,
   *,
   process_index: int = 0,
@@ -333,12 +331,11 @@ def count_eval_elements(
   fills as many elements as its length needs, so this process's videos are parsed once (frames
   read, not decoded).
   """
-  dc = dataset_configs
-  reader_config.validate_dataset_configs(dc)
+  dc = reader_config.as_dataset_config(dataset_configs)
   shares = dict(process_index=process_index, process_count=process_count)
-  if dc.get("eval_sampling", "stride") != "whole_video":
+  if dc.eval_sampling != "whole_video":
     return records.count_share_records(dc, split, **shares)
-  clips_per_element = int(dc.get("num_test_clips", 1))
+  clips_per_element = dc.num_test_clips
   chunks = _eval_videos(dc, split, **shares).map(
     lambda video: tf.cast(_num_chunks(video, clips_per_element), tf.int64)
   )
@@ -346,7 +343,7 @@ def count_eval_elements(
 
 
 def build_eval_dataset(
-  dataset_configs: ml_collections.ConfigDict,
+  dataset_configs: DatasetConfig | Mapping[str, Any],
   split: str,
   *,
   batch_size: int,
@@ -359,12 +356,11 @@ def build_eval_dataset(
   several elements with the same video_index (process_index + process_count * local index).
   count_eval_elements says how many elements there are without reading the videos.
   """
-  dc = dataset_configs
-  reader_config.validate_dataset_configs(dc)
+  dc = reader_config.as_dataset_config(dataset_configs)
   _check_split(dc, split, batch_size)
   num_frames, crop = int(dc.num_frames), int(dc.crop_size)
-  clips_per_element = int(dc.get("num_test_clips", 1))
-  crops = 3 if dc.get("do_three_spatial_crops", False) else 1
+  clips_per_element = dc.num_test_clips
+  crops = 3 if dc.do_three_spatial_crops else 1
   num_views = clips_per_element * crops
   # The whole split: a process whose share is empty while others have videos is fine (the
   # evaluator feeds it masked batches), a split without a video is not.

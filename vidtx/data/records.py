@@ -5,11 +5,11 @@ import concurrent.futures
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vidtx.data import dmvr, reader_config
+from vidtx.data import dmvr
+from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -53,26 +53,26 @@ def decode_frames(encoded: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
   return tf.reshape(frames, tf.concat([tf.shape(indices), tf.shape(frames)[1:]], axis=0))
 
 
-def label_spec(dc: ml_collections.ConfigDict) -> tf.TensorSpec:
+def label_spec(dc: DatasetConfig) -> tf.TensorSpec:
   """The spec of one video's label: int32 (), or float32 (K,) multi-hot."""
-  if reader_config.class_splits(dc) or dc.get("multi_label", False):
-    return tf.TensorSpec([int(dc.num_classes)], tf.float32)
+  if dc.multi_hot:
+    return tf.TensorSpec([dc.num_classes], tf.float32)
   return tf.TensorSpec([], tf.int32)
 
 
-def parse_labels(dc: ml_collections.ConfigDict, raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def parse_labels(dc: DatasetConfig, raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """The training/eval label of a video and an error message ('' when the labels are valid).
 
   Single-label: exactly one index, int32. class_splits: one index per split, in the split's
   range of the global index space (EPIC: [noun, num_nouns + verb]), multi-hot float32 (K,).
   multi_label: at least one index, multi-hot. Indices are taken after subtracting label_offset.
   """
-  num_classes = int(dc.num_classes)
-  offset = int(dc.get("label_offset", 0) or 0)
+  num_classes = dc.num_classes
+  offset = dc.label_offset
   labels = tf.cast(raw, tf.int32) - offset
   shown = tf.strings.format("{}", labels, summarize=8)
-  splits = reader_config.class_splits(dc)
-  multi_hot = bool(splits) or bool(dc.get("multi_label", False))
+  splits = dc.class_splits
+  multi_hot = dc.multi_hot
   checks = [
     (tf.size(labels) == 0, tf.constant(f"no label (context {dmvr.LABEL_INDEX_KEY!r})")),
     (
@@ -139,7 +139,7 @@ def _check_process(process_index: int, process_count: int) -> None:
 _FILES: dict[tuple[str, str], list[str]] = {}
 
 
-def split_files(dc: ml_collections.ConfigDict, split: str, *, refresh: bool = False) -> list[str]:
+def split_files(dc: DatasetConfig, split: str, *, refresh: bool = False) -> list[str]:
   """All files of a DMVR split, listed once per process (see _FILES)."""
   table = dc.tables[split]
   key = (str(dc.base_dir), repr(table if isinstance(table, str) else list(table)))
@@ -149,7 +149,7 @@ def split_files(dc: ml_collections.ConfigDict, split: str, *, refresh: bool = Fa
 
 
 def share_files(
-  dc: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
+  dc: DatasetConfig, split: str, process_index: int, process_count: int
 ) -> tuple[list[str], bool]:
   """(the files this process reads, whether processes read different files) of a DMVR split."""
   files = split_files(dc, split)
@@ -158,7 +158,7 @@ def share_files(
 
 
 def count_share_records(
-  dc: ml_collections.ConfigDict, split: str, *, process_index: int = 0, process_count: int = 1
+  dc: DatasetConfig, split: str, *, process_index: int = 0, process_count: int = 1
 ) -> int:
   """How many records this process's share of `split` yields, without reading the videos.
 
@@ -172,7 +172,7 @@ def count_share_records(
     from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
 
     name = dc.dataset_name[len("tfds:") :]
-    total = tfds_data.info(name, dc)["examples_per_subset"][dc.tables[split]]
+    total = tfds_data.info(name, dc.tfds_options)["examples_per_subset"][dc.tables[split]]
     return total // process_count + int(process_index < total % process_count)
   files, shard_files = share_files(dc, split, process_index, process_count)
   if "://" in str(dc.base_dir):  # Remote files: one round trip per header, files in parallel.
@@ -204,7 +204,7 @@ def files_text(files: Sequence[str], limit: int = 3) -> str:
 
 
 def check_split_has_records(
-  dataset_configs: ml_collections.ConfigDict,
+  dataset_configs: DatasetConfig,
   split: str,
   *,
   process_index: int = 0,
@@ -238,7 +238,7 @@ def check_split_has_records(
     if size >= dmvr.MIN_RECORD_BYTES:
       return
     sizes.append(size)
-  expected = (dc.get("examples_per_subset") or {}).get(split)
+  expected = dc.examples_per_subset.get(split)
   said = f"; examples_per_subset.{split} says {expected}" if expected is not None else ""
   raise UserError(
     f"Split {split!r} holds no record: its {len(files)} file(s) ({share}) have "
@@ -251,7 +251,7 @@ def check_split_has_records(
   )
 
 
-def empty_files_warning(dataset_configs: ml_collections.ConfigDict, split: str) -> str | None:
+def empty_files_warning(dataset_configs: DatasetConfig, split: str) -> str | None:
   """A warning naming the files of a DMVR split that hold no record (0 bytes, or shorter than
   one record) while its other files do, or None. Such a split trains without complaint on the
   records of the others only: say so at start-up. (A split without any record is an error:
@@ -271,7 +271,7 @@ def empty_files_warning(dataset_configs: ml_collections.ConfigDict, split: str) 
   empty = [name for name, size in zip(files, sizes, strict=True) if size < dmvr.MIN_RECORD_BYTES]
   if not empty or len(empty) == len(files):
     return None
-  expected = (dc.get("examples_per_subset") or {}).get(split)
+  expected = dc.examples_per_subset.get(split)
   said = f" (examples_per_subset.{split} says {expected})" if expected is not None else ""
   return (
     f"Warning: split {split!r}: {len(empty)} of its {len(files)} files hold no record "
@@ -283,7 +283,7 @@ def empty_files_warning(dataset_configs: ml_collections.ConfigDict, split: str) 
 
 
 def _dmvr_records(
-  dc: ml_collections.ConfigDict,
+  dc: DatasetConfig,
   split: str,
   *,
   process_index: int,
@@ -325,12 +325,12 @@ def _dmvr_records(
   return ds
 
 
-def is_tfds(dc: ml_collections.ConfigDict) -> bool:
-  return (dc.get("dataset_name") or "").startswith("tfds:")
+def is_tfds(dc: DatasetConfig) -> bool:
+  return dc.is_tfds
 
 
 def split_records(
-  dc: ml_collections.ConfigDict,
+  dc: DatasetConfig,
   split: str,
   *,
   process_index: int,
@@ -345,7 +345,7 @@ def split_records(
     # TFDS reads in its own order (the shuffle buffer shuffles): it takes no tensor seed.
     return tfds_data.records(
       dc.dataset_name[len("tfds:") :],
-      dc,
+      dc.tfds_options,
       dc.tables[split],
       process_index=process_index,
       process_count=process_count,

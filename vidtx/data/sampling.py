@@ -1,12 +1,13 @@
 """Which frames and pixels the reader takes of a video: the clip indices of every sampling mode
 (training and evaluation) and the evaluation views (resize, crops, normalisation)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import ml_collections
 import tensorflow as tf
 
 from vidtx.data import augment, reader_config
+from vidtx.data.reader_config import DatasetConfig
 
 # ---------------------------------------------------------------------------------------------
 # Which frames: clip indices.
@@ -59,13 +60,13 @@ def _spaced_offsets(max_offset: tf.Tensor, num_clips: int) -> tf.Tensor:
   return tf.range(num_clips, dtype=max_offset.dtype) * max_offset // (num_clips - 1)
 
 
-def _window(dc: ml_collections.ConfigDict, frame_rate: tf.Tensor) -> tf.Tensor:
+def _window(dc: DatasetConfig, frame_rate: tf.Tensor) -> tf.Tensor:
   """TimeSformer's clip window in stored frames: num_frames * sampling_rate frames at target_fps,
   scaled by the stored frame rate (the record's own, else dataset_configs.frame_rate)."""
-  target_fps = float(dc.get("target_fps", 30.0))
-  default_rate = float(dc.get("frame_rate", target_fps))
+  target_fps = dc.target_fps
+  default_rate = dc.frame_rate or target_fps
   rate = tf.where(frame_rate > 0, tf.cast(frame_rate, tf.float32), default_rate)
-  return float(int(dc.num_frames) * float(dc.get("sampling_rate", 32))) * rate / target_fps
+  return float(dc.num_frames * dc.sampling_rate) * rate / target_fps
 
 
 def _window_indices(
@@ -88,13 +89,17 @@ def _segment_indices(positions: tf.Tensor, num_frames: int, video_length: tf.Ten
 
 
 def train_clip_indices(
-  dc: ml_collections.ConfigDict, video_length: tf.Tensor, frame_rate: tf.Tensor, seed: tf.Tensor
+  dataset: DatasetConfig | Mapping[str, Any],
+  video_length: tf.Tensor,
+  frame_rate: tf.Tensor,
+  seed: tf.Tensor,
 ) -> tf.Tensor:
   """(num_frames,) int32 frame indices of a random training clip (train_sampling)."""
-  sampling = dc.get("train_sampling", "stride")
-  num_frames = int(dc.num_frames)
+  dc = reader_config.as_dataset_config(dataset, views_only=True)
+  sampling = dc.train_sampling
+  num_frames = dc.num_frames
   if sampling == "stride":
-    return random_clip_indices(video_length, num_frames, int(dc.stride), seed)
+    return random_clip_indices(video_length, num_frames, dc.stride, seed)
   if sampling == "timesformer":
     window = _window(dc, frame_rate)
     max_start = tf.maximum(tf.cast(video_length, tf.float32) - window, 0.0)
@@ -105,7 +110,9 @@ def train_clip_indices(
 
 
 def eval_clip_indices_for(
-  dc: ml_collections.ConfigDict, video_length: tf.Tensor, frame_rate: tf.Tensor | float = 0.0
+  dataset: DatasetConfig | Mapping[str, Any],
+  video_length: tf.Tensor,
+  frame_rate: tf.Tensor | float = 0.0,
 ) -> tf.Tensor:
   """(C, num_frames) int32 frame indices of a video's evaluation clips (eval_sampling).
 
@@ -114,17 +121,18 @@ def eval_clip_indices_for(
   'whole_video': C = ceil(length / clip span) consecutive clips of the training geometry, the
   last one clamped to the final frame.
   """
-  sampling = dc.get("eval_sampling", "stride")
-  num_frames, num_clips = int(dc.num_frames), int(dc.get("num_test_clips", 1))
+  dc = reader_config.as_dataset_config(dataset, views_only=True)
+  sampling = dc.eval_sampling
+  num_frames, num_clips = dc.num_frames, dc.num_test_clips
   video_length = tf.cast(video_length, tf.int32)
   frame_rate = tf.cast(frame_rate, tf.float32)
   if sampling == "stride":
-    return eval_clip_indices(video_length, num_frames, int(dc.stride), num_clips)
+    return eval_clip_indices(video_length, num_frames, dc.stride, num_clips)
   if sampling == "segment":
     positions = (tf.range(num_clips, dtype=tf.float32)[:, None] + 0.5) / num_clips  # (C, 1)
     return _segment_indices(tf.tile(positions, [1, num_frames]), num_frames, video_length)
   length = tf.cast(video_length, tf.float32)
-  if dc.get("train_sampling", "stride") == "timesformer" or sampling == "timesformer":
+  if dc.train_sampling == "timesformer" or sampling == "timesformer":
     window = _window(dc, frame_rate)
     if sampling == "timesformer":
       starts = _spaced_offsets(tf.maximum(length - window, 0.0), num_clips)
@@ -133,9 +141,9 @@ def eval_clip_indices_for(
       starts = tf.range(count) * window
     return _window_indices(starts, window, num_frames, video_length)
   # 'whole_video' with stride clips: consecutive clips of num_frames * stride frames.
-  span = num_frames * int(dc.stride)
+  span = num_frames * dc.stride
   count = tf.maximum((video_length + span - 1) // span, 1)
-  indices = tf.range(count)[:, None] * span + tf.range(num_frames)[None, :] * int(dc.stride)
+  indices = tf.range(count)[:, None] * span + tf.range(num_frames)[None, :] * dc.stride
   return tf.minimum(indices, video_length - 1)
 
 
@@ -170,7 +178,7 @@ def _three_crops(frames: tf.Tensor, crop: int) -> tf.Tensor:
   return tf.stack(crops)
 
 
-def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) -> tf.Tensor:
+def eval_views(frames: tf.Tensor, dataset: DatasetConfig | Mapping[str, Any]) -> tf.Tensor:
   """The evaluation views of one video: uint8 clips -> normalised float32 (V, T, crop, crop, 3).
 
   `frames`: the decoded clips (C, num_frames, H, W, 3), uint8, as selected by
@@ -178,13 +186,13 @@ def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) ->
   short side is resized to eval_min_resize (default min_resize; bilinear), then each clip is
   centre-cropped, or cropped three times (start, centre and end of the long side) when
   do_three_spatial_crops; V = C * (3 or 1),
-  clip-major. Pixels are normalised with `reader_config.normalisation(dataset_configs)`. The
-  TFRecord reader and vidtx.predict both call this.
+  clip-major. Pixels are normalised with `dataset.normalisation`. The TFRecord reader and
+  vidtx.predict both call this.
   """
-  dc = dataset_configs
-  num_frames, crop = int(dc["num_frames"]), int(dc["crop_size"])
-  three_crops = bool(dc.get("do_three_spatial_crops", False))
-  mean, std = reader_config.normalisation(dc)
+  dc = reader_config.as_dataset_config(dataset, views_only=True)
+  num_frames, crop = dc.num_frames, dc.crop_size
+  three_crops = dc.do_three_spatial_crops
+  mean, std = dc.normalisation
   frames = tf.ensure_shape(
     tf.convert_to_tensor(frames, tf.uint8), [None, num_frames, None, None, 3]
   )
@@ -193,7 +201,7 @@ def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) ->
   shape = tf.shape(frames)
   # (C, T, H, W, 3) -> (C*T, H, W, 3): resize every frame at once.
   # eval_min_resize: TimeSformer trains on short sides of 256-320 but evaluates at 224.
-  short_side = int(dc.get("eval_min_resize") or dc["min_resize"])
+  short_side = dc.eval_short_side
   frames = augment.resize_short_side(tf.reshape(frames, [-1, shape[2], shape[3], 3]), short_side)
   # (C*T, H', W', 3) -> (C, T, H', W', 3)
   frames = tf.reshape(frames, tf.concat([[shape[0], num_frames], tf.shape(frames)[1:]], 0))

@@ -5,7 +5,8 @@ still encoded, `info` tells the classes, split sizes and frame shape. NAME is wh
 takes ('ucf101', 'vidtx_synthetic/motion', 'ds/config:1.0.0'); 'ds/1.0.0' and 'ds/config/1.0.0'
 (the directory layout) also name a version. Nothing is ever downloaded or generated here: the
 dataset must already be prepared under dataset_configs.tfds_data_dir (default: $TFDS_DATA_DIR,
-else ~/tensorflow_datasets). dataset_configs fields read:
+else ~/tensorflow_datasets). dataset_configs fields read (DatasetConfig.tfds_options, or any mapping
+of them):
 
   tfds_data_dir    where the prepared dataset lives (None: TFDS's default).
   tfds_video_key   the Video (or Sequence(Image)) feature, default 'video'.
@@ -28,6 +29,8 @@ import argparse
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -55,9 +58,9 @@ SYNTHETIC_DEFAULTS = {
 # ---------------------------------------------------------------------------------------------
 
 
-def _data_dir(dataset_configs: ml_collections.ConfigDict) -> str:
+def _data_dir(fields: Mapping[str, Any]) -> str:
   # Resolved here (not left to TFDS) so the error messages name the directory actually searched.
-  data_dir = dataset_configs.get("tfds_data_dir") or constants.get_default_data_dir()
+  data_dir = fields.get("tfds_data_dir") or constants.get_default_data_dir()
   return os.path.expanduser(data_dir)
 
 
@@ -129,13 +132,13 @@ def _keys(
   builder: tfds.core.DatasetBuilder,
   name: str,
   data_dir: str,
-  dataset_configs: ml_collections.ConfigDict,
+  fields: Mapping[str, Any],
 ) -> tuple[str, str, str | None]:
   """(video, label, id or None) feature keys, checked against the dataset's features."""
   features = builder.info.features
-  video_key = dataset_configs.get("tfds_video_key") or "video"
-  label_key = dataset_configs.get("tfds_label_key") or "label"
-  id_key = dataset_configs.get("tfds_id_key") or None
+  video_key = fields.get("tfds_video_key") or "video"
+  label_key = fields.get("tfds_label_key") or "label"
+  id_key = fields.get("tfds_id_key") or None
   checks = (
     (
       "tfds_video_key",
@@ -164,7 +167,7 @@ def _keys(
   return video_key, label_key, id_key
 
 
-def info(name: str, dataset_configs: ml_collections.ConfigDict) -> dict:
+def info(name: str, fields: Mapping[str, Any]) -> dict:
   """What the prepared TFDS dataset `name` holds, from its metadata (nothing is read or decoded).
 
   Returns {'name', 'data_dir' (the dataset's version directory), 'num_classes', 'class_names',
@@ -172,9 +175,9 @@ def info(name: str, dataset_configs: ml_collections.ConfigDict) -> dict:
   ((H, W, C), None where sizes vary), 'video_key', 'label_key'}. Raises ValueError when the
   dataset is not prepared or the configured features are missing or of the wrong kind.
   """
-  data_dir = _data_dir(dataset_configs)
+  data_dir = _data_dir(fields)
   builder = _builder(name, data_dir)
-  video_key, label_key, _ = _keys(builder, name, data_dir, dataset_configs)
+  video_key, label_key, _ = _keys(builder, name, data_dir, fields)
   features = builder.info.features
   labels = _class_label(features[label_key])
   return {
@@ -207,7 +210,7 @@ def _position(tfds_id: tf.Tensor, shard_offsets: tf.Tensor) -> tf.Tensor:
 
 def records(
   name: str,
-  dataset_configs: ml_collections.ConfigDict,
+  fields: Mapping[str, Any],
   split: str,
   *,
   process_index: int,
@@ -226,9 +229,9 @@ def records(
   them in the split's order; a seed shuffles the shard files (differently each epoch when the
   caller repeats the dataset) and interleaves 16 of them, deterministically for that seed.
   """
-  data_dir = _data_dir(dataset_configs)
+  data_dir = _data_dir(fields)
   builder = _builder(name, data_dir)
-  video_key, label_key, id_key = _keys(builder, name, data_dir, dataset_configs)
+  video_key, label_key, id_key = _keys(builder, name, data_dir, fields)
   splits = builder.info.splits
   if split not in splits:
     raise UserError(
@@ -264,7 +267,7 @@ def records(
     split=share, shuffle_files=shuffle, read_config=read_config, decoders=decoders
   )
   shard_offsets = tf.constant(np.cumsum([0] + list(splits[split].shard_lengths))[:-1], tf.int64)
-  frame_rate = float(dataset_configs.get("tfds_frame_rate") or 0.0)
+  frame_rate = float(fields.get("tfds_frame_rate") or 0.0)
 
   def to_record(index, example):
     if id_key is None:

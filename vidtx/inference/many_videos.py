@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import ml_collections
 import numpy as np
 
 from vidtx import locks, ownership, progress
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
   import flax.linen as nn
 
   from vidtx.checkpoints import store
+  from vidtx.data.reader_config import DatasetConfig
 
 
 @functools.cache
@@ -288,7 +288,7 @@ def _video_items(
   number: int,
   video_id: str,
   path: str,
-  configs: ml_collections.ConfigDict,
+  configs: DatasetConfig,
   view_rows: Sequence[str],
   window_s: float | None,
   hop_s: float | None,

@@ -7,7 +7,6 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import ml_collections
 import numpy as np
 
 from vidtx.errors import UserError
@@ -17,6 +16,7 @@ from vidtx.errors import UserError
 if TYPE_CHECKING:
   from vidtx import video_io
   from vidtx.checkpoints import store
+  from vidtx.data.reader_config import DatasetConfig
 
 
 def decode_video(path: str) -> np.ndarray:
@@ -71,18 +71,19 @@ def encode_video(
   return path
 
 
-def dataset_configs(converted: store.Converted) -> ml_collections.ConfigDict:
-  """The checkpoint's preprocessing as the reader's dataset_configs (for sampling.eval_views)."""
+def dataset_configs(converted: store.Converted) -> DatasetConfig:
+  """The checkpoint's preprocessing as the reader's typed dataset config (for
+  sampling.eval_views), checked."""
   from vidtx.data import reader_config
 
-  configs = ml_collections.ConfigDict(converted.dataset_overrides())
-  if configs.crop_size > configs.min_resize:
+  fields = converted.dataset_overrides()
+  if fields["crop_size"] > fields["min_resize"]:
     raise UserError(
-      f"The checkpoint's preprocessing has crop_size={configs.crop_size} > "
-      f"min_resize={configs.min_resize}; expected crop_size <= min_resize."
+      f"The checkpoint's preprocessing has crop_size={fields['crop_size']} > "
+      f"min_resize={fields['min_resize']}; expected crop_size <= min_resize."
     )
-  reader_config.normalisation(configs)  # Raises ValueError on bad mean / std.
-  return configs
+  # Raises UserError on bad mean / std.
+  return reader_config.DatasetConfig.from_config(fields, views_only=True)
 
 
 def video_views(

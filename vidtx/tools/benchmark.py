@@ -63,6 +63,7 @@ from ml_collections import config_flags
 import vidtx
 from vidtx import cli, models, sharding
 from vidtx import train_state as state_lib
+from vidtx.data import reader_config
 from vidtx.errors import UserError
 from vidtx.tools import complexity
 
@@ -215,11 +216,11 @@ def peer_spec(
       "VivitForVideoClassification)."
     )
   m = models.MODELS[name].make_config(config.model)  # Sizes resolved from the variant.
-  dc = config.dataset_configs
+  dc = reader_config.DatasetConfig.from_config(config.dataset_configs, views_only=True)
   differences = []
   hf_config = {
-    "image_size": int(dc.crop_size),
-    "num_frames": int(dc.num_frames),
+    "image_size": dc.crop_size,
+    "num_frames": dc.num_frames,
     "num_channels": 3,
     "hidden_size": m.hidden_size,
     "num_hidden_layers": m.num_layers,
@@ -232,7 +233,7 @@ def peer_spec(
     "attention_probs_dropout_prob": m.attention_dropout_rate,
     "layer_norm_eps": m.layer_norm_epsilon,
     "qkv_bias": True,
-    "num_labels": int(dc.num_classes),
+    "num_labels": dc.num_classes,
   }
   if name == "timesformer":
     hf_config.update(
@@ -260,7 +261,7 @@ def peer_spec(
     )
   if (config.get("mixup", {}).get("alpha") or 0) > 0:
     differences.append("mixup: not done by the peer")
-  if dc.get("class_splits") or dc.get("multi_label"):
+  if dc.multi_hot:
     differences.append("class_splits / multi_label: the peer trains one softmax over num_classes")
 
   optimizer = _peer_optimizer(config, differences)
@@ -410,11 +411,13 @@ def side_by_side(
 
 
 def _train_step(
-  config: ml_collections.ConfigDict, local_input_shape: tuple[int, ...], mesh: jax.sharding.Mesh
+  config: ml_collections.ConfigDict,
+  dc: reader_config.DatasetConfig,
+  local_input_shape: tuple[int, ...],
+  mesh: jax.sharding.Mesh,
 ) -> tuple[Any, Any, Any]:
-  """(model, train state, jitted train step) as train.py makes them for `config`;
-  local_input_shape: this process's (B, T, H, W, C)."""
-  dc = config.dataset_configs
+  """(model, train state, jitted train step) as train.py makes them for `config` and its
+  dataset `dc`; local_input_shape: this process's (B, T, H, W, C)."""
   model = models.build(config.model_name, config.model, dc.num_classes)
   tx, schedule = state_lib.optimizer_from_config(config, dc)
   ema_decay = float(config.get("ema_decay") or 0.0)
@@ -429,8 +432,8 @@ def _train_step(
     mesh,
     num_classes=dc.num_classes,
     label_smoothing=config.get("label_smoothing", 0.0),
-    class_splits=tuple(dc.get("class_splits") or ()),
-    multi_label=bool(dc.get("multi_label", False)),
+    class_splits=dc.class_splits,
+    multi_label=dc.multi_label,
     mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
     grad_accum_steps=int(config.get("grad_accum_steps") or 1),
     ema_decay=ema_decay,
@@ -439,20 +442,18 @@ def _train_step(
 
 
 def _random_batch(
-  dc: ml_collections.ConfigDict, input_shape: tuple[int, ...], mesh: jax.sharding.Mesh
+  dc: reader_config.DatasetConfig, input_shape: tuple[int, ...], mesh: jax.sharding.Mesh
 ) -> dict[str, jax.Array]:
   """One random global batch (inputs (B, T, H, W, C), labels (B,) or (B, splits)), made on the
   devices in the batch's sharding."""
   batch_size = input_shape[0]
-  rows = len(dc.get("class_splits") or ()) or 1
+  rows = len(dc.class_splits) or 1
   label_shape = (batch_size, rows) if rows > 1 else (batch_size,)
   data_sharding = sharding.data_sharding(mesh)
   return jax.jit(
     lambda key: {
       "inputs": jax.random.normal(key, input_shape, jnp.float32),
-      "label": jax.random.randint(
-        key, label_shape, 0, min(dc.get("class_splits") or [dc.num_classes])
-      ),
+      "label": jax.random.randint(key, label_shape, 0, min(dc.class_splits or [dc.num_classes])),
     },
     out_shardings=data_sharding,
   )(jax.random.key(1))
@@ -474,9 +475,9 @@ def _end_to_end_seconds(
   from vidtx.data import bad_records
 
   with tempfile.TemporaryDirectory() as scratch:
-    dataset_configs = _readable_dataset(config, scratch)
+    dataset = _readable_dataset(config, scratch)
     reader = vidtx_data.build_train_dataset(
-      dataset_configs,
+      dataset,
       batch_size=local_batch_size,
       seed=0,
       process_index=jax.process_index(),
@@ -530,9 +531,10 @@ def benchmark(
     config.batch_size = batch_size
   mesh = sharding.make_mesh(config.get("mesh"))
   local_batch_size = sharding.check_batch_size(batch_size, mesh)
-  dc = config.dataset_configs
+  # The dataset's fields, read once (the data itself only by the end-to-end mode).
+  dc = reader_config.DatasetConfig.from_config(config.dataset_configs, views_only=True)
   clip_shape = (dc.num_frames, dc.crop_size, dc.crop_size, 3)
-  model, state, step = _train_step(config, (local_batch_size,) + clip_shape, mesh)
+  model, state, step = _train_step(config, dc, (local_batch_size,) + clip_shape, mesh)
   device_batch = _random_batch(dc, (batch_size,) + clip_shape, mesh)
 
   start = time.perf_counter()
@@ -606,14 +608,16 @@ def benchmark(
   return result
 
 
-def _readable_dataset(config: ml_collections.ConfigDict, scratch: str) -> ml_collections.ConfigDict:
+def _readable_dataset(
+  config: ml_collections.ConfigDict, scratch: str
+) -> reader_config.DatasetConfig:
   """The config's dataset, prepared; a generated Kinetics-shaped one when base_dir is empty."""
   from vidtx import data as vidtx_data
   from vidtx.tools import input_benchmark
 
   dc = config.dataset_configs
-  if not dc.get("base_dir") and config.get("dataset_name") != "synthetic":
-    frames = max(80, int(math.ceil(dc.num_frames * dc.get("stride", 2) * 1.2)))
+  if not dc.base_dir and config.get("dataset_name") != "synthetic":
+    frames = max(80, int(math.ceil(dc.num_frames * dc.stride * 1.2)))
     print(
       f"dataset_configs.base_dir is empty: reading 32 generated videos of {frames} frames "
       f"of 256 x 340 from {scratch}.",

@@ -12,12 +12,12 @@ batches, and does the same with every augmentation switched off, so the cost of 
 augmentation is visible. Figures per core divide by the CPU cores tf.data may use.
 """
 
+import dataclasses
 import os
 import tempfile
 import time
 from typing import Any
 
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
@@ -57,16 +57,13 @@ def fake_dataset(
   return directory
 
 
-def without_augmentation(dataset_configs: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def without_augmentation(dataset: reader_config.DatasetConfig) -> reader_config.DatasetConfig:
   """A copy with every random transform off except the crop (the reader's minimum)."""
-  plain = ml_collections.ConfigDict(dataset_configs.to_dict())
-  plain.random_flip = False
-  plain.augmentation_params = {}
-  return plain
+  return dataclasses.replace(dataset, random_flip=False, augmentation=reader_config.Augmentation())
 
 
 def measure(
-  dataset_configs: ml_collections.ConfigDict,
+  dataset_configs: reader_config.DatasetConfig,
   split: str,
   *,
   batch_size: int,
@@ -89,7 +86,7 @@ def measure(
     # Evaluation elements hold V views of a video: count every view as a clip.
     clips += int(np.prod(inputs.shape[:-4]))
   seconds = time.perf_counter() - start
-  frames = clips * int(dataset_configs.num_frames)
+  frames = clips * dataset_configs.num_frames
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   return dict(
     seconds=seconds,
@@ -101,15 +98,12 @@ def measure(
   )
 
 
-def _describe(dataset_configs: ml_collections.ConfigDict) -> str:
-  aug = reader_config.augmentation_params(dataset_configs)
-  parts = [
-    f"{dataset_configs.num_frames} x {dataset_configs.crop_size}^2 clips, "
-    f"{dataset_configs.get('train_sampling', 'stride')} sampling"
-  ]
+def _describe(dataset: reader_config.DatasetConfig) -> str:
+  aug = dataclasses.asdict(dataset.augmentation)
+  parts = [f"{dataset.num_frames} x {dataset.crop_size}^2 clips, {dataset.train_sampling} sampling"]
   if aug["do_jitter_scale"]:
     parts.append(f"scale jitter {aug['scale_min_factor']}-{aug['scale_max_factor']}")
-  if dataset_configs.get("random_flip", False):
+  if dataset.random_flip:
     parts.append("flip")
   if aug["do_color_augment"]:
     parts.append(f"colour jitter p={aug['prob_color_augment']}")
@@ -126,7 +120,7 @@ def main(argv: list[str]) -> None:
   config = _FLAGS.config
   dc = config.dataset_configs
   with tempfile.TemporaryDirectory() as scratch:
-    if not dc.get("base_dir") and config.get("dataset_name") != "synthetic":
+    if not dc.base_dir and config.get("dataset_name") != "synthetic":
       print(
         f"Writing {_FLAGS.fake_videos} fake videos ({_FLAGS.fake_frames} frames of "
         f"{_FLAGS.fake_height} x {_FLAGS.fake_width}) to {scratch} ...",
@@ -143,13 +137,11 @@ def main(argv: list[str]) -> None:
         )
         dc.tables = {"train": "train.tfrecord@4", "validation": "validation.tfrecord@4"}
         dc.examples_per_subset = {"train": _FLAGS.fake_videos, "validation": _FLAGS.fake_videos}
-    dataset_configs = vidtx_data.prepare_dataset(config)
-    print(
-      f"split={_FLAGS.split}: {_describe(dataset_configs)}; batch {_FLAGS.batch_size}", flush=True
-    )
-    runs: list[tuple[str, Any]] = [("configured", dataset_configs)]
+    dataset = vidtx_data.prepare_dataset(config)
+    print(f"split={_FLAGS.split}: {_describe(dataset)}; batch {_FLAGS.batch_size}", flush=True)
+    runs: list[tuple[str, Any]] = [("configured", dataset)]
     if _FLAGS.split == "train":
-      runs.append(("augmentation off", without_augmentation(dataset_configs)))
+      runs.append(("augmentation off", without_augmentation(dataset)))
     for name, dc_run in runs:
       r = measure(
         dc_run,
