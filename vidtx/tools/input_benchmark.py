@@ -369,7 +369,8 @@ def peer_recipe(dc: ml_collections.ConfigDict) -> list[str]:
       f"--frame_interval={int(dc.get('sampling_rate', dc.get('stride', 1)))}",
       "--crop=rescale_crop",
       f"--crop_size={crop}",
-      f"--short_side_range={round(short * low)}",
+      "--short_side_range",
+      f"{round(short * low)}",
       f"{round(short * high)}",
     ]
   return [

@@ -58,11 +58,12 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
   return scene
 
 
-def _objects(rng: np.random.Generator, count: int) -> list[dict]:
+def _objects(rng: np.random.Generator, count: int, height: int) -> list[dict]:
   """Textured ellipses: a mask, a texture and a path (start, velocity) each."""
   objects = []
   for _ in range(count):
-    radius_y, radius_x = rng.integers(18, 48, 2)
+    # Radii of 18 to 47 px in a 256 px high frame, in proportion in others.
+    radius_y, radius_x = rng.integers(max(1, 18 * height // 256), max(2, 48 * height // 256), 2)
     y, x = np.mgrid[-radius_y:radius_y, -radius_x:radius_x].astype(np.float32)
     mask = ((y / radius_y) ** 2 + (x / radius_x) ** 2 <= 1).astype(np.float32)[..., None]
     base = rng.uniform(20, 235, 3)
@@ -88,7 +89,7 @@ def render(
   horizontal = pan in ("pan_left", "pan_right")
   scene_h, scene_w = (height, width + travel) if horizontal else (height + travel, width)
   scene = _background(rng, scene_h, scene_w)  # [scene_h, scene_w, 3]
-  objects = _objects(rng, int(rng.integers(2, 5)))
+  objects = _objects(rng, int(rng.integers(2, 5)), height)
   video = np.empty((frames, height, width, 3), np.uint8)
   for t in range(frames):
     offset = int(speed * (t if pan in ("pan_right", "pan_down") else frames - 1 - t))
@@ -150,9 +151,8 @@ def make_videos(
       write_mp4(os.path.join(tmp, name + ".mp4"), video, fps)
       split = "validate" if (i // classes) % validation_every == validation_every - 1 else "train"
       # Kinetics' own validate.csv says "val" in its split column.
-      rows[split].append(
-        [label, name.split("_")[0], 0, seconds, split[:3] if split == "validate" else split]
-      )
+      kinetics_split = "val" if split == "validate" else split
+      rows[split].append([label, name.split("_")[0], 0, seconds, kinetics_split])
     for split, split_rows in rows.items():
       with open(os.path.join(tmp, f"{split}.csv"), "w", newline="") as f:
         writer = csv.writer(f)
