@@ -50,7 +50,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
 from vidtx import cli
 from vidtx import data as vidtx_data
@@ -390,7 +390,8 @@ def run_peer(dc: ml_collections.ConfigDict, videos: str, **timing: int) -> dict[
   command += peer_recipe(dc) + [f"--{k}={v}" for k, v in timing.items()]
   done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
   if done.returncode != 0:
-    raise UserError(f"--peer: the PyTorch peer failed: {done.stderr.strip().splitlines()[-1:]}")
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    raise UserError(f"--peer: the PyTorch peer (vidtx.tools.torch_peer) failed: {last}")
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -500,4 +501,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("peer_videos", "", "--peer: a folder of the dataset's videos as .mp4.")
   flags.DEFINE_integer("peer_workers", 2, "--peer: DataLoader worker processes.")
   flags.mark_flags_as_required(["config"])
-  app.run(main, flags_parser=cli.flags_parser(__doc__))
+  cli.run(main, doc=__doc__)

@@ -224,6 +224,8 @@ def measure(
 
 def list_videos(directory: str) -> list[str]:
   """The .mp4 files in `directory`, sorted."""
+  if not os.path.isdir(directory):
+    raise SystemExit(f"--videos {directory}: no such folder.")
   names = sorted(n for n in os.listdir(directory) if n.lower().endswith(".mp4"))
   if not names:
     raise SystemExit(f"--videos {directory}: no .mp4 files there.")
