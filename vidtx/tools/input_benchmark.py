@@ -1,29 +1,63 @@
-r"""Input pipeline throughput: clips/s and frames/s of a config's training (or evaluation) reader.
+r"""Input pipeline throughput: frames per CPU-second and per second of a config's reader.
 
   python -m vidtx.tools.input_benchmark --config=configs/k400_vivit_fe.py
   python -m vidtx.tools.input_benchmark --config=configs/k400_timesformer.py \
       --config.dataset_configs.base_dir=/data/k400 --batches=50
+  python -m vidtx.tools.input_benchmark --config=configs/k400_vivit_fe.py --stages \
+      [--split=validation] [--peer --peer_videos=DIR] <dataset overrides>
+
+The unit is frames per CPU-second: frames / (user + sys CPU seconds of this process, tf.data's
+threads included; time.process_time). It is stable on a shared machine, where wall-clock frames/s
+(also printed) depends on the neighbours. Frames are the frames the model receives: clips x
+num_frames in training, videos x views x num_frames in evaluation.
 
 With an empty base_dir it measures on a generated DMVR dataset shaped like a prepared Kinetics
 one (--fake_videos videos of --fake_frames JPEG frames of --fake_height x --fake_width, written
 once to a temporary directory). It reads the config's split with the config's sampling and
 augmentation, discards --warmup batches (buffers filling, graph tracing), then times --batches
-batches, and does the same with every augmentation switched off, so the cost of Table 7's
-augmentation is visible. Figures per core divide by the CPU cores tf.data may use.
+batches (and at least --min_cpu_seconds of CPU time), and does the same with every augmentation
+switched off, so the cost of Table 7's augmentation is visible.
+
+--stages reports cumulative stages instead, each a whole stream timed on its own:
+  read + parse             the records and their SequenceExample parse (no decoding);
+  decoder limit            + tf.io.decode_jpeg of the clip's frames, nothing else: the reference
+                           line, what a reader that only decodes would reach;
+  crop (augmentation off)  vidtx's reader with every random transform off: sample, decode, resize
+                           and crop, normalise, batch;
+  + scale jitter, + flip, + colour jitter, + RandAugment, + random erasing: the config's own
+                           settings switched back on one after another (those the config uses);
+  the config as is         vidtx.data.build_train_dataset (or build_eval_dataset) unchanged.
+The reader's stages are variants of the config, built through the public pipeline functions, so
+they stay meaningful whatever the pipeline does inside. For an evaluation split: read + parse,
+the decoder limit (every clip's frames decoded once; the spatial crops share them) and the
+config's evaluation reader.
+
+--peer runs the PyTorch world's reader on the mp4s in --peer_videos (vidtx.tools.torch_peer:
+PyAV decoding in DataLoader workers, MMAction2's crops, flip and normalisation, the config's
+clip geometry), counting the CPU time of its workers too, and prints the ratio.
 """
 
 import dataclasses
+import gc
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
+import ml_collections
 import numpy as np
-from absl import app, flags, logging
+import tensorflow as tf
+from absl import flags, logging
 
 from vidtx import cli
 from vidtx import data as vidtx_data
-from vidtx.data import bad_records, dmvr, reader_config
+from vidtx.data import bad_records, dmvr, reader_config, records
+from vidtx.data.reader_config import DatasetConfig
+from vidtx.errors import UserError
 
 _FLAGS = flags.FLAGS
 
@@ -57,53 +91,254 @@ def fake_dataset(
   return directory
 
 
-def without_augmentation(dataset: reader_config.DatasetConfig) -> reader_config.DatasetConfig:
+def without_augmentation(dataset: DatasetConfig) -> DatasetConfig:
   """A copy with every random transform off except the crop (the reader's minimum)."""
   return dataclasses.replace(dataset, random_flip=False, augmentation=reader_config.Augmentation())
 
 
+def _cores() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def time_stream(
+  next_batch: Callable[[], int],
+  *,
+  warmup: int,
+  batches: int,
+  min_cpu_seconds: float = 0.0,
+) -> dict[str, float]:
+  """Calls `next_batch` (which returns the frames in its batch) `warmup` times, then times at
+  least `batches` calls and `min_cpu_seconds` of this process's CPU time (all its threads).
+  Returns frames, clock and CPU seconds, frames per second and frames per CPU-second."""
+  for _ in range(warmup):
+    next_batch()
+  cpu_start, wall_start = time.process_time(), time.perf_counter()
+  frames = count = 0
+  while count < batches or time.process_time() - cpu_start < min_cpu_seconds:
+    frames += next_batch()
+    count += 1
+  cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start
+  return dict(
+    batches=count,
+    frames=frames,
+    seconds=wall,
+    cpu_seconds=cpu,
+    frames_per_sec=frames / wall,
+    frames_per_cpu_sec=frames / cpu,
+  )
+
+
 def measure(
-  dataset_configs: reader_config.DatasetConfig,
+  dataset_configs: DatasetConfig,
   split: str,
   *,
   batch_size: int,
   warmup: int,
   batches: int,
+  min_cpu_seconds: float = 0.0,
 ) -> dict[str, float]:
-  """Times `batches` batches of the reader after `warmup`; clips and frames per second."""
+  """Times the reader's batches after `warmup`: clips and frames per second and per CPU-second."""
   if split == "train":
     dataset = vidtx_data.build_train_dataset(dataset_configs, batch_size=batch_size, seed=0)
   else:  # One pass: repeated, so that any number of batches can be timed.
     dataset = vidtx_data.build_eval_dataset(dataset_configs, split, batch_size=batch_size).repeat()
   iterator = dataset.as_numpy_iterator()
-  for _ in range(warmup):
-    next(iterator)
-  start = time.perf_counter()
-  clips = 0
-  for _ in range(batches):
+  clips_per_batch = []
+
+  def next_batch() -> int:
     device, _ = bad_records.split_host_fields(next(iterator))
-    inputs = device["inputs"]
-    # Evaluation elements hold V views of a video: count every view as a clip.
-    clips += int(np.prod(inputs.shape[:-4]))
-  seconds = time.perf_counter() - start
-  frames = clips * dataset_configs.num_frames
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    inputs = device["inputs"]  # (B, [V,] T, H, W, 3)
+    # Evaluation elements hold V views of a video: count every view as a clip. Padded views and
+    # padded videos (the last batch of a pass) are counted too: the reader made them.
+    clips_per_batch.append(int(np.prod(inputs.shape[:-4])))
+    return clips_per_batch[-1] * int(inputs.shape[-4])
+
+  try:
+    r = time_stream(next_batch, warmup=warmup, batches=batches, min_cpu_seconds=min_cpu_seconds)
+  finally:
+    iterator = None  # Frees it, which stops its threads: the next stream is timed alone.
+    gc.collect()
+  clips = sum(clips_per_batch[warmup:])
+  cores = _cores()
   return dict(
-    seconds=seconds,
-    clips_per_sec=clips / seconds,
-    frames_per_sec=frames / seconds,
-    clips_per_sec_per_core=clips / seconds / cores,
-    frames_per_sec_per_core=frames / seconds / cores,
+    r,
+    clips_per_sec=clips / r["seconds"],
+    clips_per_sec_per_core=clips / r["seconds"] / cores,
+    frames_per_sec_per_core=r["frames_per_sec"] / cores,
+    cpu_ms_per_clip=1000 * r["cpu_seconds"] / clips,
     cores=cores,
   )
 
 
-def _describe(dataset: reader_config.DatasetConfig) -> str:
-  aug = dataclasses.asdict(dataset.augmentation)
-  parts = [f"{dataset.num_frames} x {dataset.crop_size}^2 clips, {dataset.train_sampling} sampling"]
+def _views(dc: DatasetConfig, split: str) -> tuple[int, int]:
+  """(clips decoded per video, views per video) of `split`: (1, 1) for training."""
+  if split == "train":
+    return 1, 1
+  clips = dc.num_test_clips
+  return clips, clips * (3 if dc.do_three_spatial_crops else 1)
+
+
+def reference_dataset(
+  dc: DatasetConfig, split: str, *, batch_size: int, decode: bool
+) -> tf.data.Dataset:
+  """The split's records, parsed (and with `decode`, the clips' frames decoded by
+  tf.io.decode_jpeg and nothing else), batched: the lines the reader is measured against.
+
+  Plain tf.data and the DMVR format only, so these lines do not move when the reader's inside
+  changes. Frames: `clips` clips of num_frames at `stride` from a random offset, looped.
+  """
+  num_frames, stride = int(dc.num_frames), dc.stride
+  clips, _ = _views(dc, split)
+  files = tf.data.Dataset.from_tensor_slices(records.split_files(dc, split))
+  ds = files.interleave(
+    tf.data.TFRecordDataset, cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE
+  ).repeat()
+
+  def parse(serialized: tf.Tensor) -> tf.Tensor:
+    jpegs = dmvr.parse_sequence_example(serialized)["jpegs"]  # (N,) encoded frames
+    if not decode:
+      return tf.size(jpegs)
+    n = tf.size(jpegs)
+    offset = tf.random.uniform(
+      [clips, 1], 0, tf.maximum(n - (num_frames - 1) * stride, 1), tf.int32
+    )
+    indices = (offset + tf.range(num_frames)[None, :] * stride) % n  # (clips, T)
+    selected = tf.gather(jpegs, tf.reshape(indices, [-1]))  # (clips * T,)
+    frames = tf.map_fn(
+      lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3),
+      selected,
+      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )  # (clips * T, H, W, 3)
+    return tf.shape(frames)[0]
+
+  ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def measure_reference(
+  dc: DatasetConfig,
+  split: str,
+  *,
+  decode: bool,
+  batch_size: int,
+  warmup: int,
+  batches: int,
+  min_cpu_seconds: float = 0.0,
+) -> dict[str, float]:
+  """time_stream of reference_dataset; frames counted as the model would receive them."""
+  _, views = _views(dc, split)
+  iterator = iter(reference_dataset(dc, split, batch_size=batch_size, decode=decode))
+  frames_per_batch = batch_size * views * int(dc.num_frames)
+
+  def next_batch() -> int:
+    next(iterator)
+    return frames_per_batch
+
+  try:
+    r = time_stream(
+      next_batch,
+      warmup=warmup,
+      batches=batches,
+      min_cpu_seconds=min_cpu_seconds,
+    )
+  finally:
+    iterator = None
+    gc.collect()
+  clips = r["frames"] / int(dc.num_frames)
+  return dict(r, cpu_ms_per_clip=1000 * r["cpu_seconds"] / clips)
+
+
+def train_stages(dc: DatasetConfig | ml_collections.ConfigDict) -> list[tuple[str, DatasetConfig]]:
+  """Cumulative variants of `dc`: every augmentation off, then the config's own augmentations
+  switched back on one by one (only those it uses), then `dc` itself."""
+  dc = reader_config.as_dataset_config(dc)
+  aug = dataclasses.asdict(dc.augmentation)
+  groups = [
+    (
+      "+ scale jitter",
+      aug["do_jitter_scale"],
+      {},
+      ("do_jitter_scale", "scale_min_factor", "scale_max_factor", "prob_scale_jitter"),
+    ),
+    ("+ flip", dc.random_flip, {"random_flip": True}, ()),
+    (
+      "+ colour jitter",
+      aug["do_color_augment"],
+      {},
+      ("do_color_augment", "prob_color_augment", "prob_color_drop"),
+    ),
+    (
+      "+ RandAugment",
+      aug["do_rand_augment"],
+      {},
+      ("do_rand_augment", "rand_augment_num_layers", "rand_augment_magnitude"),
+    ),
+    (
+      "+ random erasing",
+      float(aug["random_erasing_probability"]) > 0,
+      {},
+      ("random_erasing_probability",),
+    ),
+  ]
+  variant = without_augmentation(dc)
+  stages = [("crop (augmentation off)", variant)]
+  for name, used, fields, aug_fields in groups:
+    if not used:
+      continue
+    switched_on = dataclasses.replace(variant.augmentation, **{k: aug[k] for k in aug_fields})
+    variant = dataclasses.replace(variant, augmentation=switched_on, **fields)
+    stages.append((name, variant))
+  stages.append(("the config as is", dc))
+  return stages
+
+
+def stage_report(
+  dc: DatasetConfig,
+  split: str,
+  *,
+  batch_size: int,
+  warmup: int,
+  batches: int,
+  min_cpu_seconds: float = 0.0,
+  log: Callable[[str], None] = lambda line: None,
+) -> list[dict[str, Any]]:
+  """One row per stage (see the module docstring): its name and time_stream's figures."""
+  dc = reader_config.as_dataset_config(dc)
+  timing = dict(
+    batch_size=batch_size, warmup=warmup, batches=batches, min_cpu_seconds=min_cpu_seconds
+  )
+  rows = []
+  for name, decode in (("read + parse", False), ("decoder limit: + tf.io.decode_jpeg", True)):
+    rows.append(dict(stage=name, **measure_reference(dc, split, decode=decode, **timing)))
+    log(format_row(rows[-1]))
+  stages = train_stages(dc) if split == "train" else [("the config's evaluation reader", dc)]
+  for name, variant in stages:
+    rows.append(dict(stage=name, **measure(variant, split, **timing)))
+    log(format_row(rows[-1]))
+  return rows
+
+
+TABLE_HEADER = (
+  "| stage | CPU ms per clip | frames / CPU-s | frames / s (wall) |\n| --- | --- | --- | --- |"
+)
+
+
+def format_row(row: dict[str, Any]) -> str:
+  return (
+    f"| {row['stage']} | {row['cpu_ms_per_clip']:.1f} | {row['frames_per_cpu_sec']:,.0f} | "
+    f"{row['frames_per_sec']:,.0f} |"
+  )
+
+
+def _describe(dataset_configs: DatasetConfig) -> str:
+  aug = dataclasses.asdict(dataset_configs.augmentation)
+  parts = [
+    f"{dataset_configs.num_frames} x {dataset_configs.crop_size}^2 clips, "
+    f"{dataset_configs.train_sampling} sampling"
+  ]
   if aug["do_jitter_scale"]:
     parts.append(f"scale jitter {aug['scale_min_factor']}-{aug['scale_max_factor']}")
-  if dataset.random_flip:
+  if dataset_configs.random_flip:
     parts.append("flip")
   if aug["do_color_augment"]:
     parts.append(f"colour jitter p={aug['prob_color_augment']}")
@@ -114,48 +349,137 @@ def _describe(dataset: reader_config.DatasetConfig) -> str:
   return ", ".join(parts)
 
 
+def peer_recipe(dc: DatasetConfig | ml_collections.ConfigDict) -> list[str]:
+  """vidtx.tools.torch_peer's flags for the config's clip geometry: TimeSformer's sampling gets
+  MMAction2's TimeSformer recipe (frame interval = sampling_rate, short side rescaled to the
+  config's jitter range, random crop), every other one VideoMAE's (frame interval = stride,
+  RandomResizedCrop)."""
+  dc = reader_config.as_dataset_config(dc, views_only=True)
+  num_frames, crop = int(dc.num_frames), int(dc.crop_size)
+  if dc.train_sampling == "timesformer":
+    aug = dataclasses.asdict(dc.augmentation)
+    low, high = (1.0, 1.0)
+    if aug["do_jitter_scale"]:
+      low, high = float(aug["scale_min_factor"]), float(aug["scale_max_factor"])
+    short = int(dc.min_resize)
+    return [
+      f"--num_frames={num_frames}",
+      f"--frame_interval={int(dc.sampling_rate)}",
+      "--crop=rescale_crop",
+      f"--crop_size={crop}",
+      "--short_side_range",
+      f"{round(short * low)}",
+      f"{round(short * high)}",
+    ]
+  return [
+    f"--num_frames={num_frames}",
+    f"--frame_interval={dc.stride}",
+    "--crop=resized_crop",
+    f"--crop_size={crop}",
+  ]
+
+
+def run_peer(dc: DatasetConfig, videos: str, **timing: int) -> dict[str, float]:
+  """vidtx.tools.torch_peer in its own process (no TensorFlow in its workers' parent), with the
+  config's geometry; its result dict."""
+  dc = reader_config.as_dataset_config(dc, views_only=True)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+  command = [sys.executable, "-m", "vidtx.tools.torch_peer", f"--videos={videos}", "--json"]
+  command += peer_recipe(dc) + [f"--{k}={v}" for k, v in timing.items()]
+  done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
+  if done.returncode != 0:
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    raise UserError(f"--peer: the PyTorch peer (vidtx.tools.torch_peer) failed: {last}")
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _with_fake_data(config: ml_collections.ConfigDict, scratch: str) -> None:
+  dc = config.dataset_configs
+  print(
+    f"Writing {_FLAGS.fake_videos} fake videos ({_FLAGS.fake_frames} frames of "
+    f"{_FLAGS.fake_height} x {_FLAGS.fake_width}) to {scratch} ...",
+    flush=True,
+  )
+  with config.unlocked():
+    dc.base_dir = fake_dataset(
+      scratch,
+      videos=_FLAGS.fake_videos,
+      frames=_FLAGS.fake_frames,
+      height=_FLAGS.fake_height,
+      width=_FLAGS.fake_width,
+      num_classes=dc.num_classes,
+    )
+    dc.tables = {"train": "train.tfrecord@4", "validation": "validation.tfrecord@4"}
+    dc.examples_per_subset = {"train": _FLAGS.fake_videos, "validation": _FLAGS.fake_videos}
+
+
+def _print_runs(dataset_configs: DatasetConfig, timing: dict[str, Any]) -> None:
+  """Without --stages: the config, then (training) the config with augmentation off."""
+  runs: list[tuple[str, Any]] = [("configured", dataset_configs)]
+  if _FLAGS.split == "train":
+    runs.append(("augmentation off", without_augmentation(dataset_configs)))
+  for name, dc_run in runs:
+    r = measure(dc_run, _FLAGS.split, **timing)
+    print(
+      f"{name:>16}: {r['clips_per_sec']:7.1f} clips/s  {r['frames_per_sec']:8.0f} "
+      f"frames/s  {r['frames_per_cpu_sec']:8.0f} frames/CPU-s  "
+      f"({r['clips_per_sec_per_core']:.2f} clips/s, "
+      f"{r['frames_per_sec_per_core']:.0f} frames/s per core, {r['cores']} cores)",
+      flush=True,
+    )
+
+
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _FLAGS.config
-  dc = config.dataset_configs
+  if _FLAGS.peer and not _FLAGS.peer_videos:
+    raise UserError("--peer needs --peer_videos: a folder of the same videos as .mp4 files.")
+  timing = dict(
+    batch_size=_FLAGS.batch_size,
+    warmup=_FLAGS.warmup,
+    batches=_FLAGS.batches,
+    min_cpu_seconds=_FLAGS.min_cpu_seconds,
+  )
   with tempfile.TemporaryDirectory() as scratch:
-    if not dc.base_dir and config.get("dataset_name") != "synthetic":
-      print(
-        f"Writing {_FLAGS.fake_videos} fake videos ({_FLAGS.fake_frames} frames of "
-        f"{_FLAGS.fake_height} x {_FLAGS.fake_width}) to {scratch} ...",
-        flush=True,
+    if not config.dataset_configs.get("base_dir") and config.get("dataset_name") != "synthetic":
+      _with_fake_data(config, scratch)
+    dataset_configs = vidtx_data.prepare_dataset(config)
+    print(
+      f"split={_FLAGS.split}: {_describe(dataset_configs)}; batch {_FLAGS.batch_size}; "
+      f"{_cores()} cores",
+      flush=True,
+    )
+    if not _FLAGS.stages:
+      _print_runs(dataset_configs, timing)
+      rows = []
+    else:
+      print(TABLE_HEADER, flush=True)
+      rows = stage_report(
+        dataset_configs, _FLAGS.split, **timing, log=lambda line: print(line, flush=True)
       )
-      with config.unlocked():
-        dc.base_dir = fake_dataset(
-          scratch,
-          videos=_FLAGS.fake_videos,
-          frames=_FLAGS.fake_frames,
-          height=_FLAGS.fake_height,
-          width=_FLAGS.fake_width,
-          num_classes=dc.num_classes,
-        )
-        dc.tables = {"train": "train.tfrecord@4", "validation": "validation.tfrecord@4"}
-        dc.examples_per_subset = {"train": _FLAGS.fake_videos, "validation": _FLAGS.fake_videos}
-    dataset = vidtx_data.prepare_dataset(config)
-    print(f"split={_FLAGS.split}: {_describe(dataset)}; batch {_FLAGS.batch_size}", flush=True)
-    runs: list[tuple[str, Any]] = [("configured", dataset)]
-    if _FLAGS.split == "train":
-      runs.append(("augmentation off", without_augmentation(dataset)))
-    for name, dc_run in runs:
-      r = measure(
-        dc_run,
-        _FLAGS.split,
-        batch_size=_FLAGS.batch_size,
-        warmup=_FLAGS.warmup,
-        batches=_FLAGS.batches,
-      )
-      print(
-        f"{name:>16}: {r['clips_per_sec']:7.1f} clips/s  {r['frames_per_sec']:8.0f} "
-        f"frames/s  ({r['clips_per_sec_per_core']:.2f} clips/s, "
-        f"{r['frames_per_sec_per_core']:.0f} frames/s per core, {r['cores']} cores)",
-        flush=True,
-      )
+  if _FLAGS.peer:
+    peer = run_peer(
+      dataset_configs,
+      _FLAGS.peer_videos,
+      batch_size=_FLAGS.batch_size,
+      warmup=_FLAGS.warmup,
+      batches=_FLAGS.batches,
+      workers=_FLAGS.peer_workers,
+    )
+    peer_line = " ".join(peer_recipe(dataset_configs))
+    print(format_row(dict(peer, stage=f"PyTorch peer (PyAV, {peer_line})")), flush=True)
+    if _FLAGS.split != "train":
+      return
+    ours = rows[-1] if rows else measure(dataset_configs, "train", **timing)
+    print(
+      f"vidtx / peer, frames per CPU-second: {ours['frames_per_cpu_sec']:,.0f} / "
+      f"{peer['frames_per_cpu_sec']:,.0f} = "
+      f"{ours['frames_per_cpu_sec'] / peer['frames_per_cpu_sec']:.2f}x; wall frames/s: "
+      f"{ours['frames_per_sec'] / peer['frames_per_sec']:.2f}x",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":
@@ -168,5 +492,12 @@ if __name__ == "__main__":
   flags.DEFINE_integer("fake_frames", 80, "Frames per generated video.")
   flags.DEFINE_integer("fake_height", 256, "Generated frame height (a prepared short side).")
   flags.DEFINE_integer("fake_width", 340, "Generated frame width.")
+  flags.DEFINE_float(
+    "min_cpu_seconds", 0.0, "Time at least this much CPU per stream (more batches if needed)."
+  )
+  flags.DEFINE_bool("stages", False, "Report cumulative stages and the decoder limit (a table).")
+  flags.DEFINE_bool("peer", False, "Also time the PyTorch peer (vidtx.tools.torch_peer).")
+  flags.DEFINE_string("peer_videos", "", "--peer: a folder of the dataset's videos as .mp4.")
+  flags.DEFINE_integer("peer_workers", 2, "--peer: DataLoader worker processes.")
   flags.mark_flags_as_required(["config"])
-  app.run(main, flags_parser=cli.flags_parser(__doc__))
+  cli.run(main, doc=__doc__)
