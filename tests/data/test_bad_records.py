@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import flags
 from ml_collections import config_flags
 from shared import REPO, reader_configs
-from test_reader import indexed_video, run_evaluator
+from test_pipeline import indexed_video, run_evaluator
 
 from vidtx import data
 from vidtx.data import bad_records, dmvr, pipeline, reader_config
