@@ -1,6 +1,7 @@
-"""Pod-scale training: the sharding rule table, sharded and multi-process training equal to one
-device, gradient accumulation, EMA, the best checkpoint, the NaN guard, preemption and exact
-resume after kill -9."""
+"""Pod-scale training, whole runs: sharded and multi-process training equal to one device, the
+NaN guard, the profiler, preemption and exact resume after kill -9. The pieces these runs are
+made of are tested at their modules' paths (tests/test_sharding.py, test_train_state.py,
+test_run_checkpoints.py, test_distributed.py)."""
 
 import glob
 import json
@@ -10,18 +11,14 @@ import socket
 import subprocess
 import sys
 import time
-import types
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import shared
 from shared import REPO
 
-from vidtx import distributed, models, ownership, run_checkpoints, sharding, trainer
-from vidtx import train_state as state_lib
+from vidtx import ownership, trainer
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -88,263 +85,6 @@ def data_dir(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp("data"))
   vidtx_data.prepare_dataset(exact_config(directory, 1))
   return directory
-
-
-# ----------------------------------------------------------------------------------------
-# The rule table and the mesh.
-# ----------------------------------------------------------------------------------------
-
-MESH_222 = types.SimpleNamespace(shape={"data": 2, "fsdp": 2, "model": 2})
-
-
-@pytest.mark.parametrize(
-  "name,shape,expected",
-  [
-    ("params/encoder/encoderblock_0/attention/query/kernel", (64, 4, 16), ("fsdp", "model", None)),
-    ("params/encoder/encoderblock_0/attention/value/bias", (4, 16), ("model", None)),
-    ("params/encoder/encoderblock_0/attention/out/kernel", (4, 16, 64), ("model", None, "fsdp")),
-    ("params/encoder/encoderblock_0/mlp/Dense_0/kernel", (64, 256), ("fsdp", "model")),
-    ("params/encoder/encoderblock_0/mlp/Dense_0/bias", (256,), ("model",)),
-    ("params/encoder/encoderblock_0/mlp/Dense_1/kernel", (256, 64), ("model", "fsdp")),
-    # Optimizer state follows its parameter.
-    ("opt_state/1/trace/encoder/encoderblock_0/mlp/Dense_1/kernel", (256, 64), ("model", "fsdp")),
-    # Scanned layers: the leading layer axis stays whole.
-    (
-      "params/encoder/encoderblocks/attention/query/kernel",
-      (12, 64, 4, 16),
-      (None, "fsdp", "model", None),
-    ),
-    # 3 heads do not split 2 ways: replicated along 'model', still FSDP.
-    ("params/encoder/encoderblock_0/attention/key/kernel", (48, 3, 16), ("fsdp", None, None)),
-    # Large other parameters: FSDP on their largest divisible axis; small ones replicated.
-    ("params/pos_embedding", (197, 768), (None, "fsdp")),
-    ("params/encoder/encoder_norm/scale", (768,), ()),
-    ("step", (), ()),
-  ],
-)
-def test_rule_table(name, shape, expected):
-  spec = sharding.partition_spec(name, shape, MESH_222)
-  assert tuple(spec) == expected
-
-
-def test_no_fsdp_or_model_axis_means_replicated():
-  mesh = types.SimpleNamespace(shape={"data": 8, "fsdp": 1, "model": 1})
-  assert (
-    tuple(
-      sharding.partition_spec(
-        "params/encoder/encoderblock_0/attention/query/kernel", (64, 4, 16), mesh
-      )
-    )
-    == (None,) * 3
-  )
-  assert tuple(sharding.partition_spec("params/pos_embedding", (197, 768), mesh)) == ()
-
-
-def test_mesh_shape_from_config():
-  assert sharding.mesh_shape(None, 8) == (8, 1, 1)
-  assert sharding.mesh_shape({"fsdp": 2, "model": 2}, 8) == (2, 2, 2)
-  assert sharding.mesh_shape({"data": 2, "fsdp": -1, "model": 2}, 16) == (2, 4, 2)
-  with pytest.raises(ValueError, match="config.mesh.*unknown axis"):
-    sharding.mesh_shape({"tensor": 2}, 8)
-  with pytest.raises(ValueError, match="not divisible"):
-    sharding.mesh_shape({"model": 3}, 8)
-  with pytest.raises(ValueError, match="there are 8 devices"):
-    sharding.mesh_shape({"data": 2, "fsdp": 2, "model": 1}, 8)
-
-
-def test_distributed_flags_go_together(monkeypatch):
-  with pytest.raises(ValueError, match="go together"):
-    distributed.initialize("127.0.0.1:1234", None, None)
-  with pytest.raises(ValueError, match="process_id=2"):
-    distributed.initialize("127.0.0.1:1234", 2, 2)
-  for var in (
-    "JAX_COORDINATOR_ADDRESS",
-    "SLURM_NTASKS",
-    "SLURM_STEP_NUM_TASKS",
-    "OMPI_COMM_WORLD_SIZE",
-    "TPU_WORKER_HOSTNAMES",
-    "MEGASCALE_COORDINATOR_ADDRESS",
-  ):
-    monkeypatch.delenv(var, raising=False)
-  assert distributed._cluster_environment() is None
-  monkeypatch.setenv("SLURM_NTASKS", "1")
-  assert distributed._cluster_environment() is None  # One task: a single process.
-  monkeypatch.setenv("SLURM_NTASKS", "4")
-  assert distributed._cluster_environment() == "SLURM"
-  monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "10.0.0.1,10.0.0.2")
-  assert distributed._cluster_environment() == "SLURM"  # The first match wins.
-
-
-def test_a_url_workdir_other_than_gcs_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-  # os.makedirs("s3://b/run") would silently make a local ./s3:/b/run. gs:// is kept in the
-  # bucket (tests/training/test_gcs_workdir.py).
-  monkeypatch.chdir(tmp_path)
-  with pytest.raises(ValueError, match=r"--workdir=s3://b/r: a URL.*gs://BUCKET"):
-    run_checkpoints.checkpoint_manager("s3://b/r", read_only=True)
-  assert list(tmp_path.iterdir()) == []
-  run_checkpoints.check_workdir("gs://bucket/run")
-  run_checkpoints.check_workdir(str(tmp_path / "run"))  # A path is fine.
-
-
-def test_stop_request_catches_sigint_and_restores_the_handler():
-  before = signal.getsignal(signal.SIGINT)
-  stop = distributed.StopRequest()
-  assert not stop.requested(1)
-  os.kill(os.getpid(), signal.SIGINT)
-  time.sleep(0.01)
-  assert stop.requested(2) and stop.reason == "SIGINT"
-  stop.restore()
-  assert signal.getsignal(signal.SIGINT) is before
-
-
-# ----------------------------------------------------------------------------------------
-# The step: gradient accumulation and EMA (one device, in process).
-# ----------------------------------------------------------------------------------------
-
-
-def _tiny_state(ema: bool):
-  mesh = sharding.make_mesh(devices=jax.devices()[:1])
-  model = models.build(
-    "vivit",
-    dict(
-      variant="Ti/8x2",
-      hidden_size=32,
-      num_heads=2,
-      mlp_dim=64,
-      num_layers=1,
-      attention="spatio_temporal",
-    ),
-    3,
-  )
-  tx = optax.sgd(0.5, momentum=0.9)
-  state, abstract = state_lib.create_train_state(
-    model, tx, (8, 4, 16, 16, 3), mesh, jax.random.key(0), ema=ema
-  )
-  return model, tx, mesh, state, abstract
-
-
-def test_gradient_accumulation_equals_the_whole_batch():
-  batch = {
-    "inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),
-    "label": jnp.arange(8) % 3,
-  }
-  results = {}
-  for k in (1, 2, 4):
-    model, tx, mesh, state, abstract = _tiny_state(ema=False)
-    step = state_lib.make_train_step(
-      model,
-      tx,
-      optax.constant_schedule(0.5),
-      abstract,
-      mesh,
-      num_classes=3,
-      label_smoothing=0.1,
-      grad_accum_steps=k,
-    )
-    for _ in range(2):
-      state, step_metrics = step(state, batch)
-    results[k] = jax.device_get((state.params, step_metrics))
-  for k in (2, 4):
-    np.testing.assert_allclose(results[k][1]["loss"], results[1][1]["loss"], rtol=1e-5)
-    np.testing.assert_allclose(results[k][1]["grad_norm"], results[1][1]["grad_norm"], rtol=1e-4)
-    jax.tree.map(
-      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-      results[k][0],
-      results[1][0],
-    )
-  with pytest.raises(ValueError, match="grad_accum_steps=0"):
-    state_lib.make_train_step(
-      model, tx, optax.constant_schedule(0.5), abstract, mesh, num_classes=3, grad_accum_steps=0
-    )
-
-
-@pytest.mark.tier2
-def test_bfloat16_computes_in_bf16_and_keeps_state_and_loss_in_float32():
-  batch = {
-    "inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),
-    "label": jnp.arange(8) % 3,
-  }
-  losses = {}
-  for dtype in ("float32", "bfloat16"):
-    mesh = sharding.make_mesh(devices=jax.devices()[:1])
-    model = models.build(
-      "vivit",
-      dict(
-        variant="Ti/8x2",
-        hidden_size=32,
-        num_heads=2,
-        mlp_dim=64,
-        num_layers=1,
-        attention="spatio_temporal",
-        dtype=dtype,
-      ),
-      3,
-    )
-    tx = optax.sgd(0.5, momentum=0.9)
-    state, abstract = state_lib.create_train_state(
-      model, tx, (8, 4, 16, 16, 3), mesh, jax.random.key(0)
-    )
-    step = state_lib.make_train_step(
-      model, tx, optax.constant_schedule(0.5), abstract, mesh, num_classes=3
-    )
-    if dtype == "bfloat16":
-      # The matmuls run in bf16: the compiled step's dot products take bf16 operands.
-      hlo = step.lower(state, batch).as_text()
-      assert "bf16" in hlo and "dot_general" in hlo
-    state, metrics = step(state, batch)
-    for leaf in jax.tree.leaves((state.params, state.opt_state)):
-      if jnp.issubdtype(leaf.dtype, jnp.floating):
-        assert leaf.dtype == jnp.float32, dtype
-    assert metrics["loss"].dtype == jnp.float32
-    losses[dtype] = float(metrics["loss"])
-  # Same parameters, bf16 rounding only.
-  np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
-
-
-def test_ema_follows_the_formula_and_is_what_evaluation_uses():
-  model, tx, mesh, state, abstract = _tiny_state(ema=True)
-  initial = jax.device_get(state.params)
-  step = state_lib.make_train_step(
-    model, tx, optax.constant_schedule(0.5), abstract, mesh, num_classes=3, ema_decay=0.75
-  )
-  batch = {
-    "inputs": jax.random.normal(jax.random.key(1), (8, 4, 16, 16, 3)),
-    "label": jnp.arange(8) % 3,
-  }
-  state, _ = step(state, batch)
-  params, ema = jax.device_get((state.params, state.ema_params))
-  jax.tree.map(
-    lambda e, p0, p1: np.testing.assert_allclose(e, 0.75 * p0 + 0.25 * p1, rtol=1e-5, atol=1e-7),
-    ema,
-    initial,
-    params,
-  )
-  assert state_lib.eval_params(state) is state.ema_params
-  assert not np.allclose(params["head"]["kernel"], ema["head"]["kernel"])
-
-
-def test_checkpoints_keep_the_last_n_and_the_best(tmp_path):
-  _, _, _, state, _ = _tiny_state(ema=False)
-  manager = run_checkpoints.checkpoint_manager(str(tmp_path), max_to_keep=1, best_metric="top1")
-  for step, top1 in [(1, 0.5), (2, 0.9), (3, 0.1), (4, None), (5, 0.2)]:
-    run_checkpoints.save(
-      manager,
-      step,
-      state,
-      {"positions": [[0, step]], "process_count": 1},
-      metrics=None if top1 is None else {"top1": top1},
-    )
-  manager.wait_until_finished()
-  assert sorted(manager.all_steps()) == [2, 5]  # The best (0.9) and the newest.
-  assert run_checkpoints.restore_data_state(manager, 2)["positions"] == [[0, 2]]
-  manager.close()
-  # A resumed run (a new manager) still knows step 2 is the best: its next saves keep it.
-  resumed = run_checkpoints.checkpoint_manager(str(tmp_path), max_to_keep=1, best_metric="top1")
-  for step in (6, 7):
-    run_checkpoints.save(resumed, step, state, {"positions": [[0, step]], "process_count": 1})
-  resumed.wait_until_finished()
-  assert sorted(resumed.all_steps()) == [2, 7]
-  resumed.close()
 
 
 # ----------------------------------------------------------------------------------------
