@@ -124,6 +124,42 @@ def reader_configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Peer checkpoints: a tiny timm state dict (torch imported on use).
+# ---------------------------------------------------------------------------------------------
+
+
+def timm_state_dict(seed: int = 0) -> dict:
+  """The state dict of a tiny timm ViT: width 32, 2 heads, 1 block, 16 x 16 patches of 32 x 32
+  images, 3 classes."""
+  import torch
+
+  g = torch.Generator().manual_seed(seed)
+  shapes = {
+    "cls_token": (1, 1, 32),
+    "pos_embed": (1, 5, 32),
+    "patch_embed.proj.weight": (32, 3, 16, 16),
+    "patch_embed.proj.bias": (32,),
+    "blocks.0.norm1.weight": (32,),
+    "blocks.0.norm1.bias": (32,),
+    "blocks.0.attn.qkv.weight": (96, 32),
+    "blocks.0.attn.qkv.bias": (96,),
+    "blocks.0.attn.proj.weight": (32, 32),
+    "blocks.0.attn.proj.bias": (32,),
+    "blocks.0.norm2.weight": (32,),
+    "blocks.0.norm2.bias": (32,),
+    "blocks.0.mlp.fc1.weight": (64, 32),
+    "blocks.0.mlp.fc1.bias": (64,),
+    "blocks.0.mlp.fc2.weight": (32, 64),
+    "blocks.0.mlp.fc2.bias": (32,),
+    "norm.weight": (32,),
+    "norm.bias": (32,),
+    "head.weight": (3, 32),
+    "head.bias": (3,),
+  }
+  return {name: 0.1 * torch.randn(shape, generator=g) for name, shape in shapes.items()}
+
+
+# ---------------------------------------------------------------------------------------------
 # Files: what a folder holds, test videos whose frames say their index, shards read back.
 # ---------------------------------------------------------------------------------------------
 
