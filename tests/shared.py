@@ -7,6 +7,7 @@ the compilation cache serves most programs.
 import hashlib
 import importlib
 import os
+import struct
 
 import jax
 import ml_collections
@@ -162,6 +163,20 @@ def timm_state_dict(seed: int = 0) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Files: what a folder holds, test videos whose frames say their index, shards read back.
 # ---------------------------------------------------------------------------------------------
+
+
+def png_size(path: str) -> tuple[int, int]:
+  """(width, height) from a PNG's header, after checking its signature."""
+  with open(path, "rb") as f:
+    head = f.read(24)
+  assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", head
+  return struct.unpack(">II", head[16:24])
+
+
+def assert_trees_equal(got, want):
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 def digests(root) -> dict[str, str]:

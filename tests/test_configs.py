@@ -1,6 +1,7 @@
 """Every recipe in configs/: it builds, documents itself, matches the papers where they give
 numbers, and its shrunk form (shrink=1) trains a step and evaluates end to end on a CPU."""
 
+import glob
 import importlib
 import importlib.util
 import json
@@ -8,9 +9,12 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import reference
+from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
 from shared import REPO
 
 from vidtx import data as vidtx_data
@@ -607,3 +611,42 @@ def test_finetune_from_scratch_says_it_is_not_recommended(shards_dir, capsys):
   config = get_config("finetune", f"data={shards_dir}")
   assert "not recommended" in capsys.readouterr().err
   assert config.model.temporal_init == "random"  # TimeSformer's temporal parts start random.
+
+
+def _load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("config_under_test", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))))
+def test_every_config_builds_its_model(path):
+  if os.path.basename(path) in ("__init__.py", "common.py"):
+    return
+  from vidtx import models
+
+  config = _load_config(path)
+  model = models.build(config.model_name, config.model, config.dataset_configs.num_classes)
+  video = jax.ShapeDtypeStruct(
+    (
+      1,
+      config.dataset_configs.num_frames,
+      config.dataset_configs.crop_size,
+      config.dataset_configs.crop_size,
+      3,
+    ),
+    jnp.float32,
+  )
+  shapes = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), video)
+  assert sum(np.prod(x.shape) for x in jax.tree.leaves(shapes)) > 0
+
+
+def test_timesformer_config_argument():
+  path = os.path.join(REPO, "configs", "synthetic_timesformer.py")
+  assert _load_config(path).model.attention == "divided"
+  assert _load_config(path, "attention=space").model.attention == "space"
+  with pytest.raises(ValueError, match="expected key=value"):
+    _load_config(path, "atention=space")

@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
+from shared import png_size
 
 from vidtx import metrics
 
@@ -465,3 +467,96 @@ def test_per_video_rows_multi_label_and_k_clipped():
   assert [r["top1_correct"] for r in rows] == [True, False]
   assert "label_names" not in rows[0]
   json.dumps(rows)
+
+
+# ----------------------------------------------------------------------------- a made-up set
+
+# walk: 2 right of 8; taken for run 3 times, then jump, 'sit, down' and wave once each (a tie:
+# the lower indices win the last two places).
+NAMES = ["walk", "run", "jump", "sit, down", "wave"]  # a comma: the CSV must quote it
+LABELS = [0] * 8 + [1] * 3 + [2] * 2 + [4]  # no video of class 3 ('sit, down')
+PREDICTIONS = [0, 0, 1, 1, 1, 2, 4, 3] + [1, 1, 0] + [4, 4] + [4]
+
+
+PER_CLASS_CSV = """\
+index,name,support,correct,accuracy,confused_1,confused_2,confused_3
+0,walk,8,2,0.2500,run (3),jump (1),"sit, down (1)"
+1,run,3,2,0.6667,walk (1),,
+2,jump,2,0,0.0000,wave (2),,
+3,"sit, down",0,0,,,,
+4,wave,1,1,1.0000,,,
+"""
+
+
+CONFUSION_CSV = """\
+true \\ predicted,walk,run,jump,"sit, down",wave
+walk,2,3,1,1,1
+run,1,2,0,0,0
+jump,0,0,0,0,2
+"sit, down",0,0,0,0,0
+wave,0,0,0,0,1
+"""
+
+
+def made_up_matrix() -> np.ndarray:
+  return metrics.confusion_matrix(PREDICTIONS, LABELS, len(NAMES))
+
+
+def test_per_class_and_confusion_csv_hand_computed():
+  matrix = made_up_matrix()
+  assert metrics.per_class_csv(matrix, NAMES) == PER_CLASS_CSV
+  assert metrics.confusion_csv(matrix, NAMES) == CONFUSION_CSV
+  # Without names the indices stand in.
+  assert metrics.per_class_csv(matrix).splitlines()[1] == "0,0,8,2,0.2500,1 (3),2 (1),3 (1)"
+
+
+def test_worst_classes_order_and_ties():
+  rows = metrics.worst_classes(made_up_matrix(), NAMES, n=5)
+  # Classes without a video are left out; only 4 classes have videos.
+  assert [(r["name"], r["accuracy"], r["support"]) for r in rows] == [
+    ("jump", 0.0, 2),
+    ("walk", 0.25, 8),
+    ("run", pytest.approx(2 / 3), 3),
+    ("wave", 1.0, 1),
+  ]
+  # Equal accuracy: more videos first, then the lower index.
+  tied = np.array([[0, 1, 0], [3, 0, 0], [0, 3, 0]])
+  assert [r["index"] for r in metrics.worst_classes(tied, n=2)] == [1, 2]
+
+
+def test_confusion_figure_small_is_labelled_with_counts():
+  figure = metrics.confusion_matrix_figure(made_up_matrix(), NAMES)
+  axes = figure.axes[0]
+  assert [t.get_text() for t in axes.get_xticklabels()] == NAMES
+  assert [t.get_text() for t in axes.get_yticklabels()] == NAMES
+  assert sorted(t.get_text() for t in axes.texts) == sorted(
+    str(c) for c in made_up_matrix().ravel() if c
+  )
+  assert "5 classes" in axes.get_title()
+
+
+def test_confusion_figure_above_30_classes_shows_the_most_confused(tmp_path):
+  num_classes = 40
+  names = [f"class {i}" for i in range(num_classes)]
+  matrix = np.diag(np.full(num_classes, 10))
+  # A ring of confusions among classes 10..38 (29 classes, 2 errors each) and a heavy one.
+  ring = list(range(10, 39))
+  for a, b in zip(ring, ring[1:] + ring[:1], strict=True):
+    matrix[a, b] += 1
+  matrix[20, 21] += 7
+  # The 30th place goes to the lowest index of the classes without an error.
+  expected = [0] + ring
+  np.testing.assert_array_equal(metrics.most_confused_classes(matrix, 30), expected)
+  figure = metrics.confusion_matrix_figure(matrix, names)
+  axes = figure.axes[0]
+  assert [t.get_text() for t in axes.get_xticklabels()] == [names[c] for c in expected]
+  assert [t.get_text() for t in axes.get_yticklabels()] == [names[c] for c in expected]
+  assert "30 most-confused of 40 classes" in axes.get_title()
+  # Rows keep the fraction of all of the class's videos: class 20 sent 8 of 18 to class 21.
+  image = axes.images[0].get_array()
+  row, column = expected.index(20), expected.index(21)
+  assert image[row, column] == pytest.approx(8 / 18)
+  path = tmp_path / "confusion.png"
+  with open(path, "wb") as f:
+    figure.canvas.print_png(f)
+  assert png_size(str(path)) == (1000, 900)

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from flax import traverse_util
+from ml_collections import config_flags  # noqa: F401  (registers the config file loader)
 
 from vidtx import models, optim
 
@@ -418,3 +419,36 @@ def test_ema_update_formula_and_dtype():
   # decay 1 keeps the EMA; decay 0 copies the parameters.
   np.testing.assert_allclose(optim.ema_update(ema, params, 1.0)["a"], ema["a"])
   np.testing.assert_allclose(optim.ema_update(ema, params, 0.0)["a"], [3.0, -2.0])
+
+
+def test_cosine_schedule_with_linear_warmup():
+  lr = ml_collections.ConfigDict(
+    dict(schedule="cosine", base_learning_rate=0.4, warmup_steps=10, end_learning_rate=0.0)
+  )
+  schedule = optim.make_schedule(lr, 110)
+  assert float(schedule(0)) == 0.0
+  np.testing.assert_allclose(float(schedule(5)), 0.2, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(10)), 0.4, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(60)), 0.2, rtol=1e-5)  # half way down the cosine
+  assert float(schedule(110)) < 1e-6
+
+
+def test_steps_win_over_epochs():
+  config = ml_collections.ConfigDict(dict(num_training_steps=None, num_training_epochs=2.5))
+  assert optim.resolve_steps(config, "num_training", examples=100, batch_size=8) == 32
+  config.num_training_steps = 7
+  assert optim.resolve_steps(config, "num_training", examples=100, batch_size=8) == 7
+
+
+def test_unknown_optimizer_is_a_clear_error():
+  config = ml_collections.ConfigDict(
+    dict(optimizer="sgdd", optimizer_configs={}, max_grad_norm=None)
+  )
+  with pytest.raises(ValueError, match="config.optimizer"):
+    optim.make_optimizer(
+      config,
+      optim.make_schedule(
+        ml_collections.ConfigDict(dict(schedule="cosine", base_learning_rate=0.1, warmup_steps=1)),
+        10,
+      ),
+    )

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 from shared import REPO, TINY_PREPROCESSING, digests, read_table, write_lines, write_video
+from test_outputs import _digest
 
 from vidtx import convert, models, ownership, run_files
 from vidtx.checkpoints import store
@@ -452,3 +453,62 @@ def test_unwritable_output_dir_is_one_line(tmp_path, videos):
     read_only.mkdir(mode=0o555)
     with pytest.raises(ownership.UnwritableError, match="permission denied"):
       shard_tables.check_output_dir(str(read_only / "out"))
+
+
+def _fill(tmp):
+  os.makedirs(os.path.join(tmp, "params", "d"))
+  for name in ["vidtx_model.json", "params/a", "params/d/b"]:
+    with open(os.path.join(tmp, name), "w") as f:
+      f.write(name)
+
+
+def test_a_replace_lists_what_it_wrote_and_refuses_the_users_files(tmp_path):
+  out = str(tmp_path / "converted")
+  ownership.write_directory(out, "converted", _fill, recheck=lambda: None)
+  marker = json.loads(open(os.path.join(out, ownership.MARKER)).read())
+  assert marker["written"] == ["params/a", "params/d/b", "vidtx_model.json"]
+  assert ownership.foreign_entries(out, "converted") == []
+  ownership.check_removable(out, "converted")
+  # The user's notes beside vidtx's files, and a file slipped into vidtx's subfolder.
+  notes, inner = tmp_path / "converted" / "NOTES.md", tmp_path / "converted" / "params" / "mine"
+  notes.write_text("notes")
+  inner.write_text("mine")
+  (tmp_path / "converted" / "results").mkdir()
+  (tmp_path / "converted" / "results" / "r.jsonl").write_text("{}")
+  before = {p: _digest(p) for p in (notes, inner)}
+  assert ownership.foreign_entries(out, "converted") == [
+    "NOTES.md",
+    "params/mine",
+    "results/r.jsonl",
+  ]
+  with pytest.raises(ownership.NotOwnedError, match="files vidtx did not write .*NOTES.md"):
+    ownership.check_removable(out, "converted")
+
+  def recheck():
+    ownership.check_removable(out, "converted")
+
+  with pytest.raises(ownership.NotOwnedError, match="never deletes them"):
+    ownership.write_directory(out, "converted", _fill, recheck=recheck)
+  assert {p: _digest(p) for p in (notes, inner)} == before
+  assert sorted(os.listdir(tmp_path)) == ["converted"]  # No temporary left behind.
+
+
+def test_directories_without_an_inventory_fall_back_on_their_kinds_layout(tmp_path):
+  old = tmp_path / "old"
+  old.mkdir()
+  (old / ownership.MARKER).write_text('{"kind": "converted"}')  # An earlier vidtx's marker.
+  (old / "vidtx_model.json").write_text("{}")
+  (old / "params").mkdir()
+  assert ownership.written_names(str(old)) is None
+  assert ownership.foreign_entries(str(old), "converted") == []
+  (old / "DEPLOY.md").write_text("mine")
+  assert ownership.foreign_entries(str(old), "converted") == ["DEPLOY.md"]
+  # claim() of a new directory starts an empty inventory; record_written adds to it.
+  run = tmp_path / "run"
+  ownership.claim(str(run), "run")
+  assert ownership.written_names(str(run)) == set()
+  ownership.record_written(str(run), ["metrics.jsonl", "checkpoints"])
+  ownership.claim(str(run), "run")  # Claiming again keeps the inventory.
+  assert ownership.written_names(str(run)) == {"metrics.jsonl", "checkpoints"}
+  with pytest.raises(ValueError, match="relative"):
+    ownership.record_written(str(run), ["../escape"])

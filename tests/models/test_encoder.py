@@ -1,5 +1,6 @@
 """model.scan_layers and model.remat_policy: the same maths in every layout, parameters that move
-between the per-layer and the scanned layout (vidtx.checkpoints.scan), init_from into a scanned
+between the per-layer and the scanned layout (stacking itself: tests/checkpoints/test_scan.py),
+init_from into a scanned
 model, and config errors. Tiny models: 4 frames of 16 x 16 with 8 x 8 patches."""
 
 import contextlib
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
+from shared import assert_trees_equal as _assert_trees_equal
 
 from vidtx import models, rollout
 from vidtx.checkpoints import init_from, scan, store
@@ -96,12 +98,6 @@ def _loss_and_grads(model, params, clips, train, rng=None):
 def _forward(model, params, clips, train=False, rng=None, intercept=None):
   outputs, _ = _forward_fn(model, train, rng is not None, intercept)(params, clips, rng)
   return outputs
-
-
-def _assert_trees_equal(got, want):
-  assert jax.tree.structure(got) == jax.tree.structure(want)
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-    np.testing.assert_array_equal(a, b)
 
 
 def _assert_trees_close(got, want, atol):
@@ -265,49 +261,6 @@ def test_remat_with_dropout_in_train_mode_draws_the_same_masks(scan_layers):
   assert not np.allclose(other[0], want[0])
   model = _build("vivit_spatio_temporal", **regularised, remat_policy="dots_no_batch")
   _assert_trees_close(_loss_and_grads(model, params, clips, train=True, rng=rng), want, atol=1e-6)
-
-
-# ----------------------------------------------------------------------------------------
-# vidtx.checkpoints.scan.
-# ----------------------------------------------------------------------------------------
-
-
-def _block(value: float) -> dict:
-  return {"mlp": {"kernel": np.full((2, 3), value, np.float32)}, "norm": {"scale": np.ones(1)}}
-
-
-def test_stack_and_unstack_at_any_depth_keep_numpy():
-  tree = {
-    "spatial_encoder": {f"encoderblock_{i}": _block(i) for i in range(3)},
-    "temporal_encoder": {"encoderblock_0": _block(7), "encoder_norm": {"scale": np.ones(2)}},
-    "head": {"kernel": np.zeros(2)},
-  }
-  stacked = scan.stack_layers(tree)
-  kernel = stacked["spatial_encoder"]["encoderblocks"]["mlp"]["kernel"]
-  assert isinstance(kernel, np.ndarray) and kernel.shape == (3, 2, 3)
-  np.testing.assert_array_equal(kernel[:, 0, 0], [0, 1, 2])  # Layer i at index i.
-  assert stacked["temporal_encoder"]["encoderblocks"]["mlp"]["kernel"].shape == (1, 2, 3)
-  assert sorted(stacked["temporal_encoder"]) == ["encoder_norm", "encoderblocks"]
-  _assert_trees_equal(stacked["head"], tree["head"])
-  _assert_trees_equal(scan.unstack_layers(stacked), tree)
-  # jax arrays stay jax arrays; a tree without blocks comes back unchanged.
-  jax_tree = jax.tree.map(jnp.asarray, tree)
-  assert isinstance(
-    scan.stack_layers(jax_tree)["spatial_encoder"]["encoderblocks"]["mlp"]["kernel"], jax.Array
-  )
-  _assert_trees_equal(scan.stack_layers(tree["head"]), tree["head"])
-
-
-def test_stack_and_unstack_say_what_is_wrong():
-  ones = {"kernel": np.ones(2)}
-  with pytest.raises(ValueError, match=r"encoder.*\[0, 2\].*contiguous"):
-    scan.stack_layers({"encoder": {"encoderblock_0": ones, "encoderblock_2": ones}})
-  with pytest.raises(ValueError, match="encoderblock_1 differs"):
-    scan.stack_layers({"encoderblock_0": ones, "encoderblock_1": {"kernel": np.ones(3)}})
-  with pytest.raises(ValueError, match="both"):
-    scan.stack_layers({"encoderblock_0": ones, "encoderblocks": ones})
-  with pytest.raises(ValueError, match="leading axes"):
-    scan.unstack_layers({"encoderblocks": {"a": np.ones((2, 1)), "b": np.ones((3, 1))}})
 
 
 # ----------------------------------------------------------------------------------------
