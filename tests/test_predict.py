@@ -2,7 +2,6 @@
 indices, resize, crops, mean / std), the aggregation, the .npy path and its checks, class names,
 and the command end to end, on a tiny converted checkpoint."""
 
-import dataclasses
 import math
 import os
 import subprocess
@@ -16,9 +15,9 @@ import tensorflow as tf
 from PIL import Image
 from shared import REPO
 
-from vidtx import models, predict, rollout
+from vidtx import models, predict
 from vidtx.checkpoints import store
-from vidtx.inference import classifier, pictures, preprocess
+from vidtx.inference import classifier, preprocess
 
 MEAN, STD = 0.45, 0.225
 PREPROCESSING = dict(
@@ -117,47 +116,6 @@ def test_video_views_and_logits_match_a_hand_built_reference(converted, video_fi
   assert math.isclose(float(probabilities.sum()), 1.0, rel_tol=1e-5)
 
 
-def test_aggregations_match_their_definitions():
-  logits = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
-  softmax = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-
-  def normalised(x):
-    return np.exp(x) / np.exp(x).sum()
-
-  np.testing.assert_allclose(
-    classifier.aggregate(logits, "mean_logits"), normalised(logits.mean(0)), rtol=1e-5
-  )
-  np.testing.assert_allclose(
-    classifier.aggregate(logits, "sum_logits"), normalised(logits.sum(0)), rtol=1e-5
-  )
-  np.testing.assert_allclose(
-    classifier.aggregate(logits, "mean_softmax"), softmax.mean(0), rtol=1e-5
-  )
-  with pytest.raises(ValueError, match="aggregation='max'.*mean_softmax"):
-    classifier.aggregate(logits, "max")
-
-
-def test_grey_odd_sized_and_short_videos_decode_to_rgb(converted, tmp_path):
-  # 9 frames (shorter than the 7-frame span twice over: clips loop), 37 x 45, grey, lossless.
-  grey = moving_square(9, 37, 45).mean(-1, keepdims=True).astype(np.uint8).repeat(3, -1)
-  path = write_video(str(tmp_path / "grey.mkv"), grey, "ffv1", pix_fmt="gray")
-  frames = preprocess.decode_video(path)
-  assert frames.shape == (9, 37, 45, 3) and frames.dtype == np.uint8
-  np.testing.assert_array_equal(frames, grey)
-  probabilities, view_logits = classifier.predict_frames(converted, frames)
-  assert view_logits.shape == (6, 4) and np.isfinite(view_logits).all()
-  assert math.isclose(float(probabilities.sum()), 1.0, rel_tol=1e-5)
-
-
-def test_bad_video_files_raise_naming_the_file(tmp_path):
-  garbage = tmp_path / "x.mp4"
-  garbage.write_bytes(np.random.default_rng(0).bytes(5000))
-  with pytest.raises(ValueError, match="x.mp4: cannot decode"):
-    preprocess.decode_video(str(garbage))
-  with pytest.raises(ValueError, match="nowhere.mp4: no such file"):
-    preprocess.decode_video(str(tmp_path / "nowhere.mp4"))
-
-
 # ---------------------------------------------------------------------------------------------
 # .npy input.
 # ---------------------------------------------------------------------------------------------
@@ -196,38 +154,9 @@ def test_bad_arrays_raise_naming_the_file_and_the_expected_shape(
     predict.run(checkpoint_dir, input_path=path)
 
 
-def test_not_an_array_raises_naming_the_file(converted, tmp_path):
-  path = tmp_path / "clip.npy"
-  path.write_text("not an array")
-  with pytest.raises(ValueError, match="clip.npy: not a .npy file"):
-    preprocess.load_clip(str(path), converted)
-  np.savez(tmp_path / "clips.npz", np.zeros((4, 32, 32, 3), np.float32))
-  with pytest.raises(ValueError, match="clips.npz: not a .npy file"):
-    preprocess.load_clip(str(tmp_path / "clips.npz"), converted)
-  with pytest.raises(ValueError, match="nowhere.npy: cannot read it"):
-    preprocess.load_clip(str(tmp_path / "nowhere.npy"), converted)
-
-
 # ---------------------------------------------------------------------------------------------
 # Class names and the command.
 # ---------------------------------------------------------------------------------------------
-
-
-def test_class_names(converted, tmp_path):
-  assert classifier.class_names(converted) == ["a", "b", "c", "d"]
-  labels = tmp_path / "labels.txt"
-  labels.write_text("w\nx\ny\nz\n")
-  assert classifier.class_names(converted, str(labels)) == ["w", "x", "y", "z"]
-  labels.write_text("w\nx\n")
-  with pytest.raises(ValueError, match="labels.txt: 2 names, but the checkpoint has 4 classes"):
-    classifier.class_names(converted, str(labels))
-  labels.write_bytes(b"\x93\xff\n")
-  with pytest.raises(ValueError, match="labels.txt: cannot read it as text"):
-    classifier.class_names(converted, str(labels))
-  unlabelled = dataclasses.replace(converted, labels=None)
-  assert classifier.class_names(unlabelled) == ["class 0", "class 1", "class 2", "class 3"]
-  text = classifier.format_top_k(np.array([0.1, 0.6, 0.05, 0.25]), ["a", "b", "c", "d"], 2)
-  assert text.splitlines() == ["  1. b  0.6000", "  2. d  0.2500"]
 
 
 def test_run_needs_exactly_one_input(checkpoint_dir):
@@ -279,36 +208,6 @@ def test_command_end_to_end(converted, checkpoint_dir, tmp_path):
   assert result.returncode != 0
   assert f"{garbage}: cannot decode" in result.stderr
   assert "Traceback" not in result.stderr
-
-
-def test_rollout_picture_shows_every_view(converted, checkpoint_dir, tmp_path):
-  video = write_video(str(tmp_path / "clip.mp4"), moving_square(), "libx264")
-  path = str(tmp_path / "rollout.png")
-  logits = predict.run(checkpoint_dir, video=video, rollout_out=path, batch_size=4)
-  _, view_logits = classifier.predict_video(converted, video)
-  np.testing.assert_allclose(logits, view_logits, atol=1e-5)  # The same model call's logits.
-  views = preprocess.video_views(preprocess.decode_video(video), converted)  # (6, 4, 32, 32, 3)
-  _, heat = rollout.rollout(converted.build_model(), converted.params, views)
-  expected = rollout.rollout_image(
-    pictures.display_frames(views, converted.preprocessing), heat, ["x"] * 6
-  )
-  image = Image.open(path)
-  # 6 views of 4 frames, 32-pixel frames enlarged 3 times: titles, frames, heat rows.
-  assert image.size == expected.size == (4 * 96 + 3 * 4, 6 * (16 + 2 * 96 + 4) + 5 * 8)
-  # Below the titles the pictures are exactly those of the views and their rollout.
-  got, want = np.asarray(image), np.asarray(expected)
-  for v in range(6):
-    top = v * (16 + 2 * 96 + 4 + 8) + 16
-    np.testing.assert_array_equal(got[top : top + 2 * 96 + 4], want[top : top + 2 * 96 + 4])
-  # The first frame tile is the view's pixels, denormalised with the checkpoint's mean / std.
-  pixels = np.clip(np.round((views[0, 0] * STD + MEAN) * 255), 0, 255).astype(np.uint8)
-  np.testing.assert_array_equal(got[16 : 16 + 96 : 3, 0:96:3], pixels)
-  assert preprocess.view_names(converted.preprocessing)[:4] == [
-    "clip 1, start crop",
-    "clip 1, centre crop",
-    "clip 1, end crop",
-    "clip 2, start crop",
-  ]
 
 
 def test_rollout_of_clips_and_bad_requests(converted, checkpoint_dir, tmp_path):

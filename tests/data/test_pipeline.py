@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 from shared import reader_configs
 
-from vidtx import evaluation, losses, sharding
+from vidtx import evaluation, sharding
 from vidtx.data import bad_records, dmvr, pipeline, reader_config, sampling
 
 jax.config.update("jax_numpy_rank_promotion", "raise")  # As other modules do in the workers.
@@ -348,49 +348,3 @@ def test_class_splits_and_multi_label_targets(tmp_path):
   )
   with pytest.raises(ValueError, match="sum to num_classes=5"):
     reader_config.validate_dataset_configs(reader_configs("x", num_classes=5, class_splits=[3, 3]))
-
-
-def test_losses_of_each_label_kind():
-  rng = np.random.default_rng(0)
-  logits = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
-  hot = jnp.asarray([[0, 0, 1, 0, 1], [1, 0, 0, 1, 0], [0, 1, 0, 1, 0]], jnp.float32)
-  kind = dict(class_splits=(3, 2))
-  targets = losses.targets(hot, 5, 0.3, **kind)
-  np.testing.assert_allclose(targets[:, :3].sum(1), 1, rtol=1e-6)
-  np.testing.assert_allclose(targets[:, 3:].sum(1), 1, rtol=1e-6)
-  assert float(targets[0, 2]) == pytest.approx(0.7 + 0.1, rel=1e-6)
-  assert float(targets[0, 3]) == pytest.approx(0.15, rel=1e-6)
-
-  def cross_entropy(z, t):
-    return -(t * (z - np.log(np.exp(z).sum(-1, keepdims=True)))).sum(-1)
-
-  z, t = np.asarray(logits, np.float64), np.asarray(targets, np.float64)
-  np.testing.assert_allclose(
-    losses.loss(logits, targets, **kind),
-    cross_entropy(z[:, :3], t[:, :3]) + cross_entropy(z[:, 3:], t[:, 3:]),
-    rtol=1e-5,
-  )
-  bce = -(hot * np.log(1 / (1 + np.exp(-z))) + (1 - hot) * np.log(1 - 1 / (1 + np.exp(-z))))
-  np.testing.assert_allclose(losses.loss(logits, hot, multi_label=True), bce.sum(-1), rtol=1e-5)
-  # Action correct: every split's top-1 right; multi-label: the top class is a positive.
-  right = (z[:, :3].argmax(1) == np.asarray(hot)[:, :3].argmax(1)) & (
-    z[:, 3:].argmax(1) == np.asarray(hot)[:, 3:].argmax(1)
-  )
-  np.testing.assert_array_equal(losses.correct(logits, hot, **kind), right)
-  np.testing.assert_array_equal(
-    losses.correct(logits, hot, multi_label=True), np.asarray(hot)[np.arange(3), z.argmax(1)]
-  )
-
-
-def test_mixup_mixes_each_clip_with_the_reversed_batch():
-  inputs = jnp.arange(4 * 6, dtype=jnp.float32).reshape(4, 6)
-  targets = jax.nn.one_hot(jnp.arange(4), 4)
-  lams = []
-  for seed in range(20):
-    mixed, mixed_targets, lam = losses.mixup(jax.random.key(seed), inputs, targets, 0.3)
-    np.testing.assert_allclose(mixed, lam * inputs + (1 - lam) * inputs[::-1], rtol=1e-6)
-    np.testing.assert_allclose(mixed_targets.sum(1), 1, rtol=1e-6)
-    np.testing.assert_allclose(mixed_targets[0], [lam, 0, 0, 1 - lam], rtol=1e-6, atol=1e-7)
-    lams.append(float(lam))
-  # Beta(0.3, 0.3) piles up at the ends.
-  assert min(lams) < 0.1 and max(lams) > 0.9
