@@ -1,6 +1,7 @@
 """python -m vidtx.predict: a video file's views against a hand-built reference (decode, clip
-indices, resize, crops, mean / std), the aggregation, the .npy path and its checks, class names,
-and the command end to end, on a tiny converted checkpoint."""
+indices, resize, crops, mean / std), the .npy path and its checks, the command end to end and
+the rollout of clips, on a tiny converted checkpoint. Its fixtures (the checkpoint, test videos)
+serve the tests of vidtx.inference (tests/inference/)."""
 
 import math
 import os

@@ -1,6 +1,6 @@
-"""vidtx.predict at scale: the bounded-memory decode (vidtx.video_io) against decoding every frame,
-many inputs (folder, glob, list), JSONL / CSV results, bad files, windows of long videos,
-features, the features directory's ownership, and the memory bound (slow)."""
+"""vidtx.predict at scale: JSONL / CSV results, bad files, features and the features directory's
+ownership, the command on many videos, and the memory bound (slow). The bounded-memory decode
+is tested in test_video_io.py, windows in tests/inference/test_timeline.py."""
 
 import csv
 import json

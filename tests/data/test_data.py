@@ -1,5 +1,7 @@
-"""vidtx.data: DMVR round trips, the tf.data reader (sampling, determinism, one-pass evaluation,
-errors) and the synthetic generator (determinism, caching, the motion tasks' invariances)."""
+"""vidtx.data: the tf.data reader (determinism, one-pass evaluation, normalisation, disjoint
+shares per process, errors) and the synthetic dataset written once to the cache. DMVR itself,
+clip sampling and the synthetic generator are tested beside this file (test_dmvr.py,
+test_sampling.py, test_synthetic.py)."""
 
 import glob
 import hashlib
@@ -60,16 +62,6 @@ def write_split(
 ) -> list[str]:
   examples = [dmvr.make_sequence_example(v, label) for v, label in zip(videos, labels, strict=True)]
   return dmvr.write_shards(examples, os.path.join(base_dir, name), num_shards)
-
-
-# ---------------------------------------------------------------------------------------------
-# DMVR format.
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# Clip sampling.
-# ---------------------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------

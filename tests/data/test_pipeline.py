@@ -1,6 +1,7 @@
-"""The reader's paper features: TimeSformer / segment / whole-video sampling, the checkpointable
-stream position across epochs, bad records (errors and skipping), flipped direction labels, class
-splits and multi-label targets, and the evaluator's per-video aggregation over chunks."""
+"""vidtx.data.pipeline, the reader's paper features: TimeSformer / segment / whole-video
+sampling, the checkpointable stream position across epochs, bad records (errors and skipping),
+flipped direction labels, class splits and multi-label targets, and the evaluator's per-video
+aggregation over chunks."""
 
 import io
 

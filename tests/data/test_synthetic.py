@@ -1,4 +1,6 @@
-"""vidtx.data.synthetic: the moving object's mask is where it moves."""
+"""vidtx.data.synthetic: the generators are deterministic and well formed, the motion tasks'
+invariances (the same distribution in every class, rotations turning their way, flashes inside
+every clip), and the moving object's mask is where it moves."""
 
 import numpy as np
 import pytest

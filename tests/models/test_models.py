@@ -1,5 +1,6 @@
-"""Tests of vidtx.models: paper parameter counts, brute-force attention references, the
-TimeSformer initialisation claim, and the build/config/dtype contract."""
+"""Tests of vidtx.models: paper parameter counts, whole tiny models against brute-force
+references, the TimeSformer initialisation claim, and the build/config/dtype contract. The
+attention patterns are tested in test_attention.py, the layers in test_layers.py."""
 
 import functools
 
@@ -166,11 +167,6 @@ def test_timesformer_parameter_count_exact():
   divided = space + t * d + 12 * (norm + attn + dense)  # Time embedding, temporal parts.
   assert _param_count("timesformer", dict(attention="space"), k, (1, 8, 224, 224, 3)) == space
   assert _param_count("timesformer", {}, k, (1, 8, 224, 224, 3)) == divided == 121_566_352
-
-
-# ----------------------------------------------------------------------------------------
-# Attention patterns and the core.
-# ----------------------------------------------------------------------------------------
 
 
 # ----------------------------------------------------------------------------------------
