@@ -154,25 +154,6 @@ def test_a_library_value_or_key_error_shows_its_traceback(error, last_line):
   assert "vidtx-test: error:" not in run.stderr
 
 
-def test_vidtx_own_error_classes_are_user_errors():
-  from vidtx import locks, outputs, ownership, run_checkpoints
-  from vidtx.data import video_decode
-  from vidtx.errors import UserError
-
-  for error in (
-    locks.LockedError,
-    ownership.NotOwnedError,
-    ownership.UnwritableError,
-    outputs.OverlapError,
-    run_checkpoints.DamagedCheckpointError,
-    run_checkpoints.CheckpointMismatchError,
-    run_checkpoints.WriteError,
-    video_decode.VideoError,
-  ):
-    assert issubclass(error, UserError) and issubclass(error, cli.USER_ERRORS), error
-  assert not issubclass(ValueError, cli.USER_ERRORS) and not issubclass(KeyError, cli.USER_ERRORS)
-
-
 # train.py, with the mesh JAX would build raising as a library does.
 _TRAIN_WITH_A_LIBRARY_ERROR = """
 import sys

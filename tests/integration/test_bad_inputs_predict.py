@@ -18,7 +18,7 @@ from test_predict import checkpoint_dir, command, converted, moving_square, writ
 
 from vidtx import locks, outputs, predict, video_io
 from vidtx.checkpoints import store
-from vidtx.inference import classifier, many_videos, preprocess, results, timeline
+from vidtx.inference import classifier, many_videos, preprocess, timeline
 
 
 def clip(path, num_frames: int = 20, shift: int = 0) -> str:
@@ -146,33 +146,6 @@ def test_overwrite_replaces_the_results_whole_or_not_at_all(checkpoint_dir, tmp_
 # ---------------------------------------------------------------------------------------------
 # Feature file names (item 5).
 # ---------------------------------------------------------------------------------------------
-
-ADVERSARIAL = [
-  "a/b.mp4",
-  "a__b.mp4",
-  "a_b.mp4",
-  "a b.mp4",
-  "a:b.mp4",
-  "vidéo 名前 🎬.mp4",
-  "x" * 240 + ".mp4",
-  "y/" * 60 + "deep.mp4",
-  "..mp4",
-  "a\udcffb.mp4",  # A non-UTF-8 byte, as Linux hands it to Python.
-]
-
-
-def test_feature_names_are_injective_and_fit_a_file_system():
-  names = [
-    results.feature_name(number, video_id, window)
-    for number, video_id in enumerate(ADVERSARIAL, 1)
-    for window in (None, 0, 12)
-  ]
-  assert len(set(names)) == len(names)
-  for name in names:
-    assert "/" not in name and not name.startswith(".")
-    assert len((name + ".tokens.npy").encode("utf-8")) <= 255
-  assert results.feature_name(1, "a/b.mp4", None) == "000001_a__b.mp4"
-  assert results.feature_name(2, "a__b.mp4", 3) == "000002_a__b.mp4__w00003"
 
 
 def test_features_of_colliding_names_are_all_kept(checkpoint_dir, converted, tmp_path):  # noqa: F811
