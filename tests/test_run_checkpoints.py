@@ -9,7 +9,7 @@ from vidtx import run_checkpoints
 
 def test_a_url_workdir_other_than_gcs_is_refused_before_anything_is_written(tmp_path, monkeypatch):
   # os.makedirs("s3://b/run") would silently make a local ./s3:/b/run. gs:// is kept in the
-  # bucket (tests/training/test_gcs_workdir.py).
+  # bucket (tests/integration/test_gcs_workdir.py).
   monkeypatch.chdir(tmp_path)
   with pytest.raises(ValueError, match=r"--workdir=s3://b/r: a URL.*gs://BUCKET"):
     run_checkpoints.checkpoint_manager("s3://b/r", read_only=True)

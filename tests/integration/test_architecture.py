@@ -1,5 +1,6 @@
 """docs/architecture.md's layers are true: every module-level import of vidtx by vidtx goes to a
-lower floor of its table, and every module of the package is on one floor."""
+lower floor of its table, and every module of the package is on one floor. And the tests mirror
+the package (docs/testing.md): a module's tests are found from its path."""
 
 import ast
 import os

@@ -193,7 +193,7 @@ def test_a_damaged_checkpoint_is_moved_aside_object_by_object_on_gcs(gcs):
 
 
 def _pod():
-  """tests/training/test_pod_training.py, for its exact config (batches that do not depend on
+  """tests/integration/test_pod_training.py, for its exact config (batches that do not depend on
   how the run was cut)."""
   spec = importlib.util.spec_from_file_location("pod", POD)
   module = importlib.util.module_from_spec(spec)

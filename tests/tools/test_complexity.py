@@ -262,9 +262,9 @@ def test_vivit_factorised_encoder_hand_count():
 #  paper GMACs for `views` views, other helper's scheme: skipped until its attention exists).
 # ViViT Table 2: ViViT-B/16x2, 32 frames, 224, Kinetics-400 head, GFLOPs (= GMACs) per view.
 # TimeSformer Table 1: B/16, 8 frames, 224; its parameter counts match a 174-class head (see
-# tests/test_models.py); divided costs 0.59 TFLOPs for 3 views (Table 5, 400 classes, the head
-# is negligible). Table 5 also gives TimeSformer-HR (16 x 448) 5.11 and TimeSformer-L (96 x 224)
-# 7.14 TFLOPs for 3 views.
+# tests/models/test_models.py); divided costs 0.59 TFLOPs for 3 views (Table 5, 400 classes, the
+# head is negligible). Table 5 also gives TimeSformer-HR (16 x 448) 5.11 and TimeSformer-L
+# (96 x 224) 7.14 TFLOPs for 3 views.
 VIVIT = dict(variant="B/16x2")
 PAPER_ROWS = [
   (
