@@ -7,12 +7,7 @@ import av
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_predict import (  # noqa: F401
-  checkpoint_dir,
-  command,
-  converted,  # noqa: F401
-  moving_square,
-)
+from test_predict import checkpoint_dir, converted, moving_square  # noqa: F401
 from test_predict_at_scale import folder  # noqa: F401
 
 from vidtx import video_io

@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from test_predict import converted  # noqa: F401
+from test_predict import checkpoint_dir, converted  # noqa: F401
 
 from vidtx.inference import classifier
 

@@ -2,12 +2,7 @@
 
 import reference
 import shared
-from test_predict import (  # noqa: F401
-  checkpoint_dir,
-  command,
-  converted,  # noqa: F401
-  moving_square,
-)
+from test_predict import checkpoint_dir, converted  # noqa: F401
 
 from vidtx import models
 from vidtx.checkpoints import store

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from test_predict import converted, moving_square, write_video  # noqa: F401
+from test_predict import checkpoint_dir, converted, moving_square, write_video  # noqa: F401
 
 from vidtx.inference import classifier, preprocess
 

@@ -4,7 +4,7 @@ import json
 import os
 
 import numpy as np
-from test_predict import checkpoint_dir, command, converted, moving_square  # noqa: F401  # noqa: F401
+from test_predict import checkpoint_dir, converted  # noqa: F401
 from test_predict_at_scale import folder  # noqa: F401
 
 from vidtx import predict
