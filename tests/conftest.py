@@ -1,4 +1,5 @@
-"""Shared by every test module: XLA's persistent compilation cache, and the test order.
+"""Shared by every test module: XLA's persistent compilation cache, the test order, and the
+fixtures of several areas.
 
 Many tests compile the same programs (the shrunk recipes of one family, tiny train.py runs in
 subprocesses); with the cache, each distinct program is compiled once per machine. The cache
@@ -9,6 +10,7 @@ import os
 import tempfile
 
 import jax
+import pytest
 
 CACHE_DIR = os.environ.setdefault(
   "JAX_COMPILATION_CACHE_DIR",
@@ -38,3 +40,26 @@ def pytest_collection_modifyitems(items: list) -> None:
   stable), so a module's fixtures are built once."""
   slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
   items.sort(key=lambda item: item.path not in slow_modules)
+
+
+# A peer checkpoint that tests of several areas read (the readers, the convert command).
+@pytest.fixture(scope="module")
+def hf_vit_dir(tmp_path_factory) -> str:
+  """A tiny Hugging Face ViTForImageClassification folder (3 classes, 32 x 32 images)."""
+  import torch
+  import transformers
+
+  torch.manual_seed(0)
+  config = transformers.ViTConfig(
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=16,
+    num_labels=3,
+  )
+  model = transformers.ViTForImageClassification(config)
+  path = str(tmp_path_factory.mktemp("hf") / "vit")
+  model.save_pretrained(path)
+  return path

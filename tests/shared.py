@@ -7,6 +7,7 @@ the compilation cache serves most programs.
 import hashlib
 import importlib
 import os
+import struct
 
 import jax
 import ml_collections
@@ -124,8 +125,58 @@ def reader_configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
 
 
 # ---------------------------------------------------------------------------------------------
+# Peer checkpoints: a tiny timm state dict (torch imported on use).
+# ---------------------------------------------------------------------------------------------
+
+
+def timm_state_dict(seed: int = 0) -> dict:
+  """The state dict of a tiny timm ViT: width 32, 2 heads, 1 block, 16 x 16 patches of 32 x 32
+  images, 3 classes."""
+  import torch
+
+  g = torch.Generator().manual_seed(seed)
+  shapes = {
+    "cls_token": (1, 1, 32),
+    "pos_embed": (1, 5, 32),
+    "patch_embed.proj.weight": (32, 3, 16, 16),
+    "patch_embed.proj.bias": (32,),
+    "blocks.0.norm1.weight": (32,),
+    "blocks.0.norm1.bias": (32,),
+    "blocks.0.attn.qkv.weight": (96, 32),
+    "blocks.0.attn.qkv.bias": (96,),
+    "blocks.0.attn.proj.weight": (32, 32),
+    "blocks.0.attn.proj.bias": (32,),
+    "blocks.0.norm2.weight": (32,),
+    "blocks.0.norm2.bias": (32,),
+    "blocks.0.mlp.fc1.weight": (64, 32),
+    "blocks.0.mlp.fc1.bias": (64,),
+    "blocks.0.mlp.fc2.weight": (32, 64),
+    "blocks.0.mlp.fc2.bias": (32,),
+    "norm.weight": (32,),
+    "norm.bias": (32,),
+    "head.weight": (3, 32),
+    "head.bias": (3,),
+  }
+  return {name: 0.1 * torch.randn(shape, generator=g) for name, shape in shapes.items()}
+
+
+# ---------------------------------------------------------------------------------------------
 # Files: what a folder holds, test videos whose frames say their index, shards read back.
 # ---------------------------------------------------------------------------------------------
+
+
+def png_size(path: str) -> tuple[int, int]:
+  """(width, height) from a PNG's header, after checking its signature."""
+  with open(path, "rb") as f:
+    head = f.read(24)
+  assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", head
+  return struct.unpack(">II", head[16:24])
+
+
+def assert_trees_equal(got, want):
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 def digests(root) -> dict[str, str]:

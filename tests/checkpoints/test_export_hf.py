@@ -17,7 +17,7 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 from shared import REPO
-from test_conversion_parity import SIZES, TOL, _clip, _hf_timesformer, _randomise, _torch_video
+from test_checkpoints import SIZES, TOL, _clip, _hf_timesformer, _randomise, _torch_video
 
 from vidtx import models
 from vidtx.checkpoints import convert_source, export_hf, video

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 from huggingface_hub import errors
-from test_conversion_parity import _hf_timesformer
+from test_checkpoints import _hf_timesformer
 
 from vidtx.checkpoints import convert_source, hub, init_from
 

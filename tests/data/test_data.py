@@ -1,5 +1,7 @@
-"""vidtx.data: DMVR round trips, the tf.data reader (sampling, determinism, one-pass evaluation,
-errors) and the synthetic generator (determinism, caching, the motion tasks' invariances)."""
+"""vidtx.data: the tf.data reader (determinism, one-pass evaluation, normalisation, disjoint
+shares per process, errors) and the synthetic dataset written once to the cache. DMVR itself,
+clip sampling and the synthetic generator are tested beside this file (test_dmvr.py,
+test_sampling.py, test_synthetic.py)."""
 
 import dataclasses
 import glob
@@ -10,10 +12,9 @@ import ml_collections
 import numpy as np
 import pytest
 import shared
-import tensorflow as tf
 
 from vidtx import data
-from vidtx.data import bad_records, dmvr, reader_config, sampling, synthetic
+from vidtx.data import bad_records, dmvr, reader_config, synthetic
 
 
 def reader_configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
@@ -62,125 +63,6 @@ def write_split(
 ) -> list[str]:
   examples = [dmvr.make_sequence_example(v, label) for v, label in zip(videos, labels, strict=True)]
   return dmvr.write_shards(examples, os.path.join(base_dir, name), num_shards)
-
-
-# ---------------------------------------------------------------------------------------------
-# DMVR format.
-# ---------------------------------------------------------------------------------------------
-
-
-def test_write_read_round_trip(tmp_path):
-  rng = np.random.default_rng(0)
-  videos = [smooth_frames(rng, 3 + i, 12, 20) for i in range(7)]
-  labels = [i % 4 for i in range(7)]
-  examples = [
-    dmvr.make_sequence_example(
-      v,
-      [label, 9],
-      label_text=f"class{label}",
-      video_id=f"vid{i}",
-      start_us=1_000_000 * i,
-      end_us=1_000_000 * i + 500_000,
-      frame_rate=12.5,
-    )
-    for i, (v, label) in enumerate(zip(videos, labels, strict=True))
-  ]
-  files = dmvr.write_shards(examples, str(tmp_path / "train.tfrecord"), 3)
-
-  assert [os.path.basename(f) for f in files] == [
-    "train.tfrecord-00000-of-00003",
-    "train.tfrecord-00001-of-00003",
-    "train.tfrecord-00002-of-00003",
-  ]
-  assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(f) for f in files)  # No temps.
-  assert dmvr.expand_table(str(tmp_path), "train.tfrecord@3") == files
-  assert dmvr.expand_table(str(tmp_path), "train.tfrecord-*") == files
-
-  for shard, file in enumerate(files):
-    records = list(tf.data.TFRecordDataset(file).as_numpy_iterator())
-    expected = list(range(shard, 7, 3))  # Round-robin.
-    assert len(records) == len(expected)
-    for i, record in zip(expected, records, strict=True):
-      parsed = dmvr.parse_sequence_example(tf.constant(record))
-      assert parsed["labels"].numpy().tolist() == [labels[i], 9]
-      assert parsed["video_id"].numpy() == f"vid{i}".encode()
-      assert parsed["frame_rate"].numpy() == 12.5
-      decoded = np.stack([tf.io.decode_jpeg(j).numpy() for j in parsed["jpegs"].numpy()])
-      assert decoded.shape == videos[i].shape
-      error = np.abs(decoded.astype(float) - videos[i])
-      assert error.mean() < 3 and error.max() < 40
-      context, _ = tf.io.parse_single_sequence_example(
-        record,
-        context_features={
-          dmvr.LABEL_TEXT_KEY: tf.io.FixedLenFeature([], tf.string),
-          dmvr.START_KEY: tf.io.FixedLenFeature([], tf.int64),
-          dmvr.END_KEY: tf.io.FixedLenFeature([], tf.int64),
-        },
-      )
-      assert context[dmvr.LABEL_TEXT_KEY].numpy() == f"class{labels[i]}".encode()
-      assert (context[dmvr.START_KEY].numpy(), context[dmvr.END_KEY].numpy()) == (
-        1_000_000 * i,
-        1_000_000 * i + 500_000,
-      )
-
-
-def test_interrupted_write_leaves_no_files(tmp_path):
-  def examples():
-    yield dmvr.make_sequence_example(np.zeros((2, 8, 8, 3), np.uint8), 0)
-    raise RuntimeError("interrupted")
-
-  with pytest.raises(RuntimeError, match="interrupted"):
-    dmvr.write_shards(examples(), str(tmp_path / "train.tfrecord"), 2)
-  assert os.listdir(tmp_path) == []
-
-
-def test_missing_table_files_raise(tmp_path):
-  write_split(str(tmp_path), "train.tfrecord", [coded_video(0, 2)], [0], 2)
-  os.remove(tmp_path / "train.tfrecord-00001-of-00002")
-  with pytest.raises(ValueError, match=r"train.tfrecord-00001-of-00002.*'train.tfrecord@2'"):
-    dmvr.expand_table(str(tmp_path), "train.tfrecord@2")
-  with pytest.raises(ValueError, match=r"'val\*'.*matches no file"):
-    dmvr.expand_table(str(tmp_path), "val*")
-
-
-def test_parse_leaves_empty_videos_to_the_reader():
-  example = tf.train.SequenceExample()
-  parsed = dmvr.parse_sequence_example(tf.constant(example.SerializeToString()))
-  assert parsed["jpegs"].shape == (0,) and parsed["labels"].shape == (0,)
-  assert parsed["video_id"].numpy() == b"" and parsed["frame_rate"].numpy() == 0
-  with pytest.raises(tf.errors.InvalidArgumentError):
-    dmvr.parse_sequence_example(tf.constant(b"not a proto"))
-
-
-# ---------------------------------------------------------------------------------------------
-# Clip sampling.
-# ---------------------------------------------------------------------------------------------
-
-
-def test_eval_clip_indices_are_evenly_spaced():
-  def indices(length, frames, stride, clips):
-    return sampling.eval_clip_indices(tf.constant(length), frames, stride, clips).numpy().tolist()
-
-  # Span (4 - 1) * 2 + 1 = 7 frames of 20: offsets in [0, 13].
-  assert indices(20, 4, 2, 1) == [[6, 8, 10, 12]]  # Middle: 13 // 2.
-  assert indices(20, 4, 2, 3) == [[0, 2, 4, 6], [6, 8, 10, 12], [13, 15, 17, 19]]
-  for length, frames, stride, clips in [(50, 8, 2, 4), (300, 32, 2, 7), (17, 3, 5, 2)]:
-    offsets = np.floor(np.linspace(0, length - (frames - 1) * stride - 1, clips)).astype(int)
-    expected = offsets[:, None] + np.arange(frames) * stride
-    assert indices(length, frames, stride, clips) == expected.tolist()
-  # A video shorter than the span loops.
-  assert indices(5, 4, 2, 2) == [[0, 2, 4, 1], [0, 2, 4, 1]]
-
-
-def test_random_clip_indices_cover_every_offset():
-  offsets = set()
-  for i in range(200):
-    idx = sampling.random_clip_indices(tf.constant(12), 3, 2, tf.constant([7, i])).numpy()
-    assert (np.diff(idx) == 2).all()
-    offsets.add(int(idx[0]))
-  assert offsets == set(range(12 - 5 + 1))
-  short = sampling.random_clip_indices(tf.constant(3), 4, 1, tf.constant([0, 0])).numpy()
-  assert short.tolist() == [0, 1, 2, 0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,124 +333,3 @@ def test_ensure_dataset_writes_once_and_is_deterministic(tmp_path, monkeypatch, 
   train = [f for f, _ in synthetic.generate_split(params, "train")]
   validation = [f for f, _ in synthetic.generate_split(params, "validation")]
   assert not any(np.array_equal(t, v) for t in train for v in validation)
-
-
-def test_generators_are_deterministic_and_well_formed():
-  for name, task in synthetic.TASKS.items():
-    a, label_a = task.generate(np.random.default_rng(3), 12, 24, num_frames=6, stride=2)
-    b, label_b = task.generate(np.random.default_rng(3), 12, 24, num_frames=6, stride=2)
-    c, _ = task.generate(np.random.default_rng(4), 12, 24, num_frames=6, stride=2)
-    assert a.shape == (12, 24, 24, 3) and a.dtype == np.uint8, name
-    assert label_a == label_b and 0 <= label_a < len(task.class_names)
-    np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, c)
-
-
-def render_without_background(
-  monkeypatch, task: str, label: int, count: int, length: int, size: int, **clip
-) -> np.ndarray:
-  """float frames (count, T, S, S, 3) with the background at -1000, so objects can be located."""
-  monkeypatch.setattr(
-    synthetic, "_background", lambda rng, size, dark: np.full((size, size, 3), -1000.0, np.float32)
-  )
-  monkeypatch.setattr(synthetic, "_to_uint8", lambda frames: frames)
-  generate = synthetic.TASKS[task].generate
-  return np.stack(
-    [
-      generate(np.random.default_rng([label, i]), length, size, label=label, **clip)[0]
-      for i in range(count)
-    ]
-  )
-
-
-def circular_centroid(mask: np.ndarray) -> np.ndarray:
-  """(..., S, S) coverage -> (..., 2) centroid (y, x) on the torus."""
-  size = mask.shape[-1]
-  angle = 2 * np.pi * np.arange(size) / size
-  centre = []
-  for axis in (-2, -1):
-    weights = mask.sum(axis=-1 if axis == -2 else -2)  # (..., S) profile along `axis`.
-    mean = np.arctan2(weights @ np.sin(angle), weights @ np.cos(angle))
-    centre.append(mean % (2 * np.pi) * size / (2 * np.pi))
-  return np.stack(centre, -1)
-
-
-def test_motion_frames_have_the_same_distribution_in_every_class(monkeypatch):
-  length, size, count = 8, 24, 150
-  coverage = {}  # class -> (count, T, S, S) object coverage
-  colour = {}  # class -> mean colour of the object's pixels
-  for label, name in enumerate(synthetic.TASKS["motion"].class_names):
-    frames = render_without_background(monkeypatch, "motion", label, count, length, size)
-    coverage[name] = (frames[..., 0] > -500).astype(np.float64)
-    colour[name] = frames[coverage[name] > 0].mean(0)
-  everything = np.mean(list(coverage.values()))
-  # Shape, size and colour do not depend on the class (object area: shape and size).
-  for name, cover in coverage.items():
-    assert abs(cover.mean() / everything - 1) < 0.05, name
-    assert np.abs(colour[name] - np.mean(list(colour.values()), axis=0)).max() < 15, name
-  for name, cover in coverage.items():
-    for t in (0, length - 1):  # Every position is equally likely in any frame of any class.
-      rows = cover[:, t].mean(axis=(0, 2))
-      columns = cover[:, t].mean(axis=(0, 1))
-      assert np.abs(rows - everything).max() < 0.05, (name, t)
-      assert np.abs(columns - everything).max() < 0.05, (name, t)
-    # The object really moves in the class's direction: displacement per frame of its centroid.
-    centres = circular_centroid(cover)  # (count, T, 2)
-    step = (np.diff(centres, axis=1) + size / 2) % size - size / 2
-    velocity = step.mean(axis=1)  # (count, 2) as (dy, dx)
-    direction = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[name]
-    along = velocity @ np.array(direction)
-    assert (along > 0.5).all() and (along < 2.5).all(), name
-    assert np.abs(velocity @ np.array(direction[::-1])).max() < 0.3, name
-  # Time reversal: 'right' is 'left' played backwards (same coverage statistics, mirrored speed).
-  left_reversed = coverage["left"][:, ::-1]
-  for statistic in (lambda c: c.mean(axis=(0, 1, 2)), lambda c: c.mean(axis=(0, 1, 3))):
-    np.testing.assert_allclose(statistic(left_reversed), statistic(coverage["right"]), atol=0.05)
-
-
-def test_rotation_classes_turn_their_way(monkeypatch):
-  for label, sign in ((0, 1), (1, -1)):  # Clockwise on screen (y points down) is positive.
-    frames = render_without_background(monkeypatch, "rotation", label, 20, 16, 40)
-    centres = circular_centroid((frames[..., 0] > -500).astype(np.float64))  # (count, T, 2)
-    # The L's centroid circles the fixed centre: the sign of the area its path sweeps (relative
-    # to the path's mean) is the direction of rotation.
-    path = (centres - centres[:, :1] + 20) % 40 - 20  # Unwrapped around the first frame.
-    path = path - path.mean(axis=1, keepdims=True)
-    y, x = path[..., 0], path[..., 1]
-    swept = (x[:, :-1] * y[:, 1:] - y[:, :-1] * x[:, 1:]).sum(axis=1)
-    assert (np.sign(swept) == sign).all()
-
-
-def test_order_flashes_fall_inside_every_clip(monkeypatch):
-  length, num_frames, stride, size = 20, 8, 2, 64
-  first, last = synthetic.event_window(length, num_frames, stride)
-  assert (first, last) == (5, 14)
-  for label in (0, 1):
-    videos = render_without_background(
-      monkeypatch, "order", label, 15, length, size, num_frames=num_frames, stride=stride
-    )
-    for video in videos:
-      changed = np.abs(video - np.median(video, axis=0)).sum(-1) > 30  # (T, S, S)
-      times = np.flatnonzero(changed.any(axis=(1, 2)))
-      assert first <= times.min() and times.max() <= last
-      # Two flashes of exactly `stride` frames each (possibly back to back: a new flash starts
-      # where the changed region changes); the disc is the rounder one.
-      starts = [
-        t for t in times if t - 1 not in times or not np.array_equal(changed[t], changed[t - 1])
-      ]
-      assert len(starts) == 2 and len(times) == 2 * stride
-      shapes = []
-      for start in starts:
-        # Centre the flashing object (it may wrap around the frame edges) before measuring it.
-        centre = circular_centroid(changed[start].astype(np.float64)).round().astype(int)
-        centred = np.roll(changed[start], tuple(size // 2 - centre), axis=(0, 1))
-        ys, xs = np.nonzero(centred)
-        spread = np.hypot(ys - ys.mean(), xs - xs.mean()).max() / np.sqrt(len(ys))
-        shapes.append("disc" if spread < 0.635 else "square")
-      assert shapes == (["disc", "square"] if label == 0 else ["square", "disc"])
-      # Whatever offset the reader draws, each flash is in exactly one sampled frame.
-      for offset in range(length - (num_frames - 1) * stride):
-        sampled = offset + stride * np.arange(num_frames)
-        assert np.isin(sampled, times).sum() == 2
-  with pytest.raises(ValueError, match="video_length"):
-    synthetic.event_window(30, 8, 2)

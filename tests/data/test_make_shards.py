@@ -1,22 +1,17 @@
 """vidtx.data.make_shards: annotation files and video folders -> DMVR shards, read back."""
 
-import collections
 import json
 import os
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pytest
 import tensorflow as tf
 from shared import (
   REPO,
   H,
-  W,
   digests,
-  frame_index,
-  frames_of,
   read_table,
   write_lines,
   write_video,
@@ -29,7 +24,6 @@ from vidtx.data import (
   make_shards,
   shard_tables,
   sources,
-  video_decode,
 )
 from vidtx.inference.preprocess import decode_video
 
@@ -44,58 +38,6 @@ def by_id(examples: list[dict]) -> dict[str, dict]:
 def read_report(output_dir, split: str) -> dict[str, str]:
   with open(os.path.join(output_dir, f"{split}_report.txt")) as f:
     return {line.split("\t")[0]: line.rstrip("\n").split("\t")[2] for line in f}
-
-
-# ---------------------------------------------------------------------------------------------
-# Frame selection and decoding.
-# ---------------------------------------------------------------------------------------------
-
-
-def test_sample_frames_follows_the_fps_filter_rule():
-  def sample(times, **kwargs):
-    options = dict(start=None, end=None, fps=0, frame_duration=1 / 30, tolerance=1e-3)
-    return list(
-      video_decode.sample_frames([(t, i) for i, t in enumerate(times)], **{**options, **kwargs})
-    )
-
-  times = [k / 30 for k in range(24)]
-  assert sample(times) == list(range(24))
-  assert sample(times, fps=10) == list(range(0, 24, 3))
-  assert sample(times, start=0.2, end=0.5) == list(range(6, 15))
-  assert sample(times, start=0.2, end=0.5, fps=10) == [6, 9, 12]
-  # Up-sampling repeats frames: 0..0.8 s at 60 fps shows each 30 fps frame twice.
-  assert sample(times, fps=60) == [k // 2 for k in range(48)]
-  # Millisecond timestamps (WebM) round 1/30 s up or down; the tolerance absorbs it.
-  assert sample([round(t, 3) for t in times], fps=15) == list(range(0, 24, 2))
-  # A start between frames takes the frame shown then (the one before it).
-  assert sample(times, start=0.11, end=0.3, fps=10) == [3, 6]
-  # Output times before the first frame show the first frame.
-  assert sample([t + 0.05 for t in times], start=0.0, end=0.2, fps=20) == [0, 0, 1, 3]
-
-
-def test_frame_to_rgb_converts_gray_and_resizes_to_the_first_frame_size():
-  gray = av.VideoFrame.from_ndarray(np.full((20, 30), 128, np.uint8), format="gray")
-  rgb = video_decode.frame_to_rgb(gray, 12, 8)
-  assert rgb.shape == (8, 12, 3) and rgb.dtype == np.uint8
-  np.testing.assert_allclose(rgb, 128, atol=2)
-  larger = av.VideoFrame.from_ndarray(np.full((40, 60, 3), 90, np.uint8), format="rgb24")
-  assert video_decode.frame_to_rgb(larger, 12, 8).shape == (8, 12, 3)
-
-
-def test_read_frames_resamples_and_resizes_mp4_and_webm(tmp_path):
-  for name in ("a.mp4", "a.webm"):
-    path = write_video(str(tmp_path / name), 24, fps=30)
-    frames, rate = video_decode.read_frames(path)
-    assert frames.shape == (24, H, W, 3) and rate == 30
-    # H.264 / VP9 loss: small on average, larger at the red corner's edges.
-    np.testing.assert_allclose(frames, frames_of(24), atol=32)
-    assert np.abs(frames.astype(float) - frames_of(24)).mean() < 3
-    assert frames[0, 2, 2, 0] > 150 > frames[0, 2, 2, 1]  # RGB, not BGR.
-    frames, rate = video_decode.read_frames(path, fps=10, short_side=16)
-    assert frames.shape == (8, 16, 24, 3) and rate == 10  # A third of the frames, 32x48 -> 16x24.
-    assert [frame_index(f) for f in frames] == list(range(0, 24, 3))
-  portrait = write_video(str(tmp_path / "portrait.mp4"), 4, height=48, width=32)
-  assert video_decode.read_frames(portrait, short_side=16)[0].shape == (4, 24, 16, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,83 +424,6 @@ def touch(root, *paths) -> None:
 
 def ids_by_split(dataset: sources.FolderDataset) -> dict[str, list[str]]:
   return {split: [item.video_id for item in items] for split, items in dataset.splits.items()}
-
-
-def test_val_count_rounds_half_up_within_1_and_n_minus_1():
-  cases = {
-    (1, 0.1): 0,  # A class of one video keeps it for training.
-    (2, 0.1): 1,  # At least one...
-    (10, 0.1): 1,
-    (15, 0.1): 2,  # 1.5 -> 2 (half up, not to even).
-    (25, 0.1): 3,  # 2.5 -> 3.
-    (5, 0.7): 4,  # 3.5 -> 4, although 0.7 * 5 is 3.4999... in floating point.
-    (2, 0.9): 1,  # ...at most n - 1: every class keeps a training video.
-    (10, 0.0): 0,
-  }
-  assert {case: sources.val_count(*case) for case in cases} == cases
-
-
-def test_stratified_split_is_exact_per_class_and_deterministic(tmp_path, monkeypatch):
-  sizes = {"archery": 1, "bowling": 2, "curling": 10, "diving": 15}
-  root = tmp_path / "videos"
-  touch(root, *[f"{name}/v{i:02d}.mp4" for name, n in sizes.items() for i in range(n)])
-  dataset = sources.folders_source(str(root), seed=0)
-  assert (dataset.layout, dataset.val_fraction) == ("classes", 0.1)
-  assert dataset.class_names == sorted(sizes)
-  ids = ids_by_split(dataset)
-  val_counts = collections.Counter(video_id.split("/")[0] for video_id in ids["validation"])
-  assert dict(val_counts) == {"bowling": 1, "curling": 1, "diving": 2}
-  assert sorted(ids["train"] + ids["validation"]) == sorted(
-    f"{name}/v{i:02d}.mp4" for name, n in sizes.items() for i in range(n)
-  )
-  for split, items in dataset.splits.items():
-    assert all(item.labels == (item.video_id.split("/")[0],) for item in items), split
-    assert all(item.path == str(root / item.video_id) for item in items), split
-
-  # The same seed: the same split and order, also from another root and whatever order the
-  # file system lists the entries in.
-  assert ids_by_split(sources.folders_source(str(root), seed=0)) == ids
-  copy = tmp_path / "copy"
-  touch(copy, *ids["train"], *ids["validation"])
-  real_scandir = os.scandir
-
-  class ReversedScandir:
-    """os.scandir listing its entries in reverse (os.walk lists through it too)."""
-
-    def __init__(self, path):
-      with real_scandir(path) as found:
-        self.entries = iter(list(found)[::-1])
-
-    def __enter__(self):
-      return self
-
-    def __exit__(self, *exc_info):
-      return False
-
-    def __iter__(self):
-      return self
-
-    def __next__(self):
-      return next(self.entries)
-
-    def close(self):
-      pass
-
-  def scandir_listings():
-    with os.scandir(copy) as found:
-      return [[entry.name for entry in found]] + [files for _, _, files in os.walk(copy / "diving")]
-
-  before = scandir_listings()
-  monkeypatch.setattr(os, "scandir", ReversedScandir)
-  assert scandir_listings() == [names[::-1] for names in before]
-  assert ids_by_split(sources.folders_source(str(copy), seed=0)) == ids
-  monkeypatch.undo()
-  # Another seed draws another split (with the same counts).
-  other = ids_by_split(sources.folders_source(str(root), seed=1))
-  assert other["validation"] != ids["validation"]
-  assert len(other["validation"]) == len(ids["validation"])
-  # --val_fraction=0: train only.
-  assert list(sources.folders_source(str(root), val_fraction=0.0).splits) == ["train"]
 
 
 def test_folders_round_trip(tmp_path, capsys):

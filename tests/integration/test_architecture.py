@@ -1,5 +1,6 @@
 """docs/architecture.md's layers are true: every module-level import of vidtx by vidtx goes to a
-lower floor of its table, and every module of the package is on one floor."""
+lower floor of its table, and every module of the package is on one floor. And the tests mirror
+the package (docs/testing.md): a module's tests are found from its path."""
 
 import ast
 import os
@@ -93,3 +94,89 @@ def test_every_module_imports_only_lower_floors():
             f"(floor {floors[imported]} >= {unit}'s {floors[unit]})"
           )
   assert upward == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The tests mirror the package (docs/testing.md, "Where a module's tests are").
+# ---------------------------------------------------------------------------------------------
+
+TESTS = os.path.join(REPO, "tests")
+# Modules with logic whose tests are elsewhere, and where. A module given its own test file
+# leaves this list (the test below says so).
+MIRROR_EXCEPTIONS = {
+  "vidtx/config_checks.py": "train.py's start-up checks, run by tests/test_config.py (vidtx-config "
+  "resolves a recipe with them), test_optim_scaling.py and integration/test_finetune_truth.py",
+  "vidtx/evaluate.py": "the eval.py command, run end to end by integration/test_end_to_end.py",
+  "vidtx/export.py": "the export command, tested beside the SavedModel export it drives in "
+  "tests/checkpoints/test_export_tf.py, whose fixtures it shares",
+  "vidtx/paths.py": "gs:// paths, against a local GCS server in integration/test_gcs_workdir.py",
+  "vidtx/checkpoints/video.py": "each peer's video checkpoint converted and run against the peer "
+  "itself in tests/checkpoints/test_checkpoints.py",
+  "vidtx/checkpoints/vit.py": "each peer's ViT converted and run against the peer itself in "
+  "tests/checkpoints/test_checkpoints.py",
+  "vidtx/models/tokenizer.py": "the tubelet embedding and its initialisations, in "
+  "tests/models/test_vivit.py",
+  "vidtx/data/class_labels.py": "each source's labels, in the round trips of "
+  "tests/data/test_make_shards.py",
+  "vidtx/data/shard_writer.py": "tests/data/test_make_shards.py and test_folder_split.py",
+  "vidtx/tools/hf_peer.py": "the PyTorch side of tools/benchmark.py, run by "
+  "tests/tools/test_benchmark.py",
+  "vidtx/tools/kinetics_like.py": "the benchmark's videos, made and read back by "
+  "tests/tools/test_input_benchmark.py",
+  "vidtx/tools/torch_peer.py": "the PyTorch side of tools/input_benchmark.py, run by "
+  "tests/tools/test_input_benchmark.py",
+}
+
+
+def _mirrored(module: str) -> str:
+  """vidtx/a/b.py -> tests/a/test_b.py; a package's vidtx/a/__init__.py -> tests/a/test_a.py."""
+  folder, name = os.path.split(os.path.relpath(module, "vidtx"))
+  if name == "__init__.py":
+    name = os.path.basename(folder) + ".py"
+  return os.path.join("tests", folder, "test_" + name)
+
+
+def _modules_with_logic() -> list[str]:
+  """vidtx's modules that define a function or a class, relative to the repository."""
+  found = []
+  for root, _, names in os.walk(PACKAGE):  # vidtx/configs is a link: not followed.
+    for name in sorted(names):
+      path = os.path.join(root, name)
+      if name.endswith(".py") and path != os.path.join(PACKAGE, "__init__.py"):
+        with open(path, encoding="utf-8") as f:
+          tree = ast.parse(f.read())
+        if any(isinstance(n, ast.FunctionDef | ast.ClassDef) for n in tree.body):
+          found.append(os.path.relpath(path, REPO))
+  return found
+
+
+def test_every_module_has_its_tests_at_its_mirrored_path():
+  modules = _modules_with_logic()
+  assert len(modules) > 60  # The walk found the package.
+  missing = [
+    f"{m}: {_mirrored(m)}"
+    for m in modules
+    if m not in MIRROR_EXCEPTIONS and not os.path.exists(os.path.join(REPO, _mirrored(m)))
+  ]
+  assert missing == [], "put these modules' tests at their mirrored paths"
+  stale = [m for m in MIRROR_EXCEPTIONS if os.path.exists(os.path.join(REPO, _mirrored(m)))]
+  assert stale == [], "these modules have their test files now: take them off MIRROR_EXCEPTIONS"
+  gone = sorted(set(MIRROR_EXCEPTIONS) - set(modules))
+  assert gone == [], "MIRROR_EXCEPTIONS names modules that are gone"
+
+
+def test_every_test_file_outside_integration_names_its_module():
+  """tests/a/test_b.py or tests/a/test_b_TOPIC.py tests vidtx/a/b.py (or the package a); the
+  recipes in configs/ are tests/test_configs.py; what spans modules is in tests/integration."""
+  stems = {_mirrored(m).removesuffix(".py") for m in _modules_with_logic()}
+  stems.add(os.path.join("tests", "test_configs"))
+  strays = []
+  for root, _, names in os.walk(TESTS):
+    if os.path.relpath(root, TESTS).split(os.sep)[0] == "integration":
+      continue
+    for name in names:
+      if name.startswith("test_") and name.endswith(".py"):
+        stem = os.path.relpath(os.path.join(root, name), REPO).removesuffix(".py")
+        if not any(stem == s or stem.startswith(s + "_") for s in stems):
+          strays.append(stem + ".py")
+  assert sorted(strays) == [], "name these files after their module, or move them to integration"

@@ -1,11 +1,11 @@
-"""Tests of vidtx.models: paper parameter counts, brute-force attention references, the
-TimeSformer initialisation claim, and the build/config/dtype contract."""
+"""Tests of vidtx.models: paper parameter counts, whole tiny models against brute-force
+references, the TimeSformer initialisation claim, and the build/config/dtype contract. The
+attention patterns are tested in test_attention.py, the layers in test_layers.py."""
 
 import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from reference import (
@@ -13,7 +13,6 @@ from reference import (
   init_shapes,
   jitted_apply,
   num_params,
-  random_attention,
   random_like,
   ref_attention,
   ref_layer_norm,
@@ -22,7 +21,6 @@ from reference import (
 )
 
 from vidtx import models
-from vidtx.models import attention, encoder, hparams, kernels, layers
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
@@ -169,87 +167,6 @@ def test_timesformer_parameter_count_exact():
   divided = space + t * d + 12 * (norm + attn + dense)  # Time embedding, temporal parts.
   assert _param_count("timesformer", dict(attention="space"), k, (1, 8, 224, 224, 3)) == space
   assert _param_count("timesformer", {}, k, (1, 8, 224, 224, 3)) == divided == 121_566_352
-
-
-# ----------------------------------------------------------------------------------------
-# Attention patterns and the core.
-# ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("pattern", ["spatial", "temporal", "joint"])
-def test_pattern_equals_masked_full_attention(pattern):
-  b, t, n, d = 2, 3, 4, 8
-  x = _video(shape=(b, t, n, d))
-  mha, params = random_attention(x[:, 0])
-
-  def attend(tokens):
-    return mha.apply(params, tokens, deterministic=True)
-
-  got = getattr(attention, f"{pattern}_attention")(attend, x)
-  frame, place = np.repeat(np.arange(t), n), np.tile(np.arange(n), t)
-  mask = {
-    "spatial": frame[:, None] == frame[None, :],
-    "temporal": place[:, None] == place[None, :],
-    "joint": np.ones((t * n, t * n), bool),
-  }[pattern]
-  p = as_float64(params["params"])
-  want = np.stack(
-    [ref_attention(np.asarray(xb, np.float64).reshape(t * n, d), p, mask) for xb in x]
-  )
-  np.testing.assert_allclose(np.asarray(got).reshape(b, t * n, d), want, atol=1e-5)
-
-
-def test_attention_core_weight_path_matches_fused():
-  """The explicit-weights path (used for attention dropout) equals the fused one."""
-  q, k, v = (_video(seed, (2, 5, 2, 4)) for seed in range(3))
-  mask = jnp.asarray(np.tril(np.ones((5, 5), bool)))[None, None]
-  # An 'rbg' key: threefry random bits take seconds to compile on CPU.
-  rbg_key = jax.random.key(0, impl="rbg")
-  core = jax.jit(kernels.dot_product_attention, static_argnames=("dropout_rate", "deterministic"))
-  fused = core(q, k, v, mask=mask)
-  explicit = core(q, k, v, mask=mask, dropout_rate=1e-12, dropout_rng=rbg_key, deterministic=False)
-  np.testing.assert_allclose(explicit, fused, atol=1e-6)
-  dropped = core(q, k, v, mask=mask, dropout_rate=0.5, dropout_rng=rbg_key, deterministic=False)
-  assert not np.allclose(dropped, fused, atol=1e-3)
-
-
-def test_drop_path_drops_whole_examples():
-  x = jnp.ones((64, 3, 5))
-  y = layers.DropPath(0.5).apply(
-    {}, x, deterministic=False, rngs={"dropout": jax.random.key(0, impl="rbg")}
-  )
-  per_example = np.asarray(y).reshape(64, -1)
-  assert set(np.unique(per_example)) == {0.0, 2.0}
-  assert (per_example == per_example[:, :1]).all()
-  assert encoder.drop_path_rates(0.2, 5) == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
-
-
-def test_gelu_exact_to_float32_and_its_gradient():
-  """The erf form equals x * Phi(x) computed in float64 to float32 rounding, in the tails too,
-  and so does its gradient Phi(x) + x * phi(x); the tanh form is Flax's."""
-  from scipy import special
-
-  x64 = np.concatenate([np.linspace(-12, 12, 20001), [-40.0, -9.5, 0.0, 1e-30, 9.5, 40.0]])
-  x = jnp.asarray(x64, jnp.float32)
-  x64 = np.asarray(x, np.float64)  # The float32 inputs, exactly.
-  cdf = 0.5 * special.erfc(-x64 / np.sqrt(2))
-  expected = x64 * cdf
-  got = np.asarray(layers.gelu(x), np.float64)
-  # float32 rounding: within 3 units of 2^-24 of |x * Phi(x)| + |x| (the sum 1 + erf rounds at
-  # the scale of 1, so where Phi is tiny the error is relative to x, as in PyTorch).
-  eps = 2.0**-24
-  assert np.all(np.abs(got - expected) <= 3 * eps * (np.abs(expected) + np.abs(x64)))
-  grad = np.asarray(jax.vmap(jax.grad(layers.gelu))(x), np.float64)
-  expected_grad = cdf + x64 * np.exp(-(x64**2) / 2) / np.sqrt(2 * np.pi)
-  np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-6)
-  np.testing.assert_array_equal(layers.gelu(x, approximate=True), jax.nn.gelu(x, approximate=True))
-  # The erfc form (TensorFlow export) is the same function, and the traced program has no erf.
-  with layers.gelu_with_erfc():
-    erfc_form = np.asarray(layers.gelu(x), np.float64)
-    text = jax.jit(lambda v: layers.gelu(v)).lower(x).as_text()
-  assert np.all(np.abs(erfc_form - expected) <= 3 * eps * (np.abs(expected) + np.abs(x64)))
-  assert "erfc" in text and "chlo.erf " not in text
-  assert "chlo.erf " in jax.jit(lambda v: layers.gelu(v)).lower(x).as_text()
 
 
 # ----------------------------------------------------------------------------------------
@@ -427,22 +344,6 @@ def test_bfloat16_compute(model_name):
 # ----------------------------------------------------------------------------------------
 # Configuration and input errors.
 # ----------------------------------------------------------------------------------------
-
-
-def test_default_config_and_variants():
-  config = models.default_config("vivit")
-  assert config.variant == "B/16x2" and config.temporal_layers == 4
-  # Both models share the common fields; each adds its own.
-  assert set(hparams.base_config()) < set(config)
-  assert set(hparams.base_config()) < set(models.default_config("timesformer"))
-  assert hparams.parse_variant("B/16x2") == dict(
-    hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072, patch_size=16, tubelet_size=2
-  )
-  assert hparams.parse_variant("Ti/8")["tubelet_size"] == 1
-  assert hparams.parse_variant("H/14")["mlp_dim"] == 5120
-  # A ConfigDict of overrides works like a dict; omitted fields take their defaults.
-  model = models.build("timesformer", ml_collections.ConfigDict(dict(variant="S/16")), 10)
-  assert model.config.hidden_size == 384 and model.config.attention == "divided"
 
 
 @pytest.mark.parametrize(
