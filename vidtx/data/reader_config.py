@@ -6,6 +6,7 @@ from typing import Any
 
 import ml_collections
 
+from vidtx import device_augment
 from vidtx.errors import UserError
 
 SAMPLINGS = ("stride", "timesformer", "segment")
@@ -121,6 +122,25 @@ def augmentation_params(dataset_configs: ml_collections.ConfigDict) -> dict[str,
       "rand_augment_magnitude must be >= 0."
     )
   return params
+
+
+def device_augmentation(dataset_configs: ml_collections.ConfigDict) -> device_augment.Augmentation:
+  """What the train step applies on the accelerator to the reader's uint8 clips: the flip, the
+  colour jitter and drop, RandAugment, the normalisation and random erasing of the config."""
+  dc = dataset_configs
+  aug = augmentation_params(dc)
+  mean, std = normalisation(dc)
+  color = bool(aug["do_color_augment"])
+  return device_augment.Augmentation(
+    mean=mean,
+    std=std,
+    flip=bool(dc.get("random_flip", False)),
+    color=color,
+    color_drop=color and float(aug["prob_color_drop"]) > 0,
+    rand_augment_layers=int(aug["rand_augment_num_layers"]) if aug["do_rand_augment"] else 0,
+    rand_augment_magnitude=float(aug["rand_augment_magnitude"]),
+    erasing=float(aug["random_erasing_probability"]) > 0,
+  )
 
 
 def class_splits(dataset_configs: ml_collections.ConfigDict) -> tuple[int, ...]:

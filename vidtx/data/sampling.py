@@ -170,7 +170,9 @@ def _three_crops(frames: tf.Tensor, crop: int) -> tf.Tensor:
   return tf.stack(crops)
 
 
-def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) -> tf.Tensor:
+def eval_views(
+  frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict, *, normalised: bool = True
+) -> tf.Tensor:
   """The evaluation views of one video: uint8 clips -> normalised float32 (V, T, crop, crop, 3).
 
   `frames`: the decoded clips (C, num_frames, H, W, 3), uint8, as selected by
@@ -179,7 +181,9 @@ def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) ->
   centre-cropped, or cropped three times (start, centre and end of the long side) when
   do_three_spatial_crops; V = C * (3 or 1),
   clip-major. Pixels are normalised with `reader_config.normalisation(dataset_configs)`. The
-  TFRecord reader and vidtx.predict both call this.
+  TFRecord reader and vidtx.predict both call this. With normalised=False (the reader's
+  evaluation batches, normalised by the evaluator's step on the accelerator) the views are the
+  resized pixels rounded to uint8.
   """
   dc = dataset_configs
   num_frames, crop = int(dc["num_frames"]), int(dc["crop_size"])
@@ -206,4 +210,6 @@ def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) ->
     left = (tf.shape(frames)[3] - crop) // 2
     views = frames[:, :, top : top + crop, left : left + crop, :]  # (V, T, crop, crop, 3)
   views = tf.ensure_shape(views, [num_views, num_frames, crop, crop, 3])
+  if not normalised:
+    return tf.cast(tf.clip_by_value(tf.round(views), 0.0, 255.0), tf.uint8)
   return normalise(views, mean, std)
