@@ -111,8 +111,9 @@ class Augmentation:
 
 def normalise(pixels: jax.Array, mean, std) -> jax.Array:
   """float32 (pixel / 255 - mean) / std per channel, the arithmetic of sampling.normalise."""
-  mean = jnp.asarray(mean, jnp.float32)
-  std = jnp.asarray(std, jnp.float32)
+  channels = (1,) * (pixels.ndim - 1) + (3,)  # (3,) -> (1, ..., 1, 3)
+  mean = jnp.asarray(mean, jnp.float32).reshape(channels)
+  std = jnp.asarray(std, jnp.float32).reshape(channels)
   return (pixels.astype(jnp.float32) / 255.0 - mean) / std
 
 
@@ -216,8 +217,8 @@ def _luma(clip: jax.Array) -> jax.Array:
 
 
 def auto_contrast(clip: jax.Array) -> jax.Array:
-  low = jnp.min(clip, axis=(0, 1, 2))
-  high = jnp.max(clip, axis=(0, 1, 2))
+  low = jnp.min(clip, axis=(0, 1, 2), keepdims=True)
+  high = jnp.max(clip, axis=(0, 1, 2), keepdims=True)
   stretch = high > low
   low = jnp.where(stretch, low, 0.0)
   levels = jnp.where(stretch, 255.0, 1.0)
@@ -227,7 +228,8 @@ def auto_contrast(clip: jax.Array) -> jax.Array:
 
 def equalize(clip: jax.Array) -> jax.Array:
   """PIL's ImageOps.equalize per channel, one histogram over the whole clip."""
-  bins = clip.astype(jnp.int32).reshape(-1, 3) + jnp.arange(3) * 256  # channel c: [256c, 256c+256)
+  # (T, H, W, 3) -> (N, 3); channel c counts into bins [256 c, 256 c + 256).
+  bins = clip.astype(jnp.int32).reshape(-1, 3) + jnp.arange(3)[None, :] * 256
   histogram = jnp.bincount(bins.reshape(-1), length=768).reshape(3, 256)
   brightest = 255 - jnp.argmax(histogram[:, ::-1] > 0, axis=1)
   step = (bins.shape[0] - histogram[jnp.arange(3), brightest]) // 255

@@ -23,6 +23,8 @@ from vidtx import device_augment, models, sharding
 from vidtx import train_state as state_lib
 from vidtx.data import augment, dmvr, pipeline, reader_config, sampling
 
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
 T, H, W = 3, 24, 32
 BLENDS = ("Color", "Contrast", "Sharpness")
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
