@@ -412,3 +412,36 @@ def augment_batch(batch: dict[str, jax.Array], augmentation: Augmentation) -> di
     clips = jax.vmap(random_erasing)(clips, params[ERASE_BOX], params[ERASE_NOISE])
   out["inputs"] = clips
   return out
+
+
+def random_params(
+  key: jax.Array, augmentation: Augmentation, batch_size: int, crop_size: int
+) -> dict[str, jax.Array]:
+  """Parameter fields for a batch of `batch_size` clips, every augmentation applied (colour
+  jitter, an erased quarter of the frame; flips, grey and RandAugment's operations at random):
+  what the benchmark times, shaped and typed as the reader sends them."""
+  keys = iter(jax.random.split(key, 8))
+  b, s, layers = batch_size, crop_size, augmentation.rand_augment_layers
+
+  def uniform(low: float, high: float) -> jax.Array:
+    return jax.random.uniform(next(keys), (b,), jnp.float32, low, high)
+
+  every = {
+    FLIP: lambda: jax.random.bernoulli(next(keys), 0.5, (b,)).astype(jnp.int32),
+    COLOR: lambda: jnp.stack(
+      [jnp.ones(b), uniform(-32, 32), uniform(0.6, 1.4), uniform(0.6, 1.4), uniform(-0.2, 0.2)],
+      axis=1,
+    ),
+    GRAY: lambda: jax.random.bernoulli(next(keys), 0.5, (b,)).astype(jnp.int32),
+    RA_OP: lambda: jax.random.randint(next(keys), (b, layers), 0, NO_OP + 1),
+    RA_ARG: lambda: jnp.concatenate(
+      [
+        jnp.where(jax.random.bernoulli(next(keys), 0.5, (b, layers, 1)), 1.0, -1.0),
+        jax.random.randint(next(keys), (b, layers, 2), 0, s).astype(jnp.float32),
+      ],
+      axis=2,
+    ),
+    ERASE_BOX: lambda: jnp.tile(jnp.array([s // 4, s // 4, s // 2, s // 2], jnp.int32), (b, 1)),
+    ERASE_NOISE: lambda: jax.random.normal(next(keys), (b, s, s, 3)),
+  }
+  return {field: every[field]() for field in augmentation.fields}
