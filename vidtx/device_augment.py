@@ -420,7 +420,7 @@ def random_params(
   """Parameter fields for a batch of `batch_size` clips, every augmentation applied (colour
   jitter, an erased quarter of the frame; flips, grey and RandAugment's operations at random):
   what the benchmark times, shaped and typed as the reader sends them."""
-  keys = iter(jax.random.split(key, 8))
+  keys = iter(jax.random.split(key, 16))
   b, s, layers = batch_size, crop_size, augmentation.rand_augment_layers
 
   def uniform(low: float, high: float) -> jax.Array:

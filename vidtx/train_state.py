@@ -194,6 +194,21 @@ def place(host_tree: Any, abstract_tree: Any) -> Any:
 # ----------------------------------------------------------------------------------------
 
 
+def augment_on_mesh(
+  batch: dict[str, jax.Array], augmentation: device_augment.Augmentation, mesh: Mesh
+) -> dict[str, jax.Array]:
+  """device_augment.augment_batch with every device augmenting the clips it holds (shard_map
+  over the data-parallel axes): RandAugment's per-clip loop (lax.map) would otherwise gather
+  the whole batch on every device. Call it under jit."""
+  spec = sharding.data_sharding(mesh).spec
+  return jax.shard_map(
+    lambda local: device_augment.augment_batch(local, augmentation),
+    mesh=mesh,
+    in_specs=spec,
+    out_specs=spec,
+  )(batch)
+
+
 def make_train_step(
   model: nn.Module,
   tx: optax.GradientTransformation,
@@ -247,7 +262,12 @@ def make_train_step(
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     if augmentation is not None:
       # Before the micro-batch split: one pass over the whole batch, each clip on its device.
-      batch = device_augment.augment_batch(batch, augmentation)
+      batch = augment_on_mesh(batch, augmentation, mesh)
+    elif batch["inputs"].dtype == jnp.uint8:
+      raise ValueError(
+        "make_train_step: uint8 inputs (the reader's pixels) need "
+        "augmentation=reader_config.device_augmentation(dataset_configs) to be normalised."
+      )
     if k == 1:
       loss, accuracy, grads = loss_and_grads(state.params, batch, rng)
     else:

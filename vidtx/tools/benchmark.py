@@ -470,10 +470,8 @@ def augmentation_seconds(
   dc: ml_collections.ConfigDict, batch: dict[str, jax.Array], mesh: jax.sharding.Mesh, steps: int
 ) -> float:
   """Seconds per step of the on-device augmentation alone (jitted, as in the step) on `batch`."""
-  augment = jax.jit(
-    lambda b: device_augment.augment_batch(b, reader_config.device_augmentation(dc))["inputs"],
-    out_shardings=sharding.data_sharding(mesh),
-  )
+  augmentation = reader_config.device_augmentation(dc)
+  augment = jax.jit(lambda b: state_lib.augment_on_mesh(b, augmentation, mesh)["inputs"])
   jax.block_until_ready(augment(batch))  # compiles
   start = time.perf_counter()
   for _ in range(steps):
