@@ -270,7 +270,7 @@ def _project(clip: jax.Array, transform: list) -> jax.Array:
   height, width = clip.shape[1], clip.shape[2]
   y = jnp.arange(height, dtype=jnp.float32)[:, None]
   x = jnp.arange(width, dtype=jnp.float32)[None, :]
-  # Fused multiply-adds (above) may move a source exactly half-way between two pixels to the
+  # XLA's fused multiply-adds may move a source exactly half-way between two pixels to the
   # other one: tests allow under 1% of pixels.
   source_x = _round_half_away(a0 * x + a1 * y + a2)
   source_y = _round_half_away(b0 * x + b1 * y + b2)

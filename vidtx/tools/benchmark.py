@@ -480,6 +480,17 @@ def augmentation_seconds(
   return (time.perf_counter() - start) / steps
 
 
+def _forward(model: Any, dc: ml_collections.ConfigDict, params: Any, inputs: jax.Array) -> Any:
+  """The evaluator's forward pass, compiled: uint8 clips normalised on the device, the model."""
+  normalisation = reader_config.normalisation(dc)
+  forward = jax.jit(
+    lambda params, inputs: model.apply(
+      {"params": params}, device_augment.normalise(inputs, *normalisation), train=False
+    )[0]
+  )
+  return forward.lower(params, inputs).compile()
+
+
 def _end_to_end_seconds(
   config: ml_collections.ConfigDict,
   compiled: Any,
@@ -606,14 +617,7 @@ def benchmark(
     state, seconds = time_steps(compiled, state, same_batch(), warmup=warmup, steps=steps)
     result["compute"] = figures(seconds)
   elif "compute" in modes:
-    # The evaluator's forward pass: uint8 clips normalised on the device, then the model.
-    normalisation = reader_config.normalisation(dc)
-    forward = jax.jit(
-      lambda params, inputs: model.apply(
-        {"params": params}, device_augment.normalise(inputs, *normalisation), train=False
-      )[0]
-    )
-    forward = forward.lower(state.params, device_batch["inputs"]).compile()
+    forward = _forward(model, dc, state.params, device_batch["inputs"])
     state, side = side_by_side(
       compiled, forward, state, same_batch(), spec, warmup=warmup, steps=steps, rounds=peer_rounds
     )
