@@ -212,6 +212,9 @@ def test_train_step_augments_uint8_batches_on_the_device():
       augmentation=aug,
     )
     _, metrics[name] = step(state, data)
+  state, _ = state_lib.create_train_state(model, tx, (4, 4, 16, 16, 3), mesh, jax.random.key(0))
+  with pytest.raises(ValueError, match="uint8 inputs"):  # the plain step on the reader's pixels
+    step(state, batch)
   np.testing.assert_allclose(metrics["device"]["loss"], metrics["plain"]["loss"], rtol=1e-6)
   np.testing.assert_allclose(
     metrics["device"]["grad_norm"], metrics["plain"]["grad_norm"], rtol=1e-5
