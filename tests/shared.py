@@ -15,9 +15,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
-from vidtx import models
+from vidtx import device_augment, models
 from vidtx.configs import synthetic_timesformer
-from vidtx.data import dmvr
+from vidtx.data import dmvr, reader_config
 from vidtx.inference.preprocess import encode_video
 from vidtx.models import vivit
 
@@ -122,6 +122,18 @@ def reader_configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
   )
   dc.update(overrides)
   return dc
+
+
+def model_inputs(batch: dict, dataset_configs: ml_collections.ConfigDict) -> np.ndarray:
+  """float32 model inputs of a reader batch, as the accelerator makes them: a training batch's
+  uint8 clips (B, T, H, W, 3) augmented with their parameters (the train step), evaluation views
+  (B, V, T, H, W, 3) normalised (the evaluator's step)."""
+  dc = reader_config.as_dataset_config(dataset_configs)
+  if batch["inputs"].ndim == 6:
+    return np.asarray(device_augment.normalise(batch["inputs"], *dc.normalisation))
+  augmentation = reader_config.device_augmentation(dc)
+  fields = {k: batch[k] for k in ("inputs", *augmentation.fields)}
+  return np.asarray(device_augment.augment_batch(fields, augmentation)["inputs"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from vidtx import data as vidtx_data
-from vidtx import metrics, outputs, sharding
+from vidtx import device_augment, metrics, outputs, sharding
 from vidtx import paths as vidtx_paths
 from vidtx.data import bad_records, reader_config
 from vidtx.errors import UserError
@@ -196,6 +196,7 @@ class MultiViewEvaluator:
     self.aggregation = aggregation
     self.class_names = class_names
     self.class_splits = dataset.class_splits
+    self._normalisation = dataset.normalisation
     self.multi_label = dataset.multi_label
     self.skip_bad_records = dataset.skip_bad_records
     self.expected_videos = dataset.examples_per_subset.get(split)
@@ -211,6 +212,8 @@ class MultiViewEvaluator:
 
   def _step(self, params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     views = batch["inputs"]
+    if views.dtype == jnp.uint8:  # The reader's pixels, normalised here on the accelerator.
+      views = device_augment.normalise(views, *self._normalisation)
     b, v = views.shape[:2]
     # (B, V, T, H, W, C) -> (B*V, T, H, W, C): views are independent clips for the model.
     clips = views.reshape((b * v,) + views.shape[2:])

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vidtx import losses, models, optim, sharding
+from vidtx import device_augment, losses, models, optim, sharding
 from vidtx.errors import UserError
 
 if TYPE_CHECKING:  # vidtx.data is on the same floor (docs/architecture.md): its type only.
@@ -194,6 +194,21 @@ def place(host_tree: Any, abstract_tree: Any) -> Any:
 # ----------------------------------------------------------------------------------------
 
 
+def augment_on_mesh(
+  batch: dict[str, jax.Array], augmentation: device_augment.Augmentation, mesh: Mesh
+) -> dict[str, jax.Array]:
+  """device_augment.augment_batch with every device augmenting the clips it holds (shard_map
+  over the data-parallel axes): RandAugment's per-clip loop (lax.map) would otherwise gather
+  the whole batch on every device. Call it under jit."""
+  spec = sharding.data_sharding(mesh).spec
+  return jax.shard_map(
+    lambda local: device_augment.augment_batch(local, augmentation),
+    mesh=mesh,
+    in_specs=spec,
+    out_specs=spec,
+  )(batch)
+
+
 def make_train_step(
   model: nn.Module,
   tx: optax.GradientTransformation,
@@ -208,14 +223,18 @@ def make_train_step(
   mixup_alpha: float = 0.0,
   grad_accum_steps: int = 1,
   ema_decay: float = 0.0,
+  augmentation: device_augment.Augmentation | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, Any]]]:
   """The jitted training step `(state, batch) -> (state, metrics)`.
 
   The state keeps the shardings of `abstract_state` (in and out) and is donated; the batch
   ({'inputs', 'label'}) is split over the mesh's data-parallel axes; metrics are replicated
-  scalars. With `grad_accum_steps` = k the batch is processed as k micro-batches of B/k clips
-  whose gradients are averaged before one update (same mean loss and gradient as the whole
-  batch, at the activation memory of B/k clips; mixup pairs clips within a micro-batch).
+  scalars. With `augmentation` (the reader's: reader_config.device_augmentation) the batch holds
+  uint8 clips and their augmentation parameters, applied first, on the accelerator
+  (vidtx.device_augment.augment_batch); without it 'inputs' go to the model as they are. With
+  `grad_accum_steps` = k the batch is processed as k micro-batches of B/k clips whose gradients
+  are averaged before one update (same mean loss and gradient as the whole batch, at the
+  activation memory of B/k clips; mixup pairs clips within a micro-batch).
   """
   label_kind = dict(class_splits=class_splits, multi_label=multi_label)
   k = int(grad_accum_steps)
@@ -241,6 +260,14 @@ def make_train_step(
     state: TrainState, batch: dict[str, jax.Array]
   ) -> tuple[TrainState, dict[str, Any]]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    if augmentation is not None:
+      # Before the micro-batch split: one pass over the whole batch, each clip on its device.
+      batch = augment_on_mesh(batch, augmentation, mesh)
+    elif batch["inputs"].dtype == jnp.uint8:
+      raise ValueError(
+        "make_train_step: uint8 inputs (the reader's pixels) need "
+        "augmentation=reader_config.device_augmentation(dataset) to be normalised."
+      )
     if k == 1:
       loss, accuracy, grads = loss_and_grads(state.params, batch, rng)
     else:

@@ -387,6 +387,7 @@ def _loop_parts(
     mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
     grad_accum_steps=int(config.get("grad_accum_steps") or 1),
     ema_decay=setup.ema_decay,
+    augmentation=reader_config.device_augmentation(setup.dataset),
   )
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)

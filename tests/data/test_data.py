@@ -93,10 +93,10 @@ def test_eval_returns_every_video_once_with_all_views(coded_dir):
   assert len(batches) == 3
   for batch in batches:
     assert batch["inputs"].shape == (4, 6, 4, 16, 16, 3)  # (B, V = 2 clips x 3 crops, T, H, W, C)
-    assert batch["inputs"].dtype == np.float32 and batch["label"].dtype == np.int32
+    assert batch["inputs"].dtype == np.uint8 and batch["label"].dtype == np.int32
   mask = np.concatenate([b["batch_mask"] for b in batches])
   labels = np.concatenate([b["label"] for b in batches])
-  inputs = np.concatenate([b["inputs"] for b in batches]) * 255
+  inputs = np.concatenate([shared.model_inputs(b, configs) for b in batches]) * 255
   assert mask.tolist() == [1.0] * 11 + [0.0]
   assert sorted(labels[:11].tolist()) == list(range(11))
   assert (inputs[11] == 0).all() and labels[11] == 0
@@ -117,7 +117,7 @@ def test_eval_single_clip_centre_crop_and_zero_centering(coded_dir):
   )
   batch = next(data.build_eval_dataset(configs, "validation", batch_size=11).as_numpy_iterator())
   assert batch["inputs"].shape == (11, 1, 4, 8, 8, 3)
-  pixels = (batch["inputs"] + 1) * 127.5
+  pixels = (shared.model_inputs(batch, configs) + 1) * 127.5
   # Middle clip (offset 3 // 2 = 1) of the 8 x 12 resized video: the centre 8 x 8 crop.
   np.testing.assert_allclose(
     pixels[..., 0].mean(axis=(0, 1, 3, 4)), 20 * np.array([1, 3, 5, 7]) + 10, atol=4
@@ -131,7 +131,7 @@ def test_normalisation_presets_and_explicit_mean_std(coded_dir):
       coded_dir, num_classes=11, num_test_clips=2, do_three_spatial_crops=True, **overrides
     )
     ds = data.build_eval_dataset(configs, "validation", batch_size=11)
-    return next(ds.as_numpy_iterator())["inputs"]
+    return shared.model_inputs(next(ds.as_numpy_iterator()), configs)
 
   unit = views(zero_centering=False)  # [0, 1]
   # Legacy zero_centering=True is bit-identical to the former pixel / 255 * 2 - 1.
@@ -212,12 +212,14 @@ def test_train_batches_are_deterministic_for_a_seed(tmp_path):
 
   first, again, other = batches(0), batches(0), batches(1)
   assert first[0]["inputs"].shape == (4, 4, 16, 16, 3) and first[0]["label"].dtype == np.int32
-  assert 0 <= first[0]["inputs"].min() and first[0]["inputs"].max() <= 1
+  inputs = shared.model_inputs(first[0], configs)  # uint8 clips, flipped on the accelerator
+  assert 0 <= inputs.min() and inputs.max() <= 1
   for a, b in zip(first, again, strict=True):
-    np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    np.testing.assert_array_equal(shared.model_inputs(a, configs), shared.model_inputs(b, configs))
     np.testing.assert_array_equal(a["label"], b["label"])
   assert any(
-    not np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(first, other, strict=True)
+    not np.array_equal(shared.model_inputs(a, configs), shared.model_inputs(b, configs))
+    for a, b in zip(first, other, strict=True)
   )
   # 16 clips of an infinite stream over 12 videos: the stream repeats the data.
   assert sum(len(b["label"]) for b in first) == 16
@@ -225,7 +227,7 @@ def test_train_batches_are_deterministic_for_a_seed(tmp_path):
   position = bad_records.next_position(first[1])
   resumed = data.build_train_dataset(configs, batch_size=4, seed=0, start_position=position)
   for a, b in zip(first[2:], resumed.take(2).as_numpy_iterator(), strict=True):
-    np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    np.testing.assert_array_equal(shared.model_inputs(a, configs), shared.model_inputs(b, configs))
 
 
 def test_out_of_range_label_names_split_and_range(coded_dir, tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from shared import reader_configs
+from shared import model_inputs, reader_configs
 
 from vidtx import evaluation, sharding
 from vidtx.data import bad_records, dmvr, pipeline, reader_config, sampling
@@ -270,7 +270,7 @@ def test_bad_records_stop_the_reader_naming_file_and_record(mixed):
   ):
     bad_records.split_host_fields(batch)
   # The readable odd ones decode as RGB of the first frame's size.
-  frames = batch["inputs"][[0, 2, 5, 7]] * 255  # (4, T, 16, 16, 3)
+  frames = model_inputs(batch, dc)[[0, 2, 5, 7]] * 255  # (4, T, 16, 16, 3)
   for video in frames:  # Red says the frame index (4 x index): close to a multiple of 4.
     red = video[..., 0].mean(axis=(1, 2)) / 4
     assert np.abs(red - np.round(red)).max() < 0.75
@@ -320,7 +320,8 @@ def test_flip_swaps_direction_dependent_labels(tmp_path):
   write(tmp_path, "train.tfrecord", [dmvr.make_sequence_example(video, 0)])
   dc = reader_configs(str(tmp_path), random_flip=True, flip_label_pairs=[(0, 1)])
   batch = next(pipeline.build_train_dataset(dc, batch_size=32, seed=0).as_numpy_iterator())
-  flipped = batch["inputs"][:, 0, 8, 12, 2] > batch["inputs"][:, 0, 8, 3, 2]
+  inputs = model_inputs(batch, dc)  # flipped on the accelerator
+  flipped = inputs[:, 0, 8, 12, 2] > inputs[:, 0, 8, 3, 2]
   assert 0 < flipped.sum() < 32
   np.testing.assert_array_equal(batch["label"], flipped.astype(np.int32))
   with pytest.raises(ValueError, match="flip_label_pairs"):

@@ -165,7 +165,9 @@ def test_cli_overrides_and_eval_cli(data_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.tier2
 def test_two_devices_train_like_one(data_dir, tmp_path):
-  """The batch split over a 2-device 'data' mesh gives the same training as one device."""
+  """The batch split over a 2-device 'data' mesh gives the same training as one device, the
+  augmentation on the device included (each device augments its own clips; no flip: the
+  synthetic 'motion' classes are directions)."""
   script = f"""
 import importlib.util, sys, jax, numpy as np
 sys.path.insert(0, {REPO!r})
@@ -173,7 +175,11 @@ sys.path.insert(0, {TESTS!r})
 import shared
 from vidtx import trainer
 workdir = sys.argv[1]
-trainer.train_and_evaluate(shared.tiny_config({data_dir!r}, steps=2), workdir)
+config = shared.tiny_config({data_dir!r}, steps=2)
+config.dataset_configs.augmentation_params = dict(
+  do_color_augment=True, do_rand_augment=True, random_erasing_probability=0.5
+)
+trainer.train_and_evaluate(config, workdir)
 print("DEVICES", jax.device_count())
 """
   params = {}

@@ -33,8 +33,11 @@ def test_benchmark_measures_compute_and_end_to_end(tmp_path):
     np.testing.assert_allclose(r["clips_per_sec"], 8 * r["steps_per_sec"])
     np.testing.assert_allclose(r["tflops"], r["clips_per_sec"] * 6 * macs / 1e12)
     np.testing.assert_allclose(r["mfu"], r["tflops"] / (0.5 * jax.device_count()))
+  # The step takes uint8 clips and augments them on the device; that share is timed alone.
+  assert 0 < result["compute"]["augmentation_share"] < 1
   text = benchmark.summary(result)
   assert "compute:" in text and "end_to_end:" in text and "MFU" in text
+  assert "augmentation on the device" in text
 
 
 def test_known_peaks_apply_to_bfloat16_only():

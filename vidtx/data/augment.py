@@ -161,6 +161,35 @@ def scale_jitter_crop(
 # ---------------------------------------------------------------------------------------------
 
 
+def color_jitter_draws(
+  *,
+  probability: float = 0.8,
+  brightness: float | None = 32.0 / 255.0,
+  contrast: tuple[float, float] | None = (0.6, 1.4),
+  saturation: tuple[float, float] | None = (0.6, 1.4),
+  hue: float | None = 0.2,
+  seed: tf.Tensor,
+) -> tf.Tensor:
+  """float32 (5,): what `color_jitter` draws from `seed` (apply 0 / 1, brightness shift in
+  levels, saturation factor, contrast factor, hue shift); a component left out is a no-op value
+  (shift 0, factor 1). vidtx.device_augment.color_jitter applies them on the accelerator."""
+  _check_probability("probability", probability)
+  for name, value in (("contrast", contrast), ("saturation", saturation)):
+    if value is not None and not 0.0 <= value[0] <= value[1]:
+      raise UserError(f"{name}={value}: expected (lower, upper) with 0 <= lower <= upper.")
+  apply_seed, brightness_seed, saturation_seed, contrast_seed, hue_seed = _split(seed, 5)
+  one, zero = tf.constant(1.0), tf.constant(0.0)
+  return tf.stack(
+    [
+      tf.cast(_coin(apply_seed, probability), tf.float32),
+      _uniform(brightness_seed, -brightness, brightness) * 255.0 if brightness else zero,
+      _uniform(saturation_seed, *saturation) if saturation is not None else one,
+      _uniform(contrast_seed, *contrast) if contrast is not None else one,
+      _uniform(hue_seed, -hue, hue) if hue else zero,
+    ]
+  )
+
+
 def color_jitter(
   frames: tf.Tensor,
   *,
@@ -176,38 +205,38 @@ def color_jitter(
   Defaults are DMVR's color_default_augm (ViViT's colour augmentation, probability 0.8): a
   brightness shift in [-32, 32] levels (brightness is the largest shift as a fraction of 255),
   saturation and contrast factors in [0.6, 1.4], a hue rotation in [-0.2, 0.2] of the colour
-  circle. Each factor is drawn once per clip; the order is fixed (brightness, saturation,
-  contrast, hue), as in DMVR. None (or 0 for brightness and hue) leaves a component out.
-  Contrast is tf.image.adjust_contrast's: around each frame's own per-channel mean (DMVR's).
-  Pixels are clipped to [0, 255] after the steps that can leave the range, so the HSV
-  conversions of saturation and hue never see values outside it.
+  circle. Each factor is drawn once per clip (`color_jitter_draws`); the order is fixed
+  (brightness, saturation, contrast, hue), as in DMVR. None (or 0 for brightness and hue) leaves
+  a component out. Contrast is tf.image.adjust_contrast's: around each frame's own per-channel
+  mean (DMVR's). Pixels are clipped to [0, 255] after the steps that can leave the range, so the
+  HSV conversions of saturation and hue never see values outside it. The reader runs
+  vidtx.device_augment's port of this on the accelerator; this is its reference.
   """
-  _check_probability("probability", probability)
-  for name, value in (("contrast", contrast), ("saturation", saturation)):
-    if value is not None and not 0.0 <= value[0] <= value[1]:
-      raise UserError(f"{name}={value}: expected (lower, upper) with 0 <= lower <= upper.")
+  draws = color_jitter_draws(
+    probability=probability,
+    brightness=brightness,
+    contrast=contrast,
+    saturation=saturation,
+    hue=hue,
+    seed=seed,
+  )
   frames = tf.cast(frames, tf.float32)
-  apply_seed, brightness_seed, saturation_seed, contrast_seed, hue_seed = _split(seed, 5)
 
   def jitter():
     clip = frames
     if brightness:
-      delta = _uniform(brightness_seed, -brightness, brightness) * 255.0
-      clip = tf.clip_by_value(clip + delta, 0.0, 255.0)
+      clip = tf.clip_by_value(clip + draws[1], 0.0, 255.0)
     if saturation is not None:
-      factor = _uniform(saturation_seed, saturation[0], saturation[1])
       # HSV scales with the value channel: [0, 255] pixels need no rescaling, and every pixel
       # stays within [0, its largest channel], so no clipping either.
-      clip = tf.image.adjust_saturation(clip, factor)
+      clip = tf.image.adjust_saturation(clip, draws[2])
     if contrast is not None:
-      factor = _uniform(contrast_seed, contrast[0], contrast[1])
-      clip = tf.clip_by_value(tf.image.adjust_contrast(clip, factor), 0.0, 255.0)
+      clip = tf.clip_by_value(tf.image.adjust_contrast(clip, draws[3]), 0.0, 255.0)
     if hue:
-      delta = _uniform(hue_seed, -hue, hue)
-      clip = tf.clip_by_value(tf.image.adjust_hue(clip, delta), 0.0, 255.0)
+      clip = tf.clip_by_value(tf.image.adjust_hue(clip, draws[4]), 0.0, 255.0)
     return clip
 
-  return tf.cond(_coin(apply_seed, probability), jitter, lambda: frames)
+  return tf.cond(draws[0] > 0, jitter, lambda: frames)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,9 +498,85 @@ def _rand_augment_layer(frames: tf.Tensor, magnitude: float, seed: tf.Tensor) ->
   return tf.switch_case(choice, branches)
 
 
+def rand_augment_draws(
+  *, num_layers: int, height, width, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """What `rand_augment` draws from `seed` for (height, width) frames: (int32 (L,) operation of
+  each layer, in RAND_AUGMENT_OPS order, 16 for none; float32 (L, 3) its sign, +1 or -1, as the
+  signed operations draw it, and Cutout's centre row and column), for
+  vidtx.device_augment.rand_augment. Every layer draws all three whatever its operation."""
+  if num_layers < 0:
+    raise UserError(f"num_layers={num_layers}: expected >= 0.")
+  ops, args = [], []
+  for layer_seed in _split(seed, num_layers) if num_layers else []:
+    choice_seed, op_seed = _split(layer_seed, 2)
+    ops.append(
+      tf.random.stateless_uniform([], choice_seed, 0, len(RAND_AUGMENT_OPS) + 1, dtype=tf.int32)
+    )
+    row_seed, column_seed = _split(op_seed, 2)  # as cutout splits its seed
+    sign = _signed(1.0, op_seed)
+    centre_y = tf.cast(_randint(row_seed, 0, height - 1), tf.float32)
+    centre_x = tf.cast(_randint(column_seed, 0, width - 1), tf.float32)
+    args.append(tf.stack([sign, centre_y, centre_x]))
+  if not ops:
+    return tf.zeros([0], tf.int32), tf.zeros([0, 3], tf.float32)
+  return tf.stack(ops), tf.stack(args)
+
+
 # ---------------------------------------------------------------------------------------------
 # Random erasing and flips.
 # ---------------------------------------------------------------------------------------------
+
+
+def random_erasing_draws(
+  *,
+  height,
+  width,
+  probability: float = 0.25,
+  min_area: float = 0.02,
+  max_area: float = 1 / 3,
+  min_aspect: float = 0.3,
+  max_attempts: int = 10,
+  seed: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """What `random_erasing` draws from `seed` for (height, width) frames: (int32 (4,) the erased
+  rectangle's top, left, height, width, 0 x 0 when nothing is erased; float32 (height, width, 3)
+  the noise that fills it, zeros when nothing is erased), for
+  vidtx.device_augment.random_erasing."""
+  _check_probability("probability", probability)
+  if not 0.0 < min_area <= max_area <= 1.0 or not 0.0 < min_aspect <= 1.0 or max_attempts < 1:
+    raise UserError(
+      f"min_area={min_area}, max_area={max_area}, min_aspect={min_aspect}, "
+      f"max_attempts={max_attempts}: expected 0 < min_area <= max_area <= 1, "
+      "0 < min_aspect <= 1 and max_attempts >= 1."
+    )
+  apply_seed, area_seed, aspect_seed, top_seed, left_seed, noise_seed = _split(seed, 6)
+  height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+
+  def erase():
+    # All attempts at once; the first that fits wins.
+    area = tf.cast(height * width, tf.float32)
+    areas = tf.random.stateless_uniform([max_attempts], area_seed, min_area, max_area) * area
+    log_aspect = math.log(min_aspect)
+    aspects = tf.exp(
+      tf.random.stateless_uniform([max_attempts], aspect_seed, log_aspect, -log_aspect)
+    )
+    heights = tf.cast(tf.round(tf.sqrt(areas * aspects)), tf.int32)
+    widths = tf.cast(tf.round(tf.sqrt(areas / aspects)), tf.int32)
+    fits = (heights < height) & (widths < width)
+    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+    found = tf.reduce_any(fits)
+    erase_height = tf.where(found, heights[first], 0)
+    erase_width = tf.where(found, widths[first], 0)
+    top = _randint(top_seed, 0, height - erase_height)
+    left = _randint(left_seed, 0, width - erase_width)
+    noise = tf.random.stateless_normal(tf.stack([height, width, 3]), noise_seed)
+    return tf.stack([top, left, erase_height, erase_width]), noise
+
+  def keep():
+    return tf.zeros([4], tf.int32), tf.zeros(tf.stack([height, width, 3]))
+
+  return tf.cond(_coin(apply_seed, probability), erase, keep)
 
 
 def random_erasing(
@@ -491,45 +596,33 @@ def random_erasing(
   rounded) and erases the first one that fits inside the frame, at a uniform position; when none
   fits, the clip is unchanged (timm's RandomErasing). The rectangle is filled with standard
   normal noise per pixel and channel (timm's 'pixel' mode), the same noise in every frame: the
-  erased patch is a still occluder, not flicker that would tell frames apart.
+  erased patch is a still occluder, not flicker that would tell frames apart. The draws are
+  `random_erasing_draws`'.
   """
-  _check_probability("probability", probability)
-  if not 0.0 < min_area <= max_area <= 1.0 or not 0.0 < min_aspect <= 1.0 or max_attempts < 1:
-    raise UserError(
-      f"min_area={min_area}, max_area={max_area}, min_aspect={min_aspect}, "
-      f"max_attempts={max_attempts}: expected 0 < min_area <= max_area <= 1, "
-      "0 < min_aspect <= 1 and max_attempts >= 1."
-    )
   frames = tf.convert_to_tensor(frames)
   if not frames.dtype.is_floating:
     raise UserError(f"random_erasing takes normalised float frames, got {frames.dtype}.")
-  apply_seed, area_seed, aspect_seed, top_seed, left_seed, noise_seed = _split(seed, 6)
   height, width = tf.shape(frames)[1], tf.shape(frames)[2]
+  box, noise = random_erasing_draws(
+    height=height,
+    width=width,
+    probability=probability,
+    min_area=min_area,
+    max_area=max_area,
+    min_aspect=min_aspect,
+    max_attempts=max_attempts,
+    seed=seed,
+  )
+  rows = (tf.range(height) >= box[0]) & (tf.range(height) < box[0] + box[2])
+  columns = (tf.range(width) >= box[1]) & (tf.range(width) < box[1] + box[3])
+  inside = rows[None, :, None, None] & columns[None, None, :, None]
+  return tf.where(inside, tf.cast(noise, frames.dtype)[None], frames)
 
-  def erase():
-    # All attempts at once; the first that fits wins.
-    area = tf.cast(height * width, tf.float32)
-    areas = tf.random.stateless_uniform([max_attempts], area_seed, min_area, max_area) * area
-    log_aspect = math.log(min_aspect)
-    aspects = tf.exp(
-      tf.random.stateless_uniform([max_attempts], aspect_seed, log_aspect, -log_aspect)
-    )
-    heights = tf.cast(tf.round(tf.sqrt(areas * aspects)), tf.int32)
-    widths = tf.cast(tf.round(tf.sqrt(areas / aspects)), tf.int32)
-    fits = (heights < height) & (widths < width)
-    first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
-    found = tf.reduce_any(fits)
-    erase_height = tf.where(found, heights[first], 0)
-    erase_width = tf.where(found, widths[first], 0)
-    top = _randint(top_seed, 0, height - erase_height)
-    left = _randint(left_seed, 0, width - erase_width)
-    rows = (tf.range(height) >= top) & (tf.range(height) < top + erase_height)
-    columns = (tf.range(width) >= left) & (tf.range(width) < left + erase_width)
-    inside = rows[None, :, None, None] & columns[None, None, :, None]
-    noise = tf.random.stateless_normal(tf.stack([height, width, 3]), noise_seed, dtype=frames.dtype)
-    return tf.where(inside, noise[None], frames)
 
-  return tf.cond(_coin(apply_seed, probability), erase, lambda: frames)
+def flip_draw(*, probability: float = 0.5, seed: tf.Tensor) -> tf.Tensor:
+  """bool scalar: whether `horizontal_flip` flips for `seed`."""
+  _check_probability("probability", probability)
+  return _coin(seed, probability)
 
 
 def horizontal_flip(
@@ -539,7 +632,6 @@ def horizontal_flip(
 
   `flipped` lets the caller swap the labels of direction-dependent classes.
   """
-  _check_probability("probability", probability)
-  flipped = _coin(seed, probability)
+  flipped = flip_draw(probability=probability, seed=seed)
   frames = tf.convert_to_tensor(frames)
   return tf.cond(flipped, lambda: tf.reverse(frames, axis=[2]), lambda: frames), flipped

@@ -1,13 +1,15 @@
-"""tf.data reader: records -> checks -> sample clip(s) -> decode -> augment -> batch.
+"""tf.data reader: records -> checks -> sample clip(s) -> decode -> crop -> batch (uint8).
 
 Sources (`dataset_configs.dataset_name`, filled in by vidtx.data.prepare_dataset): DMVR TFRecords
 ('dmvr', 'synthetic') or a locally prepared TFDS dataset ('tfds:NAME'). Every source yields one
 dict per video (encoded frames, label indices, id, frame rate, where it came from); the rest of
 the reader does not know which source it reads.
 
-Training batches: {'inputs': float32 (B, T, H, W, 3), 'label': int32 (B,) (or float32 (B, K)
-multi-hot with `multi_label` or `class_splits`), and host fields (below)}, infinite, shuffled.
-Evaluation batches: {'inputs': float32 (B, V, T, H, W, 3), 'view_mask': float32 (B, V),
+Training batches: {'inputs': uint8 (B, T, H, W, 3), 'label': int32 (B,) (or float32 (B, K)
+multi-hot with `multi_label` or `class_splits`), the per-clip parameters of the augmentation
+that runs on the accelerator (vidtx.device_augment's fields), and host fields (below)},
+infinite, shuffled. Evaluation batches: {'inputs': uint8 (B, V, T, H, W, 3), 'view_mask':
+float32 (B, V),
 'label', 'video_index': int64 (B,), 'batch_mask': float32 (B,), host fields}, one pass; the last
 batch is padded with batch_mask 0. V = num_test_clips * (3 if do_three_spatial_crops else 1),
 clip-major (clip 0: crops 0, 1, 2, ...). With eval_sampling='whole_video' a long video arrives in
@@ -29,9 +31,12 @@ middle), or 'whole_video' (as many consecutive non-overlapping clips as cover th
 
 Augmentation (ViViT 2103.15691 Table 7; vidtx.data.augment) uses scenic's field names under
 dataset_configs.augmentation_params; every random choice is made once per clip, so all frames
-get the same transform. Pixels are normalised per channel, input = (pixel / 255 - mean) / std
+get the same transform. The host does what changes shapes (scale jitter and crop) and draws the
+parameters of the rest; the train step applies them on the accelerator (vidtx.device_augment:
+flip, colour jitter and drop, RandAugment, normalisation, random erasing). Pixels are
+normalised per channel on the accelerator, input = (pixel / 255 - mean) / std
 (`DatasetConfig.normalisation`: explicit mean/std, else a preset in NORMALIZATIONS, else
-zero_centering).
+zero_centering), for evaluation in the evaluator's step.
 
 Training is deterministic for a seed, even with parallel map: the file order and the shuffle
 buffer are seeded per epoch, the order of elements is fixed (options.deterministic), and every
@@ -66,6 +71,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from vidtx import device_augment
 from vidtx.data import augment, bad_records, dmvr, reader_config, records, sampling
 from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
@@ -97,16 +103,68 @@ def _flip_table(dc: DatasetConfig) -> tf.Tensor | None:
   return None if table is None else tf.constant(table, tf.int32)
 
 
-def _grayscale(frames: tf.Tensor, probability: float, seed: tf.Tensor) -> tf.Tensor:
-  """With `probability`, the whole clip in grey (scenic's colour drop), kept as 3 channels."""
-  grey = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(frames))
-  return tf.where(tf.random.stateless_uniform([], seed) < probability, grey, frames)
+def _augment_draws(dc: DatasetConfig, seeds: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+  """(flipped: bool scalar, the per-clip parameters of the augmentation that runs on the
+  accelerator, vidtx.device_augment's fields), drawn from the clip's seed streams 2-6 as the
+  former host ops (vidtx.data.augment) drew them."""
+  aug = dataclasses.asdict(dc.augmentation)
+  augmentation = reader_config.device_augmentation(dc)
+  crop = int(dc.crop_size)
+  flipped = tf.constant(False)
+  if augmentation.flip:
+    flipped = augment.flip_draw(probability=0.5, seed=seeds[2])
+  params = {}
+  if augmentation.flip:
+    params[device_augment.FLIP] = tf.cast(flipped, tf.int32)
+  if augmentation.color:
+    params[device_augment.COLOR] = augment.color_jitter_draws(
+      probability=float(aug["prob_color_augment"]), seed=seeds[3]
+    )
+  if augmentation.color_drop:
+    # scenic's colour drop: the whole clip in grey with prob_color_drop.
+    drop = tf.random.stateless_uniform([], seeds[4]) < float(aug["prob_color_drop"])
+    params[device_augment.GRAY] = tf.cast(drop, tf.int32)
+  if augmentation.rand_augment_layers:
+    ops, args = augment.rand_augment_draws(
+      num_layers=augmentation.rand_augment_layers, height=crop, width=crop, seed=seeds[5]
+    )
+    params[device_augment.RA_OP], params[device_augment.RA_ARG] = ops, args
+  if augmentation.erasing:
+    box, noise = augment.random_erasing_draws(
+      height=crop,
+      width=crop,
+      probability=float(aug["random_erasing_probability"]),
+      seed=seeds[6],
+    )
+    params[device_augment.ERASE_BOX], params[device_augment.ERASE_NOISE] = box, noise
+  return flipped, params
+
+
+def _no_augment_draws(dc: DatasetConfig) -> dict[str, tf.Tensor]:
+  """The parameter fields of a clip that is not read (a bad record): zeros, nothing applied."""
+  augmentation = reader_config.device_augmentation(dc)
+  crop, layers = int(dc.crop_size), augmentation.rand_augment_layers
+  shapes = {
+    device_augment.FLIP: ([], tf.int32),
+    device_augment.COLOR: ([5], tf.float32),
+    device_augment.GRAY: ([], tf.int32),
+    device_augment.RA_OP: ([layers], tf.int32),
+    device_augment.RA_ARG: ([layers, 3], tf.float32),
+    device_augment.ERASE_BOX: ([4], tf.int32),
+    device_augment.ERASE_NOISE: ([crop, crop, 3], tf.float32),
+  }
+  params = {field: tf.zeros(*shapes[field]) for field in augmentation.fields}
+  if device_augment.RA_OP in params:
+    params[device_augment.RA_OP] += device_augment.NO_OP
+  return params
 
 
 def _train_clip(
   dc: DatasetConfig, video: dict[str, tf.Tensor], label: tf.Tensor, seeds: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
-  """Samples, decodes and augments one training clip: float32 (T, crop, crop, 3), its label."""
+) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+  """Samples, decodes and crops one training clip: uint8 (T, crop, crop, 3), its label (swapped
+  for a flip of a direction-dependent class) and the parameters of the augmentation that the
+  train step applies on the accelerator (`_augment_draws`)."""
   aug = dataclasses.asdict(dc.augmentation)
   num_frames, crop = int(dc.num_frames), int(dc.crop_size)
   indices = sampling.train_clip_indices(
@@ -123,32 +181,15 @@ def _train_clip(
     probability=float(aug["prob_scale_jitter"]) if jitter else 1.0,
     seed=seeds[1],
   )
-  if dc.random_flip:
-    frames, flipped = augment.horizontal_flip(frames, probability=0.5, seed=seeds[2])
-    table = _flip_table(dc)
-    if table is not None:
-      # Direction-dependent classes ("pushing left to right") swap with their mirror image.
-      swapped = tf.gather(label, table) if label.shape.rank else tf.gather(table, label)
-      label = tf.where(flipped, swapped, label)
-  if aug["do_color_augment"]:
-    frames = augment.color_jitter(
-      frames, probability=float(aug["prob_color_augment"]), seed=seeds[3]
-    )
-    if float(aug["prob_color_drop"]) > 0:
-      frames = _grayscale(frames, float(aug["prob_color_drop"]), seeds[4])
-  if aug["do_rand_augment"]:
-    frames = augment.rand_augment(
-      frames,
-      num_layers=int(aug["rand_augment_num_layers"]),
-      magnitude=float(aug["rand_augment_magnitude"]),
-      seed=seeds[5],
-    )
-  frames = sampling.normalise(frames, *dc.normalisation)
-  if float(aug["random_erasing_probability"]) > 0:
-    frames = augment.random_erasing(
-      frames, probability=float(aug["random_erasing_probability"]), seed=seeds[6]
-    )
-  return tf.ensure_shape(frames, [num_frames, crop, crop, 3]), label
+  # The crop leaves the host as uint8: a quarter of float32's bytes.
+  frames = tf.cast(tf.clip_by_value(tf.round(frames), 0.0, 255.0), tf.uint8)
+  flipped, params = _augment_draws(dc, seeds)
+  table = _flip_table(dc)
+  if table is not None:
+    # Direction-dependent classes ("pushing left to right") swap with their mirror image.
+    swapped = tf.gather(label, table) if label.shape.rank else tf.gather(table, label)
+    label = tf.where(flipped, swapped, label)
+  return tf.ensure_shape(frames, [num_frames, crop, crop, 3]), label, params
 
 
 def build_train_dataset(
@@ -217,13 +258,14 @@ def build_train_dataset(
     )
     # Independent streams for the clip, crop, flip, colour, colour drop, RandAugment, erasing.
     seeds = tf.random.experimental.stateless_split(element_seed, 7)
-    frames, label = tf.cond(
+    frames, label, params = tf.cond(
       error == "",
       lambda: _train_clip(dc, video, label, seeds),
-      lambda: (tf.zeros([num_frames, crop, crop, 3]), label),
+      lambda: (tf.zeros([num_frames, crop, crop, 3], tf.uint8), label, _no_augment_draws(dc)),
     )
     return {
       "inputs": frames,
+      **params,
       "label": label,
       "epoch": epoch,
       "index": index,
@@ -235,7 +277,8 @@ def build_train_dataset(
 
   def unreadable(epoch, index, raw):
     return {
-      "inputs": tf.zeros([num_frames, crop, crop, 3]),
+      "inputs": tf.zeros([num_frames, crop, crop, 3], tf.uint8),
+      **_no_augment_draws(dc),
       "label": tf.zeros(label_spec.shape, label_spec.dtype),
       "epoch": epoch,
       "index": index,
@@ -377,8 +420,10 @@ def build_eval_dataset(
     indices = tf.gather(video["indices"], tf.minimum(wanted, num_clips - 1))  # (C, T)
     views = tf.cond(
       video["error"] == "",
-      lambda: sampling.eval_views(records.decode_frames(video["jpegs"], indices), dc),
-      lambda: tf.zeros([num_views, num_frames, crop, crop, 3]),
+      lambda: sampling.eval_views(
+        records.decode_frames(video["jpegs"], indices), dc, normalised=False
+      ),
+      lambda: tf.zeros([num_views, num_frames, crop, crop, 3], tf.uint8),
     )
     return _eval_element(video, views, tf.repeat(clip_mask, crops), video["error"])
 
@@ -386,7 +431,7 @@ def build_eval_dataset(
     del k
     return _eval_element(
       video,
-      tf.zeros([num_views, num_frames, crop, crop, 3]),
+      tf.zeros([num_views, num_frames, crop, crop, 3], tf.uint8),
       tf.zeros([num_views]),
       tf.constant(records.UNREADABLE),
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from vidtx import device_augment
 from vidtx.errors import UserError
 
 SAMPLINGS = ("stride", "timesformer", "segment")
@@ -286,6 +287,26 @@ def _augmentation(given: Mapping[str, Any] | None) -> Augmentation:
       "rand_augment_magnitude must be >= 0."
     )
   return Augmentation(**params)
+
+
+def device_augmentation(
+  dataset: "DatasetConfig | Mapping[str, Any]",
+) -> device_augment.Augmentation:
+  """What the train step applies on the accelerator to the reader's uint8 clips: the flip, the
+  colour jitter and drop, RandAugment, the normalisation and random erasing of the config."""
+  dataset = as_dataset_config(dataset)
+  aug = dataset.augmentation
+  color = aug.do_color_augment
+  return device_augment.Augmentation(
+    mean=dataset.mean,
+    std=dataset.std,
+    flip=dataset.random_flip,
+    color=color,
+    color_drop=color and aug.prob_color_drop > 0,
+    rand_augment_layers=aug.rand_augment_num_layers if aug.do_rand_augment else 0,
+    rand_augment_magnitude=aug.rand_augment_magnitude,
+    erasing=aug.random_erasing_probability > 0,
+  )
 
 
 # Required reader fields; then those that must be >= 1 (they are integers).

@@ -178,7 +178,9 @@ def _three_crops(frames: tf.Tensor, crop: int) -> tf.Tensor:
   return tf.stack(crops)
 
 
-def eval_views(frames: tf.Tensor, dataset: DatasetConfig | Mapping[str, Any]) -> tf.Tensor:
+def eval_views(
+  frames: tf.Tensor, dataset: DatasetConfig | Mapping[str, Any], *, normalised: bool = True
+) -> tf.Tensor:
   """The evaluation views of one video: uint8 clips -> normalised float32 (V, T, crop, crop, 3).
 
   `frames`: the decoded clips (C, num_frames, H, W, 3), uint8, as selected by
@@ -187,7 +189,9 @@ def eval_views(frames: tf.Tensor, dataset: DatasetConfig | Mapping[str, Any]) ->
   centre-cropped, or cropped three times (start, centre and end of the long side) when
   do_three_spatial_crops; V = C * (3 or 1),
   clip-major. Pixels are normalised with `dataset.normalisation`. The TFRecord reader and
-  vidtx.predict both call this.
+  vidtx.predict both call this. With normalised=False (the reader's evaluation batches,
+  normalised by the evaluator's step on the accelerator) the views are the resized pixels
+  rounded to uint8.
   """
   dc = reader_config.as_dataset_config(dataset, views_only=True)
   num_frames, crop = dc.num_frames, dc.crop_size
@@ -214,4 +218,6 @@ def eval_views(frames: tf.Tensor, dataset: DatasetConfig | Mapping[str, Any]) ->
     left = (tf.shape(frames)[3] - crop) // 2
     views = frames[:, :, top : top + crop, left : left + crop, :]  # (V, T, crop, crop, 3)
   views = tf.ensure_shape(views, [num_views, num_frames, crop, crop, 3])
+  if not normalised:
+    return tf.cast(tf.clip_by_value(tf.round(views), 0.0, 255.0), tf.uint8)
   return normalise(views, mean, std)

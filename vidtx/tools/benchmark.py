@@ -11,7 +11,10 @@ and compile time, on batches already on the device (compute) and from the input 
 It builds exactly train.py's state and step (vidtx.train_state.make_train_step: the mesh of
 config.mesh, the rule-table shardings, gradient accumulation, remat and scan as configured),
 compiles the step once (compile time), then:
-- compute: times --steps steps on one random batch already on the devices: the model's speed;
+- compute: times --steps steps on one random batch already on the devices: the model's speed.
+  The batch is what the reader sends (uint8 clips and the parameters of the config's
+  augmentation, each applied), so the step includes the augmentation on the device
+  (vidtx.device_augment); its share of the step is timed alone on the same batch;
 - end_to_end: times --steps steps fed by the training reader (prefetched by tf.data, handed
   over with vidtx.sharding.to_global as train.py does). With an empty dataset base_dir (a
   recipe before its data is prepared) it reads a generated Kinetics-shaped DMVR dataset
@@ -61,7 +64,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import vidtx
-from vidtx import cli, models, sharding
+from vidtx import cli, device_augment, models, sharding
 from vidtx import train_state as state_lib
 from vidtx.data import reader_config
 from vidtx.errors import UserError
@@ -437,6 +440,7 @@ def _train_step(
     mixup_alpha=float(config.get("mixup", {}).get("alpha", 0.0) or 0.0),
     grad_accum_steps=int(config.get("grad_accum_steps") or 1),
     ema_decay=ema_decay,
+    augmentation=reader_config.device_augmentation(dc),
   )
   return model, state, step
 
@@ -444,19 +448,47 @@ def _train_step(
 def _random_batch(
   dc: reader_config.DatasetConfig, input_shape: tuple[int, ...], mesh: jax.sharding.Mesh
 ) -> dict[str, jax.Array]:
-  """One random global batch (inputs (B, T, H, W, C), labels (B,) or (B, splits)), made on the
+  """One random global batch as the reader sends it (uint8 inputs (B, T, H, W, C), labels (B,)
+  or (B, splits), the parameters of the config's augmentation, every one applied), made on the
   devices in the batch's sharding."""
   batch_size = input_shape[0]
   rows = len(dc.class_splits) or 1
   label_shape = (batch_size, rows) if rows > 1 else (batch_size,)
   data_sharding = sharding.data_sharding(mesh)
+  augmentation = reader_config.device_augmentation(dc)
   return jax.jit(
     lambda key: {
-      "inputs": jax.random.normal(key, input_shape, jnp.float32),
+      "inputs": jax.random.randint(key, input_shape, 0, 256).astype(jnp.uint8),
       "label": jax.random.randint(key, label_shape, 0, min(dc.class_splits or [dc.num_classes])),
+      **device_augment.random_params(key, augmentation, batch_size, input_shape[2]),
     },
     out_shardings=data_sharding,
   )(jax.random.key(1))
+
+
+def augmentation_seconds(
+  dc: ml_collections.ConfigDict, batch: dict[str, jax.Array], mesh: jax.sharding.Mesh, steps: int
+) -> float:
+  """Seconds per step of the on-device augmentation alone (jitted, as in the step) on `batch`."""
+  augmentation = reader_config.device_augmentation(dc)
+  augment = jax.jit(lambda b: state_lib.augment_on_mesh(b, augmentation, mesh)["inputs"])
+  jax.block_until_ready(augment(batch))  # compiles
+  start = time.perf_counter()
+  for _ in range(steps):
+    out = augment(batch)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps
+
+
+def _forward(model: Any, dc: reader_config.DatasetConfig, params: Any, inputs: jax.Array) -> Any:
+  """The evaluator's forward pass, compiled: uint8 clips normalised on the device, the model."""
+  normalisation = dc.normalisation
+  forward = jax.jit(
+    lambda params, inputs: model.apply(
+      {"params": params}, device_augment.normalise(inputs, *normalisation), train=False
+    )[0]
+  )
+  return forward.lower(params, inputs).compile()
 
 
 def _end_to_end_seconds(
@@ -586,15 +618,18 @@ def benchmark(
     state, seconds = time_steps(compiled, state, same_batch(), warmup=warmup, steps=steps)
     result["compute"] = figures(seconds)
   elif "compute" in modes:
-    forward = jax.jit(
-      lambda params, inputs: model.apply({"params": params}, inputs, train=False)[0]
-    )
-    forward = forward.lower(state.params, device_batch["inputs"]).compile()
+    forward = _forward(model, dc, state.params, device_batch["inputs"])
     state, side = side_by_side(
       compiled, forward, state, same_batch(), spec, warmup=warmup, steps=steps, rounds=peer_rounds
     )
     result["compute"] = figures(side["vidtx"]["train_step_seconds"] * steps)
     result["peer"] = side
+  if "compute" in modes:
+    # The step above includes the augmentation on the device; its share, timed alone.
+    step_seconds = batch_size / result["compute"]["clips_per_sec"]
+    augment_seconds = augmentation_seconds(dc, device_batch, mesh, steps)
+    result["compute"]["augmentation_seconds"] = augment_seconds
+    result["compute"]["augmentation_share"] = augment_seconds / step_seconds
 
   if "end_to_end" in modes:
     state, seconds = _end_to_end_seconds(
@@ -648,6 +683,11 @@ def summary(result: dict[str, Any]) -> str:
         f"{mode:>10}: {r['steps_per_sec']:.3f} steps/s, {r['clips_per_sec']:.2f} "
         f"clips/s, {r['tflops']:.3f} TFLOP/s{mfu}"
       )
+      if "augmentation_share" in r:
+        lines.append(
+          f"{'':>10}  of which the augmentation on the device (uint8 in, timed alone): "
+          f"{r['augmentation_seconds'] * 1e3:.2f} ms per step, {r['augmentation_share']:.2%}"
+        )
   if result["peak_memory_gib"] is not None:
     lines.append(
       f"peak memory {result['peak_memory_gib']:.2f} GiB per device ({result['peak_memory_source']})"
