@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import os
+import signal
 import subprocess
 import sys
 
@@ -152,6 +153,43 @@ def test_a_library_value_or_key_error_shows_its_traceback(error, last_line):
   assert "Traceback (most recent call last)" in run.stderr
   assert run.stderr.strip().splitlines()[-1] == last_line
   assert "vidtx-test: error:" not in run.stderr
+
+
+# A signal during set-up whose Stopped a library catches and raises again as its own error, as
+# tf.data's autograph does while it traces the reader.
+_STOPPED_INSIDE_A_LIBRARY = """
+import os, signal, sys
+from vidtx import cli, distributed
+
+def main(argv):
+  stop = distributed.StopRequest(immediate=True)
+  try:
+    try:
+      os.kill(os.getpid(), signal.SIGTERM)
+      for _ in range(10**7):
+        pass
+    except distributed.Stopped as e:
+      raise RuntimeError(f"in user code: {e!r}") from None
+  finally:
+    stop.restore()
+
+sys.argv = ["vidtx-test"]
+cli.run(main)
+"""
+
+
+def test_a_signal_raised_again_by_a_library_still_stops_with_the_signals_code():
+  run = subprocess.run(
+    [sys.executable, "-c", _STOPPED_INSIDE_A_LIBRARY],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env={**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"},
+  )
+  assert run.returncode == 128 + signal.SIGTERM, run.stderr
+  assert run.stderr.strip().splitlines()[-1] == (
+    "vidtx-test: error: stopped by SIGTERM; nothing was saved."
+  )
 
 
 # train.py, with the mesh JAX would build raising as a library does.

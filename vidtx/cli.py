@@ -215,6 +215,9 @@ def run(
     except distributed.Stopped as e:
       _fail(f"{e}; nothing was saved.", e.exit_code)
     except Exception as e:
+      stopped = distributed.raised_by_signal()
+      if stopped is not None:  # Raised again by a library as its own error.
+        _fail(f"{stopped}; nothing was saved.", stopped.exit_code)
       own = user_errors() if callable(user_errors) else tuple(user_errors)
       if not isinstance(e, USER_ERRORS + own) or os.environ.get("VIDTX_TRACEBACK"):
         raise

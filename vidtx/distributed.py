@@ -81,6 +81,16 @@ class Stopped(Exception):
     self.exit_code = 128 + int(getattr(signal, reason, signal.SIGTERM))
 
 
+# The Stopped a signal handler raised last. A library that catches it mid-call re-raises it as an
+# error of its own (tf.data's autograph, when the signal comes while it traces the reader).
+_raised: Stopped | None = None
+
+
+def raised_by_signal() -> Stopped | None:
+  """The Stopped a signal raised since the newest StopRequest, or None."""
+  return _raised
+
+
 class StopRequest:
   """SIGTERM / SIGINT turn into a request that the training loop honours between steps.
 
@@ -97,6 +107,8 @@ class StopRequest:
   """
 
   def __init__(self, immediate: bool = False, grace_s: float = 5.0):
+    global _raised
+    _raised = None
     self.reason: str | None = None
     self.immediate = immediate
     self._grace_s = grace_s
@@ -165,7 +177,9 @@ class StopRequest:
     self.reason = signal.Signals(signum).name
     self._handled.set()
     if self.immediate:
-      raise Stopped(self.reason)
+      global _raised
+      _raised = Stopped(self.reason)
+      raise _raised
 
   def begin_loop(self) -> None:
     """From now on a signal asks the loop to save and stop; one that came before stops here."""
