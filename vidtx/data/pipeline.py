@@ -113,10 +113,10 @@ def _train_clip(
   indices = sampling.train_clip_indices(
     dc, tf.shape(video["jpegs"])[0], video["frame_rate"], seeds[0]
   )
-  frames = records.decode_frames(video["jpegs"], indices)  # uint8 (T, H, W, 3)
   jitter = bool(aug["do_jitter_scale"])
-  frames = augment.scale_jitter_crop(
-    frames,
+  # scale_jitter_crop's window (the same draws), in the stored frames: only it is decoded.
+  window = augment.scale_jitter_window(
+    records.stored_frame_size(video["jpegs"], indices),
     min_resize=int(dc.min_resize),
     crop_size=crop,
     min_scale=float(aug["scale_min_factor"]) if jitter else 1.0,
@@ -124,6 +124,10 @@ def _train_clip(
     probability=float(aug["prob_scale_jitter"]) if jitter else 1.0,
     seed=seeds[1],
   )
+  # uint8 (T, crop, crop, 3)
+  frames = records.decode_window(video["jpegs"], indices, window, (crop, crop))
+  # device-augment takes over from here
+  frames = tf.cast(frames, tf.float32)
   if dc.get("random_flip", False):
     frames, flipped = augment.horizontal_flip(frames, probability=0.5, seed=seeds[2])
     table = _flip_table(dc)
