@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 from shared import reader_configs
 
-from vidtx.data import augment, dmvr, pipeline, records
+from vidtx.data import augment, dmvr, pipeline, records, sampling
 
 # |fused - reference| in levels of 255, measured on natural_frames (20 seeds, ViViT's scale jitter
 # 0.9-1.33): mean 1.0, 99th percentile 8, max 40 (at the sharp edges: half a stored pixel of a
@@ -189,3 +189,25 @@ def test_png_and_resolution_changes_take_the_whole_frame_path(tmp_path):
   batch = next(pipeline.build_train_dataset(dc, batch_size=4, seed=0).as_numpy_iterator())
   assert batch["ok"].all() and batch["inputs"].shape == (4, 2, 16, 16, 3)
   assert sorted(batch["label"].tolist()) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("three_crops", [False, True])
+def test_evaluation_views_decode_one_window_for_all_crops(three_crops):
+  dc = reader_configs("", num_frames=2, min_resize=64, crop_size=56)
+  dc.do_three_spatial_crops = three_crops
+  indices = tf.constant([[0, 2], [3, 5]])  # (C, T): two clips
+  for height, width in ((72, 96), (96, 72)):  # Landscape and portrait: crops along the long side.
+    encoded = tf.constant(dmvr.encode_jpegs(natural_frames(6, height, width)))
+    views = sampling.decode_eval_views(encoded, indices, dc)
+    assert views.dtype == tf.uint8 and views.shape == (2 * (3 if three_crops else 1), 2, 56, 56, 3)
+    # eval_views normalises with zero_centering=False: pixel / 255.
+    expected = sampling.eval_views(records.decode_frames(encoded, indices), dc).numpy() * 255
+    difference = np.abs(views.numpy() - np.round(expected))
+    assert difference.mean() <= MEAN_TOLERANCE and difference.max() <= MAX_TOLERANCE
+    # The short side already eval_min_resize: nothing to round, the same pixels.
+    dc.eval_min_resize = min(height, width)
+    np.testing.assert_array_equal(
+      sampling.decode_eval_views(encoded, indices, dc).numpy(),
+      np.round(sampling.eval_views(records.decode_frames(encoded, indices), dc).numpy() * 255),
+    )
+    dc.eval_min_resize = None

@@ -59,6 +59,8 @@ vidtx.data.records (sources, labels, decoding), vidtx.data.sampling (clip indice
 views) and vidtx.data.bad_records (skipping, stream errors, host fields).
 """
 
+import os
+
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -82,8 +84,14 @@ def _check_split(dataset_configs: ml_collections.ConfigDict, split: str, batch_s
 
 
 def _options() -> tf.data.Options:
+  """As big_vision sets them for hosts: tf.data's own threads, one per core, and one thread per
+  op: the parallel maps (one clip each) use the cores, an op does not spread over them as well.
+  Deterministic order: exact resume depends on it."""
   options = tf.data.Options()
   options.deterministic = True
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  options.threading.private_threadpool_size = max(int(cores or 1), 1)
+  options.threading.max_intra_op_parallelism = 1
   return options
 
 
@@ -261,7 +269,9 @@ def build_train_dataset(
   else:
     # Bad records reach the host, which stops with their file and record index.
     ds = ds.map(lambda el: {**el, "skipped": tf.constant(0, tf.int64)})
-  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = ds.batch(
+    batch_size, drop_remainder=True, num_parallel_calls=records.AUTOTUNE, deterministic=True
+  )
   return ds.prefetch(records.AUTOTUNE).with_options(_options())
 
 
@@ -376,6 +386,13 @@ def build_eval_dataset(
     dc, split, process_index=process_index, process_count=process_count, whole_split=True
   )
   ds = _eval_videos(dc, split, process_index, process_count)
+  mean, std = reader_config.normalisation(dc)
+
+  def eval_views(jpegs, indices):
+    # sampling.eval_views' views; only the window that holds the crops is decoded.
+    views = sampling.decode_eval_views(jpegs, indices, dc)  # uint8 (V, T, crop, crop, 3)
+    # device-augment takes over from here
+    return sampling.normalise(tf.cast(views, tf.float32), mean, std)
 
   def chunk(video, k):
     num_clips = tf.shape(video["indices"])[0]
@@ -385,7 +402,7 @@ def build_eval_dataset(
     indices = tf.gather(video["indices"], tf.minimum(wanted, num_clips - 1))  # (C, T)
     views = tf.cond(
       video["error"] == "",
-      lambda: sampling.eval_views(records.decode_frames(video["jpegs"], indices), dc),
+      lambda: eval_views(video["jpegs"], indices),
       lambda: tf.zeros([num_views, num_frames, crop, crop, 3]),
     )
     return _eval_element(video, views, tf.repeat(clip_mask, crops), video["error"])
@@ -407,10 +424,15 @@ def build_eval_dataset(
     )
     return records.protected_map(ks, chunk, unreadable_chunk)
 
-  ds = ds.interleave(
-    chunks, block_length=1, num_parallel_calls=records.AUTOTUNE, deterministic=True
-  )
-  ds = ds.batch(batch_size).map(lambda batch: _pad_batch(batch, batch_size))
+  if dc.get("eval_sampling", "stride") == "whole_video":
+    ds = ds.interleave(
+      chunks, block_length=1, num_parallel_calls=records.AUTOTUNE, deterministic=True
+    )
+  else:  # One element per video: no dataset of its chunks built per video.
+    first_chunk = ds.map(lambda video: (video, tf.constant(0, tf.int64)))
+    ds = records.protected_map(first_chunk, chunk, unreadable_chunk)
+  ds = ds.batch(batch_size, num_parallel_calls=records.AUTOTUNE, deterministic=True)
+  ds = ds.map(lambda batch: _pad_batch(batch, batch_size))
   return ds.prefetch(records.AUTOTUNE).with_options(_options())
 
 

@@ -82,17 +82,21 @@ def _pixel_window(window: tf.Tensor, size: tf.Tensor, ratio: int) -> tf.Tensor:
 
 
 def decode_window(
-  encoded: tf.Tensor, indices: tf.Tensor, window: tf.Tensor, output_size: tuple[int, int]
+  encoded: tf.Tensor,
+  indices: tf.Tensor,
+  window: tf.Tensor,
+  output_size: tuple[int, int] | tf.Tensor,
 ) -> tf.Tensor:
   """Decodes only `window` of the selected frames, resized: uint8 indices.shape + (h, w, 3).
 
   `window`: float (4,) [top, left, height, width] in the stored frame's pixels (fractional, as
   augment.scale_jitter_window gives it); the frame's size is stored_frame_size(encoded,
-  indices). The window is rounded to whole pixels; each distinct selected frame is decoded once
-  with tf.io.decode_and_crop_jpeg, at half size (DCT scaling, ratio=2) when the window is at
-  least twice `output_size` (h, w) on both sides; the windows are resized (bilinear, as
-  augment.resize_short_side) to `output_size`, rounded. PNG and other formats, and videos whose
-  selected frames differ in size, take decode_frames' path (whole frames) and are cropped after.
+  indices). `output_size`: (h, w), ints or int32 scalars. The window is rounded to whole pixels;
+  each distinct selected frame is decoded once with tf.io.decode_and_crop_jpeg, at half size (DCT
+  scaling, ratio=2) when the window is at least twice `output_size` on both sides; the windows
+  are resized (bilinear, as augment.resize_short_side) to `output_size` and rounded. PNG and
+  other formats, and videos whose selected frames differ in size, take decode_frames' path
+  (whole frames) and are cropped after.
   Frames that are not selected are never decoded.
   """
   flat = tf.reshape(indices, [-1])
@@ -100,7 +104,7 @@ def decode_window(
   selected = tf.gather(encoded, unique)
   size = _frame_shape(selected[0])
   window = tf.cast(window, tf.float64)
-  out_h, out_w = output_size
+  out_h, out_w = output_size[0], output_size[1]
 
   def decode_cropped(ratio):
     y, x, h, w = tf.unstack(_pixel_window(window, size, ratio))
@@ -132,7 +136,8 @@ def decode_window(
 
   all_jpeg = tf.reduce_all(tf.strings.substr(selected, 0, len(_JPEG_MAGIC)) == _JPEG_MAGIC)
   fast = tf.cond(all_jpeg, same_size_jpegs, lambda: tf.constant(False))
-  half_size = (window[2] >= 2 * out_h) & (window[3] >= 2 * out_w)
+  twice = 2.0 * tf.cast(tf.stack([out_h, out_w]), tf.float64)
+  half_size = (window[2] >= twice[0]) & (window[3] >= twice[1])
   crops = tf.cond(
     fast,
     lambda: tf.cond(half_size, lambda: decode_cropped(2), lambda: decode_cropped(1)),
@@ -142,7 +147,7 @@ def decode_window(
   resized = tf.image.resize(tf.cast(crops, tf.float32), [out_h, out_w], method="bilinear")
   # A bilinear resize of [0, 255] pixels stays in [0, 255]: rounding alone makes it uint8.
   frames = tf.gather(tf.cast(tf.round(resized), tf.uint8), position)  # (N, h, w, 3)
-  return tf.reshape(frames, tf.concat([tf.shape(indices), [out_h, out_w, 3]], axis=0))
+  return tf.reshape(frames, tf.concat([tf.shape(indices), tf.stack([out_h, out_w, 3])], axis=0))
 
 
 def label_spec(dc: ml_collections.ConfigDict) -> tf.TensorSpec:
@@ -462,14 +467,15 @@ def protected_map(
   SequenceExample) becomes fallback(element) instead of ending the stream.
 
   Each element runs in a one-element dataset that drops its own error; parallel interleave keeps
-  the decoding as parallel as a map, and the order deterministic.
+  the decoding as parallel as a map, and the order deterministic. The fallback is a map of its
+  own, run only for an element that failed (its zeros cost as much as a clip's copy).
   """
   fn, fallback = no_autograph(fn), no_autograph(fallback)
 
   @no_autograph
   def attempt(*element):
-    tried = tf.data.Dataset.from_tensors(element).map(fn).ignore_errors()
-    return tried.concatenate(tf.data.Dataset.from_tensors(fallback(*element))).take(1)
+    one = tf.data.Dataset.from_tensors(element)
+    return one.map(fn).ignore_errors().concatenate(one.map(fallback)).take(1)
 
   return ds.interleave(attempt, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
 
