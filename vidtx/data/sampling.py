@@ -178,8 +178,9 @@ def eval_views(frames: tf.Tensor, dataset_configs: ml_collections.ConfigDict) ->
   short side is resized to eval_min_resize (default min_resize; bilinear), then each clip is
   centre-cropped, or cropped three times (start, centre and end of the long side) when
   do_three_spatial_crops; V = C * (3 or 1),
-  clip-major. Pixels are normalised with `reader_config.normalisation(dataset_configs)`. The
-  TFRecord reader and vidtx.predict both call this.
+  clip-major. Pixels are normalised with `reader_config.normalisation(dataset_configs)`.
+  vidtx.predict calls this; the TFRecord reader decodes only the window that holds the crops
+  (decode_eval_views: the same views up to the rounding of that window to whole pixels).
   """
   dc = dataset_configs
   num_frames, crop = int(dc["num_frames"]), int(dc["crop_size"])
