@@ -143,10 +143,16 @@ def decode_window(
     lambda: tf.cond(half_size, lambda: decode_cropped(2), lambda: decode_cropped(1)),
     decode_whole,
   )
-  # float32 first: TF's bilinear resize is about twice as fast from float32 as from uint8.
-  resized = tf.image.resize(tf.cast(crops, tf.float32), [out_h, out_w], method="bilinear")
-  # A bilinear resize of [0, 255] pixels stays in [0, 255]: rounding alone makes it uint8.
-  frames = tf.gather(tf.cast(tf.round(resized), tf.uint8), position)  # (N, h, w, 3)
+
+  def resize():
+    # float32 first: TF's bilinear resize is about twice as fast from float32 as from uint8.
+    resized = tf.image.resize(tf.cast(crops, tf.float32), [out_h, out_w], method="bilinear")
+    # A bilinear resize of [0, 255] pixels stays in [0, 255]: rounding alone makes it uint8.
+    return tf.cast(tf.round(resized), tf.uint8)
+
+  # A window already the output size (a stored short side equal to the one asked for) is kept.
+  same_size = (tf.shape(crops)[1] == out_h) & (tf.shape(crops)[2] == out_w)
+  frames = tf.gather(tf.cond(same_size, lambda: crops, resize), position)  # (N, h, w, 3)
   return tf.reshape(frames, tf.concat([tf.shape(indices), tf.stack([out_h, out_w, 3])], axis=0))
 
 
