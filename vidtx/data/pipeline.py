@@ -388,7 +388,7 @@ def build_eval_dataset(
   ds = _eval_videos(dc, split, process_index, process_count)
   mean, std = reader_config.normalisation(dc)
 
-  def eval_views(jpegs, indices):
+  def decoded_views(jpegs, indices):
     # sampling.eval_views' views; only the window that holds the crops is decoded.
     views = sampling.decode_eval_views(jpegs, indices, dc)  # uint8 (V, T, crop, crop, 3)
     # device-augment takes over from here
@@ -402,7 +402,7 @@ def build_eval_dataset(
     indices = tf.gather(video["indices"], tf.minimum(wanted, num_clips - 1))  # (C, T)
     views = tf.cond(
       video["error"] == "",
-      lambda: eval_views(video["jpegs"], indices),
+      lambda: decoded_views(video["jpegs"], indices),
       lambda: tf.zeros([num_views, num_frames, crop, crop, 3]),
     )
     return _eval_element(video, views, tf.repeat(clip_mask, crops), video["error"])
