@@ -8,7 +8,8 @@ every frame, as ViViT does: "the same transformation is applied on each frame of
 Pixels are float32 in [0, 255] except for `random_erasing`, which runs on normalised frames.
 
 - `scale_jitter_crop`: scale jitter (ViViT 0.9-1.33; TimeSformer's short side in [256, 320])
-  and a random crop, one bilinear resize from the decoded size.
+  and a random crop, one bilinear resize from the decoded size; `scale_jitter_window`: the same
+  crop as a window of the stored frame, which the reader decodes alone (records.decode_window).
 - `color_jitter`: DMVR's colour augmentation (brightness, saturation, contrast, hue).
 - `rand_augment`: RandAugment (Cubuk et al. 2020) with the operations and magnitude scale of the
   TensorFlow Model Garden implementation; each operation alone is in `RAND_AUGMENT_OPS`.
@@ -67,27 +68,44 @@ def _check_probability(name: str, probability: float) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def resized_size(height, width, short_side) -> tf.Tensor:
+  """(2,) int32: the (height, width) that `resize_short_side` gives a height x width frame.
+
+  The aspect ratio is kept; the long side is rounded (float64, so that it does not depend on
+  float32 error) and never below `short_side`. Arguments: Python ints or int32 scalar tensors.
+  """
+  height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+  target = tf.cast(short_side, tf.int32)
+  scale = tf.cast(target, tf.float64) / tf.cast(tf.minimum(height, width), tf.float64)
+  new_height = tf.maximum(tf.cast(tf.round(tf.cast(height, tf.float64) * scale), tf.int32), target)
+  new_width = tf.maximum(tf.cast(tf.round(tf.cast(width, tf.float64) * scale), tf.int32), target)
+  return tf.stack([new_height, new_width])
+
+
 def resize_short_side(frames: tf.Tensor, short_side) -> tf.Tensor:
   """float32 (T, H', W', 3): one bilinear resize so that the short side becomes `short_side`.
 
-  The aspect ratio is kept (the long side is rounded, never below `short_side`); antialiasing is
-  off (tf.image.resize's default). A clip whose short side is already `short_side` is only cast.
-  `short_side` is a Python int or an int32 scalar tensor.
+  (H', W') = resized_size(H, W, short_side); antialiasing is off (tf.image.resize's default). A
+  clip whose short side is already `short_side` is only cast. `short_side` is a Python int or an
+  int32 scalar tensor.
   """
   height, width = tf.shape(frames)[1], tf.shape(frames)[2]
-  short = tf.minimum(height, width)
   target = tf.cast(short_side, tf.int32)
+  return tf.cond(
+    tf.minimum(height, width) == target,
+    lambda: tf.cast(frames, tf.float32),
+    lambda: tf.image.resize(frames, resized_size(height, width, target), method="bilinear"),
+  )
 
-  def resize():
-    # float64, as the reader does: the rounded long side must not depend on float32 error.
-    scale = tf.cast(target, tf.float64) / tf.cast(short, tf.float64)
-    new_height = tf.maximum(
-      tf.cast(tf.round(tf.cast(height, tf.float64) * scale), tf.int32), target
-    )
-    new_width = tf.maximum(tf.cast(tf.round(tf.cast(width, tf.float64) * scale), tf.int32), target)
-    return tf.image.resize(frames, tf.stack([new_height, new_width]), method="bilinear")
 
-  return tf.cond(short == target, lambda: tf.cast(frames, tf.float32), resize)
+def stored_window(top, left, crop_height, crop_width, resized, stored) -> tf.Tensor:
+  """float64 (4,) [top, left, height, width] in a stored frame's pixels (fractional) of the
+  window [top, top + crop_height) x [left, left + crop_width) of that frame resized to `resized`
+  ((2,) int32 height, width); `stored` is the stored frame's (2,) size."""
+  scale = tf.cast(stored, tf.float64) / tf.cast(resized, tf.float64)  # (2,) stored px / resized px
+  corner = tf.cast(tf.stack([top, left]), tf.float64) * scale
+  extent = tf.cast(tf.stack([crop_height, crop_width]), tf.float64) * scale
+  return tf.concat([corner, extent], 0)
 
 
 def jittered_short_side(
@@ -115,6 +133,29 @@ def jittered_short_side(
   return tf.maximum(short_side, crop_size)
 
 
+def _jitter_crop_draws(
+  height, width, *, min_resize, crop_size, min_scale, max_scale, probability, seed
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+  """scale_jitter_crop's random choices for a height x width frame: (short side, (2,) resized
+  size, top, left of the crop in the resized frame). Seed streams: stateless_split(seed, 3)
+  gives the scale's seed (jittered_short_side), then the seeds of the top and of the left."""
+  if crop_size < 1 or min_resize < 1:
+    raise UserError(f"min_resize={min_resize}, crop_size={crop_size}: expected both >= 1.")
+  scale_seed, top_seed, left_seed = _split(seed, 3)
+  short_side = jittered_short_side(
+    min_resize=min_resize,
+    crop_size=crop_size,
+    min_scale=min_scale,
+    max_scale=max_scale,
+    probability=probability,
+    seed=scale_seed,
+  )
+  resized = resized_size(height, width, short_side)
+  top = _randint(top_seed, 0, resized[0] - crop_size)
+  left = _randint(left_seed, 0, resized[1] - crop_size)
+  return short_side, resized, top, left
+
+
 def scale_jitter_crop(
   frames: tf.Tensor,
   *,
@@ -134,26 +175,51 @@ def scale_jitter_crop(
   ViViT: min_resize 256, scales (0.9, 1.33). TimeSformer's short side in [256, 320]:
   min_resize 256, scales (1, 1.25). `frames` may be uint8 or float.
 
-  Seed streams: stateless_split(seed, 3) gives the scale's seed (jittered_short_side), then
-  the seeds of the top and of the left offset.
+  The reader does not call this (it decodes only the window: `scale_jitter_window` and
+  records.decode_window); it is the reference that path is tested against, with the same draws.
   """
-  if crop_size < 1 or min_resize < 1:
-    raise UserError(f"min_resize={min_resize}, crop_size={crop_size}: expected both >= 1.")
-  scale_seed, top_seed, left_seed = _split(seed, 3)
-  short_side = jittered_short_side(
+  short_side, _, top, left = _jitter_crop_draws(
+    tf.shape(frames)[1],
+    tf.shape(frames)[2],
     min_resize=min_resize,
     crop_size=crop_size,
     min_scale=min_scale,
     max_scale=max_scale,
     probability=probability,
-    seed=scale_seed,
+    seed=seed,
   )
   frames = resize_short_side(frames, short_side)
-  height, width = tf.shape(frames)[1], tf.shape(frames)[2]
-  top = _randint(top_seed, 0, height - crop_size)
-  left = _randint(left_seed, 0, width - crop_size)
   frames = frames[:, top : top + crop_size, left : left + crop_size, :]
   return tf.ensure_shape(frames, [None, crop_size, crop_size, 3])
+
+
+def scale_jitter_window(
+  stored_size: tf.Tensor,
+  *,
+  min_resize: int,
+  crop_size: int,
+  min_scale: float = 1.0,
+  max_scale: float = 1.0,
+  probability: float = 1.0,
+  seed: tf.Tensor,
+) -> tf.Tensor:
+  """float64 (4,) [top, left, height, width]: the window of a stored frame ((2,) int32 size)
+  that `scale_jitter_crop` with the same arguments and seed would crop, in stored pixels
+  (fractional). The same random draws, so the same scale and offsets for a given seed;
+  decoding only this window and resizing it to crop_size (records.decode_window) gives the
+  same clip up to the rounding of the window to whole pixels (docs/data.md).
+  """
+  _, resized, top, left = _jitter_crop_draws(
+    stored_size[0],
+    stored_size[1],
+    min_resize=min_resize,
+    crop_size=crop_size,
+    min_scale=min_scale,
+    max_scale=max_scale,
+    probability=probability,
+    seed=seed,
+  )
+  return stored_window(top, left, crop_size, crop_size, resized, stored_size)
 
 
 # ---------------------------------------------------------------------------------------------

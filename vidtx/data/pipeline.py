@@ -66,6 +66,7 @@ views) and vidtx.data.bad_records (skipping, stream errors, host fields).
 """
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -92,8 +93,14 @@ def _check_split(dataset_configs: DatasetConfig, split: str, batch_size: int) ->
 
 
 def _options() -> tf.data.Options:
+  """As big_vision sets them for hosts: tf.data's own threads, one per core, and one thread per
+  op: the parallel maps (one clip each) use the cores, an op does not spread over them as well.
+  Deterministic order: exact resume depends on it."""
   options = tf.data.Options()
   options.deterministic = True
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  options.threading.private_threadpool_size = max(int(cores or 1), 1)
+  options.threading.max_intra_op_parallelism = 1
   return options
 
 
@@ -170,10 +177,10 @@ def _train_clip(
   indices = sampling.train_clip_indices(
     dc, tf.shape(video["jpegs"])[0], video["frame_rate"], seeds[0]
   )
-  frames = records.decode_frames(video["jpegs"], indices)  # uint8 (T, H, W, 3)
   jitter = bool(aug["do_jitter_scale"])
-  frames = augment.scale_jitter_crop(
-    frames,
+  # scale_jitter_crop's window (the same draws), in the stored frames: only it is decoded.
+  window = augment.scale_jitter_window(
+    records.stored_frame_size(video["jpegs"], indices),
     min_resize=int(dc.min_resize),
     crop_size=crop,
     min_scale=float(aug["scale_min_factor"]) if jitter else 1.0,
@@ -181,8 +188,9 @@ def _train_clip(
     probability=float(aug["prob_scale_jitter"]) if jitter else 1.0,
     seed=seeds[1],
   )
-  # The crop leaves the host as uint8: a quarter of float32's bytes.
-  frames = tf.cast(tf.clip_by_value(tf.round(frames), 0.0, 255.0), tf.uint8)
+  # The crop leaves the host as uint8: a quarter of float32's bytes; the rest of the
+  # augmentation runs on the accelerator (vidtx.device_augment) with the parameters drawn here.
+  frames = records.decode_window(video["jpegs"], indices, window, (crop, crop))
   flipped, params = _augment_draws(dc, seeds)
   table = _flip_table(dc)
   if table is not None:
@@ -298,7 +306,9 @@ def build_train_dataset(
   else:
     # Bad records reach the host, which stops with their file and record index.
     ds = ds.map(lambda el: {**el, "skipped": tf.constant(0, tf.int64)})
-  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = ds.batch(
+    batch_size, drop_remainder=True, num_parallel_calls=records.AUTOTUNE, deterministic=True
+  )
   return ds.prefetch(records.AUTOTUNE).with_options(_options())
 
 
@@ -420,9 +430,9 @@ def build_eval_dataset(
     indices = tf.gather(video["indices"], tf.minimum(wanted, num_clips - 1))  # (C, T)
     views = tf.cond(
       video["error"] == "",
-      lambda: sampling.eval_views(
-        records.decode_frames(video["jpegs"], indices), dc, normalised=False
-      ),
+      # sampling.eval_views' views (uint8, normalised in the evaluator's step); only the
+      # window that holds the crops is decoded.
+      lambda: sampling.decode_eval_views(video["jpegs"], indices, dc),
       lambda: tf.zeros([num_views, num_frames, crop, crop, 3], tf.uint8),
     )
     return _eval_element(video, views, tf.repeat(clip_mask, crops), video["error"])
@@ -444,10 +454,15 @@ def build_eval_dataset(
     )
     return records.protected_map(ks, chunk, unreadable_chunk)
 
-  ds = ds.interleave(
-    chunks, block_length=1, num_parallel_calls=records.AUTOTUNE, deterministic=True
-  )
-  ds = ds.batch(batch_size).map(lambda batch: _pad_batch(batch, batch_size))
+  if dc.eval_sampling == "whole_video":
+    ds = ds.interleave(
+      chunks, block_length=1, num_parallel_calls=records.AUTOTUNE, deterministic=True
+    )
+  else:  # One element per video: no dataset of its chunks built per video.
+    first_chunk = ds.map(lambda video: (video, tf.constant(0, tf.int64)))
+    ds = records.protected_map(first_chunk, chunk, unreadable_chunk)
+  ds = ds.batch(batch_size, num_parallel_calls=records.AUTOTUNE, deterministic=True)
+  ds = ds.map(lambda batch: _pad_batch(batch, batch_size))
   return ds.prefetch(records.AUTOTUNE).with_options(_options())
 
 

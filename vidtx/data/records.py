@@ -53,6 +53,109 @@ def decode_frames(encoded: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
   return tf.reshape(frames, tf.concat([tf.shape(indices), tf.shape(frames)[1:]], axis=0))
 
 
+_JPEG_MAGIC = b"\xff\xd8\xff"  # What tf.io.is_jpeg checks: the first three bytes.
+
+
+def stored_frame_size(encoded: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+  """(2,) int32 height and width of the first selected frame: the size a clip is decoded at
+  (decode_frames resizes any frame of another size to it). JPEG: from the header alone."""
+  return _frame_shape(encoded[tf.reshape(indices, [-1])[0]])
+
+
+def _whole_pixels(start: tf.Tensor, extent: tf.Tensor, limit: tf.Tensor) -> tf.Tensor:
+  """[start, end) of a fractional window rounded to whole pixels within [0, limit), at least one
+  pixel: (2,) int32."""
+  first = tf.clip_by_value(tf.cast(tf.round(start), tf.int32), 0, limit - 1)
+  end = tf.clip_by_value(tf.cast(tf.round(start + extent), tf.int32), first + 1, limit)
+  return tf.stack([first, end])
+
+
+def _pixel_window(window: tf.Tensor, size: tf.Tensor, ratio: int) -> tf.Tensor:
+  """[y, x, h, w] int32: `window` (stored pixels, fractional) in whole pixels of a frame of
+  `size` decoded at 1 / ratio of its size (libjpeg's DCT scaling: ceil(size / ratio) pixels, pixel
+  j covering stored pixels [ratio * j, ratio * (j + 1)))."""
+  scaled = (size + ratio - 1) // ratio
+  window = window / ratio
+  rows = _whole_pixels(window[0], window[2], scaled[0])
+  cols = _whole_pixels(window[1], window[3], scaled[1])
+  return tf.stack([rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]])
+
+
+def decode_window(
+  encoded: tf.Tensor,
+  indices: tf.Tensor,
+  window: tf.Tensor,
+  output_size: tuple[int, int] | tf.Tensor,
+) -> tf.Tensor:
+  """Decodes only `window` of the selected frames, resized: uint8 indices.shape + (h, w, 3).
+
+  `window`: float (4,) [top, left, height, width] in the stored frame's pixels (fractional, as
+  augment.scale_jitter_window gives it); the frame's size is stored_frame_size(encoded,
+  indices). `output_size`: (h, w), ints or int32 scalars. The window is rounded to whole pixels;
+  each distinct selected frame is decoded once with tf.io.decode_and_crop_jpeg, at half size (DCT
+  scaling, ratio=2) when the window is at least twice `output_size` on both sides; the windows
+  are resized (bilinear, as augment.resize_short_side) to `output_size` and rounded. PNG and
+  other formats, and videos whose selected frames differ in size, take decode_frames' path
+  (whole frames) and are cropped after.
+  Frames that are not selected are never decoded.
+  """
+  flat = tf.reshape(indices, [-1])
+  unique, position = tf.unique(flat)
+  selected = tf.gather(encoded, unique)
+  size = _frame_shape(selected[0])
+  window = tf.cast(window, tf.float64)
+  out_h, out_w = output_size[0], output_size[1]
+
+  def decode_cropped(ratio):
+    y, x, h, w = tf.unstack(_pixel_window(window, size, ratio))
+    # One more column each side where the frame has one: libjpeg's chroma upsampling then sees
+    # the same neighbours as in a whole-frame decode, so the pixels are identical to it (at the
+    # window's own edge columns they differ by up to ~10 levels without it).
+    scaled_width = (size[1] + ratio - 1) // ratio
+    first, end = tf.maximum(x - 1, 0), tf.minimum(x + w + 1, scaled_width)
+    return tf.map_fn(
+      lambda frame: tf.io.decode_and_crop_jpeg(
+        frame, tf.stack([y, first, h, end - first]), 3, ratio=ratio
+      )[:, x - first : x - first + w],
+      selected,
+      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    )
+
+  def decode_whole():
+    frames = decode_frames(selected, tf.range(tf.size(unique)))  # sizes made equal
+    y, x, h, w = tf.unstack(_pixel_window(window, size, 1))
+    return frames[:, y : y + h, x : x + w, :]
+
+  def same_size_jpegs():
+    shapes = tf.map_fn(
+      lambda frame: tf.cast(tf.image.extract_jpeg_shape(frame)[:2], tf.int32),
+      selected,
+      fn_output_signature=tf.TensorSpec([2], tf.int32),
+    )
+    return tf.reduce_all(shapes == size)
+
+  all_jpeg = tf.reduce_all(tf.strings.substr(selected, 0, len(_JPEG_MAGIC)) == _JPEG_MAGIC)
+  fast = tf.cond(all_jpeg, same_size_jpegs, lambda: tf.constant(False))
+  twice = 2.0 * tf.cast(tf.stack([out_h, out_w]), tf.float64)
+  half_size = (window[2] >= twice[0]) & (window[3] >= twice[1])
+  crops = tf.cond(
+    fast,
+    lambda: tf.cond(half_size, lambda: decode_cropped(2), lambda: decode_cropped(1)),
+    decode_whole,
+  )
+
+  def resize():
+    # float32 first: TF's bilinear resize is about twice as fast from float32 as from uint8.
+    resized = tf.image.resize(tf.cast(crops, tf.float32), [out_h, out_w], method="bilinear")
+    # A bilinear resize of [0, 255] pixels stays in [0, 255]: rounding alone makes it uint8.
+    return tf.cast(tf.round(resized), tf.uint8)
+
+  # A window already the output size (a stored short side equal to the one asked for) is kept.
+  same_size = (tf.shape(crops)[1] == out_h) & (tf.shape(crops)[2] == out_w)
+  frames = tf.gather(tf.cond(same_size, lambda: crops, resize), position)  # (N, h, w, 3)
+  return tf.reshape(frames, tf.concat([tf.shape(indices), tf.stack([out_h, out_w, 3])], axis=0))
+
+
 def label_spec(dc: DatasetConfig) -> tf.TensorSpec:
   """The spec of one video's label: int32 (), or float32 (K,) multi-hot."""
   if dc.multi_hot:
@@ -370,14 +473,15 @@ def protected_map(
   SequenceExample) becomes fallback(element) instead of ending the stream.
 
   Each element runs in a one-element dataset that drops its own error; parallel interleave keeps
-  the decoding as parallel as a map, and the order deterministic.
+  the decoding as parallel as a map, and the order deterministic. The fallback is a map of its
+  own, run only for an element that failed (its zeros cost as much as a clip's copy).
   """
   fn, fallback = no_autograph(fn), no_autograph(fallback)
 
   @no_autograph
   def attempt(*element):
-    tried = tf.data.Dataset.from_tensors(element).map(fn).ignore_errors()
-    return tried.concatenate(tf.data.Dataset.from_tensors(fallback(*element))).take(1)
+    one = tf.data.Dataset.from_tensors(element)
+    return one.map(fn).ignore_errors().concatenate(one.map(fallback)).take(1)
 
   return ds.interleave(attempt, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
 

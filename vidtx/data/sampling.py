@@ -6,7 +6,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from vidtx.data import augment, reader_config
+from vidtx.data import augment, reader_config, records
 from vidtx.data.reader_config import DatasetConfig
 
 # ---------------------------------------------------------------------------------------------
@@ -188,10 +188,10 @@ def eval_views(
   short side is resized to eval_min_resize (default min_resize; bilinear), then each clip is
   centre-cropped, or cropped three times (start, centre and end of the long side) when
   do_three_spatial_crops; V = C * (3 or 1),
-  clip-major. Pixels are normalised with `dataset.normalisation`. The TFRecord reader and
-  vidtx.predict both call this. With normalised=False (the reader's evaluation batches,
-  normalised by the evaluator's step on the accelerator) the views are the resized pixels
-  rounded to uint8.
+  clip-major. Pixels are normalised with `dataset.normalisation`. vidtx.predict calls this;
+  the TFRecord reader decodes only the window that holds the crops (decode_eval_views: the same
+  views up to the rounding of that window to whole pixels). With normalised=False the views are
+  the resized pixels rounded to uint8 (normalised on the accelerator).
   """
   dc = reader_config.as_dataset_config(dataset, views_only=True)
   num_frames, crop = dc.num_frames, dc.crop_size
@@ -221,3 +221,53 @@ def eval_views(
   if not normalised:
     return tf.cast(tf.clip_by_value(tf.round(views), 0.0, 255.0), tf.uint8)
   return normalise(views, mean, std)
+
+
+def _eval_crop_plan(
+  resized: tf.Tensor, crop: int, three_crops: bool
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Where eval_views' crops lie in a frame resized to `resized` ((2,) int32): the window that
+  holds them all ((2,) top-left, (2,) size, in resized pixels) and each crop's (top, left) in that
+  window ((K, 2), K = 3 or 1). Three crops lie along the long side (start, centre, end), centred
+  on the short side: together, the whole long side by `crop`; one crop: the centre."""
+  height, width = resized[0], resized[1]
+  centre = tf.stack([(height - crop) // 2, (width - crop) // 2])
+  if not three_crops:
+    return centre, tf.stack([crop, crop]), tf.zeros([1, 2], tf.int32)
+  long_side = tf.maximum(height, width)
+  starts = tf.stack([0, (long_side - crop) // 2, long_side - crop])  # along the long side
+  tall = height > width
+  corner = tf.where(tall, tf.stack([0, centre[1]]), tf.stack([centre[0], 0]))
+  size = tf.where(tall, tf.stack([height, crop]), tf.stack([crop, width]))
+  zeros = tf.zeros_like(starts)
+  offsets = tf.where(tall, tf.stack([starts, zeros], 1), tf.stack([zeros, starts], 1))
+  return corner, size, offsets
+
+
+def decode_eval_views(
+  encoded: tf.Tensor, indices: tf.Tensor, dataset: DatasetConfig | Mapping[str, Any]
+) -> tf.Tensor:
+  """eval_views' crops, decoding only the window that holds them: uint8 (V, T, crop, crop, 3).
+
+  `encoded`: a video's encoded frames; `indices`: (C, T) frame indices of its clips. The window
+  holding every crop of a frame resized as eval_views resizes it (three crops: the long side by
+  `crop`; one: the centre crop) is decoded once per distinct frame (records.decode_window) and
+  resized, then the crops are cut from it; V = C * (3 or 1), clip-major, as eval_views. The
+  pixels equal eval_views' (before its normalisation) up to the rounding of the window to whole
+  stored pixels (docs/data.md); exactly where the stored short side is eval_min_resize.
+  """
+  dc = reader_config.as_dataset_config(dataset, views_only=True)
+  num_frames, crop = dc.num_frames, dc.crop_size
+  three_crops = dc.do_three_spatial_crops
+  short_side = dc.eval_short_side
+  stored = records.stored_frame_size(encoded, indices)
+  resized = augment.resized_size(stored[0], stored[1], short_side)
+  corner, size, offsets = _eval_crop_plan(resized, crop, three_crops)
+  window = augment.stored_window(corner[0], corner[1], size[0], size[1], resized, stored)
+  frames = records.decode_window(encoded, indices, window, size)  # (C, T, h, w, 3)
+  views = [
+    frames[:, :, offset[0] : offset[0] + crop, offset[1] : offset[1] + crop, :]
+    for offset in tf.unstack(offsets, num=3 if three_crops else 1)
+  ]
+  views = tf.stack(views, axis=1)  # (C, K, T, crop, crop, 3), clip-major
+  return tf.reshape(views, [-1, num_frames, crop, crop, 3])  # -> (V, T, crop, crop, 3)
