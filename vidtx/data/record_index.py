@@ -45,7 +45,7 @@ def rows_from_sizes(data_sizes: Sequence[int]) -> np.ndarray:
   """The (N, 2) int64 [offset, size] rows of a file whose records hold `data_sizes` bytes of data
   each, written back to back from byte 0 (as tf.io.TFRecordWriter writes, uncompressed)."""
   sizes = np.asarray(data_sizes, np.int64).reshape(-1) + _OVERHEAD_BYTES  # (N,)
-  offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)  # (N,)
+  offsets = np.cumsum(sizes) - sizes  # (N,): each record starts where the previous ends.
   return np.stack([offsets, sizes], axis=1)  # (N, 2)
 
 
