@@ -191,7 +191,9 @@ def read_record(file: str, offset: int, size: int, *, record: int | None = None)
 def tf_read_record(file, offset, size):
   """read_record inside tf.data: (scalar string, int64, int64) tensors -> the record's data, a
   scalar string tensor. Runs Python (tf.numpy_function): parallel map calls overlap in their
-  reads, which release the GIL."""
+  reads, which release the GIL. On a store with latency, give the dataset a private thread pool
+  of at least num_parallel_calls threads (tf.data.Options().threading.private_threadpool_size):
+  the shared one has a thread per core, and a waiting read holds its thread."""
   import tensorflow as tf  # noqa: PLC0415 - only the tf.data side needs it.
 
   def read(file_bytes: bytes, offset_value: np.int64, size_value: np.int64) -> bytes:
