@@ -18,6 +18,7 @@ the first, so this measures the CPU cost of reading, not the disk.
 import argparse
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -76,9 +77,17 @@ def measure(
 
     return run
 
+  in_flight = {"now": 0, "most": 0}  # Reads waiting on the slow store at once.
+  lock = threading.Lock()
+
   def slow_read(file, offset, size):
     def read(file_bytes: bytes, offset_value: np.int64, size_value: np.int64) -> bytes:
+      with lock:
+        in_flight["now"] += 1
+        in_flight["most"] = max(in_flight["most"], in_flight["now"])
       time.sleep(latency_ms / 1e3)  # The store's latency: the thread waits, the CPU does not.
+      with lock:
+        in_flight["now"] -= 1
       return record_index.read_record(file_bytes.decode(), int(offset_value), int(size_value))
 
     return tf.ensure_shape(tf.numpy_function(read, [file, offset, size], tf.string), [])
@@ -104,7 +113,10 @@ def measure(
     _timed(
       f"(c) tf_read_record, map x{parallel}, shuffled", total, tf_map(record_index.tf_read_record)
     ),
-    _timed(f"(d) as (c), +{latency_ms:g} ms per read", total, tf_map(slow_read)),
+    dict(
+      _timed(f"(d) as (c), +{latency_ms:g} ms per read", total, tf_map(slow_read)),
+      most_in_flight=in_flight["most"],
+    ),
     _timed(f"(e) FixedLengthRecordDataset x{parallel}, no CRC", total, tf_interleave),
   ]
 
