@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
   # --src hf:ORG/NAME: checkpoints resolved through the Hugging Face cache (vidtx.checkpoints.hub).
   "huggingface_hub==2.4.0",  # Hugging Face and timm .safetensors weights (numpy reader, no torch).
   "numpy",
+  # TFRecord's checksums of a record read at its offset (vidtx.data.record_index): C, not Python.
+  "google-crc32c==1.9.0",
   "absl-py",
   # Pictures: attention rollout images (vidtx.rollout, predict --rollout) and the colabs' plots.
   "pillow",

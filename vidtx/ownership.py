@@ -58,6 +58,7 @@ KINDS = {
   "run": "a train.py run (checkpoints, metrics, config.json)",
   "features": "video features written by python -m vidtx.predict --features",
   "exported": "a model exported by python -m vidtx.export (Hugging Face or SavedModel)",
+  "index": "record indexes written by python -m vidtx.data.index_shards",
 }
 
 

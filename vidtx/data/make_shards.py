@@ -56,7 +56,9 @@ Output in --output_dir: `{split}.tfrecord-0000i-of-0000N` (the table `{split}.tf
 SequenceExample per video (video i in shard i % N); labels.txt (line i = class i: --label_map,
 else an existing labels.txt, so later splits reuse the training split's map, else the dataset's
 own list or the sorted class names of the input); `{split}_report.txt` (the videos left out and
-why); `{split}_summary.json`; `{split}_shards/` (one JSON per shard: its counts and bad videos).
+why); `{split}_summary.json`; `{split}_shards/` (one JSON per shard: its counts and bad videos;
+and its record index, `NAME.idx` in DALI's format with a sidecar `NAME.idx.json`:
+vidtx.data.record_index).
 
 --output_dir must be new, empty, or a directory this tool wrote (its `.vidtx` marker, or from
 before the marker a `{split}_summary.json` of this tool): anything else is refused before the

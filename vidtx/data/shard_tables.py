@@ -258,6 +258,7 @@ def _write_tables(
   for shard, shard_entries in zip(shards, entries, strict=True):
     if os.path.exists(shard):
       done_stats.append(shard_writer.read_stats(shard, len(shard_entries), options))
+      _index_kept_shard(shard)
     else:
       tasks.append((shard, shard_entries, options))
   if done_stats and progress:
@@ -283,6 +284,15 @@ def _write_tables(
   )
   meter.finish(total, bad=sum(len(s["bad"]) for s in done_stats + new_stats))
   return done_stats, new_stats
+
+
+def _index_kept_shard(shard: str) -> None:
+  """Indexes a shard kept from an earlier run (written before indexes were, or replaced since)."""
+  from vidtx.data import record_index
+
+  index = record_index.index_path(shard)
+  if not os.path.exists(index) or record_index.stale_reason(shard, index):
+    record_index.write_index(index, record_index.scan_shard(shard), os.stat(shard))
 
 
 def _write_report_and_summary(

@@ -14,7 +14,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from vidtx.data import dmvr, sources, video_decode
+from vidtx.data import dmvr, record_index, sources, video_decode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +74,12 @@ def write_shard(
   on_video: Callable[[bool], None] = lambda bad: None,
 ) -> dict[str, Any]:
   """Writes one shard from (global index, item, label indices, label error) entries, then its
-  stats JSON, then renames the shard to its final name. Returns the stats."""
+  stats JSON and its record index (vidtx.data.record_index), then renames the shard to its final
+  name. Returns the stats."""
   started = time.time()
   temporary = _temporary_name(shard)
   examples, bad = 0, []
+  data_sizes = []  # Each record's data bytes: the index's offsets follow from them.
   writer = tf.io.TFRecordWriter(temporary)
   try:
     for index, item, labels, error in entries:
@@ -91,6 +93,7 @@ def write_shard(
         on_video(True)
         continue
       writer.write(example)  # Outside the try: a full disk stops the conversion.
+      data_sizes.append(len(example))
       examples += 1
       on_video(False)
     writer.close()
@@ -105,6 +108,10 @@ def write_shard(
     stats_path = _stats_path(shard)
     os.makedirs(os.path.dirname(stats_path), exist_ok=True)
     dmvr.write_text_atomically(stats_path, json.dumps(stats, indent=1) + "\n")
+    # The rename keeps the size and mtime that the index's sidecar records.
+    record_index.write_index(
+      record_index.index_path(shard), record_index.rows_from_sizes(data_sizes), os.stat(temporary)
+    )
     os.replace(temporary, shard)
   except BaseException:
     writer.close()

@@ -1,0 +1,146 @@
+"""Writes the record index (vidtx.data.record_index) of shards that have none:
+
+  python -m vidtx.data.index_shards --shards=DIR/train.tfrecord@16 [--index_dir=DIR2]
+
+--shards: a table `name@N`, a glob, or comma-separated files. Shards written by
+python -m vidtx.data.make_shards (a folder with its `.vidtx` marker) get their index beside them,
+in the hidden DIR/train_shards/. Shards anywhere else are the user's: vidtx writes nothing in
+their folder, and the indexes go to --index_dir (a new or empty directory, or one this command
+wrote before), with the same layout: DIR2/train_shards/train.tfrecord-00003-of-00016.idx.
+
+A rerun keeps the indexes that still describe their shard (size and mtime, recorded in the
+sidecar JSON), writes the missing ones and writes again, naming them, those whose shard changed.
+"""
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from vidtx import locks, ownership
+from vidtx.errors import UserError
+from vidtx.progress import Reporter
+
+LOCK_HOLDER = "vidtx.data.index_shards"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+    prog="python -m vidtx.data.index_shards",
+    description="Writes DALI-format record indexes of TFRecord shards (random access).",
+  )
+  parser.add_argument(
+    "--shards", required=True, help="A table name@N, a glob, or comma-separated files."
+  )
+  parser.add_argument(
+    "--index_dir",
+    default=None,
+    help="Where the indexes go when the shards' folder is not vidtx's (new, empty, or written "
+    "by this command before).",
+  )
+  parser.add_argument("--quiet", action="store_true", help="No progress line on stderr.")
+  return parser.parse_args(argv)
+
+
+def _shard_files(table: str) -> list[str]:
+  from vidtx.data import dmvr  # TensorFlow's file listing (gs:// too).
+
+  entries = [entry for entry in table.split(",") if entry]
+  files = dmvr.expand_table("", entries if len(entries) > 1 else table)
+  remote = [file for file in files if "://" in file]
+  if remote:
+    raise UserError(
+      f"{remote[0]}: record indexes are written for local shards only; copy the shards to a "
+      "local disk (or index them where they were made)."
+    )
+  return files
+
+
+def _check_destinations(files: Sequence[str], index_dir: str | None) -> list[str]:
+  """The directories to lock and mark: the shards' own (each must be vidtx's shards folder) or
+  --index_dir (claimed). Refuses, naming the folder and --index_dir, before anything is written."""
+  from vidtx.data import shard_tables
+
+  if index_dir is not None:
+    if ownership.marker_kind(index_dir) != "shards":  # Indexes may join vidtx's own shards.
+      ownership.claim(index_dir, "index", hint="Pass a new or empty --index_dir.")
+    return [index_dir]
+  folders = sorted({os.path.dirname(os.path.abspath(file)) for file in files})
+  for folder in folders:
+    if ownership.marker_kind(folder) != "shards" and not shard_tables.is_legacy_shards_dir(folder):
+      raise UserError(
+        f"{folder} is not a folder of shards written by python -m vidtx.data.make_shards (no "
+        f"{ownership.MARKER} marker): vidtx writes nothing into it. Pass --index_dir=DIR (a new "
+        "or empty directory) to put the indexes there."
+      )
+  return folders
+
+
+def index_shards(
+  files: Sequence[str], index_dir: str | None = None, *, progress: bool = True
+) -> dict[str, Any]:
+  """Indexes `files` (into `index_dir`, or beside each shard); returns the counts: shards,
+  records, written, kept (up to date), rewritten (their shard changed: named on stderr)."""
+  from vidtx.data import record_index
+
+  folders = _check_destinations(files, index_dir)
+  counts = {"shards": len(files), "records": 0, "written": 0, "kept": 0, "rewritten": []}
+  meter = Reporter(
+    sum(os.path.getsize(file) for file in files),
+    prefix="indexing: ",
+    unit=" bytes",
+    rates=(("MB/s", 1e-6, 1),),
+    enabled=progress,
+  )
+  with contextlib.ExitStack() as held:
+    for folder in folders:  # One writer per directory: make_shards, another indexer.
+      held.enter_context(locks.hold(folder, LOCK_HOLDER))
+    for folder in folders:
+      # The hidden `{split}_shards` folders the indexes go in: recorded as vidtx's before writing.
+      names = {
+        os.path.basename(os.path.dirname(record_index.index_path(file, folder)))
+        for file in files
+        if index_dir is not None or os.path.dirname(os.path.abspath(file)) == folder
+      }
+      if ownership.written_names(folder) is not None:
+        ownership.record_written(folder, sorted(names))
+    for file in files:
+      index = record_index.index_path(file, index_dir)
+      reason = record_index.stale_reason(file, index) if os.path.exists(index) else "missing"
+      if reason is None:
+        counts["kept"] += 1
+        counts["records"] += len(record_index.read_index(index))
+      else:
+        rows = record_index.scan_shard(file)
+        record_index.write_index(index, rows, os.stat(file))
+        counts["records"] += len(rows)
+        if reason == "missing":
+          counts["written"] += 1
+        else:
+          counts["rewritten"].append(index)
+          print(f"{index} disagreed with {file} ({reason}): indexed again.", file=sys.stderr)
+      meter.advance(os.path.getsize(file))
+  meter.finish()
+  return counts
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    files = _shard_files(args.shards)
+    counts = index_shards(files, args.index_dir, progress=not args.quiet)
+  except (UserError, OSError) as e:
+    print(f"vidtx.data.index_shards: error: {e}", file=sys.stderr)
+    sys.exit(1)
+  where = args.index_dir or "beside the shards"
+  print(
+    f"{counts['shards']} shards, {counts['records']} records: {counts['written']} indexes "
+    f"written, {counts['kept']} up to date, {len(counts['rewritten'])} written again ({where})."
+  )
+  return counts
+
+
+if __name__ == "__main__":
+  main()
