@@ -435,6 +435,7 @@ def build_eval_dataset(
       lambda: sampling.decode_eval_views(video["jpegs"], indices, dc),
       lambda: tf.zeros([num_views, num_frames, crop, crop, 3], tf.uint8),
     )
+    views = tf.ensure_shape(views, [num_views, num_frames, crop, crop, 3])
     return _eval_element(video, views, tf.repeat(clip_mask, crops), video["error"])
 
   def unreadable_chunk(video, k):

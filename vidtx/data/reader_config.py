@@ -12,12 +12,14 @@ fields vidtx does not read (e.g. a recipe's notes) are ignored, as they always w
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vidtx import device_augment
 from vidtx.errors import UserError
+
+if TYPE_CHECKING:  # JAX: imported only where the augmentation is built (make_shards --help).
+  from vidtx import device_augment
 
 SAMPLINGS = ("stride", "timesformer", "segment")
 EVAL_SAMPLINGS = SAMPLINGS + ("whole_video",)
@@ -291,9 +293,11 @@ def _augmentation(given: Mapping[str, Any] | None) -> Augmentation:
 
 def device_augmentation(
   dataset: "DatasetConfig | Mapping[str, Any]",
-) -> device_augment.Augmentation:
+) -> "device_augment.Augmentation":
   """What the train step applies on the accelerator to the reader's uint8 clips: the flip, the
   colour jitter and drop, RandAugment, the normalisation and random erasing of the config."""
+  from vidtx import device_augment  # JAX: on first use, not at import (make_shards --help).
+
   dataset = as_dataset_config(dataset)
   aug = dataset.augmentation
   color = aug.do_color_augment
