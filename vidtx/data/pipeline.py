@@ -167,7 +167,11 @@ def _no_augment_draws(dc: DatasetConfig) -> dict[str, tf.Tensor]:
 
 
 def _train_clip(
-  dc: DatasetConfig, video: dict[str, tf.Tensor], label: tf.Tensor, seeds: tf.Tensor
+  dc: DatasetConfig,
+  raw: dict[str, tf.Tensor],
+  video: dict[str, tf.Tensor],
+  label: tf.Tensor,
+  seeds: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
   """Samples, decodes and crops one training clip: uint8 (T, crop, crop, 3), its label (swapped
   for a flip of a direction-dependent class) and the parameters of the augmentation that the
@@ -175,8 +179,10 @@ def _train_clip(
   aug = dataclasses.asdict(dc.augmentation)
   num_frames, crop = int(dc.num_frames), int(dc.crop_size)
   indices = sampling.train_clip_indices(
-    dc, tf.shape(video["jpegs"])[0], video["frame_rate"], seeds[0]
+    dc, tf.cast(video["num_frames"], tf.int32), video["frame_rate"], seeds[0]
   )
+  # Only the sampled frames are read when the record has a frame table.
+  video = {**video, "jpegs": records.clip_jpegs(raw, video, indices)}
   jitter = bool(aug["do_jitter_scale"])
   # scale_jitter_crop's window (the same draws), in the stored frames: only it is decoded.
   window = augment.scale_jitter_window(
@@ -233,11 +239,15 @@ def build_train_dataset(
   tfds_share = (
     records.split_records(dc, "train", **shares, shuffle_seed=None) if records.is_tfds(dc) else None
   )
+  # Shards with frame tables: a clip reads its record's context and its frames, nothing else.
+  by_frames = records.frame_tables_missing(dc, "train", **shares) is None
   empty_epoch = bad_records.empty_epoch_message(dc, "train", process_index, process_count)
 
   def epoch_records(epoch):
     epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
-    ds = tfds_share or records.split_records(dc, "train", **shares, shuffle_seed=epoch_seed)
+    ds = tfds_share or records.split_records(
+      dc, "train", **shares, shuffle_seed=epoch_seed, by_frames=by_frames
+    )
     # Dataset.shuffle takes one int64: draw it from the whole (2,) seed (fold_in's first
     # element alone does not depend on the epoch).
     shuffle_seed = tf.random.stateless_uniform(
@@ -257,7 +267,7 @@ def build_train_dataset(
     video = records.parse_video(raw)
     label, error = records.parse_labels(dc, video["labels"])
     error = tf.where(
-      tf.size(video["jpegs"]) == 0,
+      video["num_frames"] == 0,
       f"video has no frames (empty feature list {dmvr.IMAGE_KEY!r})",
       error,
     )
@@ -268,7 +278,7 @@ def build_train_dataset(
     seeds = tf.random.experimental.stateless_split(element_seed, 7)
     frames, label, params = tf.cond(
       error == "",
-      lambda: _train_clip(dc, video, label, seeds),
+      lambda: _train_clip(dc, raw, video, label, seeds),
       lambda: (tf.zeros([num_frames, crop, crop, 3], tf.uint8), label, _no_augment_draws(dc)),
     )
     return {

@@ -83,6 +83,8 @@ class DatasetConfig:
   min_resize: int  # Short side of the frames before the training crop.
   crop_size: int  # Side of the square crop the model sees.
   dataset_name: str = ""  # The source ('synthetic', 'dmvr', 'tfds:NAME'); prepare_dataset sets it.
+  # Where index_shards --index_dir wrote the shards' indexes and frame tables ('': beside them).
+  index_dir: str = ""
   examples_per_subset: dict[str, int] = dataclasses.field(default_factory=dict)  # Split -> videos.
   eval_min_resize: int | None = None  # Short side before the evaluation crops (None: min_resize).
   # Sampling (vidtx.data.sampling).
@@ -338,6 +340,7 @@ def _from_config(cls: type, dataset_configs: Mapping[str, Any], views_only: bool
     if fields[field] < 1 and not (views_only and field == "num_classes"):
       raise UserError(f"dataset_configs.{field} must be >= 1, got {dc[field]}.")
   fields["base_dir"] = str(dc["base_dir"])
+  fields["index_dir"] = str(dc.get("index_dir") or "")
   fields["tables"] = dict(dc["tables"])
   fields["examples_per_subset"] = {
     split: _number(f"examples_per_subset.{split}", n, int)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from vidtx.data import dmvr
+from vidtx.data import dmvr, frame_table
 from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
 
@@ -428,6 +428,85 @@ def _dmvr_records(
   return ds
 
 
+def frame_tables_missing(
+  dc: DatasetConfig, split: str, *, process_index: int = 0, process_count: int = 1
+) -> str | None:
+  """Why this process's share of a DMVR split cannot be read through frame tables
+  (vidtx.data.frame_table), in words, or None when every shard of it has a current table."""
+  if is_tfds(dc):
+    return "a TFDS split"
+  if "://" in str(dc.base_dir):
+    return "remote shards (the frame tables are read for local shards only)"
+  files, _ = share_files(dc, split, process_index, process_count)
+  missing = [(f, r) for f in files if (r := frame_table.stale_reason(f, dc.index_dir or None))]
+  if not missing:
+    return None
+  file, reason = missing[0]
+  return f"{len(missing)} of its {len(files)} shards cannot be: {file}: {reason}"
+
+
+def _dmvr_pointers(
+  dc: DatasetConfig,
+  split: str,
+  *,
+  process_index: int,
+  process_count: int,
+  shuffle_seed: tf.Tensor | None,
+) -> tf.data.Dataset:
+  """{'file', 'record', 'source'} of this process's share of a DMVR split whose shards all have
+  frame tables: _dmvr_records' stream in the same order, each record named, not read (parse_video
+  reads its context, clip_jpegs its clip's frames)."""
+  files, shard_files = share_files(dc, split, process_index, process_count)
+  index_dir = dc.index_dir or None
+  counts = []
+  for file in files:
+    _INDEX_DIRS[file] = index_dir
+    counts.append(len(frame_table.open_table(file, index_dir).records))
+  names = tf.constant(files)
+  sizes = tf.constant(counts, tf.int64)
+  order = tf.range(len(files), dtype=tf.int64)
+  if shuffle_seed is not None:  # The permutation _dmvr_records draws for the names.
+    order = tf.random.experimental.stateless_shuffle(order, seed=shuffle_seed)
+
+  def records(position):
+    file = names[position]
+    return tf.data.Dataset.range(sizes[position]).map(
+      lambda record: {
+        "file": file,
+        "record": record,
+        "source": tf.strings.join(
+          [f"split={split}, file=", file, ", record ", tf.strings.as_string(record)]
+        ),
+      }
+    )
+
+  ds = tf.data.Dataset.from_tensor_slices(order).interleave(
+    records, cycle_length=min(len(files), 16), block_length=1
+  )
+  if not shard_files:
+    ds = ds.shard(process_count, process_index)
+  return ds
+
+
+def _read_context(file: bytes, record: np.int64) -> tuple[bytes, np.int64]:
+  table = frame_table.open_table(file.decode("utf-8"), _INDEX_DIRS.get(file.decode("utf-8")))
+  head, count = table.context(int(record))
+  return head, np.int64(count)
+
+
+def _read_frames(
+  file: bytes, record: np.int64, wanted: np.ndarray, num_frames: np.int64
+) -> np.ndarray:
+  table = frame_table.open_table(file.decode("utf-8"), _INDEX_DIRS.get(file.decode("utf-8")))
+  frames = np.full([int(num_frames)], b"", dtype=object)  # (T,), only the wanted ones filled
+  frames[wanted] = table.frame_bytes(int(record), wanted)
+  return frames
+
+
+# The index_dir of each shard read through its frame table (numpy_function takes tensors only).
+_INDEX_DIRS: dict[str, str | None] = {}
+
+
 def is_tfds(dc: DatasetConfig) -> bool:
   return dc.is_tfds
 
@@ -439,8 +518,11 @@ def split_records(
   process_index: int,
   process_count: int,
   shuffle_seed: tf.Tensor | None,
+  by_frames: bool = False,
 ) -> tf.data.Dataset:
-  """This process's share of `split`, one dict per video, from the configured source."""
+  """This process's share of `split`, one dict per video, from the configured source. With
+  `by_frames` (every shard has a frame table: frame_tables_missing), records are named, not read:
+  parse_video and clip_jpegs read what a clip uses."""
   _check_process(process_index, process_count)
   if is_tfds(dc):
     from vidtx.data import tfds_data  # TFDS only when asked for: its import is slow.
@@ -454,16 +536,51 @@ def split_records(
       process_count=process_count,
       shuffle_seed=None,
     )
-  return _dmvr_records(
+  read = _dmvr_pointers if by_frames else _dmvr_records
+  return read(
     dc, split, process_index=process_index, process_count=process_count, shuffle_seed=shuffle_seed
   )
 
 
 def parse_video(raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """A source's element as {'jpegs', 'labels', 'video_id', 'frame_rate'} (DMVR parsed here)."""
+  """A source's element as {'jpegs', 'labels', 'video_id', 'frame_rate', 'num_frames'} (DMVR
+  parsed here). A record read through its frame table ('record' in raw) has its context parsed
+  and 'jpegs' empty until clip_jpegs reads the frames a clip uses."""
+  if "record" in raw:
+    head, count = tf.numpy_function(
+      _read_context, [raw["file"], raw["record"]], [tf.string, tf.int64], stateful=False
+    )
+    video = dmvr.parse_sequence_example(tf.ensure_shape(head, []))
+    whole = tf.ensure_shape(count, []) == frame_table.WHOLE  # parsed whole, frames and all
+    video["num_frames"] = tf.where(whole, tf.size(video["jpegs"], tf.int64), count)
+    video["whole"] = whole
+    return video
   if "serialized" in raw:
-    return dmvr.parse_sequence_example(raw["serialized"])
-  return {k: raw[k] for k in ("jpegs", "labels", "video_id", "frame_rate")}
+    video = dmvr.parse_sequence_example(raw["serialized"])
+  else:
+    video = {k: raw[k] for k in ("jpegs", "labels", "video_id", "frame_rate")}
+  video["num_frames"] = tf.size(video["jpegs"], tf.int64)
+  return video
+
+
+def clip_jpegs(raw: dict[str, tf.Tensor], video: dict[str, tf.Tensor], indices: tf.Tensor):
+  """string (num_frames,): the video's encoded frames, of which those at `indices` (any shape)
+  are sure to be there; a record read through its frame table reads only those (the others are
+  empty strings)."""
+  if "record" not in raw:
+    return video["jpegs"]
+
+  def read():
+    wanted = tf.unique(tf.reshape(tf.cast(indices, tf.int64), [-1])).y
+    frames = tf.numpy_function(
+      _read_frames,
+      [raw["file"], raw["record"], wanted, video["num_frames"]],
+      tf.string,
+      stateful=False,
+    )
+    return tf.ensure_shape(frames, [None])
+
+  return tf.cond(video["whole"], lambda: video["jpegs"], read)
 
 
 def protected_map(

@@ -288,11 +288,13 @@ def _write_tables(
 
 def _index_kept_shard(shard: str) -> None:
   """Indexes a shard kept from an earlier run (written before indexes were, or replaced since)."""
-  from vidtx.data import record_index
+  from vidtx.data import frame_table, record_index
 
   index = record_index.index_path(shard)
   if not os.path.exists(index) or record_index.stale_reason(shard, index):
     record_index.write_index(index, record_index.scan_shard(shard), os.stat(shard))
+  if frame_table.stale_reason(shard):
+    frame_table.build_table(shard, record_index.load_index(shard))
 
 
 def _write_report_and_summary(

@@ -14,7 +14,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from vidtx.data import dmvr, record_index, sources, video_decode
+from vidtx.data import dmvr, frame_table, record_index, sources, video_decode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +80,7 @@ def write_shard(
   temporary = _temporary_name(shard)
   examples, bad = 0, []
   data_sizes = []  # Each record's data bytes: the index's offsets follow from them.
+  scans = []  # Each record's layout: its frame table rows.
   writer = tf.io.TFRecordWriter(temporary)
   try:
     for index, item, labels, error in entries:
@@ -94,6 +95,7 @@ def write_shard(
         continue
       writer.write(example)  # Outside the try: a full disk stops the conversion.
       data_sizes.append(len(example))
+      scans.append(frame_table.scan_record(example))
       examples += 1
       on_video(False)
     writer.close()
@@ -109,8 +111,13 @@ def write_shard(
     os.makedirs(os.path.dirname(stats_path), exist_ok=True)
     dmvr.write_text_atomically(stats_path, json.dumps(stats, indent=1) + "\n")
     # The rename keeps the size and mtime that the index's sidecar records.
-    record_index.write_index(
-      record_index.index_path(shard), record_index.rows_from_sizes(data_sizes), os.stat(temporary)
+    rows = record_index.rows_from_sizes(data_sizes)
+    record_index.write_index(record_index.index_path(shard), rows, os.stat(temporary))
+    data_offsets = rows[:, 0] + record_index._HEADER_BYTES
+    frame_table.write_table(
+      shard,
+      *frame_table.table_rows(zip(data_offsets.tolist(), data_sizes, scans, strict=True)),
+      os.stat(temporary),
     )
     os.replace(temporary, shard)
   except BaseException:

@@ -1,0 +1,298 @@
+"""Where each frame of each record sits in a DMVR shard, so that a clip reads only its frames.
+
+A DMVR record holds every frame of a video (250 JPEGs for 10 s at 25 fps, ~5 MB) and a clip uses
+8 to 32 of them. Reading and parsing the whole record costs more CPU than decoding the clip's
+frames (TimeSformer's 8-frame clips). The frame table lets the training reader read a record's
+context (labels, id, frame rate: a few hundred bytes) and then only the selected JPEGs, each at its
+byte offset, with no protobuf parse of the rest.
+
+Per shard, beside its record index (vidtx.data.record_index) in the split's hidden stats folder:
+
+  NAME.records.npy  int64 (R, 4): per record [context offset, context size, first frame, frames]
+                    (offsets in the shard file). frames == -1: the record is not laid out as the
+                    table expects (a field twice, a frame with several values, bytes that are not
+                    a SequenceExample); the reader then reads and parses it whole, as before.
+                    The context span is the record's field 1 (tag, length, Features): on its own
+                    it is a valid SequenceExample with no frames.
+  NAME.frames.npy   int64 (F, 2): per frame [offset, size] of its JPEG bytes; memory-mapped.
+  NAME.frames.json  the shard's size and mtime when the table was made.
+
+The table is built when shards are written (make_shards), or by python -m vidtx.data.index_shards
+for existing shards; building it reads every record and checks its CRC32C. Reads through the table
+do not check the record's checksum (it covers the whole record); a shard changed since is caught
+by its size and mtime.
+"""
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from vidtx.data import record_index
+from vidtx.errors import UserError
+
+RECORDS_SUFFIX = ".records.npy"
+FRAMES_SUFFIX = ".frames.npy"
+SIDECAR_SUFFIX = ".frames.json"
+IMAGE_KEY = b"image/encoded"  # dmvr.IMAGE_KEY, without importing TensorFlow here.
+WHOLE = -1  # frames of a record to read and parse whole
+
+
+def _path(shard: str, suffix: str, index_dir: str | None) -> str:
+  return record_index.index_path(shard, index_dir).removesuffix(record_index.INDEX_SUFFIX) + suffix
+
+
+class _Malformed(Exception):
+  """The record is not laid out as the table expects: read it whole."""
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+  value, shift = 0, 0
+  while True:
+    if position >= len(data) or shift > 63:
+      raise _Malformed
+    byte = data[position]
+    position += 1
+    value |= (byte & 0x7F) << shift
+    if byte < 0x80:
+      return value, position
+    shift += 7
+
+
+def _fields(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int, int]]:
+  """(field number, wire type, key start, value start, value end) of each field in
+  data[start:end]; a varint or fixed field's value is its bytes."""
+  fields, position = [], start
+  while position < end:
+    key_start = position
+    key, position = _varint(data, position)
+    number, wire = key >> 3, key & 7
+    if wire == 2:
+      length, first = _varint(data, position)
+      position = first + length
+    elif wire == 0:
+      first = position
+      _, position = _varint(data, position)
+    elif wire in (1, 5):
+      first = position
+      position += 8 if wire == 1 else 4
+    else:  # Groups (3, 4) are not in tf.train messages.
+      raise _Malformed
+    if position > end:
+      raise _Malformed
+    fields.append((number, wire, key_start, first, position))
+  return fields
+
+
+def _only(fields: list[tuple[int, int, int, int, int]], number: int) -> tuple[int, ...] | None:
+  """The (key start, value start, value end) of the one length-delimited field `number`, None
+  when absent."""
+  found = [field[2:] for field in fields if field[0] == number]
+  if len(found) > 1 or any(field[1] != 2 for field in fields if field[0] == number):
+    raise _Malformed  # Repeated: the parser would merge them; another wire type: not ours.
+  return found[0] if found else None
+
+
+def _single_bytes(data: bytes, start: int, end: int) -> tuple[int, int]:
+  """(offset, size) of the one value of a Feature holding a BytesList of one value."""
+  feature = _fields(data, start, end)  # Feature: 1 BytesList.
+  if len(feature) != 1 or feature[0][:2] != (1, 2):
+    raise _Malformed
+  values = _fields(data, *feature[0][3:])  # BytesList: 1 value (repeated).
+  if len(values) != 1 or values[0][:2] != (1, 2):
+    raise _Malformed  # FixedLenSequenceFeature([], tf.string): one value per frame.
+  return values[0][3], values[0][4] - values[0][3]
+
+
+def scan_record(data: bytes) -> tuple[tuple[int, int], np.ndarray] | None:
+  """The context span (offset, size) and the (F, 2) [offset, size] of each frame's JPEG bytes,
+  offsets within `data` (a serialised SequenceExample); None when it is not laid out as
+  tf.train.SequenceExample with one value per frame (the reader parses such a record whole)."""
+  try:
+    top = _fields(data, 0, len(data))  # SequenceExample: 1 context, 2 feature_lists.
+    context = _only(top, 1)
+    # The span keeps the field's key and length: on its own it parses as a SequenceExample.
+    span = (0, 0) if context is None else (context[0], context[2] - context[0])
+    lists = _only(top, 2)
+    images = []
+    for number, wire, _, first, last in _fields(data, *lists[1:]) if lists else []:
+      if (number, wire) == (1, 2):  # FeatureLists: a map entry, key 1 and value 2 (FeatureList).
+        entry = _fields(data, first, last)
+        key = _only(entry, 1)
+        if key is not None and data[key[1] : key[2]] == IMAGE_KEY:
+          images.append(_only(entry, 2))
+    if len(images) > 1:
+      raise _Malformed
+    frames = []
+    if images and images[0] is not None:
+      for number, wire, _, first, last in _fields(data, *images[0][1:]):  # FeatureList: 1.
+        if (number, wire) != (1, 2):
+          raise _Malformed
+        frames.append(_single_bytes(data, first, last))
+  except _Malformed:
+    return None
+  return span, np.asarray(frames, np.int64).reshape(-1, 2)
+
+
+def table_rows(
+  records: Iterable[tuple[int, int, tuple[tuple[int, int], np.ndarray] | None]],
+) -> tuple[np.ndarray, np.ndarray]:
+  """(records (R, 4), frames (F, 2)) of a shard (module docstring) from each record's (offset of
+  its data in the shard, data size, scan_record of its data)."""
+  rows, frames, count = [], [], 0
+  for data_offset, data_size, scanned in records:
+    if scanned is None:
+      rows.append((data_offset, data_size, 0, WHOLE))
+      continue
+    (context_offset, context_size), spans = scanned
+    rows.append((data_offset + context_offset, context_size, count, len(spans)))
+    frames.append(spans + np.array([data_offset, 0], np.int64))
+    count += len(spans)
+  frames_array = np.concatenate(frames) if frames else np.zeros((0, 2), np.int64)
+  return np.asarray(rows, np.int64).reshape(-1, 4), frames_array
+
+
+def _save_atomically(path: str, array: np.ndarray) -> None:
+  temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+  try:
+    with open(temporary, "wb") as f:
+      np.save(f, array, allow_pickle=False)
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+
+
+def write_table(
+  shard: str,
+  rows: np.ndarray,
+  frames: np.ndarray,
+  shard_stat: os.stat_result,
+  index_dir: str | None = None,
+) -> None:
+  """Writes the shard's frame table (module docstring), each file atomically, the sidecar last:
+  a table without a current sidecar is never used."""
+  sidecar = _path(shard, SIDECAR_SUFFIX, index_dir)
+  os.makedirs(os.path.dirname(sidecar), exist_ok=True)
+  if os.path.exists(sidecar):
+    os.remove(sidecar)  # ours (the stats folder); the table is rewritten below.
+  _save_atomically(_path(shard, RECORDS_SUFFIX, index_dir), rows)
+  _save_atomically(_path(shard, FRAMES_SUFFIX, index_dir), frames)
+  record_index._write_atomically(
+    sidecar,
+    json.dumps(
+      {
+        "shard": os.path.basename(shard),
+        "shard_bytes": shard_stat.st_size,
+        "shard_mtime_ns": shard_stat.st_mtime_ns,
+        "records": len(rows),
+        "frames": len(frames),
+        "format": "records.npy: [context offset, context size, first frame, frames] per record; "
+        "frames.npy: [offset, size] per frame",
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+      },
+      indent=1,
+    )
+    + "\n",
+  )
+
+
+def build_table(shard: str, index_rows: np.ndarray, index_dir: str | None = None) -> None:
+  """Reads every record of `shard` at its index row (checksums checked) and writes its table."""
+  stat = os.stat(shard)
+
+  def records():
+    for number, (offset, size) in enumerate(index_rows.tolist()):
+      data = record_index.read_record(shard, offset, size, record=number)
+      yield offset + record_index._HEADER_BYTES, len(data), scan_record(data)
+
+  rows, frames = table_rows(records())
+  write_table(shard, rows, frames, stat, index_dir)
+
+
+def stale_reason(shard: str, index_dir: str | None = None) -> str | None:
+  """Why the shard's frame table cannot be used (missing, or made from another version of the
+  shard), or None when it describes the shard."""
+  sidecar = _path(shard, SIDECAR_SUFFIX, index_dir)
+  try:
+    with open(sidecar, encoding="utf-8") as f:
+      recorded = json.load(f)
+  except FileNotFoundError:
+    return "it has no frame table"
+  except (OSError, ValueError):
+    return f"its frame table's sidecar {sidecar} is unreadable"
+  stat = os.stat(shard)
+  if (recorded.get("shard_bytes"), recorded.get("shard_mtime_ns")) != (
+    stat.st_size,
+    stat.st_mtime_ns,
+  ):
+    return f"the shard changed after its frame table {sidecar} was made (size or mtime)"
+  return None
+
+
+class FrameTable:
+  """One shard's table, open for reads: the records in memory, the frames memory-mapped."""
+
+  def __init__(self, shard: str, index_dir: str | None = None):
+    self.shard = shard
+    self.records = np.load(_path(shard, RECORDS_SUFFIX, index_dir), allow_pickle=False)
+    self.frames = np.load(_path(shard, FRAMES_SUFFIX, index_dir), mmap_mode="r")
+    self._descriptor = os.open(shard, os.O_RDONLY)
+
+  def close(self) -> None:
+    os.close(self._descriptor)
+
+  def _read(self, offset: int, size: int, record: int) -> bytes:
+    data = os.pread(self._descriptor, size, offset)
+    if len(data) != size:
+      raise UserError(
+        f"{self.shard}: record {record} ends past the end of the file (the frame table says byte "
+        f"{offset + size}); index the shard again: python -m vidtx.data.index_shards."
+      )
+    return data
+
+  def context(self, record: int) -> tuple[bytes, int]:
+    """(a SequenceExample holding the record's context, or the whole record when the table reads
+    it whole; the number of frames, or WHOLE)."""
+    offset, size, _, count = self.records[record].tolist()
+    if count == WHOLE:
+      row = offset - record_index._HEADER_BYTES, size + record_index._OVERHEAD_BYTES
+      return record_index.read_record(self.shard, *row, record=record), WHOLE
+    return self._read(offset, size, record), count
+
+  def frame_bytes(self, record: int, indices: np.ndarray) -> list[bytes]:
+    """The JPEG bytes of frames `indices` (each in [0, frames)) of `record`, read at their
+    offsets in ascending order (sequential on a disk), returned in the order asked."""
+    _, _, first, count = self.records[record].tolist()
+    if count == WHOLE or np.any((indices < 0) | (indices >= count)):
+      raise ValueError(f"{self.shard}: record {record} has no frames {indices.tolist()}")
+    order = np.argsort(indices, kind="stable")
+    data = [b""] * len(indices)
+    for position in order.tolist():
+      offset, size = self.frames[first + int(indices[position])].tolist()
+      data[position] = self._read(offset, size, record)
+    return data
+
+
+_OPEN: dict[tuple[str, str | None], FrameTable] = {}
+_LOCK = threading.Lock()
+
+
+def open_table(shard: str, index_dir: str | None = None) -> FrameTable:
+  """The shard's table, opened once per process (reader threads share it)."""
+  key = (shard, index_dir)
+  with _LOCK:
+    if key not in _OPEN:
+      _OPEN[key] = FrameTable(shard, index_dir)
+    return _OPEN[key]
+
+
+def forget(shard: str, index_dir: str | None = None) -> None:
+  """Closes an open table (its shard is being read again from a fresh start-up check)."""
+  with _LOCK:
+    table = _OPEN.pop((shard, index_dir), None)
+  if table is not None:
+    table.close()
