@@ -14,7 +14,7 @@ import pytest
 import shared
 
 from vidtx import data
-from vidtx.data import bad_records, dmvr, reader_config, synthetic
+from vidtx.data import bad_records, dmvr, reader_config, records, synthetic
 
 
 def reader_configs(base_dir: str, **overrides) -> ml_collections.ConfigDict:
@@ -302,9 +302,13 @@ def test_ensure_dataset_writes_once_and_is_deterministic(tmp_path, monkeypatch, 
     "labels.txt",
     "train.tfrecord-00000-of-00002",
     "train.tfrecord-00001-of-00002",
+    "train_shards",  # record indexes and frame tables
     "validation.tfrecord-00000-of-00001",
+    "validation_shards",
   ]
   assert data.read_label_names(directory) == ["left", "right", "up", "down"]
+  # The train reader reads only each clip's frames: every shard has its frame table.
+  assert records.frame_tables_missing(configs, "train") is None
 
   def digests(d):
     return {

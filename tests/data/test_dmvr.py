@@ -34,7 +34,13 @@ def test_write_read_round_trip(tmp_path):
     "train.tfrecord-00001-of-00003",
     "train.tfrecord-00002-of-00003",
   ]
-  assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(f) for f in files)  # No temps.
+  # No temps; each shard's record index and frame table in the hidden stats folder.
+  names = [os.path.basename(f) for f in files]
+  assert sorted(os.listdir(tmp_path)) == sorted([*names, "train_shards"])
+  suffixes = (".idx", ".idx.json", ".records.npy", ".frames.npy", ".frames.json")
+  assert sorted(os.listdir(tmp_path / "train_shards")) == sorted(
+    name + suffix for name in names for suffix in suffixes
+  )
   assert dmvr.expand_table(str(tmp_path), "train.tfrecord@3") == files
   assert dmvr.expand_table(str(tmp_path), "train.tfrecord-*") == files
 

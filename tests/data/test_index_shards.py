@@ -13,7 +13,15 @@ from vidtx.data import dmvr, index_shards, record_index
 
 
 def write_examples(path: str, count: int, num_shards: int) -> list[str]:
-  return dmvr.write_shards([b"record %d " % i * (i + 1) for i in range(count)], path, num_shards)
+  """Shards as another tool writes them: round-robin records, no index, no frame table."""
+  names = dmvr.shard_names(path, num_shards)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  writers = [tf.io.TFRecordWriter(name) for name in names]
+  for i in range(count):
+    writers[i % num_shards].write(b"record %d " % i * (i + 1))
+  for writer in writers:
+    writer.close()
+  return names
 
 
 def test_a_users_folder_is_refused_and_left_as_it_was(tmp_path, capsys):
