@@ -191,6 +191,9 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
       warning = records.empty_files_warning(dataset, split)
       if warning:
         print(warning, flush=True)
+    note = records.frame_tables_note(dataset, "train")
+    if note and dataset.dataset_name == "dmvr":
+      print(note, flush=True)
   total_steps = optim.resolve_steps(
     config, "num_training", dataset.examples_per_subset["train"], config.batch_size
   )

@@ -16,7 +16,7 @@ from PIL import Image
 from shared import model_inputs, reader_configs
 
 from vidtx import evaluation, sharding
-from vidtx.data import bad_records, dmvr, pipeline, reader_config, sampling
+from vidtx.data import bad_records, dmvr, pipeline, reader_config, records, sampling
 
 jax.config.update("jax_numpy_rank_promotion", "raise")  # As other modules do in the workers.
 
@@ -350,3 +350,42 @@ def test_class_splits_and_multi_label_targets(tmp_path):
   )
   with pytest.raises(ValueError, match="sum to num_classes=5"):
     reader_config.DatasetConfig.from_config(reader_configs("x", num_classes=5, class_splits=[3, 3]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame tables: a clip reads only its frames, and the stream is the one of whole records.
+# ---------------------------------------------------------------------------------------------
+
+
+def assert_batches_equal(got: list[dict], want: list[dict]) -> None:
+  assert len(got) == len(want)
+  for a, b in zip(got, want, strict=True):
+    assert sorted(a) == sorted(b)
+    for field in a:
+      np.testing.assert_array_equal(a[field], b[field], err_msg=field)
+
+
+@pytest.mark.parametrize("fixture", ["twelve", "mixed"])
+def test_frame_tables_give_the_stream_of_whole_records(fixture, request, monkeypatch):
+  base_dir = request.getfixturevalue(fixture)
+  dc = reader_config.DatasetConfig.from_config(
+    reader_configs(
+      base_dir,
+      tables={"train": "train.tfrecord@3" if fixture == "twelve" else "train.tfrecord@1"},
+      shuffle_buffer_size=4,
+      skip_bad_records=True,
+      random_flip=True,
+      stride=3,  # 4 frames at stride 3 from 6: looped, frames read twice
+      augmentation_params={"do_jitter_scale": True, "scale_min_factor": 0.8},
+    )
+  )
+  assert records.frame_tables_missing(dc, "train") is None  # dmvr.write_shards wrote them.
+
+  def stream():
+    ds = pipeline.build_train_dataset(dc, batch_size=3, seed=5)
+    return [b for _, b in zip(range(5), ds.as_numpy_iterator(), strict=False)]
+
+  by_frames = stream()
+  monkeypatch.setattr(records, "frame_tables_missing", lambda *args, **kwargs: "switched off")
+  assert_batches_equal(by_frames, stream())
+  assert by_frames[0]["inputs"].dtype == np.uint8

@@ -1,16 +1,18 @@
 """The filesystem requests of a start: each split's files listed once per process, and only the
-files of the process's own share looked at (process 1 of 2 simulated in one process)."""
+files of the process's own share looked at (process 1 of 2 simulated in one process). Shards made
+by another tool: read whole, with a note, until index_shards writes their frame tables."""
 
 import collections
 import os
 
 import jax
+import numpy as np
 import pytest
 import tensorflow as tf
-from shared import tiny_config
+from shared import reader_configs, tiny_config
 
 from vidtx import data as vidtx_data
-from vidtx.data import pipeline, records
+from vidtx.data import dmvr, index_shards, pipeline, reader_config, records
 
 TRAIN_SHARDS, VALIDATION_SHARDS = 64, 8
 
@@ -78,3 +80,33 @@ def test_prepare_dataset_lists_again_and_names_a_missing_shard(dataset):
   os.remove(os.path.join(dc.base_dir, f"train.tfrecord-00005-of-{TRAIN_SHARDS:05d}"))
   with pytest.raises(ValueError, match=r"Shard .*train.tfrecord-00005-of-00064 .*\(1 of its 64"):
     vidtx_data.prepare_dataset(dataset)
+
+
+def test_shards_of_another_tool_read_by_frames_once_indexed_elsewhere(tmp_path, capsys):
+  users = tmp_path / "users"
+  users.mkdir()
+  rng = np.random.default_rng(0)
+  with tf.io.TFRecordWriter(str(users / "train.tfrecord-00000-of-00001")) as writer:
+    for i in range(6):
+      video = rng.integers(0, 255, (5 + i, 16, 16, 3), np.uint8)
+      writer.write(dmvr.make_sequence_example(video, i % 4))
+  configs = reader_configs(str(users), shuffle_buffer_size=3, random_flip=True)
+  dc = reader_config.DatasetConfig.from_config(configs)
+  note = records.frame_tables_note(dc, "train")
+  assert "it has no frame table" in note and "vidtx.data.index_shards --shards=" in note
+
+  def stream(dc):
+    ds = pipeline.build_train_dataset(dc, batch_size=2, seed=1)
+    return [b for _, b in zip(range(4), ds.as_numpy_iterator(), strict=False)]
+
+  whole = stream(dc)
+  index_dir = str(tmp_path / "indexes")
+  index_shards.main([f"--shards={users}/train.tfrecord@1", f"--index_dir={index_dir}", "--quiet"])
+  assert os.listdir(users) == ["train.tfrecord-00000-of-00001"]  # The user's folder untouched.
+  configs.index_dir = index_dir
+  dc = reader_config.DatasetConfig.from_config(configs)
+  assert records.frame_tables_note(dc, "train") is None
+  by_frames = stream(dc)
+  for a, b in zip(by_frames, whole, strict=True):
+    for field in a:
+      np.testing.assert_array_equal(a[field], b[field], err_msg=field)

@@ -2,6 +2,7 @@
 it holds a record), each record parsed, its labels checked, and its selected frames decoded."""
 
 import concurrent.futures
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -443,6 +444,25 @@ def frame_tables_missing(
     return None
   file, reason = missing[0]
   return f"{len(missing)} of its {len(files)} shards cannot be: {file}: {reason}"
+
+
+def frame_tables_note(dc: DatasetConfig, split: str) -> str | None:
+  """One line for a DMVR split read as whole records because a shard has no current frame table
+  (the reader is right, just slower: it parses every frame of a record for the few a clip uses),
+  with the command that writes the tables; None when the tables are there, or for TFDS."""
+  if is_tfds(dc) or "://" in str(dc.base_dir):
+    return None
+  reason = frame_tables_missing(dc, split, process_count=1)
+  if reason is None:
+    return None
+  table = dc.tables[split]
+  shards = os.path.join(dc.base_dir, table if isinstance(table, str) else table[0])
+  index_dir = f" --index_dir={dc.index_dir}" if dc.index_dir else " [--index_dir=DIR]"
+  return (
+    f"Note: split {split!r} is read as whole records ({reason}); a clip reads only its frames "
+    f"once the shards have frame tables: python -m vidtx.data.index_shards --shards={shards}"
+    f"{index_dir} (then dataset_configs.index_dir=DIR if you gave one)."
+  )
 
 
 def _dmvr_pointers(
