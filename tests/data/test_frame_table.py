@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from shared import write_lines, write_video
 
-from vidtx.data import dmvr, frame_table, record_index
+from vidtx.data import dmvr, frame_table, record_index, shard_tables, sources
 
 
 def jpegs(count: int, seed: int = 0) -> list[bytes]:
@@ -95,3 +96,21 @@ def test_a_shard_changed_after_its_table_is_named(tmp_path):
   assert "changed after its frame table" in frame_table.stale_reason(shard)
   os.remove(str(tmp_path / "train_shards" / (os.path.basename(shard) + ".frames.json")))
   assert frame_table.stale_reason(shard) == "it has no frame table"
+
+
+def test_make_shards_writes_the_tables_that_index_shards_would(tmp_path):
+  videos = tmp_path / "videos"
+  for i in range(3):
+    write_video(str(videos / f"v{i}.mp4"), 2 + i)
+  annotations = write_lines(tmp_path / "train.csv", [f"v{i}.mp4,c{i % 2}" for i in range(3)])
+  out = tmp_path / "out"
+  items = sources.csv_source(annotations, str(videos)).items
+  shard_tables.write_split(items, str(out), "train", num_shards=2, progress=False)
+  for shard in dmvr.shard_names(str(out / "train.tfrecord"), 2):
+    assert frame_table.stale_reason(shard) is None
+    written = [np.load(p) for p in sorted(out.glob(f"train_shards/{os.path.basename(shard)}*.npy"))]
+    frame_table.build_table(shard, record_index.load_index(shard))
+    again = [np.load(p) for p in sorted(out.glob(f"train_shards/{os.path.basename(shard)}*.npy"))]
+    assert len(written) == 2 and written[1][:, 3].min() >= 2  # records.npy: 2+ frames each
+    for a, b in zip(written, again, strict=True):
+      np.testing.assert_array_equal(a, b)
