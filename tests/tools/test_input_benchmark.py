@@ -79,8 +79,9 @@ def test_stage_report_times_every_stage_and_counts_its_frames(tmp_path):
   dc = _tiny_dataset(str(tmp_path), random_flip=True)
   rows = input_benchmark.stage_report(dc, "train", batch_size=2, warmup=1, batches=3)
   assert [r["stage"] for r in rows] == [
-    "read + parse",
-    "decoder limit: + tf.io.decode_jpeg",
+    "read + parse (whole records)",
+    "+ tf.io.decode_jpeg of the clip's frames",
+    "decoder limit: tf.io.decode_jpeg alone (JPEGs in memory)",
     "crop (augmentation off)",
     "+ flip",
     "the config as is",
@@ -97,8 +98,9 @@ def test_eval_stage_report_counts_every_view(tmp_path):
   dc = _tiny_dataset(str(tmp_path), num_test_clips=2, do_three_spatial_crops=True)
   rows = input_benchmark.stage_report(dc, "validation", batch_size=3, warmup=1, batches=2)
   assert [r["stage"] for r in rows] == [
-    "read + parse",
-    "decoder limit: + tf.io.decode_jpeg",
+    "read + parse (whole records)",
+    "+ tf.io.decode_jpeg of the clip's frames",
+    "decoder limit: tf.io.decode_jpeg alone (JPEGs in memory)",
     "the config's evaluation reader",
   ]
   for row in rows:
