@@ -156,6 +156,21 @@ def test_only_the_kept_frames_are_decoded(jpegs):
     records.decode_window(corrupt, tf.constant([0, 3]), window, (40, 40))
 
 
+def test_a_clip_of_static_size_decodes_as_the_loop_over_distinct_frames(jpegs):
+  # Static size: each index decoded by its own op (repeats twice); unknown size: tf.map_fn over
+  # the distinct frames. The same pixels either way.
+  indices = tf.constant([[1, 3, 5, 1], [0, 2, 4, 0]])  # (2, 4), frames repeated
+  window = tf.constant([6.5, 9.25, 50.0, 61.0], tf.float64)
+  unrolled = records.decode_window(jpegs, indices, window, (28, 32))
+  looped = tf.function(
+    lambda i: records.decode_window(jpegs, i, window, (28, 32)),
+    input_signature=[tf.TensorSpec([None, 4], tf.int32)],
+  )(indices)
+  assert unrolled.shape == (2, 4, 28, 32, 3)
+  np.testing.assert_array_equal(unrolled.numpy(), looped.numpy())
+  np.testing.assert_array_equal(unrolled[0, 0], unrolled[0, 3])
+
+
 def png(frame: np.ndarray) -> bytes:
   out = io.BytesIO()
   Image.fromarray(frame).save(out, format="PNG")

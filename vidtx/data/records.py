@@ -54,6 +54,8 @@ def decode_frames(encoded: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
   return tf.reshape(frames, tf.concat([tf.shape(indices), tf.shape(frames)[1:]], axis=0))
 
 
+# Clips of at most this many frames (static) decode frame by frame without a tf.map_fn loop.
+_UNROLLED_FRAMES = 64
 _JPEG_MAGIC = b"\xff\xd8\xff"  # What tf.io.is_jpeg checks: the first three bytes.
 
 
@@ -101,11 +103,23 @@ def decode_window(
   Frames that are not selected are never decoded.
   """
   flat = tf.reshape(indices, [-1])
-  unique, position = tf.unique(flat)
+  count = flat.shape[0]
+  if count is not None and count <= _UNROLLED_FRAMES:
+    # A training clip: each frame decoded by its own op, no tf.map_fn loop (~50 us a frame);
+    # a frame that repeats (a looped short video) is decoded twice.
+    unique, position = flat, tf.range(count)
+  else:
+    unique, position = tf.unique(flat)
   selected = tf.gather(encoded, unique)
   size = _frame_shape(selected[0])
   window = tf.cast(window, tf.float64)
   out_h, out_w = output_size[0], output_size[1]
+
+  def each_frame(fn, spec):
+    """fn of every selected frame, stacked: unrolled for a clip of static size, else map_fn."""
+    if unique.shape[0] is not None and unique.shape[0] <= _UNROLLED_FRAMES:
+      return tf.stack([fn(selected[i]) for i in range(unique.shape[0])])
+    return tf.map_fn(fn, selected, fn_output_signature=spec)
 
   def decode_cropped(ratio):
     y, x, h, w = tf.unstack(_pixel_window(window, size, ratio))
@@ -114,12 +128,11 @@ def decode_window(
     # window's own edge columns they differ by up to ~10 levels without it).
     scaled_width = (size[1] + ratio - 1) // ratio
     first, end = tf.maximum(x - 1, 0), tf.minimum(x + w + 1, scaled_width)
-    return tf.map_fn(
+    return each_frame(
       lambda frame: tf.io.decode_and_crop_jpeg(
         frame, tf.stack([y, first, h, end - first]), 3, ratio=ratio
       )[:, x - first : x - first + w],
-      selected,
-      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+      tf.TensorSpec([None, None, 3], tf.uint8),
     )
 
   def decode_whole():
@@ -128,10 +141,9 @@ def decode_window(
     return frames[:, y : y + h, x : x + w, :]
 
   def same_size_jpegs():
-    shapes = tf.map_fn(
+    shapes = each_frame(
       lambda frame: tf.cast(tf.image.extract_jpeg_shape(frame)[:2], tf.int32),
-      selected,
-      fn_output_signature=tf.TensorSpec([2], tf.int32),
+      tf.TensorSpec([2], tf.int32),
     )
     return tf.reduce_all(shapes == size)
 
