@@ -114,3 +114,16 @@ def test_make_shards_writes_the_tables_that_index_shards_would(tmp_path):
     assert len(written) == 2 and written[1][:, 3].min() >= 2  # records.npy: 2+ frames each
     for a, b in zip(written, again, strict=True):
       np.testing.assert_array_equal(a, b)
+
+
+def test_an_open_table_follows_its_shard_when_rewritten(tmp_path):
+  path = str(tmp_path / "train.tfrecord")
+  (shard,) = dmvr.write_shards([dmvr.sequence_example_from_jpegs(jpegs(2), 0)], path, 1)
+  first = frame_table.open_table(shard)
+  assert frame_table.open_table(shard) is first  # One per process, shared by the threads.
+  again = [dmvr.sequence_example_from_jpegs(jpegs(n, seed=n), n) for n in (3, 5)]
+  dmvr.write_shards(again, path, 1, overwrite=True)  # The same name, another file.
+  table = frame_table.open_table(shard)
+  assert table is not first and table.records[:, 3].tolist() == [3, 5]
+  frames = parsed(again[1]).feature_lists.feature_list[dmvr.IMAGE_KEY].feature
+  assert table.frame_bytes(1, np.array([4])) == [frames[4].bytes_list.value[0]]

@@ -238,12 +238,19 @@ class FrameTable:
 
   def __init__(self, shard: str, index_dir: str | None = None):
     self.shard = shard
+    self._descriptor = os.open(shard, os.O_RDONLY)
+    stat = os.fstat(self._descriptor)
+    self.version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)  # of the file it reads
     self.records = np.load(_path(shard, RECORDS_SUFFIX, index_dir), allow_pickle=False)
     self.frames = np.load(_path(shard, FRAMES_SUFFIX, index_dir), mmap_mode="r")
-    self._descriptor = os.open(shard, os.O_RDONLY)
 
   def close(self) -> None:
-    os.close(self._descriptor)
+    if self._descriptor >= 0:
+      os.close(self._descriptor)
+      self._descriptor = -1
+
+  def __del__(self) -> None:
+    self.close()
 
   def _read(self, offset: int, size: int, record: int) -> bytes:
     data = os.pread(self._descriptor, size, offset)
@@ -282,17 +289,13 @@ _LOCK = threading.Lock()
 
 
 def open_table(shard: str, index_dir: str | None = None) -> FrameTable:
-  """The shard's table, opened once per process (reader threads share it)."""
+  """The shard's table, opened once per process and shared by the reader's threads; opened again
+  when the file at `shard` is another one (rewritten since: a new run of make_shards in the same
+  process). The replaced table closes when the last read through it is done."""
   key = (shard, index_dir)
+  stat = os.stat(shard)
   with _LOCK:
-    if key not in _OPEN:
-      _OPEN[key] = FrameTable(shard, index_dir)
-    return _OPEN[key]
-
-
-def forget(shard: str, index_dir: str | None = None) -> None:
-  """Closes an open table (its shard is being read again from a fresh start-up check)."""
-  with _LOCK:
-    table = _OPEN.pop((shard, index_dir), None)
-  if table is not None:
-    table.close()
+    table = _OPEN.get(key)
+    if table is None or table.version != (stat.st_ino, stat.st_size, stat.st_mtime_ns):
+      table = _OPEN[key] = FrameTable(shard, index_dir)
+    return table
