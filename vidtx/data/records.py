@@ -81,24 +81,14 @@ def _pixel_window(window: tf.Tensor, size: tf.Tensor, ratio: int) -> tf.Tensor:
   return tf.stack([rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]])
 
 
-def decode_window(
+def _decode_window_crops(
   encoded: tf.Tensor,
   indices: tf.Tensor,
   window: tf.Tensor,
   output_size: tuple[int, int] | tf.Tensor,
-) -> tf.Tensor:
-  """Decodes only `window` of the selected frames, resized: uint8 indices.shape + (h, w, 3).
-
-  `window`: float (4,) [top, left, height, width] in the stored frame's pixels (fractional, as
-  augment.scale_jitter_window gives it); the frame's size is stored_frame_size(encoded,
-  indices). `output_size`: (h, w), ints or int32 scalars. The window is rounded to whole pixels;
-  each distinct selected frame is decoded once with tf.io.decode_and_crop_jpeg, at half size (DCT
-  scaling, ratio=2) when the window is at least twice `output_size` on both sides; the windows
-  are resized (bilinear, as augment.resize_short_side) to `output_size` and rounded. PNG and
-  other formats, and videos whose selected frames differ in size, take decode_frames' path
-  (whole frames) and are cropped after.
-  Frames that are not selected are never decoded.
-  """
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """(uint8 (U, h, w, 3) `window` of each distinct selected frame, not resized; the int32
+  position of each of `indices`, flattened, among them): decode_window's decoding."""
   flat = tf.reshape(indices, [-1])
   unique, position = tf.unique(flat)
   selected = tf.gather(encoded, unique)
@@ -143,6 +133,12 @@ def decode_window(
     lambda: tf.cond(half_size, lambda: decode_cropped(2), lambda: decode_cropped(1)),
     decode_whole,
   )
+  return crops, position
+
+
+def _resize_crops(crops: tf.Tensor, out_h, out_w) -> tf.Tensor:
+  """uint8 (U, out_h, out_w, 3): `crops` resized (bilinear) and rounded; kept when already that
+  size (a stored short side equal to the one asked for)."""
 
   def resize():
     # float32 first: TF's bilinear resize is about twice as fast from float32 as from uint8.
@@ -150,10 +146,54 @@ def decode_window(
     # A bilinear resize of [0, 255] pixels stays in [0, 255]: rounding alone makes it uint8.
     return tf.cast(tf.round(resized), tf.uint8)
 
-  # A window already the output size (a stored short side equal to the one asked for) is kept.
   same_size = (tf.shape(crops)[1] == out_h) & (tf.shape(crops)[2] == out_w)
-  frames = tf.gather(tf.cond(same_size, lambda: crops, resize), position)  # (N, h, w, 3)
+  return tf.cond(same_size, lambda: crops, resize)
+
+
+def decode_window(
+  encoded: tf.Tensor,
+  indices: tf.Tensor,
+  window: tf.Tensor,
+  output_size: tuple[int, int] | tf.Tensor,
+) -> tf.Tensor:
+  """Decodes only `window` of the selected frames, resized: uint8 indices.shape + (h, w, 3).
+
+  `window`: float (4,) [top, left, height, width] in the stored frame's pixels (fractional, as
+  augment.scale_jitter_window gives it); the frame's size is stored_frame_size(encoded,
+  indices). `output_size`: (h, w), ints or int32 scalars. The window is rounded to whole pixels;
+  each distinct selected frame is decoded once with tf.io.decode_and_crop_jpeg, at half size (DCT
+  scaling, ratio=2) when the window is at least twice `output_size` on both sides; the windows
+  are resized (bilinear, as augment.resize_short_side) to `output_size` and rounded. PNG and
+  other formats, and videos whose selected frames differ in size, take decode_frames' path
+  (whole frames) and are cropped after.
+  Frames that are not selected are never decoded.
+  """
+  crops, position = _decode_window_crops(encoded, indices, window, output_size)
+  out_h, out_w = output_size[0], output_size[1]
+  frames = tf.gather(_resize_crops(crops, out_h, out_w), position)  # (N, h, w, 3)
   return tf.reshape(frames, tf.concat([tf.shape(indices), tf.stack([out_h, out_w, 3])], axis=0))
+
+
+def decode_window_in_buffer(
+  encoded: tf.Tensor, indices: tf.Tensor, window: tf.Tensor, crop_size: int, buffer_size: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """decode_window for the accelerator to resize: (uint8 indices.shape + (S, S, 3), int32 (2,)
+  [h, w]). Each frame's window, decoded as decode_window decodes it for a crop_size output but
+  not resized, lies top-left in an S x S buffer (S = buffer_size >= crop_size), zeros elsewhere;
+  [h, w] is its size (vidtx.device_augment.resize_windows resizes it to crop_size). A window
+  larger than S (frames stored larger than min_resize) is resized on the host to crop_size as
+  decode_window does, and placed with [h, w] = [crop_size, crop_size].
+  """
+  crops, position = _decode_window_crops(encoded, indices, window, (crop_size, crop_size))
+  height, width = tf.shape(crops)[1], tf.shape(crops)[2]
+  fits = (height <= buffer_size) & (width <= buffer_size)
+  crops = tf.cond(fits, lambda: crops, lambda: _resize_crops(crops, crop_size, crop_size))
+  valid = tf.shape(crops)[1:3]  # (2,) int32 [h, w]
+  # (U, h, w, 3) -> (U, S, S, 3): zeros below and right of the window.
+  placed = tf.pad(crops, [[0, 0], [0, buffer_size - valid[0]], [0, buffer_size - valid[1]], [0, 0]])
+  frames = tf.gather(placed, position)  # (N, S, S, 3)
+  shape = tf.concat([tf.shape(indices), [buffer_size, buffer_size, 3]], axis=0)
+  return tf.reshape(frames, shape), valid
 
 
 def label_spec(dc: DatasetConfig) -> tf.TensorSpec:
