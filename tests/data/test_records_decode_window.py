@@ -148,8 +148,9 @@ def test_the_window_buffer_holds_the_window_unresized(jpegs):
   """decode_window_in_buffer: the window decoded as decode_window decodes it, not resized, in
   the buffer's top-left corner, zeros elsewhere, with its [h, w]; a window larger than the
   buffer is resized on the host as decode_window does, with [h, w] = [crop, crop]."""
-  indices = tf.constant([0, 2, 4, 2])
   for i in range(4):
+    # A looped clip (a frame twice: decoded once, gathered) and one of distinct frames.
+    indices = tf.constant([0, 2, 4, 2] if i % 2 else [1, 3, 5, 0])
     window = augment.scale_jitter_window(tf.constant([72, 96]), seed=seed_of(i), **VIVIT)
     buffer, valid = records.decode_window_in_buffer(jpegs, indices, window, 56, 64)
     h, w = valid.numpy()
@@ -160,6 +161,7 @@ def test_the_window_buffer_holds_the_window_unresized(jpegs):
     assert not buffer[:, h:].any() and not buffer[:, :, w:].any()
   # Frames stored larger than min_resize: windows of ~65-96 pixels, over the buffer's 60 (and
   # under twice the crop of 56, so no half-size decode): resized on the host.
+  indices = tf.constant([0, 2, 4, 2])
   window = augment.scale_jitter_window(tf.constant([72, 96]), seed=seed_of(0), **VIVIT)
   frames = records.decode_window(jpegs, indices, window * 1.2, (56, 56)).numpy()
   buffer, valid = records.decode_window_in_buffer(jpegs, indices, window * 1.2, 56, 60)

@@ -86,15 +86,27 @@ def _decode_window_crops(
   indices: tf.Tensor,
   window: tf.Tensor,
   output_size: tuple[int, int] | tf.Tensor,
-) -> tuple[tf.Tensor, tf.Tensor]:
-  """(uint8 (U, h, w, 3) `window` of each distinct selected frame, not resized; the int32
-  position of each of `indices`, flattened, among them): decode_window's decoding."""
+  buffer_size: int = 0,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+  """decode_window's decoding: (crops, position, placed, size). crops: uint8 (U, h, w, 3), the
+  window of each distinct selected frame, not resized; position: int32, where each of
+  `indices` (flattened) is among them; size: (2,) int32 [h, w]. With buffer_size S > 0, a
+  window that fits S x S is placed top-left in an S x S frame of zeros as each frame is decoded
+  (one copy of the clip less than padding after): crops (U, S, S, 3) and `placed` True."""
   flat = tf.reshape(indices, [-1])
   unique, position = tf.unique(flat)
   selected = tf.gather(encoded, unique)
   size = _frame_shape(selected[0])
   window = tf.cast(window, tf.float64)
   out_h, out_w = output_size[0], output_size[1]
+
+  def fitting(h, w):
+    return tf.constant(buffer_size > 0) & (h <= buffer_size) & (w <= buffer_size)
+
+  def place(crop, h, w):  # (..., h, w, 3) -> (..., S, S, 3): zeros below and right.
+    rank = len(crop.shape)
+    padding = [[0, 0]] * (rank - 3) + [[0, buffer_size - h], [0, buffer_size - w], [0, 0]]
+    return tf.pad(crop, padding)
 
   def decode_cropped(ratio):
     y, x, h, w = tf.unstack(_pixel_window(window, size, ratio))
@@ -103,18 +115,32 @@ def _decode_window_crops(
     # window's own edge columns they differ by up to ~10 levels without it).
     scaled_width = (size[1] + ratio - 1) // ratio
     first, end = tf.maximum(x - 1, 0), tf.minimum(x + w + 1, scaled_width)
-    return tf.map_fn(
-      lambda frame: tf.io.decode_and_crop_jpeg(
-        frame, tf.stack([y, first, h, end - first]), 3, ratio=ratio
-      )[:, x - first : x - first + w],
-      selected,
-      fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
-    )
+
+    def frames(placed: bool):
+      def one(frame):
+        crop = tf.io.decode_and_crop_jpeg(
+          frame, tf.stack([y, first, h, end - first]), 3, ratio=ratio
+        )[:, x - first : x - first + w]
+        return place(crop, h, w) if placed else crop
+
+      side = buffer_size if placed else None
+      signature = tf.TensorSpec([side, side, 3], tf.uint8)
+      return tf.map_fn(one, selected, fn_output_signature=signature), tf.constant(placed)
+
+    if buffer_size:
+      crops, placed = tf.cond(fitting(h, w), lambda: frames(True), lambda: frames(False))
+    else:
+      crops, placed = frames(False)
+    return crops, placed, tf.stack([h, w])
 
   def decode_whole():
     frames = decode_frames(selected, tf.range(tf.size(unique)))  # sizes made equal
     y, x, h, w = tf.unstack(_pixel_window(window, size, 1))
-    return frames[:, y : y + h, x : x + w, :]
+    crops = frames[:, y : y + h, x : x + w, :]
+    fits = fitting(h, w)
+    if buffer_size:
+      crops = tf.cond(fits, lambda: place(crops, h, w), lambda: crops)
+    return crops, fits, tf.stack([h, w])
 
   def same_size_jpegs():
     shapes = tf.map_fn(
@@ -128,12 +154,12 @@ def _decode_window_crops(
   fast = tf.cond(all_jpeg, same_size_jpegs, lambda: tf.constant(False))
   twice = 2.0 * tf.cast(tf.stack([out_h, out_w]), tf.float64)
   half_size = (window[2] >= twice[0]) & (window[3] >= twice[1])
-  crops = tf.cond(
+  crops, placed, crop_size = tf.cond(
     fast,
     lambda: tf.cond(half_size, lambda: decode_cropped(2), lambda: decode_cropped(1)),
     decode_whole,
   )
-  return crops, position
+  return crops, position, placed, crop_size
 
 
 def _resize_crops(crops: tf.Tensor, out_h, out_w) -> tf.Tensor:
@@ -168,7 +194,7 @@ def decode_window(
   (whole frames) and are cropped after.
   Frames that are not selected are never decoded.
   """
-  crops, position = _decode_window_crops(encoded, indices, window, output_size)
+  crops, position, _, _ = _decode_window_crops(encoded, indices, window, output_size)
   out_h, out_w = output_size[0], output_size[1]
   frames = tf.gather(_resize_crops(crops, out_h, out_w), position)  # (N, h, w, 3)
   return tf.reshape(frames, tf.concat([tf.shape(indices), tf.stack([out_h, out_w, 3])], axis=0))
@@ -184,14 +210,21 @@ def decode_window_in_buffer(
   larger than S (frames stored larger than min_resize) is resized on the host to crop_size as
   decode_window does, and placed with [h, w] = [crop_size, crop_size].
   """
-  crops, position = _decode_window_crops(encoded, indices, window, (crop_size, crop_size))
-  height, width = tf.shape(crops)[1], tf.shape(crops)[2]
-  fits = (height <= buffer_size) & (width <= buffer_size)
-  crops = tf.cond(fits, lambda: crops, lambda: _resize_crops(crops, crop_size, crop_size))
-  valid = tf.shape(crops)[1:3]  # (2,) int32 [h, w]
-  # (U, h, w, 3) -> (U, S, S, 3): zeros below and right of the window.
-  placed = tf.pad(crops, [[0, 0], [0, buffer_size - valid[0]], [0, buffer_size - valid[1]], [0, 0]])
-  frames = tf.gather(placed, position)  # (N, S, S, 3)
+  crops, position, placed, size = _decode_window_crops(
+    encoded, indices, window, (crop_size, crop_size), buffer_size
+  )
+
+  def resized():  # (U, h, w, 3) -> (U, crop, crop, 3) -> (U, S, S, 3)
+    margin = buffer_size - crop_size
+    crops_resized = _resize_crops(crops, crop_size, crop_size)
+    return tf.pad(crops_resized, [[0, 0], [0, margin], [0, margin], [0, 0]]), tf.constant(
+      [crop_size, crop_size], tf.int32
+    )
+
+  buffers, valid = tf.cond(placed, lambda: (crops, size), resized)
+  # Every frame distinct (no loop in the clip): the buffers are already in the clip's order.
+  distinct = tf.shape(buffers)[0] == tf.size(position)
+  frames = tf.cond(distinct, lambda: buffers, lambda: tf.gather(buffers, position))
   shape = tf.concat([tf.shape(indices), [buffer_size, buffer_size, 3]], axis=0)
   return tf.reshape(frames, shape), valid
 
