@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 import tensorflow as tf
-from shared import reader_configs
+from shared import model_inputs, reader_configs
 
 from vidtx import device_augment, models, sharding
 from vidtx import train_state as state_lib
@@ -108,6 +108,52 @@ def test_rand_augment_layers_and_random_erasing_match_tensorflow():
   assert 0 < erased < 12
 
 
+@pytest.mark.parametrize("crop", [16, 24])
+def test_window_resize_matches_tensorflow(crop):
+  """resize_windows of the [h, w] corner of an S x S buffer = tf.image.resize (bilinear, float32)
+  of that window alone: windows smaller (upscaled) and larger (downscaled) than the crop, h != w,
+  h or w equal to the crop, the whole buffer; whatever lies outside the window is not read."""
+  side = 31
+  windows = [(31, 31), (24, 24), (crop, crop), (crop, 29), (11, 20), (27, 13), (16, 9), (1, 2)]
+  rng = np.random.default_rng(crop)
+  clips = rng.integers(0, 256, (len(windows), 2, side, side, 3)).astype(np.float32)
+  resize = jax.jit(device_augment.resize_windows, static_argnums=2)
+  got = np.asarray(resize(clips.astype(np.uint8), np.array(windows, np.int32), crop))
+  assert got.shape == (len(windows), 2, crop, crop, 3) and got.dtype == np.float32
+  for i, (h, w) in enumerate(windows):
+    expected = tf.image.resize(clips[i, :, :h, :w], [crop, crop], method="bilinear").numpy()
+    # Measured: within 5e-5 of a level (the products' rounding); noise pixels 255 levels apart.
+    np.testing.assert_allclose(got[i], expected, atol=1e-3, err_msg=f"window {h} x {w}")
+  # A window of the crop's size is the window itself, exactly.
+  np.testing.assert_array_equal(got[2], clips[2, :, :crop, :crop])
+
+
+def test_the_resize_comes_first_and_the_window_field_goes():
+  """augment_batch resizes the window buffers before the pixel operations (a flip of the
+  resized window) and takes the window field off; a buffer of the wrong size is refused."""
+  augmentation = device_augment.Augmentation(
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), flip=True, crop_size=8, window_size=12
+  )
+  assert augmentation.fields == (device_augment.WINDOW, device_augment.FLIP)
+  rng = np.random.default_rng(1)
+  batch = {
+    "inputs": rng.integers(0, 256, (2, 3, 12, 12, 3), np.uint8),
+    "label": np.arange(2),
+    device_augment.WINDOW: np.array([[10, 7], [12, 12]], np.int32),
+    device_augment.FLIP: np.array([1, 0], np.int32),
+  }
+  got = jax.jit(device_augment.augment_batch, static_argnums=1)(batch, augmentation)
+  assert set(got) == {"inputs", "label"} and got["inputs"].shape == (2, 3, 8, 8, 3)
+  for i, flipped in enumerate((1, 0)):
+    h, w = batch[device_augment.WINDOW][i]
+    window = tf.cast(batch["inputs"][i, :, :h, :w], tf.float32)
+    resized = tf.image.resize(window, [8, 8], method="bilinear").numpy()
+    resized = resized[:, :, ::-1] if flipped else resized
+    np.testing.assert_allclose(got["inputs"][i], (resized / 255 - 0.5) / 0.5, atol=1e-5)
+  with pytest.raises(ValueError, match="inputs of 8 x 8 pixels for a window buffer of 12"):
+    device_augment.augment_batch({**batch, "inputs": batch["inputs"][:, :, :8, :8]}, augmentation)
+
+
 # ---------------------------------------------------------------------------------------------
 # The reader's uint8 batch through the device augmentation = the former host augmentation.
 # ---------------------------------------------------------------------------------------------
@@ -155,7 +201,8 @@ def test_reader_batches_augmented_on_the_device_equal_the_host_augmentation(tmp_
     ),
   )
   augmentation = reader_config.device_augmentation(dc)
-  assert augmentation.fields == device_augment.PARAM_FIELDS
+  # Everything but the window (no scale jitter: the host sends crops).
+  assert augmentation.fields == device_augment.PARAM_FIELDS[1:]
   batch = next(pipeline.build_train_dataset(dc, batch_size=8, seed=3).as_numpy_iterator())
   assert batch["inputs"].dtype == np.uint8 and batch["inputs"].shape == (8, 4, 16, 16, 3)
   device = {k: batch[k] for k in ("inputs", "label", *augmentation.fields)}
@@ -176,6 +223,47 @@ def test_reader_batches_augmented_on_the_device_equal_the_host_augmentation(tmp_
   for field in (device_augment.FLIP, device_augment.GRAY):
     assert 0 < batch[field].sum() < 8, field
   assert (batch[device_augment.ERASE_BOX][:, 2] > 0).any()
+
+
+def test_jittered_windows_resized_on_the_device_equal_the_host_resize(tmp_path, monkeypatch):
+  """Scale jitter, nothing else: the reader's window buffers resized on the device = the former
+  reader's host-resized crops (decode_window(..., (crop, crop)), rounded to uint8) within half
+  a level. Frames stored at min_resize give windows smaller and larger than the crop; frames
+  stored twice as large give half-size decodes that fit the buffer, or windows too large for
+  it, which the host resizes as before (the same bytes)."""
+  rng = np.random.default_rng(0)
+  sizes = [(20, 26)] * 6 + [(40, 52)] * 2  # min_resize 20; two stored twice as large
+  examples = [
+    dmvr.make_sequence_example(rng.integers(0, 256, (6, *size, 3), np.uint8), 0, video_id=f"v{i}")
+    for i, size in enumerate(sizes)
+  ]
+  dmvr.write_shards(examples, str(tmp_path / "train.tfrecord"), 1)
+  jitter = dict(do_jitter_scale=True, scale_min_factor=0.9, scale_max_factor=1.1)
+  dc = reader_config.as_dataset_config(
+    reader_configs(str(tmp_path), min_resize=20, crop_size=16, augmentation_params=jitter)
+  )
+  side = dc.window_size
+  assert side == 19  # floor(16 * 20 / (18 - 0.5)) + 1
+  new = next(pipeline.build_train_dataset(dc, batch_size=8, seed=5).as_numpy_iterator())
+  assert new["inputs"].shape == (8, 4, side, side, 3)
+  with monkeypatch.context() as patch:  # The former reader: no window buffer, host resize.
+    patch.setattr(reader_config.DatasetConfig, "window_size", property(lambda self: 0))
+    old = next(pipeline.build_train_dataset(dc, batch_size=8, seed=5).as_numpy_iterator())
+    old_inputs = model_inputs(old, dc)
+  assert old["inputs"].shape == (8, 4, 16, 16, 3)
+  np.testing.assert_array_equal(new["video_id"], old["video_id"])
+  new_inputs = model_inputs(new, dc)
+  level = 1.0 / (255 * min(dc.std))  # one level, normalised
+  np.testing.assert_allclose(new_inputs, old_inputs, atol=(0.5 + 1e-3) * level, rtol=0)
+  windows = new[device_augment.WINDOW]
+  large = np.array([int(v[1:]) >= 6 for v in new["video_id"].astype(str)])
+  resized = (windows < 16).any(axis=1) | (windows > 16).any(axis=1)
+  assert (windows[~large] < 16).any() and (windows[~large] > 16).any()  # up and down on device
+  assert (windows <= side).all() and resized.sum() >= 5
+  # A window too large for the buffer is resized on the host: the old bytes, [crop, crop].
+  host = large & (windows == 16).all(axis=1)
+  assert host.any() and (new["inputs"][host][:, :, 16:] == 0).all()
+  np.testing.assert_array_equal(new["inputs"][host][:, :, :16, :16], old["inputs"][host])
 
 
 def test_train_step_augments_uint8_batches_on_the_device():

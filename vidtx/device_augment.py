@@ -1,21 +1,29 @@
 """Augmentation that keeps shapes, run on the accelerator inside the jitted train step.
 
-The host reader (vidtx.data.pipeline) crops and resizes each training clip and sends it as uint8
-(B, T, S, S, 3), a quarter of the float32 bytes, with the small per-example parameters of the
-rest of the augmentation, drawn on the host from the same stateless seeds as before
-(vidtx.data.augment's `*_draws`), so the stream stays deterministic per example and an exact
-resume still holds. This module applies them, as pure jnp functions over the batch:
+The host reader (vidtx.data.pipeline) decodes each training clip's crop window and sends it as
+uint8, a quarter of the float32 bytes, with the small per-example parameters of the rest of the
+augmentation, drawn on the host from the same stateless seeds as before (vidtx.data.augment's
+`*_draws`), so the stream stays deterministic per example and an exact resume still holds.
+With scale jitter the window is not resized on the host: it arrives top-left in a fixed
+(T, S, S, 3) buffer (S = DatasetConfig.window_size, zeros elsewhere) with its valid [h, w], and
+the first step here resizes it to (T, crop, crop, 3) (`resize_windows`: TensorFlow's bilinear
+resize as two matrix products per clip, float32, not rounded to whole levels as the host's
+uint8 was). Without scale jitter the host sends (T, crop, crop, 3) crops. This module applies
+the parameters, as pure jnp functions over the batch:
 
-  horizontal flip -> colour jitter (DMVR's brightness, saturation, contrast, hue) -> colour drop
-  (grey) -> RandAugment -> normalisation (pixel / 255 - mean) / std -> random erasing
+  window resize -> horizontal flip -> colour jitter (DMVR's brightness, saturation, contrast,
+  hue) -> colour drop (grey) -> RandAugment -> normalisation (pixel / 255 - mean) / std ->
+  random erasing
 
 the order and the arithmetic of vidtx.data.augment's TensorFlow ops, which are the reference
-(tests/data/test_device_augment.py compares every op with them). Evaluation batches are uint8
-too and are only normalised (`normalise`), in the evaluator's step.
+(tests/test_device_augment.py compares every op with them). Evaluation batches are uint8
+too, crop-sized, and are only normalised (`normalise`), in the evaluator's step.
 
 The parameters are batch fields next to 'inputs' (PARAM_FIELDS; only those of the augmentations
 the config turns on), each with the batch as its leading axis:
 
+  augment_window    int32 (B, 2)        [h, w]: the valid top-left region of the (S, S) buffer,
+                                        resized to crop x crop (only with scale jitter)
   augment_flip      int32 (B,)          1: mirror left-right
   augment_color     float32 (B, 5)      apply (0 / 1), brightness shift in levels, saturation
                                         factor, contrast factor, hue shift (fraction of a turn)
@@ -25,7 +33,7 @@ the config turns on), each with the batch as its leading axis:
   augment_ra_arg    float32 (B, L, 3)   its sign (+1 / -1) and Cutout's centre row and column
   augment_erase_box int32 (B, 4)        the erased rectangle: top, left, height, width (0 x 0:
                                         nothing erased)
-  augment_erase_noise float32 (B, S, S, 3)  the noise that fills it (timm's 'pixel' mode)
+  augment_erase_noise float32 (B, crop, crop, 3)  the noise that fills it (timm's 'pixel' mode)
 
 RandAugment's geometric operations (Rotate, Shear, Translate) and Cutout run here too: its
 layers apply in sequence, and AutoContrast, Equalize and Contrast take statistics of the whole
@@ -38,8 +46,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Batch fields of the per-example parameters (module docstring).
+WINDOW = "augment_window"
 FLIP = "augment_flip"
 COLOR = "augment_color"
 GRAY = "augment_gray"
@@ -47,7 +57,7 @@ RA_OP = "augment_ra_op"
 RA_ARG = "augment_ra_arg"
 ERASE_BOX = "augment_erase_box"
 ERASE_NOISE = "augment_erase_noise"
-PARAM_FIELDS = (FLIP, COLOR, GRAY, RA_OP, RA_ARG, ERASE_BOX, ERASE_NOISE)
+PARAM_FIELDS = (WINDOW, FLIP, COLOR, GRAY, RA_OP, RA_ARG, ERASE_BOX, ERASE_NOISE)
 
 # vidtx.data.augment's constants (the Model Garden's RandAugment scale).
 MAX_LEVEL = 10.0
@@ -88,11 +98,14 @@ class Augmentation:
   rand_augment_layers: int = 0
   rand_augment_magnitude: float = 0.0
   erasing: bool = False
+  crop_size: int = 0  # The side of the clips the model sees (the resize's output).
+  window_size: int = 0  # S of the window buffer, resized to crop_size; 0: crops, no resize.
 
   @property
   def fields(self) -> tuple[str, ...]:
     """The parameter fields the reader sends for this augmentation."""
     on = {
+      WINDOW: self.window_size > 0,
       FLIP: self.flip,
       COLOR: self.color,
       GRAY: self.color_drop,
@@ -102,6 +115,63 @@ class Augmentation:
       ERASE_NOISE: self.erasing,
     }
     return tuple(field for field in PARAM_FIELDS if on[field])
+
+
+# ---------------------------------------------------------------------------------------------
+# The scale-jittered window, resized to the crop.
+# ---------------------------------------------------------------------------------------------
+
+
+def bilinear_taps(output_size: int, buffer_size: int) -> tuple[np.ndarray, ...]:
+  """tf.image.resize's bilinear taps (half-pixel centres, no antialiasing) from a window of v
+  pixels to output_size pixels, for every v in 0..buffer_size: (lower int32, upper int32,
+  fraction float32), each (buffer_size + 1, output_size) (v = 0, a bad record's zeros: as v = 1).
+
+  TensorFlow's kernel: output pixel o samples x = (o + 0.5) * (v / output_size) - 0.5 in
+  float32, each operation rounded, from pixels lower = max(floor(x), 0) and upper =
+  min(ceil(x), v - 1) with weights 1 - f and f, f = x - floor(x) (the same pixel twice at the
+  edges). A table computed here with numpy's float32, because the device would round x
+  differently (a fused multiply-add, a division by a constant made a product by its
+  reciprocal): 2e-5 of a pixel, up to 7e-3 of a level on noise (tests: 5e-5 with the table).
+  """
+  sizes = np.maximum(np.arange(buffer_size + 1), 1)[:, None]  # (S + 1, 1)
+  scale = sizes.astype(np.float32) / np.float32(output_size)
+  x = (np.arange(output_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+  floor = np.floor(x)
+  lower = np.maximum(floor, 0).astype(np.int32)
+  upper = np.minimum(np.ceil(x).astype(np.int32), sizes - 1).astype(np.int32)
+  return lower, upper, (x - floor).astype(np.float32)
+
+
+def bilinear_matrix(
+  valid: jax.Array, taps: tuple[jax.Array, jax.Array, jax.Array], buffer_size: int
+) -> jax.Array:
+  """float32 (output_size, buffer_size): the bilinear weights (`bilinear_taps`) that resize the
+  first `valid` (int32 scalar) of buffer_size pixels to output_size pixels; the pixels from
+  `valid` on get weight 0."""
+  lower, upper, fraction = (table[valid] for table in taps)  # (output_size,) each
+  pixels = jnp.arange(buffer_size)[None, :]  # (1, buffer_size)
+  return jnp.where(pixels == lower[:, None], 1.0 - fraction[:, None], 0.0) + jnp.where(
+    pixels == upper[:, None], fraction[:, None], 0.0
+  )
+
+
+def resize_windows(clips: jax.Array, windows: jax.Array, crop_size: int) -> jax.Array:
+  """float32 (B, T, crop, crop, 3): the top-left [h, w] = windows[b] region of each clip
+  (B, T, S, S, 3) resized bilinearly to crop x crop, as tf.image.resize (float32) resizes that
+  region alone: out = Wy @ frame @ Wx^T per frame and channel, two matrix products per clip
+  (matmul units on TPU / GPU), at full float32 precision."""
+  buffer_size = clips.shape[2]
+  taps = tuple(jnp.asarray(table) for table in bilinear_taps(crop_size, buffer_size))
+  matrix = jax.vmap(bilinear_matrix, in_axes=(0, None, None))
+  windows = jnp.clip(windows, 0, buffer_size)
+  rows = matrix(windows[:, 0], taps, buffer_size)  # (B, crop, S)
+  columns = matrix(windows[:, 1], taps, buffer_size)  # (B, crop, S)
+  highest = jax.lax.Precision.HIGHEST
+  # (B, crop, S) x (B, T, S, S, 3) -> (B, T, crop, S, 3): the rows.
+  clips = jnp.einsum("bys,btsxc->btyxc", rows, clips.astype(jnp.float32), precision=highest)
+  # (B, crop, S) x (B, T, crop, S, 3) -> (B, T, crop, crop, 3): the columns.
+  return jnp.einsum("bzx,btyxc->btyzc", columns, clips, precision=highest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,16 +452,27 @@ def random_erasing(clip: jax.Array, box: jax.Array, noise: jax.Array) -> jax.Arr
 
 
 def augment_batch(batch: dict[str, jax.Array], augmentation: Augmentation) -> dict[str, jax.Array]:
-  """`batch` with uint8 'inputs' (B, T, S, S, 3) augmented with its parameter fields and
-  normalised to float32; the parameter fields are taken off."""
+  """`batch` with uint8 'inputs' augmented with its parameter fields and normalised to float32
+  (B, T, crop, crop, 3); the parameter fields are taken off. 'inputs' are (B, T, crop, crop, 3)
+  crops, or with `augmentation.window_size` = S the (B, T, S, S, 3) window buffers, resized
+  first (`resize_windows`)."""
   missing = [field for field in augmentation.fields if field not in batch]
   if missing:
     raise ValueError(f"augment_batch: the batch has no {missing} for {augmentation}.")
   params = {field: batch[field] for field in augmentation.fields}
   out = {k: v for k, v in batch.items() if k not in PARAM_FIELDS}
   a = augmentation
+  clips = batch["inputs"].astype(jnp.float32)
+  if a.window_size:
+    side = clips.shape[2:4]
+    if side != (a.window_size, a.window_size) or a.crop_size < 1:
+      raise ValueError(
+        f"augment_batch: inputs of {side[0]} x {side[1]} pixels for a window buffer of "
+        f"{a.window_size} and a crop of {a.crop_size} ({augmentation})."
+      )
+    clips = resize_windows(clips, params[WINDOW], a.crop_size)
 
-  def pixels(clip, p):  # float32 (T, S, S, 3) in [0, 255]
+  def pixels(clip, p):  # float32 (T, crop, crop, 3) in [0, 255]
     if a.flip:
       clip = flip(clip, p[FLIP])
     if a.color:
@@ -400,7 +481,7 @@ def augment_batch(batch: dict[str, jax.Array], augmentation: Augmentation) -> di
       clip = grayscale(clip, p[GRAY])
     return clip
 
-  clips = jax.vmap(pixels)(batch["inputs"].astype(jnp.float32), params)
+  clips = jax.vmap(pixels)(clips, params)
   if a.rand_augment_layers:
     # lax.map, not vmap: a batched switch would run all 17 operations on every clip.
     clips = jax.lax.map(
@@ -417,16 +498,20 @@ def augment_batch(batch: dict[str, jax.Array], augmentation: Augmentation) -> di
 def random_params(
   key: jax.Array, augmentation: Augmentation, batch_size: int, crop_size: int
 ) -> dict[str, jax.Array]:
-  """Parameter fields for a batch of `batch_size` clips, every augmentation applied (colour
-  jitter, an erased quarter of the frame; flips, grey and RandAugment's operations at random):
-  what the benchmark times, shaped and typed as the reader sends them."""
+  """Parameter fields for a batch of `batch_size` clips, every augmentation applied (windows of
+  random sizes up to the buffer's, colour jitter, an erased quarter of the frame; flips, grey
+  and RandAugment's operations at random): what the benchmark times, shaped and typed as the
+  reader sends them."""
   keys = iter(jax.random.split(key, 16))
   b, s, layers = batch_size, crop_size, augmentation.rand_augment_layers
+  buffer = augmentation.window_size
 
   def uniform(low: float, high: float) -> jax.Array:
     return jax.random.uniform(next(keys), (b,), jnp.float32, low, high)
 
   every = {
+    # [h, w] between three quarters of the crop (scale jitter's upscaled windows) and S.
+    WINDOW: lambda: jax.random.randint(next(keys), (b, 2), min(buffer, s * 3 // 4), buffer + 1),
     FLIP: lambda: jax.random.bernoulli(next(keys), 0.5, (b,)).astype(jnp.int32),
     COLOR: lambda: jnp.stack(
       [jnp.ones(b), uniform(-32, 32), uniform(0.6, 1.4), uniform(0.6, 1.4), uniform(-0.2, 0.2)],

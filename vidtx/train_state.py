@@ -230,7 +230,8 @@ def make_train_step(
   The state keeps the shardings of `abstract_state` (in and out) and is donated; the batch
   ({'inputs', 'label'}) is split over the mesh's data-parallel axes; metrics are replicated
   scalars. With `augmentation` (the reader's: reader_config.device_augmentation) the batch holds
-  uint8 clips and their augmentation parameters, applied first, on the accelerator
+  uint8 clips (with scale jitter, window buffers resized to the crop on the accelerator) and
+  their augmentation parameters, applied first, on the accelerator
   (vidtx.device_augment.augment_batch); without it 'inputs' go to the model as they are. With
   `grad_accum_steps` = k the batch is processed as k micro-batches of B/k clips whose gradients
   are averaged before one update (same mean loss and gradient as the whole batch, at the

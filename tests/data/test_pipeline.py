@@ -15,7 +15,7 @@ import tensorflow as tf
 from PIL import Image
 from shared import model_inputs, reader_configs
 
-from vidtx import evaluation, sharding
+from vidtx import device_augment, evaluation, sharding
 from vidtx.data import bad_records, dmvr, pipeline, reader_config, records, sampling
 
 jax.config.update("jax_numpy_rank_promotion", "raise")  # As other modules do in the workers.
@@ -192,8 +192,17 @@ def twelve(tmp_path_factory):
   return str(base_dir)
 
 
-def test_epochs_are_permutations_and_the_stream_resumes_at_any_position(twelve):
-  dc = reader_configs(twelve, tables={"train": "train.tfrecord@3"}, shuffle_buffer_size=4)
+JITTER = dict(do_jitter_scale=True, scale_min_factor=0.75, scale_max_factor=1.33)
+
+
+@pytest.mark.parametrize("jitter", [{}, JITTER])
+def test_epochs_are_permutations_and_the_stream_resumes_at_any_position(twelve, jitter):
+  dc = reader_configs(
+    twelve,
+    tables={"train": "train.tfrecord@3"},
+    shuffle_buffer_size=4,
+    augmentation_params=jitter,
+  )
   stream = pipeline.build_train_dataset(dc, batch_size=5, seed=3).as_numpy_iterator()
   batches = [bad_records.split_host_fields(next(stream)) for _ in range(6)]  # 30 = 2.5 epochs
   epoch = np.concatenate([h["epoch"] for _, h in batches])
@@ -212,6 +221,8 @@ def test_epochs_are_permutations_and_the_stream_resumes_at_any_position(twelve):
     ):
       np.testing.assert_array_equal(device["inputs"], batch["inputs"])
       np.testing.assert_array_equal(host["video_id"], batch["video_id"])
+      if jitter:  # The windows, which the device resizes, too.
+        np.testing.assert_array_equal(device[device_augment.WINDOW], batch[device_augment.WINDOW])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,12 +265,19 @@ def mixed(tmp_path_factory):
   return str(base_dir)
 
 
-def test_bad_records_stop_the_reader_naming_file_and_record(mixed):
-  dc = reader_configs(mixed, shuffle_buffer_size=1)
+@pytest.mark.parametrize("jitter", [False, True])
+def test_bad_records_stop_the_reader_naming_file_and_record(mixed, jitter):
+  # With scale jitter (0.75-1.33 of a short side of 16: windows of 12 to 16 pixels) the host
+  # sends window buffers (here S = crop = 16) that the device resizes.
+  dc = reader_configs(mixed, shuffle_buffer_size=1, augmentation_params=JITTER if jitter else {})
   stream = pipeline.build_train_dataset(dc, batch_size=8, seed=0).as_numpy_iterator()
   batch = next(stream)
   # Record by record, in file order (buffer 1, one file): ok where readable, reasons otherwise.
   assert batch["ok"].tolist() == [True, False, True, False, False, True, False, True]
+  if jitter:  # Bad records: zeros and a window of the crop's size; good ones: jittered windows.
+    windows = batch[device_augment.WINDOW]
+    assert (windows[~batch["ok"]] == 16).all() and not batch["inputs"][~batch["ok"]].any()
+    assert (windows[batch["ok"]] < 16).any() and (windows <= 16).all()
   reasons = [e.decode() for e in batch["error"]]
   assert "corrupt JPEG" in reasons[1] and "not a SequenceExample" in reasons[3]
   assert "no frames" in reasons[4] and "out of range" in reasons[6] and "got [9]" in reasons[6]

@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 from shared import reader_configs
 
-from vidtx.data import augment, dmvr, pipeline, records, sampling
+from vidtx.data import augment, dmvr, pipeline, reader_config, records, sampling
 
 # |fused - reference| in levels of 255, measured on natural_frames (20 seeds, ViViT's scale jitter
 # 0.9-1.33): mean 1.0, 99th percentile 8, max 40 (at the sharp edges: half a stored pixel of a
@@ -142,6 +142,70 @@ def test_large_frames_decode_at_half_size():
   out = records.decode_window(encoded, tf.constant([1]), window, (40, 50)).numpy()[0]
   half_frame = tf.io.decode_jpeg(encoded[1], ratio=2).numpy()
   np.testing.assert_array_equal(out, half_frame[10:50, 15:65])
+
+
+def test_the_window_buffer_holds_the_window_unresized(jpegs):
+  """decode_window_in_buffer: the window decoded as decode_window decodes it, not resized, in
+  the buffer's top-left corner, zeros elsewhere, with its [h, w]; a window larger than the
+  buffer is resized on the host as decode_window does, with [h, w] = [crop, crop]."""
+  for i in range(4):
+    # A looped clip (a frame twice: decoded once, gathered) and one of distinct frames.
+    indices = tf.constant([0, 2, 4, 2] if i % 2 else [1, 3, 5, 0])
+    window = augment.scale_jitter_window(tf.constant([72, 96]), seed=seed_of(i), **VIVIT)
+    buffer, valid = records.decode_window_in_buffer(jpegs, indices, window, 56, 64)
+    h, w = valid.numpy()
+    assert buffer.shape == (4, 64, 64, 3) and buffer.dtype == tf.uint8 and h <= 64 and w <= 64
+    buffer = buffer.numpy()
+    unresized = records.decode_window(jpegs, indices, window, (h, w)).numpy()
+    np.testing.assert_array_equal(buffer[:, :h, :w], unresized)
+    assert not buffer[:, h:].any() and not buffer[:, :, w:].any()
+  # Frames stored larger than min_resize: windows of ~65-96 pixels, over the buffer's 60 (and
+  # under twice the crop of 56, so no half-size decode): resized on the host.
+  indices = tf.constant([0, 2, 4, 2])
+  window = augment.scale_jitter_window(tf.constant([72, 96]), seed=seed_of(0), **VIVIT)
+  frames = records.decode_window(jpegs, indices, window * 1.2, (56, 56)).numpy()
+  buffer, valid = records.decode_window_in_buffer(jpegs, indices, window * 1.2, 56, 60)
+  assert valid.numpy().tolist() == [56, 56]
+  np.testing.assert_array_equal(buffer.numpy()[:, :56, :56], frames)
+  assert not buffer.numpy()[:, 56:].any() and not buffer.numpy()[:, :, 56:].any()
+
+
+@pytest.mark.parametrize(
+  "geometry, side",
+  [
+    (dict(min_resize=256, crop_size=224, min_scale=0.9, max_scale=1.33), 250),  # ViViT
+    (dict(min_resize=256, crop_size=224, min_scale=1.0, max_scale=1.25), 224),  # TimeSformer
+    (dict(min_resize=256, crop_size=224, min_scale=1.1, max_scale=1.2, probability=0.5), 224),
+    (dict(min_resize=20, crop_size=16, min_scale=0.9, max_scale=1.33), 19),
+  ],
+)
+def test_every_jittered_window_fits_the_buffer(geometry, side):
+  """DatasetConfig.window_size: every window scale_jitter_window cuts from frames stored at
+  min_resize, rounded to whole pixels as decode_window rounds it, fits S x S, landscape or
+  portrait, and the largest come within two pixels of S (S is not much larger than needed)."""
+  jitter = dict(
+    do_jitter_scale=True,
+    scale_min_factor=geometry["min_scale"],
+    scale_max_factor=geometry["max_scale"],
+    prob_scale_jitter=geometry.get("probability", 1.0),
+  )
+  m, crop = geometry["min_resize"], geometry["crop_size"]
+  dc = reader_configs("", min_resize=m, crop_size=crop, augmentation_params=jitter)
+  assert reader_config.as_dataset_config(dc).window_size == side
+  largest = 0
+  for stored in ((m, m), (m, m + 1), (m, round(m * 4 / 3)), (round(m * 16 / 9), m)):
+    size = tf.constant(stored, tf.int32)
+
+    def pixels(i, size=size):
+      seed = tf.stack([i, tf.constant(28, tf.int64)])
+      window = augment.scale_jitter_window(size, seed=seed, **geometry)
+      return records._pixel_window(window, size, 1)[2:]  # decode_window's [h, w]
+
+    sizes = next(tf.data.Dataset.range(3000).map(pixels).batch(3000).as_numpy_iterator())
+    assert sizes.max() <= side, (stored, sizes.max())
+    largest = max(largest, sizes.max())
+  print(f"largest window {largest}, S {side}")
+  assert largest >= side - 2
 
 
 def test_only_the_kept_frames_are_decoded(jpegs):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from shared import REPO, TESTS, restore_params, tiny_config
@@ -91,6 +92,31 @@ def test_resume_continues_at_the_right_step_with_identical_state(data_dir, tmp_p
     line["step"] for line in _read_jsonl(os.path.join(resumed, "metrics.jsonl")) if "loss" in line
   ]
   assert steps == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+def test_jittered_windows_resized_on_the_device_resume_exactly(data_dir, tmp_path):
+  """Scale jitter that shrinks the short side (0.8 x 20 = the crop of 16): the reader sends 21 x
+  21 window buffers and the train step resizes them; a resumed run ends where the straight one
+  does."""
+
+  def config(steps):
+    c = tiny_config(data_dir, steps=steps)
+    c.dataset_configs.augmentation_params = ml_collections.ConfigDict(
+      dict(do_jitter_scale=True, scale_min_factor=0.8, scale_max_factor=1.25)
+    )
+    return c
+
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  trainer.train_and_evaluate(config(4), straight)
+  trainer.train_and_evaluate(config(2), resumed)
+  trainer.train_and_evaluate(config(4), resumed)
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(restore_params(straight, 4)),
+    jax.device_get(restore_params(resumed, 4)),
+  )
 
 
 def test_eval_without_checkpoint_is_a_clear_error(data_dir, tmp_path):

@@ -40,6 +40,25 @@ def test_benchmark_measures_compute_and_end_to_end(tmp_path):
   assert "augmentation on the device" in text
 
 
+def test_compute_mode_includes_the_window_resize(tmp_path):
+  """With scale jitter that shrinks the short side (0.8 x 20 = 16 = the crop) the reader sends
+  21 x 21 window buffers: the compute mode's batch is those, and its step resizes them."""
+  config = shared.tiny_config(str(tmp_path / "data"))
+  config.dataset_configs.augmentation_params = ml_collections.ConfigDict(
+    dict(do_jitter_scale=True, scale_min_factor=0.8, scale_max_factor=1.25)
+  )
+  dc = benchmark.reader_config.DatasetConfig.from_config(config.dataset_configs, views_only=True)
+  assert dc.window_size == 21  # floor(16 * 20 / (16 - 0.5)) + 1
+  mesh = benchmark.sharding.make_mesh(config.get("mesh"))
+  batch = benchmark._random_batch(dc, (8, 4, 16, 16, 3), mesh)
+  windows = np.asarray(batch[benchmark.device_augment.WINDOW])
+  assert batch["inputs"].shape == (8, 4, 21, 21, 3)
+  assert windows.min() >= 12 and windows.max() <= 21 and len(np.unique(windows)) > 2
+  result = benchmark.benchmark(config, steps=2, warmup=1, batch_size=8, modes=("compute",))
+  assert result["compute"]["steps_per_sec"] > 0 and result["clip"] == [4, 16, 16, 3]
+  assert 0 < result["compute"]["augmentation_share"] < 1
+
+
 def test_known_peaks_apply_to_bfloat16_only():
   h100 = types.SimpleNamespace(device_kind="NVIDIA H100 80GB HBM3")
   assert benchmark.default_peak_tflops(h100, "bfloat16") == 989.0

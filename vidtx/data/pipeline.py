@@ -5,7 +5,8 @@ Sources (`dataset_configs.dataset_name`, filled in by vidtx.data.prepare_dataset
 dict per video (encoded frames, label indices, id, frame rate, where it came from); the rest of
 the reader does not know which source it reads.
 
-Training batches: {'inputs': uint8 (B, T, H, W, 3), 'label': int32 (B,) (or float32 (B, K)
+Training batches: {'inputs': uint8 (B, T, H, W, 3) (H = W = crop_size, or with scale jitter
+the window buffer's side DatasetConfig.window_size), 'label': int32 (B,) (or float32 (B, K)
 multi-hot with `multi_label` or `class_splits`), the per-clip parameters of the augmentation
 that runs on the accelerator (vidtx.device_augment's fields), and host fields (below)},
 infinite, shuffled. Evaluation batches: {'inputs': uint8 (B, V, T, H, W, 3), 'view_mask':
@@ -31,9 +32,10 @@ middle), or 'whole_video' (as many consecutive non-overlapping clips as cover th
 
 Augmentation (ViViT 2103.15691 Table 7; vidtx.data.augment) uses scenic's field names under
 dataset_configs.augmentation_params; every random choice is made once per clip, so all frames
-get the same transform. The host does what changes shapes (scale jitter and crop) and draws the
-parameters of the rest; the train step applies them on the accelerator (vidtx.device_augment:
-flip, colour jitter and drop, RandAugment, normalisation, random erasing). Pixels are
+get the same transform. The host chooses the crop window (scale jitter and crop) and decodes
+only it, and draws the parameters of the rest; the train step applies them on the accelerator
+(vidtx.device_augment: the jittered window's resize to crop_size, flip, colour jitter and drop,
+RandAugment, normalisation, random erasing). Pixels are
 normalised per channel on the accelerator, input = (pixel / 255 - mean) / std
 (`DatasetConfig.normalisation`: explicit mean/std, else a preset in NORMALIZATIONS, else
 zero_centering), for evaluation in the evaluator's step.
@@ -152,6 +154,7 @@ def _no_augment_draws(dc: DatasetConfig) -> dict[str, tf.Tensor]:
   augmentation = reader_config.device_augmentation(dc)
   crop, layers = int(dc.crop_size), augmentation.rand_augment_layers
   shapes = {
+    device_augment.WINDOW: ([2], tf.int32),
     device_augment.FLIP: ([], tf.int32),
     device_augment.COLOR: ([5], tf.float32),
     device_augment.GRAY: ([], tf.int32),
@@ -163,7 +166,15 @@ def _no_augment_draws(dc: DatasetConfig) -> dict[str, tf.Tensor]:
   params = {field: tf.zeros(*shapes[field]) for field in augmentation.fields}
   if device_augment.RA_OP in params:
     params[device_augment.RA_OP] += device_augment.NO_OP
+  if device_augment.WINDOW in params:
+    params[device_augment.WINDOW] += crop  # the zeros' crop x crop corner, kept as it is
   return params
+
+
+def _train_side(dc: DatasetConfig) -> int:
+  """Side of a training clip's frames as the host sends them: the window buffer's S with scale
+  jitter (the accelerator resizes the window to crop_size), else crop_size."""
+  return dc.window_size or int(dc.crop_size)
 
 
 def _train_clip(
@@ -173,9 +184,10 @@ def _train_clip(
   label: tf.Tensor,
   seeds: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
-  """Samples, decodes and crops one training clip: uint8 (T, crop, crop, 3), its label (swapped
-  for a flip of a direction-dependent class) and the parameters of the augmentation that the
-  train step applies on the accelerator (`_augment_draws`)."""
+  """Samples, decodes and crops one training clip: uint8 (T, side, side, 3) (`_train_side`), its
+  label (swapped for a flip of a direction-dependent class) and the parameters of the
+  augmentation that the train step applies on the accelerator (`_augment_draws`; with scale
+  jitter the window's [h, w] too: the window is not resized on the host)."""
   aug = dataclasses.asdict(dc.augmentation)
   num_frames, crop = int(dc.num_frames), int(dc.crop_size)
   indices = sampling.train_clip_indices(
@@ -196,14 +208,21 @@ def _train_clip(
   )
   # The crop leaves the host as uint8: a quarter of float32's bytes; the rest of the
   # augmentation runs on the accelerator (vidtx.device_augment) with the parameters drawn here.
-  frames = records.decode_window(video["jpegs"], indices, window, (crop, crop))
   flipped, params = _augment_draws(dc, seeds)
+  side = _train_side(dc)
+  if dc.window_size:
+    # The jittered window goes unresized, in a fixed S x S buffer: the accelerator resizes it.
+    frames, params[device_augment.WINDOW] = records.decode_window_in_buffer(
+      video["jpegs"], indices, window, crop, side
+    )
+  else:
+    frames = records.decode_window(video["jpegs"], indices, window, (crop, crop))
   table = _flip_table(dc)
   if table is not None:
     # Direction-dependent classes ("pushing left to right") swap with their mirror image.
     swapped = tf.gather(label, table) if label.shape.rank else tf.gather(table, label)
     label = tf.where(flipped, swapped, label)
-  return tf.ensure_shape(frames, [num_frames, crop, crop, 3]), label, params
+  return tf.ensure_shape(frames, [num_frames, side, side, 3]), label, params
 
 
 def build_train_dataset(
@@ -224,7 +243,7 @@ def build_train_dataset(
   """
   dc = reader_config.as_dataset_config(dataset_configs)
   _check_split(dc, "train", batch_size)
-  num_frames, crop = int(dc.num_frames), int(dc.crop_size)
+  num_frames, side = int(dc.num_frames), _train_side(dc)
   start_epoch, start_index = (int(x) for x in start_position)
   if start_epoch < 0 or start_index < 0:
     raise UserError(f"start_position={start_position} must be >= (0, 0).")
@@ -279,7 +298,7 @@ def build_train_dataset(
     frames, label, params = tf.cond(
       error == "",
       lambda: _train_clip(dc, raw, video, label, seeds),
-      lambda: (tf.zeros([num_frames, crop, crop, 3], tf.uint8), label, _no_augment_draws(dc)),
+      lambda: (tf.zeros([num_frames, side, side, 3], tf.uint8), label, _no_augment_draws(dc)),
     )
     return {
       "inputs": frames,
@@ -295,7 +314,7 @@ def build_train_dataset(
 
   def unreadable(epoch, index, raw):
     return {
-      "inputs": tf.zeros([num_frames, crop, crop, 3], tf.uint8),
+      "inputs": tf.zeros([num_frames, side, side, 3], tf.uint8),
       **_no_augment_draws(dc),
       "label": tf.zeros(label_spec.shape, label_spec.dtype),
       "epoch": epoch,

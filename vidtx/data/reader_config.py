@@ -147,6 +147,31 @@ class DatasetConfig:
     return self.eval_min_resize or self.min_resize
 
   @property
+  def window_size(self) -> int:
+    """Side S of the square uint8 buffer that carries a training clip's scale-jittered window to
+    the accelerator, which resizes it to crop_size (vidtx.device_augment.resize_windows); 0
+    without scale jitter (the host sends crop_size crops).
+
+    S is the largest window, in whole pixels, that the jitter cuts from frames stored at short
+    side min_resize = m. A short side ss != m gives windows of crop * m / ss stored pixels
+    across the short side and crop * L / round(L * ss / m) < crop * m / (ss - 0.5) along a long
+    side L; rounding a window of extent e to whole pixels gives at most floor(e) + 1. The
+    smallest ss is round(m * scale_min_factor) (or m itself, unjittered), at least crop_size.
+    Larger windows (frames stored larger) are resized on the host.
+    """
+    aug = self.augmentation
+    if not aug.do_jitter_scale:
+      return 0
+    crop, m = self.crop_size, self.min_resize
+    smallest = round(m * aug.scale_min_factor)  # jittered_short_side's float64 round, to even
+    if aug.prob_scale_jitter < 1.0:
+      smallest = min(smallest, m)
+    smallest = max(smallest, crop)
+    if smallest >= m:  # ss = m: windows of exactly crop; ss > m: smaller ones.
+      return crop
+    return max(crop, math.floor(crop * m / (smallest - 0.5)) + 1)
+
+  @property
   def num_views(self) -> int:
     """Evaluation views per element: num_test_clips x (3 or 1 crops), clip-major."""
     return self.num_test_clips * (3 if self.do_three_spatial_crops else 1)
@@ -296,8 +321,9 @@ def _augmentation(given: Mapping[str, Any] | None) -> Augmentation:
 def device_augmentation(
   dataset: "DatasetConfig | Mapping[str, Any]",
 ) -> "device_augment.Augmentation":
-  """What the train step applies on the accelerator to the reader's uint8 clips: the flip, the
-  colour jitter and drop, RandAugment, the normalisation and random erasing of the config."""
+  """What the train step applies on the accelerator to the reader's uint8 clips: the resize of
+  the scale-jittered window, the flip, the colour jitter and drop, RandAugment, the normalisation
+  and random erasing of the config."""
   from vidtx import device_augment  # JAX: on first use, not at import (make_shards --help).
 
   dataset = as_dataset_config(dataset)
@@ -312,6 +338,8 @@ def device_augmentation(
     rand_augment_layers=aug.rand_augment_num_layers if aug.do_rand_augment else 0,
     rand_augment_magnitude=aug.rand_augment_magnitude,
     erasing=aug.random_erasing_probability > 0,
+    crop_size=dataset.crop_size,
+    window_size=dataset.window_size,
   )
 
 

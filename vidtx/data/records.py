@@ -84,24 +84,18 @@ def _pixel_window(window: tf.Tensor, size: tf.Tensor, ratio: int) -> tf.Tensor:
   return tf.stack([rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0]])
 
 
-def decode_window(
+def _decode_window_crops(
   encoded: tf.Tensor,
   indices: tf.Tensor,
   window: tf.Tensor,
   output_size: tuple[int, int] | tf.Tensor,
-) -> tf.Tensor:
-  """Decodes only `window` of the selected frames, resized: uint8 indices.shape + (h, w, 3).
-
-  `window`: float (4,) [top, left, height, width] in the stored frame's pixels (fractional, as
-  augment.scale_jitter_window gives it); the frame's size is stored_frame_size(encoded,
-  indices). `output_size`: (h, w), ints or int32 scalars. The window is rounded to whole pixels;
-  each distinct selected frame is decoded once with tf.io.decode_and_crop_jpeg, at half size (DCT
-  scaling, ratio=2) when the window is at least twice `output_size` on both sides; the windows
-  are resized (bilinear, as augment.resize_short_side) to `output_size` and rounded. PNG and
-  other formats, and videos whose selected frames differ in size, take decode_frames' path
-  (whole frames) and are cropped after.
-  Frames that are not selected are never decoded.
-  """
+  buffer_size: int = 0,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+  """decode_window's decoding: (crops, position, placed, size). crops: uint8 (U, h, w, 3), the
+  window of each distinct selected frame, not resized; position: int32, where each of
+  `indices` (flattened) is among them; size: (2,) int32 [h, w]. With buffer_size S > 0, a
+  window that fits S x S is placed top-left in an S x S frame of zeros as each frame is decoded
+  (one copy of the clip less than padding after): crops (U, S, S, 3) and `placed` True."""
   flat = tf.reshape(indices, [-1])
   count = flat.shape[0]
   if count is not None and count <= _UNROLLED_FRAMES:
@@ -121,6 +115,14 @@ def decode_window(
       return tf.stack([fn(selected[i]) for i in range(unique.shape[0])])
     return tf.map_fn(fn, selected, fn_output_signature=spec)
 
+  def fitting(h, w):
+    return tf.constant(buffer_size > 0) & (h <= buffer_size) & (w <= buffer_size)
+
+  def place(crop, h, w):  # (..., h, w, 3) -> (..., S, S, 3): zeros below and right.
+    rank = len(crop.shape)
+    padding = [[0, 0]] * (rank - 3) + [[0, buffer_size - h], [0, buffer_size - w], [0, 0]]
+    return tf.pad(crop, padding)
+
   def decode_cropped(ratio):
     y, x, h, w = tf.unstack(_pixel_window(window, size, ratio))
     # One more column each side where the frame has one: libjpeg's chroma upsampling then sees
@@ -128,17 +130,32 @@ def decode_window(
     # window's own edge columns they differ by up to ~10 levels without it).
     scaled_width = (size[1] + ratio - 1) // ratio
     first, end = tf.maximum(x - 1, 0), tf.minimum(x + w + 1, scaled_width)
-    return each_frame(
-      lambda frame: tf.io.decode_and_crop_jpeg(
-        frame, tf.stack([y, first, h, end - first]), 3, ratio=ratio
-      )[:, x - first : x - first + w],
-      tf.TensorSpec([None, None, 3], tf.uint8),
-    )
+
+    def frames(placed: bool):
+      def one(frame):
+        crop = tf.io.decode_and_crop_jpeg(
+          frame, tf.stack([y, first, h, end - first]), 3, ratio=ratio
+        )[:, x - first : x - first + w]
+        return place(crop, h, w) if placed else crop
+
+      side = buffer_size if placed else None
+      signature = tf.TensorSpec([side, side, 3], tf.uint8)
+      return each_frame(one, signature), tf.constant(placed)
+
+    if buffer_size:
+      crops, placed = tf.cond(fitting(h, w), lambda: frames(True), lambda: frames(False))
+    else:
+      crops, placed = frames(False)
+    return crops, placed, tf.stack([h, w])
 
   def decode_whole():
     frames = decode_frames(selected, tf.range(tf.size(unique)))  # sizes made equal
     y, x, h, w = tf.unstack(_pixel_window(window, size, 1))
-    return frames[:, y : y + h, x : x + w, :]
+    crops = frames[:, y : y + h, x : x + w, :]
+    fits = fitting(h, w)
+    if buffer_size:
+      crops = tf.cond(fits, lambda: place(crops, h, w), lambda: crops)
+    return crops, fits, tf.stack([h, w])
 
   def same_size_jpegs():
     shapes = each_frame(
@@ -151,11 +168,17 @@ def decode_window(
   fast = tf.cond(all_jpeg, same_size_jpegs, lambda: tf.constant(False))
   twice = 2.0 * tf.cast(tf.stack([out_h, out_w]), tf.float64)
   half_size = (window[2] >= twice[0]) & (window[3] >= twice[1])
-  crops = tf.cond(
+  crops, placed, crop_size = tf.cond(
     fast,
     lambda: tf.cond(half_size, lambda: decode_cropped(2), lambda: decode_cropped(1)),
     decode_whole,
   )
+  return crops, position, placed, crop_size
+
+
+def _resize_crops(crops: tf.Tensor, out_h, out_w) -> tf.Tensor:
+  """uint8 (U, out_h, out_w, 3): `crops` resized (bilinear) and rounded; kept when already that
+  size (a stored short side equal to the one asked for)."""
 
   def resize():
     # float32 first: TF's bilinear resize is about twice as fast from float32 as from uint8.
@@ -163,10 +186,61 @@ def decode_window(
     # A bilinear resize of [0, 255] pixels stays in [0, 255]: rounding alone makes it uint8.
     return tf.cast(tf.round(resized), tf.uint8)
 
-  # A window already the output size (a stored short side equal to the one asked for) is kept.
   same_size = (tf.shape(crops)[1] == out_h) & (tf.shape(crops)[2] == out_w)
-  frames = tf.gather(tf.cond(same_size, lambda: crops, resize), position)  # (N, h, w, 3)
+  return tf.cond(same_size, lambda: crops, resize)
+
+
+def decode_window(
+  encoded: tf.Tensor,
+  indices: tf.Tensor,
+  window: tf.Tensor,
+  output_size: tuple[int, int] | tf.Tensor,
+) -> tf.Tensor:
+  """Decodes only `window` of the selected frames, resized: uint8 indices.shape + (h, w, 3).
+
+  `window`: float (4,) [top, left, height, width] in the stored frame's pixels (fractional, as
+  augment.scale_jitter_window gives it); the frame's size is stored_frame_size(encoded,
+  indices). `output_size`: (h, w), ints or int32 scalars. The window is rounded to whole pixels;
+  each distinct selected frame is decoded once with tf.io.decode_and_crop_jpeg, at half size (DCT
+  scaling, ratio=2) when the window is at least twice `output_size` on both sides; the windows
+  are resized (bilinear, as augment.resize_short_side) to `output_size` and rounded. PNG and
+  other formats, and videos whose selected frames differ in size, take decode_frames' path
+  (whole frames) and are cropped after.
+  Frames that are not selected are never decoded.
+  """
+  crops, position, _, _ = _decode_window_crops(encoded, indices, window, output_size)
+  out_h, out_w = output_size[0], output_size[1]
+  frames = tf.gather(_resize_crops(crops, out_h, out_w), position)  # (N, h, w, 3)
   return tf.reshape(frames, tf.concat([tf.shape(indices), tf.stack([out_h, out_w, 3])], axis=0))
+
+
+def decode_window_in_buffer(
+  encoded: tf.Tensor, indices: tf.Tensor, window: tf.Tensor, crop_size: int, buffer_size: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """decode_window for the accelerator to resize: (uint8 indices.shape + (S, S, 3), int32 (2,)
+  [h, w]). Each frame's window, decoded as decode_window decodes it for a crop_size output but
+  not resized, lies top-left in an S x S buffer (S = buffer_size >= crop_size), zeros elsewhere;
+  [h, w] is its size (vidtx.device_augment.resize_windows resizes it to crop_size). A window
+  larger than S (frames stored larger than min_resize) is resized on the host to crop_size as
+  decode_window does, and placed with [h, w] = [crop_size, crop_size].
+  """
+  crops, position, placed, size = _decode_window_crops(
+    encoded, indices, window, (crop_size, crop_size), buffer_size
+  )
+
+  def resized():  # (U, h, w, 3) -> (U, crop, crop, 3) -> (U, S, S, 3)
+    margin = buffer_size - crop_size
+    crops_resized = _resize_crops(crops, crop_size, crop_size)
+    return tf.pad(crops_resized, [[0, 0], [0, margin], [0, margin], [0, 0]]), tf.constant(
+      [crop_size, crop_size], tf.int32
+    )
+
+  buffers, valid = tf.cond(placed, lambda: (crops, size), resized)
+  # Every frame distinct (no loop in the clip): the buffers are already in the clip's order.
+  distinct = tf.shape(buffers)[0] == tf.size(position)
+  frames = tf.cond(distinct, lambda: buffers, lambda: tf.gather(buffers, position))
+  shape = tf.concat([tf.shape(indices), [buffer_size, buffer_size, 3]], axis=0)
+  return tf.reshape(frames, shape), valid
 
 
 def label_spec(dc: DatasetConfig) -> tf.TensorSpec:

@@ -12,9 +12,10 @@ It builds exactly train.py's state and step (vidtx.train_state.make_train_step: 
 config.mesh, the rule-table shardings, gradient accumulation, remat and scan as configured),
 compiles the step once (compile time), then:
 - compute: times --steps steps on one random batch already on the devices: the model's speed.
-  The batch is what the reader sends (uint8 clips and the parameters of the config's
-  augmentation, each applied), so the step includes the augmentation on the device
-  (vidtx.device_augment); its share of the step is timed alone on the same batch;
+  The batch is what the reader sends (uint8 clips, with scale jitter the window buffers, and
+  the parameters of the config's augmentation, each applied), so the step includes the
+  augmentation on the device (vidtx.device_augment, the window's resize first); its share of
+  the step is timed alone on the same batch;
 - end_to_end: times --steps steps fed by the training reader (prefetched by tf.data, handed
   over with vidtx.sharding.to_global as train.py does). With an empty dataset base_dir (a
   recipe before its data is prepared) it reads a generated Kinetics-shaped DMVR dataset
@@ -450,17 +451,21 @@ def _random_batch(
 ) -> dict[str, jax.Array]:
   """One random global batch as the reader sends it (uint8 inputs (B, T, H, W, C), labels (B,)
   or (B, splits), the parameters of the config's augmentation, every one applied), made on the
-  devices in the batch's sharding."""
-  batch_size = input_shape[0]
+  devices in the batch's sharding. `input_shape` is the model's; with scale jitter the inputs
+  are the reader's window buffers, (B, T, S, S, C) with S = dc.window_size, resized on the
+  device to the model's H = W."""
+  batch_size, num_frames, crop, _, channels = input_shape
+  side = dc.window_size or crop
   rows = len(dc.class_splits) or 1
   label_shape = (batch_size, rows) if rows > 1 else (batch_size,)
   data_sharding = sharding.data_sharding(mesh)
   augmentation = reader_config.device_augmentation(dc)
+  buffer_shape = (batch_size, num_frames, side, side, channels)
   return jax.jit(
     lambda key: {
-      "inputs": jax.random.randint(key, input_shape, 0, 256).astype(jnp.uint8),
+      "inputs": jax.random.randint(key, buffer_shape, 0, 256).astype(jnp.uint8),
       "label": jax.random.randint(key, label_shape, 0, min(dc.class_splits or [dc.num_classes])),
-      **device_augment.random_params(key, augmentation, batch_size, input_shape[2]),
+      **device_augment.random_params(key, augmentation, batch_size, crop),
     },
     out_shardings=data_sharding,
   )(jax.random.key(1))
@@ -481,11 +486,16 @@ def augmentation_seconds(
 
 
 def _forward(model: Any, dc: reader_config.DatasetConfig, params: Any, inputs: jax.Array) -> Any:
-  """The evaluator's forward pass, compiled: uint8 clips normalised on the device, the model."""
+  """The evaluator's forward pass, compiled: uint8 clips normalised on the device, the model.
+  The evaluator's views are crop-sized: of the training batch's window buffers (scale jitter)
+  it takes the crop x crop corner."""
   normalisation = dc.normalisation
+  crop = dc.crop_size
   forward = jax.jit(
     lambda params, inputs: model.apply(
-      {"params": params}, device_augment.normalise(inputs, *normalisation), train=False
+      {"params": params},
+      device_augment.normalise(inputs[:, :, :crop, :crop], *normalisation),
+      train=False,
     )[0]
   )
   return forward.lower(params, inputs).compile()
