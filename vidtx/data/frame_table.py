@@ -276,11 +276,10 @@ class FrameTable:
     _, _, first, count = self.records[record].tolist()
     if count == WHOLE or np.any((indices < 0) | (indices >= count)):
       raise ValueError(f"{self.shard}: record {record} has no frames {indices.tolist()}")
-    order = np.argsort(indices, kind="stable")
-    data = [b""] * len(indices)
-    for position in order.tolist():
-      offset, size = self.frames[first + int(indices[position])].tolist()
-      data[position] = self._read(offset, size, record)
+    rows = np.asarray(self.frames[first + np.asarray(indices, np.int64)]).tolist()  # (N, 2)
+    data = [b""] * len(rows)
+    for position in np.argsort(indices, kind="stable").tolist():
+      data[position] = self._read(*rows[position], record)
     return data
 
 

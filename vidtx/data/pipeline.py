@@ -194,7 +194,8 @@ def _train_clip(
     dc, tf.cast(video["num_frames"], tf.int32), video["frame_rate"], seeds[0]
   )
   # Only the sampled frames are read when the record has a frame table.
-  video = {**video, "jpegs": records.clip_jpegs(raw, video, indices)}
+  jpegs, indices = records.clip_jpegs(raw, video, indices)
+  video = {**video, "jpegs": jpegs}
   jitter = bool(aug["do_jitter_scale"])
   # scale_jitter_crop's window (the same draws), in the stored frames: only it is decoded.
   window = augment.scale_jitter_window(

@@ -600,13 +600,9 @@ def _read_context(file: bytes, record: np.int64) -> tuple[bytes, np.int64]:
   return head, np.int64(count)
 
 
-def _read_frames(
-  file: bytes, record: np.int64, wanted: np.ndarray, num_frames: np.int64
-) -> np.ndarray:
+def _read_frames(file: bytes, record: np.int64, wanted: np.ndarray) -> np.ndarray:
   table = frame_table.open_table(file.decode("utf-8"), _INDEX_DIRS.get(file.decode("utf-8")))
-  frames = np.full([int(num_frames)], b"", dtype=object)  # (T,), only the wanted ones filled
-  frames[wanted] = table.frame_bytes(int(record), wanted)
-  return frames
+  return np.array(table.frame_bytes(int(record), wanted), dtype=object)  # (N,) as `wanted`
 
 
 # The index_dir of each shard read through its frame table (numpy_function takes tensors only).
@@ -669,24 +665,25 @@ def parse_video(raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   return video
 
 
-def clip_jpegs(raw: dict[str, tf.Tensor], video: dict[str, tf.Tensor], indices: tf.Tensor):
-  """string (num_frames,): the video's encoded frames, of which those at `indices` (any shape)
-  are sure to be there; a record read through its frame table reads only those (the others are
-  empty strings)."""
+def clip_jpegs(
+  raw: dict[str, tf.Tensor], video: dict[str, tf.Tensor], indices: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """(encoded frames, indices into them) of a clip whose frames are `indices` (any shape) of the
+  video: the video's own frames and `indices` as they are, or, for a record read through its
+  frame table, only the clip's frames (read now, in the order of `indices` flattened; a repeated
+  frame is read twice) and positions into them, of `indices`' shape."""
   if "record" not in raw:
-    return video["jpegs"]
+    return video["jpegs"], indices
+  flat = tf.reshape(tf.cast(indices, tf.int64), [-1])
 
   def read():
-    wanted = tf.unique(tf.reshape(tf.cast(indices, tf.int64), [-1])).y
     frames = tf.numpy_function(
-      _read_frames,
-      [raw["file"], raw["record"], wanted, video["num_frames"]],
-      tf.string,
-      stateful=False,
+      _read_frames, [raw["file"], raw["record"], flat], tf.string, stateful=False
     )
-    return tf.ensure_shape(frames, [None])
+    return tf.ensure_shape(frames, flat.shape)
 
-  return tf.cond(video["whole"], lambda: video["jpegs"], read)
+  jpegs = tf.cond(video["whole"], lambda: tf.gather(video["jpegs"], flat), read)
+  return jpegs, tf.reshape(tf.range(tf.size(flat), dtype=indices.dtype), tf.shape(indices))
 
 
 def protected_map(
