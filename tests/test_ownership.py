@@ -333,7 +333,8 @@ def test_data_convert_writes_only_into_its_own_directory(tmp_path, videos, capsy
     return {k: v for k, v in digests(out).items() if ".tfrecord-" in k}
 
   first = shards()
-  assert len(first) == 8  # Two shards, their stats, their record indexes and their sidecars.
+  # Two shards, their stats, record indexes and sidecars, and frame tables (3 files each).
+  assert len(first) == 14
   make_shards.main([*args, f"--output_dir={out}"])  # Resumes: the shards exist.
   assert "skipping the 2 of 2 shards that exist" in capsys.readouterr().err
   assert shards() == first
