@@ -701,7 +701,7 @@ def _global_position(run: _Run, loop_state: _LoopState) -> int | None:
   dataset = run.setup.dataset
   if not dataset.global_order:
     return None
-  total = global_order.record_table(dataset, "train").total
+  total = global_order.record_count(dataset, "train")
   return global_order.global_position_after(
     loop_state.batches.position, total, run.config.batch_size
   )

@@ -99,6 +99,15 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
   return RecordTable(tuple(files), counts, starts)
 
 
+def record_count(dc: DatasetConfig, split: str) -> int:
+  """N, the split's records, from the frame tables this process has open (record_table checked
+  them at start-up): one stat per shard, for a checkpoint's global position."""
+  index_dir = dc.index_dir or None
+  return sum(
+    len(frame_table.open_table(f, index_dir).records) for f in records.split_files(dc, split)
+  )
+
+
 # ---------------------------------------------------------------------------------------------
 # The epoch's order: a keyed bijection of [0, N), the same in numpy and in TF int64 ops.
 # ---------------------------------------------------------------------------------------------
