@@ -1,6 +1,6 @@
 """dataset_configs.global_order, whole runs: 1 process x 4 devices and 2 processes x 2 devices
 train on the same stream (scale jitter, crops, colour jitter, mixup) with the same losses, and a
-2-process run killed with kill -9 resumes as 1 process with the uninterrupted run's losses."""
+run killed with kill -9 resumes on the other topology with the uninterrupted run's losses."""
 
 import json
 import os
@@ -129,18 +129,19 @@ def test_one_and_two_processes_train_alike_and_resume_on_each_other(data_dir, tm
   with open(tmp_path / "two" / "checkpoints" / "6" / "data" / "metadata") as f:
     assert json.load(f) == {"global_position": STEPS * 8, "process_count": 2}
 
-  # kill -9 a 2-process run once checkpoint 2 is complete; resume it as 1 process x 4 devices.
-  workdir = tmp_path / "moved"
-  procs = _launch(config_file, workdir, processes=2, devices=2)
-  deadline = time.time() + 300
-  while not (workdir / "checkpoints" / "2").is_dir():
-    assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-3000:]
-    assert time.time() < deadline, "timed out waiting for checkpoint 2"
-    time.sleep(0.01)
-  for p in procs:
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-  _finish(_launch(config_file, workdir, processes=1, devices=4))
-  resumed = _metrics(workdir)
-  # The killed run may have logged steps after 2 before it died: the resumed run logs from 3.
-  _assert_same_run([line for line in resumed if line["step"] > 2], one[2:])
+  # kill -9 a run once checkpoint 2 is complete and resume it on the other topology: 2 x 2
+  # devices -> 1 x 4, and the reverse.
+  for killed, resumed in (((2, 2), (1, 4)), ((1, 4), (2, 2))):
+    workdir = tmp_path / f"moved{killed[0]}to{resumed[0]}"
+    procs = _launch(config_file, workdir, *killed)
+    deadline = time.time() + 300
+    while not (workdir / "checkpoints" / "2").is_dir():
+      assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-3000:]
+      assert time.time() < deadline, "timed out waiting for checkpoint 2"
+      time.sleep(0.01)
+    for p in procs:
+      p.send_signal(signal.SIGKILL)
+      p.wait()
+    _finish(_launch(config_file, workdir, *resumed))
+    # The killed run may have logged steps after 2 before it died: the resumed run logs from 3.
+    _assert_same_run([line for line in _metrics(workdir) if line["step"] > 2], one[2:])
