@@ -405,6 +405,9 @@ def reader_fields() -> dict:
     # The short side evaluation resizes to; None: min_resize (recipes that evaluate at another
     # size set it). train.py's geometry warning suggests it.
     eval_min_resize=config_dict.placeholder(int),
+    # True: one training stream for any number of hosts, resumable on another topology (a
+    # global permutation per epoch, read through the frame tables; vidtx.data.global_order).
+    global_order=False,
   )
 
 

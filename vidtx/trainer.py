@@ -70,7 +70,7 @@ from vidtx import (
 from vidtx import data as vidtx_data
 from vidtx import train_state as state_lib
 from vidtx.checkpoints import init_from
-from vidtx.data import bad_records, reader_config, records
+from vidtx.data import bad_records, global_order, reader_config, records
 from vidtx.errors import UserError, UserFloatingPointError
 from vidtx.progress import MetricsLog, Progress
 
@@ -297,7 +297,11 @@ def _train_batches(
   """This process's training batches. The stream is deterministic for the seed; a resumed run
   starts it at the position saved with the checkpoint, so it sees exactly the clips an
   uninterrupted run would have seen."""
-  position = _stream_start(manager, start_step, setup.local_batch_size, setup.dataset)
+  if setup.dataset.global_order:
+    _check_process_rows(setup.mesh, config.batch_size)
+    position = _global_stream_start(manager, start_step, config.batch_size)
+  else:
+    position = _stream_start(manager, start_step, setup.local_batch_size, setup.dataset)
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
   stream = vidtx_data.build_train_dataset(
     setup.dataset,
@@ -561,7 +565,7 @@ def _save(
     run.manager,
     step,
     loop_state.state,
-    _data_state(loop_state.batches.position),
+    _data_state(loop_state.batches.position, _global_position(run, loop_state)),
     metrics={best: float(results[best])} if results is not None and best else None,
   )
 
@@ -655,7 +659,10 @@ def _stream_start(
   if not step:
     return 0, 0
   data_state = run_checkpoints.restore_data_state(manager, step)
-  if data_state and data_state["process_count"] == jax.process_count():
+  # A global-order checkpoint saves no per-process positions (_data_state): counted below.
+  if (
+    data_state and "positions" in data_state and data_state["process_count"] == jax.process_count()
+  ):
     epoch, index = data_state["positions"][jax.process_index()]
     return int(epoch), int(index)
   # A checkpoint without a position (older vidtx), or another number of processes (other
@@ -670,8 +677,59 @@ def _stream_start(
   return epoch, index
 
 
-def _data_state(position: tuple[int, int]) -> dict[str, Any]:
-  """The input position of every process, saved with a checkpoint (JSON)."""
+def _global_stream_start(manager: ocp.CheckpointManager, step: int, global_batch: int):
+  """Where a global-order stream resumes (vidtx.data.global_order): the global position saved
+  with checkpoint `step`, on any number of processes; as build_train_dataset reads it, (0, q)."""
+  if not step:
+    return 0, 0
+  data_state = run_checkpoints.restore_data_state(manager, step) or {}
+  if "global_position" in data_state:
+    return 0, int(data_state["global_position"])
+  # A checkpoint of the per-process stream (global_order was off): the global stream from the
+  # examples consumed.
+  print(
+    f"Checkpoint {step} has no global input position (dataset_configs.global_order was off); "
+    f"the global stream starts at position {step * global_batch}, counted from the step.",
+    flush=True,
+  )
+  return 0, step * global_batch
+
+
+def _global_position(run: _Run, loop_state: _LoopState) -> int | None:
+  """With dataset_configs.global_order, the global position after the last batch trained on (the
+  same on every process); None otherwise."""
+  dataset = run.setup.dataset
+  if not dataset.global_order:
+    return None
+  total = global_order.record_count(dataset, "train")
+  return global_order.global_position_after(
+    loop_state.batches.position, total, run.config.batch_size
+  )
+
+
+def _check_process_rows(mesh: jax.sharding.Mesh, global_batch: int) -> None:
+  """A global-order stream gives process p rows [p * b, (p + 1) * b) of each global batch: the
+  rows its devices must hold in the mesh (they do when the mesh orders devices by process)."""
+  local = global_batch // jax.process_count()
+  first = jax.process_index() * local
+  slices = sharding.data_sharding(mesh).addressable_devices_indices_map((global_batch,))
+  rows = sorted(
+    {row for index in slices.values() for row in range(*index[0].indices(global_batch))}
+  )
+  if rows != list(range(first, first + local)):
+    raise UserError(
+      f"dataset_configs.global_order=True: process {jax.process_index()}'s devices hold rows "
+      f"{rows[:1]}..{rows[-1:]} of the global batch, not [{first}, {first + local}) as the "
+      "global stream feeds them; the mesh does not order its devices by process. Set "
+      "dataset_configs.global_order=False."
+    )
+
+
+def _data_state(position: tuple[int, int], global_position: int | None = None) -> dict[str, Any]:
+  """The input position saved with a checkpoint (JSON): every process's (epoch, index), or with
+  dataset_configs.global_order the one global position (the same for any number of processes)."""
+  if global_position is not None:
+    return {"global_position": int(global_position), "process_count": jax.process_count()}
   positions = np.asarray([position], np.int64)
   if jax.process_count() > 1:
     positions = multihost_utils.process_allgather(np.asarray(position, np.int64))

@@ -45,6 +45,10 @@ buffer are seeded per epoch, the order of elements is fixed (options.determinist
 random choice for an element comes from stateless ops seeded by (seed, process, epoch, index).
 A stream restarted at a saved (epoch, index) continues exactly where it stopped: the epochs before
 it are not read at all, the records before it in its epoch are read but not decoded.
+With dataset_configs.global_order the stream is the same for any number of processes
+(vidtx.data.global_order): a seeded permutation of the whole split per epoch, each process reading
+its rows of every global batch through the frame tables, every element seeded by (seed, epoch,
+index) without the process; a restart at a global position continues it on any topology.
 
 Bad records (no frames, a corrupt JPEG, labels out of range, a string that is not a
 SequenceExample) stop the reader with an error naming the file and the record index; with
@@ -75,7 +79,7 @@ from typing import Any
 import tensorflow as tf
 
 from vidtx import device_augment
-from vidtx.data import augment, bad_records, dmvr, reader_config, records, sampling
+from vidtx.data import augment, bad_records, dmvr, global_order, reader_config, records, sampling
 from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
 
@@ -226,32 +230,73 @@ def _train_clip(
   return tf.ensure_shape(frames, [num_frames, side, side, 3]), label, params
 
 
-def build_train_dataset(
-  dataset_configs: DatasetConfig | Mapping[str, Any],
-  *,
-  batch_size: int,
-  seed: int,
-  process_index: int = 0,
-  process_count: int = 1,
-  start_position: tuple[int, int] = (0, 0),
-) -> tf.data.Dataset:
-  """Infinite, shuffled training batches of this process, deterministic for `seed`.
-
-  Epoch e reads this process's share in an order drawn from (seed, process, e): files permuted,
-  then a shuffle buffer of dataset_configs.shuffle_buffer_size records. `start_position`
-  (epoch, index), as `bad_records.next_position` reports it after a batch, starts the stream
-  there: a resumed run continues the stream without repeating or skipping an example.
-  """
-  dc = reader_config.as_dataset_config(dataset_configs)
-  _check_split(dc, "train", batch_size)
+def _train_element(
+  dc: DatasetConfig, base_seed: tf.Tensor, epoch: tf.Tensor, index: tf.Tensor, raw: dict
+) -> dict[str, tf.Tensor]:
+  """One training element of a record: its clip, label, augmentation parameters and host fields.
+  Every random choice comes from stateless ops seeded by (base_seed, epoch, index)."""
   num_frames, side = int(dc.num_frames), _train_side(dc)
-  start_epoch, start_index = (int(x) for x in start_position)
-  if start_epoch < 0 or start_index < 0:
-    raise UserError(f"start_position={start_position} must be >= (0, 0).")
-  buffer_size = dc.shuffle_buffer_size
-  skip_bad = dc.skip_bad_records
-  base_seed = tf.constant([int(seed), process_index], tf.int64)
+  video = records.parse_video(raw)
+  label, error = records.parse_labels(dc, video["labels"])
+  error = tf.where(
+    video["num_frames"] == 0,
+    f"video has no frames (empty feature list {dmvr.IMAGE_KEY!r})",
+    error,
+  )
+  element_seed = tf.random.experimental.stateless_fold_in(
+    tf.random.experimental.stateless_fold_in(base_seed, epoch), index
+  )
+  # Independent streams for the clip, crop, flip, colour, colour drop, RandAugment, erasing.
+  seeds = tf.random.experimental.stateless_split(element_seed, 7)
+  frames, label, params = tf.cond(
+    error == "",
+    lambda: _train_clip(dc, raw, video, label, seeds),
+    lambda: (tf.zeros([num_frames, side, side, 3], tf.uint8), label, _no_augment_draws(dc)),
+  )
+  return {
+    "inputs": frames,
+    **params,
+    "label": label,
+    "epoch": epoch,
+    "index": index,
+    "ok": error == "",
+    "error": error,
+    "source": raw["source"],
+    "video_id": video["video_id"],
+  }
+
+
+def _unreadable_train_element(
+  dc: DatasetConfig, epoch: tf.Tensor, index: tf.Tensor, raw: dict
+) -> dict[str, tf.Tensor]:
+  """The element of a record that could not be read: zeros, flagged not ok."""
   label_spec = records.label_spec(dc)
+  return {
+    "inputs": tf.zeros([int(dc.num_frames), _train_side(dc), _train_side(dc), 3], tf.uint8),
+    **_no_augment_draws(dc),
+    "label": tf.zeros(label_spec.shape, label_spec.dtype),
+    "epoch": epoch,
+    "index": index,
+    "ok": tf.constant(False),
+    "error": tf.constant(records.UNREADABLE),
+    "source": raw["source"],
+    "video_id": tf.constant(""),
+  }
+
+
+def _process_records(
+  dc: DatasetConfig,
+  *,
+  seed: int,
+  process_index: int,
+  process_count: int,
+  start_position: tuple[int, int],
+) -> tuple[tf.data.Dataset, tf.Tensor]:
+  """(epoch, index, raw) of this process's share from start_position on, and the base seed of
+  its elements (seed, process): the default stream (files per process, a shuffle buffer)."""
+  start_epoch, start_index = start_position
+  buffer_size = dc.shuffle_buffer_size
+  base_seed = tf.constant([int(seed), process_index], tf.int64)
 
   shares = dict(process_index=process_index, process_count=process_count)
   # An empty share would make the infinite epoch loop below spin without end: name it now.
@@ -283,52 +328,80 @@ def build_train_dataset(
     ds = ds.skip(tf.where(epoch == start_epoch, tf.constant(start_index, tf.int64), 0))
     return ds.map(lambda index, raw: (epoch, index, raw))
 
-  def process(epoch, index, raw):
-    video = records.parse_video(raw)
-    label, error = records.parse_labels(dc, video["labels"])
-    error = tf.where(
-      video["num_frames"] == 0,
-      f"video has no frames (empty feature list {dmvr.IMAGE_KEY!r})",
-      error,
-    )
-    element_seed = tf.random.experimental.stateless_fold_in(
-      tf.random.experimental.stateless_fold_in(base_seed, epoch), index
-    )
-    # Independent streams for the clip, crop, flip, colour, colour drop, RandAugment, erasing.
-    seeds = tf.random.experimental.stateless_split(element_seed, 7)
-    frames, label, params = tf.cond(
-      error == "",
-      lambda: _train_clip(dc, raw, video, label, seeds),
-      lambda: (tf.zeros([num_frames, side, side, 3], tf.uint8), label, _no_augment_draws(dc)),
-    )
-    return {
-      "inputs": frames,
-      **params,
-      "label": label,
-      "epoch": epoch,
-      "index": index,
-      "ok": error == "",
-      "error": error,
-      "source": raw["source"],
-      "video_id": video["video_id"],
-    }
+  return tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records), base_seed
 
-  def unreadable(epoch, index, raw):
-    return {
-      "inputs": tf.zeros([num_frames, side, side, 3], tf.uint8),
-      **_no_augment_draws(dc),
-      "label": tf.zeros(label_spec.shape, label_spec.dtype),
-      "epoch": epoch,
-      "index": index,
-      "ok": tf.constant(False),
-      "error": tf.constant(records.UNREADABLE),
-      "source": raw["source"],
-      "video_id": tf.constant(""),
-    }
 
-  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records)
-  ds = records.protected_map(ds, process, unreadable)
-  if skip_bad:
+def _global_records(
+  dc: DatasetConfig,
+  *,
+  seed: int,
+  global_batch: int,
+  process_index: int,
+  process_count: int,
+  start_position: tuple[int, int],
+) -> tuple[tf.data.Dataset, tf.Tensor]:
+  """(epoch, index, raw) of this process's rows of the global stream (vidtx.data.global_order),
+  and the base seed of its elements: the seed alone, so that an element's randomness depends on
+  (seed, epoch, index) and not on which process reads it."""
+  if dc.skip_bad_records:
+    raise UserError(
+      "dataset_configs.global_order=True with skip_bad_records=True is not yet supported: a "
+      "skipped record would shift the stream between processes. Remove the bad records (the "
+      "reader names them) or set dataset_configs.global_order=False."
+    )
+  table = global_order.record_table(dc, "train")
+  start_epoch, start_index = start_position
+  ds = global_order.pointers(
+    table,
+    seed=seed,
+    global_batch=global_batch,
+    process_index=process_index,
+    process_count=process_count,
+    start=start_epoch * table.total + start_index,
+  )
+  return ds, tf.constant([int(seed), 0], tf.int64)
+
+
+def build_train_dataset(
+  dataset_configs: DatasetConfig | Mapping[str, Any],
+  *,
+  batch_size: int,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  start_position: tuple[int, int] = (0, 0),
+) -> tf.data.Dataset:
+  """Infinite, shuffled training batches of this process, deterministic for `seed`.
+
+  Epoch e reads this process's share in an order drawn from (seed, process, e): files permuted,
+  then a shuffle buffer of dataset_configs.shuffle_buffer_size records. `start_position`
+  (epoch, index), as `bad_records.next_position` reports it after a batch, starts the stream
+  there: a resumed run continues the stream without repeating or skipping an example.
+
+  With dataset_configs.global_order, epoch e is a seeded permutation of the whole split
+  (vidtx.data.global_order) and this process reads rows [p * b, (p + 1) * b) of every global
+  batch of process_count * batch_size: the global batches are the same for any process count.
+  `start_position` (epoch, index) is then global position epoch * N + index (N records; (0, q)
+  is position q), at a global batch boundary.
+  """
+  dc = reader_config.as_dataset_config(dataset_configs)
+  _check_split(dc, "train", batch_size)
+  start_epoch, start_index = (int(x) for x in start_position)
+  if start_epoch < 0 or start_index < 0:
+    raise UserError(f"start_position={start_position} must be >= (0, 0).")
+  where = dict(seed=seed, process_index=process_index, process_count=process_count)
+  if dc.global_order:
+    global_batch = batch_size * process_count
+    start = (start_epoch, start_index)
+    ds, base_seed = _global_records(dc, global_batch=global_batch, start_position=start, **where)
+  else:
+    ds, base_seed = _process_records(dc, start_position=(start_epoch, start_index), **where)
+  ds = records.protected_map(
+    ds,
+    lambda epoch, index, raw: _train_element(dc, base_seed, epoch, index, raw),
+    lambda epoch, index, raw: _unreadable_train_element(dc, epoch, index, raw),
+  )
+  if dc.skip_bad_records:
     count_skipped, initial = bad_records.skip_counter(
       dc, "train", process_index, process_count, start_position=(start_epoch, start_index)
     )

@@ -104,6 +104,9 @@ class DatasetConfig:
   random_flip: bool = False  # Horizontal flip with probability 0.5.
   flip_label_pairs: tuple[tuple[int, int], ...] = ()  # Classes that swap when flipped.
   shuffle_buffer_size: int = 256  # Records in the training shuffle buffer.
+  # One stream for any topology (vidtx.data.global_order): a seeded global permutation per
+  # epoch, read at random through the frame tables; the shuffle buffer is not used.
+  global_order: bool = False
   augmentation: Augmentation = Augmentation()  # dataset_configs.augmentation_params.
   # Normalisation, input = (pixel / 255 - mean) / std, per channel: dataset_configs.mean and std,
   # else the preset dataset_configs.normalization, else zero_centering (see `normalisation`).
@@ -382,7 +385,13 @@ def _from_config(cls: type, dataset_configs: Mapping[str, Any], views_only: bool
     fields[field] = _number(field, given(field), int)
   for field in ("sampling_rate", "target_fps", "tfds_frame_rate"):
     fields[field] = _number(field, given(field), float)
-  for field in ("do_three_spatial_crops", "multi_label", "random_flip", "skip_bad_records"):
+  for field in (
+    "do_three_spatial_crops",
+    "multi_label",
+    "random_flip",
+    "skip_bad_records",
+    "global_order",
+  ):
     fields[field] = bool(given(field))
   for field in ("eval_min_resize", "frame_rate"):
     value = dc.get(field)

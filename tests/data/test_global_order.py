@@ -1,0 +1,172 @@
+"""vidtx.data.global_order: the seeded permutation of a split's records (every record once per
+epoch, for uneven shards), and the global-order training stream, which gives the same global
+batches (ids, pixels, augmentation parameters) for 1, 2 or 4 processes and resumes at a global
+position."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from shared import reader_configs
+
+from vidtx import device_augment
+from vidtx.data import bad_records, dmvr, global_order, pipeline, reader_config
+from vidtx.errors import UserError
+
+SHARD_SIZES = (1, 3, 2, 1, 4, 1, 2)  # 7 shards, 14 records: uneven, not a multiple of 2 or 4
+
+
+def test_every_record_once_per_epoch_and_epochs_differ():
+  for total in (1, 2, 3, 5, 14, 45, 1000, 1025):
+    orders = [global_order.permute_numpy(np.arange(total), total, seed=7, epoch=e) for e in (0, 1)]
+    for order in orders:
+      assert sorted(order.tolist()) == list(range(total)), total
+    if total >= 5:
+      assert orders[0].tolist() != orders[1].tolist(), total
+  # Another seed, another order; TF's ops give numpy's numbers (inside tf.data too).
+  total = 1025
+  want = global_order.permute_numpy(np.arange(total), total, seed=7, epoch=3)
+  assert want.tolist() != global_order.permute_numpy(np.arange(total), total, 8, 3).tolist()
+  got = tf.data.Dataset.range(total).map(
+    lambda i: global_order.permute(i, total, 7, tf.constant(3, tf.int64))
+  )
+  np.testing.assert_array_equal(np.fromiter(got.as_numpy_iterator(), np.int64), want)
+  # Large epochs and seeds (the high 32 bits are keyed too) stay in range.
+  big = global_order.permute_numpy(np.arange(50), 50, seed=2**40 + 1, epoch=2**33)
+  assert sorted(big.tolist()) == list(range(50))
+
+
+def video(length: int, video_id: int) -> np.ndarray:
+  """Frames that say which video and frame they are (red: frame, green: video), with texture
+  so that crops and jitter show."""
+  rng = np.random.default_rng(video_id)
+  frames = rng.integers(0, 60, (length, 20, 24, 3)).astype(np.uint8)
+  frames[..., 0] += (8 * np.arange(length)).astype(np.uint8)[:, None, None]
+  frames[..., 1] += np.uint8(10 * video_id)
+  return frames
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory) -> str:
+  """7 JPEG shards (dmvr.write_shards, which writes their frame tables) of 1 to 4 videos."""
+  base_dir = tmp_path_factory.mktemp("uneven")
+  video_id = 0
+  for shard, size in enumerate(SHARD_SIZES):
+    examples = []
+    for _ in range(size):
+      examples.append(
+        dmvr.make_sequence_example(
+          video(5 + video_id % 4, video_id), video_id % 4, video_id=f"v{video_id:02d}"
+        )
+      )
+      video_id += 1
+    dmvr.write_shards(examples, str(base_dir / f"s{shard}.tfrecord"), 1)
+  return str(base_dir)
+
+
+def configs(base_dir: str, **overrides):
+  """ViViT-like augmentation (arXiv:2103.15691 Table 7, shrunk): scale jitter, flip, colour;
+  RandAugment and random erasing too (their parameters are drawn per clip on the host)."""
+  fields = dict(
+    tables={"train": "s*.tfrecord-00000-of-00001"},
+    examples_per_subset={"train": sum(SHARD_SIZES)},
+    global_order=True,
+    random_flip=True,
+    min_resize=16,
+    crop_size=12,
+    augmentation_params=dict(
+      do_jitter_scale=True,
+      scale_min_factor=0.8,
+      scale_max_factor=1.25,
+      do_color_augment=True,
+      prob_color_augment=0.8,
+      do_rand_augment=True,
+      random_erasing_probability=0.5,
+    ),
+  )
+  return reader_configs(base_dir, **{**fields, **overrides})
+
+
+GLOBAL_BATCH = 4
+STEPS = 5  # 20 positions: more than an epoch of 14
+
+
+def global_batches(dc, process_count: int, start_step: int = 0) -> list[dict[str, np.ndarray]]:
+  """Global batches start_step.. of the stream read as `process_count` processes would: each
+  process's batch of a step, concatenated in process order."""
+  local = GLOBAL_BATCH // process_count
+  streams = [
+    pipeline.build_train_dataset(
+      dc,
+      batch_size=local,
+      seed=11,
+      process_index=p,
+      process_count=process_count,
+      start_position=(0, start_step * GLOBAL_BATCH),
+    ).as_numpy_iterator()
+    for p in range(process_count)
+  ]
+  batches = []
+  for _ in range(start_step, STEPS):
+    parts = [next(stream) for stream in streams]
+    batches.append({k: np.concatenate([part[k] for part in parts]) for k in parts[0]})
+  return batches
+
+
+def test_one_two_four_processes_read_the_same_global_batches(uneven):
+  dc = configs(uneven)
+  want = global_batches(dc, 1)
+  fields = set(want[0])
+  # The augmentation's parameters are in the batch: the comparison covers them.
+  augmented = {
+    device_augment.FLIP,
+    device_augment.COLOR,
+    device_augment.WINDOW,
+    device_augment.RA_OP,
+    device_augment.ERASE_BOX,
+  }
+  assert {"inputs", "label", "video_id", "source", *augmented} <= fields, fields
+  ids = np.concatenate([b["video_id"] for b in want])
+  total = sum(SHARD_SIZES)
+  assert sorted(ids[:total].tolist()) == [f"v{i:02d}".encode() for i in range(total)]
+  assert ids[total:].tolist() != ids[: len(ids) - total].tolist()  # epoch 1: another order
+  assert np.concatenate([b["epoch"] for b in want]).tolist() == [0] * 14 + [1] * 6
+  flips = np.concatenate([b[device_augment.FLIP] for b in want])
+  assert 0 < flips.sum() < len(flips)  # the augmentation varies between clips
+  for process_count in (2, 4):
+    got = global_batches(dc, process_count)
+    for step, (a, b) in enumerate(zip(got, want, strict=True)):
+      assert set(a) == fields
+      for field in fields:
+        np.testing.assert_array_equal(a[field], b[field], err_msg=f"{field}, step {step}")
+  # Resumed at a global position (step 3) on another topology: the same batches.
+  resumed = global_batches(dc, 2, start_step=3)
+  for a, b in zip(resumed, want[3:], strict=True):
+    for field in fields:
+      np.testing.assert_array_equal(a[field], b[field], err_msg=field)
+  # What the trainer saves after a step: the global position, from any process's batch.
+  position = bad_records.next_position(bad_records.split_host_fields(want[1])[1])
+  assert global_order.global_position_after(position, total, GLOBAL_BATCH) == 2 * GLOBAL_BATCH
+
+
+def test_global_order_names_what_it_cannot_read(uneven, tmp_path):
+  dc = reader_config.DatasetConfig.from_config(configs(uneven))
+  table = global_order.record_table(dc, "train")
+  assert table.counts.tolist() == list(SHARD_SIZES) and table.total == sum(SHARD_SIZES)
+  assert global_order.record_count(dc, "train") == table.total
+  file, record = table.locate(np.array([0, 1, 3, 13]))
+  assert file.tolist() == [0, 1, 1, 6] and record.tolist() == [0, 0, 2, 1]
+  with pytest.raises(UserError, match="skip_bad_records=True is not yet supported"):
+    pipeline.build_train_dataset(configs(uneven, skip_bad_records=True), batch_size=2, seed=0)
+  with pytest.raises(UserError, match="not a multiple of batch_size=4"):
+    pipeline.build_train_dataset(dc, batch_size=2, seed=0, process_count=2, start_position=(0, 2))
+  # A shard rewritten after its table: named, with the command that indexes the shards.
+  dmvr.write_shards([dmvr.make_sequence_example(video(5, 0), 0)], str(tmp_path / "s0.tfrecord"), 1)
+  shard = str(tmp_path / "s0.tfrecord-00000-of-00001")
+  os.utime(shard, ns=(1, 1))
+  stale = configs(str(tmp_path), tables={"train": "s0.tfrecord-00000-of-00001"})
+  with pytest.raises(
+    UserError, match=r"s0.tfrecord-00000-of-00001: the shard changed.*index_shards"
+  ):
+    pipeline.build_train_dataset(stale, batch_size=2, seed=0)
