@@ -4,6 +4,8 @@ by another tool: read whole, with a note, until index_shards writes their frame 
 
 import collections
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -110,3 +112,33 @@ def test_shards_of_another_tool_read_by_frames_once_indexed_elsewhere(tmp_path, 
   for a, b in zip(by_frames, whole, strict=True):
     for field in a:
       np.testing.assert_array_equal(a[field], b[field], err_msg=field)
+
+
+@pytest.mark.slow
+def test_a_script_ends_with_a_frame_table_stream_still_open(tmp_path):
+  # Without records._release_iterators, the iterator is destroyed during interpreter
+  # finalization while tf.data's threads wait for the GIL: 5 exits in 6 hung.
+  rng = np.random.default_rng(0)
+  examples = [
+    dmvr.make_sequence_example(rng.integers(0, 255, (12, 16, 16, 3), np.uint8), i % 4)
+    for i in range(12)
+  ]
+  dmvr.write_shards(examples, str(tmp_path / "train.tfrecord"), 1)
+  script = tmp_path / "script.py"
+  script.write_text(
+    "from shared import reader_configs\n"
+    "from vidtx.data import pipeline, reader_config, records\n"
+    f"dc = reader_config.DatasetConfig.from_config(reader_configs({str(tmp_path)!r}))\n"
+    "assert records.frame_tables_missing(dc, 'train') is None\n"
+    "it = pipeline.build_train_dataset(dc, batch_size=4, seed=0).as_numpy_iterator()\n"
+    "for _ in range(3):\n"
+    "  next(it)\n"
+    "print('read', flush=True)\n"  # and exit with `it` alive
+  )
+  tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
+  for _ in range(2):
+    done = subprocess.run(
+      [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "read", done.stderr[-2000:]

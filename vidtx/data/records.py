@@ -1,7 +1,9 @@
 """A split's records as videos: this process's share of a DMVR or TFDS split (and the check that
 it holds a record), each record parsed, its labels checked, and its selected frames decoded."""
 
+import atexit
 import concurrent.futures
+import gc
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -605,6 +607,31 @@ def _read_frames(file: bytes, record: np.int64, wanted: np.ndarray) -> np.ndarra
   return np.array(table.frame_bytes(int(record), wanted), dtype=object)  # (N,) as `wanted`
 
 
+def _release_iterators() -> None:
+  """Frees every tf.data iterator's resource while the interpreter still runs (atexit).
+
+  A stream that reads through frame tables calls Python (tf.numpy_function) from tf.data's
+  threads. An iterator still alive at exit (a script's `it = iter(ds)`) is otherwise destroyed
+  during interpreter finalization: its threads then wait forever for the GIL and the process
+  hangs instead of exiting. Freed here, each iterator stops its threads normally; the Python
+  objects go later without a resource to free."""
+  from tensorflow.python.data.ops import iterator_ops  # noqa: PLC0415 - TF's own class.
+
+  for obj in gc.get_objects():
+    if isinstance(obj, iterator_ops.OwnedIterator):
+      obj.__dict__.pop("_iterator_resource", None)
+  gc.collect()
+
+
+_AT_EXIT: list[bool] = []  # whether _release_iterators is registered
+
+
+def _release_iterators_at_exit() -> None:
+  if not _AT_EXIT:
+    atexit.register(_release_iterators)
+    _AT_EXIT.append(True)
+
+
 # The index_dir of each shard read through its frame table (numpy_function takes tensors only).
 _INDEX_DIRS: dict[str, str | None] = {}
 
@@ -649,6 +676,7 @@ def parse_video(raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   parsed here). A record read through its frame table ('record' in raw) has its context parsed
   and 'jpegs' empty until clip_jpegs reads the frames a clip uses."""
   if "record" in raw:
+    _release_iterators_at_exit()
     head, count = tf.numpy_function(
       _read_context, [raw["file"], raw["record"]], [tf.string, tf.int64], stateful=False
     )
