@@ -17,12 +17,12 @@ import re
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from vidtx.data import frame_table, record_index
+from vidtx.data import frame_table
 from vidtx.errors import UserError
 
 IMAGE_KEY = "image/encoded"
@@ -177,19 +177,21 @@ def write_shards(
   suffix = f".tmp-{uuid.uuid4().hex[:12]}"
   temp_names = [name + suffix for name in final_names]
   writers = [tf.io.TFRecordWriter(name) for name in temp_names]
-  layouts = [[] for _ in range(num_shards)]  # per shard: (data size, scan) of each record
+  # Per shard, each record's data size and scan: its record index and frame table.
+  sizes, scans = [[] for _ in range(num_shards)], [[] for _ in range(num_shards)]
   local = "://" not in path
   try:
     for i, serialized in enumerate(serialized_examples):
       writers[i % num_shards].write(serialized)
       if local:
-        layouts[i % num_shards].append((len(serialized), frame_table.scan_record(serialized)))
+        sizes[i % num_shards].append(len(serialized))
+        scans[i % num_shards].append(frame_table.scan_record(serialized))
     for writer in writers:
       writer.close()
-    for temp, final, layout in zip(temp_names, final_names, layouts, strict=True):
+    for shard, (temp, final) in enumerate(zip(temp_names, final_names, strict=True)):
       tf.io.gfile.rename(temp, final, overwrite=True)
       if local:  # The record index and frame table, for random access and frame reads.
-        _write_tables(final, layout)
+        frame_table.write_new_shard_tables(final, sizes[shard], scans[shard], os.stat(final))
   except BaseException:
     for writer in writers:
       writer.close()
@@ -198,20 +200,6 @@ def write_shards(
         tf.io.gfile.remove(temp)
     raise
   return final_names
-
-
-def _write_tables(shard: str, layout: list[tuple[int, Any]]) -> None:
-  """The record index and frame table of a shard just written, from its records' sizes and
-  scans (vidtx.data.record_index, vidtx.data.frame_table), in its hidden stats folder."""
-  sizes = [size for size, _ in layout]
-  rows = record_index.rows_from_sizes(sizes)
-  stat = os.stat(shard)
-  record_index.write_index(record_index.index_path(shard), rows, stat)
-  data_offsets = (rows[:, 0] + RECORD_HEADER_BYTES).tolist()
-  scans = [scan for _, scan in layout]
-  frame_table.write_table(
-    shard, *frame_table.table_rows(zip(data_offsets, sizes, scans, strict=True)), stat
-  )
 
 
 # ---------------------------------------------------------------------------------------------

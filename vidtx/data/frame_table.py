@@ -23,11 +23,12 @@ do not check the record's checksum (it covers the whole record); a shard changed
 by its size and mtime.
 """
 
+import io
 import json
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -156,14 +157,9 @@ def table_rows(
 
 
 def _save_atomically(path: str, array: np.ndarray) -> None:
-  temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-  try:
-    with open(temporary, "wb") as f:
-      np.save(f, array, allow_pickle=False)
-    os.replace(temporary, path)
-  finally:
-    if os.path.exists(temporary):
-      os.remove(temporary)
+  buffer = io.BytesIO()
+  np.save(buffer, array, allow_pickle=False)
+  record_index.write_atomically(path, buffer.getvalue())
 
 
 def write_table(
@@ -181,7 +177,7 @@ def write_table(
     os.remove(sidecar)  # ours (the stats folder); the table is rewritten below.
   _save_atomically(_path(shard, RECORDS_SUFFIX, index_dir), rows)
   _save_atomically(_path(shard, FRAMES_SUFFIX, index_dir), frames)
-  record_index._write_atomically(
+  record_index.write_atomically(
     sidecar,
     json.dumps(
       {
@@ -198,6 +194,21 @@ def write_table(
     )
     + "\n",
   )
+
+
+def write_new_shard_tables(
+  shard: str,
+  data_sizes: Sequence[int],
+  scans: Sequence[tuple[tuple[int, int], np.ndarray] | None],
+  shard_stat: os.stat_result,
+) -> None:
+  """The record index and frame table of a shard a vidtx writer just wrote, from each record's
+  data size and scan_record (its records back to back from byte 0), in its hidden stats folder."""
+  rows = record_index.rows_from_sizes(data_sizes)
+  record_index.write_index(record_index.index_path(shard), rows, shard_stat)
+  data_offsets = (rows[:, 0] + record_index._HEADER_BYTES).tolist()
+  layout = zip(data_offsets, data_sizes, scans, strict=True)
+  write_table(shard, *table_rows(layout), shard_stat)
 
 
 def build_table(shard: str, index_rows: np.ndarray, index_dir: str | None = None) -> None:

@@ -86,7 +86,7 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
         f"Index the shards: {_index_command(dc, split)}"
       )
     # parse_video and clip_jpegs find the shard's table through this (tensors carry no dir).
-    records._INDEX_DIRS[file] = index_dir
+    records.read_through_tables(file, index_dir)
     counts.append(len(frame_table.open_table(file, index_dir).records))
   counts = np.asarray(counts, np.int64)
   starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

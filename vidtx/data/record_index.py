@@ -65,11 +65,14 @@ def scan_shard(shard: str) -> np.ndarray:
   return np.asarray(rows, np.int64).reshape(-1, 2)  # (N, 2), also when N == 0.
 
 
-def _write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, content: str | bytes) -> None:
+  """Writes `content` to `path` through a hidden temporary file renamed into place: a reader sees
+  the whole file or none (the indexes here, the frame tables of vidtx.data.frame_table)."""
   temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+  data = content.encode("utf-8") if isinstance(content, str) else content
   try:
-    with open(temporary, "w", encoding="utf-8") as f:
-      f.write(text)
+    with open(temporary, "wb") as f:
+      f.write(data)
     os.replace(temporary, path)
   finally:
     if os.path.exists(temporary):
@@ -80,7 +83,7 @@ def write_index(index: str, rows: np.ndarray, shard_stat: os.stat_result) -> Non
   """Writes `rows` as DALI's index at `index`, then its sidecar with the shard's size and mtime
   (both atomically: a reader sees a whole index or none)."""
   os.makedirs(os.path.dirname(index), exist_ok=True)
-  _write_atomically(index, "".join(f"{offset} {size}\n" for offset, size in rows.tolist()))
+  write_atomically(index, "".join(f"{offset} {size}\n" for offset, size in rows.tolist()))
   sidecar = {
     "shard": os.path.basename(index).removesuffix(INDEX_SUFFIX),
     "shard_bytes": shard_stat.st_size,
@@ -89,7 +92,7 @@ def write_index(index: str, rows: np.ndarray, shard_stat: os.stat_result) -> Non
     "format": "DALI tfrecord index: one 'offset size' line per record",
     "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
   }
-  _write_atomically(sidecar_path(index), json.dumps(sidecar, indent=1) + "\n")
+  write_atomically(sidecar_path(index), json.dumps(sidecar, indent=1) + "\n")
 
 
 def read_index(index: str) -> np.ndarray:

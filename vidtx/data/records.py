@@ -568,7 +568,7 @@ def _dmvr_pointers(
   index_dir = dc.index_dir or None
   counts = []
   for file in files:
-    _INDEX_DIRS[file] = index_dir
+    read_through_tables(file, index_dir)
     counts.append(len(frame_table.open_table(file, index_dir).records))
   names = tf.constant(files)
   sizes = tf.constant(counts, tf.int64)
@@ -634,6 +634,12 @@ def _release_iterators_at_exit() -> None:
 
 # The index_dir of each shard read through its frame table (numpy_function takes tensors only).
 _INDEX_DIRS: dict[str, str | None] = {}
+
+
+def read_through_tables(file: str, index_dir: str | None) -> None:
+  """Records that `file`'s frame table is under `index_dir` (None: beside it), for the reads of
+  parse_video and clip_jpegs; every stream that names records of `file` calls it first."""
+  _INDEX_DIRS[file] = index_dir
 
 
 def is_tfds(dc: DatasetConfig) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from vidtx.data import dmvr, frame_table, record_index, sources, video_decode
+from vidtx.data import dmvr, frame_table, sources, video_decode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +74,8 @@ def write_shard(
   on_video: Callable[[bool], None] = lambda bad: None,
 ) -> dict[str, Any]:
   """Writes one shard from (global index, item, label indices, label error) entries, then its
-  stats JSON and its record index (vidtx.data.record_index), then renames the shard to its final
-  name. Returns the stats."""
+  stats JSON, its record index and frame table (vidtx.data.frame_table), then renames the shard
+  to its final name. Returns the stats."""
   started = time.time()
   temporary = _temporary_name(shard)
   examples, bad = 0, []
@@ -111,14 +111,7 @@ def write_shard(
     os.makedirs(os.path.dirname(stats_path), exist_ok=True)
     dmvr.write_text_atomically(stats_path, json.dumps(stats, indent=1) + "\n")
     # The rename keeps the size and mtime that the index's sidecar records.
-    rows = record_index.rows_from_sizes(data_sizes)
-    record_index.write_index(record_index.index_path(shard), rows, os.stat(temporary))
-    data_offsets = rows[:, 0] + record_index._HEADER_BYTES
-    frame_table.write_table(
-      shard,
-      *frame_table.table_rows(zip(data_offsets.tolist(), data_sizes, scans, strict=True)),
-      os.stat(temporary),
-    )
+    frame_table.write_new_shard_tables(shard, data_sizes, scans, os.stat(temporary))
     os.replace(temporary, shard)
   except BaseException:
     writer.close()
