@@ -250,7 +250,11 @@ def make_train_step(
       inputs = batch["inputs"]
       if mixup_alpha > 0:
         inputs, targets, _ = losses.mixup(mixup_rng, inputs, targets, mixup_alpha)
-      logits, _ = model.apply({"params": params}, inputs, train=True, rngs={"dropout": dropout_rng})
+      # The mesh in context: a Pallas attention kernel (TPU) runs in shard_map over it.
+      with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        logits, _ = model.apply(
+          {"params": params}, inputs, train=True, rngs={"dropout": dropout_rng}
+        )
       return jnp.mean(losses.loss(logits, targets, **label_kind)), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

@@ -1,11 +1,15 @@
 """model.attention_implementation: which kernel the attention core picks ('auto' | 'xla' |
-'cudnn'), the padded-and-masked path cuDNN runs on (checked here with XLA on a CPU: it equals the
-plain path, outputs and gradients), every model with that path forced on equals the plain model,
-and the config field's validation."""
+'cudnn' | 'splash'), the padded-and-masked path cuDNN runs on (checked here with XLA on a CPU: it
+equals the plain path, outputs and gradients), the TPU's Pallas splash kernel (run here in Pallas
+interpret mode against XLA), every model with either path forced on equals the plain model, and
+the config field's validation."""
 
 import functools
 import importlib
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -239,7 +243,6 @@ def _choose(requested="auto", platform="cuda", dtype=jnp.bfloat16, **overrides):
   "case, expected",
   [
     (dict(platform="cpu"), "xla"),
-    (dict(platform="tpu"), "xla"),
     (dict(platform="rocm"), "xla"),
     (dict(platform="cuda", dtype=jnp.float32), "xla"),
     (dict(platform="gpu", dtype=jnp.float32), "xla"),
@@ -312,7 +315,8 @@ def test_config_field(model_name):
   for bad in ("bogus", "XLA", None, 1):
     with pytest.raises(
       ValueError,
-      match=r"model\.attention_implementation=.*expected one of \['auto', 'xla', 'cudnn'\]",
+      match=r"model\.attention_implementation=.*expected one of "
+      r"\['auto', 'xla', 'cudnn', 'splash'\]",
     ):
       models.build(model_name, dict(attention_implementation=bad), NUM_CLASSES)
 
@@ -334,3 +338,250 @@ def test_every_recipe_has_the_field():
     config.model.attention_implementation = "bogus"
     with pytest.raises(ValueError, match=r"model\.attention_implementation='bogus'"):
       models.build(config.model_name, config.model, 10)
+
+
+# ----------------------------------------------------------------------------------------
+# The Pallas splash kernel (a TPU's; Pallas interpret mode on this CPU) against XLA.
+# ----------------------------------------------------------------------------------------
+
+# bfloat16 against bfloat16 XLA: a few units of its last place (2^-8 relative) on the outputs
+# and on gradients summed over a few hundred keys.
+BF16_TOL = dict(rtol=2**-5, atol=2**-5)
+
+
+def _splash_and_xla(length, kv_length, dtype, batch=2, heads=2, head_dim=64):
+  """Outputs and (q, k, v) gradients of the splash core (interpret mode) and of jax's XLA
+  attention, in `dtype`, on the same random inputs."""
+  q, k, v, ct = _qkv_ct(length, kv_length, heads=heads, head_dim=head_dim, seed=length)
+  q, k, v, ct = (jnp.concatenate([x] * batch).astype(dtype) for x in (q, k, v, ct))
+  splash = functools.partial(kernels.splash_dot_product_attention, interpret=True)
+
+  def run(attend):
+    def loss(q, k, v):
+      y = attend(q, k, v)
+      return jnp.sum((y * ct).astype(jnp.float32)), y
+
+    (_, y), grads = _run(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True), q, k, v)
+    return [np.asarray(x, np.float32) for x in (y, *grads)]
+
+  return run(splash), run(functools.partial(jax.nn.dot_product_attention, implementation="xla"))
+
+
+def _check_splash(length, kv_length, dtype, **shape):
+  got, want = _splash_and_xla(length, kv_length, dtype, **shape)
+  tol = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else BF16_TOL
+  for name, actual, expected in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
+    assert np.isfinite(actual).all(), name
+    np.testing.assert_allclose(actual, expected, err_msg=name, **tol)
+
+
+F32, BF16 = jnp.float32, jnp.bfloat16
+
+
+@pytest.mark.parametrize(
+  "length, kv_length, dtype",
+  [(197, 197, F32), (70, 75, BF16)],  # 75 keys: X-ViT's summary tokens.
+  ids=["197-f32", "70-75-bf16"],
+)
+def test_splash_path_equals_xla_path(length, kv_length, dtype):
+  """ViT-B's head dim 64 as it is, a batch of 2 (the kernel is vmapped), lengths padded to the
+  kernel's 128 block and masked (3 s each in interpret mode: the rest are in tier 2)."""
+  _check_splash(length, kv_length, dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+@pytest.mark.parametrize(
+  "length, kv_length, dtype",
+  [
+    (8, 8, F32),  # TimeSformer temporal: 8 frames in one padded block.
+    (8, 8, BF16),
+    (128, 128, F32),  # No padding.
+    (197, 197, BF16),
+    (70, 75, F32),
+    (1569, 1569, F32),  # TimeSformer joint (ViT-B).
+    (1569, 1569, BF16),
+    (3137, 3137, F32),  # ViViT Model 1 (ViT-B); bfloat16 at 1569 (22 s more for 3137).
+  ],
+  ids=lambda x: str(x) if isinstance(x, int) else jnp.dtype(x).name,
+)
+def test_splash_path_equals_xla_path_tier2(length, kv_length, dtype):
+  # One example and one head at the long lengths: XLA's reference forms (L, L) matrices.
+  shape = dict(batch=1, heads=1) if length > 1000 else {}
+  _check_splash(length, kv_length, dtype, **shape)
+
+
+def test_splash_keeps_the_xla_scale_for_other_head_dims():
+  """The query is scaled by 1/sqrt of the real head dim (here 40, not a power of 4)."""
+  _check_splash(130, 130, jnp.float32, batch=1, head_dim=40)
+
+
+def _model_logits_and_grads(scheme, implementations):
+  """Logits and parameter gradients of one tiny model (the same random parameters) per
+  model.attention_implementation, one compiled program; and the (q_length, kv_length) of every
+  call that ran the splash core."""
+  model_name, overrides = scheme
+  splash_lengths = []
+  splash = kernels.splash_dot_product_attention
+
+  def recording_splash(query, key, value, **kwargs):
+    splash_lengths.append((query.shape[1], key.shape[1]))
+    return splash(query, key, value, **kwargs)
+
+  built = [
+    models.build(model_name, dict(TINY, **overrides, attention_implementation=i), NUM_CLASSES)
+    for i in implementations
+  ]
+  params = random_like(init_shapes(built[0], VIDEO_SHAPE))
+  video = jax.random.normal(jax.random.key(0), VIDEO_SHAPE)
+  ct = jax.random.normal(jax.random.key(1), (VIDEO_SHAPE[0], NUM_CLASSES))
+
+  def logits_and_grads(model, params):
+    def loss(params):
+      logits, _ = model.apply({"params": params}, video, train=False)
+      return jnp.sum(logits * ct), logits
+
+    (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return logits, grads
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(kernels, "splash_dot_product_attention", recording_splash)
+    results = _run(lambda p: [logits_and_grads(m, p) for m in built], params)
+  return results, splash_lengths
+
+
+def _check_model_with_splash(scheme):
+  """The tiny model with 'splash' forced (interpret mode on this CPU) equals it with 'xla':
+  logits and every parameter gradient, and every attention call took the kernel."""
+  ((logits_ref, grads_ref), (logits, grads)), lengths = _model_logits_and_grads(
+    scheme, ("xla", "splash")
+  )
+  assert lengths
+  if scheme[1].get("summary_tokens"):
+    assert any(kv > q for q, kv in lengths)
+  np.testing.assert_allclose(np.asarray(logits), np.asarray(logits_ref), rtol=1e-5, atol=1e-5)
+  jax.tree.map(
+    lambda g, r: np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5),
+    grads,
+    grads_ref,
+  )
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+@pytest.mark.parametrize("scheme", SCHEMES, ids=_scheme_id)
+def test_model_with_splash_equals_xla(scheme):
+  """Every scheme of the three families (those whose groups are long in the real models among
+  them: ViViT Model 1 and the spatial stages, TimeSformer joint and divided, X-ViT)."""
+  _check_model_with_splash(scheme)
+
+
+# What 'auto' picks on a TPU: a ViT-B/16 joint attention (LONG) in bfloat16 unless said.
+@pytest.mark.parametrize(
+  "case, expected",
+  [
+    (dict(), "splash"),
+    (dict(dtype=jnp.float32), "splash"),  # The kernel computes in float32 as well.
+    (dict(q_length=3137, kv_length=3137), "splash"),  # ViViT Model 1.
+    (dict(q_length=197, kv_length=197), "splash"),  # TimeSformer spatial: 1 + 196.
+    (dict(q_length=128, kv_length=128), "splash"),  # One block.
+    (dict(q_length=127, kv_length=127), "xla"),
+    (dict(q_length=8, kv_length=8), "xla"),  # TimeSformer temporal: 8 frames.
+    (dict(q_length=17, kv_length=17), "xla"),  # ViViT FE temporal: 1 + 16 tubelets.
+    (dict(q_length=1, kv_length=1569), "xla"),
+    (dict(head_dim=64), "splash"),  # ViT-B, as it is.
+    (dict(head_dim=80), "splash"),  # ViT-H.
+    (dict(dropout=True), "xla"),  # The kernel never forms the weights dropout acts on.
+    (dict(has_mask=True), "xla"),
+    (dict(shardable=False), "xla"),  # Several devices, no mesh to shard_map over.
+  ],
+)
+def test_auto_choice_on_tpu(case, expected):
+  assert _choose(platform="tpu", **case) == expected
+
+
+def test_splash_forced():
+  assert _choose("splash", platform="tpu") == "splash"
+  assert _choose("splash", platform="tpu", q_length=8, kv_length=8) == "splash"  # Padded.
+  assert _choose("splash", platform="cpu", dtype=jnp.float32) == "splash"  # Interpret mode.
+  assert _choose("splash", platform="tpu", has_mask=True) == "xla"
+  # 'auto' never picks it off a TPU: interpret mode is for tests and debugging.
+  assert _choose(platform="cpu", dtype=jnp.float32) == "xla"
+
+
+@pytest.mark.parametrize(
+  "case, message",
+  [
+    (dict(platform="cuda"), "TPUs .* only, not on platform 'cuda'"),
+    (dict(platform="rocm"), "not on platform 'rocm'"),
+    (dict(platform="tpu", dropout=True), "attention dropout"),
+    (dict(platform="tpu", shardable=False), "mesh in context"),
+  ],
+)
+def test_splash_forced_where_impossible_raises(case, message):
+  with pytest.raises(ValueError, match=r"model\.attention_implementation='splash'.*" + message):
+    _choose("splash", **case)
+
+
+def test_splash_with_dropout_stays_on_the_weights_path():
+  """Attention dropout in training under 'auto' on this CPU: the weights path, as with cuDNN;
+  forcing 'splash' with it is an error naming the field."""
+  q, k, v, _ = _qkv_ct(130, heads=2, head_dim=8, seed=2)
+  kwargs = dict(dropout_rate=0.5, dropout_rng=jax.random.key(0), deterministic=False)
+  assert kernels.dot_product_attention(q, k, v, **kwargs).shape == q.shape
+  with pytest.raises(ValueError, match=r"'splash'.*attention dropout"):
+    kernels.dot_product_attention(q, k, v, implementation="splash", **kwargs)
+
+
+# Two fake CPU devices: the kernel in shard_map under a mesh in context equals XLA; without a
+# mesh a forced 'splash' names the way out.
+SHARDED_SCRIPT = textwrap.dedent(
+  """
+  import functools
+  import jax, jax.numpy as jnp, numpy as np
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  from vidtx.models import kernels
+
+  assert jax.device_count() == 2 and not kernels.kernel_shardable()
+  ks = jax.random.split(jax.random.key(0), 4)
+  q, k, v, ct = (jax.random.normal(key, (4, 197, 2, 64)) for key in ks)
+
+  def grads(implementation, q, k, v):
+    attend = functools.partial(kernels.dot_product_attention, implementation=implementation)
+    return jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v) * ct), argnums=(0, 1, 2))(q, k, v)
+
+  want = jax.jit(functools.partial(grads, "xla"))(q, k, v)
+  try:
+    jax.jit(functools.partial(grads, "splash"))(q, k, v)
+    raise AssertionError("splash ran on 2 devices without a mesh")
+  except ValueError as error:
+    assert "mesh in context" in str(error), error
+  for shape in ((2, 1, 1), (1, 1, 2)):  # data = 2; model = 2 (the heads split).
+    mesh = Mesh(np.asarray(jax.devices()).reshape(shape), ("data", "fsdp", "model"))
+
+    def step(q, k, v):  # As train_state.make_train_step's step: the mesh set inside.
+      with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        assert kernels.kernel_shardable()
+        return grads("splash", q, k, v)
+
+    step = jax.jit(step, in_shardings=NamedSharding(mesh, P(("data", "fsdp"))))
+    assert "shard_map" in str(step.trace(q, k, v).jaxpr)
+    for g, w in zip(step(q, k, v), want):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+  print("ok")
+  """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.tier2
+def test_splash_under_a_mesh_runs_in_shard_map():
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="2", PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  done = subprocess.run(
+    [sys.executable, "-c", SHARDED_SCRIPT],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
