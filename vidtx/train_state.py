@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vidtx import device_augment, losses, models, optim, sharding
 from vidtx.errors import UserError
+from vidtx.models import kernels
 
 if TYPE_CHECKING:  # vidtx.data is on the same floor (docs/architecture.md): its type only.
   from vidtx.data.reader_config import DatasetConfig
@@ -117,7 +118,9 @@ def create_train_state(
   """Initialises the state directly in its sharding; returns (state, abstract state)."""
   abstract = abstract_train_state(model, tx, input_shape, mesh, ema=ema)
   shardings = jax.tree.map(lambda s: s.sharding, abstract)
-  state = jax.jit(_init_fn(model, tx, input_shape, ema), out_shardings=shardings)(rng)
+  # Traced under the mesh: a Pallas attention kernel runs in shard_map over it.
+  init = kernels.mesh_in_context(mesh)(_init_fn(model, tx, input_shape, ema))
+  state = jax.jit(init, out_shardings=shardings)(rng)
   return state, abstract
 
 
@@ -250,11 +253,7 @@ def make_train_step(
       inputs = batch["inputs"]
       if mixup_alpha > 0:
         inputs, targets, _ = losses.mixup(mixup_rng, inputs, targets, mixup_alpha)
-      # The mesh in context: a Pallas attention kernel (TPU) runs in shard_map over it.
-      with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-        logits, _ = model.apply(
-          {"params": params}, inputs, train=True, rngs={"dropout": dropout_rng}
-        )
+      logits, _ = model.apply({"params": params}, inputs, train=True, rngs={"dropout": dropout_rng})
       return jnp.mean(losses.loss(logits, targets, **label_kind)), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -328,7 +327,7 @@ def make_train_step(
   state_shardings = jax.tree.map(lambda s: s.sharding, abstract_state)
   batch_sharding = sharding.data_sharding(mesh)
   return jax.jit(
-    train_step,
+    kernels.mesh_in_context(mesh)(train_step),  # Traced under the mesh (Pallas kernels).
     donate_argnums=0,
     in_shardings=(state_shardings, batch_sharding),
     out_shardings=(state_shardings, sharding.replicated(mesh)),

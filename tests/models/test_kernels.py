@@ -505,6 +505,8 @@ def test_splash_forced():
   assert _choose("splash", platform="tpu", q_length=8, kv_length=8) == "splash"  # Padded.
   assert _choose("splash", platform="cpu", dtype=jnp.float32) == "splash"  # Interpret mode.
   assert _choose("splash", platform="tpu", has_mask=True) == "xla"
+  # Tried without a mesh on several devices: jax says whether it can partition the program.
+  assert _choose("splash", platform="tpu", shardable=False) == "splash"
   # 'auto' never picks it off a TPU: interpret mode is for tests and debugging.
   assert _choose(platform="cpu", dtype=jnp.float32) == "xla"
 
@@ -515,7 +517,6 @@ def test_splash_forced():
     (dict(platform="cuda"), "TPUs .* only, not on platform 'cuda'"),
     (dict(platform="rocm"), "not on platform 'rocm'"),
     (dict(platform="tpu", dropout=True), "attention dropout"),
-    (dict(platform="tpu", shardable=False), "mesh in context"),
   ],
 )
 def test_splash_forced_where_impossible_raises(case, message):
@@ -533,8 +534,8 @@ def test_splash_with_dropout_stays_on_the_weights_path():
     kernels.dot_product_attention(q, k, v, implementation="splash", **kwargs)
 
 
-# Two fake CPU devices: the kernel in shard_map under a mesh in context equals XLA; without a
-# mesh a forced 'splash' names the way out.
+# Two fake CPU devices: the kernel in shard_map under a mesh in context equals XLA (the batch
+# split, the heads split), and so does the train step (init included), which sets the mesh.
 SHARDED_SCRIPT = textwrap.dedent(
   """
   import functools
@@ -551,16 +552,14 @@ SHARDED_SCRIPT = textwrap.dedent(
     return jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v) * ct), argnums=(0, 1, 2))(q, k, v)
 
   want = jax.jit(functools.partial(grads, "xla"))(q, k, v)
-  try:
-    jax.jit(functools.partial(grads, "splash"))(q, k, v)
-    raise AssertionError("splash ran on 2 devices without a mesh")
-  except ValueError as error:
-    assert "mesh in context" in str(error), error
+  # No mesh: not shard_mapped ('auto' would keep XLA; on a TPU jax would refuse to partition
+  # the kernel, here interpret mode is plain XLA).
+  assert "shard_map" not in str(jax.jit(functools.partial(grads, "splash")).trace(q, k, v).jaxpr)
   for shape in ((2, 1, 1), (1, 1, 2)):  # data = 2; model = 2 (the heads split).
     mesh = Mesh(np.asarray(jax.devices()).reshape(shape), ("data", "fsdp", "model"))
 
-    def step(q, k, v):  # As train_state.make_train_step's step: the mesh set inside.
-      with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    def step(q, k, v):  # As vidtx's steps: the mesh set inside.
+      with kernels.mesh_in_context(mesh):
         assert kernels.kernel_shardable()
         return grads("splash", q, k, v)
 
@@ -568,6 +567,33 @@ SHARDED_SCRIPT = textwrap.dedent(
     assert "shard_map" in str(step.trace(q, k, v).jaxpr)
     for g, w in zip(step(q, k, v), want):
       np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+
+  # train_state.make_train_step on data = 2 (2 micro-batches): 'splash' takes the step as 'xla'.
+  import optax
+  from vidtx import models, sharding, train_state
+
+  mesh = sharding.make_mesh(dict(data=2))
+  batch = {"inputs": jax.random.normal(ks[0], (4, 4, 16, 16, 3)), "label": jnp.arange(4) % 3}
+  results = []
+  for implementation in ("xla", "splash"):
+    model = models.build(
+      "vivit",
+      dict(variant="Ti/8x2", hidden_size=32, num_heads=2, mlp_dim=64, num_layers=1,
+           attention="spatio_temporal", attention_implementation=implementation),
+      3,
+    )
+    tx = optax.sgd(0.5)
+    state, abstract = train_state.create_train_state(
+      model, tx, (4, 4, 16, 16, 3), mesh, jax.random.key(0)
+    )
+    step = train_state.make_train_step(
+      model, tx, optax.constant_schedule(0.5), abstract, mesh, num_classes=3, grad_accum_steps=2
+    )
+    state, metrics = step(state, batch)
+    results.append(jax.device_get((state.params, metrics["loss"])))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), results[1], results[0]
+  )
   print("ok")
   """
 )

@@ -9,8 +9,9 @@ padded to its block and masked by segment ids (`splash_dot_product_attention`).
 `attention_weights` forms the weights where they are needed (attention dropout, attention maps).
 """
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -20,7 +21,6 @@ import numpy as np
 from jax.experimental.pallas.ops.tpu import splash_attention
 from jax.sharding import PartitionSpec
 
-from vidtx import sharding
 from vidtx.errors import UserError
 
 # model.attention_implementation: the kernel of the attention core.
@@ -55,6 +55,9 @@ SPLASH_BLOCK = 128
 # their attention matrices are small (not measured on a TPU, where the break-even may lie
 # higher; see docs/training.md).
 SPLASH_MIN_LENGTH = SPLASH_BLOCK
+# The mesh axis the heads are split over (vidtx.sharding.MODEL_AXIS; that module is on this
+# one's floor); every other mesh axis splits the batch.
+SPLASH_HEADS_AXIS = "model"
 
 
 def check_attention_implementation(value: Any) -> str:
@@ -84,10 +87,23 @@ def current_platform() -> str:
 
 
 def kernel_shardable() -> bool:
-  """Whether a Pallas kernel can run in the program being traced: one device, or a mesh in
+  """Whether a Pallas kernel surely runs in the program being traced: one device, or a mesh in
   context to wrap it in shard_map over (`splash_dot_product_attention`): jax.set_mesh, or
-  jax.sharding.use_abstract_mesh as train_state.make_train_step's step sets it."""
+  jax.sharding.use_abstract_mesh as vidtx's train, init and evaluation steps set it."""
   return jax.device_count() == 1 or not jax.sharding.get_abstract_mesh().empty
+
+
+@contextlib.contextmanager
+def mesh_in_context(mesh: jax.sharding.Mesh | None) -> Iterator[None]:
+  """Traces under `mesh` (jax.sharding.use_abstract_mesh; nothing for None), as vidtx's train,
+  init and evaluation steps trace their models: a Pallas kernel runs in shard_map over it
+  (`splash_dot_product_attention`), and 'auto' may pick one on several devices. Also a
+  decorator: mesh_in_context(mesh)(step)."""
+  if mesh is None:
+    yield
+    return
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    yield
 
 
 def choose_attention_implementation(
@@ -107,9 +123,9 @@ def choose_attention_implementation(
 
   requested: model.attention_implementation. dtype: that of query/key/value. has_mask: an
   explicit mask is given. dropout: attention dropout is applied (training, rate > 0).
-  shardable: a Pallas kernel can run here, i.e. the program runs on one device or under a mesh
-  in context (`kernel_shardable`; `splash_dot_product_attention` wraps the kernel in shard_map
-  over it: jax cannot partition a Pallas TPU kernel by itself).
+  shardable: a Pallas kernel surely runs here, i.e. the program runs on one device or under a
+  mesh in context (`kernel_shardable`; `splash_dot_product_attention` wraps the kernel in
+  shard_map over it: jax cannot partition a Pallas TPU kernel by itself).
 
   - 'xla': 'xla'.
   - 'auto': 'cudnn' where all hold: an NVIDIA GPU (platform 'gpu' or 'cuda'); bfloat16 or
@@ -120,7 +136,10 @@ def choose_attention_implementation(
   - 'auto' on a TPU: 'splash' where both lengths >= SPLASH_MIN_LENGTH, no explicit mask, no
     attention dropout and `shardable`; any float dtype and head dim. 'xla' otherwise.
   - 'splash': 'splash' at any length, on a TPU and (Pallas interpret mode) on a CPU;
-    ValueError naming the field elsewhere, with attention dropout, or where not `shardable`.
+    ValueError naming the field elsewhere or with attention dropout. Where not `shardable` it
+    is tried all the same: a program partitioned over several TPU devices without a mesh in
+    context then stops at compilation with jax's "Mosaic kernels cannot be automatically
+    partitioned" (vidtx's train, init and evaluation steps set the mesh).
 
   Calls with attention dropout never take the fused kernels: dropout acts on the attention
   weights, which it never forms (`dot_product_attention` forms them). Calls with an explicit
@@ -141,12 +160,6 @@ def choose_attention_implementation(
       problem = (
         "cannot apply attention dropout (model.attention_dropout_rate > 0 in training): it "
         "acts on the attention weights, which the fused kernel never forms"
-      )
-    elif not shardable:
-      problem = (
-        "runs on several devices only under a mesh in context (train.py's step sets one; "
-        "elsewhere jax.set_mesh): jax cannot partition a Pallas kernel, vidtx wraps it in "
-        "shard_map over that mesh"
       )
     if problem:
       raise UserError(
@@ -280,11 +293,11 @@ def _splash_partition_specs(
   batch_axes, batch_split = [], 1
   for axis in mesh.axis_names:
     size = mesh.shape[axis]
-    if axis != sharding.MODEL_AXIS and size > 1 and batch % (batch_split * size) == 0:
+    if axis != SPLASH_HEADS_AXIS and size > 1 and batch % (batch_split * size) == 0:
       batch_axes.append(axis)
       batch_split *= size
-  model_size = mesh.shape.get(sharding.MODEL_AXIS, 1)
-  heads_axis = sharding.MODEL_AXIS if model_size > 1 and heads % model_size == 0 else None
+  model_size = mesh.shape.get(SPLASH_HEADS_AXIS, 1)
+  heads_axis = SPLASH_HEADS_AXIS if model_size > 1 and heads % model_size == 0 else None
   return PartitionSpec(tuple(batch_axes) or None, heads_axis), PartitionSpec()
 
 
