@@ -331,11 +331,13 @@ def model_complexity(
   (B, T, H, W, C) input (evaluation mode), without allocating parameters or activations.
 
   Counted on the model as specified: a TimeSformer's folded projections (model.fold_projections,
-  a speed option computing the same function) are unfolded for the count.
+  a speed option computing the same function) are unfolded for the count, and the attention runs
+  on XLA (a fused kernel, picked by 'auto' on a GPU or TPU host, would not lower for CPU).
   """
+  if isinstance(model_config, ml_collections.ConfigDict):
+    model_config = model_config.to_dict()
+  model_config = dict(model_config, attention_implementation="xla")
   if model_name == "timesformer":
-    if isinstance(model_config, ml_collections.ConfigDict):
-      model_config = model_config.to_dict()
     model_config = dict(model_config, fold_projections=False)
   model = models.build(model_name, model_config, num_classes)
   params = abstract_params(model, input_shape)
