@@ -78,8 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
       # instead of L: fast compiles for L/H models); parameters stacked under `encoderblocks`.
       scan_layers=False,
       # Kernel of the attention core: 'auto' (cuDNN flash attention on NVIDIA GPUs for
-      # bfloat16 where it pays, XLA elsewhere), 'xla' or 'cudnn' (forced; an error where it
-      # cannot run). See kernels.choose_attention_implementation.
+      # bfloat16 where it pays, Pallas splash attention on TPUs from 128 tokens, XLA
+      # elsewhere), 'xla', 'cudnn' or 'splash' (forced; an error where it cannot run). See
+      # kernels.choose_attention_implementation.
       attention_implementation="auto",
     )
   )
