@@ -396,6 +396,8 @@ def build_train_dataset(
     ds, base_seed = _global_records(dc, global_batch=global_batch, start_position=start, **where)
   else:
     ds, base_seed = _process_records(dc, start_position=(start_epoch, start_index), **where)
+  # Through frame tables: the records' contexts read ahead, many in flight (a slow store).
+  ds = records.read_contexts_ahead(ds)
   ds = records.protected_map(
     ds,
     lambda epoch, index, raw: _train_element(dc, base_seed, epoch, index, raw),
