@@ -165,5 +165,9 @@ def test_reads_go_in_parallel_once_the_store_is_slow(tmp_path, monkeypatch):
     assert table.frame_bytes(0, wanted) == [want[i] for i in wanted]
     # 13 x 50 ms in sequence; together in about 50 ms (threads start late on a busy machine).
     assert in_flight["most"] >= 6 and time.perf_counter() - start < 0.35
+    # What the training stream asks before it adds threads to wait on reads.
+    assert frame_table.is_slow_store(shard)
+    monkeypatch.setattr(frame_table.FrameTable, "_read", read)
+    assert not frame_table.is_slow_store(shard)
   finally:
     table.close()

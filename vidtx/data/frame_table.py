@@ -21,6 +21,10 @@ The table is built when shards are written (make_shards), or by python -m vidtx.
 for existing shards; building it reads every record and checks its CRC32C. Reads through the table
 do not check the record's checksum (it covers the whole record); a shard changed since is caught
 by its size and mtime.
+
+On a slow store (reads slower than PARALLEL_ABOVE_SECONDS: a network file system, a bucket) the
+reads are issued in parallel in a pool of READ_THREADS threads (in_parallel), so that a store's
+latency per read is paid once per clip, not once per frame.
 """
 
 import concurrent.futures
@@ -294,7 +298,8 @@ class FrameTable:
 
   def frame_bytes(self, record: int, indices: np.ndarray) -> list[bytes]:
     """The JPEG bytes of frames `indices` (each in [0, frames)) of `record`, read at their
-    offsets in parallel (in_parallel, issued in ascending order), returned in the order asked."""
+    offsets in ascending order (in_parallel: together on a slow store), returned in the order
+    asked."""
     _, _, first, count = self.records[record].tolist()
     if count == WHOLE or np.any((indices < 0) | (indices >= count)):
       raise ValueError(f"{self.shard}: record {record} has no frames {indices.tolist()}")
@@ -331,6 +336,21 @@ def in_parallel(read: Callable, items: Sequence) -> list:
     if not _POOL:
       _POOL.append(concurrent.futures.ThreadPoolExecutor(READ_THREADS, "vidtx-read"))
   return list(_POOL[0].map(timed, items))
+
+
+def is_slow_store(shard: str, index_dir: str | None = None, reads: int = 4) -> bool:
+  """Whether reads of `shard` take longer than PARALLEL_ABOVE_SECONDS: the median of `reads`
+  reads of its first records' contexts (a few hundred bytes each), which also start the
+  process's estimate that in_parallel follows."""
+  table = open_table(shard, index_dir)
+  records = np.flatnonzero(table.records[:, 3] != WHOLE)[:reads].tolist()  # not whole records
+  seconds = []
+  for record in records:
+    start = time.perf_counter()
+    table.context(record)
+    seconds.append(time.perf_counter() - start)
+    _read_seconds[0] += 0.05 * (seconds[-1] - _read_seconds[0])
+  return bool(seconds) and float(np.median(seconds)) > PARALLEL_ABOVE_SECONDS
 
 
 _OPEN: dict[tuple[str, str | None], FrameTable] = {}

@@ -623,6 +623,22 @@ def _read_contexts(files: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, 
   return np.array(heads, dtype=object).reshape(-1), np.array(counts, np.int64).reshape(-1)
 
 
+# tf.data threads beyond one per core for a stream read through frame tables on a slow store:
+# each clip's map waits for its frames (read in parallel: one round trip of the store), and with
+# a thread per core only, the cores would idle meanwhile. A fast disk gets none: more threads than
+# cores only add switches between them there.
+READ_WAITING_THREADS = 6
+
+
+def waiting_threads(ds: tf.data.Dataset, dc: DatasetConfig, split: str) -> int:
+  """READ_WAITING_THREADS for a stream of (epoch, index, raw) of `split` read through frame
+  tables from a slow store (frame_table.is_slow_store of its first shard), else 0."""
+  if "record" not in ds.element_spec[2]:
+    return 0
+  slow = frame_table.is_slow_store(split_files(dc, split)[0], dc.index_dir or None)
+  return READ_WAITING_THREADS if slow else 0
+
+
 def read_contexts_ahead(ds: tf.data.Dataset) -> tf.data.Dataset:
   """`ds` of (epoch, index, raw) with each raw's record context read ahead ('head', 'count':
   what parse_video would read), CONTEXTS_AHEAD records at a time in parallel; `ds` itself when

@@ -5,6 +5,8 @@ r"""Input pipeline throughput: frames per CPU-second and per second of a config'
       --config.dataset_configs.base_dir=/data/k400 --batches=50
   python -m vidtx.tools.input_benchmark --config=configs/k400_vivit_fe.py --stages \
       [--split=validation] [--peer --peer_videos=DIR] <dataset overrides>
+  python -m vidtx.tools.input_benchmark --config=configs/k400_vivit_fe.py --read_latency_ms=20 \
+      <dataset overrides>
 
 The unit is frames per CPU-second: frames / (user + sys CPU seconds of this process, tf.data's
 threads included; time.process_time). It is stable on a shared machine, where wall-clock frames/s
@@ -35,6 +37,11 @@ The reader's stages are variants of the config, built through the public pipelin
 they stay meaningful whatever the pipeline does inside. For an evaluation split: read + parse,
 the decoder limit (every clip's frames decoded once; the spatial crops share them) and the
 config's evaluation reader.
+
+--read_latency_ms=L adds L ms to every read through a frame table (a sleep before the read: a
+simulated object store). Each run prints the reads through frame tables and how many were in
+flight, at most and on average (the reads' summed wall time over the run's), which shows whether
+the reader issues them in parallel, as a slow store needs.
 
 --peer runs the PyTorch world's reader on the mp4s in --peer_videos (vidtx.tools.torch_peer:
 PyAV decoding in DataLoader workers, MMAction2's crops, flip and normalisation, the config's
