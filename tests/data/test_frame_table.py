@@ -2,6 +2,8 @@
 SequenceExample parser; layouts it cannot describe, and shards changed after their table."""
 
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -127,3 +129,45 @@ def test_an_open_table_follows_its_shard_when_rewritten(tmp_path):
   assert table is not first and table.records[:, 3].tolist() == [3, 5]
   frames = parsed(again[1]).feature_lists.feature_list[dmvr.IMAGE_KEY].feature
   assert table.frame_bytes(1, np.array([4])) == [frames[4].bytes_list.value[0]]
+
+
+def test_reads_go_in_parallel_once_the_store_is_slow(tmp_path, monkeypatch):
+  example = dmvr.sequence_example_from_jpegs(jpegs(12), 0)
+  (shard,) = dmvr.write_shards([example], str(tmp_path / "train.tfrecord"), 1)
+  want = [
+    f.bytes_list.value[0]
+    for f in parsed(example).feature_lists.feature_list[dmvr.IMAGE_KEY].feature
+  ]
+  table = frame_table.FrameTable(shard)
+  read = frame_table.FrameTable._read
+  in_flight = {"now": 0, "most": 0}
+  lock = threading.Lock()
+
+  def slow_read(self, offset, size, record):  # a store answering after 50 ms
+    with lock:
+      in_flight["now"] += 1
+      in_flight["most"] = max(in_flight["most"], in_flight["now"])
+    time.sleep(0.05)
+    with lock:
+      in_flight["now"] -= 1
+    return read(self, offset, size, record)
+
+  monkeypatch.setattr(frame_table.FrameTable, "_read", slow_read)
+  monkeypatch.setattr(frame_table, "_read_seconds", [0.0])  # as in a fresh process
+  wanted = np.array([11, 0, 5, 5, 3, 8, 1, 2, 9, 10, 4, 6, 7])  # any order, a repeat
+  try:
+    # The first reads go in sequence and find the store slow; then they go in parallel.
+    assert table.frame_bytes(0, wanted) == [want[i] for i in wanted]
+    assert (
+      in_flight["most"] == 1 and frame_table._read_seconds[0] > frame_table.PARALLEL_ABOVE_SECONDS
+    )
+    start = time.perf_counter()
+    assert table.frame_bytes(0, wanted) == [want[i] for i in wanted]
+    # 13 x 50 ms in sequence; together in about 50 ms (threads start late on a busy machine).
+    assert in_flight["most"] >= 6 and time.perf_counter() - start < 0.35
+    # What the training stream asks before it adds threads to wait on reads.
+    assert frame_table.is_slow_store(shard)
+    monkeypatch.setattr(frame_table.FrameTable, "_read", read)
+    assert not frame_table.is_slow_store(shard)
+  finally:
+    table.close()

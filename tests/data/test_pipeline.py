@@ -16,7 +16,7 @@ from PIL import Image
 from shared import model_inputs, reader_configs
 
 from vidtx import device_augment, evaluation, sharding
-from vidtx.data import bad_records, dmvr, pipeline, reader_config, records, sampling
+from vidtx.data import bad_records, dmvr, frame_table, pipeline, reader_config, records, sampling
 
 jax.config.update("jax_numpy_rank_promotion", "raise")  # As other modules do in the workers.
 
@@ -404,6 +404,27 @@ def test_frame_tables_give_the_stream_of_whole_records(fixture, request, monkeyp
     return [b for _, b in zip(range(5), ds.as_numpy_iterator(), strict=False)]
 
   by_frames = stream()
+  # Reads in parallel, as on a slow store: the same bytes in the same places.
+  monkeypatch.setattr(frame_table, "PARALLEL_ABOVE_SECONDS", 0.0)
+  assert_batches_equal(stream(), by_frames)
   monkeypatch.setattr(records, "frame_tables_missing", lambda *args, **kwargs: "switched off")
   assert_batches_equal(by_frames, stream())
   assert by_frames[0]["inputs"].dtype == np.uint8
+
+
+def test_a_context_that_fails_read_ahead_is_read_again_in_the_element(twelve):
+  shard = dmvr.shard_names(f"{twelve}/train.tfrecord", 3)[0]
+  table = frame_table.open_table(shard)
+  files = np.array([shard.encode()] * 3, dtype=object)
+  heads, counts = records._read_contexts(files, np.array([1, 99, 0]))  # no record 99
+  assert counts.tolist() == [table.context(1)[1], records._NOT_READ, table.context(0)[1]]
+  assert heads[0] == table.context(1)[0] and heads[2] == table.context(0)[0]
+
+  def parsed(record):  # as in the stream: a tf.data map
+    raw = {"file": shard, "record": np.int64(record), "source": "s", "head": b""}
+    raw["count"] = np.int64(records._NOT_READ)
+    return next(tf.data.Dataset.from_tensors(raw).map(records.parse_video).as_numpy_iterator())
+
+  assert parsed(0)["video_id"] == b"v00"  # read again in the element
+  with pytest.raises(tf.errors.OpError):  # inside protected_map: an unreadable element
+    parsed(99)

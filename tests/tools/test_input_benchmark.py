@@ -177,3 +177,20 @@ def shared_env() -> dict:
   return dict(
     os.environ, PYTHONPATH=os.pathsep.join([shared.REPO, os.environ.get("PYTHONPATH", "")])
   )
+
+
+def test_a_slow_store_keeps_many_reads_in_flight(tmp_path, monkeypatch):
+  from vidtx.data import frame_table  # noqa: PLC0415
+
+  dc = reader_config.DatasetConfig.from_config(_tiny_dataset(str(tmp_path)))
+  # install() wraps the read for the whole process: put the real one back after the test.
+  monkeypatch.setattr(frame_table.FrameTable, "_read", frame_table.FrameTable._read)
+  probe = input_benchmark.ReadProbe(latency_s=0.02)
+  probe.install()
+  monkeypatch.setattr(input_benchmark, "_PROBE", probe)
+  row = input_benchmark.measure(dc, "train", batch_size=2, warmup=1, batches=3)
+  # The timed 3 batches: 6 clips of num_frames reads each (and contexts, some read during the
+  # warm-up, as are frames the prefetch reads ahead), 20 ms each.
+  assert row["reads"] >= 3 * int(dc.num_frames)
+  assert row["most_in_flight"] > int(dc.num_frames)  # several clips' frames at once
+  assert row["mean_in_flight"] > 2

@@ -21,14 +21,19 @@ The table is built when shards are written (make_shards), or by python -m vidtx.
 for existing shards; building it reads every record and checks its CRC32C. Reads through the table
 do not check the record's checksum (it covers the whole record); a shard changed since is caught
 by its size and mtime.
+
+On a slow store (reads slower than PARALLEL_ABOVE_SECONDS: a network file system, a bucket) the
+reads are issued in parallel in a pool of READ_THREADS threads (in_parallel), so that a store's
+latency per read is paid once per clip, not once per frame.
 """
 
+import concurrent.futures
 import io
 import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -40,6 +45,16 @@ FRAMES_SUFFIX = ".frames.npy"
 SIDECAR_SUFFIX = ".frames.json"
 IMAGE_KEY = b"image/encoded"  # dmvr.IMAGE_KEY, without importing TensorFlow here.
 WHOLE = -1  # frames of a record to read and parse whole
+# Reads through frame tables in flight at once per process: on a slow store a clip's frames and
+# the contexts read ahead (vidtx.data.records) are each read in parallel, in threads of one pool.
+# An object store or a network file system answers after milliseconds (tens for a bucket), which
+# only many reads in flight hide: 64 keep ~3,000 reads/s flowing at 20 ms each. os.pread releases
+# the GIL, so the threads wait without holding the interpreter.
+READ_THREADS = 64
+# Reads are issued in parallel once they take this long on average (a network store, a spinning
+# disk); faster ones (the page cache, a local SSD: tens of us) are read in sequence, since handing
+# a read to a thread costs about as much CPU as the read itself.
+PARALLEL_ABOVE_SECONDS = 0.5e-3
 
 
 def _path(shard: str, suffix: str, index_dir: str | None) -> str:
@@ -283,15 +298,59 @@ class FrameTable:
 
   def frame_bytes(self, record: int, indices: np.ndarray) -> list[bytes]:
     """The JPEG bytes of frames `indices` (each in [0, frames)) of `record`, read at their
-    offsets in ascending order (sequential on a disk), returned in the order asked."""
+    offsets in ascending order (in_parallel: together on a slow store), returned in the order
+    asked."""
     _, _, first, count = self.records[record].tolist()
     if count == WHOLE or np.any((indices < 0) | (indices >= count)):
       raise ValueError(f"{self.shard}: record {record} has no frames {indices.tolist()}")
     rows = np.asarray(self.frames[first + np.asarray(indices, np.int64)]).tolist()  # (N, 2)
+    order = np.argsort(indices, kind="stable").tolist()  # ascending offsets: issued in file order
+    read = lambda position: self._read(*rows[position], record)  # noqa: E731
     data = [b""] * len(rows)
-    for position in np.argsort(indices, kind="stable").tolist():
-      data[position] = self._read(*rows[position], record)
+    for position, frame in zip(order, in_parallel(read, order), strict=True):
+      data[position] = frame
     return data
+
+
+_POOL: list[concurrent.futures.ThreadPoolExecutor] = []  # made at the first parallel read
+_POOL_LOCK = threading.Lock()
+# Seconds a read took, a moving average over the process's recent reads (a race between threads
+# loses an update at worst); it starts at 0: the first reads go in sequence and measure the store.
+_read_seconds = [0.0]
+
+
+def in_parallel(read: Callable, items: Sequence) -> list:
+  """[read(item) for item in items]: on a slow store (reads slower than PARALLEL_ABOVE_SECONDS on
+  average) in flight together in the process's read pool (READ_THREADS threads), issued in the
+  order of `items`, else one after another. The first exception raised is raised."""
+
+  def timed(item):
+    start = time.perf_counter()
+    result = read(item)
+    _read_seconds[0] += 0.05 * (time.perf_counter() - start - _read_seconds[0])
+    return result
+
+  if len(items) < 2 or _read_seconds[0] < PARALLEL_ABOVE_SECONDS:
+    return [timed(item) for item in items]
+  with _POOL_LOCK:
+    if not _POOL:
+      _POOL.append(concurrent.futures.ThreadPoolExecutor(READ_THREADS, "vidtx-read"))
+  return list(_POOL[0].map(timed, items))
+
+
+def is_slow_store(shard: str, index_dir: str | None = None, reads: int = 4) -> bool:
+  """Whether reads of `shard` take longer than PARALLEL_ABOVE_SECONDS: the median of `reads`
+  reads of its first records' contexts (a few hundred bytes each), which also start the
+  process's estimate that in_parallel follows."""
+  table = open_table(shard, index_dir)
+  records = np.flatnonzero(table.records[:, 3] != WHOLE)[:reads].tolist()  # not whole records
+  seconds = []
+  for record in records:
+    start = time.perf_counter()
+    table.context(record)
+    seconds.append(time.perf_counter() - start)
+    _read_seconds[0] += 0.05 * (seconds[-1] - _read_seconds[0])
+  return bool(seconds) and float(np.median(seconds)) > PARALLEL_ABOVE_SECONDS
 
 
 _OPEN: dict[tuple[str, str | None], FrameTable] = {}

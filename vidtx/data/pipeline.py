@@ -98,14 +98,15 @@ def _check_split(dataset_configs: DatasetConfig, split: str, batch_size: int) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def _options() -> tf.data.Options:
-  """As big_vision sets them for hosts: tf.data's own threads, one per core, and one thread per
-  op: the parallel maps (one clip each) use the cores, an op does not spread over them as well.
-  Deterministic order: exact resume depends on it."""
+def _options(waiting_threads: int = 0) -> tf.data.Options:
+  """As big_vision sets them for hosts: tf.data's own threads, one per core (plus
+  `waiting_threads` that mostly wait on reads), and one thread per op: the parallel maps (one
+  clip each) use the cores, an op does not spread over them as well. Deterministic order: exact
+  resume depends on it."""
   options = tf.data.Options()
   options.deterministic = True
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  options.threading.private_threadpool_size = max(int(cores or 1), 1)
+  options.threading.private_threadpool_size = max(int(cores or 1), 1) + waiting_threads
   options.threading.max_intra_op_parallelism = 1
   return options
 
@@ -396,6 +397,10 @@ def build_train_dataset(
     ds, base_seed = _global_records(dc, global_batch=global_batch, start_position=start, **where)
   else:
     ds, base_seed = _process_records(dc, start_position=(start_epoch, start_index), **where)
+  # Through frame tables: the records' contexts read ahead, many in flight, and on a slow store
+  # threads beyond the cores' to wait on clips' frames.
+  waiting_threads = records.waiting_threads(ds, dc, "train")
+  ds = records.read_contexts_ahead(ds)
   ds = records.protected_map(
     ds,
     lambda epoch, index, raw: _train_element(dc, base_seed, epoch, index, raw),
@@ -412,7 +417,7 @@ def build_train_dataset(
   ds = ds.batch(
     batch_size, drop_remainder=True, num_parallel_calls=records.AUTOTUNE, deterministic=True
   )
-  return ds.prefetch(records.AUTOTUNE).with_options(_options())
+  return ds.prefetch(records.AUTOTUNE).with_options(_options(waiting_threads))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -602,6 +602,65 @@ def _read_context(file: bytes, record: np.int64) -> tuple[bytes, np.int64]:
   return head, np.int64(count)
 
 
+# Records whose contexts one call of read_contexts_ahead's map reads, all in flight at once.
+CONTEXTS_AHEAD = 16
+_NOT_READ = -2  # read_contexts_ahead's count of a context that failed: parse_video reads it again
+
+
+def _read_contexts(files: np.ndarray, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(heads (K,) bytes, counts (K,) int64) of records `numbers` (K,) of `files` (K,), read in
+  parallel; a record whose read fails gets count _NOT_READ (its error is raised again where
+  parse_video reads it, inside protected_map, which turns it into an unreadable element)."""
+
+  def read(pair):
+    try:
+      return _read_context(*pair)
+    except Exception:  # noqa: BLE001 - raised again, for this record alone, by parse_video.
+      return b"", np.int64(_NOT_READ)
+
+  pairs = list(zip(files.tolist(), numbers.tolist(), strict=True))
+  heads, counts = zip(*frame_table.in_parallel(read, pairs), strict=True) if pairs else ((), ())
+  return np.array(heads, dtype=object).reshape(-1), np.array(counts, np.int64).reshape(-1)
+
+
+# tf.data threads beyond one per core for a stream read through frame tables on a slow store:
+# each clip's map waits for its frames (read in parallel: one round trip of the store), and with
+# a thread per core only, the cores would idle meanwhile. A fast disk gets none: more threads than
+# cores only add switches between them there.
+READ_WAITING_THREADS = 6
+
+
+def waiting_threads(ds: tf.data.Dataset, dc: DatasetConfig, split: str) -> int:
+  """READ_WAITING_THREADS for a stream of (epoch, index, raw) of `split` read through frame
+  tables from a slow store (frame_table.is_slow_store of its first shard), else 0."""
+  if "record" not in ds.element_spec[2]:
+    return 0
+  slow = frame_table.is_slow_store(split_files(dc, split)[0], dc.index_dir or None)
+  return READ_WAITING_THREADS if slow else 0
+
+
+def read_contexts_ahead(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """`ds` of (epoch, index, raw) with each raw's record context read ahead ('head', 'count':
+  what parse_video would read), CONTEXTS_AHEAD records at a time in parallel; `ds` itself when
+  its records are not read through frame tables. tf.data's threads (one per core) each wait for
+  their read: read one by one, a store with milliseconds of latency per read would keep about
+  one read per core in flight."""
+  if "record" not in ds.element_spec[2]:
+    return ds
+
+  @no_autograph
+  def read(epoch, index, raw):  # (K,) each
+    heads, counts = tf.numpy_function(
+      _read_contexts, [raw["file"], raw["record"]], [tf.string, tf.int64], stateful=False
+    )
+    shape = raw["record"].shape  # (K,), K unknown: the last batch of a finite stream is short
+    raw = {**raw, "head": tf.ensure_shape(heads, shape), "count": tf.ensure_shape(counts, shape)}
+    return epoch, index, raw
+
+  ds = ds.batch(CONTEXTS_AHEAD).map(read, num_parallel_calls=AUTOTUNE, deterministic=True)
+  return ds.unbatch()
+
+
 def _read_frames(file: bytes, record: np.int64, wanted: np.ndarray) -> np.ndarray:
   table = frame_table.open_table(file.decode("utf-8"), _INDEX_DIRS.get(file.decode("utf-8")))
   return np.array(table.frame_bytes(int(record), wanted), dtype=object)  # (N,) as `wanted`
@@ -683,9 +742,17 @@ def parse_video(raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   and 'jpegs' empty until clip_jpegs reads the frames a clip uses."""
   if "record" in raw:
     _release_iterators_at_exit()
-    head, count = tf.numpy_function(
-      _read_context, [raw["file"], raw["record"]], [tf.string, tf.int64], stateful=False
-    )
+
+    def read():
+      head, count = tf.numpy_function(
+        _read_context, [raw["file"], raw["record"]], [tf.string, tf.int64], stateful=False
+      )
+      return tf.ensure_shape(head, []), tf.ensure_shape(count, [])
+
+    if "head" in raw:  # read ahead (read_contexts_ahead); again here only when that failed
+      head, count = tf.cond(raw["count"] == _NOT_READ, read, lambda: (raw["head"], raw["count"]))
+    else:
+      head, count = read()
     video = dmvr.parse_sequence_example(tf.ensure_shape(head, []))
     whole = tf.ensure_shape(count, []) == frame_table.WHOLE  # parsed whole, frames and all
     video["num_frames"] = tf.where(whole, tf.size(video["jpegs"], tf.int64), count)

@@ -5,6 +5,8 @@ r"""Input pipeline throughput: frames per CPU-second and per second of a config'
       --config.dataset_configs.base_dir=/data/k400 --batches=50
   python -m vidtx.tools.input_benchmark --config=configs/k400_vivit_fe.py --stages \
       [--split=validation] [--peer --peer_videos=DIR] <dataset overrides>
+  python -m vidtx.tools.input_benchmark --config=configs/k400_vivit_fe.py --read_latency_ms=20 \
+      <dataset overrides>
 
 The unit is frames per CPU-second: frames / (user + sys CPU seconds of this process, tf.data's
 threads included; time.process_time). It is stable on a shared machine, where wall-clock frames/s
@@ -36,6 +38,11 @@ they stay meaningful whatever the pipeline does inside. For an evaluation split:
 the decoder limit (every clip's frames decoded once; the spatial crops share them) and the
 config's evaluation reader.
 
+--read_latency_ms=L adds L ms to every read through a frame table (a sleep before the read: a
+simulated object store). Each run prints the reads through frame tables and how many were in
+flight, at most and on average (the reads' summed wall time over the run's), which shows whether
+the reader issues them in parallel, as a slow store needs.
+
 --peer runs the PyTorch world's reader on the mp4s in --peer_videos (vidtx.tools.torch_peer:
 PyAV decoding in DataLoader workers, MMAction2's crops, flip and normalisation, the config's
 clip geometry), counting the CPU time of its workers too, and prints the ratio.
@@ -48,6 +55,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,7 +67,7 @@ from absl import flags, logging
 
 from vidtx import cli
 from vidtx import data as vidtx_data
-from vidtx.data import bad_records, dmvr, reader_config, records
+from vidtx.data import bad_records, dmvr, frame_table, reader_config, records
 from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
 
@@ -95,6 +103,55 @@ def fake_dataset(
   return directory
 
 
+class ReadProbe:
+  """Counts the reads through frame tables (vidtx.data.frame_table.FrameTable's one read
+  function), and adds `latency_s` to each before it starts: a simulated slow store (an object
+  store answers each read after tens of ms). It shows how many reads the reader keeps in flight.
+  install() wraps the function for the whole process."""
+
+  def __init__(self, latency_s: float = 0.0):
+    self.latency_s = latency_s
+    self._lock = threading.Lock()
+    self.reset()
+
+  def reset(self) -> None:
+    with self._lock:
+      self.now = getattr(self, "now", 0)  # reads in flight now stay counted
+      self.reads, self.most = 0, self.now
+      self.busy_seconds = 0.0  # summed over reads: / wall seconds = mean reads in flight
+      self.start = time.perf_counter()
+
+  def install(self) -> None:
+    read = frame_table.FrameTable._read
+
+    def probed(table: frame_table.FrameTable, offset: int, size: int, record: int) -> bytes:
+      with self._lock:
+        self.now += 1
+        self.most = max(self.most, self.now)
+      begin = time.perf_counter()
+      try:
+        if self.latency_s:
+          time.sleep(self.latency_s)
+        return read(table, offset, size, record)
+      finally:
+        with self._lock:
+          self.now -= 1
+          self.reads += 1
+          self.busy_seconds += time.perf_counter() - begin
+
+    frame_table.FrameTable._read = probed
+
+  def summary(self) -> dict[str, float]:
+    """Reads since reset(), and the reads in flight: at most and on average (time-weighted)."""
+    with self._lock:
+      wall = time.perf_counter() - self.start
+      mean = self.busy_seconds / wall
+      return dict(reads=self.reads, most_in_flight=self.most, mean_in_flight=mean)
+
+
+_PROBE = ReadProbe()
+
+
 def without_augmentation(dataset: DatasetConfig) -> DatasetConfig:
   """A copy with every random transform off except the crop (the reader's minimum)."""
   return dataclasses.replace(dataset, random_flip=False, augmentation=reader_config.Augmentation())
@@ -116,6 +173,7 @@ def time_stream(
   Returns frames, clock and CPU seconds, frames per second and frames per CPU-second."""
   for _ in range(warmup):
     next_batch()
+  _PROBE.reset()
   cpu_start, wall_start = time.process_time(), time.perf_counter()
   frames = count = 0
   while count < batches or time.process_time() - cpu_start < min_cpu_seconds:
@@ -129,6 +187,7 @@ def time_stream(
     cpu_seconds=cpu,
     frames_per_sec=frames / wall,
     frames_per_cpu_sec=frames / cpu,
+    **_PROBE.summary(),
   )
 
 
@@ -462,7 +521,13 @@ def _print_runs(dataset_configs: DatasetConfig, timing: dict[str, Any]) -> None:
       f"{name:>16}: {r['clips_per_sec']:7.1f} clips/s  {r['frames_per_sec']:8.0f} "
       f"frames/s  {r['frames_per_cpu_sec']:8.0f} frames/CPU-s  "
       f"({r['clips_per_sec_per_core']:.2f} clips/s, "
-      f"{r['frames_per_sec_per_core']:.0f} frames/s per core, {r['cores']} cores)",
+      f"{r['frames_per_sec_per_core']:.0f} frames/s per core, {r['cores']} cores)"
+      + (
+        f"; frame-table reads: {r['reads']}, in flight at most {r['most_in_flight']}, "
+        f"{r['mean_in_flight']:.1f} on average"
+        if r["reads"]
+        else ""
+      ),
       flush=True,
     )
 
@@ -471,6 +536,10 @@ def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _FLAGS.config
+  if _FLAGS.read_latency_ms < 0:
+    raise UserError(f"--read_latency_ms={_FLAGS.read_latency_ms} must be >= 0.")
+  _PROBE.latency_s = _FLAGS.read_latency_ms / 1000
+  _PROBE.install()
   if _FLAGS.peer and not _FLAGS.peer_videos:
     raise UserError("--peer needs --peer_videos: a folder of the same videos as .mp4 files.")
   timing = dict(
@@ -531,6 +600,11 @@ if __name__ == "__main__":
   flags.DEFINE_integer("fake_width", 340, "Generated frame width.")
   flags.DEFINE_float(
     "min_cpu_seconds", 0.0, "Time at least this much CPU per stream (more batches if needed)."
+  )
+  flags.DEFINE_float(
+    "read_latency_ms",
+    0.0,
+    "Added to every read through a frame table (a simulated object store; 0: the disk as is).",
   )
   flags.DEFINE_bool("stages", False, "Report cumulative stages and the decoder limit (a table).")
   flags.DEFINE_bool("peer", False, "Also time the PyTorch peer (vidtx.tools.torch_peer).")
