@@ -10,6 +10,15 @@
 
 Initialisers follow ViT (vit_jax): xavier_uniform kernels, normal(1e-6) MLP biases,
 normal(0.02) position embeddings, zero class token and zero head.
+
+Logical axes (vidtx.sharding): every parameter names what its dimensions mean where it is defined
+(`logical`, nn.with_logical_partitioning: query kernels ('embed', 'heads', 'kv'), ...), and the
+activations at block boundaries and inside attention are pinned with `constrain`
+(nn.with_logical_constraint: tokens ('batch', 'length', 'embed')). config.mesh.rules maps the
+names to mesh axes. The names never reach the parameters' tree: the models' `init` returns plain
+arrays (`plain_init_with_output`), and `boxed_init` gives the boxed tree that
+vidtx.models.param_logical_axes reads. Without rules in context (one device, the converters) the
+constraints do nothing.
 """
 
 import contextlib
@@ -29,6 +38,57 @@ from vidtx.models import hparams, kernels
 KERNEL_INIT = nn.initializers.xavier_uniform()
 MLP_BIAS_INIT = nn.initializers.normal(stddev=1e-6)
 POSEMB_INIT = nn.initializers.normal(stddev=0.02)
+
+# Logical axes (vidtx.sharding.LOGICAL_AXES), spelled once.
+BATCH, LENGTH, EMBED, MLP, HEADS, KV = "batch", "length", "embed", "mlp", "heads", "kv"
+LogicalAxes = tuple[str | None, ...]
+
+
+def logical(init: Callable[..., jax.Array], *axes: str | None) -> Callable[..., Any]:
+  """`init` whose parameter carries the logical axes `axes`, one per dimension."""
+  return nn.with_logical_partitioning(init, axes)
+
+
+def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
+  """x pinned to the logical `axes` under config.mesh.rules (nn.logical_axis_rules and a mesh
+  in context, as in the training step); unchanged otherwise."""
+  return nn.with_logical_constraint(x, axes)
+
+
+def token_axes(ndim: int) -> LogicalAxes:
+  """Logical axes of tokens (B, ..., L, D): batch, length, embed; the middle axes of
+  (B, T, N, D) layouts (time) are left to the compiler."""
+  return (BATCH,) + (None,) * (ndim - 3) + (LENGTH, EMBED)
+
+
+def constrain_tokens(x: jax.Array) -> jax.Array:
+  """Tokens (B, ..., L, D) pinned to token_axes: the batch split over the data-parallel axes,
+  each example's tokens and channels whole on its device."""
+  return constrain(x, *token_axes(x.ndim))
+
+
+def unbox(tree: Any) -> Any:
+  """`tree` with every logical-axes box replaced by its array, without a sharding constraint."""
+  return jax.tree.map(
+    lambda x: x.value if isinstance(x, nn.Partitioned) else x,
+    tree,
+    is_leaf=lambda x: isinstance(x, nn.Partitioned),
+  )
+
+
+def _plain_init_with_output(module: nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+  out, variables = nn.Module.init_with_output(module, *args, **kwargs)
+  return out, unbox(variables)
+
+
+# The models' init_with_output (so their init): nn.Module's, its logical-axes boxes stripped, so
+# checkpoints, converters, export and surgery see the plain arrays they always saw.
+plain_init_with_output = nn.nowrap(_plain_init_with_output)
+
+
+def boxed_init(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+  """nn.Module.init with the parameters' logical-axes boxes (nn.LogicallyPartitioned) kept."""
+  return nn.Module.init_with_output(module, *args, **kwargs)[1]
 
 
 class MultiHeadAttention(nn.Module):
@@ -76,16 +136,15 @@ class MultiHeadAttention(nn.Module):
         f"MultiHeadAttention: {features} channels are not divisible by {self.num_heads} heads."
       )
     projection = functools.partial(
-      nn.DenseGeneral,
-      features=(self.num_heads, features // self.num_heads),
-      axis=-1,
-      dtype=self.dtype,
-      kernel_init=KERNEL_INIT,
+      HeadsProjection, self.num_heads, features // self.num_heads, dtype=self.dtype
     )
+    # Tokens (batch, length, D), or (B, T, N, D) for patterns that regroup heads (ViViT Model 4).
+    head_axes = token_axes(x.ndim)[:-1] + (HEADS, KV)
+    x = constrain(x, *token_axes(x.ndim))
     # (batch, length, D) -> (batch, length, heads, head_dim)
-    query = projection(name="query")(x)
-    key = projection(name="key")(x)
-    value = projection(name="value")(x)
+    query = constrain(projection(name="query")(x), *head_axes)
+    key = constrain(projection(name="key")(x), *head_axes)
+    value = constrain(projection(name="value")(x), *head_axes)
     if self.attention_fn is kernels.dot_product_attention and self.is_mutable_collection(
       "intermediates"
     ):
@@ -101,10 +160,41 @@ class MultiHeadAttention(nn.Module):
       deterministic=deterministic,
       implementation=self.implementation,
     )
+    y = constrain(y, *head_axes)
     # (..., heads, head_dim) -> (..., D), or (..., D') with `then` folded in.
-    return OutProjection(features, dtype=self.dtype, kernel_init=self.out_kernel_init, name="out")(
+    y = OutProjection(features, dtype=self.dtype, kernel_init=self.out_kernel_init, name="out")(
       y, then=then
     )
+    return constrain(y, *token_axes(x.ndim))
+
+
+class HeadsProjection(nn.Module):
+  """The attention's query/key/value projection (..., D) -> (..., heads, head_dim): what
+  nn.DenseGeneral(features=(heads, head_dim)) computes, with its parameters (kernel
+  (D, heads, head_dim), bias (heads, head_dim)) and initialisation, written out so that they
+  carry logical axes: DenseGeneral initialises a flat (D, heads * head_dim) kernel, and flax's
+  shape check re-runs that inside a sharded step, where a rank-3 constraint on it fails."""
+
+  num_heads: int
+  head_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features, heads, head_dim = x.shape[-1], self.num_heads, self.head_dim
+
+    def init_kernel(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+      # As DenseGeneral: initialised as the flat (D, heads * head_dim) matrix, then reshaped.
+      return KERNEL_INIT(rng, (features, heads * head_dim), jnp.float32).reshape(shape)
+
+    kernel = self.param(
+      "kernel", logical(init_kernel, EMBED, HEADS, KV), (features, heads, head_dim)
+    )
+    bias = self.param("bias", logical(nn.initializers.zeros, HEADS, KV), (heads, head_dim))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    # (..., D) x (D, heads, head_dim) -> (..., heads, head_dim)
+    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    return y + bias.reshape((1,) * (x.ndim - 1) + (heads, head_dim))
 
 
 class OutProjection(nn.Module):
@@ -124,8 +214,10 @@ class OutProjection(nn.Module):
       # As DenseGeneral: initialised as the flat (heads * head_dim, D) matrix, then reshaped.
       return self.kernel_init(rng, (heads * head_dim, self.features), jnp.float32).reshape(shape)
 
-    kernel = self.param("kernel", init_kernel, (heads, head_dim, self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    kernel = self.param(
+      "kernel", logical(init_kernel, HEADS, KV, EMBED), (heads, head_dim, self.features)
+    )
+    bias = self.param("bias", logical(nn.initializers.zeros, EMBED), (self.features,))
     if then is not None:
       # Products of the float32 parameters: (heads, head_dim, D) x (D, D') -> (heads, head_dim, D').
       kernel = jnp.einsum("hcd,de->hce", kernel, then.astype(jnp.float32))
@@ -187,14 +279,23 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    dense = functools.partial(
-      nn.Dense, dtype=self.dtype, kernel_init=KERNEL_INIT, bias_init=MLP_BIAS_INIT
-    )
-    y = dense(self.mlp_dim, name="Dense_0")(x)
-    y = gelu(y, approximate=self.gelu_approximate)
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    hidden_axes = token_axes(x.ndim)[:-1] + (MLP,)
+    y = dense(
+      self.mlp_dim,
+      kernel_init=logical(KERNEL_INIT, EMBED, MLP),
+      bias_init=logical(MLP_BIAS_INIT, MLP),
+      name="Dense_0",
+    )(constrain_tokens(x))
+    y = constrain(gelu(y, approximate=self.gelu_approximate), *hidden_axes)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    y = dense(x.shape[-1], name="Dense_1")(y)
-    return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = dense(
+      x.shape[-1],
+      kernel_init=logical(KERNEL_INIT, MLP, EMBED),
+      bias_init=logical(MLP_BIAS_INIT, EMBED),
+      name="Dense_1",
+    )(y)
+    return constrain_tokens(nn.Dropout(self.dropout_rate)(y, deterministic=deterministic))
 
 
 class DropPath(nn.Module):
@@ -266,7 +367,13 @@ def mlp_module(config: hparams.ModelConfig, name: str = "mlp") -> MlpBlock:
 
 def layer_norm(config: hparams.ModelConfig, name: str) -> nn.LayerNorm:
   """LayerNorm (eps model.layer_norm_epsilon); statistics are taken in float32."""
-  return nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=jnp.dtype(config.dtype), name=name)
+  return nn.LayerNorm(
+    epsilon=config.layer_norm_epsilon,
+    dtype=jnp.dtype(config.dtype),
+    scale_init=logical(nn.initializers.ones, EMBED),
+    bias_init=logical(nn.initializers.zeros, EMBED),
+    name=name,
+  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -291,7 +398,9 @@ class AddPositionEmbedding(nn.Module):
       raise ValueError(
         f"AddPositionEmbedding: axis {self.axis} of tokens {x.shape} is the batch or channel axis."
       )
-    embedding = self.param("embedding", self.embedding_init, (x.shape[axis], x.shape[-1]))
+    embedding = self.param(
+      "embedding", logical(self.embedding_init, None, EMBED), (x.shape[axis], x.shape[-1])
+    )
     # (L, D) -> (1, .., L, .., D), broadcastable against the tokens.
     shape = [1] * x.ndim
     shape[axis], shape[-1] = x.shape[axis], x.shape[-1]
@@ -300,11 +409,15 @@ class AddPositionEmbedding(nn.Module):
 
 def class_token(module: nn.Module, name: str, hidden_size: int) -> jax.Array:
   """A zero-initialised (1, 1, D) class token parameter of `module` (vit_jax layout)."""
-  return module.param(name, nn.initializers.zeros, (1, 1, hidden_size))
+  return module.param(name, logical(nn.initializers.zeros, None, None, EMBED), (1, 1, hidden_size))
 
 
 def classification_head(pre_logits: jax.Array, num_classes: int) -> jax.Array:
   """Zero-initialised linear head, in float32 whatever the compute dtype."""
-  return nn.Dense(num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros, name="head")(
-    pre_logits.astype(jnp.float32)
-  )
+  return nn.Dense(
+    num_classes,
+    dtype=jnp.float32,
+    kernel_init=logical(nn.initializers.zeros, EMBED, None),
+    bias_init=logical(nn.initializers.zeros, None),
+    name="head",
+  )(pre_logits.astype(jnp.float32))

@@ -203,8 +203,13 @@ class LinearParams(nn.Module):
 
   @nn.compact
   def __call__(self) -> tuple[jax.Array, jax.Array]:
-    kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
-    return kernel, self.param("bias", nn.initializers.zeros, (self.features,))
+    kernel = self.param(
+      "kernel",
+      layers.logical(self.kernel_init, layers.EMBED, None),
+      (self.in_features, self.features),
+    )
+    bias = self.param("bias", layers.logical(nn.initializers.zeros, None), (self.features,))
+    return kernel, bias
 
 
 def _projected(x: jax.Array, stage: str, **kwargs) -> jax.Array:
@@ -322,6 +327,9 @@ class TimeSformer(nn.Module):
 
   config: TimeSformerConfig
   num_classes: int
+
+  # init returns plain arrays: the parameters' logical axes stay out of their tree.
+  init_with_output = layers.plain_init_with_output
 
   @nn.compact
   def __call__(self, video: jax.Array, *, train: bool) -> tuple[jax.Array, dict]:

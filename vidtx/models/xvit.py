@@ -363,6 +363,9 @@ class XViT(nn.Module):
   config: XViTConfig
   num_classes: int
 
+  # init returns plain arrays: the parameters' logical axes stay out of their tree.
+  init_with_output = layers.plain_init_with_output
+
   @nn.compact
   def __call__(self, video: jax.Array, *, train: bool) -> tuple[jax.Array, dict]:
     config = self.config
@@ -420,7 +423,11 @@ class XViT(nn.Module):
     y = pre_logits
     if config.head_mlp_dim:
       y = nn.Dense(
-        config.head_mlp_dim, dtype=jnp.float32, kernel_init=layers.KERNEL_INIT, name="head_hidden"
+        config.head_mlp_dim,
+        dtype=jnp.float32,
+        kernel_init=layers.logical(layers.KERNEL_INIT, layers.EMBED, layers.MLP),
+        bias_init=layers.logical(nn.initializers.zeros, layers.MLP),
+        name="head_hidden",
       )(y)
       y = nn.gelu(y, approximate=config.gelu_approximate)
       y = nn.Dropout(config.head_dropout_rate)(y, deterministic=deterministic)
