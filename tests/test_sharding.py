@@ -1,8 +1,8 @@
 """vidtx.sharding: mesh shapes from the config (its logical axis rules:
-test_logical_sharding.py), and device meshes over TPU slices (vidtx.sharding.device_grid) on mock TPU v4 devices: one slice
-is laid out by topology, several slices as a hybrid mesh with 'data' across slices
-(config.mesh.dcn_data), and a layout that cannot be placed falls back to process order with one
-line saying why."""
+test_logical_sharding.py), and device meshes over TPU slices (vidtx.sharding.device_grid) on
+mock TPU v4 devices: one slice is laid out by topology, several slices as a hybrid mesh with
+'data' across slices (config.mesh.dcn_data), and a layout that cannot be placed falls back to
+process order with one line saying why."""
 
 import dataclasses
 
