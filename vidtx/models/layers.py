@@ -15,10 +15,9 @@ Logical axes (vidtx.sharding): every parameter names what its dimensions mean wh
 (`logical`, nn.with_logical_partitioning: query kernels ('embed', 'heads', 'kv'), ...), and the
 activations at block boundaries and inside attention are pinned with `constrain`
 (nn.with_logical_constraint: tokens ('batch', 'length', 'embed')). config.mesh.rules maps the
-names to mesh axes. The names never reach the parameters' tree: the models' `init` returns plain
-arrays (`plain_init_with_output`), and `boxed_init` gives the boxed tree that
-vidtx.models.param_logical_axes reads. Without rules in context (one device, the converters) the
-constraints do nothing.
+names to mesh axes. The names never reach the parameters' tree: `init` returns plain arrays, and
+only `boxed_init` gives the boxed tree that vidtx.models.param_logical_axes reads. Without rules
+in context (one device, the converters) the constraints do nothing.
 """
 
 import contextlib
@@ -44,9 +43,33 @@ BATCH, LENGTH, EMBED, MLP, HEADS, KV = "batch", "length", "embed", "mlp", "heads
 LogicalAxes = tuple[str | None, ...]
 
 
+_BOXED = contextvars.ContextVar("logical_axes_boxed", default=False)
+
+
 def logical(init: Callable[..., jax.Array], *axes: str | None) -> Callable[..., Any]:
-  """`init` whose parameter carries the logical axes `axes`, one per dimension."""
-  return nn.with_logical_partitioning(init, axes)
+  """`init` of a parameter whose dimensions are the logical `axes`.
+
+  Within `boxed_init` the parameter comes out boxed with its axes (nn.with_logical_partitioning,
+  nn.LogicallyPartitioned); everywhere else (init, apply's shape checks) as the plain array, so
+  the parameters' tree, and every consumer of it (checkpoints, converters, export, surgery),
+  never sees the boxes.
+  """
+  boxed = nn.with_logical_partitioning(init, axes)
+
+  def init_fn(*args: Any, **kwargs: Any) -> Any:
+    return boxed(*args, **kwargs) if _BOXED.get() else init(*args, **kwargs)
+
+  return init_fn
+
+
+def boxed_init(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+  """module.init(*args, **kwargs) with the parameters boxed with their logical axes (scanned
+  stacks with a leading 'layers' axis). Call it under jax.eval_shape: only the names matter."""
+  token = _BOXED.set(True)
+  try:
+    return module.init(*args, **kwargs)
+  finally:
+    _BOXED.reset(token)
 
 
 def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
@@ -65,30 +88,6 @@ def constrain_tokens(x: jax.Array) -> jax.Array:
   """Tokens (B, ..., L, D) pinned to token_axes: the batch split over the data-parallel axes,
   each example's tokens and channels whole on its device."""
   return constrain(x, *token_axes(x.ndim))
-
-
-def unbox(tree: Any) -> Any:
-  """`tree` with every logical-axes box replaced by its array, without a sharding constraint."""
-  return jax.tree.map(
-    lambda x: x.value if isinstance(x, nn.Partitioned) else x,
-    tree,
-    is_leaf=lambda x: isinstance(x, nn.Partitioned),
-  )
-
-
-def _plain_init_with_output(module: nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-  out, variables = nn.Module.init_with_output(module, *args, **kwargs)
-  return out, unbox(variables)
-
-
-# The models' init_with_output (so their init): nn.Module's, its logical-axes boxes stripped, so
-# checkpoints, converters, export and surgery see the plain arrays they always saw.
-plain_init_with_output = nn.nowrap(_plain_init_with_output)
-
-
-def boxed_init(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-  """nn.Module.init with the parameters' logical-axes boxes (nn.LogicallyPartitioned) kept."""
-  return nn.Module.init_with_output(module, *args, **kwargs)[1]
 
 
 class MultiHeadAttention(nn.Module):
@@ -136,7 +135,12 @@ class MultiHeadAttention(nn.Module):
         f"MultiHeadAttention: {features} channels are not divisible by {self.num_heads} heads."
       )
     projection = functools.partial(
-      HeadsProjection, self.num_heads, features // self.num_heads, dtype=self.dtype
+      nn.DenseGeneral,
+      features=(self.num_heads, features // self.num_heads),
+      axis=-1,
+      dtype=self.dtype,
+      kernel_init=logical(KERNEL_INIT, EMBED, HEADS, KV),
+      bias_init=logical(nn.initializers.zeros, HEADS, KV),
     )
     # Tokens (batch, length, D), or (B, T, N, D) for patterns that regroup heads (ViViT Model 4).
     head_axes = token_axes(x.ndim)[:-1] + (HEADS, KV)
@@ -166,35 +170,6 @@ class MultiHeadAttention(nn.Module):
       y, then=then
     )
     return constrain(y, *token_axes(x.ndim))
-
-
-class HeadsProjection(nn.Module):
-  """The attention's query/key/value projection (..., D) -> (..., heads, head_dim): what
-  nn.DenseGeneral(features=(heads, head_dim)) computes, with its parameters (kernel
-  (D, heads, head_dim), bias (heads, head_dim)) and initialisation, written out so that they
-  carry logical axes: DenseGeneral initialises a flat (D, heads * head_dim) kernel, and flax's
-  shape check re-runs that inside a sharded step, where a rank-3 constraint on it fails."""
-
-  num_heads: int
-  head_dim: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    features, heads, head_dim = x.shape[-1], self.num_heads, self.head_dim
-
-    def init_kernel(rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-      # As DenseGeneral: initialised as the flat (D, heads * head_dim) matrix, then reshaped.
-      return KERNEL_INIT(rng, (features, heads * head_dim), jnp.float32).reshape(shape)
-
-    kernel = self.param(
-      "kernel", logical(init_kernel, EMBED, HEADS, KV), (features, heads, head_dim)
-    )
-    bias = self.param("bias", logical(nn.initializers.zeros, HEADS, KV), (heads, head_dim))
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    # (..., D) x (D, heads, head_dim) -> (..., heads, head_dim)
-    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-    return y + bias.reshape((1,) * (x.ndim - 1) + (heads, head_dim))
 
 
 class OutProjection(nn.Module):

@@ -280,9 +280,6 @@ class ViViT(nn.Module):
   config: ViViTConfig
   num_classes: int
 
-  # init returns plain arrays: the parameters' logical axes stay out of their tree.
-  init_with_output = layers.plain_init_with_output
-
   @nn.compact
   def __call__(self, video: jax.Array, *, train: bool) -> tuple[jax.Array, dict]:
     config = self.config
