@@ -183,6 +183,7 @@ class MultiViewEvaluator:
     aggregation: str = "mean_logits",
     class_names: list[str] | None = None,
     progress: bool = True,
+    rules: sharding.Rules | None = None,
   ):
     if aggregation not in AGGREGATIONS:
       raise UserError(
@@ -201,7 +202,10 @@ class MultiViewEvaluator:
     self.skip_bad_records = dataset.skip_bad_records
     self.expected_videos = dataset.examples_per_subset.get(split)
     self._local_batch_size = sharding.check_batch_size(batch_size, mesh, "eval_batch_size")
-    self._eval_step = jax.jit(self._step, out_shardings=sharding.replicated(mesh))
+    # Traced under config.mesh.rules (`rules`), as the training step: activations pinned.
+    self._eval_step = jax.jit(
+      sharding.under_rules(self._step, mesh, rules), out_shardings=sharding.replicated(mesh)
+    )
     self.progress = progress
     self.videos: list[dict[str, Any]] = []
     self.confusion: np.ndarray | None = None

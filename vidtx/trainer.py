@@ -379,6 +379,7 @@ def _loop_parts(
     mesh=setup.mesh,
     aggregation=config.eval_aggregation,
     class_names=setup.class_names,
+    rules=sharding.rules_from_config(config.get("mesh")),
   )
   # One jit with explicit shardings, the state donated, the batch split over the data-parallel
   # axes, gradients accumulated over config.grad_accum_steps.

@@ -74,8 +74,19 @@ def boxed_init(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
   """x pinned to the logical `axes` under config.mesh.rules (nn.logical_axis_rules and a mesh
-  in context, as in the training step); unchanged otherwise."""
-  return nn.with_logical_constraint(x, axes)
+  in context, as in the training step); unchanged otherwise. A dimension its mesh axes do not
+  divide is left to the compiler, as parameters keep such a dimension whole (a Ti model's 3
+  heads on a 2-way 'model' axis): pinning it would pad it."""
+  rules, mesh = nn.get_logical_axis_rules(), jax.sharding.get_abstract_mesh()
+  if not rules or mesh.empty:
+    return x
+  mesh_axes = nn.logical_to_mesh_axes(axes, rules)
+  dividing = []
+  for name, dim, mapped in zip(axes, x.shape, mesh_axes, strict=True):
+    mapped = () if mapped is None else (mapped,) if isinstance(mapped, str) else tuple(mapped)
+    ways = int(np.prod([mesh.shape[a] for a in mapped]))
+    dividing.append(name if dim % ways == 0 else None)
+  return nn.with_logical_constraint(x, tuple(dividing))
 
 
 def token_axes(ndim: int) -> LogicalAxes:
