@@ -105,8 +105,12 @@ def test_shardings_follow_the_logical_axes():
     "model",
     None,
   )
-  # Under FSDP_MIN_SIZE no 'fsdp' split (norms, biases); 'model' still splits the MLP bias.
+  # Under FSDP_MIN_SIZE no 'fsdp' split (norms, biases, small embeddings), except for the
+  # attention and MLP weights: a tiny model is laid out as a large one.
   assert spec_of("params/encoderblock_0/norm_mlp/scale", (768,), axes) == (None,)
+  assert spec_of("params/pos_embedding/embedding", (4, 64), axes) == (None, None)
+  assert spec_of("params/pos_embedding/embedding", (196, 768), axes) == (None, "fsdp")
+  assert spec_of(f"params/{block}/query/kernel", (32, 2, 16), axes) == ("fsdp", "model", None)
   assert spec_of("params/encoderblock_0/mlp/Dense_0/bias", (3072,), axes) == ("model",)
   assert spec_of("params/encoderblock_0/mlp/Dense_1/kernel", (3072, 768), axes) == (
     "model",

@@ -67,7 +67,9 @@ DEFAULT_RULES: dict[str, str | tuple[str, ...] | None] = {
 }
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]  # As flax.linen.logical_axis_rules.
 # A parameter with fewer elements than this is not split over 'fsdp' (norms, biases, class
-# tokens): splitting it saves nothing and costs a gather each. 'model' splits it all the same.
+# tokens): splitting it saves nothing and costs a gather each. The attention's and the MLP's
+# weights (those with a 'heads' or 'mlp' axis) follow the rules at any size, so that tiny test
+# models are laid out as large ones are.
 FSDP_MIN_SIZE = 2**14
 
 
@@ -283,10 +285,12 @@ def logical_partition_spec(
 
   flax maps the names to mesh axes (nn.logical_to_mesh_axes); then a dimension stays whole
   where its mesh axes do not divide it (a Ti model's 3 heads on a 2-way 'model' axis) or where
-  they are all of size 1, and a parameter under FSDP_MIN_SIZE elements is not split on 'fsdp'.
+  they are all of size 1, and a parameter under FSDP_MIN_SIZE elements without a 'heads' or
+  'mlp' axis is not split on 'fsdp'.
   """
   mesh_axes = nn.logical_to_mesh_axes(logical_axes, rules)
-  small = math.prod(shape) < FSDP_MIN_SIZE
+  tensor_parallel = bool({HEADS, MLP} & set(logical_axes))
+  small = math.prod(shape) < FSDP_MIN_SIZE and not tensor_parallel
   spec = []
   for dim, axes in zip(shape, mesh_axes, strict=True):
     axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
