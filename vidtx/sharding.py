@@ -1,4 +1,5 @@
-"""Device mesh, the rule table that shards parameters, and the hand-over of input batches.
+"""Device mesh, the logical axis rules that shard parameters and activations, and the hand-over
+of input batches.
 
 The mesh has three axes (config.mesh):
 - 'data': data parallelism; parameters replicated along it.
@@ -8,9 +9,20 @@ The mesh has three axes (config.mesh):
 - 'model': tensor parallelism over attention heads and the MLP's hidden units (Megatron-style:
   query/key/value and the first MLP layer split by columns, the output projections by rows, so a
   block needs one reduction for attention and one for the MLP).
-One table, `RULES`, maps parameter names to these axes; optimizer state follows its parameter
-(momentum of `…/query/kernel` is sharded as `…/query/kernel`). A dimension that does not divide
-by its axis size stays whole: a Ti model's 3 heads on a 2-way 'model' axis are replicated.
+Sharding says what it means: every parameter names its dimensions' *logical axes* where the
+model defines it (vidtx.models.layers: query/key/value kernels ('embed', 'heads', 'kv'), MLP
+kernels ('embed', 'mlp') and ('mlp', 'embed'), scanned stacks a leading 'layers'), and the
+activations at block boundaries and inside attention are pinned to theirs (tokens ('batch',
+'length', 'embed')). One table, config.mesh.rules (`DEFAULT_RULES`, checked by
+`rules_from_config`), maps logical axes to mesh axes: batch -> ('data', 'fsdp'), embed -> 'fsdp',
+mlp and heads -> 'model', the rest whole. `tree_shardings` gives the train state's shardings from
+the parameters' logical axes (vidtx.models.param_logical_axes) and the rules; optimizer state and
+EMA follow their parameter (momentum of `…/query/kernel` as `…/query/kernel`); the training and
+evaluation steps are traced `under_rules`, so the activation constraints apply (without rules and
+a mesh in context they do nothing). A module's name plays no part: renaming one keeps its
+sharding. A dimension that does not divide by its axes' size stays whole (a Ti model's 3 heads
+on a 2-way 'model' axis are replicated), and small parameters stay whole on 'fsdp'
+(FSDP_MIN_SIZE).
 
 On several TPU slices (devices that carry `slice_index`) the mesh is hybrid: the slices are joined
 by the data-centre network (DCN), far slower than the links within a slice (ICI), so only the
