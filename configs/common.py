@@ -231,7 +231,9 @@ def default_mesh() -> ml_collections.ConfigDict:
   batch over both data-parallel axes; parameters' embedding dimension over 'fsdp' (ZeRO-3); the
   MLP's hidden units and the attention heads over 'model' (Megatron); head_dim ('kv'), token
   positions ('length') and scanned layers ('layers') whole. E.g. `config.mesh.rules.mlp = None`
-  keeps the MLP whole on a 'model' mesh."""
+  (on the command line --config.mesh.rules.mlp=None) keeps the MLP whole on a 'model' mesh;
+  several mesh axes as a tuple or comma-separated names. The whole axes are typed placeholders,
+  so that the command line can set them."""
   return ml_collections.ConfigDict(
     dict(
       data=-1,
@@ -240,12 +242,12 @@ def default_mesh() -> ml_collections.ConfigDict:
       dcn_data=config_dict.placeholder(int),
       rules=dict(
         batch=("data", "fsdp"),
-        length=None,
+        length=config_dict.placeholder(str),
         embed="fsdp",
         mlp="model",
         heads="model",
-        kv=None,
-        layers=None,
+        kv=config_dict.placeholder(str),
+        layers=config_dict.placeholder(str),
       ),
     )
   )

@@ -214,6 +214,7 @@ def make_mesh(
   if isinstance(mesh_config, ml_collections.ConfigDict):
     mesh_config = mesh_config.to_dict()
   shape = mesh_shape(mesh_config, len(devices))
+  rules_from_config(mesh_config)  # Bad config.mesh.rules fail here, before any work.
   if shape[2] > 1 and jax.process_count() > 1 and shape[2] > jax.local_device_count():
     raise UserError(
       f"config.mesh.model={shape[2]} is larger than the {jax.local_device_count()} "
@@ -279,8 +280,9 @@ def rules_from_config(mesh_config: Mapping[str, Any] | None) -> Rules:
   for logical in sorted(given, key=LOGICAL_AXES.index):
     value = given[logical]
     if isinstance(value, str):
-      value = None if value in ("None", "none", "") else tuple(value.split(","))
-    axes = (value,) if value is None else tuple(value)
+      value = None if value in ("None", "none", "") else (value,)
+    # Names of a tuple may come comma-separated (--config.mesh.rules.batch=data,fsdp).
+    axes = (None,) if value is None else tuple(a for v in value for a in str(v).split(","))
     if value is not None and (not axes or any(a not in MESH_AXES for a in axes)):
       raise UserError(
         f"config.mesh.{RULES_KEY}.{logical}={given[logical]!r}: unknown mesh axis; expected "
