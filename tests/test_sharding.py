@@ -1,5 +1,5 @@
 """vidtx.sharding: mesh shapes from the config (its logical axis rules:
-test_logical_sharding.py), and device meshes over TPU slices (vidtx.sharding.device_grid) on
+test_sharding_logical.py), and device meshes over TPU slices (vidtx.sharding.device_grid) on
 mock TPU v4 devices: one slice is laid out by topology, several slices as a hybrid mesh with
 'data' across slices (config.mesh.dcn_data), and a layout that cannot be placed falls back to
 process order with one line saying why."""
@@ -122,7 +122,7 @@ def test_make_mesh_prints_the_fall_back(monkeypatch, capsys):
   )
 
 
-# The mesh's sizes (the rule table: tests/test_logical_sharding.py).
+# The mesh's sizes (the rule table: tests/test_sharding_logical.py).
 
 
 def test_mesh_shape_from_config():

@@ -321,7 +321,7 @@ def fallback_partition_spec(shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec
   """An array without logical axes (optimizer statistics not shaped like their parameter):
   split over 'fsdp' along its largest dimension that divides, when it has at least
   FSDP_MIN_SIZE elements; otherwise (step counts, the rng, small arrays) replicated. Every
-  parameter of the models has logical axes (tests/test_logical_sharding.py): none comes here."""
+  parameter of the models has logical axes (tests/test_sharding_logical.py): none comes here."""
   fsdp = _axis_size(mesh, FSDP_AXIS)
   if fsdp > 1 and math.prod(shape) >= FSDP_MIN_SIZE:
     divisible = [i for i, dim in enumerate(shape) if dim % fsdp == 0]

@@ -1,12 +1,9 @@
-"""Logical axes: every parameter of every model names them, the state's shardings follow them
-through config.mesh.rules (whatever the modules are called), activation constraints change no
-number without a mesh, and the compiled step on 8 fake devices moves weights, not activations
-(vidtx.tools.collectives)."""
+"""vidtx.sharding's logical axes: every parameter of every model names them, the state's
+shardings follow them through config.mesh.rules (whatever the modules are called), and activation
+constraints change no number without a mesh. The compiled steps on 8 fake devices:
+tests/tools/test_collectives.py."""
 
 import math
-import os
-import subprocess
-import sys
 import types
 
 import flax.linen as nn
@@ -15,12 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from shared import REPO, TESTS, ZOO, tiny_model_config
+from shared import ZOO, tiny_model_config
 
 from vidtx import models, sharding
 from vidtx import train_state as state_lib
 from vidtx.models import layers
-from vidtx.tools import collectives
 
 INPUT_SHAPE = (1, 4, 16, 16, 3)  # The tiny configs' clips.
 MESH_222 = types.SimpleNamespace(shape={"data": 2, "fsdp": 2, "model": 2})
@@ -238,58 +234,3 @@ def test_rules_from_config():
     sharding.rules_from_config({"rules": {"mlp": "tensor"}})
   # The mesh's sizes ignore the rules.
   assert sharding.mesh_shape({"fsdp": 2, "rules": {"mlp": None}}, 8) == (4, 2, 1)
-
-
-def test_count_collectives_reads_the_compiled_text():
-  hlo = "\n".join(
-    [
-      "  %all-to-all.1 = f32[16,5,64]{2,1,0} all-to-all(f32[16,5,64]{2,1,0} %x), dimensions={0}",
-      "  %ag.2 = f32[16,5,64]{2,1,0} all-gather(f32[2,5,64]{2,1,0} %y), dimensions={0}",
-      "  %ag.3 = f32[64,4,16]{2,1,0} all-gather(f32[8,4,16]{2,1,0} %k), dimensions={0}",
-      "  %ag.4 = (f32[64,2,16]{2,1,0}, f32[5,64]{1,0}) all-gather(f32[8,2,16] %a, f32[5,8] %b),"
-      " dimensions={1}",
-      "  %ar = f32[] all-reduce(f32[] %l), to_apply=%add",
-      "  %add.5 = f32[16,5,64]{2,1,0} add(%ag.2, %ag.2)",
-    ]
-  )
-  counts, activations = collectives.count_collectives(hlo, {(64, 4, 16), (4, 16, 64)}, 16)
-  assert counts == {
-    "all-to-all": 1,
-    "activation all-gather (batch)": 1,
-    "activation all-gather (other)": 1,
-    "weight all-gather": 2,  # The whole kernel, and its 'model' shard.
-    "all-reduce": 1,
-    "reduce-scatter": 0,
-  }
-  assert activations == [
-    "batch: (16, 5, 64) gathered on dimension 0",
-    "other: (5, 64) gathered on dimension 1",
-  ]
-
-
-@pytest.mark.slow
-@pytest.mark.tier2
-def test_compiled_steps_move_weights_not_activations():
-  """ViViT FE and TimeSformer divided on data, fsdp, fsdp x model and data x fsdp x model over 8
-  fake devices (vidtx.tools.collectives, its SHAPES): no all-to-all and no all-gather of
-  activations; under FSDP the weights are gathered. Before logical axes, ViViT FE had 128
-  all-to-alls and 12 activation all-gathers at fsdp=8 (docs/training.md, 'Logical axes')."""
-  env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", PYTHONPATH=os.pathsep.join([REPO, TESTS]))
-  out = subprocess.run(
-    [sys.executable, "-m", "vidtx.tools.collectives"],
-    capture_output=True,
-    text=True,
-    env=env,
-    cwd=REPO,
-    timeout=900,
-  )
-  assert out.returncode == 0, out.stderr[-4000:]
-  rows = [line.split("|")[1:-1] for line in out.stdout.splitlines()[2:]]
-  assert len(rows) == len(collectives.MODELS) * len(collectives.MESHES), out.stdout
-  for row in rows:
-    model, mesh, *counts = (cell.strip() for cell in row)
-    counts = dict(zip(collectives.COLUMNS, map(int, counts), strict=True))
-    assert counts["all-to-all"] == 0, (model, mesh, counts)
-    assert counts["activation all-gather (batch)"] == 0, (model, mesh, counts)
-    assert counts["activation all-gather (other)"] == 0, (model, mesh, counts)
-    assert (counts["weight all-gather"] > 0) == ("fsdp" in mesh.split("(")[0]), (model, mesh)
