@@ -225,9 +225,31 @@ def _shrunk_model(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict
 def default_mesh() -> ml_collections.ConfigDict:
   """config.mesh: device-mesh axis sizes (vidtx.sharding); -1 = all remaining devices.
   dcn_data: on several TPU slices, how many of them the 'data' axis spans (None: all of them, or
-  as many as divide 'data')."""
+  as many as divide 'data').
+  rules: the logical axis rules, which mesh axes each logical axis of the models' parameters and
+  activations is split over (a mesh axis, a tuple of them, or None: whole). The default: the
+  batch over both data-parallel axes; parameters' embedding dimension over 'fsdp' (ZeRO-3); the
+  MLP's hidden units and the attention heads over 'model' (Megatron); head_dim ('kv'), token
+  positions ('length') and scanned layers ('layers') whole. E.g. `config.mesh.rules.mlp = None`
+  (on the command line --config.mesh.rules.mlp=None) keeps the MLP whole on a 'model' mesh;
+  several mesh axes as a tuple or comma-separated names. The whole axes are typed placeholders,
+  so that the command line can set them."""
   return ml_collections.ConfigDict(
-    dict(data=-1, fsdp=1, model=1, dcn_data=config_dict.placeholder(int))
+    dict(
+      data=-1,
+      fsdp=1,
+      model=1,
+      dcn_data=config_dict.placeholder(int),
+      rules=dict(
+        batch=("data", "fsdp"),
+        length=config_dict.placeholder(str),
+        embed="fsdp",
+        mlp="model",
+        heads="model",
+        kv=config_dict.placeholder(str),
+        layers=config_dict.placeholder(str),
+      ),
+    )
   )
 
 

@@ -18,7 +18,7 @@ from ml_collections import config_flags  # noqa: F401  (registers the config fil
 from shared import REPO
 
 from vidtx import data as vidtx_data
-from vidtx import models, optim, trainer
+from vidtx import models, optim, sharding, trainer
 from vidtx.configs import common
 from vidtx.data import dmvr, reader_config, synthetic
 from vidtx.models import timesformer
@@ -86,7 +86,9 @@ def test_recipe_builds_and_its_shrunk_form_keeps_its_kind(name, arg):
   model = models.build(config.model_name, config.model, dc.num_classes)
   assert model.config.dtype in ("float32", "bfloat16")
   # The fields every config has (common.training).
-  assert dict(config.mesh) == {"data": -1, "fsdp": 1, "model": 1, "dcn_data": None}
+  mesh = config.mesh.to_dict()
+  assert mesh.pop("rules") == sharding.DEFAULT_RULES
+  assert mesh == {"data": -1, "fsdp": 1, "model": 1, "dcn_data": None}
   assert config.per_device_batch_size is None
   assert config.grad_accum_steps == 1 and config.ema_decay == 0.0
   assert config.best_checkpoint_metric == "top1"

@@ -1,11 +1,10 @@
-"""vidtx.sharding: the rule table that shards each parameter, mesh shapes from the config, and
-device meshes over TPU slices (vidtx.sharding.device_grid) on mock TPU v4 devices: one slice
-is laid out by topology, several slices as a hybrid mesh with 'data' across slices
-(config.mesh.dcn_data), and a layout that cannot be placed falls back to process order with one
-line saying why."""
+"""vidtx.sharding: mesh shapes from the config (its logical axis rules:
+test_sharding_logical.py), and device meshes over TPU slices (vidtx.sharding.device_grid) on
+mock TPU v4 devices: one slice is laid out by topology, several slices as a hybrid mesh with
+'data' across slices (config.mesh.dcn_data), and a layout that cannot be placed falls back to
+process order with one line saying why."""
 
 import dataclasses
-import types
 
 import jax
 import numpy as np
@@ -123,51 +122,7 @@ def test_make_mesh_prints_the_fall_back(monkeypatch, capsys):
   )
 
 
-# The rule table and the mesh.
-MESH_222 = types.SimpleNamespace(shape={"data": 2, "fsdp": 2, "model": 2})
-
-
-@pytest.mark.parametrize(
-  "name,shape,expected",
-  [
-    ("params/encoder/encoderblock_0/attention/query/kernel", (64, 4, 16), ("fsdp", "model", None)),
-    ("params/encoder/encoderblock_0/attention/value/bias", (4, 16), ("model", None)),
-    ("params/encoder/encoderblock_0/attention/out/kernel", (4, 16, 64), ("model", None, "fsdp")),
-    ("params/encoder/encoderblock_0/mlp/Dense_0/kernel", (64, 256), ("fsdp", "model")),
-    ("params/encoder/encoderblock_0/mlp/Dense_0/bias", (256,), ("model",)),
-    ("params/encoder/encoderblock_0/mlp/Dense_1/kernel", (256, 64), ("model", "fsdp")),
-    # Optimizer state follows its parameter.
-    ("opt_state/1/trace/encoder/encoderblock_0/mlp/Dense_1/kernel", (256, 64), ("model", "fsdp")),
-    # Scanned layers: the leading layer axis stays whole.
-    (
-      "params/encoder/encoderblocks/attention/query/kernel",
-      (12, 64, 4, 16),
-      (None, "fsdp", "model", None),
-    ),
-    # 3 heads do not split 2 ways: replicated along 'model', still FSDP.
-    ("params/encoder/encoderblock_0/attention/key/kernel", (48, 3, 16), ("fsdp", None, None)),
-    # Large other parameters: FSDP on their largest divisible axis; small ones replicated.
-    ("params/pos_embedding", (197, 768), (None, "fsdp")),
-    ("params/encoder/encoder_norm/scale", (768,), ()),
-    ("step", (), ()),
-  ],
-)
-def test_rule_table(name, shape, expected):
-  spec = sharding.partition_spec(name, shape, MESH_222)
-  assert tuple(spec) == expected
-
-
-def test_no_fsdp_or_model_axis_means_replicated():
-  mesh = types.SimpleNamespace(shape={"data": 8, "fsdp": 1, "model": 1})
-  assert (
-    tuple(
-      sharding.partition_spec(
-        "params/encoder/encoderblock_0/attention/query/kernel", (64, 4, 16), mesh
-      )
-    )
-    == (None,) * 3
-  )
-  assert tuple(sharding.partition_spec("params/pos_embedding", (197, 768), mesh)) == ()
+# The mesh's sizes (the rule table: tests/test_sharding_logical.py).
 
 
 def test_mesh_shape_from_config():
@@ -176,6 +131,8 @@ def test_mesh_shape_from_config():
   assert sharding.mesh_shape({"data": 2, "fsdp": -1, "model": 2}, 16) == (2, 4, 2)
   with pytest.raises(ValueError, match="config.mesh.*unknown axis"):
     sharding.mesh_shape({"tensor": 2}, 8)
+  # config.mesh.rules says what is split, not how many ways.
+  assert sharding.mesh_shape({"fsdp": 2, "rules": {"mlp": None}, "dcn_data": None}, 8) == (4, 2, 1)
   with pytest.raises(ValueError, match="not divisible"):
     sharding.mesh_shape({"model": 3}, 8)
   with pytest.raises(ValueError, match="there are 8 devices"):

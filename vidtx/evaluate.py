@@ -179,7 +179,7 @@ def _evaluate_params(
   import jax
 
   from vidtx import data as vidtx_data
-  from vidtx import evaluation, run_checkpoints, run_files
+  from vidtx import evaluation, run_checkpoints, run_files, sharding
 
   own_workdir()  # A new --workdir: created (and locked) only now, with results to write.
   if workdir and jax.process_index() == 0:
@@ -194,6 +194,7 @@ def _evaluate_params(
     mesh=mesh,
     aggregation=config.eval_aggregation,
     class_names=class_names,
+    rules=sharding.rules_from_config(config.get("mesh")),
   )
   results = evaluator.run(params)
   results.update(

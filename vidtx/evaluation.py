@@ -39,7 +39,6 @@ from vidtx import device_augment, metrics, outputs, sharding
 from vidtx import paths as vidtx_paths
 from vidtx.data import bad_records, reader_config
 from vidtx.errors import UserError
-from vidtx.models import kernels
 from vidtx.progress import Reporter
 
 # How the views of one video are combined (as each project's code does: ViViT mean of logits,
@@ -184,6 +183,7 @@ class MultiViewEvaluator:
     aggregation: str = "mean_logits",
     class_names: list[str] | None = None,
     progress: bool = True,
+    rules: sharding.Rules | None = None,
   ):
     if aggregation not in AGGREGATIONS:
       raise UserError(
@@ -202,9 +202,11 @@ class MultiViewEvaluator:
     self.skip_bad_records = dataset.skip_bad_records
     self.expected_videos = dataset.examples_per_subset.get(split)
     self._local_batch_size = sharding.check_batch_size(batch_size, mesh, "eval_batch_size")
-    # Traced under the mesh: a Pallas attention kernel runs in shard_map over it.
-    step = kernels.mesh_in_context(mesh)(self._step)
-    self._eval_step = jax.jit(step, out_shardings=sharding.replicated(mesh))
+    # Traced under the mesh and config.mesh.rules (`rules`), as the training step: activations
+    # pinned, a Pallas attention kernel in shard_map over the mesh.
+    self._eval_step = jax.jit(
+      sharding.under_rules(self._step, mesh, rules), out_shardings=sharding.replicated(mesh)
+    )
     self.progress = progress
     self.videos: list[dict[str, Any]] = []
     self.confusion: np.ndarray | None = None

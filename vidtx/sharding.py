@@ -1,4 +1,5 @@
-"""Device mesh, the rule table that shards parameters, and the hand-over of input batches.
+"""Device mesh, the logical axis rules that shard parameters and activations, and the hand-over
+of input batches.
 
 The mesh has three axes (config.mesh):
 - 'data': data parallelism; parameters replicated along it.
@@ -8,9 +9,20 @@ The mesh has three axes (config.mesh):
 - 'model': tensor parallelism over attention heads and the MLP's hidden units (Megatron-style:
   query/key/value and the first MLP layer split by columns, the output projections by rows, so a
   block needs one reduction for attention and one for the MLP).
-One table, `RULES`, maps parameter names to these axes; optimizer state follows its parameter
-(momentum of `…/query/kernel` is sharded as `…/query/kernel`). A dimension that does not divide
-by its axis size stays whole: a Ti model's 3 heads on a 2-way 'model' axis are replicated.
+Sharding says what it means: every parameter names its dimensions' *logical axes* where the
+model defines it (vidtx.models.layers: query/key/value kernels ('embed', 'heads', 'kv'), MLP
+kernels ('embed', 'mlp') and ('mlp', 'embed'), scanned stacks a leading 'layers'), and the
+activations at block boundaries and inside attention are pinned to theirs (tokens ('batch',
+'length', 'embed')). One table, config.mesh.rules (`DEFAULT_RULES`, checked by
+`rules_from_config`), maps logical axes to mesh axes: batch -> ('data', 'fsdp'), embed -> 'fsdp',
+mlp and heads -> 'model', the rest whole. `tree_shardings` gives the train state's shardings from
+the parameters' logical axes (vidtx.models.param_logical_axes) and the rules; optimizer state and
+EMA follow their parameter (momentum of `…/query/kernel` as `…/query/kernel`); the training and
+evaluation steps are traced `under_rules`, so the activation constraints apply (without rules and
+a mesh in context they do nothing). A module's name plays no part: renaming one keeps its
+sharding. A dimension that does not divide by its axes' size stays whole (a Ti model's 3 heads
+on a 2-way 'model' axis are replicated), and small parameters stay whole on 'fsdp'
+(FSDP_MIN_SIZE).
 
 On several TPU slices (devices that carry `slice_index`) the mesh is hybrid: the slices are joined
 by the data-centre network (DCN), far slower than the links within a slice (ICI), so only the
@@ -23,11 +35,12 @@ stitches the shares into one global `jax.Array`, so the training step is written
 the whole batch.
 """
 
+import functools
 import math
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
@@ -43,22 +56,32 @@ MESH_AXES = (DATA_AXIS, FSDP_AXIS, MODEL_AXIS)
 # config.mesh.dcn_data: how many slices the 'data' axis spans (default: every slice).
 DCN_DATA = "dcn_data"
 BATCH_AXES = (DATA_AXIS, FSDP_AXIS)  # The batch is split over both data-parallel axes.
+RULES_KEY = "rules"  # config.mesh.rules: the logical axis rules (DEFAULT_RULES).
 
-# (regex searched in the '/'-joined parameter path, axes of the parameter's LAST dimensions).
-# Scanned layers (model.scan_layers) have a leading layer axis, which stays whole. Kernels as in
-# vidtx.models.layers: query/key/value (D, heads, head_dim), out (heads, head_dim, D),
-# MLP Dense_0 (D, mlp_dim), Dense_1 (mlp_dim, D).
-RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
-  (r"(^|/)(query|key|value)/kernel$", (FSDP_AXIS, MODEL_AXIS, None)),
-  (r"(^|/)(query|key|value)/bias$", (MODEL_AXIS, None)),
-  (r"(^|/)out/kernel$", (MODEL_AXIS, None, FSDP_AXIS)),
-  (r"(^|/)Dense_0/kernel$", (FSDP_AXIS, MODEL_AXIS)),
-  (r"(^|/)Dense_0/bias$", (MODEL_AXIS,)),
-  (r"(^|/)Dense_1/kernel$", (MODEL_AXIS, FSDP_AXIS)),
-)
-# Any other parameter with at least this many elements is split over 'fsdp' along its largest
-# dimension that divides; smaller ones (norms, biases, class tokens) are replicated: splitting
-# them saves nothing and costs a gather each.
+# Logical axes: what a dimension of a parameter or an activation means. The models name them where
+# they define parameters (nn.with_logical_partitioning) and activations
+# (nn.with_logical_constraint); the rule table below says which mesh axes each one is split over.
+BATCH, LENGTH, EMBED, MLP = "batch", "length", "embed", "mlp"
+HEADS, KV, LAYERS = "heads", "kv", "layers"
+LOGICAL_AXES = (BATCH, LENGTH, EMBED, MLP, HEADS, KV, LAYERS)
+# The default of config.mesh.rules: logical axis -> mesh axis, a tuple of them, or None (whole).
+# The batch over both data-parallel axes; parameters' embedding dimension over 'fsdp' (ZeRO-3);
+# the MLP's hidden units and the attention heads over 'model' (Megatron). An activation
+# (batch, length, embed) takes 'fsdp' for its batch first, so its embed stays whole.
+DEFAULT_RULES: dict[str, str | tuple[str, ...] | None] = {
+  BATCH: (DATA_AXIS, FSDP_AXIS),
+  EMBED: FSDP_AXIS,
+  MLP: MODEL_AXIS,
+  HEADS: MODEL_AXIS,
+  KV: None,
+  LENGTH: None,
+  LAYERS: None,  # Scanned layers (model.scan_layers): every device holds every layer's share.
+}
+Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]  # As flax.linen.logical_axis_rules.
+# A parameter with fewer elements than this is not split over 'fsdp' (norms, biases, class
+# tokens): splitting it saves nothing and costs a gather each. The attention's and the MLP's
+# weights (those with a 'heads' or 'mlp' axis) follow the rules at any size, so that tiny test
+# models are laid out as large ones are.
 FSDP_MIN_SIZE = 2**14
 
 
@@ -66,10 +89,12 @@ def mesh_shape(mesh_config: Mapping[str, int] | None, num_devices: int) -> tuple
   """(data, fsdp, model) sizes from config.mesh; one axis may be -1 (all remaining devices)."""
   mesh_config = dict(mesh_config or {})
   mesh_config.pop(DCN_DATA, None)  # How the axes lie over slices, not their sizes.
+  mesh_config.pop(RULES_KEY, None)  # What is split over the axes (rules_from_config).
   unknown = sorted(set(mesh_config) - set(MESH_AXES))
   if unknown:
     raise UserError(
-      f"config.mesh: unknown axis {unknown}; expected {list(MESH_AXES)} (and {DCN_DATA})."
+      f"config.mesh: unknown axis {unknown}; expected {list(MESH_AXES)} (and {DCN_DATA}, "
+      f"{RULES_KEY})."
     )
   sizes = [int(mesh_config.get(axis, -1 if axis == DATA_AXIS else 1)) for axis in MESH_AXES]
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
@@ -189,6 +214,7 @@ def make_mesh(
   if isinstance(mesh_config, ml_collections.ConfigDict):
     mesh_config = mesh_config.to_dict()
   shape = mesh_shape(mesh_config, len(devices))
+  rules_from_config(mesh_config)  # Bad config.mesh.rules fail here, before any work.
   if shape[2] > 1 and jax.process_count() > 1 and shape[2] > jax.local_device_count():
     raise UserError(
       f"config.mesh.model={shape[2]} is larger than the {jax.local_device_count()} "
@@ -224,20 +250,78 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def partition_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
-  """The PartitionSpec of a parameter (or its optimizer state) called `name` on `mesh`."""
-  for pattern, axes in RULES:
-    if re.search(pattern, name) and len(shape) >= len(axes):
-      # Leading axes beyond the rule (a scanned layer axis) stay whole.
-      axes = (None,) * (len(shape) - len(axes)) + tuple(axes)
-      return PartitionSpec(
-        *(
-          axis
-          if axis and dim % _axis_size(mesh, axis) == 0 and _axis_size(mesh, axis) > 1
-          else None
-          for axis, dim in zip(axes, shape, strict=True)
-        )
+def rules_from_config(mesh_config: Mapping[str, Any] | None) -> Rules:
+  """config.mesh.rules as flax's logical axis rules ((logical axis, mesh axes), ...), checked.
+
+  Absent: DEFAULT_RULES. Logical axes the config leaves out stay whole. A mesh axis is given as
+  its name, a tuple (or comma-separated string) of names, or None ('None' on the command line).
+  The batch comes first: flax gives a mesh axis to the first rule that asks for it, so an
+  activation (batch, length, embed) keeps 'fsdp' for its batch.
+  """
+  if isinstance(mesh_config, ml_collections.ConfigDict):
+    mesh_config = mesh_config.to_dict()
+  given = (mesh_config or {}).get(RULES_KEY)
+  if given is None:
+    given = DEFAULT_RULES
+  if isinstance(given, ml_collections.ConfigDict):
+    given = given.to_dict()
+  if not isinstance(given, Mapping):
+    raise UserError(
+      f"config.mesh.{RULES_KEY}={given!r}: expected a dict of logical axis -> mesh axes, "
+      f"e.g. {DEFAULT_RULES}."
+    )
+  unknown = sorted(set(given) - set(LOGICAL_AXES))
+  if unknown:
+    raise UserError(
+      f"config.mesh.{RULES_KEY}: unknown logical axis {unknown}; expected some of "
+      f"{list(LOGICAL_AXES)}."
+    )
+  rules = []
+  for logical in sorted(given, key=LOGICAL_AXES.index):
+    value = given[logical]
+    if isinstance(value, str):
+      value = None if value in ("None", "none", "") else (value,)
+    # Names of a tuple may come comma-separated (--config.mesh.rules.batch=data,fsdp).
+    axes = (None,) if value is None else tuple(a for v in value for a in str(v).split(","))
+    if value is not None and (not axes or any(a not in MESH_AXES for a in axes)):
+      raise UserError(
+        f"config.mesh.{RULES_KEY}.{logical}={given[logical]!r}: unknown mesh axis; expected "
+        f"None, one of {list(MESH_AXES)}, or a tuple of them."
       )
+    rules.append((logical, None if value is None else axes[0] if len(axes) == 1 else axes))
+  return tuple(rules)
+
+
+def logical_partition_spec(
+  logical_axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh, rules: Rules
+) -> PartitionSpec:
+  """The PartitionSpec of an array whose dimensions are `logical_axes`, by `rules`.
+
+  flax maps the names to mesh axes (nn.logical_to_mesh_axes); then a dimension stays whole
+  where its mesh axes do not divide it (a Ti model's 3 heads on a 2-way 'model' axis) or where
+  they are all of size 1, and a parameter under FSDP_MIN_SIZE elements without a 'heads' or
+  'mlp' axis is not split on 'fsdp'.
+  """
+  mesh_axes = nn.logical_to_mesh_axes(logical_axes, rules)
+  tensor_parallel = bool({HEADS, MLP} & set(logical_axes))
+  small = math.prod(shape) < FSDP_MIN_SIZE and not tensor_parallel
+  spec = []
+  for dim, axes in zip(shape, mesh_axes, strict=True):
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    axes = tuple(a for a in axes if _axis_size(mesh, a) > 1 and not (small and a == FSDP_AXIS))
+    ways = math.prod(_axis_size(mesh, a) for a in axes)
+    if not axes or dim % ways:
+      spec.append(None)
+    else:
+      spec.append(axes[0] if len(axes) == 1 else axes)
+  return PartitionSpec(*spec)
+
+
+def fallback_partition_spec(shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
+  """An array without logical axes (optimizer statistics not shaped like their parameter):
+  split over 'fsdp' along its largest dimension that divides, when it has at least
+  FSDP_MIN_SIZE elements; otherwise (step counts, the rng, small arrays) replicated. Every
+  parameter of the models has logical axes (tests/test_sharding_logical.py): none comes here."""
   fsdp = _axis_size(mesh, FSDP_AXIS)
   if fsdp > 1 and math.prod(shape) >= FSDP_MIN_SIZE:
     divisible = [i for i, dim in enumerate(shape) if dim % fsdp == 0]
@@ -247,25 +331,65 @@ def partition_spec(name: str, shape: tuple[int, ...], mesh: Mesh) -> PartitionSp
   return PartitionSpec()
 
 
-def tree_shardings(tree: Any, mesh: Mesh) -> Any:
-  """NamedShardings for every leaf of `tree` (arrays or ShapeDtypeStructs) by `RULES`.
+def path_name(path: tuple[Any, ...]) -> str:
+  """A tree path as '/'-joined keys: params/encoder/encoderblock_0/attention/query/kernel."""
+  return jax.tree_util.keystr(path, simple=True, separator="/")
 
-  Works on a whole train state: optimizer-state leaves carry their parameter's path as a
-  suffix (…/trace/encoder/encoderblock_0/attention/query/kernel), so they match the same rule;
-  scalars (step counts) are replicated.
+
+def logical_axes_of(name: str, shape: tuple[int, ...], param_axes: Mapping[str, Any]) -> Any:
+  """The logical axes of the state leaf `name` (of `shape`): those of the parameter whose path
+  is the longest suffix of `name` and whose rank it has, so optimizer state follows its
+  parameter (…/mu/encoder/…/query/kernel as encoder/…/query/kernel). None if there is none."""
+  parts = name.split("/")
+  for i in range(len(parts)):
+    axes = param_axes.get("/".join(parts[i:]))
+    if axes is not None and len(axes) == len(shape):
+      return axes
+  return None
+
+
+def tree_shardings(
+  tree: Any, mesh: Mesh, param_axes: Mapping[str, Any], rules: Rules | None = None
+) -> Any:
+  """NamedShardings for every leaf of `tree` (arrays or ShapeDtypeStructs): by the logical axes
+  of its parameter (`param_axes`: '/'-joined parameter path -> logical axes, as
+  vidtx.models.param_logical_axes gives them) and `rules` (default DEFAULT_RULES).
+
+  Works on a whole train state: optimizer-state and EMA leaves carry their parameter's path as
+  a suffix (…/trace/encoder/encoderblock_0/attention/query/kernel), so they follow it; leaves
+  without a parameter (step counts, the rng) take fallback_partition_spec.
   """
+  rules = rules_from_config(None) if rules is None else rules
 
   def leaf_sharding(path, leaf):
-    name = jax.tree_util.keystr(path, simple=True, separator="/")
-    return NamedSharding(mesh, partition_spec(name, tuple(leaf.shape), mesh))
+    shape = tuple(leaf.shape)
+    axes = logical_axes_of(path_name(path), shape, param_axes)
+    if axes is None:
+      return NamedSharding(mesh, fallback_partition_spec(shape, mesh))
+    return NamedSharding(mesh, logical_partition_spec(axes, shape, mesh, rules))
 
   return jax.tree_util.tree_map_with_path(leaf_sharding, tree)
 
 
-def describe(tree: Any, mesh: Mesh) -> str:
-  """How `tree` is laid out: bytes per device against the total, and how many leaves are split."""
-  shardings = tree_shardings(tree, mesh)
-  leaves, specs = jax.tree.leaves(tree), jax.tree.leaves(shardings)
+def under_rules(fn: Callable[..., Any], mesh: Mesh, rules: Rules | None = None) -> Callable:
+  """`fn` traced with `mesh` and the logical axis `rules` (default DEFAULT_RULES) in context,
+  so the models' activation constraints (nn.with_logical_constraint) apply within; jit it."""
+  rules = rules_from_config(None) if rules is None else rules
+
+  @functools.wraps(fn)
+  def traced(*args: Any, **kwargs: Any) -> Any:
+    # Inside jit only the abstract mesh can be set; the constraints need no more.
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+      return fn(*args, **kwargs)
+
+  return traced
+
+
+def describe(tree: Any) -> str:
+  """How `tree` (arrays or ShapeDtypeStructs with their shardings) is laid out: bytes per device
+  against the total, and how many leaves are split."""
+  leaves = jax.tree.leaves(tree)
+  specs = [x.sharding for x in leaves]
   total = sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in leaves)
   per_device = sum(
     math.prod(s.shard_shape(tuple(x.shape))) * np.dtype(x.dtype).itemsize

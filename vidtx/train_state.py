@@ -17,7 +17,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vidtx import device_augment, losses, models, optim, sharding
 from vidtx.errors import UserError
-from vidtx.models import kernels
 
 if TYPE_CHECKING:  # vidtx.data is on the same floor (docs/architecture.md): its type only.
   from vidtx.data.reader_config import DatasetConfig
@@ -60,14 +59,17 @@ def abstract_train_state(
   mesh: Mesh,
   *,
   ema: bool = False,
+  rules: sharding.Rules | None = None,
 ) -> TrainState:
   """Shapes, dtypes and shardings of the state, without memory: what checkpoints restore into.
 
-  Shardings follow vidtx.sharding.RULES (replicated, FSDP or tensor-parallel per parameter;
-  optimizer state as its parameter).
+  Shardings follow the parameters' logical axes (vidtx.models.param_logical_axes) and `rules`
+  (config.mesh.rules, sharding.rules_from_config; default sharding.DEFAULT_RULES): replicated,
+  FSDP or tensor-parallel per parameter; optimizer state and EMA as their parameter.
   """
   shapes = jax.eval_shape(_init_fn(model, tx, input_shape, ema), jax.random.key(0))
-  shardings = sharding.tree_shardings(shapes, mesh)
+  param_axes = models.param_logical_axes(model, input_shape)
+  shardings = sharding.tree_shardings(shapes, mesh, param_axes, rules)
   return jax.tree.map(
     lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
   )
@@ -89,7 +91,12 @@ def abstract_state_from_config(
   tx, _ = optimizer_from_config(config, dataset)
   input_shape = (1, dataset.num_frames, dataset.crop_size, dataset.crop_size, 3)
   return model, abstract_train_state(
-    model, tx, input_shape, mesh, ema=bool(config.get("ema_decay"))
+    model,
+    tx,
+    input_shape,
+    mesh,
+    ema=bool(config.get("ema_decay")),
+    rules=sharding.rules_from_config(config.get("mesh")),
   )
 
 
@@ -114,12 +121,14 @@ def create_train_state(
   rng: jax.Array,
   *,
   ema: bool = False,
+  rules: sharding.Rules | None = None,
 ) -> tuple[TrainState, TrainState]:
-  """Initialises the state directly in its sharding; returns (state, abstract state)."""
-  abstract = abstract_train_state(model, tx, input_shape, mesh, ema=ema)
+  """Initialises the state directly in its sharding (`rules`: as abstract_train_state);
+  returns (state, abstract state)."""
+  abstract = abstract_train_state(model, tx, input_shape, mesh, ema=ema, rules=rules)
   shardings = jax.tree.map(lambda s: s.sharding, abstract)
-  # Traced under the mesh: a Pallas attention kernel runs in shard_map over it.
-  init = kernels.mesh_in_context(mesh)(_init_fn(model, tx, input_shape, ema))
+  # Traced under the mesh and rules: a Pallas attention kernel runs in shard_map over the mesh.
+  init = sharding.under_rules(_init_fn(model, tx, input_shape, ema), mesh, rules)
   state = jax.jit(init, out_shardings=shardings)(rng)
   return state, abstract
 
@@ -227,6 +236,7 @@ def make_train_step(
   grad_accum_steps: int = 1,
   ema_decay: float = 0.0,
   augmentation: device_augment.Augmentation | None = None,
+  rules: sharding.Rules | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, Any]]]:
   """The jitted training step `(state, batch) -> (state, metrics)`.
 
@@ -239,6 +249,10 @@ def make_train_step(
   `grad_accum_steps` = k the batch is processed as k micro-batches of B/k clips whose gradients
   are averaged before one update (same mean loss and gradient as the whole batch, at the
   activation memory of B/k clips; mixup pairs clips within a micro-batch).
+
+  The step is traced under `mesh` and `rules` (config.mesh.rules, default
+  sharding.DEFAULT_RULES), so the models' activation constraints (vidtx.models.layers.constrain)
+  pin the activations' batch to the data-parallel axes.
   """
   label_kind = dict(class_splits=class_splits, multi_label=multi_label)
   k = int(grad_accum_steps)
@@ -327,7 +341,7 @@ def make_train_step(
   state_shardings = jax.tree.map(lambda s: s.sharding, abstract_state)
   batch_sharding = sharding.data_sharding(mesh)
   return jax.jit(
-    kernels.mesh_in_context(mesh)(train_step),  # Traced under the mesh (Pallas kernels).
+    sharding.under_rules(train_step, mesh, rules),
     donate_argnums=0,
     in_shardings=(state_shardings, batch_sharding),
     out_shardings=(state_shardings, sharding.replicated(mesh)),

@@ -232,6 +232,7 @@ def _init_or_restore(
     setup.mesh,
     jax.random.key(config.rng_seed),
     ema=setup.ema_decay > 0,
+    rules=sharding.rules_from_config(config.get("mesh")),
   )
   restored = run_checkpoints.restore_newest_intact(
     manager, abstract_state, skip_damaged=skip_damaged_checkpoints
@@ -282,7 +283,7 @@ def _write_config_and_announce(
   print(
     f"{config.model_name} ({num_params / 1e6:.2f} M params) on {mesh.devices.size} "
     f"device(s) of {jax.process_count()} process(es), mesh {dict(mesh.shape)}: "
-    f"{sharding.describe(abstract_state, mesh)}; {started_from}, {setup.total_steps} steps "
+    f"{sharding.describe(abstract_state)}; {started_from}, {setup.total_steps} steps "
     f"of {config.batch_size} clips.",
     flush=True,
   )
@@ -378,6 +379,7 @@ def _loop_parts(
     mesh=setup.mesh,
     aggregation=config.eval_aggregation,
     class_names=setup.class_names,
+    rules=sharding.rules_from_config(config.get("mesh")),
   )
   # One jit with explicit shardings, the state donated, the batch split over the data-parallel
   # axes, gradients accumulated over config.grad_accum_steps.
@@ -395,6 +397,7 @@ def _loop_parts(
     grad_accum_steps=int(config.get("grad_accum_steps") or 1),
     ema_decay=setup.ema_decay,
     augmentation=reader_config.device_augmentation(setup.dataset),
+    rules=sharding.rules_from_config(config.get("mesh")),
   )
   is_main = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)

@@ -559,7 +559,7 @@ SHARDED_SCRIPT = textwrap.dedent(
     mesh = Mesh(np.asarray(jax.devices()).reshape(shape), ("data", "fsdp", "model"))
 
     def step(q, k, v):  # As vidtx's steps: the mesh set inside.
-      with kernels.mesh_in_context(mesh):
+      with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
         assert kernels.kernel_shardable()
         return grads("splash", q, k, v)
 

@@ -71,13 +71,18 @@ def stack_blocks(
       # Positions count self: 1 carry, 2 drop_path_rate, 3 deterministic.
       static_argnums=(3,) if traced_rates else (2, 3),
     )
+  # Block boundaries pin their tokens (B, ..., L, D) to ('batch', 'length', 'embed') under
+  # config.mesh.rules, so the compiler moves weights to the tokens, not tokens to the weights.
+  pin = functools.partial(jax.tree.map, layers.constrain_tokens)
+  carry = pin(carry)
   if not config.scan_layers:
     for i, rate in enumerate(rates):
-      carry = block(config=config, **fields, name=f"encoderblock_{i}")(carry, rate, deterministic)
+      block_i = block(config=config, **fields, name=f"encoderblock_{i}")
+      carry = pin(block_i(carry, rate, deterministic))
     return carry
 
   def body(module: nn.Module, carry: Any, rate: jax.Array | float) -> tuple[Any, None]:
-    return module(carry, rate, deterministic), None
+    return pin(module(carry, rate, deterministic)), None
 
   scan = nn.scan(
     body,
@@ -85,6 +90,8 @@ def stack_blocks(
     split_rngs={"params": True, "dropout": True},
     in_axes=0 if traced_rates else nn.broadcast,
     length=num_layers,
+    # The parameters' new leading axis is the logical axis 'layers'.
+    metadata_params={nn.PARTITION_NAME: "layers"},
   )
   # (L,) rates, one per scan step.
   scanned = jnp.asarray(rates, jnp.float32) if traced_rates else 0.0

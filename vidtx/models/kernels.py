@@ -9,9 +9,8 @@ padded to its block and masked by segment ids (`splash_dot_product_attention`).
 `attention_weights` forms the weights where they are needed (attention dropout, attention maps).
 """
 
-import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -91,19 +90,6 @@ def kernel_shardable() -> bool:
   context to wrap it in shard_map over (`splash_dot_product_attention`): jax.set_mesh, or
   jax.sharding.use_abstract_mesh as vidtx's train, init and evaluation steps set it."""
   return jax.device_count() == 1 or not jax.sharding.get_abstract_mesh().empty
-
-
-@contextlib.contextmanager
-def mesh_in_context(mesh: jax.sharding.Mesh | None) -> Iterator[None]:
-  """Traces under `mesh` (jax.sharding.use_abstract_mesh; nothing for None), as vidtx's train,
-  init and evaluation steps trace their models: a Pallas kernel runs in shard_map over it
-  (`splash_dot_product_attention`), and 'auto' may pick one on several devices. Also a
-  decorator: mesh_in_context(mesh)(step)."""
-  if mesh is None:
-    yield
-    return
-  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-    yield
 
 
 def choose_attention_implementation(

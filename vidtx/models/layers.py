@@ -10,6 +10,14 @@
 
 Initialisers follow ViT (vit_jax): xavier_uniform kernels, normal(1e-6) MLP biases,
 normal(0.02) position embeddings, zero class token and zero head.
+
+Logical axes (vidtx.sharding): every parameter names what its dimensions mean where it is defined
+(`logical`, nn.with_logical_partitioning: query kernels ('embed', 'heads', 'kv'), ...), and the
+activations at block boundaries and inside attention are pinned with `constrain`
+(nn.with_logical_constraint: tokens ('batch', 'length', 'embed')). config.mesh.rules maps the
+names to mesh axes. The names never reach the parameters' tree: `init` returns plain arrays, and
+only `boxed_init` gives the boxed tree that vidtx.models.param_logical_axes reads. Without rules
+in context (one device, the converters) the constraints do nothing.
 """
 
 import contextlib
@@ -29,6 +37,68 @@ from vidtx.models import hparams, kernels
 KERNEL_INIT = nn.initializers.xavier_uniform()
 MLP_BIAS_INIT = nn.initializers.normal(stddev=1e-6)
 POSEMB_INIT = nn.initializers.normal(stddev=0.02)
+
+# Logical axes (vidtx.sharding.LOGICAL_AXES), spelled once.
+BATCH, LENGTH, EMBED, MLP, HEADS, KV = "batch", "length", "embed", "mlp", "heads", "kv"
+LogicalAxes = tuple[str | None, ...]
+
+
+_BOXED = contextvars.ContextVar("logical_axes_boxed", default=False)
+
+
+def logical(init: Callable[..., jax.Array], *axes: str | None) -> Callable[..., Any]:
+  """`init` of a parameter whose dimensions are the logical `axes`.
+
+  Within `boxed_init` the parameter comes out boxed with its axes (nn.with_logical_partitioning,
+  nn.LogicallyPartitioned); everywhere else (init, apply's shape checks) as the plain array, so
+  the parameters' tree, and every consumer of it (checkpoints, converters, export, surgery),
+  never sees the boxes.
+  """
+  boxed = nn.with_logical_partitioning(init, axes)
+
+  def init_fn(*args: Any, **kwargs: Any) -> Any:
+    return boxed(*args, **kwargs) if _BOXED.get() else init(*args, **kwargs)
+
+  return init_fn
+
+
+def boxed_init(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+  """module.init(*args, **kwargs) with the parameters boxed with their logical axes (scanned
+  stacks with a leading 'layers' axis). Call it under jax.eval_shape: only the names matter."""
+  token = _BOXED.set(True)
+  try:
+    return module.init(*args, **kwargs)
+  finally:
+    _BOXED.reset(token)
+
+
+def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
+  """x pinned to the logical `axes` under config.mesh.rules (nn.logical_axis_rules and a mesh
+  in context, as in the training step); unchanged otherwise. A dimension its mesh axes do not
+  divide is left to the compiler, as parameters keep such a dimension whole (a Ti model's 3
+  heads on a 2-way 'model' axis): pinning it would pad it."""
+  rules, mesh = nn.get_logical_axis_rules(), jax.sharding.get_abstract_mesh()
+  if not rules or mesh.empty:
+    return x
+  mesh_axes = nn.logical_to_mesh_axes(axes, rules)
+  dividing = []
+  for name, dim, mapped in zip(axes, x.shape, mesh_axes, strict=True):
+    mapped = () if mapped is None else (mapped,) if isinstance(mapped, str) else tuple(mapped)
+    ways = int(np.prod([mesh.shape[a] for a in mapped]))
+    dividing.append(name if dim % ways == 0 else None)
+  return nn.with_logical_constraint(x, tuple(dividing))
+
+
+def token_axes(ndim: int) -> LogicalAxes:
+  """Logical axes of tokens (B, ..., L, D): batch, length, embed; the middle axes of
+  (B, T, N, D) layouts (time) are left to the compiler."""
+  return (BATCH,) + (None,) * (ndim - 3) + (LENGTH, EMBED)
+
+
+def constrain_tokens(x: jax.Array) -> jax.Array:
+  """Tokens (B, ..., L, D) pinned to token_axes: the batch split over the data-parallel axes,
+  each example's tokens and channels whole on its device."""
+  return constrain(x, *token_axes(x.ndim))
 
 
 class MultiHeadAttention(nn.Module):
@@ -80,12 +150,16 @@ class MultiHeadAttention(nn.Module):
       features=(self.num_heads, features // self.num_heads),
       axis=-1,
       dtype=self.dtype,
-      kernel_init=KERNEL_INIT,
+      kernel_init=logical(KERNEL_INIT, EMBED, HEADS, KV),
+      bias_init=logical(nn.initializers.zeros, HEADS, KV),
     )
+    # Tokens (batch, length, D), or (B, T, N, D) for patterns that regroup heads (ViViT Model 4).
+    head_axes = token_axes(x.ndim)[:-1] + (HEADS, KV)
+    x = constrain(x, *token_axes(x.ndim))
     # (batch, length, D) -> (batch, length, heads, head_dim)
-    query = projection(name="query")(x)
-    key = projection(name="key")(x)
-    value = projection(name="value")(x)
+    query = constrain(projection(name="query")(x), *head_axes)
+    key = constrain(projection(name="key")(x), *head_axes)
+    value = constrain(projection(name="value")(x), *head_axes)
     if self.attention_fn is kernels.dot_product_attention and self.is_mutable_collection(
       "intermediates"
     ):
@@ -101,10 +175,12 @@ class MultiHeadAttention(nn.Module):
       deterministic=deterministic,
       implementation=self.implementation,
     )
+    y = constrain(y, *head_axes)
     # (..., heads, head_dim) -> (..., D), or (..., D') with `then` folded in.
-    return OutProjection(features, dtype=self.dtype, kernel_init=self.out_kernel_init, name="out")(
+    y = OutProjection(features, dtype=self.dtype, kernel_init=self.out_kernel_init, name="out")(
       y, then=then
     )
+    return constrain(y, *token_axes(x.ndim))
 
 
 class OutProjection(nn.Module):
@@ -124,8 +200,10 @@ class OutProjection(nn.Module):
       # As DenseGeneral: initialised as the flat (heads * head_dim, D) matrix, then reshaped.
       return self.kernel_init(rng, (heads * head_dim, self.features), jnp.float32).reshape(shape)
 
-    kernel = self.param("kernel", init_kernel, (heads, head_dim, self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    kernel = self.param(
+      "kernel", logical(init_kernel, HEADS, KV, EMBED), (heads, head_dim, self.features)
+    )
+    bias = self.param("bias", logical(nn.initializers.zeros, EMBED), (self.features,))
     if then is not None:
       # Products of the float32 parameters: (heads, head_dim, D) x (D, D') -> (heads, head_dim, D').
       kernel = jnp.einsum("hcd,de->hce", kernel, then.astype(jnp.float32))
@@ -187,14 +265,23 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    dense = functools.partial(
-      nn.Dense, dtype=self.dtype, kernel_init=KERNEL_INIT, bias_init=MLP_BIAS_INIT
-    )
-    y = dense(self.mlp_dim, name="Dense_0")(x)
-    y = gelu(y, approximate=self.gelu_approximate)
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    hidden_axes = token_axes(x.ndim)[:-1] + (MLP,)
+    y = dense(
+      self.mlp_dim,
+      kernel_init=logical(KERNEL_INIT, EMBED, MLP),
+      bias_init=logical(MLP_BIAS_INIT, MLP),
+      name="Dense_0",
+    )(constrain_tokens(x))
+    y = constrain(gelu(y, approximate=self.gelu_approximate), *hidden_axes)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    y = dense(x.shape[-1], name="Dense_1")(y)
-    return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = dense(
+      x.shape[-1],
+      kernel_init=logical(KERNEL_INIT, MLP, EMBED),
+      bias_init=logical(MLP_BIAS_INIT, EMBED),
+      name="Dense_1",
+    )(y)
+    return constrain_tokens(nn.Dropout(self.dropout_rate)(y, deterministic=deterministic))
 
 
 class DropPath(nn.Module):
@@ -266,7 +353,13 @@ def mlp_module(config: hparams.ModelConfig, name: str = "mlp") -> MlpBlock:
 
 def layer_norm(config: hparams.ModelConfig, name: str) -> nn.LayerNorm:
   """LayerNorm (eps model.layer_norm_epsilon); statistics are taken in float32."""
-  return nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=jnp.dtype(config.dtype), name=name)
+  return nn.LayerNorm(
+    epsilon=config.layer_norm_epsilon,
+    dtype=jnp.dtype(config.dtype),
+    scale_init=logical(nn.initializers.ones, EMBED),
+    bias_init=logical(nn.initializers.zeros, EMBED),
+    name=name,
+  )
 
 
 # ----------------------------------------------------------------------------------------
@@ -291,7 +384,9 @@ class AddPositionEmbedding(nn.Module):
       raise ValueError(
         f"AddPositionEmbedding: axis {self.axis} of tokens {x.shape} is the batch or channel axis."
       )
-    embedding = self.param("embedding", self.embedding_init, (x.shape[axis], x.shape[-1]))
+    embedding = self.param(
+      "embedding", logical(self.embedding_init, None, EMBED), (x.shape[axis], x.shape[-1])
+    )
     # (L, D) -> (1, .., L, .., D), broadcastable against the tokens.
     shape = [1] * x.ndim
     shape[axis], shape[-1] = x.shape[axis], x.shape[-1]
@@ -300,11 +395,15 @@ class AddPositionEmbedding(nn.Module):
 
 def class_token(module: nn.Module, name: str, hidden_size: int) -> jax.Array:
   """A zero-initialised (1, 1, D) class token parameter of `module` (vit_jax layout)."""
-  return module.param(name, nn.initializers.zeros, (1, 1, hidden_size))
+  return module.param(name, logical(nn.initializers.zeros, None, None, EMBED), (1, 1, hidden_size))
 
 
 def classification_head(pre_logits: jax.Array, num_classes: int) -> jax.Array:
   """Zero-initialised linear head, in float32 whatever the compute dtype."""
-  return nn.Dense(num_classes, dtype=jnp.float32, kernel_init=nn.initializers.zeros, name="head")(
-    pre_logits.astype(jnp.float32)
-  )
+  return nn.Dense(
+    num_classes,
+    dtype=jnp.float32,
+    kernel_init=logical(nn.initializers.zeros, EMBED, None),
+    bias_init=logical(nn.initializers.zeros, None),
+    name="head",
+  )(pre_logits.astype(jnp.float32))

@@ -203,8 +203,13 @@ class LinearParams(nn.Module):
 
   @nn.compact
   def __call__(self) -> tuple[jax.Array, jax.Array]:
-    kernel = self.param("kernel", self.kernel_init, (self.in_features, self.features))
-    return kernel, self.param("bias", nn.initializers.zeros, (self.features,))
+    kernel = self.param(
+      "kernel",
+      layers.logical(self.kernel_init, layers.EMBED, None),
+      (self.in_features, self.features),
+    )
+    bias = self.param("bias", layers.logical(nn.initializers.zeros, None), (self.features,))
+    return kernel, bias
 
 
 def _projected(x: jax.Array, stage: str, **kwargs) -> jax.Array:

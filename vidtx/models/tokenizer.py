@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from vidtx.errors import UserError
+from vidtx.models import layers
 
 KERNEL_INIT_METHODS = ("random", "inflate", "central_frame")
 
@@ -64,6 +65,9 @@ def frame_embedding(
     strides=(patch_size, patch_size),
     padding="VALID",
     dtype=dtype,
+    # (P, P, C, D): split, if at all, along the embedding.
+    kernel_init=layers.logical(nn.linear.default_kernel_init, None, None, None, layers.EMBED),
+    bias_init=layers.logical(nn.initializers.zeros, layers.EMBED),
     name=name,
   )(video)
   b, t, h, w, d = x.shape
@@ -94,7 +98,11 @@ def tubelet_embedding(
     strides=size,
     padding="VALID",
     dtype=dtype,
-    kernel_init=tubelet_kernel_init(kernel_init_method),
+    # (t, P, P, C, D): split, if at all, along the embedding.
+    kernel_init=layers.logical(
+      tubelet_kernel_init(kernel_init_method), None, None, None, None, layers.EMBED
+    ),
+    bias_init=layers.logical(nn.initializers.zeros, layers.EMBED),
     name=name,
   )(video)
   b, t, h, w, d = x.shape

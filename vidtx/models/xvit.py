@@ -420,7 +420,11 @@ class XViT(nn.Module):
     y = pre_logits
     if config.head_mlp_dim:
       y = nn.Dense(
-        config.head_mlp_dim, dtype=jnp.float32, kernel_init=layers.KERNEL_INIT, name="head_hidden"
+        config.head_mlp_dim,
+        dtype=jnp.float32,
+        kernel_init=layers.logical(layers.KERNEL_INIT, layers.EMBED, layers.MLP),
+        bias_init=layers.logical(nn.initializers.zeros, layers.MLP),
+        name="head_hidden",
       )(y)
       y = nn.gelu(y, approximate=config.gelu_approximate)
       y = nn.Dropout(config.head_dropout_rate)(y, deterministic=deterministic)

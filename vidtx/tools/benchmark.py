@@ -9,7 +9,7 @@ and compile time, on batches already on the device (compute) and from the input 
       --config.dataset_configs.crop_size=112 --mode=compute --peer=hf
 
 It builds exactly train.py's state and step (vidtx.train_state.make_train_step: the mesh of
-config.mesh, the rule-table shardings, gradient accumulation, remat and scan as configured),
+config.mesh and its logical axis rules, gradient accumulation, remat and scan as configured),
 compiles the step once (compile time), then:
 - compute: times --steps steps on one random batch already on the devices: the model's speed.
   The batch is what the reader sends (uint8 clips, with scale jitter the window buffers, and
@@ -425,8 +425,9 @@ def _train_step(
   model = models.build(config.model_name, config.model, dc.num_classes)
   tx, schedule = state_lib.optimizer_from_config(config, dc)
   ema_decay = float(config.get("ema_decay") or 0.0)
+  rules = sharding.rules_from_config(config.get("mesh"))
   state, abstract = state_lib.create_train_state(
-    model, tx, local_input_shape, mesh, jax.random.key(0), ema=ema_decay > 0
+    model, tx, local_input_shape, mesh, jax.random.key(0), ema=ema_decay > 0, rules=rules
   )
   step = state_lib.make_train_step(
     model,
@@ -442,6 +443,7 @@ def _train_step(
     grad_accum_steps=int(config.get("grad_accum_steps") or 1),
     ema_decay=ema_decay,
     augmentation=reader_config.device_augmentation(dc),
+    rules=rules,
   )
   return model, state, step
 
