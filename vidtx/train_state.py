@@ -221,6 +221,45 @@ def augment_on_mesh(
   )(batch)
 
 
+def _accumulate_micro_batches(
+  loss_and_grads: Callable[..., tuple[jax.Array, jax.Array, Any]],
+  params: Any,
+  batch: dict[str, jax.Array],
+  rng: jax.Array,
+  k: int,
+  mesh: Mesh,
+) -> tuple[jax.Array, jax.Array, Any]:
+  """(loss, accuracy, grads) of `batch` as k micro-batches of B/k clips, averaged: the same mean
+  as the whole batch at the activation memory of B/k clips (config.grad_accum_steps)."""
+  batch_size = batch["inputs"].shape[0]
+  if batch_size % k:
+    raise UserError(f"config.grad_accum_steps={k} does not divide the batch of {batch_size} clips.")
+  # (B, ...) -> (B/k, k, ...) -> (k, B/k, ...): micro-batch j holds rows j, j+k, j+2k...,
+  # so every device keeps its own rows and nothing moves between devices.
+  micro = jax.tree.map(
+    lambda x: jnp.swapaxes(x.reshape((batch_size // k, k) + x.shape[1:]), 0, 1), batch
+  )
+  micro = jax.lax.with_sharding_constraint(
+    micro, NamedSharding(mesh, PartitionSpec(None, sharding.data_sharding(mesh).spec[0]))
+  )
+
+  def accumulate(carry, xs):
+    micro_batch, j = xs
+    loss, accuracy, grads = loss_and_grads(params, micro_batch, jax.random.fold_in(rng, j))
+    total_loss, total_accuracy, total_grads = carry
+    return (
+      total_loss + loss,
+      total_accuracy + accuracy,
+      jax.tree.map(jnp.add, total_grads, grads),
+    ), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (loss, accuracy, grads), _ = jax.lax.scan(
+    accumulate, (jnp.zeros(()), jnp.zeros(()), zeros), (micro, jnp.arange(k))
+  )
+  return loss / k, accuracy / k, jax.tree.map(lambda g: g / k, grads)
+
+
 def make_train_step(
   model: nn.Module,
   tx: optax.GradientTransformation,
@@ -289,38 +328,9 @@ def make_train_step(
     if k == 1:
       loss, accuracy, grads = loss_and_grads(state.params, batch, rng)
     else:
-      batch_size = batch["inputs"].shape[0]
-      if batch_size % k:
-        raise UserError(
-          f"config.grad_accum_steps={k} does not divide the batch of {batch_size} clips."
-        )
-      # (B, ...) -> (B/k, k, ...) -> (k, B/k, ...): micro-batch j holds rows j, j+k, j+2k...,
-      # so every device keeps its own rows and nothing moves between devices.
-      micro = jax.tree.map(
-        lambda x: jnp.swapaxes(x.reshape((batch_size // k, k) + x.shape[1:]), 0, 1), batch
+      loss, accuracy, grads = _accumulate_micro_batches(
+        loss_and_grads, state.params, batch, rng, k, mesh
       )
-      micro = jax.lax.with_sharding_constraint(
-        micro, NamedSharding(mesh, PartitionSpec(None, sharding.data_sharding(mesh).spec[0]))
-      )
-
-      def accumulate(carry, xs):
-        micro_batch, j = xs
-        loss, accuracy, grads = loss_and_grads(
-          state.params, micro_batch, jax.random.fold_in(rng, j)
-        )
-        total_loss, total_accuracy, total_grads = carry
-        return (
-          total_loss + loss,
-          total_accuracy + accuracy,
-          jax.tree.map(jnp.add, total_grads, grads),
-        ), None
-
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (loss, accuracy, grads), _ = jax.lax.scan(
-        accumulate, (jnp.zeros(()), jnp.zeros(()), zeros), (micro, jnp.arange(k))
-      )
-      loss, accuracy = loss / k, accuracy / k
-      grads = jax.tree.map(lambda g: g / k, grads)
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
