@@ -371,18 +371,28 @@ def tree_shardings(
   return jax.tree_util.tree_map_with_path(leaf_sharding, tree)
 
 
-def under_rules(fn: Callable[..., Any], mesh: Mesh, rules: Rules | None = None) -> Callable:
-  """`fn` traced with `mesh` and the logical axis `rules` (default DEFAULT_RULES) in context,
-  so the models' activation constraints (nn.with_logical_constraint) apply within; jit it."""
-  rules = rules_from_config(None) if rules is None else rules
+def under_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable:
+  """`fn` traced with `mesh` in context (the abstract mesh: all that can be set inside jit), so
+  a Pallas attention kernel runs in shard_map over it (vidtx.models.kernels); jit it."""
 
   @functools.wraps(fn)
   def traced(*args: Any, **kwargs: Any) -> Any:
-    # Inside jit only the abstract mesh can be set; the constraints need no more.
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       return fn(*args, **kwargs)
 
   return traced
+
+
+def under_rules(fn: Callable[..., Any], mesh: Mesh, rules: Rules | None = None) -> Callable:
+  """`fn` traced under_mesh and with the logical axis `rules` (default DEFAULT_RULES) in context,
+  so the models' activation constraints (nn.with_logical_constraint) apply within; jit it."""
+  rules = rules_from_config(None) if rules is None else rules
+
+  def with_rules(*args: Any, **kwargs: Any) -> Any:
+    with nn.logical_axis_rules(rules):
+      return fn(*args, **kwargs)
+
+  return under_mesh(functools.wraps(fn)(with_rules), mesh)
 
 
 def describe(tree: Any) -> str:

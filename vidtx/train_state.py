@@ -127,8 +127,10 @@ def create_train_state(
   returns (state, abstract state)."""
   abstract = abstract_train_state(model, tx, input_shape, mesh, ema=ema, rules=rules)
   shardings = jax.tree.map(lambda s: s.sharding, abstract)
-  # Traced under the mesh and rules: a Pallas attention kernel runs in shard_map over the mesh.
-  init = sharding.under_rules(_init_fn(model, tx, input_shape, ema), mesh, rules)
+  # Traced under the mesh (a Pallas attention kernel runs in shard_map over it), not the rules:
+  # its dummy input lies on one device, which an activation constraint on the mesh refuses
+  # when jit is disabled; the outputs take their shardings from out_shardings anyway.
+  init = sharding.under_mesh(_init_fn(model, tx, input_shape, ema), mesh)
   state = jax.jit(init, out_shardings=shardings)(rng)
   return state, abstract
 
