@@ -157,8 +157,6 @@ def test_global_order_names_what_it_cannot_read(uneven, tmp_path):
   assert global_order.record_count(dc, "train") == table.total
   file, record = table.locate(np.array([0, 1, 3, 13]))
   assert file.tolist() == [0, 1, 1, 6] and record.tolist() == [0, 0, 2, 1]
-  with pytest.raises(UserError, match="skip_bad_records=True is not yet supported"):
-    pipeline.build_train_dataset(configs(uneven, skip_bad_records=True), batch_size=2, seed=0)
   with pytest.raises(UserError, match="not a multiple of batch_size=4"):
     pipeline.build_train_dataset(dc, batch_size=2, seed=0, process_count=2, start_position=(0, 2))
   # A shard rewritten after its table: named, with the command that indexes the shards.
@@ -170,3 +168,85 @@ def test_global_order_names_what_it_cannot_read(uneven, tmp_path):
     UserError, match=r"s0.tfrecord-00000-of-00001: the shard changed.*index_shards"
   ):
     pipeline.build_train_dataset(stale, batch_size=2, seed=0)
+
+
+def no_frames(video_id: str) -> bytes:
+  """A SequenceExample with a label and no frame."""
+  example = tf.train.SequenceExample()
+  example.context.feature[dmvr.LABEL_INDEX_KEY].int64_list.value.append(1)
+  example.context.feature["video_id"].bytes_list.value.append(video_id.encode())
+  return example.SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def with_bad(tmp_path_factory) -> str:
+  """5 shards of 18 records, 7 of them bad, of every kind the reader finds: a corrupt JPEG, a
+  string that is not a SequenceExample, a label out of range, no frames."""
+  base_dir = tmp_path_factory.mktemp("with_bad")
+  good = [
+    dmvr.make_sequence_example(video(5, i), i % 4, video_id=f"v{i:02d}") for i in range(11)
+  ]
+  corrupt = dmvr.sequence_example_from_jpegs([b"not a jpeg"] * 5, 1, video_id="corrupt")
+  bad = [corrupt, b"certainly not a SequenceExample", corrupt]
+  bad += [dmvr.make_sequence_example(video(5, 20), 7, video_id="label 7"), no_frames("empty")]
+  bad += [b"not one either", no_frames("empty too")]
+  shards = [good[0:2] + bad[0:2], good[2:4] + bad[2:3], bad[3:5] + good[4:6], good[6:9], bad[5:]]
+  shards[3] += good[9:]
+  for shard, examples in enumerate(shards):
+    dmvr.write_shards(examples, str(base_dir / f"s{shard}.tfrecord"), 1)
+  return str(base_dir)
+
+
+def test_bad_records_are_replaced_alike_on_any_topology(with_bad):
+  # max_bad_fraction off: 7 of 18 records are bad, more than the default cap allows.
+  dc = configs(
+    with_bad,
+    examples_per_subset={"train": 18},
+    skip_bad_records=True,
+    max_bad_fraction=None,
+  )
+  want = global_batches(dc, 1)
+  ids = np.concatenate([b["video_id"] for b in want]).tolist()
+  assert len(ids) == STEPS * GLOBAL_BATCH and all(i.startswith(b"v") for i in ids), ids
+  skipped = np.concatenate([b["skipped"] for b in want])
+  # A bad position's replacement is the next clean record of the epoch's order: read the order.
+  table = global_order.record_table(reader_config.DatasetConfig.from_config(dc), "train")
+  positions = np.arange(STEPS * GLOBAL_BATCH)
+  epoch_of, index_of = positions // table.total, positions % table.total
+  clean = {}
+  for epoch in set(epoch_of.tolist()):
+    order = global_order.permute_numpy(np.arange(table.total), table.total, 11, epoch)
+    file, record = table.locate(order)
+    names = [
+      list(tf.data.TFRecordDataset(table.files[f]).skip(int(r)).take(1))[0].numpy()
+      for f, r in zip(file, record, strict=True)
+    ]
+    ok = [n.startswith(b"\n") and b"v" in n and b"label 7" not in n for n in names]
+    clean[epoch] = [
+      ok[i] and b"not a jpeg" not in names[i] and b"empty" not in names[i]
+      for i in range(table.total)
+    ]
+  for q, (epoch, index) in enumerate(zip(epoch_of, index_of, strict=True)):
+    tries = next(j for j in range(table.total) if clean[epoch][(index + j) % table.total])
+    assert skipped[q] == tries, q
+  assert skipped.sum() > 0 and (skipped == 0).any()
+  # The augmentation stays keyed by the position: the same as in the stream without bad records.
+  for process_count in (2, 4):
+    got = global_batches(dc, process_count)
+    for step, (a, b) in enumerate(zip(got, want, strict=True)):
+      assert set(a) == set(b)
+      for field in b:
+        np.testing.assert_array_equal(a[field], b[field], err_msg=f"{field}, step {step}")
+
+
+def test_a_run_of_bad_records_longer_than_the_tries_stops_the_stream(with_bad, monkeypatch):
+  monkeypatch.setattr(pipeline, "REPLACEMENT_TRIES", 1)
+  dc = configs(with_bad, examples_per_subset={"train": 18}, skip_bad_records=True)
+  dc.max_bad_fraction = None
+  ds = pipeline.build_train_dataset(dc, batch_size=GLOBAL_BATCH, seed=11).as_numpy_iterator()
+  with pytest.raises(UserError, match=r"all 1 records tried for global position \d+ of epoch 0"):
+    try:
+      for _ in range(STEPS):
+        next(ds)
+    except tf.errors.OpError as error:
+      raise bad_records.reader_error(error, dc, "train") from error
