@@ -125,19 +125,19 @@ def resolve(dc: DatasetConfig) -> DatasetConfig:
   return dataclasses.replace(dc, global_order=why_not(dc, "train") is None)
 
 
-def per_process_note(dc: DatasetConfig, reason: str) -> str:
+def per_process_note(dc: DatasetConfig, reason: str, fix: str | None = None) -> str:
   """The one line a run prints when global_order=None (auto) falls back to the per-process
-  stream: why, and what gives the one stream (with the frame tables, clips also read only their
-  frames instead of whole records)."""
-  if records.is_tfds(dc):
-    fix = "write the split as DMVR shards: python -m vidtx.data.make_shards"
-  elif "://" in str(dc.base_dir):
+  stream: why, and what gives the one stream (`fix`, else what the data needs: with the frame
+  tables, clips also read only their frames instead of whole records)."""
+  if fix is None and records.is_tfds(dc):
+    fix = "write the split as DMVR shards (python -m vidtx.data.make_shards)"
+  elif fix is None and "://" in str(dc.base_dir):
     fix = "copy the shards to a local disk"
-  else:
-    fix = f"index the shards: {_index_command(dc, 'train')}"
+  elif fix is None:
+    fix = f"index the shards ({_index_command(dc, 'train')})"
   return (
     f"Note: the training stream is per process (its batches depend on the number of processes) "
-    f"because {reason}; for one stream on any topology (dataset_configs.global_order) {fix}."
+    f"because {reason}; for one stream on any topology (dataset_configs.global_order): {fix}."
   )
 
 

@@ -447,7 +447,9 @@ def _replacing_map(
 
     return chosen.flat_map(with_bad_before)
 
-  return ds.interleave(attempt, block_length=1, num_parallel_calls=records.AUTOTUNE, deterministic=True)
+  return ds.interleave(
+    attempt, block_length=1, num_parallel_calls=records.AUTOTUNE, deterministic=True
+  )
 
 
 def build_train_dataset(
