@@ -3,14 +3,18 @@ epoch, for uneven shards), and the global-order training stream, which gives the
 batches (ids, pixels, augmentation parameters) for 1, 2 or 4 processes and resumes at a global
 position."""
 
+import dataclasses
 import os
 
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
-from shared import reader_configs
+from absl import flags
+from ml_collections import config_flags
+from shared import REPO, reader_configs
 
-from vidtx import device_augment
+from vidtx import device_augment, run_checkpoints, sharding, trainer
 from vidtx.data import bad_records, dmvr, global_order, pipeline, reader_config
 from vidtx.errors import UserError
 
@@ -183,9 +187,7 @@ def with_bad(tmp_path_factory) -> str:
   """5 shards of 18 records, 7 of them bad, of every kind the reader finds: a corrupt JPEG, a
   string that is not a SequenceExample, a label out of range, no frames."""
   base_dir = tmp_path_factory.mktemp("with_bad")
-  good = [
-    dmvr.make_sequence_example(video(5, i), i % 4, video_id=f"v{i:02d}") for i in range(11)
-  ]
+  good = [dmvr.make_sequence_example(video(5, i), i % 4, video_id=f"v{i:02d}") for i in range(11)]
   corrupt = dmvr.sequence_example_from_jpegs([b"not a jpeg"] * 5, 1, video_id="corrupt")
   bad = [corrupt, b"certainly not a SequenceExample", corrupt]
   bad += [dmvr.make_sequence_example(video(5, 20), 7, video_id="label 7"), no_frames("empty")]
@@ -252,3 +254,82 @@ def test_a_run_of_bad_records_longer_than_the_tries_stops_the_stream(with_bad, m
         next(ds)
     except tf.errors.OpError as error:
       raise bad_records.reader_error(error, dc, "train") from error
+
+
+def test_auto_is_global_on_shards_with_tables_and_says_why_not_otherwise(uneven, tmp_path):
+  dc = reader_config.DatasetConfig.from_config(configs(uneven, global_order=None))
+  assert dc.global_order is None and global_order.resolve(dc).global_order is True
+  # Shards of another tool: no frame tables, the per-process stream and one line saying so.
+  with tf.io.TFRecordWriter(str(tmp_path / "t.tfrecord-00000-of-00001")) as writer:
+    writer.write(dmvr.make_sequence_example(video(5, 0), 0))
+  other = reader_config.DatasetConfig.from_config(
+    configs(str(tmp_path), tables={"train": "t.tfrecord-00000-of-00001"}, global_order=None)
+  )
+  reason = global_order.why_not(other)
+  assert "t.tfrecord-00000-of-00001 has no current frame table" in reason
+  assert global_order.resolve(other).global_order is False
+  note = global_order.per_process_note(other, reason)
+  assert note.startswith("Note: the training stream is per process") and "\n" not in note
+  assert f"python -m vidtx.data.index_shards --shards={tmp_path}/t.tfrecord" in note
+  # True and False are kept; the per-process stream reads the shard.
+  assert global_order.resolve(dataclasses.replace(other, global_order=True)).global_order
+  assert global_order.resolve(dataclasses.replace(dc, global_order=False)).global_order is False
+  batch = next(pipeline.build_train_dataset(other, batch_size=2, seed=0).as_numpy_iterator())
+  assert batch["video_id"].shape == (2,)
+
+
+def test_global_order_is_auto_by_default_and_set_from_the_command_line():
+  for override, want in ((None, None), ("True", True), ("False", False)):
+    argv = ["test", f"--config={REPO}/configs/synthetic_timesformer.py"]
+    if override is not None:
+      argv.append(f"--config.dataset_configs.global_order={override}")
+    values = flags.FlagValues()
+    # As train.py defines it; the overrides are found in argv when the flag is defined.
+    config_flags.DEFINE_config_file(
+      "config", None, "", flag_values=values, lock_config=True, sys_argv=argv
+    )
+    values(argv)
+    dataset_configs = values.config.dataset_configs
+    assert dataset_configs.global_order is want, override
+    dataset_configs.base_dir = "/nowhere"
+    assert reader_config.DatasetConfig.from_config(dataset_configs).global_order is want
+
+
+def test_a_resumed_run_keeps_the_stream_its_checkpoint_was_written_with(
+  uneven, monkeypatch, capsys
+):
+  dc = reader_config.DatasetConfig.from_config(configs(uneven, global_order=None))
+  setup = trainer._Setup(
+    mesh=sharding.make_mesh(None),
+    local_batch_size=GLOBAL_BATCH,
+    dataset=dc,
+    class_names=None,
+    total_steps=10,
+    model=None,
+    tx=None,
+    schedule=None,
+    ema_decay=0.0,
+  )
+  config = ml_collections.ConfigDict({"batch_size": GLOBAL_BATCH})
+  saved = {
+    2: {"stream": "per_process", "positions": [[0, 8]], "process_count": 1},
+    3: {"positions": [[0, 12]], "process_count": 1},  # before the data state named its stream
+    4: {"stream": "global", "global_position": 16, "process_count": 1},
+    5: None,  # an older vidtx: no input position at all
+  }
+  monkeypatch.setattr(run_checkpoints, "restore_data_state", lambda manager, step: saved[step])
+
+  def chosen(step, requested=None):
+    requested_setup = dataclasses.replace(
+      setup, dataset=dataclasses.replace(dc, global_order=requested)
+    )
+    return trainer._choose_stream(config, requested_setup, None, step).dataset.global_order
+
+  assert chosen(0) is True and capsys.readouterr().out == ""  # a new run: global
+  assert chosen(4) is True and chosen(5) is True and capsys.readouterr().out == ""
+  for step in (2, 3):
+    assert chosen(step) is False
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and f"because checkpoint {step} was written with it" in lines[0]
+    assert f"global_order=True (which starts the global stream at position {4 * step})" in lines[0]
+  assert chosen(2, requested=True) is True and chosen(4, requested=False) is False
