@@ -74,6 +74,8 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
       f"reads for local shards only; base_dir={dc.base_dir!r} is remote. Copy the shards to a "
       "local disk or set dataset_configs.global_order=False."
     )
+  # A split without a record: named as the per-process stream names it (sizes, the config).
+  records.check_split_has_records(dc, split, whole_split=True)
   files = records.split_files(dc, split)
   index_dir = dc.index_dir or None
   counts = []
