@@ -757,20 +757,22 @@ def _checkpoint_stream(manager: ocp.CheckpointManager, step: int) -> str | None:
 def _process_rows_problem(mesh: jax.sharding.Mesh, global_batch: int) -> str | None:
   """A global-order stream gives process p rows [p * b, (p + 1) * b) of each global batch: the
   rows its devices must hold in the mesh (they do when the mesh orders devices by process).
-  Why they do not, or None."""
+  Why they do not, or None; every process checks every process's rows, so that all of them
+  decide alike."""
   local = global_batch // jax.process_count()
-  first = jax.process_index() * local
-  slices = sharding.data_sharding(mesh).addressable_devices_indices_map((global_batch,))
-  rows = sorted(
-    {row for index in slices.values() for row in range(*index[0].indices(global_batch))}
-  )
-  if rows == list(range(first, first + local)):
-    return None
-  return (
-    f"process {jax.process_index()}'s devices hold rows {rows[:1]}..{rows[-1:]} of the global "
-    f"batch, not [{first}, {first + local}) as the global stream feeds them: the mesh does not "
-    "order its devices by process"
-  )
+  rows: dict[int, set[int]] = {}
+  slices = sharding.data_sharding(mesh).devices_indices_map((global_batch,))
+  for device, index in slices.items():
+    rows.setdefault(device.process_index, set()).update(range(*index[0].indices(global_batch)))
+  for process, held in sorted(rows.items()):
+    first = process * local
+    if sorted(held) != list(range(first, first + local)):
+      return (
+        f"process {process}'s devices hold rows {min(held)}..{max(held)} of the global batch, "
+        f"not [{first}, {first + local}) as the global stream feeds them: the mesh does not "
+        "order its devices by process"
+      )
+  return None
 
 
 def _data_state(position: tuple[int, int], global_position: int | None = None) -> dict[str, Any]:

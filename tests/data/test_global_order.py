@@ -6,6 +6,7 @@ position."""
 import dataclasses
 import os
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -333,3 +334,49 @@ def test_a_resumed_run_keeps_the_stream_its_checkpoint_was_written_with(
     assert len(lines) == 1 and f"because checkpoint {step} was written with it" in lines[0]
     assert f"global_order=True (which starts the global stream at position {4 * step})" in lines[0]
   assert chosen(2, requested=True) is True and chosen(4, requested=False) is False
+
+
+def test_a_mesh_that_does_not_order_devices_by_process_gets_the_per_process_stream(
+  uneven, monkeypatch, capsys
+):
+  class Device:
+    def __init__(self, process_index: int):
+      self.process_index = process_index
+
+  class Sharding:
+    def __init__(self, rows: dict):
+      self.rows = rows
+
+    def devices_indices_map(self, shape):
+      return self.rows
+
+  first, second = Device(0), Device(1)
+  layouts = {
+    "by process": {first: (slice(0, 2),), second: (slice(2, 4),)},
+    "reversed": {second: (slice(0, 2),), first: (slice(2, 4),)},
+  }
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  layout = "by process"
+  monkeypatch.setattr(sharding, "data_sharding", lambda mesh: Sharding(layouts[layout]))
+  assert trainer._process_rows_problem(None, 4) is None
+  layout = "reversed"
+  problem = trainer._process_rows_problem(None, 4)
+  assert problem.startswith("process 0's devices hold rows 2..3 of the global batch, not [0, 2)")
+  dc = reader_config.DatasetConfig.from_config(configs(uneven, global_order=None))
+  setup = trainer._Setup(
+    mesh=None,
+    local_batch_size=2,
+    dataset=dc,
+    class_names=None,
+    total_steps=10,
+    model=None,
+    tx=None,
+    schedule=None,
+    ema_decay=0.0,
+  )
+  config = ml_collections.ConfigDict({"batch_size": 4})
+  assert trainer._choose_stream(config, setup, None, 0).dataset.global_order is False
+  assert "a mesh whose devices are ordered by process" in capsys.readouterr().out
+  required = dataclasses.replace(setup, dataset=dataclasses.replace(dc, global_order=True))
+  with pytest.raises(UserError, match="global_order=True: process 0's devices hold rows 2..3"):
+    trainer._choose_stream(config, required, None, 0)
