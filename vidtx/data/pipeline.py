@@ -373,11 +373,13 @@ def _replacing_map(
   element of the first clean record among q, q + 1, ... (in epoch order, wrapping inside the
   epoch), its augmentation still keyed by q; the bad records tried before it come first, as
   elements that are not ok, for skip_counter to report, count and cap. Badness is a property of
-  the record, so every topology picks the same replacement and the global batches stay equal."""
+  the record, so every topology picks the same replacement and the global batches stay equal.
+
+  Position q's own record is read as without skipping (records.protected_map, in parallel);
+  only a bad one takes the slow path that tries the next records one after the other."""
   total = table.total
   tries = min(total, REPLACEMENT_TRIES)
   at = global_order.record_at(table, seed=seed)
-  empty = tf.constant([""] * tries)
 
   def element(epoch, index, raw):
     return _train_element(dc, base_seed, epoch, index, raw)
@@ -386,8 +388,9 @@ def _replacing_map(
     return _unreadable_train_element(dc, epoch, index, raw)
 
   @records.no_autograph
-  def attempt(epoch, index, raw):
-    del raw  # position q's own record is candidate 0
+  def replace(first):
+    """[bad elements tried..., the first clean one] for a bad element `first` at position q."""
+    epoch, index = first["epoch"], first["index"]
 
     def candidate(j):
       one = tf.data.Dataset.from_tensors((epoch, index, at(epoch, (index + j) % total)))
@@ -405,26 +408,18 @@ def _replacing_map(
       new_state = tf.nest.map_structure(lambda a, b: tf.where(el["ok"], b, a), after, state)
       return new_state, (el, state)
 
-    # Lazy: candidates are read one after the other until one is clean (or all `tries` bad).
-    candidates = tf.data.Dataset.range(tries).flat_map(records.no_autograph(candidate))
+    # Lazy: candidates 1, 2, ... are read one after the other until one is clean (or all
+    # `tries`, candidate 0 included, are bad).
+    candidates = tf.data.Dataset.from_tensors(first).concatenate(
+      tf.data.Dataset.range(1, tries).flat_map(records.no_autograph(candidate))
+    )
+    empty = tf.constant([""] * tries)
     chosen = (
       candidates.scan((empty, empty, tf.constant(0, tf.int64)), records.no_autograph(remember_bad))
       .enumerate()
       .filter(lambda j, chosen: chosen[0]["ok"] | (j == tries - 1))
       .take(1)
     )
-
-    @records.no_autograph
-    def with_bad_before(j, chosen):
-      del j
-      el, (sources, errors, bad) = chosen
-      reports = tf.data.Dataset.from_tensor_slices((sources[:bad], errors[:bad])).map(
-        lambda source, error: {
-          **_unreadable_train_element(dc, epoch, index, {"source": source}),
-          "error": error,
-        }
-      )
-      return reports.concatenate(tf.data.Dataset.from_tensors(el).map(all_bad_stops))
 
     def all_bad_stops(el):
       message = bad_records.in_graph_message(
@@ -445,11 +440,29 @@ def _replacing_map(
       with tf.control_dependencies([check]):
         return tf.nest.map_structure(tf.identity, el)
 
+    @records.no_autograph
+    def with_bad_before(j, chosen):
+      del j
+      el, (sources, errors, bad) = chosen
+      reports = tf.data.Dataset.from_tensor_slices((sources[:bad], errors[:bad])).map(
+        lambda source, error: {**first, "source": source, "error": error}
+      )
+      return reports.concatenate(tf.data.Dataset.from_tensors(el).map(all_bad_stops))
+
     return chosen.flat_map(with_bad_before)
 
-  return ds.interleave(
-    attempt, block_length=1, num_parallel_calls=records.AUTOTUNE, deterministic=True
-  )
+  @records.no_autograph
+  def group(el):
+    # (n, ...) elements for position q: a clean one alone, else the slow path's bad ones and
+    # their replacement (no dataset is made for a clean element: this costs next to nothing).
+    return tf.cond(
+      el["ok"],
+      lambda: tf.nest.map_structure(lambda field: field[None], el),
+      lambda: replace(el).batch(tries + 1).get_single_element(),
+    )
+
+  ds = records.protected_map(ds, element, unreadable)
+  return ds.map(group, num_parallel_calls=records.AUTOTUNE, deterministic=True).unbatch()
 
 
 def build_train_dataset(
