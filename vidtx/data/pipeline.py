@@ -45,10 +45,13 @@ buffer are seeded per epoch, the order of elements is fixed (options.determinist
 random choice for an element comes from stateless ops seeded by (seed, process, epoch, index).
 A stream restarted at a saved (epoch, index) continues exactly where it stopped: the epochs before
 it are not read at all, the records before it in its epoch are read but not decoded.
-With dataset_configs.global_order the stream is the same for any number of processes
+With dataset_configs.global_order (by default whenever every train shard has a current frame
+table: global_order.resolve) the stream is the same for any number of processes
 (vidtx.data.global_order): a seeded permutation of the whole split per epoch, each process reading
 its rows of every global batch through the frame tables, every element seeded by (seed, epoch,
-index) without the process; a restart at a global position continues it on any topology.
+index) without the process; a restart at a global position continues it on any topology. There
+skip_bad_records replaces a bad record by the next clean one of the epoch's order
+(_replacing_map), so that no position is dropped.
 
 Bad records (no frames, a corrupt JPEG, labels out of range, a string that is not a
 SequenceExample) stop the reader with an error naming the file and the record index; with
