@@ -427,9 +427,12 @@ def reader_fields() -> dict:
     # The short side evaluation resizes to; None: min_resize (recipes that evaluate at another
     # size set it). train.py's geometry warning suggests it.
     eval_min_resize=config_dict.placeholder(int),
-    # True: one training stream for any number of hosts, resumable on another topology (a
-    # global permutation per epoch, read through the frame tables; vidtx.data.global_order).
-    global_order=False,
+    # One training stream for any number of hosts, resumable on another topology (a global
+    # permutation per epoch, read through the frame tables; vidtx.data.global_order). None
+    # (auto): on when every train shard has a current frame table (make_shards and the
+    # synthetic dataset write them), else the per-process stream, said in one line at start-up;
+    # True: required (an error names what is missing); False: the per-process stream.
+    global_order=config_dict.placeholder(bool),
   )
 
 

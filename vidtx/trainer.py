@@ -139,6 +139,7 @@ def _train_and_evaluate(
   state, abstract_state, started_from = _init_or_restore(
     config, setup, manager, skip_damaged_checkpoints
   )
+  setup = _choose_stream(config, setup, manager, int(state.step))
   _write_config_and_announce(config, workdir, setup, state, abstract_state, started_from)
   batches = _train_batches(config, setup, manager, int(state.step))
   run = _loop_parts(config, workdir, setup, abstract_state, int(state.step), stop, manager)
@@ -191,8 +192,10 @@ def _setup(config: ml_collections.ConfigDict) -> _Setup:
       warning = records.empty_files_warning(dataset, split)
       if warning:
         print(warning, flush=True)
+    # With global_order=None (auto) _choose_stream says why a stream is per process, and how
+    # to index the shards (which also gives clips their frame reads).
     note = records.frame_tables_note(dataset, "train")
-    if note and dataset.dataset_name == "dmvr":
+    if note and dataset.dataset_name == "dmvr" and dataset.global_order is False:
       print(note, flush=True)
   total_steps = optim.resolve_steps(
     config, "num_training", dataset.examples_per_subset["train"], config.batch_size
@@ -299,7 +302,6 @@ def _train_batches(
   starts it at the position saved with the checkpoint, so it sees exactly the clips an
   uninterrupted run would have seen."""
   if setup.dataset.global_order:
-    _check_process_rows(setup.mesh, config.batch_size)
     position = _global_stream_start(manager, start_step, config.batch_size)
   else:
     position = _stream_start(manager, start_step, setup.local_batch_size, setup.dataset)
@@ -710,33 +712,86 @@ def _global_position(run: _Run, loop_state: _LoopState) -> int | None:
   )
 
 
-def _check_process_rows(mesh: jax.sharding.Mesh, global_batch: int) -> None:
-  """A global-order stream gives process p rows [p * b, (p + 1) * b) of each global batch: the
-  rows its devices must hold in the mesh (they do when the mesh orders devices by process)."""
-  local = global_batch // jax.process_count()
-  first = jax.process_index() * local
-  slices = sharding.data_sharding(mesh).addressable_devices_indices_map((global_batch,))
-  rows = sorted(
-    {row for index in slices.values() for row in range(*index[0].indices(global_batch))}
-  )
-  if rows != list(range(first, first + local)):
-    raise UserError(
-      f"dataset_configs.global_order=True: process {jax.process_index()}'s devices hold rows "
-      f"{rows[:1]}..{rows[-1:]} of the global batch, not [{first}, {first + local}) as the "
-      "global stream feeds them; the mesh does not order its devices by process. Set "
-      "dataset_configs.global_order=False."
+def _choose_stream(
+  config: ml_collections.ConfigDict, setup: _Setup, manager: ocp.CheckpointManager, step: int
+) -> _Setup:
+  """setup with dataset.global_order decided (a bool). None (auto): the global stream when the
+  train split can be read in global order (global_order.why_not), the mesh gives each process
+  its rows, and the run does not resume a checkpoint of the per-process stream (the resumed run
+  keeps the stream it was written with: no silent jump); else the per-process stream, said in
+  one line. True: required (an error names what is missing). False: per process."""
+  dc = setup.dataset
+  if dc.global_order is False:
+    return setup
+  rows_problem = _process_rows_problem(setup.mesh, config.batch_size)
+  if dc.global_order:
+    global_order.record_table(dc, "train")  # Raises, naming what is missing.
+    if rows_problem:
+      raise UserError(
+        f"dataset_configs.global_order=True: {rows_problem}. Set "
+        "dataset_configs.global_order=False."
+      )
+    return setup
+  reason, fix = global_order.why_not(dc, "train"), None
+  if reason is None and rows_problem:
+    reason, fix = rows_problem, "a mesh whose devices are ordered by process"
+  if reason is None and step and _checkpoint_stream(manager, step) == "per_process":
+    reason = f"checkpoint {step} was written with it, and a resumed run continues its stream"
+    fix = (
+      "a new run, or --config.dataset_configs.global_order=True (which starts the global "
+      f"stream at position {step * config.batch_size})"
     )
+  if reason is not None and jax.process_index() == 0:
+    print(global_order.per_process_note(dc, reason, fix), flush=True)
+  return dataclasses.replace(setup, dataset=dataclasses.replace(dc, global_order=reason is None))
+
+
+def _checkpoint_stream(manager: ocp.CheckpointManager, step: int) -> str | None:
+  """'global' or 'per_process': the stream checkpoint `step` saved its position in (_data_state);
+  None when it saved none (older vidtx)."""
+  data_state = run_checkpoints.restore_data_state(manager, step) or {}
+  if "stream" in data_state:
+    return str(data_state["stream"])
+  if "global_position" in data_state:
+    return "global"
+  return "per_process" if "positions" in data_state else None
+
+
+def _process_rows_problem(mesh: jax.sharding.Mesh, global_batch: int) -> str | None:
+  """A global-order stream gives process p rows [p * b, (p + 1) * b) of each global batch: the
+  rows its devices must hold in the mesh (they do when the mesh orders devices by process).
+  Why they do not, or None; every process checks every process's rows, so that all of them
+  decide alike."""
+  local = global_batch // jax.process_count()
+  rows: dict[int, set[int]] = {}
+  slices = sharding.data_sharding(mesh).devices_indices_map((global_batch,))
+  for device, index in slices.items():
+    rows.setdefault(device.process_index, set()).update(range(*index[0].indices(global_batch)))
+  for process, held in sorted(rows.items()):
+    first = process * local
+    if sorted(held) != list(range(first, first + local)):
+      return (
+        f"process {process}'s devices hold rows {min(held)}..{max(held)} of the global batch, "
+        f"not [{first}, {first + local}) as the global stream feeds them: the mesh does not "
+        "order its devices by process"
+      )
+  return None
 
 
 def _data_state(position: tuple[int, int], global_position: int | None = None) -> dict[str, Any]:
   """The input position saved with a checkpoint (JSON): every process's (epoch, index), or with
   dataset_configs.global_order the one global position (the same for any number of processes)."""
   if global_position is not None:
-    return {"global_position": int(global_position), "process_count": jax.process_count()}
+    return {
+      "stream": "global",
+      "global_position": int(global_position),
+      "process_count": jax.process_count(),
+    }
   positions = np.asarray([position], np.int64)
   if jax.process_count() > 1:
     positions = multihost_utils.process_allgather(np.asarray(position, np.int64))
   return {
+    "stream": "per_process",
     "positions": np.asarray(positions).reshape(-1, 2).tolist(),
     "process_count": jax.process_count(),
   }

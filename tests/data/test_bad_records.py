@@ -114,7 +114,8 @@ def test_an_epoch_without_a_record_stops_the_stream(tmp_path):
   # file size shows; the stream itself must stop rather than loop over empty epochs.
   base_dir = tmp_path / "it's here"  # TF escapes quotes in its messages: they come back.
   dmvr.write_shards([good(0)], str(base_dir / "train.tfrecord"), 1)
-  dc = reader_configs(str(base_dir))
+  # The per-process stream (the global one gives every process rows of every global batch).
+  dc = reader_configs(str(base_dir), global_order=False)
   with pytest.raises(ValueError) as raised:
     within(30, lambda: first_batch(dc, process_index=1, process_count=2))
   text = str(raised.value)
@@ -132,17 +133,25 @@ def test_an_epoch_without_a_record_stops_the_stream(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_all_bad_records_stop_at_the_cap_without_a_flood(tmp_path, capfd):
-  dmvr.write_shards([NOT_A_RECORD] * 50, str(tmp_path / "train.tfrecord"), 1)
-  dc = reader_configs(str(tmp_path), skip_bad_records=True, shuffle_buffer_size=1)
+@pytest.mark.parametrize("global_order", [False, None])  # None: auto, global on these shards
+def test_all_bad_records_stop_at_the_cap_without_a_flood(tmp_path, capfd, global_order):
+  # Global order replaces a bad record by the next clean one of the order (a split of bad
+  # records only stops at its first position: test_an_epoch_of_bad_records...): half are bad.
+  examples = [NOT_A_RECORD] * 50 if global_order is False else [NOT_A_RECORD, good(0)] * 25
+  dmvr.write_shards(examples, str(tmp_path / "train.tfrecord"), 1)
+  dc = reader_configs(
+    str(tmp_path), skip_bad_records=True, shuffle_buffer_size=1, global_order=global_order
+  )
   with pytest.raises(ValueError) as raised:
-    within(30, lambda: first_batch(dc))
+    within(30, lambda: first_batch(dc, batches=10))
   text = str(raised.value)
+  # The per-process stream reads the shard in order; the global one in the epoch's order.
+  read, record = ("10", "9") if global_order is False else (r"\d+", r"\d+")
   assert re.fullmatch(
-    r"Split 'train': too many bad records with skip_bad_records=True: 10 of the 10 records "
+    rf"Split 'train': too many bad records with skip_bad_records=True: 10 of the {read} records "
     r"read so far \(process 0 of 1\) were bad, more than max_bad_fraction=0.1 of them. The "
-    r"last one: split=train, file=.*train.tfrecord-00000-of-00001, record 9 - could not be "
-    r"read.*raise config.dataset_configs.max_bad_fraction \(1.0 turns this check off\).",
+    rf"last one: split=train, file=.*train.tfrecord-00000-of-00001, record {record} - could not "
+    r"be read.*raise config.dataset_configs.max_bad_fraction \(1.0 turns this check off\).",
     text,
   )
   # The 10th is in the message; nothing is printed after it (before: 96,000 lines in 90 s).
@@ -178,11 +187,22 @@ def test_a_few_bad_records_are_skipped_and_the_stream_goes_on(tmp_path):
 
 def test_an_epoch_of_bad_records_stops_even_without_a_fraction_cap(tmp_path):
   dmvr.write_shards([NOT_A_RECORD] * 3, str(tmp_path / "train.tfrecord"), 1)
-  dc = reader_configs(str(tmp_path), skip_bad_records=True, max_bad_fraction=1.0)
+  dc = reader_configs(
+    str(tmp_path), skip_bad_records=True, max_bad_fraction=1.0, global_order=False
+  )
   with pytest.raises(
     ValueError,
     match=r"Split 'train': epoch 0 held no good record: all 3 "
     r"records of this process's share \(process 0 of 1\) were bad",
+  ):
+    within(30, lambda: first_batch(dc))
+  # The global stream (the default on these shards) finds no record to replace the first with.
+  dc.global_order = None
+  with pytest.raises(
+    ValueError,
+    match=r"Split 'train': all 3 records tried for global position 0 of epoch 0 .* are bad, so "
+    r"skip_bad_records=True finds no record to replace them with. The last one: split=train, "
+    r"file=.*train.tfrecord-00000-of-00001, record \d - could not be read",
   ):
     within(30, lambda: first_batch(dc))
 

@@ -3,14 +3,19 @@ epoch, for uneven shards), and the global-order training stream, which gives the
 batches (ids, pixels, augmentation parameters) for 1, 2 or 4 processes and resumes at a global
 position."""
 
+import dataclasses
 import os
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
-from shared import reader_configs
+from absl import flags
+from ml_collections import config_flags
+from shared import REPO, reader_configs
 
-from vidtx import device_augment
+from vidtx import device_augment, run_checkpoints, sharding, trainer
 from vidtx.data import bad_records, dmvr, global_order, pipeline, reader_config
 from vidtx.errors import UserError
 
@@ -157,8 +162,6 @@ def test_global_order_names_what_it_cannot_read(uneven, tmp_path):
   assert global_order.record_count(dc, "train") == table.total
   file, record = table.locate(np.array([0, 1, 3, 13]))
   assert file.tolist() == [0, 1, 1, 6] and record.tolist() == [0, 0, 2, 1]
-  with pytest.raises(UserError, match="skip_bad_records=True is not yet supported"):
-    pipeline.build_train_dataset(configs(uneven, skip_bad_records=True), batch_size=2, seed=0)
   with pytest.raises(UserError, match="not a multiple of batch_size=4"):
     pipeline.build_train_dataset(dc, batch_size=2, seed=0, process_count=2, start_position=(0, 2))
   # A shard rewritten after its table: named, with the command that indexes the shards.
@@ -170,3 +173,210 @@ def test_global_order_names_what_it_cannot_read(uneven, tmp_path):
     UserError, match=r"s0.tfrecord-00000-of-00001: the shard changed.*index_shards"
   ):
     pipeline.build_train_dataset(stale, batch_size=2, seed=0)
+
+
+def no_frames(video_id: str) -> bytes:
+  """A SequenceExample with a label and no frame."""
+  example = tf.train.SequenceExample()
+  example.context.feature[dmvr.LABEL_INDEX_KEY].int64_list.value.append(1)
+  example.context.feature["video_id"].bytes_list.value.append(video_id.encode())
+  return example.SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def with_bad(tmp_path_factory) -> str:
+  """5 shards of 18 records, 7 of them bad, of every kind the reader finds: a corrupt JPEG, a
+  string that is not a SequenceExample, a label out of range, no frames."""
+  base_dir = tmp_path_factory.mktemp("with_bad")
+  good = [dmvr.make_sequence_example(video(5, i), i % 4, video_id=f"v{i:02d}") for i in range(11)]
+  corrupt = dmvr.sequence_example_from_jpegs([b"not a jpeg"] * 5, 1, video_id="corrupt")
+  bad = [corrupt, b"certainly not a SequenceExample", corrupt]
+  bad += [dmvr.make_sequence_example(video(5, 20), 7, video_id="label 7"), no_frames("empty")]
+  bad += [b"not one either", no_frames("empty too")]
+  shards = [good[0:2] + bad[0:2], good[2:4] + bad[2:3], bad[3:5] + good[4:6], good[6:9], bad[5:]]
+  shards[3] += good[9:]
+  for shard, examples in enumerate(shards):
+    dmvr.write_shards(examples, str(base_dir / f"s{shard}.tfrecord"), 1)
+  return str(base_dir)
+
+
+def test_bad_records_are_replaced_alike_on_any_topology(with_bad):
+  # max_bad_fraction off: 7 of 18 records are bad, more than the default cap allows.
+  dc = configs(
+    with_bad,
+    examples_per_subset={"train": 18},
+    skip_bad_records=True,
+    max_bad_fraction=None,
+    # Crop and flip (cheaper to build than the whole recipe, and keyed the same way).
+    augmentation_params=dict(do_jitter_scale=True, scale_min_factor=0.8, scale_max_factor=1.25),
+  )
+  want = global_batches(dc, 1)
+  ids = np.concatenate([b["video_id"] for b in want]).tolist()
+  assert len(ids) == STEPS * GLOBAL_BATCH and all(i.startswith(b"v") for i in ids), ids
+  skipped = np.concatenate([b["skipped"] for b in want])
+  # A bad position's replacement is the next clean record of the epoch's order: read the order.
+  table = global_order.record_table(reader_config.DatasetConfig.from_config(dc), "train")
+  positions = np.arange(STEPS * GLOBAL_BATCH)
+  epoch_of, index_of = positions // table.total, positions % table.total
+  clean = {}
+  for epoch in set(epoch_of.tolist()):
+    order = global_order.permute_numpy(np.arange(table.total), table.total, 11, epoch)
+    file, record = table.locate(order)
+    names = [
+      list(tf.data.TFRecordDataset(table.files[f]).skip(int(r)).take(1))[0].numpy()
+      for f, r in zip(file, record, strict=True)
+    ]
+    ok = [n.startswith(b"\n") and b"v" in n and b"label 7" not in n for n in names]
+    clean[epoch] = [
+      ok[i] and b"not a jpeg" not in names[i] and b"empty" not in names[i]
+      for i in range(table.total)
+    ]
+  for q, (epoch, index) in enumerate(zip(epoch_of, index_of, strict=True)):
+    tries = next(j for j in range(table.total) if clean[epoch][(index + j) % table.total])
+    assert skipped[q] == tries, q
+  assert skipped.sum() > 0 and (skipped == 0).any()
+  # The augmentation stays keyed by the position: the same as in the stream without bad records.
+  for process_count in (2, 4):
+    got = global_batches(dc, process_count)
+    for step, (a, b) in enumerate(zip(got, want, strict=True)):
+      assert set(a) == set(b)
+      for field in b:
+        np.testing.assert_array_equal(a[field], b[field], err_msg=f"{field}, step {step}")
+
+
+def test_a_run_of_bad_records_longer_than_the_tries_stops_the_stream(with_bad, monkeypatch):
+  monkeypatch.setattr(pipeline, "REPLACEMENT_TRIES", 1)
+  dc = configs(with_bad, examples_per_subset={"train": 18}, skip_bad_records=True)
+  dc.max_bad_fraction = None
+  ds = pipeline.build_train_dataset(dc, batch_size=GLOBAL_BATCH, seed=11).as_numpy_iterator()
+  with pytest.raises(UserError, match=r"all 1 records tried for global position \d+ of epoch 0"):
+    try:
+      for _ in range(STEPS):
+        next(ds)
+    except tf.errors.OpError as error:
+      raise bad_records.reader_error(error, dc, "train") from error
+
+
+def test_auto_is_global_on_shards_with_tables_and_says_why_not_otherwise(uneven, tmp_path):
+  dc = reader_config.DatasetConfig.from_config(configs(uneven, global_order=None))
+  assert dc.global_order is None and global_order.resolve(dc).global_order is True
+  # Shards of another tool: no frame tables, the per-process stream and one line saying so.
+  with tf.io.TFRecordWriter(str(tmp_path / "t.tfrecord-00000-of-00001")) as writer:
+    writer.write(dmvr.make_sequence_example(video(5, 0), 0))
+  other = reader_config.DatasetConfig.from_config(
+    configs(str(tmp_path), tables={"train": "t.tfrecord-00000-of-00001"}, global_order=None)
+  )
+  reason = global_order.why_not(other)
+  assert "t.tfrecord-00000-of-00001 has no current frame table" in reason
+  assert global_order.resolve(other).global_order is False
+  note = global_order.per_process_note(other, reason)
+  assert note.startswith("Note: the training stream is per process") and "\n" not in note
+  assert f"python -m vidtx.data.index_shards --shards={tmp_path}/t.tfrecord" in note
+  # True and False are kept; the per-process stream reads the shard.
+  assert global_order.resolve(dataclasses.replace(other, global_order=True)).global_order
+  assert global_order.resolve(dataclasses.replace(dc, global_order=False)).global_order is False
+  batch = next(pipeline.build_train_dataset(other, batch_size=2, seed=0).as_numpy_iterator())
+  assert batch["video_id"].shape == (2,)
+
+
+def test_global_order_is_auto_by_default_and_set_from_the_command_line():
+  for override, want in ((None, None), ("True", True), ("False", False)):
+    argv = ["test", f"--config={REPO}/configs/synthetic_timesformer.py"]
+    if override is not None:
+      argv.append(f"--config.dataset_configs.global_order={override}")
+    values = flags.FlagValues()
+    # As train.py defines it; the overrides are found in argv when the flag is defined.
+    config_flags.DEFINE_config_file(
+      "config", None, "", flag_values=values, lock_config=True, sys_argv=argv
+    )
+    values(argv)
+    dataset_configs = values.config.dataset_configs
+    assert dataset_configs.global_order is want, override
+    dataset_configs.base_dir = "/nowhere"
+    assert reader_config.DatasetConfig.from_config(dataset_configs).global_order is want
+
+
+def test_a_resumed_run_keeps_the_stream_its_checkpoint_was_written_with(
+  uneven, monkeypatch, capsys
+):
+  dc = reader_config.DatasetConfig.from_config(configs(uneven, global_order=None))
+  setup = trainer._Setup(
+    mesh=sharding.make_mesh(None),
+    local_batch_size=GLOBAL_BATCH,
+    dataset=dc,
+    class_names=None,
+    total_steps=10,
+    model=None,
+    tx=None,
+    schedule=None,
+    ema_decay=0.0,
+  )
+  config = ml_collections.ConfigDict({"batch_size": GLOBAL_BATCH})
+  saved = {
+    2: {"stream": "per_process", "positions": [[0, 8]], "process_count": 1},
+    3: {"positions": [[0, 12]], "process_count": 1},  # before the data state named its stream
+    4: {"stream": "global", "global_position": 16, "process_count": 1},
+    5: None,  # an older vidtx: no input position at all
+  }
+  monkeypatch.setattr(run_checkpoints, "restore_data_state", lambda manager, step: saved[step])
+
+  def chosen(step, requested=None):
+    requested_setup = dataclasses.replace(
+      setup, dataset=dataclasses.replace(dc, global_order=requested)
+    )
+    return trainer._choose_stream(config, requested_setup, None, step).dataset.global_order
+
+  assert chosen(0) is True and capsys.readouterr().out == ""  # a new run: global
+  assert chosen(4) is True and chosen(5) is True and capsys.readouterr().out == ""
+  for step in (2, 3):
+    assert chosen(step) is False
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and f"because checkpoint {step} was written with it" in lines[0]
+    assert f"global_order=True (which starts the global stream at position {4 * step})" in lines[0]
+  assert chosen(2, requested=True) is True and chosen(4, requested=False) is False
+
+
+def test_a_mesh_that_does_not_order_devices_by_process_gets_the_per_process_stream(
+  uneven, monkeypatch, capsys
+):
+  class Device:
+    def __init__(self, process_index: int):
+      self.process_index = process_index
+
+  class Sharding:
+    def __init__(self, rows: dict):
+      self.rows = rows
+
+    def devices_indices_map(self, shape):
+      return self.rows
+
+  first, second = Device(0), Device(1)
+  layouts = {
+    "by process": {first: (slice(0, 2),), second: (slice(2, 4),)},
+    "reversed": {second: (slice(0, 2),), first: (slice(2, 4),)},
+  }
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  layout = "by process"
+  monkeypatch.setattr(sharding, "data_sharding", lambda mesh: Sharding(layouts[layout]))
+  assert trainer._process_rows_problem(None, 4) is None
+  layout = "reversed"
+  problem = trainer._process_rows_problem(None, 4)
+  assert problem.startswith("process 0's devices hold rows 2..3 of the global batch, not [0, 2)")
+  dc = reader_config.DatasetConfig.from_config(configs(uneven, global_order=None))
+  setup = trainer._Setup(
+    mesh=None,
+    local_batch_size=2,
+    dataset=dc,
+    class_names=None,
+    total_steps=10,
+    model=None,
+    tx=None,
+    schedule=None,
+    ema_decay=0.0,
+  )
+  config = ml_collections.ConfigDict({"batch_size": 4})
+  assert trainer._choose_stream(config, setup, None, 0).dataset.global_order is False
+  assert "a mesh whose devices are ordered by process" in capsys.readouterr().out
+  required = dataclasses.replace(setup, dataset=dataclasses.replace(dc, global_order=True))
+  with pytest.raises(UserError, match="global_order=True: process 0's devices hold rows 2..3"):
+    trainer._choose_stream(config, required, None, 0)

@@ -269,7 +269,14 @@ def mixed(tmp_path_factory):
 def test_bad_records_stop_the_reader_naming_file_and_record(mixed, jitter):
   # With scale jitter (0.75-1.33 of a short side of 16: windows of 12 to 16 pixels) the host
   # sends window buffers (here S = crop = 16) that the device resizes.
-  dc = reader_configs(mixed, shuffle_buffer_size=1, augmentation_params=JITTER if jitter else {})
+  # The per-process stream in file order (buffer 1, one file; the default, global order, would
+  # read the records in a seeded order).
+  dc = reader_configs(
+    mixed,
+    shuffle_buffer_size=1,
+    augmentation_params=JITTER if jitter else {},
+    global_order=False,
+  )
   stream = pipeline.build_train_dataset(dc, batch_size=8, seed=0).as_numpy_iterator()
   batch = next(stream)
   # Record by record, in file order (buffer 1, one file): ok where readable, reasons otherwise.
@@ -297,7 +304,11 @@ def test_bad_records_stop_the_reader_naming_file_and_record(mixed, jitter):
 
 def test_skip_bad_records_counts_them_in_training_and_evaluation(mixed):
   dc = reader_configs(
-    mixed, shuffle_buffer_size=1, skip_bad_records=True, examples_per_subset={"validation": 8}
+    mixed,
+    shuffle_buffer_size=1,
+    skip_bad_records=True,
+    examples_per_subset={"validation": 8},
+    global_order=False,  # The per-process stream, in file order (global: test_global_order.py).
   )
   stream = pipeline.build_train_dataset(dc, batch_size=4, seed=0).as_numpy_iterator()
   device, host = bad_records.split_host_fields(next(stream), skip_bad_records=True)
@@ -310,7 +321,8 @@ def test_skip_bad_records_counts_them_in_training_and_evaluation(mixed):
 
 
 def test_clean_batches_keep_the_bookkeeping_behind_the_device_batches(mixed):
-  dc = reader_configs(mixed, shuffle_buffer_size=1, skip_bad_records=True)
+  # The per-process stream, in file order (global: test_global_order.py).
+  dc = reader_configs(mixed, shuffle_buffer_size=1, skip_bad_records=True, global_order=False)
   stream = pipeline.build_train_dataset(dc, batch_size=4, seed=0).as_numpy_iterator()
   batches = bad_records.CleanBatches(stream, dc, "train", start_position=(0, 0))
   assert batches.position == (0, 0) and batches.skipped == 0
@@ -321,7 +333,7 @@ def test_clean_batches_keep_the_bookkeeping_behind_the_device_batches(mixed):
   assert batches.position == (0, 8) and batches.skipped == 4  # Records 1, 3, 4 and 6 dropped.
   next(batches)  # Epoch 1: the same 4 good records, 4 more dropped.
   assert batches.position == (1, 8) and batches.skipped == 8
-  strict_dc = reader_configs(mixed, shuffle_buffer_size=1)
+  strict_dc = reader_configs(mixed, shuffle_buffer_size=1, global_order=False)
   strict = pipeline.build_train_dataset(strict_dc, batch_size=8, seed=0)
   with pytest.raises(ValueError, match="record 1: could not be read"):
     next(bad_records.CleanBatches(strict.as_numpy_iterator(), dc, "train"))
@@ -395,6 +407,7 @@ def test_frame_tables_give_the_stream_of_whole_records(fixture, request, monkeyp
       random_flip=True,
       stride=3,  # 4 frames at stride 3 from 6: looped, frames read twice
       augmentation_params={"do_jitter_scale": True, "scale_min_factor": 0.8},
+      global_order=False,  # The stream that can be read either way: per process.
     )
   )
   assert records.frame_tables_missing(dc, "train") is None  # dmvr.write_shards wrote them.

@@ -92,7 +92,9 @@ def test_shards_of_another_tool_read_by_frames_once_indexed_elsewhere(tmp_path, 
     for i in range(6):
       video = rng.integers(0, 255, (5 + i, 16, 16, 3), np.uint8)
       writer.write(dmvr.make_sequence_example(video, i % 4))
-  configs = reader_configs(str(users), shuffle_buffer_size=3, random_flip=True)
+  # The per-process stream, the same before and after indexing (auto would turn to the global
+  # stream once the shards have their tables).
+  configs = reader_configs(str(users), shuffle_buffer_size=3, random_flip=True, global_order=False)
   dc = reader_config.DatasetConfig.from_config(configs)
   note = records.frame_tables_note(dc, "train")
   assert "it has no frame table" in note and "vidtx.data.index_shards --shards=" in note

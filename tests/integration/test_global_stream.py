@@ -1,6 +1,9 @@
-"""dataset_configs.global_order, whole runs: 1 process x 4 devices and 2 processes x 2 devices
-train on the same stream (scale jitter, crops, colour jitter, mixup) with the same losses, and a
-run killed with kill -9 resumes on the other topology with the uninterrupted run's losses."""
+"""dataset_configs.global_order, whole runs: 1 process x 4 devices, 2 processes x 2 devices and
+4 processes x 1 device train on the same stream (scale jitter, crops, colour jitter, mixup) with
+the same losses and evaluate alike (metrics and per-video predictions), and a run killed with
+kill -9 resumes on another topology with the uninterrupted run's losses. The global stream is
+the default (global_order=None, auto) on the synthetic dataset's shards, which have frame
+tables."""
 
 import json
 import os
@@ -22,12 +25,12 @@ TIMING = {"steps_per_sec", "clips_per_sec", "val_eval_seconds"}
 
 
 def global_config(data_dir: str, steps: int = STEPS):
-  """The tiny synthetic run (2 training shards of 24 videos) in global order, with the
-  augmentation on: scale jitter and random crops of 16 from 20, colour jitter, mixup (a flip
+  """The tiny synthetic run (2 training shards of 24 videos) in global order (the default), with
+  the augmentation on: scale jitter and random crops of 16 from 20, colour jitter, mixup (a flip
   would swap the synthetic task's classes)."""
   config = shared.tiny_config(data_dir, steps=steps)
   ds = config.dataset_configs
-  ds.global_order = True
+  assert ds.global_order is None  # auto: global on shards with frame tables
   ds.augmentation_params = dict(
     do_jitter_scale=True, scale_min_factor=0.9, scale_max_factor=1.1, do_color_augment=True
   )
@@ -99,6 +102,33 @@ def _metrics(workdir) -> list[dict]:
   return [{k: v for k, v in line.items() if k not in TIMING} for line in lines]
 
 
+def _videos(workdir, processes: int) -> list[dict]:
+  """The final evaluation's per-video rows of every process, sorted by video id."""
+  names = (
+    ["eval_validation_videos.jsonl"]
+    if processes == 1
+    else [f"eval_validation_videos.process{i}.jsonl" for i in range(processes)]
+  )
+  rows = []
+  for name in names:
+    with open(os.path.join(workdir, name)) as f:
+      rows += [json.loads(line) for line in f if line.strip()]
+  return sorted(rows, key=lambda row: row["id"])
+
+
+def _assert_same_videos(got: list[dict], want: list[dict]) -> None:
+  assert [row["id"] for row in got] == [row["id"] for row in want]
+  for a, b in zip(got, want, strict=True):
+    assert a.keys() == b.keys()
+    for key in a:
+      try:  # Scores and probabilities to float precision; ids and class names exactly.
+        expected = np.asarray(b[key], dtype=np.float64)
+      except (TypeError, ValueError):
+        assert a[key] == b[key], key
+        continue
+      np.testing.assert_allclose(a[key], expected, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
 def _assert_same_run(got: list[dict], want: list[dict]) -> None:
   assert [line["step"] for line in got] == [line["step"] for line in want]
   for a, b in zip(got, want, strict=True):
@@ -119,15 +149,26 @@ def data_dir(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.tier2
-def test_one_and_two_processes_train_alike_and_resume_on_each_other(data_dir, tmp_path):
+def test_one_two_four_processes_train_alike_and_resume_on_each_other(data_dir, tmp_path):
   config_file = _config_file(tmp_path, data_dir)
   _finish(_launch(config_file, tmp_path / "one", processes=1, devices=4))
   _finish(_launch(config_file, tmp_path / "two", processes=2, devices=2))
+  _finish(_launch(config_file, tmp_path / "four", processes=4, devices=1))
   one = _metrics(tmp_path / "one")
-  assert [line["step"] for line in one] == [1, 2, 3, 4, 5, 6, 6]  # 6 steps and the evaluation
-  _assert_same_run(_metrics(tmp_path / "two"), one)
-  with open(tmp_path / "two" / "checkpoints" / "6" / "data" / "metadata") as f:
-    assert json.load(f) == {"global_position": STEPS * 8, "process_count": 2}
+  # 6 steps and the evaluation (its metrics are in the last line: compared too).
+  assert [line["step"] for line in one] == [1, 2, 3, 4, 5, 6, 6]
+  assert "val_top1" in one[-1]
+  videos = _videos(tmp_path / "one", 1)
+  assert len(videos) == 10
+  for name, processes in (("two", 2), ("four", 4)):
+    _assert_same_run(_metrics(tmp_path / name), one)
+    _assert_same_videos(_videos(tmp_path / name, processes), videos)
+    with open(tmp_path / name / "checkpoints" / "6" / "data" / "metadata") as f:
+      assert json.load(f) == {
+        "stream": "global",
+        "global_position": STEPS * 8,
+        "process_count": processes,
+      }
 
   # kill -9 a run once checkpoint 2 is complete and resume it on the other topology: 2 x 2
   # devices -> 1 x 4, and the reverse.

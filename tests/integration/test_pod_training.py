@@ -38,6 +38,9 @@ def exact_config(data_dir: str, steps: int):
   ds.video_length, ds.video_size = 9, 16  # A clip of 5 frames at stride 2 spans all 9.
   ds.num_frames, ds.stride, ds.min_resize, ds.crop_size = 5, 2, 16, 16
   ds.shuffle_buffer_size = 1
+  # The per-process stream (global order is the default on these shards, and makes any split
+  # over processes alike: tests/integration/test_global_stream.py).
+  ds.global_order = False
   config.batch_size = config.eval_batch_size = 8
   return config
 
@@ -222,7 +225,11 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
   with open(tmp_path / "two" / "checkpoints" / "3" / "data" / "metadata") as f:
     data_state = json.load(f)
   # Each process read every other record of the one shard: 12 each after 3 steps of 8 clips.
-  assert data_state == {"positions": [[0, 12], [0, 12]], "process_count": 2}
+  assert data_state == {
+    "stream": "per_process",
+    "positions": [[0, 12], [0, 12]],
+    "process_count": 2,
+  }
 
 
 def _wait_for(predicate, proc, what: str, timeout: float = 240.0) -> None:

@@ -47,6 +47,12 @@ def empty_epoch_message(
   )
 
 
+def in_graph_message(parts: list[Any]) -> tf.Tensor:
+  """A message (strings and string tensors, joined) for an in-graph error of the reader, marked
+  so that reader_error gives it back alone."""
+  return tf.strings.join([_MARK, *parts, _MARK])
+
+
 def fail_when_empty(ds: tf.data.Dataset, message: tf.Tensor) -> tf.data.Dataset:
   """`ds`, failing in-graph (InvalidArgumentError with `message`) when it ends without an
   element: an end marker follows the last element, and the marker at position 0 means none."""

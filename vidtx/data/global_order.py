@@ -74,6 +74,8 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
       f"reads for local shards only; base_dir={dc.base_dir!r} is remote. Copy the shards to a "
       "local disk or set dataset_configs.global_order=False."
     )
+  # A split without a record: named as the per-process stream names it (sizes, the config).
+  records.check_split_has_records(dc, split, whole_split=True)
   files = records.split_files(dc, split)
   index_dir = dc.index_dir or None
   counts = []
@@ -97,6 +99,48 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
       "vidtx.data.make_shards)."
     )
   return RecordTable(tuple(files), counts, starts)
+
+
+def why_not(dc: DatasetConfig, split: str = "train") -> str | None:
+  """Why the split cannot be read in global order, in words, or None when it can: DMVR shards on
+  a local disk, each with a current frame table (what make_shards and the synthetic dataset
+  write)."""
+  if split not in dc.tables:
+    return f"there is no {split!r} split"
+  if records.is_tfds(dc):
+    return f"{dc.dataset_name} is a TFDS split, which vidtx cannot read at random"
+  if "://" in str(dc.base_dir):
+    return f"base_dir={dc.base_dir!r} is remote (frame tables are read for local shards only)"
+  files = records.split_files(dc, split)
+  for file in files:
+    reason = frame_table.stale_reason(file, dc.index_dir or None)
+    if reason is not None:
+      return f"{file} has no current frame table ({reason})"
+  return None
+
+
+def resolve(dc: DatasetConfig) -> DatasetConfig:
+  """dc with global_order a bool: None (auto, the default) becomes True when the train split can
+  be read in global order (`why_not`), else False; True and False stay."""
+  if dc.global_order is not None:
+    return dc
+  return dataclasses.replace(dc, global_order=why_not(dc, "train") is None)
+
+
+def per_process_note(dc: DatasetConfig, reason: str, fix: str | None = None) -> str:
+  """The one line a run prints when global_order=None (auto) falls back to the per-process
+  stream: why, and what gives the one stream (`fix`, else what the data needs: with the frame
+  tables, clips also read only their frames instead of whole records)."""
+  if fix is None and records.is_tfds(dc):
+    fix = "write the split as DMVR shards (python -m vidtx.data.make_shards)"
+  elif fix is None and "://" in str(dc.base_dir):
+    fix = "copy the shards to a local disk"
+  elif fix is None:
+    fix = f"index the shards ({_index_command(dc, 'train')})"
+  return (
+    f"Note: the training stream is per process (its batches depend on the number of processes) "
+    f"because {reason}; for one stream on any topology (dataset_configs.global_order): {fix}."
+  )
 
 
 def record_count(dc: DatasetConfig, split: str) -> int:
@@ -247,27 +291,37 @@ def pointers(
       f"multiple of batch_size={global_batch}."
     )
   local = global_batch // process_count
-  total = table.total
-  names = tf.constant(table.files)
-  starts = tf.constant(table.starts, tf.int64)
   first_local = (start // global_batch) * local  # this process's elements before `start`
+  at = record_at(table, seed=seed, split=split)
 
   def element(local_position):
     # The k-th element of this process is row k % b of global batch k // b.
     step, row = local_position // local, local_position % local
     position = step * global_batch + process_index * local + row
-    epoch, index = position // total, position % total
+    epoch, index = position // table.total, position % table.total
+    return epoch, index, at(epoch, index)
+
+  # Positions stay below 2**62: no int64 overflow for any process count.
+  return tf.data.Dataset.range(first_local, 2**62 // process_count).map(element)
+
+
+def record_at(table: RecordTable, *, seed: int, split: str = "train"):
+  """A TF function (epoch, index in the epoch) -> {'file', 'record', 'source'} of the record at
+  that position of the seeded order (int64 scalars in, runs inside tf.data)."""
+  total = table.total
+  names = tf.constant(table.files)
+  starts = tf.constant(table.starts, tf.int64)
+
+  def at(epoch: tf.Tensor, index: tf.Tensor) -> dict[str, tf.Tensor]:
     record_id = permute(index, total, seed, epoch)
     file = tf.searchsorted(starts, tf.reshape(record_id, [1]), side="right")[0] - 1
     record = record_id - starts[file]
-    raw = {
+    return {
       "file": names[file],
       "record": record,
       "source": tf.strings.join(
         [f"split={split}, file=", names[file], ", record ", tf.strings.as_string(record)]
       ),
     }
-    return epoch, index, raw
 
-  # Positions stay below 2**62: no int64 overflow for any process count.
-  return tf.data.Dataset.range(first_local, 2**62 // process_count).map(element)
+  return at

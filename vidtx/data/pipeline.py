@@ -45,10 +45,13 @@ buffer are seeded per epoch, the order of elements is fixed (options.determinist
 random choice for an element comes from stateless ops seeded by (seed, process, epoch, index).
 A stream restarted at a saved (epoch, index) continues exactly where it stopped: the epochs before
 it are not read at all, the records before it in its epoch are read but not decoded.
-With dataset_configs.global_order the stream is the same for any number of processes
+With dataset_configs.global_order (by default whenever every train shard has a current frame
+table: global_order.resolve) the stream is the same for any number of processes
 (vidtx.data.global_order): a seeded permutation of the whole split per epoch, each process reading
 its rows of every global batch through the frame tables, every element seeded by (seed, epoch,
-index) without the process; a restart at a global position continues it on any topology.
+index) without the process; a restart at a global position continues it on any topology. There
+skip_bad_records replaces a bad record by the next clean one of the epoch's order
+(_replacing_map), so that no position is dropped.
 
 Bad records (no frames, a corrupt JPEG, labels out of range, a string that is not a
 SequenceExample) stop the reader with an error naming the file and the record index; with
@@ -340,16 +343,10 @@ def _global_records(
   process_index: int,
   process_count: int,
   start_position: tuple[int, int],
-) -> tuple[tf.data.Dataset, tf.Tensor]:
+) -> tuple[tf.data.Dataset, tf.Tensor, global_order.RecordTable]:
   """(epoch, index, raw) of this process's rows of the global stream (vidtx.data.global_order),
-  and the base seed of its elements: the seed alone, so that an element's randomness depends on
-  (seed, epoch, index) and not on which process reads it."""
-  if dc.skip_bad_records:
-    raise UserError(
-      "dataset_configs.global_order=True with skip_bad_records=True is not yet supported: a "
-      "skipped record would shift the stream between processes. Remove the bad records (the "
-      "reader names them) or set dataset_configs.global_order=False."
-    )
+  the base seed of its elements (the seed alone, so that an element's randomness depends on
+  (seed, epoch, index) and not on which process reads it) and the split's record table."""
   table = global_order.record_table(dc, "train")
   start_epoch, start_index = start_position
   ds = global_order.pointers(
@@ -360,7 +357,116 @@ def _global_records(
     process_count=process_count,
     start=start_epoch * table.total + start_index,
   )
-  return ds, tf.constant([int(seed), 0], tf.int64)
+  return ds, tf.constant([int(seed), 0], tf.int64), table
+
+
+# With skip_bad_records, a bad record at global position q is replaced by the next record of the
+# epoch's order (q + 1, q + 2, ..., wrapping inside the epoch) that reads cleanly: at most this
+# many records are tried before the stream stops.
+REPLACEMENT_TRIES = 64
+
+
+def _replacing_map(
+  dc: DatasetConfig,
+  ds: tf.data.Dataset,
+  base_seed: tf.Tensor,
+  table: global_order.RecordTable,
+  seed: int,
+) -> tf.data.Dataset:
+  """The training elements of a global-order stream with skip_bad_records: position q gets the
+  element of the first clean record among q, q + 1, ... (in epoch order, wrapping inside the
+  epoch), its augmentation still keyed by q; the bad records tried before it come first, as
+  elements that are not ok, for skip_counter to report, count and cap. Badness is a property of
+  the record, so every topology picks the same replacement and the global batches stay equal.
+
+  Position q's own record is read as without skipping (records.protected_map, in parallel);
+  only a bad one takes the slow path that tries the next records one after the other."""
+  total = table.total
+  tries = min(total, REPLACEMENT_TRIES)
+  at = global_order.record_at(table, seed=seed)
+
+  def element(epoch, index, raw):
+    return _train_element(dc, base_seed, epoch, index, raw)
+
+  def unreadable(epoch, index, raw):
+    return _unreadable_train_element(dc, epoch, index, raw)
+
+  @records.no_autograph
+  def replace(first):
+    """[bad elements tried..., the first clean one] for a bad element `first` at position q."""
+    epoch, index = first["epoch"], first["index"]
+
+    def candidate(j):
+      one = tf.data.Dataset.from_tensors((epoch, index, at(epoch, (index + j) % total)))
+      return one.map(element).ignore_errors().concatenate(one.map(unreadable)).take(1)
+
+    def remember_bad(state, el):
+      # Emits each candidate with the bad ones before it (sources, errors, count).
+      sources, errors, bad = state
+      slot = tf.reshape(bad, [1, 1])
+      after = (
+        tf.tensor_scatter_nd_update(sources, slot, [el["source"]]),
+        tf.tensor_scatter_nd_update(errors, slot, [el["error"]]),
+        bad + 1,
+      )
+      new_state = tf.nest.map_structure(lambda a, b: tf.where(el["ok"], b, a), after, state)
+      return new_state, (el, state)
+
+    # Lazy: candidates 1, 2, ... are read one after the other until one is clean (or all
+    # `tries`, candidate 0 included, are bad).
+    candidates = tf.data.Dataset.from_tensors(first).concatenate(
+      tf.data.Dataset.range(1, tries).flat_map(records.no_autograph(candidate))
+    )
+    empty = tf.constant([""] * tries)
+    chosen = (
+      candidates.scan((empty, empty, tf.constant(0, tf.int64)), records.no_autograph(remember_bad))
+      .enumerate()
+      .filter(lambda j, chosen: chosen[0]["ok"] | (j == tries - 1))
+      .take(1)
+    )
+
+    def all_bad_stops(el):
+      message = bad_records.in_graph_message(
+        [
+          f"Split 'train': all {tries} records tried for global position ",
+          tf.strings.as_string(index),
+          " of epoch ",
+          tf.strings.as_string(epoch),
+          " (that position and the next ones in the epoch's order) are bad, so "
+          "skip_bad_records=True finds no record to replace them with. The last one: ",
+          el["source"],
+          " - ",
+          el["error"],
+          ". Fix or remove the bad records.",
+        ]
+      )
+      check = tf.debugging.Assert(el["ok"], [message])
+      with tf.control_dependencies([check]):
+        return tf.nest.map_structure(tf.identity, el)
+
+    @records.no_autograph
+    def with_bad_before(j, chosen):
+      del j
+      el, (sources, errors, bad) = chosen
+      reports = tf.data.Dataset.from_tensor_slices((sources[:bad], errors[:bad])).map(
+        lambda source, error: {**first, "source": source, "error": error}
+      )
+      return reports.concatenate(tf.data.Dataset.from_tensors(el).map(all_bad_stops))
+
+    return chosen.flat_map(with_bad_before)
+
+  @records.no_autograph
+  def group(el):
+    # (n, ...) elements for position q: a clean one alone, else the slow path's bad ones and
+    # their replacement (no dataset is made for a clean element: this costs next to nothing).
+    return tf.cond(
+      el["ok"],
+      lambda: tf.nest.map_structure(lambda field: field[None], el),
+      lambda: replace(el).batch(tries + 1).get_single_element(),
+    )
+
+  ds = records.protected_map(ds, element, unreadable)
+  return ds.map(group, num_parallel_calls=records.AUTOTUNE, deterministic=True).unbatch()
 
 
 def build_train_dataset(
@@ -391,21 +497,27 @@ def build_train_dataset(
   if start_epoch < 0 or start_index < 0:
     raise UserError(f"start_position={start_position} must be >= (0, 0).")
   where = dict(seed=seed, process_index=process_index, process_count=process_count)
+  dc = global_order.resolve(dc)
   if dc.global_order:
     global_batch = batch_size * process_count
     start = (start_epoch, start_index)
-    ds, base_seed = _global_records(dc, global_batch=global_batch, start_position=start, **where)
+    ds, base_seed, table = _global_records(
+      dc, global_batch=global_batch, start_position=start, **where
+    )
   else:
     ds, base_seed = _process_records(dc, start_position=(start_epoch, start_index), **where)
   # Through frame tables: the records' contexts read ahead, many in flight, and on a slow store
   # threads beyond the cores' to wait on clips' frames.
   waiting_threads = records.waiting_threads(ds, dc, "train")
   ds = records.read_contexts_ahead(ds)
-  ds = records.protected_map(
-    ds,
-    lambda epoch, index, raw: _train_element(dc, base_seed, epoch, index, raw),
-    lambda epoch, index, raw: _unreadable_train_element(dc, epoch, index, raw),
-  )
+  if dc.global_order and dc.skip_bad_records:
+    ds = _replacing_map(dc, ds, base_seed, table, seed)
+  else:
+    ds = records.protected_map(
+      ds,
+      lambda epoch, index, raw: _train_element(dc, base_seed, epoch, index, raw),
+      lambda epoch, index, raw: _unreadable_train_element(dc, epoch, index, raw),
+    )
   if dc.skip_bad_records:
     count_skipped, initial = bad_records.skip_counter(
       dc, "train", process_index, process_count, start_position=(start_epoch, start_index)

@@ -105,8 +105,9 @@ class DatasetConfig:
   flip_label_pairs: tuple[tuple[int, int], ...] = ()  # Classes that swap when flipped.
   shuffle_buffer_size: int = 256  # Records in the training shuffle buffer.
   # One stream for any topology (vidtx.data.global_order): a seeded global permutation per
-  # epoch, read at random through the frame tables; the shuffle buffer is not used.
-  global_order: bool = False
+  # epoch, read at random through the frame tables; the shuffle buffer is not used. None (auto):
+  # on when every train shard has a current frame table (global_order.resolve); True: required.
+  global_order: bool | None = None
   augmentation: Augmentation = Augmentation()  # dataset_configs.augmentation_params.
   # Normalisation, input = (pixel / 255 - mean) / std, per channel: dataset_configs.mean and std,
   # else the preset dataset_configs.normalization, else zero_centering (see `normalisation`).
@@ -390,9 +391,10 @@ def _from_config(cls: type, dataset_configs: Mapping[str, Any], views_only: bool
     "multi_label",
     "random_flip",
     "skip_bad_records",
-    "global_order",
   ):
     fields[field] = bool(given(field))
+  global_order = dc.get("global_order")
+  fields["global_order"] = None if global_order is None else bool(global_order)
   for field in ("eval_min_resize", "frame_rate"):
     value = dc.get(field)
     kind = int if field == "eval_min_resize" else float
