@@ -68,12 +68,6 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
       "TFDS split, which has no random access in vidtx. Write it as DMVR shards "
       "(python -m vidtx.data.make_shards) or set dataset_configs.global_order=False."
     )
-  if "://" in str(dc.base_dir):
-    raise UserError(
-      f"dataset_configs.global_order=True reads records through their frame tables, which vidtx "
-      f"reads for local shards only; base_dir={dc.base_dir!r} is remote. Copy the shards to a "
-      "local disk or set dataset_configs.global_order=False."
-    )
   files = records.split_files(dc, split)
   index_dir = dc.index_dir or None
   counts = []

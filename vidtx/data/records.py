@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from vidtx.data import dmvr, frame_table
+from vidtx.data import dmvr, frame_table, shard_store
 from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
 
@@ -426,7 +426,7 @@ def check_split_has_records(
     order = files
   sizes = []
   for name in order:
-    size = tf.io.gfile.stat(name).length
+    size = shard_store.size(name)  # gs:// too (epath: TensorFlow's or gcsfs)
     if size >= dmvr.MIN_RECORD_BYTES:
       return
     sizes.append(size)
@@ -454,7 +454,7 @@ def empty_files_warning(dataset_configs: DatasetConfig, split: str) -> str | Non
   files = split_files(dc, split)
   if len(files) < 2:
     return None
-  stat = lambda name: tf.io.gfile.stat(name).length  # noqa: E731
+  stat = shard_store.size
   if "://" in dc.base_dir:
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
       sizes = list(pool.map(stat, files))
@@ -524,8 +524,6 @@ def frame_tables_missing(
   (vidtx.data.frame_table), in words, or None when every shard of it has a current table."""
   if is_tfds(dc):
     return "a TFDS split"
-  if "://" in str(dc.base_dir):
-    return "remote shards (the frame tables are read for local shards only)"
   files, _ = share_files(dc, split, process_index, process_count)
   missing = [(f, r) for f in files if (r := frame_table.stale_reason(f, dc.index_dir or None))]
   if not missing:
@@ -538,7 +536,7 @@ def frame_tables_note(dc: DatasetConfig, split: str) -> str | None:
   """One line for a DMVR split read as whole records because a shard has no current frame table
   (the reader is right, just slower: it parses every frame of a record for the few a clip uses),
   with the command that writes the tables; None when the tables are there, or for TFDS."""
-  if is_tfds(dc) or "://" in str(dc.base_dir):
+  if is_tfds(dc):
     return None
   reason = frame_tables_missing(dc, split, process_count=1)
   if reason is None:
