@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vidtx import paths
-from vidtx.data import dmvr, frame_table, global_order, index_shards, record_index, reader_config
+from vidtx.data import dmvr, frame_table, global_order, index_shards, reader_config, record_index
 from vidtx.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -196,25 +196,24 @@ def stream_records(shard: str) -> Iterator[tuple[int, int, bytes]]:
   total, offset, number = shard_store.size(shard), 0, 0
   with shard_store.open_binary(shard) as f:
     while offset < total:
+      which = f"record {number} (byte {offset})"
       header = f.read(_HEADER_BYTES)
-      if len(header) == _HEADER_BYTES and masked_crc32c(header[:8]) == _header_crc(header):
+      problem = None
+      if len(header) < _HEADER_BYTES:
+        problem = f"{which} is truncated in its header ({len(header)} of {_HEADER_BYTES} bytes)"
+      elif masked_crc32c(header[:8]) != struct.unpack("<I", header[8:])[0]:
+        problem = f"{which} has a corrupt header (its length checksum does not match)"
+      else:
         size = struct.unpack("<Q", header[:8])[0] + _OVERHEAD_BYTES
-        raw = header + f.read(min(size, total - offset) - _HEADER_BYTES)
-      else:  # Truncated or corrupt: _checked names it.
-        size, raw = max(len(header), _OVERHEAD_BYTES), header
-      try:
-        data = _checked(shard, raw, offset, size, number)
-      except UserError as e:
-        problem = str(e).split(": ", 1)[1].split(";")[0]
+        if size > total - offset:
+          problem = f"{which} is truncated: it needs {size} bytes, the file has {total - offset}"
+      if problem:
         raise UserError(
           f"{shard}: {problem}; cannot index it. Re-create the shard (or drop it from the table)."
-        ) from None
-      yield offset, size, data
+        )
+      raw = header + f.read(size - _HEADER_BYTES)
+      yield offset, size, _checked(shard, raw, offset, size, number)
       offset, number = offset + size, number + 1
-
-
-def _header_crc(header: bytes) -> int:
-  return struct.unpack("<I", header[8:_HEADER_BYTES])[0]
 
 
 def tf_read_record(file, offset, size):

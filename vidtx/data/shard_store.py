@@ -82,6 +82,8 @@ def changed(recorded: dict, current: dict, made: str = "the table") -> str | Non
 
 
 _HANDLES = threading.local()  # TensorFlow's GFile handles of this thread, by path
+# Handles kept open per thread: each holds TensorFlow's 512 KiB read buffer.
+HANDLES_PER_THREAD = 8
 
 
 def read_range(path: str, offset: int, length: int) -> bytes:
@@ -91,13 +93,24 @@ def read_range(path: str, offset: int, length: int) -> bytes:
       return os.pread(f.fileno(), length, offset)
   fs = _fsspec(path)
   if fs is not None:
-    return fs.cat_file(path, start=offset, end=offset + length)
+    return fs.cat_file(path, start=offset, end=offset + length)  # one ranged GET
+  return gfile_range(path, offset, length)
+
+
+def gfile_range(path: str, offset: int, length: int) -> bytes:
+  """read_range through TensorFlow's GFile, on a handle this thread keeps open (the last
+  HANDLES_PER_THREAD files it read). A read outside the handle's buffer fetches at least the
+  buffer's 512 KiB (TensorFlow's GFile has no smaller buffer): more bytes than a frame, in one
+  request."""
   import tensorflow as tf  # noqa: PLC0415
 
-  handles = _HANDLES.__dict__.setdefault("open", {})
-  if path not in handles:
-    handles[path] = tf.io.gfile.GFile(path, "rb")
-  handle = handles[path]
+  handles = _HANDLES.__dict__.setdefault("open", {})  # path -> GFile, oldest first
+  handle = handles.pop(path, None)
+  if handle is None:
+    handle = tf.io.gfile.GFile(path, "rb")
+    while len(handles) >= HANDLES_PER_THREAD:
+      handles.pop(next(iter(handles))).close()
+  handles[path] = handle  # the most recent last
   handle.seek(offset)
   return handle.read(length)
 
