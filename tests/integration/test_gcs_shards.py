@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 
 from vidtx import paths
-from vidtx.data import dmvr, frame_table, global_order, index_shards, reader_config, record_index
+from vidtx.data import (
+  dmvr,
+  frame_table,
+  global_order,
+  index_shards,
+  pipeline,
+  reader_config,
+  record_index,
+  records,
+)
 from vidtx.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,9 +59,9 @@ def local_shards(tmp_path_factory) -> str:
   return str(base_dir)
 
 
-def _configs(base_dir: str, index_dir: str = ""):
+def _configs(base_dir: str, index_dir: str = "", **overrides):
   fields = dict(tables={"train": SHARDS}, examples_per_subset={"train": sum(SIZES)})
-  return _order.configs(base_dir, index_dir=index_dir, **fields)
+  return _order.configs(base_dir, index_dir=index_dir, **{**fields, **overrides})
 
 
 def _assert_same_batches(got: list[dict], want: list[dict]) -> None:
@@ -79,6 +88,10 @@ def test_bucket_shards_index_and_train_like_local_ones(gcs, local_shards, tmp_pa
     index_shards.index_shards(index_shards._shard_files(table), progress=False)
 
   index_dir = f"{bucket}/user/tables"
+  note = records.frame_tables_note(
+    reader_config.DatasetConfig.from_config(_configs(remote, index_dir)), "train"
+  )
+  assert "3 of its 3 shards cannot be" in note and "it has no frame table" in note
   argv = [f"--shards={table}", f"--index_dir={index_dir}", "--quiet"]
   counts = index_shards.main(argv)
   assert (counts["written"], counts["tables"], counts["records"]) == (3, 3, sum(SIZES))
@@ -108,6 +121,17 @@ def test_bucket_shards_index_and_train_like_local_ones(gcs, local_shards, tmp_pa
   assert sorted(ids[: sum(SIZES)].tolist()) == [f"v{i}".encode() for i in range(sum(SIZES))]
   _assert_same_batches(_order.global_batches(_configs(remote, index_dir), 1), want)
   _assert_same_batches(_order.global_batches(_configs(remote, index_dir), 2), want)
+  # The per-process stream reads the bucket's shards through their tables too.
+  per_process = [
+    reader_config.DatasetConfig.from_config(_configs(base_dir, index, global_order=False))
+    for base_dir, index in ((local_shards, ""), (remote, index_dir))
+  ]
+  assert records.frame_tables_missing(per_process[1], "train") is None
+  got, want = (
+    list(pipeline.build_train_dataset(dc, batch_size=4, seed=3).take(3).as_numpy_iterator())
+    for dc in per_process
+  )
+  _assert_same_batches(got, want)
 
   # A shard written again (the same bytes: a new generation) is named at start-up.
   paths.write_bytes(first, paths.read_bytes(first))

@@ -282,6 +282,29 @@ def stale_reason(shard: str, index_dir: str | None = None) -> str | None:
   return None
 
 
+# Shards in a bucket checked or opened at once at start-up (a request or two each).
+START_UP_THREADS = 16
+
+
+def _each(function: Callable, shards: Sequence[str]) -> list:
+  """[function(shard) for shard in shards], in START_UP_THREADS threads for a bucket's shards
+  (each a round trip), in sequence on a disk."""
+  if not any(shard_store.is_remote(shard) for shard in shards):
+    return [function(shard) for shard in shards]
+  with concurrent.futures.ThreadPoolExecutor(START_UP_THREADS) as pool:
+    return list(pool.map(function, shards))
+
+
+def stale_reasons(shards: Sequence[str], index_dir: str | None = None) -> list[str | None]:
+  """stale_reason of each shard (a bucket's in parallel)."""
+  return _each(lambda shard: stale_reason(shard, index_dir), shards)
+
+
+def open_tables(shards: Sequence[str], index_dir: str | None = None) -> list["FrameTable"]:
+  """open_table of each shard (a bucket's in parallel)."""
+  return _each(lambda shard: open_table(shard, index_dir), shards)
+
+
 class FrameTable:
   """One shard's table, open for reads: the records in memory, the frames memory-mapped."""
 

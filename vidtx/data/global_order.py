@@ -70,9 +70,8 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
     )
   files = records.split_files(dc, split)
   index_dir = dc.index_dir or None
-  counts = []
-  for file in files:
-    reason = frame_table.stale_reason(file, index_dir)
+  reasons = frame_table.stale_reasons(files, index_dir)  # a bucket's shards in parallel
+  for file, reason in zip(files, reasons, strict=True):
     if reason is not None:
       raise UserError(
         f"dataset_configs.global_order=True needs a current frame table for every shard of "
@@ -81,8 +80,8 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
       )
     # parse_video and clip_jpegs find the shard's table through this (tensors carry no dir).
     records.read_through_tables(file, index_dir)
-    counts.append(len(frame_table.open_table(file, index_dir).records))
-  counts = np.asarray(counts, np.int64)
+  tables = frame_table.open_tables(files, index_dir)
+  counts = np.asarray([len(table.records) for table in tables], np.int64)
   starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
   if starts[-1] == 0:
     raise UserError(

@@ -525,7 +525,8 @@ def frame_tables_missing(
   if is_tfds(dc):
     return "a TFDS split"
   files, _ = share_files(dc, split, process_index, process_count)
-  missing = [(f, r) for f in files if (r := frame_table.stale_reason(f, dc.index_dir or None))]
+  reasons = frame_table.stale_reasons(files, dc.index_dir or None)  # a bucket's in parallel
+  missing = [(f, r) for f, r in zip(files, reasons, strict=True) if r]
   if not missing:
     return None
   file, reason = missing[0]
@@ -564,10 +565,9 @@ def _dmvr_pointers(
   reads its context, clip_jpegs its clip's frames)."""
   files, shard_files = share_files(dc, split, process_index, process_count)
   index_dir = dc.index_dir or None
-  counts = []
   for file in files:
     read_through_tables(file, index_dir)
-    counts.append(len(frame_table.open_table(file, index_dir).records))
+  counts = [len(table.records) for table in frame_table.open_tables(files, index_dir)]
   names = tf.constant(files)
   sizes = tf.constant(counts, tf.int64)
   order = tf.range(len(files), dtype=tf.int64)
