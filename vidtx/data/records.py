@@ -395,6 +395,12 @@ def files_text(files: Sequence[str], limit: int = 3) -> str:
   return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
+def _size(name: str) -> int:
+  """The file's bytes: a bucket's object through epath (shard_store: TensorFlow's GCS file
+  system, or gcsfs, which reaches a GCS emulator)."""
+  return shard_store.size(name) if "://" in name else tf.io.gfile.stat(name).length
+
+
 def check_split_has_records(
   dataset_configs: DatasetConfig,
   split: str,
@@ -426,7 +432,7 @@ def check_split_has_records(
     order = files
   sizes = []
   for name in order:
-    size = shard_store.size(name)  # gs:// too (epath: TensorFlow's or gcsfs)
+    size = _size(name)
     if size >= dmvr.MIN_RECORD_BYTES:
       return
     sizes.append(size)
@@ -454,7 +460,7 @@ def empty_files_warning(dataset_configs: DatasetConfig, split: str) -> str | Non
   files = split_files(dc, split)
   if len(files) < 2:
     return None
-  stat = shard_store.size
+  stat = _size
   if "://" in dc.base_dir:
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
       sizes = list(pool.map(stat, files))
