@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from vidtx.data import frame_table
+from vidtx.data import frame_table, shard_store
 from vidtx.errors import UserError
 
 IMAGE_KEY = "image/encoded"
@@ -232,7 +232,7 @@ def expand_table(base_dir: str, table: str | Sequence[str]) -> list[str]:
     path = os.path.join(base_dir, match.group("name"))
     files = shard_names(path, num_shards)
     # The name escaped: a '[' or '*' in it is a character, not a pattern.
-    listed = set(tf.io.gfile.glob(f"{glob.escape(path)}-*-of-{num_shards:05d}"))
+    listed = set(_glob(f"{glob.escape(path)}-*-of-{num_shards:05d}"))
     missing = [name for name in files if name not in listed]
     if missing:
       raise UserError(
@@ -241,12 +241,18 @@ def expand_table(base_dir: str, table: str | Sequence[str]) -> list[str]:
       )
     return files
   pattern = os.path.join(base_dir, table)
-  files = sorted(tf.io.gfile.glob(pattern))
+  files = sorted(_glob(pattern))
   if not files:
     raise UserError(
       f"Table {table!r} matches no file: {pattern} does not exist (base_dir={base_dir!r})."
     )
   return files
+
+
+def _glob(pattern: str) -> list[str]:
+  """tf.io.gfile.glob; a bucket's listing through epath (shard_store: gcsfs with
+  EPATH_USE_TF=0, which, unlike TensorFlow's GCS file system, reaches a GCS emulator)."""
+  return shard_store.glob(pattern) if "://" in pattern else tf.io.gfile.glob(pattern)
 
 
 def parse_sequence_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -15,12 +15,17 @@ Per shard, beside its record index (vidtx.data.record_index) in the split's hidd
                     The context span is the record's field 1 (tag, length, Features): on its own
                     it is a valid SequenceExample with no frames.
   NAME.frames.npy   int64 (F, 2): per frame [offset, size] of its JPEG bytes; memory-mapped.
-  NAME.frames.json  the shard's size and mtime when the table was made.
+  NAME.frames.json  the shard's size and version (mtime; a bucket's object generation) when the
+                    table was made.
 
 The table is built when shards are written (make_shards), or by python -m vidtx.data.index_shards
 for existing shards; building it reads every record and checks its CRC32C. Reads through the table
 do not check the record's checksum (it covers the whole record); a shard changed since is caught
-by its size and mtime.
+by its size and mtime (a bucket's object: its generation).
+
+Shards in a bucket (gs://) are read the same way, each frame or context one ranged read through
+vidtx.data.shard_store (epath: TensorFlow's GCS file system, or gcsfs); their tables may be in
+the bucket too (the records and frames arrays are read whole when the table opens).
 
 On a slow store (reads slower than PARALLEL_ABOVE_SECONDS: a network file system, a bucket) the
 reads are issued in parallel in a pool of READ_THREADS threads (in_parallel), so that a store's
@@ -37,7 +42,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from vidtx.data import record_index
+from vidtx import paths
+from vidtx.data import record_index, shard_store
 from vidtx.errors import UserError
 
 RECORDS_SUFFIX = ".records.npy"
@@ -181,15 +187,18 @@ def write_table(
   shard: str,
   rows: np.ndarray,
   frames: np.ndarray,
-  shard_stat: os.stat_result,
+  shard_stat: os.stat_result | dict,
   index_dir: str | None = None,
 ) -> None:
   """Writes the shard's frame table (module docstring), each file atomically, the sidecar last:
-  a table without a current sidecar is never used."""
+  a table without a current sidecar is never used. `shard_stat`: os.stat of a local shard, or
+  shard_store.version."""
   sidecar = _path(shard, SIDECAR_SUFFIX, index_dir)
-  os.makedirs(os.path.dirname(sidecar), exist_ok=True)
-  if os.path.exists(sidecar):
-    os.remove(sidecar)  # ours (the stats folder); the table is rewritten below.
+  with _LOCK:  # An open table of the shard's previous version is not used again.
+    _OPEN.pop((shard, index_dir), None)
+  paths.makedirs(os.path.dirname(sidecar))
+  if paths.exists(sidecar):
+    paths.remove(sidecar)  # ours (the stats folder); the table is rewritten below.
   _save_atomically(_path(shard, RECORDS_SUFFIX, index_dir), rows)
   _save_atomically(_path(shard, FRAMES_SUFFIX, index_dir), frames)
   record_index.write_atomically(
@@ -197,8 +206,7 @@ def write_table(
     json.dumps(
       {
         "shard": os.path.basename(shard),
-        "shard_bytes": shard_stat.st_size,
-        "shard_mtime_ns": shard_stat.st_mtime_ns,
+        **record_index.shard_version(shard_stat),
         "records": len(rows),
         "frames": len(frames),
         "format": "records.npy: [context offset, context size, first frame, frames] per record; "
@@ -228,7 +236,7 @@ def write_new_shard_tables(
 
 def build_table(shard: str, index_rows: np.ndarray, index_dir: str | None = None) -> None:
   """Reads every record of `shard` at its index row (checksums checked) and writes its table."""
-  stat = os.stat(shard)
+  stat = shard_store.version(shard)
 
   def records():
     for number, (offset, size) in enumerate(index_rows.tolist()):
@@ -239,24 +247,62 @@ def build_table(shard: str, index_rows: np.ndarray, index_dir: str | None = None
   write_table(shard, rows, frames, stat, index_dir)
 
 
+def index_remote_shard(shard: str, index_dir: str | None = None) -> np.ndarray:
+  """Writes the record index and frame table of `shard` in a bucket from one pass through it
+  (one download, checksums checked, not a request per record); returns the index's rows."""
+  version = shard_store.version(shard)
+  index_rows, layout = [], []
+  for offset, size, data in record_index.stream_records(shard):
+    index_rows.append((offset, size))
+    layout.append((offset + record_index._HEADER_BYTES, len(data), scan_record(data)))
+  if shard_store.version(shard) != version:
+    raise UserError(
+      f"{shard} was rewritten while it was being indexed (its generation changed); index it "
+      "again once it is no longer being written."
+    )
+  rows = np.asarray(index_rows, np.int64).reshape(-1, 2)  # (N, 2)
+  record_index.write_index(record_index.index_path(shard, index_dir), rows, version)
+  write_table(shard, *table_rows(layout), version, index_dir)
+  return rows
+
+
 def stale_reason(shard: str, index_dir: str | None = None) -> str | None:
   """Why the shard's frame table cannot be used (missing, or made from another version of the
   shard), or None when it describes the shard."""
   sidecar = _path(shard, SIDECAR_SUFFIX, index_dir)
   try:
-    with open(sidecar, encoding="utf-8") as f:
-      recorded = json.load(f)
+    recorded = json.loads(paths.read_text(sidecar))
   except FileNotFoundError:
     return "it has no frame table"
   except (OSError, ValueError):
     return f"its frame table's sidecar {sidecar} is unreadable"
-  stat = os.stat(shard)
-  if (recorded.get("shard_bytes"), recorded.get("shard_mtime_ns")) != (
-    stat.st_size,
-    stat.st_mtime_ns,
-  ):
-    return f"the shard changed after its frame table {sidecar} was made (size or mtime)"
+  changed = shard_store.changed(recorded, shard_store.version(shard))
+  if changed:
+    return f"the shard changed after its frame table {sidecar} was made ({changed})"
   return None
+
+
+# Shards in a bucket checked or opened at once at start-up (a request or two each).
+START_UP_THREADS = 16
+
+
+def _each(function: Callable, shards: Sequence[str]) -> list:
+  """[function(shard) for shard in shards], in START_UP_THREADS threads for a bucket's shards
+  (each a round trip), in sequence on a disk."""
+  if not any(shard_store.is_remote(shard) for shard in shards):
+    return [function(shard) for shard in shards]
+  with concurrent.futures.ThreadPoolExecutor(START_UP_THREADS) as pool:
+    return list(pool.map(function, shards))
+
+
+def stale_reasons(shards: Sequence[str], index_dir: str | None = None) -> list[str | None]:
+  """stale_reason of each shard (a bucket's in parallel)."""
+  return _each(lambda shard: stale_reason(shard, index_dir), shards)
+
+
+def open_tables(shards: Sequence[str], index_dir: str | None = None) -> list["FrameTable"]:
+  """open_table of each shard (a bucket's in parallel)."""
+  return _each(lambda shard: open_table(shard, index_dir), shards)
 
 
 class FrameTable:
@@ -264,11 +310,17 @@ class FrameTable:
 
   def __init__(self, shard: str, index_dir: str | None = None):
     self.shard = shard
-    self._descriptor = os.open(shard, os.O_RDONLY)
-    stat = os.fstat(self._descriptor)
-    self.version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)  # of the file it reads
-    self.records = np.load(_path(shard, RECORDS_SUFFIX, index_dir), allow_pickle=False)
-    self.frames = np.load(_path(shard, FRAMES_SUFFIX, index_dir), mmap_mode="r")
+    records = _path(shard, RECORDS_SUFFIX, index_dir)
+    frames = _path(shard, FRAMES_SUFFIX, index_dir)
+    self._descriptor = -1
+    if shard_store.is_remote(shard):  # Reads: ranged reads of the object (shard_store).
+      self.version = None  # checked at start-up (stale_reason), not at every open_table
+    else:
+      self._descriptor = os.open(shard, os.O_RDONLY)
+      stat = os.fstat(self._descriptor)
+      self.version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)  # of the file it reads
+    self.records = _load(records)
+    self.frames = _load(frames, mmap_mode="r")
 
   def close(self) -> None:
     if self._descriptor >= 0:
@@ -279,7 +331,10 @@ class FrameTable:
     self.close()
 
   def _read(self, offset: int, size: int, record: int) -> bytes:
-    data = os.pread(self._descriptor, size, offset)
+    if self._descriptor >= 0:
+      data = os.pread(self._descriptor, size, offset)
+    else:
+      data = shard_store.read_range(self.shard, offset, size)
     if len(data) != size:
       raise UserError(
         f"{self.shard}: record {record} ends past the end of the file (the frame table says byte "
@@ -310,6 +365,13 @@ class FrameTable:
     for position, frame in zip(order, in_parallel(read, order), strict=True):
       data[position] = frame
     return data
+
+
+def _load(path: str, mmap_mode: str | None = None) -> np.ndarray:
+  """A table's array: memory-mapped from a local file (mmap_mode), read whole from a bucket."""
+  if paths.is_url(path):
+    return np.load(io.BytesIO(paths.read_bytes(path)), allow_pickle=False)
+  return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
 
 
 _POOL: list[concurrent.futures.ThreadPoolExecutor] = []  # made at the first parallel read
@@ -362,6 +424,11 @@ def open_table(shard: str, index_dir: str | None = None) -> FrameTable:
   when the file at `shard` is another one (rewritten since: a new run of make_shards in the same
   process). The replaced table closes when the last read through it is done."""
   key = (shard, index_dir)
+  if shard_store.is_remote(shard):  # A stat is a request: the version is checked at start-up.
+    with _LOCK:
+      if key not in _OPEN:
+        _OPEN[key] = FrameTable(shard, index_dir)
+      return _OPEN[key]
   stat = os.stat(shard)
   with _LOCK:
     table = _OPEN.get(key)

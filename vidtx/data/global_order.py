@@ -68,19 +68,12 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
       "TFDS split, which has no random access in vidtx. Write it as DMVR shards "
       "(python -m vidtx.data.make_shards) or set dataset_configs.global_order=False."
     )
-  if "://" in str(dc.base_dir):
-    raise UserError(
-      f"dataset_configs.global_order=True reads records through their frame tables, which vidtx "
-      f"reads for local shards only; base_dir={dc.base_dir!r} is remote. Copy the shards to a "
-      "local disk or set dataset_configs.global_order=False."
-    )
   # A split without a record: named as the per-process stream names it (sizes, the config).
   records.check_split_has_records(dc, split, whole_split=True)
   files = records.split_files(dc, split)
   index_dir = dc.index_dir or None
-  counts = []
-  for file in files:
-    reason = frame_table.stale_reason(file, index_dir)
+  reasons = frame_table.stale_reasons(files, index_dir)  # a bucket's shards in parallel
+  for file, reason in zip(files, reasons, strict=True):
     if reason is not None:
       raise UserError(
         f"dataset_configs.global_order=True needs a current frame table for every shard of "
@@ -89,8 +82,8 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
       )
     # parse_video and clip_jpegs find the shard's table through this (tensors carry no dir).
     records.read_through_tables(file, index_dir)
-    counts.append(len(frame_table.open_table(file, index_dir).records))
-  counts = np.asarray(counts, np.int64)
+  tables = frame_table.open_tables(files, index_dir)
+  counts = np.asarray([len(table.records) for table in tables], np.int64)
   starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
   if starts[-1] == 0:
     raise UserError(
@@ -102,18 +95,16 @@ def record_table(dc: DatasetConfig, split: str) -> RecordTable:
 
 
 def why_not(dc: DatasetConfig, split: str = "train") -> str | None:
-  """Why the split cannot be read in global order, in words, or None when it can: DMVR shards on
-  a local disk, each with a current frame table (what make_shards and the synthetic dataset
+  """Why the split cannot be read in global order, in words, or None when it can: DMVR shards (on a
+  disk or in a bucket), each with a current frame table (what make_shards and the synthetic dataset
   write)."""
   if split not in dc.tables:
     return f"there is no {split!r} split"
   if records.is_tfds(dc):
     return f"{dc.dataset_name} is a TFDS split, which vidtx cannot read at random"
-  if "://" in str(dc.base_dir):
-    return f"base_dir={dc.base_dir!r} is remote (frame tables are read for local shards only)"
   files = records.split_files(dc, split)
-  for file in files:
-    reason = frame_table.stale_reason(file, dc.index_dir or None)
+  reasons = frame_table.stale_reasons(files, dc.index_dir or None)  # a bucket's in parallel
+  for file, reason in zip(files, reasons, strict=True):
     if reason is not None:
       return f"{file} has no current frame table ({reason})"
   return None
@@ -133,8 +124,6 @@ def per_process_note(dc: DatasetConfig, reason: str, fix: str | None = None) -> 
   tables, clips also read only their frames instead of whole records)."""
   if fix is None and records.is_tfds(dc):
     fix = "write the split as DMVR shards (python -m vidtx.data.make_shards)"
-  elif fix is None and "://" in str(dc.base_dir):
-    fix = "copy the shards to a local disk"
   elif fix is None:
     fix = f"index the shards ({_index_command(dc, 'train')})"
   return (

@@ -14,6 +14,12 @@ sidecar JSON), writes the missing ones and writes again, naming them, those whos
 The frame table reads every record (its checksum checked): at disk speed, plus ~1 ms of CPU per
 250-frame record. With it, training reads only the frames each clip uses; the reader is told
 where the tables are with dataset_configs.index_dir=DIR2 when they are not beside the shards.
+
+Shards in a bucket (gs://BUCKET/DIR/train.tfrecord@16) are indexed the same way, each read in one
+download (its records' checksums checked); the index and table record the object's size and
+generation. --index_dir may be local or in the bucket (a new or empty prefix, or one this command
+wrote: its `.vidtx` marker), and a bucket folder of shards written by make_shards (its marker)
+gets them beside the shards.
 """
 
 import argparse
@@ -23,7 +29,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vidtx import locks, ownership
+from vidtx import locks, ownership, paths
 from vidtx.errors import UserError
 from vidtx.progress import Reporter
 
@@ -49,17 +55,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def _shard_files(table: str) -> list[str]:
-  from vidtx.data import dmvr  # TensorFlow's file listing (gs:// too).
+  from vidtx.data import dmvr  # The file listing (gs:// too).
 
   entries = [entry for entry in table.split(",") if entry]
-  files = dmvr.expand_table("", entries if len(entries) > 1 else table)
-  remote = [file for file in files if "://" in file]
-  if remote:
-    raise UserError(
-      f"{remote[0]}: record indexes are written for local shards only; copy the shards to a "
-      "local disk (or index them where they were made)."
-    )
-  return files
+  return dmvr.expand_table("", entries if len(entries) > 1 else table)
 
 
 def _check_destinations(files: Sequence[str], index_dir: str | None) -> list[str]:
@@ -71,7 +70,7 @@ def _check_destinations(files: Sequence[str], index_dir: str | None) -> list[str
     if ownership.marker_kind(index_dir) != "shards":  # Indexes may join vidtx's own shards.
       ownership.claim(index_dir, "index", hint="Pass a new or empty --index_dir.")
     return [index_dir]
-  folders = sorted({os.path.dirname(os.path.abspath(file)) for file in files})
+  folders = sorted({os.path.dirname(paths.abspath(file)) for file in files})
   for folder in folders:
     if ownership.marker_kind(folder) != "shards" and not shard_tables.is_legacy_shards_dir(folder):
       raise UserError(
@@ -88,13 +87,13 @@ def index_shards(
   """Indexes `files` (into `index_dir`, or beside each shard); returns the counts: shards,
   records, written, kept (up to date), rewritten (their shard changed: named on stderr), tables
   (frame tables written: vidtx.data.frame_table)."""
-  from vidtx.data import frame_table, record_index
+  from vidtx.data import frame_table, record_index, shard_store
 
   folders = _check_destinations(files, index_dir)
   counts = {"shards": len(files), "records": 0, "written": 0, "kept": 0, "rewritten": []}
   counts["tables"] = 0
   meter = Reporter(
-    sum(os.path.getsize(file) for file in files),
+    sum(sizes := [shard_store.size(file) for file in files]),
     prefix="indexing: ",
     unit=" bytes",
     rates=(("MB/s", 1e-6, 1),),
@@ -108,24 +107,30 @@ def index_shards(
       names = {
         os.path.basename(os.path.dirname(record_index.index_path(file, folder)))
         for file in files
-        if index_dir is not None or os.path.dirname(os.path.abspath(file)) == folder
+        if index_dir is not None or os.path.dirname(paths.abspath(file)) == folder
       }
       if ownership.written_names(folder) is not None:
         ownership.record_written(folder, sorted(names))
-    for file in files:
+    for file, size in zip(files, sizes, strict=True):
       index = record_index.index_path(file, index_dir)
-      reason = record_index.stale_reason(file, index) if os.path.exists(index) else "missing"
+      reason = record_index.stale_reason(file, index) if paths.exists(index) else "missing"
       if reason is None:
         counts["kept"] += 1
         rows = record_index.read_index(index)
         counts["records"] += len(rows)
         if frame_table.stale_reason(file, index_dir):  # Indexed before frame tables existed.
-          frame_table.build_table(file, rows, index_dir)
+          if shard_store.is_remote(file):
+            frame_table.index_remote_shard(file, index_dir)
+          else:
+            frame_table.build_table(file, rows, index_dir)
           counts["tables"] += 1
       else:
-        rows = record_index.scan_shard(file)
-        record_index.write_index(index, rows, os.stat(file))
-        frame_table.build_table(file, rows, index_dir)
+        if shard_store.is_remote(file):  # One download: the index and the table from it.
+          rows = frame_table.index_remote_shard(file, index_dir)
+        else:
+          rows = record_index.scan_shard(file)
+          record_index.write_index(index, rows, os.stat(file))
+          frame_table.build_table(file, rows, index_dir)
         counts["tables"] += 1
         counts["records"] += len(rows)
         if reason == "missing":
@@ -133,7 +138,7 @@ def index_shards(
         else:
           counts["rewritten"].append(index)
           print(f"{index} disagreed with {file} ({reason}): indexed again.", file=sys.stderr)
-      meter.advance(os.path.getsize(file))
+      meter.advance(size)
   meter.finish()
   return counts
 

@@ -15,11 +15,13 @@ import json
 import os
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import google_crc32c
 import numpy as np
 
+from vidtx import paths
+from vidtx.data import shard_store
 from vidtx.errors import UserError
 
 INDEX_SUFFIX = ".idx"
@@ -66,28 +68,29 @@ def scan_shard(shard: str) -> np.ndarray:
 
 
 def write_atomically(path: str, content: str | bytes) -> None:
-  """Writes `content` to `path` through a hidden temporary file renamed into place: a reader sees
-  the whole file or none (the indexes here, the frame tables of vidtx.data.frame_table)."""
-  temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+  """Writes `content` to `path` whole or not at all (a hidden temporary file renamed into place;
+  in a bucket one upload): the indexes here, the frame tables of vidtx.data.frame_table."""
   data = content.encode("utf-8") if isinstance(content, str) else content
-  try:
-    with open(temporary, "wb") as f:
-      f.write(data)
-    os.replace(temporary, path)
-  finally:
-    if os.path.exists(temporary):
-      os.remove(temporary)
+  shard_store.write_atomically(path, data)
 
 
-def write_index(index: str, rows: np.ndarray, shard_stat: os.stat_result) -> None:
-  """Writes `rows` as DALI's index at `index`, then its sidecar with the shard's size and mtime
-  (both atomically: a reader sees a whole index or none)."""
-  os.makedirs(os.path.dirname(index), exist_ok=True)
+def shard_version(shard_stat: "os.stat_result | dict") -> dict:
+  """The sidecar's fields for the shard's version: from os.stat of a local shard, or
+  shard_store.version (a shard in a bucket)."""
+  if isinstance(shard_stat, dict):
+    return dict(shard_stat)
+  return {"shard_bytes": shard_stat.st_size, "shard_mtime_ns": shard_stat.st_mtime_ns}
+
+
+def write_index(index: str, rows: np.ndarray, shard_stat: "os.stat_result | dict") -> None:
+  """Writes `rows` as DALI's index at `index`, then its sidecar with the shard's version (size
+  and mtime, or a bucket's generation: shard_version), both atomically: a reader sees a whole
+  index or none."""
+  paths.makedirs(os.path.dirname(index))
   write_atomically(index, "".join(f"{offset} {size}\n" for offset, size in rows.tolist()))
   sidecar = {
     "shard": os.path.basename(index).removesuffix(INDEX_SUFFIX),
-    "shard_bytes": shard_stat.st_size,
-    "shard_mtime_ns": shard_stat.st_mtime_ns,
+    **shard_version(shard_stat),
     "records": len(rows),
     "format": "DALI tfrecord index: one 'offset size' line per record",
     "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -99,8 +102,7 @@ def read_index(index: str) -> np.ndarray:
   """The (N, 2) int64 [offset, size] rows of DALI's index file `index`; UserError naming the line
   when one is not two whole numbers."""
   try:
-    with open(index, encoding="utf-8") as f:
-      lines = f.read().splitlines()
+    lines = paths.read_text(index).splitlines()
   except FileNotFoundError:
     raise UserError(
       f"{index}: no such record index; write it with python -m vidtx.data.index_shards."
@@ -118,20 +120,13 @@ def read_index(index: str) -> np.ndarray:
 
 
 def stale_reason(shard: str, index: str) -> str | None:
-  """Why the index at `index` no longer describes `shard` (its size or mtime changed since, or it
-  has no sidecar), or None when it still does. Reads two small files and one stat."""
+  """Why the index at `index` no longer describes `shard` (its size or version changed since, or
+  it has no sidecar), or None when it still does. Reads two small files and one stat."""
   try:
-    with open(sidecar_path(index), encoding="utf-8") as f:
-      recorded = json.load(f)
+    recorded = json.loads(paths.read_text(sidecar_path(index)))
   except (OSError, ValueError):
     return f"its sidecar {sidecar_path(index)} is missing or unreadable"
-  stat = os.stat(shard)
-  if recorded.get("shard_bytes") != stat.st_size:
-    made_from = recorded.get("shard_bytes")
-    return f"the shard has {stat.st_size} bytes, the index was made from {made_from}"
-  if recorded.get("shard_mtime_ns") != stat.st_mtime_ns:
-    return "the shard was modified after the index was made (its mtime differs)"
-  return None
+  return shard_store.changed(recorded, shard_store.version(shard), "the index")
 
 
 def load_index(shard: str, index_dir: str | None = None) -> np.ndarray:
@@ -140,8 +135,8 @@ def load_index(shard: str, index_dir: str | None = None) -> np.ndarray:
   index = index_path(shard, index_dir)
   rows = read_index(index)
   reason = stale_reason(shard, index)
-  if reason is None and len(rows) and rows[-1].sum() != os.path.getsize(shard):
-    reason = f"its records end at byte {rows[-1].sum()}, the shard has {os.path.getsize(shard)}"
+  if reason is None and len(rows) and rows[-1].sum() != (size := shard_store.size(shard)):
+    reason = f"its records end at byte {rows[-1].sum()}, the shard has {size}"
   if reason:
     raise UserError(
       f"{index} disagrees with {shard}: {reason}. Index it again: python -m "
@@ -158,13 +153,16 @@ def masked_crc32c(data: bytes) -> int:
 
 
 def read_record(file: str, offset: int, size: int, *, record: int | None = None) -> bytes:
-  """The data of the record whose `size` bytes start at byte `offset` of `file`, both checksums
-  checked; UserError naming the file, the record (its number `record` when given) and what is
-  wrong."""
+  """The data of the record whose `size` bytes start at byte `offset` of `file` (local or in a
+  bucket: vidtx.data.shard_store), both checksums checked; UserError naming the file, the record
+  (its number `record` when given) and what is wrong."""
+  return _checked(file, shard_store.read_range(file, offset, size), offset, size, record)
+
+
+def _checked(file: str, raw: bytes, offset: int, size: int, record: int | None) -> bytes:
+  """The data of the record `raw` (read at `offset`, `size` bytes asked for), both checksums
+  checked (read_record)."""
   which = f"the record at byte {offset}" if record is None else f"record {record} (byte {offset})"
-  with open(file, "rb") as f:
-    f.seek(offset)
-    raw = f.read(size)
   fix = "re-create the shard, or index it again if it was replaced"
   if len(raw) != size or size < _OVERHEAD_BYTES:
     raise UserError(
@@ -189,6 +187,33 @@ def read_record(file: str, offset: int, size: int, *, record: int | None = None)
       f"{file}: {which} is corrupt (its data checksum does not match: overwritten bytes); {fix}."
     )
   return data
+
+
+def stream_records(shard: str) -> Iterator[tuple[int, int, bytes]]:
+  """(offset, size, data) of every record of the TFRecord file `shard`, read front to back in
+  one stream (in a bucket one download, not a request per record), both checksums checked;
+  UserError naming the damaged record."""
+  total, offset, number = shard_store.size(shard), 0, 0
+  with shard_store.open_binary(shard) as f:
+    while offset < total:
+      which = f"record {number} (byte {offset})"
+      header = f.read(_HEADER_BYTES)
+      problem = None
+      if len(header) < _HEADER_BYTES:
+        problem = f"{which} is truncated in its header ({len(header)} of {_HEADER_BYTES} bytes)"
+      elif masked_crc32c(header[:8]) != struct.unpack("<I", header[8:])[0]:
+        problem = f"{which} has a corrupt header (its length checksum does not match)"
+      else:
+        size = struct.unpack("<Q", header[:8])[0] + _OVERHEAD_BYTES
+        if size > total - offset:
+          problem = f"{which} is truncated: it needs {size} bytes, the file has {total - offset}"
+      if problem:
+        raise UserError(
+          f"{shard}: {problem}; cannot index it. Re-create the shard (or drop it from the table)."
+        )
+      raw = header + f.read(size - _HEADER_BYTES)
+      yield offset, size, _checked(shard, raw, offset, size, number)
+      offset, number = offset + size, number + 1
 
 
 def tf_read_record(file, offset, size):

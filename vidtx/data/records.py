@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from vidtx.data import dmvr, frame_table
+from vidtx.data import dmvr, frame_table, shard_store
 from vidtx.data.reader_config import DatasetConfig
 from vidtx.errors import UserError
 
@@ -395,6 +395,12 @@ def files_text(files: Sequence[str], limit: int = 3) -> str:
   return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
+def _size(name: str) -> int:
+  """The file's bytes: a bucket's object through epath (shard_store: TensorFlow's GCS file
+  system, or gcsfs, which reaches a GCS emulator)."""
+  return shard_store.size(name) if "://" in name else tf.io.gfile.stat(name).length
+
+
 def check_split_has_records(
   dataset_configs: DatasetConfig,
   split: str,
@@ -426,7 +432,7 @@ def check_split_has_records(
     order = files
   sizes = []
   for name in order:
-    size = tf.io.gfile.stat(name).length
+    size = _size(name)
     if size >= dmvr.MIN_RECORD_BYTES:
       return
     sizes.append(size)
@@ -454,7 +460,7 @@ def empty_files_warning(dataset_configs: DatasetConfig, split: str) -> str | Non
   files = split_files(dc, split)
   if len(files) < 2:
     return None
-  stat = lambda name: tf.io.gfile.stat(name).length  # noqa: E731
+  stat = _size
   if "://" in dc.base_dir:
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
       sizes = list(pool.map(stat, files))
@@ -524,10 +530,9 @@ def frame_tables_missing(
   (vidtx.data.frame_table), in words, or None when every shard of it has a current table."""
   if is_tfds(dc):
     return "a TFDS split"
-  if "://" in str(dc.base_dir):
-    return "remote shards (the frame tables are read for local shards only)"
   files, _ = share_files(dc, split, process_index, process_count)
-  missing = [(f, r) for f in files if (r := frame_table.stale_reason(f, dc.index_dir or None))]
+  reasons = frame_table.stale_reasons(files, dc.index_dir or None)  # a bucket's in parallel
+  missing = [(f, r) for f, r in zip(files, reasons, strict=True) if r]
   if not missing:
     return None
   file, reason = missing[0]
@@ -538,7 +543,7 @@ def frame_tables_note(dc: DatasetConfig, split: str) -> str | None:
   """One line for a DMVR split read as whole records because a shard has no current frame table
   (the reader is right, just slower: it parses every frame of a record for the few a clip uses),
   with the command that writes the tables; None when the tables are there, or for TFDS."""
-  if is_tfds(dc) or "://" in str(dc.base_dir):
+  if is_tfds(dc):
     return None
   reason = frame_tables_missing(dc, split, process_count=1)
   if reason is None:
@@ -566,10 +571,9 @@ def _dmvr_pointers(
   reads its context, clip_jpegs its clip's frames)."""
   files, shard_files = share_files(dc, split, process_index, process_count)
   index_dir = dc.index_dir or None
-  counts = []
   for file in files:
     read_through_tables(file, index_dir)
-    counts.append(len(frame_table.open_table(file, index_dir).records))
+  counts = [len(table.records) for table in frame_table.open_tables(files, index_dir)]
   names = tf.constant(files)
   sizes = tf.constant(counts, tf.int64)
   order = tf.range(len(files), dtype=tf.int64)
