@@ -296,13 +296,11 @@ def test_global_order_is_auto_by_default_and_set_from_the_command_line():
     assert reader_config.DatasetConfig.from_config(dataset_configs).global_order is want
 
 
-def test_a_resumed_run_keeps_the_stream_its_checkpoint_was_written_with(
-  uneven, monkeypatch, capsys
-):
-  dc = reader_config.DatasetConfig.from_config(configs(uneven, global_order=None))
-  setup = trainer._Setup(
-    mesh=sharding.make_mesh(None),
-    local_batch_size=GLOBAL_BATCH,
+def _data_setup(dc, *, mesh, local_batch_size):
+  """A trainer._Setup with what the stream's choice reads: the dataset, the mesh, the batch."""
+  return trainer._Setup(
+    mesh=mesh,
+    local_batch_size=local_batch_size,
     dataset=dc,
     class_names=None,
     total_steps=10,
@@ -311,6 +309,13 @@ def test_a_resumed_run_keeps_the_stream_its_checkpoint_was_written_with(
     schedule=None,
     ema_decay=0.0,
   )
+
+
+def test_a_resumed_run_keeps_the_stream_its_checkpoint_was_written_with(
+  uneven, monkeypatch, capsys
+):
+  dc = reader_config.DatasetConfig.from_config(configs(uneven, global_order=None))
+  setup = _data_setup(dc, mesh=sharding.make_mesh(None), local_batch_size=GLOBAL_BATCH)
   config = ml_collections.ConfigDict({"batch_size": GLOBAL_BATCH})
   saved = {
     2: {"stream": "per_process", "positions": [[0, 8]], "process_count": 1},
@@ -363,17 +368,7 @@ def test_a_mesh_that_does_not_order_devices_by_process_gets_the_per_process_stre
   problem = trainer._process_rows_problem(None, 4)
   assert problem.startswith("process 0's devices hold rows 2..3 of the global batch, not [0, 2)")
   dc = reader_config.DatasetConfig.from_config(configs(uneven, global_order=None))
-  setup = trainer._Setup(
-    mesh=None,
-    local_batch_size=2,
-    dataset=dc,
-    class_names=None,
-    total_steps=10,
-    model=None,
-    tx=None,
-    schedule=None,
-    ema_decay=0.0,
-  )
+  setup = _data_setup(dc, mesh=None, local_batch_size=2)
   config = ml_collections.ConfigDict({"batch_size": 4})
   assert trainer._choose_stream(config, setup, None, 0).dataset.global_order is False
   assert "a mesh whose devices are ordered by process" in capsys.readouterr().out

@@ -140,6 +140,19 @@ SCHEMES = [("timesformer", dict(attention=a)) for a in timesformer.ATTENTIONS] +
 ]
 
 
+def _logits_and_grads(model, params):
+  """Logits of a fixed random video and the gradients of a fixed random projection of them."""
+  video = jax.random.normal(jax.random.key(0), VIDEO_SHAPE)
+  ct = jax.random.normal(jax.random.key(1), (VIDEO_SHAPE[0], NUM_CLASSES))
+
+  def loss(params):
+    logits, _ = model.apply({"params": params}, video, train=False)
+    return jnp.sum(logits * ct), logits
+
+  (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+  return logits, grads
+
+
 def _scheme_id(scheme):
   name, overrides = scheme
   return "-".join([name, overrides["attention"]] + [k for k in overrides if k == "summary_tokens"])
@@ -172,20 +185,9 @@ def test_model_with_padded_path_equals_plain_model(scheme, monkeypatch):
   params = random_like(init_shapes(plain, VIDEO_SHAPE))
   monkeypatch.setattr(kernels, "choose_attention_implementation", choose)
   monkeypatch.setattr(kernels, "padded_dot_product_attention", padded_with_xla)
-  video = jax.random.normal(jax.random.key(0), VIDEO_SHAPE)
-  ct = jax.random.normal(jax.random.key(1), (VIDEO_SHAPE[0], NUM_CLASSES))
-
-  def logits_and_grads(model, params):
-    def loss(params):
-      logits, _ = model.apply({"params": params}, video, train=False)
-      return jnp.sum(logits * ct), logits
-
-    (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
-    return logits, grads
-
   # Both models in one program: one compilation.
   (logits_ref, grads_ref), (logits, grads) = _run(
-    lambda p: (logits_and_grads(plain, p), logits_and_grads(forced, p)), params
+    lambda p: (_logits_and_grads(plain, p), _logits_and_grads(forced, p)), params
   )
 
   # Every core call saw its model's field; each of the 'cudnn' model's ran padded.
@@ -433,20 +435,9 @@ def _model_logits_and_grads(scheme, implementations):
     for i in implementations
   ]
   params = random_like(init_shapes(built[0], VIDEO_SHAPE))
-  video = jax.random.normal(jax.random.key(0), VIDEO_SHAPE)
-  ct = jax.random.normal(jax.random.key(1), (VIDEO_SHAPE[0], NUM_CLASSES))
-
-  def logits_and_grads(model, params):
-    def loss(params):
-      logits, _ = model.apply({"params": params}, video, train=False)
-      return jnp.sum(logits * ct), logits
-
-    (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
-    return logits, grads
-
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(kernels, "splash_dot_product_attention", recording_splash)
-    results = _run(lambda p: [logits_and_grads(m, p) for m in built], params)
+    results = _run(lambda p: [_logits_and_grads(m, p) for m in built], params)
   return results, splash_lengths
 
 

@@ -59,6 +59,13 @@ SPLASH_MIN_LENGTH = SPLASH_BLOCK
 SPLASH_HEADS_AXIS = "model"
 
 
+# Why no fused kernel takes attention dropout (a forced 'cudnn' or 'splash' says it).
+_DROPOUT_PROBLEM = (
+  "cannot apply attention dropout (model.attention_dropout_rate > 0 in training): it acts on "
+  "the attention weights, which the fused kernel never forms"
+)
+
+
 def check_attention_implementation(value: Any) -> str:
   """Raises ValueError unless `value` is one of ATTENTION_IMPLEMENTATIONS; returns it."""
   if not isinstance(value, str) or value not in ATTENTION_IMPLEMENTATIONS:
@@ -143,10 +150,7 @@ def choose_attention_implementation(
     if platform not in SPLASH_PLATFORMS + SPLASH_INTERPRET_PLATFORMS:
       problem = f"runs on TPUs (and, interpreted, on CPUs) only, not on platform {platform!r}"
     elif dropout:
-      problem = (
-        "cannot apply attention dropout (model.attention_dropout_rate > 0 in training): it "
-        "acts on the attention weights, which the fused kernel never forms"
-      )
+      problem = _DROPOUT_PROBLEM
     if problem:
       raise UserError(
         f"model.attention_implementation='splash': the Pallas splash kernel {problem}; "
@@ -167,10 +171,7 @@ def choose_attention_implementation(
         f"{CUDNN_MAX_HEAD_DIM_HOPPER} ({CUDNN_MAX_HEAD_DIM} before Hopper), not {head_dim}"
       )
     elif dropout:
-      problem = (
-        "cannot apply attention dropout (model.attention_dropout_rate > 0 in training): it "
-        "acts on the attention weights, which the fused kernel never forms"
-      )
+      problem = _DROPOUT_PROBLEM
     if problem:
       raise UserError(
         f"model.attention_implementation='cudnn': cuDNN flash attention {problem}; "
