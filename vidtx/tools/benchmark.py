@@ -487,20 +487,26 @@ def augmentation_seconds(
   return (time.perf_counter() - start) / steps
 
 
-def _forward(model: Any, dc: reader_config.DatasetConfig, params: Any, inputs: jax.Array) -> Any:
-  """The evaluator's forward pass, compiled: uint8 clips normalised on the device, the model.
-  The evaluator's views are crop-sized: of the training batch's window buffers (scale jitter)
-  it takes the crop x crop corner."""
+def _forward(
+  model: Any,
+  dc: reader_config.DatasetConfig,
+  params: Any,
+  inputs: jax.Array,
+  mesh: jax.sharding.Mesh,
+  rules: sharding.Rules,
+) -> Any:
+  """The evaluator's forward pass, compiled: uint8 clips normalised on the device, the model,
+  traced under the mesh and config.mesh.rules as the evaluator's step (activations pinned; on a
+  TPU 'auto' attention may take the splash kernel). The evaluator's views are crop-sized: of the
+  training batch's window buffers (scale jitter) it takes the crop x crop corner."""
   normalisation = dc.normalisation
   crop = dc.crop_size
-  forward = jax.jit(
-    lambda params, inputs: model.apply(
-      {"params": params},
-      device_augment.normalise(inputs[:, :, :crop, :crop], *normalisation),
-      train=False,
-    )[0]
-  )
-  return forward.lower(params, inputs).compile()
+
+  def forward(params, inputs):
+    clips = device_augment.normalise(inputs[:, :, :crop, :crop], *normalisation)
+    return model.apply({"params": params}, clips, train=False)[0]
+
+  return jax.jit(sharding.under_rules(forward, mesh, rules)).lower(params, inputs).compile()
 
 
 def _end_to_end_seconds(
@@ -630,7 +636,8 @@ def benchmark(
     state, seconds = time_steps(compiled, state, same_batch(), warmup=warmup, steps=steps)
     result["compute"] = figures(seconds)
   elif "compute" in modes:
-    forward = _forward(model, dc, state.params, device_batch["inputs"])
+    rules = sharding.rules_from_config(config.get("mesh"))
+    forward = _forward(model, dc, state.params, device_batch["inputs"], mesh, rules)
     state, side = side_by_side(
       compiled, forward, state, same_batch(), spec, warmup=warmup, steps=steps, rounds=peer_rounds
     )
